@@ -1,0 +1,131 @@
+package tun
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the address plan (DESIGN §3).
+var (
+	// DefaultMeshPrefix is routed into the tunnel and held by the fail-closed route.
+	DefaultMeshPrefix = netip.MustParsePrefix("10.210.0.0/16")
+)
+
+const (
+	DefaultInterfaceName = "uncloud"
+	DefaultListenPort    = 51820
+	// MaxMTU is the tunnel MTU on a 1500-byte underlay: 1500 minus 80 bytes
+	// of IPv6+UDP+WireGuard overhead, as wg-quick computes it.
+	MaxMTU = 1420
+	// WireGuardOverhead is subtracted from the underlay MTU.
+	WireGuardOverhead = 80
+	// DefaultKeepalive keeps NAT mappings open; 25 s is below common UDP timeouts.
+	DefaultKeepalive = 25 * time.Second
+)
+
+// Config describes the local end of the mesh.
+type Config struct {
+	PrivateKey Key
+	// Address is this machine's mesh address, 10.210.X.1. The interface holds
+	// only this /32; the rest of the mesh is reached through MeshPrefix.
+	Address    netip.Addr
+	MeshPrefix netip.Prefix // zero means DefaultMeshPrefix
+	ListenPort uint16       // zero means DefaultListenPort
+	// InterfaceName is the kernel TUN name; zero means DefaultInterfaceName.
+	InterfaceName string
+	// MTU of the tunnel; zero means min(MaxMTU, underlay MTU - WireGuardOverhead).
+	MTU int
+	// Userspace forces the gVisor netstack even when a kernel TUN would work.
+	Userspace bool
+	// Expose lists the host ports that a netstack device forwards inbound
+	// mesh connections to. Ignored in kernel mode, where the host's own
+	// firewall decides.
+	Expose []ExposedPort
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if !out.MeshPrefix.IsValid() {
+		out.MeshPrefix = DefaultMeshPrefix
+	}
+	if out.ListenPort == 0 {
+		out.ListenPort = DefaultListenPort
+	}
+	if out.InterfaceName == "" {
+		out.InterfaceName = DefaultInterfaceName
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	return out
+}
+
+func (c *Config) validate() error {
+	if c.PrivateKey.IsZero() {
+		return fmt.Errorf("tun config: private key is missing")
+	}
+	if !c.Address.Is4() {
+		return fmt.Errorf("tun config: address %v is not an IPv4 address", c.Address)
+	}
+	if !c.MeshPrefix.Contains(c.Address) {
+		return fmt.Errorf("tun config: address %v is outside the mesh %v", c.Address, c.MeshPrefix)
+	}
+	if c.MTU != 0 && (c.MTU < 576 || c.MTU > 65535) {
+		return fmt.Errorf("tun config: mtu %d is out of range 576..65535", c.MTU)
+	}
+	if len(c.InterfaceName) > 15 {
+		return fmt.Errorf("tun config: interface name %q is longer than 15 bytes", c.InterfaceName)
+	}
+	return nil
+}
+
+// ExposedPort is a host port that a netstack device forwards inbound
+// connections to, written PORT or PORT/udp (PORT/tcp is the default).
+type ExposedPort struct {
+	Port  uint16
+	Proto string // "tcp" or "udp"
+}
+
+func (e ExposedPort) String() string { return fmt.Sprintf("%d/%s", e.Port, e.Proto) }
+
+// ParseExposedPort parses PORT[/tcp|/udp].
+func ParseExposedPort(s string) (ExposedPort, error) {
+	portText, proto, found := strings.Cut(strings.TrimSpace(s), "/")
+	if !found {
+		proto = "tcp"
+	}
+	proto = strings.ToLower(proto)
+	if proto != "tcp" && proto != "udp" {
+		return ExposedPort{}, fmt.Errorf("exposed port %q: protocol %q is neither tcp nor udp", s, proto)
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil || port == 0 {
+		return ExposedPort{}, fmt.Errorf("exposed port %q: %q is not a port number 1..65535", s, portText)
+	}
+	return ExposedPort{Port: uint16(port), Proto: proto}, nil
+}
+
+// Peer is a remote machine as the local WireGuard device knows it.
+type Peer struct {
+	PublicKey Key
+	// Endpoint is where to send; the zero value leaves it to roaming (the
+	// peer's first authenticated packet sets it).
+	Endpoint netip.AddrPort
+	// AllowedIPs are the sources accepted from and destinations routed to
+	// this peer: its machine /24 in the mesh.
+	AllowedIPs          []netip.Prefix
+	PersistentKeepalive time.Duration // zero disables keepalives
+}
+
+// PeerStatus is a peer with what the device has observed of it.
+type PeerStatus struct {
+	Peer
+	LastHandshake time.Time // zero if none yet
+	RxBytes       uint64
+	TxBytes       uint64
+}

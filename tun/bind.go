@@ -1,0 +1,176 @@
+package tun
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// stunMagicCookie is the fixed value at bytes 4..8 of every RFC 5389 STUN
+// message; it is what lets one UDP port carry STUN beside WireGuard.
+const stunMagicCookie = 0x2112A442
+
+// PacketKind says what a datagram arriving on the WireGuard socket is.
+type PacketKind uint8
+
+const (
+	// KindWireGuard packets stay in the batch for wireguard-go.
+	KindWireGuard PacketKind = iota
+	// KindSTUN packets go to the control queue for the NAT layer.
+	KindSTUN
+	// KindUnknown packets are dropped and counted.
+	KindUnknown
+)
+
+func (k PacketKind) String() string {
+	switch k {
+	case KindWireGuard:
+		return "wireguard"
+	case KindSTUN:
+		return "stun"
+	default:
+		return "unknown"
+	}
+}
+
+// ClassifyPacket tells WireGuard from STUN without copying. WireGuard is
+// checked first because it is the hot path: its first four bytes are a
+// little-endian message type 1..4, so bytes 1..3 are zero. A STUN message
+// starts with two zero bits and carries the magic cookie at bytes 4..8.
+func ClassifyPacket(b []byte) PacketKind {
+	if len(b) >= 4 && b[0] >= 1 && b[0] <= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0 {
+		return KindWireGuard
+	}
+	if len(b) >= 20 && b[0]&0xC0 == 0 && binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie {
+		return KindSTUN
+	}
+	return KindUnknown
+}
+
+// Datagram is a non-WireGuard packet received on the WireGuard socket.
+type Datagram struct {
+	Kind PacketKind
+	From netip.AddrPort
+	Data []byte
+}
+
+// BindStats counts what the Bind took out of the WireGuard stream.
+type BindStats struct {
+	Control        uint64 // queued for the control consumer
+	ControlDropped uint64 // queue was full
+	Unknown        uint64 // neither WireGuard nor a known control protocol
+}
+
+// DefaultControlQueueLen bounds the control queue: STUN is a few packets per
+// peer per minute, so a full queue means a flood, and dropping is right.
+const DefaultControlQueueLen = 256
+
+// Bind is wireguard-go's StdNetBind with a tap for control traffic. It keeps
+// StdNetBind's batching, UDP GSO/GRO and sticky source addresses by wrapping
+// rather than re-implementing it: each receive batch is scanned in place,
+// and a non-WireGuard packet is copied to a bounded queue and removed from
+// the batch by zeroing its size (wireguard-go skips anything shorter than a
+// message header), so the rest of the batch is never moved or copied.
+type Bind struct {
+	inner   conn.Bind
+	control chan Datagram
+
+	controlled     atomic.Uint64
+	controlDropped atomic.Uint64
+	unknown        atomic.Uint64
+}
+
+var _ conn.Bind = (*Bind)(nil)
+
+// NewBind returns a Bind over a fresh StdNetBind.
+func NewBind(queueLen int) *Bind {
+	if queueLen <= 0 {
+		queueLen = DefaultControlQueueLen
+	}
+	return &Bind{inner: conn.NewStdNetBind(), control: make(chan Datagram, queueLen)}
+}
+
+// Control delivers the non-WireGuard datagrams (STUN) received on the
+// socket. The channel stays open across socket re-opens.
+func (b *Bind) Control() <-chan Datagram { return b.control }
+
+// Stats returns the control-path counters.
+func (b *Bind) Stats() BindStats {
+	return BindStats{
+		Control:        b.controlled.Load(),
+		ControlDropped: b.controlDropped.Load(),
+		Unknown:        b.unknown.Load(),
+	}
+}
+
+// Open opens the inner sockets and wraps each receive function.
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.inner.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	wrapped := make([]conn.ReceiveFunc, len(fns))
+	for i, fn := range fns {
+		wrapped[i] = b.filter(fn)
+	}
+	return wrapped, actual, nil
+}
+
+func (b *Bind) filter(next conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := next(packets, sizes, eps)
+		for i := 0; i < n; i++ {
+			pkt := packets[i][:sizes[i]]
+			kind := ClassifyPacket(pkt)
+			if kind == KindWireGuard {
+				continue
+			}
+			sizes[i] = 0
+			if kind == KindUnknown {
+				b.unknown.Add(1)
+				continue
+			}
+			b.enqueue(kind, pkt, eps[i])
+		}
+		return n, err
+	}
+}
+
+func (b *Bind) enqueue(kind PacketKind, pkt []byte, ep conn.Endpoint) {
+	var from netip.AddrPort
+	if std, ok := ep.(*conn.StdNetEndpoint); ok {
+		from = std.AddrPort
+	} else if ap, err := netip.ParseAddrPort(ep.DstToString()); err == nil {
+		from = ap
+	}
+	d := Datagram{Kind: kind, From: from, Data: append([]byte(nil), pkt...)}
+	select {
+	case b.control <- d:
+		b.controlled.Add(1)
+	default:
+		b.controlDropped.Add(1)
+	}
+}
+
+// SendTo sends one non-WireGuard datagram from the WireGuard socket, so
+// that a STUN answer or probe leaves through the same NAT mapping that
+// WireGuard's own packets use.
+func (b *Bind) SendTo(data []byte, to netip.AddrPort) error {
+	ep, err := b.inner.ParseEndpoint(to.String())
+	if err != nil {
+		return fmt.Errorf("send to %v: %w", to, err)
+	}
+	if err := b.inner.Send([][]byte{data}, ep); err != nil {
+		return fmt.Errorf("send %d bytes to %v: %w", len(data), to, err)
+	}
+	return nil
+}
+
+func (b *Bind) Close() error                                  { return b.inner.Close() }
+func (b *Bind) SetMark(mark uint32) error                     { return b.inner.SetMark(mark) }
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error    { return b.inner.Send(bufs, ep) }
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.inner.ParseEndpoint(s) }
+func (b *Bind) BatchSize() int                                { return b.inner.BatchSize() }

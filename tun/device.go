@@ -1,0 +1,182 @@
+package tun
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/device"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// Mode is how packets reach the host: a kernel TUN interface, or a
+// userspace TCP/IP stack inside the agent.
+type Mode string
+
+const (
+	ModeKernel   Mode = "kernel"
+	ModeNetstack Mode = "netstack"
+)
+
+// Device is one machine's end of the mesh.
+type Device struct {
+	cfg  Config
+	mode Mode
+	mtu  int
+	log  *slog.Logger
+
+	wg     *device.Device
+	bind   *Bind
+	kernel *kernelLink // kernel mode only
+	stack  *netstack   // netstack mode only
+
+	mu    sync.Mutex // serialises peer changes and guards peers
+	peers map[Key]Peer
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open brings the device up: kernel TUN if this process can create and
+// configure one (and cfg.Userspace is false), otherwise the netstack, with
+// one log line saying why.
+func Open(ctx context.Context, cfg Config) (*Device, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d := &Device{cfg: cfg, log: cfg.Logger, peers: make(map[Key]Peer)}
+
+	d.mtu = cfg.MTU
+	if d.mtu == 0 {
+		d.mtu = tunnelMTU(underlayMTU(cfg.InterfaceName))
+	}
+
+	var tunDev wgtun.Device
+	if !cfg.Userspace {
+		k, err := openKernel(cfg, d.mtu)
+		switch {
+		case err == nil:
+			d.kernel, d.mode, tunDev = k, ModeKernel, k.dev
+		case kernelUnavailable(err):
+			d.log.Info("kernel TUN unavailable, using userspace netstack", "reason", err)
+		default:
+			return nil, err
+		}
+	}
+	if tunDev == nil {
+		ns, err := newNetstack(netstackConfig{Address: cfg.Address, MTU: d.mtu, Expose: cfg.Expose, Logger: d.log})
+		if err != nil {
+			return nil, fmt.Errorf("start netstack at %v: %w", cfg.Address, err)
+		}
+		d.stack, d.mode, tunDev = ns, ModeNetstack, ns
+	}
+
+	d.bind = NewBind(DefaultControlQueueLen)
+	d.wg = device.NewDevice(tunDev, d.bind, wireguardLogger(d.log))
+	setup := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.hexString(), cfg.ListenPort)
+	if err := d.wg.IpcSet(setup); err != nil {
+		d.wg.Close()
+		return nil, fmt.Errorf("configure wireguard (listen port %d): %w", cfg.ListenPort, err)
+	}
+	if err := d.wg.Up(); err != nil {
+		d.wg.Close()
+		return nil, fmt.Errorf("bring wireguard up on port %d: %w", cfg.ListenPort, err)
+	}
+	return d, nil
+}
+
+// Mode reports which packet path the device uses.
+func (d *Device) Mode() Mode { return d.mode }
+
+// MTU is the tunnel MTU in use.
+func (d *Device) MTU() int { return d.mtu }
+
+// Address is this machine's mesh address.
+func (d *Device) Address() netip.Addr { return d.cfg.Address }
+
+// InterfaceName is the kernel interface name, empty in netstack mode.
+func (d *Device) InterfaceName() string {
+	if d.kernel == nil {
+		return ""
+	}
+	return d.kernel.name
+}
+
+// PublicKey is this machine's WireGuard public key.
+func (d *Device) PublicKey() Key { return d.cfg.PrivateKey.PublicKey() }
+
+// ListenPort is the UDP port WireGuard (and STUN) listen on.
+func (d *Device) ListenPort() uint16 { return d.cfg.ListenPort }
+
+// Bind exposes the socket tap for the NAT layer (STUN, probes, relay).
+func (d *Device) Bind() *Bind { return d.bind }
+
+// DialContext opens a connection into the mesh from this machine: through
+// the host stack in kernel mode, through the netstack otherwise.
+func (d *Device) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if d.stack != nil {
+		return d.stack.DialContext(ctx, network, address)
+	}
+	var dialer net.Dialer
+	return dialer.DialContext(ctx, network, address)
+}
+
+// Listen listens for TCP connections from the mesh on this machine's mesh
+// address; address is ":port" or "<mesh address>:port".
+func (d *Device) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	if d.stack != nil {
+		return d.stack.Listen(network, address)
+	}
+	var lc net.ListenConfig
+	return lc.Listen(ctx, network, d.hostAddress(address))
+}
+
+// ListenPacket is Listen for UDP.
+func (d *Device) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	if d.stack != nil {
+		return d.stack.ListenPacket(network, address)
+	}
+	var lc net.ListenConfig
+	return lc.ListenPacket(ctx, network, d.hostAddress(address))
+}
+
+// hostAddress binds ":port" to the mesh address in kernel mode, so a
+// service meant for the mesh never listens on public interfaces.
+func (d *Device) hostAddress(address string) string {
+	host, port, err := net.SplitHostPort(address)
+	if err == nil && host == "" {
+		return net.JoinHostPort(d.cfg.Address.String(), port)
+	}
+	return address
+}
+
+// Close tears the device down. In kernel mode the interface disappears
+// with it, and the fail-closed route stays behind on purpose.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() {
+		d.wg.Close() // closes the TUN (or netstack) and the Bind
+	})
+	return d.closeErr
+}
+
+// Wait is closed when the device has shut down, for whatever reason.
+func (d *Device) Wait() <-chan struct{} { return d.wg.Wait() }
+
+func wireguardLogger(l *slog.Logger) *device.Logger {
+	wg := l.With("component", "wireguard")
+	return &device.Logger{
+		Verbosef: func(format string, args ...any) {
+			if wg.Enabled(context.Background(), slog.LevelDebug) {
+				wg.Debug(fmt.Sprintf(format, args...))
+			}
+		},
+		Errorf: func(format string, args ...any) { wg.Error(fmt.Sprintf(format, args...)) },
+	}
+}

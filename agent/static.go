@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// StaticOptions are the command-line additions to a static config file.
+type StaticOptions struct {
+	ConfigPath string
+	Userspace  bool              // force netstack, whatever the file says
+	Expose     []tun.ExposedPort // added to the file's Expose list
+	SOCKS5     string            // overrides the file's SOCKS5
+	Logger     *slog.Logger
+}
+
+// RunStatic brings the mesh up from a static config file and keeps it up
+// until ctx ends or the device dies. Each value on reload re-reads the
+// file and applies the peer changes; a change to the [Interface] section
+// needs a restart and is reported, not half-applied.
+func RunStatic(ctx context.Context, opts StaticOptions, reload <-chan struct{}) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg, err := loadWithOptions(opts, log)
+	if err != nil {
+		return err
+	}
+	dev, err := tun.Open(ctx, cfg.Device)
+	if err != nil {
+		return fmt.Errorf("bring mesh up: %w", err)
+	}
+	defer dev.Close()
+	if err := dev.SyncPeers(cfg.Peers); err != nil {
+		return fmt.Errorf("apply peers from %s: %w", opts.ConfigPath, err)
+	}
+
+	if cfg.SOCKS5 != "" {
+		if dev.Mode() != tun.ModeNetstack {
+			log.Info("SOCKS5 not started: kernel mode reaches the mesh through the interface", "socks5", cfg.SOCKS5)
+		} else {
+			stop, err := startSOCKS5(ctx, cfg.SOCKS5, dev, log)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
+	}
+
+	log.Info("mesh up", "mode", dev.Mode(), "interface", dev.InterfaceName(), "address", dev.Address(),
+		"port", dev.ListenPort(), "mtu", dev.MTU(), "public_key", dev.PublicKey(), "peers", len(cfg.Peers))
+
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			return nil
+		case <-dev.Wait():
+			return errors.New("wireguard device stopped unexpectedly")
+		case <-reload:
+			if err := reapply(opts, cfg.Device, dev, log); err != nil {
+				log.Error("config not reloaded", "err", err)
+			}
+		}
+	}
+}
+
+func loadWithOptions(opts StaticOptions, log *slog.Logger) (StaticConfig, error) {
+	cfg, err := LoadStaticConfig(opts.ConfigPath)
+	if err != nil {
+		return StaticConfig{}, err
+	}
+	if st, err := os.Stat(opts.ConfigPath); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("config file holds a private key but is readable by others; chmod 600 it", "path", opts.ConfigPath, "mode", st.Mode().Perm())
+	}
+	cfg.Device.Userspace = cfg.Device.Userspace || opts.Userspace
+	cfg.Device.Expose = append(cfg.Device.Expose, opts.Expose...)
+	if opts.SOCKS5 != "" {
+		if cfg.SOCKS5, err = parseLoopback(opts.SOCKS5); err != nil {
+			return StaticConfig{}, fmt.Errorf("--socks5: %w", err)
+		}
+	}
+	cfg.Device.Logger = log
+	return cfg, nil
+}
+
+func reapply(opts StaticOptions, running tun.Config, dev *tun.Device, log *slog.Logger) error {
+	cfg, err := loadWithOptions(opts, log)
+	if err != nil {
+		return err
+	}
+	if changed := interfaceChanges(running, cfg.Device); changed != "" {
+		return fmt.Errorf("[Interface] %s changed: restart the agent to apply it", changed)
+	}
+	before, _ := dev.Peers()
+	if err := dev.SyncPeers(cfg.Peers); err != nil {
+		return err
+	}
+	log.Info("config reloaded", "peers_before", len(before), "peers", len(cfg.Peers))
+	return nil
+}
+
+// interfaceChanges names the first [Interface] field that differs.
+func interfaceChanges(a, b tun.Config) string {
+	switch {
+	case a.PrivateKey != b.PrivateKey:
+		return "PrivateKey"
+	case a.Address != b.Address:
+		return "Address"
+	case a.ListenPort != b.ListenPort:
+		return "ListenPort"
+	case a.InterfaceName != b.InterfaceName:
+		return "Name"
+	case a.MTU != b.MTU:
+		return "MTU"
+	case a.Userspace != b.Userspace:
+		return "Userspace"
+	case fmt.Sprint(a.Expose) != fmt.Sprint(b.Expose):
+		return "Expose"
+	}
+	return ""
+}
+
+// startSOCKS5 lets host processes reach the mesh from a netstack machine.
+// Destinations outside the mesh are refused: the proxy is a way into the
+// tunnel, not an open relay.
+func startSOCKS5(ctx context.Context, addr string, dev *tun.Device, log *slog.Logger) (stop func(), err error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for SOCKS5 on %s: %w", addr, err)
+	}
+	mesh := tun.DefaultMeshPrefix
+	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil || !mesh.Contains(ap.Addr()) {
+			return nil, fmt.Errorf("destination %q is not in the mesh %v", address, mesh)
+		}
+		return dev.DialContext(ctx, network, address)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := tun.ServeSOCKS5(ctx, ln, dial, log); err != nil && ctx.Err() == nil {
+			log.Error("SOCKS5 server stopped", "err", err)
+		}
+	}()
+	log.Info("SOCKS5 into the mesh", "listen", ln.Addr())
+	return func() { cancel(); ln.Close(); <-done }, nil
+}

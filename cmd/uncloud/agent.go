@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+type agentCmd struct {
+	Config    string   `help:"Static config file (wg-quick-like: [Interface] and [Peer] sections)." type:"existingfile" required:"" placeholder:"FILE"`
+	Userspace bool     `help:"Use the userspace netstack even where a kernel TUN would work."`
+	Expose    []string `help:"Netstack mode: forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT. Repeatable. Nothing else on the host is reachable from the mesh." placeholder:"PORT[/udp]"`
+	SOCKS5    string   `name:"socks5" help:"Netstack mode: serve SOCKS5 on this loopback address so host programs can reach the mesh." placeholder:"127.0.0.1:PORT"`
+}
+
+func (agentCmd) Help() string {
+	return `The agent brings this machine's end of the mesh up and keeps it up until SIGTERM or SIGINT.
+
+It uses a kernel TUN interface when /dev/net/tun opens and it may configure links (root or CAP_NET_ADMIN), otherwise a userspace netstack (no privileges), and logs which and why. In kernel mode a route "unreachable 10.210.0.0/16" with a high metric stays installed even after the agent stops, so mesh traffic never leaves unencrypted.
+
+SIGHUP re-reads the config file and applies added, changed and removed peers without disturbing the others.
+
+Config file example:
+
+  [Interface]
+  PrivateKey = <from 'uncloud keygen'>
+  Address = 10.210.1.1
+  ListenPort = 51820
+
+  [Peer]
+  PublicKey = <the other machine's>
+  Endpoint = 203.0.113.7:51820
+  AllowedIPs = 10.210.2.0/24
+  PersistentKeepalive = 25`
+}
+
+func (a agentCmd) Run(g *globals) error {
+	var expose []tun.ExposedPort
+	for _, s := range a.Expose {
+		e, err := tun.ParseExposedPort(s)
+		if err != nil {
+			return err
+		}
+		expose = append(expose, e)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+
+	return agent.RunStatic(ctx, agent.StaticOptions{
+		ConfigPath: a.Config,
+		Userspace:  a.Userspace,
+		Expose:     expose,
+		SOCKS5:     a.SOCKS5,
+		Logger:     g.Logger,
+	}, reload)
+}

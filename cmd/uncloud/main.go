@@ -1,0 +1,45 @@
+// Command uncloud turns a set of machines into one network that runs
+// containers: a WireGuard mesh (embedded wireguard-go, kernel TUN or a
+// userspace netstack), gossip, a replicated state, and an agent on every
+// machine. This file is only the command line; the work is in the packages.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/alecthomas/kong"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+type cli struct {
+	LogLevel slog.Level `help:"Log level: debug, info, warn or error." default:"info" env:"UNCLOUD_LOG_LEVEL"`
+
+	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`
+	Keygen  keygenCmd  `cmd:"" help:"Print a new WireGuard key pair."`
+	Pubkey  pubkeyCmd  `cmd:"" help:"Read a private key on stdin and print its public key."`
+	Version versionCmd `cmd:"" help:"Print the version."`
+}
+
+// globals are what every command gets from the top-level flags.
+type globals struct {
+	Logger *slog.Logger
+}
+
+func main() {
+	var c cli
+	kctx := kong.Parse(&c,
+		kong.Name("uncloud"),
+		kong.Description("Join any machines into one WireGuard mesh that runs containers, with no control plane."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
+	if err := kctx.Run(&globals{Logger: logger}); err != nil {
+		fmt.Fprintf(os.Stderr, "uncloud: %v\n", err)
+		os.Exit(1)
+	}
+}

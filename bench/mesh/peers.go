@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// peer is one thing we measure: how to bring a tunnel up in a lab.
+type peer struct {
+	name  string
+	about string   // one line for the conditions header
+	tools []string // commands (or build pseudo-tools) it needs
+	start func(ctx context.Context, env *environment, l *lab) (*session, error)
+}
+
+// session is a running tunnel between the lab's namespaces.
+type session struct {
+	target     string      // address the iperf3 client in A connects to
+	serverBind string      // address the iperf3 server in B binds to
+	pingTarget string      // address pinged from A
+	daemons    []*daemon   // tunnel processes, stopped at the end, CPU accounted
+	directions []direction // what to measure; default one forward row
+	note       string      // e.g. offload state, shown under the table
+}
+
+// direction is one measured row of a peer: forward (A sends to B) or
+// reverse (iperf3 -R, B sends to A).
+type direction struct {
+	suffix  string
+	reverse bool
+}
+
+func allPeers() []peer {
+	return []peer{
+		rawPeer(),
+		wgDebianPeer(),
+		wgCurrentPeer(),
+		nebulaPeer(),
+		uncloudTUNPeer(),
+		uncloudNetstackPeer(),
+	}
+}
+
+func peerNames() []string {
+	var names []string
+	for _, p := range allPeers() {
+		names = append(names, p.name)
+	}
+	return names
+}
+
+func selectPeers(only []string) ([]peer, error) {
+	all := allPeers()
+	if len(only) == 0 {
+		return all, nil
+	}
+	var out []peer
+	for _, n := range only {
+		n = strings.TrimSpace(n)
+		i := slices.IndexFunc(all, func(p peer) bool { return p.name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("--only: unknown peer %q (known: %s)", n, strings.Join(peerNames(), ", "))
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
+}
+
+func rawPeer() peer {
+	return peer{
+		name:  "raw",
+		about: "plain veth between the namespaces, no tunnel (the limit)",
+		start: func(ctx context.Context, env *environment, l *lab) (*session, error) {
+			return &session{target: underlayB, serverBind: underlayB, pingTarget: underlayB}, nil
+		},
+	}
+}
+
+// runPeer sets up a lab and the peer's tunnel, measures, and tears it all
+// down. Failures become a result row with the error, so one broken peer
+// does not cost the others' figures.
+func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
+	fail := func(err error) []result {
+		env.log.Error("peer failed", "peer", p.name, "err", err)
+		return []result{{peer: p.name, err: err}}
+	}
+	for _, t := range p.tools {
+		if err := env.buildErrs[t]; err != nil {
+			return fail(err)
+		}
+	}
+	env.log.Info("setting up", "peer", p.name)
+	l, err := newLab(ctx, env, idx, p.name)
+	if err != nil {
+		return fail(err)
+	}
+	// Cleanup must run even after Ctrl-C, so it gets a context of its own.
+	defer l.close(context.WithoutCancel(ctx))
+
+	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	s, err := p.start(setupCtx, env, l)
+	cancel()
+	if s != nil {
+		defer func() {
+			for _, d := range s.daemons {
+				d.stop()
+			}
+		}()
+	}
+	if err != nil {
+		return fail(fmt.Errorf("set up %s: %w", p.name, err))
+	}
+	if err := waitReachable(ctx, l, s.pingTarget); err != nil {
+		return fail(fmt.Errorf("%s: %w", p.name, err))
+	}
+	dirs := s.directions
+	if len(dirs) == 0 {
+		dirs = []direction{{}}
+	}
+	rtt, err := measureRTT(ctx, env, l, s.pingTarget)
+	if err != nil {
+		return fail(fmt.Errorf("%s: %w", p.name, err))
+	}
+	env.log.Info("rtt", "peer", p.name, "min_ms", rtt.min, "avg_ms", rtt.avg, "p50_ms", rtt.p50)
+
+	var out []result
+	for _, d := range dirs {
+		r := result{peer: p.name + d.suffix, rtt: rtt, note: s.note}
+		for _, streams := range []int{1, 4} {
+			ir, err := measureThroughput(ctx, env, l, s, streams, d.reverse)
+			if err != nil {
+				r.err = fmt.Errorf("%s, %d stream(s): %w", r.peer, streams, err)
+				break
+			}
+			if streams == 1 {
+				r.one = ir
+			} else {
+				r.four = ir
+			}
+		}
+		if r.err != nil {
+			env.log.Error("measurement failed", "peer", r.peer, "err", r.err)
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// result is one table row.
+type result struct {
+	peer      string
+	rtt       rttStats
+	one, four throughput
+	note      string
+	err       error
+}
+
+func printConditions(w io.Writer, env *environment) {
+	fmt.Fprintf(w, "# bench/mesh %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(w, "- machine: %d CPUs, %s, kernel %s\n", runtime.NumCPU(), env.cpuModel, env.kernel)
+	fmt.Fprintf(w, "- iperf3: %s per run, 1 and 4 streams, median of %d run(s); ping: %d at %s, idle\n",
+		env.opts.duration, env.opts.repeat, env.opts.pings, env.opts.pingEvery)
+	fmt.Fprintf(w, "- pinning: %s (client CPU %d, server CPU %d, daemons A %d / B %d; -1 = unpinned)\n",
+		env.pin.mode, env.pin.client, env.pin.server, env.pin.daemonA, env.pin.daemonB)
+	if env.wgVersion != "" {
+		fmt.Fprintf(w, "- wg-current: golang.zx2c4.com/wireguard@%s\n", env.wgVersion)
+	}
+	if la, err := loadAverage(); err == nil {
+		fmt.Fprintf(w, "- load average at start: %s\n", la)
+	}
+	fmt.Fprintln(w)
+}
+
+func printTable(w io.Writer, rs []result) {
+	fmt.Fprintln(w, "| peer | 1-stream Gbit/s | 4-stream Gbit/s | retransmits 1/4 | RTT p50 ms (min/avg) | CPU s/Gbit proc | CPU s/Gbit host |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	var notes []string
+	for _, r := range rs {
+		if r.note != "" {
+			notes = append(notes, r.peer+": "+r.note)
+		}
+		if r.one.gbps == 0 {
+			fmt.Fprintf(w, "| %s | – | – | – | %s | – | – |\n", r.peer, rttCell(r.rtt))
+			continue
+		}
+		four := "–"
+		if r.four.gbps > 0 {
+			four = fmt.Sprintf("%.2f", r.four.gbps)
+		}
+		fmt.Fprintf(w, "| %s | %.2f | %s | %d/%d | %s | %.2f | %.2f |\n",
+			r.peer, r.one.gbps, four, r.one.retrans, r.four.retrans, rttCell(r.rtt),
+			r.one.procPerGbit(), r.one.hostPerGbit())
+	}
+	fmt.Fprintln(w)
+	for _, n := range notes {
+		fmt.Fprintln(w, "- "+n)
+	}
+	for _, r := range rs {
+		if r.err != nil {
+			fmt.Fprintf(w, "- %s: ERROR %v\n", r.peer, r.err)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func rttCell(r rttStats) string {
+	if r.recv == 0 {
+		return "–"
+	}
+	loss := ""
+	if r.recv < r.sent {
+		loss = fmt.Sprintf(", %d/%d lost", r.sent-r.recv, r.sent)
+	}
+	return fmt.Sprintf("%.3f (%.3f/%.3f%s)", r.p50, r.min, r.avg, loss)
+}
+
+// printSummary prints the ratios the targets are stated in (issue 2).
+func printSummary(w io.Writer, rs []result) {
+	get := func(name string) *result {
+		for i := range rs {
+			if rs[i].peer == name && rs[i].one.gbps > 0 {
+				return &rs[i]
+			}
+		}
+		return nil
+	}
+	ratio := func(a, b *result, four bool) string {
+		if a == nil || b == nil {
+			return "n/a"
+		}
+		x, y := a.one.gbps, b.one.gbps
+		if four {
+			x, y = a.four.gbps, b.four.gbps
+		}
+		if y == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f×", x/y)
+	}
+	pair := func(a, b *result) string {
+		return ratio(a, b, false) + " (4 streams " + ratio(a, b, true) + ")"
+	}
+	added := func(r, raw *result) string {
+		if r == nil || raw == nil || r.rtt.recv == 0 || raw.rtt.recv == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("+%.3f ms", r.rtt.p50-raw.rtt.p50)
+	}
+	raw, tun, cur := get("raw"), get("uncloud-tun"), get("wg-current")
+	nsRecv, nsSend := get("uncloud-netstack (ns receives)"), get("uncloud-netstack (ns sends)")
+	deb, neb := get("wg-debian"), get("nebula")
+	parts := []string{
+		"uncloud-tun/wg-current " + pair(tun, cur) + " [target ≥ 0.95]",
+		"netstack/tun receive " + pair(nsRecv, tun) + ", send " + pair(nsSend, tun) + " [target ≥ 0.5]",
+		"RTT added over veth (p50): uncloud-tun " + added(tun, raw) + " vs wg-current " + added(cur, raw) + " [target ≤ wg-current, stretch ≤ +0.3 ms]",
+		"nebula/wg-current " + pair(neb, cur),
+		"wg-debian/wg-current " + pair(deb, cur),
+		"wg-current/raw " + pair(cur, raw),
+	}
+	fmt.Fprintln(w, "**Summary:** "+strings.Join(parts, "; "))
+}

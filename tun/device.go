@@ -71,6 +71,13 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 		}
 	}
 	if tunDev == nil {
+		// Host programs cannot use the mesh in netstack mode, but without
+		// this route their packets to mesh addresses would leave through
+		// the default route in clear text. Best effort: an unprivileged
+		// agent cannot install it.
+		if err := ensureFailClosedRoute(cfg.MeshPrefix); err != nil {
+			d.log.Debug("no fail-closed route in netstack mode", "reason", err)
+		}
 		ns, err := newNetstack(netstackConfig{Address: cfg.Address, MTU: d.mtu, Expose: cfg.Expose, Logger: d.log})
 		if err != nil {
 			return nil, fmt.Errorf("start netstack at %v: %w", cfg.Address, err)

@@ -43,7 +43,7 @@ func main() {
 	var o options
 	var only string
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each iperf3 run")
-	flag.IntVar(&o.repeat, "repeat", 1, "iperf3 runs per measurement; the median run is reported")
+	flag.IntVar(&o.repeat, "repeat", 1, "rounds over all peers, interleaved so drifting background load hits every peer alike; the table shows per-row medians")
 	flag.StringVar(&only, "only", "", "comma-separated peers to run (default all): "+strings.Join(peerNames(), ","))
 	flag.StringVar(&o.pin, "pin", "iperf", "CPU pinning: none, iperf (client on CPU 0, server on CPU 1), sides (everything of namespace A on CPU 0, of B on CPU 1)")
 	flag.IntVar(&o.pings, "pings", 20, "pings per RTT measurement")
@@ -107,16 +107,21 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	}
 	printConditions(os.Stdout, env)
 
-	var results []result
-	for i, p := range peers {
-		if ctx.Err() != nil {
-			break
+	var rounds [][]result
+	for r := 0; r < o.repeat; r++ {
+		var results []result
+		for i, p := range peers {
+			if ctx.Err() != nil {
+				break
+			}
+			results = append(results, runPeer(ctx, env, r*len(peers)+i, p)...)
 		}
-		results = append(results, runPeer(ctx, env, i, p)...)
+		rounds = append(rounds, results)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("interrupted: %w", err)
 	}
+	results := combineRounds(rounds)
 	printTable(os.Stdout, results)
 	printSummary(os.Stdout, results)
 	return nil

@@ -97,30 +97,16 @@ func perGbit(cpu, gbits float64) float64 {
 	return cpu / gbits
 }
 
-// measureThroughput runs iperf3 --repeat times and returns the median run
-// (by Gbit/s), so one disturbed run by a neighbour's compile does not decide.
+// measureThroughput runs iperf3 once and logs the outcome.
 func measureThroughput(ctx context.Context, env *environment, l *lab, s *session, streams int, reverse bool) (throughput, error) {
-	var runs []throughput
-	for i := 0; i < env.opts.repeat; i++ {
-		t, err := iperfOnce(ctx, env, l, s, streams, reverse)
-		if err != nil {
-			return throughput{}, err
-		}
-		env.log.Info("iperf3", "target", s.target, "streams", streams, "reverse", reverse,
-			"gbps", round(t.gbps, 3), "retrans", t.retrans,
-			"cpu_proc_s_per_gbit", round(t.procPerGbit(), 3), "cpu_host_s_per_gbit", round(t.hostPerGbit(), 3))
-		runs = append(runs, t)
+	t, err := iperfOnce(ctx, env, l, s, streams, reverse)
+	if err != nil {
+		return throughput{}, err
 	}
-	slices.SortFunc(runs, func(a, b throughput) int {
-		switch {
-		case a.gbps < b.gbps:
-			return -1
-		case a.gbps > b.gbps:
-			return 1
-		}
-		return 0
-	})
-	return runs[len(runs)/2], nil
+	env.log.Info("iperf3", "target", s.target, "streams", streams, "reverse", reverse,
+		"gbps", round(t.gbps, 3), "retrans", t.retrans,
+		"cpu_proc_s_per_gbit", round(t.procPerGbit(), 3), "cpu_host_s_per_gbit", round(t.hostPerGbit(), 3))
+	return t, nil
 }
 
 // iperfOnce starts a one-off iperf3 server in B, runs the client in A and

@@ -128,7 +128,10 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 
 	var out []result
 	for _, d := range dirs {
-		r := result{peer: p.name + d.suffix, rtt: rtt, note: s.note}
+		r := result{peer: p.name + d.suffix, rtt: rtt}
+		if s.note != "" {
+			r.note = p.name + ": " + s.note
+		}
 		for _, streams := range []int{1, 4} {
 			ir, err := measureThroughput(ctx, env, l, s, streams, d.reverse)
 			if err != nil {

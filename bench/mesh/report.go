@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -20,7 +21,7 @@ type result struct {
 func printConditions(w io.Writer, env *environment) {
 	fmt.Fprintf(w, "# bench/mesh %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "- machine: %d CPUs, %s, kernel %s\n", runtime.NumCPU(), env.cpuModel, env.kernel)
-	fmt.Fprintf(w, "- iperf3: %s per run, 1 and 4 streams, median of %d run(s); ping: %d at %s, idle\n",
+	fmt.Fprintf(w, "- iperf3: %s per run, 1 and 4 streams, median over %d interleaved round(s); ping: %d at %s, idle\n",
 		env.opts.duration, env.opts.repeat, env.opts.pings, env.opts.pingEvery)
 	fmt.Fprintf(w, "- pinning: %s (client CPU %d, server CPU %d, daemons A %d / B %d; -1 = unpinned)\n",
 		env.pin.mode, env.pin.client, env.pin.server, env.pin.daemonA, env.pin.daemonB)
@@ -38,8 +39,8 @@ func printTable(w io.Writer, rs []result) {
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	var notes []string
 	for _, r := range rs {
-		if r.note != "" {
-			notes = append(notes, r.peer+": "+r.note)
+		if r.note != "" && !slices.Contains(notes, r.note) {
+			notes = append(notes, r.note)
 		}
 		if r.one.gbps == 0 {
 			fmt.Fprintf(w, "| %s | – | – | – | %s | – | – |\n", r.peer, rttCell(r.rtt))
@@ -120,4 +121,72 @@ func printSummary(w io.Writer, rs []result) {
 		"wg-current/raw " + pair(cur, raw),
 	}
 	fmt.Fprintln(w, "**Summary:** "+strings.Join(parts, "; "))
+}
+
+// combineRounds merges the rounds into one row per peer: each figure is the
+// median over the rounds in which it was measured (throughput by Gbit/s,
+// together with that run's retransmits and CPU; RTT by p50). Failures are
+// counted and the last one kept.
+func combineRounds(rounds [][]result) []result {
+	var names []string
+	byName := map[string][]result{}
+	for _, rs := range rounds {
+		for _, r := range rs {
+			if _, ok := byName[r.peer]; !ok {
+				names = append(names, r.peer)
+			}
+			byName[r.peer] = append(byName[r.peer], r)
+		}
+	}
+	var out []result
+	for _, n := range names {
+		rs := byName[n]
+		row := result{peer: n}
+		var ones, fours []throughput
+		var rtts []rttStats
+		var failed int
+		for _, r := range rs {
+			if r.note != "" {
+				row.note = r.note
+			}
+			if r.err != nil {
+				failed++
+				row.err = fmt.Errorf("failed in %d of %d round(s), last: %w", failed, len(rs), r.err)
+			}
+			if r.one.gbps > 0 {
+				ones = append(ones, r.one)
+			}
+			if r.four.gbps > 0 {
+				fours = append(fours, r.four)
+			}
+			if r.rtt.recv > 0 {
+				rtts = append(rtts, r.rtt)
+			}
+		}
+		row.one, row.four = medianThroughput(ones), medianThroughput(fours)
+		if len(rtts) > 0 {
+			slices.SortFunc(rtts, func(a, b rttStats) int { return cmpFloat(a.p50, b.p50) })
+			row.rtt = rtts[len(rtts)/2]
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func medianThroughput(ts []throughput) throughput {
+	if len(ts) == 0 {
+		return throughput{}
+	}
+	slices.SortFunc(ts, func(a, b throughput) int { return cmpFloat(a.gbps, b.gbps) })
+	return ts[len(ts)/2]
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,76 @@
+package crdt
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4/options"
+	badgerds "github.com/ipfs/go-ds-badger4"
+)
+
+// badgerOptions returns badger settings for a 1 GB Raspberry Pi on 32-bit ARM.
+// badger's defaults map about 2 GB of files and keep ~165 MB resident; a
+// 32-bit process has 3 GB of address space and the Pi has 1 GB of RAM shared
+// with Docker. Our data set is small (thousands of records of < 1 KB, DAG
+// blocks of a few hundred bytes), so small buffers cost little speed.
+func badgerOptions() badgerds.Options {
+	o := badgerds.DefaultOptions
+	// 8 MB memtables instead of 64 MB: each memtable is an in-memory skiplist
+	// plus an mmapped WAL file of that size.
+	o.MemTableSize = 8 << 20
+	// 2 memtables (one active, one flushing) instead of 5: 16 MB, not 320 MB.
+	o.NumMemtables = 2
+	// Fewer L0 tables before compaction and before stalling writes: bounds
+	// both memory (tables' indexes) and read amplification.
+	o.NumLevelZeroTables = 2
+	o.NumLevelZeroTablesStall = 8
+	// 2 MB SSTables and a 10 MB base level (defaults) suit a small store.
+	o.BaseTableSize = 2 << 20
+	o.BaseLevelSize = 10 << 20
+	// Two compactors is badger's minimum for L0 priority; more only burns
+	// CPU on a 4-core Pi that also runs containers.
+	o.NumCompactors = 2
+	// 16 MB value-log files instead of 1 GB: each is mmapped, and on 32-bit
+	// ARM a 1 GB mapping (2 GB on write) does not fit in the address space.
+	o.ValueLogFileSize = 16 << 20
+	o.ValueLogMaxEntries = 100_000
+	// Values up to 4 KB stay in the LSM tree next to their keys (records and
+	// DAG blocks are far smaller), so reads never touch the value log and
+	// value-log GC has little to do. badger requires it to be at most 15% of
+	// the memtable (1.2 MB here).
+	o.ValueThreshold = 4 << 10
+	// Snappy (pure Go) roughly halves SSTables on the SD card; compression
+	// requires a block cache, 4 MB is plenty for our working set.
+	o.Compression = options.Snappy
+	o.BlockCacheSize = 4 << 20
+	// Bound the memory that table indexes and bloom filters may take
+	// (0 would keep all of them in RAM forever).
+	o.IndexCacheSize = 2 << 20
+	// Keep only the newest version of each key: go-ds-crdt keeps its own
+	// history in the DAG; older badger versions are pure waste.
+	o.NumVersionsToKeep = 1
+	// go-ds-crdt does not use optimistic transactions; conflict detection
+	// keeps a per-transaction read set in memory for nothing.
+	o.DetectConflicts = false
+	// No expvar metrics: they are global and we export our own.
+	o.MetricsEnabled = false
+	// SyncWrites off: see "Durability" in the package doc; Store flushes
+	// every second instead.
+	o.SyncWrites = false
+	// Compact L0 on close so a restart opens fewer tables.
+	o.CompactL0OnClose = true
+	// Value-log GC: every 10 minutes, reclaiming files that are 50% garbage.
+	o.GcInterval = 10 * time.Minute
+	o.GcDiscardRatio = 0.5
+	o.GcSleep = 0
+	return o
+}
+
+func openBadger(dir string) (*badgerds.Datastore, error) {
+	o := badgerOptions()
+	db, err := badgerds.NewDatastore(dir, &o)
+	if err != nil {
+		return nil, fmt.Errorf("open badger in %s: %w", dir, err)
+	}
+	return db, nil
+}

@@ -1,0 +1,193 @@
+package crdt
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+)
+
+// testCluster is N replicas over a memHub, each serving its blocks over an
+// httptest server on loopback and fetching over HTTPFetcher.
+type testCluster struct {
+	t      *testing.T
+	hub    *memHub
+	names  []string
+	dirs   map[string]string
+	stores map[string]*atomic.Pointer[Store]
+	urls   map[string]string
+	srvs   []*httptest.Server
+	log    *slog.Logger
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("CRDT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := &testCluster{
+		t: t, hub: newMemHub(200 * time.Millisecond),
+		dirs: map[string]string{}, stores: map[string]*atomic.Pointer[Store]{}, urls: map[string]string{},
+		log: testLogger(t),
+	}
+	root := t.TempDir()
+	for i := range n {
+		name := fmt.Sprintf("m%d", i+1)
+		c.names = append(c.names, name)
+		c.dirs[name] = filepath.Join(root, name)
+		p := &atomic.Pointer[Store]{}
+		c.stores[name] = p
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s := p.Load()
+			if s == nil {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			s.BlockHandler().ServeHTTP(w, r)
+		}))
+		c.srvs = append(c.srvs, srv)
+		c.urls[name] = srv.URL
+	}
+	for _, name := range c.names {
+		c.start(name)
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+// partitionedFetcher refuses fetches across a partition, like the network.
+type partitionedFetcher struct {
+	self string
+	hub  *memHub
+	http *HTTPFetcher
+}
+
+func (f *partitionedFetcher) FetchBlocks(ctx context.Context, m string, req FetchRequest) (<-chan blocks.Block, error) {
+	if !f.hub.connected(f.self, m) {
+		return nil, fmt.Errorf("machine %q unreachable", m)
+	}
+	return f.http.FetchBlocks(ctx, m, req)
+}
+
+func (c *testCluster) start(name string) *Store {
+	c.t.Helper()
+	c.hub.setDown(name, false)
+	g := c.hub.node(name)
+	fetcher := &partitionedFetcher{self: name, hub: c.hub, http: &HTTPFetcher{
+		BaseURL: func(m string) (string, error) {
+			u, ok := c.urls[m]
+			if !ok {
+				return "", fmt.Errorf("unknown machine %q", m)
+			}
+			return u, nil
+		},
+	}}
+	s, err := Open(context.Background(), Config{
+		Dir: c.dirs[name], Gossip: g, Fetcher: fetcher, Log: c.log.With("m", name),
+		RebroadcastInterval: 2 * time.Second, FetchIdle: time.Second, DAGSyncerTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		c.t.Fatalf("open %s: %v", name, err)
+	}
+	c.stores[name].Store(s)
+	return s
+}
+
+// stop takes a replica offline (closes it).
+func (c *testCluster) stop(name string) {
+	c.t.Helper()
+	c.hub.setDown(name, true)
+	if s := c.stores[name].Swap(nil); s != nil {
+		if err := s.Close(); err != nil {
+			c.t.Errorf("close %s: %v", name, err)
+		}
+	}
+}
+
+func (c *testCluster) s(name string) *Store { return c.stores[name].Load() }
+
+func (c *testCluster) close() {
+	for _, name := range c.names {
+		if s := c.stores[name].Swap(nil); s != nil {
+			s.Close()
+		}
+	}
+	c.hub.close()
+	for _, srv := range c.srvs {
+		srv.Close()
+	}
+}
+
+// waitConverged waits until every running replica has the same digest and
+// returns it.
+func (c *testCluster) waitConverged(timeout time.Duration) string {
+	c.t.Helper()
+	var last map[string]string
+	ok := waitFor(timeout, func() bool {
+		last = map[string]string{}
+		var first string
+		same := true
+		for _, name := range c.names {
+			s := c.s(name)
+			if s == nil {
+				continue
+			}
+			d, err := s.Digest(context.Background())
+			if err != nil {
+				c.t.Fatalf("digest %s: %v", name, err)
+			}
+			last[name] = d[:12]
+			if first == "" {
+				first = d
+			} else if d != first {
+				same = false
+			}
+		}
+		return same
+	})
+	if !ok {
+		c.t.Fatalf("replicas did not converge in %s: %v", timeout, last)
+	}
+	for _, d := range last {
+		return d
+	}
+	return ""
+}
+
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func svc(name, mode string) *Service { return &Service{Name: name, Mode: mode} }
+
+func mustPut(t testing.TB, s *Store, r Record) {
+	t.Helper()
+	if err := s.Put(context.Background(), r.Key(), r); err != nil {
+		t.Fatalf("put %s on %s: %v", r.Key(), s.Name(), err)
+	}
+}
+
+var _ = sync.Mutex{}

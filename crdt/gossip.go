@@ -1,0 +1,300 @@
+package crdt
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	dscrdt "github.com/ipfs/go-ds-crdt"
+	"github.com/ipfs/go-ds-crdt/pb"
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
+	"google.golang.org/protobuf/proto"
+)
+
+// Gossip is the broadcast transport crdt consumes; package gossip's *Node
+// satisfies it. Contract:
+//   - Broadcast never blocks; a broadcast with the same (topic, key) as one
+//     still queued replaces it.
+//   - Subscribe's handler gets every message on topic from other machines.
+//   - SetLocalState's local is sent on every push/pull and merge gets the
+//     remote side's, which makes every push/pull an anti-entropy round.
+type Gossip interface {
+	Broadcast(topic, key string, payload []byte) error
+	Subscribe(topic string, handler func(from string, payload []byte))
+	SetLocalState(topic string, local func() []byte, merge func(from string, remote []byte))
+	LocalName() string
+}
+
+// maxHeadsPerPayload bounds a head set; a healthy store has a handful of
+// heads, a few hundred after long partitions with many writers.
+const maxHeadsPerPayload = 1024
+
+// broadcaster implements go-ds-crdt's Broadcaster over Gossip.
+//
+// Outbound, Broadcast only replaces a one-slot mailbox that a sender
+// goroutine hands to gossip under the key of this machine: the newest local
+// head set descends from every older one, so dropping older ones loses
+// nothing, and a lone machine's queue stays at one entry.
+//
+// Inbound, each payload is validated, its already-processed heads are
+// dropped (replays and anti-entropy between equals end here), the rest is
+// coalesced per origin (a machine's newer head set covers its older one),
+// prefetched with all missing ancestors in one streamed request, and only
+// then handed to go-ds-crdt through Next, so its DAG walk finds the blocks
+// locally.
+type broadcaster struct {
+	g     Gossip
+	topic string
+	self  string
+	st    *counters
+	peers *peers
+	log   *slog.Logger
+
+	// set by the store once go-ds-crdt exists
+	unprocessed func(context.Context, []cid.Cid) []cid.Cid
+	prefetch    func(ctx context.Context, from string, heads []cid.Cid)
+	localHeads  func(context.Context) []cid.Cid
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	outMu      sync.Mutex
+	outPending []byte
+	outSignal  chan struct{}
+
+	inMu     sync.Mutex
+	closed   bool
+	pending  map[string][]cid.Cid // origin → newest heads awaiting prefetch
+	busy     map[string]bool      // origin → prefetch worker running
+	ready    map[string][]cid.Cid // origin → heads ready for go-ds-crdt
+	order    []string             // origins in ready, oldest first
+	inSignal chan struct{}
+	sem      chan struct{} // bounds concurrent prefetches
+}
+
+var _ dscrdt.Broadcaster = (*broadcaster)(nil)
+
+func newBroadcaster(g Gossip, topic string, st *counters, p *peers, log *slog.Logger) *broadcaster {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &broadcaster{
+		g: g, topic: topic, self: g.LocalName(), st: st, peers: p, log: log,
+		ctx: ctx, cancel: cancel,
+		outSignal: make(chan struct{}, 1),
+		pending:   map[string][]cid.Cid{},
+		busy:      map[string]bool{},
+		ready:     map[string][]cid.Cid{},
+		inSignal:  make(chan struct{}, 1),
+		sem:       make(chan struct{}, 4),
+	}
+}
+
+// start subscribes and starts the sender; call after the hooks are set.
+func (b *broadcaster) start() {
+	b.g.Subscribe(b.topic, b.receive)
+	b.g.SetLocalState(b.topic, b.localState, b.receive)
+	b.wg.Add(1)
+	go b.sender()
+}
+
+func (b *broadcaster) close() {
+	b.inMu.Lock()
+	b.closed = true // no new prefetch workers: wg.Add must not race wg.Wait
+	b.inMu.Unlock()
+	b.cancel()
+	b.wg.Wait()
+}
+
+// Broadcast implements dscrdt.Broadcaster. It never blocks.
+func (b *broadcaster) Broadcast(_ context.Context, data []byte) error {
+	b.outMu.Lock()
+	b.outPending = data
+	b.outMu.Unlock()
+	select {
+	case b.outSignal <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (b *broadcaster) sender() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-b.outSignal:
+		}
+		b.outMu.Lock()
+		data := b.outPending
+		b.outPending = nil
+		b.outMu.Unlock()
+		if data == nil {
+			continue
+		}
+		if err := b.g.Broadcast(b.topic, b.self, data); err != nil {
+			b.log.Warn("broadcast heads", "err", err)
+			continue
+		}
+		b.st.sent.Add(1)
+	}
+}
+
+// Next implements dscrdt.Broadcaster: it blocks until a prefetched head set
+// is ready and returns ErrNoMoreBroadcast once the store closes.
+func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
+	for {
+		b.inMu.Lock()
+		if len(b.order) > 0 {
+			origin := b.order[0]
+			b.order = b.order[1:]
+			heads := b.ready[origin]
+			delete(b.ready, origin)
+			b.inMu.Unlock()
+			return encodeHeads(heads)
+		}
+		b.inMu.Unlock()
+		select {
+		case <-b.inSignal:
+		case <-b.ctx.Done():
+			return nil, dscrdt.ErrNoMoreBroadcast
+		case <-ctx.Done():
+			return nil, dscrdt.ErrNoMoreBroadcast
+		}
+	}
+}
+
+// localState is this machine's heads for gossip's push/pull.
+func (b *broadcaster) localState() []byte {
+	if b.localHeads == nil {
+		return nil
+	}
+	heads := b.localHeads(b.ctx)
+	if len(heads) == 0 {
+		return nil
+	}
+	data, err := encodeHeads(heads)
+	if err != nil {
+		b.log.Warn("encode local heads", "err", err)
+		return nil
+	}
+	return data
+}
+
+// receive takes a head set from gossip (a broadcast or a push/pull).
+func (b *broadcaster) receive(from string, payload []byte) {
+	if b.ctx.Err() != nil || from == b.self {
+		return
+	}
+	b.peers.seen(from)
+	if len(payload) == 0 {
+		return // a machine with no heads yet
+	}
+	heads, err := decodeHeads(payload)
+	if err != nil {
+		b.st.rejected.Add(1)
+		b.log.Debug("rejected head broadcast", "from", from, "len", len(payload), "err", err)
+		return
+	}
+	if b.unprocessed != nil {
+		heads = b.unprocessed(b.ctx, heads)
+	}
+	if len(heads) == 0 {
+		b.st.stale.Add(1)
+		return
+	}
+	b.st.received.Add(1)
+	b.peers.hint(from, heads...)
+	b.inMu.Lock()
+	if b.closed {
+		b.inMu.Unlock()
+		return
+	}
+	b.pending[from] = heads
+	start := !b.busy[from]
+	b.busy[from] = true
+	if start {
+		b.wg.Add(1)
+		go b.prefetchWorker(from)
+	}
+	b.inMu.Unlock()
+}
+
+// prefetchWorker fetches the newest pending heads of one origin with their
+// ancestors, then queues them for go-ds-crdt, until none are pending.
+func (b *broadcaster) prefetchWorker(from string) {
+	defer b.wg.Done()
+	for {
+		b.inMu.Lock()
+		heads, ok := b.pending[from]
+		delete(b.pending, from)
+		if !ok || b.ctx.Err() != nil {
+			b.busy[from] = false
+			b.inMu.Unlock()
+			return
+		}
+		b.inMu.Unlock()
+		if b.prefetch != nil {
+			select {
+			case b.sem <- struct{}{}:
+			case <-b.ctx.Done():
+				continue
+			}
+			b.prefetch(b.ctx, from, heads)
+			<-b.sem
+		}
+		b.inMu.Lock()
+		if _, queued := b.ready[from]; !queued {
+			b.order = append(b.order, from)
+		}
+		b.ready[from] = heads
+		b.inMu.Unlock()
+		select {
+		case b.inSignal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func encodeHeads(heads []cid.Cid) ([]byte, error) {
+	msg := pb.CRDTBroadcast{}
+	for _, c := range heads {
+		msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
+	}
+	data, err := proto.Marshal(&msg)
+	if err != nil {
+		return nil, fmt.Errorf("encode %d heads: %w", len(heads), err)
+	}
+	return data, nil
+}
+
+// decodeHeads parses and checks a head set: a well-formed protobuf with no
+// unknown fields, 1..maxHeadsPerPayload heads, each a CIDv1 dag-pb sha2-256
+// CID as go-ds-crdt makes them.
+func decodeHeads(data []byte) ([]cid.Cid, error) {
+	var msg pb.CRDTBroadcast
+	if err := proto.Unmarshal(data, &msg); err != nil {
+		return nil, fmt.Errorf("decode head set: %w", err)
+	}
+	if len(msg.ProtoReflect().GetUnknown()) > 0 {
+		return nil, fmt.Errorf("head set has unknown fields")
+	}
+	if len(msg.Heads) == 0 || len(msg.Heads) > maxHeadsPerPayload {
+		return nil, fmt.Errorf("head set has %d heads, want 1..%d", len(msg.Heads), maxHeadsPerPayload)
+	}
+	out := make([]cid.Cid, 0, len(msg.Heads))
+	for i, h := range msg.Heads {
+		c, err := cid.Cast(h.GetCid())
+		if err != nil {
+			return nil, fmt.Errorf("head %d: %w", i, err)
+		}
+		p := c.Prefix()
+		if p.Version != 1 || p.Codec != cid.DagProtobuf || p.MhType != mh.SHA2_256 || p.MhLength != 32 {
+			return nil, fmt.Errorf("head %d: %s is not a CIDv1 dag-pb sha2-256", i, c)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

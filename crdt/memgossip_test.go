@@ -1,0 +1,236 @@
+package crdt
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// memHub is an IN-MEMORY STAND-IN FOR PACKAGE gossip, used only by this
+// package's tests: it connects N replicas in one process, delivers
+// broadcasts to every connected node (asynchronously, in order per sender),
+// runs push/pull anti-entropy between random connected pairs, and can
+// partition and heal. Package gossip has its own tests over real memberlist;
+// here we test the store, not the transport.
+type memHub struct {
+	mu    sync.Mutex
+	nodes map[string]*memNode
+	group map[string]int // partition group; nodes talk only within a group
+	down  map[string]bool
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func newMemHub(pushPull time.Duration) *memHub {
+	h := &memHub{nodes: map[string]*memNode{}, group: map[string]int{}, down: map[string]bool{}, stop: make(chan struct{})}
+	h.wg.Add(1)
+	go h.antiEntropy(pushPull)
+	return h
+}
+
+func (h *memHub) close() {
+	close(h.stop)
+	h.wg.Wait()
+	h.mu.Lock()
+	for _, n := range h.nodes {
+		n.close()
+	}
+	h.mu.Unlock()
+}
+
+// node returns (creating if needed) the Gossip of machine name. A node
+// re-created after setDown(name, false) starts with fresh subscriptions.
+func (h *memHub) node(name string) *memNode {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if old, ok := h.nodes[name]; ok {
+		old.close()
+	}
+	n := &memNode{hub: h, name: name, subs: map[string]func(string, []byte){}, locals: map[string]func() []byte{}, merges: map[string]func(string, []byte){}, signal: make(chan struct{}, 1), done: make(chan struct{})}
+	h.nodes[name] = n
+	go n.deliver()
+	return n
+}
+
+// partition puts each list of names in its own group.
+func (h *memHub) partition(groups ...[]string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, g := range groups {
+		for _, n := range g {
+			h.group[n] = i + 1
+		}
+	}
+}
+
+func (h *memHub) heal() {
+	h.mu.Lock()
+	clear(h.group)
+	h.mu.Unlock()
+}
+
+// setDown marks a machine offline: nothing is delivered to or from it.
+func (h *memHub) setDown(name string, down bool) {
+	h.mu.Lock()
+	h.down[name] = down
+	h.mu.Unlock()
+}
+
+func (h *memHub) connected(a, b string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.connectedLocked(a, b)
+}
+
+func (h *memHub) connectedLocked(a, b string) bool {
+	return a != b && !h.down[a] && !h.down[b] && h.group[a] == h.group[b]
+}
+
+// inject delivers a payload on topic to node "to" as if sent by "from" (for
+// tests of hostile input).
+func (h *memHub) inject(to, topic, from string, payload []byte) {
+	h.mu.Lock()
+	n := h.nodes[to]
+	h.mu.Unlock()
+	n.enqueue(memMsg{topic: topic, from: from, payload: payload})
+}
+
+func (h *memHub) antiEntropy(every time.Duration) {
+	defer h.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		var names []string
+		for name := range h.nodes {
+			names = append(names, name)
+		}
+		type pair struct{ a, b *memNode }
+		var pairs []pair
+		for _, a := range names {
+			b := names[rand.IntN(len(names))]
+			if h.connectedLocked(a, b) {
+				pairs = append(pairs, pair{h.nodes[a], h.nodes[b]})
+			}
+		}
+		h.mu.Unlock()
+		for _, p := range pairs {
+			p.a.pushPull(p.b)
+		}
+	}
+}
+
+type memMsg struct {
+	topic, from string
+	payload     []byte
+	merge       bool // a push/pull state rather than a broadcast
+}
+
+// memNode is one machine's view of the hub; it satisfies Gossip.
+type memNode struct {
+	hub  *memHub
+	name string
+
+	mu     sync.Mutex
+	subs   map[string]func(string, []byte)
+	locals map[string]func() []byte
+	merges map[string]func(string, []byte)
+	queue  []memMsg
+	signal chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+var _ Gossip = (*memNode)(nil)
+
+func (n *memNode) LocalName() string { return n.name }
+
+func (n *memNode) Broadcast(topic, key string, payload []byte) error {
+	n.hub.mu.Lock()
+	var to []*memNode
+	for name, m := range n.hub.nodes {
+		if n.hub.connectedLocked(n.name, name) {
+			to = append(to, m)
+		}
+	}
+	n.hub.mu.Unlock()
+	for _, m := range to {
+		m.enqueue(memMsg{topic: topic, from: n.name, payload: payload})
+	}
+	return nil
+}
+
+func (n *memNode) Subscribe(topic string, handler func(from string, payload []byte)) {
+	n.mu.Lock()
+	n.subs[topic] = handler
+	n.mu.Unlock()
+}
+
+func (n *memNode) SetLocalState(topic string, local func() []byte, merge func(from string, remote []byte)) {
+	n.mu.Lock()
+	n.locals[topic] = local
+	n.merges[topic] = merge
+	n.mu.Unlock()
+}
+
+// pushPull exchanges every topic's local state both ways, like memberlist.
+func (n *memNode) pushPull(m *memNode) {
+	for _, pair := range [][2]*memNode{{n, m}, {m, n}} {
+		src, dst := pair[0], pair[1]
+		src.mu.Lock()
+		locals := make(map[string]func() []byte, len(src.locals))
+		for k, v := range src.locals {
+			locals[k] = v
+		}
+		src.mu.Unlock()
+		for topic, local := range locals {
+			if st := local(); st != nil {
+				dst.enqueue(memMsg{topic: topic, from: src.name, payload: st, merge: true})
+			}
+		}
+	}
+}
+
+func (n *memNode) enqueue(msg memMsg) {
+	n.mu.Lock()
+	n.queue = append(n.queue, msg)
+	n.mu.Unlock()
+	select {
+	case n.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (n *memNode) deliver() {
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-n.signal:
+		}
+		n.mu.Lock()
+		q := n.queue
+		n.queue = nil
+		n.mu.Unlock()
+		for _, msg := range q {
+			n.mu.Lock()
+			var f func(string, []byte)
+			if msg.merge {
+				f = n.merges[msg.topic]
+			} else {
+				f = n.subs[msg.topic]
+			}
+			n.mu.Unlock()
+			if f != nil {
+				f(msg.from, msg.payload)
+			}
+		}
+	}
+}
+
+func (n *memNode) close() { n.once.Do(func() { close(n.done) }) }

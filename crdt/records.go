@@ -1,0 +1,113 @@
+package crdt
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Record is one typed thing in the shared state. Each kind lives under its
+// own path prefix; Key derives the full path from the record's identity, so
+// a record cannot be stored under somebody else's key.
+//
+// The structs are deliberately minimal: later work adds fields. Adding an
+// optional field keeps the encoding version; changing the meaning of a field
+// bumps it (see codec.go).
+type Record interface {
+	// Key is the path the record is stored under.
+	Key() string
+	kind() kind
+	validate() error
+}
+
+// Path prefixes of the record kinds.
+const (
+	MachinesPrefix   = "/machines/"
+	ContainersPrefix = "/containers/"
+	ServicesPrefix   = "/services/"
+	TokensPrefix     = "/tokens/"
+)
+
+// Machine is a machine of the network, written by that machine only.
+type Machine struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Subnet is the machine's /24, e.g. "10.210.3.0/24".
+	Subnet string `json:"subnet,omitempty"`
+	// WireGuardKey and IdentityKey are public keys (base64).
+	WireGuardKey string `json:"wireguard_key,omitempty"`
+	IdentityKey  string `json:"identity_key,omitempty"`
+	// Endpoints are candidate underlay endpoints, "host:port". Rarely
+	// changing ones only: the endpoint in use travels in gossip.
+	Endpoints []string `json:"endpoints,omitempty"`
+}
+
+// Key implements Record.
+func (m *Machine) Key() string { return MachinesPrefix + m.ID }
+
+// Container is a container on a machine, written by that machine only.
+type Container struct {
+	MachineID string `json:"machine_id"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Service   string `json:"service,omitempty"`
+	Image     string `json:"image,omitempty"`
+	// Address is the container's mesh address, e.g. "10.210.3.7".
+	Address string `json:"address,omitempty"`
+}
+
+// Key implements Record.
+func (c *Container) Key() string { return ContainersPrefix + c.MachineID + "/" + c.ID }
+
+// Service is a service, written by the command that changes it.
+type Service struct {
+	Name string `json:"name"`
+	// Mode is "replicated" or "global".
+	Mode string `json:"mode,omitempty"`
+	// Ports are published ports, e.g. "app.example.com:8080/https".
+	Ports []string `json:"ports,omitempty"`
+}
+
+// Key implements Record.
+func (s *Service) Key() string { return ServicesPrefix + s.Name }
+
+// Token is the public part of a join token; the secret never enters the state.
+type Token struct {
+	ID string `json:"id"`
+	// Issuer is the machine that issued it and alone counts its uses.
+	Issuer string `json:"issuer"`
+	// PublicKey is the public half of the one-time WireGuard key.
+	PublicKey string    `json:"public_key"`
+	Expires   time.Time `json:"expires"`
+}
+
+// Key implements Record.
+func (t *Token) Key() string { return TokensPrefix + t.ID }
+
+// Errors of the records API; test with errors.Is.
+var (
+	ErrNotFound       = errors.New("record not found")
+	ErrBadKey         = errors.New("bad record key")
+	ErrUnknownKind    = errors.New("unknown record kind")
+	ErrUnknownVersion = errors.New("unknown record encoding version")
+	ErrBadRecord      = errors.New("bad record")
+)
+
+// checkID rejects identity parts that would break the path scheme.
+func checkID(what, id string) error {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return fmt.Errorf("%w: %s %q", ErrBadRecord, what, id)
+	}
+	return nil
+}
+
+func (m *Machine) validate() error { return checkID("machine id", m.ID) }
+
+func (c *Container) validate() error {
+	return errors.Join(checkID("machine id", c.MachineID), checkID("container id", c.ID))
+}
+
+func (s *Service) validate() error { return checkID("service name", s.Name) }
+
+func (t *Token) validate() error { return checkID("token id", t.ID) }

@@ -1,0 +1,347 @@
+package crdt
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+// ChangeType says what a Change is.
+type ChangeType int
+
+const (
+	// Snapshot is one record of the current state, sent first.
+	Snapshot ChangeType = iota
+	// SnapshotDone ends the snapshot; every later Change is live.
+	SnapshotDone
+	// Updated is a record that was written (locally or by replication).
+	Updated
+	// Deleted is a record that went away; Record is nil.
+	Deleted
+	// Resync means the watcher fell too far behind: its queue was dropped
+	// and a fresh Snapshot ... SnapshotDone follows. Replace your view.
+	Resync
+)
+
+func (t ChangeType) String() string {
+	return [...]string{"snapshot", "snapshot-done", "updated", "deleted", "resync"}[t]
+}
+
+// Change is one event of a Watch.
+type Change struct {
+	Type   ChangeType
+	Key    string
+	Record Record // nil for Deleted, SnapshotDone, Resync, or when Err is set
+	Err    error  // the record could not be decoded (e.g. unknown version)
+}
+
+// maxWatchQueue is how many undelivered changes one watcher may accumulate
+// before it is resynced (its queue replaced by a snapshot, which is bounded
+// by the number of records). Replication never waits for a watcher.
+const maxWatchQueue = 50_000
+
+// recheckDelay: go-ds-crdt calls its put hook before the batch holding the
+// value commits, and its hooks may interleave across DAG workers, so every
+// key touched by a hook is read back once more after this delay; a value
+// that differs from what watchers saw is emitted then.
+const recheckDelay = 250 * time.Millisecond
+
+// watchHub turns go-ds-crdt's hooks into ordered per-watcher change streams.
+//
+// The hooks only record the key in a dirty set (they run inside replication
+// and must not block). One dispatcher goroutine resolves dirty keys to their
+// current values and compares them with a mirror of what watchers have been
+// told; differences become Changes, appended to each matching watcher's
+// unbounded queue under the same lock as the mirror update. Watch takes its
+// snapshot from the mirror under that lock too, so no change can fall
+// between snapshot and subscription, and per key the order is the
+// dispatcher's order.
+type watchHub struct {
+	s   *Store
+	st  *counters
+	log *slog.Logger
+
+	mu       sync.Mutex
+	mirror   map[string][]byte
+	watchers map[*watcher]struct{}
+
+	dirtyMu sync.Mutex
+	dirty   map[string]hookEvent
+	signal  chan struct{}
+
+	ready chan struct{}
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+type hookEvent struct {
+	put   bool
+	value []byte
+}
+
+func newWatchHub(s *Store, st *counters, log *slog.Logger) *watchHub {
+	return &watchHub{
+		s: s, st: st, log: log,
+		mirror:   map[string][]byte{},
+		watchers: map[*watcher]struct{}{},
+		dirty:    map[string]hookEvent{},
+		signal:   make(chan struct{}, 1),
+		ready:    make(chan struct{}),
+		stop:     make(chan struct{}),
+	}
+}
+
+func (h *watchHub) putHook(k ds.Key, v []byte) {
+	h.mark(k.String(), hookEvent{put: true, value: bytes.Clone(v)})
+}
+
+func (h *watchHub) deleteHook(k ds.Key) {
+	// The element may survive (another version, or a concurrent re-add):
+	// the dispatcher reads the current value.
+	h.mark(k.String(), hookEvent{})
+}
+
+func (h *watchHub) mark(key string, ev hookEvent) {
+	h.dirtyMu.Lock()
+	h.dirty[key] = ev
+	h.dirtyMu.Unlock()
+	select {
+	case h.signal <- struct{}{}:
+	default:
+	}
+}
+
+// start loads the mirror and starts the dispatcher.
+func (h *watchHub) start(ctx context.Context) error {
+	all, err := h.s.queryRaw(ctx, "/")
+	if err != nil {
+		return fmt.Errorf("load watch mirror: %w", err)
+	}
+	h.mu.Lock()
+	for _, e := range all {
+		h.mirror[e.Key] = e.Value
+	}
+	h.mu.Unlock()
+	close(h.ready)
+	h.wg.Add(1)
+	go h.dispatch()
+	return nil
+}
+
+func (h *watchHub) close() {
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	h.wg.Wait()
+}
+
+func (h *watchHub) dispatch() {
+	defer h.wg.Done()
+	recheck := map[string]time.Time{}
+	tick := time.NewTicker(recheckDelay / 2)
+	defer tick.Stop()
+	ctx := context.Background()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-h.signal:
+			h.dirtyMu.Lock()
+			batch := h.dirty
+			h.dirty = map[string]hookEvent{}
+			h.dirtyMu.Unlock()
+			keys := make([]string, 0, len(batch))
+			for k := range batch {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			due := time.Now().Add(recheckDelay)
+			for _, k := range keys {
+				ev := batch[k]
+				v := ev.value
+				if !ev.put {
+					v = h.current(ctx, k)
+				}
+				h.apply(k, v)
+				recheck[k] = due
+			}
+		case now := <-tick.C:
+			for k, due := range recheck {
+				if now.After(due) {
+					delete(recheck, k)
+					h.apply(k, h.current(ctx, k))
+				}
+			}
+		}
+	}
+}
+
+// current reads key's value; nil when absent.
+func (h *watchHub) current(ctx context.Context, key string) []byte {
+	v, err := h.s.getRaw(ctx, key)
+	if err != nil {
+		return nil
+	}
+	return v
+}
+
+// apply records key's value and tells the watchers if it changed.
+func (h *watchHub) apply(key string, v []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old, had := h.mirror[key]
+	var ch Change
+	switch {
+	case v == nil && !had:
+		return
+	case v == nil:
+		delete(h.mirror, key)
+		ch = Change{Type: Deleted, Key: key}
+	case had && bytes.Equal(old, v):
+		return
+	default:
+		h.mirror[key] = v
+		ch = Change{Type: Updated, Key: key}
+		ch.Record, ch.Err = decodeRecord(key, v)
+	}
+	for w := range h.watchers {
+		if strings.HasPrefix(key, w.prefix) {
+			w.push(ch)
+		}
+	}
+}
+
+// snapshotLocked returns the mirror's records under prefix as changes,
+// followed by SnapshotDone. h.mu must be held.
+func (h *watchHub) snapshotLocked(prefix string) []Change {
+	var keys []string
+	for k := range h.mirror {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	out := make([]Change, 0, len(keys)+1)
+	for _, k := range keys {
+		ch := Change{Type: Snapshot, Key: k}
+		ch.Record, ch.Err = decodeRecord(k, h.mirror[k])
+		out = append(out, ch)
+	}
+	return append(out, Change{Type: SnapshotDone})
+}
+
+// watcher is one Watch: an unbounded queue drained by its own goroutine.
+type watcher struct {
+	prefix string
+	mu     sync.Mutex
+	queue  []Change
+	resync bool
+	signal chan struct{}
+}
+
+// push appends ch; h.mu is held by the caller.
+func (w *watcher) push(ch Change) {
+	w.mu.Lock()
+	if len(w.queue) >= maxWatchQueue {
+		w.queue = nil
+		w.resync = true
+	} else if !w.resync {
+		w.queue = append(w.queue, ch)
+	}
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Watch streams the records under prefix: first the current ones (Snapshot,
+// then SnapshotDone), then every change (Updated, Deleted) in the order this
+// replica applied them. The channel closes when ctx ends or the store
+// closes. A watcher that falls behind by more than 50,000 changes gets
+// Resync and a fresh snapshot instead of blocking replication.
+func (s *Store) Watch(ctx context.Context, prefix string) (<-chan Change, error) {
+	if !strings.HasPrefix(prefix, "/") {
+		return nil, fmt.Errorf("watch %q: %w: prefix must start with /", prefix, ErrBadKey)
+	}
+	h := s.watch
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	w := &watcher{prefix: prefix, signal: make(chan struct{}, 1)}
+	h.mu.Lock()
+	w.queue = h.snapshotLocked(prefix)
+	h.watchers[w] = struct{}{}
+	h.mu.Unlock()
+
+	out := make(chan Change, 64)
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer close(out)
+		defer func() {
+			h.mu.Lock()
+			delete(h.watchers, w)
+			h.mu.Unlock()
+		}()
+		for {
+			w.mu.Lock()
+			resync := w.resync
+			w.mu.Unlock()
+			if resync {
+				h.st.watchResyncs.Add(1)
+				h.mu.Lock() // no apply can run: the snapshot is exact
+				snap := h.snapshotLocked(prefix)
+				w.mu.Lock()
+				w.resync = false
+				w.queue = append([]Change{{Type: Resync}}, snap...)
+				w.mu.Unlock()
+				h.mu.Unlock()
+			}
+			w.mu.Lock()
+			batch := w.queue
+			w.queue = nil
+			w.mu.Unlock()
+			for i, ch := range batch {
+				select {
+				case out <- ch:
+				case <-ctx.Done():
+					return
+				case <-h.stop:
+					return
+				}
+				// A resync requested while we deliver drops the rest.
+				if i%256 == 255 {
+					w.mu.Lock()
+					r := w.resync
+					w.mu.Unlock()
+					if r {
+						break
+					}
+				}
+			}
+			if len(batch) > 0 {
+				continue
+			}
+			select {
+			case <-w.signal:
+			case <-ctx.Done():
+				return
+			case <-h.stop:
+				return
+			}
+		}
+	}()
+	return out, nil
+}

@@ -1,0 +1,167 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+)
+
+// Helpers are Go programs that run inside a host namespace: the lab
+// re-executes the current binary (the test binary, or a command that calls
+// HelperMain) under `ip netns exec` with $UNCLOUD_LAB_HELPER naming the mode.
+// Re-execution is more robust than switching an OS thread's namespace with
+// netns.Set: the whole process, every thread and every socket, is in the
+// host's namespace, and a crash in a helper cannot take the test with it.
+//
+// Protocol: a helper that serves prints "ready <addr>" on its standard
+// output once listening; every helper prints one JSON result line last;
+// errors go to standard error with exit status 1.
+
+type helperFunc func(ctx context.Context, args []string, stdout io.Writer) error
+
+func helpers() map[string]helperFunc {
+	return map[string]helperFunc{
+		"sink":     helperSink,
+		"source":   helperSource,
+		"echo":     helperEcho,
+		"dial":     helperDial,
+		"hold":     helperHold,
+		"ping":     helperPing,
+		"udpsend":  helperUDPSend,
+		"udpflood": helperUDPFlood,
+		"udpecho":  helperUDPEcho,
+		"udpprobe": helperUDPProbe,
+	}
+}
+
+func runHelper(mode string, args []string) int {
+	h, ok := helpers()[mode]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "lab helper: unknown mode %q\n", mode)
+		return 2
+	}
+	// Helpers end when the test stops them or when their own -timeout
+	// (every mode has one) runs out.
+	if err := h(context.Background(), args, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "lab helper %s: %v\n", mode, err)
+		return 1
+	}
+	return 0
+}
+
+// newFlags returns a flag set for a helper mode that reports errors
+// instead of exiting.
+func newFlags(mode string) *flag.FlagSet {
+	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("flags %q: %w", args, err)
+	}
+	return nil
+}
+
+// withTimeout bounds a helper by its -timeout flag.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		d = time.Minute
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// helperCommand returns the command that runs helper mode inside h.
+func (h *Host) helperCommand(ctx context.Context, mode string, args ...string) (*exec.Cmd, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable for helper %s: %w", mode, err)
+	}
+	var cmd *exec.Cmd
+	argv := append([]string{"netns", "exec", h.NS, exe}, args...)
+	if ctx == nil {
+		cmd = exec.Command("ip", argv...)
+	} else {
+		cmd = exec.CommandContext(ctx, "ip", argv...)
+	}
+	cmd.Env = append(os.Environ(), EnvHelper+"="+mode)
+	return cmd, nil
+}
+
+// runHelperJSON runs a helper to completion and decodes its last output
+// line into result.
+func (h *Host) runHelperJSON(ctx context.Context, result any, mode string, args ...string) error {
+	cmd, err := h.helperCommand(ctx, mode, args...)
+	if err != nil {
+		return err
+	}
+	var stderr limitedBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("on %s: helper %s %q: %w: %s", h.Name, mode, args, err, stderr.String())
+	}
+	return decodeLastLine(out, result, fmt.Sprintf("on %s: helper %s %q", h.Name, mode, args))
+}
+
+// StartHelper starts a helper mode as a long-running process and, for
+// serving modes, waits for its "ready" line.
+func (h *Host) startHelper(ctx context.Context, label, mode string, waitReady bool, args ...string) (*Process, error) {
+	cmd, err := h.helperCommand(nil, mode, args...)
+	if err != nil {
+		return nil, err
+	}
+	p, err := h.startCmd(label, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if waitReady {
+		if _, err := p.WaitOutput(ctx, 0, "ready "); err != nil {
+			_ = p.Stop(time.Second)
+			return nil, fmt.Errorf("on %s: helper %s: %w", h.Name, mode, err)
+		}
+	}
+	return p, nil
+}
+
+func decodeLastLine(out []byte, result any, what string) error {
+	end := len(out)
+	for end > 0 && (out[end-1] == '\n' || out[end-1] == '\r') {
+		end--
+	}
+	start := end
+	for start > 0 && out[start-1] != '\n' {
+		start--
+	}
+	if err := json.Unmarshal(out[start:end], result); err != nil {
+		return fmt.Errorf("%s: decode result %q: %w", what, out[start:end], err)
+	}
+	return nil
+}
+
+// limitedBuffer keeps the first 64 KiB written to it.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 64<<10 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(l.b) }

@@ -1,0 +1,145 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+)
+
+// Host is one machine: a namespace with eth0 as its only link to the world.
+type Host struct {
+	Name string // as given to AddHost, e.g. "h1"
+	NS   string // namespace name, e.g. "ul00ab3k7-h1"
+	// Addr is eth0's address; PublicAddr is where the internet sees the
+	// host: Addr itself, or the WAN address of its NAT router.
+	Addr       netip.Addr
+	PublicAddr netip.Addr
+	Router     *Router // nil when the host sits directly on the internet
+	Dir        string  // this host's directory: configs, state, logs
+
+	lab *Lab
+	// The far end of eth0, for netem on the host's inbound direction.
+	farNS, farIf string
+}
+
+// HostOptions configure a new host.
+type HostOptions struct {
+	// NAT puts the host on a private LAN behind a new router namespace.
+	NAT NATKind
+}
+
+var reservedRole = regexp.MustCompile(`^(net|r[0-9]+)$`)
+
+// AddHost creates a host named name (1 to 5 characters of a-z0-9; "net" and
+// r<digits> are taken by the lab's own namespaces). It is safe to call from
+// several goroutines, which is how AddHosts makes many hosts quickly.
+func (l *Lab) AddHost(ctx context.Context, name string, opts HostOptions) (*Host, error) {
+	if err := validRole(name); err != nil {
+		return nil, fmt.Errorf("add host: %w", err)
+	}
+	if reservedRole.MatchString(name) {
+		return nil, fmt.Errorf("add host: name %q is reserved for the lab's own namespaces", name)
+	}
+	h := &Host{Name: name, NS: l.Prefix + "-" + name, lab: l, Dir: filepath.Join(l.Dir, name)}
+	if err := os.MkdirAll(h.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("add host %s: %w", name, err)
+	}
+	if err := addNetns(ctx, h.NS); err != nil {
+		return nil, fmt.Errorf("add host %s: %w", name, err)
+	}
+	l.trackNS(h.NS)
+
+	var err error
+	if opts.NAT == NATNone {
+		err = l.plugIntoInternet(ctx, h)
+	} else {
+		err = l.plugBehindNAT(ctx, h, opts.NAT)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("add host %s: %w", name, err)
+	}
+	l.mu.Lock()
+	l.hosts = append(l.hosts, h)
+	l.mu.Unlock()
+	return h, nil
+}
+
+// AddHosts creates hosts h1..hN directly on the internet, in parallel.
+func (l *Lab) AddHosts(ctx context.Context, n int) ([]*Host, error) {
+	hosts := make([]*Host, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			hosts[i], errs[i] = l.AddHost(ctx, fmt.Sprintf("h%d", i+1), HostOptions{})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return hosts, nil
+}
+
+// plugIntoInternet connects eth0 straight to the internet bridge.
+func (l *Lab) plugIntoInternet(ctx context.Context, h *Host) error {
+	addr, err := l.allocWAN()
+	if err != nil {
+		return err
+	}
+	h.Addr, h.PublicAddr = addr, addr
+	h.farNS, h.farIf = l.internet, "v"+h.Name
+	if err := ipBatch(ctx, l.internet,
+		fmt.Sprintf("link add %s type veth peer name eth0 netns %s", h.farIf, h.NS),
+		fmt.Sprintf("link set %s master br0 up", h.farIf),
+	); err != nil {
+		return err
+	}
+	return ipBatch(ctx, h.NS,
+		fmt.Sprintf("addr add %s/16 dev eth0", addr),
+		"link set eth0 up",
+		"route add default via "+Gateway.String(),
+	)
+}
+
+// Command returns a command that runs name inside the host's namespace.
+func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+}
+
+// Run runs a command inside the host and returns its standard output; the
+// error carries the command and its standard error.
+func (h *Host) Run(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := nsRun(ctx, h.NS, name, args...)
+	if err != nil {
+		return out, fmt.Errorf("on %s: %w", h.Name, err)
+	}
+	return out, nil
+}
+
+// Start starts a long-running command inside the host. Its output goes to
+// files in the host directory named after label; the lab stops it on Close.
+func (h *Host) Start(label, name string, args ...string) (*Process, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	return h.startCmd(label, cmd)
+}
+
+func (h *Host) startCmd(label string, cmd *exec.Cmd) (*Process, error) {
+	p, err := startProcess(cmd, h.Dir, label)
+	if err != nil {
+		return nil, fmt.Errorf("on %s: %w", h.Name, err)
+	}
+	p.Name = h.Name + "/" + label
+	if err := h.lab.trackProc(p); err != nil {
+		_ = p.Stop(0)
+		return nil, fmt.Errorf("on %s: start %s: %w", h.Name, label, err)
+	}
+	return p, nil
+}

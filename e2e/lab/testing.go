@@ -1,0 +1,52 @@
+package lab
+
+import (
+	"errors"
+	"os"
+	"testing"
+)
+
+// Start makes a lab for a test: it skips the test when not root, fails it
+// if the lab cannot be built, and closes the lab when the test ends. If the
+// test failed, the tails of every process log are printed first, and with
+// UNCLOUD_LAB_KEEP=1 the lab directory is kept.
+func Start(t testing.TB) *Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root for network namespaces (CI runs as root; locally: sudo scripts/test)")
+	}
+	l, err := New(t.Context(), Options{
+		Logf:    t.Logf,
+		KeepDir: os.Getenv("UNCLOUD_LAB_KEEP") == "1",
+	})
+	if errors.Is(err, ErrNotRoot) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatalf("start lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range l.Processes() {
+				t.Logf("--- %s (pid %d) stderr, last 3000 bytes:\n%s", p.Name, p.Pid(), tail(p.Log(), 3000))
+			}
+			if l.keepDir {
+				t.Logf("lab directory kept: %s", l.Dir)
+			}
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("close lab: %v", err)
+		}
+	})
+	return l
+}
+
+// MustHost is AddHost that fails the test on error.
+func (l *Lab) MustHost(t testing.TB, name string, opts HostOptions) *Host {
+	t.Helper()
+	h, err := l.AddHost(t.Context(), name, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}

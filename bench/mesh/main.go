@@ -35,6 +35,7 @@ type options struct {
 	pingEvery time.Duration
 	uncloud   string // prebuilt uncloud binary; empty means build ./cmd/uncloud
 	wgVersion string // golang.zx2c4.com/wireguard version; empty means go.mod's
+	profile   string // directory for perf profiles; empty means none
 	apt       bool
 	keep      bool
 }
@@ -50,6 +51,7 @@ func main() {
 	flag.DurationVar(&o.pingEvery, "ping-interval", 200*time.Millisecond, "interval between pings")
 	flag.StringVar(&o.uncloud, "uncloud", "", "use this uncloud binary instead of building ./cmd/uncloud")
 	flag.StringVar(&o.wgVersion, "wg-version", "", "golang.zx2c4.com/wireguard version for the wg-current peer (default: the one in go.mod)")
+	flag.StringVar(&o.profile, "profile", "", "after measuring each row, run one extra 1-stream iperf3 under machine-wide perf and write where CPU time went to DIR/<row>.txt")
 	flag.BoolVar(&o.apt, "apt", false, "apt-get install missing Debian packages (iperf3, wireguard-go, wireguard-tools, nebula, ethtool)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, daemon logs) for inspection")
 	flag.Parse()

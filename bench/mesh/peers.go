@@ -146,6 +146,13 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 		}
 		if r.err != nil {
 			env.log.Error("measurement failed", "peer", r.peer, "err", r.err)
+		} else if env.opts.profile != "" {
+			path, err := profileRun(ctx, env, l, s, r.peer, d.reverse)
+			if err != nil {
+				env.log.Warn("profile failed", "peer", r.peer, "err", err)
+			} else {
+				env.log.Info("profile written", "peer", r.peer, "path", path)
+			}
 		}
 		out = append(out, r)
 	}

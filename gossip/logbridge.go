@@ -1,0 +1,58 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"log"
+	"log/slog"
+	"sync/atomic"
+)
+
+// logBridge routes memberlist's log.Logger output ("[LEVEL] memberlist:
+// text") to slog at the matching level.
+//
+// It also counts decryption failures: memberlist reports them only through
+// its log and the process-global go-metrics sink, and this package keeps no
+// process-global state.
+type logBridge struct {
+	log           *slog.Logger
+	undecryptable *atomic.Uint64
+}
+
+func newMemberlistLogger(l *slog.Logger, undecryptable *atomic.Uint64) *log.Logger {
+	return log.New(&logBridge{log: l.With("component", "memberlist"), undecryptable: undecryptable}, "", 0)
+}
+
+// splitLevel cuts memberlist's "[LEVEL]" prefix off line.
+func splitLevel(line []byte) (slog.Level, []byte) {
+	if len(line) == 0 || line[0] != '[' {
+		return slog.LevelInfo, line
+	}
+	end := bytes.IndexByte(line, ']')
+	if end < 0 {
+		return slog.LevelInfo, line
+	}
+	level := slog.LevelInfo
+	switch string(line[1:end]) {
+	case "DEBUG", "TRACE":
+		level = slog.LevelDebug
+	case "WARN":
+		level = slog.LevelWarn
+	case "ERR", "ERROR":
+		level = slog.LevelError
+	}
+	return level, bytes.TrimSpace(line[end+1:])
+}
+
+func (b *logBridge) Write(p []byte) (int, error) {
+	level, line := splitLevel(bytes.TrimSpace(p))
+	line = bytes.TrimPrefix(line, []byte("memberlist: "))
+	if level >= slog.LevelWarn && bytes.Contains(bytes.ToLower(line), []byte("decrypt")) {
+		b.undecryptable.Add(1)
+		// A machine with a stale key or a stray sender would flood the log
+		// at error level once per packet; the counter carries the signal.
+		level = slog.LevelDebug
+	}
+	b.log.Log(context.Background(), level, string(line))
+	return len(p), nil
+}

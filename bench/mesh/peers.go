@@ -128,33 +128,40 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 
 	var out []result
 	for _, d := range dirs {
-		r := result{peer: p.name + d.suffix, rtt: rtt}
+		r := measureRow(ctx, env, l, s, p.name+d.suffix, d.reverse)
+		r.rtt = rtt
 		if s.note != "" {
 			r.note = p.name + ": " + s.note
-		}
-		for _, streams := range []int{1, 4} {
-			ir, err := measureThroughput(ctx, env, l, s, streams, d.reverse)
-			if err != nil {
-				r.err = fmt.Errorf("%s, %d stream(s): %w", r.peer, streams, err)
-				break
-			}
-			if streams == 1 {
-				r.one = ir
-			} else {
-				r.four = ir
-			}
-		}
-		if r.err != nil {
-			env.log.Error("measurement failed", "peer", r.peer, "err", r.err)
-		} else if env.opts.profile != "" {
-			path, err := profileRun(ctx, env, l, s, r.peer, d.reverse)
-			if err != nil {
-				env.log.Warn("profile failed", "peer", r.peer, "err", err)
-			} else {
-				env.log.Info("profile written", "peer", r.peer, "path", path)
-			}
 		}
 		out = append(out, r)
 	}
 	return out
+}
+
+// measureRow runs the one- and four-stream iperf3 runs of one table row
+// and, with --profile, an extra profiled run.
+func measureRow(ctx context.Context, env *environment, l *lab, s *session, row string, reverse bool) result {
+	r := result{peer: row}
+	for _, streams := range []int{1, 4} {
+		t, err := measureThroughput(ctx, env, l, s, streams, reverse)
+		if err != nil {
+			r.err = fmt.Errorf("%s, %d stream(s): %w", row, streams, err)
+			env.log.Error("measurement failed", "peer", row, "err", r.err)
+			return r
+		}
+		if streams == 1 {
+			r.one = t
+		} else {
+			r.four = t
+		}
+	}
+	if env.opts.profile != "" {
+		path, err := profileRun(ctx, env, l, s, row, reverse)
+		if err != nil {
+			env.log.Warn("profile failed", "peer", row, "err", err)
+		} else {
+			env.log.Info("profile written", "peer", row, "path", path)
+		}
+	}
+	return r
 }

@@ -121,6 +121,9 @@ func printSummary(w io.Writer, rs []result) {
 		"wg-current/raw " + pair(cur, raw),
 	}
 	fmt.Fprintln(w, "**Summary:** "+strings.Join(parts, "; "))
+	if la, err := loadAverage(); err == nil {
+		fmt.Fprintf(w, "\n(load average at end: %s)\n", la)
+	}
 }
 
 // combineRounds merges the rounds into one row per peer: each figure is the

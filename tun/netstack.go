@@ -35,6 +35,9 @@ type netstackConfig struct {
 	// forwarded to, at 127.0.0.1:PORT. Nothing else is forwarded.
 	Expose []ExposedPort
 	Logger *slog.Logger
+
+	// tuning overrides defaultNetstackTuning; only benchmarks set it.
+	tuning *netstackTuning
 }
 
 // netstack is a gVisor TCP/IP stack that wireguard-go uses as its TUN
@@ -45,6 +48,7 @@ type netstackConfig struct {
 type netstack struct {
 	addr   tcpip.Address
 	mtu    int
+	batch  int
 	logger *slog.Logger
 
 	stack *stack.Stack
@@ -70,6 +74,10 @@ func newNetstack(cfg netstackConfig) (*netstack, error) {
 		cfg.Logger = slog.Default()
 	}
 	logger := cfg.Logger.With("component", "netstack")
+	tuning := defaultNetstackTuning()
+	if cfg.tuning != nil {
+		tuning = *cfg.tuning
+	}
 
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
@@ -80,10 +88,11 @@ func newNetstack(cfg netstackConfig) (*netstack, error) {
 		mtu:    cfg.MTU,
 		logger: logger,
 		stack:  s,
-		link:   newLinkEndpoint(uint32(cfg.MTU)),
+		batch:  tuning.batch,
+		link:   newLinkEndpoint(uint32(cfg.MTU), tuning),
 		events: make(chan wgtun.Event, 1),
 	}
-	if err := tuneStack(s); err != nil {
+	if err := tuning.apply(s); err != nil {
 		s.Destroy()
 		return nil, err
 	}
@@ -128,11 +137,15 @@ func (n *netstack) Events() <-chan wgtun.Event { return n.events }
 // BatchSize lets wireguard-go hand over and take whole batches, which is
 // what makes a userspace stack fast: one call per batch instead of one per
 // 1420-byte packet.
-func (n *netstack) BatchSize() int { return netstackBatchSize }
+func (n *netstack) BatchSize() int { return n.batch }
 
 // Read blocks until the stack has sent at least one packet, then returns as
-// many queued packets as fit in bufs.
+// many queued packets as fit in bufs (wireguard-go passes the larger of our
+// BatchSize and its Bind's, so this is what actually batches).
 func (n *netstack) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) > n.batch {
+		bufs = bufs[:n.batch]
+	}
 	return n.link.read(bufs, sizes, offset)
 }
 

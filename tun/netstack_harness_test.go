@@ -65,6 +65,7 @@ const (
 type nsNodeOpts struct {
 	impl   nsImpl
 	expose []ExposedPort
+	tuning *netstackTuning // nil: defaults
 }
 
 // newNSNode starts a device listening on a random loopback UDP port.
@@ -74,7 +75,7 @@ func newNSNode(tb testing.TB, addr netip.Addr, opts nsNodeOpts) *nsNode {
 	n := &nsNode{addr: addr}
 	switch opts.impl {
 	case implOurs, "":
-		ns, err := newNetstack(netstackConfig{Address: addr, MTU: mtu, Expose: opts.expose, Logger: slog.New(slog.DiscardHandler)})
+		ns, err := newNetstack(netstackConfig{Address: addr, MTU: mtu, Expose: opts.expose, Logger: slog.New(slog.DiscardHandler), tuning: opts.tuning})
 		if err != nil {
 			tb.Fatalf("newNetstack: %v", err)
 		}
@@ -144,8 +145,13 @@ func nsConnect(tb testing.TB, a, b *nsNode) {
 // newNSPair returns a (10.210.1.1) and b (10.210.2.1), connected.
 func newNSPair(tb testing.TB, implA, implB nsImpl, exposeB []ExposedPort) (a, b *nsNode) {
 	tb.Helper()
-	a = newNSNode(tb, nsAddrA, nsNodeOpts{impl: implA})
-	b = newNSNode(tb, nsAddrB, nsNodeOpts{impl: implB, expose: exposeB})
+	return newNSPairOpts(tb, nsNodeOpts{impl: implA}, nsNodeOpts{impl: implB, expose: exposeB})
+}
+
+func newNSPairOpts(tb testing.TB, optsA, optsB nsNodeOpts) (a, b *nsNode) {
+	tb.Helper()
+	a = newNSNode(tb, nsAddrA, optsA)
+	b = newNSNode(tb, nsAddrB, optsB)
 	nsConnect(tb, a, b)
 	return a, b
 }

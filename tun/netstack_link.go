@@ -35,6 +35,8 @@ type linkEndpoint struct {
 	// from one goroutine per peer, and a gro.GRO is not safe for
 	// concurrent use. Pooling them avoids a lock on the inbound path.
 	gros sync.Pool
+
+	gro, gso, rxChecksumOffload bool
 }
 
 var (
@@ -42,15 +44,18 @@ var (
 	_ stack.GSOEndpoint  = (*linkEndpoint)(nil)
 )
 
-func newLinkEndpoint(mtu uint32) *linkEndpoint {
+func newLinkEndpoint(mtu uint32, t netstackTuning) *linkEndpoint {
 	e := &linkEndpoint{
-		out:  make(chan *stack.PacketBuffer, netstackQueueLen),
-		done: make(chan struct{}),
+		out:               make(chan *stack.PacketBuffer, netstackQueueLen),
+		done:              make(chan struct{}),
+		gro:               t.gro,
+		gso:               t.gso,
+		rxChecksumOffload: t.rxChecksumOffload,
 	}
 	e.mtu.Store(mtu)
 	e.gros.New = func() any {
 		g := new(gro.GRO)
-		g.Init(true)
+		g.Init(e.gro)
 		return g
 	}
 	return e
@@ -137,7 +142,7 @@ func (e *linkEndpoint) write(bufs [][]byte, offset int) (int, error) {
 		// WireGuard authenticated every byte of the packet (Poly1305)
 		// after the peer's stack built it, so checking the TCP and UDP
 		// checksums again only costs time.
-		pkt.RXChecksumValidated = true
+		pkt.RXChecksumValidated = e.rxChecksumOffload
 		g.Enqueue(pkt)
 		pkt.DecRef()
 	}
@@ -198,7 +203,10 @@ func (e *linkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
 // Capabilities: received checksums need no check (see write). Transmit
 // checksums are still computed, because a kernel-TUN peer verifies them.
 func (e *linkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
-	return stack.CapabilityRXChecksumOffload
+	if e.rxChecksumOffload {
+		return stack.CapabilityRXChecksumOffload
+	}
+	return 0
 }
 
 func (e *linkEndpoint) Attach(d stack.NetworkDispatcher) {
@@ -231,4 +239,9 @@ func (e *linkEndpoint) SetOnCloseAction(func()) {}
 // pass, handing them to WritePackets as one list.
 func (e *linkEndpoint) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
 
-func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO { return stack.GVisorGSOSupported }
+func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
+	if e.gso {
+		return stack.GVisorGSOSupported
+	}
+	return stack.GSONotSupported
+}

@@ -8,49 +8,83 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// TCP tuning of the netstack. gVisor's defaults suit a sandboxed
-// application on a LAN, not a tunnel endpoint that should keep up with a
-// kernel TUN: SACK is off, buffers are small (1 MB receive, so a window
-// that caps throughput at high RTT) and auto-tuning of the receive buffer
-// is off.
-const (
-	netstackTCPBufMin     = 4 << 10
-	netstackTCPSendBufDef = 1 << 20
-	netstackTCPRecvBufDef = 1 << 20
-	// The maxima bound memory per connection; 8 MB covers 3 Gbit/s at
-	// 20 ms RTT.
-	netstackTCPBufMax = 8 << 20
-	// netstackCongestion is the congestion control the benchmark measured
-	// best here (see netstack_bench_test.go).
-	netstackCongestion = "cubic"
-)
+// netstackTuning holds the knobs that decide netstack throughput. gVisor's
+// defaults suit a sandboxed application on a LAN, not a tunnel endpoint that
+// should keep up with a kernel TUN: SACK is off, buffers are small (1 MB
+// receive, a window that caps throughput at high RTT), receive buffer
+// auto-tuning is off. The knobs are a type, not constants, so the benchmark
+// can measure each one against the others in the same run.
+type netstackTuning struct {
+	// batch is BatchSize: packets per Read and Write call.
+	batch int
+	// gro coalesces inbound segments of a flow before the stack sees them.
+	gro bool
+	// gso lets TCP build segments of up to 64 KB that the link splits.
+	gso bool
+	// rxChecksumOffload skips verifying inbound TCP/UDP checksums, which
+	// WireGuard's authentication already covers.
+	rxChecksumOffload bool
 
-func tuneStack(s *stack.Stack) error {
+	sack     bool
+	bufMax   int // send and receive buffer maximum; 0 keeps gVisor's
+	moderate bool
+	cc       string // "cubic" or "reno"; "" keeps gVisor's
+}
+
+// defaultNetstackTuning is what the benchmark measured best here (see
+// netstack_bench_test.go for the figures).
+func defaultNetstackTuning() netstackTuning {
+	return netstackTuning{
+		batch:             netstackBatchSize,
+		gro:               true,
+		gso:               true,
+		rxChecksumOffload: true,
+		sack:              true,
+		// 8 MB covers 3 Gbit/s at 20 ms RTT; it bounds memory per
+		// connection.
+		bufMax:   8 << 20,
+		moderate: true,
+		cc:       "cubic",
+	}
+}
+
+// untunedNetstackTuning is gVisor's and wireguard-go's defaults, as upstream
+// tun/netstack runs: the benchmark's baseline.
+func untunedNetstackTuning() netstackTuning {
+	return netstackTuning{batch: 1}
+}
+
+func (t netstackTuning) apply(s *stack.Stack) error {
 	set := func(what string, opt tcpip.SettableTransportProtocolOption) error {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); err != nil {
 			return fmt.Errorf("netstack: set tcp %s: %v", what, err)
 		}
 		return nil
 	}
-	sack := tcpip.TCPSACKEnabled(true)
+	sack := tcpip.TCPSACKEnabled(t.sack)
 	if err := set("sack", &sack); err != nil {
 		return err
 	}
-	sndBuf := tcpip.TCPSendBufferSizeRangeOption{Min: netstackTCPBufMin, Default: netstackTCPSendBufDef, Max: netstackTCPBufMax}
-	if err := set("send buffer range", &sndBuf); err != nil {
-		return err
+	if t.bufMax > 0 {
+		const bufMin, bufDefault = 4 << 10, 1 << 20
+		snd := tcpip.TCPSendBufferSizeRangeOption{Min: bufMin, Default: bufDefault, Max: t.bufMax}
+		if err := set("send buffer range", &snd); err != nil {
+			return err
+		}
+		rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: bufMin, Default: bufDefault, Max: t.bufMax}
+		if err := set("receive buffer range", &rcv); err != nil {
+			return err
+		}
 	}
-	rcvBuf := tcpip.TCPReceiveBufferSizeRangeOption{Min: netstackTCPBufMin, Default: netstackTCPRecvBufDef, Max: netstackTCPBufMax}
-	if err := set("receive buffer range", &rcvBuf); err != nil {
-		return err
-	}
-	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	moderate := tcpip.TCPModerateReceiveBufferOption(t.moderate)
 	if err := set("receive buffer moderation", &moderate); err != nil {
 		return err
 	}
-	cc := tcpip.CongestionControlOption(netstackCongestion)
-	if err := set("congestion control", &cc); err != nil {
-		return err
+	if t.cc != "" {
+		cc := tcpip.CongestionControlOption(t.cc)
+		if err := set("congestion control", &cc); err != nil {
+			return err
+		}
 	}
 	return nil
 }

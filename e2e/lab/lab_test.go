@@ -118,7 +118,7 @@ func TestNAT(t *testing.T) {
 				}
 				targets = append(targets, a)
 			}
-			res, err := n.ProbeUDP(ctx, targets)
+			res, err := n.ProbeUDP(ctx, targets, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -160,13 +160,17 @@ func (h *Host) StartUDPEcho(ctx context.Context, label string, listen netip.Addr
 }
 
 // ProbeUDP sends from one socket in h to each udpecho server in targets and
-// returns how each saw the socket.
-func (h *Host) ProbeUDP(ctx context.Context, targets []netip.AddrPort) (ProbeResult, error) {
+// returns how each saw the socket. It fails if a target does not answer
+// within timeout (zero: 5 s).
+func (h *Host) ProbeUDP(ctx context.Context, targets []netip.AddrPort, timeout time.Duration) (ProbeResult, error) {
 	var r ProbeResult
 	list := make([]string, len(targets))
 	for i, t := range targets {
 		list[i] = t.String()
 	}
-	err := h.runHelperJSON(ctx, &r, "udpprobe", "-targets", strings.Join(list, ","))
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	err := h.runHelperJSON(ctx, &r, "udpprobe", "-targets", strings.Join(list, ","), "-timeout", timeout.String())
 	return r, err
 }

@@ -45,7 +45,10 @@ type Config struct {
 	// mesh connections to. Ignored in kernel mode, where the host's own
 	// firewall decides.
 	Expose []ExposedPort
-	Logger *slog.Logger
+	// JoinPort is the only port that temporary join peers (DefaultJoinPrefix)
+	// may reach on this machine; zero means DefaultJoinPort.
+	JoinPort uint16
+	Logger   *slog.Logger
 }
 
 func (c *Config) withDefaults() Config {
@@ -55,6 +58,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if out.ListenPort == 0 {
 		out.ListenPort = DefaultListenPort
+	}
+	if out.JoinPort == 0 {
+		out.JoinPort = DefaultJoinPort
 	}
 	if out.InterfaceName == "" {
 		out.InterfaceName = DefaultInterfaceName
@@ -71,6 +77,9 @@ func (c *Config) validate() error {
 	}
 	if !c.Address.Is4() {
 		return fmt.Errorf("tun config: address %v is not an IPv4 address", c.Address)
+	}
+	if DefaultJoinPrefix.Contains(c.Address) {
+		return fmt.Errorf("tun config: address %v is in the join range %v, which belongs to no machine", c.Address, DefaultJoinPrefix)
 	}
 	if !c.MeshPrefix.Contains(c.Address) {
 		return fmt.Errorf("tun config: address %v is outside the mesh %v", c.Address, c.MeshPrefix)

@@ -86,7 +86,8 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	}
 
 	d.bind = NewBind(DefaultControlQueueLen)
-	d.wg = device.NewDevice(tunDev, d.bind, wireguardLogger(d.log))
+	filtered := newJoinFilter(tunDev, DefaultJoinPrefix, cfg.Address, cfg.JoinPort)
+	d.wg = device.NewDevice(filtered, d.bind, wireguardLogger(d.log))
 	setup := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.hexString(), cfg.ListenPort)
 	if err := d.wg.IpcSet(setup); err != nil {
 		d.wg.Close()

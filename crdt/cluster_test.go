@@ -28,6 +28,8 @@ type testCluster struct {
 	urls   map[string]string
 	srvs   []*httptest.Server
 	log    *slog.Logger
+	// tamper names a machine whose served blocks are corrupted in transit.
+	tamper atomic.Pointer[string]
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -70,24 +72,47 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 }
 
 // partitionedFetcher refuses fetches across a partition, like the network.
+// It also corrupts every block from the machine named by tamper.
 type partitionedFetcher struct {
-	self string
-	hub  *memHub
-	http *HTTPFetcher
+	self   string
+	hub    *memHub
+	http   *HTTPFetcher
+	tamper *atomic.Pointer[string]
 }
 
 func (f *partitionedFetcher) FetchBlocks(ctx context.Context, m string, req FetchRequest) (<-chan blocks.Block, error) {
 	if !f.hub.connected(f.self, m) {
 		return nil, fmt.Errorf("machine %q unreachable", m)
 	}
-	return f.http.FetchBlocks(ctx, m, req)
+	ch, err := f.http.FetchBlocks(ctx, m, req)
+	if err != nil {
+		return nil, err
+	}
+	if t := f.tamper.Load(); t == nil || *t != m {
+		return ch, nil
+	}
+	out := make(chan blocks.Block)
+	go func() {
+		defer close(out)
+		for b := range ch {
+			data := append([]byte(nil), b.RawData()...)
+			data[len(data)/2] ^= 0xff
+			bad, _ := blocks.NewBlockWithCid(data, b.Cid())
+			select {
+			case out <- bad:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
 }
 
 func (c *testCluster) start(name string) *Store {
 	c.t.Helper()
 	c.hub.setDown(name, false)
 	g := c.hub.node(name)
-	fetcher := &partitionedFetcher{self: name, hub: c.hub, http: &HTTPFetcher{
+	fetcher := &partitionedFetcher{self: name, hub: c.hub, tamper: &c.tamper, http: &HTTPFetcher{
 		BaseURL: func(m string) (string, error) {
 			u, ok := c.urls[m]
 			if !ok {
@@ -137,6 +162,7 @@ func (c *testCluster) close() {
 func (c *testCluster) waitConverged(timeout time.Duration) string {
 	c.t.Helper()
 	var last map[string]string
+	var digest string
 	ok := waitFor(timeout, func() bool {
 		last = map[string]string{}
 		var first string
@@ -152,7 +178,7 @@ func (c *testCluster) waitConverged(timeout time.Duration) string {
 			}
 			last[name] = d[:12]
 			if first == "" {
-				first = d
+				first, digest = d, d
 			} else if d != first {
 				same = false
 			}
@@ -160,12 +186,19 @@ func (c *testCluster) waitConverged(timeout time.Duration) string {
 		return same
 	})
 	if !ok {
+		var first *Store
+		for _, name := range c.names {
+			if s := c.s(name); s != nil {
+				if first == nil {
+					first = s
+				} else {
+					diffStores(c.t, first, s)
+				}
+			}
+		}
 		c.t.Fatalf("replicas did not converge in %s: %v", timeout, last)
 	}
-	for _, d := range last {
-		return d
-	}
-	return ""
+	return digest
 }
 
 func waitFor(timeout time.Duration, cond func() bool) bool {
@@ -191,3 +224,29 @@ func mustPut(t testing.TB, s *Store, r Record) {
 }
 
 var _ = sync.Mutex{}
+
+// diffStores reports keys whose values differ between two replicas.
+func diffStores(t *testing.T, a, b *Store) {
+	t.Helper()
+	ea, _ := a.queryRaw(context.Background(), "/")
+	eb, _ := b.queryRaw(context.Background(), "/")
+	ma := map[string]string{}
+	for _, e := range ea {
+		ma[e.Key] = string(e.Value)
+	}
+	n := 0
+	for _, e := range eb {
+		if v, ok := ma[e.Key]; !ok || v != string(e.Value) {
+			if n++; n <= 5 {
+				t.Logf("%s: %s has %q, %s has %q", e.Key, a.Name(), v, b.Name(), e.Value)
+			}
+		}
+		delete(ma, e.Key)
+	}
+	for k, v := range ma {
+		if n++; n <= 10 {
+			t.Logf("%s: only %s has it: %q", k, a.Name(), v)
+		}
+	}
+	t.Logf("%d differences between %s (%d keys) and %s (%d keys)", n, a.Name(), len(ea), b.Name(), len(eb))
+}

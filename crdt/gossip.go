@@ -6,9 +6,9 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/ipfs/go-cid"
 	dscrdt "github.com/ipfs/go-ds-crdt"
 	"github.com/ipfs/go-ds-crdt/pb"
-	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 	"google.golang.org/protobuf/proto"
 )
@@ -245,16 +245,22 @@ func (b *broadcaster) prefetchWorker(from string) {
 			b.prefetch(b.ctx, from, heads)
 			<-b.sem
 		}
-		b.inMu.Lock()
-		if _, queued := b.ready[from]; !queued {
-			b.order = append(b.order, from)
-		}
-		b.ready[from] = heads
-		b.inMu.Unlock()
-		select {
-		case b.inSignal <- struct{}{}:
-		default:
-		}
+		b.enqueueReady(from, heads)
+	}
+}
+
+// enqueueReady hands heads to go-ds-crdt's Next, replacing older ones of
+// the same origin.
+func (b *broadcaster) enqueueReady(from string, heads []cid.Cid) {
+	b.inMu.Lock()
+	if _, queued := b.ready[from]; !queued {
+		b.order = append(b.order, from)
+	}
+	b.ready[from] = heads
+	b.inMu.Unlock()
+	select {
+	case b.inSignal <- struct{}{}:
+	default:
 	}
 }
 

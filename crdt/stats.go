@@ -15,9 +15,9 @@ type Stats struct {
 }
 
 type counters struct {
-	sent, received, rejected, stale        atomic.Uint64
-	fetched, blocksRejected, fetchErrors   atomic.Uint64
-	watchResyncs                           atomic.Uint64
+	sent, received, rejected, stale      atomic.Uint64
+	fetched, blocksRejected, fetchErrors atomic.Uint64
+	watchResyncs                         atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {

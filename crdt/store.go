@@ -128,6 +128,22 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.db = db
 	s.bs = blockstore.NewBlockstore(db)
+	unclean, err := uncleanShutdown(cfg.Dir)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	var resubmit []cid.Cid
+	if unclean {
+		start := time.Now()
+		n, re, err := recoverOrphans(ctx, db, s.bs)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("recover %s after unclean shutdown: %w", cfg.Dir, err)
+		}
+		resubmit = re
+		s.log.Info("recovered after unclean shutdown", "reattached_heads", n, "reprocess", len(re), "took", time.Since(start))
+	}
 	s.peers = newPeers(s.name, cfg.LiveMachines)
 	s.ex = &blockExchange{fetcher: cfg.Fetcher, peers: s.peers, st: &s.st, bs: s.bs, heads: s.Heads, log: s.log, idle: cfg.FetchIdle}
 	dag := merkledag.NewDAGService(blockservice.New(s.bs, s.ex))
@@ -164,6 +180,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if s.bcast != nil {
 		s.bcast.start()
+		if len(resubmit) > 0 {
+			s.bcast.enqueueReady(s.name, resubmit)
+		}
+	} else if len(resubmit) > 0 {
+		s.log.Warn("unprocessed local blocks wait until the store runs with gossip", "blocks", len(resubmit))
 	}
 	s.wg.Add(1)
 	go s.syncLoop()
@@ -183,6 +204,9 @@ func (s *Store) Close() error {
 	}
 	s.watch.close()
 	errs = append(errs, s.db.Close())
+	if len(errs) == 0 || errors.Join(errs...) == nil {
+		errs = append(errs, markClosed(s.cfg.Dir))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close crdt store in %s: %w", s.cfg.Dir, err)
 	}

@@ -68,6 +68,8 @@ type watchHub struct {
 	st  *counters
 	log *slog.Logger
 
+	maxQueue int // maxWatchQueue; tests lower it
+
 	mu       sync.Mutex
 	mirror   map[string][]byte
 	watchers map[*watcher]struct{}
@@ -88,7 +90,7 @@ type hookEvent struct {
 
 func newWatchHub(s *Store, st *counters, log *slog.Logger) *watchHub {
 	return &watchHub{
-		s: s, st: st, log: log,
+		s: s, st: st, log: log, maxQueue: maxWatchQueue,
 		mirror:   map[string][]byte{},
 		watchers: map[*watcher]struct{}{},
 		dirty:    map[string]hookEvent{},
@@ -241,17 +243,18 @@ func (h *watchHub) snapshotLocked(prefix string) []Change {
 
 // watcher is one Watch: an unbounded queue drained by its own goroutine.
 type watcher struct {
-	prefix string
-	mu     sync.Mutex
-	queue  []Change
-	resync bool
-	signal chan struct{}
+	prefix   string
+	maxQueue int
+	mu       sync.Mutex
+	queue    []Change
+	resync   bool
+	signal   chan struct{}
 }
 
 // push appends ch; h.mu is held by the caller.
 func (w *watcher) push(ch Change) {
 	w.mu.Lock()
-	if len(w.queue) >= maxWatchQueue {
+	if len(w.queue) >= w.maxQueue {
 		w.queue = nil
 		w.resync = true
 	} else if !w.resync {
@@ -279,7 +282,7 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan Change, error)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	w := &watcher{prefix: prefix, signal: make(chan struct{}, 1)}
+	w := &watcher{prefix: prefix, maxQueue: h.maxQueue, signal: make(chan struct{}, 1)}
 	h.mu.Lock()
 	w.queue = h.snapshotLocked(prefix)
 	h.watchers[w] = struct{}{}

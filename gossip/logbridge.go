@@ -48,10 +48,15 @@ func (b *logBridge) Write(p []byte) (int, error) {
 	level, line := splitLevel(bytes.TrimSpace(p))
 	line = bytes.TrimPrefix(line, []byte("memberlist: "))
 	if level >= slog.LevelWarn && bytes.Contains(bytes.ToLower(line), []byte("decrypt")) {
-		b.undecryptable.Add(1)
 		// A machine with a stale key or a stray sender would flood the log
-		// at error level once per packet; the counter carries the signal.
+		// once per packet: warn on the 1st, 2nd, 4th, 8th … and count all.
+		c := b.undecryptable.Add(1)
 		level = slog.LevelDebug
+		if c&(c-1) == 0 {
+			level = slog.LevelWarn
+		}
+		b.log.Log(context.Background(), level, string(line), "undecryptable_total", c)
+		return len(p), nil
 	}
 	b.log.Log(context.Background(), level, string(line))
 	return len(p), nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -163,4 +164,21 @@ func TestClosedNode(t *testing.T) {
 		for range n.Events() {
 		}
 	}
+}
+
+func TestEventsDropOldest(t *testing.T) {
+	var dropped atomic.Uint64
+	q := newEventQueue(&dropped)
+	const extra = 10
+	for i := range eventBuffer + extra {
+		q.push(Event{Kind: Update, Member: Member{Name: fmt.Sprint(i)}})
+	}
+	if dropped.Load() != extra {
+		t.Errorf("dropped %d, want %d", dropped.Load(), extra)
+	}
+	if first := <-q.ch; first.Member.Name != fmt.Sprint(extra) {
+		t.Errorf("oldest kept event is %s, want %d (the oldest dropped first)", first.Member.Name, extra)
+	}
+	q.close()
+	q.push(Event{}) // after close: ignored, no panic
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -41,7 +42,33 @@ func (n *Node) SetLocalState(topic string, local func() []byte, merge func(from 
 		delete(n.states, topic)
 		return
 	}
+	_, had := n.states[topic]
 	n.states[topic] = stateFuncs{local: local, merge: merge}
+	if !had {
+		// The join in New ran before this topic existed: exchange state
+		// with one live member now rather than at the next push/pull.
+		n.syncSoon()
+	}
+}
+
+// syncSoon runs one push/pull with a random live member, in the background.
+func (n *Node) syncSoon() {
+	if n.closing.Load() {
+		return
+	}
+	peers := n.peers()
+	if len(peers) == 0 {
+		return
+	}
+	p := peers[rand.IntN(len(peers))]
+	target := p.Name + "/" + addrPort(p.Addr, p.Port).String()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if _, err := n.ml.Join([]string{target}); err != nil {
+			n.log.Debug("gossip: state sync failed", "with", p.Name, "err", err)
+		}
+	}()
 }
 
 type stateFuncs struct {
@@ -118,6 +145,9 @@ func (n *Node) SendTo(ctx context.Context, member string, topic string, payload 
 	n.mu.Unlock()
 	if !ok || e.state != Alive {
 		return fmt.Errorf("gossip: send to %q on %q: not a live member", member, topic)
+	}
+	if member == n.cfg.Name {
+		return fmt.Errorf("gossip: send to %q on %q: that is this machine", member, topic)
 	}
 	m := message{kind: kindDirect, origin: n.cfg.Name, epoch: n.epoch, seq: n.seq.Add(1), topic: topic, payload: payload}
 	raw := encodeMessage(&m)
@@ -200,7 +230,8 @@ func (n *Node) receive(b []byte) {
 		return
 	}
 	if m.kind == kindBroadcast && len(raw) <= maxPacketMsg {
-		n.queue.push(&m, raw)
+		// Its own copy: the handler owns payload, which aliases raw.
+		n.queue.push(&m, clone(raw))
 		n.stats.relayed.Add(1)
 	}
 	n.stats.delivered.Add(1)

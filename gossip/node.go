@@ -22,6 +22,8 @@ type Node struct {
 	addr   netip.AddrPort
 
 	ml        *memberlist.Memberlist
+	keyring   *memberlist.Keyring
+	keyMu     sync.Mutex // serialises SetKeys (the keyring's own edits are not atomic)
 	transport *meshTransport
 	queue     *gossipQueue
 	fanout    *fanout
@@ -107,6 +109,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		mc.AdvertisePort = int(n.addr.Port())
 	}
 	mc.Keyring = keyring
+	n.keyring = keyring
 	mc.Logger = mlLog
 	mc.Delegate = delegate{n}
 	mc.Events = delegate{n}

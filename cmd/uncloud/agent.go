@@ -4,21 +4,24 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
 type agentCmd struct {
-	Config    string   `help:"Static config file (wg-quick-like: [Interface] and [Peer] sections)." type:"existingfile" required:"" placeholder:"FILE"`
+	DataDir   string   `help:"Where this machine's keys and state live (created by init or join)." default:"${datadir}" placeholder:"DIR"`
+	Config    string   `help:"Static mode instead: bring up a mesh from a wg-quick-like file ([Interface] and [Peer] sections), without gossip or state." type:"existingfile" placeholder:"FILE"`
 	Userspace bool     `help:"Use the userspace netstack even where a kernel TUN would work."`
 	Expose    []string `help:"Netstack mode: forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT. Repeatable. Nothing else on the host is reachable from the mesh." placeholder:"PORT[/udp]"`
 	SOCKS5    string   `name:"socks5" help:"Netstack mode: serve SOCKS5 on this loopback address so host programs can reach the mesh." placeholder:"127.0.0.1:PORT"`
 }
 
 func (agentCmd) Help() string {
-	return `The agent brings this machine's end of the mesh up and keeps it up until SIGTERM or SIGINT.
+	return `The agent brings this machine's end of the mesh up and keeps it up until SIGTERM or SIGINT. Normally it runs from the data dir that 'uncloud init' (or join) created, serves the local API on the socket given by --connect, gossips with the other machines and keeps the replicated state. With --config it runs a static mesh instead.
 
 It uses a kernel TUN interface when /dev/net/tun opens and it may configure links (root or CAP_NET_ADMIN), otherwise a userspace netstack (no privileges), and logs which and why. In kernel mode a route "unreachable 10.210.0.0/16" with a high metric stays installed even after the agent stops, so mesh traffic never leaves unencrypted.
 
@@ -63,6 +66,17 @@ func (a agentCmd) Run(g *globals) error {
 		}
 	}()
 
+	if a.Config == "" {
+		return runDaemon(ctx, g, agent.DaemonOptions{
+			DataDir:   a.DataDir,
+			Socket:    socketPath(g.Connect),
+			SocketGID: -1,
+			Userspace: a.Userspace,
+			Expose:    expose,
+			Logger:    g.Logger,
+			Version:   version,
+		})
+	}
 	return agent.RunStatic(ctx, agent.StaticOptions{
 		ConfigPath: a.Config,
 		Userspace:  a.Userspace,
@@ -70,4 +84,30 @@ func (a agentCmd) Run(g *globals) error {
 		SOCKS5:     a.SOCKS5,
 		Logger:     g.Logger,
 	}, reload)
+}
+
+func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error {
+	d, err := agent.StartDaemon(ctx, opts)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		g.Logger.Info("shutting down")
+	case <-d.Wait():
+		g.Logger.Error("mesh device stopped")
+	}
+	return d.Close()
+}
+
+// socketPath is where a locally started agent serves: the --connect
+// target when it names a local socket, the default otherwise.
+func socketPath(connect string) string {
+	if strings.HasPrefix(connect, "/") {
+		return connect
+	}
+	if strings.HasPrefix(connect, "unix://") {
+		return strings.TrimPrefix(connect, "unix://")
+	}
+	return api.DefaultSocket
 }

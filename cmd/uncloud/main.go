@@ -10,6 +10,9 @@ import (
 	"os"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/api"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -17,7 +20,11 @@ var version = "dev"
 
 type cli struct {
 	LogLevel slog.Level `help:"Log level: debug, info, warn or error." default:"info" env:"UNCLOUD_LOG_LEVEL"`
+	Connect  string     `help:"Agent to talk to: its socket path, unix:///path, or ssh://user@host[:port][/socket] for a machine reachable over SSH." default:"${socket}" env:"UNCLOUD_CONNECT" placeholder:"TARGET"`
 
+	Init    initCmd    `cmd:"" help:"Create a network with this machine as its first member, and start the agent."`
+	Status  statusCmd  `cmd:"" help:"Show this machine and its WireGuard peers."`
+	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`
 	Keygen  keygenCmd  `cmd:"" help:"Print a new WireGuard key pair."`
 	Pubkey  pubkeyCmd  `cmd:"" help:"Read a private key on stdin and print its public key."`
@@ -26,7 +33,8 @@ type cli struct {
 
 // globals are what every command gets from the top-level flags.
 type globals struct {
-	Logger *slog.Logger
+	Logger  *slog.Logger
+	Connect string
 }
 
 func main() {
@@ -36,9 +44,10 @@ func main() {
 		kong.Description("Join any machines into one WireGuard mesh that runs containers, with no control plane."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"socket": api.DefaultSocket, "datadir": agent.DefaultDataDir},
 	)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
-	if err := kctx.Run(&globals{Logger: logger}); err != nil {
+	if err := kctx.Run(&globals{Logger: logger, Connect: c.Connect}); err != nil {
 		fmt.Fprintf(os.Stderr, "uncloud: %v\n", err)
 		os.Exit(1)
 	}

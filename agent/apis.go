@@ -1,0 +1,166 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
+)
+
+// startMachineAPI serves the machine-to-machine API on the mesh address:
+// through WireGuard only, and only to machines whose identity key is in
+// the state.
+func (d *Daemon) startMachineAPI(ctx context.Context) error {
+	addr := net.JoinHostPort(d.state.MeshAddress().String(), strconv.Itoa(MachineAPIPort))
+	ln, err := d.dev.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for the machine API on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(crdt.BlocksPath, d.store.BlockHandler())
+	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d, mux) })
+	d.closers = append(d.closers, func() error { return ignoreClosed(ln.Close()) })
+	return nil
+}
+
+func (d *Daemon) startLocalAPI(ctx context.Context) error {
+	ln, err := api.ListenUnix(ctx, d.opts.Socket, d.opts.SocketGID)
+	if err != nil {
+		return err
+	}
+	d.goServe("local API", func() error { return api.ServeLocal(ctx, ln, d) })
+	d.closers = append(d.closers, func() error {
+		err := ignoreClosed(ln.Close())
+		os.Remove(d.opts.Socket)
+		return err
+	})
+	d.log.Info("local API", "socket", d.opts.Socket)
+	return nil
+}
+
+func (d *Daemon) goServe(what string, serve func() error) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := serve(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error(what+" stopped", "err", err)
+		}
+	}()
+}
+
+// Status implements api.Backend.
+func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
+	st := api.Status{
+		Version:   d.opts.Version,
+		NetworkID: d.state.NetworkID,
+		MachineID: d.state.MachineID,
+		Name:      d.state.Name,
+		Address:   d.state.MeshAddress().String(),
+		Mode:      string(d.dev.Mode()),
+		Port:      d.state.ListenPort,
+	}
+	peers, err := d.dev.Peers()
+	if err != nil {
+		return st, err
+	}
+	names := d.machineNamesBySubnet(ctx)
+	for _, p := range peers {
+		ps := api.PeerStatus{
+			PublicKey:     p.PublicKey.String(),
+			LastHandshake: p.LastHandshake,
+			RxBytes:       p.RxBytes,
+			TxBytes:       p.TxBytes,
+		}
+		if p.Endpoint.IsValid() {
+			ps.Endpoint = p.Endpoint.String()
+		}
+		for _, a := range p.AllowedIPs {
+			ps.AllowedIPs = append(ps.AllowedIPs, a.String())
+			if n, ok := names[a]; ok {
+				ps.Machine = n
+			}
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st, nil
+}
+
+func (d *Daemon) machineNamesBySubnet(ctx context.Context) map[netip.Prefix]string {
+	out := map[netip.Prefix]string{}
+	recs, err := d.store.List(ctx, crdt.MachinesPrefix)
+	if err != nil {
+		return out
+	}
+	for _, r := range recs {
+		if m, ok := r.(*crdt.Machine); ok {
+			if p, err := netip.ParsePrefix(m.Subnet); err == nil {
+				out[p.Masked()] = m.Name
+			}
+		}
+	}
+	return out
+}
+
+// StateList implements api.Backend.
+func (d *Daemon) StateList(ctx context.Context, prefix string) ([]api.StateEntry, error) {
+	if !strings.HasPrefix(prefix, "/") {
+		return nil, fmt.Errorf("%w: prefix %q must start with /", api.ErrBadRequest, prefix)
+	}
+	recs, err := d.store.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.StateEntry, 0, len(recs))
+	for _, r := range recs {
+		e, err := stateEntry(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// StateGet implements api.Backend.
+func (d *Daemon) StateGet(ctx context.Context, key string) (api.StateEntry, error) {
+	if !strings.HasPrefix(key, "/") {
+		return api.StateEntry{}, fmt.Errorf("%w: key %q must start with /", api.ErrBadRequest, key)
+	}
+	r, err := d.store.Get(ctx, key)
+	if errors.Is(err, crdt.ErrNotFound) {
+		return api.StateEntry{}, fmt.Errorf("%w: no record at %s", api.ErrNotFound, key)
+	}
+	if errors.Is(err, crdt.ErrBadKey) {
+		return api.StateEntry{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if err != nil {
+		return api.StateEntry{}, err
+	}
+	return stateEntry(r)
+}
+
+func stateEntry(r crdt.Record) (api.StateEntry, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return api.StateEntry{}, fmt.Errorf("encode record %s: %w", r.Key(), err)
+	}
+	return api.StateEntry{Key: r.Key(), Value: b}, nil
+}
+
+// ignoreClosed treats closing an already closed listener as success: the
+// server's own shutdown closes it first.
+func ignoreClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}

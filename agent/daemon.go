@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/gossip"
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// Ports on the mesh address. WireGuard's UDP port is the only one on the
+// underlay; these are reachable only through the tunnel.
+const (
+	GossipPort     = 7946
+	MachineAPIPort = 51822
+)
+
+// DaemonOptions configure a networked agent.
+type DaemonOptions struct {
+	DataDir   string
+	Socket    string // local API socket; default api.DefaultSocket
+	SocketGID int    // group allowed on the socket; -1 keeps the process group
+	Userspace bool
+	Expose    []tun.ExposedPort
+	Logger    *slog.Logger
+	Version   string
+}
+
+// Daemon is a running agent: the mesh device, gossip, the replicated
+// state, the peer manager and both APIs.
+type Daemon struct {
+	opts     DaemonOptions
+	log      *slog.Logger
+	state    *MachineState
+	identity *api.Identity
+
+	dev    *tun.Device
+	gossip *gossip.Node
+	store  *crdt.Store
+
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closers []func() error
+}
+
+// StartDaemon brings everything up from the data dir. It returns once
+// the machine is reachable on the mesh and its API answers; the work
+// continues in the background until Close or ctx ends.
+func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error) {
+	if opts.DataDir == "" {
+		opts.DataDir = DefaultDataDir
+	}
+	if opts.Socket == "" {
+		opts.Socket = api.DefaultSocket
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	st, err := LoadMachineState(opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	identity, err := api.NewIdentity(st.IdentitySeed)
+	if err != nil {
+		return nil, fmt.Errorf("identity key in %s: %w", opts.DataDir, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	d := &Daemon{opts: opts, log: opts.Logger, state: st, identity: identity, cancel: cancel}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+
+	d.dev, err = tun.Open(ctx, tun.Config{
+		PrivateKey: st.WireGuardKey,
+		Address:    st.MeshAddress(),
+		ListenPort: st.ListenPort,
+		Userspace:  opts.Userspace,
+		Expose:     opts.Expose,
+		Logger:     d.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bring mesh up: %w", err)
+	}
+	d.closers = append(d.closers, d.dev.Close)
+	if err := d.dev.SyncPeers(d.seedPeers()); err != nil {
+		return nil, fmt.Errorf("peers from seeds: %w", err)
+	}
+
+	if err := d.startGossip(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startStore(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.publishMachine(ctx); err != nil {
+		return nil, err
+	}
+	d.startPeerManager(ctx)
+	if err := d.startMachineAPI(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startLocalAPI(ctx); err != nil {
+		return nil, err
+	}
+	d.log.Info("machine up", "network", st.NetworkID, "machine", st.Name, "id", st.MachineID,
+		"address", st.MeshAddress(), "mode", d.dev.Mode(), "port", st.ListenPort)
+	return d, nil
+}
+
+func (d *Daemon) startGossip(ctx context.Context) error {
+	var seeds []string
+	for _, s := range d.state.Seeds {
+		seeds = append(seeds, netip.AddrPortFrom(s.Address, GossipPort).String())
+	}
+	node, err := gossip.New(ctx, gossip.Config{
+		Name:     d.state.MachineID,
+		BindAddr: netip.AddrPortFrom(d.state.MeshAddress(), GossipPort),
+		Keys:     d.state.GossipKeys,
+		Seeds:    seeds,
+		Logger:   d.log.With("component", "gossip"),
+	})
+	if err != nil {
+		return fmt.Errorf("start gossip on %v: %w", d.state.MeshAddress(), err)
+	}
+	d.gossip = node
+	d.closers = append(d.closers, node.Close)
+	return nil
+}
+
+func (d *Daemon) startStore(ctx context.Context) error {
+	fetcher := &crdt.HTTPFetcher{
+		BaseURL: d.machineAPIURL,
+		Client:  api.NewMachineClient(d.identity, d.machineIdentityByAddr, d.dev.DialContext),
+		Log:     d.log.With("component", "crdt-fetch"),
+	}
+	store, err := crdt.Open(ctx, crdt.Config{
+		Dir:     filepath.Join(d.opts.DataDir, "state"),
+		Gossip:  d.gossip,
+		Fetcher: fetcher,
+		LiveMachines: func() []string {
+			var names []string
+			for _, m := range d.gossip.Members() {
+				if m.State == gossip.Alive && m.Name != d.state.MachineID {
+					names = append(names, m.Name)
+				}
+			}
+			return names
+		},
+		Log: d.log,
+	})
+	if err != nil {
+		return fmt.Errorf("open state in %s: %w", d.opts.DataDir, err)
+	}
+	d.store = store
+	d.closers = append(d.closers, store.Close)
+	return nil
+}
+
+// publishMachine writes this machine's record; only this machine writes it.
+func (d *Daemon) publishMachine(ctx context.Context) error {
+	rec := &crdt.Machine{
+		ID:           d.state.MachineID,
+		Name:         d.state.Name,
+		Subnet:       d.state.SubnetPrefix().String(),
+		WireGuardKey: d.state.WireGuardKey.PublicKey().String(),
+		IdentityKey:  api.EncodeKey(d.identity.PublicKey()),
+		Endpoints:    endpointStrings(d.candidateEndpoints()),
+	}
+	if cur, err := d.store.Get(ctx, rec.Key()); err == nil {
+		if m, ok := cur.(*crdt.Machine); ok && sameMachine(m, rec) {
+			return nil // unchanged: do not grow the DAG on every restart
+		}
+	}
+	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
+		return fmt.Errorf("publish machine record: %w", err)
+	}
+	return nil
+}
+
+func sameMachine(a, b *crdt.Machine) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.WireGuardKey == b.WireGuardKey &&
+		a.IdentityKey == b.IdentityKey && fmt.Sprint(a.Endpoints) == fmt.Sprint(b.Endpoints)
+}
+
+// machineAPIURL maps a machine ID to its machine API base URL.
+func (d *Daemon) machineAPIURL(machineID string) (string, error) {
+	rec, err := d.store.Get(context.Background(), crdt.MachinesPrefix+machineID)
+	if err != nil {
+		return "", err
+	}
+	m, ok := rec.(*crdt.Machine)
+	if !ok {
+		return "", fmt.Errorf("record of machine %s is a %T", machineID, rec)
+	}
+	prefix, err := netip.ParsePrefix(m.Subnet)
+	if err != nil {
+		return "", fmt.Errorf("machine %s subnet %q: %w", machineID, m.Subnet, err)
+	}
+	addr := prefix.Addr().Next()
+	return "https://" + net.JoinHostPort(addr.String(), strconv.Itoa(MachineAPIPort)), nil
+}
+
+// machineIdentityByAddr pins the machine API of the machine that owns addr.
+func (d *Daemon) machineIdentityByAddr(addr netip.Addr) (ed25519.PublicKey, error) {
+	machines, err := d.store.List(context.Background(), crdt.MachinesPrefix)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range machines {
+		m, ok := rec.(*crdt.Machine)
+		if !ok {
+			continue
+		}
+		if p, err := netip.ParsePrefix(m.Subnet); err == nil && p.Contains(addr) {
+			return api.DecodeKey(m.IdentityKey)
+		}
+	}
+	return nil, fmt.Errorf("no machine owns %v", addr)
+}
+
+// AuthorizeMachine accepts identity keys of known machines (api.Authorizer).
+func (d *Daemon) AuthorizeMachine(pub ed25519.PublicKey) (string, error) {
+	machines, err := d.store.List(context.Background(), crdt.MachinesPrefix)
+	if err != nil {
+		return "", err
+	}
+	want := api.EncodeKey(pub)
+	for _, rec := range machines {
+		if m, ok := rec.(*crdt.Machine); ok && m.IdentityKey == want {
+			return m.ID, nil
+		}
+	}
+	return "", api.ErrUnknownMachine
+}
+
+// Close stops everything in reverse order of start.
+func (d *Daemon) Close() error {
+	d.cancel()
+	var errs []error
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		if err := d.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d.closers = nil
+	d.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Wait is closed when the mesh device stops.
+func (d *Daemon) Wait() <-chan struct{} { return d.dev.Wait() }

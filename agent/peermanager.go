@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// peerResyncInterval re-applies the desired peers even without a change,
+// so a peer removed or altered behind the agent's back comes back.
+const peerResyncInterval = 30 * time.Second
+
+// startPeerManager derives WireGuard peers from the machine records:
+// desired state in the store, applied to the device on every change and
+// periodically.
+func (d *Daemon) startPeerManager(ctx context.Context) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.runPeerManager(ctx)
+	}()
+}
+
+func (d *Daemon) runPeerManager(ctx context.Context) {
+	for ctx.Err() == nil {
+		changes, err := d.store.Watch(ctx, crdt.MachinesPrefix)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("watch machines", "err", err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		machines := map[string]*crdt.Machine{}
+		live := false // apply only once the snapshot is complete
+		ticker := time.NewTicker(peerResyncInterval)
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				ticker.Stop()
+				return
+			case <-ticker.C:
+				if live {
+					d.applyPeers(machines)
+				}
+			case ch, ok := <-changes:
+				if !ok {
+					break loop
+				}
+				switch ch.Type {
+				case crdt.Snapshot, crdt.Updated:
+					if m, ok := ch.Record.(*crdt.Machine); ok {
+						machines[ch.Key] = m
+					}
+				case crdt.Deleted:
+					delete(machines, ch.Key)
+				case crdt.Resync:
+					machines, live = map[string]*crdt.Machine{}, false
+					continue
+				case crdt.SnapshotDone:
+					live = true
+				}
+				if live {
+					d.applyPeers(machines)
+				}
+			}
+		}
+		ticker.Stop()
+	}
+}
+
+func (d *Daemon) applyPeers(machines map[string]*crdt.Machine) {
+	peers := desiredPeers(d.state.MachineID, d.state.Seeds, machines, d.log.Warn)
+	if err := d.dev.SyncPeers(peers); err != nil {
+		d.log.Error("apply peers", "err", err)
+	}
+}
+
+// desiredPeers turns machine records into WireGuard peers. Two records
+// claiming one subnet (which subnet reservation exists to prevent) get no
+// peer at all: routing that /24 to either could hand one machine's
+// traffic to the other, so the conflict fails closed and is reported.
+func desiredPeers(self string, seeds []Seed, machines map[string]*crdt.Machine, warn func(string, ...any)) []tun.Peer {
+	bySubnet := map[netip.Prefix][]tun.Peer{}
+	known := map[tun.Key]bool{}
+	for _, m := range machines {
+		if m.ID == self {
+			continue
+		}
+		key, err := tun.ParseKey(m.WireGuardKey)
+		if err != nil {
+			warn("machine record with a bad WireGuard key", "machine", m.ID, "err", err)
+			continue
+		}
+		subnet, err := netip.ParsePrefix(m.Subnet)
+		if err != nil || subnet.Bits() != 24 || !tun.DefaultMeshPrefix.Contains(subnet.Addr()) || tun.DefaultJoinPrefix.Overlaps(subnet) {
+			warn("machine record with a bad subnet", "machine", m.ID, "subnet", m.Subnet)
+			continue
+		}
+		p := tun.Peer{PublicKey: key, AllowedIPs: []netip.Prefix{subnet.Masked()}, PersistentKeepalive: tun.DefaultKeepalive}
+		if eps := parseEndpoints(m.Endpoints); len(eps) > 0 {
+			p.Endpoint = eps[0]
+		}
+		bySubnet[subnet.Masked()] = append(bySubnet[subnet.Masked()], p)
+		known[key] = true
+	}
+	// Seeds carry a machine until its record has replicated here.
+	for _, s := range seeds {
+		if known[s.WireGuardKey] || len(bySubnet[s.Subnet]) > 0 {
+			continue
+		}
+		p := tun.Peer{PublicKey: s.WireGuardKey, AllowedIPs: []netip.Prefix{s.Subnet}, PersistentKeepalive: tun.DefaultKeepalive}
+		if len(s.Endpoints) > 0 {
+			p.Endpoint = s.Endpoints[0]
+		}
+		bySubnet[s.Subnet] = append(bySubnet[s.Subnet], p)
+	}
+	var out []tun.Peer
+	for subnet, ps := range bySubnet {
+		if len(ps) > 1 {
+			warn("several machines claim one subnet; none gets it until the conflict is resolved", "subnet", subnet, "machines", len(ps))
+			continue
+		}
+		out = append(out, ps[0])
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].AllowedIPs[0].Addr().Less(out[j].AllowedIPs[0].Addr()) })
+	return out
+}
+
+// seedPeers lets a freshly joined machine reach its seeds before any
+// record has replicated.
+func (d *Daemon) seedPeers() []tun.Peer {
+	return desiredPeers(d.state.MachineID, d.state.Seeds, nil, d.log.Warn)
+}
+
+func parseEndpoints(ss []string) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, s := range ss {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			out = append(out, ap)
+		}
+	}
+	return out
+}

@@ -1,0 +1,139 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Backend is what the local API needs from the agent; the agent
+// implements it, so this package does not depend on the agent.
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	StateList(ctx context.Context, prefix string) ([]StateEntry, error)
+	StateGet(ctx context.Context, key string) (StateEntry, error)
+}
+
+// ErrNotFound is what a Backend returns for a missing key; it becomes 404.
+var ErrNotFound = errors.New("not found")
+
+// Status describes the machine that answers and what it sees.
+type Status struct {
+	Version   string       `json:"version"`
+	NetworkID string       `json:"network_id"`
+	MachineID string       `json:"machine_id"`
+	Name      string       `json:"name"`
+	Address   string       `json:"address"`
+	Mode      string       `json:"mode"`
+	Port      uint16       `json:"port"`
+	Peers     []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one WireGuard peer as this machine sees it.
+type PeerStatus struct {
+	Machine       string    `json:"machine,omitempty"`
+	PublicKey     string    `json:"public_key"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	AllowedIPs    []string  `json:"allowed_ips"`
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	RxBytes       uint64    `json:"rx_bytes"`
+	TxBytes       uint64    `json:"tx_bytes"`
+}
+
+// StateEntry is one record of the replicated state, as JSON.
+type StateEntry struct {
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+}
+
+// NewLocalHandler routes the local API.
+func NewLocalHandler(b Backend) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := b.Status(r.Context())
+		reply(w, st, err)
+	})
+	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, r *http.Request) {
+		prefix := r.URL.Query().Get("prefix")
+		if prefix == "" {
+			prefix = "/"
+		}
+		entries, err := b.StateList(r.Context(), prefix)
+		reply(w, entries, err)
+	})
+	mux.HandleFunc("GET /v1/state/get", func(w http.ResponseWriter, r *http.Request) {
+		e, err := b.StateGet(r.Context(), r.URL.Query().Get("key"))
+		reply(w, e, err)
+	})
+	return mux
+}
+
+// ServeLocal serves the local API on ln until ctx ends.
+func ServeLocal(ctx context.Context, ln net.Listener, b Backend) error {
+	srv := &http.Server{
+		Handler:           NewLocalHandler(b),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	err := srv.Serve(ln)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// apiError is the body of every non-2xx answer.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, ErrNotFound) {
+			code = http.StatusNotFound
+		} else if errors.Is(err, ErrBadRequest) {
+			code = http.StatusBadRequest
+		}
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(apiError{Error: err.Error()})
+		return
+	}
+	json.NewEncoder(w).Encode(v)
+}
+
+// ErrBadRequest marks errors caused by the caller's input; it becomes 400.
+var ErrBadRequest = errors.New("bad request")
+
+// Get calls the local API and decodes the JSON answer into out.
+func (c *Client) Get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("agent answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode agent answer to %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+type initCmd struct {
+	Name       string     `help:"This machine's name (a DNS label); default: the host name." placeholder:"NAME"`
+	PublicIP   netip.Addr `name:"public-ip" help:"An address other machines can reach this one at, published as its first endpoint (e.g. a VPS's public IP)." placeholder:"IP"`
+	Port       uint16     `help:"WireGuard UDP port." default:"51820"`
+	DataDir    string     `help:"Where keys and state are kept (0700)." default:"${datadir}" placeholder:"DIR"`
+	Userspace  bool       `help:"Use the userspace netstack even where a kernel TUN would work."`
+	Foreground bool       `help:"Run the agent in the foreground instead of starting it in the background (for containers and supervisors)."`
+}
+
+func (initCmd) Help() string {
+	return `Creates a new network: its ID, the gossip key, this machine's WireGuard and identity keys, and subnet 10.210.1.0/24 for this machine (which is 10.210.1.1 on the mesh). Secrets stay in the data dir, mode 0600.
+
+Then the agent starts: in the background (logging to DATA_DIR/agent.log) unless --foreground is given. The machine works alone until others join.`
+}
+
+func (c initCmd) Run(g *globals) error {
+	if existing, err := agent.LoadMachineState(c.DataDir); err == nil {
+		return fmt.Errorf("this machine is already %q in network %s (data dir %s): start its agent with 'uncloud agent', or remove %s to start over",
+			existing.Name, existing.NetworkID, c.DataDir, c.DataDir)
+	} else if !errors.Is(err, agent.ErrNotInitialized) {
+		return err
+	}
+	st, err := agent.NewNetwork(agent.InitOptions{Name: c.Name, PublicIP: c.PublicIP, ListenPort: c.Port})
+	if err != nil {
+		return err
+	}
+	if err := st.Save(c.DataDir); err != nil {
+		return err
+	}
+	fmt.Printf("Created network %s: this machine is %q, %s on the mesh.\n", st.NetworkID, st.Name, st.MeshAddress())
+
+	socket := socketPath(g.Connect)
+	if c.Foreground {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runDaemon(ctx, g, agent.DaemonOptions{DataDir: c.DataDir, Socket: socket, SocketGID: -1,
+			Userspace: c.Userspace, Logger: g.Logger, Version: version})
+	}
+	pid, logPath, err := startBackgroundAgent(c.DataDir, socket, c.Userspace)
+	if err != nil {
+		return err
+	}
+	st2, err := waitForAgent(socket, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("the agent (pid %d) did not come up: %w; see %s", pid, err, logPath)
+	}
+	fmt.Printf("The agent runs in the background (pid %d, %s mode, log %s).\n", pid, st2.Mode, logPath)
+	fmt.Println("Check it with 'uncloud status'.")
+	return nil
+}
+
+// startBackgroundAgent starts `uncloud agent` detached from this terminal
+// (its own session), so it outlives the init command.
+func startBackgroundAgent(dataDir, socket string, userspace bool) (int, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, "", fmt.Errorf("find own binary to start the agent: %w", err)
+	}
+	logPath := filepath.Join(dataDir, "agent.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, "", fmt.Errorf("open agent log: %w", err)
+	}
+	defer logFile.Close()
+	args := []string{"--connect", socket, "agent", "--data-dir", dataDir}
+	if userspace {
+		args = append(args, "--userspace")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, "", fmt.Errorf("start agent: %w", err)
+	}
+	pid := cmd.Process.Pid
+	cmd.Process.Release()
+	return pid, logPath, nil
+}
+
+func waitForAgent(socket string, timeout time.Duration) (api.Status, error) {
+	client, err := api.NewClient(socket, api.SSHOptions{})
+	if err != nil {
+		return api.Status{}, err
+	}
+	defer client.Close()
+	deadline := time.Now().Add(timeout)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var st api.Status
+		lastErr = client.Get(ctx, "/v1/status", &st)
+		cancel()
+		if lastErr == nil {
+			return st, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return api.Status{}, lastErr
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+type stateCmd struct {
+	Ls  stateLsCmd  `cmd:"" help:"List records under a prefix (default: all)."`
+	Get stateGetCmd `cmd:"" help:"Print one record as JSON."`
+}
+
+type stateLsCmd struct {
+	Prefix string `arg:"" optional:"" default:"/" help:"Key prefix, e.g. /machines/."`
+	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (c stateLsCmd) Run(g *globals) error {
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var entries []api.StateEntry
+	if err := client.Get(ctx, "/v1/state?prefix="+url.QueryEscape(c.Prefix), &entries); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return printJSON(entries)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KEY\tVALUE")
+	for _, e := range entries {
+		fmt.Fprintf(w, "%s\t%s\n", e.Key, e.Value)
+	}
+	return w.Flush()
+}
+
+type stateGetCmd struct {
+	Key string `arg:"" help:"Record key, e.g. /machines/<id>."`
+}
+
+func (c stateGetCmd) Run(g *globals) error {
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var e api.StateEntry
+	if err := client.Get(ctx, "/v1/state/get?key="+url.QueryEscape(c.Key), &e); err != nil {
+		return err
+	}
+	return printJSON(e.Value)
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+type statusCmd struct {
+	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (c statusCmd) Run(g *globals) error {
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var st api.Status
+	if err := client.Get(ctx, "/v1/status", &st); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return printJSON(st)
+	}
+	fmt.Printf("machine %s (%s) in network %s\naddress %s, %s mode, WireGuard port %d, uncloud %s\n",
+		st.Name, st.MachineID, st.NetworkID, st.Address, st.Mode, st.Port, st.Version)
+	if len(st.Peers) == 0 {
+		fmt.Println("no peers yet")
+		return nil
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "\nPEER\tALLOWED IPS\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")
+	for _, p := range st.Peers {
+		name := p.Machine
+		if name == "" {
+			name = p.PublicKey[:8] + "…"
+		}
+		hs := "never"
+		if !p.LastHandshake.IsZero() {
+			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\n", name, strings.Join(p.AllowedIPs, ","), p.Endpoint, hs, p.RxBytes, p.TxBytes)
+	}
+	return w.Flush()
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/ipfs/go-cid"
@@ -40,7 +41,9 @@ const maxHeadsPerPayload = 1024
 //
 // Inbound, each payload is validated, its already-processed heads are
 // dropped (replays and anti-entropy between equals end here), the rest is
-// coalesced per origin (a machine's newer head set covers its older one),
+// coalesced per origin (the union of what arrived while the previous batch
+// was being fetched: datagrams reorder, so the last to arrive need not be
+// the newest; go-ds-crdt skips heads already processed),
 // prefetched with all missing ancestors in one streamed request, and only
 // then handed to go-ds-crdt through Next, so its DAG walk finds the blocks
 // locally.
@@ -212,7 +215,7 @@ func (b *broadcaster) receive(from string, payload []byte) {
 		b.inMu.Unlock()
 		return
 	}
-	b.pending[from] = heads
+	b.pending[from] = unionHeads(b.pending[from], heads)
 	start := !b.busy[from]
 	b.busy[from] = true
 	if start {
@@ -256,7 +259,7 @@ func (b *broadcaster) enqueueReady(from string, heads []cid.Cid) {
 	if _, queued := b.ready[from]; !queued {
 		b.order = append(b.order, from)
 	}
-	b.ready[from] = heads
+	b.ready[from] = unionHeads(b.ready[from], heads)
 	b.inMu.Unlock()
 	select {
 	case b.inSignal <- struct{}{}:
@@ -303,4 +306,19 @@ func decodeHeads(data []byte) ([]cid.Cid, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// unionHeads adds heads to old without duplicates, keeping at most
+// maxHeadsPerPayload (the most recently received).
+func unionHeads(old, heads []cid.Cid) []cid.Cid {
+	out := old
+	for _, c := range heads {
+		if !slices.ContainsFunc(out, c.Equals) {
+			out = append(out, c)
+		}
+	}
+	if len(out) > maxHeadsPerPayload {
+		out = out[len(out)-maxHeadsPerPayload:]
+	}
+	return out
 }

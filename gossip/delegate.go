@@ -81,7 +81,7 @@ func (n *Node) memberChanged(kind EventKind, node *memberlist.Node) {
 	if kind == Join && c.Name != n.cfg.Name {
 		// A machine back from dead may have restarted with a clock that
 		// went backwards; let its new boot's messages in.
-		n.replay.forget(c.Name)
+		n.replay.rejoined(c.Name)
 	}
 	n.events.push(Event{Kind: kind, Member: m})
 }

@@ -24,8 +24,10 @@ const (
 // Epochs are origin boot times, so a restarted machine's messages replace
 // the old boot's, and captured messages from an older boot are rejected. A
 // machine whose clock went backwards across a restart would look older:
-// forget(origin) is called when it is seen joining again (dead → alive), so
-// it is stuck at most until it has been declared dead once.
+// rejoined(origin) is called when it is seen joining again (dead → alive)
+// and lets one older epoch replace the current one. It does not reset the
+// current epoch's window, so a member that merely flapped gets no duplicates
+// through, and its next message in the current epoch withdraws the allowance.
 type replayFilter struct {
 	mu      sync.Mutex
 	origins map[string]*replayState
@@ -36,6 +38,12 @@ type replayState struct {
 	top   uint64 // highest sequence number seen in epoch
 	bits  [replayWords]uint64
 	used  time.Time
+	// allowOlder: the origin rejoined and may have restarted with a clock
+	// that went backwards; accept one older epoch as its new boot.
+	allowOlder bool
+	// retired is the epoch an older one replaced that way: late relays from
+	// it must not flip the origin back.
+	retired uint64
 }
 
 func newReplayFilter() *replayFilter {
@@ -58,14 +66,19 @@ func (f *replayFilter) accept(origin string, epoch, seq uint64, now time.Time) b
 		return true
 	}
 	switch {
-	case epoch < s.epoch:
+	case epoch < s.epoch && !s.allowOlder, epoch == s.retired && epoch != 0:
 		return false
-	case epoch > s.epoch:
-		*s = replayState{epoch: epoch, top: seq}
+	case epoch != s.epoch:
+		retired := s.retired
+		if epoch < s.epoch {
+			retired = s.epoch
+		}
+		*s = replayState{epoch: epoch, top: seq, retired: retired}
 		s.set(seq)
 	case seq > s.top:
 		s.advance(seq)
 		s.set(seq)
+		s.allowOlder = false
 	case s.top-seq >= replayWindow:
 		return false
 	case s.has(seq):
@@ -77,10 +90,12 @@ func (f *replayFilter) accept(origin string, epoch, seq uint64, now time.Time) b
 	return true
 }
 
-// forget drops what is known of origin (it restarted and rejoined).
-func (f *replayFilter) forget(origin string) {
+// rejoined notes that origin came back from dead or left.
+func (f *replayFilter) rejoined(origin string) {
 	f.mu.Lock()
-	delete(f.origins, origin)
+	if s, ok := f.origins[origin]; ok {
+		s.allowOlder = true
+	}
 	f.mu.Unlock()
 }
 

@@ -130,12 +130,18 @@ func TestReplayFilter(t *testing.T) {
 		{"older boot rejected", []step{{"a", 2, 1, true}, {"a", 1, 99, false}}},
 		{"newer boot resets", []step{{"a", 1, 50, true}, {"a", 2, 1, true}, {"a", 2, 1, false}, {"a", 1, 51, false}}},
 		{"origins are separate", []step{{"a", 1, 1, true}, {"b", 1, 1, true}}},
+		{"rejoin lets one older boot in", []step{{"a", 5, 9, true}, {"rejoined", 0, 0, true}, {"a", 5, 9, false}, {"a", 3, 1, true}, {"a", 5, 10, false}, {"a", 3, 1, false}}},
+		{"rejoin withdrawn by a newer seq", []step{{"a", 5, 9, true}, {"rejoined", 0, 0, true}, {"a", 5, 10, true}, {"a", 3, 1, false}}},
 		{"big jump clears", []step{{"a", 1, 1, true}, {"a", 1, 10 * replayWindow, true}, {"a", 1, 10*replayWindow - 1, true}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newReplayFilter()
 			for i, s := range tt.steps {
+				if s.origin == "rejoined" {
+					f.rejoined("a")
+					continue
+				}
 				if got := f.accept(s.origin, s.epoch, s.seq, now); got != s.want {
 					t.Errorf("step %d accept(%s, %d, %d) = %v, want %v", i, s.origin, s.epoch, s.seq, got, s.want)
 				}

@@ -66,7 +66,15 @@ func TestRejectHostileInput(t *testing.T) {
 	c.waitConverged(5 * time.Second)
 	bad := "m2"
 	c.tamper.Store(&bad)
+	c.hub.partition([]string{"m2", "m3"}, []string{"m1"}) // m3 can only ask m2 first
 	m3 := c.start("m3")
+	if !waitFor(5*time.Second, func() bool { return m3.Stats().BlocksRejected > 0 }) {
+		t.Fatalf("no corrupted block was rejected: %+v", m3.Stats())
+	}
+	if l, _ := m3.List(ctx, "/containers/"); len(l) != 0 {
+		t.Fatalf("m3 applied %d containers from corrupted blocks", len(l))
+	}
+	c.hub.heal()
 	c.waitConverged(10 * time.Second)
 	if st := m3.Stats(); st.BlocksRejected == 0 {
 		t.Fatalf("no corrupted block was rejected: %+v", st)

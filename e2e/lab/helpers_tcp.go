@@ -14,8 +14,6 @@ import (
 	"time"
 )
 
-var timeZero time.Time
-
 // Transfer is what each end of a TCP transfer saw.
 type Transfer struct {
 	Bytes   int64   `json:"bytes"`

@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -246,10 +245,4 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
-}
-
-// errExited reports whether err is just a non-zero exit status.
-func errExited(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 )
 
 // dialTCP connects to target, through a SOCKS5 proxy (RFC 1928, no
@@ -35,7 +36,7 @@ func dialTCP(ctx context.Context, target, proxy netip.AddrPort) (net.Conn, error
 		c.Close()
 		return nil, fmt.Errorf("SOCKS5 %s via %s: %w", target, proxy, err)
 	}
-	_ = c.SetDeadline(timeZero)
+	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }
 

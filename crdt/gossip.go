@@ -106,6 +106,10 @@ func (b *broadcaster) close() {
 	b.inMu.Lock()
 	b.closed = true // no new prefetch workers: wg.Add must not race wg.Wait
 	b.inMu.Unlock()
+	// Unregister, so a store reopened on the same gossip node registers
+	// afresh (and gossip runs an anti-entropy round right away).
+	b.g.Subscribe(b.topic, nil)
+	b.g.SetLocalState(b.topic, nil, nil)
 	b.cancel()
 	b.wg.Wait()
 }

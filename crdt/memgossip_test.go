@@ -173,9 +173,14 @@ func (n *memNode) Subscribe(topic string, handler func(from string, payload []by
 
 func (n *memNode) SetLocalState(topic string, local func() []byte, merge func(from string, remote []byte)) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	if local == nil && merge == nil {
+		delete(n.locals, topic)
+		delete(n.merges, topic)
+		return
+	}
 	n.locals[topic] = local
 	n.merges[topic] = merge
-	n.mu.Unlock()
 }
 
 // pushPull exchanges every topic's local state both ways, like memberlist.

@@ -86,14 +86,24 @@ func TestBroadcastTenNodes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	want := (size - 1) * perNode
-	waitFor(t, 5*time.Second, "every broadcast everywhere", func() bool {
+	all := func() bool {
 		for _, in := range inboxes {
 			if in.total() < want {
 				return false
 			}
 		}
 		return true
-	})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !all() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !all() {
+		for i, n := range nodes {
+			t.Logf("%s: %d/%d delivered, members %s, stats %+v", n.LocalName(), inboxes[i].total(), want, names(n.Members()), n.Stats())
+		}
+		t.Fatalf("not every broadcast reached every node within 5 s")
+	}
 	var lat []time.Duration
 	for i, in := range inboxes {
 		for j, n := range nodes {

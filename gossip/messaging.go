@@ -104,9 +104,13 @@ func (n *Node) broadcast(topic, key string, payload []byte) error {
 	}
 	m := message{kind: kindBroadcast, origin: n.cfg.Name, epoch: n.epoch, seq: n.seq.Add(1), topic: topic, key: key, payload: payload}
 	raw := encodeMessage(&m)
-	peers := n.peers()
 	if len(raw) <= maxPacketMsg {
 		n.queue.push(&m, raw)
+		// Packets are cheap, so also to members that died recently: a
+		// member falsely declared dead (a slow link, a GC pause) still
+		// gets the message while it refutes. memberlist's gossip does the
+		// same for the same reason.
+		peers := n.peersDeadWithin(n.timing.gossipToTheDeadTime)
 		for i := range peers {
 			if err := n.ml.SendBestEffort(&peers[i], raw); err != nil {
 				n.stats.sendErrors.Add(1)
@@ -115,7 +119,7 @@ func (n *Node) broadcast(topic, key string, payload []byte) error {
 		}
 		return nil
 	}
-	for _, p := range peers {
+	for _, p := range n.peers() {
 		if !n.fanout.enqueue(fanoutJob{to: p, msg: raw}) {
 			n.stats.fanoutDropped.Add(1)
 		}
@@ -182,12 +186,20 @@ func (n *Node) sendStream(to *memberlist.Node, msg []byte) {
 }
 
 // peers returns copies of every live member but this machine.
-func (n *Node) peers() []memberlist.Node {
+func (n *Node) peers() []memberlist.Node { return n.peersDeadWithin(0) }
+
+// peersDeadWithin returns copies of every member but this machine that is
+// alive or was declared dead (not left) less than d ago.
+func (n *Node) peersDeadWithin(d time.Duration) []memberlist.Node {
+	now := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := make([]memberlist.Node, 0, len(n.members))
 	for name, e := range n.members {
-		if e.state == Alive && name != n.cfg.Name {
+		if name == n.cfg.Name {
+			continue
+		}
+		if e.state == Alive || (e.state == Dead && now.Sub(e.since) < d) {
 			out = append(out, e.node)
 		}
 	}

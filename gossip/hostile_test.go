@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,4 +190,58 @@ func TestWrongKeyIsRejected(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, "cluster still broadcasts", func() bool { return ins[1].count(nodes[0].LocalName()) == 1 })
 	t.Logf("undecryptable counted across the cluster: %d", undecryptable)
+}
+
+// stateDelegate is a bare memberlist delegate whose push/pull state is
+// whatever the test says.
+type stateDelegate struct{ state []byte }
+
+func (d stateDelegate) NodeMeta(int) []byte                  { return nil }
+func (d stateDelegate) NotifyMsg([]byte)                     {}
+func (d stateDelegate) GetBroadcasts(int, int) [][]byte      { return nil }
+func (d stateDelegate) LocalState(bool) []byte               { return d.state }
+func (d stateDelegate) MergeRemoteState(b []byte, join bool) {}
+
+func TestHostilePushPullState(t *testing.T) {
+	target := startNode(t, testConfig(t, 0))
+	var merged atomic.Int32
+	target.SetLocalState("crdt", func() []byte { return []byte("mine") }, func(string, []byte) { merged.Add(1) })
+	tests := []struct {
+		name    string
+		state   []byte
+		counter func(Stats) uint64
+	}{
+		{"garbage", []byte("junk state"), func(s Stats) uint64 { return s.Malformed }},
+		{"truncated", encodeState("x", []topicState{{"crdt", []byte("heads")}})[:9], func(s Stats) uint64 { return s.Malformed }},
+		{"unknown topic", encodeState("x", []topicState{{"nope", []byte("?")}}), func(s Stats) uint64 { return s.UnknownTopic }},
+		{"valid", encodeState("x", []topicState{{"crdt", []byte("heads")}}), func(s Stats) uint64 { return s.StateMerges }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "valid" && merged.Load() != 0 {
+				t.Fatalf("a rejected state reached the merge callback")
+			}
+			c := memberlist.DefaultLocalConfig()
+			c.Name = fmt.Sprintf("pusher%d", i)
+			c.BindAddr = "127.0.0.98"
+			c.BindPort = 0
+			c.SecretKey = testKey
+			c.ProtocolVersion = memberlist.ProtocolVersionMax
+			c.Logger = log.New(io.Discard, "", 0)
+			c.Delegate = stateDelegate{tt.state}
+			m, err := memberlist.Create(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Shutdown()
+			before := tt.counter(target.Stats())
+			if _, err := m.Join([]string{target.Addr().String()}); err != nil {
+				t.Fatalf("join: %v", err)
+			}
+			waitFor(t, 2*time.Second, tt.name+" counted", func() bool { return tt.counter(target.Stats()) > before })
+		})
+	}
+	if merged.Load() == 0 {
+		t.Errorf("the valid state was never merged")
+	}
 }

@@ -11,9 +11,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/tun"
 )
 
 // startMachineAPI serves the machine-to-machine API on the mesh address:
@@ -27,6 +29,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(crdt.BlocksPath, d.store.BlockHandler())
+	mux.HandleFunc("POST "+reservePath, d.handleReserve)
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d, mux) })
 	d.closers = append(d.closers, func() error { return ignoreClosed(ln.Close()) })
 	return nil
@@ -163,4 +166,95 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
+}
+
+// Token defaults: one machine, within the hour.
+const (
+	DefaultTokenTTL  = time.Hour
+	DefaultTokenUses = 1
+	maxTokenTTL      = 30 * 24 * time.Hour
+)
+
+// CreateToken implements api.Backend: a one-time WireGuard key whose
+// public half becomes a temporary peer here, and the token that carries
+// its private half. Only the public parts are kept, here and in the state.
+func (d *Daemon) CreateToken(ctx context.Context, req api.TokenRequest) (api.TokenInfo, error) {
+	if req.TTL == 0 {
+		req.TTL = DefaultTokenTTL
+	}
+	if req.Uses == 0 {
+		req.Uses = DefaultTokenUses
+	}
+	if req.TTL < time.Minute || req.TTL > maxTokenTTL {
+		return api.TokenInfo{}, fmt.Errorf("%w: ttl %v is outside 1m..%v", api.ErrBadRequest, req.TTL, maxTokenTTL)
+	}
+	if req.Uses < 1 || req.Uses > 1000 {
+		return api.TokenInfo{}, fmt.Errorf("%w: uses %d is outside 1..1000", api.ErrBadRequest, req.Uses)
+	}
+	members, err := d.tokenMembers(ctx, 3)
+	if err != nil {
+		return api.TokenInfo{}, err
+	}
+	if len(members[0].Endpoints) == 0 {
+		return api.TokenInfo{}, fmt.Errorf("this machine has no address others could reach it at: restart the agent with a public address (init --public-ip)")
+	}
+	secret, err := tun.GeneratePrivateKey()
+	if err != nil {
+		return api.TokenInfo{}, err
+	}
+	id, err := randomID(6)
+	if err != nil {
+		return api.TokenInfo{}, err
+	}
+	now := time.Now()
+	issued, err := d.tokens.add(id, secret.PublicKey(), req.TTL, req.Uses, now)
+	if err != nil {
+		return api.TokenInfo{}, err
+	}
+	tok := Token{NetworkID: d.state.NetworkID, ID: id, Secret: secret, Slot: issued.Slot,
+		Expires: issued.Expires, Members: members}
+	text, err := tok.Encode()
+	if err != nil {
+		return api.TokenInfo{}, err
+	}
+	rec := &crdt.Token{ID: id, Issuer: d.state.MachineID, PublicKey: secret.PublicKey().String(), Expires: issued.Expires}
+	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
+		d.log.Warn("token record not written to the state", "token", id, "err", err)
+	}
+	d.pokePeers()
+	info := tokenInfo(*issued, now)
+	info.Token = text
+	return info, nil
+}
+
+// ListTokens implements api.Backend: the tokens this machine issued.
+func (d *Daemon) ListTokens(ctx context.Context) ([]api.TokenInfo, error) {
+	now := time.Now()
+	var out []api.TokenInfo
+	for _, t := range d.tokens.list() {
+		out = append(out, tokenInfo(t, now))
+	}
+	return out, nil
+}
+
+// RevokeToken implements api.Backend.
+func (d *Daemon) RevokeToken(ctx context.Context, id string) error {
+	if err := d.tokens.revoke(id); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	d.pokePeers()
+	return nil
+}
+
+func tokenInfo(t IssuedToken, now time.Time) api.TokenInfo {
+	state := "usable"
+	switch {
+	case t.Revoked:
+		state = "revoked"
+	case t.UsesLeft <= 0:
+		state = "used"
+	case !now.Before(t.Expires):
+		state = "expired"
+	}
+	return api.TokenInfo{ID: t.ID, Created: t.Created, Expires: t.Expires, UsesLeft: t.UsesLeft, State: state}
 }

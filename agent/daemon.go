@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
@@ -44,9 +46,13 @@ type Daemon struct {
 	state    *MachineState
 	identity *api.Identity
 
-	dev    *tun.Device
-	gossip *gossip.Node
-	store  *crdt.Store
+	dev           *tun.Device
+	gossip        *gossip.Node
+	store         *crdt.Store
+	machineClient *http.Client
+	tokens        *tokenBook
+	promises      *promiseBook
+	peersChanged  chan struct{} // pokes the peer manager after token changes
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -75,12 +81,19 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, fmt.Errorf("identity key in %s: %w", opts.DataDir, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	d := &Daemon{opts: opts, log: opts.Logger, state: st, identity: identity, cancel: cancel}
+	d := &Daemon{opts: opts, log: opts.Logger, state: st, identity: identity, cancel: cancel,
+		peersChanged: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			d.Close()
 		}
 	}()
+	if d.tokens, err = loadTokenBook(opts.DataDir); err != nil {
+		return nil, err
+	}
+	if d.promises, err = loadPromiseBook(opts.DataDir); err != nil {
+		return nil, err
+	}
 
 	d.dev, err = tun.Open(ctx, tun.Config{
 		PrivateKey: st.WireGuardKey,
@@ -109,6 +122,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	}
 	d.startPeerManager(ctx)
 	if err := d.startMachineAPI(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startJoinServer(ctx); err != nil {
 		return nil, err
 	}
 	if err := d.startLocalAPI(ctx); err != nil {
@@ -140,9 +156,10 @@ func (d *Daemon) startGossip(ctx context.Context) error {
 }
 
 func (d *Daemon) startStore(ctx context.Context) error {
+	d.machineClient = api.NewMachineClient(d.identity, d.machineIdentityByAddr, d.dev.DialContext)
 	fetcher := &crdt.HTTPFetcher{
 		BaseURL: d.machineAPIURL,
-		Client:  api.NewMachineClient(d.identity, d.machineIdentityByAddr, d.dev.DialContext),
+		Client:  d.machineClient,
 		Log:     d.log.With("component", "crdt-fetch"),
 	}
 	store, err := crdt.Open(ctx, crdt.Config{
@@ -194,56 +211,99 @@ func sameMachine(a, b *crdt.Machine) bool {
 		a.IdentityKey == b.IdentityKey && fmt.Sprint(a.Endpoints) == fmt.Sprint(b.Endpoints)
 }
 
+// knownMachine is a machine this one may talk to over the machine API:
+// from the records, or, before those have replicated, from the seeds it
+// joined with and the machines it admitted.
+type knownMachine struct {
+	ID          string
+	Subnet      int
+	IdentityKey string
+}
+
+func (d *Daemon) knownMachines(ctx context.Context) []knownMachine {
+	var out []knownMachine
+	seen := map[string]bool{}
+	if machines, err := d.machines(ctx); err == nil {
+		for _, m := range machines {
+			if n, ok := subnetNumber(m.Subnet); ok {
+				out = append(out, knownMachine{ID: m.ID, Subnet: n, IdentityKey: m.IdentityKey})
+				seen[m.ID] = true
+			}
+		}
+	}
+	_, pending := d.tokens.peers(time.Now())
+	for _, s := range append(append([]Seed(nil), d.state.Seeds...), pending...) {
+		n, ok := subnetNumber(s.Subnet.String())
+		if s.MachineID == "" || seen[s.MachineID] || !ok {
+			continue
+		}
+		out = append(out, knownMachine{ID: s.MachineID, Subnet: n, IdentityKey: s.IdentityKey})
+		seen[s.MachineID] = true
+	}
+	return out
+}
+
 // machineAPIURL maps a machine ID to its machine API base URL.
 func (d *Daemon) machineAPIURL(machineID string) (string, error) {
-	rec, err := d.store.Get(context.Background(), crdt.MachinesPrefix+machineID)
-	if err != nil {
-		return "", err
+	for _, m := range d.knownMachines(context.Background()) {
+		if m.ID == machineID {
+			return "https://" + net.JoinHostPort(meshAddress(m.Subnet).String(), strconv.Itoa(MachineAPIPort)), nil
+		}
 	}
-	m, ok := rec.(*crdt.Machine)
-	if !ok {
-		return "", fmt.Errorf("record of machine %s is a %T", machineID, rec)
-	}
-	prefix, err := netip.ParsePrefix(m.Subnet)
-	if err != nil {
-		return "", fmt.Errorf("machine %s subnet %q: %w", machineID, m.Subnet, err)
-	}
-	addr := prefix.Addr().Next()
-	return "https://" + net.JoinHostPort(addr.String(), strconv.Itoa(MachineAPIPort)), nil
+	return "", fmt.Errorf("machine %s is not known here yet", machineID)
 }
 
 // machineIdentityByAddr pins the machine API of the machine that owns addr.
 func (d *Daemon) machineIdentityByAddr(addr netip.Addr) (ed25519.PublicKey, error) {
-	machines, err := d.store.List(context.Background(), crdt.MachinesPrefix)
-	if err != nil {
-		return nil, err
-	}
-	for _, rec := range machines {
-		m, ok := rec.(*crdt.Machine)
-		if !ok {
-			continue
-		}
-		if p, err := netip.ParsePrefix(m.Subnet); err == nil && p.Contains(addr) {
+	for _, m := range d.knownMachines(context.Background()) {
+		if subnetPrefix(m.Subnet).Contains(addr) {
 			return api.DecodeKey(m.IdentityKey)
 		}
 	}
-	return nil, fmt.Errorf("no machine owns %v", addr)
+	return nil, fmt.Errorf("no known machine owns %v", addr)
 }
 
 // AuthorizeMachine accepts identity keys of known machines (api.Authorizer).
 func (d *Daemon) AuthorizeMachine(pub ed25519.PublicKey) (string, error) {
-	machines, err := d.store.List(context.Background(), crdt.MachinesPrefix)
-	if err != nil {
-		return "", err
-	}
 	want := api.EncodeKey(pub)
-	for _, rec := range machines {
-		if m, ok := rec.(*crdt.Machine); ok && m.IdentityKey == want {
+	for _, m := range d.knownMachines(context.Background()) {
+		if m.IdentityKey == want {
 			return m.ID, nil
 		}
 	}
 	return "", api.ErrUnknownMachine
 }
+
+// machines lists the machine records.
+func (d *Daemon) machines(ctx context.Context) ([]*crdt.Machine, error) {
+	recs, err := d.store.List(ctx, crdt.MachinesPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list machines: %w", err)
+	}
+	out := make([]*crdt.Machine, 0, len(recs))
+	for _, r := range recs {
+		if m, ok := r.(*crdt.Machine); ok {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// subnetNumber parses "10.210.X.0/24" into X.
+func subnetNumber(s string) (int, bool) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Bits() != 24 || !p.Addr().Is4() {
+		return 0, false
+	}
+	a := p.Addr().As4()
+	if a[0] != 10 || a[1] != 210 || a[2] == 0 || a[2] == 255 || a[3] != 0 {
+		return 0, false
+	}
+	return int(a[2]), true
+}
+
+// meshAddress is 10.210.X.1.
+func meshAddress(subnet int) netip.Addr { return netip.AddrFrom4([4]byte{10, 210, byte(subnet), 1}) }
 
 // Close stops everything in reverse order of start.
 func (d *Daemon) Close() error {

@@ -12,7 +12,10 @@ import (
 // addresses (not loopback, link-local, the mesh, or Docker's bridges).
 // The NAT layer adds reflexive and observed endpoints later.
 func (d *Daemon) candidateEndpoints() []netip.AddrPort {
-	port := d.state.ListenPort
+	return candidateEndpoints(d.state.PublicIP, d.state.ListenPort)
+}
+
+func candidateEndpoints(publicIP netip.Addr, port uint16) []netip.AddrPort {
 	var out []netip.AddrPort
 	seen := map[netip.Addr]bool{}
 	add := func(a netip.Addr) {
@@ -21,7 +24,7 @@ func (d *Daemon) candidateEndpoints() []netip.AddrPort {
 			out = append(out, netip.AddrPortFrom(a, port))
 		}
 	}
-	add(d.state.PublicIP)
+	add(publicIP)
 	ifaces, err := net.Interfaces()
 	if err != nil {
 		return out

@@ -54,6 +54,8 @@ type MachineState struct {
 // Seed is enough to reach one machine before the state is replicated.
 type Seed struct {
 	Name         string           `json:"name"`
+	MachineID    string           `json:"machine_id,omitempty"`
+	IdentityKey  string           `json:"identity_key,omitempty"`
 	WireGuardKey tun.Key          `json:"wireguard_key"`
 	Address      netip.Addr       `json:"address"` // mesh address
 	Subnet       netip.Prefix     `json:"subnet"`
@@ -61,13 +63,13 @@ type Seed struct {
 }
 
 // MeshAddress is 10.210.X.1.
-func (s *MachineState) MeshAddress() netip.Addr {
-	return netip.AddrFrom4([4]byte{10, 210, byte(s.Subnet), 1})
-}
+func (s *MachineState) MeshAddress() netip.Addr { return meshAddress(s.Subnet) }
 
 // SubnetPrefix is 10.210.X.0/24.
-func (s *MachineState) SubnetPrefix() netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, byte(s.Subnet), 0}), 24)
+func (s *MachineState) SubnetPrefix() netip.Prefix { return subnetPrefix(s.Subnet) }
+
+func subnetPrefix(subnet int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, byte(subnet), 0}), 24)
 }
 
 func (s *MachineState) validate() error {

@@ -45,6 +45,13 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 				ticker.Stop()
 				return
 			case <-ticker.C:
+				if err := d.tokens.prune(time.Now()); err != nil {
+					d.log.Error("prune tokens", "err", err)
+				}
+				if live {
+					d.applyPeers(machines)
+				}
+			case <-d.peersChanged:
 				if live {
 					d.applyPeers(machines)
 				}
@@ -75,7 +82,9 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 }
 
 func (d *Daemon) applyPeers(machines map[string]*crdt.Machine) {
-	peers := desiredPeers(d.state.MachineID, d.state.Seeds, machines, d.log.Warn)
+	tokenPeers, pending := d.tokens.peers(time.Now())
+	seeds := append(append([]Seed(nil), d.state.Seeds...), pending...)
+	peers := append(desiredPeers(d.state.MachineID, seeds, machines, d.log.Warn), tokenPeers...)
 	if err := d.dev.SyncPeers(peers); err != nil {
 		d.log.Error("apply peers", "err", err)
 	}
@@ -135,7 +144,17 @@ func desiredPeers(self string, seeds []Seed, machines map[string]*crdt.Machine, 
 // seedPeers lets a freshly joined machine reach its seeds before any
 // record has replicated.
 func (d *Daemon) seedPeers() []tun.Peer {
-	return desiredPeers(d.state.MachineID, d.state.Seeds, nil, d.log.Warn)
+	tokenPeers, pending := d.tokens.peers(time.Now())
+	seeds := append(append([]Seed(nil), d.state.Seeds...), pending...)
+	return append(desiredPeers(d.state.MachineID, seeds, nil, d.log.Warn), tokenPeers...)
+}
+
+// pokePeers asks the peer manager to re-apply peers now.
+func (d *Daemon) pokePeers() {
+	select {
+	case d.peersChanged <- struct{}{}:
+	default:
+	}
 }
 
 func parseEndpoints(ss []string) []netip.AddrPort {

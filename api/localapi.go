@@ -1,10 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -16,6 +18,26 @@ type Backend interface {
 	Status(ctx context.Context) (Status, error)
 	StateList(ctx context.Context, prefix string) ([]StateEntry, error)
 	StateGet(ctx context.Context, key string) (StateEntry, error)
+	CreateToken(ctx context.Context, req TokenRequest) (TokenInfo, error)
+	ListTokens(ctx context.Context) ([]TokenInfo, error)
+	RevokeToken(ctx context.Context, id string) error
+}
+
+// TokenRequest asks for a join token.
+type TokenRequest struct {
+	TTL  time.Duration `json:"ttl"`
+	Uses int           `json:"uses"`
+}
+
+// TokenInfo describes a token; Token (the secret) is set only in the
+// answer to CreateToken, never in listings.
+type TokenInfo struct {
+	ID       string    `json:"id"`
+	Token    string    `json:"token,omitempty"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+	UsesLeft int       `json:"uses_left"`
+	State    string    `json:"state"` // usable, used, expired, revoked
 }
 
 // ErrNotFound is what a Backend returns for a missing key; it becomes 404.
@@ -69,6 +91,22 @@ func NewLocalHandler(b Backend) http.Handler {
 		e, err := b.StateGet(r.Context(), r.URL.Query().Get("key"))
 		reply(w, e, err)
 	})
+	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req TokenRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+			reply(w, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
+			return
+		}
+		t, err := b.CreateToken(r.Context(), req)
+		reply(w, t, err)
+	})
+	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		ts, err := b.ListTokens(r.Context())
+		reply(w, ts, err)
+	})
+	mux.HandleFunc("DELETE /v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.RevokeToken(r.Context(), r.PathValue("id")))
+	})
 	return mux
 }
 
@@ -116,7 +154,21 @@ var ErrBadRequest = errors.New("bad request")
 
 // Get calls the local API and decodes the JSON answer into out.
 func (c *Client) Get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+path, nil)
+	return c.Do(ctx, http.MethodGet, path, nil, out)
+}
+
+// Do calls the local API with an optional JSON body and decodes the JSON
+// answer into out (if not nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
 	if err != nil {
 		return err
 	}
@@ -131,6 +183,9 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 			return fmt.Errorf("%s", e.Error)
 		}
 		return fmt.Errorf("agent answered %s", resp.Status)
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("decode agent answer to %s: %w", path, err)

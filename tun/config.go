@@ -45,6 +45,9 @@ type Config struct {
 	// mesh connections to. Ignored in kernel mode, where the host's own
 	// firewall decides.
 	Expose []ExposedPort
+	// Joining marks the temporary device of a machine that joins with a
+	// token: its address is in DefaultJoinPrefix, which no machine owns.
+	Joining bool
 	// JoinPort is the only port that temporary join peers (DefaultJoinPrefix)
 	// may reach on this machine; zero means DefaultJoinPort.
 	JoinPort uint16
@@ -78,7 +81,10 @@ func (c *Config) validate() error {
 	if !c.Address.Is4() {
 		return fmt.Errorf("tun config: address %v is not an IPv4 address", c.Address)
 	}
-	if DefaultJoinPrefix.Contains(c.Address) {
+	if c.Joining && !DefaultJoinPrefix.Contains(c.Address) {
+		return fmt.Errorf("tun config: joining address %v is outside the join range %v", c.Address, DefaultJoinPrefix)
+	}
+	if !c.Joining && DefaultJoinPrefix.Contains(c.Address) {
 		return fmt.Errorf("tun config: address %v is in the join range %v, which belongs to no machine", c.Address, DefaultJoinPrefix)
 	}
 	if !c.MeshPrefix.Contains(c.Address) {

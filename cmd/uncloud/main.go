@@ -23,6 +23,8 @@ type cli struct {
 	Connect  string     `help:"Agent to talk to: its socket path, unix:///path, or ssh://user@host[:port][/socket] for a machine reachable over SSH." default:"${socket}" env:"UNCLOUD_CONNECT" placeholder:"TARGET"`
 
 	Init    initCmd    `cmd:"" help:"Create a network with this machine as its first member, and start the agent."`
+	Token   tokenCmd   `cmd:"" help:"Issue, list and revoke join tokens."`
+	Join    joinCmd    `cmd:"" help:"Join a network with a token from one of its machines, and start the agent."`
 	Status  statusCmd  `cmd:"" help:"Show this machine and its WireGuard peers."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`

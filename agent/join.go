@@ -1,0 +1,347 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+const joinPath = "/v1/join"
+
+// joinRequest is what a joining machine sends through its temporary
+// WireGuard peer. It carries only public keys: the new machine's secrets
+// never leave it.
+type joinRequest struct {
+	NetworkID    string   `json:"network_id"`
+	MachineID    string   `json:"machine_id"`
+	Name         string   `json:"name"`
+	WireGuardKey tun.Key  `json:"wireguard_key"`
+	IdentityKey  string   `json:"identity_key"`
+	Endpoints    []string `json:"endpoints,omitempty"`
+}
+
+// joinResponse admits the machine: its subnet, the gossip keys and whom to
+// talk to first.
+type joinResponse struct {
+	NetworkID  string        `json:"network_id"`
+	Subnet     int           `json:"subnet"`
+	GossipKeys [][]byte      `json:"gossip_keys"`
+	Members    []TokenMember `json:"members"`
+}
+
+// startJoinServer serves the join call on the mesh address. Only packets
+// from the join range reach it that way (tun's join filter lets them reach
+// nothing else), and it answers only them.
+func (d *Daemon) startJoinServer(ctx context.Context) error {
+	addr := net.JoinHostPort(d.state.MeshAddress().String(), strconv.Itoa(tun.DefaultJoinPort))
+	ln, err := d.dev.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for joins on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+joinPath, d.handleJoin)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	d.goServe("join server", func() error {
+		go func() { <-ctx.Done(); srv.Close() }()
+		return srv.Serve(ln)
+	})
+	d.closers = append(d.closers, func() error { return ignoreClosed(ln.Close()) })
+	return nil
+}
+
+func joinError(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	src, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !tun.DefaultJoinPrefix.Contains(src.Addr()) {
+		joinError(w, http.StatusForbidden, "joins come only through a token's temporary peer")
+		return
+	}
+	tok, ok := d.tokens.bySlot(int(src.Addr().As4()[3]))
+	if !ok {
+		joinError(w, http.StatusForbidden, "this token is not outstanding on %s", d.state.Name)
+		return
+	}
+	if err := tok.usable(now); err != nil {
+		joinError(w, http.StatusForbidden, "%v", err)
+		return
+	}
+	var req joinRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		joinError(w, http.StatusBadRequest, "malformed join request: %v", err)
+		return
+	}
+	if status, err := d.checkJoinRequest(r.Context(), req); err != nil {
+		joinError(w, status, "%v", err)
+		return
+	}
+	subnet, err := d.reserveSubnet(r.Context(), req.MachineID)
+	if err != nil {
+		joinError(w, http.StatusServiceUnavailable, "reserve a subnet: %v", err)
+		return
+	}
+	pending := PendingJoin{
+		Seed: Seed{Name: req.Name, MachineID: req.MachineID, IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey,
+			Address: meshAddress(subnet), Subnet: subnetPrefix(subnet), Endpoints: parseEndpoints(req.Endpoints)},
+		Until: now.Add(time.Hour),
+	}
+	if err := d.tokens.spend(tok.ID, pending, now); err != nil {
+		joinError(w, http.StatusForbidden, "%v", err)
+		return
+	}
+	members, err := d.tokenMembers(r.Context(), -1)
+	if err != nil {
+		joinError(w, http.StatusInternalServerError, "list members: %v", err)
+		return
+	}
+	resp := joinResponse{NetworkID: d.state.NetworkID, Subnet: subnet, GossipKeys: d.state.GossipKeys, Members: members}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp)
+	d.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
+	// The new machine becomes a peer now; the temporary one goes once the
+	// answer has had time to leave through it.
+	d.pokePeers()
+	time.AfterFunc(3*time.Second, d.pokePeers)
+}
+
+// checkJoinRequest refuses anything that would clash with the network.
+func (d *Daemon) checkJoinRequest(ctx context.Context, req joinRequest) (int, error) {
+	if req.NetworkID != d.state.NetworkID {
+		return http.StatusBadRequest, fmt.Errorf("the token is for network %s, this machine is in %s", req.NetworkID, d.state.NetworkID)
+	}
+	if err := ValidateName(req.Name); err != nil {
+		return http.StatusBadRequest, err
+	}
+	if req.MachineID == "" || req.WireGuardKey.IsZero() {
+		return http.StatusBadRequest, errors.New("join request lacks machine id or WireGuard key")
+	}
+	if _, err := api.DecodeKey(req.IdentityKey); err != nil {
+		return http.StatusBadRequest, err
+	}
+	machines, err := d.machines(ctx)
+	if err != nil {
+		return http.StatusInternalServerError, err
+	}
+	for _, m := range machines {
+		switch {
+		case m.Name == req.Name:
+			return http.StatusConflict, fmt.Errorf("machine name %q is taken; choose another with --name", req.Name)
+		case m.ID == req.MachineID || m.WireGuardKey == req.WireGuardKey.String() || m.IdentityKey == req.IdentityKey:
+			return http.StatusConflict, errors.New("a machine with this id or key is already in the network")
+		}
+	}
+	_, pending := d.tokens.peers(time.Now())
+	for _, p := range pending {
+		if p.Name == req.Name {
+			return http.StatusConflict, fmt.Errorf("machine name %q was just given to another joining machine; choose another with --name", req.Name)
+		}
+	}
+	return 0, nil
+}
+
+// tokenMembers lists this machine first, then up to limit others (all
+// with limit < 0), with the endpoints they published.
+func (d *Daemon) tokenMembers(ctx context.Context, limit int) ([]TokenMember, error) {
+	self := TokenMember{Name: d.state.Name, MachineID: d.state.MachineID, IdentityKey: api.EncodeKey(d.identity.PublicKey()),
+		WireGuardKey: d.state.WireGuardKey.PublicKey(), Subnet: d.state.Subnet, Endpoints: d.candidateEndpoints()}
+	out := []TokenMember{self}
+	machines, err := d.machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range machines {
+		if limit >= 0 && len(out) > limit {
+			break
+		}
+		if m.ID == d.state.MachineID {
+			continue
+		}
+		key, err := tun.ParseKey(m.WireGuardKey)
+		n, ok := subnetNumber(m.Subnet)
+		if err != nil || !ok {
+			continue
+		}
+		out = append(out, TokenMember{Name: m.Name, MachineID: m.ID, IdentityKey: m.IdentityKey, WireGuardKey: key,
+			Subnet: n, Endpoints: parseEndpoints(m.Endpoints)})
+	}
+	return out, nil
+}
+
+// JoinOptions are the choices of `uncloud join`.
+type JoinOptions struct {
+	Name       string
+	DataDir    string
+	ListenPort uint16
+	PublicIP   netip.Addr
+	Logger     *slog.Logger
+	// Timeout bounds the whole join call (default 30 s).
+	Timeout time.Duration
+}
+
+// Join admits this machine into the network a token names: it handshakes
+// with the issuer using the token's one-time key, sends its new public
+// keys, and saves the answer as its machine state. The agent then starts
+// from that state as after init.
+func Join(ctx context.Context, tokenText string, opts JoinOptions) (*MachineState, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.ListenPort == 0 {
+		opts.ListenPort = tun.DefaultListenPort
+	}
+	tok, err := ParseToken(tokenText, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if existing, err := LoadMachineState(opts.DataDir); err == nil {
+		return nil, fmt.Errorf("this machine is already %q in network %s (data dir %s): remove it first to join another", existing.Name, existing.NetworkID, opts.DataDir)
+	} else if !errors.Is(err, ErrNotInitialized) {
+		return nil, err
+	}
+	if opts.Name == "" {
+		opts.Name = DefaultName()
+	}
+	if err := ValidateName(opts.Name); err != nil {
+		return nil, err
+	}
+	st, err := NewNetwork(InitOptions{Name: opts.Name, PublicIP: opts.PublicIP, ListenPort: opts.ListenPort})
+	if err != nil {
+		return nil, err
+	}
+	st.NetworkID = tok.NetworkID
+
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	resp, err := callJoin(ctx, tok, st, opts)
+	if err != nil {
+		return nil, err
+	}
+	if resp.NetworkID != tok.NetworkID || resp.Subnet < 1 || resp.Subnet > 254 || len(resp.GossipKeys) == 0 {
+		return nil, fmt.Errorf("the issuer's answer is inconsistent (network %s, subnet %d)", resp.NetworkID, resp.Subnet)
+	}
+	st.Subnet = resp.Subnet
+	st.GossipKeys = resp.GossipKeys
+	for _, m := range resp.Members {
+		st.Seeds = append(st.Seeds, Seed{Name: m.Name, MachineID: m.MachineID, IdentityKey: m.IdentityKey,
+			WireGuardKey: m.WireGuardKey, Address: meshAddress(m.Subnet), Subnet: subnetPrefix(m.Subnet), Endpoints: m.Endpoints})
+	}
+	if err := st.Save(opts.DataDir); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// callJoin brings up a temporary userspace device with the token's key,
+// so it needs no privileges and leaves nothing behind, and makes the call
+// through it, trying the issuer's endpoints in turn.
+func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOptions) (*joinResponse, error) {
+	issuer := tok.Members[0]
+	dev, err := tun.Open(ctx, tun.Config{
+		PrivateKey: tok.Secret,
+		Address:    tok.JoinAddress(),
+		ListenPort: opts.ListenPort,
+		Userspace:  true,
+		Joining:    true,
+		Logger:     opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("temporary join device: %w", err)
+	}
+	defer dev.Close()
+	identity, err := api.NewIdentity(st.IdentitySeed)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(joinRequest{
+		NetworkID: tok.NetworkID, MachineID: st.MachineID, Name: st.Name,
+		WireGuardKey: st.WireGuardKey.PublicKey(), IdentityKey: api.EncodeKey(identity.PublicKey()),
+		Endpoints: endpointStrings(candidateEndpoints(st.PublicIP, st.ListenPort)),
+	})
+	target := net.JoinHostPort(meshAddress(issuer.Subnet).String(), strconv.Itoa(tun.DefaultJoinPort))
+	client := &http.Client{Transport: &http.Transport{DialContext: dev.DialContext, DisableKeepAlives: true}}
+	var lastErr error
+	for _, ep := range issuer.Endpoints {
+		peer := tun.Peer{PublicKey: issuer.WireGuardKey, Endpoint: ep,
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(meshAddress(issuer.Subnet), 32)}}
+		if err := dev.SetPeer(peer); err != nil {
+			return nil, err
+		}
+		attempt, cancel := context.WithTimeout(ctx, 6*time.Second)
+		resp, err := postJoin(attempt, client, "http://"+target+joinPath, body)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+		var refused *joinRefused
+		if errors.As(err, &refused) {
+			return nil, err // the issuer answered: another endpoint will say the same
+		}
+		lastErr = fmt.Errorf("via %v: %w", ep, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("could not reach %s (%s) at any of its endpoints %v; is its WireGuard port reachable from here? last error: %w",
+		issuer.Name, meshAddress(issuer.Subnet), issuer.Endpoints, lastErr)
+}
+
+// joinRefused is the issuer's own "no", as opposed to a network failure.
+type joinRefused struct{ msg string }
+
+func (e *joinRefused) Error() string { return "join refused: " + e.msg }
+
+func postJoin(ctx context.Context, client *http.Client, url string, body []byte) (*joinResponse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return nil, &joinRefused{msg: e.Error}
+		}
+		return nil, &joinRefused{msg: resp.Status}
+	}
+	var out joinResponse
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("decode join answer: %w", err)
+	}
+	return &out, nil
+}

@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/crdt"
+)
+
+const promisesFile = "subnet-promises.json"
+
+// Subnet reservation. A join hands out a /24, and two joins on two sides
+// of a partition must not hand out the same one: the CRDT would happily
+// keep both records and two machines would own one subnet. So a join, and
+// only a join, asks every known machine to promise the subnet to the new
+// machine and goes ahead only with promises from a majority. Any two
+// majorities share a machine, and a machine never promises one subnet to
+// two machines, so at most one of two racing joins can win a subnet. The
+// promise is kept in the data dir (it must survive a crash) and never
+// expires: a failed join leaks at worst a /24 until that machine is removed.
+
+// promiseBook is this machine's promises: subnet -> machine ID.
+type promiseBook struct {
+	path string
+	mu   sync.Mutex
+	// Promised maps a subnet number to the machine it was promised to.
+	Promised map[int]string `json:"promised"`
+}
+
+func loadPromiseBook(dataDir string) (*promiseBook, error) {
+	b := &promiseBook{path: filepath.Join(dataDir, promisesFile), Promised: map[int]string{}}
+	data, err := os.ReadFile(b.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return b, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", b.path, err)
+	}
+	if err := json.Unmarshal(data, b); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", b.path, err)
+	}
+	if b.Promised == nil {
+		b.Promised = map[int]string{}
+	}
+	return b, nil
+}
+
+// promise records subnet -> machine unless the subnet is already taken by
+// another machine, in this book or in the given records.
+func (b *promiseBook) promise(subnet int, machineID string, owners map[int]string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if owner, ok := owners[subnet]; ok && owner != machineID {
+		return fmt.Errorf("subnet %d belongs to machine %s", subnet, owner)
+	}
+	if owner, ok := b.Promised[subnet]; ok {
+		if owner == machineID {
+			return nil
+		}
+		return fmt.Errorf("subnet %d is promised to machine %s", subnet, owner)
+	}
+	b.Promised[subnet] = machineID
+	data, err := json.MarshalIndent(b, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(b.path, data, 0o600)
+	}
+	if err != nil {
+		delete(b.Promised, subnet)
+		return fmt.Errorf("persist promise of subnet %d: %w", subnet, err)
+	}
+	return nil
+}
+
+func (b *promiseBook) taken() map[int]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[int]string, len(b.Promised))
+	for k, v := range b.Promised {
+		out[k] = v
+	}
+	return out
+}
+
+// subnetOwners reads which machine owns which subnet from the records.
+func subnetOwners(machines []*crdt.Machine) map[int]string {
+	out := map[int]string{}
+	for _, m := range machines {
+		if n, ok := subnetNumber(m.Subnet); ok {
+			out[n] = m.ID
+		}
+	}
+	return out
+}
+
+// reserveRequest asks a machine to promise a subnet to a new machine.
+type reserveRequest struct {
+	Subnet    int    `json:"subnet"`
+	MachineID string `json:"machine_id"`
+}
+
+const reservePath = "/v1/subnets/reserve"
+
+// handleReserve is the machine API side of a reservation.
+func (d *Daemon) handleReserve(w http.ResponseWriter, r *http.Request) {
+	var req reserveRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil || req.Subnet < 1 || req.Subnet > 254 || req.MachineID == "" {
+		http.Error(w, "bad reservation request", http.StatusBadRequest)
+		return
+	}
+	machines, err := d.machines(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if err := d.promises.promise(req.Subnet, req.MachineID, subnetOwners(machines)); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// reserveSubnet finds the lowest free subnet and gets it promised to
+// machineID by a majority of the known machines, this one included.
+func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (int, error) {
+	machines, err := d.machines(ctx)
+	if err != nil {
+		return 0, err
+	}
+	owners := subnetOwners(machines)
+	taken := d.promises.taken()
+	subnet := 0
+	for n := 1; n <= 254; n++ {
+		_, owned := owners[n]
+		holder, promised := taken[n]
+		if (!owned && !promised) || (promised && holder == machineID) {
+			subnet = n
+			break
+		}
+	}
+	if subnet == 0 {
+		return 0, errors.New("all 254 subnets are taken")
+	}
+	quorum := len(machines)/2 + 1
+	if err := d.promises.promise(subnet, machineID, owners); err != nil {
+		return 0, err
+	}
+	granted := 1
+	var refusals []error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, m := range machines {
+		if m.ID == d.state.MachineID {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := d.askReserve(callCtx, m.ID, reserveRequest{Subnet: subnet, MachineID: machineID})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				refusals = append(refusals, fmt.Errorf("%s: %w", m.Name, err))
+				return
+			}
+			granted++
+		}()
+	}
+	wg.Wait()
+	if granted < quorum {
+		return 0, fmt.Errorf("subnet %d: only %d of %d machines agreed, a join needs %d (a partition or machines down?): %w",
+			subnet, granted, len(machines), quorum, errors.Join(refusals...))
+	}
+	return subnet, nil
+}
+
+func (d *Daemon) askReserve(ctx context.Context, machineID string, req reserveRequest) error {
+	base, err := d.machineAPIURL(machineID)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, base+reservePath, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := d.machineClient.Do(hreq)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("refused: %s", bytes.TrimSpace(msg))
+	}
+	return nil
+}

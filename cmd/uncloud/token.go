@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+type tokenCmd struct {
+	New tokenNewCmd `cmd:"" default:"withargs" help:"Print a new join token (the default)."`
+	Ls  tokenLsCmd  `cmd:"" help:"List the tokens this machine issued."`
+	Rm  tokenRmCmd  `cmd:"" help:"Revoke a token."`
+}
+
+type tokenNewCmd struct {
+	TTL  time.Duration `name:"ttl" default:"1h" help:"How long the token is valid (1m to 720h)."`
+	Uses int           `default:"1" help:"How many machines may join with it; counted by this machine."`
+}
+
+func (c tokenNewCmd) Run(g *globals) error {
+	var info api.TokenInfo
+	if err := callAgent(g, "POST", "/v1/tokens", api.TokenRequest{TTL: c.TTL, Uses: c.Uses}, &info); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "Join token %s, valid until %s for %d machine(s).\n", info.ID, info.Expires.Local().Format(time.RFC1123), info.UsesLeft)
+	fmt.Fprintln(os.Stderr, "It is a secret: whoever has it can add a machine to this network. Revoke it with 'uncloud token rm "+info.ID+"'.")
+	fmt.Fprintln(os.Stderr, "On the new machine run: uncloud join <token>")
+	fmt.Println(info.Token)
+	return nil
+}
+
+type tokenLsCmd struct {
+	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (c tokenLsCmd) Run(g *globals) error {
+	var tokens []api.TokenInfo
+	if err := callAgent(g, "GET", "/v1/tokens", nil, &tokens); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return printJSON(tokens)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tSTATE\tUSES LEFT\tEXPIRES")
+	for _, t := range tokens {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\n", t.ID, t.State, t.UsesLeft, t.Expires.Local().Format(time.RFC3339))
+	}
+	return w.Flush()
+}
+
+type tokenRmCmd struct {
+	ID string `arg:"" help:"Token ID, as 'uncloud token ls' shows it."`
+}
+
+func (c tokenRmCmd) Run(g *globals) error {
+	if err := callAgent(g, "DELETE", "/v1/tokens/"+c.ID, nil, nil); err != nil {
+		return err
+	}
+	fmt.Printf("Token %s revoked.\n", c.ID)
+	return nil
+}
+
+// callAgent makes one local API call with a bounded time.
+func callAgent(g *globals, method, path string, in, out any) error {
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return client.Do(ctx, method, path, in, out)
+}

@@ -37,13 +37,14 @@ func (n *Node) Subscribe(topic string, handler func(from string, payload []byte)
 // nil functions unregister the topic.
 func (n *Node) SetLocalState(topic string, local func() []byte, merge func(from string, remote []byte)) {
 	n.hmu.Lock()
-	defer n.hmu.Unlock()
 	if local == nil && merge == nil {
 		delete(n.states, topic)
+		n.hmu.Unlock()
 		return
 	}
 	_, had := n.states[topic]
 	n.states[topic] = stateFuncs{local: local, merge: merge}
+	n.hmu.Unlock()
 	if !had {
 		// The join in New ran before this topic existed: exchange state
 		// with one live member now rather than at the next push/pull.
@@ -53,22 +54,17 @@ func (n *Node) SetLocalState(topic string, local func() []byte, merge func(from 
 
 // syncSoon runs one push/pull with a random live member, in the background.
 func (n *Node) syncSoon() {
-	if n.closing.Load() {
-		return
-	}
 	peers := n.peers()
 	if len(peers) == 0 {
 		return
 	}
 	p := peers[rand.IntN(len(peers))]
 	target := p.Name + "/" + addrPort(p.Addr, p.Port).String()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.spawn(func() {
 		if _, err := n.ml.Join([]string{target}); err != nil {
 			n.log.Debug("gossip: state sync failed", "with", p.Name, "err", err)
 		}
-	}()
+	})
 }
 
 type stateFuncs struct {
@@ -144,10 +140,10 @@ func (n *Node) SendTo(ctx context.Context, member string, topic string, payload 
 	e, ok := n.members[member]
 	var to memberlist.Node
 	if ok {
-		to = e.node
+		to, ok = e.node, e.state == Alive
 	}
 	n.mu.Unlock()
-	if !ok || e.state != Alive {
+	if !ok {
 		return fmt.Errorf("gossip: send to %q on %q: not a live member", member, topic)
 	}
 	if member == n.cfg.Name {
@@ -160,11 +156,9 @@ func (n *Node) SendTo(ctx context.Context, member string, topic string, payload 
 	// The transport bounds it (dial timeout, stream deadline) and Close
 	// aborts it, so the goroutine never outlives the node.
 	done := make(chan error, 1)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		done <- n.ml.SendReliable(&to, raw)
-	}()
+	if !n.spawn(func() { done <- n.ml.SendReliable(&to, raw) }) {
+		return ErrClosed
+	}
 	select {
 	case err := <-done:
 		if err != nil {

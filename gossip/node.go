@@ -51,6 +51,7 @@ type Node struct {
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // background goroutines
+	spawnMu   sync.Mutex     // orders wg.Add before Close's wg.Wait
 	closing   atomic.Bool
 	left      atomic.Bool
 	closeOnce sync.Once
@@ -256,6 +257,22 @@ func (n *Node) Leave(ctx context.Context) error {
 	return nil
 }
 
+// spawn runs f on a goroutine that Close waits for; it reports false (and
+// does not run f) once Close has begun.
+func (n *Node) spawn(f func()) bool {
+	n.spawnMu.Lock()
+	defer n.spawnMu.Unlock()
+	if n.closing.Load() {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
+}
+
 // Close stops the node without a Leave (members will detect it as Dead):
 // it aborts streams and dials in flight, stops memberlist and every
 // goroutine of this package, and closes Events. It is idempotent.
@@ -264,7 +281,9 @@ func (n *Node) Close() error {
 	defer n.leaveMu.Unlock()
 	var err error
 	n.closeOnce.Do(func() {
+		n.spawnMu.Lock()
 		n.closing.Store(true)
+		n.spawnMu.Unlock()
 		n.cancel()
 		if e := n.ml.Shutdown(); e != nil {
 			err = fmt.Errorf("gossip: close %q: %w", n.cfg.Name, e)

@@ -64,9 +64,21 @@ func ParseKey(s string) (Key, error) {
 }
 
 // MarshalText and UnmarshalText let keys sit in JSON records as base64.
-func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+// The zero key is the empty string, so a missing key reads back as
+// missing and the caller's validation names it, instead of the whole
+// document failing to decode.
+func (k Key) MarshalText() ([]byte, error) {
+	if k.IsZero() {
+		return []byte{}, nil
+	}
+	return []byte(k.String()), nil
+}
 
 func (k *Key) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*k = Key{}
+		return nil
+	}
 	parsed, err := ParseKey(string(b))
 	if err != nil {
 		return err

@@ -1,0 +1,181 @@
+package agent
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+func testToken(t *testing.T, now time.Time) *Token {
+	t.Helper()
+	secret, _ := tun.GeneratePrivateKey()
+	member, _ := tun.GeneratePrivateKey()
+	return &Token{NetworkID: "net1", ID: "tok1", Secret: secret, Slot: 7, Expires: now.Add(time.Hour),
+		Members: []TokenMember{{Name: "alpha", WireGuardKey: member.PublicKey(), Subnet: 1,
+			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.1:51820")}}}}
+}
+
+func TestTokenRoundTrip(t *testing.T) {
+	now := time.Now()
+	tok := testToken(t, now)
+	text, err := tok.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(text, tokenPrefix) || strings.ContainsAny(text, " \n+/=") {
+		t.Fatalf("token %q is not one copy-pasteable word", text)
+	}
+	got, err := ParseToken("  "+text+"\n", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Secret != tok.Secret || got.JoinAddress() != netip.MustParseAddr("10.210.0.7") || got.Members[0].Name != "alpha" {
+		t.Fatalf("parsed %+v", got)
+	}
+}
+
+func TestParseTokenErrors(t *testing.T) {
+	now := time.Now()
+	good, _ := testToken(t, now).Encode()
+	encode := func(mutate func(*Token)) string {
+		tok := testToken(t, now)
+		mutate(tok)
+		s, _ := tok.Encode()
+		return s
+	}
+	tests := []struct{ name, in, want string }{
+		{"empty", "", "does not start with"},
+		{"pasted something else", "hello", "does not start with"},
+		{"future version", "uncloud-join-v9.abc", "version \"uncloud-join-v9\" is not supported"},
+		{"truncated", good[:len(good)-20], "damaged or cut short"},
+		{"not base64", tokenPrefix + "!!!", "damaged or cut short"},
+		{"unknown field", tokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(`{"net":"n","evil":1}`)), "damaged or cut short"},
+		{"huge", tokenPrefix + strings.Repeat("A", maxTokenLen), "far longer than a token"},
+		{"expired", encode(func(tk *Token) { tk.Expires = now.Add(-time.Minute) }), "expired at"},
+		{"no secret", encode(func(tk *Token) { tk.Secret = tun.Key{} }), "no secret"},
+		{"slot 0", encode(func(tk *Token) { tk.Slot = 0 }), "join slot 0"},
+		{"slot 255", encode(func(tk *Token) { tk.Slot = 255 }), "join slot 255"},
+		{"no members", encode(func(tk *Token) { tk.Members = nil }), "names no machine"},
+		{"issuer without endpoint", encode(func(tk *Token) { tk.Members[0].Endpoints = nil }), "published no endpoint"},
+		{"member bad subnet", encode(func(tk *Token) { tk.Members[0].Subnet = 0 }), "bad subnet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseToken(tt.in, now)
+			if !errors.Is(err, ErrBadToken) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ParseToken error = %v, want ErrBadToken containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestTokenBookSlotsUsesAndRevocation(t *testing.T) {
+	dir := t.TempDir()
+	book, err := loadTokenBook(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	k1, _ := tun.GeneratePrivateKey()
+	k2, _ := tun.GeneratePrivateKey()
+	t1, err := book.add("t1", k1.PublicKey(), time.Hour, 1, now)
+	if err != nil || t1.Slot != 2 {
+		t.Fatalf("first token: %+v, %v; want slot 2", t1, err)
+	}
+	t2, _ := book.add("t2", k2.PublicKey(), time.Hour, 2, now)
+	if t2.Slot != 3 {
+		t.Fatalf("second token slot %d, want 3", t2.Slot)
+	}
+	tokens, _ := book.peers(now)
+	if len(tokens) != 2 || tokens[0].AllowedIPs[0] != netip.MustParsePrefix("10.210.0.2/32") {
+		t.Fatalf("token peers = %+v", tokens)
+	}
+
+	// Two joins race for the last use of t1: exactly one wins.
+	var wg sync.WaitGroup
+	results := make(chan error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- book.spend("t1", PendingJoin{Seed: Seed{Name: []string{"a", "b"}[i]}, Until: now.Add(time.Hour)}, now)
+		}()
+	}
+	wg.Wait()
+	close(results)
+	wins := 0
+	for err := range results {
+		if err == nil {
+			wins++
+		} else if !strings.Contains(err.Error(), "has been used") {
+			t.Fatalf("losing spend error = %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d joins spent a single-use token", wins)
+	}
+
+	if err := book.revoke("t2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := book.spend("t2", PendingJoin{}, now); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("spend of a revoked token: %v", err)
+	}
+	tokens, pending := book.peers(now)
+	if len(tokens) != 0 || len(pending) != 1 {
+		t.Fatalf("after use and revocation: %d token peers, %d pending; want 0 and 1", len(tokens), len(pending))
+	}
+
+	// The book survives a restart; pruning forgets what is long unusable.
+	again, err := loadTokenBook(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.list()) != 2 || len(again.Pending) != 1 {
+		t.Fatalf("reloaded book: %d tokens, %d pending, %v", len(again.list()), len(again.Pending), err)
+	}
+	if err := again.prune(now.Add(26 * time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if len(again.list()) != 0 || len(again.Pending) != 0 {
+		t.Fatalf("after prune: %+v", again.list())
+	}
+}
+
+func TestPromiseBook(t *testing.T) {
+	dir := t.TempDir()
+	b, _ := loadPromiseBook(dir)
+	owners := map[int]string{1: "m1"}
+	if err := b.promise(1, "m9", owners); err == nil {
+		t.Fatal("promised a subnet that a machine record owns")
+	}
+	if err := b.promise(2, "m2", owners); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.promise(2, "m2", owners); err != nil {
+		t.Fatalf("repeating the same promise: %v", err)
+	}
+	if err := b.promise(2, "m3", owners); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
+		t.Fatalf("second machine got subnet 2: %v", err)
+	}
+	reloaded, _ := loadPromiseBook(dir)
+	if err := reloaded.promise(2, "m3", owners); err == nil {
+		t.Fatal("a promise did not survive a restart")
+	}
+}
+
+func TestSubnetNumber(t *testing.T) {
+	for s, want := range map[string]int{"10.210.1.0/24": 1, "10.210.254.0/24": 254, "10.210.0.0/24": 0, "10.210.3.0/25": 0,
+		"10.211.3.0/24": 0, "10.210.3.7/24": 0, "junk": 0} {
+		got, ok := subnetNumber(s)
+		if (want == 0) == ok || got != want {
+			t.Errorf("subnetNumber(%q) = %d, %v; want %d", s, got, ok, want)
+		}
+	}
+}

@@ -165,6 +165,11 @@ func (cfg Config) validate() (Config, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Meta = clone(cfg.Meta)
+	keys := make([][]byte, len(cfg.Keys))
+	for i, k := range cfg.Keys {
+		keys[i] = clone(k) // the caller may wipe its copy
+	}
+	cfg.Keys = keys
 	cfg.Seeds = append([]string(nil), cfg.Seeds...)
 	return cfg, nil
 }

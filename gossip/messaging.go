@@ -81,6 +81,10 @@ type stateFuncs struct {
 // members this machine does not know. A larger message is streamed to every
 // live member by background workers and neither queued nor relayed; members
 // it misses catch up through anti-entropy (SetLocalState).
+//
+// Use one key for messages where the newest supersedes the rest (a head
+// set), and distinct keys for messages that must each arrive: only the
+// direct packet is guaranteed to be attempted for a superseded message.
 func (n *Node) Broadcast(topic, key string, payload []byte) error {
 	if err := userTopic(topic); err != nil {
 		return fmt.Errorf("gossip: broadcast: %w", err)

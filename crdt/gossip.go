@@ -72,6 +72,7 @@ type broadcaster struct {
 	closed   bool
 	pending  map[string][]cid.Cid // origin → newest heads awaiting prefetch
 	busy     map[string]bool      // origin → prefetch worker running
+	relay    map[string]bool      // origin → pending heads came by push/pull
 	ready    map[string][]cid.Cid // origin → heads ready for go-ds-crdt
 	order    []string             // origins in ready, oldest first
 	inSignal chan struct{}
@@ -88,6 +89,7 @@ func newBroadcaster(g Gossip, topic string, st *counters, p *peers, log *slog.Lo
 		outSignal: make(chan struct{}, 1),
 		pending:   map[string][]cid.Cid{},
 		busy:      map[string]bool{},
+		relay:     map[string]bool{},
 		ready:     map[string][]cid.Cid{},
 		inSignal:  make(chan struct{}, 1),
 		sem:       make(chan struct{}, 4),
@@ -96,8 +98,8 @@ func newBroadcaster(g Gossip, topic string, st *counters, p *peers, log *slog.Lo
 
 // start subscribes and starts the sender; call after the hooks are set.
 func (b *broadcaster) start() {
-	b.g.Subscribe(b.topic, b.receive)
-	b.g.SetLocalState(b.topic, b.localState, b.receive)
+	b.g.Subscribe(b.topic, func(from string, p []byte) { b.receive(from, p, false) })
+	b.g.SetLocalState(b.topic, b.localState, func(from string, p []byte) { b.receive(from, p, true) })
 	b.wg.Add(1)
 	go b.sender()
 }
@@ -190,8 +192,9 @@ func (b *broadcaster) localState() []byte {
 	return data
 }
 
-// receive takes a head set from gossip (a broadcast or a push/pull).
-func (b *broadcaster) receive(from string, payload []byte) {
+// receive takes a head set from gossip (a broadcast or, with viaState, a
+// push/pull).
+func (b *broadcaster) receive(from string, payload []byte, viaState bool) {
 	if b.ctx.Err() != nil || from == b.self {
 		return
 	}
@@ -220,6 +223,9 @@ func (b *broadcaster) receive(from string, payload []byte) {
 		return
 	}
 	b.pending[from] = unionHeads(b.pending[from], heads)
+	if viaState {
+		b.relay[from] = true
+	}
 	start := !b.busy[from]
 	b.busy[from] = true
 	if start {
@@ -236,7 +242,9 @@ func (b *broadcaster) prefetchWorker(from string) {
 	for {
 		b.inMu.Lock()
 		heads, ok := b.pending[from]
+		relay := b.relay[from]
 		delete(b.pending, from)
+		delete(b.relay, from)
 		if !ok || b.ctx.Err() != nil {
 			b.busy[from] = false
 			b.inMu.Unlock()
@@ -253,6 +261,25 @@ func (b *broadcaster) prefetchWorker(from string) {
 			<-b.sem
 		}
 		b.enqueueReady(from, heads)
+		if relay {
+			b.relayHeads(heads)
+		}
+	}
+}
+
+// relayHeads announces heads learnt through anti-entropy to everyone.
+// gossip relays broadcasts but not push/pull state, so after a partition
+// heals only the two machines of one push/pull would learn the other
+// side's heads until the next periodic push/pull (20 s). Having fetched the
+// blocks, this machine can serve them. The key differs from our own
+// announcements so neither replaces the other in gossip's queue.
+func (b *broadcaster) relayHeads(heads []cid.Cid) {
+	data, err := encodeHeads(heads)
+	if err != nil {
+		return
+	}
+	if err := b.g.Broadcast(b.topic, b.self+"/relay", data); err != nil {
+		b.log.Debug("relay heads", "err", err)
 	}
 }
 

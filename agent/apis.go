@@ -217,6 +217,13 @@ func (d *Daemon) CreateToken(ctx context.Context, req api.TokenRequest) (api.Tok
 	if err != nil {
 		return api.TokenInfo{}, err
 	}
+	// The temporary peer must exist before the token is handed out: a
+	// joiner that handshakes first would wait out WireGuard's 5 s retry.
+	if err := d.dev.SetPeer(tun.Peer{PublicKey: secret.PublicKey(),
+		AllowedIPs: []netip.Prefix{netip.PrefixFrom(tok.JoinAddress(), 32)}}); err != nil {
+		d.tokens.revoke(id)
+		return api.TokenInfo{}, fmt.Errorf("install the token's temporary peer: %w", err)
+	}
 	rec := &crdt.Token{ID: id, Issuer: d.state.MachineID, PublicKey: secret.PublicKey().String(), Expires: issued.Expires}
 	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
 		d.log.Warn("token record not written to the state", "token", id, "err", err)

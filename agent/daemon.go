@@ -144,6 +144,7 @@ func (d *Daemon) startGossip(ctx context.Context) error {
 		Name:     d.state.MachineID,
 		BindAddr: netip.AddrPortFrom(d.state.MeshAddress(), GossipPort),
 		Keys:     d.state.GossipKeys,
+		Meta:     d.encodeMeta(),
 		Seeds:    seeds,
 		Logger:   d.log.With("component", "gossip"),
 	})

@@ -118,14 +118,21 @@ func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 		joinError(w, http.StatusInternalServerError, "list members: %v", err)
 		return
 	}
+	// The new machine is a peer before it gets the answer, so its first
+	// packets on its real key find us ready.
+	newPeer := tun.Peer{PublicKey: req.WireGuardKey, AllowedIPs: []netip.Prefix{pending.Subnet}, PersistentKeepalive: tun.DefaultKeepalive}
+	if eps := pending.Endpoints; len(eps) > 0 {
+		newPeer.Endpoint = eps[0]
+	}
+	if err := d.dev.SetPeer(newPeer); err != nil {
+		d.log.Warn("new machine not added as a peer yet", "name", req.Name, "err", err)
+	}
 	resp := joinResponse{NetworkID: d.state.NetworkID, Subnet: subnet, GossipKeys: d.state.GossipKeys, Members: members}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
 	d.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
-	// The new machine becomes a peer now; the temporary one goes once the
-	// answer has had time to leave through it.
-	d.pokePeers()
-	time.AfterFunc(3*time.Second, d.pokePeers)
+	// The temporary peer goes once the answer has had time to leave.
+	time.AfterFunc(spentGrace+time.Second, d.pokePeers)
 }
 
 // checkJoinRequest refuses anything that would clash with the network.
@@ -293,7 +300,8 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		if err := dev.SetPeer(peer); err != nil {
 			return nil, err
 		}
-		attempt, cancel := context.WithTimeout(ctx, 6*time.Second)
+		// Long enough for one WireGuard handshake retry (5 s) to succeed.
+		attempt, cancel := context.WithTimeout(ctx, 12*time.Second)
 		resp, err := postJoin(attempt, client, "http://"+target+joinPath, body)
 		cancel()
 		if err == nil {

@@ -25,7 +25,20 @@ type IssuedToken struct {
 	Created   time.Time `json:"created"`
 	Expires   time.Time `json:"expires"`
 	UsesLeft  int       `json:"uses_left"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
 	Revoked   bool      `json:"revoked,omitempty"`
+}
+
+// spentGrace keeps a used-up token's temporary peer a little longer, so
+// the answer to its last join can still leave through it.
+const spentGrace = 30 * time.Second
+
+// needsPeer reports whether the token's temporary peer should exist.
+func (t *IssuedToken) needsPeer(now time.Time) bool {
+	if t.usable(now) == nil {
+		return true
+	}
+	return !t.Revoked && t.UsesLeft <= 0 && now.Sub(t.LastUsed) < spentGrace
 }
 
 // usable reports whether the token may still admit a machine.
@@ -138,6 +151,7 @@ func (b *tokenBook) spend(id string, joined PendingJoin, now time.Time) error {
 			return err
 		}
 		t.UsesLeft--
+		t.LastUsed = now
 		b.Pending = append(b.Pending, joined)
 		return b.save()
 	}
@@ -173,7 +187,7 @@ func (b *tokenBook) peers(now time.Time) (tokens []tun.Peer, pending []Seed) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, t := range b.Tokens {
-		if t.usable(now) == nil {
+		if t.needsPeer(now) {
 			addr := netip.AddrFrom4([4]byte{10, 210, 0, byte(t.Slot)})
 			tokens = append(tokens, tun.Peer{PublicKey: t.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}})
 		}

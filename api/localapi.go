@@ -21,6 +21,20 @@ type Backend interface {
 	CreateToken(ctx context.Context, req TokenRequest) (TokenInfo, error)
 	ListTokens(ctx context.Context) ([]TokenInfo, error)
 	RevokeToken(ctx context.Context, id string) error
+	Machines(ctx context.Context) ([]MachineInfo, error)
+}
+
+// MachineInfo is one machine of the network as the answering machine sees it.
+type MachineInfo struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	Subnet        string    `json:"subnet"`
+	Address       string    `json:"address"`
+	State         string    `json:"state"` // alive, down, or self
+	Mode          string    `json:"mode,omitempty"`
+	Version       string    `json:"version,omitempty"`
+	Endpoint      string    `json:"endpoint,omitempty"` // in use, from WireGuard
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
 }
 
 // TokenRequest asks for a join token.
@@ -90,6 +104,10 @@ func NewLocalHandler(b Backend) http.Handler {
 	mux.HandleFunc("GET /v1/state/get", func(w http.ResponseWriter, r *http.Request) {
 		e, err := b.StateGet(r.Context(), r.URL.Query().Get("key"))
 		reply(w, e, err)
+	})
+	mux.HandleFunc("GET /v1/machines", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := b.Machines(r.Context())
+		reply(w, ms, err)
 	})
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest

@@ -25,6 +25,7 @@ type cli struct {
 	Init    initCmd    `cmd:"" help:"Create a network with this machine as its first member, and start the agent."`
 	Token   tokenCmd   `cmd:"" help:"Issue, list and revoke join tokens."`
 	Join    joinCmd    `cmd:"" help:"Join a network with a token from one of its machines, and start the agent."`
+	Machine machineCmd `cmd:"" help:"Machines of the network."`
 	Status  statusCmd  `cmd:"" help:"Show this machine and its WireGuard peers."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`

@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// gossipMeta is what a machine tells others about itself in gossip
+// metadata: facts that may change at every restart, so they stay out of
+// the replicated state.
+type gossipMeta struct {
+	Version string `json:"v,omitempty"`
+	Mode    string `json:"m,omitempty"`
+}
+
+func (d *Daemon) encodeMeta() []byte {
+	b, _ := json.Marshal(gossipMeta{Version: d.opts.Version, Mode: string(d.dev.Mode())})
+	return b
+}
+
+// Machines implements api.Backend: the records, with liveness from gossip
+// and the path in use from WireGuard.
+func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
+	records, err := d.machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	alive := map[string]gossipMeta{}
+	for _, m := range d.gossip.Members() {
+		var meta gossipMeta
+		json.Unmarshal(m.Meta, &meta) // unknown or old metadata just shows empty
+		alive[m.Name] = meta
+	}
+	peers, err := d.dev.Peers()
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[string]tun.PeerStatus{}
+	for _, p := range peers {
+		byKey[p.PublicKey.String()] = p
+	}
+	out := make([]api.MachineInfo, 0, len(records))
+	for _, m := range records {
+		info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, State: "down"}
+		if n, ok := subnetNumber(m.Subnet); ok {
+			info.Address = meshAddress(n).String()
+		}
+		if meta, ok := alive[m.ID]; ok {
+			info.State, info.Mode, info.Version = "alive", meta.Mode, meta.Version
+		}
+		if m.ID == d.state.MachineID {
+			info.State, info.Mode, info.Version = "self", string(d.dev.Mode()), d.opts.Version
+		}
+		if p, ok := byKey[m.WireGuardKey]; ok {
+			if p.Endpoint.IsValid() {
+				info.Endpoint = p.Endpoint.String()
+			}
+			info.LastHandshake = p.LastHandshake
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}

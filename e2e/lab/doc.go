@@ -24,6 +24,10 @@
 // creating process is gone (a test binary killed by a timeout never runs its
 // cleanups).
 //
+// Each host also has its own /etc/uncloud, /var/lib/uncloud and /run/uncloud
+// (bind mounts in the private mount namespace of `ip netns exec`), so
+// agents keep separate state and sockets at their default paths.
+//
 // Hosts run commands (Host.Command, Host.Run), long-running processes that are
 // killed on Close (Host.Start), the uncloud agent (Host.StartAgent), and Go
 // code inside their namespace: the lab re-executes the current binary with

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"syscall"
 	"time"
 )
 
@@ -86,30 +87,28 @@ func writeJSON(w io.Writer, v any) error {
 	return err
 }
 
-// helperCommand returns the command that runs helper mode inside h.
-func (h *Host) helperCommand(ctx context.Context, mode string, args ...string) (*exec.Cmd, error) {
+// helperArgv returns the command line and environment that run helper
+// mode inside h.
+func (h *Host) helperArgv(mode string, args ...string) (argv, env []string, err error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("find own executable for helper %s: %w", mode, err)
+		return nil, nil, fmt.Errorf("find own executable for helper %s: %w", mode, err)
 	}
-	var cmd *exec.Cmd
-	argv := append([]string{"netns", "exec", h.NS, exe}, args...)
-	if ctx == nil {
-		cmd = exec.Command("ip", argv...)
-	} else {
-		cmd = exec.CommandContext(ctx, "ip", argv...)
-	}
-	cmd.Env = append(os.Environ(), EnvHelper+"="+mode)
-	return cmd, nil
+	return h.argv(exe, args...), append(os.Environ(), EnvHelper+"="+mode), nil
 }
 
 // runHelperJSON runs a helper to completion and decodes its last output
 // line into result.
 func (h *Host) runHelperJSON(ctx context.Context, result any, mode string, args ...string) error {
-	cmd, err := h.helperCommand(ctx, mode, args...)
+	argv, env, err := h.helperArgv(mode, args...)
 	if err != nil {
 		return err
 	}
+	cmd := exec.CommandContext(ctx, "ip", argv...)
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Do not wait forever for pipes a stray grandchild might hold.
+	cmd.WaitDelay = 5 * time.Second
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -122,10 +121,12 @@ func (h *Host) runHelperJSON(ctx context.Context, result any, mode string, args 
 // StartHelper starts a helper mode as a long-running process and, for
 // serving modes, waits for its "ready" line.
 func (h *Host) startHelper(ctx context.Context, label, mode string, waitReady bool, args ...string) (*Process, error) {
-	cmd, err := h.helperCommand(nil, mode, args...)
+	argv, env, err := h.helperArgv(mode, args...)
 	if err != nil {
 		return nil, err
 	}
+	cmd := exec.Command("ip", argv...)
+	cmd.Env = env
 	p, err := h.startCmd(label, cmd)
 	if err != nil {
 		return nil, err

@@ -49,6 +49,9 @@ func (l *Lab) AddHost(ctx context.Context, name string, opts HostOptions) (*Host
 	if err := os.MkdirAll(h.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("add host %s: %w", name, err)
 	}
+	if err := h.makePrivateDirs(); err != nil {
+		return nil, fmt.Errorf("add host %s: %w", name, err)
+	}
 	if err := addNetns(ctx, h.NS); err != nil {
 		return nil, fmt.Errorf("add host %s: %w", name, err)
 	}
@@ -109,15 +112,52 @@ func (l *Lab) plugIntoInternet(ctx context.Context, h *Host) error {
 	)
 }
 
-// Command returns a command that runs name inside the host's namespace.
+// PrivateDirs are the uncloud paths each host has to itself. Namespaces
+// split the network, not the file system, so every host would otherwise
+// share one /var/lib/uncloud and one /run/uncloud/uncloud.sock. `ip netns
+// exec` already runs each command in a private mount namespace (to remount
+// /sys), so the lab bind-mounts the host's own directories (Host.Dir/etc,
+// lib, run) over these paths there: each host has its own state and socket
+// at the default places, without any flag. The empty mount points are
+// created on the real file system once.
+func PrivateDirs() []string { return []string{"/etc/uncloud", "/var/lib/uncloud", "/run/uncloud"} }
+
+// privateSources are the host directories mounted over PrivateDirs.
+func (h *Host) privateSources() []string {
+	return []string{filepath.Join(h.Dir, "etc"), filepath.Join(h.Dir, "lib"), filepath.Join(h.Dir, "run")}
+}
+
+// makePrivateDirs creates the mount points and the host's directories.
+func (h *Host) makePrivateDirs() error {
+	for i, target := range PrivateDirs() {
+		for _, d := range []string{target, h.privateSources()[i]} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("private directory: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// argv is the command line that runs name inside the host: its network
+// namespace, with its private directories mounted.
+func (h *Host) argv(name string, args ...string) []string {
+	const script = `mount --bind "$1" /etc/uncloud && mount --bind "$2" /var/lib/uncloud && ` +
+		`mount --bind "$3" /run/uncloud && shift 3 && exec "$@"`
+	argv := []string{"netns", "exec", h.NS, "sh", "-c", script, "sh"}
+	argv = append(argv, h.privateSources()...)
+	return append(append(argv, name), args...)
+}
+
+// Command returns a command that runs name inside the host.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	return exec.CommandContext(ctx, "ip", h.argv(name, args...)...)
 }
 
 // Run runs a command inside the host and returns its standard output; the
 // error carries the command and its standard error.
 func (h *Host) Run(ctx context.Context, name string, args ...string) (string, error) {
-	out, err := nsRun(ctx, h.NS, name, args...)
+	out, err := run(ctx, "ip", h.argv(name, args...)...)
 	if err != nil {
 		return out, fmt.Errorf("on %s: %w", h.Name, err)
 	}
@@ -127,8 +167,7 @@ func (h *Host) Run(ctx context.Context, name string, args ...string) (string, er
 // Start starts a long-running command inside the host. Its output goes to
 // files in the host directory named after label; the lab stops it on Close.
 func (h *Host) Start(label, name string, args ...string) (*Process, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
-	return h.startCmd(label, cmd)
+	return h.startCmd(label, exec.Command("ip", h.argv(name, args...)...))
 }
 
 func (h *Host) startCmd(label string, cmd *exec.Cmd) (*Process, error) {

@@ -266,3 +266,35 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Each host has its own /etc/uncloud, /var/lib/uncloud and /run/uncloud,
+// and nothing a host writes there reaches the real file system.
+func TestHostsHavePrivateUncloudDirs(t *testing.T) {
+	l := lab.Start(t)
+	ctx := t.Context()
+	hosts, err := l.AddHosts(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range lab.PrivateDirs() {
+		file := filepath.Join(dir, "lab-test-"+l.Prefix)
+		for _, h := range hosts {
+			if _, err := h.Run(ctx, "sh", "-c", "echo "+h.Name+" > "+file); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, h := range hosts {
+			out, err := h.Run(ctx, "cat", file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(out) != h.Name {
+				t.Errorf("%s on %s holds %q, want %q", file, h.Name, out, h.Name)
+			}
+		}
+		if _, err := os.Stat(file); !os.IsNotExist(err) {
+			os.Remove(file)
+			t.Errorf("%s written inside hosts appeared on the real file system (%v)", file, err)
+		}
+	}
+}

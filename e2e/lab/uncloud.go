@@ -95,7 +95,7 @@ type Agent struct {
 	Config     AgentConfig
 	Options    AgentOptions
 	ConfigPath string
-	StateDir   string
+	StateDir   string // seen as /var/lib/uncloud by the agent
 	Proc       *Process
 	Mode       string // "kernel" or "netstack", from the "mesh up" line
 }
@@ -118,7 +118,7 @@ func (h *Host) StartAgent(ctx context.Context, cfg AgentConfig, opts AgentOption
 	}
 	a := &Agent{Host: h, Config: cfg, Options: opts,
 		ConfigPath: filepath.Join(h.Dir, "uncloud.conf"),
-		StateDir:   filepath.Join(h.Dir, "state"),
+		StateDir:   h.privateSources()[1], // /var/lib/uncloud inside the host
 	}
 	if err := os.MkdirAll(a.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("start agent on %s: %w", h.Name, err)
@@ -126,9 +126,8 @@ func (h *Host) StartAgent(ctx context.Context, cfg AgentConfig, opts AgentOption
 	if err := a.WriteConfig(cfg); err != nil {
 		return nil, err
 	}
-	args := append([]string{"netns", "exec", h.NS, bin, "agent", "--config", a.ConfigPath}, opts.args()...)
-	cmd := exec.Command("ip", args...)
-	// Its own state directory as working directory and HOME, so nothing
+	cmd := exec.Command("ip", h.argv(bin, append([]string{"agent", "--config", a.ConfigPath}, opts.args()...)...)...)
+	// Its own state directory as working directory and HOME too, so nothing
 	// the agent writes lands in another host's (or the developer's) files.
 	cmd.Dir = a.StateDir
 	cmd.Env = append(os.Environ(), "HOME="+a.StateDir)

@@ -42,4 +42,11 @@ func TestOfflineCatchUp(t *testing.T) {
 		t.Fatalf("m3 did not catch up in %s: has %d of %d containers; stats %+v", took, len(recs), n, back.Stats())
 	}
 	t.Logf("m3 caught up with %d writes in %s; stats %+v", n, took, back.Stats())
+	// One writer wrote a chain: every replica must end with one head, not
+	// one per concurrently processed broadcast.
+	for _, name := range c.names {
+		if h := c.s(name).Heads(ctx); len(h) > 2 {
+			t.Errorf("%s has %d heads after a single writer's burst", name, len(h))
+		}
+	}
 }

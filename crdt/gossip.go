@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	dscrdt "github.com/ipfs/go-ds-crdt"
@@ -57,8 +58,14 @@ type broadcaster struct {
 
 	// set by the store once go-ds-crdt exists
 	unprocessed func(context.Context, []cid.Cid) []cid.Cid
-	prefetch    func(ctx context.Context, from string, heads []cid.Cid)
-	localHeads  func(context.Context) []cid.Cid
+	uncovered   func(context.Context, []cid.Cid) []cid.Cid
+	// pendingBranch returns the part of frontier whose branch above floor
+	// is not merged yet; headState reports the max height and whether all
+	// of the given blocks are heads.
+	pendingBranch func(ctx context.Context, frontier []cid.Cid, floor uint64, seen *cid.Set) []cid.Cid
+	headState     func(ctx context.Context, cids []cid.Cid) (maxHeight uint64, allHeads bool)
+	prefetch      func(ctx context.Context, from string, heads []cid.Cid)
+	localHeads    func(context.Context) []cid.Cid
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -77,7 +84,21 @@ type broadcaster struct {
 	order    []string             // origins in ready, oldest first
 	inSignal chan struct{}
 	sem      chan struct{} // bounds concurrent prefetches
+
+	// inflight are the heads last handed to go-ds-crdt and the max height
+	// before they were (only Next touches them).
+	inflight      []cid.Cid
+	inflightFloor uint64
 }
+
+// stallAfter is how long Next waits for the previous head set to be merged
+// before handing over the next one anyway. go-ds-crdt processes the heads of
+// different Next calls in parallel (MultiHeadProcessing, so one head that
+// cannot be fetched does not stall the rest), but two heads of one chain
+// processed at once both end up as heads: measured, 10,000 quick writes left
+// 7,000 heads on a receiver. Waiting keeps processing sequential unless
+// something is stuck.
+const stallAfter = 2 * time.Second
 
 var _ dscrdt.Broadcaster = (*broadcaster)(nil)
 
@@ -154,6 +175,7 @@ func (b *broadcaster) sender() {
 // Next implements dscrdt.Broadcaster: it blocks until a prefetched head set
 // is ready and returns ErrNoMoreBroadcast once the store closes.
 func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
+	b.awaitInflight(ctx)
 	for {
 		b.inMu.Lock()
 		if len(b.order) > 0 {
@@ -162,6 +184,19 @@ func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
 			heads := b.ready[origin]
 			delete(b.ready, origin)
 			b.inMu.Unlock()
+			if b.unprocessed != nil {
+				heads = b.unprocessed(ctx, heads)
+			}
+			if b.uncovered != nil {
+				heads = b.uncovered(ctx, heads)
+			}
+			if len(heads) == 0 {
+				continue
+			}
+			b.inflight = heads
+			if b.headState != nil {
+				b.inflightFloor, _ = b.headState(ctx, nil)
+			}
 			return encodeHeads(heads)
 		}
 		b.inMu.Unlock()
@@ -175,6 +210,38 @@ func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// awaitInflight waits until the branches of the heads handed out last are
+// merged down to the height this replica had then, and the heads are heads
+// (or already built upon), at most stallAfter.
+func (b *broadcaster) awaitInflight(ctx context.Context) {
+	defer func() { b.inflight = nil }()
+	if len(b.inflight) == 0 || b.pendingBranch == nil || b.headState == nil {
+		return
+	}
+	deadline := time.Now().Add(stallAfter)
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	frontier := b.inflight
+	seen := cid.NewSet()
+	for time.Now().Before(deadline) {
+		frontier = b.pendingBranch(ctx, frontier, b.inflightFloor, seen)
+		if len(frontier) == 0 {
+			// The walk reached known history; the last head replacement
+			// follows the last merge by microseconds.
+			if maxH, all := b.headState(ctx, b.inflight); all || maxH > b.inflightFloor+uint64(len(b.inflight)) {
+				return
+			}
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		case <-b.ctx.Done():
+			return
+		}
+	}
+}
+
 // localState is this machine's heads for gossip's push/pull.
 func (b *broadcaster) localState() []byte {
 	if b.localHeads == nil {
@@ -183,6 +250,9 @@ func (b *broadcaster) localState() []byte {
 	heads := b.localHeads(b.ctx)
 	if len(heads) == 0 {
 		return nil
+	}
+	if len(heads) > maxHeadsPerPayload {
+		heads = heads[:maxHeadsPerPayload] // the rest travel in later rounds and writes
 	}
 	data, err := encodeHeads(heads)
 	if err != nil {

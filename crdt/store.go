@@ -164,6 +164,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Gossip != nil {
 		s.bcast = newBroadcaster(cfg.Gossip, cfg.Topic, &s.st, s.peers, s.log)
 		s.bcast.unprocessed = s.unprocessed
+		s.bcast.uncovered = s.uncovered
+		s.bcast.pendingBranch = s.pendingBranch
+		s.bcast.headState = s.headState
 		s.bcast.prefetch = s.prefetch
 		s.bcast.localHeads = s.Heads
 		bc = s.bcast

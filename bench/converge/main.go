@@ -31,7 +31,7 @@ func main() {
 	flag.Parse()
 	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("CONVERGE_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
 	}
 	ctx := context.Background()
 	if *rssChild != "" {
@@ -198,4 +198,13 @@ func rssOf(ctx context.Context) (rssFigures, error) {
 		}
 	}
 	return f, nil
+}
+
+// logLevel is CONVERGE_LOG=debug|info|warn (warn by default).
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("CONVERGE_LOG"))); err != nil {
+		return slog.LevelWarn
+	}
+	return l
 }

@@ -171,9 +171,7 @@ func TestNetem(t *testing.T) {
 }
 
 func TestSweepRemovesOnlyDeadRunsLeftovers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root for network namespaces")
-	}
+	lab.RequireRoot(t)
 	ctx := t.Context()
 	// "zzzzz" in base 36 is above any pid_max: that creator is surely dead.
 	dead := "ulzzzzz00-net"
@@ -202,9 +200,7 @@ func TestSweepRemovesOnlyDeadRunsLeftovers(t *testing.T) {
 }
 
 func TestCloseStopsProcessesAndRemovesNamespaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root for network namespaces")
-	}
+	lab.RequireRoot(t)
 	ctx := t.Context()
 	l, err := lab.New(ctx, lab.Options{Logf: t.Logf})
 	if err != nil {

@@ -6,15 +6,14 @@ import (
 	"testing"
 )
 
-// Start makes a lab for a test: it skips the test when not root, fails it
+// Start makes a lab for a test: it skips the test when not root (fails it
+// when $CI is true: there the lab tests must run), fails it
 // if the lab cannot be built, and closes the lab when the test ends. If the
 // test failed, the tails of every process log are printed first, and with
 // UNCLOUD_LAB_KEEP=1 the lab directory is kept.
 func Start(t testing.TB) *Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root for network namespaces (CI runs as root; locally: sudo scripts/test)")
-	}
+	RequireRoot(t)
 	l, err := New(t.Context(), Options{
 		Logf:    t.Logf,
 		KeepDir: os.Getenv("UNCLOUD_LAB_KEEP") == "1",
@@ -49,4 +48,17 @@ func (l *Lab) MustHost(t testing.TB, name string, opts HostOptions) *Host {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// RequireRoot skips the test when not root, or fails it when $CI is true:
+// in CI a skip would hide that the multi-host tests never ran.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("CI=true but not root: the lab tests must run in CI (.ci/run uses sudo)")
+	}
+	t.Skip("skipping: needs root for network namespaces (CI runs as root; locally: sudo scripts/test)")
 }

@@ -108,14 +108,16 @@ func TestFailClosedAfterKill9(t *testing.T) {
 	}
 }
 
-// TestCleanShutdownKeepsFailClosedRoute checks that SIGTERM ends a
-// kernel-mode agent with status 0 and that the unreachable route stays.
+// TestCleanShutdownKeepsFailClosedRoute checks that SIGTERM and SIGINT end
+// agents (kernel and netstack) with status 0, and that the unreachable route
+// stays on the kernel host.
 func TestCleanShutdownKeepsFailClosedRoute(t *testing.T) {
 	l := lab.Start(t)
 	ctx := t.Context()
-	nodes := startMesh(t, l, kernel, netstack)
-	for _, n := range nodes {
-		if err := n.agent.Stop(ctx); err != nil {
+	nodes := startMesh(t, l, kernel, netstack, kernel, netstack)
+	for i, n := range nodes {
+		sig := []syscall.Signal{syscall.SIGTERM, syscall.SIGINT}[i/2]
+		if err := n.agent.StopWith(ctx, sig); err != nil {
 			t.Errorf("%s (%s): %v", n.host.Name, n.mode, err)
 		}
 	}

@@ -91,9 +91,6 @@ func helperUDPFlood(ctx context.Context, args []string, stdout io.Writer) error 
 		conns = append(conns, c)
 	}
 	rng := rand.New(rand.NewPCG(*seed, 0x5eed))
-	// WireGuard message sizes: initiation 148, response 92, cookie 64,
-	// transport ≥ 32.
-	sizes := [...]int{0, 148, 92, 64, 32}
 	buf := make([]byte, 1500)
 	res := FloodResult{}
 	start := time.Now()
@@ -102,27 +99,7 @@ func helperUDPFlood(ctx context.Context, args []string, stdout io.Writer) error 
 		if i%256 == 0 && (time.Now().After(deadline) || ctx.Err() != nil) {
 			break
 		}
-		var n int
-		switch kind := i % 4; kind {
-		case 0: // random bytes, random length (including empty)
-			n = rng.IntN(1400)
-		default: // WireGuard-looking header
-			typ := 1 + rng.IntN(4)
-			n = sizes[typ]
-			if typ == 4 {
-				n += 16 * rng.IntN(80)
-			}
-			if kind == 2 { // truncated
-				n = rng.IntN(n)
-			}
-		}
-		for j := 0; j < n; j += 8 {
-			binary.LittleEndian.PutUint64(buf[j:min(j+8, len(buf))], rng.Uint64())
-		}
-		if n >= 4 && i%4 != 0 {
-			buf[0] = byte(1 + rng.IntN(4))
-			buf[1], buf[2], buf[3] = 0, 0, 0
-		}
+		n := garbage(rng, i, buf)
 		if _, err := conns[i%sockets].WriteToUDPAddrPort(buf[:n], dst); err != nil {
 			res.Errors++ // ENOBUFS and ICMP-triggered ECONNREFUSED are expected under load
 			continue
@@ -131,6 +108,57 @@ func helperUDPFlood(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	res.Seconds = time.Since(start).Seconds()
 	return writeJSON(stdout, res)
+}
+
+// garbage fills buf with the i-th flood datagram and returns its length.
+// Five kinds take turns, each aimed at a different early check:
+//
+//  0. random bytes of random length, including empty;
+//  1. a WireGuard message of the right size for its type (initiation 148,
+//     response 92, cookie reply 64, transport ≥ 32 in 16-byte steps) with
+//     zero reserved bytes and random content: it passes the size check
+//     and must be dropped by the MAC or key-index lookup;
+//  2. the same, truncated to a random shorter length;
+//  3. a STUN binding request (magic cookie 0x2112A442) with random
+//     attributes: the shared socket hands these to the NAT layer's queue,
+//     which must stay bounded;
+//  4. a STUN header whose length field lies about the size.
+func garbage(rng *rand.Rand, i int, buf []byte) int {
+	sizes := [...]int{1: 148, 2: 92, 3: 64, 4: 32}
+	var n, typ int
+	kind := i % 5
+	switch kind {
+	case 0:
+		n = rng.IntN(1400)
+	case 1, 2:
+		typ = 1 + rng.IntN(4)
+		n = sizes[typ]
+		if typ == 4 {
+			n += 16 * rng.IntN(80)
+		}
+		if kind == 2 {
+			n = rng.IntN(n)
+		}
+	case 3, 4:
+		n = 20 + 4*rng.IntN(60)
+	}
+	for j := 0; j < n; j += 8 {
+		binary.LittleEndian.PutUint64(buf[j:min(j+8, len(buf))], rng.Uint64())
+	}
+	switch {
+	case (kind == 1 || kind == 2) && n >= 4:
+		buf[0] = byte(typ)
+		buf[1], buf[2], buf[3] = 0, 0, 0
+	case kind == 3 || kind == 4:
+		binary.BigEndian.PutUint16(buf[0:], 0x0001) // binding request
+		length := uint16(n - 20)
+		if kind == 4 {
+			length = uint16(rng.IntN(65536))
+		}
+		binary.BigEndian.PutUint16(buf[2:], length)
+		binary.BigEndian.PutUint32(buf[4:], 0x2112A442)
+	}
+	return n
 }
 
 // helperUDPEcho answers every datagram with the sender's address as the

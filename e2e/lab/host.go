@@ -39,6 +39,12 @@ var reservedRole = regexp.MustCompile(`^(net|r[0-9]+)$`)
 // r<digits> are taken by the lab's own namespaces). It is safe to call from
 // several goroutines, which is how AddHosts makes many hosts quickly.
 func (l *Lab) AddHost(ctx context.Context, name string, opts HostOptions) (*Host, error) {
+	return l.addHost(ctx, name, opts, netip.Addr{})
+}
+
+// addHost is AddHost with an internet address allocated beforehand (or
+// zero to allocate one now).
+func (l *Lab) addHost(ctx context.Context, name string, opts HostOptions, wan netip.Addr) (*Host, error) {
 	if err := validRole(name); err != nil {
 		return nil, fmt.Errorf("add host: %w", err)
 	}
@@ -59,7 +65,7 @@ func (l *Lab) AddHost(ctx context.Context, name string, opts HostOptions) (*Host
 
 	var err error
 	if opts.NAT == NATNone {
-		err = l.plugIntoInternet(ctx, h)
+		err = l.plugIntoInternet(ctx, h, wan)
 	} else {
 		err = l.plugBehindNAT(ctx, h, opts.NAT)
 	}
@@ -73,13 +79,22 @@ func (l *Lab) AddHost(ctx context.Context, name string, opts HostOptions) (*Host
 }
 
 // AddHosts creates hosts h1..hN directly on the internet, in parallel.
+// Addresses are handed out in name order, so in a fresh lab hN is
+// 198.18.1.N.
 func (l *Lab) AddHosts(ctx context.Context, n int) ([]*Host, error) {
 	hosts := make([]*Host, n)
 	errs := make([]error, n)
+	wans := make([]netip.Addr, n)
+	for i := range wans {
+		var err error
+		if wans[i], err = l.allocWAN(); err != nil {
+			return nil, err
+		}
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			hosts[i], errs[i] = l.AddHost(ctx, fmt.Sprintf("h%d", i+1), HostOptions{})
+			hosts[i], errs[i] = l.addHost(ctx, fmt.Sprintf("h%d", i+1), HostOptions{}, wans[i])
 		})
 	}
 	wg.Wait()
@@ -91,11 +106,14 @@ func (l *Lab) AddHosts(ctx context.Context, n int) ([]*Host, error) {
 	return hosts, nil
 }
 
-// plugIntoInternet connects eth0 straight to the internet bridge.
-func (l *Lab) plugIntoInternet(ctx context.Context, h *Host) error {
-	addr, err := l.allocWAN()
-	if err != nil {
-		return err
+// plugIntoInternet connects eth0 straight to the internet bridge, with
+// address addr (zero: the next free one).
+func (l *Lab) plugIntoInternet(ctx context.Context, h *Host, addr netip.Addr) error {
+	if !addr.IsValid() {
+		var err error
+		if addr, err = l.allocWAN(); err != nil {
+			return err
+		}
 	}
 	h.Addr, h.PublicAddr = addr, addr
 	h.farNS, h.farIf = l.internet, "v"+h.Name

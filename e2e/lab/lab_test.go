@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -291,6 +292,20 @@ func TestHostsHavePrivateUncloudDirs(t *testing.T) {
 		if _, err := os.Stat(file); !os.IsNotExist(err) {
 			os.Remove(file)
 			t.Errorf("%s written inside hosts appeared on the real file system (%v)", file, err)
+		}
+	}
+}
+
+func TestAddHostsNumbersAddressesInOrder(t *testing.T) {
+	l := lab.Start(t)
+	hosts, err := l.AddHosts(t.Context(), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hosts {
+		want := netip.AddrFrom4([4]byte{198, 18, 1, byte(i + 1)})
+		if h.Name != "h"+strconv.Itoa(i+1) || h.Addr != want {
+			t.Errorf("host %d: %s at %v, want h%d at %v", i, h.Name, h.Addr, i+1, want)
 		}
 	}
 }

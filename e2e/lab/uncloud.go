@@ -193,15 +193,18 @@ func (a *Agent) Endpoint() netip.AddrPort {
 const DefaultListenPort = 51820
 
 // Stop sends SIGTERM and waits for a clean exit (it is an error if the
-// agent has to be killed or exits non-zero).
-func (a *Agent) Stop(ctx context.Context) error {
-	if err := a.Proc.Signal(syscall.SIGTERM); err != nil {
+// agent exits non-zero or is still running after 10 s).
+func (a *Agent) Stop(ctx context.Context) error { return a.StopWith(ctx, syscall.SIGTERM) }
+
+// StopWith is Stop with another signal, e.g. SIGINT.
+func (a *Agent) StopWith(ctx context.Context, sig syscall.Signal) error {
+	if err := a.Proc.Signal(sig); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := a.Proc.Wait(ctx); err != nil {
-		return fmt.Errorf("agent on %s after SIGTERM: %w", a.Host.Name, err)
+		return fmt.Errorf("agent on %s after %v: %w", a.Host.Name, sig, err)
 	}
 	return nil
 }

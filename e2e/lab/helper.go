@@ -23,10 +23,13 @@ import (
 // output once listening; every helper prints one JSON result line last;
 // errors go to standard error with exit status 1.
 
-type helperFunc func(ctx context.Context, args []string, stdout io.Writer) error
+// HelperFunc is a helper mode: it runs inside a host namespace with the
+// arguments given to RunHelper or StartHelper, writes its results to
+// stdout, and its error ends the process with status 1.
+type HelperFunc func(ctx context.Context, args []string, stdout io.Writer) error
 
-func helpers() map[string]helperFunc {
-	return map[string]helperFunc{
+func helpers() map[string]HelperFunc {
+	return map[string]HelperFunc{
 		"sink":     helperSink,
 		"source":   helperSource,
 		"echo":     helperEcho,
@@ -40,8 +43,11 @@ func helpers() map[string]helperFunc {
 	}
 }
 
-func runHelper(mode string, args []string) int {
+func runHelper(mode string, args []string, extra map[string]HelperFunc) int {
 	h, ok := helpers()[mode]
+	if !ok {
+		h, ok = extra[mode]
+	}
 	if !ok {
 		fmt.Fprintf(os.Stderr, "lab helper: unknown mode %q\n", mode)
 		return 2
@@ -100,25 +106,41 @@ func (h *Host) helperArgv(mode string, args ...string) (argv, env []string, err 
 // runHelperJSON runs a helper to completion and decodes its last output
 // line into result.
 func (h *Host) runHelperJSON(ctx context.Context, result any, mode string, args ...string) error {
-	argv, env, err := h.helperArgv(mode, args...)
+	out, err := h.RunHelper(ctx, mode, args...)
 	if err != nil {
 		return err
+	}
+	return decodeLastLine([]byte(out), result, fmt.Sprintf("on %s: helper %s %q", h.Name, mode, args))
+}
+
+// RunHelper runs a helper mode inside h to completion and returns its
+// standard output; the error carries its standard error.
+func (h *Host) RunHelper(ctx context.Context, mode string, args ...string) (string, error) {
+	argv, env, err := h.helperArgv(mode, args...)
+	if err != nil {
+		return "", err
 	}
 	cmd := exec.CommandContext(ctx, "ip", argv...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// Do not wait forever for pipes a stray grandchild might hold.
 	cmd.WaitDelay = 5 * time.Second
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("on %s: helper %s %q: %w: %s", h.Name, mode, args, err, stderr.String())
+		return string(out), fmt.Errorf("on %s: helper %s %q: %w: %s", h.Name, mode, args, err, stderr.String())
 	}
-	return decodeLastLine(out, result, fmt.Sprintf("on %s: helper %s %q", h.Name, mode, args))
+	return string(out), nil
 }
 
-// StartHelper starts a helper mode as a long-running process and, for
+// StartHelper starts a helper mode inside h as a long-running process
+// (stopped when the lab closes). With waitReady it waits for the helper to
+// print "ready " on its standard output.
+func (h *Host) StartHelper(ctx context.Context, label, mode string, waitReady bool, args ...string) (*Process, error) {
+	return h.startHelper(ctx, label, mode, waitReady, args...)
+}
+
+// startHelper starts a helper mode as a long-running process and, for
 // serving modes, waits for its "ready" line.
 func (h *Host) startHelper(ctx context.Context, label, mode string, waitReady bool, args ...string) (*Process, error) {
 	argv, env, err := h.helperArgv(mode, args...)

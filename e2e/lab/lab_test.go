@@ -309,3 +309,18 @@ func TestAddHostsNumbersAddressesInOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestCustomHelperRunsInsideTheHost(t *testing.T) {
+	l := lab.Start(t)
+	h := l.MustHost(t, "h1", lab.HostOptions{})
+	out, err := h.RunHelper(t.Context(), "addrs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, h.Addr.String()+"/16") {
+		t.Errorf("helper in %s sees addresses %q, want %v/16 among them", h.Name, out, h.Addr)
+	}
+	if _, err := h.RunHelper(t.Context(), "no-such-mode"); err == nil {
+		t.Error("unknown helper mode: no error")
+	}
+}

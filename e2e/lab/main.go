@@ -23,23 +23,33 @@ const (
 // UncloudPackage is the import path of the binary's main package.
 const UncloudPackage = "github.com/uncloud-mesh/uncloud/cmd/uncloud"
 
-// HelperMain runs the helper mode named by $UNCLOUD_LAB_HELPER and exits;
-// it returns at once when the variable is unset. Commands that use the lab
-// call it first thing in main.
-func HelperMain() {
+// MainOptions configure Main.
+type MainOptions struct {
+	// BuildUncloud builds the uncloud binary once for the whole test
+	// binary (unless $UNCLOUD_BIN names one).
+	BuildUncloud bool
+	// Helpers adds helper modes of the package's own, run with
+	// Host.RunHelper and Host.StartHelper; names must not clash with the
+	// lab's.
+	Helpers map[string]HelperFunc
+}
+
+// HelperMain runs the helper mode named by $UNCLOUD_LAB_HELPER (the lab's
+// own or one in extra) and exits; it returns at once when the variable is
+// unset. Commands that use the lab call it first thing in main.
+func HelperMain(extra map[string]HelperFunc) {
 	mode := os.Getenv(EnvHelper)
 	if mode == "" {
 		return
 	}
-	os.Exit(runHelper(mode, os.Args[1:]))
+	os.Exit(runHelper(mode, os.Args[1:], extra))
 }
 
 // Main is TestMain for packages that use the lab: it serves helper modes,
-// builds the uncloud binary once for the whole test binary (unless
-// $UNCLOUD_BIN names one) when buildUncloud is true, runs the tests and exits.
-func Main(m *testing.M, buildUncloud bool) {
-	HelperMain()
-	if !buildUncloud || os.Getenv(EnvUncloudBin) != "" {
+// builds the uncloud binary if asked, runs the tests and exits.
+func Main(m *testing.M, opts MainOptions) {
+	HelperMain(opts.Helpers)
+	if !opts.BuildUncloud || os.Getenv(EnvUncloudBin) != "" {
 		os.Exit(m.Run())
 	}
 	dir, err := os.MkdirTemp("", "uncloud-bin-")
@@ -112,5 +122,5 @@ func UncloudBinary() (string, error) {
 	if msg := os.Getenv(envBuildError); msg != "" {
 		return "", fmt.Errorf("no uncloud binary: %s", msg)
 	}
-	return "", fmt.Errorf("no uncloud binary: set $%s or call lab.Main(m, true) from TestMain", EnvUncloudBin)
+	return "", fmt.Errorf("no uncloud binary: set $%s or call lab.Main(m, lab.MainOptions{BuildUncloud: true}) from TestMain", EnvUncloudBin)
 }

@@ -22,7 +22,7 @@ import (
 )
 
 func main() {
-	lab.HelperMain() // the lab re-executes this binary for in-namespace helpers
+	lab.HelperMain(nil) // the lab re-executes this binary for in-namespace helpers
 	duration := flag.Duration("duration", 0, "exit after this long (0: wait for Ctrl-C)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

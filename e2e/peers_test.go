@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +60,52 @@ func TestRemovePeerOnSIGHUP(t *testing.T) {
 	}
 	if ok, failure := hold.Rounds(); failure != "" {
 		t.Errorf("TCP conversation broke after %d rounds: %s", ok, failure)
+	}
+}
+
+// TestReloadRefusesBadConfig sends SIGHUP after breaking the config file,
+// and after changing the [Interface] section (which needs a restart): the
+// agent must keep running with what it had, say so, and keep its peers.
+func TestReloadRefusesBadConfig(t *testing.T) {
+	l := lab.Start(t)
+	ctx := t.Context()
+	nodes := startMesh(t, l, kernel, kernel)
+	a, b := nodes[0], nodes[1]
+	if msg, ok := reach(ctx, a, b, 20*time.Second); !ok {
+		t.Fatalf("before reload: %s", msg)
+	}
+	good := a.agent.Config
+
+	broken := good
+	broken.Peers = append([]lab.PeerConfig(nil), good.Peers...)
+	broken.ListenPort = 0 // left out, so the next line is the only one
+	broken.Extra = []string{"ListenPort = not-a-port"}
+	changed := good
+	changed.ListenPort = good.ListenPort + 1
+
+	for _, tc := range []struct {
+		name string
+		cfg  lab.AgentConfig
+	}{
+		{"syntax error", broken},
+		{"interface change", changed},
+	} {
+		err := a.agent.Reload(ctx, tc.cfg)
+		switch {
+		case err == nil:
+			t.Errorf("%s: reload succeeded, want it refused", tc.name)
+		case !strings.Contains(err.Error(), "refused the new config"):
+			t.Errorf("%s: %v, want the agent to log that it refused the config", tc.name, err)
+		case !strings.Contains(err.Error(), "ListenPort"):
+			t.Errorf("%s: %v, want the error to name ListenPort", tc.name, err)
+		default:
+			t.Logf("%s: %v", tc.name, err)
+		}
+		if !a.agent.Proc.Alive() {
+			t.Fatalf("%s: agent exited after SIGHUP: %v", tc.name, a.agent.Proc.Wait(ctx))
+		}
+		if msg, ok := reach(ctx, a, b, 10*time.Second); !ok {
+			t.Errorf("%s: after the refused reload, %s → %s: %s", tc.name, a.host.Name, b.host.Name, msg)
+		}
 	}
 }

@@ -156,6 +156,34 @@ func (p *Process) WaitLog(ctx context.Context, from int, substr string) (int, er
 	return p.waitFor(ctx, p.stderr, "log", from, substr)
 }
 
+// WaitLogAny waits until standard error contains one of substrs (at or
+// after from) and returns which one came first and the offset past it.
+func (p *Process) WaitLogAny(ctx context.Context, from int, substrs ...string) (string, int, error) {
+	for {
+		content, changed, closed := p.stderr.snapshot()
+		best, bestAt := "", -1
+		if from < len(content) {
+			for _, sub := range substrs {
+				if i := strings.Index(content[from:], sub); i >= 0 && (bestAt < 0 || i < bestAt) {
+					best, bestAt = sub, i
+				}
+			}
+		}
+		if bestAt >= 0 {
+			return best, from + bestAt + len(best), nil
+		}
+		if closed {
+			<-p.done
+			return "", 0, fmt.Errorf("%s exited (%v) before its log said any of %q; it said:\n%s", p.Name, p.err, substrs, tail(content, 4000))
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return "", 0, fmt.Errorf("%s: waiting for any of %q in its log: %w; it said:\n%s", p.Name, substrs, ctx.Err(), tail(content, 4000))
+		}
+	}
+}
+
 // WaitOutput is WaitLog for standard output.
 func (p *Process) WaitOutput(ctx context.Context, from int, substr string) (int, error) {
 	return p.waitFor(ctx, p.stdout, "output", from, substr)

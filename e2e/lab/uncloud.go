@@ -168,13 +168,27 @@ func (a *Agent) Reload(ctx context.Context, cfg AgentConfig) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := a.Proc.WaitLog(ctx, from, "config reloaded"); err != nil {
-		if strings.Contains(a.Proc.Log()[from:], "config not reloaded") {
-			return fmt.Errorf("agent on %s refused the new config: %s", a.Host.Name, tail(a.Proc.Log()[from:], 1000))
-		}
+	said, end, err := a.Proc.WaitLogAny(ctx, from, "config reloaded", "config not reloaded")
+	if err != nil {
 		return fmt.Errorf("reload agent on %s: %w", a.Host.Name, err)
 	}
+	if said == "config not reloaded" {
+		log := a.Proc.Log()
+		line := log[from:end]
+		if i := strings.IndexByte(log[end:], '\n'); i >= 0 {
+			line = log[from : end+i]
+		}
+		return fmt.Errorf("agent on %s refused the new config: %s", a.Host.Name, lastLogLine(line))
+	}
 	return nil
+}
+
+func lastLogLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }
 
 // MeshAddr is the agent's mesh address.

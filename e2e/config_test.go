@@ -35,7 +35,11 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, pub := priv.String(), peer.PublicKey().String()
+	peer2, err := tun.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, pub, pub2 := priv.String(), peer.PublicKey().String(), peer2.PublicKey().String()
 	zeroKey := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 	shortKey := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -82,6 +86,12 @@ func TestBadConfigNamesTheField(t *testing.T) {
 			config: strings.Replace(good("", ""), "10.210.2.0/24", "10.210.2.0/33", 1), field: "AllowedIPs", line: 9},
 		{name: "peer keepalive not a number",
 			config: good("", "PersistentKeepalive = soon\n"), field: "PersistentKeepalive", line: 10},
+		// Errors found when applying the peers, after parsing: they name
+		// the peers by key and the field in words ("allowed IP"), without a line.
+		{name: "peers with overlapping allowed ips",
+			config: good("", "") + "\n[Peer]\nPublicKey = " + pub2 + "\nAllowedIPs = 10.210.2.0/24\n", field: "AllowedIP"},
+		{name: "peer allowed ips cover this machine",
+			config: strings.Replace(good("", ""), "10.210.2.0/24", "10.210.0.0/16", 1), field: "AllowedIP"},
 		{name: "no interface section",
 			config: "[Peer]\nPublicKey = " + pub + "\nAllowedIPs = 10.210.2.0/24\n", field: "Interface"},
 		{name: "config file missing", config: "", field: "config"},
@@ -110,8 +120,15 @@ func TestBadConfigNamesTheField(t *testing.T) {
 			if code == 0 {
 				t.Fatalf("uncloud %s: exit status 0, want non-zero; stderr:\n%s", strings.Join(args, " "), stderr)
 			}
-			if !strings.Contains(strings.ToLower(stderr), strings.ToLower(tc.field)) {
+			// Case and spaces do not matter: "AllowedIPs" and "allowed IP"
+			// both name the field.
+			squash := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, " ", "")) }
+			if !strings.Contains(squash(stderr), squash(tc.field)) {
 				t.Errorf("stderr does not name the field %q:\n%s", tc.field, stderr)
+			}
+			// Config problems name the file (flag problems name the flag).
+			if tc.args == nil && !strings.Contains(stderr, path) {
+				t.Errorf("stderr does not name the file %s:\n%s", path, stderr)
 			}
 			if tc.line > 0 {
 				want := regexp.MustCompile(regexp.QuoteMeta(path) + `:` + itoa(tc.line) + `\b`)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,9 @@ func TestMesh(t *testing.T) {
 			for i, dir := range [][2]node{{nodes[0], nodes[1]}, {nodes[1], nodes[0]}} {
 				transfer(t, dir[0], dir[1], transferSize, uint64(i+1))
 			}
+			for _, n := range nodes {
+				checkNoSecretInLog(t, n)
+			}
 		})
 	}
 }
@@ -73,4 +77,16 @@ func transfer(t *testing.T, from, to node, size int64, seed uint64) {
 	}
 	t.Logf("%s (%s) → %s (%s): %d MB, sha256 %.12s…, %.0f Mbit/s",
 		from.host.Name, from.mode, to.host.Name, to.mode, size>>20, got.SHA256, got.Mbps())
+}
+
+// checkNoSecretInLog fails the test if the agent's log (at debug level)
+// holds its private key, in the config's base64 or in the hex form
+// wireguard-go's UAPI uses.
+func checkNoSecretInLog(t *testing.T, n node) {
+	t.Helper()
+	key := n.agent.Config.PrivateKey
+	log := n.agent.Proc.Log()
+	if strings.Contains(log, key.String()) || strings.Contains(log, hex.EncodeToString(key[:])) {
+		t.Errorf("%s: the agent's log holds its private key", n.host.Name)
+	}
 }

@@ -31,7 +31,7 @@ type node struct {
 	mode  mode
 }
 
-// socks returns how processes on n reach the mesh: directly in kernel mode,
+// dial returns how processes on n reach the mesh: directly in kernel mode,
 // through the agent's SOCKS5 server in netstack mode.
 func (n node) dial(timeout time.Duration) lab.DialOptions {
 	o := lab.DialOptions{Timeout: timeout}

@@ -93,17 +93,18 @@ const prefetchAncestors = 200_000
 
 // Store is one replica of the shared state.
 type Store struct {
-	cfg   Config
-	name  string
-	log   *slog.Logger
-	db    *badgerds.Datastore
-	bs    blockstore.Blockstore
-	crdt  *dscrdt.Datastore
-	bcast *broadcaster
-	ex    *blockExchange
-	peers *peers
-	st    counters
-	watch *watchHub
+	cfg          Config
+	name         string
+	log          *slog.Logger
+	db           *badgerds.Datastore
+	bs           blockstore.Blockstore
+	crdt         *dscrdt.Datastore
+	bcast        *broadcaster
+	ex           *blockExchange
+	peers        *peers
+	st           counters
+	watch        *watchHub
+	blockHandler http.Handler
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -128,6 +129,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.db = db
 	s.bs = blockstore.NewBlockstore(db)
+	s.blockHandler = NewBlockHandler(s.bs, s.log)
 	unclean, err := uncleanShutdown(cfg.Dir)
 	if err != nil {
 		db.Close()
@@ -227,7 +229,7 @@ func (s *Store) Stats() Stats { return s.st.snapshot() }
 
 // BlockHandler serves this replica's blocks to other machines (mount it on
 // the machine API).
-func (s *Store) BlockHandler() http.Handler { return NewBlockHandler(s.bs, s.log) }
+func (s *Store) BlockHandler() http.Handler { return s.blockHandler }
 
 // Heads returns the current DAG heads.
 func (s *Store) Heads(ctx context.Context) []cid.Cid {

@@ -88,9 +88,9 @@ func int64Cmp(a, b uint64) int {
 
 // pendingBranch advances a walk down from frontier: processed blocks are
 // replaced by their children above floor (each visited once); unprocessed
-// ones stay. An empty result means the branch is merged down to floor.
-func (s *Store) pendingBranch(ctx context.Context, frontier []cid.Cid, floor uint64, seen *cid.Set) []cid.Cid {
-	var next []cid.Cid
+// ones stay. An empty result means the branch is merged down to floor;
+// merged counts the blocks found merged (progress).
+func (s *Store) pendingBranch(ctx context.Context, frontier []cid.Cid, floor uint64, seen *cid.Set) (next []cid.Cid, merged int) {
 	for len(frontier) > 0 {
 		c := frontier[len(frontier)-1]
 		frontier = frontier[:len(frontier)-1]
@@ -98,6 +98,7 @@ func (s *Store) pendingBranch(ctx context.Context, frontier []cid.Cid, floor uin
 			next = append(next, c)
 			continue
 		}
+		merged++
 		b, err := s.bs.Get(ctx, c)
 		if err != nil {
 			continue
@@ -111,7 +112,7 @@ func (s *Store) pendingBranch(ctx context.Context, frontier []cid.Cid, floor uin
 			}
 		}
 	}
-	return next
+	return next, merged
 }
 
 // headState returns the current max height and whether every one of cids

@@ -62,7 +62,7 @@ type broadcaster struct {
 	// pendingBranch returns the part of frontier whose branch above floor
 	// is not merged yet; headState reports the max height and whether all
 	// of the given blocks are heads.
-	pendingBranch func(ctx context.Context, frontier []cid.Cid, floor uint64, seen *cid.Set) []cid.Cid
+	pendingBranch func(ctx context.Context, frontier []cid.Cid, floor uint64, seen *cid.Set) ([]cid.Cid, int)
 	headState     func(ctx context.Context, cids []cid.Cid) (maxHeight uint64, allHeads bool)
 	prefetch      func(ctx context.Context, from string, heads []cid.Cid)
 	localHeads    func(context.Context) []cid.Cid
@@ -91,8 +91,8 @@ type broadcaster struct {
 	inflightFloor uint64
 }
 
-// stallAfter is how long Next waits for the previous head set to be merged
-// before handing over the next one anyway. go-ds-crdt processes the heads of
+// stallAfter is how long Next waits for the previous head set's merge to
+// make progress before handing over the next one anyway. go-ds-crdt processes the heads of
 // different Next calls in parallel (MultiHeadProcessing, so one head that
 // cannot be fetched does not stall the rest), but two heads of one chain
 // processed at once both end up as heads: measured, 10,000 quick writes left
@@ -212,7 +212,7 @@ func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
 
 // awaitInflight waits until the branches of the heads handed out last are
 // merged down to the height this replica had then, and the heads are heads
-// (or already built upon), at most stallAfter.
+// (or already built upon), giving up after stallAfter without progress.
 func (b *broadcaster) awaitInflight(ctx context.Context) {
 	defer func() { b.inflight = nil }()
 	if len(b.inflight) == 0 || b.pendingBranch == nil || b.headState == nil {
@@ -224,7 +224,13 @@ func (b *broadcaster) awaitInflight(ctx context.Context) {
 	frontier := b.inflight
 	seen := cid.NewSet()
 	for time.Now().Before(deadline) {
-		frontier = b.pendingBranch(ctx, frontier, b.inflightFloor, seen)
+		var merged int
+		frontier, merged = b.pendingBranch(ctx, frontier, b.inflightFloor, seen)
+		if merged > 0 {
+			// Still merging (a long catch-up, a slow machine): only a
+			// branch that makes no progress counts as stalled.
+			deadline = time.Now().Add(stallAfter)
+		}
 		if len(frontier) == 0 {
 			// The walk reached known history; the last head replacement
 			// follows the last merge by microseconds.

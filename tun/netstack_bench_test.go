@@ -47,7 +47,12 @@ func BenchmarkNetstackTuning(b *testing.B) {
 	}{
 		{"default", func(*netstackTuning) {}},
 		{"batch-1", func(t *netstackTuning) { t.batch = 1 }},
+		{"batch-16", func(t *netstackTuning) { t.batch = 16 }},
 		{"batch-32", func(t *netstackTuning) { t.batch = 32 }},
+		{"batch-64", func(t *netstackTuning) { t.batch = 64 }},
+		{"batch-128", func(t *netstackTuning) { t.batch = 128 }},
+		{"batch-32-no-sack", func(t *netstackTuning) { t.batch = 32; t.sack = false }},
+		{"no-rack", func(t *netstackTuning) { t.noRACK = true }},
 		{"no-gro", func(t *netstackTuning) { t.gro = false }},
 		{"no-gso", func(t *netstackTuning) { t.gso = false }},
 		{"rx-checksum", func(t *netstackTuning) { t.rxChecksumOffload = false }},

@@ -25,7 +25,10 @@ type netstackTuning struct {
 	// WireGuard's authentication already covers.
 	rxChecksumOffload bool
 
-	sack     bool
+	sack bool
+	// noRACK turns RACK loss detection off (classic dupack recovery with
+	// SACK scoreboard stays).
+	noRACK   bool
 	bufMax   int // send and receive buffer maximum; 0 keeps gVisor's
 	moderate bool
 	cc       string // "cubic" or "reno"; "" keeps gVisor's
@@ -73,6 +76,12 @@ func (t netstackTuning) apply(s *stack.Stack) error {
 		}
 		rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: bufMin, Default: bufDefault, Max: t.bufMax}
 		if err := set("receive buffer range", &rcv); err != nil {
+			return err
+		}
+	}
+	if t.noRACK {
+		recovery := tcpip.TCPRecovery(0)
+		if err := set("loss recovery", &recovery); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // BenchmarkNetstackThroughput measures one bulk TCP stream between two
@@ -54,7 +56,9 @@ func BenchmarkNetstackTuning(b *testing.B) {
 		{"batch-32-no-sack", func(t *netstackTuning) { t.batch = 32; t.sack = false }},
 		{"no-rack", func(t *netstackTuning) { t.noRACK = true }},
 		{"no-gro", func(t *netstackTuning) { t.gro = false }},
-		{"no-gso", func(t *netstackTuning) { t.gso = false }},
+		{"no-gso", func(t *netstackTuning) { t.gso = stack.GSONotSupported }},
+		{"gvisor-gso", func(t *netstackTuning) { t.gso = stack.GVisorGSOSupported }},
+		{"host-gso", func(t *netstackTuning) { t.gso = stack.HostGSOSupported }},
 		{"rx-checksum", func(t *netstackTuning) { t.rxChecksumOffload = false }},
 		{"no-sack", func(t *netstackTuning) { t.sack = false }},
 		{"small-buffers", func(t *netstackTuning) { t.bufMax = 0 }},

@@ -36,7 +36,12 @@ type linkEndpoint struct {
 	// concurrent use. Pooling them avoids a lock on the inbound path.
 	gros sync.Pool
 
-	gro, gso, rxChecksumOffload bool
+	gro, rxChecksumOffload bool
+	gso                    stack.SupportedGSO
+
+	readMu    sync.Mutex
+	pending   *stack.PacketBuffer // +checklocks:readMu
+	seg, nseg int                 // next segment of pending, and count
 }
 
 var (
@@ -65,31 +70,56 @@ func newLinkEndpoint(mtu uint32, t netstackTuning) *linkEndpoint {
 }
 
 // read moves queued outbound packets into bufs. It blocks for the first
-// packet only, so a lone packet (a ping, a handshake) leaves at once.
+// packet only, so a lone packet (a ping, a handshake) leaves at once. A
+// host-GSO TCP segment is split into as many packets as fit; the rest waits
+// in pending for the next read. wireguard-go reads from one goroutine; the
+// mutex only keeps a misuse from corrupting pending.
 func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	e.readMu.Lock()
+	defer e.readMu.Unlock()
 	n := 0
-	for n == 0 {
-		var pkt *stack.PacketBuffer
-		select {
-		case pkt = <-e.out:
-		case <-e.done:
-			return 0, os.ErrClosed
+	for n < len(bufs) {
+		if e.pending == nil {
+			select {
+			case e.pending = <-e.out:
+			default:
+				if n > 0 {
+					return n, nil
+				}
+				select {
+				case e.pending = <-e.out:
+				case <-e.done:
+					return 0, os.ErrClosed
+				}
+			}
+			e.seg, e.nseg = 0, 1
+			if isTCPGSO(e.pending) {
+				e.nseg = gsoSegments(e.pending)
+			}
 		}
-		for {
+		pkt := e.pending
+		if !isTCPGSO(pkt) {
 			if size, ok := copyPacket(bufs[n][offset:], pkt); ok {
 				sizes[n] = size
 				n++
 			}
+			e.seg = e.nseg
+		}
+		for e.seg < e.nseg && n < len(bufs) {
+			size, ok := writeGSOSegment(bufs[n][offset:], pkt, e.seg, e.nseg)
+			if !ok {
+				// A malformed or oversized segment: drop the rest,
+				// TCP will retransmit.
+				e.seg = e.nseg
+				break
+			}
+			sizes[n] = size
+			n++
+			e.seg++
+		}
+		if e.seg == e.nseg {
 			pkt.DecRef()
-			if n == len(bufs) {
-				return n, nil
-			}
-			select {
-			case pkt = <-e.out:
-				continue
-			default:
-			}
-			break
+			e.pending = nil
 		}
 	}
 	return n, nil
@@ -237,14 +267,15 @@ func (e *linkEndpoint) Close() {
 
 func (e *linkEndpoint) SetOnCloseAction(func()) {}
 
-// GSOMaxSize and SupportedGSO enable gVisor's software GSO: TCP builds one
-// large segment per write and splits it into MTU-sized packets in a single
-// pass, handing them to WritePackets as one list.
-func (e *linkEndpoint) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
-
-func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
-	if e.gso {
-		return stack.GVisorGSOSupported
+// GSOMaxSize and SupportedGSO choose the segmentation offload. With gVisor
+// GSO, TCP keeps one large segment per write and splits it into MTU-sized
+// packets in one pass, each still going through the IP layer; with host GSO
+// the stack hands over the large segment and read splits it (netstack_gso.go).
+func (e *linkEndpoint) GSOMaxSize() uint32 {
+	if e.gso == stack.HostGSOSupported {
+		return netstackGSOMaxSize
 	}
-	return stack.GSONotSupported
+	return stack.GVisorGSOMaxSize
 }
+
+func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO { return e.gso }

@@ -19,8 +19,9 @@ type netstackTuning struct {
 	batch int
 	// gro coalesces inbound segments of a flow before the stack sees them.
 	gro bool
-	// gso lets TCP build segments of up to 64 KB that the link splits.
-	gso bool
+	// gso lets TCP build segments of up to 64 KB: split by gVisor
+	// (GVisorGSOSupported) or by our link (HostGSOSupported).
+	gso stack.SupportedGSO
 	// rxChecksumOffload skips verifying inbound TCP/UDP checksums, which
 	// WireGuard's authentication already covers.
 	rxChecksumOffload bool
@@ -40,7 +41,7 @@ func defaultNetstackTuning() netstackTuning {
 	return netstackTuning{
 		batch:             netstackBatchSize,
 		gro:               true,
-		gso:               true,
+		gso:               stack.HostGSOSupported,
 		rxChecksumOffload: true,
 		sack:              true,
 		// 8 MB covers 3 Gbit/s at 20 ms RTT; it bounds memory per

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -223,7 +222,6 @@ func mustPut(t testing.TB, s *Store, r Record) {
 	}
 }
 
-var _ = sync.Mutex{}
 
 // diffStores reports keys whose values differ between two replicas.
 func diffStores(t *testing.T, a, b *Store) {

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -227,4 +226,3 @@ func (f *cutFetcher) FetchBlocks(ctx context.Context, m string, req crdt.FetchRe
 	return f.http.FetchBlocks(ctx, m, req)
 }
 
-var _ sync.Locker = (*sync.Mutex)(nil)

@@ -222,7 +222,6 @@ func mustPut(t testing.TB, s *Store, r Record) {
 	}
 }
 
-
 // diffStores reports keys whose values differ between two replicas.
 func diffStores(t *testing.T, a, b *Store) {
 	t.Helper()

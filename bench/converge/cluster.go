@@ -225,4 +225,3 @@ func (f *cutFetcher) FetchBlocks(ctx context.Context, m string, req crdt.FetchRe
 	}
 	return f.http.FetchBlocks(ctx, m, req)
 }
-

@@ -63,7 +63,8 @@ func BenchmarkNetstackTuning(b *testing.B) {
 		{"no-sack", func(t *netstackTuning) { t.sack = false }},
 		{"small-buffers", func(t *netstackTuning) { t.bufMax = 0 }},
 		{"no-moderate", func(t *netstackTuning) { t.moderate = false }},
-		{"reno", func(t *netstackTuning) { t.cc = "reno" }},
+		{"cubic", func(t *netstackTuning) { t.cc = "cubic" }},
+		{"cubic-small-buffers", func(t *netstackTuning) { t.cc = "cubic"; t.bufMax = 0 }},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {

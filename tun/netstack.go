@@ -126,6 +126,7 @@ func newNetstack(cfg netstackConfig) (*netstack, error) {
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, fwd.udp.HandlePacket)
 
 	n.events <- wgtun.EventUp
+	logger.Info("netstack up", "address", cfg.Address, "mtu", cfg.MTU, "expose", cfg.Expose)
 	return n, nil
 }
 

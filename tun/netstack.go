@@ -24,11 +24,12 @@ const netstackNIC tcpip.NICID = 1
 
 // netstackBatchSize is how many packets one Read returns at most. Batching
 // is what makes a userspace stack fast (one handoff per batch instead of
-// one per 1420-byte packet), but 32 measured better than wireguard-go's
-// conn.IdealBatchSize of 128 (BenchmarkNetstackTuning: 0.36 against 0.57
-// CPU-s/Gbit): wireguard-go encrypts a batch as one unit of work, so
-// smaller batches spread over the encryption workers and keep the pipeline
-// from stage to stage full.
+// one per 1420-byte packet): batch 1 costs about 3x the CPU per Gbit/s of
+// any batch from 16 to 128 (BenchmarkNetstackTuning). With gVisor's own GSO,
+// 32 measured better than wireguard-go's conn.IdealBatchSize of 128 (0.36
+// against 0.57 CPU-s/Gbit; wireguard-go encrypts a batch as one unit of
+// work, so smaller batches spread better over its workers); with our host
+// GSO, 16 to 128 are within the noise of this shared machine.
 const netstackBatchSize = 32
 
 // netstackConfig configures a userspace packet path.

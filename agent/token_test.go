@@ -127,9 +127,15 @@ func TestTokenBookSlotsUsesAndRevocation(t *testing.T) {
 	if err := book.spend("t2", PendingJoin{}, now); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("spend of a revoked token: %v", err)
 	}
-	tokens, pending := book.peers(now)
+	// A spent token keeps its peer for a grace period, so the answer to its
+	// last join can leave; a revoked one loses it at once.
+	tokens, _ = book.peers(now)
+	if len(tokens) != 1 || tokens[0].PublicKey != k1.PublicKey() {
+		t.Fatalf("right after the last use: token peers %+v, want only t1's", tokens)
+	}
+	tokens, pending := book.peers(now.Add(spentGrace + time.Second))
 	if len(tokens) != 0 || len(pending) != 1 {
-		t.Fatalf("after use and revocation: %d token peers, %d pending; want 0 and 1", len(tokens), len(pending))
+		t.Fatalf("after the grace period: %d token peers, %d pending; want 0 and 1", len(tokens), len(pending))
 	}
 
 	// The book survives a restart; pruning forgets what is long unusable.

@@ -120,6 +120,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err := d.publishMachine(ctx); err != nil {
 		return nil, err
 	}
+	d.rejoinKnown(ctx)
 	d.startPeerManager(ctx)
 	if err := d.startMachineAPI(ctx); err != nil {
 		return nil, err
@@ -184,6 +185,28 @@ func (d *Daemon) startStore(ctx context.Context) error {
 	d.store = store
 	d.closers = append(d.closers, store.Close)
 	return nil
+}
+
+// rejoinKnown contacts, in the background, every machine in the records:
+// after a restart the seeds of the original join may be long gone, while
+// the records name everyone the machine knew.
+func (d *Daemon) rejoinKnown(ctx context.Context) {
+	var addrs []string
+	for _, m := range d.knownMachines(ctx) {
+		if m.ID != d.state.MachineID {
+			addrs = append(addrs, netip.AddrPortFrom(meshAddress(m.Subnet), GossipPort).String())
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if _, err := d.gossip.Join(ctx, addrs); err != nil && ctx.Err() == nil {
+			d.log.Info("no known machine answered yet; gossip keeps retrying", "err", err)
+		}
+	}()
 }
 
 // publishMachine writes this machine's record; only this machine writes it.

@@ -236,7 +236,9 @@ func TestRelayReachesMemberOriginCannotReach(t *testing.T) {
 			t.Fatalf("Broadcast: %v", err)
 		}
 	}
-	waitFor(t, 5*time.Second, "relayed broadcasts", func() bool { return in.count(nodes[0].LocalName()) == 5 })
+	// Generous: relays ride on gossip rounds, which a loaded CI machine
+	// stretches; the point is that they arrive, not how fast.
+	waitFor(t, 15*time.Second, "relayed broadcasts", func() bool { return in.count(nodes[0].LocalName()) == 5 })
 	var relayed uint64
 	for _, n := range nodes[1:] {
 		relayed += n.Stats().Relayed

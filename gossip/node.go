@@ -141,32 +141,53 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Join contacts addrs ("host:port" or "name/host:port") and merges state
-// with each one reached. It returns how many were reached; the error (all
-// attempts joined) is non-nil only if none was. ctx is checked between
-// addresses; each attempt is bounded by the stream timeout.
+// Join contacts all addrs ("host:port" or "name/host:port") at once and
+// returns as soon as one of them answered (its count of nodes joined);
+// the other attempts go on in the background and merge state with whoever
+// they reach. The error (all attempts joined) is non-nil only if none
+// answered. Each attempt is bounded by the stream timeout.
 func (n *Node) Join(ctx context.Context, addrs []string) (int, error) {
 	if n.closing.Load() {
 		return 0, ErrClosed
 	}
-	var errs []error
-	joined := 0
-	for _, a := range addrs {
-		if err := ctx.Err(); err != nil {
-			errs = append(errs, fmt.Errorf("join %s: %w", a, err))
-			break
-		}
-		c, err := n.ml.Join([]string{a})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("join %s: %w", a, err))
-			continue
-		}
-		joined += c
+	// All addresses at once: one machine that is down (or does not know
+	// us yet, as right after a join) must not hold the others up for a
+	// whole TCP timeout each.
+	type result struct {
+		joined int
+		err    error
 	}
-	if joined == 0 && len(errs) > 0 {
+	results := make(chan result, len(addrs))
+	for _, a := range addrs {
+		go func() {
+			if err := ctx.Err(); err != nil {
+				results <- result{err: fmt.Errorf("join %s: %w", a, err)}
+				return
+			}
+			c, err := n.ml.Join([]string{a})
+			if err != nil {
+				err = fmt.Errorf("join %s: %w", a, err)
+			}
+			results <- result{joined: c, err: err}
+		}()
+	}
+	// The first answer is enough: push/pull with one member brings the
+	// whole member list. The other attempts finish in the background
+	// (results is buffered, so they never block).
+	var errs []error
+	for range addrs {
+		r := <-results
+		if r.err == nil && r.joined > 0 {
+			return r.joined, nil
+		}
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	if len(errs) > 0 {
 		return 0, fmt.Errorf("gossip: %w", errors.Join(errs...))
 	}
-	return joined, nil
+	return 0, nil
 }
 
 // Members returns the live members, this machine included, sorted by name.

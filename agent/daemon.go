@@ -141,7 +141,13 @@ func (d *Daemon) startGossip(ctx context.Context) error {
 	for _, s := range d.state.Seeds {
 		seeds = append(seeds, netip.AddrPortFrom(s.Address, GossipPort).String())
 	}
+	// In netstack mode the mesh address exists only inside the agent.
+	var network gossip.Network
+	if d.dev.Mode() == tun.ModeNetstack {
+		network = d.dev
+	}
 	node, err := gossip.New(ctx, gossip.Config{
+		Network:  network,
 		Name:     d.state.MachineID,
 		BindAddr: netip.AddrPortFrom(d.state.MeshAddress(), GossipPort),
 		Keys:     d.state.GossipKeys,

@@ -21,6 +21,10 @@ type Config struct {
 	Seeds          []string       // "host:port" to join on start and re-join on a timer
 	RejoinInterval time.Duration  // default 30s
 	Logger         *slog.Logger   // default: discard
+	// Network holds gossip's sockets when they cannot be host sockets (a
+	// machine in netstack mode); nil uses the host's, with memberlist's
+	// own tuned transport. With a Network, BindAddr needs a port.
+	Network Network
 
 	// timing overrides the production timings; tests only.
 	timing *timing

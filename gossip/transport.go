@@ -24,9 +24,11 @@ import (
 //     stops reading would block a sender forever;
 //   - it records the largest packet written, which Stats reports.
 type meshTransport struct {
-	*memberlist.NetTransport
+	baseTransport
+	// dial opens outgoing streams: host sockets from the bind address, or
+	// the injected Network's.
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	ctx           context.Context
-	local         net.Addr // nil when bound to the unspecified address
 	streamTimeout time.Duration
 	maxPacket     atomic.Int64
 
@@ -37,8 +39,22 @@ type meshTransport struct {
 
 var _ memberlist.NodeAwareTransport = (*meshTransport)(nil)
 
-// newMeshTransport binds bind (port 0 picks one free for both TCP and UDP).
-func newMeshTransport(ctx context.Context, bind netip.AddrPort, streamTimeout time.Duration, logger *log.Logger) (*meshTransport, error) {
+// newMeshTransport binds bind (port 0 picks one free for both TCP and UDP)
+// on host sockets, or on network when it is not nil.
+func newMeshTransport(ctx context.Context, bind netip.AddrPort, network Network, streamTimeout time.Duration, logger *log.Logger) (*meshTransport, error) {
+	t := &meshTransport{
+		ctx:           ctx,
+		streamTimeout: streamTimeout,
+		conns:         make(map[*trackedConn]struct{}),
+	}
+	if network != nil {
+		nt, err := newNetTransport(ctx, network, bind)
+		if err != nil {
+			return nil, err
+		}
+		t.baseTransport, t.dial = nt, network.DialContext
+		return t, nil
+	}
 	nc := &memberlist.NetTransportConfig{
 		BindAddrs: []string{bind.Addr().String()},
 		BindPort:  int(bind.Port()),
@@ -63,15 +79,12 @@ func newMeshTransport(ctx context.Context, bind netip.AddrPort, streamTimeout ti
 	if err != nil {
 		return nil, fmt.Errorf("bind gossip transport on %s: %w", bind, err)
 	}
-	t := &meshTransport{
-		NetTransport:  nt,
-		ctx:           ctx,
-		streamTimeout: streamTimeout,
-		conns:         make(map[*trackedConn]struct{}),
-	}
+	t.baseTransport = nt
+	d := net.Dialer{}
 	if !bind.Addr().IsUnspecified() {
-		t.local = &net.TCPAddr{IP: bind.Addr().AsSlice()}
+		d.LocalAddr = &net.TCPAddr{IP: bind.Addr().AsSlice()}
 	}
+	t.dial = d.DialContext
 	return t, nil
 }
 
@@ -91,7 +104,7 @@ func (t *meshTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Tim
 			break
 		}
 	}
-	return t.NetTransport.WriteToAddress(b, a)
+	return t.baseTransport.WriteToAddress(b, a)
 }
 
 func (t *meshTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
@@ -99,8 +112,9 @@ func (t *meshTransport) DialTimeout(addr string, timeout time.Duration) (net.Con
 }
 
 func (t *meshTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout, LocalAddr: t.local}
-	c, err := d.DialContext(t.ctx, "tcp", a.Addr)
+	ctx, cancel := context.WithTimeout(t.ctx, timeout)
+	defer cancel()
+	c, err := t.dial(ctx, "tcp", a.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s (%s): %w", a.Name, a.Addr, err)
 	}
@@ -129,7 +143,7 @@ func (t *meshTransport) Shutdown() error {
 	for c := range conns {
 		c.Conn.Close()
 	}
-	return t.NetTransport.Shutdown()
+	return t.baseTransport.Shutdown()
 }
 
 // trackedConn forgets itself when closed.

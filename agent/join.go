@@ -316,7 +316,9 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 			break
 		}
 	}
-	return nil, fmt.Errorf("could not reach %s (%s) at any of its endpoints %v; is its WireGuard port reachable from here? last error: %w",
+	// A revoked or used-up token's peer is gone from the issuer, which then
+	// ignores the handshake: from here that looks like no answer at all.
+	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: the token was revoked or used up, or that machine's WireGuard port is not reachable from here (last error: %w)",
 		issuer.Name, meshAddress(issuer.Subnet), issuer.Endpoints, lastErr)
 }
 

@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/e2e/lab"
+)
+
+// formed is a network built with init and joins, agents in the foreground
+// as lab processes (so the lab stops them), each host with its own data
+// dir and socket at the default paths.
+type formed struct {
+	lab   *lab.Lab
+	hosts []*lab.Host
+	procs []*lab.Process
+}
+
+func (f *formed) uncloud(ctx context.Context, t *testing.T, i int, args ...string) (string, error) {
+	t.Helper()
+	return f.hosts[i].Run(ctx, f.lab.Uncloud, args...)
+}
+
+func (f *formed) machines(ctx context.Context, t *testing.T, i int) []api.MachineInfo {
+	t.Helper()
+	out, err := f.uncloud(ctx, t, i, "machine", "ls", "-o", "json")
+	if err != nil {
+		t.Fatalf("machine ls on %s: %v", f.hosts[i].Name, err)
+	}
+	var ms []api.MachineInfo
+	if err := json.Unmarshal([]byte(out), &ms); err != nil {
+		t.Fatalf("machine ls on %s: %v\n%s", f.hosts[i].Name, err, out)
+	}
+	return ms
+}
+
+// startAgent runs `uncloud <args>` in the foreground on host i and waits
+// for the daemon's "machine up" line.
+func (f *formed) startAgent(ctx context.Context, t *testing.T, i int, args ...string) {
+	t.Helper()
+	p, err := f.hosts[i].Start("uncloud", f.lab.Uncloud, append([]string{"--log-level", "debug"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.procs[i] = p
+	upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := p.WaitLog(upCtx, 0, "machine up"); err != nil {
+		t.Fatalf("agent on %s: %v\n%s", f.hosts[i].Name, err, p.Log())
+	}
+}
+
+func (f *formed) token(ctx context.Context, t *testing.T, i int, args ...string) string {
+	t.Helper()
+	out, err := f.uncloud(ctx, t, i, append([]string{"token"}, args...)...)
+	if err != nil {
+		t.Fatalf("token on %s: %v", f.hosts[i].Name, err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// form makes n hosts: h1 inits, the others join with tokens from h1;
+// hosts listed in userspace run in netstack mode.
+func form(ctx context.Context, t *testing.T, n int, userspace map[int]bool) *formed {
+	t.Helper()
+	l := lab.Start(t)
+	hosts, err := l.AddHosts(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &formed{lab: l, hosts: hosts, procs: make([]*lab.Process, n)}
+	mode := func(i int) []string {
+		if userspace[i] {
+			return []string{"--userspace"}
+		}
+		return nil
+	}
+	f.startAgent(ctx, t, 0, append([]string{"init", "--name", "m1", "--foreground"}, mode(0)...)...)
+	for i := 1; i < n; i++ {
+		tok := f.token(ctx, t, 0)
+		f.startAgent(ctx, t, i, append([]string{"join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", tok}, mode(i)...)...)
+	}
+	return f
+}
+
+// waitAllAlive waits until every host lists all n machines as alive (or
+// itself) with a WireGuard handshake to each, and returns how long it took.
+func (f *formed) waitAllAlive(ctx context.Context, t *testing.T, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		missing := ""
+		for i := range f.hosts {
+			ms := f.machines(ctx, t, i)
+			if len(ms) != len(f.hosts) {
+				missing = fmt.Sprintf("%s lists %d machines", f.hosts[i].Name, len(ms))
+				break
+			}
+			for _, m := range ms {
+				if m.State == "self" {
+					continue
+				}
+				if m.State != "alive" || m.LastHandshake.IsZero() {
+					missing = fmt.Sprintf("%s sees %s as %s (handshake %v)", f.hosts[i].Name, m.Name, m.State, m.LastHandshake)
+					break
+				}
+			}
+			if missing != "" {
+				break
+			}
+		}
+		if missing == "" {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("after %v: %s", timeout, missing)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestFormation: init, four joins (two of them in netstack mode), every
+// machine sees all five and every kernel machine pings every other; an
+// agent killed with SIGKILL comes back with the same identity and subnet.
+func TestFormation(t *testing.T) {
+	ctx := context.Background()
+	f := form(ctx, t, 5, map[int]bool{3: true, 4: true})
+	took := f.waitAllAlive(ctx, t, 30*time.Second)
+	t.Logf("all five machines alive everywhere %v after the last join", took)
+
+	ms := f.machines(ctx, t, 0)
+	subnets := map[string]bool{}
+	for _, m := range ms {
+		if subnets[m.Subnet] {
+			t.Fatalf("subnet %s given twice: %+v", m.Subnet, ms)
+		}
+		subnets[m.Subnet] = true
+		want := "kernel"
+		if m.Name == "m4" || m.Name == "m5" {
+			want = "netstack"
+		}
+		if m.Mode != want {
+			t.Errorf("%s runs in %q mode, want %q", m.Name, m.Mode, want)
+		}
+	}
+	// Traffic between every pair that has a kernel side to ping from
+	// (a netstack address answers ICMP inside the agent).
+	for i := 0; i < 3; i++ {
+		for _, m := range ms {
+			if m.Name == fmt.Sprintf("m%d", i+1) {
+				continue
+			}
+			if out, err := f.hosts[i].Run(ctx, "ping", "-c", "1", "-W", "3", m.Address); err != nil {
+				t.Errorf("%s cannot ping %s (%s): %v\n%s", f.hosts[i].Name, m.Name, m.Address, err, out)
+			}
+		}
+	}
+
+	// kill -9 and restart m3: same id, same subnet, nobody else acts.
+	before := ms[2]
+	if err := f.procs[2].Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	f.procs[2].Wait(ctx)
+	f.startAgent(ctx, t, 2, "agent")
+	f.waitAllAlive(ctx, t, 30*time.Second)
+	for _, m := range f.machines(ctx, t, 2) {
+		if m.State == "self" && (m.ID != before.ID || m.Subnet != before.Subnet) {
+			t.Fatalf("after kill -9 m3 came back as %+v, was %+v", m, before)
+		}
+	}
+
+	// Stop m5 for good: the others see it down.
+	f.procs[4].Signal(syscall.SIGKILL)
+	start := time.Now()
+	for {
+		down := true
+		for i := 0; i < 4; i++ {
+			for _, m := range f.machines(ctx, t, i) {
+				if m.Name == "m5" && m.State != "down" {
+					down = false
+				}
+			}
+		}
+		if down {
+			t.Logf("m5 seen down by all others %v after SIGKILL", time.Since(start).Round(100*time.Millisecond))
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("m5 still not seen down 30 s after SIGKILL")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestJoinRefusals: each bad join gets a clear error, and nothing changes
+// on either side.
+func TestJoinRefusals(t *testing.T) {
+	ctx := context.Background()
+	f := form(ctx, t, 3, nil)
+	f.waitAllAlive(ctx, t, 30*time.Second)
+	stranger := f.lab.MustHost(t, "s1", lab.HostOptions{})
+
+	used := f.token(ctx, t, 0)
+	f.hosts = append(f.hosts, stranger)
+	f.procs = append(f.procs, nil)
+	revoked := f.token(ctx, t, 0)
+	revokedTok, err := agent.ParseToken(revoked, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.uncloud(ctx, t, 0, "token", "rm", revokedTok.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A token whose network id was changed: the issuer is of another network.
+	wrongNet := f.token(ctx, t, 0)
+	wt, _ := agent.ParseToken(wrongNet, time.Now())
+	wt.NetworkID = "0000000000000000"
+	wrongNet, _ = wt.Encode()
+	nameTaken := f.token(ctx, t, 0)
+
+	tests := []struct {
+		name, token, machine, want string
+	}{
+		{"malformed", "hello", "s1", "does not start with"},
+		{"truncated", used[:len(used)-30], "s1", "damaged or cut short"},
+		{"revoked", revoked, "s1", "the token was revoked or used up"},
+		{"other network", wrongNet, "s1", "is for network 0000000000000000"},
+		{"name taken", nameTaken, "m2", "is taken"},
+	}
+	before := f.machines(ctx, t, 0)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := stranger.Run(ctx, f.lab.Uncloud, "join", "--name", tt.machine, "--foreground", tt.token)
+			if err == nil {
+				t.Fatalf("join succeeded:\n%s", out)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("join error = %v, want %q", err, tt.want)
+			}
+			if _, statErr := os.Stat(filepath.Join(stranger.Dir, "lib", "machine.json")); statErr == nil {
+				t.Fatal("a refused join left a machine state behind")
+			}
+		})
+	}
+	// The refused name did not spend the token: the same token still
+	// admits the stranger under a free name, once; a second use is refused.
+	p, err := stranger.Start("uncloud", f.lab.Uncloud, "join", "--name", "s1", "--foreground", nameTaken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := p.WaitLog(upCtx, 0, "machine up"); err != nil {
+		t.Fatalf("join with a token whose earlier use was refused: %v\n%s", err, p.Log())
+	}
+	f.procs[3] = p
+	other := f.lab.MustHost(t, "s2", lab.HostOptions{})
+	if _, err := other.Run(ctx, f.lab.Uncloud, "join", "--name", "s2", "--foreground", nameTaken); err == nil || !strings.Contains(err.Error(), "has been used") {
+		t.Fatalf("second use of a single-use token: %v", err)
+	}
+	after := f.machines(ctx, t, 0)
+	if len(after) > len(before)+1 {
+		t.Fatalf("machines went from %d to %d; only s1 should have joined", len(before), len(after))
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -38,15 +37,8 @@ type promiseBook struct {
 
 func loadPromiseBook(dataDir string) (*promiseBook, error) {
 	b := &promiseBook{path: filepath.Join(dataDir, promisesFile), Promised: map[int]string{}}
-	data, err := os.ReadFile(b.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return b, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.path, err)
-	}
-	if err := json.Unmarshal(data, b); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", b.path, err)
+	if err := readJSONFile(b.path, b); err != nil {
+		return nil, err
 	}
 	if b.Promised == nil {
 		b.Promised = map[int]string{}

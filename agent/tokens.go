@@ -75,17 +75,25 @@ type tokenBook struct {
 
 func loadTokenBook(dataDir string) (*tokenBook, error) {
 	b := &tokenBook{path: filepath.Join(dataDir, tokensFile)}
-	data, err := os.ReadFile(b.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return b, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", b.path, err)
-	}
-	if err := json.Unmarshal(data, b); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", b.path, err)
+	if err := readJSONFile(b.path, b); err != nil {
+		return nil, err
 	}
 	return b, nil
+}
+
+// readJSONFile decodes path into v; a missing file leaves v as it is.
+func readJSONFile(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("parse %s: %w", path, err)
+	}
+	return nil
 }
 
 // save runs under b.mu.

@@ -47,24 +47,35 @@ func (c initCmd) Run(g *globals) error {
 	}
 	fmt.Printf("Created network %s: this machine is %q, %s on the mesh.\n", st.NetworkID, st.Name, st.MeshAddress())
 
-	socket := socketPath(g.Connect)
-	if c.Foreground {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return runDaemon(ctx, g, agent.DaemonOptions{DataDir: c.DataDir, Socket: socket, SocketGID: -1,
-			Userspace: c.Userspace, Logger: g.Logger, Version: version})
-	}
-	pid, logPath, err := startBackgroundAgent(c.DataDir, socket, c.Userspace)
-	if err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	_, err = startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground)
+	if err != nil || c.Foreground {
 		return err
 	}
-	st2, err := waitForAgent(socket, 30*time.Second)
-	if err != nil {
-		return fmt.Errorf("the agent (pid %d) did not come up: %w; see %s", pid, err, logPath)
-	}
-	fmt.Printf("The agent runs in the background (pid %d, %s mode, log %s).\n", pid, st2.Mode, logPath)
 	fmt.Println("Check it with 'uncloud status'.")
 	return nil
+}
+
+// startAgent runs the agent on a freshly written data dir: in the
+// foreground until ctx ends, or in the background, waiting until its API
+// answers. It returns the socket the agent serves.
+func startAgent(ctx context.Context, g *globals, dataDir string, userspace, foreground bool) (string, error) {
+	socket := socketPath(g.Connect)
+	if foreground {
+		return socket, runDaemon(ctx, g, agent.DaemonOptions{DataDir: dataDir, Socket: socket, SocketGID: -1,
+			Userspace: userspace, Logger: g.Logger, Version: version})
+	}
+	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace)
+	if err != nil {
+		return socket, err
+	}
+	st, err := waitForAgent(socket, 30*time.Second)
+	if err != nil {
+		return socket, fmt.Errorf("the agent (pid %d) did not come up: %w; see %s", pid, err, logPath)
+	}
+	fmt.Printf("The agent runs in the background (pid %d, %s mode, log %s).\n", pid, st.Mode, logPath)
+	return socket, nil
 }
 
 // startBackgroundAgent starts `uncloud agent` detached from this terminal

@@ -47,20 +47,10 @@ func (c joinCmd) Run(g *globals) error {
 		return err
 	}
 	fmt.Printf("Joined network %s as %q, %s on the mesh.\n", st.NetworkID, st.Name, st.MeshAddress())
-	socket := socketPath(g.Connect)
-	if c.Foreground {
-		return runDaemon(ctx, g, agent.DaemonOptions{DataDir: c.DataDir, Socket: socket, SocketGID: -1,
-			Userspace: c.Userspace, Logger: g.Logger, Version: version})
-	}
-	pid, logPath, err := startBackgroundAgent(c.DataDir, socket, c.Userspace)
-	if err != nil {
+	socket, err := startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground)
+	if err != nil || c.Foreground {
 		return err
 	}
-	status, err := waitForAgent(socket, 30*time.Second)
-	if err != nil {
-		return fmt.Errorf("the agent (pid %d) did not come up: %w; see %s", pid, err, logPath)
-	}
-	fmt.Printf("The agent runs in the background (pid %d, %s mode, log %s).\n", pid, status.Mode, logPath)
 	return waitForPeers(ctx, socket, 30*time.Second)
 }
 

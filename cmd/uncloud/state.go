@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
 	"text/tabwriter"
-	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
 )
@@ -23,15 +21,8 @@ type stateLsCmd struct {
 }
 
 func (c stateLsCmd) Run(g *globals) error {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var entries []api.StateEntry
-	if err := client.Get(ctx, "/v1/state?prefix="+url.QueryEscape(c.Prefix), &entries); err != nil {
+	if err := callAgent(g, "GET", "/v1/state?prefix="+url.QueryEscape(c.Prefix), nil, &entries); err != nil {
 		return err
 	}
 	if c.Output == "json" {
@@ -50,15 +41,8 @@ type stateGetCmd struct {
 }
 
 func (c stateGetCmd) Run(g *globals) error {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var e api.StateEntry
-	if err := client.Get(ctx, "/v1/state/get?key="+url.QueryEscape(c.Key), &e); err != nil {
+	if err := callAgent(g, "GET", "/v1/state/get?key="+url.QueryEscape(c.Key), nil, &e); err != nil {
 		return err
 	}
 	return printJSON(e.Value)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -16,15 +15,8 @@ type statusCmd struct {
 }
 
 func (c statusCmd) Run(g *globals) error {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	var st api.Status
-	if err := client.Get(ctx, "/v1/status", &st); err != nil {
+	if err := callAgent(g, "GET", "/v1/status", nil, &st); err != nil {
 		return err
 	}
 	if c.Output == "json" {

@@ -36,6 +36,7 @@ type options struct {
 	uncloud   string // prebuilt uncloud binary; empty means build ./cmd/uncloud
 	wgVersion string // golang.zx2c4.com/wireguard version; empty means go.mod's
 	profile   string // directory for perf profiles; empty means none
+	rttOnly   bool
 	apt       bool
 	keep      bool
 }
@@ -46,12 +47,13 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each iperf3 run")
 	flag.IntVar(&o.repeat, "repeat", 1, "rounds over all peers, interleaved so drifting background load hits every peer alike; the table shows per-row medians")
 	flag.StringVar(&only, "only", "", "comma-separated peers to run (default all): "+strings.Join(peerNames(), ","))
-	flag.StringVar(&o.pin, "pin", "iperf", "CPU pinning: none, iperf (client on CPU 0, server on CPU 1), sides (everything of namespace A on CPU 0, of B on CPU 1)")
+	flag.StringVar(&o.pin, "pin", "sides", "CPU pinning: sides (everything of namespace A, iperf3 client and its tunnel daemon, on CPU 0, of B on CPU 1: two one-core machines; steadiest), iperf (only client on CPU 0 and server on CPU 1), none")
 	flag.IntVar(&o.pings, "pings", 20, "pings per RTT measurement")
 	flag.DurationVar(&o.pingEvery, "ping-interval", 200*time.Millisecond, "interval between pings")
 	flag.StringVar(&o.uncloud, "uncloud", "", "use this uncloud binary instead of building ./cmd/uncloud")
 	flag.StringVar(&o.wgVersion, "wg-version", "", "golang.zx2c4.com/wireguard version for the wg-current peer (default: the one in go.mod)")
 	flag.StringVar(&o.profile, "profile", "", "after measuring each row, run one extra 1-stream iperf3 under machine-wide perf and write where CPU time went to DIR/<row>.txt")
+	flag.BoolVar(&o.rttOnly, "rtt-only", false, "measure only RTT (no iperf3); with --repeat, for more pings per peer")
 	flag.BoolVar(&o.apt, "apt", false, "apt-get install missing Debian packages (iperf3, wireguard-go, wireguard-tools, nebula, ethtool)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (configs, daemon logs) for inspection")
 	flag.Parse()

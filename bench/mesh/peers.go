@@ -128,7 +128,10 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 
 	var out []result
 	for _, d := range dirs {
-		r := measureRow(ctx, env, l, s, p.name+d.suffix, d.reverse)
+		r := result{peer: p.name + d.suffix}
+		if !env.opts.rttOnly {
+			r = measureRow(ctx, env, l, s, r.peer, d.reverse)
+		}
 		r.rtt = rtt
 		if s.note != "" {
 			r.note = p.name + ": " + s.note

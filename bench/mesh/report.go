@@ -109,13 +109,21 @@ func printSummary(w io.Writer, rs []result) {
 		}
 		return fmt.Sprintf("+%.3f ms", r.rtt.p50-raw.rtt.p50)
 	}
+	anyRow := func(name string) *result {
+		for i := range rs {
+			if rs[i].peer == name {
+				return &rs[i]
+			}
+		}
+		return nil
+	}
 	raw, tun, cur := get("raw"), get("uncloud-tun"), get("wg-current")
 	nsRecv, nsSend := get("uncloud-netstack (ns receives)"), get("uncloud-netstack (ns sends)")
 	deb, neb := get("wg-debian"), get("nebula")
 	parts := []string{
 		"uncloud-tun/wg-current " + pair(tun, cur) + " [target ≥ 0.95]",
 		"netstack/tun receive " + pair(nsRecv, tun) + ", send " + pair(nsSend, tun) + " [target ≥ 0.5]",
-		"RTT added over veth (p50): uncloud-tun " + added(tun, raw) + " vs wg-current " + added(cur, raw) + " [target ≤ wg-current, stretch ≤ +0.3 ms]",
+		"RTT added over veth (p50): uncloud-tun " + added(anyRow("uncloud-tun"), anyRow("raw")) + " vs wg-current " + added(anyRow("wg-current"), anyRow("raw")) + " [target ≤ wg-current, stretch ≤ +0.3 ms]",
 		"nebula/wg-current " + pair(neb, cur),
 		"wg-debian/wg-current " + pair(deb, cur),
 		"wg-current/raw " + pair(cur, raw),

@@ -273,3 +273,58 @@ func TestJoinRefusals(t *testing.T) {
 		t.Fatalf("machines went from %d to %d; only s1 should have joined", len(before), len(after))
 	}
 }
+
+// TestUnprivilegedJoin: an agent without any privilege (uid 65534, no
+// capabilities) joins in netstack mode, answers its API and is reached.
+func TestUnprivilegedJoin(t *testing.T) {
+	ctx := context.Background()
+	f := form(ctx, t, 1, nil)
+	h := f.lab.MustHost(t, "np", lab.HostOptions{})
+	// The binary and the host's private dirs must be usable by nobody.
+	dir, err := os.MkdirTemp("", "uncloud-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "uncloud")
+	data, err := os.ReadFile(f.lab.Uncloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"lib", "run"} {
+		if err := os.Chown(filepath.Join(h.Dir, d), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(h.Dir, 0o755)
+	tok := f.token(ctx, t, 0)
+	p, err := h.Start("uncloud", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		bin, "--log-level", "debug", "join", "--name", "nobody", "--foreground", tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := p.WaitLog(upCtx, 0, "machine up"); err != nil {
+		t.Fatalf("unprivileged join: %v\n%s", err, p.Log())
+	}
+	if !strings.Contains(p.Log(), "using userspace netstack") {
+		t.Fatalf("unprivileged agent did not say it fell back to netstack:\n%s", p.Log())
+	}
+	f.hosts = append(f.hosts, h)
+	f.procs = append(f.procs, p)
+	f.waitAllAlive(ctx, t, 30*time.Second)
+	// Its API answers (as nobody, through its own socket) and it is
+	// reachable on the mesh: ICMP to a netstack address is answered.
+	out, err := h.Run(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "status")
+	if err != nil || !strings.Contains(out, "netstack mode") {
+		t.Fatalf("status as nobody: %v\n%s", err, out)
+	}
+	if out, err := f.hosts[0].Run(ctx, "ping", "-c", "1", "-W", "3", "10.210.2.1"); err != nil {
+		t.Fatalf("m1 cannot ping the unprivileged machine: %v\n%s", err, out)
+	}
+}

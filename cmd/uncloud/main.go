@@ -29,6 +29,7 @@ type cli struct {
 	Status  statusCmd  `cmd:"" help:"Show this machine and its WireGuard peers."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`
+	Install installCmd `cmd:"" help:"Install and start a systemd service for the agent."`
 	Keygen  keygenCmd  `cmd:"" help:"Print a new WireGuard key pair."`
 	Pubkey  pubkeyCmd  `cmd:"" help:"Read a private key on stdin and print its public key."`
 	Version versionCmd `cmd:"" help:"Print the version."`

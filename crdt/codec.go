@@ -14,12 +14,14 @@ const (
 	kindContainer kind = "container"
 	kindService   kind = "service"
 	kindToken     kind = "token"
+	kindRevoked   kind = "revoked"
 )
 
 func (*Machine) kind() kind   { return kindMachine }
 func (*Container) kind() kind { return kindContainer }
 func (*Service) kind() kind   { return kindService }
 func (*Token) kind() kind     { return kindToken }
+func (*Revoked) kind() kind   { return kindRevoked }
 
 // kindInfo is what the codec knows about each kind: its prefix, the encoding
 // version this binary writes and reads, and a constructor.
@@ -35,6 +37,7 @@ var kinds = map[kind]kindInfo{
 	kindContainer: {ContainersPrefix, 1, func() Record { return &Container{} }},
 	kindService:   {ServicesPrefix, 1, func() Record { return &Service{} }},
 	kindToken:     {TokensPrefix, 1, func() Record { return &Token{} }},
+	kindRevoked:   {RevokedPrefix, 1, func() Record { return &Revoked{} }},
 }
 
 // envelope is the stored form: {"kind":"machine","v":1,"data":{...}}. The
@@ -89,5 +92,5 @@ func checkKey(key string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q is not under %s, %s, %s or %s", ErrBadKey, key, MachinesPrefix, ContainersPrefix, ServicesPrefix, TokensPrefix)
+	return fmt.Errorf("%w: %q is not under %s, %s, %s, %s or %s", ErrBadKey, key, MachinesPrefix, ContainersPrefix, ServicesPrefix, TokensPrefix, RevokedPrefix)
 }

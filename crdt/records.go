@@ -27,6 +27,7 @@ const (
 	ContainersPrefix = "/containers/"
 	ServicesPrefix   = "/services/"
 	TokensPrefix     = "/tokens/"
+	RevokedPrefix    = "/revoked/"
 )
 
 // Machine is a machine of the network, written by that machine only.
@@ -84,6 +85,24 @@ type Token struct {
 
 // Key implements Record.
 func (t *Token) Key() string { return TokensPrefix + t.ID }
+
+// Revoked marks a removed machine's keys, forever. It is add-only: nothing
+// ever deletes it, so unlike a deleted machine record (which a concurrent
+// re-write by a partitioned machine would bring back) it cannot be undone
+// by a merge. Peers, the machine API and the agent all check it.
+type Revoked struct {
+	MachineID    string    `json:"machine_id"`
+	Name         string    `json:"name,omitempty"`
+	WireGuardKey string    `json:"wireguard_key"`
+	IdentityKey  string    `json:"identity_key"`
+	By           string    `json:"by,omitempty"` // machine that ran the removal
+	At           time.Time `json:"at"`
+}
+
+// Key implements Record.
+func (r *Revoked) Key() string { return RevokedPrefix + r.MachineID }
+
+func (r *Revoked) validate() error { return checkID("revoked machine id", r.MachineID) }
 
 // Errors of the records API; test with errors.Is.
 var (

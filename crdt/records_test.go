@@ -15,6 +15,7 @@ func TestRecordsAPI(t *testing.T) {
 		&Container{MachineID: "m1", ID: "c1", Name: "web-1", Service: "web", Address: "10.210.1.2"},
 		&Service{Name: "web", Mode: "replicated", Ports: []string{"app.example.com:8080/https"}},
 		&Token{ID: "t1", Issuer: "m1", PublicKey: "pub", Expires: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
+		&Revoked{MachineID: "m9", Name: "old", WireGuardKey: "wg", IdentityKey: "id", By: "m1", At: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	for _, r := range recs {
 		mustPut(t, s, r)
@@ -27,7 +28,7 @@ func TestRecordsAPI(t *testing.T) {
 		}
 	}
 	all, err := s.List(ctx, "/")
-	if err != nil || len(all) != 4 {
+	if err != nil || len(all) != 5 {
 		t.Fatalf("list /: %d records, %v", len(all), err)
 	}
 	if l, _ := s.List(ctx, "/services/we"); len(l) != 1 {

@@ -252,10 +252,14 @@ type knownMachine struct {
 
 func (d *Daemon) knownMachines(ctx context.Context) []knownMachine {
 	var out []knownMachine
+	// A revoked machine is never known again, whatever else says so.
 	seen := map[string]bool{}
+	for id := range d.revoked(ctx) {
+		seen[id] = true
+	}
 	if machines, err := d.machines(ctx); err == nil {
 		for _, m := range machines {
-			if n, ok := subnetNumber(m.Subnet); ok {
+			if n, ok := subnetNumber(m.Subnet); ok && !seen[m.ID] {
 				out = append(out, knownMachine{ID: m.ID, Subnet: n, IdentityKey: m.IdentityKey})
 				seen[m.ID] = true
 			}
@@ -304,19 +308,36 @@ func (d *Daemon) AuthorizeMachine(pub ed25519.PublicKey) (string, error) {
 	return "", api.ErrUnknownMachine
 }
 
-// machines lists the machine records.
+// machines lists the machine records, without revoked machines.
 func (d *Daemon) machines(ctx context.Context) ([]*crdt.Machine, error) {
 	recs, err := d.store.List(ctx, crdt.MachinesPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list machines: %w", err)
 	}
+	revoked := d.revoked(ctx)
 	out := make([]*crdt.Machine, 0, len(recs))
 	for _, r := range recs {
-		if m, ok := r.(*crdt.Machine); ok {
+		if m, ok := r.(*crdt.Machine); ok && revoked[m.ID] == nil {
 			out = append(out, m)
 		}
 	}
 	return out, nil
+}
+
+// revoked is the add-only set of removed machines, by machine ID.
+func (d *Daemon) revoked(ctx context.Context) map[string]*crdt.Revoked {
+	out := map[string]*crdt.Revoked{}
+	recs, err := d.store.List(ctx, crdt.RevokedPrefix)
+	if err != nil {
+		d.log.Error("read revoked machines", "err", err)
+		return out
+	}
+	for _, r := range recs {
+		if rv, ok := r.(*crdt.Revoked); ok {
+			out[rv.MachineID] = rv
+		}
+	}
+	return out
 }
 
 // subnetNumber parses "10.210.X.0/24" into X.

@@ -3,9 +3,13 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"sort"
+	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -65,4 +69,39 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// RemoveMachine implements api.Backend: the machine's keys go into the
+// add-only revoked set, which every machine's peer manager and machine API
+// check, and its record is deleted. The removed machine cannot come back
+// with its old keys, even if it missed the removal and rewrites its record.
+func (d *Daemon) RemoveMachine(ctx context.Context, nameOrID string) error {
+	machines, err := d.machines(ctx)
+	if err != nil {
+		return err
+	}
+	var target *crdt.Machine
+	for _, m := range machines {
+		if m.Name == nameOrID || m.ID == nameOrID {
+			target = m
+			break
+		}
+	}
+	if target == nil {
+		return fmt.Errorf("%w: no machine named %q (see 'uncloud machine ls')", api.ErrNotFound, nameOrID)
+	}
+	if target.ID == d.state.MachineID {
+		return fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
+	}
+	rec := &crdt.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
+		IdentityKey: target.IdentityKey, By: d.state.MachineID, At: time.Now().UTC()}
+	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
+		return fmt.Errorf("revoke %s: %w", target.Name, err)
+	}
+	if err := d.store.Delete(ctx, target.Key()); err != nil && !errors.Is(err, crdt.ErrNotFound) {
+		d.log.Warn("revoked machine's record not deleted", "machine", target.Name, "err", err)
+	}
+	d.pokePeers()
+	d.log.Info("machine removed", "name", target.Name, "id", target.ID)
+	return nil
 }

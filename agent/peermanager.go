@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -18,10 +19,30 @@ const peerResyncInterval = 30 * time.Second
 // desired state in the store, applied to the device on every change and
 // periodically.
 func (d *Daemon) startPeerManager(ctx context.Context) {
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
 		d.runPeerManager(ctx)
+	}()
+	// A revocation may replicate after the deletion of the machine's
+	// record (two writes, two heads): it must re-apply peers by itself.
+	go func() {
+		defer d.wg.Done()
+		for ctx.Err() == nil {
+			changes, err := d.store.Watch(ctx, crdt.RevokedPrefix)
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			for ch := range changes {
+				if ch.Type == crdt.Updated || ch.Type == crdt.SnapshotDone {
+					d.pokePeers()
+				}
+			}
+		}
 	}()
 }
 
@@ -84,7 +105,9 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 func (d *Daemon) applyPeers(machines map[string]*crdt.Machine) {
 	tokenPeers, pending := d.tokens.peers(time.Now())
 	seeds := append(append([]Seed(nil), d.state.Seeds...), pending...)
-	peers := append(desiredPeers(d.state.MachineID, seeds, machines, d.log.Warn), tokenPeers...)
+	revoked := d.revoked(context.Background())
+	peers := append(desiredPeers(d.state.MachineID, seeds, withoutRevoked(machines, revoked), d.log.Warn), tokenPeers...)
+	peers = slices.DeleteFunc(peers, func(p tun.Peer) bool { return revokedKey(revoked, p.PublicKey) })
 	if err := d.dev.SyncPeers(peers); err != nil {
 		d.log.Error("apply peers", "err", err)
 	}
@@ -165,4 +188,26 @@ func parseEndpoints(ss []string) []netip.AddrPort {
 		}
 	}
 	return out
+}
+
+// withoutRevoked drops the records of removed machines.
+func withoutRevoked(machines map[string]*crdt.Machine, revoked map[string]*crdt.Revoked) map[string]*crdt.Machine {
+	out := make(map[string]*crdt.Machine, len(machines))
+	for k, m := range machines {
+		if revoked[m.ID] == nil {
+			out[k] = m
+		}
+	}
+	return out
+}
+
+// revokedKey reports whether a WireGuard key belongs to a removed machine;
+// seeds and pending joins are checked by key, as they may lack an ID.
+func revokedKey(revoked map[string]*crdt.Revoked, key tun.Key) bool {
+	for _, r := range revoked {
+		if r.WireGuardKey == key.String() {
+			return true
+		}
+	}
+	return false
 }

@@ -22,6 +22,7 @@ type Backend interface {
 	ListTokens(ctx context.Context) ([]TokenInfo, error)
 	RevokeToken(ctx context.Context, id string) error
 	Machines(ctx context.Context) ([]MachineInfo, error)
+	RemoveMachine(ctx context.Context, nameOrID string) error
 }
 
 // MachineInfo is one machine of the network as the answering machine sees it.
@@ -108,6 +109,9 @@ func NewLocalHandler(b Backend) http.Handler {
 	mux.HandleFunc("GET /v1/machines", func(w http.ResponseWriter, r *http.Request) {
 		ms, err := b.Machines(r.Context())
 		reply(w, ms, err)
+	})
+	mux.HandleFunc("DELETE /v1/machines/{name}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.RemoveMachine(r.Context(), r.PathValue("name")))
 	})
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest

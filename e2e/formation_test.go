@@ -200,6 +200,35 @@ func TestFormation(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// machine rm: m5's keys are revoked everywhere. Brought back with its
+	// old keys, it is no one's peer and no one lists it.
+	if out, err := f.uncloud(ctx, t, 1, "machine", "rm", "m5"); err != nil {
+		t.Fatalf("machine rm m5: %v\n%s", err, out)
+	}
+	if _, err := f.uncloud(ctx, t, 1, "machine", "rm", "m2"); err == nil {
+		t.Fatal("a machine removed itself")
+	}
+	f.startAgent(ctx, t, 4, "agent")
+	time.Sleep(3 * time.Second)
+	for i := 0; i < 4; i++ {
+		for _, m := range f.machines(ctx, t, i) {
+			if m.Name == "m5" {
+				t.Errorf("%s still lists the removed m5: %+v", f.hosts[i].Name, m)
+			}
+		}
+		out, err := f.uncloud(ctx, t, i, "status", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st api.Status
+		json.Unmarshal([]byte(out), &st)
+		for _, p := range st.Peers {
+			if strings.Contains(strings.Join(p.AllowedIPs, ","), "10.210.5.") {
+				t.Errorf("%s still has the removed m5 as a peer: %+v", f.hosts[i].Name, p)
+			}
+		}
+	}
 }
 
 // TestJoinRefusals: each bad join gets a clear error, and nothing changes

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -11,6 +12,19 @@ import (
 
 type machineCmd struct {
 	Ls machineLsCmd `cmd:"" help:"List the machines of the network as this one sees them."`
+	Rm machineRmCmd `cmd:"" help:"Remove a machine: its keys are revoked everywhere, for good."`
+}
+
+type machineRmCmd struct {
+	Name string `arg:"" help:"Machine name or ID."`
+}
+
+func (c machineRmCmd) Run(g *globals) error {
+	if err := callAgent(g, "DELETE", "/v1/machines/"+url.PathEscape(c.Name), nil, nil); err != nil {
+		return err
+	}
+	fmt.Printf("Machine %s removed: its keys are revoked, every machine drops it as a peer. To bring it back, wipe its data dir and join it again with a new token.\n", c.Name)
+	return nil
 }
 
 type machineLsCmd struct {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
@@ -53,6 +54,7 @@ type Daemon struct {
 	tokens        *tokenBook
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
+	known         atomic.Pointer[[]knownMachine]
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -250,23 +252,38 @@ type knownMachine struct {
 	IdentityKey string
 }
 
+// knownMachines is who may call this machine's API, and whom it may call.
+// The peer manager publishes this view whenever it applies peers (every
+// record change, revocation, token change, and every 30 s), so the checks
+// on every TLS handshake and request read a snapshot instead of scanning
+// the store; before its first pass the view is built from the store.
 func (d *Daemon) knownMachines(ctx context.Context) []knownMachine {
-	var out []knownMachine
-	// A revoked machine is never known again, whatever else says so.
-	seen := map[string]bool{}
-	for id := range d.revoked(ctx) {
-		seen[id] = true
+	if known := d.known.Load(); known != nil {
+		return *known
 	}
-	if machines, err := d.machines(ctx); err == nil {
-		for _, m := range machines {
-			if n, ok := subnetNumber(m.Subnet); ok && !seen[m.ID] {
-				out = append(out, knownMachine{ID: m.ID, Subnet: n, IdentityKey: m.IdentityKey})
-				seen[m.ID] = true
-			}
-		}
+	machines, err := d.machines(ctx)
+	if err != nil {
+		d.log.Error("list known machines", "err", err)
 	}
 	_, pending := d.tokens.peers(time.Now())
-	for _, s := range append(append([]Seed(nil), d.state.Seeds...), pending...) {
+	return buildKnown(machines, d.revoked(ctx), append(append([]Seed(nil), d.state.Seeds...), pending...))
+}
+
+// buildKnown merges records and seeds (records first: they are newer);
+// a revoked machine is never known again, whatever a seed says.
+func buildKnown(machines []*crdt.Machine, revoked map[string]*crdt.Revoked, seeds []Seed) []knownMachine {
+	var out []knownMachine
+	seen := map[string]bool{}
+	for id := range revoked {
+		seen[id] = true
+	}
+	for _, m := range machines {
+		if n, ok := subnetNumber(m.Subnet); ok && !seen[m.ID] {
+			out = append(out, knownMachine{ID: m.ID, Subnet: n, IdentityKey: m.IdentityKey})
+			seen[m.ID] = true
+		}
+	}
+	for _, s := range seeds {
 		n, ok := subnetNumber(s.Subnet.String())
 		if s.MachineID == "" || seen[s.MachineID] || !ok {
 			continue

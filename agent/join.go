@@ -131,7 +131,9 @@ func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
 	d.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
-	// The temporary peer goes once the answer has had time to leave.
+	// Now: the new machine must be known to the machine API at once. The
+	// temporary peer stays for spentGrace and goes at the poke after it.
+	d.pokePeers()
 	time.AfterFunc(spentGrace+time.Second, d.pokePeers)
 }
 

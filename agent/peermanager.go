@@ -106,7 +106,14 @@ func (d *Daemon) applyPeers(machines map[string]*crdt.Machine) {
 	tokenPeers, pending := d.tokens.peers(time.Now())
 	seeds := append(append([]Seed(nil), d.state.Seeds...), pending...)
 	revoked := d.revoked(context.Background())
-	peers := append(desiredPeers(d.state.MachineID, seeds, withoutRevoked(machines, revoked), d.log.Warn), tokenPeers...)
+	live := withoutRevoked(machines, revoked)
+	records := make([]*crdt.Machine, 0, len(live))
+	for _, m := range live {
+		records = append(records, m)
+	}
+	known := buildKnown(records, revoked, seeds)
+	d.known.Store(&known)
+	peers := append(desiredPeers(d.state.MachineID, seeds, live, d.log.Warn), tokenPeers...)
 	peers = slices.DeleteFunc(peers, func(p tun.Peer) bool { return revokedKey(revoked, p.PublicKey) })
 	if err := d.dev.SyncPeers(peers); err != nil {
 		d.log.Error("apply peers", "err", err)

@@ -64,3 +64,25 @@ func TestDesiredPeersFallsBackToSeeds(t *testing.T) {
 		t.Fatalf("peers with record = %+v", peers)
 	}
 }
+
+func TestBuildKnown(t *testing.T) {
+	k, _ := tun.GeneratePrivateKey()
+	rec := &crdt.Machine{ID: "a", Subnet: "10.210.2.0/24", IdentityKey: "from-record"}
+	gone := &crdt.Machine{ID: "gone", Subnet: "10.210.3.0/24", IdentityKey: "old"}
+	seeds := []Seed{
+		{MachineID: "a", Subnet: netip.MustParsePrefix("10.210.2.0/24"), IdentityKey: "from-seed", WireGuardKey: k.PublicKey()},
+		{MachineID: "gone", Subnet: netip.MustParsePrefix("10.210.3.0/24"), IdentityKey: "old"},
+		{MachineID: "new", Subnet: netip.MustParsePrefix("10.210.4.0/24"), IdentityKey: "pending"},
+		{Subnet: netip.MustParsePrefix("10.210.5.0/24")}, // no id: cannot be called
+	}
+	revoked := map[string]*crdt.Revoked{"gone": {MachineID: "gone"}}
+	known := buildKnown([]*crdt.Machine{rec, gone}, revoked, seeds)
+	got := map[string]string{}
+	for _, m := range known {
+		got[m.ID] = m.IdentityKey
+	}
+	want := map[string]string{"a": "from-record", "new": "pending"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("known = %v, want %v (records win over seeds, revoked never known)", got, want)
+	}
+}

@@ -37,7 +37,6 @@ type Device struct {
 	peers map[Key]Peer
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // Open brings the device up: kernel TUN if this process can create and
@@ -168,10 +167,10 @@ func (d *Device) hostAddress(address string) string {
 // Close tears the device down. In kernel mode the interface disappears
 // with it, and the fail-closed route stays behind on purpose.
 func (d *Device) Close() error {
-	d.closeOnce.Do(func() {
-		d.wg.Close() // closes the TUN (or netstack) and the Bind
-	})
-	return d.closeErr
+	// wireguard-go's Close closes the TUN (or netstack) and the Bind and
+	// reports nothing; the error result fits io.Closer.
+	d.closeOnce.Do(d.wg.Close)
+	return nil
 }
 
 // Wait is closed when the device has shut down, for whatever reason.

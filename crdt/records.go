@@ -42,6 +42,9 @@ type Machine struct {
 	// Endpoints are candidate underlay endpoints, "host:port". Rarely
 	// changing ones only: the endpoint in use travels in gossip.
 	Endpoints []string `json:"endpoints,omitempty"`
+	// Roles are what the machine does besides running containers, e.g.
+	// "ingress". Sorted, no duplicates.
+	Roles []string `json:"roles,omitempty"`
 }
 
 // Key implements Record.
@@ -56,6 +59,23 @@ type Container struct {
 	Image     string `json:"image,omitempty"`
 	// Address is the container's mesh address, e.g. "10.210.3.7".
 	Address string `json:"address,omitempty"`
+	// State is Docker's: created, running, restarting, paused, exited, dead.
+	State string `json:"state,omitempty"`
+	// Health is Docker's health status where the container has a health
+	// check: starting, healthy or unhealthy; empty otherwise.
+	Health string `json:"health,omitempty"`
+	// Ports are the container ports the service publishes, for SRV
+	// answers and ingress routes.
+	Ports   []ContainerPort `json:"ports,omitempty"`
+	Created time.Time       `json:"created,omitzero"`
+}
+
+// ContainerPort is a port a container listens on.
+type ContainerPort struct {
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol"` // "tcp" or "udp"
+	// Name is the published name, e.g. "http" or a host name for ingress.
+	Name string `json:"name,omitempty"`
 }
 
 // Key implements Record.

@@ -30,6 +30,9 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle(crdt.BlocksPath, d.store.BlockHandler())
 	mux.HandleFunc("POST "+reservePath, d.handleReserve)
+	mux.HandleFunc("POST "+updateSelfPath, d.handleUpdateSelf)
+	mux.HandleFunc("GET "+keyringPath, d.handleGetKeyring)
+	mux.HandleFunc("POST "+keyringPath, d.handlePushKeyring)
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d, mux) })
 	d.closers = append(d.closers, func() error { return ignoreClosed(ln.Close()) })
 	return nil
@@ -62,14 +65,18 @@ func (d *Daemon) goServe(what string, serve func() error) {
 
 // Status implements api.Backend.
 func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
+	self := d.snapshot()
 	st := api.Status{
-		Version:   d.opts.Version,
-		NetworkID: d.state.NetworkID,
-		MachineID: d.state.MachineID,
-		Name:      d.state.Name,
-		Address:   d.state.MeshAddress().String(),
-		Mode:      string(d.dev.Mode()),
-		Port:      d.state.ListenPort,
+		Version:        d.opts.Version,
+		NetworkID:      self.NetworkID,
+		MachineID:      self.MachineID,
+		Name:           self.Name,
+		Address:        self.MeshAddress().String(),
+		Mode:           string(d.dev.Mode()),
+		Port:           self.ListenPort,
+		Roles:          self.Roles,
+		GossipKey:      keyFingerprint(self.GossipKeys[0]),
+		GossipKeyEpoch: self.GossipKeyEpoch,
 	}
 	peers, err := d.dev.Peers()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,9 +43,13 @@ type DaemonOptions struct {
 // Daemon is a running agent: the mesh device, gossip, the replicated
 // state, the peer manager and both APIs.
 type Daemon struct {
-	opts     DaemonOptions
-	log      *slog.Logger
+	opts DaemonOptions
+	log  *slog.Logger
+	// state is read freely for what never changes (IDs, keys, subnet);
+	// Name, Roles and the gossip keys change at runtime, under stateMu,
+	// through updateState and snapshot.
 	state    *MachineState
+	stateMu  sync.Mutex
 	identity *api.Identity
 
 	dev           *tun.Device
@@ -56,6 +61,7 @@ type Daemon struct {
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
 
+	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closers []func() error
@@ -83,7 +89,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, fmt.Errorf("identity key in %s: %w", opts.DataDir, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	d := &Daemon{opts: opts, log: opts.Logger, state: st, identity: identity, cancel: cancel,
+	d := &Daemon{opts: opts, log: opts.Logger, state: st, identity: identity, ctx: ctx, cancel: cancel,
 		peersChanged: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
@@ -133,6 +139,8 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err := d.startLocalAPI(ctx); err != nil {
 		return nil, err
 	}
+	d.wg.Add(1)
+	go d.pullKeyrings(ctx)
 	d.log.Info("machine up", "network", st.NetworkID, "machine", st.Name, "id", st.MachineID,
 		"address", st.MeshAddress(), "mode", d.dev.Mode(), "port", st.ListenPort)
 	return d, nil
@@ -152,7 +160,7 @@ func (d *Daemon) startGossip(ctx context.Context) error {
 		Network:  network,
 		Name:     d.state.MachineID,
 		BindAddr: netip.AddrPortFrom(d.state.MeshAddress(), GossipPort),
-		Keys:     d.state.GossipKeys,
+		Keys:     d.snapshot().GossipKeys,
 		Meta:     d.encodeMeta(),
 		Seeds:    seeds,
 		Logger:   d.log.With("component", "gossip"),
@@ -217,11 +225,39 @@ func (d *Daemon) rejoinKnown(ctx context.Context) {
 	}()
 }
 
+// snapshot is a copy of the machine state as it is now.
+func (d *Daemon) snapshot() MachineState {
+	d.stateMu.Lock()
+	defer d.stateMu.Unlock()
+	return *d.state
+}
+
+// updateState changes the machine state on disk first, then in memory:
+// what the agent acts on has always been saved, so a crash in between
+// loses nothing.
+func (d *Daemon) updateState(change func(*MachineState) error) (MachineState, error) {
+	d.stateMu.Lock()
+	defer d.stateMu.Unlock()
+	next := *d.state
+	next.Roles = slices.Clone(next.Roles)
+	next.GossipKeys = slices.Clone(next.GossipKeys)
+	if err := change(&next); err != nil {
+		return *d.state, err
+	}
+	if err := next.Save(d.opts.DataDir); err != nil {
+		return *d.state, fmt.Errorf("save machine state: %w", err)
+	}
+	*d.state = next
+	return next, nil
+}
+
 // publishMachine writes this machine's record; only this machine writes it.
 func (d *Daemon) publishMachine(ctx context.Context) error {
+	st := d.snapshot()
 	rec := &crdt.Machine{
 		ID:           d.state.MachineID,
-		Name:         d.state.Name,
+		Name:         st.Name,
+		Roles:        st.Roles,
 		Subnet:       d.state.SubnetPrefix().String(),
 		WireGuardKey: d.state.WireGuardKey.PublicKey().String(),
 		IdentityKey:  api.EncodeKey(d.identity.PublicKey()),
@@ -240,7 +276,7 @@ func (d *Daemon) publishMachine(ctx context.Context) error {
 
 func sameMachine(a, b *crdt.Machine) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.WireGuardKey == b.WireGuardKey &&
-		a.IdentityKey == b.IdentityKey && fmt.Sprint(a.Endpoints) == fmt.Sprint(b.Endpoints)
+		a.IdentityKey == b.IdentityKey && slices.Equal(a.Endpoints, b.Endpoints) && slices.Equal(a.Roles, b.Roles)
 }
 
 // knownMachine is a machine this one may talk to over the machine API:

@@ -35,10 +35,11 @@ type joinRequest struct {
 // joinResponse admits the machine: its subnet, the gossip keys and whom to
 // talk to first.
 type joinResponse struct {
-	NetworkID  string        `json:"network_id"`
-	Subnet     int           `json:"subnet"`
-	GossipKeys [][]byte      `json:"gossip_keys"`
-	Members    []TokenMember `json:"members"`
+	NetworkID      string        `json:"network_id"`
+	Subnet         int           `json:"subnet"`
+	GossipKeys     [][]byte      `json:"gossip_keys"`
+	GossipKeyEpoch uint64        `json:"gossip_key_epoch,omitempty"`
+	Members        []TokenMember `json:"members"`
 }
 
 // startJoinServer serves the join call on the mesh address. Only packets
@@ -81,7 +82,7 @@ func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, ok := d.tokens.bySlot(int(src.Addr().As4()[3]))
 	if !ok {
-		joinError(w, http.StatusForbidden, "this token is not outstanding on %s", d.state.Name)
+		joinError(w, http.StatusForbidden, "this token is not outstanding on %s", d.snapshot().Name)
 		return
 	}
 	if err := tok.usable(now); err != nil {
@@ -127,7 +128,8 @@ func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if err := d.dev.SetPeer(newPeer); err != nil {
 		d.log.Warn("new machine not added as a peer yet", "name", req.Name, "err", err)
 	}
-	resp := joinResponse{NetworkID: d.state.NetworkID, Subnet: subnet, GossipKeys: d.state.GossipKeys, Members: members}
+	st := d.snapshot()
+	resp := joinResponse{NetworkID: st.NetworkID, Subnet: subnet, GossipKeys: st.GossipKeys, GossipKeyEpoch: st.GossipKeyEpoch, Members: members}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
 	d.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
@@ -175,7 +177,7 @@ func (d *Daemon) checkJoinRequest(ctx context.Context, req joinRequest) (int, er
 // tokenMembers lists this machine first, then up to limit others (all
 // with limit < 0), with the endpoints they published.
 func (d *Daemon) tokenMembers(ctx context.Context, limit int) ([]TokenMember, error) {
-	self := TokenMember{Name: d.state.Name, MachineID: d.state.MachineID, IdentityKey: api.EncodeKey(d.identity.PublicKey()),
+	self := TokenMember{Name: d.snapshot().Name, MachineID: d.state.MachineID, IdentityKey: api.EncodeKey(d.identity.PublicKey()),
 		WireGuardKey: d.state.WireGuardKey.PublicKey(), Subnet: d.state.Subnet, Endpoints: d.candidateEndpoints()}
 	out := []TokenMember{self}
 	machines, err := d.machines(ctx)
@@ -256,7 +258,7 @@ func Join(ctx context.Context, tokenText string, opts JoinOptions) (*MachineStat
 		return nil, fmt.Errorf("the issuer's answer is inconsistent (network %s, subnet %d)", resp.NetworkID, resp.Subnet)
 	}
 	st.Subnet = resp.Subnet
-	st.GossipKeys = resp.GossipKeys
+	st.GossipKeys, st.GossipKeyEpoch = resp.GossipKeys, resp.GossipKeyEpoch
 	for _, m := range resp.Members {
 		st.Seeds = append(st.Seeds, Seed{Name: m.Name, MachineID: m.MachineID, IdentityKey: m.IdentityKey,
 			WireGuardKey: m.WireGuardKey, Address: meshAddress(m.Subnet), Subnet: subnetPrefix(m.Subnet), Endpoints: m.Endpoints})

@@ -49,7 +49,7 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 	}
 	out := make([]api.MachineInfo, 0, len(records))
 	for _, m := range records {
-		info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, State: "down"}
+		info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, State: "down", Roles: m.Roles}
 		if n, ok := subnetNumber(m.Subnet); ok {
 			info.Address = meshAddress(n).String()
 		}
@@ -73,35 +73,34 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 
 // RemoveMachine implements api.Backend: the machine's keys go into the
 // add-only revoked set, which every machine's peer manager and machine API
-// check, and its record is deleted. The removed machine cannot come back
-// with its old keys, even if it missed the removal and rewrites its record.
-func (d *Daemon) RemoveMachine(ctx context.Context, nameOrID string) error {
-	machines, err := d.machines(ctx)
+// check, its record is deleted and the gossip key is rotated. The removed
+// machine cannot come back with its old keys, even if it missed the
+// removal and rewrites its record.
+func (d *Daemon) RemoveMachine(ctx context.Context, nameOrID string) (api.RemoveResult, error) {
+	target, err := d.findMachine(ctx, nameOrID)
 	if err != nil {
-		return err
-	}
-	var target *crdt.Machine
-	for _, m := range machines {
-		if m.Name == nameOrID || m.ID == nameOrID {
-			target = m
-			break
-		}
-	}
-	if target == nil {
-		return fmt.Errorf("%w: no machine named %q (see 'uncloud machine ls')", api.ErrNotFound, nameOrID)
+		return api.RemoveResult{}, err
 	}
 	if target.ID == d.state.MachineID {
-		return fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
+		return api.RemoveResult{}, fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
 	}
 	rec := &crdt.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
 		IdentityKey: target.IdentityKey, By: d.state.MachineID, At: time.Now().UTC()}
 	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
-		return fmt.Errorf("revoke %s: %w", target.Name, err)
+		return api.RemoveResult{}, fmt.Errorf("revoke %s: %w", target.Name, err)
 	}
 	if err := d.store.Delete(ctx, target.Key()); err != nil && !errors.Is(err, crdt.ErrNotFound) {
 		d.log.Warn("revoked machine's record not deleted", "machine", target.Name, "err", err)
 	}
 	d.pokePeers()
 	d.log.Info("machine removed", "name", target.Name, "id", target.ID)
-	return nil
+	res := api.RemoveResult{Name: target.Name}
+	// The revocation must be known (and the removed machine no longer
+	// authorized) before the new key travels, hence the order.
+	reached, missed, err := d.rotateGossipKey(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%s is removed, but rotating the gossip key failed: %w", target.Name, err)
+	}
+	res.Rotated, res.Missed, res.Machines = reached, missed, reached+len(missed)
+	return res, nil
 }

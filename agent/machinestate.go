@@ -43,6 +43,11 @@ type MachineState struct {
 	// GossipKeys encrypt gossip; the first one encrypts, all decrypt, so a
 	// key can be rotated without a flag day.
 	GossipKeys [][]byte `json:"gossip_keys"`
+	// GossipKeyEpoch counts rotations; with the key it orders two
+	// keyrings, so every machine ends on the same one (gossipkeys.go).
+	GossipKeyEpoch uint64 `json:"gossip_key_epoch,omitempty"`
+	// Roles are published in the machine record (e.g. "ingress").
+	Roles []string `json:"roles,omitempty"`
 
 	ListenPort uint16     `json:"listen_port"`
 	PublicIP   netip.Addr `json:"public_ip,omitzero"`

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -177,23 +176,8 @@ func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (int, erro
 }
 
 func (d *Daemon) askReserve(ctx context.Context, machineID string, req reserveRequest) error {
-	base, err := d.machineAPIURL(machineID)
-	if err != nil {
-		return err
-	}
-	body, _ := json.Marshal(req)
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, base+reservePath, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := d.machineClient.Do(hreq)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("refused: %s", bytes.TrimSpace(msg))
+	if err := d.callMachine(ctx, machineID, http.MethodPost, reservePath, req, nil); err != nil {
+		return fmt.Errorf("refused: %w", err)
 	}
 	return nil
 }

@@ -22,7 +22,25 @@ type Backend interface {
 	ListTokens(ctx context.Context) ([]TokenInfo, error)
 	RevokeToken(ctx context.Context, id string) error
 	Machines(ctx context.Context) ([]MachineInfo, error)
-	RemoveMachine(ctx context.Context, nameOrID string) error
+	RemoveMachine(ctx context.Context, nameOrID string) (RemoveResult, error)
+	UpdateMachine(ctx context.Context, nameOrID string, u MachineUpdate) (MachineInfo, error)
+}
+
+// MachineUpdate renames a machine or changes its roles; empty fields
+// change nothing.
+type MachineUpdate struct {
+	Name        string   `json:"name,omitempty"`
+	AddRoles    []string `json:"add_roles,omitempty"`
+	RemoveRoles []string `json:"remove_roles,omitempty"`
+}
+
+// RemoveResult says how far a removal got: the revocation is in the
+// state at once, the new gossip key reached Rotated of Machines others.
+type RemoveResult struct {
+	Name     string   `json:"name"`
+	Rotated  int      `json:"rotated"`
+	Machines int      `json:"machines"`
+	Missed   []string `json:"missed,omitempty"` // they pick the key up when reachable
 }
 
 // MachineInfo is one machine of the network as the answering machine sees it.
@@ -36,6 +54,7 @@ type MachineInfo struct {
 	Version       string    `json:"version,omitempty"`
 	Endpoint      string    `json:"endpoint,omitempty"` // in use, from WireGuard
 	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	Roles         []string  `json:"roles,omitempty"`
 }
 
 // TokenRequest asks for a join token.
@@ -67,7 +86,12 @@ type Status struct {
 	Address   string       `json:"address"`
 	Mode      string       `json:"mode"`
 	Port      uint16       `json:"port"`
-	Peers     []PeerStatus `json:"peers"`
+	Roles     []string     `json:"roles,omitempty"`
+	// GossipKey identifies the gossip key in use (a hash, never the key)
+	// and its rotation count, so machines can be compared.
+	GossipKey      string       `json:"gossip_key"`
+	GossipKeyEpoch uint64       `json:"gossip_key_epoch"`
+	Peers          []PeerStatus `json:"peers"`
 }
 
 // PeerStatus is one WireGuard peer as this machine sees it.
@@ -111,7 +135,17 @@ func NewLocalHandler(b Backend) http.Handler {
 		reply(w, ms, err)
 	})
 	mux.HandleFunc("DELETE /v1/machines/{name}", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, struct{}{}, b.RemoveMachine(r.Context(), r.PathValue("name")))
+		res, err := b.RemoveMachine(r.Context(), r.PathValue("name"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("PATCH /v1/machines/{name}", func(w http.ResponseWriter, r *http.Request) {
+		var u MachineUpdate
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&u); err != nil {
+			reply(w, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
+			return
+		}
+		m, err := b.UpdateMachine(r.Context(), r.PathValue("name"), u)
+		reply(w, m, err)
 	})
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest
@@ -163,6 +197,10 @@ func reply(w http.ResponseWriter, v any, err error) {
 			code = http.StatusNotFound
 		} else if errors.Is(err, ErrBadRequest) {
 			code = http.StatusBadRequest
+		} else if errors.Is(err, ErrConflict) {
+			code = http.StatusConflict
+		} else if errors.Is(err, ErrUnavailable) {
+			code = http.StatusServiceUnavailable
 		}
 		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(apiError{Error: err.Error()})
@@ -173,6 +211,14 @@ func reply(w http.ResponseWriter, v any, err error) {
 
 // ErrBadRequest marks errors caused by the caller's input; it becomes 400.
 var ErrBadRequest = errors.New("bad request")
+
+// ErrConflict marks a request that clashes with the state (a name that
+// is taken); it becomes 409.
+var ErrConflict = errors.New("conflict")
+
+// ErrUnavailable marks a request that needs a machine that cannot be
+// reached now; it becomes 503.
+var ErrUnavailable = errors.New("unavailable")
 
 // Get calls the local API and decodes the JSON answer into out.
 func (c *Client) Get(ctx context.Context, path string, out any) error {

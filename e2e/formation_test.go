@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,8 +160,8 @@ func TestFormation(t *testing.T) {
 			if m.Name == fmt.Sprintf("m%d", i+1) {
 				continue
 			}
-			if out, err := f.hosts[i].Run(ctx, "ping", "-c", "1", "-W", "3", m.Address); err != nil {
-				t.Errorf("%s cannot ping %s (%s): %v\n%s", f.hosts[i].Name, m.Name, m.Address, err, out)
+			if err := pingOnce(ctx, f.hosts[i], m.Address); err != nil {
+				t.Errorf("%s cannot ping %s: %v", f.hosts[i].Name, m.Name, err)
 			}
 		}
 	}
@@ -201,11 +202,21 @@ func TestFormation(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	// machine rm: m5's keys are revoked everywhere. Brought back with its
-	// old keys, it is no one's peer and no one lists it.
-	if out, err := f.uncloud(ctx, t, 1, "machine", "rm", "m5"); err != nil {
+	// machine rm while m3 is down: m5's keys are revoked everywhere and
+	// the gossip key rotates; m3 fetches the new key when it comes back.
+	// Brought back with its old keys, m5 is no one's peer and no one
+	// lists it.
+	oldKey := f.status(ctx, t, 0).GossipKey
+	f.procs[2].Signal(syscall.SIGKILL)
+	f.procs[2].Wait(ctx)
+	out, err := f.uncloud(ctx, t, 1, "machine", "rm", "m5")
+	if err != nil {
 		t.Fatalf("machine rm m5: %v\n%s", err, out)
 	}
+	if !strings.Contains(out, "2 of 3 other machines have the new key; m3 will fetch it") {
+		t.Errorf("machine rm m5 with m3 down says:\n%s", out)
+	}
+	f.startAgent(ctx, t, 2, "agent")
 	if _, err := f.uncloud(ctx, t, 1, "machine", "rm", "m2"); err == nil {
 		t.Fatal("a machine removed itself")
 	}
@@ -228,6 +239,94 @@ func TestFormation(t *testing.T) {
 				t.Errorf("%s still has the removed m5 as a peer: %+v", f.hosts[i].Name, p)
 			}
 		}
+	}
+	start = time.Now()
+	newKey := f.waitSameGossipKey(ctx, t, 4, 60*time.Second)
+	t.Logf("all four machines on the rotated gossip key %v after m3's restart", time.Since(start).Round(100*time.Millisecond))
+	if newKey == oldKey || f.status(ctx, t, 4).GossipKey != oldKey {
+		t.Errorf("gossip key %s before removal, %s after, removed m5 has %s", oldKey, newKey, f.status(ctx, t, 4).GossipKey)
+	}
+
+	// Gossip and the state still work on the new key: a rename and a role
+	// made on other machines than the target reach everyone.
+	if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "m2"); err == nil {
+		t.Errorf("renamed m4 to the taken name m2:\n%s", out)
+	}
+	if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "Bad_Name"); err == nil || !strings.Contains(out, "DNS label") {
+		t.Errorf("rename to an invalid name: %v\n%s", err, out)
+	}
+	if out, err := f.uncloud(ctx, t, 0, "machine", "role", "add", "m2", "database"); err == nil || !strings.Contains(out, "unknown role") {
+		t.Errorf("unknown role: %v\n%s", err, out)
+	}
+	if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "db-1"); err != nil {
+		t.Fatalf("rename m4 (netstack) from m1: %v\n%s", err, out)
+	}
+	if out, err := f.uncloud(ctx, t, 2, "machine", "role", "add", "m2", "ingress"); err != nil {
+		t.Fatalf("role add on m2 from m3: %v\n%s", err, out)
+	}
+	start = time.Now()
+	for i := 0; i < 4; i++ {
+		for {
+			names := map[string]string{}
+			for _, m := range f.machines(ctx, t, i) {
+				names[m.Name] = strings.Join(m.Roles, ",")
+			}
+			_, renamed := names["db-1"]
+			if renamed && names["m2"] == "ingress" {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatalf("%s does not see the rename and role after 10 s: %v", f.hosts[i].Name, names)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	t.Logf("rename and role seen everywhere %v after the commands", time.Since(start).Round(10*time.Millisecond))
+	// The rename is the machine's own: it survives its restart.
+	f.procs[3].Signal(syscall.SIGTERM)
+	f.procs[3].Wait(ctx)
+	f.startAgent(ctx, t, 3, "agent", "--userspace")
+	if st := f.status(ctx, t, 3); st.Name != "db-1" {
+		t.Errorf("after a restart the renamed machine is %q", st.Name)
+	}
+}
+
+func (f *formed) status(ctx context.Context, t *testing.T, i int) api.Status {
+	t.Helper()
+	out, err := f.uncloud(ctx, t, i, "status", "-o", "json")
+	if err != nil {
+		t.Fatalf("status on %s: %v\n%s", f.hosts[i].Name, err, out)
+	}
+	var st api.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status on %s: %v\n%s", f.hosts[i].Name, err, out)
+	}
+	return st
+}
+
+// waitSameGossipKey waits until the first n hosts use one gossip key and
+// list each other as alive, and returns that key's fingerprint.
+func (f *formed) waitSameGossipKey(ctx context.Context, t *testing.T, n int, timeout time.Duration) string {
+	t.Helper()
+	start := time.Now()
+	for {
+		keys := map[string]bool{}
+		alive := true
+		for i := 0; i < n; i++ {
+			keys[f.status(ctx, t, i).GossipKey] = true
+			for _, m := range f.machines(ctx, t, i) {
+				alive = alive && (m.State == "alive" || m.State == "self")
+			}
+		}
+		if len(keys) == 1 && alive {
+			for k := range keys {
+				return k
+			}
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("after %v the machines use %d gossip keys (all alive: %v)", timeout, len(keys), alive)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
@@ -353,7 +452,24 @@ func TestUnprivilegedJoin(t *testing.T) {
 	if err != nil || !strings.Contains(out, "netstack mode") {
 		t.Fatalf("status as nobody: %v\n%s", err, out)
 	}
-	if out, err := f.hosts[0].Run(ctx, "ping", "-c", "1", "-W", "3", "10.210.2.1"); err != nil {
-		t.Fatalf("m1 cannot ping the unprivileged machine: %v\n%s", err, out)
+	if err := pingOnce(ctx, f.hosts[0], "10.210.2.1"); err != nil {
+		t.Fatalf("m1 cannot ping the unprivileged machine: %v", err)
 	}
+}
+
+// pingOnce sends ICMP echo from h to addr with the lab's own helper (no
+// dependency on the host's ping) and fails unless one reply comes back.
+func pingOnce(ctx context.Context, h *lab.Host, addr string) error {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return err
+	}
+	res, err := h.Ping(ctx, a, 1, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	if res.Received == 0 {
+		return fmt.Errorf("no echo reply from %s (%s)", addr, res.Error)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,8 +12,55 @@ import (
 )
 
 type machineCmd struct {
-	Ls machineLsCmd `cmd:"" help:"List the machines of the network as this one sees them."`
-	Rm machineRmCmd `cmd:"" help:"Remove a machine: its keys are revoked everywhere, for good."`
+	Ls     machineLsCmd     `cmd:"" help:"List the machines of the network as this one sees them."`
+	Rm     machineRmCmd     `cmd:"" help:"Remove a machine: its keys are revoked everywhere, for good, and the gossip key is rotated."`
+	Rename machineRenameCmd `cmd:"" help:"Rename a machine. The machine itself makes the change, so it must be reachable."`
+	Role   machineRoleCmd   `cmd:"" help:"Give a machine a role or take it away (roles: ingress)."`
+}
+
+type machineRenameCmd struct {
+	Name    string `arg:"" help:"Current machine name or ID."`
+	NewName string `arg:"" help:"New name: a DNS label (lowercase letters, digits, '-'); the machine becomes <new-name>.machine.internal."`
+}
+
+func (c machineRenameCmd) Run(g *globals) error {
+	var m api.MachineInfo
+	err := callAgent(g, "PATCH", "/v1/machines/"+url.PathEscape(c.Name), api.MachineUpdate{Name: c.NewName}, &m)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Machine %s is now %s; every machine sees the new name within seconds.\n", c.Name, m.Name)
+	return nil
+}
+
+type machineRoleCmd struct {
+	Add machineRoleAddCmd `cmd:"" help:"Add a role: 'uncloud machine role add web-1 ingress'."`
+	Rm  machineRoleRmCmd  `cmd:"" help:"Remove a role: 'uncloud machine role rm web-1 ingress'."`
+}
+
+type machineRoleArgs struct {
+	Name  string   `arg:"" help:"Machine name or ID."`
+	Roles []string `arg:"" help:"Roles (ingress: serve published services on :80 and :443)."`
+}
+
+type machineRoleAddCmd struct{ machineRoleArgs }
+type machineRoleRmCmd struct{ machineRoleArgs }
+
+func (c machineRoleAddCmd) Run(g *globals) error {
+	return changeRoles(g, c.Name, api.MachineUpdate{AddRoles: c.Roles})
+}
+
+func (c machineRoleRmCmd) Run(g *globals) error {
+	return changeRoles(g, c.Name, api.MachineUpdate{RemoveRoles: c.Roles})
+}
+
+func changeRoles(g *globals, name string, u api.MachineUpdate) error {
+	var m api.MachineInfo
+	if err := callAgent(g, "PATCH", "/v1/machines/"+url.PathEscape(name), u, &m); err != nil {
+		return err
+	}
+	fmt.Printf("Machine %s roles: %s\n", m.Name, dash(strings.Join(m.Roles, ",")))
+	return nil
 }
 
 type machineRmCmd struct {
@@ -20,10 +68,17 @@ type machineRmCmd struct {
 }
 
 func (c machineRmCmd) Run(g *globals) error {
-	if err := callAgent(g, "DELETE", "/v1/machines/"+url.PathEscape(c.Name), nil, nil); err != nil {
+	var res api.RemoveResult
+	if err := callAgent(g, "DELETE", "/v1/machines/"+url.PathEscape(c.Name), nil, &res); err != nil {
 		return err
 	}
-	fmt.Printf("Machine %s removed: its keys are revoked, every machine drops it as a peer. To bring it back, wipe its data dir and join it again with a new token.\n", c.Name)
+	fmt.Printf("Machine %s removed: its keys are revoked, every machine drops it as a peer.\n", res.Name)
+	fmt.Printf("Gossip key rotated: %d of %d other machines have the new key", res.Rotated, res.Machines)
+	if len(res.Missed) > 0 {
+		fmt.Printf("; %s will fetch it when reachable", strings.Join(res.Missed, ", "))
+	}
+	fmt.Println(".")
+	fmt.Println("To bring the machine back, wipe its data dir and join it again with a new token.")
 	return nil
 }
 
@@ -40,14 +95,14 @@ func (c machineLsCmd) Run(g *globals) error {
 		return printJSON(machines)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSTATE\tADDRESS\tSUBNET\tMODE\tENDPOINT\tHANDSHAKE\tVERSION\tID")
+	fmt.Fprintln(w, "NAME\tSTATE\tADDRESS\tSUBNET\tMODE\tROLES\tENDPOINT\tHANDSHAKE\tVERSION\tID")
 	for _, m := range machines {
 		hs := "-"
 		if !m.LastHandshake.IsZero() {
 			hs = time.Since(m.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Address, m.Subnet,
-			dash(m.Mode), dash(m.Endpoint), hs, dash(m.Version), m.ID)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Address, m.Subnet,
+			dash(m.Mode), dash(strings.Join(m.Roles, ",")), dash(m.Endpoint), hs, dash(m.Version), m.ID)
 	}
 	return w.Flush()
 }

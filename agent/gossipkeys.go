@@ -1,0 +1,213 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Gossip key rotation. Removing a machine rotates the key that encrypts
+// gossip, so that the removed machine, should it still reach the mesh
+// somehow, reads nothing. The remover makes a new keyring (epoch+1) and
+// pushes it over the machine API (mutual TLS, known machines only) to
+// every machine it reaches; the others, partitioned or down at that
+// moment, pull it from any machine within keyringPullInterval once they
+// can reach one. Two rotations in two partitions give two keyrings of one
+// epoch: the higher key wins, so every machine ends on the same one.
+//
+// A machine keeps decrypting with the previous key for keyringGrace after
+// it adopts a new one: the machines that have not adopted it yet still
+// encrypt with the old key, and their messages must not be lost.
+
+const (
+	keyringPath         = "/v1/gossip/keyring"
+	keyringPullInterval = 20 * time.Second
+	keyringGrace        = 2 * time.Minute
+)
+
+// gossipKeyring is the key in use first, then keys still accepted.
+type gossipKeyring struct {
+	Epoch uint64   `json:"epoch"`
+	Keys  [][]byte `json:"keys"`
+}
+
+// newer says whether k should replace cur.
+func (k gossipKeyring) newer(cur gossipKeyring) bool {
+	if len(k.Keys) == 0 {
+		return false
+	}
+	if k.Epoch != cur.Epoch {
+		return k.Epoch > cur.Epoch
+	}
+	return len(cur.Keys) > 0 && bytes.Compare(k.Keys[0], cur.Keys[0]) > 0
+}
+
+func (k gossipKeyring) validate() error {
+	if len(k.Keys) == 0 {
+		return errors.New("keyring has no key")
+	}
+	for i, key := range k.Keys {
+		if len(key) != 32 {
+			return fmt.Errorf("keyring key %d is %d bytes, want 32", i, len(key))
+		}
+	}
+	return nil
+}
+
+// keyFingerprint names a key without revealing it.
+func keyFingerprint(key []byte) string {
+	sum := sha256.Sum256(append([]byte("uncloud gossip key fingerprint\x00"), key...))
+	return hex.EncodeToString(sum[:6])
+}
+
+func (d *Daemon) keyring() gossipKeyring {
+	st := d.snapshot()
+	return gossipKeyring{Epoch: st.GossipKeyEpoch, Keys: st.GossipKeys}
+}
+
+// adoptKeyring switches to k if it is newer than ours: saved first, then
+// used, with our previous key still accepted for keyringGrace.
+func (d *Daemon) adoptKeyring(k gossipKeyring) (bool, error) {
+	if err := k.validate(); err != nil {
+		return false, err
+	}
+	var previous []byte
+	adopted := false
+	_, err := d.updateState(func(s *MachineState) error {
+		if !k.newer(gossipKeyring{Epoch: s.GossipKeyEpoch, Keys: s.GossipKeys}) {
+			return nil
+		}
+		previous = s.GossipKeys[0]
+		s.GossipKeys, s.GossipKeyEpoch = [][]byte{k.Keys[0]}, k.Epoch
+		adopted = true
+		return nil
+	})
+	if err != nil || !adopted {
+		return false, err
+	}
+	if err := d.gossip.SetKeys([][]byte{k.Keys[0], previous}); err != nil {
+		return false, fmt.Errorf("install gossip key of epoch %d: %w", k.Epoch, err)
+	}
+	d.log.Info("gossip key rotated", "epoch", k.Epoch, "key", keyFingerprint(k.Keys[0]))
+	newKey := k.Keys[0]
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		select {
+		case <-time.After(keyringGrace):
+		case <-d.ctx.Done():
+			return
+		}
+		// Only if nothing newer came meanwhile: that one set its own keys.
+		if cur := d.keyring(); bytes.Equal(cur.Keys[0], newKey) {
+			if err := d.gossip.SetKeys([][]byte{newKey}); err != nil {
+				d.log.Warn("drop the previous gossip key", "err", err)
+			}
+		}
+	}()
+	return true, nil
+}
+
+// rotateGossipKey makes a new keyring and pushes it to every known
+// machine; it returns the names of those that did not take it.
+func (d *Daemon) rotateGossipKey(ctx context.Context) (reached int, missed []string, err error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return 0, nil, err
+	}
+	k := gossipKeyring{Epoch: d.keyring().Epoch + 1, Keys: [][]byte{key}}
+	if _, err := d.adoptKeyring(k); err != nil {
+		return 0, nil, err
+	}
+	machines, err := d.machines(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range machines {
+		if m.ID == d.state.MachineID {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := d.callMachine(ctx, m.ID, http.MethodPost, keyringPath, k, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				d.log.Info("gossip key not pushed; the machine pulls it when reachable", "machine", m.Name, "err", err)
+				missed = append(missed, m.Name)
+				return
+			}
+			reached++
+		}()
+	}
+	wg.Wait()
+	return reached, missed, nil
+}
+
+func (d *Daemon) handleGetKeyring(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(d.keyring())
+}
+
+func (d *Daemon) handlePushKeyring(w http.ResponseWriter, r *http.Request) {
+	var k gossipKeyring
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&k); err != nil {
+		http.Error(w, "malformed keyring: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if _, err := d.adoptKeyring(k); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// pullKeyrings asks one known machine at a time for its keyring: the way
+// a machine that was down or partitioned during a rotation catches up.
+// Its gossip cannot carry the news: it no longer has the key.
+func (d *Daemon) pullKeyrings(ctx context.Context) {
+	defer d.wg.Done()
+	for {
+		wait := keyringPullInterval/2 + mrand.N(keyringPullInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		var others []string
+		for _, m := range d.knownMachines(ctx) {
+			if m.ID != d.state.MachineID {
+				others = append(others, m.ID)
+			}
+		}
+		if len(others) == 0 {
+			continue
+		}
+		id := others[mrand.N(len(others))]
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var k gossipKeyring
+		err := d.callMachine(callCtx, id, http.MethodGet, keyringPath, nil, &k)
+		cancel()
+		if err != nil {
+			continue // unreachable now; another one next time
+		}
+		if _, err := d.adoptKeyring(k); err != nil {
+			d.log.Warn("keyring from another machine refused", "machine", id, "err", err)
+		}
+	}
+}

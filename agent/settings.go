@@ -1,0 +1,158 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
+)
+
+// KnownRoles are the roles a machine can take besides running containers.
+var knownRoles = []string{"ingress"}
+
+const updateSelfPath = "/v1/self"
+
+// UpdateMachine implements api.Backend: rename a machine or change its
+// roles. A machine record is written by its machine alone (two writers
+// would race in the CRDT), so for another machine the change is a call to
+// that machine, which must be reachable.
+func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.MachineUpdate) (api.MachineInfo, error) {
+	if err := checkUpdate(u); err != nil {
+		return api.MachineInfo{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	target, err := d.findMachine(ctx, nameOrID)
+	if err != nil {
+		return api.MachineInfo{}, err
+	}
+	if target.ID == d.state.MachineID {
+		rec, err := d.updateSelf(ctx, u)
+		if err != nil {
+			return api.MachineInfo{}, err
+		}
+		return machineInfoOf(rec), nil
+	}
+	var rec crdt.Machine
+	if err := d.callMachine(ctx, target.ID, http.MethodPost, updateSelfPath, u, &rec); err != nil {
+		var re *remoteError
+		if errors.As(err, &re) && re.Status == http.StatusConflict {
+			return api.MachineInfo{}, fmt.Errorf("%w: %s", api.ErrConflict, re.Message)
+		}
+		if errors.As(err, &re) && re.Status == http.StatusBadRequest {
+			return api.MachineInfo{}, fmt.Errorf("%w: %s", api.ErrBadRequest, re.Message)
+		}
+		return api.MachineInfo{}, fmt.Errorf("%w: %s must make this change itself and did not answer: %v", api.ErrUnavailable, target.Name, err)
+	}
+	return machineInfoOf(&rec), nil
+}
+
+func machineInfoOf(m *crdt.Machine) api.MachineInfo {
+	info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, Roles: m.Roles}
+	if n, ok := subnetNumber(m.Subnet); ok {
+		info.Address = meshAddress(n).String()
+	}
+	return info
+}
+
+func checkUpdate(u api.MachineUpdate) error {
+	if u.Name == "" && len(u.AddRoles) == 0 && len(u.RemoveRoles) == 0 {
+		return errors.New("nothing to change: give a new name or roles to add or remove")
+	}
+	if u.Name != "" {
+		if err := ValidateName(u.Name); err != nil {
+			return err
+		}
+	}
+	for _, r := range append(slices.Clone(u.AddRoles), u.RemoveRoles...) {
+		if !slices.Contains(knownRoles, r) {
+			return fmt.Errorf("unknown role %q: known roles are %s", r, strings.Join(knownRoles, ", "))
+		}
+	}
+	return nil
+}
+
+// findMachine finds a non-revoked machine by name or ID.
+func (d *Daemon) findMachine(ctx context.Context, nameOrID string) (*crdt.Machine, error) {
+	machines, err := d.machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range machines {
+		if m.Name == nameOrID || m.ID == nameOrID {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: no machine named %q (see 'uncloud machine ls')", api.ErrNotFound, nameOrID)
+}
+
+// updateSelf applies a change to this machine: saved in machine.json,
+// then published in its record.
+func (d *Daemon) updateSelf(ctx context.Context, u api.MachineUpdate) (*crdt.Machine, error) {
+	if err := checkUpdate(u); err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if u.Name != "" {
+		machines, err := d.machines(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range machines {
+			if m.Name == u.Name && m.ID != d.state.MachineID {
+				return nil, fmt.Errorf("%w: machine name %q is taken by %s", api.ErrConflict, u.Name, m.ID)
+			}
+		}
+	}
+	old := d.snapshot()
+	st, err := d.updateState(func(s *MachineState) error {
+		if u.Name != "" {
+			s.Name = u.Name
+		}
+		for _, r := range u.AddRoles {
+			if !slices.Contains(s.Roles, r) {
+				s.Roles = append(s.Roles, r)
+			}
+		}
+		s.Roles = slices.DeleteFunc(s.Roles, func(r string) bool { return slices.Contains(u.RemoveRoles, r) })
+		slices.Sort(s.Roles)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.publishMachine(ctx); err != nil {
+		return nil, err
+	}
+	d.log.Info("machine updated", "name", st.Name, "was", old.Name, "roles", st.Roles)
+	rec, err := d.store.Get(ctx, crdt.MachinesPrefix+d.state.MachineID)
+	if err != nil {
+		return nil, fmt.Errorf("read back own record: %w", err)
+	}
+	return rec.(*crdt.Machine), nil
+}
+
+// handleUpdateSelf is the machine API side of UpdateMachine.
+func (d *Daemon) handleUpdateSelf(w http.ResponseWriter, r *http.Request) {
+	var u api.MachineUpdate
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&u); err != nil {
+		http.Error(w, "malformed update: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	rec, err := d.updateSelf(r.Context(), u)
+	switch {
+	case errors.Is(err, api.ErrBadRequest):
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	case errors.Is(err, api.ErrConflict):
+		http.Error(w, err.Error(), http.StatusConflict)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(rec)
+	}
+}

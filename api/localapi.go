@@ -79,14 +79,14 @@ var ErrNotFound = errors.New("not found")
 
 // Status describes the machine that answers and what it sees.
 type Status struct {
-	Version   string       `json:"version"`
-	NetworkID string       `json:"network_id"`
-	MachineID string       `json:"machine_id"`
-	Name      string       `json:"name"`
-	Address   string       `json:"address"`
-	Mode      string       `json:"mode"`
-	Port      uint16       `json:"port"`
-	Roles     []string     `json:"roles,omitempty"`
+	Version   string   `json:"version"`
+	NetworkID string   `json:"network_id"`
+	MachineID string   `json:"machine_id"`
+	Name      string   `json:"name"`
+	Address   string   `json:"address"`
+	Mode      string   `json:"mode"`
+	Port      uint16   `json:"port"`
+	Roles     []string `json:"roles,omitempty"`
 	// GossipKey identifies the gossip key in use (a hash, never the key)
 	// and its rotation count, so machines can be compared.
 	GossipKey      string       `json:"gossip_key"`

@@ -33,6 +33,7 @@ const (
 	keyringPath         = "/v1/gossip/keyring"
 	keyringPullInterval = 20 * time.Second
 	keyringGrace        = 2 * time.Minute
+	keyringStartupRetry = 2 * time.Second
 )
 
 // gossipKeyring is the key in use first, then keys still accepted.
@@ -99,6 +100,9 @@ func (d *Daemon) adoptKeyring(k gossipKeyring) (bool, error) {
 		return false, fmt.Errorf("install gossip key of epoch %d: %w", k.Epoch, err)
 	}
 	d.log.Info("gossip key rotated", "epoch", k.Epoch, "key", keyFingerprint(k.Keys[0]))
+	// A machine that was away during the rotation failed its joins with
+	// the old key and would otherwise wait for the rejoin timer.
+	d.rejoinKnown(d.ctx)
 	newKey := k.Keys[0]
 	d.wg.Add(1)
 	go func() {
@@ -179,35 +183,50 @@ func (d *Daemon) handlePushKeyring(w http.ResponseWriter, r *http.Request) {
 
 // pullKeyrings asks one known machine at a time for its keyring: the way
 // a machine that was down or partitioned during a rotation catches up.
-// Its gossip cannot carry the news: it no longer has the key.
+// Its gossip cannot carry the news: it no longer has the key. Right after
+// start it asks every few seconds until one machine answers (a machine
+// restarted after a rotation must not wait out the long interval), then
+// every keyringPullInterval.
 func (d *Daemon) pullKeyrings(ctx context.Context) {
 	defer d.wg.Done()
-	for {
-		wait := keyringPullInterval/2 + mrand.N(keyringPullInterval)
+	wait := time.Duration(0)
+	for answered := false; ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		var others []string
-		for _, m := range d.knownMachines(ctx) {
-			if m.ID != d.state.MachineID {
-				others = append(others, m.ID)
-			}
+		if d.pullKeyringOnce(ctx) {
+			answered = true
 		}
-		if len(others) == 0 {
-			continue
-		}
-		id := others[mrand.N(len(others))]
-		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var k gossipKeyring
-		err := d.callMachine(callCtx, id, http.MethodGet, keyringPath, nil, &k)
-		cancel()
-		if err != nil {
-			continue // unreachable now; another one next time
-		}
-		if _, err := d.adoptKeyring(k); err != nil {
-			d.log.Warn("keyring from another machine refused", "machine", id, "err", err)
+		wait = keyringStartupRetry
+		if answered {
+			wait = keyringPullInterval/2 + mrand.N(keyringPullInterval)
 		}
 	}
+}
+
+// pullKeyringOnce asks a random known machine for its keyring and adopts
+// it if newer; it reports whether the machine answered.
+func (d *Daemon) pullKeyringOnce(ctx context.Context) bool {
+	var others []string
+	for _, m := range d.knownMachines(ctx) {
+		if m.ID != d.state.MachineID {
+			others = append(others, m.ID)
+		}
+	}
+	if len(others) == 0 {
+		return false
+	}
+	id := others[mrand.N(len(others))]
+	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var k gossipKeyring
+	if err := d.callMachine(callCtx, id, http.MethodGet, keyringPath, nil, &k); err != nil {
+		return false // unreachable now; another one next time
+	}
+	if _, err := d.adoptKeyring(k); err != nil {
+		d.log.Warn("keyring from another machine refused", "machine", id, "err", err)
+	}
+	return true
 }

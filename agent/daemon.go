@@ -146,6 +146,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	return d, nil
 }
 
+// gossipRejoinInterval bounds how long a healed partition goes unnoticed.
+const gossipRejoinInterval = 8 * time.Second
+
 func (d *Daemon) startGossip(ctx context.Context) error {
 	var seeds []string
 	for _, s := range d.state.Seeds {
@@ -164,6 +167,10 @@ func (d *Daemon) startGossip(ctx context.Context) error {
 		Meta:     d.encodeMeta(),
 		Seeds:    seeds,
 		Logger:   d.log.With("component", "gossip"),
+		// A healed partition is noticed only by a rejoin (memberlist
+		// stops talking to members it declared dead); a rejoin attempt
+		// costs one dial per away member, so try often.
+		RejoinInterval: gossipRejoinInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("start gossip on %v: %w", d.state.MeshAddress(), err)

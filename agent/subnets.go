@@ -144,30 +144,51 @@ func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (int, erro
 	if err := d.promises.promise(subnet, machineID, owners); err != nil {
 		return 0, err
 	}
-	granted := 1
-	var refusals []error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+	// Ask everyone at once and go ahead as soon as a majority promised:
+	// on the majority side of a partition the unreachable machines would
+	// otherwise hold the join until the call timeout. The remaining calls
+	// finish in the background (a late promise is harmless).
+	type answer struct {
+		name string
+		err  error
+	}
+	answers := make(chan answer, len(machines))
+	asked := 0
+	callCtx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
 	for _, m := range machines {
 		if m.ID == d.state.MachineID {
 			continue
 		}
-		wg.Add(1)
+		asked++
 		go func() {
-			defer wg.Done()
-			err := d.askReserve(callCtx, m.ID, reserveRequest{Subnet: subnet, MachineID: machineID})
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				refusals = append(refusals, fmt.Errorf("%s: %w", m.Name, err))
-				return
-			}
-			granted++
+			answers <- answer{m.Name, d.askReserve(callCtx, m.ID, reserveRequest{Subnet: subnet, MachineID: machineID})}
 		}()
 	}
-	wg.Wait()
+	received := 0
+	defer func() {
+		go func(left int) { // the calls still out end by callCtx
+			for range left {
+				<-answers
+			}
+			cancel()
+		}(asked - received)
+	}()
+	granted := 1
+	var refusals []error
+	for received < asked && granted < quorum {
+		var a answer
+		select {
+		case a = <-answers:
+			received++
+		case <-ctx.Done():
+			return 0, fmt.Errorf("subnet %d: %w", subnet, ctx.Err())
+		}
+		if a.err != nil {
+			refusals = append(refusals, fmt.Errorf("%s: %w", a.name, a.err))
+			continue
+		}
+		granted++
+	}
 	if granted < quorum {
 		return 0, fmt.Errorf("subnet %d: only %d of %d machines agreed, a join needs %d (a partition or machines down?): %w",
 			subnet, granted, len(machines), quorum, errors.Join(refusals...))

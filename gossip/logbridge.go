@@ -17,10 +17,11 @@ import (
 type logBridge struct {
 	log           *slog.Logger
 	undecryptable *atomic.Uint64
+	suspected     func(name string) // a probe of name failed (may be nil)
 }
 
-func newMemberlistLogger(l *slog.Logger, undecryptable *atomic.Uint64) *log.Logger {
-	return log.New(&logBridge{log: l.With("component", "memberlist"), undecryptable: undecryptable}, "", 0)
+func newMemberlistLogger(l *slog.Logger, undecryptable *atomic.Uint64, suspected func(string)) *log.Logger {
+	return log.New(&logBridge{log: l.With("component", "memberlist"), undecryptable: undecryptable, suspected: suspected}, "", 0)
 }
 
 // splitLevel cuts memberlist's "[LEVEL]" prefix off line.
@@ -57,6 +58,11 @@ func (b *logBridge) Write(p []byte) (int, error) {
 		}
 		b.log.Log(context.Background(), level, string(line), "undecryptable_total", c)
 		return len(p), nil
+	}
+	if b.suspected != nil {
+		if m := suspectLine.FindSubmatch(line); m != nil {
+			b.suspected(string(m[1]))
+		}
 	}
 	b.log.Log(context.Background(), level, string(line))
 	return len(p), nil

@@ -25,7 +25,7 @@ func TestLogBridge(t *testing.T) {
 	for _, tt := range tests {
 		var out bytes.Buffer
 		var c atomic.Uint64
-		l := newMemberlistLogger(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})), &c)
+		l := newMemberlistLogger(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})), &c, nil)
 		l.Print(tt.line)
 		got := out.String()
 		if !strings.Contains(got, "level="+tt.wantLevel) || !strings.Contains(got, tt.wantMsg) {

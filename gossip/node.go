@@ -30,6 +30,7 @@ type Node struct {
 	events    *eventQueue
 	replay    *replayFilter
 	stats     counters
+	sus       suspicions
 
 	// epoch and seq identify this machine's messages: epoch is the boot
 	// time, so identities never repeat across restarts.
@@ -82,6 +83,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		handlers: make(map[string]func(string, []byte)),
 		states:   make(map[string]stateFuncs),
 		replay:   newReplayFilter(),
+		sus:      suspicions{since: map[string]time.Time{}, syncing: map[string]bool{}},
 		ctx:      nctx,
 		cancel:   cancel,
 	}
@@ -89,7 +91,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.queue = newGossipQueue(func() int { return int(n.alive.Load()) }, &n.stats.queuePruned)
 	n.fanout = newFanout(n.sendStream)
 
-	mlLog := newMemberlistLogger(cfg.Logger, &n.stats.undecryptable)
+	mlLog := newMemberlistLogger(cfg.Logger, &n.stats.undecryptable, n.noteSuspect)
 	tr, err := newMeshTransport(nctx, cfg.BindAddr, cfg.Network, t.tcpTimeout, mlLog)
 	if err != nil {
 		cancel()
@@ -136,8 +138,9 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 			n.log.Info("gossip: joined", "contacted", c)
 		}
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.rejoinLoop()
+	go n.recoverLoop()
 	return n, nil
 }
 

@@ -156,3 +156,72 @@ func TestNoRejoinWithoutTimer(t *testing.T) {
 	}
 	t.Logf("2 s after heal without rejoin: %s", strings.Join(sizes, " "))
 }
+
+// TestShortPartitionSyncsOnRecovery: a split shorter than the suspicion
+// timeout makes members suspect, never dead, so nothing rejoins. State
+// must still cross as soon as the suspect is back, not at the next
+// push/pull (set to a minute here, longer than the test).
+func TestShortPartitionSyncsOnRecovery(t *testing.T) {
+	const size = 3
+	filters := make([]*filterTransport, size)
+	rec := &merges{}
+	rec.reset()
+	tm := testTiming()
+	tm.pushPullInterval = time.Minute
+	tm.suspicionMult = 40 // ≥ 8 s of suspicion: nobody dies during the split
+	nodes := startCluster(t, size, func(i int, c *Config) {
+		f, w := newFilter()
+		filters[i] = f
+		c.wrapTransport = w
+		c.timing = tm
+		c.RejoinInterval = time.Hour
+	})
+	for _, n := range nodes {
+		n.SetLocalState("crdt",
+			func() []byte { return []byte("heads-of-" + n.LocalName()) },
+			func(from string, remote []byte) { rec.record(n.LocalName(), from, remote) })
+	}
+	waitFor(t, 5*time.Second, "cluster of 3", func() bool { return converged(nodes, size) })
+
+	lone := nodes[2]
+	for i := range 2 {
+		filters[i].block(lone.Addr())
+	}
+	filters[2].block(nodes[0].Addr(), nodes[1].Addr())
+	waitFor(t, 10*time.Second, "the lone member suspected", func() bool {
+		for _, n := range nodes[:2] {
+			n.sus.mu.Lock()
+			_, ok := n.sus.since[lone.LocalName()]
+			n.sus.mu.Unlock()
+			if ok {
+				return true
+			}
+		}
+		return false
+	})
+	rec.reset()
+	healed := time.Now()
+	for _, f := range filters {
+		f.unblockAll()
+	}
+	waitFor(t, 10*time.Second, "state exchanged with the recovered member", func() bool {
+		_, a := rec.got(lone.LocalName(), nodes[0].LocalName())
+		_, b := rec.got(lone.LocalName(), nodes[1].LocalName())
+		_, c := rec.got(nodes[0].LocalName(), lone.LocalName())
+		_, d := rec.got(nodes[1].LocalName(), lone.LocalName())
+		return a || b || c || d
+	})
+	t.Logf("state crossed %v after the heal (push/pull interval %v)", time.Since(healed).Round(time.Millisecond), tm.pushPullInterval)
+	var recovered uint64
+	for _, n := range nodes {
+		recovered += n.Stats().Recovered
+	}
+	if recovered == 0 {
+		t.Error("no recovery counted: something else carried the state")
+	}
+	for _, n := range nodes {
+		if len(n.Members()) != size {
+			t.Errorf("%s sees %s after the heal", n.LocalName(), names(n.Members()))
+		}
+	}
+}

@@ -19,6 +19,7 @@ type Stats struct {
 	EventsDropped uint64 // events dropped (oldest first) because nobody read Events
 	StateMerges   uint64 // per-topic merge callbacks run from push/pull
 	Rejoined      uint64 // successful re-joins of known machines by the rejoin timer
+	Recovered     uint64 // members back from suspicion, state exchanged with them at once
 	Queued        int    // gossip broadcasts queued now
 	MaxPacket     int    // largest UDP payload written so far
 }
@@ -26,7 +27,7 @@ type Stats struct {
 type counters struct {
 	received, delivered, relayed, malformed, unknownTopic, replayed, echoed,
 	undecryptable, sendErrors, fanoutDropped, queuePruned, eventsDropped,
-	stateMerges, rejoined atomic.Uint64
+	stateMerges, rejoined, recovered atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -47,6 +48,7 @@ func (n *Node) Stats() Stats {
 		EventsDropped: c.eventsDropped.Load(),
 		StateMerges:   c.stateMerges.Load(),
 		Rejoined:      c.rejoined.Load(),
+		Recovered:     c.recovered.Load(),
 		Queued:        n.queue.len(),
 		MaxPacket:     int(n.transport.maxPacket.Load()),
 	}

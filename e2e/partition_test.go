@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/e2e/lab"
+)
+
+// TestJoinDuringPartition: five machines split 2|3 on the wire, and a new
+// machine joins on each side at the same moment. The side with a majority
+// admits its machine; the minority side refuses clearly (it cannot get a
+// majority to promise a subnet) and changes nothing. After the heal, the
+// refused machine joins again, and all seven converge with seven distinct
+// subnets.
+func TestJoinDuringPartition(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f := form(ctx, t, 5, map[int]bool{4: true})
+	f.waitAllAlive(ctx, t, 30*time.Second)
+
+	for _, name := range []string{"h6", "h7"} {
+		h, err := f.lab.AddHost(ctx, name, lab.HostOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.hosts = append(f.hosts, h)
+	}
+	f.procs = append(f.procs, nil, nil)
+	minority := []*lab.Host{f.hosts[0], f.hosts[1], f.hosts[5]}
+	majority := []*lab.Host{f.hosts[2], f.hosts[3], f.hosts[4], f.hosts[6]}
+	split, err := f.lab.Partition(ctx, minority, majority)
+	if err != nil {
+		t.Fatal(err)
+	}
+	healed := false
+	defer func() {
+		if !healed {
+			split.Heal(context.Background())
+		}
+	}()
+	tokMinority := f.token(ctx, t, 0) // m1
+	tokMajority := f.token(ctx, t, 2) // m3
+
+	// Both joins at once, one on each side.
+	type result struct {
+		out string
+		err error
+		dur time.Duration
+	}
+	minorityDone := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		out, err := f.hosts[5].Run(ctx, f.lab.Uncloud, "join", "--name", "m6", "--foreground", tokMinority)
+		minorityDone <- result{out, err, time.Since(start)}
+	}()
+	start := time.Now()
+	f.startAgent(ctx, t, 6, "join", "--name", "m7", "--foreground", tokMajority)
+	t.Logf("majority-side join up in %v", time.Since(start).Round(10*time.Millisecond))
+
+	res := <-minorityDone
+	if res.err == nil {
+		t.Fatalf("a join succeeded on the minority side of a 2|3 partition:\n%s", res.out)
+	}
+	msg := res.err.Error() + res.out
+	if !strings.Contains(msg, "only 2 of 5 machines agreed") {
+		t.Errorf("minority-side join refused, but not for the majority rule:\n%s", msg)
+	}
+	t.Logf("minority-side join refused after %v", res.dur.Round(10*time.Millisecond))
+
+	// The majority side lists the new machine with the lowest free subnet.
+	m7Subnet := ""
+	for _, m := range f.machines(ctx, t, 2) {
+		if m.Name == "m7" {
+			m7Subnet = m.Subnet
+		}
+	}
+	if m7Subnet != "10.210.6.0/24" {
+		t.Errorf("m7 got subnet %q on the majority side, want 10.210.6.0/24", m7Subnet)
+	}
+	// The minority side admitted nobody.
+	for _, i := range []int{0, 1} {
+		for _, m := range f.machines(ctx, t, i) {
+			if m.Name == "m6" {
+				t.Errorf("%s lists the refused m6: %+v", f.hosts[i].Name, m)
+			}
+		}
+	}
+
+	start = time.Now()
+	if err := split.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	healed = true
+	// Six machines converge (h6 has not joined): wait on the six hosts.
+	joined := f.hosts
+	f.hosts = []*lab.Host{joined[0], joined[1], joined[2], joined[3], joined[4], joined[6]}
+	procs := f.procs
+	f.procs = []*lab.Process{procs[0], procs[1], procs[2], procs[3], procs[4], procs[6]}
+	d := f.waitAllAlive(ctx, t, 60*time.Second)
+	t.Logf("after the heal all six alive everywhere in %v", d.Round(10*time.Millisecond))
+	f.hosts, f.procs = joined, procs
+
+	// The refused machine tries again and gets the next subnet.
+	tok := f.token(ctx, t, 0)
+	f.startAgent(ctx, t, 5, "join", "--name", "m6", "--foreground", tok)
+	d = f.waitAllAlive(ctx, t, 60*time.Second)
+	t.Logf("m6 admitted after the heal; all seven alive everywhere %v later (%v after the heal)", d.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond))
+	for i := range f.hosts {
+		seen := map[string]string{}
+		for _, m := range f.machines(ctx, t, i) {
+			if other, dup := seen[m.Subnet]; dup {
+				t.Errorf("%s: %s and %s share subnet %s", f.hosts[i].Name, other, m.Name, m.Subnet)
+			}
+			seen[m.Subnet] = m.Name
+		}
+		if len(seen) != 7 {
+			t.Errorf("%s lists %d subnets, want 7: %v", f.hosts[i].Name, len(seen), seen)
+		}
+	}
+	for _, m := range f.machines(ctx, t, 0) {
+		if m.Name == "m6" && m.Subnet != "10.210.7.0/24" {
+			t.Errorf("m6 got %s after the heal, want 10.210.7.0/24", m.Subnet)
+		}
+	}
+}

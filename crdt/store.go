@@ -256,6 +256,9 @@ func (s *Store) syncLoop() {
 			if err := s.Sync(context.Background()); err != nil {
 				s.log.Warn("periodic sync", "err", err)
 			}
+			if _, err := compactIfNeeded(s.db, badgerOptions().NumLevelZeroTables); err != nil {
+				s.log.Warn("periodic compaction", "err", err)
+			}
 		}
 	}
 }

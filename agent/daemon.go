@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -250,6 +251,9 @@ func (d *Daemon) updateState(change func(*MachineState) error) (MachineState, er
 	next.GossipKeys = slices.Clone(next.GossipKeys)
 	if err := change(&next); err != nil {
 		return *d.state, err
+	}
+	if reflect.DeepEqual(next, *d.state) {
+		return next, nil // nothing changed: no write
 	}
 	if err := next.Save(d.opts.DataDir); err != nil {
 		return *d.state, fmt.Errorf("save machine state: %w", err)

@@ -201,6 +201,10 @@ func memberlistConfig(cfg Config, t timing) *memberlist.Config {
 	c.TCPTimeout = t.tcpTimeout
 	c.GossipToTheDeadTime = t.gossipToTheDeadTime
 	c.UDPBufferSize = udpBufferSize
+	// No LZW compression: messages are small and already inside WireGuard,
+	// and each compressed packet allocates a fresh ~70 KB LZW table. With
+	// 20 machines that garbage alone kept an idle agent's GC busy.
+	c.EnableCompression = false
 	// Gossip is always encrypted, in and out: a container on the mesh must
 	// not be able to inject membership or messages (DESIGN §11).
 	c.GossipVerifyIncoming = true

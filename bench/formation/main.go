@@ -44,6 +44,7 @@ func main() {
 	sizes := flag.String("sizes", "5,20", "sizes of the network a new machine joins, comma-separated")
 	idle := flag.Duration("idle", 30*time.Second, "idle window for the RSS and CPU figures")
 	userspace := flag.Bool("userspace", false, "run every agent in netstack mode")
+	logs := flag.String("logs", "", "write each agent's log to this directory at the end of each size")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "formation: needs root (network namespaces): sudo go run ./bench/formation")
@@ -66,7 +67,7 @@ func main() {
 		if err != nil || n < 1 || n > 200 {
 			fail(fmt.Errorf("size %q: want a number of machines from 1 to 200", s))
 		}
-		r, err := measure(ctx, bin, n+1, *idle, *userspace)
+		r, err := measure(ctx, bin, n+1, *idle, *userspace, *logs)
 		if err != nil {
 			fail(fmt.Errorf("%d machines: %w", n, err))
 		}
@@ -101,7 +102,7 @@ type network struct {
 	mode    []string
 }
 
-func measure(ctx context.Context, bin string, n int, idle time.Duration, userspace bool) (_ []row, err error) {
+func measure(ctx context.Context, bin string, n int, idle time.Duration, userspace bool, logs string) (_ []row, err error) {
 	l, err := lab.New(ctx, lab.Options{Uncloud: bin})
 	if err != nil {
 		return nil, err
@@ -115,6 +116,17 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 	if userspace {
 		net.mode = []string{"--userspace"}
 	}
+	defer func() {
+		if logs == "" {
+			return
+		}
+		os.MkdirAll(logs, 0o755)
+		for i, p := range net.procs {
+			if p != nil {
+				os.WriteFile(filepath.Join(logs, fmt.Sprintf("n%d-%s.log", n, name(i))), []byte(p.Log()), 0o644)
+			}
+		}
+	}()
 	defer func() {
 		for _, c := range net.clients {
 			if c != nil {

@@ -28,7 +28,7 @@ func (c tokenNewCmd) Run(g *globals) error {
 	}
 	fmt.Fprintf(os.Stderr, "Join token %s, valid until %s for %d machine(s).\n", info.ID, info.Expires.Local().Format(time.RFC1123), info.UsesLeft)
 	fmt.Fprintln(os.Stderr, "It is a secret: whoever has it can add a machine to this network. Revoke it with 'uncloud token rm "+info.ID+"'.")
-	fmt.Fprintln(os.Stderr, "On the new machine run: uncloud join <token>")
+	fmt.Fprintln(os.Stderr, "On the new machine run: uncloud join -   (then paste it; as an argument it would show in ps and shell history)")
 	fmt.Println(info.Token)
 	return nil
 }

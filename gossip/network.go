@@ -46,28 +46,55 @@ type netTransport struct {
 var _ baseTransport = (*netTransport)(nil)
 
 func newNetTransport(ctx context.Context, network Network, bind netip.AddrPort) (*netTransport, error) {
-	if bind.Port() == 0 {
-		return nil, errors.New("a gossip port must be given when gossip runs on an injected network")
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	pc, err := network.ListenPacket(ctx, "udp", bind.String())
+	pc, ln, bound, err := listenBoth(ctx, network, bind)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("listen for gossip packets on %s: %w", bind, err)
+		return nil, err
 	}
-	ln, err := network.Listen(ctx, "tcp", bind.String())
-	if err != nil {
-		pc.Close()
-		cancel()
-		return nil, fmt.Errorf("listen for gossip streams on %s: %w", bind, err)
-	}
-	t := &netTransport{network: network, addr: bind, pc: pc, ln: ln,
+	t := &netTransport{network: network, addr: bound, pc: pc, ln: ln,
 		packetCh: make(chan *memberlist.Packet), streamCh: make(chan net.Conn),
 		ctx: ctx, cancel: cancel}
 	t.wg.Add(2)
 	go t.readPackets()
 	go t.acceptStreams()
 	return t, nil
+}
+
+// listenBoth opens the packet socket and the stream listener on one port.
+// With port 0 the stream listener picks a free port first and the packet
+// socket must get the same number, which another process may hold: it
+// retries a few times.
+func listenBoth(ctx context.Context, network Network, bind netip.AddrPort) (net.PacketConn, net.Listener, netip.AddrPort, error) {
+	tries := 1
+	if bind.Port() == 0 {
+		tries = 10
+	}
+	var err error
+	for range tries {
+		var ln net.Listener
+		ln, err = network.Listen(ctx, "tcp", bind.String())
+		if err != nil {
+			return nil, nil, bind, fmt.Errorf("listen for gossip streams on %s: %w", bind, err)
+		}
+		bound := bind
+		if bind.Port() == 0 {
+			ap, perr := netip.ParseAddrPort(ln.Addr().String())
+			if perr != nil {
+				ln.Close()
+				return nil, nil, bind, fmt.Errorf("gossip stream listener address %q: %w", ln.Addr(), perr)
+			}
+			bound = netip.AddrPortFrom(bind.Addr(), ap.Port())
+		}
+		var pc net.PacketConn
+		pc, err = network.ListenPacket(ctx, "udp", bound.String())
+		if err == nil {
+			return pc, ln, bound, nil
+		}
+		ln.Close()
+		err = fmt.Errorf("listen for gossip packets on %s: %w", bound, err)
+	}
+	return nil, nil, bind, err
 }
 
 func (t *netTransport) readPackets() {

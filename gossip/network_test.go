@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,13 +67,25 @@ func TestInjectedNetwork(t *testing.T) {
 	}
 }
 
-func TestInjectedNetworkNeedsAPort(t *testing.T) {
+// TestInjectedNetworkPortZero: with port 0 the stream listener picks the
+// port and the packet socket takes the same one, on an injected network as
+// on host sockets.
+func TestInjectedNetworkPortZero(t *testing.T) {
 	cfg := testConfig(t, 5)
 	cfg.Network = &countingNetwork{}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := New(ctx, cfg)
-	if err == nil || !strings.Contains(err.Error(), "port must be given") {
+	n, err := New(ctx, cfg)
+	if err != nil {
 		t.Fatalf("New with port 0 on an injected network: %v", err)
+	}
+	defer n.Close()
+	if n.Addr().Port() == 0 {
+		t.Fatalf("bound %v: no port picked", n.Addr())
+	}
+	pc, err := net.ListenPacket("udp", n.Addr().String())
+	if err == nil {
+		pc.Close()
+		t.Fatalf("UDP %v is free: the packet socket is not on the stream listener's port", n.Addr())
 	}
 }

@@ -92,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	n.fanout = newFanout(n.sendStream)
 
 	mlLog := newMemberlistLogger(cfg.Logger, &n.stats.undecryptable, n.noteSuspect)
-	tr, err := newMeshTransport(nctx, cfg.BindAddr, cfg.Network, t.tcpTimeout, mlLog)
+	tr, err := newMeshTransport(nctx, cfg.BindAddr, cfg.Network, t.tcpTimeout)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("gossip: start %q: %w", cfg.Name, err)

@@ -85,6 +85,10 @@ func TestPartitionHeals(t *testing.T) {
 	})
 	t.Logf("split: A sees %s, B sees %s", names(sideA[0].Members()), names(sideB[0].Members()))
 
+	// Past GossipToTheDeadTime memberlist no longer gossips to the dead
+	// side (which would let it refute and heal by itself), as after any
+	// real outage longer than that: only the rejoin timer can heal now.
+	time.Sleep(nodes[0].timing.gossipToTheDeadTime + 500*time.Millisecond)
 	rec.reset()
 	healed := time.Now()
 	for _, f := range filters {

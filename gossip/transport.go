@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +13,8 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// meshTransport is memberlist's NetTransport with three changes:
+// meshTransport is netTransport (memberlist's transport over a Network:
+// host sockets, or the mesh device's netstack) with three additions:
 //   - outgoing streams are dialed from the bind address, under the node's
 //     context, so Close aborts dials in flight (a rejoin attempt against a
 //     machine that is down would otherwise hold Close for the dial timeout);
@@ -41,50 +40,20 @@ var _ memberlist.NodeAwareTransport = (*meshTransport)(nil)
 
 // newMeshTransport binds bind (port 0 picks one free for both TCP and UDP)
 // on host sockets, or on network when it is not nil.
-func newMeshTransport(ctx context.Context, bind netip.AddrPort, network Network, streamTimeout time.Duration, logger *log.Logger) (*meshTransport, error) {
+func newMeshTransport(ctx context.Context, bind netip.AddrPort, network Network, streamTimeout time.Duration) (*meshTransport, error) {
 	t := &meshTransport{
 		ctx:           ctx,
 		streamTimeout: streamTimeout,
 		conns:         make(map[*trackedConn]struct{}),
 	}
-	if network != nil {
-		nt, err := newNetTransport(ctx, network, bind)
-		if err != nil {
-			return nil, err
-		}
-		t.baseTransport, t.dial = nt, network.DialContext
-		return t, nil
+	if network == nil {
+		network = hostNetwork{local: bind.Addr()}
 	}
-	nc := &memberlist.NetTransportConfig{
-		BindAddrs: []string{bind.Addr().String()},
-		BindPort:  int(bind.Port()),
-		Logger:    logger,
-	}
-	// With port 0 the kernel picks a free TCP port and UDP must then get
-	// the same number, which another process can hold: retry a few times.
-	tries := 1
-	if bind.Port() == 0 {
-		tries = 10
-	}
-	var nt *memberlist.NetTransport
-	var err error
-	for range tries {
-		if nt, err = memberlist.NewNetTransport(nc); err == nil {
-			break
-		}
-		if !strings.Contains(err.Error(), "address already in use") {
-			break
-		}
-	}
+	nt, err := newNetTransport(ctx, network, bind)
 	if err != nil {
-		return nil, fmt.Errorf("bind gossip transport on %s: %w", bind, err)
+		return nil, err
 	}
-	t.baseTransport = nt
-	d := net.Dialer{}
-	if !bind.Addr().IsUnspecified() {
-		d.LocalAddr = &net.TCPAddr{IP: bind.Addr().AsSlice()}
-	}
-	t.dial = d.DialContext
+	t.baseTransport, t.dial = nt, network.DialContext
 	return t, nil
 }
 

@@ -129,14 +129,27 @@ func (d *Daemon) rotateGossipKey(ctx context.Context) (reached int, missed []str
 	if _, err := rand.Read(key); err != nil {
 		return 0, nil, err
 	}
-	k := gossipKeyring{Epoch: d.keyring().Epoch + 1, Keys: [][]byte{key}}
-	if _, err := d.adoptKeyring(k); err != nil {
+	cur := d.keyring()
+	k := gossipKeyring{Epoch: cur.Epoch + 1, Keys: [][]byte{key}}
+	if err := k.validate(); err != nil {
 		return 0, nil, err
 	}
 	machines, err := d.machines(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
+	// Accept the new key before anyone uses it, but keep encrypting with
+	// the old one until the others have it: what this machine gossips
+	// meanwhile (the revocation that caused the rotation, first of all)
+	// must stay readable to machines the push has not reached yet.
+	if err := d.gossip.SetKeys([][]byte{cur.Keys[0], key}); err != nil {
+		return 0, nil, fmt.Errorf("accept the new gossip key: %w", err)
+	}
+	defer func() {
+		if _, aerr := d.adoptKeyring(k); aerr != nil && err == nil {
+			err = aerr
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var mu sync.Mutex

@@ -94,12 +94,13 @@ func (a agentCmd) Run(g *globals) error {
 // the IPv4, IPv6 and TUN readers; the slots are what lets GRO/GSO carry
 // 64 KB per read, so they stay). An earlier 48 MiB soft limit left too
 // little room above that: with 20 peers the live heap sat at the limit and
-// the GC ran five times a second (5 % of a core, idle). 64 MiB with GOGC=50
-// keeps the heap goal at 1.5× live (about 55 MB with 20 peers) and the
-// limit as a backstop, measured in bench/formation.
+// the GC ran five times a second (5 % of a core, idle). GOGC=25 keeps the
+// heap goal at 1.25× live (about 45 MB with 20 peers): an idle agent
+// allocates under 100 KB/s, so that is a GC every minute or two. The
+// 64 MiB limit is a backstop. Measured in bench/formation.
 const (
 	defaultMemoryLimit = 64 << 20
-	defaultGCPercent   = 50
+	defaultGCPercent   = 25
 )
 
 func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error {

@@ -55,6 +55,9 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 		}
 		if meta, ok := alive[m.ID]; ok {
 			info.State, info.Mode, info.Version = "alive", meta.Mode, meta.Version
+			if d.gossip.Suspected(m.ID) {
+				info.State = "suspect" // a probe failed; not declared dead yet
+			}
 		}
 		if m.ID == d.state.MachineID {
 			info.State, info.Mode, info.Version = "self", string(d.dev.Mode()), d.opts.Version

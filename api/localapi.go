@@ -49,7 +49,7 @@ type MachineInfo struct {
 	Name          string    `json:"name"`
 	Subnet        string    `json:"subnet"`
 	Address       string    `json:"address"`
-	State         string    `json:"state"` // alive, down, or self
+	State         string    `json:"state"` // alive, suspect, down, or self
 	Mode          string    `json:"mode,omitempty"`
 	Version       string    `json:"version,omitempty"`
 	Endpoint      string    `json:"endpoint,omitempty"` // in use, from WireGuard

@@ -15,8 +15,8 @@ const (
 	Alive MemberState = iota
 	// Suspect is memberlist's "missed probes, not yet declared dead".
 	// memberlist reports no event for it, so Members lists suspects as
-	// Alive (as memberlist's own Members does); the constant is kept for
-	// completeness of the state set.
+	// Alive (as memberlist's own Members does); Node.Suspected tells what
+	// this machine's own probes found.
 	Suspect
 	Dead
 	Left

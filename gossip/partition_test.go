@@ -193,15 +193,7 @@ func TestShortPartitionSyncsOnRecovery(t *testing.T) {
 	}
 	filters[2].block(nodes[0].Addr(), nodes[1].Addr())
 	waitFor(t, 10*time.Second, "the lone member suspected", func() bool {
-		for _, n := range nodes[:2] {
-			n.sus.mu.Lock()
-			_, ok := n.sus.since[lone.LocalName()]
-			n.sus.mu.Unlock()
-			if ok {
-				return true
-			}
-		}
-		return false
+		return nodes[0].Suspected(lone.LocalName()) || nodes[1].Suspected(lone.LocalName())
 	})
 	rec.reset()
 	healed := time.Now()
@@ -228,4 +220,7 @@ func TestShortPartitionSyncsOnRecovery(t *testing.T) {
 			t.Errorf("%s sees %s after the heal", n.LocalName(), names(n.Members()))
 		}
 	}
+	waitFor(t, 5*time.Second, "suspicion cleared after the exchange", func() bool {
+		return !nodes[0].Suspected(lone.LocalName()) && !nodes[1].Suspected(lone.LocalName())
+	})
 }

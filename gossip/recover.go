@@ -122,3 +122,13 @@ func (n *Node) trySync(name string) {
 		done(false)
 	}
 }
+
+// Suspected reports whether this machine's probe of the named member
+// failed and no state exchange with it has succeeded since: memberlist's
+// "suspect", as far as this machine knows it.
+func (n *Node) Suspected(name string) bool {
+	n.sus.mu.Lock()
+	defer n.sus.mu.Unlock()
+	_, ok := n.sus.since[name]
+	return ok
+}

@@ -61,6 +61,7 @@ type Daemon struct {
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
+	storeUp       atomic.Bool // d.store is set (it is read by callbacks the store runs while opening)
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -207,6 +208,7 @@ func (d *Daemon) startStore(ctx context.Context) error {
 		return fmt.Errorf("open state in %s: %w", d.opts.DataDir, err)
 	}
 	d.store = store
+	d.storeUp.Store(true)
 	d.closers = append(d.closers, store.Close)
 	return nil
 }
@@ -307,6 +309,12 @@ type knownMachine struct {
 func (d *Daemon) knownMachines(ctx context.Context) []knownMachine {
 	if known := d.known.Load(); known != nil {
 		return *known
+	}
+	if !d.storeUp.Load() {
+		// The store fetches blocks while it opens, before d.store is set:
+		// only the seeds and pending joiners are known then.
+		_, pending := d.tokens.peers(time.Now())
+		return buildKnown(nil, nil, append(append([]Seed(nil), d.state.Seeds...), pending...))
 	}
 	machines, err := d.machines(ctx)
 	if err != nil {

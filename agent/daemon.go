@@ -60,6 +60,7 @@ type Daemon struct {
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
+	nat           *natLayer // NAT traversal; nil until started
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -126,6 +127,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, err
 	}
 	if err := d.publishMachine(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startNAT(ctx); err != nil {
 		return nil, err
 	}
 	d.rejoinKnown(ctx)

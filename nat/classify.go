@@ -35,12 +35,16 @@ type Observation struct {
 // changed (a NAT reboot, a new address).
 const observationTTL = 2 * time.Minute
 
+// classifyWindow is how close in time two answers must be to be compared.
+const classifyWindow = 45 * time.Second
+
 // Classify tells the NAT type from recent observations and the machine's
 // own addresses. Mappings seen by servers at different IP addresses are
 // compared (a server at the same IP on another port tells nothing about
 // endpoint dependence at the address level): all equal means the mapping
 // is endpoint-independent, any difference means symmetric. The newest
-// answer per server counts.
+// answer per server counts, and only answers within classifyWindow of the
+// newest one.
 func Classify(obs []Observation, local []netip.Addr, now time.Time) Type {
 	latest := map[netip.Addr]Observation{}
 	for _, o := range obs {
@@ -53,6 +57,20 @@ func Classify(obs []Observation, local []netip.Addr, now time.Time) Type {
 	}
 	if len(latest) == 0 {
 		return TypeUnknown
+	}
+	// Only answers close in time to the newest are compared: after a NAT
+	// reboot (a new mapping), a server that has not answered since still
+	// holds the old one, which says nothing about endpoint dependence.
+	var newest time.Time
+	for _, o := range latest {
+		if o.At.After(newest) {
+			newest = o.At
+		}
+	}
+	for k, o := range latest {
+		if newest.Sub(o.At) > classifyWindow {
+			delete(latest, k)
+		}
 	}
 	for _, o := range latest {
 		for _, a := range local {

@@ -34,6 +34,9 @@ func TestClassify(t *testing.T) {
 		{"newest answer per server counts (NAT rebooted)", []Observation{
 			obs("198.18.1.1:51820", "198.18.1.2:1111", 30*time.Second), obs("198.18.1.1:51820", "198.18.1.2:2222", 0),
 			obs("198.18.1.3:51820", "198.18.1.2:2222", 0)}, TypeEndpointIndependent},
+		{"a server that has not answered since the reboot is not compared", []Observation{
+			obs("198.18.1.5:51820", "198.18.1.2:51820", 60*time.Second),
+			obs("198.18.1.1:51820", "198.18.1.2:40001", 0), obs("198.18.1.3:51820", "198.18.1.2:40001", time.Second)}, TypeEndpointIndependent},
 	}
 	for _, tt := range tests {
 		if got := Classify(tt.obs, local, now); got != tt.want {

@@ -161,7 +161,9 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 		p.probing = false
 		return
 	}
-	if p.directHealthy(now) {
+	// Keep a direct path that answered lately; one that has missed its
+	// last probe (a NAT reboot moved the peer) gives way at once.
+	if p.directHealthy(now) && now.Sub(p.directOK) < directProbeInterval+time.Second {
 		return
 	}
 	if err := m.setEndpoint(p, addr.String()); err != nil {
@@ -200,6 +202,12 @@ func (m *Manager) onProbeFrom(p *peer, addr netip.AddrPort, now time.Time) {
 func (m *Manager) onCallMeMaybe(p *peer, now time.Time) {
 	for _, c := range p.allCandidates() {
 		m.sendProbe(p, c, now)
+	}
+	// Answer with our own fresh candidates, so that both sides probe each
+	// other's current mappings in the same second (rate-limited: two
+	// probing machines must not echo call-me-maybe forever).
+	if now.Sub(p.lastCMM) > callMeMaybeInterval/2 {
+		m.sendCallMeMaybe(m.table.Load(), p, now)
 	}
 	if !p.directHealthy(now) {
 		p.startProbing(now)

@@ -340,6 +340,7 @@ func (m *Manager) discover(t *peerTable, now time.Time) {
 }
 
 func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
+	fresh := !slices.Contains(Reflexive(m.obs, now), mapped)
 	m.obs = append(m.obs, Observation{Server: server, Mapped: mapped, At: now})
 	m.obs = slices.DeleteFunc(m.obs, func(o Observation) bool { return now.Sub(o.At) > observationTTL })
 	if len(m.obs) > 64 {
@@ -349,6 +350,16 @@ func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
 	if t != m.natType {
 		m.log.Info("NAT type", "type", t, "was", m.natType, "reflexive", Reflexive(m.obs, now))
 		m.natType = t
+	}
+	if fresh && len(m.obs) > 1 {
+		// A new mapping (a NAT reboot, a new address): peers without a
+		// working direct path learn it now, through call-me-maybe.
+		m.log.Info("new reflexive address", "mapped", mapped, "seen_by", server)
+		for _, p := range m.table.Load().byID {
+			if !p.directHealthy(now) {
+				p.startProbing(now)
+			}
+		}
 	}
 }
 
@@ -365,9 +376,19 @@ func (m *Manager) localAddrs() []netip.Addr {
 }
 
 // candidates is what this machine offers now: configured, interfaces,
-// and the mappings seen from outside unless the NAT is symmetric (its
-// mappings are per destination, useless to anyone else).
+// and the mappings seen from outside, newest first.
 func (m *Manager) candidates(now time.Time) []netip.AddrPort {
+	ifaces, err := m.cfg.Interfaces()
+	if err != nil {
+		m.log.Debug("list interfaces", "err", err)
+	}
+	return Candidates(m.cfg.Public, InterfaceCandidates(ifaces, m.cfg.Filter, m.cfg.ListenPort), Reflexive(m.obs, now), m.cfg.Filter)
+}
+
+// publishable leaves out the mappings of a symmetric NAT: they are per
+// destination, useless to anyone else, and would churn the record. (They
+// still travel in call-me-maybe, which is cheap and current.)
+func (m *Manager) publishable(now time.Time) []netip.AddrPort {
 	ifaces, err := m.cfg.Interfaces()
 	if err != nil {
 		m.log.Debug("list interfaces", "err", err)
@@ -394,7 +415,7 @@ func (m *Manager) maybePublish(ctx context.Context, now time.Time) {
 	if m.cfg.Publish == nil {
 		return
 	}
-	cands := m.candidates(now)
+	cands := m.publishable(now)
 	if sameSet(cands, m.published) {
 		return
 	}

@@ -25,11 +25,14 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			m.sendProbe(p, p.direct, now)
 			p.lastDirectTx = now
 		}
-		if !p.directHealthy(now) && !p.probing {
-			m.log.Info("direct path lost, searching", "peer", p.name, "endpoint", p.direct,
+		if !p.directHealthy(now) {
+			// Move to a relay at once (traffic keeps flowing) and search
+			// for a direct path meanwhile; the first answer brings it back.
+			m.log.Info("direct path lost, relaying while searching", "peer", p.name, "endpoint", p.direct,
 				"last_answer", now.Sub(p.directOK).Round(time.Millisecond))
 			p.searchStart = now
 			p.startProbing(now)
+			m.fallback(t, p, now)
 		}
 	case PathRelayed:
 		relay := t.byID[p.relay]
@@ -93,6 +96,7 @@ func (m *Manager) sendProbe(p *peer, addr netip.AddrPort, now time.Time) {
 // through a relay (a third machine that reaches both, so it works before
 // any direct path exists) and directly to its candidates.
 func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
+	p.lastCMM = now
 	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, callMeMaybe},
 		candidatesAttr(m.candidates(now)), textAttr{attrNAT, string(m.natType)})
 	if err != nil {

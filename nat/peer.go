@@ -55,6 +55,7 @@ type peer struct {
 	probeStart  time.Time
 	nextRound   time.Time
 	nextCMM     time.Time
+	lastCMM     time.Time // last call-me-maybe sent
 	nextReprobe time.Time
 	searchStart time.Time // when the current search for a path began
 

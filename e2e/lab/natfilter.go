@@ -68,3 +68,23 @@ func (r *Router) UnblockPeer(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Reboot emulates a home router's reboot: every NAT mapping is forgotten
+// (conntrack flushed) and the host's traffic leaves from a new public
+// port, publicPort, still the same one for every destination (endpoint-
+// independent). Needs conntrack(8).
+func (r *Router) Reboot(ctx context.Context, publicPort uint16) error {
+	if r.Kind != NATEndpointIndependent {
+		return fmt.Errorf("router %s: Reboot emulates endpoint-independent routers only", r.Name)
+	}
+	if err := nft(ctx, r.NS, fmt.Sprintf(`flush chain ip nat postrouting
+add rule ip nat postrouting oifname "wan" meta l4proto udp masquerade to :%d
+add rule ip nat postrouting oifname "wan" masquerade
+`, publicPort)); err != nil {
+		return fmt.Errorf("router %s: reboot: %w", r.Name, err)
+	}
+	if _, err := nsRun(ctx, r.NS, "conntrack", "-F"); err != nil {
+		return fmt.Errorf("router %s: reboot: flush conntrack (Debian: apt-get install conntrack): %w", r.Name, err)
+	}
+	return nil
+}

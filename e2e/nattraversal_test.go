@@ -109,9 +109,9 @@ func TestNATTraversal(t *testing.T) {
 	l := lab.Start(t)
 	f := &formed{lab: l, procs: make([]*lab.Process, len(natZoo))}
 	// Other tests' labs sweep this one's directory once it is gone, so a
-	// failure keeps the agents' logs elsewhere.
+	// failure (or UNCLOUD_NAT_LOGS=1) keeps the agents' logs elsewhere.
 	t.Cleanup(func() {
-		if !t.Failed() {
+		if !t.Failed() && os.Getenv("UNCLOUD_NAT_LOGS") == "" {
 			return
 		}
 		dir := filepath.Join(os.TempDir(), "uncloud-nat-e2e-logs")

@@ -176,7 +176,7 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	m.log.Info("direct path", "peer", p.name, "endpoint", addr, "was", p.path,
 		"after", now.Sub(p.searchStart).Round(time.Millisecond), "rtt", rtt.Round(time.Microsecond))
 	p.path, p.direct, p.directOK, p.pathSince, p.lastDirectTx = PathDirect, addr, now, now, now
-	p.probing = false
+	p.probing, p.failedSearches = false, 0
 }
 
 // onProbeFrom: the peer probed us from addr. That address is a candidate

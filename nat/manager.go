@@ -351,7 +351,7 @@ func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
 		m.log.Info("NAT type", "type", t, "was", m.natType, "reflexive", Reflexive(m.obs, now))
 		m.natType = t
 	}
-	if fresh && len(m.obs) > 1 {
+	if fresh {
 		// A new mapping (a NAT reboot, a new address): peers without a
 		// working direct path learn it now, through call-me-maybe.
 		m.log.Info("new reflexive address", "mapped", mapped, "seen_by", server)

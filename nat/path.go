@@ -70,7 +70,10 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 	}
 	if now.Sub(p.probeStart) >= probeTimeout {
 		p.probing = false
-		p.nextReprobe = now.Add(reprobeInterval)
+		// Search again soon at first (the other side, its record or a
+		// relay may just be coming up), then every reprobeInterval.
+		p.failedSearches++
+		p.nextReprobe = now.Add(min(reprobeInterval, time.Second<<min(p.failedSearches, 4)))
 		if !p.directHealthy(now) {
 			m.fallback(t, p, now)
 		}

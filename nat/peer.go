@@ -58,6 +58,9 @@ type peer struct {
 	lastCMM     time.Time // last call-me-maybe sent
 	nextReprobe time.Time
 	searchStart time.Time // when the current search for a path began
+	// failedSearches counts searches without a direct answer since the
+	// last direct path; the next search waits 2, 4, 8, then 10 s.
+	failedSearches uint
 
 	relay       keyID
 	relayAt     time.Time

@@ -81,7 +81,7 @@ const (
 	directDeadAfter       = 7 * time.Second
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
-	badRelayFor           = time.Minute
+	badRelayFor           = 30 * time.Second
 	rotateInterval        = 15 * time.Second // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second

@@ -185,3 +185,48 @@ loop:
 			st.Rejected-before.Rejected, st.Garbage-before.Garbage)
 	}
 }
+
+// TestSTUNFlood: thousands of binding requests, truncated messages and
+// relay-marked garbage at one machine are answered within the server's
+// rate or dropped, all counted, and its path to its peer stays direct.
+func TestSTUNFlood(t *testing.T) {
+	n := newFakeNet()
+	nodes := startNodes(t, n, []string{"a", "b"}, nil)
+	a, b := nodes[0], nodes[1]
+	waitFor(t, 10*time.Second, "a and b direct", func() bool {
+		return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
+	})
+	flooder := n.socket(netip.AddrPortFrom(addrOf(66), 50000))
+	req, err := discoveryRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.mgr.Status()
+	start := time.Now()
+	const each = 2000
+	for i := range each {
+		flooder.SendTo(req.Raw, b.addr)                                           // valid discovery
+		flooder.SendTo(req.Raw[:20+i%len(req.Raw[20:])], b.addr)                  // truncated
+		b.mgr.Open([]byte{tun.RelayMarker, byte(i), 0, 0, 1, 2, 3}, flooder.addr) // relay garbage
+	}
+	elapsed := time.Since(start)
+	time.Sleep(time.Second) // let the manager drain its queue
+	after := b.mgr.Status()
+	answered := after.STUN.Answered - before.STUN.Answered
+	// The fake socket's queue (256) drops the rest, as the Bind's does.
+	if max := uint64(100 + 200*(elapsed+time.Second).Seconds()); answered > max {
+		t.Errorf("answered %d binding requests in %v, above the server rate (max %d)", answered, elapsed, max)
+	}
+	if after.Relay.Dropped-before.Relay.Dropped != each {
+		t.Errorf("relay garbage dropped %d, want %d", after.Relay.Dropped-before.Relay.Dropped, each)
+	}
+	if after.STUN.Garbage == before.STUN.Garbage && after.STUN.Limited == before.STUN.Limited {
+		t.Errorf("nothing counted as garbage or limited: %+v", after.STUN)
+	}
+	time.Sleep(3 * time.Second)
+	if p := a.pathTo(b); p.Path != PathDirect {
+		t.Errorf("after the flood a → b is %s", p.Path)
+	}
+	t.Logf("flood of %d: answered %d, garbage %d, limited %d, relay dropped %d", 3*each, answered,
+		after.STUN.Garbage-before.STUN.Garbage, after.STUN.Limited-before.STUN.Limited, after.Relay.Dropped-before.Relay.Dropped)
+}

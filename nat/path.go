@@ -122,20 +122,25 @@ func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
 }
 
 // relayCandidates are the machines that could relay to p: this machine
-// has a healthy direct path to them, and they have not said (lately) that
-// they cannot reach p. Preferred relays first, then by round-trip time.
+// has a healthy direct path to them. Those that lately said they cannot
+// reach p (or carried nothing) come last, not never: at startup a relay
+// may not have met p yet, and a doubtful relay beats none. Otherwise
+// preferred relays first, then by round-trip time.
 func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer {
 	var out []*peer
 	for _, r := range t.sorted {
-		if r == p || !r.directHealthy(now) {
-			continue
+		if r != p && r.directHealthy(now) {
+			out = append(out, r)
 		}
-		if at, bad := p.badRelays[r.id]; bad && now.Sub(at) < badRelayFor {
-			continue
-		}
-		out = append(out, r)
+	}
+	bad := func(r *peer) bool {
+		at, ok := p.badRelays[r.id]
+		return ok && now.Sub(at) < badRelayFor
 	}
 	sort.SliceStable(out, func(i, j int) bool {
+		if bi, bj := bad(out[i]), bad(out[j]); bi != bj {
+			return bj
+		}
 		if out[i].preferred != out[j].preferred {
 			return out[i].preferred
 		}
@@ -149,7 +154,7 @@ func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
 	cands := m.relayCandidates(t, p, now)
 	if p.path == PathRelayed {
 		for _, r := range cands {
-			if r.id == p.relay {
+			if at, bad := p.badRelays[r.id]; r.id == p.relay && (!bad || now.Sub(at) >= badRelayFor) {
 				return // the relay in use is still good
 			}
 		}

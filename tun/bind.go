@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -94,6 +95,9 @@ type Bind struct {
 	relayDelivered atomic.Uint64
 
 	relay atomic.Pointer[RelayHandler]
+	// relayBufs recycles send buffers for relayed datagrams: wireguard-go's
+	// buffers have no headroom for the relay header.
+	relayBufs sync.Pool
 }
 
 var _ conn.Bind = (*Bind)(nil)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -99,10 +98,6 @@ func (b *Bind) relayHandler() RelayHandler {
 	return nil
 }
 
-// relayBufs recycles send buffers for relayed datagrams: wireguard-go's
-// buffers have no headroom for the relay header.
-var relayBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<16); return &b }}
-
 // sendRelayed seals each datagram and sends it to the relay, one by one:
 // a sealed full-size datagram is larger than the path MTU and leaves as
 // IP fragments, which UDP segmentation offload (what the inner Bind would
@@ -112,8 +107,12 @@ func (b *Bind) sendRelayed(bufs [][]byte, ep *RelayEndpoint) error {
 	if h == nil {
 		return fmt.Errorf("send to %v: no relay handler", ep)
 	}
-	p := relayBufs.Get().(*[]byte)
-	defer relayBufs.Put(p)
+	p, _ := b.relayBufs.Get().(*[]byte)
+	if p == nil {
+		buf := make([]byte, 0, 1<<16)
+		p = &buf
+	}
+	defer b.relayBufs.Put(p)
 	to := &conn.StdNetEndpoint{AddrPort: ep.Relay}
 	for _, buf := range bufs {
 		sealed, err := h.Seal((*p)[:0], buf, ep)

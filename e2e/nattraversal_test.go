@@ -20,19 +20,21 @@ import (
 // natZoo is the topology of issue 5, formed with init, token and join:
 // p public; a and b behind home-router NATs (endpoint-independent mapping,
 // only replies let in); c and d behind symmetric NATs (fully random ports,
-// same filter); e public but dropping unsolicited inbound UDP; q public
-// and open, a second machine that can relay for everyone.
+// same filter; d runs in netstack mode); e public but dropping unsolicited
+// inbound UDP; q public and open, a second machine that can relay for
+// everyone.
 var natZoo = []struct {
-	name string
-	nat  lab.NATKind
+	name      string
+	nat       lab.NATKind
+	userspace bool // netstack mode: relaying is in the Bind, so it must work here too
 }{
-	{"p", lab.NATNone},
-	{"a", lab.NATEndpointIndependent},
-	{"b", lab.NATEndpointIndependent},
-	{"c", lab.NATSymmetric},
-	{"d", lab.NATSymmetric},
-	{"e", lab.NATNone},
-	{"q", lab.NATNone},
+	{"p", lab.NATNone, false},
+	{"a", lab.NATEndpointIndependent, false},
+	{"b", lab.NATEndpointIndependent, false},
+	{"c", lab.NATSymmetric, false},
+	{"d", lab.NATSymmetric, true},
+	{"e", lab.NATNone, false},
+	{"q", lab.NATNone, false},
 }
 
 // wantDirect are the pairs that must end direct: everything with p; a↔b
@@ -145,7 +147,18 @@ func TestNATTraversal(t *testing.T) {
 	var joinedB time.Time
 	for i := 1; i < len(natZoo); i++ {
 		tok := f.token(ctx, t, 0)
-		f.startAgent(ctx, t, i, "join", "--name", natZoo[i].name, "--foreground", tok)
+		args := []string{"join", "--name", natZoo[i].name, "--foreground", tok}
+		if natZoo[i].userspace {
+			args = append(args, "--userspace")
+		}
+		f.startAgent(ctx, t, i, args...)
+		if natZoo[i].userspace {
+			// Restart as a plain agent that exposes the transfer port (join
+			// has no --expose): the state survives, the machine stays.
+			f.procs[i].Signal(syscall.SIGTERM)
+			f.procs[i].Wait(ctx)
+			f.startAgent(ctx, t, i, "agent", "--userspace", "--expose", itoa(transferPort))
+		}
 		if natZoo[i].name == "b" {
 			joinedB = time.Now()
 		}
@@ -213,6 +226,9 @@ func TestNATTraversal(t *testing.T) {
 	var fails []string
 	ms := f.machines(ctx, t, 0)
 	for i := range f.hosts {
+		if natZoo[i].userspace {
+			continue // the host's kernel has no route into a netstack mesh; others ping it
+		}
 		wg.Go(func() {
 			for _, m := range ms {
 				if m.Name == natZoo[i].name {
@@ -231,7 +247,21 @@ func TestNATTraversal(t *testing.T) {
 		t.Fatalf("pairs that do not reach each other:\n%s", strings.Join(fails, "\n"))
 	}
 
-	// Relayed pairs carry real traffic; a direct pair for comparison.
+	// machine ls shows the endpoint in use: the relay's for a relayed pair.
+	for _, m := range f.machines(ctx, t, idx["c"]) {
+		relayed := strings.HasPrefix(m.Endpoint, "relay ")
+		if m.Name == "d" && !relayed || m.Name == "p" && relayed {
+			t.Errorf("machine ls on c: %s endpoint %q", m.Name, m.Endpoint)
+		}
+	}
+	for _, m := range ms {
+		if want := map[bool]string{true: "netstack", false: "kernel"}[natZoo[idx[m.Name]].userspace]; m.Mode != want {
+			t.Errorf("%s runs in %q mode, want %q", m.Name, m.Mode, want)
+		}
+	}
+
+	// Relayed pairs carry real traffic (c → d ends in netstack mode); a
+	// direct pair for comparison.
 	addr := map[string]netip.Addr{}
 	for _, m := range ms {
 		addr[m.Name] = netip.MustParseAddr(m.Address)
@@ -420,7 +450,11 @@ func meshTransfer(t *testing.T, f *formed, i, j int, addr map[string]netip.Addr,
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	listen := netip.AddrPortFrom(addr[to], transferPort)
-	sink, err := f.hosts[j].StartSink(ctx, fmt.Sprintf("sink%d", seed), listen, 3*time.Minute)
+	sinkAddr := listen
+	if natZoo[j].userspace {
+		sinkAddr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), transferPort) // where the agent forwards
+	}
+	sink, err := f.hosts[j].StartSink(ctx, fmt.Sprintf("sink%d", seed), sinkAddr, 3*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +469,7 @@ func meshTransfer(t *testing.T, f *formed, i, j int, addr map[string]netip.Addr,
 	if sent.Bytes != size || got.Bytes != size || got.SHA256 != sent.SHA256 {
 		t.Fatalf("%s → %s: sent %d bytes sha256 %s, received %d bytes sha256 %s", from, to, sent.Bytes, sent.SHA256, got.Bytes, got.SHA256)
 	}
-	if !strings.HasPrefix(got.Peer, addr[from].String()+":") {
+	if !natZoo[j].userspace && !strings.HasPrefix(got.Peer, addr[from].String()+":") {
 		t.Errorf("%s → %s: receiver saw peer %s, want %s", from, to, got.Peer, addr[from])
 	}
 	t.Logf("%s → %s: %d MB intact, %.0f Mbit/s", from, to, size>>20, got.Mbps())

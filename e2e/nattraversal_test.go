@@ -211,11 +211,15 @@ func TestNATTraversal(t *testing.T) {
 		if p.Machine == "b" {
 			t.Logf("FIGURE a↔b (two endpoint-independent NATs): first search found the direct path in %v (nat layer's clock); b joined %v before the paths settled",
 				p.FirstDirect, time.Since(joinedB).Round(100*time.Millisecond))
-			if p.FirstDirect <= 0 {
-				t.Errorf("a → b: no first direct time recorded")
+			// Target 5 s; asserted with room for a loaded 2-core machine.
+			if p.FirstDirect <= 0 || p.FirstDirect > 15*time.Second {
+				t.Errorf("a → b: first direct path after %v, want within 15 s of a learning of b", p.FirstDirect)
 			}
 		}
 		if p.Machine == "c" {
+			if p.FirstRelay > 15*time.Second {
+				t.Errorf("a → c: settled on a relay after %v, want within 15 s (target 10 s)", p.FirstRelay)
+			}
 			t.Logf("FIGURE a↔c (EIM vs symmetric NAT): relayed via %s (first search settled on a relay after %v; 0 = the peer's relayed packets came first)", p.Via, p.FirstRelay)
 		}
 	}
@@ -292,8 +296,8 @@ func TestNATTraversal(t *testing.T) {
 		t.Fatal(err)
 	}
 	cut := time.Now()
-	waitPath(ctx, t, f, a, "b", "relayed", 60*time.Second)
-	waitPath(ctx, t, f, b, "a", "relayed", 60*time.Second)
+	waitPath(ctx, t, f, a, "b", "relayed", 30*time.Second)
+	waitPath(ctx, t, f, b, "a", "relayed", 30*time.Second)
 	toRelay := time.Since(cut)
 	if err := pingRetry(ctx, f.hosts[a], addr["b"].String(), 20*time.Second); err != nil {
 		t.Fatalf("a → b while the direct path is cut: %v", err)
@@ -302,8 +306,8 @@ func TestNATTraversal(t *testing.T) {
 		t.Fatal(err)
 	}
 	healed := time.Now()
-	waitPath(ctx, t, f, a, "b", "direct", 60*time.Second)
-	waitPath(ctx, t, f, b, "a", "direct", 60*time.Second)
+	waitPath(ctx, t, f, a, "b", "direct", 30*time.Second)
+	waitPath(ctx, t, f, b, "a", "direct", 30*time.Second)
 	toDirect := time.Since(healed)
 	if err := pingRetry(ctx, f.hosts[a], addr["b"].String(), 20*time.Second); err != nil {
 		t.Fatalf("a → b after the cut is removed: %v", err)
@@ -334,8 +338,8 @@ func TestNATTraversal(t *testing.T) {
 		t.Fatalf("after a's router rebooted:\n%s", strings.Join(recoverFails, "\n"))
 	}
 	reachedAll := time.Since(rebooted)
-	waitPath(ctx, t, f, a, "b", "direct", 60*time.Second)
-	waitPath(ctx, t, f, b, "a", "direct", 60*time.Second)
+	waitPath(ctx, t, f, a, "b", "direct", 30*time.Second)
+	waitPath(ctx, t, f, b, "a", "direct", 30*time.Second)
 	abDirect := time.Since(rebooted)
 	t.Logf("FIGURE a's NAT router rebooted (new public port 40001): a reached p, b, c, e and q again %v later; a↔b direct again (both sides) %v later (target 10 s)",
 		reachedAll.Round(100*time.Millisecond), abDirect.Round(100*time.Millisecond))
@@ -363,8 +367,8 @@ func TestNATTraversal(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	waitVia(ctx, t, f, c, "d", other, 60*time.Second)
-	waitVia(ctx, t, f, d, "c", other, 60*time.Second)
+	waitVia(ctx, t, f, c, "d", other, 30*time.Second)
+	waitVia(ctx, t, f, d, "c", other, 30*time.Second)
 	if err := pingRetry(ctx, f.hosts[c], addr["d"].String(), 30*time.Second); err != nil {
 		t.Fatalf("c → d after relay %s died: %v", via, err)
 	}

@@ -102,8 +102,9 @@ func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
 // fakeDevice records the endpoints the manager sets; every peer counts as
 // recently handshaken, so a relay forwards to it.
 type fakeDevice struct {
-	mu    sync.Mutex
-	peers map[tun.Key]*tun.PeerStatus
+	mu          sync.Mutex
+	peers       map[tun.Key]*tun.PeerStatus
+	noHandshake bool // a dead path: WireGuard never completes a handshake
 }
 
 func (d *fakeDevice) Peers() ([]tun.PeerStatus, error) {
@@ -112,8 +113,10 @@ func (d *fakeDevice) Peers() ([]tun.PeerStatus, error) {
 	var out []tun.PeerStatus
 	for _, p := range d.peers {
 		cp := *p
-		cp.LastHandshake = time.Now()
-		cp.RxBytes = uint64(time.Now().UnixNano()) // always something new
+		if !d.noHandshake {
+			cp.LastHandshake = time.Now()
+			cp.RxBytes = uint64(time.Now().UnixNano()) // always something new
+		}
 		out = append(out, cp)
 	}
 	return out, nil

@@ -230,3 +230,61 @@ func TestSTUNFlood(t *testing.T) {
 	t.Logf("flood of %d: answered %d, garbage %d, limited %d, relay dropped %d", 3*each, answered,
 		after.STUN.Garbage-before.STUN.Garbage, after.STUN.Limited-before.STUN.Limited, after.Relay.Dropped-before.Relay.Dropped)
 }
+
+// TestPreferredRelay: with two relays that reach both ends, the one
+// marked preferred carries the pair.
+func TestPreferredRelay(t *testing.T) {
+	n := newFakeNet()
+	n.setBlocked(addrOf(1), addrOf(2), true)
+	nodes := startNodes(t, n, []string{"a", "b", "r1", "r2"}, nil)
+	a, b, r2 := nodes[0], nodes[1], nodes[3]
+	for _, nd := range []*node{a, b} {
+		var peers []Peer
+		for _, o := range nodes {
+			if o != nd {
+				peers = append(peers, Peer{Key: o.priv.PublicKey(), Name: o.name, Candidates: []netip.AddrPort{o.addr}, PreferredRelay: o == r2})
+			}
+		}
+		nd.mgr.SetPeers(peers)
+	}
+	waitFor(t, 30*time.Second, "a↔b relayed via the preferred r2", func() bool {
+		_, ra := a.dev.endpoint(b.priv.PublicKey())
+		_, rb := b.dev.endpoint(a.priv.PublicKey())
+		return ra != nil && ra.Relay == r2.addr && rb != nil && rb.Relay == r2.addr
+	})
+}
+
+// TestRotationWithoutRelay: when no probe is answered and no machine can
+// relay, the peer's endpoint rotates through its candidates, one per
+// rotateInterval, as KubeSpan does.
+func TestRotationWithoutRelay(t *testing.T) {
+	dev := &fakeDevice{peers: map[tun.Key]*tun.PeerStatus{}, noHandshake: true}
+	n := newFakeNet()
+	m, err := New(Config{PrivateKey: mustKey(t), Device: dev, Socket: n.socket(netip.AddrPortFrom(addrOf(1), 51820)),
+		Interfaces: func() ([]Interface, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerKey := mustKey(t).PublicKey()
+	cands := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:51820"), netip.MustParseAddrPort("192.0.2.2:51820"), netip.MustParseAddrPort("192.0.2.3:51820")}
+	dev.peers[peerKey] = &tun.PeerStatus{Peer: tun.Peer{PublicKey: peerKey}}
+	m.applyPeers([]Peer{{Key: peerKey, Name: "x", Candidates: cands}})
+	tab := m.table.Load()
+	p := tab.byID[idOf(peerKey)]
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fallback(tab, p, now)
+	if p.path != PathRotating {
+		t.Fatalf("path %s, want rotating", p.path)
+	}
+	var seen []netip.AddrPort
+	for i := 1; i <= 4; i++ {
+		m.step(tab, p, now.Add(time.Duration(i)*(rotateInterval+time.Second)))
+		ep, _ := dev.endpoint(peerKey)
+		seen = append(seen, ep)
+	}
+	if seen[0] == seen[1] || seen[1] == seen[2] || seen[0] == seen[2] || seen[3] != seen[0] {
+		t.Fatalf("endpoints over four rotations: %v, want each candidate once, then the first again", seen)
+	}
+}

@@ -197,7 +197,7 @@ func (d *Daemon) Mesh(ctx context.Context) (api.MeshStatus, error) {
 			Delivered: st.Relay.Delivered, Sent: st.Relay.Sent, Dropped: st.Relay.Dropped,
 			RateLimited: st.Relay.RateLimited, NoRoute: st.Relay.NoRoute},
 		STUN: api.MeshSTUNStats{Received: st.STUN.Received, Sent: st.STUN.Sent, Answered: st.STUN.Answered,
-			Garbage: st.STUN.Garbage, Rejected: st.STUN.Rejected, Unsolicited: st.STUN.Unsolicite, Limited: st.STUN.Limited},
+			Garbage: st.STUN.Garbage, Rejected: st.STUN.Rejected, Duplicate: st.STUN.Duplicate, Unsolicited: st.STUN.Unsolicite, Limited: st.STUN.Limited},
 	}
 	b := d.dev.Bind().Stats()
 	out.Socket = api.MeshSocketStats{Control: b.Control, ControlDropped: b.ControlDropped, Unknown: b.Unknown,

@@ -60,6 +60,7 @@ type MeshSTUNStats struct {
 	Answered    uint64 `json:"answered"`
 	Garbage     uint64 `json:"garbage"`
 	Rejected    uint64 `json:"rejected"`
+	Duplicate   uint64 `json:"duplicate"`
 	Unsolicited uint64 `json:"unsolicited"`
 	Limited     uint64 `json:"limited"`
 }

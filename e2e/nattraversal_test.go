@@ -251,6 +251,12 @@ func TestNATTraversal(t *testing.T) {
 		t.Fatalf("pairs that do not reach each other:\n%s", strings.Join(fails, "\n"))
 	}
 
+	// uncloud mesh, as an operator reads it.
+	if out, err := f.uncloud(ctx, t, idx["c"], "mesh"); err != nil || !strings.Contains(out, "relayed") || !strings.Contains(out, "NAT symmetric") {
+		t.Errorf("uncloud mesh on c: %v\n%s", err, out)
+	} else {
+		t.Logf("uncloud mesh on c:\n%s", out)
+	}
 	// machine ls shows the endpoint in use: the relay's for a relayed pair.
 	for _, m := range f.machines(ctx, t, idx["c"]) {
 		relayed := strings.HasPrefix(m.Endpoint, "relay ")

@@ -16,18 +16,19 @@ type STUNStats struct {
 	Sent       uint64 `json:"sent"`
 	Answered   uint64 `json:"answered"`    // plain binding requests answered (as a server)
 	Garbage    uint64 `json:"garbage"`     // did not decode, or an unexpected kind
-	Rejected   uint64 `json:"rejected"`    // failed authentication, stale, replayed, not ours
+	Rejected   uint64 `json:"rejected"`    // failed authentication, stale, not ours
+	Duplicate  uint64 `json:"duplicate"`   // seen before: a replay, or a copy through a second relay
 	Unsolicite uint64 `json:"unsolicited"` // responses to nothing we sent
 	Limited    uint64 `json:"limited"`     // requests over the server's rate
 }
 
 type stunCounters struct {
-	received, sent, answered, garbage, rejected, unsolicited, limited atomic.Uint64
+	received, sent, answered, garbage, rejected, duplicate, unsolicited, limited atomic.Uint64
 }
 
 func (c *stunCounters) snapshot() STUNStats {
 	return STUNStats{Received: c.received.Load(), Sent: c.sent.Load(), Answered: c.answered.Load(),
-		Garbage: c.garbage.Load(), Rejected: c.rejected.Load(), Unsolicite: c.unsolicited.Load(), Limited: c.limited.Load()}
+		Garbage: c.garbage.Load(), Rejected: c.rejected.Load(), Duplicate: c.duplicate.Load(), Unsolicite: c.unsolicited.Load(), Limited: c.limited.Load()}
 }
 
 // queueRelayedControl passes a STUN message that a relay delivered to the
@@ -146,7 +147,8 @@ func (m *Manager) checkPeerMessage(msg *stun.Message, relayed *peer, now time.Ti
 		return reject()
 	}
 	if _, dup := m.seen[msg.TransactionID]; dup {
-		return reject()
+		m.stunStats.duplicate.Add(1)
+		return nil
 	}
 	m.seen[msg.TransactionID] = now
 	return p

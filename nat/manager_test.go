@@ -180,9 +180,9 @@ loop:
 	if answers != 1 {
 		t.Errorf("b answered %d of the probes, want 1 (the first copy only)", answers)
 	}
-	if st.Rejected-before.Rejected != 3 || st.Garbage-before.Garbage != 1 {
-		t.Errorf("rejected %d (want 3: replay, forged, not for b), garbage %d (want 1)",
-			st.Rejected-before.Rejected, st.Garbage-before.Garbage)
+	if st.Rejected-before.Rejected != 2 || st.Duplicate-before.Duplicate != 1 || st.Garbage-before.Garbage != 1 {
+		t.Errorf("rejected %d (want 2: forged, not for b), duplicate %d (want 1: the replay), garbage %d (want 1)",
+			st.Rejected-before.Rejected, st.Duplicate-before.Duplicate, st.Garbage-before.Garbage)
 	}
 }
 

@@ -55,7 +55,7 @@ func (c meshCmd) Run(g *globals) error {
 	fmt.Printf("\nrelay: forwarded %d (%d bytes), delivered here %d, sent %d, dropped %d, rate-limited %d, no route %d\n",
 		st.Relay.Forwarded, st.Relay.ForwardedBytes, st.Relay.Delivered, st.Relay.Sent, st.Relay.Dropped,
 		st.Relay.RateLimited, st.Relay.NoRoute)
-	fmt.Printf("stun: received %d, answered %d, garbage %d, rejected %d, unsolicited %d; socket: unknown packets %d\n",
-		st.STUN.Received, st.STUN.Answered, st.STUN.Garbage, st.STUN.Rejected, st.STUN.Unsolicited, st.Socket.Unknown)
+	fmt.Printf("stun: received %d, answered %d, garbage %d, rejected %d, duplicate %d, unsolicited %d; socket: unknown packets %d\n",
+		st.STUN.Received, st.STUN.Answered, st.STUN.Garbage, st.STUN.Rejected, st.STUN.Duplicate, st.STUN.Unsolicited, st.Socket.Unknown)
 	return nil
 }

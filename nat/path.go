@@ -210,7 +210,11 @@ func (m *Manager) onUnreachable(n unreachableNote) {
 		return
 	}
 	now := time.Now()
+	at, known := p.badRelays[n.relay]
 	p.badRelays[n.relay] = now
+	if known && now.Sub(at) < badRelayFor {
+		return // already acted on: a down peer must not make the relay's notes a log flood
+	}
 	if p.path == PathRelayed && p.relay == n.relay {
 		if r := t.byID[n.relay]; r != nil {
 			m.log.Info("relay cannot reach peer, trying another", "peer", p.name, "relay", r.name)

@@ -62,6 +62,7 @@ type Daemon struct {
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
 	storeUp       atomic.Bool // d.store is set (it is read by callbacks the store runs while opening)
+	nat           *natLayer   // NAT traversal; nil until started
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -128,6 +129,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, err
 	}
 	if err := d.publishMachine(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startNAT(ctx); err != nil {
 		return nil, err
 	}
 	d.rejoinKnown(ctx)

@@ -63,9 +63,7 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 			info.State, info.Mode, info.Version = "self", string(d.dev.Mode()), d.opts.Version
 		}
 		if p, ok := byKey[m.WireGuardKey]; ok {
-			if p.Endpoint.IsValid() {
-				info.Endpoint = p.Endpoint.String()
-			}
+			info.Endpoint = endpointInUse(p)
 			info.LastHandshake = p.LastHandshake
 		}
 		out = append(out, info)

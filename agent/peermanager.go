@@ -115,6 +115,7 @@ func (d *Daemon) applyPeers(machines map[string]*crdt.Machine) {
 	d.known.Store(&known)
 	peers := append(desiredPeers(d.state.MachineID, seeds, live, d.log.Warn), tokenPeers...)
 	peers = slices.DeleteFunc(peers, func(p tun.Peer) bool { return revokedKey(revoked, p.PublicKey) })
+	peers = d.natPeers(peers, live, seeds)
 	if err := d.dev.SyncPeers(peers); err != nil {
 		d.log.Error("apply peers", "err", err)
 	}

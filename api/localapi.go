@@ -24,6 +24,7 @@ type Backend interface {
 	Machines(ctx context.Context) ([]MachineInfo, error)
 	RemoveMachine(ctx context.Context, nameOrID string) (RemoveResult, error)
 	UpdateMachine(ctx context.Context, nameOrID string, u MachineUpdate) (MachineInfo, error)
+	MeshBackend
 }
 
 // MachineUpdate renames a machine or changes its roles; empty fields
@@ -164,6 +165,7 @@ func NewLocalHandler(b Backend) http.Handler {
 		reply(w, struct{}{}, b.RevokeToken(r.Context(), r.PathValue("id")))
 	})
 	registerDebug(mux)
+	registerMesh(mux, b)
 	return mux
 }
 

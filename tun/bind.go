@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -23,6 +24,8 @@ const (
 	KindSTUN
 	// KindUnknown packets are dropped and counted.
 	KindUnknown
+	// KindRelay packets carry a relay header (see RelayHandler).
+	KindRelay
 )
 
 func (k PacketKind) String() string {
@@ -31,6 +34,8 @@ func (k PacketKind) String() string {
 		return "wireguard"
 	case KindSTUN:
 		return "stun"
+	case KindRelay:
+		return "relay"
 	default:
 		return "unknown"
 	}
@@ -47,6 +52,9 @@ func ClassifyPacket(b []byte) PacketKind {
 	if len(b) >= 20 && b[0]&0xC0 == 0 && binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie {
 		return KindSTUN
 	}
+	if len(b) >= 4 && b[0] == RelayMarker {
+		return KindRelay
+	}
 	return KindUnknown
 }
 
@@ -62,6 +70,8 @@ type BindStats struct {
 	Control        uint64 // queued for the control consumer
 	ControlDropped uint64 // queue was full
 	Unknown        uint64 // neither WireGuard nor a known control protocol
+	RelayIn        uint64 // relay packets handed to the relay handler
+	RelayDelivered uint64 // of those, WireGuard datagrams delivered here
 }
 
 // DefaultControlQueueLen bounds the control queue: STUN is a few packets per
@@ -81,6 +91,13 @@ type Bind struct {
 	controlled     atomic.Uint64
 	controlDropped atomic.Uint64
 	unknown        atomic.Uint64
+	relayIn        atomic.Uint64
+	relayDelivered atomic.Uint64
+
+	relay atomic.Pointer[RelayHandler]
+	// relayBufs recycles send buffers for relayed datagrams: wireguard-go's
+	// buffers have no headroom for the relay header.
+	relayBufs sync.Pool
 }
 
 var _ conn.Bind = (*Bind)(nil)
@@ -103,6 +120,8 @@ func (b *Bind) Stats() BindStats {
 		Control:        b.controlled.Load(),
 		ControlDropped: b.controlDropped.Load(),
 		Unknown:        b.unknown.Load(),
+		RelayIn:        b.relayIn.Load(),
+		RelayDelivered: b.relayDelivered.Load(),
 	}
 }
 
@@ -128,6 +147,10 @@ func (b *Bind) filter(next conn.ReceiveFunc) conn.ReceiveFunc {
 			if kind == KindWireGuard {
 				continue
 			}
+			if kind == KindRelay {
+				b.openRelayed(packets, sizes, eps, i)
+				continue
+			}
 			sizes[i] = 0
 			if kind == KindUnknown {
 				b.unknown.Add(1)
@@ -139,14 +162,37 @@ func (b *Bind) filter(next conn.ReceiveFunc) conn.ReceiveFunc {
 	}
 }
 
-func (b *Bind) enqueue(kind PacketKind, pkt []byte, ep conn.Endpoint) {
-	var from netip.AddrPort
-	if std, ok := ep.(*conn.StdNetEndpoint); ok {
-		from = std.AddrPort
-	} else if ap, err := netip.ParseAddrPort(ep.DstToString()); err == nil {
-		from = ap
+// openRelayed hands a relay packet to the handler and, when it carries a
+// WireGuard datagram for this machine, moves the datagram to the start of
+// its buffer in place and marks it as coming from the relayed endpoint.
+func (b *Bind) openRelayed(packets [][]byte, sizes []int, eps []conn.Endpoint, i int) {
+	pkt := packets[i][:sizes[i]]
+	sizes[i] = 0
+	h := b.relayHandler()
+	if h == nil {
+		b.unknown.Add(1)
+		return
 	}
-	d := Datagram{Kind: kind, From: from, Data: append([]byte(nil), pkt...)}
+	b.relayIn.Add(1)
+	payload, ep, ok := h.Open(pkt, endpointAddrPort(eps[i]))
+	if !ok || ClassifyPacket(payload) != KindWireGuard {
+		return
+	}
+	sizes[i] = copy(packets[i], payload)
+	eps[i] = ep
+	b.relayDelivered.Add(1)
+}
+
+func endpointAddrPort(ep conn.Endpoint) netip.AddrPort {
+	if std, ok := ep.(*conn.StdNetEndpoint); ok {
+		return std.AddrPort
+	}
+	ap, _ := netip.ParseAddrPort(ep.DstToString())
+	return ap
+}
+
+func (b *Bind) enqueue(kind PacketKind, pkt []byte, ep conn.Endpoint) {
+	d := Datagram{Kind: kind, From: endpointAddrPort(ep), Data: append([]byte(nil), pkt...)}
 	select {
 	case b.control <- d:
 		b.controlled.Add(1)
@@ -169,8 +215,23 @@ func (b *Bind) SendTo(data []byte, to netip.AddrPort) error {
 	return nil
 }
 
-func (b *Bind) Close() error                                  { return b.inner.Close() }
-func (b *Bind) SetMark(mark uint32) error                     { return b.inner.SetMark(mark) }
-func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error    { return b.inner.Send(bufs, ep) }
-func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.inner.ParseEndpoint(s) }
-func (b *Bind) BatchSize() int                                { return b.inner.BatchSize() }
+func (b *Bind) Close() error              { return b.inner.Close() }
+func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
+
+// Send sends WireGuard datagrams; those for a relayed endpoint are wrapped
+// for the relay.
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if r, ok := ep.(*RelayEndpoint); ok {
+		return b.sendRelayed(bufs, r)
+	}
+	return b.inner.Send(bufs, ep)
+}
+
+// ParseEndpoint accepts ip:port and the relayed form relay:<key>@ip:port.
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if IsRelayEndpoint(s) {
+		return ParseRelayEndpoint(s)
+	}
+	return b.inner.ParseEndpoint(s)
+}
+func (b *Bind) BatchSize() int { return b.inner.BatchSize() }

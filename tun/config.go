@@ -141,6 +141,9 @@ type Peer struct {
 type PeerStatus struct {
 	Peer
 	LastHandshake time.Time // zero if none yet
-	RxBytes       uint64
-	TxBytes       uint64
+	// Relay is set, and Endpoint zero, when the peer is reached through a
+	// relay (see RelayEndpoint).
+	Relay   *RelayEndpoint
+	RxBytes uint64
+	TxBytes uint64
 }

@@ -225,7 +225,11 @@ func parsePeerDump(dump string) ([]PeerStatus, error) {
 		var err error
 		switch key {
 		case "endpoint":
-			cur.Endpoint, err = netip.ParseAddrPort(value)
+			if IsRelayEndpoint(value) {
+				cur.Relay, err = ParseRelayEndpoint(value)
+			} else {
+				cur.Endpoint, err = netip.ParseAddrPort(value)
+			}
 		case "last_handshake_time_sec":
 			hsSec, err = strconv.ParseInt(value, 10, 64)
 		case "last_handshake_time_nsec":

@@ -27,6 +27,7 @@ type cli struct {
 	Join    joinCmd    `cmd:"" help:"Join a network with a token from one of its machines, and start the agent."`
 	Machine machineCmd `cmd:"" help:"Machines of the network."`
 	Status  statusCmd  `cmd:"" help:"Show this machine and its WireGuard peers."`
+	Mesh    meshCmd    `cmd:"" help:"Show how this machine reaches each peer: direct or relayed, endpoint, NAT type, handshake, RTT."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`
 	Install installCmd `cmd:"" help:"Install and start a systemd service for the agent."`

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+type meshCmd struct {
+	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+// Run shows, per peer, how this machine reaches it: direct or relayed
+// (through which machine), the endpoint in use, the peer's NAT type, the
+// last handshake and the probe round-trip time.
+func (c meshCmd) Run(g *globals) error {
+	var st api.MeshStatus
+	if err := callAgent(g, "GET", "/v1/mesh", nil, &st); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return printJSON(st)
+	}
+	fmt.Printf("machine %s: NAT %s, keepalive %s\n", st.Machine, st.NAT, st.Keepalive)
+	fmt.Printf("candidates: %s\n", dash(strings.Join(st.Candidates, " ")))
+	if len(st.Reflexive) > 0 {
+		fmt.Printf("seen from outside as: %s\n", strings.Join(st.Reflexive, " "))
+	}
+	fmt.Println()
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "PEER\tPATH\tVIA\tENDPOINT\tNAT\tHANDSHAKE\tRTT\tSINCE")
+	for _, p := range st.Peers {
+		hs := "-"
+		if !p.LastHandshake.IsZero() {
+			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		rtt := "-"
+		if p.RTT > 0 {
+			rtt = p.RTT.Round(10 * time.Microsecond).String()
+		}
+		since := "-"
+		if !p.Since.IsZero() {
+			since = time.Since(p.Since).Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Machine, p.Path, dash(p.Via), dash(p.Endpoint),
+			dash(p.NAT), hs, rtt, since)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Printf("\nrelay: forwarded %d (%d bytes), delivered here %d, sent %d, dropped %d, rate-limited %d, no route %d\n",
+		st.Relay.Forwarded, st.Relay.ForwardedBytes, st.Relay.Delivered, st.Relay.Sent, st.Relay.Dropped,
+		st.Relay.RateLimited, st.Relay.NoRoute)
+	fmt.Printf("stun: received %d, answered %d, garbage %d, rejected %d, duplicate %d, unsolicited %d; socket: unknown packets %d\n",
+		st.STUN.Received, st.STUN.Answered, st.STUN.Garbage, st.STUN.Rejected, st.STUN.Duplicate, st.STUN.Unsolicited, st.Socket.Unknown)
+	return nil
+}

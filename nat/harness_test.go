@@ -1,0 +1,231 @@
+package nat
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// The managers under test talk through fakeNet, an in-memory UDP network
+// that routes datagrams between fake sockets the way tun.Bind would hand
+// them over: STUN to the control queue, relay packets through the
+// receiving manager's Open, WireGuard datagrams to a delivered queue. It is
+// a fake because a unit test cannot make real NATs; the e2e tests run the
+// same code on real sockets behind real nftables NATs.
+type fakeNet struct {
+	mu    sync.Mutex
+	socks map[netip.AddrPort]*fakeSocket
+	block map[[2]netip.Addr]bool
+}
+
+func newFakeNet() *fakeNet {
+	return &fakeNet{socks: map[netip.AddrPort]*fakeSocket{}, block: map[[2]netip.Addr]bool{}}
+}
+
+func (n *fakeNet) setBlocked(a, b netip.Addr, blocked bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.block[[2]netip.Addr{a, b}] = blocked
+	n.block[[2]netip.Addr{b, a}] = blocked
+}
+
+type delivered struct {
+	payload []byte
+	from    *tun.RelayEndpoint
+}
+
+type fakeSocket struct {
+	net       *fakeNet
+	addr      netip.AddrPort
+	ctl       chan tun.Datagram
+	delivered chan delivered
+	mu        sync.Mutex
+	relay     tun.RelayHandler
+}
+
+func (n *fakeNet) socket(addr netip.AddrPort) *fakeSocket {
+	s := &fakeSocket{net: n, addr: addr, ctl: make(chan tun.Datagram, 256), delivered: make(chan delivered, 256)}
+	n.mu.Lock()
+	n.socks[addr] = s
+	n.mu.Unlock()
+	return s
+}
+
+func (s *fakeSocket) Control() <-chan tun.Datagram { return s.ctl }
+func (s *fakeSocket) SetRelayHandler(h tun.RelayHandler) {
+	s.mu.Lock()
+	s.relay = h
+	s.mu.Unlock()
+}
+
+func (s *fakeSocket) SendTo(data []byte, to netip.AddrPort) error {
+	s.net.route(s.addr, to, data)
+	return nil
+}
+
+func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
+	n.mu.Lock()
+	dst := n.socks[to]
+	blocked := n.block[[2]netip.Addr{from.Addr(), to.Addr()}]
+	n.mu.Unlock()
+	if dst == nil || blocked {
+		return
+	}
+	pkt := append([]byte(nil), data...)
+	switch tun.ClassifyPacket(pkt) {
+	case tun.KindSTUN:
+		select {
+		case dst.ctl <- tun.Datagram{Kind: tun.KindSTUN, From: from, Data: pkt}:
+		default:
+		}
+	case tun.KindRelay:
+		dst.mu.Lock()
+		h := dst.relay
+		dst.mu.Unlock()
+		if h == nil {
+			return
+		}
+		payload, ep, ok := h.Open(pkt, from)
+		if ok {
+			re, _ := ep.(*tun.RelayEndpoint)
+			dst.delivered <- delivered{payload: append([]byte(nil), payload...), from: re}
+		}
+	}
+}
+
+// fakeDevice records the endpoints the manager sets; every peer counts as
+// recently handshaken, so a relay forwards to it.
+type fakeDevice struct {
+	mu          sync.Mutex
+	peers       map[tun.Key]*tun.PeerStatus
+	noHandshake bool // a dead path: WireGuard never completes a handshake
+}
+
+func (d *fakeDevice) Peers() ([]tun.PeerStatus, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []tun.PeerStatus
+	for _, p := range d.peers {
+		cp := *p
+		if !d.noHandshake {
+			cp.LastHandshake = time.Now()
+			cp.RxBytes = uint64(time.Now().UnixNano()) // always something new
+		}
+		out = append(out, cp)
+	}
+	return out, nil
+}
+
+func (d *fakeDevice) SetEndpoint(key tun.Key, ep string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.peers[key]
+	if p == nil {
+		p = &tun.PeerStatus{}
+		p.PublicKey = key
+		d.peers[key] = p
+	}
+	if tun.IsRelayEndpoint(ep) {
+		r, err := tun.ParseRelayEndpoint(ep)
+		if err != nil {
+			return err
+		}
+		p.Relay, p.Endpoint = r, netip.AddrPort{}
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(ep)
+	if err != nil {
+		return err
+	}
+	p.Relay, p.Endpoint = nil, ap
+	return nil
+}
+
+func (d *fakeDevice) endpoint(key tun.Key) (netip.AddrPort, *tun.RelayEndpoint) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if p := d.peers[key]; p != nil {
+		return p.Endpoint, p.Relay
+	}
+	return netip.AddrPort{}, nil
+}
+
+type node struct {
+	name string
+	priv tun.Key
+	addr netip.AddrPort
+	sock *fakeSocket
+	dev  *fakeDevice
+	mgr  *Manager
+}
+
+// startNodes makes one manager per address, all peers of each other,
+// each knowing the others' addresses as candidates.
+func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) []*node {
+	t.Helper()
+	var nodes []*node
+	for i, name := range names {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(i + 1)}), 51820)
+		nd := &node{name: name, priv: mustKey(t), addr: addr, sock: n.socket(addr), dev: &fakeDevice{peers: map[tun.Key]*tun.PeerStatus{}}}
+		cfg := Config{
+			PrivateKey: nd.priv, Device: nd.dev, Socket: nd.sock,
+			Interfaces: func() ([]Interface, error) {
+				return []Interface{{Name: "eth0", Up: true, Addrs: []netip.Addr{addr.Addr()}}}, nil
+			},
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.mgr = m
+		nodes = append(nodes, nd)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for _, nd := range nodes {
+		var peers []Peer
+		for _, o := range nodes {
+			if o != nd {
+				peers = append(peers, Peer{Key: o.priv.PublicKey(), Name: o.name, Candidates: []netip.AddrPort{o.addr}})
+				nd.dev.peers[o.priv.PublicKey()] = &tun.PeerStatus{Peer: tun.Peer{PublicKey: o.priv.PublicKey()}}
+			}
+		}
+		nd.mgr.SetPeers(peers)
+		wg.Go(func() { _ = nd.mgr.Run(ctx) })
+	}
+	return nodes
+}
+
+func (nd *node) pathTo(o *node) PeerStatus {
+	for _, p := range nd.mgr.Status().Peers {
+		if p.Key == o.priv.PublicKey() {
+			return p
+		}
+	}
+	return PeerStatus{}
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("after %v: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func addrOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }

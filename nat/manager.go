@@ -1,0 +1,455 @@
+package nat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v3"
+	"golang.org/x/time/rate"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// Device is the part of tun.Device the manager drives.
+type Device interface {
+	Peers() ([]tun.PeerStatus, error)
+	SetEndpoint(key tun.Key, endpoint string) error
+}
+
+// Socket is the WireGuard socket's tap (tun.Bind).
+type Socket interface {
+	SendTo(data []byte, to netip.AddrPort) error
+	Control() <-chan tun.Datagram
+	SetRelayHandler(h tun.RelayHandler)
+}
+
+// Config configures a Manager.
+type Config struct {
+	PrivateKey tun.Key
+	ListenPort uint16
+	Device     Device
+	Socket     Socket
+	// Filter leaves interface addresses out of the candidates; zero
+	// means DefaultFilter.
+	Filter Filter
+	// Public are configured endpoints (a public address, a port forward),
+	// published first.
+	Public []netip.AddrPort
+	// STUNServers are optional public STUN servers asked besides members.
+	STUNServers []netip.AddrPort
+	// RelayRate and RelayBurst bound what one sender may push through this
+	// machine as a relay, in bytes per second; zero means 16 MiB/s with a
+	// 1 MiB burst.
+	RelayRate  float64
+	RelayBurst int
+	// DisableRelay makes this machine refuse to relay for others.
+	DisableRelay bool
+	// Publish stores the candidates in the machine's record; it is called
+	// only when they change, at most every PublishInterval.
+	Publish func(ctx context.Context, candidates []netip.AddrPort) error
+	// Interfaces lists the host's interfaces; nil means HostInterfaces.
+	Interfaces func() ([]Interface, error)
+	Logger     *slog.Logger
+}
+
+// Peer is another machine, from its record.
+type Peer struct {
+	Key        tun.Key
+	Name       string
+	Candidates []netip.AddrPort
+	// PreferredRelay marks a machine to relay through first.
+	PreferredRelay bool
+}
+
+// Timing of path selection. Probes are cheap (about 150 bytes each way),
+// so a direct path is checked every two seconds: a NAT that forgot its
+// mapping is noticed within seconds, not KubeSpan's minutes.
+const (
+	tickInterval          = 250 * time.Millisecond
+	pollInterval          = time.Second
+	probeRoundInterval    = 500 * time.Millisecond
+	probeTimeout          = 4 * time.Second
+	callMeMaybeInterval   = 2 * time.Second
+	directProbeInterval   = 2 * time.Second
+	directDeadAfter       = 7 * time.Second
+	reprobeInterval       = 10 * time.Second
+	relayHandshakeTimeout = 30 * time.Second
+	badRelayFor           = 30 * time.Second
+	rotateInterval        = 15 * time.Second // KubeSpan's per-candidate wait
+	discoveryInterval     = 30 * time.Second
+	publishInterval       = 10 * time.Second
+	pendingTTL            = 10 * time.Second
+	maxDiscoveryServers   = 4
+)
+
+// Manager runs NAT traversal for one machine.
+type Manager struct {
+	cfg  Config
+	log  *slog.Logger
+	self tun.Key // public
+	id   keyID
+
+	table       atomic.Pointer[peerTable] // read on the packet path
+	relayStats  relayCounters
+	stunStats   stunCounters
+	serverLimit *rate.Limiter // plain binding requests answered per second
+
+	relayedCtl  chan relayedControl
+	unreachable chan unreachableNote
+	peersIn     chan []Peer
+
+	mu        sync.Mutex // guards everything below; held by the loop per event
+	pending   map[[stun.TransactionIDSize]byte]pendingTx
+	seen      map[[stun.TransactionIDSize]byte]time.Time
+	obs       []Observation
+	natType   Type
+	published []netip.AddrPort
+	lastPub   time.Time
+	nextDisc  time.Time
+	discRound int
+}
+
+type relayedControl struct {
+	src  *peer
+	from netip.AddrPort
+	data []byte
+}
+
+type unreachableNote struct{ relay, dst keyID }
+
+type pendingTx struct {
+	peer *peer // nil for discovery
+	to   netip.AddrPort
+	sent time.Time
+}
+
+// New checks the configuration and returns a manager; Run starts it.
+func New(cfg Config) (*Manager, error) {
+	if cfg.PrivateKey.IsZero() {
+		return nil, errors.New("nat: private key is missing")
+	}
+	if cfg.Device == nil || cfg.Socket == nil {
+		return nil, errors.New("nat: device and socket are required")
+	}
+	if cfg.ListenPort == 0 {
+		cfg.ListenPort = tun.DefaultListenPort
+	}
+	if cfg.Filter.ExcludePrefixes == nil && cfg.Filter.ExcludeInterfaces == nil {
+		cfg.Filter = DefaultFilter()
+	}
+	if cfg.RelayRate <= 0 {
+		cfg.RelayRate = 16 << 20
+	}
+	if cfg.RelayBurst <= 0 {
+		cfg.RelayBurst = 1 << 20
+	}
+	if cfg.Interfaces == nil {
+		cfg.Interfaces = HostInterfaces
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Manager{
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "nat"),
+		self:        cfg.PrivateKey.PublicKey(),
+		serverLimit: rate.NewLimiter(200, 100),
+		relayedCtl:  make(chan relayedControl, 64),
+		unreachable: make(chan unreachableNote, 16),
+		peersIn:     make(chan []Peer, 1),
+		pending:     map[[stun.TransactionIDSize]byte]pendingTx{},
+		seen:        map[[stun.TransactionIDSize]byte]time.Time{},
+		natType:     TypeUnknown,
+	}
+	m.id = idOf(m.self)
+	m.table.Store(&peerTable{byID: map[keyID]*peer{}})
+	return m, nil
+}
+
+// SetPeers replaces the peer set; the newest call wins. Path state of
+// peers that stay is kept.
+func (m *Manager) SetPeers(peers []Peer) {
+	for {
+		select {
+		case m.peersIn <- peers:
+			return
+		default:
+		}
+		select {
+		case <-m.peersIn: // drop the stale set
+		default:
+		}
+	}
+}
+
+// Knows reports whether the manager already drives this peer's endpoint.
+func (m *Manager) Knows(key tun.Key) bool {
+	p := m.table.Load().byID[idOf(key)]
+	return p != nil && p.key == key
+}
+
+// Run works until ctx ends. It installs the relay handler on the socket.
+func (m *Manager) Run(ctx context.Context) error {
+	m.cfg.Socket.SetRelayHandler(m)
+	ticker := time.NewTicker(tickInterval)
+	defer ticker.Stop()
+	control := m.cfg.Socket.Control()
+	var lastPoll time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case peers := <-m.peersIn:
+			m.applyPeers(peers)
+		case d := <-control:
+			m.mu.Lock()
+			m.handleSTUN(d.From, d.Data, nil)
+			m.mu.Unlock()
+		case rc := <-m.relayedCtl:
+			m.mu.Lock()
+			m.handleSTUN(rc.from, rc.data, rc.src)
+			m.mu.Unlock()
+		case n := <-m.unreachable:
+			m.mu.Lock()
+			m.onUnreachable(n)
+			m.mu.Unlock()
+		case now := <-ticker.C:
+			if now.Sub(lastPoll) >= pollInterval {
+				m.poll()
+				lastPoll = now
+			}
+			m.mu.Lock()
+			m.tick(ctx, now)
+			m.mu.Unlock()
+		}
+	}
+}
+
+// applyPeers builds the new peer table, keeping path state.
+func (m *Manager) applyPeers(peers []Peer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.table.Load()
+	next := &peerTable{byID: map[keyID]*peer{}}
+	for _, in := range peers {
+		if in.Key == m.self || in.Key.IsZero() {
+			continue
+		}
+		id := idOf(in.Key)
+		p := old.byID[id]
+		if p == nil || p.key != in.Key {
+			keys, err := derivePairKeys(m.cfg.PrivateKey, in.Key)
+			if err != nil {
+				m.log.Warn("peer key unusable for NAT traversal", "peer", in.Name, "err", err)
+				continue
+			}
+			p = newPeer(in, keys, m.cfg.RelayRate, m.cfg.RelayBurst)
+			p.startProbing(time.Now())
+		}
+		p.name, p.preferred = in.Name, in.PreferredRelay
+		p.recordCands = slices.Clone(in.Candidates)
+		next.byID[id] = p
+	}
+	next.index()
+	m.table.Store(next)
+}
+
+// poll reads what WireGuard sees of each peer: the endpoint in use, the
+// last handshake. The relay path reads it without taking m.mu.
+func (m *Manager) poll() {
+	statuses, err := m.cfg.Device.Peers()
+	if err != nil {
+		m.log.Debug("read peers", "err", err)
+		return
+	}
+	t := m.table.Load()
+	for _, st := range statuses {
+		p := t.byID[idOf(st.PublicKey)]
+		if p == nil || p.key != st.PublicKey {
+			continue
+		}
+		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes}
+		if st.Relay != nil {
+			li.relayed, li.via = true, st.Relay.Relay
+		}
+		p.live.Store(li)
+	}
+	t.reindexAddrs()
+}
+
+func (m *Manager) tick(ctx context.Context, now time.Time) {
+	for k, tx := range m.pending {
+		if now.Sub(tx.sent) > pendingTTL {
+			delete(m.pending, k)
+		}
+	}
+	for k, at := range m.seen {
+		if now.Sub(at) > 2*maxClockSkew {
+			delete(m.seen, k)
+		}
+	}
+	t := m.table.Load()
+	for _, p := range t.byID {
+		m.step(t, p, now)
+	}
+	if now.After(m.nextDisc) {
+		m.discover(t, now)
+	}
+	if now.Sub(m.lastPub) >= publishInterval {
+		m.maybePublish(ctx, now)
+	}
+}
+
+// discover sends plain binding requests to a few machines this one has a
+// direct path to (and to configured STUN servers): the answers are this
+// socket's mappings, from which the NAT type follows.
+func (m *Manager) discover(t *peerTable, now time.Time) {
+	m.discRound++
+	if m.discRound < 4 {
+		m.nextDisc = now.Add(time.Duration(m.discRound) * 2 * time.Second)
+	} else {
+		m.nextDisc = now.Add(discoveryInterval)
+	}
+	servers := slices.Clone(m.cfg.STUNServers)
+	for _, p := range t.sorted {
+		if len(servers) >= maxDiscoveryServers+len(m.cfg.STUNServers) {
+			break
+		}
+		li := p.liveInfo()
+		if !li.relayed && li.endpoint.IsValid() && now.Sub(li.handshake) < relayFreshHandshake {
+			servers = append(servers, li.endpoint)
+		}
+	}
+	for _, s := range servers {
+		msg, err := discoveryRequest()
+		if err != nil {
+			continue
+		}
+		m.pending[msg.TransactionID] = pendingTx{to: s, sent: now}
+		if err := m.cfg.Socket.SendTo(msg.Raw, s); err == nil {
+			m.stunStats.sent.Add(1)
+		}
+	}
+}
+
+func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
+	fresh := !slices.Contains(Reflexive(m.obs, now), mapped)
+	m.obs = append(m.obs, Observation{Server: server, Mapped: mapped, At: now})
+	m.obs = slices.DeleteFunc(m.obs, func(o Observation) bool { return now.Sub(o.At) > observationTTL })
+	if len(m.obs) > 64 {
+		m.obs = m.obs[len(m.obs)-64:]
+	}
+	t := Classify(m.obs, m.localAddrs(), now)
+	if t != m.natType {
+		m.log.Info("NAT type", "type", t, "was", m.natType, "reflexive", Reflexive(m.obs, now))
+		m.natType = t
+	}
+	if fresh {
+		// A new mapping (a NAT reboot, a new address): peers without a
+		// working direct path learn it now, through call-me-maybe.
+		m.log.Info("new reflexive address", "mapped", mapped, "seen_by", server)
+		for _, p := range m.table.Load().byID {
+			if !p.directHealthy(now) {
+				p.startProbing(now)
+			}
+		}
+	}
+}
+
+func (m *Manager) localAddrs() []netip.Addr {
+	ifaces, err := m.cfg.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ap := range InterfaceCandidates(ifaces, Filter{}, m.cfg.ListenPort) {
+		out = append(out, ap.Addr())
+	}
+	return out
+}
+
+// candidates is what this machine offers now: configured, interfaces,
+// and the mappings seen from outside, newest first.
+func (m *Manager) candidates(now time.Time) []netip.AddrPort {
+	ifaces, err := m.cfg.Interfaces()
+	if err != nil {
+		m.log.Debug("list interfaces", "err", err)
+	}
+	return Candidates(m.cfg.Public, InterfaceCandidates(ifaces, m.cfg.Filter, m.cfg.ListenPort), Reflexive(m.obs, now), m.cfg.Filter)
+}
+
+// publishable leaves out the mappings of a symmetric NAT: they are per
+// destination, useless to anyone else, and would churn the record. (They
+// still travel in call-me-maybe, which is cheap and current.)
+func (m *Manager) publishable(now time.Time) []netip.AddrPort {
+	ifaces, err := m.cfg.Interfaces()
+	if err != nil {
+		m.log.Debug("list interfaces", "err", err)
+	}
+	var refl []netip.AddrPort
+	if m.natType != TypeSymmetric {
+		refl = Reflexive(m.obs, now)
+	}
+	return Candidates(m.cfg.Public, InterfaceCandidates(ifaces, m.cfg.Filter, m.cfg.ListenPort), refl, m.cfg.Filter)
+}
+
+// Candidates returns this machine's candidate endpoints as they are now.
+func (m *Manager) Candidates() []netip.AddrPort {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.candidates(time.Now())
+}
+
+// maybePublish stores the candidates when the set changed (not its
+// order): the record's history never shrinks, so it is written only when
+// an address or a mapping really changes.
+func (m *Manager) maybePublish(ctx context.Context, now time.Time) {
+	m.lastPub = now
+	if m.cfg.Publish == nil {
+		return
+	}
+	cands := m.publishable(now)
+	if sameSet(cands, m.published) {
+		return
+	}
+	if err := m.cfg.Publish(ctx, cands); err != nil {
+		m.log.Warn("publish candidates", "err", err)
+		return
+	}
+	m.log.Info("candidates published", "candidates", cands)
+	m.published = cands
+}
+
+func sameSet(a, b []netip.AddrPort) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Manager) setEndpoint(p *peer, ep string) error {
+	if err := m.cfg.Device.SetEndpoint(p.key, ep); err != nil {
+		return fmt.Errorf("peer %s: %w", p.name, err)
+	}
+	// What WireGuard uses now, until the next poll says otherwise.
+	li := p.liveInfo()
+	if r, err := tun.ParseRelayEndpoint(ep); err == nil {
+		li.relayed, li.via, li.endpoint = true, r.Relay, netip.AddrPort{}
+	} else if ap, err := netip.ParseAddrPort(ep); err == nil {
+		li.relayed, li.via, li.endpoint = false, netip.AddrPort{}, ap
+	}
+	p.live.Store(&li)
+	return nil
+}

@@ -1,0 +1,224 @@
+package nat
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// step advances one peer's path selection. Runs under m.mu.
+//
+// Every search probes all candidates at once, every half second, for a
+// few seconds, and asks the peer (through a relay, and directly) to probe
+// back at the same time, which is what opens both NATs. The first pair
+// that answers wins. When none does, the peer is reached through a relay,
+// or, with no relay, by KubeSpan's rotation; the direct path is searched
+// again every ten seconds and taken as soon as it answers.
+func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
+	switch p.path {
+	case PathDirect:
+		if now.Sub(p.lastDirectTx) >= directProbeInterval {
+			m.sendProbe(p, p.direct, now)
+			p.lastDirectTx = now
+		}
+		if !p.directHealthy(now) {
+			// Move to a relay at once (traffic keeps flowing) and search
+			// for a direct path meanwhile; the first answer brings it back.
+			m.log.Info("direct path lost, relaying while searching", "peer", p.name, "endpoint", p.direct,
+				"last_answer", now.Sub(p.directOK).Round(time.Millisecond))
+			p.searchStart = now
+			p.startProbing(now)
+			m.fallback(t, p, now)
+		}
+	case PathRelayed:
+		relay := t.byID[p.relay]
+		switch {
+		case relay == nil || !relay.directHealthy(now):
+			m.log.Info("relay gone, choosing another", "peer", p.name)
+			m.fallback(t, p, now)
+		case now.Sub(p.relayAt) > relayHandshakeTimeout && p.liveInfo().rx == p.relayRx:
+			// Keepalives every 25 s: silence means the relay does not
+			// get through, whatever it says.
+			m.log.Info("nothing received through relay, trying another", "peer", p.name, "relay", relay.name)
+			p.badRelays[p.relay] = now
+			m.fallback(t, p, now)
+		}
+	case PathRotating:
+		if now.After(p.nextRotate) {
+			m.rotate(t, p, now)
+		}
+	}
+	if !p.probing && p.path != PathDirect && p.path != PathProbing && now.After(p.nextReprobe) {
+		p.startProbing(now)
+	}
+	if !p.probing {
+		return
+	}
+	if now.After(p.nextCMM) {
+		m.sendCallMeMaybe(t, p, now)
+		p.nextCMM = now.Add(callMeMaybeInterval)
+	}
+	if now.After(p.nextRound) {
+		for _, c := range p.allCandidates() {
+			m.sendProbe(p, c, now)
+		}
+		p.nextRound = now.Add(probeRoundInterval)
+	}
+	if now.Sub(p.probeStart) >= probeTimeout {
+		p.probing = false
+		// Search again soon at first (the other side, its record or a
+		// relay may just be coming up), then every reprobeInterval.
+		p.failedSearches++
+		p.nextReprobe = now.Add(min(reprobeInterval, time.Second<<min(p.failedSearches, 4)))
+		if !p.directHealthy(now) {
+			m.fallback(t, p, now)
+		}
+	}
+}
+
+// sendProbe sends one authenticated binding request to a candidate.
+func (m *Manager) sendProbe(p *peer, addr netip.AddrPort, now time.Time) {
+	if !addr.IsValid() {
+		return
+	}
+	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, stun.BindingRequest})
+	if err != nil {
+		return
+	}
+	m.pending[msg.TransactionID] = pendingTx{peer: p, to: addr, sent: now}
+	if err := m.cfg.Socket.SendTo(msg.Raw, addr); err == nil {
+		m.stunStats.sent.Add(1)
+	}
+}
+
+// sendCallMeMaybe tells the peer to probe this machine's candidates now:
+// through a relay (a third machine that reaches both, so it works before
+// any direct path exists) and directly to its candidates.
+func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
+	p.lastCMM = now
+	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, callMeMaybe},
+		candidatesAttr(m.candidates(now)), textAttr{attrNAT, string(m.natType)})
+	if err != nil {
+		return
+	}
+	sent := 0
+	for _, r := range m.relayCandidates(t, p, now) {
+		relay := r.liveInfo().endpoint
+		pkt := sealRelay(nil, relayHeader{typ: relayForward, src: m.id, dst: p.id, hop: m.id}, &r.keys.relay, msg.Raw)
+		if m.cfg.Socket.SendTo(pkt, relay) == nil {
+			sent++
+		}
+		if sent == 2 {
+			break
+		}
+	}
+	for _, c := range p.allCandidates() {
+		_ = m.cfg.Socket.SendTo(msg.Raw, c)
+	}
+}
+
+// relayCandidates are the machines that could relay to p: this machine
+// has a healthy direct path to them. Those that lately said they cannot
+// reach p (or carried nothing) come last, not never: at startup a relay
+// may not have met p yet, and a doubtful relay beats none. Otherwise
+// preferred relays first, then by round-trip time.
+func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer {
+	var out []*peer
+	for _, r := range t.sorted {
+		if r != p && r.directHealthy(now) {
+			out = append(out, r)
+		}
+	}
+	bad := func(r *peer) bool {
+		at, ok := p.badRelays[r.id]
+		return ok && now.Sub(at) < badRelayFor
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if bi, bj := bad(out[i]), bad(out[j]); bi != bj {
+			return bj
+		}
+		if out[i].preferred != out[j].preferred {
+			return out[i].preferred
+		}
+		return out[i].rtt < out[j].rtt
+	})
+	return out
+}
+
+// fallback moves p to the best relay, or to rotation when there is none.
+func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
+	cands := m.relayCandidates(t, p, now)
+	if p.path == PathRelayed {
+		for _, r := range cands {
+			if at, bad := p.badRelays[r.id]; r.id == p.relay && (!bad || now.Sub(at) >= badRelayFor) {
+				return // the relay in use is still good
+			}
+		}
+	}
+	for _, r := range cands {
+		ep := &tun.RelayEndpoint{Relay: r.liveInfo().endpoint, Peer: p.key}
+		if err := m.setEndpoint(p, ep.String()); err != nil {
+			m.log.Warn("relay endpoint", "err", err)
+			return
+		}
+		if p.path != PathRelayed || p.relay != r.id {
+			m.log.Info("relayed path", "peer", p.name, "via", r.name, "after", now.Sub(p.searchStart).Round(time.Millisecond))
+		}
+		if p.firstRelay == 0 {
+			p.firstRelay = now.Sub(p.searchStart)
+		}
+		p.path, p.relay, p.relayAt, p.relayRx, p.pathSince = PathRelayed, r.id, now, p.liveInfo().rx, now
+		return
+	}
+	if p.path != PathRotating {
+		m.log.Info("no direct path and no relay: rotating endpoints", "peer", p.name)
+		p.path, p.pathSince = PathRotating, now
+		p.nextRotate = now
+	}
+}
+
+// rotate is KubeSpan's fallback: point WireGuard at the next candidate
+// and give it rotateInterval to handshake. It also hops from a relay to
+// rotation only when no relay is left.
+func (m *Manager) rotate(t *peerTable, p *peer, now time.Time) {
+	p.nextRotate = now.Add(rotateInterval)
+	if len(m.relayCandidates(t, p, now)) > 0 {
+		m.fallback(t, p, now)
+		return
+	}
+	if hs := p.liveInfo().handshake; now.Sub(hs) < rotateInterval {
+		return // the current endpoint works
+	}
+	cands := p.allCandidates()
+	if len(cands) == 0 {
+		return
+	}
+	p.rotateIdx = (p.rotateIdx + 1) % len(cands)
+	if err := m.setEndpoint(p, cands[p.rotateIdx].String()); err != nil {
+		m.log.Debug("rotate", "err", err)
+	}
+}
+
+func (m *Manager) onUnreachable(n unreachableNote) {
+	t := m.table.Load()
+	p := t.byID[n.dst]
+	if p == nil {
+		return
+	}
+	now := time.Now()
+	at, known := p.badRelays[n.relay]
+	p.badRelays[n.relay] = now
+	if known && now.Sub(at) < badRelayFor {
+		return // already acted on: a down peer must not make the relay's notes a log flood
+	}
+	if p.path == PathRelayed && p.relay == n.relay {
+		if r := t.byID[n.relay]; r != nil {
+			m.log.Info("relay cannot reach peer, trying another", "peer", p.name, "relay", r.name)
+		}
+		m.fallback(t, p, now)
+	}
+}

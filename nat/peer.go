@@ -1,0 +1,194 @@
+package nat
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// Path is how a peer is reached.
+type Path string
+
+const (
+	PathProbing  Path = "probing"  // looking for a path, nothing chosen yet
+	PathDirect   Path = "direct"   // a probed direct endpoint
+	PathRelayed  Path = "relayed"  // through another member
+	PathRotating Path = "rotating" // KubeSpan-style: one candidate after another
+)
+
+// peer is one remote machine's traversal state. Fields above mu are set
+// once; live is written by poll and read by the relay path; the rest is
+// owned by the manager loop (under Manager.mu).
+type peer struct {
+	key     tun.Key
+	id      keyID
+	keys    pairKeys
+	limiter *rate.Limiter // relay budget of this machine as a sender
+	notify  *rate.Limiter // unreachable notes sent to it
+	live    atomic.Pointer[liveInfo]
+
+	epMu      sync.Mutex
+	endpoints map[netip.AddrPort]*tun.RelayEndpoint // "this peer via relay X"
+
+	name        string
+	preferred   bool
+	recordCands []netip.AddrPort
+	remoteCands []netip.AddrPort // from its call-me-maybe
+	seenFrom    []netip.AddrPort // addresses its probes came from
+	remoteNAT   Type
+
+	path         Path
+	direct       netip.AddrPort // chosen direct endpoint
+	directOK     time.Time      // last answered probe on it
+	lastDirectTx time.Time
+	rtt          time.Duration
+	pathSince    time.Time
+
+	probing     bool
+	probeStart  time.Time
+	nextRound   time.Time
+	nextCMM     time.Time
+	lastCMM     time.Time // last call-me-maybe sent
+	nextReprobe time.Time
+	searchStart time.Time // when the current search for a path began
+	// failedSearches counts searches without a direct answer since the
+	// last direct path; the next search waits 2, 4, 8, then 10 s.
+	failedSearches uint
+
+	relay       keyID
+	relayAt     time.Time
+	relayRx     uint64 // bytes received from the peer when the relay was chosen
+	badRelays   map[keyID]time.Time
+	rotateIdx   int
+	nextRotate  time.Time
+	firstDirect time.Duration // time from first probe to first direct path
+	firstRelay  time.Duration
+}
+
+type liveInfo struct {
+	endpoint  netip.AddrPort
+	relayed   bool
+	via       netip.AddrPort
+	handshake time.Time
+	rx        uint64
+}
+
+func newPeer(in Peer, keys pairKeys, relayRate float64, relayBurst int) *peer {
+	now := time.Now()
+	return &peer{
+		key:         in.Key,
+		id:          idOf(in.Key),
+		keys:        keys,
+		limiter:     rate.NewLimiter(rate.Limit(relayRate), relayBurst),
+		notify:      rate.NewLimiter(2, 2),
+		endpoints:   map[netip.AddrPort]*tun.RelayEndpoint{},
+		path:        PathProbing,
+		pathSince:   now,
+		searchStart: now,
+		badRelays:   map[keyID]time.Time{},
+		remoteNAT:   TypeUnknown,
+	}
+}
+
+// liveInfo is nil-safe: an unknown peer has no path.
+func (p *peer) liveInfo() liveInfo {
+	if p == nil {
+		return liveInfo{}
+	}
+	if li := p.live.Load(); li != nil {
+		return *li
+	}
+	return liveInfo{}
+}
+
+// relayEndpoint returns the cached virtual endpoint "p via relay", so the
+// receive path does not allocate one per datagram.
+func (p *peer) relayEndpoint(relay netip.AddrPort) *tun.RelayEndpoint {
+	p.epMu.Lock()
+	defer p.epMu.Unlock()
+	ep := p.endpoints[relay]
+	if ep == nil {
+		if len(p.endpoints) > 16 {
+			clear(p.endpoints)
+		}
+		ep = &tun.RelayEndpoint{Relay: relay, Peer: p.key}
+		p.endpoints[relay] = ep
+	}
+	return ep
+}
+
+// allCandidates is every address worth probing: the record's, those in
+// its last call-me-maybe, where its probes came from, and the endpoint
+// WireGuard itself saw (KubeSpan's harvested endpoint).
+func (p *peer) allCandidates() []netip.AddrPort {
+	var out []netip.AddrPort
+	add := func(list ...netip.AddrPort) {
+		for _, ap := range list {
+			if ap.IsValid() && ap.Port() != 0 && !slices.Contains(out, ap) {
+				out = append(out, ap)
+			}
+		}
+	}
+	add(p.recordCands...)
+	add(p.remoteCands...)
+	add(p.seenFrom...)
+	if li := p.liveInfo(); !li.relayed {
+		add(li.endpoint)
+	}
+	return out
+}
+
+func (p *peer) startProbing(now time.Time) {
+	if p.probing {
+		return
+	}
+	p.probing = true
+	p.probeStart = now
+	p.nextRound = now
+	p.nextCMM = now
+}
+
+func (p *peer) directHealthy(now time.Time) bool {
+	return p.path == PathDirect && now.Sub(p.directOK) < directDeadAfter
+}
+
+// peerTable is an immutable view of the peers for the packet path.
+type peerTable struct {
+	byID   map[keyID]*peer
+	addrs  atomic.Pointer[map[netip.AddrPort]*peer] // current direct endpoints
+	sorted []*peer
+}
+
+func (t *peerTable) index() {
+	t.sorted = t.sorted[:0]
+	for _, p := range t.byID {
+		t.sorted = append(t.sorted, p)
+	}
+	sort.Slice(t.sorted, func(i, j int) bool { return t.sorted[i].name < t.sorted[j].name })
+	t.reindexAddrs()
+}
+
+func (t *peerTable) reindexAddrs() {
+	m := make(map[netip.AddrPort]*peer, len(t.byID))
+	for _, p := range t.byID {
+		if li := p.liveInfo(); !li.relayed && li.endpoint.IsValid() {
+			m[li.endpoint] = p
+		}
+	}
+	t.addrs.Store(&m)
+}
+
+// byAddr finds the peer whose WireGuard endpoint is ap.
+func (t *peerTable) byAddr(ap netip.AddrPort) *peer {
+	if m := t.addrs.Load(); m != nil {
+		return (*m)[ap]
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package nat
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/blake2s"
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// The relay header, 44 bytes in front of an opaque WireGuard datagram (or
+// a STUN control message) on one hop:
+//
+//	0      marker 0xE1 (tun.RelayMarker)
+//	1      type: forward (to the relay), deliver (from the relay),
+//	       unreachable (the relay cannot reach dst)
+//	2..4   zero
+//	4..12  src: the machine that sent the datagram
+//	12..20 dst: the machine it is for
+//	20..28 hop: the machine that sealed this hop (src, or the relay)
+//	28..44 MAC: BLAKE2s-128 over bytes 0..28 and the payload, keyed with
+//	       the relay key of the hop's two machines
+//
+// The MAC lets a relay forward only for members of its network and lets
+// the receiver trust the relay's word about src; the payload itself stays
+// WireGuard's, encrypted and authenticated end to end. A captured packet
+// replayed to the relay is forwarded again, within the sender's rate
+// limit, and the receiver's WireGuard drops it as a replay.
+const (
+	relayHeaderLen = 44
+	relayMACOff    = 28
+
+	relayForward     = 1
+	relayDeliver     = 2
+	relayUnreachable = 3
+)
+
+type relayHeader struct {
+	typ           byte
+	src, dst, hop keyID
+}
+
+func relayMAC(key *[32]byte, head, payload []byte) [16]byte {
+	h, _ := blake2s.New128(key[:]) // a 32-byte key is always accepted
+	h.Write(head)
+	h.Write(payload)
+	var mac [16]byte
+	copy(mac[:], h.Sum(nil))
+	return mac
+}
+
+// sealRelay appends a sealed relay packet to dst.
+func sealRelay(dst []byte, h relayHeader, key *[32]byte, payload []byte) []byte {
+	start := len(dst)
+	dst = append(dst, tun.RelayMarker, h.typ, 0, 0)
+	dst = append(dst, h.src[:]...)
+	dst = append(dst, h.dst[:]...)
+	dst = append(dst, h.hop[:]...)
+	mac := relayMAC(key, dst[start:start+relayMACOff], payload)
+	dst = append(dst, mac[:]...)
+	return append(dst, payload...)
+}
+
+var (
+	errRelayShort  = errors.New("relay packet too short")
+	errRelayHeader = errors.New("malformed relay header")
+)
+
+// parseRelay reads the header without checking the MAC (the key depends
+// on the hop it names).
+func parseRelay(pkt []byte) (relayHeader, []byte, error) {
+	if len(pkt) < relayHeaderLen {
+		return relayHeader{}, nil, errRelayShort
+	}
+	if pkt[0] != tun.RelayMarker || pkt[2] != 0 || pkt[3] != 0 || pkt[1] < relayForward || pkt[1] > relayUnreachable {
+		return relayHeader{}, nil, errRelayHeader
+	}
+	var h relayHeader
+	h.typ = pkt[1]
+	copy(h.src[:], pkt[4:12])
+	copy(h.dst[:], pkt[12:20])
+	copy(h.hop[:], pkt[20:28])
+	return h, pkt[relayHeaderLen:], nil
+}
+
+func verifyRelay(pkt []byte, key *[32]byte) bool {
+	mac := relayMAC(key, pkt[:relayMACOff], pkt[relayHeaderLen:])
+	return subtle.ConstantTimeCompare(mac[:], pkt[relayMACOff:relayHeaderLen]) == 1
+}
+
+// RelayStats counts relay traffic through and to this machine.
+type RelayStats struct {
+	Forwarded     uint64 `json:"forwarded"`      // datagrams passed on as a relay
+	ForwardedByte uint64 `json:"forwarded_byte"` // their bytes
+	Delivered     uint64 `json:"delivered"`      // relayed datagrams received here
+	Sent          uint64 `json:"sent"`           // datagrams this machine sent through a relay
+	Dropped       uint64 `json:"dropped"`        // malformed, unauthenticated, not ours
+	RateLimited   uint64 `json:"rate_limited"`   // over a sender's relay budget
+	NoRoute       uint64 `json:"no_route"`       // destination not reachable from here
+}
+
+type relayCounters struct {
+	forwarded, forwardedByte, delivered, sent, dropped, rateLimited, noRoute atomic.Uint64
+}
+
+func (c *relayCounters) snapshot() RelayStats {
+	return RelayStats{
+		Forwarded: c.forwarded.Load(), ForwardedByte: c.forwardedByte.Load(), Delivered: c.delivered.Load(),
+		Sent: c.sent.Load(), Dropped: c.dropped.Load(), RateLimited: c.rateLimited.Load(), NoRoute: c.noRoute.Load(),
+	}
+}
+
+// relayFreshHandshake is how recent a relay's handshake with the
+// destination must be for it to forward: WireGuard rekeys every two
+// minutes, so an older handshake means the destination is gone.
+const relayFreshHandshake = 180 * time.Second
+
+// Seal implements tun.RelayHandler: a WireGuard datagram for ep.Peer,
+// through ep.Relay.
+func (m *Manager) Seal(dst, payload []byte, ep *tun.RelayEndpoint) ([]byte, error) {
+	t := m.table.Load()
+	relay := t.byAddr(ep.Relay)
+	if relay == nil {
+		return nil, errors.New("relay is not a known machine")
+	}
+	m.relayStats.sent.Add(1)
+	return sealRelay(dst, relayHeader{typ: relayForward, src: m.id, dst: idOf(ep.Peer), hop: m.id}, &relay.keys.relay, payload), nil
+}
+
+// Open implements tun.RelayHandler. It runs on the Bind's receive path.
+func (m *Manager) Open(pkt []byte, from netip.AddrPort) ([]byte, conn.Endpoint, bool) {
+	h, payload, err := parseRelay(pkt)
+	if err != nil {
+		m.relayStats.dropped.Add(1)
+		return nil, nil, false
+	}
+	t := m.table.Load()
+	hop := t.byID[h.hop]
+	if hop == nil || !verifyRelay(pkt, &hop.keys.relay) {
+		m.relayStats.dropped.Add(1)
+		return nil, nil, false
+	}
+	switch h.typ {
+	case relayForward:
+		m.forward(t, h, hop, pkt, payload)
+		return nil, nil, false
+	case relayDeliver:
+		src := t.byID[h.src]
+		if h.dst != m.id || src == nil {
+			m.relayStats.dropped.Add(1)
+			return nil, nil, false
+		}
+		if tun.ClassifyPacket(payload) == tun.KindSTUN {
+			m.queueRelayedControl(src, from, payload)
+			return nil, nil, false
+		}
+		m.relayStats.delivered.Add(1)
+		return payload, src.relayEndpoint(from), true
+	case relayUnreachable:
+		if h.src == m.id {
+			select {
+			case m.unreachable <- unreachableNote{relay: hop.id, dst: h.dst}:
+			default:
+			}
+		}
+		return nil, nil, false
+	}
+	return nil, nil, false
+}
+
+// forward passes a datagram on, as a relay, when both ends are members,
+// the destination has a fresh direct path from here and the sender is
+// within its budget. The header is rewritten in place (same length) and
+// sent from the receive path before the buffer is reused.
+func (m *Manager) forward(t *peerTable, h relayHeader, hop *peer, pkt, payload []byte) {
+	if h.src != hop.id || m.cfg.DisableRelay {
+		m.relayStats.dropped.Add(1)
+		return
+	}
+	dst := t.byID[h.dst]
+	live := dst.liveInfo()
+	if dst == nil || live.relayed || !live.endpoint.IsValid() || time.Since(live.handshake) > relayFreshHandshake {
+		m.relayStats.noRoute.Add(1)
+		if hop.notify.Allow() {
+			note := sealRelay(nil, relayHeader{typ: relayUnreachable, src: h.src, dst: h.dst, hop: m.id}, &hop.keys.relay, nil)
+			if ep := hop.liveInfo().endpoint; ep.IsValid() {
+				_ = m.cfg.Socket.SendTo(note, ep)
+			}
+		}
+		return
+	}
+	if !hop.limiter.AllowN(time.Now(), len(pkt)) {
+		m.relayStats.rateLimited.Add(1)
+		return
+	}
+	out := sealRelay(pkt[:0], relayHeader{typ: relayDeliver, src: h.src, dst: h.dst, hop: m.id}, &dst.keys.relay, payload)
+	if err := m.cfg.Socket.SendTo(out, live.endpoint); err != nil {
+		m.relayStats.noRoute.Add(1)
+		return
+	}
+	m.relayStats.forwarded.Add(1)
+	m.relayStats.forwardedByte.Add(uint64(len(payload)))
+}

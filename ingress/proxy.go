@@ -99,6 +99,11 @@ func (t *routeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if b == nil {
 		return nil, errNoBackend
 	}
+	if req.Body != nil && req.Body != http.NoBody {
+		// The transport closes the body when a try fails, even a dial
+		// that sent nothing; the server closes the inbound body itself.
+		req.Body = keepOpen{req.Body}
+	}
 	resp, err := t.try(req, b)
 	if err == nil || !t.retryable(req, err) {
 		return resp, err
@@ -147,6 +152,10 @@ func (t *routeTransport) retryable(req *http.Request, err error) bool {
 	}
 	return req.Body == nil || req.Body == http.NoBody
 }
+
+type keepOpen struct{ io.Reader }
+
+func (keepOpen) Close() error { return nil }
 
 // countedBody ends the in-flight count of a backend when the response
 // body is closed, once.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/uncloud-mesh/uncloud/crdt"
 	"go.uber.org/zap"
 )
 
@@ -61,6 +62,7 @@ type certManager struct {
 
 	mu      sync.Mutex
 	managed map[string]bool // names handed to certmagic
+	reload  map[string]bool // names whose certificate changed in storage
 	waiting map[string]string
 	lastErr map[string]string
 }
@@ -72,7 +74,7 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 	}
 	cm := &certManager{
 		in: in, ctx: ctx, poke: make(chan struct{}, 1), done: make(chan struct{}),
-		managed: map[string]bool{}, waiting: map[string]string{}, lastErr: map[string]string{},
+		managed: map[string]bool{}, reload: map[string]bool{}, waiting: map[string]string{}, lastErr: map[string]string{},
 		storage: &certStorage{st: in.cfg.State, self: in.cfg.MachineID, keys: in.cfg.Secrets, log: in.log},
 	}
 	cm.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -205,9 +207,14 @@ func (cm *certManager) reconcile(*table) {
 // storageChanged is called for every certificate record that arrives:
 // a certificate another machine obtained may now be loadable here.
 func (cm *certManager) storageChanged(key string) {
-	if key == "" || strings.HasSuffix(key, ".crt") {
-		cm.reconcile(nil)
+	// certmagic keys: certificates/<issuer>/<name>/<name>.crt
+	parts := strings.Split(strings.TrimPrefix(key, crdt.CertsPrefix), "/")
+	if len(parts) == 4 && parts[0] == "certificates" && parts[3] == parts[2]+".crt" {
+		cm.mu.Lock()
+		cm.reload[parts[2]] = true
+		cm.mu.Unlock()
 	}
+	cm.reconcile(nil)
 }
 
 func (cm *certManager) run() {
@@ -239,11 +246,21 @@ func (cm *certManager) pass() {
 		}
 	}
 	clear(cm.waiting)
+	reload := cm.reload
+	cm.reload = map[string]bool{}
 	for _, name := range want {
+		issuer := cm.in.issuerOf(name)
+		if cm.managed[name] && reload[name] && issuer != self {
+			// The issuer renewed: load its certificate now instead of at
+			// this machine's own renewal time (which would only wait for
+			// the issuer anyway). Loading is synchronous in ManageAsync,
+			// so the name is without a certificate only for a moment.
+			cm.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: name}})
+			delete(cm.managed, name)
+		}
 		if cm.managed[name] {
 			continue
 		}
-		issuer := cm.in.issuerOf(name)
 		if issuer != self && !cm.storage.Exists(cm.ctx, certmagic.StorageKeys.SiteCert(cm.acme.IssuerKey(), name)) {
 			cm.waiting[name] = issuer
 			continue

@@ -26,9 +26,9 @@ import (
 // test and connects to the given ports: challenges are really validated
 // against the ingress listeners.
 type pebble struct {
-	dir  string        // ACME directory URL
+	dir   string         // ACME directory URL
 	trust *x509.CertPool // pebble's own HTTPS
-	mgmt string        // management address
+	mgmt  string         // management address
 }
 
 func startPebble(t *testing.T, httpPort, tlsPort, validitySeconds int) *pebble {

@@ -13,7 +13,7 @@ import (
 
 type reachSet map[string]bool
 
-func (r reachSet) Reachable(id string) bool  { return r[id] }
+func (r reachSet) Reachable(id string) bool { return r[id] }
 func (r reachSet) Changed() <-chan struct{} { return nil }
 
 func TestBuildTable(t *testing.T) {

@@ -38,6 +38,7 @@ type DaemonOptions struct {
 	Expose    []tun.ExposedPort
 	Logger    *slog.Logger
 	Version   string
+	Ingress   IngressOptions // used while the machine has the ingress role
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -60,6 +61,7 @@ type Daemon struct {
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
+	ingress       *ingressRunner
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -136,6 +138,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err := d.startJoinServer(ctx); err != nil {
 		return nil, err
 	}
+	d.startIngress(ctx)
 	if err := d.startLocalAPI(ctx); err != nil {
 		return nil, err
 	}

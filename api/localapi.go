@@ -24,6 +24,7 @@ type Backend interface {
 	Machines(ctx context.Context) ([]MachineInfo, error)
 	RemoveMachine(ctx context.Context, nameOrID string) (RemoveResult, error)
 	UpdateMachine(ctx context.Context, nameOrID string, u MachineUpdate) (MachineInfo, error)
+	IngressAPI
 }
 
 // MachineUpdate renames a machine or changes its roles; empty fields
@@ -163,6 +164,7 @@ func NewLocalHandler(b Backend) http.Handler {
 	mux.HandleFunc("DELETE /v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, b.RevokeToken(r.Context(), r.PathValue("id")))
 	})
+	registerIngress(mux, b)
 	return mux
 }
 

@@ -32,6 +32,8 @@ type backend struct {
 
 func (b *backend) down(now int64) bool { return b.downUntil.Load() > now }
 
+func nowNano() int64 { return time.Now().UnixNano() }
+
 // markFailed puts the backend aside for d.
 func (b *backend) markFailed(d time.Duration) {
 	b.failures.Add(1)

@@ -75,24 +75,26 @@ func (s *certStorage) seal(name string, plain []byte) ([]byte, error) {
 	return aead.Seal(out, out[1:1+aead.NonceSize()], plain, []byte(name)), nil
 }
 
-func (s *certStorage) open(name string, sealed []byte) ([]byte, error) {
+// open returns the plain value and whether it was sealed under an older
+// secret than the current one.
+func (s *certStorage) open(name string, sealed []byte) ([]byte, bool, error) {
 	if len(sealed) < 1 || sealed[0] != sealVersion {
-		return nil, fmt.Errorf("certificate storage %s: unknown sealing version", name)
+		return nil, false, fmt.Errorf("certificate storage %s: unknown sealing version", name)
 	}
-	for _, k := range s.keys() {
+	for i, k := range s.keys() {
 		aead, err := newAEAD(k)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		ns := aead.NonceSize()
 		if len(sealed) < 1+ns+aead.Overhead() {
-			return nil, fmt.Errorf("certificate storage %s: sealed value too short (%d bytes)", name, len(sealed))
+			return nil, false, fmt.Errorf("certificate storage %s: sealed value too short (%d bytes)", name, len(sealed))
 		}
 		if plain, err := aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], []byte(name)); err == nil {
-			return plain, nil
+			return plain, i > 0, nil
 		}
 	}
-	return nil, fmt.Errorf("certificate storage %s: no network secret opens it (sealed under a retired key?)", name)
+	return nil, false, fmt.Errorf("certificate storage %s: no network secret opens it (sealed under a retired key?)", name)
 }
 
 func newAEAD(secret []byte) (cipher.AEAD, error) {
@@ -142,10 +144,18 @@ func (s *certStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := s.open(key, c.Data)
+	plain, old, err := s.open(key, c.Data)
 	if err != nil {
 		s.log.Warn("certificate storage value unreadable; treated as missing", "key", key, "err", err)
 		return nil, fs.ErrNotExist
+	}
+	if old {
+		// Sealed before a secret rotation: re-seal under the current
+		// secret while the old one still opens it, so a later rotation
+		// that retires the old secret loses nothing.
+		if err := s.Store(ctx, key, plain); err != nil {
+			s.log.Warn("re-seal certificate storage value", "key", key, "err", err)
+		}
 	}
 	return plain, nil
 }

@@ -51,6 +51,15 @@ func TestCertStorage(t *testing.T) {
 	if got, err := rotated.Load(ctx, key); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("load after rotation: %v", err)
 	}
+	// ...and re-seals it under the new secret, so retiring the old one
+	// loses nothing.
+	retired := &certStorage{st: st, keys: func() [][]byte { return [][]byte{[]byte("new")} }, log: log}
+	if got, err := retired.Load(ctx, key); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("load after the old secret retired: %v", err)
+	}
+	if err := s.Store(ctx, key, secret); err != nil { // back under the test secret
+		t.Fatal(err)
+	}
 	// A blob moved to another name does not open (name is authenticated).
 	moved := &crdt.Cert{Name: "certificates/ca/evil/evil.key", Data: rec.(*crdt.Cert).Data}
 	put(t, st, moved)

@@ -23,6 +23,8 @@ const LetsEncrypt = certmagic.LetsEncryptProductionCA
 
 // ACMEConfig says where and how certificates are obtained.
 type ACMEConfig struct {
+	// Disable orders nothing: only Config.Certificates are served.
+	Disable bool
 	// Directory is the ACME directory URL; Let's Encrypt by default.
 	Directory string
 	Email     string
@@ -57,8 +59,9 @@ type certManager struct {
 	storage *certStorage
 	forward *httputil.ReverseProxy
 
-	poke chan struct{}
-	done chan struct{}
+	poke   chan struct{}
+	done   chan struct{}
+	static []*x509.Certificate // Config.Certificates
 
 	mu      sync.Mutex
 	managed map[string]bool // names handed to certmagic
@@ -129,6 +132,17 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 			in.log.Warn("forward ACME challenge to the issuer", "host", r.Host, "err", err)
 			plainError(w, http.StatusBadGateway, "502: the ingress machine that issues for this name did not answer\n")
 		},
+	}
+	for _, c := range in.cfg.Certificates {
+		if _, err := cm.cfg.CacheUnmanagedTLSCertificate(ctx, c, nil); err != nil {
+			return nil, fmt.Errorf("ingress: static certificate: %w", err)
+		}
+		if c.Leaf == nil && len(c.Certificate) > 0 {
+			c.Leaf, _ = x509.ParseCertificate(c.Certificate[0])
+		}
+		if c.Leaf != nil {
+			cm.static = append(cm.static, c.Leaf)
+		}
 	}
 	go cm.run()
 	return cm, nil
@@ -235,7 +249,15 @@ func (cm *certManager) run() {
 // (certmagic loads them, and at renewal time reloads what the issuer
 // renewed). A name no route serves any more is dropped.
 func (cm *certManager) pass() {
-	want := cm.in.table.Load().managedNames()
+	if cm.in.cfg.ACME.Disable {
+		return
+	}
+	var want []string
+	for _, name := range cm.in.table.Load().managedNames() {
+		if !slices.ContainsFunc(cm.static, func(c *x509.Certificate) bool { return c.VerifyHostname(name) == nil }) {
+			want = append(want, name)
+		}
+	}
 	self := cm.in.cfg.MachineID
 	cm.mu.Lock()
 	defer cm.mu.Unlock()

@@ -57,6 +57,10 @@ type Config struct {
 	Log       *slog.Logger
 
 	ACME ACMEConfig
+	// Certificates are served as they are, besides ACME's (e.g. a
+	// certificate from a company CA); ACME does not order names they
+	// cover.
+	Certificates []tls.Certificate
 	// Secrets seal the certificate storage: the network secret(s), the
 	// current one first. Required.
 	Secrets func() [][]byte

@@ -28,6 +28,54 @@ type backend struct {
 	inflight  atomic.Int64
 	downUntil atomic.Int64 // unix nanoseconds; passive health
 	failures  atomic.Uint64
+
+	// conns are the open upstream connections, so that a backend whose
+	// machine became unreachable can have them closed: a request waiting
+	// on a connection into a partition would otherwise wait for TCP to
+	// give up, minutes later.
+	connMu sync.Mutex
+	conns  map[*trackedConn]struct{}
+}
+
+type trackedConn struct {
+	net.Conn
+	b    *backend
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.b.connMu.Lock()
+		delete(c.b.conns, c)
+		c.b.connMu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (b *backend) track(c net.Conn) net.Conn {
+	tc := &trackedConn{Conn: c, b: b}
+	b.connMu.Lock()
+	if b.conns == nil {
+		b.conns = map[*trackedConn]struct{}{}
+	}
+	b.conns[tc] = struct{}{}
+	b.connMu.Unlock()
+	return tc
+}
+
+// closeConns aborts every connection to the backend; requests in flight
+// on them fail at once and, where safe, are retried elsewhere.
+func (b *backend) closeConns() int {
+	b.connMu.Lock()
+	cs := make([]*trackedConn, 0, len(b.conns))
+	for c := range b.conns {
+		cs = append(cs, c)
+	}
+	b.connMu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+	return len(cs)
 }
 
 func (b *backend) down(now int64) bool { return b.downUntil.Load() > now }
@@ -59,6 +107,13 @@ func (p *pool) get(c *crdt.Container, port uint16) *backend {
 		p.m[addr] = b
 	}
 	return b
+}
+
+// lookup finds the backend of an upstream address, if a route uses it.
+func (p *pool) lookup(addr string) *backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[addr]
 }
 
 // keep forgets backends that no route uses any more.

@@ -146,7 +146,7 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 			in.Close()
 		}
 	}()
-	in.fwd = newForwarder(cfg.Dial, cfg.Policy, cfg.FailTimeout, cfg.Log)
+	in.fwd = newForwarder(cfg.Dial, in.pool, cfg.Policy, cfg.FailTimeout, cfg.Log)
 	in.table.Store(&table{exact: map[string][]*Route{}, wildcard: map[string][]*Route{}})
 	in.issuers.Store(&[]string{cfg.MachineID})
 	if cfg.HTTPAddr != "-" {
@@ -349,6 +349,7 @@ func (in *Ingress) rebuilder(ctx context.Context) {
 }
 
 func (in *Ingress) rebuildNow() {
+	old := in.table.Load()
 	in.mu.Lock()
 	t := buildTable(in.v, in.cfg.Reach, in.pool, in.log)
 	live := liveIngress(in.v.machines, in.cfg.MachineID, in.cfg.Reach)
@@ -359,6 +360,19 @@ func (in *Ingress) rebuildNow() {
 	in.issuers.Store(&live)
 	in.table.Store(t)
 	in.certs.reconcile(t)
+	// Containers on machines that just became unreachable: their
+	// connections hang, so cut them (a removed record, by contrast,
+	// lets in-flight requests finish).
+	for _, r := range old.routes {
+		for _, b := range r.Backends {
+			if b.machineID != in.cfg.MachineID && in.cfg.Reach != nil && !in.cfg.Reach.Reachable(b.machineID) {
+				if n := b.closeConns(); n > 0 {
+					in.log.Warn("machine unreachable: connections to its container cut", "container", b.name,
+						"machine", b.machineID, "connections", n)
+				}
+			}
+		}
+	}
 }
 
 // issuerOf is the machine that orders certificates for name.

@@ -38,7 +38,7 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-func newForwarder(dial DialFunc, policy string, failTimeout time.Duration, log *slog.Logger) *forwarder {
+func newForwarder(dial DialFunc, backends *pool, policy string, failTimeout time.Duration, log *slog.Logger) *forwarder {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
@@ -49,6 +49,9 @@ func newForwarder(dial DialFunc, policy string, failTimeout time.Duration, log *
 			c, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, &dialError{err}
+			}
+			if b := backends.lookup(addr); b != nil {
+				return b.track(c), nil
 			}
 			return c, nil
 		},

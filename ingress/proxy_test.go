@@ -425,3 +425,82 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// mutableReach is a Reachability the test flips, like gossip declaring a
+// machine dead.
+type mutableReach struct {
+	mu      sync.Mutex
+	down    map[string]bool
+	changed chan struct{}
+}
+
+func (r *mutableReach) Reachable(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.down[id]
+}
+func (r *mutableReach) Changed() <-chan struct{} { return r.changed }
+func (r *mutableReach) setDown(id string) {
+	r.mu.Lock()
+	r.down[id] = true
+	r.mu.Unlock()
+	r.changed <- struct{}{}
+}
+
+// TestUnreachableMachineCutsConnections: a request stuck on a container
+// whose machine vanished (it accepted, then went silent, as a partition
+// looks) is cut when gossip declares the machine unreachable and retried
+// on another container.
+func TestUnreachableMachineCutsConnections(t *testing.T) {
+	st := openStore(t)
+	reach := &mutableReach{down: map[string]bool{}, changed: make(chan struct{}, 1)}
+	in := startIngress(t, st, func(c *Config) { c.Reach = reach })
+	port := freePort(t)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	startBackend(t, "127.0.0.2", port, "silent", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-stuck // never answers while the test runs
+	}))
+	startBackend(t, "127.0.0.3", port, "alive", nil)
+	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	c2, c3 := container("c2", "web", "127.0.0.2"), container("c3", "web", "127.0.0.3")
+	c2.MachineID, c3.MachineID = "m2", "m3"
+	put(t, st, c2)
+	put(t, st, c3)
+	eventually(t, "two backends", func() bool {
+		r := in.table.Load().lookup("app.test", "/")
+		return r != nil && len(r.Backends) == 2
+	})
+	// Round robin: of two requests, one sticks on the silent container.
+	type res struct {
+		body string
+		err  error
+	}
+	results := make(chan res, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			_, body, err := get(t, &http.Client{Timeout: 30 * time.Second}, in, "app.test", "/")
+			results <- res{body, err}
+		}()
+	}
+	first := <-results
+	if first.err != nil || first.body != "alive" {
+		t.Fatalf("first answer %+v", first)
+	}
+	select {
+	case r := <-results:
+		t.Fatalf("the silent container answered: %+v", r)
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	reach.setDown("m2")
+	select {
+	case r := <-results:
+		if r.err != nil || r.body != "alive" {
+			t.Fatalf("stuck request after m2 went down: %+v, want retried on the alive container", r)
+		}
+		t.Logf("stuck request answered by another container %v after m2 became unreachable", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("request still stuck 10 s after its container's machine became unreachable")
+	}
+}

@@ -16,7 +16,7 @@ type ingressCmd struct {
 }
 
 type ingressLsCmd struct {
-	JSON bool `name:"json" help:"Print JSON."`
+	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
 }
 
 func (c ingressLsCmd) Run(g *globals) error {
@@ -24,7 +24,7 @@ func (c ingressLsCmd) Run(g *globals) error {
 	if err := callAgent(g, "GET", "/v1/ingress", nil, &st); err != nil {
 		return err
 	}
-	if c.JSON {
+	if c.Output == "json" {
 		return printJSON(st)
 	}
 	if !st.Running {

@@ -176,6 +176,7 @@ func (cm *certManager) stop() {
 func (cm *certManager) tlsConfig() *tls.Config {
 	tc := cm.cfg.TLSConfig()
 	tc.MinVersion = tls.VersionTLS12
+	tc.GetConfigForClient = cm.getConfigForClient
 	return tc
 }
 
@@ -341,7 +342,7 @@ func (cm *certManager) serveChallenge(w http.ResponseWriter, r *http.Request) bo
 	if issuer == cm.in.cfg.MachineID || r.Header.Get(forwardedHeader) != "" {
 		return cm.acme.HandleHTTPChallenge(w, r)
 	}
-	addr, err := cm.in.peerHTTPAddr(issuer)
+	addr, err := cm.in.peerAddr(issuer, false)
 	if err != nil {
 		cm.in.log.Warn("cannot forward ACME challenge", "host", name, "issuer", issuer, "err", err)
 		return false

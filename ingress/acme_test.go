@@ -182,12 +182,7 @@ func TestACMEShared(t *testing.T) {
 		c.MachineID = "m1"
 		c.HTTPAddr, c.HTTPSAddr = httpLn, tlsLn
 		c.ACME = acme
-		c.PeerHTTPAddr = func(id string) (string, error) {
-			if id != "m2" || m2 == nil {
-				return "", fmt.Errorf("no address for %s", id)
-			}
-			return m2.HTTPAddr().String(), nil
-		}
+		c.PeerAddr = peerOf(&m2)
 	})
 	m2 = startIngress(t, st, func(c *Config) {
 		c.MachineID = "m2"
@@ -261,6 +256,49 @@ func TestACMEShared(t *testing.T) {
 			return err == nil && c.SerialNumber.Cmp(first.SerialNumber) != 0 && c.NotAfter.After(first.NotAfter)
 		})
 	}
+}
+
+// peerOf points forwarded challenges at *m.
+func peerOf(m **Ingress) func(string, bool) (string, error) {
+	return func(id string, https bool) (string, error) {
+		if id != "m2" || *m == nil {
+			return "", fmt.Errorf("no address for %s", id)
+		}
+		if https {
+			return (*m).HTTPSAddr().String(), nil
+		}
+		return (*m).HTTPAddr().String(), nil
+	}
+}
+
+// TestACMETLSALPNForwarded: TLS-ALPN-01 only; pebble connects to m1's
+// HTTPS port, m2 issues: m1 hands the connection to m2, which answers
+// the challenge.
+func TestACMETLSALPNForwarded(t *testing.T) {
+	st := openStore(t)
+	tlsLn := freeLocal(t)
+	_, tp, _ := net.SplitHostPort(tlsLn)
+	var tlsPort int
+	fmt.Sscan(tp, &tlsPort)
+	pb := startPebble(t, 1, tlsPort, 3600)
+	put(t, st, &crdt.Machine{ID: "m1", Roles: []string{"ingress"}})
+	put(t, st, &crdt.Machine{ID: "m2", Roles: []string{"ingress"}})
+	name := nameIssuedBy("m2", []string{"m1", "m2"})
+	acme := ACMEConfig{Directory: pb.dir, RootCAs: pb.trust, DisableHTTP01: true}
+	var m2 *Ingress
+	m1 := startIngress(t, st, func(c *Config) {
+		c.MachineID, c.HTTPSAddr, c.ACME, c.PeerAddr = "m1", tlsLn, acme, peerOf(&m2)
+	})
+	m2 = startIngress(t, st, func(c *Config) { c.MachineID, c.ACME = "m2", acme })
+	port := freePort(t)
+	startBackend(t, "127.0.0.2", port, "alpn", nil)
+	put(t, st, container("c2", "web", "127.0.0.2"))
+	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("%s:%d/https", name, port)}})
+	roots := pb.roots(t)
+	eventually(t, "m1 serves the certificate m2 obtained with a forwarded TLS-ALPN-01 challenge", func() bool {
+		_, err := servedCert(m1.HTTPSAddr().String(), name, roots)
+		return err == nil
+	})
 }
 
 // TestACMETLSALPN obtains a certificate with TLS-ALPN-01 only, validated

@@ -36,9 +36,10 @@ type Config struct {
 	// forwarded by other ingress machines) on the mesh address: in
 	// netstack mode that address exists only inside the agent.
 	MeshHTTPListener net.Listener
-	// PeerHTTPAddr is where another ingress machine answers HTTP; by
-	// default its mesh address (10.210.X.1) and this machine's HTTP port.
-	PeerHTTPAddr func(machineID string) (string, error)
+	// PeerAddr is where another ingress machine answers HTTP or HTTPS
+	// (for forwarded challenges); by default its mesh address
+	// (10.210.X.1) and this machine's own port.
+	PeerAddr func(machineID string, https bool) (string, error)
 
 	// Policy is RoundRobin (default) or LeastConnections.
 	Policy string
@@ -169,7 +170,7 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 		in.serve(cfg.MeshHTTPListener, http.HandlerFunc(in.serveHTTP), nil)
 	}
 	if in.tlsLn != nil {
-		in.serve(in.tlsLn, http.HandlerFunc(in.serveHTTPS), in.certs.tlsConfig())
+		in.serve(recordingListener{in.tlsLn}, http.HandlerFunc(in.serveHTTPS), in.certs.tlsConfig())
 	}
 
 	in.wg.Add(5)
@@ -380,10 +381,11 @@ func (in *Ingress) issuerOf(name string) string {
 	return issuerFor(strings.ToLower(name), *in.issuers.Load())
 }
 
-// peerHTTPAddr is where machine id answers HTTP (for forwarded challenges).
-func (in *Ingress) peerHTTPAddr(id string) (string, error) {
-	if in.cfg.PeerHTTPAddr != nil {
-		return in.cfg.PeerHTTPAddr(id)
+// peerAddr is where machine id answers HTTP or HTTPS (for forwarded
+// challenges).
+func (in *Ingress) peerAddr(id string, https bool) (string, error) {
+	if in.cfg.PeerAddr != nil {
+		return in.cfg.PeerAddr(id, https)
 	}
 	in.mu.Lock()
 	m := in.v.machines[id]
@@ -397,9 +399,12 @@ func (in *Ingress) peerHTTPAddr(id string) (string, error) {
 	}
 	a := p.Addr().As4()
 	a[3] = 1
-	port := "80"
-	if in.httpLn != nil {
-		_, port, _ = net.SplitHostPort(in.httpLn.Addr().String())
+	port, ln := "80", in.httpLn
+	if https {
+		port, ln = "443", in.tlsLn
+	}
+	if ln != nil {
+		_, port, _ = net.SplitHostPort(ln.Addr().String())
 	}
 	return net.JoinHostPort(netip.AddrFrom4(a).String(), port), nil
 }

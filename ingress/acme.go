@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/uncloud-mesh/uncloud/crdt"
-	"go.uber.org/zap"
 )
 
 // LetsEncrypt is the default ACME directory.
@@ -51,13 +50,18 @@ const forwardedHeader = "Uncloud-Ingress-Forwarded"
 // certManager runs certmagic for the ingress: storage in the state, one
 // issuer per name, challenge forwarding.
 type certManager struct {
-	in      *Ingress
-	ctx     context.Context
-	cache   *certmagic.Cache
-	cfg     *certmagic.Config
-	acme    *certmagic.ACMEIssuer
-	storage *certStorage
-	forward *httputil.ReverseProxy
+	in    *Ingress
+	ctx   context.Context
+	cache *certmagic.Cache
+	cfg   *certmagic.Config
+	// follower manages certificates of names another machine issues: it
+	// renews later in the lifetime (half the window), so normally it only
+	// ever reloads what the issuer renewed, and tries itself (gated by
+	// onEvent) only once it has become the issuer.
+	follower *certmagic.Config
+	acme     *certmagic.ACMEIssuer
+	storage  *certStorage
+	forward  *httputil.ReverseProxy
 
 	poke   chan struct{}
 	done   chan struct{}
@@ -81,16 +85,21 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 		storage: &certStorage{st: in.cfg.State, self: in.cfg.MachineID, keys: in.cfg.Secrets, log: in.log},
 	}
 	cm.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return cm.cfg, nil },
+		GetConfigForCert: func(c certmagic.Certificate) (*certmagic.Config, error) {
+			if len(c.Names) > 0 && in.issuerOf(c.Names[0]) != in.cfg.MachineID {
+				return cm.follower, nil
+			}
+			return cm.cfg, nil
+		},
 		RenewCheckInterval: c.RenewCheckInterval,
-		Logger:             zap.NewNop(),
+		Logger:             certmagicLogger(in.log),
 	})
 	cm.cfg = certmagic.New(cm.cache, certmagic.Config{
 		Storage:            cm.storage,
 		RenewalWindowRatio: c.RenewalWindowRatio,
 		OnEvent:            cm.onEvent,
 		OCSP:               certmagic.OCSPConfig{DisableStapling: true},
-		Logger:             zap.NewNop(),
+		Logger:             certmagicLogger(in.log),
 	})
 	// certmagic's own challenge listeners would collide with ours: point
 	// it at our addresses, where it finds the port taken and relies on
@@ -108,9 +117,21 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 		ListenHost:                host,
 		AltHTTPPort:               httpPort,
 		AltTLSALPNPort:            tlsPort,
-		Logger:                    zap.NewNop(),
+		Logger:                    certmagicLogger(in.log),
 	})
 	cm.cfg.Issuers = []certmagic.Issuer{cm.acme}
+	ratio := c.RenewalWindowRatio
+	if ratio == 0 {
+		ratio = certmagic.DefaultRenewalWindowRatio
+	}
+	cm.follower = certmagic.New(cm.cache, certmagic.Config{
+		Storage:            cm.storage,
+		RenewalWindowRatio: ratio / 2,
+		OnEvent:            cm.onEvent,
+		OCSP:               certmagic.OCSPConfig{DisableStapling: true},
+		Logger:             certmagicLogger(in.log),
+		Issuers:            []certmagic.Issuer{cm.acme},
+	})
 	if c.OnDemand {
 		cm.cfg.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
 			if !in.table.Load().servesName(name) {
@@ -188,7 +209,10 @@ func (cm *certManager) onEvent(_ context.Context, event string, data map[string]
 	case "cert_obtaining":
 		name, _ := data["identifier"].(string)
 		if issuer := cm.in.issuerOf(name); issuer != cm.in.cfg.MachineID {
-			return fmt.Errorf("machine %s issues certificates for %s; this machine waits for it in the shared state", issuer, name)
+			// No retry: certmagic's retry loop would hold the name's
+			// renewal job for minutes; the issuer's certificate arrives
+			// through the state and is loaded then (storageChanged).
+			return certmagic.ErrNoRetry{Err: fmt.Errorf("machine %s issues certificates for %s; this machine waits for it in the shared state", issuer, name)}
 		}
 		log.Info("ordering certificate", "name", name)
 	case "cert_obtained":
@@ -288,7 +312,11 @@ func (cm *certManager) pass() {
 			cm.waiting[name] = issuer
 			continue
 		}
-		if err := cm.cfg.ManageAsync(cm.ctx, []string{name}); err != nil {
+		cfg := cm.cfg
+		if issuer != self {
+			cfg = cm.follower
+		}
+		if err := cfg.ManageAsync(cm.ctx, []string{name}); err != nil {
 			cm.lastErr[name] = err.Error()
 			cm.in.log.Warn("manage certificate", "name", name, "err", err)
 			continue

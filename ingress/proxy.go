@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -164,23 +165,27 @@ func (keepOpen) Close() error { return nil }
 // body is closed, once.
 type countedBody struct {
 	io.ReadCloser
-	b    *backend
-	once sync.Once
+	b      *backend
+	closed atomic.Bool
 }
 
 func (c *countedBody) Close() error {
-	c.once.Do(func() { c.b.inflight.Add(-1) })
+	if c.closed.CompareAndSwap(false, true) {
+		c.b.inflight.Add(-1)
+	}
 	return c.ReadCloser.Close()
 }
 
 type countedRWC struct {
 	io.ReadWriteCloser
-	b    *backend
-	once sync.Once
+	b      *backend
+	closed atomic.Bool
 }
 
 func (c *countedRWC) Close() error {
-	c.once.Do(func() { c.b.inflight.Add(-1) })
+	if c.closed.CompareAndSwap(false, true) {
+		c.b.inflight.Add(-1)
+	}
 	return c.ReadWriteCloser.Close()
 }
 
@@ -207,12 +212,20 @@ func plainError(w http.ResponseWriter, code int, msg string) {
 	io.WriteString(w, msg)
 }
 
-// bufferPool recycles the 32 KiB copy buffers of response bodies.
+// bufferPool recycles the 32 KiB copy buffers of response bodies. It
+// pools array pointers: converting the slice back costs no allocation.
 type bufferPool struct{ p sync.Pool }
 
+const copyBufferSize = 32 << 10
+
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
 }
 
-func (p *bufferPool) Get() []byte  { return *(p.p.Get().(*[]byte)) }
-func (p *bufferPool) Put(b []byte) { p.p.Put(&b) }
+func (p *bufferPool) Get() []byte { return p.p.Get().(*[copyBufferSize]byte)[:] }
+
+func (p *bufferPool) Put(b []byte) {
+	if len(b) == copyBufferSize {
+		p.p.Put((*[copyBufferSize]byte)(b))
+	}
+}

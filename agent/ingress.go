@@ -33,9 +33,10 @@ type IngressOptions struct {
 
 // ingressRunner starts and stops the proxy as the machine's roles change.
 type ingressRunner struct {
-	mu  sync.Mutex
-	in  *ingress.Ingress
-	err error
+	mu     sync.Mutex
+	in     *ingress.Ingress
+	cancel context.CancelFunc // ends the running proxy's helpers
+	err    error
 }
 
 // startIngress follows this machine's own record: the proxy runs while
@@ -79,11 +80,15 @@ func (r *ingressRunner) start(ctx context.Context, d *Daemon) {
 	if r.in != nil {
 		return
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	in, err := d.newIngress(ctx)
 	r.in, r.err = in, err
 	if err != nil {
+		cancel()
 		d.log.Error("ingress role: proxy not started", "err", err)
+		return
 	}
+	r.cancel = cancel
 }
 
 func (r *ingressRunner) stop() {
@@ -91,7 +96,8 @@ func (r *ingressRunner) stop() {
 	defer r.mu.Unlock()
 	if r.in != nil {
 		r.in.Close()
-		r.in = nil
+		r.cancel()
+		r.in, r.cancel = nil, nil
 	}
 	r.err = nil
 }

@@ -39,6 +39,7 @@ type DaemonOptions struct {
 	Expose    []tun.ExposedPort
 	Logger    *slog.Logger
 	Version   string
+	Ingress   IngressOptions // used while the machine has the ingress role
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -63,6 +64,7 @@ type Daemon struct {
 	known         atomic.Pointer[[]knownMachine]
 	storeUp       atomic.Bool // d.store is set (it is read by callbacks the store runs while opening)
 	nat           *natLayer   // NAT traversal; nil until started
+	ingress       *ingressRunner
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -142,6 +144,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err := d.startJoinServer(ctx); err != nil {
 		return nil, err
 	}
+	d.startIngress(ctx)
 	if err := d.startLocalAPI(ctx); err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ type Backend interface {
 	RemoveMachine(ctx context.Context, nameOrID string) (RemoveResult, error)
 	UpdateMachine(ctx context.Context, nameOrID string, u MachineUpdate) (MachineInfo, error)
 	MeshBackend
+	IngressAPI
 }
 
 // MachineUpdate renames a machine or changes its roles; empty fields
@@ -166,6 +167,7 @@ func NewLocalHandler(b Backend) http.Handler {
 	})
 	registerDebug(mux)
 	registerMesh(mux, b)
+	registerIngress(mux, b)
 	return mux
 }
 

@@ -38,6 +38,7 @@ var kinds = map[kind]kindInfo{
 	kindService:   {ServicesPrefix, 1, func() Record { return &Service{} }},
 	kindToken:     {TokensPrefix, 1, func() Record { return &Token{} }},
 	kindRevoked:   {RevokedPrefix, 1, func() Record { return &Revoked{} }},
+	kindCert:      {CertsPrefix, 1, func() Record { return &Cert{} }},
 }
 
 // envelope is the stored form: {"kind":"machine","v":1,"data":{...}}. The

@@ -26,6 +26,7 @@ type cli struct {
 	Token   tokenCmd   `cmd:"" help:"Issue, list and revoke join tokens."`
 	Join    joinCmd    `cmd:"" help:"Join a network with a token from one of its machines, and start the agent."`
 	Machine machineCmd `cmd:"" help:"Machines of the network."`
+	Ingress ingressCmd `cmd:"" help:"The reverse proxy of machines with the ingress role."`
 	Status  statusCmd  `cmd:"" help:"Show this machine and its WireGuard peers."`
 	Mesh    meshCmd    `cmd:"" help:"Show how this machine reaches each peer: direct or relayed, endpoint, NAT type, handshake, RTT."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type row struct {
+	name string
+	url  func(p ports) string
+}
+
+type ports struct{ backend, caddyHTTP, caddyHTTPS, uncloudHTTP, uncloudHTTPS int }
+
+var rows = []row{
+	{"backend", func(p ports) string { return fmt.Sprintf("http://127.0.0.1:%d/", p.backend) }},
+	{"caddy-http", func(p ports) string { return fmt.Sprintf("http://localhost:%d/", p.caddyHTTP) }},
+	{"uncloud-http", func(p ports) string { return fmt.Sprintf("http://localhost:%d/", p.uncloudHTTP) }},
+	{"caddy-https", func(p ports) string { return fmt.Sprintf("https://localhost:%d/", p.caddyHTTPS) }},
+	{"uncloud-https", func(p ports) string { return fmt.Sprintf("https://localhost:%d/", p.uncloudHTTPS) }},
+}
+
+func rowNames() []string {
+	var n []string
+	for _, r := range rows {
+		n = append(n, r.name)
+	}
+	return n
+}
+
+type result struct {
+	rps float64
+	p99 time.Duration
+	err string
+}
+
+func run(ctx context.Context, o options) error {
+	if err := need("wrk", "caddy"); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "bench-ingress-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "keeping", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	certFile, keyFile := filepath.Join(tmp, "cert.pem"), filepath.Join(tmp, "key.pem")
+	if err := writeSelfSigned(certFile, keyFile); err != nil {
+		return err
+	}
+	var p ports
+	for _, x := range []*int{&p.backend, &p.caddyHTTP, &p.caddyHTTPS, &p.uncloudHTTP, &p.uncloudHTTPS} {
+		if *x, err = freePort(); err != nil {
+			return err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var procs []*exec.Cmd
+	defer func() {
+		for _, c := range procs {
+			c.Process.Signal(os.Interrupt)
+		}
+		for _, c := range procs {
+			done := make(chan struct{})
+			go func() { c.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				c.Process.Kill()
+			}
+		}
+	}()
+	start := func(c *exec.Cmd, logName string) error {
+		f, err := os.Create(filepath.Join(tmp, logName))
+		if err != nil {
+			return err
+		}
+		c.Stderr = f
+		if c.Stdout == nil {
+			c.Stdout = f
+		}
+		if err := c.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", c.Path, err)
+		}
+		procs = append(procs, c)
+		return nil
+	}
+
+	if err := start(exec.Command(self, "-role", "backend", "-port", strconv.Itoa(p.backend)), "backend.log"); err != nil {
+		return err
+	}
+
+	ing := exec.Command(self, "-role", "ingress")
+	setup, _ := json.Marshal(ingressSetup{Dir: filepath.Join(tmp, "state"), BackendPort: p.backend,
+		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", p.uncloudHTTP), HTTPSAddr: fmt.Sprintf("127.0.0.1:%d", p.uncloudHTTPS),
+		CertFile: certFile, KeyFile: keyFile, Profile: o.profile, AccessLog: o.accessLog})
+	ing.Stdin = strings.NewReader(string(setup))
+	out, err := ing.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := start(ing, "uncloud.log"); err != nil {
+		return err
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		ok := sc.Scan() && sc.Text() == "ready"
+		ready <- ok
+		for sc.Scan() {
+		}
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			return fmt.Errorf("uncloud ingress did not start; see %s", filepath.Join(tmp, "uncloud.log"))
+		}
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("uncloud ingress not ready after 30 s")
+	}
+
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+}
+http://localhost:%d {
+	reverse_proxy 127.0.0.1:%d
+}
+https://localhost:%d {
+	tls %s %s
+	reverse_proxy 127.0.0.1:%d
+}
+`, p.caddyHTTP, p.backend, p.caddyHTTPS, certFile, keyFile, p.backend)
+	cf := filepath.Join(tmp, "Caddyfile")
+	if err := os.WriteFile(cf, []byte(caddyfile), 0o600); err != nil {
+		return err
+	}
+	caddy := exec.Command("caddy", "run", "--config", cf, "--adapter", "caddyfile")
+	caddy.Env = append(os.Environ(), "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp, "HOME="+tmp)
+	if err := start(caddy, "caddy.log"); err != nil {
+		return err
+	}
+	for _, port := range []int{p.backend, p.caddyHTTP, p.caddyHTTPS} {
+		if err := waitPort(port, 30*time.Second); err != nil {
+			return err
+		}
+	}
+	caddyVersion, _ := exec.Command("caddy", "version").Output()
+
+	selected := rows
+	if o.only != "" {
+		selected = nil
+		for _, r := range rows {
+			if slices.Contains(strings.Split(o.only, ","), r.name) {
+				selected = append(selected, r)
+			}
+		}
+	}
+	results := map[string][]result{}
+	load, _ := os.ReadFile("/proc/loadavg")
+	for round := 0; round < o.repeat; round++ {
+		for _, r := range selected {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			url := r.url(p)
+			wrk(ctx, o, url, 2*time.Second) // warm up connections and caches
+			res := wrk(ctx, o, url, o.duration)
+			fmt.Fprintf(os.Stderr, "round %d %-14s %9.0f req/s  p99 %v %s\n", round+1, r.name, res.rps, res.p99, res.err)
+			results[r.name] = append(results[r.name], res)
+		}
+	}
+	loadAfter, _ := os.ReadFile("/proc/loadavg")
+	report(o, selected, results, strings.TrimSpace(string(caddyVersion)), strings.Fields(string(load)), strings.Fields(string(loadAfter)))
+	return nil
+}
+
+var (
+	rpsRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	p99RE = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
+	errRE = regexp.MustCompile(`(Non-2xx or 3xx responses: \d+|Socket errors: [^\n]+)`)
+)
+
+func wrk(ctx context.Context, o options, url string, d time.Duration) result {
+	cmd := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(o.threads), "-c"+strconv.Itoa(o.connections),
+		"-d"+strconv.Itoa(int(d.Seconds()))+"s", "--latency", url)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return result{err: fmt.Sprintf("wrk: %v: %s", err, out)}
+	}
+	var res result
+	if m := rpsRE.FindSubmatch(out); m != nil {
+		res.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if m := p99RE.FindSubmatch(out); m != nil {
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
+		res.p99 = time.Duration(v * float64(unit))
+	}
+	for _, m := range errRE.FindAll(out, -1) {
+		res.err += string(m) + "; "
+	}
+	return res
+}
+
+func median(rs []result) result {
+	if len(rs) == 0 {
+		return result{}
+	}
+	byRPS := slices.Clone(rs)
+	slices.SortFunc(byRPS, func(a, b result) int { return int(a.rps - b.rps) })
+	byP99 := slices.Clone(rs)
+	slices.SortFunc(byP99, func(a, b result) int { return int(a.p99 - b.p99) })
+	m := byRPS[len(rs)/2]
+	m.p99 = byP99[len(rs)/2].p99
+	return m
+}
+
+func report(o options, selected []row, results map[string][]result, caddyVersion string, load, loadAfter []string) {
+	fmt.Printf("\n### reverse proxy: wrk -t%d -c%d -d%v, %d round(s), medians\n\n", o.threads, o.connections, o.duration, o.repeat)
+	fmt.Printf("caddy %s; load average before %s, after %s (1/5/15 min)\n\n", caddyVersion, strings.Join(load[:3], " "), strings.Join(loadAfter[:3], " "))
+	fmt.Println("| row | req/s | p99 | errors |")
+	fmt.Println("|---|---:|---:|---|")
+	med := map[string]result{}
+	for _, r := range selected {
+		m := median(results[r.name])
+		med[r.name] = m
+		fmt.Printf("| %s | %.0f | %v | %s |\n", r.name, m.rps, m.p99.Round(10*time.Microsecond), m.err)
+	}
+	var parts []string
+	for _, proto := range []string{"http", "https"} {
+		u, c := med["uncloud-"+proto], med["caddy-"+proto]
+		if u.rps > 0 && c.rps > 0 {
+			parts = append(parts, fmt.Sprintf("%s: uncloud/caddy req/s %.2fx, p99 %.2fx", strings.ToUpper(proto), u.rps/c.rps, float64(u.p99)/float64(c.p99)))
+		}
+	}
+	if b := med["backend"]; b.rps > 0 && med["uncloud-http"].rps > 0 {
+		parts = append(parts, fmt.Sprintf("uncloud-http/backend %.2fx", med["uncloud-http"].rps/b.rps))
+	}
+	fmt.Printf("\nsummary: %s (target: req/s >= 1.5x caddy, p99 <= caddy)\n", strings.Join(parts, "; "))
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitPort(port int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on port %d after %v", port, d)
+}
+
+func writeSelfSigned(certFile, keyFile string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+}

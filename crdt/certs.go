@@ -1,0 +1,45 @@
+package crdt
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// CertsPrefix holds the ingress's certificate storage: certificates,
+// their private keys and ACME account data, one record per storage key.
+const CertsPrefix = "/certs/"
+
+const kindCert kind = "cert"
+
+// Cert is one blob of the ingress certificate storage (certmagic's
+// Storage keys, e.g. "certificates/<ca>/<name>/<name>.crt"). Any ingress
+// machine may write it: the issuer for a name writes that name's blobs.
+// Data is sealed by the ingress with a network secret, so private keys
+// never sit in the state in clear.
+type Cert struct {
+	Name     string    `json:"name"`
+	Data     []byte    `json:"data"`
+	Modified time.Time `json:"modified"`
+	// By is the machine that wrote it.
+	By string `json:"by,omitempty"`
+}
+
+// Key implements Record.
+func (c *Cert) Key() string { return CertsPrefix + c.Name }
+
+func (*Cert) kind() kind { return kindCert }
+
+// validate keeps the name a clean relative path: the record key must not
+// change under go-datastore's path cleaning.
+func (c *Cert) validate() error {
+	if c.Name == "" || len(c.Name) > 512 || strings.ContainsRune(c.Name, 0) {
+		return fmt.Errorf("%w: certificate storage key %q", ErrBadRecord, c.Name)
+	}
+	for _, part := range strings.Split(c.Name, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("%w: certificate storage key %q has an empty, . or .. segment", ErrBadRecord, c.Name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,261 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/e2e/lab"
+)
+
+// ingressHelpers are the lab helper modes of the ingress test.
+var ingressHelpers = map[string]lab.HelperFunc{
+	"httpserve": helperHTTPServe,
+	"httpprobe": helperHTTPProbe,
+}
+
+// helperHTTPServe is a plain HTTP server that answers its -name: a
+// stand-in for a container, listening on the machine's mesh address.
+func helperHTTPServe(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("httpserve", flag.ContinueOnError)
+	listen := fs.String("listen", "", "address:port")
+	name := fs.String("name", "", "answer")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, *name)
+	})}
+	go func() { <-ctx.Done(); srv.Close() }()
+	fmt.Fprintf(stdout, "ready %s\n", ln.Addr())
+	if err := srv.Serve(ln); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+// helperHTTPProbe sends a request every -every to -url with Host -host
+// and prints one line per request: "ok <body>" or "fail <error>".
+func helperHTTPProbe(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("httpprobe", flag.ContinueOnError)
+	url := fs.String("url", "", "URL")
+	host := fs.String("host", "", "Host header")
+	every := fs.Duration("every", 200*time.Millisecond, "interval")
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	// Generous: a request sent into a partition waits until gossip
+	// declares the machine dead, then is retried elsewhere.
+	client := &http.Client{Timeout: 45 * time.Second}
+	fmt.Fprintf(stdout, "ready probing\n")
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, "GET", *url, nil)
+		req.Host = *host
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Fprintf(stdout, "fail %v\n", err)
+		} else {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				fmt.Fprintf(stdout, "fail status %d %q\n", resp.StatusCode, body)
+			} else {
+				fmt.Fprintf(stdout, "ok %s %dms\n", body, time.Since(start).Milliseconds())
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(*every):
+		}
+	}
+	return nil
+}
+
+// writeRecords puts records into host i's replica while its agent is
+// stopped, then starts the agent again; replication carries them to the
+// others. The agent has no API yet that writes service or container
+// records for a process that is not a container (the runtime's work), so
+// this is the one shortcut of the test: the records enter the real state
+// of a real machine, everything after that (replication, the ingress
+// role, routes, the mesh, balancing) is production code.
+func (f *formed) writeRecords(ctx context.Context, t *testing.T, i int, machineID string, put []crdt.Record, del []string) {
+	t.Helper()
+	f.procs[i].Signal(syscall.SIGTERM)
+	f.procs[i].Wait(ctx)
+	st, err := crdt.Open(ctx, crdt.Config{Dir: filepath.Join(f.hosts[i].Dir, "lib", "state"), Name: machineID,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("open %s's state: %v", f.hosts[i].Name, err)
+	}
+	for _, r := range put {
+		if err := st.Put(ctx, r.Key(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range del {
+		if err := st.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.startAgent(ctx, t, i, "agent")
+}
+
+func (f *formed) ingressStatus(ctx context.Context, t *testing.T, i int) api.IngressStatus {
+	t.Helper()
+	out, err := f.uncloud(ctx, t, i, "ingress", "ls", "-o", "json")
+	if err != nil {
+		t.Fatalf("ingress ls on %s: %v\n%s", f.hosts[i].Name, err, out)
+	}
+	var st api.IngressStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("ingress ls: %v\n%s", err, out)
+	}
+	return st
+}
+
+// TestIngress: a service on m1 and m2 behind the ingress of m3 (netstack
+// mode: it dials the backends through its netstack), probed from m4's
+// namespace over the underlay. Requests keep succeeding while a backend
+// is added, one is removed, and while m2 is cut off the network.
+func TestIngress(t *testing.T) {
+	ctx := context.Background()
+	f := form(ctx, t, 4, map[int]bool{2: true})
+	f.waitAllAlive(ctx, t, 60*time.Second)
+	ms := map[string]api.MachineInfo{}
+	for _, m := range f.machines(ctx, t, 0) {
+		ms[m.Name] = m
+	}
+	for _, h := range []int{0, 1} {
+		m := ms[fmt.Sprintf("m%d", h+1)]
+		if _, err := f.hosts[h].StartHelper(ctx, "backend", "httpserve", true,
+			"-listen", m.Address+":8080", "-name", m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if out, err := f.uncloud(ctx, t, 0, "machine", "role", "add", "m3", "ingress"); err != nil {
+		t.Fatalf("role add: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !f.ingressStatus(ctx, t, 2).Running {
+		if time.Now().After(deadline) {
+			t.Fatal("m3's ingress not running 30 s after the role was added")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st := f.ingressStatus(ctx, t, 0); st.Running {
+		t.Fatal("m1 runs an ingress without the role")
+	}
+
+	ctr := func(m string) *crdt.Container {
+		return &crdt.Container{MachineID: ms[m].ID, ID: "c-" + m, Name: "web-" + m, Service: "web",
+			Address: ms[m].Address, State: "running"}
+	}
+	// m4 writes: the service and m1's container first.
+	f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{
+		&crdt.Service{Name: "web", Ports: []string{"app.test:8080/http"}}, ctr("m1")}, nil)
+
+	probe, err := f.hosts[3].StartHelper(ctx, "probe", "httpprobe", true,
+		"-url", "http://"+f.hosts[2].Addr.String()+"/", "-host", "app.test", "-every", "200ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitBody := func(from int, body string) int {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		n, err := probe.WaitOutput(wctx, from, "ok "+body)
+		if err != nil {
+			t.Fatalf("no answer from %s: %v\n%s", body, err, probe.Output())
+		}
+		return n
+	}
+	mark := waitBody(0, "m1")
+	t.Log("m1's backend serves app.test through m3")
+
+	// Add m2's container: both serve.
+	f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{ctr("m2")}, nil)
+	mark = waitBody(mark, "m2")
+	mark = waitBody(mark, "m1")
+	st := f.ingressStatus(ctx, t, 2)
+	if len(st.Routes) != 1 || len(st.Routes[0].Backends) != 2 {
+		t.Fatalf("ingress ls on m3: %+v", st)
+	}
+
+	// Remove m1's container: only m2 answers after a moment.
+	f.writeRecords(ctx, t, 3, ms["m4"].ID, nil, []string{ctr("m1").Key()})
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		st := f.ingressStatus(ctx, t, 2)
+		if len(st.Routes) == 1 && len(st.Routes[0].Backends) == 1 && st.Routes[0].Backends[0].Machine == ms["m2"].ID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("m1's container still routed: %+v", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	mark = len(probe.Output())
+	time.Sleep(2 * time.Second)
+	if recent := probe.Output()[mark:]; strings.Contains(recent, "ok m1") || !strings.Contains(recent, "ok m2") {
+		t.Fatalf("after removal: %q", recent)
+	}
+
+	// Add m1 back and cut m2 off the network: m1 keeps answering. A
+	// request sent to m2 right after the cut waits until gossip declares
+	// m2 dead (seconds); then its connection is cut and the request is
+	// retried on m1, and m2 leaves the routes.
+	f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{ctr("m1")}, nil)
+	mark = waitBody(len(probe.Output()), "m1")
+	if out, err := f.hosts[1].Run(ctx, "ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatalf("cut m2: %v %s", err, out)
+	}
+	cut := len(probe.Output())
+	time.Sleep(30 * time.Second)
+	after := probe.Output()[cut:]
+	slowest := 0
+	for _, line := range strings.Split(after, "\n") {
+		var body string
+		var ms int
+		if n, _ := fmt.Sscanf(line, "ok %s %dms", &body, &ms); n == 2 && ms > slowest {
+			slowest = ms
+		}
+	}
+	t.Logf("while m2 is cut off: %d answers, slowest %d ms (a request caught in the partition waits for gossip to declare m2 dead)",
+		strings.Count(after, "ok m1"), slowest)
+	if strings.Contains(after, "fail") {
+		t.Fatalf("requests failed while m2 was cut off:\n%s", after)
+	}
+	if strings.Count(after, "ok m1") < 10 {
+		t.Fatalf("too few answers while m2 was cut off:\n%s", after)
+	}
+	if out := probe.Output(); strings.Contains(out, "fail") {
+		t.Fatalf("some request failed:\n%s", out)
+	}
+}

@@ -1,0 +1,11 @@
+// Package ingress owns the HTTP(S) reverse proxy of machines with the
+// ingress role: the routes it derives from the replicated state (services
+// published as HOST[/PATH]:PORT/http|https, their running containers on
+// reachable machines), balancing and health of those containers, and the
+// certificates it obtains through ACME and shares with the other ingress
+// machines through the state.
+//
+// The agent is the only caller. It hands over the state (a *crdt.Store),
+// a Reachability (gossip liveness) and a dialer (the netstack's in
+// userspace mode); nothing here imports the agent or the mesh device.
+package ingress

@@ -70,11 +70,17 @@ func TestJoinDuringPartition(t *testing.T) {
 	}
 	t.Logf("minority-side join refused after %v", res.dur.Round(10*time.Millisecond))
 
-	// The majority side lists the new machine with the lowest free subnet.
+	// The majority side lists the new machine with the lowest free subnet
+	// (once its record has replicated to m3).
 	m7Subnet := ""
-	for _, m := range f.machines(ctx, t, 2) {
-		if m.Name == "m7" {
-			m7Subnet = m.Subnet
+	for deadline := time.Now().Add(30 * time.Second); m7Subnet == "" && time.Now().Before(deadline); {
+		for _, m := range f.machines(ctx, t, 2) {
+			if m.Name == "m7" {
+				m7Subnet = m.Subnet
+			}
+		}
+		if m7Subnet == "" {
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 	if m7Subnet != "10.210.6.0/24" {

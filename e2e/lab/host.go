@@ -159,11 +159,18 @@ func (h *Host) makePrivateDirs() error {
 
 // argv is the command line that runs name inside the host: its network
 // namespace, with its private directories mounted.
+//
+// DOCKER_HOST points at a socket nobody serves: namespaces do not hide the
+// machine's own /var/run/docker.sock, and an agent in a lab host must not
+// put its networks, rules and container records on the machine's engine.
+// A test that gives a host its own engine sets DOCKER_HOST after this
+// (e.g. `env DOCKER_HOST=… uncloud …`).
 func (h *Host) argv(name string, args ...string) []string {
 	const script = `mount --bind "$1" /etc/uncloud && mount --bind "$2" /var/lib/uncloud && ` +
-		`mount --bind "$3" /run/uncloud && shift 3 && exec "$@"`
+		`mount --bind "$3" /run/uncloud && export DOCKER_HOST="unix://$4" && shift 4 && exec "$@"`
 	argv := []string{"netns", "exec", h.NS, "sh", "-c", script, "sh"}
 	argv = append(argv, h.privateSources()...)
+	argv = append(argv, filepath.Join(h.Dir, "no-docker.sock"))
 	return append(append(argv, name), args...)
 }
 

@@ -38,6 +38,9 @@ type DaemonOptions struct {
 	Expose    []tun.ExposedPort
 	Logger    *slog.Logger
 	Version   string
+	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
+	// or unix:///var/run/docker.sock.
+	DockerHost string
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -60,6 +63,7 @@ type Daemon struct {
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
+	containers    *containerPart // Docker, see containers.go
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -130,6 +134,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	}
 	d.rejoinKnown(ctx)
 	d.startPeerManager(ctx)
+	d.startContainers(ctx)
 	if err := d.startMachineAPI(ctx); err != nil {
 		return nil, err
 	}

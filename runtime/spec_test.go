@@ -110,4 +110,3 @@ func TestPortList(t *testing.T) {
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
-

@@ -29,6 +29,9 @@ type WatchOptions struct {
 	Resync time.Duration
 	// Ready, if set, is called after each successful full pass.
 	Ready func()
+	// Failed, if set, is called when Docker cannot be reached or set up;
+	// the watcher keeps retrying.
+	Failed func(error)
 }
 
 // Setup makes the machine's network and firewall rules right: the Docker
@@ -67,9 +70,16 @@ func (r *Runtime) Watch(ctx context.Context, recs Records, o WatchOptions) {
 	}
 	backoff := time.Second
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := r.watchOnce(ctx, recs, o)
+		if time.Since(start) > time.Minute {
+			backoff = time.Second // it worked for a while: retry soon
+		}
 		if ctx.Err() != nil {
 			return
+		}
+		if o.Failed != nil {
+			o.Failed(err)
 		}
 		r.log.Warn("docker watch interrupted; retrying", "err", err, "in", backoff)
 		select {
@@ -160,6 +170,12 @@ func (r *Runtime) SyncRecords(ctx context.Context, recs Records) error {
 		r.log.Info("container gone", "name", gone.Name, "id", short(gone.ID))
 	}
 	return nil
+}
+
+// SyncContainer brings one container's record up to date now (after the
+// agent created, stopped or removed it), instead of waiting for its event.
+func (r *Runtime) SyncContainer(ctx context.Context, recs Records, id string) error {
+	return r.syncOne(ctx, recs, id)
 }
 
 // syncOne brings one container's record up to date after an event.

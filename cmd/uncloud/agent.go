@@ -19,6 +19,8 @@ type agentCmd struct {
 	Userspace bool     `help:"Use the userspace netstack even where a kernel TUN would work."`
 	Expose    []string `help:"Netstack mode: forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT. Repeatable. Nothing else on the host is reachable from the mesh." placeholder:"PORT[/udp]"`
 	SOCKS5    string   `name:"socks5" help:"Netstack mode: serve SOCKS5 on this loopback address so host programs can reach the mesh." placeholder:"127.0.0.1:PORT"`
+
+	DockerHost string `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 }
 
 func (agentCmd) Help() string {
@@ -76,6 +78,8 @@ func (a agentCmd) Run(g *globals) error {
 			Expose:    expose,
 			Logger:    g.Logger,
 			Version:   version,
+
+			DockerHost: a.DockerHost,
 		})
 	}
 	return agent.RunStatic(ctx, agent.StaticOptions{

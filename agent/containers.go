@@ -90,6 +90,7 @@ func (d *Daemon) localRuntime() (*runtime.Runtime, error) {
 // Machine API paths of the runtime.
 const (
 	runtimeContainersPath = "/v1/runtime/containers"
+	runtimeReadyPath      = "/v1/runtime/ready"
 )
 
 func (d *Daemon) containerRoutes(mux *http.ServeMux) {
@@ -99,6 +100,49 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 		d.doContainerAction(w, r, r.PathValue("id"), "remove")
 	})
 	mux.HandleFunc("GET "+runtimeContainersPath+"/{id}/logs", d.handleContainerLogs)
+	mux.HandleFunc("GET "+runtimeReadyPath, func(w http.ResponseWriter, r *http.Request) {
+		if _, err := d.localRuntime(); err != nil {
+			writeRuntimeError(w, err)
+			return
+		}
+		writeJSON(w, struct{}{})
+	})
+}
+
+// ready keeps the targets that can run containers now (Docker answers,
+// kernel mode), asking them all at once; notReady says why the others
+// cannot.
+func (d *Daemon) ready(ctx context.Context, ts []target) (ready []target, notReady []string) {
+	ok := make([]error, len(ts))
+	var wg sync.WaitGroup
+	for i, t := range ts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if t.State == "self" {
+				_, ok[i] = d.localRuntime()
+				return
+			}
+			if !t.reachable() {
+				ok[i] = t.unreachableErr()
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := d.callMachine(cctx, t.ID, "GET", runtimeReadyPath, nil, nil); err != nil {
+				ok[i] = d.remoteCallErr(t, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, t := range ts {
+		if ok[i] == nil {
+			ready = append(ready, t)
+		} else {
+			notReady = append(notReady, ok[i].Error())
+		}
+	}
+	return ready, notReady
 }
 
 // runtimeStatus maps runtime errors to machine API answers.

@@ -47,6 +47,21 @@ func (d *Daemon) targets(ctx context.Context) ([]target, error) {
 	return out, nil
 }
 
+// placeTargets are the machines new containers go to: the named ones
+// (which then say themselves why they cannot), or every live machine
+// that can run containers now.
+func (d *Daemon) placeTargets(ctx context.Context, all []target, names []string) ([]target, error) {
+	ts, err := pickTargets(all, names)
+	if err != nil || len(names) > 0 {
+		return ts, err
+	}
+	ready, why := d.ready(ctx, ts)
+	if len(ready) == 0 {
+		return nil, fmt.Errorf("%w: no machine can run containers now: %s", api.ErrUnavailable, strings.Join(why, "; "))
+	}
+	return ready, nil
+}
+
 // pickTargets resolves -m names, or takes every live machine that can run
 // containers (not netstack).
 func pickTargets(all []target, names []string) ([]target, error) {
@@ -175,7 +190,7 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest) (api.Servic
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
-	targets, err := pickTargets(all, req.Machines)
+	targets, err := d.placeTargets(ctx, all, req.Machines)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
@@ -295,7 +310,7 @@ func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (a
 	}
 	switch {
 	case replicas > len(cs):
-		targets, err := pickTargets(all, nil)
+		targets, err := d.placeTargets(ctx, all, nil)
 		if err != nil {
 			return api.ServiceResult{}, err
 		}

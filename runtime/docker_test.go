@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -428,5 +430,86 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 	recs, _ := rt.store.List(ctx, crdt.ContainersPrefix+"watcher/")
 	if len(recs) != 1 {
 		t.Errorf("%d records of this machine, want 1 (nothing duplicated)", len(recs))
+	}
+}
+
+// rawDrops is the packet counter of the anti-spoofing rule.
+func rawDrops(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("iptables", "-w", "-t", "raw", "-L", "UNCLOUD-T-RAW", "-v", "-x", "-n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("read counters: %v: %s", err, out)
+	}
+	n, rules := 0, 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "DROP" {
+			var c int
+			fmt.Sscan(f[0], &c)
+			n += c
+			rules++
+		}
+	}
+	if rules != 2 {
+		t.Fatalf("%d DROP rules in UNCLOUD-T-RAW, want 2:\n%s", rules, out)
+	}
+	return n
+}
+
+// TestDockerAntiSpoofing: a container that forges its source address
+// with a raw socket is dropped on the bridge before routing; the same
+// datagram with its own address arrives.
+func TestDockerAntiSpoofing(t *testing.T) {
+	rt := newTestRuntime(t, "spoof")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := rt.Create(ctx, ContainerSpec{Service: "sp", Image: testimage.Tag})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.210.250.1"), Port: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.LocalAddr().(*net.UDPAddr).Port)
+	received := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 100)
+		for {
+			_, from, err := ln.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			received <- from.IP.String()
+		}
+	}()
+	send := func(src string) {
+		t.Helper()
+		res, err := rt.Exec(ctx, c.ID, []string{"/echoserver", "spoof", src, "10.210.250.1", port})
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("spoof from %s: %+v %v", src, res, err)
+		}
+	}
+	before := rawDrops(t)
+	for _, src := range []string{"10.210.7.9", "192.0.2.77", "10.210.250.1"} {
+		send(src)
+	}
+	// Its own address passes: this also proves the raw socket works.
+	send(c.Address)
+	select {
+	case from := <-received:
+		if from != c.Address {
+			t.Errorf("received a datagram from %s; want only the one from %s", from, c.Address)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the datagram with the container's own source never arrived")
+	}
+	select {
+	case from := <-received:
+		t.Errorf("a spoofed datagram from %s got through", from)
+	case <-time.After(time.Second):
+	}
+	if got := rawDrops(t) - before; got != 3 {
+		t.Errorf("anti-spoofing rules dropped %d packets, want the 3 forged ones", got)
 	}
 }

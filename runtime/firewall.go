@@ -54,8 +54,9 @@ type Chain struct {
 
 // Chains are the agent's rules for r. Why each exists:
 //   - raw: a packet arriving on the bridge with a source outside the
-//     machine's /24 is dropped before routing (a container cannot spoof
-//     another machine's containers or the mesh addresses).
+//     machine's /24, or with the gateway's (the machine's own) address,
+//     is dropped before routing: a container cannot pose as another
+//     machine's containers, as a mesh address or as its host.
 //   - filter, from DOCKER-USER: Docker's FORWARD policy is DROP; mesh
 //     traffic between the bridge and the WireGuard interface is accepted
 //     both ways with its addresses intact, and containers reach the
@@ -73,6 +74,7 @@ func (r Rules) Chains() []Chain {
 	mss := r.MTU - 40
 	raw := Chain{Table: "raw", Name: r.chain("RAW"), From: []string{"PREROUTING"}, Rules: []string{
 		fmt.Sprintf("-i %s ! -s %s -j DROP", br, sub),
+		fmt.Sprintf("-i %s -s %s -j DROP", br, gw), // the gateway is the host: never a container
 	}}
 	fwd := Chain{Table: "filter", Name: r.chain("FWD"), From: []string{"DOCKER-USER", "FORWARD"}}
 	fwd.Rules = append(fwd.Rules, fmt.Sprintf("-i %s ! -s %s -j DROP", br, sub))

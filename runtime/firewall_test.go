@@ -22,7 +22,7 @@ func TestRulesChains(t *testing.T) {
 		absent []string            // substrings no rule may contain
 	}{
 		{"kernel mode", testRules("uncloud"), map[string][]string{
-			"UNCLOUD-RAW": {"-i uncloud-br ! -s 10.210.3.0/24 -j DROP"},
+			"UNCLOUD-RAW": {"-i uncloud-br ! -s 10.210.3.0/24 -j DROP", "-i uncloud-br -s 10.210.3.1 -j DROP"},
 			"UNCLOUD-FWD": {
 				"-i uncloud-br ! -s 10.210.3.0/24 -j DROP",
 				"-i uncloud-br -o uncloud -s 10.210.3.0/24 -d 10.210.0.0/16 -j ACCEPT",

@@ -100,6 +100,7 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 		d.doContainerAction(w, r, r.PathValue("id"), "remove")
 	})
 	mux.HandleFunc("GET "+runtimeContainersPath+"/{id}/logs", d.handleContainerLogs)
+	d.imageRoutes(mux)
 	mux.HandleFunc("GET "+runtimeReadyPath, func(w http.ResponseWriter, r *http.Request) {
 		if _, err := d.localRuntime(); err != nil {
 			writeRuntimeError(w, err)

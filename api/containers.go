@@ -146,6 +146,9 @@ func decodeBody(r *http.Request, v any) error {
 
 // registerContainerRoutes adds the container commands' routes.
 func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
+	if ib, ok := b.(ImageBackend); ok {
+		registerImageRoutes(mux, ib)
+	}
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		var req RunRequest
 		if err := decodeBody(r, &req); err != nil {

@@ -200,16 +200,18 @@ func newContainerLab(ctx context.Context, t *testing.T, kinds ...hostKind) *cont
 			continue
 		}
 		e := startEngine(ctx, t, h)
+		c.engines[i] = e
 		// Docker sets FORWARD's policy to DROP when it turns forwarding on
 		// itself; make it so on every host, so that only the agent's rules
 		// can let mesh traffic through.
 		if _, err := h.Run(ctx, "iptables", "-w", "-P", "FORWARD", "DROP"); err != nil {
 			t.Fatal(err)
 		}
-		if err := testimage.Import(ctx, e.client, tarball, testimage.Tag); err != nil {
-			t.Fatalf("load the test image into %s's engine: %v", h.Name, err)
-		}
-		c.engines[i] = e
+	}
+	// The test image goes into the first engine; the others get it with
+	// `uncloud image push` (TestContainersAcrossMachines) or directly.
+	if err := testimage.Import(ctx, c.engines[0].client, tarball, testimage.Tag); err != nil {
+		t.Fatalf("load the test image into %s's engine: %v", hosts[0].Name, err)
 	}
 	c.startAgentWithDocker(ctx, t, 0, "init", "--name", "m1", "--foreground")
 	for i := 1; i < n; i++ {
@@ -354,6 +356,27 @@ func peerBytes(ctx context.Context, t *testing.T, c *containerLab, i int) uint64
 func TestContainersAcrossMachines(t *testing.T) {
 	ctx := context.Background()
 	c := newContainerLab(ctx, t, withDocker, withDocker, noDocker, userspace)
+
+	// m2 has no image yet: running there fails with why; image push sends
+	// it over the mesh; a second push finds it there.
+	out, err := c.uncloud(ctx, t, 0, "run", "--name", "early", "-m", "m2", testimage.Tag)
+	if err == nil || !strings.Contains(err.Error()+out, "is not in Docker on m2") {
+		t.Fatalf("run of an image m2 lacks: %v\n%s", err, out)
+	}
+	out, err = c.uncloud(ctx, t, 0, "image", "push", testimage.Tag, "-m", "m2")
+	if err != nil || !strings.Contains(out, "m2: loaded "+testimage.Tag) {
+		t.Fatalf("image push: %v\n%s", err, out)
+	}
+	if _, err := c.engines[1].client.ImageInspect(ctx, testimage.Tag); err != nil {
+		t.Fatalf("m2's engine lacks the pushed image: %v", err)
+	}
+	out, err = c.uncloud(ctx, t, 0, "image", "push", testimage.Tag)
+	if err != nil || !strings.Contains(out, "m2: already has "+testimage.Tag) {
+		t.Fatalf("second image push: %v\n%s", err, out)
+	}
+	if out, err := c.uncloud(ctx, t, 0, "image", "push", "uncloud-test/absent:1"); err == nil || !strings.Contains(err.Error()+out, "not in Docker on m1") {
+		t.Errorf("push of an absent image: %v\n%s", err, out)
+	}
 
 	var res api.ServiceResult
 	if err := c.ucJSON(ctx, t, 0, &res, "run", "--name", "web", "--replicas", "2", "-p", "8080", "-o", "json", testimage.Tag); err != nil {

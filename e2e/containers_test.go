@@ -16,128 +16,16 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/client"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
 
-// engine is a Docker Engine of one lab host: its own dockerd in the host's
-// network namespace (entered with nsenter, which keeps the real /sys and
-// its cgroups, unlike ip netns exec), with its own data root, exec root,
-// pid file, socket and managed containerd, and its iptables in that
-// namespace. Containers of two hosts therefore really live on two
-// machines and talk only through the mesh.
-type engine struct {
-	host   *lab.Host
-	dir    string
-	socket string
-	cmd    *exec.Cmd
-	done   chan struct{}
-	client *client.Client
-}
-
-func (e *engine) dockerHost() string { return "unix://" + e.socket }
-
-func startEngine(ctx context.Context, t *testing.T, h *lab.Host) *engine {
-	t.Helper()
-	dir := filepath.Join(h.Dir, "docker")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// An empty config file: the machine's /etc/docker/daemon.json (data
-	// root, storage driver) belongs to the host's own engine.
-	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte("{}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := &engine{host: h, dir: dir, socket: filepath.Join(dir, "docker.sock")}
-	e.run(t)
-	var err error
-	e.client, err = client.NewClientWithOpts(client.WithHost(e.dockerHost()), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.waitReady(ctx, t)
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if list, err := e.client.ContainerList(cctx, container.ListOptions{All: true}); err == nil {
-			for _, c := range list {
-				e.client.ContainerRemove(cctx, c.ID, container.RemoveOptions{Force: true})
-			}
-		}
-		e.client.Close()
-		e.stop()
-		os.RemoveAll(filepath.Join(dir, "data"))
-	})
-	return e
-}
-
-func (e *engine) run(t *testing.T) {
-	t.Helper()
-	logf, err := os.OpenFile(filepath.Join(e.dir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.cmd = exec.Command("nsenter", "--net=/run/netns/"+e.host.NS, "dockerd",
-		"--config-file", filepath.Join(e.dir, "daemon.json"),
-		"--data-root", filepath.Join(e.dir, "data"),
-		"--exec-root", filepath.Join(e.dir, "exec"),
-		"--pidfile", filepath.Join(e.dir, "docker.pid"),
-		"-H", e.dockerHost(),
-		"--bridge=none", "--iptables=true")
-	e.cmd.Stdout, e.cmd.Stderr = logf, logf
-	if err := e.cmd.Start(); err != nil {
-		t.Fatalf("start dockerd on %s: %v", e.host.Name, err)
-	}
-	e.done = make(chan struct{})
-	go func() { e.cmd.Wait(); logf.Close(); close(e.done) }()
-}
-
-func (e *engine) waitReady(ctx context.Context, t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := e.client.Ping(pctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(e.dir, "dockerd.log"))
-			t.Fatalf("dockerd on %s not ready: %v\n%s", e.host.Name, err, tail(string(log), 2000))
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
-
-// stop ends dockerd like a service manager would (SIGTERM, then SIGKILL).
-func (e *engine) stop() {
-	if e.cmd == nil || e.cmd.Process == nil {
-		return
-	}
-	e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(45 * time.Second):
-		e.cmd.Process.Kill()
-		<-e.done
-	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
 // containerLab is a formed network whose hosts each have their own engine.
 type containerLab struct {
 	*formed
-	engines []*engine
+	engines []*lab.Docker
 	echoBin string
 }
 
@@ -146,7 +34,7 @@ func (c *containerLab) startAgentWithDocker(ctx context.Context, t *testing.T, i
 	// A host without an engine points at a socket nobody serves.
 	dockerHost := "unix://" + filepath.Join(c.hosts[i].Dir, "no-docker.sock")
 	if c.engines[i] != nil {
-		dockerHost = c.engines[i].dockerHost()
+		dockerHost = c.engines[i].DockerHost()
 	}
 	argv := append([]string{"DOCKER_HOST=" + dockerHost, c.lab.Uncloud, "--log-level", "debug"}, args...)
 	p, err := c.hosts[i].Start("uncloud", "env", argv...)
@@ -194,12 +82,16 @@ func newContainerLab(ctx context.Context, t *testing.T, kinds ...hostKind) *cont
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.engines = make([]*engine, n)
+	c.engines = make([]*lab.Docker, n)
 	for i, h := range hosts {
 		if kinds[i] != withDocker {
 			continue
 		}
-		e := startEngine(ctx, t, h)
+		e, err := h.StartDocker(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Close)
 		c.engines[i] = e
 		// Docker sets FORWARD's policy to DROP when it turns forwarding on
 		// itself; make it so on every host, so that only the agent's rules
@@ -210,7 +102,7 @@ func newContainerLab(ctx context.Context, t *testing.T, kinds ...hostKind) *cont
 	}
 	// The test image goes into the first engine; the others get it with
 	// `uncloud image push` (TestContainersAcrossMachines) or directly.
-	if err := testimage.Import(ctx, c.engines[0].client, tarball, testimage.Tag); err != nil {
+	if err := testimage.Import(ctx, c.engines[0].Client, tarball, testimage.Tag); err != nil {
 		t.Fatalf("load the test image into %s's engine: %v", hosts[0].Name, err)
 	}
 	c.startAgentWithDocker(ctx, t, 0, "init", "--name", "m1", "--foreground")
@@ -236,7 +128,7 @@ func newContainerLab(ctx context.Context, t *testing.T, kinds ...hostKind) *cont
 func (c *containerLab) waitNetwork(ctx context.Context, t *testing.T, i int) {
 	t.Helper()
 	eventuallyE2E(t, fmt.Sprintf("uncloud network on %s", c.hosts[i].Name), 60*time.Second, func() error {
-		n, err := c.engines[i].client.NetworkInspect(ctx, "uncloud", network.InspectOptions{})
+		n, err := c.engines[i].Client.NetworkInspect(ctx, "uncloud", network.InspectOptions{})
 		if err != nil {
 			return err
 		}
@@ -367,7 +259,7 @@ func TestContainersAcrossMachines(t *testing.T) {
 	if err != nil || !strings.Contains(out, "m2: loaded "+testimage.Tag) {
 		t.Fatalf("image push: %v\n%s", err, out)
 	}
-	if _, err := c.engines[1].client.ImageInspect(ctx, testimage.Tag); err != nil {
+	if _, err := c.engines[1].Client.ImageInspect(ctx, testimage.Tag); err != nil {
 		t.Fatalf("m2's engine lacks the pushed image: %v", err)
 	}
 	out, err = c.uncloud(ctx, t, 0, "image", "push", testimage.Tag)
@@ -536,9 +428,10 @@ func TestContainersAcrossMachines(t *testing.T) {
 
 	// Docker restarts on m2: its containers come back (unless-stopped),
 	// the agent re-checks its network and rules and the records follow.
-	c.engines[1].stop()
-	c.engines[1].run(t)
-	c.engines[1].waitReady(ctx, t)
+	c.engines[1].Stop()
+	if err := c.engines[1].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	after := c.running(ctx, t, 0, "web", 2)
 	for _, ci := range after {
 		if ci.Machine != "m2" {
@@ -574,7 +467,7 @@ func TestContainersAcrossMachines(t *testing.T) {
 			if c.engines[i] == nil {
 				continue
 			}
-			list, err := c.engines[i].client.ContainerList(ctx, container.ListOptions{All: true})
+			list, err := c.engines[i].Client.ContainerList(ctx, container.ListOptions{All: true})
 			if err != nil || len(list) != 0 {
 				return fmt.Errorf("engine of %s still has %d containers (%v)", c.hosts[i].Name, len(list), err)
 			}

@@ -101,6 +101,19 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET "+runtimeContainersPath+"/{id}/logs", d.handleContainerLogs)
 	d.imageRoutes(mux)
+	mux.HandleFunc("GET "+runtimeContainersPath+"/{id}", func(w http.ResponseWriter, r *http.Request) {
+		rt, err := d.localRuntime()
+		if err != nil {
+			writeRuntimeError(w, err)
+			return
+		}
+		c, err := rt.Inspect(r.Context(), r.PathValue("id"))
+		if err != nil {
+			writeRuntimeError(w, err)
+			return
+		}
+		writeJSON(w, c)
+	})
 	mux.HandleFunc("GET "+runtimeReadyPath, func(w http.ResponseWriter, r *http.Request) {
 		if _, err := d.localRuntime(); err != nil {
 			writeRuntimeError(w, err)
@@ -344,6 +357,25 @@ func (d *Daemon) act(ctx context.Context, t target, id, action string) error {
 		return d.remoteCallErr(t, err)
 	}
 	return nil
+}
+
+// inspect reads a container's state on t, from Docker there.
+func (d *Daemon) inspect(ctx context.Context, t target, id string) (*crdt.Container, error) {
+	if t.State == "self" {
+		rt, err := d.localRuntime()
+		if err != nil {
+			return nil, err
+		}
+		return rt.Inspect(ctx, id)
+	}
+	if !t.reachable() {
+		return nil, t.unreachableErr()
+	}
+	var c crdt.Container
+	if err := d.callMachine(ctx, t.ID, "GET", runtimeContainersPath+"/"+url.PathEscape(id), nil, &c); err != nil {
+		return nil, d.remoteCallErr(t, err)
+	}
+	return &c, nil
 }
 
 // exec runs a command in a container on t.

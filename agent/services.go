@@ -174,7 +174,7 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest) (api.Servic
 		return api.ServiceResult{}, fmt.Errorf("%w: replicas %d is outside 1..1000", api.ErrBadRequest, req.Replicas)
 	}
 	spec := runtime.ContainerSpec{Service: req.Name, Image: req.Image, Cmd: req.Cmd, Env: req.Env,
-		Volumes: req.Volumes, Ports: req.Ports, Restart: req.Restart}
+		Volumes: req.Volumes, Ports: req.Ports, Restart: req.Restart, Health: req.Health}
 	if err := spec.Validate(); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}

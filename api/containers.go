@@ -41,6 +41,8 @@ type RunRequest struct {
 	Replicas int      `json:"replicas,omitempty"` // default 1; ignored in global mode
 	Mode     string   `json:"mode,omitempty"`     // replicated (default) or global
 	Machines []string `json:"machines,omitempty"` // names or IDs; default: every live machine
+	// Health is a health check (Docker's test form, e.g. ["CMD", "/probe"]).
+	Health []string `json:"health,omitempty"`
 }
 
 // ServiceResult reports what a command did to each container.
@@ -148,6 +150,9 @@ func decodeBody(r *http.Request, v any) error {
 func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	if ib, ok := b.(ImageBackend); ok {
 		registerImageRoutes(mux, ib)
+	}
+	if db, ok := b.(DeployBackend); ok {
+		registerDeployRoutes(mux, db)
 	}
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		var req RunRequest

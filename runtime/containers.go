@@ -56,8 +56,8 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*crdt.Contain
 	if len(spec.Cmd) > 0 {
 		cfg.Cmd = spec.Cmd
 	}
-	if len(spec.Health) > 0 {
-		cfg.Healthcheck = &container.HealthConfig{Test: append([]string{"CMD"}, spec.Health...),
+	if test := spec.HealthTest(); test != nil {
+		cfg.Healthcheck = &container.HealthConfig{Test: test,
 			Interval: 2 * time.Second, Timeout: 2 * time.Second, Retries: 3}
 	}
 	host := &container.HostConfig{

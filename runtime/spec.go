@@ -33,7 +33,10 @@ type ContainerSpec struct {
 	Volumes []string `json:"volumes,omitempty"` // VOLUME:/path[:ro] or /host/path:/path[:ro]
 	Ports   []string `json:"ports,omitempty"`   // crdt.PortSpec text
 	Restart string   `json:"restart,omitempty"` // no, always, unless-stopped, on-failure[:N]
-	// Health, when set, is a command run inside the container (exec form).
+	// Health, when set, is Docker's health check test: ["CMD", arg…] (run
+	// inside the container, no shell), ["CMD-SHELL", "command"], or just
+	// the arguments (CMD form). Checked every 2 s; 3 failures make the
+	// container unhealthy.
 	Health []string `json:"health,omitempty"`
 }
 
@@ -78,7 +81,21 @@ func (s ContainerSpec) Validate() error {
 	if _, err := ParseRestart(s.Restart); err != nil {
 		return err
 	}
+	if t := s.HealthTest(); len(t) == 1 || (len(t) > 0 && t[0] == "CMD-SHELL" && len(t) != 2) {
+		return fmt.Errorf("%w: health check %q has no command", ErrBadSpec, s.Health)
+	}
 	return nil
+}
+
+// HealthTest is Health in Docker's form, or nil.
+func (s ContainerSpec) HealthTest() []string {
+	if len(s.Health) == 0 {
+		return nil
+	}
+	if s.Health[0] == "CMD" || s.Health[0] == "CMD-SHELL" {
+		return s.Health
+	}
+	return append([]string{"CMD"}, s.Health...)
 }
 
 // PortList parses the published ports into the records' form: the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -474,4 +475,121 @@ func TestContainersAcrossMachines(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestDeployRollingUpdate: a Compose file deployed on two machines, then
+// changed (replaced start-first, container by container), then changed
+// with a health check that fails: the rollout stops and the old
+// containers keep running.
+func TestDeployRollingUpdate(t *testing.T) {
+	ctx := context.Background()
+	c := newContainerLab(ctx, t, withDocker, withDocker)
+	if out, err := c.uncloud(ctx, t, 0, "image", "push", testimage.Tag); err != nil {
+		t.Fatalf("image push: %v\n%s", err, out)
+	}
+	dir := filepath.Join(c.hosts[0].Dir, "app")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	compose := func(version, probe string) string {
+		body := fmt.Sprintf(`services:
+  web:
+    image: %s
+    environment:
+      VERSION: "%s"
+    ports: ["8080"]
+    deploy:
+      replicas: 2
+    healthcheck:
+      test: ["CMD", "/echoserver", "get", "%s"]
+`, testimage.Tag, version, probe)
+		path := filepath.Join(dir, "compose-"+version+".yaml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	healthy := "http://127.0.0.1:8080/"
+	spec := func() string {
+		var det api.ServiceDetail
+		if err := c.ucJSON(ctx, t, 1, &det, "inspect", "web"); err != nil {
+			t.Fatal(err)
+		}
+		return string(det.Spec)
+	}
+	names := func() []string {
+		var out []string
+		eventuallyE2E(t, "2 healthy web containers", 60*time.Second, func() error {
+			out = nil
+			for _, ci := range c.running(ctx, t, 0, "web", 2) {
+				if ci.Health != "healthy" {
+					return fmt.Errorf("%s is %q", ci.Name, ci.Health)
+				}
+				out = append(out, ci.Name)
+			}
+			return nil
+		})
+		return out
+	}
+
+	out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose("1", healthy))
+	if err != nil {
+		t.Fatalf("first deploy: %v\n%s", err, out)
+	}
+	if strings.Count(out, "create web on m") != 2 || !strings.Contains(out, "done web") {
+		t.Errorf("first deploy output:\n%s", out)
+	}
+	v1 := names()
+	if !strings.Contains(spec(), "VERSION=1") {
+		t.Errorf("spec after the first deploy: %s", spec())
+	}
+	// The same file again changes nothing.
+	if out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose("1", healthy)); err != nil || !strings.Contains(out, "unchanged web: 2 containers") {
+		t.Errorf("repeated deploy: %v\n%s", err, out)
+	}
+
+	out, err = c.uncloud(ctx, t, 0, "deploy", "-f", compose("2", healthy))
+	if err != nil {
+		t.Fatalf("second deploy: %v\n%s", err, out)
+	}
+	for _, old := range v1 {
+		// start-first: the replacement is healthy before the old one goes.
+		created := strings.Index(out, "replaces "+old)
+		removed := strings.Index(out, "removed web "+old)
+		if created < 0 || removed < 0 || created > removed || !strings.Contains(out[created:removed], "healthy web") {
+			t.Errorf("%s not replaced start-first:\n%s", old, out)
+		}
+	}
+	v2 := names()
+	for _, n := range v2 {
+		if slices.Contains(v1, n) {
+			t.Errorf("container %s of the first version still runs after the update", n)
+		}
+	}
+	if !strings.Contains(spec(), "VERSION=2") {
+		t.Errorf("spec after the second deploy: %s", spec())
+	}
+
+	out, err = c.uncloud(ctx, t, 0, "deploy", "-f", compose("3", "http://127.0.0.1:1/"))
+	if err == nil || !strings.Contains(err.Error()+out, "rollout of web stopped") || !strings.Contains(err.Error()+out, "unhealthy") {
+		t.Fatalf("deploy with a failing health check: %v\n%s", err, out)
+	}
+	if got := names(); !slices.Equal(sorted(got), sorted(v2)) {
+		t.Errorf("after the failed rollout %v run, want the previous %v", got, v2)
+	}
+	if !strings.Contains(spec(), "VERSION=2") {
+		t.Errorf("spec after the failed deploy: %s", spec())
+	}
+	for i := range c.hosts {
+		list, err := c.engines[i].Client.ContainerList(ctx, container.ListOptions{All: true})
+		if err != nil || len(list) != 1 {
+			t.Errorf("engine of %s has %d containers after the failed rollout, want 1 (%v)", c.hosts[i].Name, len(list), err)
+		}
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }

@@ -346,6 +346,22 @@ func TestContainersAcrossMachines(t *testing.T) {
 		}
 	}
 
+	// logs -f follows: a request made after it started shows up.
+	follow, err := c.hosts[1].Start("logs-f", c.lab.Uncloud, "logs", "-f", "--tail", "0", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventuallyE2E(t, "logs -f shows a new request", 60*time.Second, func() error {
+		if _, err := c.uncloud(ctx, t, 0, "exec", "--container", a.Name, "web", "/echoserver", "get", "http://"+b.Address+":8080/followed"); err != nil {
+			return err
+		}
+		if want := b.Name + "@m2 | request /followed from " + a.Address; !strings.Contains(follow.Output(), want) {
+			return fmt.Errorf("logs -f output lacks %q:\n%s", want, follow.Output())
+		}
+		return nil
+	})
+	follow.Stop(5 * time.Second)
+
 	// Scale up and down.
 	if _, err := c.uncloud(ctx, t, 1, "scale", "web", "4"); err != nil {
 		t.Fatalf("scale up: %v", err)

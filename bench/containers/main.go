@@ -164,6 +164,26 @@ func run(nMachines, nContainers, replicas, rounds int) error {
 		psTimes = append(psTimes, took)
 	}
 
+	// The same through the agent's socket, without the CLI process and
+	// the lab's namespace wrapper.
+	client, err := api.NewClient(filepath.Join(b.hosts[0].Dir, "run", "uncloud.sock"), api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	var apiTimes []time.Duration
+	for i := 0; i < 20; i++ {
+		var cs []api.ContainerInfo
+		start := time.Now()
+		if err := client.Get(ctx, "/v1/containers", &cs); err != nil {
+			return err
+		}
+		apiTimes = append(apiTimes, time.Since(start))
+		if len(cs) != nContainers {
+			return fmt.Errorf("API listed %d containers, want %d", len(cs), nContainers)
+		}
+	}
+
 	load, _ := os.ReadFile("/proc/loadavg")
 	dm, um, pm := median(dockerTimes), median(uncloudTimes), median(psTimes)
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -171,8 +191,9 @@ func run(nMachines, nContainers, replicas, rounds int) error {
 	fmt.Fprintf(w, "docker run -d ×%d, one engine, sequential\t%v\t(baseline)\tmedian of %d rounds\n", replicas, dm.Round(time.Millisecond), rounds)
 	fmt.Fprintf(w, "uncloud run --replicas %d over %d machines\t%v\t< 1.3× docker\tcommand to all running, median of %d rounds\n", replicas, nMachines, um.Round(time.Millisecond), rounds)
 	fmt.Fprintf(w, "uncloud ps, %d containers on %d machines\t%v\t< 300 ms\tmedian of 10, CLI process included (p90 %v)\n", nContainers, nMachines, pm.Round(time.Millisecond), pct(psTimes, 0.9).Round(time.Millisecond))
+	fmt.Fprintf(w, "ps API call (GET /v1/containers), %d containers\t%v\t< 300 ms\tmedian of 20 on the agent's socket (p90 %v)\n", nContainers, median(apiTimes).Round(time.Millisecond), pct(apiTimes, 0.9).Round(time.Millisecond))
 	w.Flush()
-	fmt.Printf("summary: uncloud run / docker run = %.2f; ps %d containers = %v; load average %s", float64(um)/float64(dm), nContainers, pm.Round(time.Millisecond), load)
+	fmt.Printf("summary: uncloud run / docker run = %.2f; ps %d containers = %v (API %v); load average %s", float64(um)/float64(dm), nContainers, pm.Round(time.Millisecond), median(apiTimes).Round(time.Millisecond), load)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,8 @@ import (
 // containerPart is the agent's Docker side: the local runtime when Docker
 // answers and the mesh runs in the kernel, and why not otherwise.
 type containerPart struct {
-	rt *runtime.Runtime // nil when containers cannot run here at all
+	rt     *runtime.Runtime // nil when containers cannot run here at all
+	client *http.Client     // runtimeClient
 
 	mu    sync.Mutex
 	ready bool
@@ -335,7 +337,7 @@ func (d *Daemon) create(ctx context.Context, t target, spec runtime.ContainerSpe
 		return nil, t.unreachableErr()
 	}
 	var c crdt.Container
-	if err := d.callMachine(ctx, t.ID, "POST", runtimeContainersPath, spec, &c); err != nil {
+	if err := d.callRuntime(ctx, t.ID, "POST", runtimeContainersPath, spec, &c); err != nil {
 		return nil, d.remoteCallErr(t, err)
 	}
 	return &c, nil
@@ -353,10 +355,63 @@ func (d *Daemon) act(ctx context.Context, t target, id, action string) error {
 	if action == "remove" {
 		method, path = "DELETE", runtimeContainersPath+"/"+url.PathEscape(id)
 	}
-	if err := d.callMachine(ctx, t.ID, method, path, nil, nil); err != nil {
+	if err := d.callRuntime(ctx, t.ID, method, path, nil, nil); err != nil {
 		return d.remoteCallErr(t, err)
 	}
 	return nil
+}
+
+// callRuntime is callMachine for container calls, which may wait for
+// Docker longer than the machine client's 30 s answer timeout (a create
+// or a stop on a busy machine); the caller's context bounds them.
+func (d *Daemon) callRuntime(ctx context.Context, machineID, method, path string, in, out any) error {
+	base, err := d.machineAPIURL(machineID)
+	if err != nil {
+		return err
+	}
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.runtimeClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return &remoteError{Status: resp.StatusCode, Message: string(bytes.TrimSpace(msg))}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+		return fmt.Errorf("decode the answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// runtimeClient is the machine client without its answer timeout, made
+// once (it keeps its own connections).
+func (d *Daemon) runtimeClient() *http.Client {
+	p := d.containers
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client == nil {
+		p.client = d.longMachineClient()
+	}
+	return p.client
 }
 
 // inspect reads a container's state on t, from Docker there.
@@ -391,7 +446,7 @@ func (d *Daemon) exec(ctx context.Context, t target, id string, cmd []string) (r
 		return runtime.ExecResult{}, t.unreachableErr()
 	}
 	var res runtime.ExecResult
-	err := d.callMachine(ctx, t.ID, "POST", runtimeContainersPath+"/"+url.PathEscape(id)+"/exec",
+	err := d.callRuntime(ctx, t.ID, "POST", runtimeContainersPath+"/"+url.PathEscape(id)+"/exec",
 		struct {
 			Cmd []string `json:"cmd"`
 		}{cmd}, &res)

@@ -154,9 +154,7 @@ func (d *Daemon) pushTo(ctx context.Context, rt *runtime.Runtime, t target, ref,
 		return 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/x-tar")
-	client := d.longMachineClient()
-	defer client.CloseIdleConnections()
-	resp, err := client.Do(req)
+	resp, err := d.runtimeClient().Do(req)
 	if err != nil {
 		return sent.Load(), "", d.remoteCallErr(t, err)
 	}

@@ -223,12 +223,22 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest) (api.Servic
 	return res, nil
 }
 
+// perMachine bounds the calls one command makes to one machine at once:
+// machines work in parallel, and no engine gets hundreds of creates at once.
+const perMachine = 4
+
 // createMany creates one container per target, in parallel.
 func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, placed []target) api.ServiceResult {
 	res := api.ServiceResult{Service: spec.Service, Containers: make([]api.ContainerResult, len(placed))}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	sems := map[string]chan struct{}{}
+	for _, t := range placed {
+		if sems[t.ID] == nil {
+			sems[t.ID] = make(chan struct{}, perMachine)
+		}
+	}
 	for i, t := range placed {
+		sem := sems[t.ID]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -260,8 +270,14 @@ func (d *Daemon) actMany(ctx context.Context, service, action string, cs []*crdt
 	done := map[string]string{"stop": "stopped", "start": "started", "remove": "removed"}[action]
 	res := api.ServiceResult{Service: service, Containers: make([]api.ContainerResult, len(cs))}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	sems := map[string]chan struct{}{}
+	for _, c := range cs {
+		if sems[c.MachineID] == nil {
+			sems[c.MachineID] = make(chan struct{}, perMachine)
+		}
+	}
 	for i, c := range cs {
+		sem := sems[c.MachineID]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -144,11 +144,15 @@ func run(nMachines, nContainers, replicas, rounds int) error {
 		}
 	}
 
+	fmt.Fprintf(os.Stderr, "run figure: docker %v, uncloud %v (median of %d)\n", median(dockerTimes), median(uncloudTimes), rounds)
+
 	// Figure 2: ps with N containers across the machines.
 	fmt.Fprintf(os.Stderr, "starting %d containers for ps…\n", nContainers)
-	if _, err := b.uncloudRun(ctx, "fill", nContainers); err != nil {
+	fillTime, err := b.uncloudRun(ctx, "fill", nContainers)
+	if err != nil {
 		return err
 	}
+	fmt.Fprintf(os.Stderr, "%d containers started in %v\n", nContainers, fillTime.Round(time.Second))
 	var psTimes []time.Duration
 	for i := 0; i < 10; i++ {
 		start := time.Now()

@@ -49,7 +49,7 @@ func (c runCmd) Run(g *globals) error {
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine}
 	var res api.ServiceResult
-	if err := callAgentTimeout(g, 5*time.Minute, "POST", "/v1/services", req, &res); err != nil {
+	if err := callAgentTimeout(g, longCommand, "POST", "/v1/services", req, &res); err != nil {
 		return err
 	}
 	return printResult(res, c.Output)
@@ -165,7 +165,7 @@ type scaleCmd struct {
 
 func (c scaleCmd) Run(g *globals) error {
 	var res api.ServiceResult
-	err := callAgentTimeout(g, 5*time.Minute, "POST", "/v1/services/"+url.PathEscape(c.Service)+"/scale",
+	err := callAgentTimeout(g, longCommand, "POST", "/v1/services/"+url.PathEscape(c.Service)+"/scale",
 		map[string]int{"replicas": c.Replicas}, &res)
 	if err != nil {
 		return err
@@ -196,7 +196,7 @@ func (c startCmd) Run(g *globals) error {
 
 func serviceAction(g *globals, method, service, suffix, output string) error {
 	var res api.ServiceResult
-	if err := callAgentTimeout(g, 5*time.Minute, method, "/v1/services/"+url.PathEscape(service)+suffix, nil, &res); err != nil {
+	if err := callAgentTimeout(g, longCommand, method, "/v1/services/"+url.PathEscape(service)+suffix, nil, &res); err != nil {
 		return err
 	}
 	return printResult(res, output)
@@ -258,6 +258,10 @@ func (c execCmd) Run(g *globals) error {
 	}
 	return nil
 }
+
+// longCommand bounds commands that create or remove many containers; each
+// container's own call is bounded by the agent.
+const longCommand = 30 * time.Minute
 
 func callAgentTimeout(g *globals, timeout time.Duration, method, path string, in, out any) error {
 	client, err := api.NewClient(g.Connect, api.SSHOptions{})

@@ -153,6 +153,19 @@ func run(nMachines, nContainers, replicas, rounds int) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "%d containers started in %v\n", nContainers, fillTime.Round(time.Second))
+	// Records of other machines' containers arrive by replication: wait
+	// until m1 lists them all before timing.
+	for deadline := time.Now().Add(5 * time.Minute); ; {
+		out, err := b.uncloud(ctx, 0, "ps", "-o", "json")
+		var cs []api.ContainerInfo
+		if err == nil && json.Unmarshal([]byte(out), &cs) == nil && len(cs) == nContainers {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ps on m1 lists %d of %d containers after 5 minutes (%v)", len(cs), nContainers, err)
+		}
+		time.Sleep(time.Second)
+	}
 	var psTimes []time.Duration
 	for i := 0; i < 10; i++ {
 		start := time.Now()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -118,9 +119,20 @@ func (d *Docker) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if list, err := d.Client.ContainerList(ctx, container.ListOptions{All: true}); err == nil {
+		// A few at a time: hundreds of containers (the benchmarks) take
+		// minutes one by one.
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
 		for _, c := range list {
-			d.Client.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				d.Client.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+			}()
 		}
+		wg.Wait()
 	}
 	d.Client.Close()
 	d.Stop()

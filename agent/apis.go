@@ -33,6 +33,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.HandleFunc("POST "+updateSelfPath, d.handleUpdateSelf)
 	mux.HandleFunc("GET "+keyringPath, d.handleGetKeyring)
 	mux.HandleFunc("POST "+keyringPath, d.handlePushKeyring)
+	d.containerRoutes(mux)
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d, mux) })
 	d.closers = append(d.closers, func() error { return ignoreClosed(ln.Close()) })
 	return nil

@@ -40,6 +40,9 @@ type DaemonOptions struct {
 	Logger    *slog.Logger
 	Version   string
 	Ingress   IngressOptions // used while the machine has the ingress role
+	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
+	// or unix:///var/run/docker.sock.
+	DockerHost string
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -65,6 +68,7 @@ type Daemon struct {
 	storeUp       atomic.Bool // d.store is set (it is read by callbacks the store runs while opening)
 	nat           *natLayer   // NAT traversal; nil until started
 	ingress       *ingressRunner
+	containers    *containerPart // Docker, see containers.go
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -138,6 +142,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	}
 	d.rejoinKnown(ctx)
 	d.startPeerManager(ctx)
+	d.startContainers(ctx)
 	if err := d.startMachineAPI(ctx); err != nil {
 		return nil, err
 	}

@@ -168,6 +168,9 @@ func NewLocalHandler(b Backend) http.Handler {
 	registerDebug(mux)
 	registerMesh(mux, b)
 	registerIngress(mux, b)
+	if cb, ok := b.(ContainerBackend); ok {
+		registerContainerRoutes(mux, cb)
+	}
 	return mux
 }
 

@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -88,6 +89,9 @@ type Service struct {
 	Mode string `json:"mode,omitempty"`
 	// Ports are published ports, e.g. "app.example.com:8080/https".
 	Ports []string `json:"ports,omitempty"`
+	// Spec is how each container is made (runtime.ContainerSpec, JSON),
+	// so any machine can scale the service.
+	Spec json.RawMessage `json:"spec,omitempty"`
 }
 
 // Key implements Record.

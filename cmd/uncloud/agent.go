@@ -20,7 +20,8 @@ type agentCmd struct {
 	Expose    []string `help:"Netstack mode: forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT. Repeatable. Nothing else on the host is reachable from the mesh." placeholder:"PORT[/udp]"`
 	SOCKS5    string   `name:"socks5" help:"Netstack mode: serve SOCKS5 on this loopback address so host programs can reach the mesh." placeholder:"127.0.0.1:PORT"`
 
-	Ingress ingressFlags `embed:""` // cmd/uncloud/ingress.go
+	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
+	Ingress    ingressFlags `embed:""` // cmd/uncloud/ingress.go
 }
 
 func (agentCmd) Help() string {
@@ -78,7 +79,9 @@ func (a agentCmd) Run(g *globals) error {
 			Expose:    expose,
 			Logger:    g.Logger,
 			Version:   version,
-			Ingress:   a.Ingress.options(),
+
+			DockerHost: a.DockerHost,
+			Ingress:    a.Ingress.options(),
 		})
 	}
 	return agent.RunStatic(ctx, agent.StaticOptions{

@@ -35,6 +35,8 @@ type cli struct {
 	Keygen  keygenCmd  `cmd:"" help:"Print a new WireGuard key pair."`
 	Pubkey  pubkeyCmd  `cmd:"" help:"Read a private key on stdin and print its public key."`
 	Version versionCmd `cmd:"" help:"Print the version."`
+
+	containerCmds `embed:""` // run, ps, ls, … (containers.go)
 }
 
 // globals are what every command gets from the top-level flags.

@@ -1,0 +1,272 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/runtime"
+)
+
+// A deploy makes the services of a Compose file true: new services are
+// created, changed ones replaced container by container start-first (the
+// new one runs and is healthy before the old one goes; a new one that
+// fails stops the rollout and the old ones stay), size changes scale.
+
+// healthyTimeout bounds how long a new container may take to be healthy.
+const healthyTimeout = 90 * time.Second
+
+// servicePlan is what a deploy does to one service.
+type servicePlan struct {
+	name     string
+	mode     string
+	spec     runtime.ContainerSpec
+	specJSON []byte
+	exists   bool
+	create   []target          // new containers, by machine
+	replace  []*crdt.Container // old containers replaced start-first on their machine
+	remove   []*crdt.Container // scale down
+	same     int               // containers left as they are
+}
+
+// Deploy implements api.DeployBackend.
+func (d *Daemon) Deploy(ctx context.Context, req api.DeployRequest, event func(api.DeployEvent) error) error {
+	if len(req.Services) == 0 {
+		return fmt.Errorf("%w: no services to deploy", api.ErrBadRequest)
+	}
+	all, err := d.targets(ctx)
+	if err != nil {
+		return err
+	}
+	names := map[string]target{}
+	for _, t := range all {
+		names[t.ID] = t
+	}
+	var plans []*servicePlan
+	for _, s := range req.Services {
+		p, err := d.planService(ctx, all, s)
+		if err != nil {
+			return err
+		}
+		plans = append(plans, p)
+	}
+	for _, p := range plans {
+		for _, e := range p.events(names) {
+			if err := event(e); err != nil {
+				return err
+			}
+		}
+	}
+	if req.DryRun {
+		return nil
+	}
+	for _, p := range plans {
+		if err := d.applyPlan(ctx, p, names, event); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// events are the plan's lines.
+func (p *servicePlan) events(names map[string]target) []api.DeployEvent {
+	var out []api.DeployEvent
+	for _, t := range p.create {
+		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Machine: t.Name, Action: "create"})
+	}
+	for _, c := range p.replace {
+		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Machine: machineName(names, c.MachineID),
+			Container: c.Name, Action: "replace"})
+	}
+	for _, c := range p.remove {
+		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Machine: machineName(names, c.MachineID),
+			Container: c.Name, Action: "remove"})
+	}
+	if len(out) == 0 {
+		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Action: "unchanged",
+			Detail: fmt.Sprintf("%d containers", p.same)})
+	}
+	return out
+}
+
+func machineName(names map[string]target, id string) string {
+	if t, ok := names[id]; ok {
+		return t.Name
+	}
+	return id
+}
+
+func (d *Daemon) planService(ctx context.Context, all []target, s api.RunRequest) (*servicePlan, error) {
+	if s.Name == "" {
+		s.Name = serviceNameFromImage(s.Image)
+	}
+	if s.Mode == "" {
+		s.Mode = "replicated"
+	}
+	if s.Mode != "replicated" && s.Mode != "global" {
+		return nil, fmt.Errorf("%w: service %s: mode %q is not replicated or global", api.ErrBadRequest, s.Name, s.Mode)
+	}
+	if s.Replicas == 0 && s.Mode == "replicated" {
+		s.Replicas = 1
+	}
+	spec := runtime.ContainerSpec{Service: s.Name, Image: s.Image, Cmd: s.Cmd, Env: s.Env, Volumes: s.Volumes,
+		Ports: s.Ports, Restart: s.Restart, Health: s.Health}
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: service %s: %v", api.ErrBadRequest, s.Name, err)
+	}
+	targets, err := d.placeTargets(ctx, all, s.Machines)
+	if err != nil {
+		return nil, fmt.Errorf("service %s: %w", s.Name, err)
+	}
+	specJSON, _ := json.Marshal(spec)
+	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON}
+	want := s.Replicas
+	if s.Mode == "global" {
+		want = len(targets)
+	}
+	cs, err := d.serviceContainers(ctx, s.Name)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		if (cs[i].State == "running") != (cs[j].State == "running") {
+			return cs[i].State == "running"
+		}
+		return cs[i].Name < cs[j].Name
+	})
+	var oldSpec []byte
+	if svc, err := d.service(ctx, s.Name); err == nil {
+		p.exists, oldSpec = true, svc.Spec
+	}
+	byID := map[string]target{}
+	var ids []string
+	for _, t := range targets {
+		byID[t.ID] = t
+		ids = append(ids, t.ID)
+	}
+	existing := map[string]int{}
+	keep := min(want, len(cs))
+	for _, c := range cs[:keep] {
+		existing[c.MachineID]++
+	}
+	for _, id := range spread(ids, existing, want-keep) {
+		p.create = append(p.create, byID[id])
+	}
+	p.remove = cs[keep:]
+	if bytes.Equal(oldSpec, specJSON) {
+		p.same = keep
+	} else {
+		p.replace = cs[:keep]
+	}
+	return p, nil
+}
+
+func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string]target, event func(api.DeployEvent) error) error {
+	svc := &crdt.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON}
+	if !p.exists {
+		if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
+			return fmt.Errorf("write service record of %s: %w", p.name, err)
+		}
+	}
+	emit := func(e api.DeployEvent) { e.Service = p.name; _ = event(e) }
+	res := d.createMany(ctx, p.spec, p.create)
+	for _, r := range res.Containers {
+		if r.Error != "" {
+			emit(api.DeployEvent{Machine: r.Machine, Action: "failed", Detail: r.Error})
+		} else {
+			emit(api.DeployEvent{Machine: r.Machine, Container: r.Name, Action: "created", Detail: r.Address})
+		}
+	}
+	if n := res.Failed(); n > 0 {
+		return fmt.Errorf("deploy of %s stopped: %d of %d new containers failed", p.name, n, len(res.Containers))
+	}
+	for _, old := range p.replace {
+		t, ok := names[old.MachineID]
+		if !ok || !t.reachable() {
+			emit(api.DeployEvent{Machine: machineName(names, old.MachineID), Container: old.Name, Action: "failed",
+				Detail: "machine unreachable: cannot replace this container"})
+			return fmt.Errorf("rollout of %s stopped at %s: its machine is unreachable; the old containers keep running", p.name, old.Name)
+		}
+		c, err := d.create(ctx, t, p.spec)
+		if err != nil {
+			emit(api.DeployEvent{Machine: t.Name, Action: "failed", Detail: err.Error()})
+			return fmt.Errorf("rollout of %s stopped: %w; the old containers keep running", p.name, err)
+		}
+		emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "created", Detail: "replaces " + old.Name})
+		if err := d.waitHealthy(ctx, t, c.ID); err != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+			rmErr := d.act(rctx, t, c.ID, "remove")
+			cancel()
+			detail := err.Error()
+			if rmErr != nil {
+				detail += fmt.Sprintf(" (and removing it failed: %v)", rmErr)
+			}
+			emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "failed", Detail: detail})
+			return fmt.Errorf("rollout of %s stopped: new container %s on %s %v; the old containers keep running", p.name, c.Name, t.Name, err)
+		}
+		emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "healthy"})
+		if err := d.act(ctx, t, old.ID, "remove"); err != nil {
+			emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
+			return fmt.Errorf("rollout of %s stopped: remove %s: %w", p.name, old.Name, err)
+		}
+		emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "removed"})
+	}
+	rm := d.actMany(ctx, p.name, "remove", p.remove)
+	for _, r := range rm.Containers {
+		if r.Error != "" {
+			emit(api.DeployEvent{Machine: r.Machine, Container: r.Name, Action: "failed", Detail: r.Error})
+		} else {
+			emit(api.DeployEvent{Machine: r.Machine, Container: r.Name, Action: "removed"})
+		}
+	}
+	if p.exists {
+		if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
+			return fmt.Errorf("write service record of %s: %w", p.name, err)
+		}
+	}
+	emit(api.DeployEvent{Action: "done"})
+	if n := rm.Failed(); n > 0 {
+		return fmt.Errorf("deploy of %s: %d containers could not be removed", p.name, n)
+	}
+	return nil
+}
+
+// waitHealthy waits until a new container runs and, if it has a health
+// check, is healthy; one without a check must still run after 3 s.
+func (d *Daemon) waitHealthy(ctx context.Context, t target, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, healthyTimeout)
+	defer cancel()
+	var runningSince time.Time
+	for {
+		c, err := d.inspect(ctx, t, id)
+		if err != nil {
+			return fmt.Errorf("cannot be inspected: %w", err)
+		}
+		switch {
+		case c.State == "exited" || c.State == "dead":
+			return fmt.Errorf("exited instead of running")
+		case c.Health == "unhealthy":
+			return fmt.Errorf("is unhealthy")
+		case c.State == "running" && c.Health == "healthy":
+			return nil
+		case c.State == "running" && c.Health == "":
+			if runningSince.IsZero() {
+				runningSince = time.Now()
+			} else if time.Since(runningSince) >= 3*time.Second {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not healthy within %v (state %s, health %s)", healthyTimeout, c.State, c.Health)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+var _ api.DeployBackend = (*Daemon)(nil)

@@ -1,0 +1,688 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/runtime"
+)
+
+// Services: the agent that gets a command places containers and calls
+// each target machine directly; every machine records its own containers.
+
+const callTimeout = 2 * time.Minute
+
+// targets are the machines of the network with what gossip says of them.
+func (d *Daemon) targets(ctx context.Context) ([]target, error) {
+	machines, err := d.machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	alive := map[string]gossipMeta{}
+	for _, m := range d.gossip.Members() {
+		var meta gossipMeta
+		json.Unmarshal(m.Meta, &meta)
+		alive[m.Name] = meta
+	}
+	out := make([]target, 0, len(machines))
+	for _, m := range machines {
+		t := target{ID: m.ID, Name: m.Name, State: "down"}
+		if meta, ok := alive[m.ID]; ok {
+			t.State, t.Mode = "alive", meta.Mode
+		}
+		if m.ID == d.state.MachineID {
+			t.State, t.Mode = "self", string(d.dev.Mode())
+		}
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// placeTargets are the machines new containers go to: the named ones
+// (which then say themselves why they cannot), or every live machine
+// that can run containers now.
+func (d *Daemon) placeTargets(ctx context.Context, all []target, names []string) ([]target, error) {
+	ts, err := pickTargets(all, names)
+	if err != nil || len(names) > 0 {
+		return ts, err
+	}
+	ready, why := d.ready(ctx, ts)
+	if len(ready) == 0 {
+		return nil, fmt.Errorf("%w: no machine can run containers now: %s", api.ErrUnavailable, strings.Join(why, "; "))
+	}
+	return ready, nil
+}
+
+// pickTargets resolves -m names, or takes every live machine that can run
+// containers (not netstack).
+func pickTargets(all []target, names []string) ([]target, error) {
+	if len(names) == 0 {
+		var out []target
+		for _, t := range all {
+			if t.reachable() && t.Mode != "netstack" {
+				out = append(out, t)
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("%w: no live machine can run containers (netstack machines cannot)", api.ErrUnavailable)
+		}
+		return out, nil
+	}
+	var out []target
+	seen := map[string]bool{}
+	for _, n := range names {
+		var found *target
+		for i := range all {
+			if all[i].Name == n || all[i].ID == n {
+				found = &all[i]
+				break
+			}
+		}
+		if found == nil {
+			var known []string
+			for _, t := range all {
+				known = append(known, t.Name)
+			}
+			return nil, fmt.Errorf("%w: unknown machine %q (machines: %s)", api.ErrBadRequest, n, strings.Join(known, ", "))
+		}
+		if !seen[found.ID] {
+			out = append(out, *found)
+			seen[found.ID] = true
+		}
+	}
+	return out, nil
+}
+
+// serviceNameFromImage is the default service name: the image's last path
+// part without tag or digest, as a DNS label.
+func serviceNameFromImage(image string) string {
+	base := image[strings.LastIndex(image, "/")+1:]
+	base, _, _ = strings.Cut(base, "@")
+	base, _, _ = strings.Cut(base, ":")
+	var b strings.Builder
+	for _, c := range strings.ToLower(base) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	name := strings.Trim(b.String(), "-")
+	if len(name) > 50 {
+		name = strings.Trim(name[:50], "-")
+	}
+	if name == "" {
+		name = "service"
+	}
+	return name
+}
+
+// serviceContainers are the container records of a service, on every machine.
+func (d *Daemon) serviceContainers(ctx context.Context, service string) ([]*crdt.Container, error) {
+	recs, err := d.store.List(ctx, crdt.ContainersPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []*crdt.Container
+	for _, r := range recs {
+		if c, ok := r.(*crdt.Container); ok && (service == "" || c.Service == service) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (d *Daemon) service(ctx context.Context, name string) (*crdt.Service, error) {
+	r, err := d.store.Get(ctx, crdt.ServicesPrefix+name)
+	if errors.Is(err, crdt.ErrNotFound) {
+		return nil, fmt.Errorf("%w: no service %q (see 'uncloud ls')", api.ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, ok := r.(*crdt.Service)
+	if !ok {
+		return nil, fmt.Errorf("record %s is not a service", r.Key())
+	}
+	return s, nil
+}
+
+// RunService implements api.ContainerBackend.
+func (d *Daemon) RunService(ctx context.Context, req api.RunRequest) (api.ServiceResult, error) {
+	if req.Name == "" {
+		req.Name = serviceNameFromImage(req.Image)
+	}
+	if req.Mode == "" {
+		req.Mode = "replicated"
+	}
+	if req.Mode != "replicated" && req.Mode != "global" {
+		return api.ServiceResult{}, fmt.Errorf("%w: mode %q is not replicated or global", api.ErrBadRequest, req.Mode)
+	}
+	if req.Replicas == 0 {
+		req.Replicas = 1
+	}
+	if req.Replicas < 0 || req.Replicas > 1000 {
+		return api.ServiceResult{}, fmt.Errorf("%w: replicas %d is outside 1..1000", api.ErrBadRequest, req.Replicas)
+	}
+	spec := runtime.ContainerSpec{Service: req.Name, Image: req.Image, Cmd: req.Cmd, Env: req.Env,
+		Volumes: req.Volumes, Ports: req.Ports, Restart: req.Restart, Health: req.Health}
+	if err := spec.Validate(); err != nil {
+		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	if _, err := d.service(ctx, req.Name); err == nil {
+		return api.ServiceResult{}, fmt.Errorf("%w: service %q exists: change its size with 'uncloud scale %s N' or remove it with 'uncloud rm %s'",
+			api.ErrConflict, req.Name, req.Name, req.Name)
+	}
+	if cs, err := d.serviceContainers(ctx, req.Name); err == nil && len(cs) > 0 {
+		return api.ServiceResult{}, fmt.Errorf("%w: service %q still has %d containers (e.g. %s): remove them with 'uncloud rm %s'",
+			api.ErrConflict, req.Name, len(cs), cs[0].Name, req.Name)
+	}
+	all, err := d.targets(ctx)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	targets, err := d.placeTargets(ctx, all, req.Machines)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	var placed []target
+	if req.Mode == "global" {
+		placed = targets
+	} else {
+		byID := map[string]target{}
+		var ids []string
+		for _, t := range targets {
+			byID[t.ID] = t
+			ids = append(ids, t.ID)
+		}
+		for _, id := range spread(ids, nil, req.Replicas) {
+			placed = append(placed, byID[id])
+		}
+	}
+	specJSON, _ := json.Marshal(spec)
+	svc := &crdt.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON}
+	if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
+		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
+	}
+	res := d.createMany(ctx, spec, placed)
+	if len(res.Containers) > 0 && res.Failed() == len(res.Containers) {
+		// Nothing runs: leave no service behind, so the command can be retried as is.
+		if err := d.store.Delete(ctx, svc.Key()); err != nil {
+			d.log.Warn("service record of a failed run not deleted", "service", svc.Name, "err", err)
+		}
+	}
+	return res, nil
+}
+
+// perMachine bounds the calls one command makes to one machine at once:
+// machines work in parallel, and no engine gets hundreds of creates at once.
+const perMachine = 4
+
+// createMany creates one container per target, in parallel.
+func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, placed []target) api.ServiceResult {
+	res := api.ServiceResult{Service: spec.Service, Containers: make([]api.ContainerResult, len(placed))}
+	var wg sync.WaitGroup
+	sems := map[string]chan struct{}{}
+	for _, t := range placed {
+		if sems[t.ID] == nil {
+			sems[t.ID] = make(chan struct{}, perMachine)
+		}
+	}
+	for i, t := range placed {
+		sem := sems[t.ID]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			defer cancel()
+			r := api.ContainerResult{Machine: t.Name, Action: "created"}
+			c, err := d.create(cctx, t, spec)
+			if err != nil {
+				r.Error = err.Error()
+			} else {
+				r.Name, r.ID, r.Address = c.Name, c.ID, c.Address
+			}
+			res.Containers[i] = r
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// actMany applies an action to containers, in parallel.
+func (d *Daemon) actMany(ctx context.Context, service, action string, cs []*crdt.Container) api.ServiceResult {
+	all, _ := d.targets(ctx)
+	byID := map[string]target{}
+	for _, t := range all {
+		byID[t.ID] = t
+	}
+	done := map[string]string{"stop": "stopped", "start": "started", "remove": "removed"}[action]
+	res := api.ServiceResult{Service: service, Containers: make([]api.ContainerResult, len(cs))}
+	var wg sync.WaitGroup
+	sems := map[string]chan struct{}{}
+	for _, c := range cs {
+		if sems[c.MachineID] == nil {
+			sems[c.MachineID] = make(chan struct{}, perMachine)
+		}
+	}
+	for i, c := range cs {
+		sem := sems[c.MachineID]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t, ok := byID[c.MachineID]
+			if !ok {
+				t = target{ID: c.MachineID, Name: c.MachineID, State: "down"}
+			}
+			r := api.ContainerResult{Machine: t.Name, Name: c.Name, ID: c.ID, Address: c.Address, Action: done}
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			defer cancel()
+			if err := d.act(cctx, t, c.ID, action); err != nil {
+				r.Error = err.Error()
+			}
+			res.Containers[i] = r
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// ScaleService implements api.ContainerBackend.
+func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (api.ServiceResult, error) {
+	svc, err := d.service(ctx, name)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	if svc.Mode == "global" {
+		return api.ServiceResult{}, fmt.Errorf("%w: service %q is global (one container per machine): it cannot be scaled", api.ErrBadRequest, name)
+	}
+	if replicas < 0 || replicas > 1000 {
+		return api.ServiceResult{}, fmt.Errorf("%w: replicas %d is outside 0..1000", api.ErrBadRequest, replicas)
+	}
+	var spec runtime.ContainerSpec
+	if err := json.Unmarshal(svc.Spec, &spec); err != nil {
+		return api.ServiceResult{}, fmt.Errorf("service %q has no readable spec (made by an older version?): %w", name, err)
+	}
+	cs, err := d.serviceContainers(ctx, name)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	all, err := d.targets(ctx)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	switch {
+	case replicas > len(cs):
+		targets, err := d.placeTargets(ctx, all, nil)
+		if err != nil {
+			return api.ServiceResult{}, err
+		}
+		existing := map[string]int{}
+		for _, c := range cs {
+			existing[c.MachineID]++
+		}
+		byID := map[string]target{}
+		var ids []string
+		for _, t := range targets {
+			byID[t.ID] = t
+			ids = append(ids, t.ID)
+		}
+		var placed []target
+		for _, id := range spread(ids, existing, replicas-len(cs)) {
+			placed = append(placed, byID[id])
+		}
+		return d.createMany(ctx, spec, placed), nil
+	case replicas < len(cs):
+		state := map[string]string{}
+		for _, t := range all {
+			state[t.ID] = t.State
+		}
+		var vs []victim
+		for _, c := range cs {
+			vs = append(vs, victim{ID: c.ID, Name: c.Name, Machine: c.MachineID, Running: c.State == "running",
+				Reachable: state[c.MachineID] == "self" || state[c.MachineID] == "alive"})
+		}
+		chosen := shrink(vs, len(cs)-replicas)
+		byID := map[string]*crdt.Container{}
+		for _, c := range cs {
+			byID[c.ID] = c
+		}
+		var rm []*crdt.Container
+		for _, v := range chosen {
+			rm = append(rm, byID[v.ID])
+		}
+		res := d.actMany(ctx, name, "remove", rm)
+		if len(chosen) < len(cs)-replicas {
+			return res, fmt.Errorf("%w: only %d of %d containers to remove are on reachable machines; removed what could be",
+				api.ErrUnavailable, len(chosen), len(cs)-replicas)
+		}
+		return res, nil
+	}
+	return api.ServiceResult{Service: name}, nil
+}
+
+// RemoveService implements api.ContainerBackend.
+func (d *Daemon) RemoveService(ctx context.Context, name string) (api.ServiceResult, error) {
+	_, svcErr := d.service(ctx, name)
+	cs, err := d.serviceContainers(ctx, name)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	if svcErr != nil && len(cs) == 0 {
+		return api.ServiceResult{}, svcErr
+	}
+	res := d.actMany(ctx, name, "remove", cs)
+	if err := d.store.Delete(ctx, crdt.ServicesPrefix+name); err != nil {
+		return res, fmt.Errorf("delete service record: %w", err)
+	}
+	return res, nil
+}
+
+func (d *Daemon) stopStart(ctx context.Context, name, action string) (api.ServiceResult, error) {
+	cs, err := d.serviceContainers(ctx, name)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	if len(cs) == 0 {
+		if _, err := d.service(ctx, name); err != nil {
+			return api.ServiceResult{}, err
+		}
+	}
+	return d.actMany(ctx, name, action, cs), nil
+}
+
+// StopService implements api.ContainerBackend.
+func (d *Daemon) StopService(ctx context.Context, name string) (api.ServiceResult, error) {
+	return d.stopStart(ctx, name, "stop")
+}
+
+// StartService implements api.ContainerBackend.
+func (d *Daemon) StartService(ctx context.Context, name string) (api.ServiceResult, error) {
+	return d.stopStart(ctx, name, "start")
+}
+
+// Containers implements api.ContainerBackend: every container record of
+// the network; those of machines this one cannot reach are marked so.
+func (d *Daemon) Containers(ctx context.Context) ([]api.ContainerInfo, error) {
+	cs, err := d.serviceContainers(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	all, err := d.targets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]target{}
+	for _, t := range all {
+		byID[t.ID] = t
+	}
+	out := make([]api.ContainerInfo, 0, len(cs))
+	for _, c := range cs {
+		t, ok := byID[c.MachineID]
+		if !ok {
+			continue // a removed machine's leftovers
+		}
+		info := containerInfo(c, t)
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		if a.Machine != b.Machine {
+			return a.Machine < b.Machine
+		}
+		return a.Name < b.Name
+	})
+	return out, nil
+}
+
+func containerInfo(c *crdt.Container, t target) api.ContainerInfo {
+	state := t.State
+	if state == "down" {
+		state = "unreachable"
+	}
+	info := api.ContainerInfo{Machine: t.Name, MachineID: c.MachineID, MachineState: state, ID: c.ID, Name: c.Name,
+		Service: c.Service, Image: c.Image, Address: c.Address, State: c.State, Health: c.Health, Created: c.Created}
+	for _, p := range c.Ports {
+		s := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+		if p.Name != "" {
+			s = p.Name + ":" + s
+		}
+		info.Ports = append(info.Ports, s)
+	}
+	return info
+}
+
+// Services implements api.ContainerBackend.
+func (d *Daemon) Services(ctx context.Context) ([]api.ServiceInfo, error) {
+	recs, err := d.store.List(ctx, crdt.ServicesPrefix)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := d.Containers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*api.ServiceInfo{}
+	var names []string
+	get := func(name string) *api.ServiceInfo {
+		if s, ok := byName[name]; ok {
+			return s
+		}
+		s := &api.ServiceInfo{Name: name, Mode: "-"}
+		byName[name] = s
+		names = append(names, name)
+		return s
+	}
+	for _, r := range recs {
+		svc, ok := r.(*crdt.Service)
+		if !ok {
+			continue
+		}
+		s := get(svc.Name)
+		s.Mode, s.Ports = svc.Mode, svc.Ports
+		var spec runtime.ContainerSpec
+		if json.Unmarshal(svc.Spec, &spec) == nil {
+			s.Image = spec.Image
+		}
+	}
+	for _, c := range cs {
+		if c.Service == "" {
+			continue
+		}
+		s := get(c.Service)
+		s.Total++
+		if c.State == "running" {
+			s.Running++
+		}
+		if s.Image == "" {
+			s.Image = c.Image
+		}
+		if len(s.Machines) == 0 || s.Machines[len(s.Machines)-1] != c.Machine {
+			s.Machines = append(s.Machines, c.Machine)
+		}
+	}
+	sort.Strings(names)
+	out := make([]api.ServiceInfo, 0, len(names))
+	for _, n := range names {
+		out = append(out, *byName[n])
+	}
+	return out, nil
+}
+
+// InspectService implements api.ContainerBackend.
+func (d *Daemon) InspectService(ctx context.Context, name string) (api.ServiceDetail, error) {
+	svcs, err := d.Services(ctx)
+	if err != nil {
+		return api.ServiceDetail{}, err
+	}
+	var det api.ServiceDetail
+	found := false
+	for _, s := range svcs {
+		if s.Name == name {
+			det.ServiceInfo, found = s, true
+		}
+	}
+	if !found {
+		return det, fmt.Errorf("%w: no service %q (see 'uncloud ls')", api.ErrNotFound, name)
+	}
+	if svc, err := d.service(ctx, name); err == nil {
+		det.Spec = svc.Spec
+	}
+	cs, err := d.Containers(ctx)
+	if err != nil {
+		return det, err
+	}
+	for _, c := range cs {
+		if c.Service == name {
+			det.Containers = append(det.Containers, c)
+		}
+	}
+	return det, nil
+}
+
+// ServiceLogs implements api.ContainerBackend: the logs of every container
+// of the service, read from their machines at once. Without Follow the
+// lines are merged in time order; with Follow they are passed on as they
+// come. A machine that cannot be read gives one line saying so.
+func (d *Daemon) ServiceLogs(ctx context.Context, name string, o api.LogsRequest, line func(api.LogLine) error) error {
+	cs, err := d.serviceContainers(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(cs) == 0 {
+		if _, err := d.service(ctx, name); err != nil {
+			return err
+		}
+		return nil
+	}
+	all, err := d.targets(ctx)
+	if err != nil {
+		return err
+	}
+	byID := map[string]target{}
+	for _, t := range all {
+		byID[t.ID] = t
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lines := make(chan api.LogLine, 256)
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		t, ok := byID[c.MachineID]
+		if !ok {
+			t = target{ID: c.MachineID, Name: c.MachineID, State: "down"}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := d.logs(ctx, t, c.ID, runtime.LogOptions{Follow: o.Follow, Since: o.Since, Tail: o.Tail}, func(s string) error {
+				l := api.LogLine{Container: c.Name, Machine: t.Name, Text: s}
+				if ts, rest, ok := strings.Cut(s, " "); ok {
+					if tm, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+						l.Time, l.Text = tm, rest
+					}
+				}
+				select {
+				case lines <- l:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
+			if err != nil && ctx.Err() == nil {
+				select {
+				case lines <- api.LogLine{Container: c.Name, Machine: t.Name, Time: time.Now(),
+					Text: fmt.Sprintf("uncloud: logs of %s on %s: %v", c.Name, t.Name, err)}:
+				case <-ctx.Done():
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(lines) }()
+	if o.Follow {
+		for l := range lines {
+			if err := line(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var got []api.LogLine
+	for l := range lines {
+		got = append(got, l)
+	}
+	sort.SliceStable(got, func(i, j int) bool { return got[i].Time.Before(got[j].Time) })
+	for _, l := range got {
+		if err := line(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ExecService implements api.ContainerBackend.
+func (d *Daemon) ExecService(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {
+	if len(req.Cmd) == 0 {
+		return api.ExecResult{}, fmt.Errorf("%w: exec needs a command", api.ErrBadRequest)
+	}
+	cs, err := d.serviceContainers(ctx, name)
+	if err != nil {
+		return api.ExecResult{}, err
+	}
+	all, err := d.targets(ctx)
+	if err != nil {
+		return api.ExecResult{}, err
+	}
+	byID := map[string]target{}
+	for _, t := range all {
+		byID[t.ID] = t
+	}
+	var pick *crdt.Container
+	for _, c := range cs {
+		t := byID[c.MachineID]
+		switch {
+		case req.Container != "":
+			if c.Name == req.Container || c.ID == req.Container {
+				pick = c
+			}
+		case c.State == "running" && t.reachable():
+			if pick == nil || t.State == "self" {
+				pick = c
+			}
+		}
+	}
+	if pick == nil {
+		if req.Container != "" {
+			return api.ExecResult{}, fmt.Errorf("%w: service %q has no container %q", api.ErrNotFound, name, req.Container)
+		}
+		return api.ExecResult{}, fmt.Errorf("%w: service %q has no running container on a reachable machine", api.ErrNotFound, name)
+	}
+	t, ok := byID[pick.MachineID]
+	if !ok {
+		t = target{ID: pick.MachineID, Name: pick.MachineID, State: "down"}
+	}
+	res, err := d.exec(ctx, t, pick.ID, req.Cmd)
+	if err != nil {
+		if errors.Is(err, runtime.ErrBadSpec) {
+			err = fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		return api.ExecResult{}, err
+	}
+	return api.ExecResult{Container: pick.Name, Machine: t.Name, ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr}, nil
+}

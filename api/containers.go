@@ -1,0 +1,289 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// ContainerBackend is what the container commands need from the agent.
+// NewLocalHandler serves these routes when its Backend implements it.
+type ContainerBackend interface {
+	RunService(ctx context.Context, req RunRequest) (ServiceResult, error)
+	Containers(ctx context.Context) ([]ContainerInfo, error)
+	Services(ctx context.Context) ([]ServiceInfo, error)
+	InspectService(ctx context.Context, name string) (ServiceDetail, error)
+	ScaleService(ctx context.Context, name string, replicas int) (ServiceResult, error)
+	RemoveService(ctx context.Context, name string) (ServiceResult, error)
+	StopService(ctx context.Context, name string) (ServiceResult, error)
+	StartService(ctx context.Context, name string) (ServiceResult, error)
+	// ServiceLogs calls line for each log line of the service's
+	// containers, merged, until the logs end (or ctx, with Follow).
+	ServiceLogs(ctx context.Context, name string, o LogsRequest, line func(LogLine) error) error
+	ExecService(ctx context.Context, name string, req ExecRequest) (ExecResult, error)
+}
+
+// RunRequest starts a service: `uncloud run`.
+type RunRequest struct {
+	Name     string   `json:"name,omitempty"` // default: from the image name
+	Image    string   `json:"image"`
+	Cmd      []string `json:"cmd,omitempty"`
+	Env      []string `json:"env,omitempty"`
+	Volumes  []string `json:"volumes,omitempty"`
+	Ports    []string `json:"ports,omitempty"`
+	Restart  string   `json:"restart,omitempty"`
+	Replicas int      `json:"replicas,omitempty"` // default 1; ignored in global mode
+	Mode     string   `json:"mode,omitempty"`     // replicated (default) or global
+	Machines []string `json:"machines,omitempty"` // names or IDs; default: every live machine
+	// Health is a health check (Docker's test form, e.g. ["CMD", "/probe"]).
+	Health []string `json:"health,omitempty"`
+}
+
+// ServiceResult reports what a command did to each container.
+type ServiceResult struct {
+	Service    string            `json:"service"`
+	Containers []ContainerResult `json:"containers"`
+}
+
+// ContainerResult is one container's outcome; Error is empty on success.
+type ContainerResult struct {
+	Machine string `json:"machine"`
+	Name    string `json:"name,omitempty"`
+	ID      string `json:"id,omitempty"`
+	Address string `json:"address,omitempty"`
+	Action  string `json:"action"` // created, removed, stopped, started
+	Error   string `json:"error,omitempty"`
+}
+
+// Failed counts the containers whose action failed.
+func (r ServiceResult) Failed() int {
+	n := 0
+	for _, c := range r.Containers {
+		if c.Error != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// ContainerInfo is one container of the network, from the state.
+type ContainerInfo struct {
+	Machine   string `json:"machine"`
+	MachineID string `json:"machine_id"`
+	// MachineState is self, alive, or unreachable (this partition cannot
+	// reach it: its containers are shown as last recorded).
+	MachineState string    `json:"machine_state"`
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Service      string    `json:"service"`
+	Image        string    `json:"image"`
+	Address      string    `json:"address"`
+	State        string    `json:"state"`
+	Health       string    `json:"health,omitempty"`
+	Ports        []string  `json:"ports,omitempty"`
+	Created      time.Time `json:"created,omitzero"`
+}
+
+// ServiceInfo is one service: its record and a count of its containers.
+type ServiceInfo struct {
+	Name     string   `json:"name"`
+	Mode     string   `json:"mode"`
+	Image    string   `json:"image"`
+	Ports    []string `json:"ports,omitempty"`
+	Running  int      `json:"running"`
+	Total    int      `json:"total"`
+	Machines []string `json:"machines,omitempty"`
+}
+
+// ServiceDetail is `uncloud inspect`: the service, how it was started,
+// and its containers.
+type ServiceDetail struct {
+	ServiceInfo
+	Spec       json.RawMessage `json:"spec,omitempty"`
+	Containers []ContainerInfo `json:"containers"`
+}
+
+// LogsRequest selects log lines.
+type LogsRequest struct {
+	Follow bool   `json:"follow"`
+	Since  string `json:"since,omitempty"`
+	Tail   string `json:"tail,omitempty"`
+}
+
+// LogLine is one line of a container's log.
+type LogLine struct {
+	Time      time.Time `json:"time,omitzero"`
+	Container string    `json:"container"`
+	Machine   string    `json:"machine"`
+	Text      string    `json:"text"`
+}
+
+// ExecRequest runs a command in one container of a service.
+type ExecRequest struct {
+	Cmd       []string `json:"cmd"`
+	Container string   `json:"container,omitempty"` // default: a running one, this machine's first
+}
+
+// ExecResult is a command's outcome.
+type ExecResult struct {
+	Container string `json:"container"`
+	Machine   string `json:"machine"`
+	ExitCode  int    `json:"exit_code"`
+	Stdout    string `json:"stdout"`
+	Stderr    string `json:"stderr"`
+}
+
+func decodeBody(r *http.Request, v any) error {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	return nil
+}
+
+// registerContainerRoutes adds the container commands' routes.
+func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
+	if ib, ok := b.(ImageBackend); ok {
+		registerImageRoutes(mux, ib)
+	}
+	if db, ok := b.(DeployBackend); ok {
+		registerDeployRoutes(mux, db)
+	}
+	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		var req RunRequest
+		if err := decodeBody(r, &req); err != nil {
+			reply(w, nil, err)
+			return
+		}
+		res, err := b.RunService(r.Context(), req)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.Services(r.Context())
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/services/{name}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.InspectService(r.Context(), r.PathValue("name"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("DELETE /v1/services/{name}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.RemoveService(r.Context(), r.PathValue("name"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/services/{name}/scale", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Replicas int `json:"replicas"`
+		}
+		if err := decodeBody(r, &req); err != nil {
+			reply(w, nil, err)
+			return
+		}
+		res, err := b.ScaleService(r.Context(), r.PathValue("name"), req.Replicas)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/services/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.StopService(r.Context(), r.PathValue("name"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/services/{name}/start", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.StartService(r.Context(), r.PathValue("name"))
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/services/{name}/exec", func(w http.ResponseWriter, r *http.Request) {
+		var req ExecRequest
+		if err := decodeBody(r, &req); err != nil {
+			reply(w, nil, err)
+			return
+		}
+		res, err := b.ExecService(r.Context(), r.PathValue("name"), req)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/containers", func(w http.ResponseWriter, r *http.Request) {
+		res, err := b.Containers(r.Context())
+		reply(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/services/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		follow, _ := strconv.ParseBool(q.Get("follow"))
+		o := LogsRequest{Follow: follow, Since: q.Get("since"), Tail: q.Get("tail")}
+		// Logs stream as JSON lines; an error after the first line is
+		// sent as a last line with only "error" set.
+		started := false
+		flusher, _ := w.(http.Flusher)
+		enc := json.NewEncoder(w)
+		err := b.ServiceLogs(r.Context(), r.PathValue("name"), o, func(l LogLine) error {
+			if !started {
+				w.Header().Set("Content-Type", "application/x-ndjson")
+				started = true
+			}
+			if err := enc.Encode(l); err != nil {
+				return err
+			}
+			if flusher != nil && o.Follow {
+				flusher.Flush()
+			}
+			return nil
+		})
+		if err != nil {
+			if !started {
+				reply(w, nil, err)
+				return
+			}
+			enc.Encode(apiError{Error: err.Error()})
+		}
+	})
+}
+
+// StreamLogs calls the logs route and hands each line to line.
+func (c *Client) StreamLogs(ctx context.Context, service string, o LogsRequest, line func(LogLine) error) error {
+	q := url.Values{}
+	q.Set("follow", strconv.FormatBool(o.Follow))
+	if o.Since != "" {
+		q.Set("since", o.Since)
+	}
+	if o.Tail != "" {
+		q.Set("tail", o.Tail)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", c.BaseURL+"/v1/services/"+url.PathEscape(service)+"/logs?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("agent answered %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 2<<20)
+	for sc.Scan() {
+		var l struct {
+			LogLine
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("decode log line: %w", err)
+		}
+		if l.Error != "" {
+			return fmt.Errorf("%s", l.Error)
+		}
+		if err := line(l.LogLine); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+)
+
+// DeployBackend applies a set of services (from a Compose file) as a plan.
+type DeployBackend interface {
+	Deploy(ctx context.Context, req DeployRequest, event func(DeployEvent) error) error
+}
+
+// DeployRequest is `uncloud deploy`: the services wanted.
+type DeployRequest struct {
+	Services []RunRequest `json:"services"`
+	DryRun   bool         `json:"dry_run,omitempty"` // plan only
+}
+
+// DeployEvent is one line of a deploy: first the plan (Plan set), then
+// what happened.
+type DeployEvent struct {
+	Plan      bool   `json:"plan,omitempty"`
+	Service   string `json:"service"`
+	Machine   string `json:"machine,omitempty"`
+	Container string `json:"container,omitempty"`
+	// Action: create, replace, remove, unchanged in the plan; created,
+	// healthy, removed, failed, done as it runs.
+	Action string `json:"action"`
+	Detail string `json:"detail,omitempty"`
+}
+
+func registerDeployRoutes(mux *http.ServeMux, b DeployBackend) {
+	mux.HandleFunc("POST /v1/deploy", func(w http.ResponseWriter, r *http.Request) {
+		var req DeployRequest
+		if err := decodeBody(r, &req); err != nil {
+			reply(w, nil, err)
+			return
+		}
+		started := false
+		flusher, _ := w.(http.Flusher)
+		enc := json.NewEncoder(w)
+		err := b.Deploy(r.Context(), req, func(e DeployEvent) error {
+			if !started {
+				w.Header().Set("Content-Type", "application/x-ndjson")
+				started = true
+			}
+			if err := enc.Encode(e); err != nil {
+				return err
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+			return nil
+		})
+		if err != nil {
+			if !started {
+				reply(w, nil, err)
+				return
+			}
+			enc.Encode(apiError{Error: err.Error()})
+		}
+	})
+}

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+// The container commands: kong flattens these into the top level
+// (uncloud run, ps, ls, …) through containerCmds embedded in cli.
+type containerCmds struct {
+	Run     runCmd     `cmd:"" help:"Start a service: containers placed on named machines or spread over the live ones."`
+	Ps      psCmd      `cmd:"" help:"List every container of the network: machine, address, state, health, image, age."`
+	Ls      lsCmd      `cmd:"" help:"List services."`
+	Inspect inspectCmd `cmd:"" help:"Show a service: how it was started and its containers."`
+	Scale   scaleCmd   `cmd:"" help:"Change the number of containers of a service."`
+	Rm      rmCmd      `cmd:"" help:"Remove a service and its containers on every machine."`
+	Stop    stopCmd    `cmd:"" help:"Stop the containers of a service."`
+	Start   startCmd   `cmd:"" help:"Start the stopped containers of a service."`
+	Logs    logsCmd    `cmd:"" help:"Show the logs of a service's containers, merged, each line prefixed with container@machine."`
+	Exec    execCmd    `cmd:"" help:"Run a command in a container of a service."`
+	Image   imageCmd   `cmd:"" help:"Images: move them between machines without a registry."`
+	Deploy  deployCmd  `cmd:"" help:"Make the services of a Compose file true: plan, then a start-first rolling update."`
+}
+
+type runCmd struct {
+	Name     string   `help:"Service name (a DNS label); default: from the image name."`
+	Replicas int      `help:"Number of containers (replicated mode)." default:"1"`
+	Machine  []string `short:"m" help:"Machines to run on (names or IDs, comma-separated); default: spread over the live machines." sep:","`
+	Mode     string   `help:"replicated (Replicas containers) or global (one per machine)." enum:"replicated,global" default:"replicated"`
+	Env      []string `short:"e" help:"Environment variable KEY=VALUE. Repeatable." sep:"none"`
+	Volume   []string `short:"v" help:"VOLUME:/path[:ro] (a named volume on each machine) or /host/path:/path[:ro]. Repeatable." sep:"none"`
+	Publish  []string `short:"p" help:"Published port [HOST[/PATH]:]PORT[/tcp|udp|http|https], e.g. 8080, 53/udp, app.example.com:8080/https. Repeatable." sep:"none"`
+	Restart  string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
+	Output   string   `short:"o" enum:"table,json" default:"table" help:"table or json."`
+	Image    string   `arg:"" help:"Image (must be in Docker on the target machines: see 'uncloud image push')."`
+	Cmd      []string `arg:"" optional:"" passthrough:"" help:"Command and arguments."`
+}
+
+func (c runCmd) Run(g *globals) error {
+	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
+		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine}
+	var res api.ServiceResult
+	if err := callAgentTimeout(g, longCommand, "POST", "/v1/services", req, &res); err != nil {
+		return err
+	}
+	return printResult(res, c.Output)
+}
+
+// printResult prints each container's outcome; it fails when any failed.
+func printResult(res api.ServiceResult, output string) error {
+	if output == "json" {
+		if err := printJSON(res); err != nil {
+			return err
+		}
+	} else {
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "SERVICE\tMACHINE\tCONTAINER\tADDRESS\tRESULT")
+		for _, r := range res.Containers {
+			result := r.Action
+			if r.Error != "" {
+				result = "error: " + r.Error
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", res.Service, r.Machine, dash(r.Name), dash(r.Address), result)
+		}
+		w.Flush()
+	}
+	if n := res.Failed(); n > 0 {
+		return fmt.Errorf("%d of %d containers failed", n, len(res.Containers))
+	}
+	return nil
+}
+
+type psCmd struct {
+	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (c psCmd) Run(g *globals) error {
+	var cs []api.ContainerInfo
+	if err := callAgent(g, "GET", "/v1/containers", nil, &cs); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return printJSON(cs)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SERVICE\tCONTAINER\tMACHINE\tADDRESS\tSTATE\tHEALTH\tIMAGE\tAGE")
+	for _, ci := range cs {
+		machine := ci.Machine
+		if ci.MachineState == "unreachable" {
+			machine += " (unreachable)"
+		}
+		state := ci.State
+		if ci.MachineState == "unreachable" {
+			state += "?"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(ci.Service), ci.Name, machine, dash(ci.Address),
+			dash(state), dash(ci.Health), ci.Image, age(ci.Created))
+	}
+	return w.Flush()
+}
+
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+type lsCmd struct {
+	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (c lsCmd) Run(g *globals) error {
+	var ss []api.ServiceInfo
+	if err := callAgent(g, "GET", "/v1/services", nil, &ss); err != nil {
+		return err
+	}
+	if c.Output == "json" {
+		return printJSON(ss)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SERVICE\tMODE\tRUNNING\tIMAGE\tPORTS\tMACHINES")
+	for _, s := range ss {
+		fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", s.Name, s.Mode, s.Running, s.Total, dash(s.Image),
+			dash(strings.Join(s.Ports, ",")), dash(strings.Join(s.Machines, ",")))
+	}
+	return w.Flush()
+}
+
+type inspectCmd struct {
+	Service string `arg:"" help:"Service name."`
+}
+
+func (c inspectCmd) Run(g *globals) error {
+	var det api.ServiceDetail
+	if err := callAgent(g, "GET", "/v1/services/"+url.PathEscape(c.Service), nil, &det); err != nil {
+		return err
+	}
+	return printJSON(det)
+}
+
+type scaleCmd struct {
+	Service  string `arg:"" help:"Service name."`
+	Replicas int    `arg:"" help:"Number of containers wanted."`
+	Output   string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (c scaleCmd) Run(g *globals) error {
+	var res api.ServiceResult
+	err := callAgentTimeout(g, longCommand, "POST", "/v1/services/"+url.PathEscape(c.Service)+"/scale",
+		map[string]int{"replicas": c.Replicas}, &res)
+	if err != nil {
+		return err
+	}
+	if len(res.Containers) == 0 && c.Output != "json" {
+		fmt.Printf("Service %s already has %d containers.\n", c.Service, c.Replicas)
+		return nil
+	}
+	return printResult(res, c.Output)
+}
+
+type serviceArg struct {
+	Service string `arg:"" help:"Service name."`
+	Output  string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+type rmCmd struct{ serviceArg }
+type stopCmd struct{ serviceArg }
+type startCmd struct{ serviceArg }
+
+func (c rmCmd) Run(g *globals) error { return serviceAction(g, "DELETE", c.Service, "", c.Output) }
+func (c stopCmd) Run(g *globals) error {
+	return serviceAction(g, "POST", c.Service, "/stop", c.Output)
+}
+func (c startCmd) Run(g *globals) error {
+	return serviceAction(g, "POST", c.Service, "/start", c.Output)
+}
+
+func serviceAction(g *globals, method, service, suffix, output string) error {
+	var res api.ServiceResult
+	if err := callAgentTimeout(g, longCommand, method, "/v1/services/"+url.PathEscape(service)+suffix, nil, &res); err != nil {
+		return err
+	}
+	return printResult(res, output)
+}
+
+type logsCmd struct {
+	Service    string `arg:"" help:"Service name."`
+	Follow     bool   `short:"f" help:"Keep following new lines."`
+	Since      string `help:"Only lines since this time (RFC 3339) or duration ago (e.g. 10m)."`
+	Tail       string `help:"Only this many last lines of each container (or all)." default:"all"`
+	Timestamps bool   `short:"t" help:"Show each line's time."`
+}
+
+func (c logsCmd) Run(g *globals) error {
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if !c.Follow {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+	}
+	err = client.StreamLogs(ctx, c.Service, api.LogsRequest{Follow: c.Follow, Since: c.Since, Tail: c.Tail}, func(l api.LogLine) error {
+		prefix := l.Container + "@" + l.Machine + " | "
+		if c.Timestamps && !l.Time.IsZero() {
+			prefix = l.Time.Format(time.RFC3339Nano) + " " + prefix
+		}
+		_, err := fmt.Fprintln(os.Stdout, prefix+l.Text)
+		return err
+	})
+	if ctx.Err() != nil && c.Follow {
+		return nil // interrupted: the normal end of -f
+	}
+	return err
+}
+
+type execCmd struct {
+	Container string   `help:"Container name; default: a running one, this machine's first."`
+	Service   string   `arg:"" help:"Service name."`
+	Cmd       []string `arg:"" passthrough:"" help:"Command and arguments."`
+}
+
+func (c execCmd) Run(g *globals) error {
+	var res api.ExecResult
+	err := callAgentTimeout(g, 10*time.Minute, "POST", "/v1/services/"+url.PathEscape(c.Service)+"/exec",
+		api.ExecRequest{Cmd: c.Cmd, Container: c.Container}, &res)
+	if err != nil {
+		return err
+	}
+	os.Stdout.WriteString(res.Stdout)
+	os.Stderr.WriteString(res.Stderr)
+	if res.ExitCode != 0 {
+		fmt.Fprintf(os.Stderr, "uncloud: %s in %s@%s exited with %d\n", strings.Join(c.Cmd, " "), res.Container, res.Machine, res.ExitCode)
+		os.Exit(res.ExitCode)
+	}
+	return nil
+}
+
+// longCommand bounds commands that create or remove many containers; each
+// container's own call is bounded by the agent.
+const longCommand = 30 * time.Minute
+
+func callAgentTimeout(g *globals, timeout time.Duration, method, path string, in, out any) error {
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return client.Do(ctx, method, path, in, out)
+}

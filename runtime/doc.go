@@ -1,0 +1,13 @@
+// Package runtime owns Docker on one machine: the per-machine bridge
+// network `uncloud` (the machine's /24, the tunnel MTU, no Docker
+// masquerade), the host firewall rules that let the mesh reach containers
+// by their own addresses, containers (create, start, stop, remove, logs,
+// exec, inspect), images, health, and the watcher that keeps this
+// machine's container records in the replicated state true.
+//
+// Everything here acts on the local Docker Engine only; the agent calls
+// other machines' runtimes through the machine API. The Docker API version
+// is negotiated, so the same code talks to Docker 20.10 (API 1.41) and to
+// Docker 28 and later, whose bridge networks need an explicit gateway mode
+// before routed traffic may reach containers.
+package runtime

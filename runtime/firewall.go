@@ -1,0 +1,237 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+)
+
+// Firewall installs and removes the host rules of a machine's bridge.
+// Apply is idempotent: it replaces the contents of the agent's own chains
+// and adds a jump to each only where none exists, so repeating it (every
+// resync, after Docker restarts, after the agent was killed) leaves one
+// copy of everything. Remove takes out only what Apply added.
+type Firewall interface {
+	Apply(ctx context.Context, r Rules) error
+	Remove(ctx context.Context, r Rules) error
+}
+
+// Rules describe what the host must do for one machine's bridge.
+type Rules struct {
+	Subnet netip.Prefix // the machine's /24
+	Mesh   netip.Prefix // 10.210.0.0/16
+	Bridge string       // uncloud-br
+	// MeshInterface is the WireGuard interface; empty in netstack mode
+	// (no kernel path to the mesh: only internet access and DNS rules).
+	MeshInterface string
+	MTU           int
+	// Tag, if set, names the chains UNCLOUD-<Tag>-*, for tests.
+	Tag string
+}
+
+func (r Rules) chain(name string) string {
+	if r.Tag != "" {
+		return "UNCLOUD-" + r.Tag + "-" + name
+	}
+	return "UNCLOUD-" + name
+}
+
+// Chain is one of the agent's chains: its table, its name, the built-in
+// (or Docker's) chain that jumps to it, and its rules in iptables syntax.
+type Chain struct {
+	Table string
+	Name  string
+	// From lists the chains that may hold the jump, best first: DOCKER-USER
+	// exists only where Docker manages iptables.
+	From  []string
+	Rules []string
+}
+
+// Chains are the agent's rules for r. Why each exists:
+//   - raw: a packet arriving on the bridge with a source outside the
+//     machine's /24, or with the gateway's (the machine's own) address,
+//     is dropped before routing: a container cannot pose as another
+//     machine's containers, as a mesh address or as its host.
+//   - filter, from DOCKER-USER: Docker's FORWARD policy is DROP; mesh
+//     traffic between the bridge and the WireGuard interface is accepted
+//     both ways with its addresses intact, and containers reach the
+//     internet. DOCKER-USER is the chain Docker promises to leave alone.
+//   - filter INPUT: containers may ask the machine's resolver (port 53 on
+//     the gateway) even on a host whose INPUT policy is strict.
+//   - nat: mesh destinations leave unchanged (ACCEPT ends the nat table,
+//     so no later MASQUERADE sees them); everything else from the /24 is
+//     masqueraded, since Docker's own masquerade is off for this network.
+//   - mangle: TCP SYNs crossing the tunnel get their MSS clamped to the
+//     tunnel MTU, for hosts whose containers' MTU is larger.
+func (r Rules) Chains() []Chain {
+	sub, mesh, br, wg := r.Subnet.Masked().String(), r.Mesh.Masked().String(), r.Bridge, r.MeshInterface
+	gw := r.Subnet.Masked().Addr().Next().String()
+	mss := r.MTU - 40
+	raw := Chain{Table: "raw", Name: r.chain("RAW"), From: []string{"PREROUTING"}, Rules: []string{
+		fmt.Sprintf("-i %s ! -s %s -j DROP", br, sub),
+		fmt.Sprintf("-i %s -s %s -j DROP", br, gw), // the gateway is the host: never a container
+	}}
+	fwd := Chain{Table: "filter", Name: r.chain("FWD"), From: []string{"DOCKER-USER", "FORWARD"}}
+	fwd.Rules = append(fwd.Rules, fmt.Sprintf("-i %s ! -s %s -j DROP", br, sub))
+	if wg != "" {
+		fwd.Rules = append(fwd.Rules,
+			fmt.Sprintf("-i %s -o %s -s %s -d %s -j ACCEPT", br, wg, sub, mesh),
+			fmt.Sprintf("-i %s -o %s -s %s -d %s -j ACCEPT", wg, br, mesh, sub))
+	}
+	fwd.Rules = append(fwd.Rules,
+		fmt.Sprintf("-i %s ! -o %s -s %s ! -d %s -j ACCEPT", br, br, sub, mesh),
+		fmt.Sprintf("-o %s ! -s %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", br, mesh))
+	in := Chain{Table: "filter", Name: r.chain("IN"), From: []string{"INPUT"}, Rules: []string{
+		fmt.Sprintf("-i %s -s %s -d %s -p udp --dport 53 -j ACCEPT", br, sub, gw),
+		fmt.Sprintf("-i %s -s %s -d %s -p tcp --dport 53 -j ACCEPT", br, sub, gw),
+	}}
+	nat := Chain{Table: "nat", Name: r.chain("NAT"), From: []string{"POSTROUTING"}, Rules: []string{
+		fmt.Sprintf("-s %s -d %s -j ACCEPT", sub, mesh),
+		fmt.Sprintf("-s %s ! -o %s -j MASQUERADE", sub, br),
+	}}
+	chains := []Chain{raw, fwd, in, nat}
+	if wg != "" {
+		chains = append(chains, Chain{Table: "mangle", Name: r.chain("MSS"), From: []string{"FORWARD"}, Rules: []string{
+			fmt.Sprintf("-i %s -o %s -p tcp --tcp-flags SYN,RST SYN -m tcpmss --mss %d:65535 -j TCPMSS --set-mss %d", br, wg, mss+1, mss),
+			fmt.Sprintf("-i %s -o %s -p tcp --tcp-flags SYN,RST SYN -m tcpmss --mss %d:65535 -j TCPMSS --set-mss %d", wg, br, mss+1, mss),
+		}})
+	}
+	return chains
+}
+
+// RestoreScript is the iptables-restore --noflush input that creates or
+// replaces the contents of the agent's chains (declaring a chain flushes
+// it), leaving every other chain as it is.
+func (r Rules) RestoreScript() string {
+	var b strings.Builder
+	byTable := map[string][]Chain{}
+	var order []string
+	for _, c := range r.Chains() {
+		if _, ok := byTable[c.Table]; !ok {
+			order = append(order, c.Table)
+		}
+		byTable[c.Table] = append(byTable[c.Table], c)
+	}
+	for _, t := range order {
+		fmt.Fprintf(&b, "*%s\n", t)
+		for _, c := range byTable[t] {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", c.Name)
+		}
+		for _, c := range byTable[t] {
+			for _, rule := range c.Rules {
+				fmt.Fprintf(&b, "-A %s %s\n", c.Name, rule)
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}
+
+// IPTables applies Rules with the iptables commands (the nft or legacy
+// backend, whichever the host's Docker uses, since both go through the
+// same iptables binary).
+type IPTables struct {
+	// Binary defaults to "iptables"; Restore to "iptables-restore".
+	Binary, Restore string
+	mu              sync.Mutex
+}
+
+func (f *IPTables) bins() (string, string) {
+	b, r := f.Binary, f.Restore
+	if b == "" {
+		b = "iptables"
+	}
+	if r == "" {
+		r = "iptables-restore"
+	}
+	return b, r
+}
+
+// Apply implements Firewall.
+func (f *IPTables) Apply(ctx context.Context, r Rules) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	bin, restore := f.bins()
+	if err := enableForwarding(); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, restore, "-w", "--noflush")
+	cmd.Stdin = strings.NewReader(r.RestoreScript())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("install the uncloud chains with %s: %w: %s", restore, err, bytes.TrimSpace(out))
+	}
+	for _, c := range r.Chains() {
+		from, err := f.jumpSource(ctx, bin, c)
+		if err != nil {
+			return err
+		}
+		if f.run(ctx, bin, "-t", c.Table, "-C", from, "-j", c.Name) == nil {
+			continue
+		}
+		if err := f.run(ctx, bin, "-t", c.Table, "-I", from, "1", "-j", c.Name); err != nil {
+			return fmt.Errorf("jump from %s/%s to %s: %w", c.Table, from, c.Name, err)
+		}
+	}
+	return nil
+}
+
+// Remove implements Firewall: the jumps, then the agent's chains.
+func (f *IPTables) Remove(ctx context.Context, r Rules) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	bin, _ := f.bins()
+	var firstErr error
+	for _, c := range r.Chains() {
+		for _, from := range c.From {
+			for f.run(ctx, bin, "-t", c.Table, "-D", from, "-j", c.Name) == nil {
+			}
+		}
+		if f.run(ctx, bin, "-t", c.Table, "-L", c.Name, "-n") != nil {
+			continue // not there
+		}
+		if err := f.run(ctx, bin, "-t", c.Table, "-F", c.Name); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if err := f.run(ctx, bin, "-t", c.Table, "-X", c.Name); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// jumpSource is the first chain of c.From that exists.
+func (f *IPTables) jumpSource(ctx context.Context, bin string, c Chain) (string, error) {
+	for _, from := range c.From {
+		if f.run(ctx, bin, "-t", c.Table, "-L", from, "-n") == nil {
+			return from, nil
+		}
+	}
+	return "", fmt.Errorf("none of the chains %v exists in table %s", c.From, c.Table)
+}
+
+func (f *IPTables) run(ctx context.Context, bin string, args ...string) error {
+	out, err := exec.CommandContext(ctx, bin, append([]string{"-w"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// enableForwarding turns on IPv4 forwarding, which Docker also needs;
+// it is a host-wide switch, so it is never turned off again.
+func enableForwarding() error {
+	const p = "/proc/sys/net/ipv4/ip_forward"
+	b, err := os.ReadFile(p)
+	if err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+
+	"github.com/uncloud-mesh/uncloud/crdt"
+)
+
+// Errors of the runtime; the agent maps them to API answers.
+var (
+	ErrBadSpec       = errors.New("bad container spec")
+	ErrNotFound      = errors.New("no such container")
+	ErrImageNotFound = errors.New("image not found")
+	ErrNameTaken     = errors.New("name taken")
+)
+
+// ContainerSpec is what a container of a service is made from. It travels
+// from the machine that ran the command to the machine that runs the
+// container, and is kept in the container's LabelSpec label.
+type ContainerSpec struct {
+	Service string   `json:"service"`
+	Name    string   `json:"name,omitempty"` // the container's name; default <service>-<random>
+	Image   string   `json:"image"`
+	Cmd     []string `json:"cmd,omitempty"`
+	Env     []string `json:"env,omitempty"`     // K=V
+	Volumes []string `json:"volumes,omitempty"` // VOLUME:/path[:ro] or /host/path:/path[:ro]
+	Ports   []string `json:"ports,omitempty"`   // crdt.PortSpec text
+	Restart string   `json:"restart,omitempty"` // no, always, unless-stopped, on-failure[:N]
+	// Health, when set, is Docker's health check test: ["CMD", arg…] (run
+	// inside the container, no shell), ["CMD-SHELL", "command"], or just
+	// the arguments (CMD form). Checked every 2 s; 3 failures make the
+	// container unhealthy.
+	Health []string `json:"health,omitempty"`
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// CheckName accepts service and container names: DNS labels, since they
+// become <name>.internal and <name>.<machine>.machine.internal.
+func CheckName(what, name string) error {
+	if !dnsLabel.MatchString(name) {
+		return fmt.Errorf("%w: %s %q must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+			ErrBadSpec, what, name)
+	}
+	return nil
+}
+
+// Validate checks every field and says which one is wrong with which input.
+func (s ContainerSpec) Validate() error {
+	if err := CheckName("service name", s.Service); err != nil {
+		return err
+	}
+	if s.Name != "" {
+		if err := CheckName("container name", s.Name); err != nil {
+			return err
+		}
+	}
+	if strings.TrimSpace(s.Image) == "" || strings.ContainsAny(s.Image, " \t\n") {
+		return fmt.Errorf("%w: image %q", ErrBadSpec, s.Image)
+	}
+	for _, e := range s.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n") {
+			return fmt.Errorf("%w: environment %q is not KEY=VALUE", ErrBadSpec, e)
+		}
+	}
+	for _, v := range s.Volumes {
+		if _, err := ParseVolume(v); err != nil {
+			return err
+		}
+	}
+	if _, err := s.PortList(); err != nil {
+		return err
+	}
+	if _, err := ParseRestart(s.Restart); err != nil {
+		return err
+	}
+	if t := s.HealthTest(); len(t) == 1 || (len(t) > 0 && t[0] == "CMD-SHELL" && len(t) != 2) {
+		return fmt.Errorf("%w: health check %q has no command", ErrBadSpec, s.Health)
+	}
+	return nil
+}
+
+// HealthTest is Health in Docker's form, or nil.
+func (s ContainerSpec) HealthTest() []string {
+	if len(s.Health) == 0 {
+		return nil
+	}
+	if s.Health[0] == "CMD" || s.Health[0] == "CMD-SHELL" {
+		return s.Health
+	}
+	return append([]string{"CMD"}, s.Health...)
+}
+
+// PortList parses the published ports into the records' form: the
+// container port and protocol, named with the host for ingress ports.
+func (s ContainerSpec) PortList() ([]crdt.ContainerPort, error) {
+	var out []crdt.ContainerPort
+	for _, p := range s.Ports {
+		ps, err := crdt.ParsePortSpec(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadSpec, err)
+		}
+		proto := ps.Protocol
+		if ps.Ingress() {
+			proto = "tcp"
+		}
+		out = append(out, crdt.ContainerPort{Port: ps.Port, Protocol: proto, Name: ps.Host})
+	}
+	return out, nil
+}
+
+// ParseVolume parses VOLUME:/path[:ro] (a named Docker volume on the
+// machine that runs the container) or /host/path:/path[:ro] (a bind mount).
+func ParseVolume(v string) (mount.Mount, error) {
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return mount.Mount{}, fmt.Errorf("%w: volume %q is not VOLUME:/path[:ro]", ErrBadSpec, v)
+	}
+	m := mount.Mount{Source: parts[0], Target: parts[1], Type: mount.TypeVolume}
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "ro":
+			m.ReadOnly = true
+		case "rw":
+		default:
+			return m, fmt.Errorf("%w: volume %q: mode %q is not ro or rw", ErrBadSpec, v, parts[2])
+		}
+	}
+	if m.Source == "" || !strings.HasPrefix(m.Target, "/") {
+		return m, fmt.Errorf("%w: volume %q: needs a source and an absolute container path", ErrBadSpec, v)
+	}
+	if strings.HasPrefix(m.Source, "/") {
+		m.Type = mount.TypeBind
+	} else if !regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`).MatchString(m.Source) {
+		return m, fmt.Errorf("%w: volume %q: %q is not a volume name or absolute path", ErrBadSpec, v, m.Source)
+	}
+	return m, nil
+}
+
+// ParseRestart parses a restart policy; empty means unless-stopped, so a
+// service survives reboots and Docker restarts unless someone stopped it.
+func ParseRestart(s string) (container.RestartPolicy, error) {
+	name, count, hasCount := strings.Cut(s, ":")
+	p := container.RestartPolicy{Name: container.RestartPolicyMode(name)}
+	switch name {
+	case "":
+		p.Name = container.RestartPolicyUnlessStopped
+	case "no", "always", "unless-stopped":
+	case "on-failure":
+		if hasCount {
+			n, err := strconv.Atoi(count)
+			if err != nil || n < 0 {
+				return p, fmt.Errorf("%w: restart %q: %q is not a retry count", ErrBadSpec, s, count)
+			}
+			p.MaximumRetryCount = n
+		}
+		return p, nil
+	default:
+		return p, fmt.Errorf("%w: restart %q is not no, always, unless-stopped or on-failure[:N]", ErrBadSpec, s)
+	}
+	if hasCount {
+		return p, fmt.Errorf("%w: restart %q: only on-failure takes a count", ErrBadSpec, s)
+	}
+	return p, nil
+}

@@ -1,0 +1,132 @@
+// Command echoserver is the test workload of the runtime tests: a static
+// HTTP server that answers with its host name, the address it was reached
+// at and the address the request came from (so a test sees whether
+// anything rewrote the source). "echoserver get URL" fetches a URL and
+// prints the answer, which lets a test make one container call another
+// (the image has nothing else in it). "echoserver spoof SRC DST PORT"
+// sends one UDP datagram with a forged source address through a raw
+// socket, to test that the host drops it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "get" {
+		os.Exit(get(os.Args[2]))
+	}
+	if len(os.Args) == 5 && os.Args[1] == "spoof" {
+		os.Exit(spoof(os.Args[2], os.Args[3], os.Args[4]))
+	}
+	addr := ":8080"
+	if p := os.Getenv("PORT"); p != "" {
+		addr = ":" + p
+	}
+	host, _ := os.Hostname()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+		localIP := ""
+		if local != nil {
+			localIP, _, _ = net.SplitHostPort(local.String())
+		}
+		fmt.Printf("request %s from %s\n", r.URL.Path, remote)
+		fmt.Fprintf(w, "host=%s addr=%s remote=%s\n", host, localIP, remote)
+	})
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		body, err := fetch(r.Context(), r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Write(body)
+	})
+	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("exiting on request")
+		os.Exit(3)
+	})
+	fmt.Printf("listening on %s as %s\n", addr, host)
+	if err := http.ListenAndServe(addr, mux); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func fetch(ctx context.Context, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
+
+func get(url string) int {
+	body, err := fetch(context.Background(), url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Stdout.Write(body)
+	return 0
+}
+
+// spoof sends a UDP datagram "spoofed" from src to dst:port, building the
+// IPv4 header itself (IPPROTO_RAW implies IP_HDRINCL; the kernel fills in
+// the header checksum and length).
+func spoof(src, dst, port string) int {
+	s, err1 := netip.ParseAddr(src)
+	d, err2 := netip.ParseAddr(dst)
+	var p uint16
+	_, err3 := fmt.Sscan(port, &p)
+	if err1 != nil || err2 != nil || err3 != nil || !s.Is4() || !d.Is4() {
+		fmt.Fprintln(os.Stderr, "usage: echoserver spoof SRC DST PORT")
+		return 2
+	}
+	payload := []byte("spoofed")
+	pkt := make([]byte, 28+len(payload))
+	pkt[0] = 0x45
+	total := len(pkt)
+	pkt[2], pkt[3] = byte(total>>8), byte(total)
+	pkt[8] = 64
+	pkt[9] = syscall.IPPROTO_UDP
+	s4, d4 := s.As4(), d.As4()
+	copy(pkt[12:16], s4[:])
+	copy(pkt[16:20], d4[:])
+	pkt[20], pkt[21] = 0x30, 0x39 // source port 12345
+	pkt[22], pkt[23] = byte(p>>8), byte(p)
+	ulen := 8 + len(payload)
+	pkt[24], pkt[25] = byte(ulen>>8), byte(ulen)
+	copy(pkt[28:], payload)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "raw socket:", err)
+		return 1
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: d4}); err != nil {
+		fmt.Fprintln(os.Stderr, "send:", err)
+		return 1
+	}
+	fmt.Println("sent")
+	return 0
+}

@@ -60,6 +60,7 @@ type Daemon struct {
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
+	dns           atomic.Pointer[dnsService] // the resolver, once started (dns.go)
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -134,6 +135,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, err
 	}
 	if err := d.startJoinServer(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.startDNS(ctx); err != nil {
 		return nil, err
 	}
 	if err := d.startLocalAPI(ctx); err != nil {

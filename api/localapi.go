@@ -163,6 +163,9 @@ func NewLocalHandler(b Backend) http.Handler {
 	mux.HandleFunc("DELETE /v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, b.RevokeToken(r.Context(), r.PathValue("id")))
 	})
+	if db, ok := b.(DNSBackend); ok {
+		registerDNS(mux, db)
+	}
 	return mux
 }
 

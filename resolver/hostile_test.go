@@ -37,9 +37,9 @@ func seeds() [][]byte {
 	}
 	out = append(out,
 		nil, []byte{0}, make([]byte, 12),
-		[]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1}, // name pointing at itself
+		[]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1},                                                          // name pointing at itself
 		[]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 3, 'w', 'e', 'b', 0, 0, 1, 0, 1, 0, 0, 41, 0xff, 0xff, 0, 0, 0, 0, 0xff, 0xff}, // OPT rdlen past the end
-		[]byte{0, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, // counts with nothing behind
+		[]byte{0, 1, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},                                                        // counts with nothing behind
 	)
 	return out
 }

@@ -200,6 +200,15 @@ func reusePort(network, address string, c syscall.RawConn) error {
 func (s *Server) ServePacket(ctx context.Context, c net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	if udp, ok := c.(*net.UDPConn); ok {
+		return s.serveBatch(ctx, udp)
+	}
+	return s.serveGeneric(ctx, c)
+}
+
+// serveGeneric reads one datagram at a time: for the netstack's sockets
+// (and kernel sockets where there is no recvmmsg).
+func (s *Server) serveGeneric(ctx context.Context, c net.PacketConn) error {
 	buf := make([]byte, maxUDP+1) // a longer datagram arrives cut: FORMERR
 	out := make([]byte, 0, maxMessage)
 	key := make([]byte, 0, maxKey+1)

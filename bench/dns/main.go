@@ -3,7 +3,7 @@
 // light fixed rate, and the program prints queries per second and p50/p99
 // latency for each, then a one-line summary of ratios.
 //
-// The uncloud resolver runs in this process (the real resolver.Server and
+// The uncloud resolver runs in a child process (the real resolver.Server and
 // resolver.Index, fed through the same Watcher interface the agent feeds
 // from the replicated state, on one SO_REUSEPORT UDP socket per core, as
 // the agent serves). dnsmasq runs as a child with the same names in an
@@ -47,6 +47,7 @@ type options struct {
 	outstanding int
 	profile     string
 	keep        bool
+	serve       bool // child mode: be the uncloud resolver
 }
 
 func main() {
@@ -56,11 +57,19 @@ func main() {
 	flag.IntVar(&o.records, "records", 1000, "names served (container names, A records)")
 	flag.IntVar(&o.rate, "rate", 1000, "queries per second of the light load (dnsperf -Q)")
 	flag.IntVar(&o.outstanding, "outstanding", 100, "queries in flight at saturation (dnsperf -q)")
-	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the uncloud resolver's saturated runs to this file")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the uncloud resolver process (all its runs) to this file")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (hosts file, query file, dnsmasq log)")
+	flag.BoolVar(&o.serve, "serve", false, "internal: run the uncloud resolver for the parent benchmark (prints its address, serves until stdin closes)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.serve {
+		if err := serveChild(ctx, o); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/dns resolver: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintf(os.Stderr, "bench/dns: %v\n", err)
 		os.Exit(1)
@@ -97,7 +106,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	ucAddr, stopUC, err := startUncloud(ctx, in)
+	ucAddr, stopUC, err := startUncloud(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -123,13 +132,6 @@ func run(ctx context.Context, o options) error {
 		{server: "uncloud", load: "saturated"}, {server: "dnsmasq", load: "saturated"},
 		{server: "uncloud", load: fmt.Sprintf("%d QPS", o.rate)}, {server: "dnsmasq", load: fmt.Sprintf("%d QPS", o.rate)},
 	}
-	var prof *os.File
-	if o.profile != "" {
-		if prof, err = os.Create(o.profile); err != nil {
-			return err
-		}
-		defer prof.Close()
-	}
 	load1, _ := os.ReadFile("/proc/loadavg")
 	for round := range o.rounds {
 		for i, r := range rows {
@@ -141,14 +143,7 @@ func run(ctx context.Context, o options) error {
 			if i >= 2 {
 				rate = o.rate
 			}
-			profiling := prof != nil && r.server == "uncloud" && rate == 0 && round == 0
-			if profiling {
-				pprof.StartCPUProfile(prof)
-			}
 			res, err := dnsperf(ctx, addr, queries, o.duration, rate, q)
-			if profiling {
-				pprof.StopCPUProfile()
-			}
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", r.server, r.load, err)
 			}
@@ -250,31 +245,80 @@ func (s static) Watch(ctx context.Context, prefix string) (<-chan crdt.Change, e
 	return ch, nil
 }
 
-func startUncloud(ctx context.Context, in []crdt.Record) (string, func(), error) {
+// startUncloud runs the resolver in a child process (this program with
+// -serve), as dnsmasq runs in its own: neither shares a runtime or a
+// garbage collector with dnsperf's output parser here.
+func startUncloud(ctx context.Context, o options) (string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	args := []string{"-serve", "-records", strconv.Itoa(o.records)}
+	if o.profile != "" {
+		args = append(args, "-cpuprofile", o.profile)
+	}
+	cmd := exec.CommandContext(ctx, self, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start the resolver child: %w", err)
+	}
+	stop := func() { stdin.Close(); cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("resolver child: %w", err)
+	}
+	return strings.TrimSpace(line), stop, nil
+}
+
+// serveChild is the resolver process: the real Index and Server, one
+// SO_REUSEPORT socket per core, as the agent serves.
+func serveChild(ctx context.Context, o options) error {
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { io.Copy(io.Discard, os.Stdin); cancel() }()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	idx := resolver.NewIndex("id1", nil, log)
-	go idx.Run(ctx, static(in))
+	go idx.Run(ctx, static(records(o.records)))
 	select {
 	case <-idx.Ready():
 	case <-time.After(10 * time.Second):
-		cancel()
-		return "", nil, fmt.Errorf("uncloud index not ready")
+		return fmt.Errorf("index not ready")
 	}
 	srv, err := resolver.NewServer(resolver.Config{Index: idx, ResolvConf: "/nonexistent", Logger: log})
 	if err != nil {
-		cancel()
-		return "", nil, err
+		return err
 	}
 	pcs, err := resolver.ListenUDP(ctx, "127.0.0.1:0", runtime.GOMAXPROCS(0))
 	if err != nil {
-		cancel()
-		return "", nil, err
+		return err
 	}
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Println(pcs[0].LocalAddr().String())
+	done := make(chan struct{}, len(pcs))
 	for _, pc := range pcs {
-		go srv.ServePacket(ctx, pc)
+		go func() { srv.ServePacket(ctx, pc); done <- struct{}{} }()
 	}
-	return pcs[0].LocalAddr().String(), cancel, nil
+	for range pcs {
+		<-done
+	}
+	return nil
 }
 
 func startDnsmasq(ctx context.Context, dir, hosts string, n int) (string, func(), error) {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,7 +106,7 @@ func (d *Daemon) startDNS(ctx context.Context) error {
 // listenHost serves on a host address: one UDP socket per core sharing
 // the port (SO_REUSEPORT), and TCP.
 func (s *dnsService) listenHost(d *Daemon, ctx context.Context, addr string) error {
-	pcs, err := resolver.ListenUDP(ctx, addr, runtime.GOMAXPROCS(0))
+	pcs, err := resolver.ListenUDP(ctx, addr, resolver.UDPSockets())
 	if err != nil {
 		return err
 	}

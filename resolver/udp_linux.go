@@ -92,7 +92,16 @@ func (s *Server) batchLoop(ctx context.Context, c *net.UDPConn, fd int) error {
 			}
 		}
 	}
+	drained := true // the last recvmmsg left the queue empty: poll first
 	for {
+		if drained {
+			if _, err := unix.Poll(pfd, pollTimeout); err != nil && err != unix.EINTR {
+				return fmt.Errorf("resolver: poll %s: %w", c.LocalAddr(), err)
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
 		for i := range batch {
 			riov[i].Base = &bufs[i][0]
 			riov[i].SetLen(len(bufs[i]))
@@ -103,22 +112,14 @@ func (s *Server) batchLoop(ctx context.Context, c *net.UDPConn, fd int) error {
 			rhdr[i].hdr.Control, rhdr[i].hdr.Controllen, rhdr[i].hdr.Flags = nil, 0, 0
 		}
 		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&rhdr[0])), batch, unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if _, err := unix.Poll(pfd, pollTimeout); err != nil && err != unix.EINTR {
-				return fmt.Errorf("resolver: poll %s: %w", c.LocalAddr(), err)
-			}
+		if e != 0 {
+			// EAGAIN: nothing after all; EINTR, or an ICMP error queued on
+			// the socket: try again.
+			drained = e == unix.EAGAIN
 			continue
 		}
-		if e != 0 {
-			if ctx.Err() != nil {
-				return nil
-			}
-			continue // EINTR, ICMP errors queued on the socket: next batch
-		}
 		n := int(r)
+		drained = n < batch
 		todo := 0
 		for i := range n {
 			p := bufs[i][:rhdr[i].n]

@@ -154,10 +154,22 @@ func run(ctx context.Context, o options) error {
 	}
 	load2, _ := os.ReadFile("/proc/loadavg")
 
+	// Each figure is the median of its rounds, taken on its own.
 	med := func(r *row) result {
-		runs := slices.Clone(r.runs)
-		slices.SortFunc(runs, func(a, b result) int { return int(a.qps - b.qps) })
-		return runs[len(runs)/2]
+		pick := func(get func(result) float64) float64 {
+			v := make([]float64, 0, len(r.runs))
+			for _, x := range r.runs {
+				v = append(v, get(x))
+			}
+			slices.Sort(v)
+			return v[len(v)/2]
+		}
+		return result{
+			qps:  pick(func(x result) float64 { return x.qps }),
+			p50:  time.Duration(pick(func(x result) float64 { return float64(x.p50) })),
+			p99:  time.Duration(pick(func(x result) float64 { return float64(x.p99) })),
+			lost: int(pick(func(x result) float64 { return float64(x.lost) })),
+		}
 	}
 	fmt.Printf("DNS, %d A records, dnsperf on loopback, %v per run, %d round(s), %d CPUs, %s\n",
 		o.records, o.duration, o.rounds, runtime.NumCPU(), runtime.Version())
@@ -297,7 +309,7 @@ func serveChild(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	pcs, err := resolver.ListenUDP(ctx, "127.0.0.1:0", runtime.GOMAXPROCS(0))
+	pcs, err := resolver.ListenUDP(ctx, "127.0.0.1:0", resolver.UDPSockets())
 	if err != nil {
 		return err
 	}

@@ -148,6 +148,10 @@ func TestDNS(t *testing.T) {
 	} {
 		waitDig(ctx, t, f.hosts[0], m1, name, "A", want, 10*time.Second)
 	}
+	// TCP, to the netstack machine's resolver through the tunnel.
+	if out, err := f.hosts[0].Run(ctx, "dig", "@"+m3, "+tcp", "+short", "m1.machine.internal"); err != nil || strings.TrimSpace(out) != m1 {
+		t.Fatalf("dig +tcp @%s m1.machine.internal: %q %v", m3, out, err)
+	}
 	if got, err := dig(ctx, f.hosts[0], m1, "_http._tcp.web.internal", "SRV"); err != nil || len(got) != 6 || !strings.Contains(strings.Join(got, " "), "0 1 8080 web-1.m2.machine.internal.") {
 		t.Fatalf("SRV: %v %v", got, err)
 	}

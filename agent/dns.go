@@ -200,15 +200,21 @@ func (r *meshReach) refresh(ctx context.Context) {
 
 func (r *meshReach) compute(ctx context.Context, now time.Time) map[string]bool {
 	d := r.d
-	alive := map[string]bool{}
-	for _, m := range d.gossip.Members() {
-		if m.State == gossip.Alive {
-			alive[m.Name] = true
-		}
-	}
 	peers, err := d.dev.Peers()
 	if err != nil {
 		d.log.Warn("dns: read WireGuard peers", "err", err)
+	}
+	return reachableSet(d.state.MachineID, d.gossip.Members(), peers, d.knownMachines(ctx), now)
+}
+
+// reachableSet is this machine plus every known machine that gossip has
+// alive and whose WireGuard session with this machine is fresh.
+func reachableSet(self string, members []gossip.Member, peers []tun.PeerStatus, known []knownMachine, now time.Time) map[string]bool {
+	alive := map[string]bool{}
+	for _, m := range members {
+		if m.State == gossip.Alive {
+			alive[m.Name] = true
+		}
 	}
 	fresh := map[int]bool{} // subnet number → a fresh session
 	for _, p := range peers {
@@ -221,8 +227,8 @@ func (r *meshReach) compute(ctx context.Context, now time.Time) map[string]bool 
 			}
 		}
 	}
-	out := map[string]bool{d.state.MachineID: true}
-	for _, m := range d.knownMachines(ctx) {
+	out := map[string]bool{self: true}
+	for _, m := range known {
 		if alive[m.ID] && fresh[m.Subnet] {
 			out[m.ID] = true
 		}

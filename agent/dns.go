@@ -74,7 +74,12 @@ func (d *Daemon) startDNS(ctx context.Context) error {
 	if v := os.Getenv(dnsUpstreamsEnv); v != "" {
 		ups = strings.Split(v, ",")
 	}
-	srv, err := resolver.NewServer(resolver.Config{Index: idx, Upstreams: ups,
+	// Mesh machines, local containers (they are in this machine's /24)
+	// and local programs; nobody else, whatever interface a packet for
+	// the mesh address arrives on.
+	allow := []netip.Prefix{netip.MustParsePrefix("10.210.0.0/16"), netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("::1/128")}
+	srv, err := resolver.NewServer(resolver.Config{Index: idx, Upstreams: ups, Allow: allow,
 		Exclude: []netip.Addr{mesh}, Logger: d.log.With("component", "dns")})
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)

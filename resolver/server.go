@@ -46,7 +46,11 @@ type Config struct {
 	// TCPIdle closes a TCP connection with no query for this long;
 	// default 10 s.
 	TCPIdle time.Duration
-	Logger  *slog.Logger
+	// Allow are the client addresses served; others get no answer at
+	// all (no amplification, no open resolver even when a packet for the
+	// listening address arrives on another interface). Empty: everyone.
+	Allow  []netip.Prefix
+	Logger *slog.Logger
 }
 
 // Server answers DNS over UDP and TCP: the zone from its Index, every
@@ -58,6 +62,7 @@ type Server struct {
 	log    *slog.Logger
 	tcpSem chan struct{}
 	idle   time.Duration
+	allow  []netip.Prefix
 	stats  Stats
 }
 
@@ -69,6 +74,7 @@ type Stats struct {
 	CacheHits  atomic.Uint64
 	ServFail   atomic.Uint64 // forwards that got no answer, or found no room
 	Dropped    atomic.Uint64 // not answered: responses, garbage
+	Denied     atomic.Uint64 // not answered: a client outside Allow
 	TCPRefused atomic.Uint64 // connections closed for want of room
 }
 
@@ -86,7 +92,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.TCPIdle <= 0 {
 		cfg.TCPIdle = 10 * time.Second
 	}
-	s := &Server{idx: cfg.Index, log: cfg.Logger, tcpSem: make(chan struct{}, cfg.MaxTCPConns), idle: cfg.TCPIdle}
+	s := &Server{idx: cfg.Index, log: cfg.Logger, tcpSem: make(chan struct{}, cfg.MaxTCPConns), idle: cfg.TCPIdle,
+		allow: cfg.Allow}
 	ups := cfg.Upstreams
 	if len(ups) == 0 {
 		var err error
@@ -114,6 +121,21 @@ func (s *Server) Upstreams() []string {
 		return nil
 	}
 	return s.fwd.upstreams
+}
+
+// allowed says whether the client at a is served.
+func (s *Server) allowed(a netip.Addr) bool {
+	if len(s.allow) == 0 {
+		return true
+	}
+	a = a.Unmap()
+	for _, p := range s.allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	s.stats.Denied.Add(1)
+	return false
 }
 
 // replier sends an answer back to the client; nil means none.
@@ -245,6 +267,14 @@ func (s *Server) serveGeneric(ctx context.Context, c net.PacketConn) error {
 			}
 			return fmt.Errorf("resolver: read %s: %w", c.LocalAddr(), err)
 		}
+		if udp == nil {
+			ap, ok := addrPortOf(addr)
+			if !ok || !s.allowed(ap.Addr()) {
+				continue
+			}
+		} else if !s.allowed(from.Addr()) {
+			continue
+		}
 		resp, act := s.respond(buf[:n], out, key, false, &rot)
 		switch act {
 		case actReply:
@@ -296,6 +326,10 @@ func (s *Server) ServeStream(ctx context.Context, ln net.Listener) error {
 				continue
 			}
 			return fmt.Errorf("resolver: accept on %s: %w", ln.Addr(), err)
+		}
+		if ap, ok := addrPortOf(c.RemoteAddr()); !ok || !s.allowed(ap.Addr()) {
+			c.Close()
+			continue
 		}
 		select {
 		case s.tcpSem <- struct{}{}:
@@ -393,4 +427,16 @@ func (s *Server) Query(ctx context.Context, name string, qtype uint16) (*dns.Msg
 		return nil, fmt.Errorf("resolver: answer to %q: %w", name, err)
 	}
 	return r, nil
+}
+
+// addrPortOf reads a UDP or TCP address (the netstack's too).
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort(), true
+	case *net.TCPAddr:
+		return a.AddrPort(), true
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	return ap, err == nil
 }

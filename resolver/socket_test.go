@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
@@ -233,4 +234,28 @@ func TestDig(t *testing.T) {
 	if out := dig("-x", "10.210.1.5", "+short"); strings.TrimSpace(out) != "big-3.m1.machine.internal." {
 		t.Fatalf("reverse: %q", out)
 	}
+}
+
+// A client outside Allow gets no answer at all, over UDP or TCP.
+func TestAllow(t *testing.T) {
+	mesh := netip.MustParsePrefix("10.210.0.0/16")
+	l := startLive(t, Config{Allow: []netip.Prefix{mesh}}, nil)
+	l.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	for _, netw := range []string{"udp", "tcp"} {
+		addr := l.udp
+		if netw == "tcp" {
+			addr = l.tcp
+		}
+		c := &dns.Client{Net: netw, Timeout: 500 * time.Millisecond}
+		if r, _, err := c.Exchange(question("m1.machine.internal.", dns.TypeA), addr); err == nil {
+			t.Fatalf("%s from 127.0.0.1, outside %v: answered %v", netw, mesh, r)
+		}
+	}
+	if l.srv.Stats().Denied.Load() == 0 {
+		t.Fatal("denied clients not counted")
+	}
+	// Loopback allowed: answered.
+	l2 := startLive(t, Config{Allow: []netip.Prefix{mesh, netip.MustParsePrefix("127.0.0.0/8")}}, nil)
+	l2.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	waitFor(t, l2.udp, "m1.machine.internal.", []string{"10.210.1.1"})
 }

@@ -130,6 +130,11 @@ func (s *Server) batchLoop(ctx context.Context, c *net.UDPConn, fd int) error {
 		todo := 0
 		for i := range n {
 			p := bufs[i][:rhdr[i].n]
+			if len(s.allow) > 0 {
+				if from, ok := sockaddrPort(&names[i], rhdr[i].hdr.Namelen); !ok || !s.allowed(from.Addr()) {
+					continue
+				}
+			}
 			resp, act := s.respond(p, outs[i][:0], key, false, &rot)
 			switch act {
 			case actReply:

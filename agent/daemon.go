@@ -68,7 +68,8 @@ type Daemon struct {
 	storeUp       atomic.Bool // d.store is set (it is read by callbacks the store runs while opening)
 	nat           *natLayer   // NAT traversal; nil until started
 	ingress       *ingressRunner
-	containers    *containerPart // Docker, see containers.go
+	containers    *containerPart             // Docker, see containers.go
+	dns           atomic.Pointer[dnsService] // the resolver, once started (dns.go)
 
 	ctx     context.Context // the daemon's lifetime, for work started by calls
 	cancel  context.CancelFunc
@@ -150,6 +151,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, err
 	}
 	d.startIngress(ctx)
+	if err := d.startDNS(ctx); err != nil {
+		return nil, err
+	}
 	if err := d.startLocalAPI(ctx); err != nil {
 		return nil, err
 	}

@@ -171,6 +171,9 @@ func NewLocalHandler(b Backend) http.Handler {
 	if cb, ok := b.(ContainerBackend); ok {
 		registerContainerRoutes(mux, cb)
 	}
+	if db, ok := b.(DNSBackend); ok {
+		registerDNS(mux, db)
+	}
 	return mux
 }
 

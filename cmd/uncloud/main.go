@@ -30,6 +30,7 @@ type cli struct {
 	Status  statusCmd  `cmd:"" help:"Show this machine and its WireGuard peers."`
 	Mesh    meshCmd    `cmd:"" help:"Show how this machine reaches each peer: direct or relayed, endpoint, NAT type, handshake, RTT."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
+	DNS     dnsCmd     `cmd:"" name:"dns" help:"What this machine's resolver answers for .internal names."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`
 	Install installCmd `cmd:"" help:"Install and start a systemd service for the agent."`
 	Keygen  keygenCmd  `cmd:"" help:"Print a new WireGuard key pair."`

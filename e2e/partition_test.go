@@ -73,7 +73,7 @@ func TestJoinDuringPartition(t *testing.T) {
 	// The majority side lists the new machine with the lowest free subnet
 	// (once its record has replicated to m3).
 	m7Subnet := ""
-	for deadline := time.Now().Add(30 * time.Second); m7Subnet == "" && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(60 * time.Second); m7Subnet == "" && time.Now().Before(deadline); {
 		for _, m := range f.machines(ctx, t, 2) {
 			if m.Name == "m7" {
 				m7Subnet = m.Subnet

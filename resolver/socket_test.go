@@ -58,18 +58,28 @@ func startLive(t *testing.T, cfg Config, reach Reachability) *live {
 	if l.srv, err = NewServer(cfg); err != nil {
 		t.Fatal(err)
 	}
-	pcs, err := ListenUDP(ctx, "127.0.0.1:0", 2)
-	if err != nil {
-		t.Fatal(err)
+	// UDP and TCP on the same port, as dig's TCP retry expects. The free
+	// UDP port the kernel picks may be taken for TCP: try another.
+	var pcs []net.PacketConn
+	var ln net.Listener
+	for attempt := 0; ; attempt++ {
+		if pcs, err = ListenUDP(ctx, "127.0.0.1:0", 2); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = ListenTCP(ctx, pcs[0].LocalAddr().String()); err == nil {
+			break
+		}
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		if attempt == 20 {
+			t.Fatal(err)
+		}
 	}
 	l.udp = pcs[0].LocalAddr().String()
 	for _, pc := range pcs {
 		wg.Add(1)
 		go func() { defer wg.Done(); l.srv.ServePacket(ctx, pc) }()
-	}
-	ln, err := ListenTCP(ctx, l.udp) // same port, as dig's TCP retry expects
-	if err != nil {
-		t.Fatal(err)
 	}
 	l.tcp = ln.Addr().String()
 	wg.Add(1)

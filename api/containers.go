@@ -211,31 +211,9 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 		q := r.URL.Query()
 		follow, _ := strconv.ParseBool(q.Get("follow"))
 		o := LogsRequest{Follow: follow, Since: q.Get("since"), Tail: q.Get("tail")}
-		// Logs stream as JSON lines; an error after the first line is
-		// sent as a last line with only "error" set.
-		started := false
-		flusher, _ := w.(http.Flusher)
-		enc := json.NewEncoder(w)
-		err := b.ServiceLogs(r.Context(), r.PathValue("name"), o, func(l LogLine) error {
-			if !started {
-				w.Header().Set("Content-Type", "application/x-ndjson")
-				started = true
-			}
-			if err := enc.Encode(l); err != nil {
-				return err
-			}
-			if flusher != nil && o.Follow {
-				flusher.Flush()
-			}
-			return nil
+		streamLines(w, func(emit func(LogLine) error) error {
+			return b.ServiceLogs(r.Context(), r.PathValue("name"), o, emit)
 		})
-		if err != nil {
-			if !started {
-				reply(w, nil, err)
-				return
-			}
-			enc.Encode(apiError{Error: err.Error()})
-		}
 	})
 }
 

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 )
 
@@ -37,28 +36,8 @@ func registerDeployRoutes(mux *http.ServeMux, b DeployBackend) {
 			reply(w, nil, err)
 			return
 		}
-		started := false
-		flusher, _ := w.(http.Flusher)
-		enc := json.NewEncoder(w)
-		err := b.Deploy(r.Context(), req, func(e DeployEvent) error {
-			if !started {
-				w.Header().Set("Content-Type", "application/x-ndjson")
-				started = true
-			}
-			if err := enc.Encode(e); err != nil {
-				return err
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-			return nil
+		streamLines(w, func(emit func(DeployEvent) error) error {
+			return b.Deploy(r.Context(), req, emit)
 		})
-		if err != nil {
-			if !started {
-				reply(w, nil, err)
-				return
-			}
-			enc.Encode(apiError{Error: err.Error()})
-		}
 	})
 }

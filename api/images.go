@@ -39,29 +39,9 @@ func registerImageRoutes(mux *http.ServeMux, b ImageBackend) {
 			reply(w, nil, err)
 			return
 		}
-		started := false
-		flusher, _ := w.(http.Flusher)
-		enc := json.NewEncoder(w)
-		err := b.PushImage(r.Context(), req, func(p PushProgress) error {
-			if !started {
-				w.Header().Set("Content-Type", "application/x-ndjson")
-				started = true
-			}
-			if err := enc.Encode(p); err != nil {
-				return err
-			}
-			if flusher != nil {
-				flusher.Flush()
-			}
-			return nil
+		streamLines(w, func(emit func(PushProgress) error) error {
+			return b.PushImage(r.Context(), req, emit)
 		})
-		if err != nil {
-			if !started {
-				reply(w, nil, err)
-				return
-			}
-			enc.Encode(apiError{Error: err.Error()})
-		}
 	})
 }
 

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -365,41 +364,7 @@ func (d *Daemon) act(ctx context.Context, t target, id, action string) error {
 // Docker longer than the machine client's 30 s answer timeout (a create
 // or a stop on a busy machine); the caller's context bounds them.
 func (d *Daemon) callRuntime(ctx context.Context, machineID, method, path string, in, out any) error {
-	base, err := d.machineAPIURL(machineID)
-	if err != nil {
-		return err
-	}
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", method, path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := d.runtimeClient().Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return &remoteError{Status: resp.StatusCode, Message: string(bytes.TrimSpace(msg))}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
-		return fmt.Errorf("decode the answer to %s %s: %w", method, path, err)
-	}
-	return nil
+	return d.callMachineWith(ctx, d.runtimeClient(), machineID, method, path, in, out)
 }
 
 // runtimeClient is the machine client without its answer timeout, made

@@ -13,6 +13,12 @@ import (
 // mesh with mutual TLS, and decodes a JSON answer into out (if not nil).
 // A non-2xx answer becomes an error carrying the other side's message.
 func (d *Daemon) callMachine(ctx context.Context, machineID, method, path string, in, out any) error {
+	return d.callMachineWith(ctx, d.machineClient, machineID, method, path, in, out)
+}
+
+// callMachineWith is callMachine through a given client (one with other
+// timeouts, e.g. for container calls).
+func (d *Daemon) callMachineWith(ctx context.Context, client *http.Client, machineID, method, path string, in, out any) error {
 	base, err := d.machineAPIURL(machineID)
 	if err != nil {
 		return err
@@ -32,7 +38,7 @@ func (d *Daemon) callMachine(ctx context.Context, machineID, method, path string
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := d.machineClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

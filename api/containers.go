@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -227,41 +226,11 @@ func (c *Client) StreamLogs(ctx context.Context, service string, o LogsRequest, 
 	if o.Tail != "" {
 		q.Set("tail", o.Tail)
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", c.BaseURL+"/v1/services/"+url.PathEscape(service)+"/logs?"+q.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e apiError
-		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
-		}
-		return fmt.Errorf("agent answered %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 2<<20)
-	for sc.Scan() {
-		var l struct {
-			LogLine
-			Error string `json:"error"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+	return c.Stream(ctx, "GET", "/v1/services/"+url.PathEscape(service)+"/logs?"+q.Encode(), nil, func(raw json.RawMessage) error {
+		var l LogLine
+		if err := json.Unmarshal(raw, &l); err != nil {
 			return fmt.Errorf("decode log line: %w", err)
 		}
-		if l.Error != "" {
-			return fmt.Errorf("%s", l.Error)
-		}
-		if err := line(l.LogLine); err != nil {
-			return err
-		}
-	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return err
-	}
-	return nil
+		return line(l)
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 )
 
@@ -48,11 +49,15 @@ func registerImageRoutes(mux *http.ServeMux, b ImageBackend) {
 // Stream calls the local API and hands each JSON line of the answer to
 // line; a line with only "error" set ends the stream with that error.
 func (c *Client) Stream(ctx context.Context, method, path string, in any, line func(json.RawMessage) error) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
 	if err != nil {
 		return err
 	}
@@ -61,12 +66,8 @@ func (c *Client) Stream(ctx context.Context, method, path string, in any, line f
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e apiError
-		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
-		}
-		return fmt.Errorf("agent answered %s", resp.Status)
+	if err := answerError(resp); err != nil {
+		return err
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 2<<20)

@@ -256,12 +256,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e apiError
-		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
-		}
-		return fmt.Errorf("agent answered %s", resp.Status)
+	if err := answerError(resp); err != nil {
+		return err
 	}
 	if out == nil {
 		return nil
@@ -270,4 +266,17 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("decode agent answer to %s: %w", path, err)
 	}
 	return nil
+}
+
+// answerError turns a non-2xx answer of the local API into its error
+// message ({"error": …}), or the HTTP status when it has none.
+func answerError(resp *http.Response) error {
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	var e apiError
+	if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
+		return fmt.Errorf("%s", e.Error)
+	}
+	return fmt.Errorf("agent answered %s", resp.Status)
 }

@@ -135,18 +135,22 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err := d.startStore(ctx); err != nil {
 		return nil, err
 	}
-	if err := d.publishMachine(ctx); err != nil {
+	// The machine API serves before the record is announced (here, or by
+	// NAT's first publish a tick later): whoever hears of a new machine's
+	// first record fetches it from that machine, and a refused fetch
+	// waits for the next announcement.
+	d.startContainers(ctx)
+	if err := d.startNAT(ctx); err != nil {
 		return nil, err
 	}
-	if err := d.startNAT(ctx); err != nil {
+	if err := d.startMachineAPI(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.publishMachine(ctx); err != nil {
 		return nil, err
 	}
 	d.rejoinKnown(ctx)
 	d.startPeerManager(ctx)
-	d.startContainers(ctx)
-	if err := d.startMachineAPI(ctx); err != nil {
-		return nil, err
-	}
 	if err := d.startJoinServer(ctx); err != nil {
 		return nil, err
 	}

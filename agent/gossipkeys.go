@@ -194,52 +194,84 @@ func (d *Daemon) handlePushKeyring(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// pullKeyrings asks one known machine at a time for its keyring: the way
-// a machine that was down or partitioned during a rotation catches up.
-// Its gossip cannot carry the news: it no longer has the key. Right after
-// start it asks every few seconds until one machine answers (a machine
-// restarted after a rotation must not wait out the long interval), then
-// every keyringPullInterval.
+// pullKeyrings is how a machine that was down or partitioned during a
+// rotation catches up: its gossip cannot carry the news, it no longer has
+// the key. Right after start it asks every known machine at once, every
+// keyringStartupRetry, until a majority of them have answered: one other
+// machine that is just as stale (restarted too, or removed without this
+// one knowing yet) must not convince it that its key is current. Then it
+// asks one random machine every keyringPullInterval.
 func (d *Daemon) pullKeyrings(ctx context.Context) {
 	defer d.wg.Done()
-	wait := time.Duration(0)
-	for answered := false; ; {
+	answered := map[string]bool{}
+	for wait := time.Duration(0); ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		if d.pullKeyringOnce(ctx) {
-			answered = true
+		others := d.otherKnownMachines(ctx)
+		if len(others) > 0 && len(answered) <= len(others)/2 {
+			for _, id := range d.pullKeyringsFrom(ctx, others) {
+				answered[id] = true
+			}
+		} else if len(others) > 0 {
+			d.pullKeyringsFrom(ctx, []string{others[mrand.N(len(others))]})
 		}
 		wait = keyringStartupRetry
-		if answered {
+		if len(others) > 0 && len(answered) > len(others)/2 {
 			wait = keyringPullInterval/2 + mrand.N(keyringPullInterval)
 		}
 	}
 }
 
-// pullKeyringOnce asks a random known machine for its keyring and adopts
-// it if newer; it reports whether the machine answered.
-func (d *Daemon) pullKeyringOnce(ctx context.Context) bool {
+func (d *Daemon) otherKnownMachines(ctx context.Context) []string {
 	var others []string
 	for _, m := range d.knownMachines(ctx) {
 		if m.ID != d.state.MachineID {
 			others = append(others, m.ID)
 		}
 	}
-	if len(others) == 0 {
-		return false
+	return others
+}
+
+// pullKeyringsFrom asks the machines at once, adopts the newest keyring
+// heard (if newer than ours) and returns who answered.
+func (d *Daemon) pullKeyringsFrom(ctx context.Context, ids []string) []string {
+	type answer struct {
+		id string
+		k  gossipKeyring
 	}
-	id := others[mrand.N(len(others))]
-	callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var k gossipKeyring
-	if err := d.callMachine(callCtx, id, http.MethodGet, keyringPath, nil, &k); err != nil {
-		return false // unreachable now; another one next time
+	answers := make(chan answer, len(ids))
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			var k gossipKeyring
+			if err := d.callMachine(callCtx, id, http.MethodGet, keyringPath, nil, &k); err == nil {
+				answers <- answer{id, k} // unreachable ones are asked next round
+			}
+		})
 	}
-	if _, err := d.adoptKeyring(k); err != nil {
-		d.log.Warn("keyring from another machine refused", "machine", id, "err", err)
+	wg.Wait()
+	close(answers)
+	var who []string
+	var newest *answer
+	for a := range answers {
+		who = append(who, a.id)
+		if err := a.k.validate(); err != nil {
+			d.log.Warn("keyring from another machine refused", "machine", a.id, "err", err)
+			continue
+		}
+		if newest == nil || a.k.newer(newest.k) {
+			newest = &a
+		}
 	}
-	return true
+	if newest != nil {
+		if _, err := d.adoptKeyring(newest.k); err != nil {
+			d.log.Warn("keyring from another machine refused", "machine", newest.id, "err", err)
+		}
+	}
+	return who
 }

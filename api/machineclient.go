@@ -11,6 +11,10 @@ import (
 	"time"
 )
 
+// machineDialTimeout bounds connecting to another machine's API, TLS
+// handshake included.
+const machineDialTimeout = 10 * time.Second
+
 // NewMachineClient returns an HTTP client for other machines' APIs. Each
 // connection is pinned to the identity key of the machine that owns the
 // dialed mesh address (lookup), and dialed with dial, so in netstack mode
@@ -27,6 +31,13 @@ func NewMachineClient(id *Identity, lookup func(netip.Addr) (ed25519.PublicKey, 
 			if err != nil {
 				return nil, fmt.Errorf("identity of the machine at %v: %w", ap.Addr(), err)
 			}
+			// Without a bound, a dial to a machine across a partition
+			// waits out TCP's SYN retries (about two minutes) and holds
+			// whatever waits on it, such as a block fetch that could ask
+			// another machine. 10 s covers a lost WireGuard handshake
+			// (retried after 5 s) on a slow relayed path.
+			ctx, cancel := context.WithTimeout(ctx, machineDialTimeout)
+			defer cancel()
 			raw, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err

@@ -73,6 +73,7 @@ func TestJoinDuringPartition(t *testing.T) {
 	// The majority side lists the new machine with the lowest free subnet
 	// (once its record has replicated to m3).
 	m7Subnet := ""
+	seenFrom := time.Now()
 	for deadline := time.Now().Add(60 * time.Second); m7Subnet == "" && time.Now().Before(deadline); {
 		for _, m := range f.machines(ctx, t, 2) {
 			if m.Name == "m7" {
@@ -85,6 +86,8 @@ func TestJoinDuringPartition(t *testing.T) {
 	}
 	if m7Subnet != "10.210.6.0/24" {
 		t.Errorf("m7 got subnet %q on the majority side, want 10.210.6.0/24", m7Subnet)
+	} else {
+		t.Logf("m7's record reached m3 within %v", time.Since(seenFrom).Round(10*time.Millisecond))
 	}
 	// The minority side admitted nobody.
 	for _, i := range []int{0, 1} {

@@ -22,6 +22,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +47,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle window for the RSS and CPU figures")
 	userspace := flag.Bool("userspace", false, "run every agent in netstack mode")
 	logs := flag.String("logs", "", "write each agent's log to this directory at the end of each size")
+	profile := flag.String("profile", "", "save the first agent's CPU profile over the idle window, and its heap after it, in this directory")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "formation: needs root (network namespaces): sudo go run ./bench/formation")
@@ -67,7 +70,7 @@ func main() {
 		if err != nil || n < 1 || n > 200 {
 			fail(fmt.Errorf("size %q: want a number of machines from 1 to 200", s))
 		}
-		r, err := measure(ctx, bin, n+1, *idle, *userspace, *logs)
+		r, err := measure(ctx, bin, n+1, *idle, *userspace, *logs, *profile)
 		if err != nil {
 			fail(fmt.Errorf("%d machines: %w", n, err))
 		}
@@ -107,7 +110,7 @@ type network struct {
 	mode    []string
 }
 
-func measure(ctx context.Context, bin string, n int, idle time.Duration, userspace bool, logs string) (_ []row, err error) {
+func measure(ctx context.Context, bin string, n int, idle time.Duration, userspace bool, logs, profile string) (_ []row, err error) {
 	l, err := lab.New(ctx, lab.Options{Uncloud: bin})
 	if err != nil {
 		return nil, err
@@ -218,7 +221,22 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 		}
 	}
 	fmt.Fprintf(os.Stderr, "%d machines: idle window %v…\n", n, idle)
+	var profiled sync.WaitGroup
+	if profile != "" {
+		profiled.Go(func() {
+			path := fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(idle.Seconds())-1))
+			if err := net.saveProfile(ctx, path, filepath.Join(profile, fmt.Sprintf("cpu-%d.pb.gz", n))); err != nil {
+				fmt.Fprintf(os.Stderr, "cpu profile: %v\n", err)
+			}
+		})
+	}
 	time.Sleep(idle)
+	profiled.Wait()
+	if profile != "" {
+		if err := net.saveProfile(ctx, "/debug/pprof/heap", filepath.Join(profile, fmt.Sprintf("heap-%d.pb.gz", n))); err != nil {
+			fmt.Fprintf(os.Stderr, "heap profile: %v\n", err)
+		}
+	}
 	var cpus, rss []float64
 	for i := range n {
 		c, err := cpuSeconds(net.procs[i].Pid())
@@ -333,6 +351,27 @@ func (w *network) token(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("token on m1: %w", err)
 	}
 	return t.Token, nil
+}
+
+// saveProfile writes one of the first agent's pprof answers to file.
+func (w *network) saveProfile(ctx context.Context, path, file string) error {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", w.clients[0].BaseURL+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := w.clients[0].HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s from %s: %w", path, w.hosts[0].Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s from %s: %s %w", path, w.hosts[0].Name, resp.Status, err)
+	}
+	return os.WriteFile(file, body, 0o644)
 }
 
 func (w *network) get(ctx context.Context, i int, path string, out any) error {

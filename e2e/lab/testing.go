@@ -2,7 +2,10 @@ package lab
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -29,6 +32,7 @@ func Start(t testing.TB) *Lab {
 			for _, p := range l.Processes() {
 				t.Logf("--- %s (pid %d) stderr, last 3000 bytes:\n%s", p.Name, p.Pid(), tail(p.Log(), 3000))
 			}
+			saveLogs(t, l)
 			if l.keepDir {
 				t.Logf("lab directory kept: %s", l.Dir)
 			}
@@ -38,6 +42,28 @@ func Start(t testing.TB) *Lab {
 		}
 	})
 	return l
+}
+
+// saveLogs writes every process's whole log under $UNCLOUD_LAB_LOGS/<test>/
+// when that is set: the tails above rarely hold the cause of a flaky
+// failure.
+func saveLogs(t testing.TB, l *Lab) {
+	dir := os.Getenv("UNCLOUD_LAB_LOGS")
+	if dir == "" {
+		return
+	}
+	dir = filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("save logs: %v", err)
+		return
+	}
+	for _, p := range l.Processes() {
+		name := fmt.Sprintf("%s.%d.log", strings.ReplaceAll(p.Name, "/", "_"), p.Pid())
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(p.Log()), 0o644); err != nil {
+			t.Logf("save logs: %v", err)
+		}
+	}
+	t.Logf("whole logs saved in %s", dir)
 }
 
 // MustHost is AddHost that fails the test on error.

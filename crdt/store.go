@@ -248,14 +248,23 @@ func (s *Store) syncLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.SyncInterval)
 	defer t.Stop()
+	var synced uint64 // badger's newest commit version at the last sync
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
+			// Nothing committed since the last pass, nothing to flush or
+			// compact: an idle machine skips the msync calls.
+			v := s.db.DB.MaxVersion()
+			if v == synced {
+				continue
+			}
 			if err := s.Sync(context.Background()); err != nil {
 				s.log.Warn("periodic sync", "err", err)
+				continue
 			}
+			synced = v
 			if _, err := compactIfNeeded(s.db, badgerOptions().NumLevelZeroTables); err != nil {
 				s.log.Warn("periodic compaction", "err", err)
 			}

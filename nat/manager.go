@@ -68,9 +68,10 @@ type Peer struct {
 	PreferredRelay bool
 }
 
-// Timing of path selection. Probes are cheap (about 150 bytes each way),
-// so a direct path is checked every two seconds: a NAT that forgot its
-// mapping is noticed within seconds, not KubeSpan's minutes.
+// Timing of path selection. A direct path that carries traffic is checked
+// every two seconds unless WireGuard keeps receiving on it: a NAT that
+// forgot its mapping is noticed within seconds, not KubeSpan's minutes.
+// An idle one is checked every idleProbeInterval (directProbeDue).
 const (
 	tickInterval          = 250 * time.Millisecond
 	pollInterval          = time.Second
@@ -79,6 +80,7 @@ const (
 	callMeMaybeInterval   = 2 * time.Second
 	directProbeInterval   = 2 * time.Second
 	directDeadAfter       = 7 * time.Second
+	idleProbeInterval     = 10 * time.Second
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
 	badRelayFor           = 30 * time.Second
@@ -301,7 +303,7 @@ func (m *Manager) poll() {
 		if p == nil || p.key != st.PublicKey {
 			continue
 		}
-		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes}
+		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes, tx: st.TxBytes}
 		if st.Relay != nil {
 			li.relayed, li.via = true, st.Relay.Relay
 		}

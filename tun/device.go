@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/device"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -24,6 +25,7 @@ const (
 // Device is one machine's end of the mesh.
 type Device struct {
 	cfg  Config
+	pub  Key // cfg.PrivateKey's public half, computed once (an X25519 multiplication)
 	mode Mode
 	mtu  int
 	log  *slog.Logger
@@ -35,6 +37,10 @@ type Device struct {
 
 	mu    sync.Mutex // serialises peer changes and guards peers
 	peers map[Key]Peer
+
+	statusMu sync.Mutex // guards the shared Peers answer
+	status   []PeerStatus
+	statusAt time.Time
 
 	closeOnce sync.Once
 }
@@ -50,7 +56,7 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	d := &Device{cfg: cfg, log: cfg.Logger, peers: make(map[Key]Peer)}
+	d := &Device{cfg: cfg, pub: cfg.PrivateKey.PublicKey(), log: cfg.Logger, peers: make(map[Key]Peer)}
 
 	d.mtu = cfg.MTU
 	if d.mtu == 0 {
@@ -117,7 +123,7 @@ func (d *Device) InterfaceName() string {
 }
 
 // PublicKey is this machine's WireGuard public key.
-func (d *Device) PublicKey() Key { return d.cfg.PrivateKey.PublicKey() }
+func (d *Device) PublicKey() Key { return d.pub }
 
 // ListenPort is the UDP port WireGuard (and STUN) listen on.
 func (d *Device) ListenPort() uint16 { return d.cfg.ListenPort }

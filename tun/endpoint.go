@@ -20,7 +20,7 @@ func (d *Device) SetEndpoint(key Key, endpoint string) error {
 	if !ok {
 		return fmt.Errorf("set endpoint of %s: no such peer", key)
 	}
-	if err := d.wg.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", key.hexString(), endpoint)); err != nil {
+	if err := d.ipcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", key.hexString(), endpoint)); err != nil {
 		return fmt.Errorf("set endpoint of %s to %s: %w", key, endpoint, err)
 	}
 	p.Endpoint = netip.AddrPort{}

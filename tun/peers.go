@@ -2,9 +2,11 @@ package tun
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,7 +39,7 @@ func (d *Device) SetPeer(p Peer) error {
 	for _, prefix := range p.AllowedIPs {
 		fmt.Fprintf(&b, "allowed_ip=%s\n", prefix.Masked())
 	}
-	if err := d.wg.IpcSet(b.String()); err != nil {
+	if err := d.ipcSet(b.String()); err != nil {
 		return fmt.Errorf("set peer %s: %w", p.PublicKey, err)
 	}
 	d.peers[p.PublicKey] = p
@@ -49,7 +51,7 @@ func (d *Device) SetPeer(p Peer) error {
 func (d *Device) RemovePeer(key Key) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.wg.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", key.hexString())); err != nil {
+	if err := d.ipcSet(fmt.Sprintf("public_key=%s\nremove=true\n", key.hexString())); err != nil {
 		return fmt.Errorf("remove peer %s: %w", key, err)
 	}
 	delete(d.peers, key)
@@ -174,7 +176,16 @@ func samePeer(a, b Peer) bool {
 // Peers reads every peer's state from wireguard-go: the endpoint in use
 // (which roaming may have changed from the configured one), the latest
 // handshake and the byte counters. Sorted by public key.
+//
+// Several parts poll it about once a second (NAT traversal, DNS
+// reachability, machine ls), so one read is shared for up to
+// peerStatusMaxAge; any change made through this Device drops it.
 func (d *Device) Peers() ([]PeerStatus, error) {
+	d.statusMu.Lock()
+	defer d.statusMu.Unlock()
+	if d.status != nil && time.Since(d.statusAt) < peerStatusMaxAge {
+		return slices.Clone(d.status), nil
+	}
 	dump, err := d.wg.IpcGet()
 	if err != nil {
 		return nil, fmt.Errorf("read wireguard state: %w", err)
@@ -183,8 +194,20 @@ func (d *Device) Peers() ([]PeerStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(peers, func(i, j int) bool { return peers[i].PublicKey.String() < peers[j].PublicKey.String() })
-	return peers, nil
+	sort.Slice(peers, func(i, j int) bool { return bytes.Compare(peers[i].PublicKey[:], peers[j].PublicKey[:]) < 0 })
+	d.status, d.statusAt = peers, time.Now()
+	return slices.Clone(peers), nil
+}
+
+// peerStatusMaxAge bounds how stale a shared Peers answer may be.
+const peerStatusMaxAge = time.Second
+
+// ipcSet configures wireguard-go and drops the shared Peers answer.
+func (d *Device) ipcSet(config string) error {
+	d.statusMu.Lock()
+	d.status = nil
+	d.statusMu.Unlock()
+	return d.wg.IpcSet(config)
 }
 
 // parsePeerDump reads the UAPI "get" format. The dump starts with this

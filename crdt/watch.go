@@ -149,14 +149,19 @@ func (h *watchHub) close() {
 func (h *watchHub) dispatch() {
 	defer h.wg.Done()
 	recheck := map[string]time.Time{}
+	// The tick runs only while rechecks are due: an idle store must not
+	// wake the process eight times a second.
 	tick := time.NewTicker(recheckDelay / 2)
-	defer tick.Stop()
+	tick.Stop()
 	ctx := context.Background()
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-h.signal:
+			if len(recheck) == 0 {
+				tick.Reset(recheckDelay / 2)
+			}
 			h.dirtyMu.Lock()
 			batch := h.dirty
 			h.dirty = map[string]hookEvent{}
@@ -182,6 +187,9 @@ func (h *watchHub) dispatch() {
 					delete(recheck, k)
 					h.apply(k, h.current(ctx, k))
 				}
+			}
+			if len(recheck) == 0 {
+				tick.Stop()
 			}
 		}
 	}

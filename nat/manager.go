@@ -74,6 +74,7 @@ type Peer struct {
 // An idle one is checked every idleProbeInterval (directProbeDue).
 const (
 	tickInterval          = 250 * time.Millisecond
+	idleTickInterval      = time.Second
 	pollInterval          = time.Second
 	probeRoundInterval    = 500 * time.Millisecond
 	probeTimeout          = 4 * time.Second
@@ -226,8 +227,13 @@ func (m *Manager) Knows(key tun.Key) bool {
 // Run works until ctx ends. It installs the relay handler on the socket.
 func (m *Manager) Run(ctx context.Context) error {
 	m.cfg.Socket.SetRelayHandler(m)
-	ticker := time.NewTicker(tickInterval)
+	// The loop ticks every tickInterval while some peer is searching for
+	// a path (probe rounds are every half second), and every
+	// idleTickInterval otherwise: settled paths are checked on a scale of
+	// seconds, and an idle agent should not wake four times a second.
+	ticker := time.NewTimer(tickInterval)
 	defer ticker.Stop()
+	fast := true
 	control := m.cfg.Socket.Control()
 	var lastPoll time.Time
 	for {
@@ -249,15 +255,43 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.onUnreachable(n)
 			m.mu.Unlock()
 		case now := <-ticker.C:
-			if now.Sub(lastPoll) >= pollInterval {
+			if now.Sub(lastPoll) >= pollInterval-tickInterval {
 				m.poll()
 				lastPoll = now
 			}
 			m.mu.Lock()
 			m.tick(ctx, now)
+			fast = m.searching()
 			m.mu.Unlock()
+			if fast {
+				ticker.Reset(tickInterval)
+			} else {
+				ticker.Reset(idleTickInterval)
+			}
+			continue
+		}
+		// An event may have started a search: tick now rather than up to
+		// idleTickInterval later (a joining machine waits on it).
+		if !fast {
+			m.mu.Lock()
+			fast = m.searching()
+			m.mu.Unlock()
+			if fast {
+				ticker.Reset(0)
+			}
 		}
 	}
+}
+
+// searching reports whether some peer is probing for a path. Runs under
+// m.mu.
+func (m *Manager) searching() bool {
+	for _, p := range m.table.Load().byID {
+		if p.probing || p.path == PathProbing {
+			return true
+		}
+	}
+	return false
 }
 
 // applyPeers builds the new peer table, keeping path state.

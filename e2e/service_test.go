@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/runtime/testimage"
+)
+
+// TestServiceEndToEnd is the whole path of a service, with real
+// containers and nothing written behind the agents' backs: `uncloud run`
+// puts two replicas on m1 and m2 (each with its own dockerd) with a
+// published HTTP route; every machine's resolver answers web.internal with
+// both, a container reaches the service by that name, and the ingress on
+// m3 (netstack, no Docker) serves app.test from both. Then `scale` to one
+// and `rm`: the resolvers and the ingress follow.
+func TestServiceEndToEnd(t *testing.T) {
+	if _, err := exec.LookPath("dig"); err != nil {
+		t.Skip("dig not installed (Debian dnsutils; scripts/test installs it)")
+	}
+	ctx := context.Background()
+	c := newContainerLab(ctx, t, withDocker, withDocker, userspace)
+	if out, err := c.uncloud(ctx, t, 0, "image", "push", testimage.Tag, "-m", "m2"); err != nil {
+		t.Fatalf("image push: %v\n%s", err, out)
+	}
+	if out, err := c.uncloud(ctx, t, 0, "machine", "role", "add", "m3", "ingress"); err != nil {
+		t.Fatalf("role add: %v\n%s", err, out)
+	}
+	out, err := c.uncloud(ctx, t, 0, "run", "--name", "web", "--replicas", "2", "-p", "app.test:8080/http", testimage.Tag)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	web := c.running(ctx, t, 2, "web", 2) // as m3 sees it
+	var addrs []string
+	names := map[string]bool{}
+	for _, ci := range web {
+		addrs = append(addrs, ci.Address)
+		names[ci.Name] = true
+	}
+	slices.Sort(addrs)
+	machines := map[string]string{}
+	for _, m := range c.machines(ctx, t, 0) {
+		machines[m.Name] = m.Address
+	}
+
+	// Every resolver, asked from h1 (m3's lives in its netstack and is
+	// reached through the tunnel).
+	start := time.Now()
+	for _, m := range []string{"m1", "m2", "m3"} {
+		waitDig(ctx, t, c.hosts[0], machines[m], "web.internal", "A", addrs, 30*time.Second)
+	}
+	t.Logf("web.internal answers both containers on all three resolvers %v after ps showed them", time.Since(start).Round(10*time.Millisecond))
+	// A container finds the service by name (Docker's embedded DNS
+	// forwards to the machine's resolver) and reaches it across the mesh.
+	from := web[0].Name
+	eventuallyE2E(t, "a container reaches web.internal", 30*time.Second, func() error {
+		s, err := c.uncloud(ctx, t, 0, "exec", "--container", from, "web", "/echoserver", "get", "http://web.internal:8080/")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(s, "host=web-") {
+			return fmt.Errorf("answer %q", s)
+		}
+		return nil
+	})
+
+	// The ingress on m3 serves app.test from both containers.
+	probe, err := c.hosts[0].StartHelper(ctx, "probe", "httpprobe", true,
+		"-url", "http://"+c.hosts[2].Addr.String()+"/", "-host", "app.test", "-every", "100ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := func(from int, want map[string]bool, timeout time.Duration) int {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for {
+			out := probe.Output()
+			got := map[string]bool{}
+			for _, line := range strings.Split(out[from:], "\n") {
+				if f := strings.Fields(line); len(f) > 1 && f[0] == "ok" && strings.HasPrefix(f[1], "host=") {
+					got[strings.TrimPrefix(f[1], "host=")] = true
+				}
+			}
+			if len(got) == len(want) && func() bool {
+				for n := range want {
+					if !got[n] {
+						return false
+					}
+				}
+				return true
+			}() {
+				return len(out)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ingress on m3 answered from %v, want %v; probe output since:\n%s", got, want, lastBytes(out[from:], 2000))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	mark := seen(0, names, 60*time.Second)
+	t.Logf("the ingress on m3 serves app.test from %d containers", len(names))
+
+	// Scale down to one: the resolvers and the ingress keep only it.
+	if out, err := c.uncloud(ctx, t, 1, "scale", "web", "1"); err != nil {
+		t.Fatalf("scale: %v\n%s", err, out)
+	}
+	left := c.running(ctx, t, 2, "web", 1)
+	for _, m := range []string{"m1", "m3"} {
+		waitDig(ctx, t, c.hosts[0], machines[m], "web.internal", "A", []string{left[0].Address}, 30*time.Second)
+	}
+	// Only the remaining container answers once the route has changed.
+	mark = len(probe.Output())
+	mark = seen(mark, map[string]bool{left[0].Name: true}, 30*time.Second)
+	time.Sleep(time.Second)
+	if recent := probe.Output()[mark:]; strings.Contains(recent, "fail") {
+		t.Errorf("requests failed after the scale-down settled:\n%s", lastBytes(recent, 2000))
+	}
+
+	// Remove the service: no answers, and the ingress says it has no route.
+	if out, err := c.uncloud(ctx, t, 0, "rm", "web"); err != nil {
+		t.Fatalf("rm: %v\n%s", err, out)
+	}
+	for _, m := range []string{"m1", "m2", "m3"} {
+		waitDig(ctx, t, c.hosts[0], machines[m], "web.internal", "A", nil, 30*time.Second)
+	}
+	eventuallyE2E(t, "the ingress drops app.test", 30*time.Second, func() error {
+		out := probe.Output()
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "fail status 404") && !strings.HasPrefix(last, "fail status 502") {
+			return fmt.Errorf("last probe answer %q", last)
+		}
+		return nil
+	})
+}
+
+// lastBytes is the end of a long log, for a failure message.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}

@@ -32,7 +32,7 @@ import (
 // replayed to the relay is forwarded again, within the sender's rate
 // limit, and the receiver's WireGuard drops it as a replay.
 const (
-	relayHeaderLen = 44
+	relayHeaderLen = tun.RelayOverhead // the tunnel MTU leaves room for it
 	relayMACOff    = 28
 
 	relayForward     = 1

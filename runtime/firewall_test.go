@@ -129,5 +129,9 @@ func TestNetworkMismatch(t *testing.T) {
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("%s: mismatch = %q, want %q", tc.name, got, tc.want)
 		}
+		// Only an MTU that differs may be kept while containers are attached.
+		if only := onlyMTUDiffers(n, subnet, gw, want); only != (tc.name == "mtu") {
+			t.Errorf("%s: onlyMTUDiffers = %v", tc.name, only)
+		}
 	}
 }

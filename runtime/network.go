@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strconv"
 
@@ -52,6 +53,15 @@ func (r *Runtime) EnsureNetwork(ctx context.Context, subnet netip.Prefix, mtu in
 		if problem == "" {
 			return nil
 		}
+		if cur.Labels[LabelManaged] == "true" && len(cur.Containers) > 0 && onlyMTUDiffers(cur, subnet, gateway, want) {
+			// An upgrade changed the tunnel MTU. Replacing the network
+			// would mean stopping its containers; a container MTU above
+			// the tunnel's still works (the kernel answers with "fragmentation
+			// needed"), so keep it until it is empty.
+			r.log.Warn("Docker network keeps its old MTU while containers are attached", "network", r.cfg.Network,
+				"mtu", cur.Options[optMTU], "want", mtu)
+			return nil
+		}
 		if cur.Labels[LabelManaged] != "true" || len(cur.Containers) > 0 {
 			return fmt.Errorf("Docker network %q exists but %s: remove it (docker network rm %s, after moving its containers) and restart the agent",
 				r.cfg.Network, problem, r.cfg.Network)
@@ -78,6 +88,16 @@ func (r *Runtime) EnsureNetwork(ctx context.Context, subnet netip.Prefix, mtu in
 	}
 	r.log.Info("created Docker network", "network", r.cfg.Network, "subnet", subnet, "bridge", r.cfg.Bridge, "mtu", mtu)
 	return nil
+}
+
+// onlyMTUDiffers: the network matches apart from its MTU option.
+func onlyMTUDiffers(n network.Inspect, subnet netip.Prefix, gateway netip.Addr, want map[string]string) bool {
+	if got, ok := n.Options[optMTU]; !ok || got == want[optMTU] {
+		return false
+	}
+	same := maps.Clone(want)
+	same[optMTU] = n.Options[optMTU]
+	return networkMismatch(n, subnet, gateway, same) == ""
 }
 
 // networkMismatch says how an existing network differs from the one

@@ -79,7 +79,7 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	cfg.Subnet = cfg.Subnet.Masked()
 	if cfg.MTU == 0 {
-		cfg.MTU = 1420
+		cfg.MTU = 1376 // tun.MaxMTU
 	}
 	if cfg.MTU < 1280 || cfg.MTU > 9000 {
 		return nil, fmt.Errorf("runtime: MTU %d is outside 1280..9000", cfg.MTU)

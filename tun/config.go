@@ -19,10 +19,16 @@ const (
 	DefaultInterfaceName = "uncloud"
 	DefaultListenPort    = 51820
 	// MaxMTU is the tunnel MTU on a 1500-byte underlay: 1500 minus 80 bytes
-	// of IPv6+UDP+WireGuard overhead, as wg-quick computes it.
-	MaxMTU = 1420
-	// WireGuardOverhead is subtracted from the underlay MTU.
+	// of IPv6+UDP+WireGuard overhead (wg-quick's 1420), minus RelayOverhead,
+	// so that a full-size datagram still fits when it is relayed.
+	MaxMTU = 1376
+	// WireGuardOverhead and RelayOverhead are subtracted from the underlay
+	// MTU. RelayOverhead is the header the nat package puts in front of a
+	// relayed datagram; without the room, every full-size relayed datagram
+	// left as two IP fragments (measured: relayed throughput 93–108 Mbit/s
+	// at 1420, 106–127 at 1376; direct paths showed no difference).
 	WireGuardOverhead = 80
+	RelayOverhead     = 44
 	// DefaultKeepalive keeps NAT mappings open; 25 s is below common UDP timeouts.
 	DefaultKeepalive = 25 * time.Second
 )

@@ -51,7 +51,8 @@ func underlayMTU(skipLink string) int {
 	return mtu
 }
 
-// tunnelMTU is min(MaxMTU, underlay - WireGuardOverhead), as DESIGN §3 says.
+// tunnelMTU is min(MaxMTU, underlay - WireGuardOverhead - RelayOverhead).
+// DESIGN §3 has wg-quick's rule without the relay's room; see MaxMTU.
 func tunnelMTU(underlay int) int {
-	return min(MaxMTU, underlay-WireGuardOverhead)
+	return min(MaxMTU, underlay-WireGuardOverhead-RelayOverhead)
 }

@@ -205,7 +205,7 @@ func (r *meshReach) refresh(ctx context.Context) {
 
 func (r *meshReach) compute(ctx context.Context, now time.Time) map[string]bool {
 	d := r.d
-	peers, err := d.dev.Peers()
+	peers, err := d.dev.RecentPeers(time.Second) // the NAT layer polls it too
 	if err != nil {
 		d.log.Warn("dns: read WireGuard peers", "err", err)
 	}

@@ -103,7 +103,7 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 	mgr, err := nat.New(nat.Config{
 		PrivateKey:   d.state.WireGuardKey,
 		ListenPort:   d.state.ListenPort,
-		Device:       d.dev,
+		Device:       pollingDevice{d.dev},
 		Socket:       d.dev.Bind(),
 		Filter:       filter,
 		Public:       public,
@@ -233,3 +233,10 @@ func (d *Daemon) Mesh(ctx context.Context) (api.MeshStatus, error) {
 	out.At = time.Now().UTC()
 	return out, nil
 }
+
+// pollingDevice gives the NAT layer's once-a-second poll the peer state
+// read by another poller in the same second (the resolver's reachability
+// view), rather than a second read of all of WireGuard's peers.
+type pollingDevice struct{ *tun.Device }
+
+func (p pollingDevice) Peers() ([]tun.PeerStatus, error) { return p.RecentPeers(time.Second) }

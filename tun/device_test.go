@@ -125,6 +125,18 @@ func TestDeviceMixedModesAndPeerAPI(t *testing.T) {
 	}
 	handshake := st.LastHandshake
 
+	// RecentPeers shares one read between pollers: more traffic does not
+	// show within maxAge, a fresh Peers does, and a peer change drops it.
+	if err := echoOnce(ctx, p.userspace, addr); err != nil {
+		t.Fatalf("second echo: %v", err)
+	}
+	if recent, err := p.kernel.RecentPeers(time.Minute); err != nil || recent[0].RxBytes != st.RxBytes {
+		t.Fatalf("RecentPeers within maxAge = %+v, %v; want the shared answer (rx %d)", recent, err, st.RxBytes)
+	}
+	if fresh, _ := p.kernel.Peers(); fresh[0].RxBytes <= st.RxBytes {
+		t.Fatalf("Peers after more traffic: rx %d, was %d", fresh[0].RxBytes, st.RxBytes)
+	}
+
 	// Adding and updating another peer leaves the existing session alone.
 	other, _ := GeneratePrivateKey()
 	third := Peer{PublicKey: other.PublicKey(), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.210.3.0/24")}}
@@ -134,6 +146,9 @@ func TestDeviceMixedModesAndPeerAPI(t *testing.T) {
 	third.Endpoint = netip.MustParseAddrPort("127.0.0.1:51999")
 	if err := p.kernel.SetPeer(third); err != nil {
 		t.Fatal(err)
+	}
+	if recent, _ := p.kernel.RecentPeers(time.Minute); len(recent) != 2 {
+		t.Fatalf("RecentPeers after SetPeer lists %d peers, want 2: a change must drop the shared answer", len(recent))
 	}
 	if err := echoOnce(ctx, p.userspace, addr); err != nil {
 		t.Fatalf("echo after adding a third peer: %v", err)

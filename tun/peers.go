@@ -176,16 +176,26 @@ func samePeer(a, b Peer) bool {
 // Peers reads every peer's state from wireguard-go: the endpoint in use
 // (which roaming may have changed from the configured one), the latest
 // handshake and the byte counters. Sorted by public key.
-//
-// Several parts poll it about once a second (NAT traversal, DNS
-// reachability, machine ls), so one read is shared for up to
-// peerStatusMaxAge; any change made through this Device drops it.
 func (d *Device) Peers() ([]PeerStatus, error) {
 	d.statusMu.Lock()
 	defer d.statusMu.Unlock()
-	if d.status != nil && time.Since(d.statusAt) < peerStatusMaxAge {
+	return d.readPeersLocked()
+}
+
+// RecentPeers is Peers for pollers: an answer at most maxAge old is
+// shared. The NAT layer and the resolver's reachability view each poll
+// once a second; one IpcGet serves both. Any change made through this
+// Device drops the shared answer.
+func (d *Device) RecentPeers(maxAge time.Duration) ([]PeerStatus, error) {
+	d.statusMu.Lock()
+	defer d.statusMu.Unlock()
+	if d.status != nil && time.Since(d.statusAt) < maxAge {
 		return slices.Clone(d.status), nil
 	}
+	return d.readPeersLocked()
+}
+
+func (d *Device) readPeersLocked() ([]PeerStatus, error) {
 	dump, err := d.wg.IpcGet()
 	if err != nil {
 		return nil, fmt.Errorf("read wireguard state: %w", err)
@@ -199,10 +209,7 @@ func (d *Device) Peers() ([]PeerStatus, error) {
 	return slices.Clone(peers), nil
 }
 
-// peerStatusMaxAge bounds how stale a shared Peers answer may be.
-const peerStatusMaxAge = time.Second
-
-// ipcSet configures wireguard-go and drops the shared Peers answer.
+// ipcSet configures wireguard-go and drops the shared RecentPeers answer.
 func (d *Device) ipcSet(config string) error {
 	d.statusMu.Lock()
 	d.status = nil

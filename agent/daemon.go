@@ -65,6 +65,7 @@ type Daemon struct {
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
 	known         atomic.Pointer[[]knownMachine]
+	reach         *meshReach  // which machines are reachable now (resolver, ingress)
 	storeUp       atomic.Bool // d.store is set (it is read by callbacks the store runs while opening)
 	nat           *natLayer   // NAT traversal; nil until started
 	ingress       *ingressRunner
@@ -154,6 +155,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err := d.startJoinServer(ctx); err != nil {
 		return nil, err
 	}
+	d.startReach(ctx)
 	d.startIngress(ctx)
 	if err := d.startDNS(ctx); err != nil {
 		return nil, err

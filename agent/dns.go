@@ -4,20 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/gossip"
 	"github.com/uncloud-mesh/uncloud/resolver"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -28,16 +25,6 @@ const DNSPort = 53
 // dnsUpstreamsEnv overrides the upstream resolvers (comma-separated IP or
 // IP:port); by default they come from /etc/resolv.conf.
 const dnsUpstreamsEnv = "UNCLOUD_DNS_UPSTREAMS"
-
-// handshakeFresh is how old a WireGuard handshake may be for its peer to
-// count as reachable: WireGuard itself refuses a session older than 180 s
-// (REJECT_AFTER_TIME), and a live peer re-handshakes before that.
-const handshakeFresh = 180*time.Second + 15*time.Second
-
-// reachCheck is how often the reachability view is recomputed from the
-// in-memory gossip member list and WireGuard's peer state (neither is the
-// store; gossip's event channel has a single reader, so it is not taken).
-const reachCheck = time.Second
 
 // dnsService is the running resolver of the daemon.
 type dnsService struct {
@@ -54,14 +41,7 @@ type dnsService struct {
 // interfaces. Failing to listen is logged, not fatal: the mesh works
 // without its DNS.
 func (d *Daemon) startDNS(ctx context.Context) error {
-	reach := &meshReach{d: d, changed: make(chan struct{}, 1)}
-	empty := map[string]bool{}
-	reach.cur.Store(&empty)
-	reach.refresh(ctx)
-	d.wg.Add(1)
-	go func() { defer d.wg.Done(); reach.run(ctx) }()
-
-	idx := resolver.NewIndex(d.state.MachineID, reach, d.log.With("component", "dns"))
+	idx := resolver.NewIndex(d.state.MachineID, d.reach.view(ctx), d.log.With("component", "dns"))
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -161,84 +141,6 @@ func (s *dnsService) serve(d *Daemon, ctx context.Context, where string, pcs []n
 	s.listen = append(s.listen, where)
 	s.mu.Unlock()
 	d.log.Info("dns serving", "addr", where, "udp sockets", len(pcs))
-}
-
-// meshReach is resolver.Reachability for this daemon: a machine is
-// reachable when gossip has it alive and this machine's own WireGuard
-// session with it is fresh. Gossip alone is not enough: memberlist's
-// indirect probes keep a machine alive that others reach and this one
-// does not.
-type meshReach struct {
-	d       *Daemon
-	cur     atomic.Pointer[map[string]bool]
-	changed chan struct{}
-}
-
-func (r *meshReach) Reachable(id string) bool { return (*r.cur.Load())[id] }
-
-func (r *meshReach) Changed() <-chan struct{} { return r.changed }
-
-func (r *meshReach) run(ctx context.Context) {
-	t := time.NewTicker(reachCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			r.refresh(ctx)
-		}
-	}
-}
-
-func (r *meshReach) refresh(ctx context.Context) {
-	next := r.compute(ctx, time.Now())
-	if maps.Equal(next, *r.cur.Load()) {
-		return
-	}
-	r.cur.Store(&next)
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (r *meshReach) compute(ctx context.Context, now time.Time) map[string]bool {
-	d := r.d
-	peers, err := d.dev.RecentPeers(time.Second) // the NAT layer polls it too
-	if err != nil {
-		d.log.Warn("dns: read WireGuard peers", "err", err)
-	}
-	return reachableSet(d.state.MachineID, d.gossip.Members(), peers, d.knownMachines(ctx), now)
-}
-
-// reachableSet is this machine plus every known machine that gossip has
-// alive and whose WireGuard session with this machine is fresh.
-func reachableSet(self string, members []gossip.Member, peers []tun.PeerStatus, known []knownMachine, now time.Time) map[string]bool {
-	alive := map[string]bool{}
-	for _, m := range members {
-		if m.State == gossip.Alive {
-			alive[m.Name] = true
-		}
-	}
-	fresh := map[int]bool{} // subnet number → a fresh session
-	for _, p := range peers {
-		if p.LastHandshake.IsZero() || now.Sub(p.LastHandshake) > handshakeFresh {
-			continue
-		}
-		for _, pfx := range p.AllowedIPs {
-			if n, ok := subnetNumber(pfx.String()); ok {
-				fresh[n] = true
-			}
-		}
-	}
-	out := map[string]bool{self: true}
-	for _, m := range known {
-		if alive[m.ID] && fresh[m.Subnet] {
-			out[m.ID] = true
-		}
-	}
-	return out
 }
 
 // DNSNames implements api.DNSBackend.

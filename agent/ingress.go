@@ -13,7 +13,6 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
-	"github.com/uncloud-mesh/uncloud/gossip"
 	"github.com/uncloud-mesh/uncloud/ingress"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -139,7 +138,7 @@ func (d *Daemon) newIngress(ctx context.Context) (*ingress.Ingress, error) {
 	in, err := ingress.Start(ctx, ingress.Config{
 		MachineID:        d.state.MachineID,
 		State:            d.store,
-		Reach:            newGossipReach(ctx, d),
+		Reach:            d.reach.view(ctx),
 		Dial:             d.dev.DialContext,
 		HTTPAddr:         httpAddr,
 		HTTPSAddr:        o.HTTPSAddr,
@@ -200,61 +199,3 @@ func (d *Daemon) Ingress(ctx context.Context) (api.IngressStatus, error) {
 	return st, nil
 }
 
-// gossipReach is ingress.Reachability from gossip liveness. memberlist's
-// view is in memory; it is compared once a second and Changed fires when
-// the set of live machines differs (gossip's event stream has one reader
-// already in mind, the agent's, so it is not taken here).
-type gossipReach struct {
-	d       *Daemon
-	mu      sync.Mutex
-	alive   map[string]bool
-	changed chan struct{}
-}
-
-func newGossipReach(ctx context.Context, d *Daemon) *gossipReach {
-	g := &gossipReach{d: d, changed: make(chan struct{}, 1)}
-	g.refresh()
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if g.refresh() {
-					select {
-					case g.changed <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	return g
-}
-
-func (g *gossipReach) refresh() bool {
-	alive := map[string]bool{}
-	for _, m := range g.d.gossip.Members() {
-		if m.State == gossip.Alive {
-			alive[m.Name] = true
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	same := len(alive) == len(g.alive)
-	for id := range alive {
-		same = same && g.alive[id]
-	}
-	g.alive = alive
-	return !same
-}
-
-func (g *gossipReach) Reachable(id string) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.alive[id]
-}
-
-func (g *gossipReach) Changed() <-chan struct{} { return g.changed }

@@ -276,13 +276,21 @@ func tail(s string, n int) string {
 }
 
 // RSS returns the process's resident memory in bytes, from /proc.
-func (p *Process) RSS() (int64, error) {
+func (p *Process) RSS() (int64, error) { return p.memory("VmRSS") }
+
+// AnonRSS is the resident anonymous memory (heap, stacks): RSS without
+// the binary's file-backed pages, which several lab processes of one
+// binary share.
+func (p *Process) AnonRSS() (int64, error) { return p.memory("RssAnon") }
+
+// memory reads one "NAME: N kB" field of /proc/PID/status, in bytes.
+func (p *Process) memory(field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		return 0, fmt.Errorf("memory of %s: %w", p.Name, err)
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			var kb int64
 			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
 				return 0, fmt.Errorf("memory of %s: parse %q: %w", p.Name, line, err)
@@ -290,5 +298,5 @@ func (p *Process) RSS() (int64, error) {
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("memory of %s: no VmRSS in /proc/%d/status", p.Name, p.Pid())
+	return 0, fmt.Errorf("memory of %s: no %s in /proc/%d/status", p.Name, field, p.Pid())
 }

@@ -83,7 +83,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		handlers: make(map[string]func(string, []byte)),
 		states:   make(map[string]stateFuncs),
 		replay:   newReplayFilter(),
-		sus:      suspicions{since: map[string]time.Time{}, syncing: map[string]bool{}},
+		sus:      suspicions{since: map[string]time.Time{}, syncing: map[string]bool{}, wake: make(chan struct{}, 1)},
 		ctx:      nctx,
 		cancel:   cancel,
 	}

@@ -32,6 +32,7 @@ type suspicions struct {
 	mu      sync.Mutex
 	since   map[string]time.Time // member name → when it was suspected
 	syncing map[string]bool      // a push/pull attempt is in flight
+	wake    chan struct{}        // a new suspicion, for a sleeping recoverLoop
 }
 
 // noteSuspect records that a probe of name failed.
@@ -43,16 +44,30 @@ func (n *Node) noteSuspect(name string) {
 	defer n.sus.mu.Unlock()
 	if _, ok := n.sus.since[name]; !ok {
 		n.sus.since[name] = time.Now()
+		select {
+		case n.sus.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // recoverLoop tries, every half probe interval, one push/pull with each
-// suspected member that has none in flight.
+// suspected member that has none in flight. With no suspect it sleeps
+// until one appears: an idle agent should not wake for nothing.
 func (n *Node) recoverLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.timing.probeInterval / 2)
 	defer t.Stop()
 	for {
+		if !n.anySuspect() {
+			t.Stop()
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-n.sus.wake:
+			}
+			t.Reset(n.timing.probeInterval / 2)
+		}
 		select {
 		case <-n.ctx.Done():
 			return
@@ -121,6 +136,12 @@ func (n *Node) trySync(name string) {
 	}) {
 		done(false)
 	}
+}
+
+func (n *Node) anySuspect() bool {
+	n.sus.mu.Lock()
+	defer n.sus.mu.Unlock()
+	return len(n.sus.since) > 0
 }
 
 // Suspected reports whether this machine's probe of the named member

@@ -174,7 +174,7 @@ func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string
 		}
 	}
 	emit := func(e api.DeployEvent) { e.Service = p.name; _ = event(e) }
-	res := d.createMany(ctx, p.spec, p.create)
+	res := d.createMany(ctx, p.spec, p.create, nil)
 	for _, r := range res.Containers {
 		if r.Error != "" {
 			emit(api.DeployEvent{Machine: r.Machine, Action: "failed", Detail: r.Error})

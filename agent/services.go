@@ -157,7 +157,7 @@ func (d *Daemon) service(ctx context.Context, name string) (*crdt.Service, error
 }
 
 // RunService implements api.ContainerBackend.
-func (d *Daemon) RunService(ctx context.Context, req api.RunRequest) (api.ServiceResult, error) {
+func (d *Daemon) RunService(ctx context.Context, req api.RunRequest, progress func(api.ContainerResult)) (api.ServiceResult, error) {
 	if req.Name == "" {
 		req.Name = serviceNameFromImage(req.Image)
 	}
@@ -213,7 +213,7 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest) (api.Servic
 	if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
 	}
-	res := d.createMany(ctx, spec, placed)
+	res := d.createMany(ctx, spec, placed, progress)
 	if len(res.Containers) > 0 && res.Failed() == len(res.Containers) {
 		// Nothing runs: leave no service behind, so the command can be retried as is.
 		if err := d.store.Delete(ctx, svc.Key()); err != nil {
@@ -228,8 +228,11 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest) (api.Servic
 const perMachine = 4
 
 // createMany creates one container per target, in parallel.
-func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, placed []target) api.ServiceResult {
+// progress, when not nil, gets each result as soon as it is known, one
+// call at a time.
+func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, placed []target, progress func(api.ContainerResult)) api.ServiceResult {
 	res := api.ServiceResult{Service: spec.Service, Containers: make([]api.ContainerResult, len(placed))}
+	var progressMu sync.Mutex
 	var wg sync.WaitGroup
 	sems := map[string]chan struct{}{}
 	for _, t := range placed {
@@ -254,6 +257,11 @@ func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, pla
 				r.Name, r.ID, r.Address = c.Name, c.ID, c.Address
 			}
 			res.Containers[i] = r
+			if progress != nil {
+				progressMu.Lock()
+				progress(r)
+				progressMu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
@@ -344,7 +352,7 @@ func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (a
 		for _, id := range spread(ids, existing, replicas-len(cs)) {
 			placed = append(placed, byID[id])
 		}
-		return d.createMany(ctx, spec, placed), nil
+		return d.createMany(ctx, spec, placed, nil), nil
 	case replicas < len(cs):
 		state := map[string]string{}
 		for _, t := range all {

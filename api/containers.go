@@ -14,7 +14,9 @@ import (
 // ContainerBackend is what the container commands need from the agent.
 // NewLocalHandler serves these routes when its Backend implements it.
 type ContainerBackend interface {
-	RunService(ctx context.Context, req RunRequest) (ServiceResult, error)
+	// RunService starts a service; progress, when not nil, gets each
+	// container's result as soon as it is known (one call at a time).
+	RunService(ctx context.Context, req RunRequest, progress func(ContainerResult)) (ServiceResult, error)
 	Containers(ctx context.Context) ([]ContainerInfo, error)
 	Services(ctx context.Context) ([]ServiceInfo, error)
 	InspectService(ctx context.Context, name string) (ServiceDetail, error)
@@ -58,6 +60,13 @@ type ContainerResult struct {
 	Address string `json:"address,omitempty"`
 	Action  string `json:"action"` // created, removed, stopped, started
 	Error   string `json:"error,omitempty"`
+}
+
+// RunEvent is one line of a streamed run (POST /v1/services?stream=1):
+// a container's result as soon as it is known, and last the whole result.
+type RunEvent struct {
+	Container *ContainerResult `json:"container,omitempty"`
+	Result    *ServiceResult   `json:"result,omitempty"`
 }
 
 // Failed counts the containers whose action failed.
@@ -159,8 +168,19 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 			reply(w, nil, err)
 			return
 		}
-		res, err := b.RunService(r.Context(), req)
-		reply(w, res, err)
+		if r.URL.Query().Get("stream") != "1" {
+			res, err := b.RunService(r.Context(), req, nil)
+			reply(w, res, err)
+			return
+		}
+		// Streamed: a line per container as it starts, then the result.
+		streamLines(w, func(emit func(RunEvent) error) error {
+			res, err := b.RunService(r.Context(), req, func(c ContainerResult) { emit(RunEvent{Container: &c}) })
+			if err != nil {
+				return err
+			}
+			return emit(RunEvent{Result: &res})
+		})
 	})
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.Services(r.Context())

@@ -31,9 +31,13 @@ func TestServiceEndToEnd(t *testing.T) {
 	if out, err := c.uncloud(ctx, t, 0, "machine", "role", "add", "m3", "ingress"); err != nil {
 		t.Fatalf("role add: %v\n%s", err, out)
 	}
-	out, err := c.uncloud(ctx, t, 0, "run", "--name", "web", "--replicas", "2", "-p", "app.test:8080/http", testimage.Tag)
+	// stderr too: run reports each container as it comes up.
+	out, err := c.hosts[0].Run(ctx, "sh", "-c", c.lab.Uncloud+" run --name web --replicas 2 -p app.test:8080/http "+testimage.Tag+" 2>&1")
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "[1/2] m") || !strings.Contains(out, "[2/2] m") || !strings.Contains(out, "RESULT") {
+		t.Errorf("run printed no progress before its table:\n%s", out)
 	}
 	web := c.running(ctx, t, 2, "web", 2) // as m3 sees it
 	var addrs []string

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -49,10 +50,57 @@ func (c runCmd) Run(g *globals) error {
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine}
 	var res api.ServiceResult
-	if err := callAgentTimeout(g, longCommand, "POST", "/v1/services", req, &res); err != nil {
+	if c.Output == "json" {
+		if err := callAgentTimeout(g, longCommand, "POST", "/v1/services", req, &res); err != nil {
+			return err
+		}
+		return printResult(res, c.Output)
+	}
+	// Pulling nothing but starting many containers still takes seconds:
+	// say each one as it comes up (on stderr), then the table.
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), longCommand)
+	defer cancel()
+	total := max(c.Replicas, 1)
+	if c.Mode == "global" {
+		total = 0 // one per machine: the count is the agent's to know
+	}
+	done := 0
+	err = client.Stream(ctx, "POST", "/v1/services?stream=1", req, func(raw json.RawMessage) error {
+		var e api.RunEvent
+		if err := json.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("read the agent's progress: %w", err)
+		}
+		switch {
+		case e.Container != nil:
+			done++
+			fmt.Fprintln(os.Stderr, runProgress(done, total, *e.Container))
+		case e.Result != nil:
+			res = *e.Result
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	return printResult(res, c.Output)
+}
+
+// runProgress is one line of `run`'s progress: "[2/10] m1: web-3 created
+// at 10.210.1.5" or the container's error.
+func runProgress(done, total int, r api.ContainerResult) string {
+	count := fmt.Sprintf("[%d/%d]", done, total)
+	if total == 0 {
+		count = fmt.Sprintf("[%d]", done)
+	}
+	if r.Error != "" {
+		return fmt.Sprintf("%s %s: error: %s", count, r.Machine, r.Error)
+	}
+	return fmt.Sprintf("%s %s: %s %s at %s", count, r.Machine, r.Name, r.Action, r.Address)
 }
 
 // printResult prints each container's outcome; it fails when any failed.

@@ -246,9 +246,12 @@ func (cm *certManager) reconcile(*table) {
 // storageChanged is called for every certificate record that arrives:
 // a certificate another machine obtained may now be loadable here.
 func (cm *certManager) storageChanged(key string) {
-	// certmagic keys: certificates/<issuer>/<name>/<name>.crt
+	// certmagic keys: certificates/<issuer>/<name>/<name>.{key,crt,json},
+	// written in that order. The metadata comes last, and loading needs
+	// all three: reacting to the .crt loaded a certificate whose .json was
+	// not there yet, now and then, and nothing tried again.
 	parts := strings.Split(strings.TrimPrefix(key, crdt.CertsPrefix), "/")
-	if len(parts) == 4 && parts[0] == "certificates" && parts[3] == parts[2]+".crt" {
+	if len(parts) == 4 && parts[0] == "certificates" && parts[3] == parts[2]+".json" {
 		cm.mu.Lock()
 		cm.reload[parts[2]] = true
 		cm.mu.Unlock()
@@ -308,7 +311,7 @@ func (cm *certManager) pass() {
 		if cm.managed[name] {
 			continue
 		}
-		if issuer != self && !cm.storage.Exists(cm.ctx, certmagic.StorageKeys.SiteCert(cm.acme.IssuerKey(), name)) {
+		if issuer != self && !cm.storage.Exists(cm.ctx, certmagic.StorageKeys.SiteMeta(cm.acme.IssuerKey(), name)) {
 			cm.waiting[name] = issuer
 			continue
 		}

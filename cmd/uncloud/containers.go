@@ -58,13 +58,11 @@ func (c runCmd) Run(g *globals) error {
 	}
 	// Pulling nothing but starting many containers still takes seconds:
 	// say each one as it comes up (on stderr), then the table.
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	client, ctx, release, err := agentFor(g, longCommand)
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), longCommand)
-	defer cancel()
+	defer release()
 	total := max(c.Replicas, 1)
 	if c.Mode == "global" {
 		total = 0 // one per machine: the count is the agent's to know
@@ -312,12 +310,21 @@ func (c execCmd) Run(g *globals) error {
 const longCommand = 30 * time.Minute
 
 func callAgentTimeout(g *globals, timeout time.Duration, method, path string, in, out any) error {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	client, ctx, release, err := agentFor(g, timeout)
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	defer release()
 	return client.Do(ctx, method, path, in, out)
+}
+
+// agentFor connects to the agent (--connect) for one command bounded by
+// timeout; release frees both.
+func agentFor(g *globals, timeout time.Duration) (*api.Client, context.Context, func(), error) {
+	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	return client, ctx, func() { cancel(); client.Close() }, nil
 }

@@ -159,13 +159,13 @@ func (m *Manager) checkPeerMessage(msg *stun.Message, relayed *peer, now time.Ti
 func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now time.Time) {
 	p.rtt = rtt
 	if p.path == PathDirect && p.direct == addr {
-		p.directOK, p.unanswered = now, time.Time{}
+		p.directOK = now
 		p.probing = false
 		return
 	}
-	// Keep a working direct path; one that has missed its last probe (a
-	// NAT reboot moved the peer) gives way at once.
-	if p.directHealthy(now) && !p.missedProbe(now) {
+	// Keep a direct path that answered lately; one that has missed its
+	// last probe (a NAT reboot moved the peer) gives way at once.
+	if p.directHealthy(now) && now.Sub(p.directOK) < directProbeInterval+time.Second {
 		return
 	}
 	if err := m.setEndpoint(p, addr.String()); err != nil {
@@ -178,7 +178,6 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	m.log.Info("direct path", "peer", p.name, "endpoint", addr, "was", p.path,
 		"after", now.Sub(p.searchStart).Round(time.Millisecond), "rtt", rtt.Round(time.Microsecond))
 	p.path, p.direct, p.directOK, p.pathSince, p.lastDirectTx = PathDirect, addr, now, now, now
-	p.unanswered = time.Time{}
 	p.probing, p.failedSearches = false, 0
 }
 

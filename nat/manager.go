@@ -68,20 +68,17 @@ type Peer struct {
 	PreferredRelay bool
 }
 
-// Timing of path selection. A direct path that carries traffic is checked
-// every two seconds unless WireGuard keeps receiving on it: a NAT that
-// forgot its mapping is noticed within seconds, not KubeSpan's minutes.
-// An idle one is checked every idleProbeInterval (directProbeDue).
+// Timing of path selection. Probes are cheap (about 150 bytes each way),
+// so a direct path is checked every two seconds: a NAT that forgot its
+// mapping is noticed within seconds, not KubeSpan's minutes.
 const (
 	tickInterval          = 250 * time.Millisecond
-	idleTickInterval      = time.Second
 	pollInterval          = time.Second
 	probeRoundInterval    = 500 * time.Millisecond
 	probeTimeout          = 4 * time.Second
 	callMeMaybeInterval   = 2 * time.Second
 	directProbeInterval   = 2 * time.Second
 	directDeadAfter       = 7 * time.Second
-	idleProbeInterval     = 10 * time.Second
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
 	badRelayFor           = 30 * time.Second
@@ -227,13 +224,8 @@ func (m *Manager) Knows(key tun.Key) bool {
 // Run works until ctx ends. It installs the relay handler on the socket.
 func (m *Manager) Run(ctx context.Context) error {
 	m.cfg.Socket.SetRelayHandler(m)
-	// The loop ticks every tickInterval while some peer is searching for
-	// a path (probe rounds are every half second), and every
-	// idleTickInterval otherwise: settled paths are checked on a scale of
-	// seconds, and an idle agent should not wake four times a second.
-	ticker := time.NewTimer(tickInterval)
+	ticker := time.NewTicker(tickInterval)
 	defer ticker.Stop()
-	fast := true
 	control := m.cfg.Socket.Control()
 	var lastPoll time.Time
 	for {
@@ -255,43 +247,15 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.onUnreachable(n)
 			m.mu.Unlock()
 		case now := <-ticker.C:
-			if now.Sub(lastPoll) >= pollInterval-tickInterval {
+			if now.Sub(lastPoll) >= pollInterval {
 				m.poll()
 				lastPoll = now
 			}
 			m.mu.Lock()
 			m.tick(ctx, now)
-			fast = m.searching()
 			m.mu.Unlock()
-			if fast {
-				ticker.Reset(tickInterval)
-			} else {
-				ticker.Reset(idleTickInterval)
-			}
-			continue
-		}
-		// An event may have started a search: tick now rather than up to
-		// idleTickInterval later (a joining machine waits on it).
-		if !fast {
-			m.mu.Lock()
-			fast = m.searching()
-			m.mu.Unlock()
-			if fast {
-				ticker.Reset(0)
-			}
 		}
 	}
-}
-
-// searching reports whether some peer is probing for a path. Runs under
-// m.mu.
-func (m *Manager) searching() bool {
-	for _, p := range m.table.Load().byID {
-		if p.probing || p.path == PathProbing {
-			return true
-		}
-	}
-	return false
 }
 
 // applyPeers builds the new peer table, keeping path state.
@@ -337,7 +301,7 @@ func (m *Manager) poll() {
 		if p == nil || p.key != st.PublicKey {
 			continue
 		}
-		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes, tx: st.TxBytes}
+		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes}
 		if st.Relay != nil {
 			li.relayed, li.via = true, st.Relay.Relay
 		}

@@ -21,13 +21,9 @@ import (
 func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 	switch p.path {
 	case PathDirect:
-		p.noteTraffic(now)
-		if p.directProbeDue(now) {
+		if now.Sub(p.lastDirectTx) >= directProbeInterval {
 			m.sendProbe(p, p.direct, now)
 			p.lastDirectTx = now
-			if p.unanswered.IsZero() {
-				p.unanswered = now
-			}
 		}
 		if !p.directHealthy(now) {
 			// Move to a relay at once (traffic keeps flowing) and search

@@ -46,12 +46,8 @@ type peer struct {
 
 	path         Path
 	direct       netip.AddrPort // chosen direct endpoint
-	directOK     time.Time      // last proof it works: an answered probe, or WireGuard receiving from it
-	lastDirectTx time.Time      // last probe sent on it
-	unanswered   time.Time      // first probe on it still without an answer (zero: none)
-	rxSeen       uint64         // WireGuard's byte counters as of the last step
-	txSeen       uint64
-	txAt         time.Time // when txSeen last grew
+	directOK     time.Time      // last answered probe on it
+	lastDirectTx time.Time
 	rtt          time.Duration
 	pathSince    time.Time
 
@@ -81,7 +77,7 @@ type liveInfo struct {
 	relayed   bool
 	via       netip.AddrPort
 	handshake time.Time
-	rx, tx    uint64
+	rx        uint64
 }
 
 func newPeer(in Peer, keys pairKeys, relayRate float64, relayBurst int) *peer {
@@ -159,57 +155,8 @@ func (p *peer) startProbing(now time.Time) {
 	p.nextCMM = now
 }
 
-// directHealthy: the direct path is chosen and no probe on it has gone
-// unanswered for long. An idle path is healthy until a probe says
-// otherwise; see directProbeDue.
 func (p *peer) directHealthy(now time.Time) bool {
-	return p.path == PathDirect && (p.unanswered.IsZero() || now.Sub(p.unanswered) < directDeadAfter-directProbeInterval)
-}
-
-// missedProbe: a probe on the direct path is outstanding for longer than
-// any round trip, so an answer from another address may take over.
-func (p *peer) missedProbe(now time.Time) bool {
-	return !p.unanswered.IsZero() && now.Sub(p.unanswered) >= time.Second
-}
-
-// noteTraffic reads WireGuard's counters (as of the last poll): bytes
-// received from the direct endpoint prove the path as well as an answered
-// probe does, and bytes sent are what makes a silent path worth checking.
-func (p *peer) noteTraffic(now time.Time) {
-	li := p.liveInfo()
-	if li.rx != p.rxSeen {
-		p.rxSeen = li.rx
-		if !li.relayed && li.endpoint == p.direct {
-			p.directOK, p.unanswered = now, time.Time{}
-		}
-	}
-	if li.tx != p.txSeen {
-		p.txSeen, p.txAt = li.tx, now
-	}
-}
-
-// directProbeDue decides whether to probe the direct path now. Probes are
-// how a dead path is noticed, but with twenty peers a probe to each every
-// two seconds was most of an idle agent's CPU. So: none while WireGuard
-// keeps receiving from the endpoint; every directProbeInterval while this
-// machine sends into silence, or while a probe is unanswered (a dead path
-// is noticed within directDeadAfter of the first unanswered probe, as
-// before); and only every idleProbeInterval on a path that carries
-// nothing either way (WireGuard's keepalive every 25 s usually answers
-// for it). This is how Tailscale treats idle peers, too.
-func (p *peer) directProbeDue(now time.Time) bool {
-	switch {
-	case now.Sub(p.lastDirectTx) < directProbeInterval:
-		return false
-	case !p.unanswered.IsZero():
-		return true
-	case now.Sub(p.directOK) < directProbeInterval:
-		return false
-	case p.txAt.After(p.directOK):
-		return true
-	default:
-		return now.Sub(p.directOK) >= idleProbeInterval
-	}
+	return p.path == PathDirect && now.Sub(p.directOK) < directDeadAfter
 }
 
 // peerTable is an immutable view of the peers for the packet path.

@@ -198,4 +198,3 @@ func (d *Daemon) Ingress(ctx context.Context) (api.IngressStatus, error) {
 	}
 	return st, nil
 }
-

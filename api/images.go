@@ -2,11 +2,9 @@ package api
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 )
 
@@ -49,15 +47,7 @@ func registerImageRoutes(mux *http.ServeMux, b ImageBackend) {
 // Stream calls the local API and hands each JSON line of the answer to
 // line; a line with only "error" set ends the stream with that error.
 func (c *Client) Stream(ctx context.Context, method, path string, in any, line func(json.RawMessage) error) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", method, path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	req, err := NewJSONRequest(ctx, method, c.BaseURL+path, in)
 	if err != nil {
 		return err
 	}

@@ -239,15 +239,7 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 // Do calls the local API with an optional JSON body and decodes the JSON
 // answer into out (if not nil).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	req, err := NewJSONRequest(ctx, method, c.BaseURL+path, in)
 	if err != nil {
 		return err
 	}
@@ -266,6 +258,27 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("decode agent answer to %s: %w", path, err)
 	}
 	return nil
+}
+
+// NewJSONRequest is a request with in as its JSON body (none when in is
+// nil), for the local API and the machine API alike.
+func NewJSONRequest(ctx context.Context, method, url string, in any) (*http.Request, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %s: %w", method, url, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
 }
 
 // answerError turns a non-2xx answer of the local API into its error

@@ -211,15 +211,18 @@ func (d *Daemon) pullKeyrings(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		others := d.otherKnownMachines(ctx)
-		if len(others) > 0 && len(answered) <= len(others)/2 {
+		settled := func() bool { return len(others) > 0 && len(answered) > len(others)/2 }
+		switch {
+		case len(others) == 0:
+		case !settled():
 			for _, id := range d.pullKeyringsFrom(ctx, others) {
 				answered[id] = true
 			}
-		} else if len(others) > 0 {
+		default:
 			d.pullKeyringsFrom(ctx, []string{others[mrand.N(len(others))]})
 		}
 		wait = keyringStartupRetry
-		if len(others) > 0 && len(answered) > len(others)/2 {
+		if settled() {
 			wait = keyringPullInterval/2 + mrand.N(keyringPullInterval)
 		}
 	}

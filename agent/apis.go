@@ -35,7 +35,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.HandleFunc("POST "+keyringPath, d.handlePushKeyring)
 	d.containerRoutes(mux)
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d, mux) })
-	d.closers = append(d.closers, func() error { return ignoreClosed(ln.Close()) })
+	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil
 }
 
@@ -45,7 +45,7 @@ func (d *Daemon) startLocalAPI(ctx context.Context) error {
 		return err
 	}
 	d.goServe("local API", func() error { return api.ServeLocal(ctx, ln, d) })
-	d.closers = append(d.closers, func() error {
+	d.life.stopAccepting(func() error {
 		err := ignoreClosed(ln.Close())
 		os.Remove(d.opts.Socket)
 		return err

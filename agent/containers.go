@@ -66,7 +66,7 @@ func (d *Daemon) startContainers(ctx context.Context) {
 		return
 	}
 	p.rt = rt
-	d.closers = append(d.closers, rt.Close)
+	d.life.closeLast(rt.Close)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -72,10 +71,10 @@ type Daemon struct {
 	containers    *containerPart             // Docker, see containers.go
 	dns           atomic.Pointer[dnsService] // the resolver, once started (dns.go)
 
-	ctx     context.Context // the daemon's lifetime, for work started by calls
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closers []func() error
+	ctx    context.Context // the daemon's lifetime, for work started by calls
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	life   lifecycle // what Close stops, and in which order
 }
 
 // StartDaemon brings everything up from the data dir. It returns once
@@ -125,7 +124,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err != nil {
 		return nil, fmt.Errorf("bring mesh up: %w", err)
 	}
-	d.closers = append(d.closers, d.dev.Close)
+	d.life.closeLast(d.dev.Close)
 	if err := d.dev.SyncPeers(d.seedPeers()); err != nil {
 		return nil, fmt.Errorf("peers from seeds: %w", err)
 	}
@@ -200,7 +199,7 @@ func (d *Daemon) startGossip(ctx context.Context) error {
 		return fmt.Errorf("start gossip on %v: %w", d.state.MeshAddress(), err)
 	}
 	d.gossip = node
-	d.closers = append(d.closers, node.Close)
+	d.life.closeLast(node.Close)
 	return nil
 }
 
@@ -231,7 +230,7 @@ func (d *Daemon) startStore(ctx context.Context) error {
 	}
 	d.store = store
 	d.storeUp.Store(true)
-	d.closers = append(d.closers, store.Close)
+	d.life.closeLast(store.Close)
 	return nil
 }
 
@@ -450,18 +449,10 @@ func subnetNumber(s string) (int, bool) {
 // meshAddress is 10.210.X.1.
 func meshAddress(subnet int) netip.Addr { return netip.AddrFrom4([4]byte{10, 210, byte(subnet), 1}) }
 
-// Close stops everything in reverse order of start.
+// Close stops the daemon in the order lifecycle states; it is safe to
+// call more than once.
 func (d *Daemon) Close() error {
-	d.cancel()
-	var errs []error
-	for i := len(d.closers) - 1; i >= 0; i-- {
-		if err := d.closers[i](); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	d.closers = nil
-	d.wg.Wait()
-	return errors.Join(errs...)
+	return d.life.shutdown(d.cancel, d.wg.Wait)
 }
 
 // Wait is closed when the mesh device stops.

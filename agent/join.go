@@ -63,7 +63,7 @@ func (d *Daemon) startJoinServer(ctx context.Context) error {
 		go func() { <-ctx.Done(); srv.Close() }()
 		return srv.Serve(ln)
 	})
-	d.closers = append(d.closers, func() error { return ignoreClosed(ln.Close()) })
+	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil
 }
 

@@ -107,7 +107,10 @@ type Store struct {
 	blockHandler http.Handler
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
 }
 
 // Open opens (or creates) the replica in cfg.Dir and starts replicating.
@@ -196,8 +199,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Close stops replication and closes the database.
+// Close stops replication and closes the database; later calls return
+// the first one's result.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Store) close() error {
 	close(s.stop)
 	s.wg.Wait()
 	var errs []error

@@ -1,7 +1,6 @@
-// Package agent is the daemon that wires the parts of a machine together.
-//
-// For now it runs the static mode: a wg-quick-like file names this
-// machine's key, mesh address and port and its peers, and the agent brings
-// the mesh up from it and re-applies it on SIGHUP. Later the same agent
-// drives the peer set from the replicated state instead of a file.
+// Package agent is the composition root of a networked machine: it opens
+// the mesh device, gossip, the replicated state, the runtime, the
+// resolver and the ingress, wires them to each other, and serves the
+// local and machine APIs. What each part does lives in that part's
+// package; the static mode (a mesh from a file, no state) is agent/static.
 package agent

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/static"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -84,7 +85,7 @@ func (a agentCmd) Run(g *globals) error {
 			Ingress:    a.Ingress.options(),
 		})
 	}
-	return agent.RunStatic(ctx, agent.StaticOptions{
+	return static.Run(ctx, static.Options{
 		ConfigPath: a.Config,
 		Userspace:  a.Userspace,
 		Expose:     expose,

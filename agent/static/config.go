@@ -1,4 +1,4 @@
-package agent
+package static
 
 import (
 	"bufio"
@@ -13,8 +13,8 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
-// StaticConfig is a parsed static configuration file.
-type StaticConfig struct {
+// Config is a parsed static configuration file.
+type Config struct {
 	Device tun.Config
 	Peers  []tun.Peer
 	// SOCKS5 is a loopback address on which a netstack agent lets host
@@ -45,17 +45,17 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// LoadStaticConfig reads and parses a static configuration file.
-func LoadStaticConfig(path string) (StaticConfig, error) {
+// LoadConfig reads and parses a static configuration file.
+func LoadConfig(path string) (Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return StaticConfig{}, fmt.Errorf("open config: %w", err)
+		return Config{}, fmt.Errorf("open config: %w", err)
 	}
 	defer f.Close()
-	return ParseStaticConfig(path, f)
+	return ParseConfig(path, f)
 }
 
-// ParseStaticConfig parses the wg-quick-like format:
+// ParseConfig parses the wg-quick-like format:
 //
 //	[Interface]
 //	PrivateKey = <base64>
@@ -71,17 +71,17 @@ func LoadStaticConfig(path string) (StaticConfig, error) {
 //
 // Field names are case-insensitive; '#' starts a comment. Every error names
 // the file, the line and the field.
-func ParseStaticConfig(name string, r io.Reader) (StaticConfig, error) {
+func ParseConfig(name string, r io.Reader) (Config, error) {
 	p := staticParser{file: name}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		p.line++
 		if err := p.parseLine(sc.Text()); err != nil {
-			return StaticConfig{}, err
+			return Config{}, err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return StaticConfig{}, fmt.Errorf("read config %s: %w", name, err)
+		return Config{}, fmt.Errorf("read config %s: %w", name, err)
 	}
 	return p.finish()
 }
@@ -91,7 +91,7 @@ type staticParser struct {
 	line    int
 	section string
 	seen    map[string]bool // fields seen in the current section
-	cfg     StaticConfig
+	cfg     Config
 	haveIf  bool
 	peer    *tun.Peer
 	peerAt  int
@@ -253,21 +253,21 @@ func (p *staticParser) closePeer() error {
 	return nil
 }
 
-func (p *staticParser) finish() (StaticConfig, error) {
+func (p *staticParser) finish() (Config, error) {
 	if err := p.closePeer(); err != nil {
-		return StaticConfig{}, err
+		return Config{}, err
 	}
 	missing := func(field string) error {
 		return &ConfigError{File: p.file, Section: "Interface", Field: field, Err: fmt.Errorf("missing")}
 	}
 	if !p.haveIf {
-		return StaticConfig{}, &ConfigError{File: p.file, Field: "[Interface]", Err: fmt.Errorf("section missing")}
+		return Config{}, &ConfigError{File: p.file, Field: "[Interface]", Err: fmt.Errorf("section missing")}
 	}
 	if p.cfg.Device.PrivateKey.IsZero() {
-		return StaticConfig{}, missing("PrivateKey")
+		return Config{}, missing("PrivateKey")
 	}
 	if !p.cfg.Device.Address.IsValid() {
-		return StaticConfig{}, missing("Address")
+		return Config{}, missing("Address")
 	}
 	return p.cfg, nil
 }

@@ -1,4 +1,4 @@
-package agent
+package static
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
-// StaticOptions are the command-line additions to a static config file.
-type StaticOptions struct {
+// Options are the command-line additions to a static config file.
+type Options struct {
 	ConfigPath string
 	Userspace  bool              // force netstack, whatever the file says
 	Expose     []tun.ExposedPort // added to the file's Expose list
@@ -21,11 +21,11 @@ type StaticOptions struct {
 	Logger     *slog.Logger
 }
 
-// RunStatic brings the mesh up from a static config file and keeps it up
+// Run brings the mesh up from a static config file and keeps it up
 // until ctx ends or the device dies. Each value on reload re-reads the
 // file and applies the peer changes; a change to the [Interface] section
 // needs a restart and is reported, not half-applied.
-func RunStatic(ctx context.Context, opts StaticOptions, reload <-chan struct{}) error {
+func Run(ctx context.Context, opts Options, reload <-chan struct{}) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -73,10 +73,10 @@ func RunStatic(ctx context.Context, opts StaticOptions, reload <-chan struct{}) 
 	}
 }
 
-func loadWithOptions(opts StaticOptions, log *slog.Logger) (StaticConfig, error) {
-	cfg, err := LoadStaticConfig(opts.ConfigPath)
+func loadWithOptions(opts Options, log *slog.Logger) (Config, error) {
+	cfg, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
-		return StaticConfig{}, err
+		return Config{}, err
 	}
 	if st, err := os.Stat(opts.ConfigPath); err == nil && st.Mode().Perm()&0o077 != 0 {
 		log.Warn("config file holds a private key but is readable by others; chmod 600 it", "path", opts.ConfigPath, "mode", st.Mode().Perm())
@@ -85,14 +85,14 @@ func loadWithOptions(opts StaticOptions, log *slog.Logger) (StaticConfig, error)
 	cfg.Device.Expose = append(cfg.Device.Expose, opts.Expose...)
 	if opts.SOCKS5 != "" {
 		if cfg.SOCKS5, err = parseLoopback(opts.SOCKS5); err != nil {
-			return StaticConfig{}, fmt.Errorf("--socks5: %w", err)
+			return Config{}, fmt.Errorf("--socks5: %w", err)
 		}
 	}
 	cfg.Device.Logger = log
 	return cfg, nil
 }
 
-func reapply(opts StaticOptions, running tun.Config, dev *tun.Device, log *slog.Logger) error {
+func reapply(opts Options, running tun.Config, dev *tun.Device, log *slog.Logger) error {
 	cfg, err := loadWithOptions(opts, log)
 	if err != nil {
 		return err

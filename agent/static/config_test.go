@@ -1,4 +1,4 @@
-package agent
+package static
 
 import (
 	"errors"
@@ -33,7 +33,7 @@ AllowedIPs = 10.210.2.0/24
 AllowedIPs = 10.210.9.7/32
 PersistentKeepalive = off
 `
-	cfg, err := ParseStaticConfig("one.conf", strings.NewReader(text))
+	cfg, err := ParseConfig("one.conf", strings.NewReader(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ PersistentKeepalive = off
 
 func TestParseStaticConfigDefaultsKeepalive(t *testing.T) {
 	text := "[Interface]\nPrivateKey = " + testPriv + "\nAddress = 10.210.1.1\n[Peer]\nPublicKey = " + testPub + "\n"
-	cfg, err := ParseStaticConfig("x", strings.NewReader(text))
+	cfg, err := ParseConfig("x", strings.NewReader(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestParseStaticConfigErrorsNameTheField(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseStaticConfig("bad.conf", strings.NewReader(tt.text))
+			_, err := ParseConfig("bad.conf", strings.NewReader(tt.text))
 			if err == nil {
 				t.Fatalf("accepted:\n%s", tt.text)
 			}

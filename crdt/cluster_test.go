@@ -14,13 +14,15 @@ import (
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
+
+	"github.com/uncloud-mesh/uncloud/gossip/gossiptest"
 )
 
-// testCluster is N replicas over a memHub, each serving its blocks over an
+// testCluster is N replicas over a gossiptest.Hub, each serving its blocks over an
 // httptest server on loopback and fetching over HTTPFetcher.
 type testCluster struct {
 	t      *testing.T
-	hub    *memHub
+	hub    *gossiptest.Hub
 	names  []string
 	dirs   map[string]string
 	stores map[string]*atomic.Pointer[Store]
@@ -41,7 +43,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
 	c := &testCluster{
-		t: t, hub: newMemHub(200 * time.Millisecond),
+		t: t, hub: gossiptest.NewHub(200 * time.Millisecond),
 		dirs: map[string]string{}, stores: map[string]*atomic.Pointer[Store]{}, urls: map[string]string{},
 		log: testLogger(t),
 	}
@@ -74,13 +76,13 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 // It also corrupts every block from the machine named by tamper.
 type partitionedFetcher struct {
 	self   string
-	hub    *memHub
+	hub    *gossiptest.Hub
 	http   *HTTPFetcher
 	tamper *atomic.Pointer[string]
 }
 
 func (f *partitionedFetcher) FetchBlocks(ctx context.Context, m string, req FetchRequest) (<-chan blocks.Block, error) {
-	if !f.hub.connected(f.self, m) {
+	if !f.hub.Connected(f.self, m) {
 		return nil, fmt.Errorf("machine %q unreachable", m)
 	}
 	ch, err := f.http.FetchBlocks(ctx, m, req)
@@ -109,8 +111,8 @@ func (f *partitionedFetcher) FetchBlocks(ctx context.Context, m string, req Fetc
 
 func (c *testCluster) start(name string) *Store {
 	c.t.Helper()
-	c.hub.setDown(name, false)
-	g := c.hub.node(name)
+	c.hub.SetDown(name, false)
+	g := c.hub.Node(name)
 	fetcher := &partitionedFetcher{self: name, hub: c.hub, tamper: &c.tamper, http: &HTTPFetcher{
 		BaseURL: func(m string) (string, error) {
 			u, ok := c.urls[m]
@@ -134,7 +136,7 @@ func (c *testCluster) start(name string) *Store {
 // stop takes a replica offline (closes it).
 func (c *testCluster) stop(name string) {
 	c.t.Helper()
-	c.hub.setDown(name, true)
+	c.hub.SetDown(name, true)
 	if s := c.stores[name].Swap(nil); s != nil {
 		if err := s.Close(); err != nil {
 			c.t.Errorf("close %s: %v", name, err)
@@ -150,7 +152,7 @@ func (c *testCluster) close() {
 			s.Close()
 		}
 	}
-	c.hub.close()
+	c.hub.Close()
 	for _, srv := range c.srvs {
 		srv.Close()
 	}

@@ -40,10 +40,10 @@ func TestRejectHostileInput(t *testing.T) {
 	}
 	st0 := m1.Stats()
 	for _, g := range garbage {
-		c.hub.inject("m1", "crdt", "evil", g.payload)
+		c.hub.Inject("m1", "crdt", "evil", g.payload)
 	}
 	for range 3 { // replays of an already-processed head set
-		c.hub.inject("m1", "crdt", "m2", valid)
+		c.hub.Inject("m1", "crdt", "m2", valid)
 	}
 	// The empty payload is "no heads yet", not an attack: 5 rejects.
 	if !waitFor(3*time.Second, func() bool {
@@ -66,7 +66,7 @@ func TestRejectHostileInput(t *testing.T) {
 	c.waitConverged(5 * time.Second)
 	bad := "m2"
 	c.tamper.Store(&bad)
-	c.hub.partition([]string{"m2", "m3"}, []string{"m1"}) // m3 can only ask m2 first
+	c.hub.Partition([]string{"m2", "m3"}, []string{"m1"}) // m3 can only ask m2 first
 	m3 := c.start("m3")
 	if !waitFor(5*time.Second, func() bool { return m3.Stats().BlocksRejected > 0 }) {
 		t.Fatalf("no corrupted block was rejected: %+v", m3.Stats())
@@ -74,7 +74,7 @@ func TestRejectHostileInput(t *testing.T) {
 	if l, _ := m3.List(ctx, "/containers/"); len(l) != 0 {
 		t.Fatalf("m3 applied %d containers from corrupted blocks", len(l))
 	}
-	c.hub.heal()
+	c.hub.Heal()
 	c.waitConverged(10 * time.Second)
 	if st := m3.Stats(); st.BlocksRejected == 0 {
 		t.Fatalf("no corrupted block was rejected: %+v", st)

@@ -33,7 +33,7 @@ func TestConcurrentWritesConverge(t *testing.T) {
 	c := newTestCluster(t, 3)
 	ctx := context.Background()
 	// Cut everyone apart so the writes are truly concurrent.
-	c.hub.partition([]string{"m1"}, []string{"m2"}, []string{"m3"})
+	c.hub.Partition([]string{"m1"}, []string{"m2"}, []string{"m3"})
 	var wg sync.WaitGroup
 	for i, name := range c.names {
 		wg.Add(1)
@@ -45,7 +45,7 @@ func TestConcurrentWritesConverge(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	c.hub.heal()
+	c.hub.Heal()
 	c.waitConverged(10 * time.Second)
 	var want string
 	for _, name := range c.names {
@@ -103,7 +103,7 @@ func TestPartitionHeal(t *testing.T) {
 	c := newTestCluster(t, 5)
 	ctx := context.Background()
 	left, right := []string{"m1", "m2"}, []string{"m3", "m4", "m5"}
-	c.hub.partition(left, right)
+	c.hub.Partition(left, right)
 	writes := map[string]bool{}
 	for round := range 20 {
 		for _, side := range [][]string{left, right} {
@@ -116,7 +116,7 @@ func TestPartitionHeal(t *testing.T) {
 			mustPut(t, c.s(side[0]), &Service{Name: fmt.Sprintf("s%d", round%3), Mode: side[0]})
 		}
 	}
-	c.hub.heal()
+	c.hub.Heal()
 	start := time.Now()
 	c.waitConverged(10 * time.Second)
 	t.Logf("healed in %s", time.Since(start))

@@ -1,4 +1,4 @@
-package crdt
+package gossiptest
 
 import (
 	"math/rand/v2"
@@ -6,29 +6,33 @@ import (
 	"time"
 )
 
-// memHub is an IN-MEMORY STAND-IN FOR PACKAGE gossip, used only by this
-// package's tests: it connects N replicas in one process, delivers
+// Hub is an IN-MEMORY STAND-IN FOR PACKAGE gossip, for the tests of the
+// packages that consume gossip (crdt's replicas, the agent's parts): it
+// connects N machines in one process, delivers
 // broadcasts to every connected node (asynchronously, in order per sender),
 // runs push/pull anti-entropy between random connected pairs, and can
 // partition and heal. Package gossip has its own tests over real memberlist;
-// here we test the store, not the transport.
-type memHub struct {
+// the consumers test themselves, not the transport.
+type Hub struct {
 	mu    sync.Mutex
-	nodes map[string]*memNode
+	nodes map[string]*Node
 	group map[string]int // partition group; nodes talk only within a group
 	down  map[string]bool
 	stop  chan struct{}
 	wg    sync.WaitGroup
 }
 
-func newMemHub(pushPull time.Duration) *memHub {
-	h := &memHub{nodes: map[string]*memNode{}, group: map[string]int{}, down: map[string]bool{}, stop: make(chan struct{})}
+// NewHub starts a hub that runs a push/pull between random connected
+// pairs every pushPull.
+func NewHub(pushPull time.Duration) *Hub {
+	h := &Hub{nodes: map[string]*Node{}, group: map[string]int{}, down: map[string]bool{}, stop: make(chan struct{})}
 	h.wg.Add(1)
 	go h.antiEntropy(pushPull)
 	return h
 }
 
-func (h *memHub) close() {
+// Close stops anti-entropy and every node.
+func (h *Hub) Close() {
 	close(h.stop)
 	h.wg.Wait()
 	h.mu.Lock()
@@ -38,22 +42,22 @@ func (h *memHub) close() {
 	h.mu.Unlock()
 }
 
-// node returns (creating if needed) the Gossip of machine name. A node
-// re-created after setDown(name, false) starts with fresh subscriptions.
-func (h *memHub) node(name string) *memNode {
+// Node returns (creating if needed) the Gossip of machine name. A node
+// re-created after SetDown(name, false) starts with fresh subscriptions.
+func (h *Hub) Node(name string) *Node {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if old, ok := h.nodes[name]; ok {
 		old.close()
 	}
-	n := &memNode{hub: h, name: name, subs: map[string]func(string, []byte){}, locals: map[string]func() []byte{}, merges: map[string]func(string, []byte){}, signal: make(chan struct{}, 1), done: make(chan struct{})}
+	n := &Node{hub: h, name: name, subs: map[string]func(string, []byte){}, locals: map[string]func() []byte{}, merges: map[string]func(string, []byte){}, signal: make(chan struct{}, 1), done: make(chan struct{})}
 	h.nodes[name] = n
 	go n.deliver()
 	return n
 }
 
-// partition puts each list of names in its own group.
-func (h *memHub) partition(groups ...[]string) {
+// Partition puts each list of names in its own group.
+func (h *Hub) Partition(groups ...[]string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i, g := range groups {
@@ -63,39 +67,41 @@ func (h *memHub) partition(groups ...[]string) {
 	}
 }
 
-func (h *memHub) heal() {
+// Heal ends every partition.
+func (h *Hub) Heal() {
 	h.mu.Lock()
 	clear(h.group)
 	h.mu.Unlock()
 }
 
-// setDown marks a machine offline: nothing is delivered to or from it.
-func (h *memHub) setDown(name string, down bool) {
+// SetDown marks a machine offline: nothing is delivered to or from it.
+func (h *Hub) SetDown(name string, down bool) {
 	h.mu.Lock()
 	h.down[name] = down
 	h.mu.Unlock()
 }
 
-func (h *memHub) connected(a, b string) bool {
+// Connected says whether a and b can talk now.
+func (h *Hub) Connected(a, b string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.connectedLocked(a, b)
 }
 
-func (h *memHub) connectedLocked(a, b string) bool {
+func (h *Hub) connectedLocked(a, b string) bool {
 	return a != b && !h.down[a] && !h.down[b] && h.group[a] == h.group[b]
 }
 
-// inject delivers a payload on topic to node "to" as if sent by "from" (for
+// Inject delivers a payload on topic to node "to" as if sent by "from" (for
 // tests of hostile input).
-func (h *memHub) inject(to, topic, from string, payload []byte) {
+func (h *Hub) Inject(to, topic, from string, payload []byte) {
 	h.mu.Lock()
 	n := h.nodes[to]
 	h.mu.Unlock()
-	n.enqueue(memMsg{topic: topic, from: from, payload: payload})
+	n.enqueue(message{topic: topic, from: from, payload: payload})
 }
 
-func (h *memHub) antiEntropy(every time.Duration) {
+func (h *Hub) antiEntropy(every time.Duration) {
 	defer h.wg.Done()
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -110,7 +116,7 @@ func (h *memHub) antiEntropy(every time.Duration) {
 		for name := range h.nodes {
 			names = append(names, name)
 		}
-		type pair struct{ a, b *memNode }
+		type pair struct{ a, b *Node }
 		var pairs []pair
 		for _, a := range names {
 			b := names[rand.IntN(len(names))]
@@ -125,34 +131,33 @@ func (h *memHub) antiEntropy(every time.Duration) {
 	}
 }
 
-type memMsg struct {
+type message struct {
 	topic, from string
 	payload     []byte
 	merge       bool // a push/pull state rather than a broadcast
 }
 
-// memNode is one machine's view of the hub; it satisfies Gossip.
-type memNode struct {
-	hub  *memHub
+// Node is one machine's view of the hub; it satisfies crdt.Gossip.
+type Node struct {
+	hub  *Hub
 	name string
 
 	mu     sync.Mutex
 	subs   map[string]func(string, []byte)
 	locals map[string]func() []byte
 	merges map[string]func(string, []byte)
-	queue  []memMsg
+	queue  []message
 	signal chan struct{}
 	done   chan struct{}
 	once   sync.Once
 }
 
-var _ Gossip = (*memNode)(nil)
 
-func (n *memNode) LocalName() string { return n.name }
+func (n *Node) LocalName() string { return n.name }
 
-func (n *memNode) Broadcast(topic, key string, payload []byte) error {
+func (n *Node) Broadcast(topic, key string, payload []byte) error {
 	n.hub.mu.Lock()
-	var to []*memNode
+	var to []*Node
 	for name, m := range n.hub.nodes {
 		if n.hub.connectedLocked(n.name, name) {
 			to = append(to, m)
@@ -160,18 +165,18 @@ func (n *memNode) Broadcast(topic, key string, payload []byte) error {
 	}
 	n.hub.mu.Unlock()
 	for _, m := range to {
-		m.enqueue(memMsg{topic: topic, from: n.name, payload: payload})
+		m.enqueue(message{topic: topic, from: n.name, payload: payload})
 	}
 	return nil
 }
 
-func (n *memNode) Subscribe(topic string, handler func(from string, payload []byte)) {
+func (n *Node) Subscribe(topic string, handler func(from string, payload []byte)) {
 	n.mu.Lock()
 	n.subs[topic] = handler
 	n.mu.Unlock()
 }
 
-func (n *memNode) SetLocalState(topic string, local func() []byte, merge func(from string, remote []byte)) {
+func (n *Node) SetLocalState(topic string, local func() []byte, merge func(from string, remote []byte)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if local == nil && merge == nil {
@@ -184,8 +189,8 @@ func (n *memNode) SetLocalState(topic string, local func() []byte, merge func(fr
 }
 
 // pushPull exchanges every topic's local state both ways, like memberlist.
-func (n *memNode) pushPull(m *memNode) {
-	for _, pair := range [][2]*memNode{{n, m}, {m, n}} {
+func (n *Node) pushPull(m *Node) {
+	for _, pair := range [][2]*Node{{n, m}, {m, n}} {
 		src, dst := pair[0], pair[1]
 		src.mu.Lock()
 		locals := make(map[string]func() []byte, len(src.locals))
@@ -195,13 +200,13 @@ func (n *memNode) pushPull(m *memNode) {
 		src.mu.Unlock()
 		for topic, local := range locals {
 			if st := local(); st != nil {
-				dst.enqueue(memMsg{topic: topic, from: src.name, payload: st, merge: true})
+				dst.enqueue(message{topic: topic, from: src.name, payload: st, merge: true})
 			}
 		}
 	}
 }
 
-func (n *memNode) enqueue(msg memMsg) {
+func (n *Node) enqueue(msg message) {
 	n.mu.Lock()
 	n.queue = append(n.queue, msg)
 	n.mu.Unlock()
@@ -211,7 +216,7 @@ func (n *memNode) enqueue(msg memMsg) {
 	}
 }
 
-func (n *memNode) deliver() {
+func (n *Node) deliver() {
 	for {
 		select {
 		case <-n.done:
@@ -238,4 +243,4 @@ func (n *memNode) deliver() {
 	}
 }
 
-func (n *memNode) close() { n.once.Do(func() { close(n.done) }) }
+func (n *Node) close() { n.once.Do(func() { close(n.done) }) }

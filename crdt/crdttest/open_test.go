@@ -1,0 +1,44 @@
+package crdttest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
+)
+
+func TestOpenAlone(t *testing.T) {
+	ctx := context.Background()
+	s := Open(t, "m1")
+	svc := &crdt.Service{Name: "web"}
+	if err := s.Put(ctx, svc.Key(), svc); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, svc.Key())
+	if err != nil || got.(*crdt.Service).Name != "web" {
+		t.Fatalf("Get after Put: %v, %v", got, err)
+	}
+}
+
+func TestReplicasOnAHub(t *testing.T) {
+	ctx := context.Background()
+	c := NewCluster(t)
+	a, b := c.Replica("m1"), c.Replica("m2")
+	svc := &crdt.Service{Name: "web"}
+	if err := a.Put(ctx, svc.Key(), svc); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "m1's record on m2", 10*time.Second, func() error {
+		got, err := b.Get(ctx, svc.Key())
+		if err != nil {
+			return err
+		}
+		if got.(*crdt.Service).Name != "web" {
+			return errors.New("another record")
+		}
+		return nil
+	})
+}

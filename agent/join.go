@@ -18,8 +18,6 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
-const joinPath = "/v1/join"
-
 // joinRequest is what a joining machine sends through its temporary
 // WireGuard peer. It carries only public keys: the new machine's secrets
 // never leave it.
@@ -52,7 +50,7 @@ func (d *Daemon) startJoinServer(ctx context.Context) error {
 		return fmt.Errorf("listen for joins on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+joinPath, d.handleJoin)
+	mux.HandleFunc("POST "+api.JoinPath, d.handleJoin)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -306,7 +304,7 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		}
 		// Long enough for one WireGuard handshake retry (5 s) to succeed.
 		attempt, cancel := context.WithTimeout(ctx, 12*time.Second)
-		resp, err := postJoin(attempt, client, "http://"+target+joinPath, body)
+		resp, err := postJoin(attempt, client, "http://"+target+api.JoinPath, body)
 		cancel()
 		if err == nil {
 			return resp, nil

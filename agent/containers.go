@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -22,8 +20,7 @@ import (
 // containerPart is the agent's Docker side: the local runtime when Docker
 // answers and the mesh runs in the kernel, and why not otherwise.
 type containerPart struct {
-	rt     *runtime.Runtime // nil when containers cannot run here at all
-	client *http.Client     // runtimeClient
+	rt *runtime.Runtime // nil when containers cannot run here at all
 
 	mu    sync.Mutex
 	ready bool
@@ -88,21 +85,15 @@ func (d *Daemon) localRuntime() (*runtime.Runtime, error) {
 	return p.rt, nil
 }
 
-// Machine API paths of the runtime.
-const (
-	runtimeContainersPath = "/v1/runtime/containers"
-	runtimeReadyPath      = "/v1/runtime/ready"
-)
-
 func (d *Daemon) containerRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+runtimeContainersPath, d.handleCreateContainer)
-	mux.HandleFunc("POST "+runtimeContainersPath+"/{id}/{action}", d.handleContainerAction)
-	mux.HandleFunc("DELETE "+runtimeContainersPath+"/{id}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+api.MachinePathRuntimeContainers, d.handleCreateContainer)
+	mux.HandleFunc("POST "+api.MachinePathRuntimeContainers+"/{id}/{action}", d.handleContainerAction)
+	mux.HandleFunc("DELETE "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
 		d.doContainerAction(w, r, r.PathValue("id"), "remove")
 	})
-	mux.HandleFunc("GET "+runtimeContainersPath+"/{id}/logs", d.handleContainerLogs)
+	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}/logs", d.handleContainerLogs)
 	d.imageRoutes(mux)
-	mux.HandleFunc("GET "+runtimeContainersPath+"/{id}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
 		rt, err := d.localRuntime()
 		if err != nil {
 			writeRuntimeError(w, err)
@@ -115,7 +106,7 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, c)
 	})
-	mux.HandleFunc("GET "+runtimeReadyPath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.MachinePathRuntimeReady, func(w http.ResponseWriter, r *http.Request) {
 		if _, err := d.localRuntime(); err != nil {
 			writeRuntimeError(w, err)
 			return
@@ -144,7 +135,7 @@ func (d *Daemon) ready(ctx context.Context, ts []target) (ready []target, notRea
 			}
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if err := d.callMachine(cctx, t.ID, "GET", runtimeReadyPath, nil, nil); err != nil {
+			if err := d.machineAPI.RuntimeReady(cctx, t.ID); err != nil {
 				ok[i] = d.remoteCallErr(t, err)
 			}
 		}()
@@ -242,9 +233,7 @@ func (d *Daemon) handleCreateContainer(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) handleContainerAction(w http.ResponseWriter, r *http.Request) {
 	action := r.PathValue("action")
 	if action == "exec" {
-		var req struct {
-			Cmd []string `json:"cmd"`
-		}
+		var req api.ContainerExecRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 			writeRuntimeError(w, fmt.Errorf("%w: %v", runtime.ErrBadSpec, err))
 			return
@@ -320,9 +309,9 @@ func (t target) unreachableErr() error {
 }
 
 func (d *Daemon) remoteCallErr(t target, err error) error {
-	var re *remoteError
+	var re *api.StatusError
 	if errors.As(err, &re) {
-		return errors.New(re.Message)
+		return errors.New(re.Error()) // the other side's words, as if said here
 	}
 	return fmt.Errorf("%w: machine %s: %v", api.ErrUnavailable, t.Name, err)
 }
@@ -336,7 +325,7 @@ func (d *Daemon) create(ctx context.Context, t target, spec runtime.ContainerSpe
 		return nil, t.unreachableErr()
 	}
 	var c crdt.Container
-	if err := d.callRuntime(ctx, t.ID, "POST", runtimeContainersPath, spec, &c); err != nil {
+	if err := d.machineAPI.CreateContainer(ctx, t.ID, spec, &c); err != nil {
 		return nil, d.remoteCallErr(t, err)
 	}
 	return &c, nil
@@ -350,33 +339,10 @@ func (d *Daemon) act(ctx context.Context, t target, id, action string) error {
 	if !t.reachable() {
 		return t.unreachableErr()
 	}
-	method, path := "POST", runtimeContainersPath+"/"+url.PathEscape(id)+"/"+action
-	if action == "remove" {
-		method, path = "DELETE", runtimeContainersPath+"/"+url.PathEscape(id)
-	}
-	if err := d.callRuntime(ctx, t.ID, method, path, nil, nil); err != nil {
+	if err := d.machineAPI.ContainerAction(ctx, t.ID, id, action); err != nil {
 		return d.remoteCallErr(t, err)
 	}
 	return nil
-}
-
-// callRuntime is callMachine for container calls, which may wait for
-// Docker longer than the machine client's 30 s answer timeout (a create
-// or a stop on a busy machine); the caller's context bounds them.
-func (d *Daemon) callRuntime(ctx context.Context, machineID, method, path string, in, out any) error {
-	return d.callMachineWith(ctx, d.runtimeClient(), machineID, method, path, in, out)
-}
-
-// runtimeClient is the machine client without its answer timeout, made
-// once (it keeps its own connections).
-func (d *Daemon) runtimeClient() *http.Client {
-	p := d.containers
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.client == nil {
-		p.client = d.longMachineClient()
-	}
-	return p.client
 }
 
 // inspect reads a container's state on t, from Docker there.
@@ -392,7 +358,7 @@ func (d *Daemon) inspect(ctx context.Context, t target, id string) (*crdt.Contai
 		return nil, t.unreachableErr()
 	}
 	var c crdt.Container
-	if err := d.callMachine(ctx, t.ID, "GET", runtimeContainersPath+"/"+url.PathEscape(id), nil, &c); err != nil {
+	if err := d.machineAPI.InspectContainer(ctx, t.ID, id, &c); err != nil {
 		return nil, d.remoteCallErr(t, err)
 	}
 	return &c, nil
@@ -410,15 +376,11 @@ func (d *Daemon) exec(ctx context.Context, t target, id string, cmd []string) (r
 	if !t.reachable() {
 		return runtime.ExecResult{}, t.unreachableErr()
 	}
-	var res runtime.ExecResult
-	err := d.callRuntime(ctx, t.ID, "POST", runtimeContainersPath+"/"+url.PathEscape(id)+"/exec",
-		struct {
-			Cmd []string `json:"cmd"`
-		}{cmd}, &res)
+	res, err := d.machineAPI.ExecContainer(ctx, t.ID, id, cmd)
 	if err != nil {
-		return res, d.remoteCallErr(t, err)
+		return runtime.ExecResult(res), d.remoteCallErr(t, err)
 	}
-	return res, nil
+	return runtime.ExecResult(res), nil
 }
 
 // logs reads a container's log lines on t (each starting with Docker's
@@ -434,41 +396,12 @@ func (d *Daemon) logs(ctx context.Context, t target, id string, o runtime.LogOpt
 	if !t.reachable() {
 		return t.unreachableErr()
 	}
-	base, err := d.machineAPIURL(t.ID)
-	if err != nil {
-		return err
-	}
-	q := url.Values{"follow": {strconv.FormatBool(o.Follow)}}
-	if o.Since != "" {
-		q.Set("since", o.Since)
-	}
-	if o.Tail != "" {
-		q.Set("tail", o.Tail)
-	}
-	req, err := http.NewRequestWithContext(ctx, "GET", base+runtimeContainersPath+"/"+url.PathEscape(id)+"/logs?"+q.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := d.machineClient.Do(req)
-	if err != nil {
+	err := d.machineAPI.ContainerLogs(ctx, t.ID, id, api.LogsRequest{Follow: o.Follow, Since: o.Since, Tail: o.Tail}, line)
+	var ce *api.CallError
+	if errors.As(err, &ce) {
 		return d.remoteCallErr(t, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return errors.New(string(msg))
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 2<<20)
-	for sc.Scan() {
-		if err := line(sc.Text()); err != nil {
-			return err
-		}
-	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("logs from %s: %w", t.Name, err)
-	}
-	return nil
+	return err // line's own, or nil
 }
 
 var _ api.ContainerBackend = (*Daemon)(nil)

@@ -59,7 +59,8 @@ type Daemon struct {
 	dev           *tun.Device
 	gossip        *gossip.Node
 	store         *crdt.Store
-	machineClient *http.Client
+	machineClient *http.Client       // the mTLS transport, shared with the CRDT block fetcher
+	machineAPI    *api.MachineClient // typed machine API calls over machineClient
 	tokens        *tokenBook
 	promises      *promiseBook
 	peersChanged  chan struct{} // pokes the peer manager after token changes
@@ -204,7 +205,8 @@ func (d *Daemon) startGossip(ctx context.Context) error {
 }
 
 func (d *Daemon) startStore(ctx context.Context) error {
-	d.machineClient = api.NewMachineClient(d.identity, d.machineIdentityByAddr, d.dev.DialContext)
+	d.machineClient = api.NewMachineHTTP(d.identity, d.machineIdentityByAddr, d.dev.DialContext)
+	d.machineAPI = api.NewMachineClient(d.machineClient, d.machineAPIURL)
 	fetcher := &crdt.HTTPFetcher{
 		BaseURL: d.machineAPIURL,
 		Client:  d.machineClient,

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
 )
 
 // Gossip key rotation. Removing a machine rotates the key that encrypts
@@ -30,17 +32,14 @@ import (
 // encrypt with the old key, and their messages must not be lost.
 
 const (
-	keyringPath         = "/v1/gossip/keyring"
 	keyringPullInterval = 20 * time.Second
 	keyringGrace        = 2 * time.Minute
 	keyringStartupRetry = 2 * time.Second
 )
 
-// gossipKeyring is the key in use first, then keys still accepted.
-type gossipKeyring struct {
-	Epoch uint64   `json:"epoch"`
-	Keys  [][]byte `json:"keys"`
-}
+// gossipKeyring is the key in use first, then keys still accepted: the
+// machine API's keyring, with the rules for choosing between two.
+type gossipKeyring api.GossipKeyring
 
 // newer says whether k should replace cur.
 func (k gossipKeyring) newer(cur gossipKeyring) bool {
@@ -161,7 +160,7 @@ func (d *Daemon) rotateGossipKey(ctx context.Context) (reached int, missed []str
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := d.callMachine(ctx, m.ID, http.MethodPost, keyringPath, k, nil)
+			err := d.machineAPI.PushKeyring(ctx, m.ID, api.GossipKeyring(k))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -251,9 +250,8 @@ func (d *Daemon) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 		wg.Go(func() {
 			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			var k gossipKeyring
-			if err := d.callMachine(callCtx, id, http.MethodGet, keyringPath, nil, &k); err == nil {
-				answers <- answer{id, k} // unreachable ones are asked next round
+			if k, err := d.machineAPI.Keyring(callCtx, id); err == nil {
+				answers <- answer{id, gossipKeyring(k)} // unreachable ones are asked next round
 			}
 		})
 	}

@@ -2,12 +2,10 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,13 +18,8 @@ import (
 // the machine API: no registry needed, and a machine that has the image
 // (same ID) is skipped.
 
-const (
-	runtimeImagePath  = "/v1/runtime/image"  // GET ?ref=: the image's ID here
-	runtimeImagesPath = "/v1/runtime/images" // POST a tarball: docker load
-)
-
 func (d *Daemon) imageRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+runtimeImagePath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.MachinePathRuntimeImage, func(w http.ResponseWriter, r *http.Request) {
 		rt, err := d.localRuntime()
 		if err != nil {
 			writeRuntimeError(w, err)
@@ -37,9 +30,9 @@ func (d *Daemon) imageRoutes(mux *http.ServeMux) {
 			writeRuntimeError(w, err)
 			return
 		}
-		writeJSON(w, map[string]string{"id": id})
+		writeJSON(w, api.ImageIDAnswer{ID: id})
 	})
-	mux.HandleFunc("POST "+runtimeImagesPath, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+api.MachinePathRuntimeImages, func(w http.ResponseWriter, r *http.Request) {
 		rt, err := d.localRuntime()
 		if err != nil {
 			writeRuntimeError(w, err)
@@ -50,7 +43,7 @@ func (d *Daemon) imageRoutes(mux *http.ServeMux) {
 			writeRuntimeError(w, err)
 			return
 		}
-		writeJSON(w, map[string]string{"loaded": loaded})
+		writeJSON(w, api.ImageLoadAnswer{Loaded: loaded})
 	})
 }
 
@@ -112,15 +105,11 @@ func (d *Daemon) pushTo(ctx context.Context, rt *runtime.Runtime, t target, ref,
 	if !t.reachable() {
 		return 0, "", t.unreachableErr()
 	}
-	var have struct {
-		ID string `json:"id"`
-	}
-	err := d.callMachine(ctx, t.ID, "GET", runtimeImagePath+"?ref="+url.QueryEscape(ref), nil, &have)
-	var re *remoteError
+	haveID, err := d.machineAPI.ImageID(ctx, t.ID, ref)
 	switch {
-	case err == nil && have.ID == localID:
+	case err == nil && haveID == localID:
 		return 0, "present", nil
-	case err == nil, errors.As(err, &re) && re.Status == http.StatusNotFound:
+	case err == nil, errors.Is(err, api.ErrNotFound):
 	default:
 		return 0, "", d.remoteCallErr(t, err)
 	}
@@ -145,41 +134,10 @@ func (d *Daemon) pushTo(ctx context.Context, rt *runtime.Runtime, t target, ref,
 			}
 		}
 	}()
-	base, err := d.machineAPIURL(t.ID)
-	if err != nil {
-		return 0, "", err
-	}
-	req, err := http.NewRequestWithContext(ctx, "POST", base+runtimeImagesPath, body)
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/x-tar")
-	resp, err := d.runtimeClient().Do(req)
-	if err != nil {
+	if _, err := d.machineAPI.LoadImage(ctx, t.ID, body); err != nil {
 		return sent.Load(), "", d.remoteCallErr(t, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return sent.Load(), "", errors.New(string(msg))
-	}
-	var out struct {
-		Loaded string `json:"loaded"`
-	}
-	json.NewDecoder(resp.Body).Decode(&out)
 	return sent.Load(), "loaded", nil
-}
-
-// longMachineClient is the machine client without its answer timeout:
-// loading a large image takes Docker a while after the upload ends.
-func (d *Daemon) longMachineClient() *http.Client {
-	tr, ok := d.machineClient.Transport.(*http.Transport)
-	if !ok {
-		return d.machineClient
-	}
-	tr = tr.Clone()
-	tr.ResponseHeaderTimeout = 0
-	return &http.Client{Transport: tr}
 }
 
 type countingReader struct {

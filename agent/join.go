@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,8 +16,6 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
-
-const joinPath = "/v1/join"
 
 // joinRequest is what a joining machine sends through its temporary
 // WireGuard peer. It carries only public keys: the new machine's secrets
@@ -52,7 +49,7 @@ func (d *Daemon) startJoinServer(ctx context.Context) error {
 		return fmt.Errorf("listen for joins on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+joinPath, d.handleJoin)
+	mux.HandleFunc("POST "+api.JoinPath, d.handleJoin)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -290,11 +287,11 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 	if err != nil {
 		return nil, err
 	}
-	body, _ := json.Marshal(joinRequest{
+	req := joinRequest{
 		NetworkID: tok.NetworkID, MachineID: st.MachineID, Name: st.Name,
 		WireGuardKey: st.WireGuardKey.PublicKey(), IdentityKey: api.EncodeKey(identity.PublicKey()),
 		Endpoints: endpointStrings(candidateEndpoints(st.PublicIP, st.ListenPort)),
-	})
+	}
 	target := net.JoinHostPort(meshAddress(issuer.Subnet).String(), strconv.Itoa(tun.DefaultJoinPort))
 	client := &http.Client{Transport: &http.Transport{DialContext: dev.DialContext, DisableKeepAlives: true}}
 	var lastErr error
@@ -306,12 +303,13 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		}
 		// Long enough for one WireGuard handshake retry (5 s) to succeed.
 		attempt, cancel := context.WithTimeout(ctx, 12*time.Second)
-		resp, err := postJoin(attempt, client, "http://"+target+joinPath, body)
+		var resp joinResponse
+		err := api.Join(attempt, client, target, req, &resp)
 		cancel()
 		if err == nil {
-			return resp, nil
+			return &resp, nil
 		}
-		var refused *joinRefused
+		var refused *api.JoinRefusedError
 		if errors.As(err, &refused) {
 			return nil, err // the issuer answered: another endpoint will say the same
 		}
@@ -324,38 +322,4 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 	// ignores the handshake: from here that looks like no answer at all.
 	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: the token was revoked or used up, or that machine's WireGuard port is not reachable from here (last error: %w)",
 		issuer.Name, meshAddress(issuer.Subnet), issuer.Endpoints, lastErr)
-}
-
-// joinRefused is the issuer's own "no", as opposed to a network failure.
-type joinRefused struct{ msg string }
-
-func (e *joinRefused) Error() string { return "join refused: " + e.msg }
-
-func postJoin(ctx context.Context, client *http.Client, url string, body []byte) (*joinResponse, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return nil, &joinRefused{msg: e.Error}
-		}
-		return nil, &joinRefused{msg: resp.Status}
-	}
-	var out joinResponse
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, fmt.Errorf("decode join answer: %w", err)
-	}
-	return &out, nil
 }

@@ -17,8 +17,6 @@ import (
 // KnownRoles are the roles a machine can take besides running containers.
 var knownRoles = []string{"ingress"}
 
-const updateSelfPath = "/v1/self"
-
 // UpdateMachine implements api.Backend: rename a machine or change its
 // roles. A machine record is written by its machine alone (two writers
 // would race in the CRDT), so for another machine the change is a call to
@@ -39,8 +37,8 @@ func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.Machi
 		return machineInfoOf(rec), nil
 	}
 	var rec crdt.Machine
-	if err := d.callMachine(ctx, target.ID, http.MethodPost, updateSelfPath, u, &rec); err != nil {
-		var re *remoteError
+	if err := d.machineAPI.UpdateSelf(ctx, target.ID, u, &rec); err != nil {
+		var re *api.StatusError
 		if errors.As(err, &re) && re.Status == http.StatusConflict {
 			return api.MachineInfo{}, fmt.Errorf("%w: %s", api.ErrConflict, re.Message)
 		}

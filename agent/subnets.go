@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 )
 
@@ -92,17 +93,9 @@ func subnetOwners(machines []*crdt.Machine) map[int]string {
 	return out
 }
 
-// reserveRequest asks a machine to promise a subnet to a new machine.
-type reserveRequest struct {
-	Subnet    int    `json:"subnet"`
-	MachineID string `json:"machine_id"`
-}
-
-const reservePath = "/v1/subnets/reserve"
-
 // handleReserve is the machine API side of a reservation.
 func (d *Daemon) handleReserve(w http.ResponseWriter, r *http.Request) {
-	var req reserveRequest
+	var req api.ReserveRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil || req.Subnet < 1 || req.Subnet > 254 || req.MachineID == "" {
 		http.Error(w, "bad reservation request", http.StatusBadRequest)
 		return
@@ -161,7 +154,7 @@ func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (int, erro
 		}
 		asked++
 		go func() {
-			answers <- answer{m.Name, d.askReserve(callCtx, m.ID, reserveRequest{Subnet: subnet, MachineID: machineID})}
+			answers <- answer{m.Name, d.askReserve(callCtx, m.ID, api.ReserveRequest{Subnet: subnet, MachineID: machineID})}
 		}()
 	}
 	received := 0
@@ -196,8 +189,8 @@ func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (int, erro
 	return subnet, nil
 }
 
-func (d *Daemon) askReserve(ctx context.Context, machineID string, req reserveRequest) error {
-	if err := d.callMachine(ctx, machineID, http.MethodPost, reservePath, req, nil); err != nil {
+func (d *Daemon) askReserve(ctx context.Context, machineID string, req api.ReserveRequest) error {
+	if err := d.machineAPI.Reserve(ctx, machineID, req); err != nil {
 		return fmt.Errorf("refused: %w", err)
 	}
 	return nil

@@ -21,6 +21,9 @@ type Client struct {
 	// BaseURL is what request paths are appended to; the host part is a
 	// placeholder because the dialer ignores it.
 	BaseURL string
+	// Target is the agent this client reaches (a socket path or the
+	// ssh:// target), named in every error.
+	Target string
 
 	closeOnce sync.Once
 	closer    func() error
@@ -40,9 +43,13 @@ func NewClient(target string, ssh SSHOptions) (*Client, error) {
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
 	}
+	if target == "" {
+		target = DefaultSocket
+	}
 	return &Client{
 		HTTP:    &http.Client{Transport: transport},
 		BaseURL: "http://uncloud",
+		Target:  target,
 		closer:  closer,
 	}, nil
 }

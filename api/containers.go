@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 )
@@ -132,6 +131,11 @@ type LogLine struct {
 	Text      string    `json:"text"`
 }
 
+// ScaleRequest is the body of a scale call.
+type ScaleRequest struct {
+	Replicas int `json:"replicas"`
+}
+
 // ExecRequest runs a command in one container of a service.
 type ExecRequest struct {
 	Cmd       []string `json:"cmd"`
@@ -162,7 +166,7 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	if db, ok := b.(DeployBackend); ok {
 		registerDeployRoutes(mux, db)
 	}
-	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathServices, func(w http.ResponseWriter, r *http.Request) {
 		var req RunRequest
 		if err := decodeBody(r, &req); err != nil {
 			reply(w, nil, err)
@@ -182,22 +186,20 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 			return emit(RunEvent{Result: &res})
 		})
 	})
-	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathServices, func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.Services(r.Context())
 		reply(w, res, err)
 	})
-	mux.HandleFunc("GET /v1/services/{name}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathServices+"/{name}", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.InspectService(r.Context(), r.PathValue("name"))
 		reply(w, res, err)
 	})
-	mux.HandleFunc("DELETE /v1/services/{name}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE "+PathServices+"/{name}", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.RemoveService(r.Context(), r.PathValue("name"))
 		reply(w, res, err)
 	})
-	mux.HandleFunc("POST /v1/services/{name}/scale", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Replicas int `json:"replicas"`
-		}
+	mux.HandleFunc("POST "+PathServices+"/{name}/scale", func(w http.ResponseWriter, r *http.Request) {
+		var req ScaleRequest
 		if err := decodeBody(r, &req); err != nil {
 			reply(w, nil, err)
 			return
@@ -205,15 +207,15 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 		res, err := b.ScaleService(r.Context(), r.PathValue("name"), req.Replicas)
 		reply(w, res, err)
 	})
-	mux.HandleFunc("POST /v1/services/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathServices+"/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.StopService(r.Context(), r.PathValue("name"))
 		reply(w, res, err)
 	})
-	mux.HandleFunc("POST /v1/services/{name}/start", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathServices+"/{name}/start", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.StartService(r.Context(), r.PathValue("name"))
 		reply(w, res, err)
 	})
-	mux.HandleFunc("POST /v1/services/{name}/exec", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathServices+"/{name}/exec", func(w http.ResponseWriter, r *http.Request) {
 		var req ExecRequest
 		if err := decodeBody(r, &req); err != nil {
 			reply(w, nil, err)
@@ -222,35 +224,16 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 		res, err := b.ExecService(r.Context(), r.PathValue("name"), req)
 		reply(w, res, err)
 	})
-	mux.HandleFunc("GET /v1/containers", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathContainers, func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.Containers(r.Context())
 		reply(w, res, err)
 	})
-	mux.HandleFunc("GET /v1/services/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathServices+"/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		follow, _ := strconv.ParseBool(q.Get("follow"))
 		o := LogsRequest{Follow: follow, Since: q.Get("since"), Tail: q.Get("tail")}
 		streamLines(w, func(emit func(LogLine) error) error {
 			return b.ServiceLogs(r.Context(), r.PathValue("name"), o, emit)
 		})
-	})
-}
-
-// StreamLogs calls the logs route and hands each line to line.
-func (c *Client) StreamLogs(ctx context.Context, service string, o LogsRequest, line func(LogLine) error) error {
-	q := url.Values{}
-	q.Set("follow", strconv.FormatBool(o.Follow))
-	if o.Since != "" {
-		q.Set("since", o.Since)
-	}
-	if o.Tail != "" {
-		q.Set("tail", o.Tail)
-	}
-	return c.Stream(ctx, "GET", "/v1/services/"+url.PathEscape(service)+"/logs?"+q.Encode(), nil, func(raw json.RawMessage) error {
-		var l LogLine
-		if err := json.Unmarshal(raw, &l); err != nil {
-			return fmt.Errorf("decode log line: %w", err)
-		}
-		return line(l)
 	})
 }

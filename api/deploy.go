@@ -30,7 +30,7 @@ type DeployEvent struct {
 }
 
 func registerDeployRoutes(mux *http.ServeMux, b DeployBackend) {
-	mux.HandleFunc("POST /v1/deploy", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathDeploy, func(w http.ResponseWriter, r *http.Request) {
 		var req DeployRequest
 		if err := decodeBody(r, &req); err != nil {
 			reply(w, nil, err)

@@ -40,11 +40,11 @@ type DNSAnswer struct {
 
 // registerDNS routes GET /v1/dns and GET /v1/dns/query?name=&type=.
 func registerDNS(mux *http.ServeMux, b DNSBackend) {
-	mux.HandleFunc("GET /v1/dns", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathDNS, func(w http.ResponseWriter, r *http.Request) {
 		n, err := b.DNSNames(r.Context())
 		reply(w, n, err)
 	})
-	mux.HandleFunc("GET /v1/dns/query", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathDNSQuery, func(w http.ResponseWriter, r *http.Request) {
 		a, err := b.DNSQuery(r.Context(), r.URL.Query().Get("name"), r.URL.Query().Get("type"))
 		reply(w, a, err)
 	})

@@ -1,7 +1,22 @@
-// Package api owns how commands reach agents: the local API on a unix
-// socket that the CLI uses (directly, or through SSH from a laptop), and
-// the machine-to-machine API on the mesh address, authenticated with
-// mutual TLS against each machine's identity key.
+// Package api owns how commands reach agents and agents reach each other:
+// the local API on a unix socket that the CLI uses (directly, or through
+// SSH from a laptop), the machine-to-machine API on the mesh address,
+// authenticated with mutual TLS against each machine's identity key, and
+// the join call a new machine makes through its token's temporary peer.
+//
+// For each API it owns the paths (paths.go: the wire format, unchanged
+// across versions), the request and answer bodies, the server side's
+// routing where the API is the agent's Backend (NewLocalHandler), and a
+// typed client with one method per call: Client for the local API,
+// MachineClient for the machine API, Join for the join call. A failed call
+// is a *CallError naming the call and the agent or machine; when the other
+// side answered, it wraps a *StatusError with its words, which
+// errors.Is maps back to ErrNotFound, ErrBadRequest, ErrConflict and
+// ErrUnavailable.
+//
+// The package imports nothing of uncloud: the agent implements its
+// interfaces (Backend, Authorizer), and the few machine API bodies that
+// are records of lower packages travel through MachineClient as values.
 //
 // A source address is never proof of identity: containers, host-network
 // containers and local users can all send from mesh addresses. A machine

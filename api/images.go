@@ -1,10 +1,7 @@
 package api
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/http"
 )
 
@@ -32,7 +29,7 @@ type PushProgress struct {
 }
 
 func registerImageRoutes(mux *http.ServeMux, b ImageBackend) {
-	mux.HandleFunc("POST /v1/images/push", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathImagePush, func(w http.ResponseWriter, r *http.Request) {
 		var req PushRequest
 		if err := decodeBody(r, &req); err != nil {
 			reply(w, nil, err)
@@ -42,33 +39,4 @@ func registerImageRoutes(mux *http.ServeMux, b ImageBackend) {
 			return b.PushImage(r.Context(), req, emit)
 		})
 	})
-}
-
-// Stream calls the local API and hands each JSON line of the answer to
-// line; a line with only "error" set ends the stream with that error.
-func (c *Client) Stream(ctx context.Context, method, path string, in any, line func(json.RawMessage) error) error {
-	req, err := NewJSONRequest(ctx, method, c.BaseURL+path, in)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := answerError(resp); err != nil {
-		return err
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 2<<20)
-	for sc.Scan() {
-		var e apiError
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
-		}
-		if err := line(json.RawMessage(sc.Bytes())); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
 }

@@ -55,7 +55,7 @@ type IngressCertificate struct {
 }
 
 func registerIngress(mux *http.ServeMux, b IngressAPI) {
-	mux.HandleFunc("GET /v1/ingress", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathIngress, func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Ingress(r.Context())
 		reply(w, st, err)
 	})

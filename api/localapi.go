@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,9 +75,6 @@ type TokenInfo struct {
 	State    string    `json:"state"` // usable, used, expired, revoked
 }
 
-// ErrNotFound is what a Backend returns for a missing key; it becomes 404.
-var ErrNotFound = errors.New("not found")
-
 // Status describes the machine that answers and what it sees.
 type Status struct {
 	Version   string   `json:"version"`
@@ -116,11 +112,11 @@ type StateEntry struct {
 // NewLocalHandler routes the local API.
 func NewLocalHandler(b Backend) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Status(r.Context())
 		reply(w, st, err)
 	})
-	mux.HandleFunc("GET /v1/state", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathState, func(w http.ResponseWriter, r *http.Request) {
 		prefix := r.URL.Query().Get("prefix")
 		if prefix == "" {
 			prefix = "/"
@@ -128,19 +124,19 @@ func NewLocalHandler(b Backend) http.Handler {
 		entries, err := b.StateList(r.Context(), prefix)
 		reply(w, entries, err)
 	})
-	mux.HandleFunc("GET /v1/state/get", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathStateGet, func(w http.ResponseWriter, r *http.Request) {
 		e, err := b.StateGet(r.Context(), r.URL.Query().Get("key"))
 		reply(w, e, err)
 	})
-	mux.HandleFunc("GET /v1/machines", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathMachines, func(w http.ResponseWriter, r *http.Request) {
 		ms, err := b.Machines(r.Context())
 		reply(w, ms, err)
 	})
-	mux.HandleFunc("DELETE /v1/machines/{name}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE "+PathMachines+"/{name}", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.RemoveMachine(r.Context(), r.PathValue("name"))
 		reply(w, res, err)
 	})
-	mux.HandleFunc("PATCH /v1/machines/{name}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("PATCH "+PathMachines+"/{name}", func(w http.ResponseWriter, r *http.Request) {
 		var u MachineUpdate
 		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&u); err != nil {
 			reply(w, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
@@ -149,7 +145,7 @@ func NewLocalHandler(b Backend) http.Handler {
 		m, err := b.UpdateMachine(r.Context(), r.PathValue("name"), u)
 		reply(w, m, err)
 	})
-	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST "+PathTokens, func(w http.ResponseWriter, r *http.Request) {
 		var req TokenRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
 			reply(w, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
@@ -158,11 +154,11 @@ func NewLocalHandler(b Backend) http.Handler {
 		t, err := b.CreateToken(r.Context(), req)
 		reply(w, t, err)
 	})
-	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathTokens, func(w http.ResponseWriter, r *http.Request) {
 		ts, err := b.ListTokens(r.Context())
 		reply(w, ts, err)
 	})
-	mux.HandleFunc("DELETE /v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE "+PathTokens+"/{id}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, b.RevokeToken(r.Context(), r.PathValue("id")))
 	})
 	registerDebug(mux)
@@ -195,11 +191,6 @@ func ServeLocal(ctx context.Context, ln net.Listener, b Backend) error {
 	return err
 }
 
-// apiError is the body of every non-2xx answer.
-type apiError struct {
-	Error string `json:"error"`
-}
-
 func reply(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
@@ -218,78 +209,4 @@ func reply(w http.ResponseWriter, v any, err error) {
 		return
 	}
 	json.NewEncoder(w).Encode(v)
-}
-
-// ErrBadRequest marks errors caused by the caller's input; it becomes 400.
-var ErrBadRequest = errors.New("bad request")
-
-// ErrConflict marks a request that clashes with the state (a name that
-// is taken); it becomes 409.
-var ErrConflict = errors.New("conflict")
-
-// ErrUnavailable marks a request that needs a machine that cannot be
-// reached now; it becomes 503.
-var ErrUnavailable = errors.New("unavailable")
-
-// Get calls the local API and decodes the JSON answer into out.
-func (c *Client) Get(ctx context.Context, path string, out any) error {
-	return c.Do(ctx, http.MethodGet, path, nil, out)
-}
-
-// Do calls the local API with an optional JSON body and decodes the JSON
-// answer into out (if not nil).
-func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	req, err := NewJSONRequest(ctx, method, c.BaseURL+path, in)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := answerError(resp); err != nil {
-		return err
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decode agent answer to %s: %w", path, err)
-	}
-	return nil
-}
-
-// NewJSONRequest is a request with in as its JSON body (none when in is
-// nil), for the local API and the machine API alike.
-func NewJSONRequest(ctx context.Context, method, url string, in any) (*http.Request, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return nil, fmt.Errorf("encode %s %s: %w", method, url, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
-		return nil, err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	return req, nil
-}
-
-// answerError turns a non-2xx answer of the local API into its error
-// message ({"error": …}), or the HTTP status when it has none.
-func answerError(resp *http.Response) error {
-	if resp.StatusCode/100 == 2 {
-		return nil
-	}
-	var e apiError
-	if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Error != "" {
-		return fmt.Errorf("%s", e.Error)
-	}
-	return fmt.Errorf("agent answered %s", resp.Status)
 }

@@ -2,78 +2,80 @@ package api
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/tls"
+	"encoding/json"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
-	"net/netip"
-	"time"
 )
 
-// machineDialTimeout bounds connecting to another machine's API, TLS
-// handshake included.
-const machineDialTimeout = 10 * time.Second
-
-// NewMachineClient returns an HTTP client for other machines' APIs. Each
-// connection is pinned to the identity key of the machine that owns the
-// dialed mesh address (lookup), and dialed with dial, so in netstack mode
-// it goes through the userspace stack.
-func NewMachineClient(id *Identity, lookup func(netip.Addr) (ed25519.PublicKey, error),
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
-	transport := &http.Transport{
-		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			ap, err := netip.ParseAddrPort(addr)
-			if err != nil {
-				return nil, fmt.Errorf("machine API address %q is not IP:port: %w", addr, err)
-			}
-			want, err := lookup(ap.Addr())
-			if err != nil {
-				return nil, fmt.Errorf("identity of the machine at %v: %w", ap.Addr(), err)
-			}
-			// Without a bound, a dial to a machine across a partition
-			// waits out TCP's SYN retries (about two minutes) and holds
-			// whatever waits on it, such as a block fetch that could ask
-			// another machine. 10 s covers a lost WireGuard handshake
-			// (retried after 5 s) on a slow relayed path.
-			ctx, cancel := context.WithTimeout(ctx, machineDialTimeout)
-			defer cancel()
-			raw, err := dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			conn := tls.Client(raw, ClientTLS(id, want))
-			if err := conn.HandshakeContext(ctx); err != nil {
-				raw.Close()
-				return nil, fmt.Errorf("TLS with machine at %v: %w", ap, err)
-			}
-			return conn, nil
-		},
-		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-	}
-	return &http.Client{Transport: transport}
+// MachineClient makes machine API calls to other machines: one method per
+// call (machinecalls.go), the callee named by machine ID.
+type MachineClient struct {
+	// HTTP is for quick calls: it gives up when an answer does not start
+	// within the transport's answer timeout.
+	HTTP *http.Client
+	// Long has no answer timeout, for calls that wait on Docker (a create
+	// or a stop on a busy machine, loading a large image); the caller's
+	// context bounds them.
+	Long *http.Client
+	// BaseURL maps a machine ID to its machine API (https://addr:port).
+	BaseURL func(machineID string) (string, error)
 }
 
-// ServeMachineAPI serves handler on ln with mutual TLS: only machines that
-// auth knows get past the handshake, and every request is re-checked.
-func ServeMachineAPI(ctx context.Context, ln net.Listener, id *Identity, auth Authorizer, handler http.Handler) error {
-	srv := &http.Server{
-		Handler:           CallerMiddleware(auth, handler),
-		TLSConfig:         ServerTLS(id, auth),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+// NewMachineClient wraps a machine HTTP client (NewMachineHTTP); the long
+// client shares its settings but not its connections or answer timeout.
+func NewMachineClient(h *http.Client, baseURL func(machineID string) (string, error)) *MachineClient {
+	long := h
+	if tr, ok := h.Transport.(*http.Transport); ok {
+		tr = tr.Clone()
+		tr.ResponseHeaderTimeout = 0
+		long = &http.Client{Transport: tr}
 	}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	err := srv.ServeTLS(ln, "", "")
-	if ctx.Err() != nil {
+	return &MachineClient{HTTP: h, Long: long, BaseURL: baseURL}
+}
+
+// maxMachineAnswer bounds a JSON answer read from another machine.
+const maxMachineAnswer = 1 << 20
+
+// send makes one request to machineID and returns the answer when it is
+// 2xx; otherwise the error names the call and the machine. The caller
+// closes the body.
+func (c *MachineClient) send(ctx context.Context, h *http.Client, name, machineID string,
+	newReq func(base string) (*http.Request, error)) (*http.Response, error) {
+	fail := func(err error) error { return &CallError{Call: name, Target: "machine " + machineID, Err: err} }
+	base, err := c.BaseURL(machineID)
+	if err != nil {
+		return nil, fail(err)
+	}
+	req, err := newReq(base)
+	if err != nil {
+		return nil, fail(err)
+	}
+	resp, err := h.Do(req)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if err := answerError(resp); err != nil {
+		resp.Body.Close()
+		return nil, fail(err)
+	}
+	return resp, nil
+}
+
+// call is one JSON call to machineID; out (if not nil) takes the answer.
+func (c *MachineClient) call(ctx context.Context, h *http.Client, name, machineID, method, path string, in, out any) error {
+	resp, err := c.send(ctx, h, name, machineID, func(base string) (*http.Request, error) {
+		return NewJSONRequest(ctx, method, base+path, in)
+	})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
 		return nil
 	}
-	return err
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxMachineAnswer)).Decode(out); err != nil {
+		return &CallError{Call: name, Target: "machine " + machineID, Err: fmt.Errorf("decode the answer: %w", err)}
+	}
+	return nil
 }

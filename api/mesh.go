@@ -76,7 +76,7 @@ type MeshSocketStats struct {
 
 // registerMesh adds GET /v1/mesh to the local API.
 func registerMesh(mux *http.ServeMux, b MeshBackend) {
-	mux.HandleFunc("GET /v1/mesh", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+PathMesh, func(w http.ResponseWriter, r *http.Request) {
 		st, err := b.Mesh(r.Context())
 		reply(w, st, err)
 	})

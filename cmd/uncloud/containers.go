@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -49,9 +47,11 @@ type runCmd struct {
 func (c runCmd) Run(g *globals) error {
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine}
-	var res api.ServiceResult
 	if c.Output == "json" {
-		if err := callAgentTimeout(g, longCommand, "POST", "/v1/services", req, &res); err != nil {
+		res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
+			return a.RunService(ctx, req)
+		})
+		if err != nil {
 			return err
 		}
 		return printResult(res, c.Output)
@@ -68,18 +68,9 @@ func (c runCmd) Run(g *globals) error {
 		total = 0 // one per machine: the count is the agent's to know
 	}
 	done := 0
-	err = client.Stream(ctx, "POST", "/v1/services?stream=1", req, func(raw json.RawMessage) error {
-		var e api.RunEvent
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return fmt.Errorf("read the agent's progress: %w", err)
-		}
-		switch {
-		case e.Container != nil:
-			done++
-			fmt.Fprintln(os.Stderr, runProgress(done, total, *e.Container))
-		case e.Result != nil:
-			res = *e.Result
-		}
+	res, err := client.RunServiceStream(ctx, req, func(cr api.ContainerResult) error {
+		done++
+		fmt.Fprintln(os.Stderr, runProgress(done, total, cr))
 		return nil
 	})
 	if err != nil {
@@ -130,8 +121,10 @@ type psCmd struct {
 }
 
 func (c psCmd) Run(g *globals) error {
-	var cs []api.ContainerInfo
-	if err := callAgent(g, "GET", "/v1/containers", nil, &cs); err != nil {
+	cs, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.ContainerInfo, error) {
+		return a.Containers(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {
@@ -175,8 +168,10 @@ type lsCmd struct {
 }
 
 func (c lsCmd) Run(g *globals) error {
-	var ss []api.ServiceInfo
-	if err := callAgent(g, "GET", "/v1/services", nil, &ss); err != nil {
+	ss, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.ServiceInfo, error) {
+		return a.Services(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {
@@ -196,8 +191,10 @@ type inspectCmd struct {
 }
 
 func (c inspectCmd) Run(g *globals) error {
-	var det api.ServiceDetail
-	if err := callAgent(g, "GET", "/v1/services/"+url.PathEscape(c.Service), nil, &det); err != nil {
+	det, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.ServiceDetail, error) {
+		return a.InspectService(ctx, c.Service)
+	})
+	if err != nil {
 		return err
 	}
 	return printJSON(det)
@@ -210,9 +207,9 @@ type scaleCmd struct {
 }
 
 func (c scaleCmd) Run(g *globals) error {
-	var res api.ServiceResult
-	err := callAgentTimeout(g, longCommand, "POST", "/v1/services/"+url.PathEscape(c.Service)+"/scale",
-		map[string]int{"replicas": c.Replicas}, &res)
+	res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
+		return a.ScaleService(ctx, c.Service, c.Replicas)
+	})
 	if err != nil {
 		return err
 	}
@@ -232,20 +229,26 @@ type rmCmd struct{ serviceArg }
 type stopCmd struct{ serviceArg }
 type startCmd struct{ serviceArg }
 
-func (c rmCmd) Run(g *globals) error { return serviceAction(g, "DELETE", c.Service, "", c.Output) }
+func (c rmCmd) Run(g *globals) error {
+	return serviceAction(g, (*api.Client).RemoveService, c.serviceArg)
+}
 func (c stopCmd) Run(g *globals) error {
-	return serviceAction(g, "POST", c.Service, "/stop", c.Output)
+	return serviceAction(g, (*api.Client).StopService, c.serviceArg)
 }
 func (c startCmd) Run(g *globals) error {
-	return serviceAction(g, "POST", c.Service, "/start", c.Output)
+	return serviceAction(g, (*api.Client).StartService, c.serviceArg)
 }
 
-func serviceAction(g *globals, method, service, suffix, output string) error {
-	var res api.ServiceResult
-	if err := callAgentTimeout(g, longCommand, method, "/v1/services/"+url.PathEscape(service)+suffix, nil, &res); err != nil {
+// serviceAction makes one of the calls that act on a whole service and
+// prints what happened to its containers.
+func serviceAction(g *globals, act func(*api.Client, context.Context, string) (api.ServiceResult, error), s serviceArg) error {
+	res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
+		return act(a, ctx, s.Service)
+	})
+	if err != nil {
 		return err
 	}
-	return printResult(res, output)
+	return printResult(res, s.Output)
 }
 
 type logsCmd struct {
@@ -269,7 +272,7 @@ func (c logsCmd) Run(g *globals) error {
 		ctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 	}
-	err = client.StreamLogs(ctx, c.Service, api.LogsRequest{Follow: c.Follow, Since: c.Since, Tail: c.Tail}, func(l api.LogLine) error {
+	err = client.ServiceLogs(ctx, c.Service, api.LogsRequest{Follow: c.Follow, Since: c.Since, Tail: c.Tail}, func(l api.LogLine) error {
 		prefix := l.Container + "@" + l.Machine + " | "
 		if c.Timestamps && !l.Time.IsZero() {
 			prefix = l.Time.Format(time.RFC3339Nano) + " " + prefix
@@ -290,9 +293,9 @@ type execCmd struct {
 }
 
 func (c execCmd) Run(g *globals) error {
-	var res api.ExecResult
-	err := callAgentTimeout(g, 10*time.Minute, "POST", "/v1/services/"+url.PathEscape(c.Service)+"/exec",
-		api.ExecRequest{Cmd: c.Cmd, Container: c.Container}, &res)
+	res, err := agentCall(g, 10*time.Minute, func(ctx context.Context, a *api.Client) (api.ExecResult, error) {
+		return a.ExecService(ctx, c.Service, api.ExecRequest{Cmd: c.Cmd, Container: c.Container})
+	})
 	if err != nil {
 		return err
 	}
@@ -303,28 +306,4 @@ func (c execCmd) Run(g *globals) error {
 		os.Exit(res.ExitCode)
 	}
 	return nil
-}
-
-// longCommand bounds commands that create or remove many containers; each
-// container's own call is bounded by the agent.
-const longCommand = 30 * time.Minute
-
-func callAgentTimeout(g *globals, timeout time.Duration, method, path string, in, out any) error {
-	client, ctx, release, err := agentFor(g, timeout)
-	if err != nil {
-		return err
-	}
-	defer release()
-	return client.Do(ctx, method, path, in, out)
-}
-
-// agentFor connects to the agent (--connect) for one command bounded by
-// timeout; release frees both.
-func agentFor(g *globals, timeout time.Duration) (*api.Client, context.Context, func(), error) {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	return client, ctx, func() { cancel(); client.Close() }, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -47,11 +46,7 @@ func (c deployCmd) Run(g *globals) error {
 	defer cancel()
 	inPlan := true
 	fmt.Println("Plan:")
-	return client.Stream(ctx, "POST", "/v1/deploy", api.DeployRequest{Services: services, DryRun: c.DryRun}, func(raw json.RawMessage) error {
-		var e api.DeployEvent
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return err
-		}
+	return client.Deploy(ctx, api.DeployRequest{Services: services, DryRun: c.DryRun}, func(e api.DeployEvent) error {
 		if inPlan && !e.Plan {
 			inPlan = false
 			fmt.Println("Applying:")

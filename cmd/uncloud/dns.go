@@ -1,8 +1,8 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -20,8 +20,10 @@ type dnsLsCmd struct {
 }
 
 func (c dnsLsCmd) Run(g *globals) error {
-	var n api.DNSNames
-	if err := callAgent(g, "GET", "/v1/dns", nil, &n); err != nil {
+	n, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.DNSNames, error) {
+		return a.DNSNames(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {
@@ -50,9 +52,10 @@ type dnsQueryCmd struct {
 }
 
 func (c dnsQueryCmd) Run(g *globals) error {
-	var a api.DNSAnswer
-	q := url.Values{"name": {c.Name}, "type": {c.Type}}
-	if err := callAgent(g, "GET", "/v1/dns/query?"+q.Encode(), nil, &a); err != nil {
+	a, err := agentCall(g, shortCommand, func(ctx context.Context, ac *api.Client) (api.DNSAnswer, error) {
+		return ac.DNSQuery(ctx, c.Name, c.Type)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -33,11 +32,7 @@ func (c imagePushCmd) Run(g *globals) error {
 	defer cancel()
 	start := time.Now()
 	failed, total := 0, 0
-	err = client.Stream(ctx, "POST", "/v1/images/push", api.PushRequest{Image: c.Image, Machines: c.Machine}, func(raw json.RawMessage) error {
-		var p api.PushProgress
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return err
-		}
+	err = client.PushImage(ctx, api.PushRequest{Image: c.Image, Machines: c.Machine}, func(p api.PushProgress) error {
 		switch p.Status {
 		case "sending":
 			fmt.Printf("%s: %s sent\n", p.Machine, humanBytes(p.Bytes))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -20,8 +21,10 @@ type ingressLsCmd struct {
 }
 
 func (c ingressLsCmd) Run(g *globals) error {
-	var st api.IngressStatus
-	if err := callAgent(g, "GET", "/v1/ingress", nil, &st); err != nil {
+	st, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.IngressStatus, error) {
+		return a.Ingress(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {

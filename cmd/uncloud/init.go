@@ -117,7 +117,7 @@ func waitForAgent(socket string, timeout time.Duration) (api.Status, error) {
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var st api.Status
-		lastErr = client.Get(ctx, "/v1/status", &st)
+		st, lastErr = client.Status(ctx)
 		cancel()
 		if lastErr == nil {
 			return st, nil

@@ -65,9 +65,8 @@ func waitForPeers(ctx context.Context, socket string, timeout time.Duration) err
 	deadline := time.Now().Add(timeout)
 	lastReport := ""
 	for {
-		var st api.Status
 		callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err := client.Get(callCtx, "/v1/status", &st)
+		st, err := client.Status(callCtx)
 		cancel()
 		if err == nil {
 			var missing []string

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -24,8 +24,9 @@ type machineRenameCmd struct {
 }
 
 func (c machineRenameCmd) Run(g *globals) error {
-	var m api.MachineInfo
-	err := callAgent(g, "PATCH", "/v1/machines/"+url.PathEscape(c.Name), api.MachineUpdate{Name: c.NewName}, &m)
+	m, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.MachineInfo, error) {
+		return a.UpdateMachine(ctx, c.Name, api.MachineUpdate{Name: c.NewName})
+	})
 	if err != nil {
 		return err
 	}
@@ -55,8 +56,10 @@ func (c machineRoleRmCmd) Run(g *globals) error {
 }
 
 func changeRoles(g *globals, name string, u api.MachineUpdate) error {
-	var m api.MachineInfo
-	if err := callAgent(g, "PATCH", "/v1/machines/"+url.PathEscape(name), u, &m); err != nil {
+	m, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.MachineInfo, error) {
+		return a.UpdateMachine(ctx, name, u)
+	})
+	if err != nil {
 		return err
 	}
 	fmt.Printf("Machine %s roles: %s\n", m.Name, dash(strings.Join(m.Roles, ",")))
@@ -68,8 +71,10 @@ type machineRmCmd struct {
 }
 
 func (c machineRmCmd) Run(g *globals) error {
-	var res api.RemoveResult
-	if err := callAgent(g, "DELETE", "/v1/machines/"+url.PathEscape(c.Name), nil, &res); err != nil {
+	res, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.RemoveResult, error) {
+		return a.RemoveMachine(ctx, c.Name)
+	})
+	if err != nil {
 		return err
 	}
 	fmt.Printf("Machine %s removed: its keys are revoked, every machine drops it as a peer.\n", res.Name)
@@ -87,8 +92,10 @@ type machineLsCmd struct {
 }
 
 func (c machineLsCmd) Run(g *globals) error {
-	var machines []api.MachineInfo
-	if err := callAgent(g, "GET", "/v1/machines", nil, &machines); err != nil {
+	machines, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.MachineInfo, error) {
+		return a.Machines(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {

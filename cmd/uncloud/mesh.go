@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -18,8 +19,10 @@ type meshCmd struct {
 // (through which machine), the endpoint in use, the peer's NAT type, the
 // last handshake and the probe round-trip time.
 func (c meshCmd) Run(g *globals) error {
-	var st api.MeshStatus
-	if err := callAgent(g, "GET", "/v1/mesh", nil, &st); err != nil {
+	st, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.MeshStatus, error) {
+		return a.Mesh(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {

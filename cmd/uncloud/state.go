@@ -1,9 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"text/tabwriter"
 
@@ -21,8 +21,10 @@ type stateLsCmd struct {
 }
 
 func (c stateLsCmd) Run(g *globals) error {
-	var entries []api.StateEntry
-	if err := callAgent(g, "GET", "/v1/state?prefix="+url.QueryEscape(c.Prefix), nil, &entries); err != nil {
+	entries, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.StateEntry, error) {
+		return a.StateList(ctx, c.Prefix)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {
@@ -41,8 +43,10 @@ type stateGetCmd struct {
 }
 
 func (c stateGetCmd) Run(g *globals) error {
-	var e api.StateEntry
-	if err := callAgent(g, "GET", "/v1/state/get?key="+url.QueryEscape(c.Key), nil, &e); err != nil {
+	e, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.StateEntry, error) {
+		return a.StateGet(ctx, c.Key)
+	})
+	if err != nil {
 		return err
 	}
 	return printJSON(e.Value)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -15,8 +16,10 @@ type statusCmd struct {
 }
 
 func (c statusCmd) Run(g *globals) error {
-	var st api.Status
-	if err := callAgent(g, "GET", "/v1/status", nil, &st); err != nil {
+	st, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.Status, error) {
+		return a.Status(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {

@@ -22,8 +22,10 @@ type tokenNewCmd struct {
 }
 
 func (c tokenNewCmd) Run(g *globals) error {
-	var info api.TokenInfo
-	if err := callAgent(g, "POST", "/v1/tokens", api.TokenRequest{TTL: c.TTL, Uses: c.Uses}, &info); err != nil {
+	info, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.TokenInfo, error) {
+		return a.CreateToken(ctx, api.TokenRequest{TTL: c.TTL, Uses: c.Uses})
+	})
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "Join token %s, valid until %s for %d machine(s).\n", info.ID, info.Expires.Local().Format(time.RFC1123), info.UsesLeft)
@@ -38,8 +40,10 @@ type tokenLsCmd struct {
 }
 
 func (c tokenLsCmd) Run(g *globals) error {
-	var tokens []api.TokenInfo
-	if err := callAgent(g, "GET", "/v1/tokens", nil, &tokens); err != nil {
+	tokens, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.TokenInfo, error) {
+		return a.ListTokens(ctx)
+	})
+	if err != nil {
 		return err
 	}
 	if c.Output == "json" {
@@ -58,21 +62,12 @@ type tokenRmCmd struct {
 }
 
 func (c tokenRmCmd) Run(g *globals) error {
-	if err := callAgent(g, "DELETE", "/v1/tokens/"+c.ID, nil, nil); err != nil {
+	_, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (struct{}, error) {
+		return struct{}{}, a.RevokeToken(ctx, c.ID)
+	})
+	if err != nil {
 		return err
 	}
 	fmt.Printf("Token %s revoked.\n", c.ID)
 	return nil
-}
-
-// callAgent makes one local API call with a bounded time.
-func callAgent(g *globals, method, path string, in, out any) error {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return client.Do(ctx, method, path, in, out)
 }

@@ -1,0 +1,130 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// The machine API's calls, one method per call. Each names the callee by
+// machine ID; a refusal is a *StatusError inside a *CallError.
+
+// Reserve asks machineID to promise a subnet to a joining machine.
+func (c *MachineClient) Reserve(ctx context.Context, machineID string, req ReserveRequest) error {
+	return c.call(ctx, c.HTTP, "Reserve", machineID, http.MethodPost, MachinePathReserve, req, nil)
+}
+
+// UpdateSelf asks machineID to change its own record (only a machine
+// writes its record); into takes the record it wrote (a crdt.Machine).
+func (c *MachineClient) UpdateSelf(ctx context.Context, machineID string, u MachineUpdate, into any) error {
+	return c.call(ctx, c.HTTP, "UpdateSelf", machineID, http.MethodPost, MachinePathSelf, u, into)
+}
+
+// Keyring reads machineID's gossip keyring.
+func (c *MachineClient) Keyring(ctx context.Context, machineID string) (GossipKeyring, error) {
+	var k GossipKeyring
+	err := c.call(ctx, c.HTTP, "Keyring", machineID, http.MethodGet, MachinePathKeyring, nil, &k)
+	return k, err
+}
+
+// PushKeyring hands machineID a new gossip keyring.
+func (c *MachineClient) PushKeyring(ctx context.Context, machineID string, k GossipKeyring) error {
+	return c.call(ctx, c.HTTP, "PushKeyring", machineID, http.MethodPost, MachinePathKeyring, k, nil)
+}
+
+// RuntimeReady says whether machineID can run containers now.
+func (c *MachineClient) RuntimeReady(ctx context.Context, machineID string) error {
+	return c.call(ctx, c.HTTP, "RuntimeReady", machineID, http.MethodGet, MachinePathRuntimeReady, nil, nil)
+}
+
+// CreateContainer makes a container on machineID from spec (a
+// runtime.ContainerSpec); created takes its record (a crdt.Container).
+func (c *MachineClient) CreateContainer(ctx context.Context, machineID string, spec, created any) error {
+	return c.call(ctx, c.Long, "CreateContainer", machineID, http.MethodPost, MachinePathRuntimeContainers, spec, created)
+}
+
+// InspectContainer reads a container's state on machineID from Docker
+// there; into takes its record (a crdt.Container).
+func (c *MachineClient) InspectContainer(ctx context.Context, machineID, id string, into any) error {
+	return c.call(ctx, c.HTTP, "InspectContainer", machineID, http.MethodGet, under(MachinePathRuntimeContainers, id), nil, into)
+}
+
+// ContainerAction stops, starts or removes a container on machineID.
+func (c *MachineClient) ContainerAction(ctx context.Context, machineID, id, action string) error {
+	method, path := http.MethodPost, under(MachinePathRuntimeContainers, id, action)
+	if action == "remove" {
+		method, path = http.MethodDelete, under(MachinePathRuntimeContainers, id)
+	}
+	return c.call(ctx, c.Long, "ContainerAction "+action, machineID, method, path, nil, nil)
+}
+
+// ExecContainer runs cmd in a container on machineID.
+func (c *MachineClient) ExecContainer(ctx context.Context, machineID, id string, cmd []string) (ContainerExecResult, error) {
+	var res ContainerExecResult
+	err := c.call(ctx, c.Long, "ExecContainer", machineID, http.MethodPost, under(MachinePathRuntimeContainers, id, "exec"),
+		ContainerExecRequest{Cmd: cmd}, &res)
+	return res, err
+}
+
+// ContainerLogs hands line each of a container's log lines on machineID
+// (Docker's timestamp first). An error from line comes back as is; a read
+// that fails because ctx ended is the normal end of a follow.
+func (c *MachineClient) ContainerLogs(ctx context.Context, machineID, id string, o LogsRequest, line func(string) error) error {
+	q := url.Values{"follow": {strconv.FormatBool(o.Follow)}}
+	if o.Since != "" {
+		q.Set("since", o.Since)
+	}
+	if o.Tail != "" {
+		q.Set("tail", o.Tail)
+	}
+	resp, err := c.send(ctx, c.HTTP, "ContainerLogs", machineID, func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+under(MachinePathRuntimeContainers, id, "logs")+"?"+q.Encode(), nil)
+	})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 2<<20)
+	for sc.Scan() {
+		if err := line(sc.Text()); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return &CallError{Call: "ContainerLogs", Target: "machine " + machineID, Err: err}
+	}
+	return nil
+}
+
+// ImageID is machineID's ID for an image reference; a missing image is a
+// *StatusError that errors.Is(err, ErrNotFound).
+func (c *MachineClient) ImageID(ctx context.Context, machineID, ref string) (string, error) {
+	var a ImageIDAnswer
+	err := c.call(ctx, c.HTTP, "ImageID", machineID, http.MethodGet, MachinePathRuntimeImage+"?ref="+url.QueryEscape(ref), nil, &a)
+	return a.ID, err
+}
+
+// LoadImage streams a docker save tarball to machineID, which loads it,
+// and returns what it loaded.
+func (c *MachineClient) LoadImage(ctx context.Context, machineID string, tarball io.Reader) (string, error) {
+	resp, err := c.send(ctx, c.Long, "LoadImage", machineID, func(base string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+MachinePathRuntimeImages, tarball)
+		if err == nil {
+			req.Header.Set("Content-Type", "application/x-tar")
+		}
+		return req, err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	// The answer's name is informational: a load that answered 2xx worked.
+	var a ImageLoadAnswer
+	_ = json.NewDecoder(io.LimitReader(resp.Body, maxMachineAnswer)).Decode(&a)
+	return a.Loaded, nil
+}

@@ -1,0 +1,43 @@
+package api
+
+// The machine API's request and answer bodies that this package owns.
+// Three bodies are records of lower packages and travel as they are (a
+// runtime.ContainerSpec, a crdt.Container, a crdt.Machine): the
+// MachineClient takes them as `any`, so api stays free of the runtime and
+// the store, and their JSON stays defined in one place.
+
+// ReserveRequest asks a machine to promise a subnet to a new machine.
+type ReserveRequest struct {
+	Subnet    int    `json:"subnet"`
+	MachineID string `json:"machine_id"`
+}
+
+// GossipKeyring is the gossip key in use first, then keys still accepted,
+// and the rotation count that orders keyrings.
+type GossipKeyring struct {
+	Epoch uint64   `json:"epoch"`
+	Keys  [][]byte `json:"keys"`
+}
+
+// ContainerExecRequest runs a command in a container on the callee.
+type ContainerExecRequest struct {
+	Cmd []string `json:"cmd"`
+}
+
+// ContainerExecResult is a command's outcome; it has runtime.ExecResult's
+// shape, so the two convert.
+type ContainerExecResult struct {
+	ExitCode int    `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+}
+
+// ImageIDAnswer is the callee's ID for an image reference.
+type ImageIDAnswer struct {
+	ID string `json:"id"`
+}
+
+// ImageLoadAnswer names what docker load loaded on the callee.
+type ImageLoadAnswer struct {
+	Loaded string `json:"loaded"`
+}

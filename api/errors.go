@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // ErrNotFound is what a Backend returns for a missing key; it becomes 404.
@@ -65,7 +66,20 @@ type CallError struct {
 	Err    error
 }
 
-func (e *CallError) Error() string { return fmt.Sprintf("%s on %s: %v", e.Call, e.Target, e.Err) }
+// Error is what a user reads. When the agent answered, its message was
+// written for them: the local agent's stands alone, another machine's is
+// prefixed with that machine. When it did not answer, the call and the
+// target say what could not be reached.
+func (e *CallError) Error() string {
+	var answered *StatusError
+	if errors.As(e.Err, &answered) {
+		if strings.HasPrefix(e.Target, "machine ") {
+			return fmt.Sprintf("%s: %v", e.Target, e.Err)
+		}
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("%s on %s: %v", e.Call, e.Target, e.Err)
+}
 
 func (e *CallError) Unwrap() error { return e.Err }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -268,8 +269,9 @@ func TestLocalClientErrors(t *testing.T) {
 			if ce.Call != tc.wantCall || ce.Target != "test.sock" {
 				t.Errorf("call, target = %q, %q, want %q, test.sock", ce.Call, ce.Target, tc.wantCall)
 			}
-			if !strings.Contains(err.Error(), tc.wantMsg) || !strings.Contains(err.Error(), tc.wantCall+" on test.sock") {
-				t.Errorf("error = %q, want the call, the target and %q", err, tc.wantMsg)
+			// The agent answered: its words are the user's message.
+			if !strings.Contains(err.Error(), tc.wantMsg) || strings.Contains(err.Error(), "test.sock") {
+				t.Errorf("error = %q, want the agent's words %q and no socket", err, tc.wantMsg)
 			}
 			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
 				t.Errorf("errors.Is(%v, %v) = false", err, tc.wantIs)
@@ -286,5 +288,19 @@ func TestLocalClientCallbackErrorPassesThrough(t *testing.T) {
 	err := testLocalClient(srv).PushImage(context.Background(), PushRequest{Image: "app"}, func(PushProgress) error { return stop })
 	if err != stop {
 		t.Fatalf("error = %v, want the callback's own", err)
+	}
+}
+
+// TestLocalClientUnreachable: when nothing answers, the error names the
+// call and where the agent was looked for.
+func TestLocalClientUnreachable(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "absent.sock")
+	c, err := NewClient(sock, SSHOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Status(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "Status on ") || !strings.Contains(err.Error(), "absent.sock") {
+		t.Fatalf("error = %v, want the call and the socket named", err)
 	}
 }

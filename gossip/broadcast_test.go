@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 )
 
 // inbox records what a node's handler received.
@@ -83,6 +85,8 @@ func TestBroadcastTenNodes(t *testing.T) {
 			}
 			_ = i
 		}
+		// Pacing, not a wait: rounds a gossip interval apart, so the
+		// queue holds a few rounds at once rather than all of them.
 		time.Sleep(20 * time.Millisecond)
 	}
 	want := (size - 1) * perNode
@@ -94,11 +98,14 @@ func TestBroadcastTenNodes(t *testing.T) {
 		}
 		return true
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !all() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !all() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := testkit.Poll(ctx, "every broadcast everywhere", func() error {
+		if !all() {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	}); err != nil {
 		for i, n := range nodes {
 			t.Logf("%s: %d/%d delivered, members %s, stats %+v", n.LocalName(), inboxes[i].total(), want, names(n.Members()), n.Stats())
 		}
@@ -147,7 +154,16 @@ func TestPacketBudgetAtTheLimit(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "both sizes delivered", func() bool { return in.count(nodes[0].LocalName()) == 2 })
-	time.Sleep(300 * time.Millisecond) // let relays and gossip run
+	// The packet-sized one is relayed: every node, not only the origin,
+	// writes a packet of at least maxPacketMsg bytes.
+	waitFor(t, 5*time.Second, "every node wrote a full-size packet", func() bool {
+		for _, n := range nodes {
+			if n.Stats().MaxPacket < maxPacketMsg {
+				return false
+			}
+		}
+		return true
+	})
 	for _, n := range nodes {
 		if st := n.Stats(); st.MaxPacket > MaxWirePacket || st.MaxPacket < maxPacketMsg {
 			t.Errorf("%s: largest packet %d bytes, want between %d and %d", n.LocalName(), st.MaxPacket, maxPacketMsg, MaxWirePacket)

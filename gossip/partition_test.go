@@ -88,6 +88,11 @@ func TestPartitionHeals(t *testing.T) {
 	// Past GossipToTheDeadTime memberlist no longer gossips to the dead
 	// side (which would let it refute and heal by itself), as after any
 	// real outage longer than that: only the rejoin timer can heal now.
+	// This stays a sleep: memberlist does not expose when it declared a
+	// member dead nor whom it still gossips to, so there is no condition
+	// to poll. It is not load-sensitive: every declaration happened
+	// before the wait above returned, so this is at least
+	// gossipToTheDeadTime after all of them, however slow the machine.
 	time.Sleep(nodes[0].timing.gossipToTheDeadTime + 500*time.Millisecond)
 	rec.reset()
 	healed := time.Now()
@@ -145,11 +150,15 @@ func TestNoRejoinWithoutTimer(t *testing.T) {
 	}
 	waitFor(t, 15*time.Second, "split", func() bool { return converged(nodes[:2], 2) && converged(nodes[2:], 2) })
 	// Wait past GossipToTheDeadTime so memberlist stops gossiping to the
-	// dead side, as it would after any real outage longer than that.
+	// dead side, as it would after any real outage longer than that (a
+	// sleep for the reason given in TestPartitionHeals).
 	time.Sleep(nodes[0].timing.gossipToTheDeadTime + 500*time.Millisecond)
 	for _, f := range filters {
 		f.unblockAll()
 	}
+	// An observation window: the claim is that nothing heals, which no
+	// condition can show. Two seconds are ten probe intervals and four
+	// push/pulls; TestPartitionHeals heals within a rejoin interval.
 	time.Sleep(2 * time.Second)
 	if converged(nodes, size) {
 		t.Fatalf("memberlist healed the split by itself; the rejoin timer would be unnecessary")

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 )
 
 // testKey is the network key of every test cluster.
@@ -71,16 +73,12 @@ func startCluster(t testing.TB, count int, mutate func(i int, c *Config)) []*Nod
 	return nodes
 }
 
-// waitFor polls cond until it holds or timeout passes.
+// waitFor polls cond until it holds or timeout passes (wall clock:
+// memberlist runs on real loopback sockets, so these tests cannot use a
+// synctest bubble).
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.EventuallyTrue(t, what, timeout, cond)
 }
 
 // converged reports whether every node sees exactly want live members.
@@ -190,11 +188,16 @@ func ourGoroutines() []string {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
-		deadline := time.Now().Add(5 * time.Second)
-		for len(ourGoroutines()) > 0 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if left := ourGoroutines(); len(left) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var left []string
+		_, err := testkit.Poll(ctx, "goroutines gone after Close", func() error {
+			if left = ourGoroutines(); len(left) > 0 {
+				return fmt.Errorf("%d left", len(left))
+			}
+			return nil
+		})
+		cancel()
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "%d goroutines outlived Close:\n%s\n", len(left), strings.Join(left, "\n\n"))
 			code = 1
 		}

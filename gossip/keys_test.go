@@ -10,6 +10,10 @@ func TestKeyRotation(t *testing.T) {
 	oldKey, newKey := testKey, []byte("NEWKEY0123456789NEWKEY0123456789")
 	nodes := startCluster(t, 3, nil)
 	waitFor(t, 5*time.Second, "cluster of 3", func() bool { return converged(nodes, 3) })
+	ins := make([]*inbox, len(nodes))
+	for i, n := range nodes {
+		ins[i] = subscribe(n, "t")
+	}
 	for _, step := range [][][]byte{{oldKey, newKey}, {newKey}} {
 		for _, n := range nodes {
 			if err := n.SetKeys(step); err != nil {
@@ -17,7 +21,25 @@ func TestKeyRotation(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Everyone holds only the new key now: a broadcast from each member
+	// reaching every other one shows gossip packets flow under it in
+	// every direction (rather than hoping half a second is long enough
+	// for a broken rotation to show in membership).
+	for i, n := range nodes {
+		if err := n.Broadcast("t", "after-rotation", stamped(i, 64)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "every member's broadcast everywhere under the new key", func() bool {
+		for i, in := range ins {
+			for j, n := range nodes {
+				if i != j && in.count(n.LocalName()) != 1 {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	if !converged(nodes, 3) {
 		t.Fatalf("rotation broke the cluster")
 	}

@@ -83,30 +83,34 @@ func TestFailureDetection(t *testing.T) {
 		}, Left},
 	}
 	for _, tt := range tests {
+		// On memNet in a synctest bubble: the probe and suspicion timers
+		// that detect the failure run on virtual time.
 		t.Run(tt.name, func(t *testing.T) {
-			nodes := startCluster(t, 4, nil)
-			waitFor(t, 5*time.Second, "cluster of 4", func() bool { return converged(nodes, 4) })
-			victim := nodes[3]
-			start := time.Now()
-			if err := tt.stop(victim); err != nil {
-				t.Fatalf("stop: %v", err)
-			}
-			// Probe 200 ms, suspicion 2×max(1,log10 4)×200 ms = 400 ms (up to
-			// 4× that unconfirmed): seconds at most; 10 s is the failure bound.
-			for _, n := range nodes[:3] {
-				e := waitEvent(t, n, 10*time.Second, func(e Event) bool {
-					return e.Kind == Leave && e.Member.Name == victim.LocalName()
-				})
-				if e.Member.State != tt.wantState {
-					t.Errorf("%s saw %s as %v, want %v", n.LocalName(), victim.LocalName(), e.Member.State, tt.wantState)
+			inMemory(t, func(t *testing.T, onMemNet func(int, *Config)) {
+				nodes := startCluster(t, 4, onMemNet)
+				waitFor(t, 5*time.Second, "cluster of 4", func() bool { return converged(nodes, 4) })
+				victim := nodes[3]
+				start := time.Now()
+				if err := tt.stop(victim); err != nil {
+					t.Fatalf("stop: %v", err)
 				}
-			}
-			t.Logf("%s: all survivors noticed within %v", tt.name, time.Since(start).Round(time.Millisecond))
-			for _, n := range nodes[:3] {
-				if got := len(n.Members()); got != 3 {
-					t.Errorf("%s has %d members (%s), want 3", n.LocalName(), got, names(n.Members()))
+				// Probe 200 ms, suspicion 2×max(1,log10 4)×200 ms = 400 ms (up to
+				// 4× that unconfirmed): seconds at most; 10 s is the failure bound.
+				for _, n := range nodes[:3] {
+					e := waitEvent(t, n, 10*time.Second, func(e Event) bool {
+						return e.Kind == Leave && e.Member.Name == victim.LocalName()
+					})
+					if e.Member.State != tt.wantState {
+						t.Errorf("%s saw %s as %v, want %v", n.LocalName(), victim.LocalName(), e.Member.State, tt.wantState)
+					}
 				}
-			}
+				t.Logf("%s: all survivors noticed within %v", tt.name, time.Since(start).Round(time.Millisecond))
+				for _, n := range nodes[:3] {
+					if got := len(n.Members()); got != 3 {
+						t.Errorf("%s has %d members (%s), want 3", n.LocalName(), got, names(n.Members()))
+					}
+				}
+			})
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/tun"
@@ -18,14 +19,26 @@ import (
 // receiving manager's Open, WireGuard datagrams to a delivered queue. It is
 // a fake because a unit test cannot make real NATs; the e2e tests run the
 // same code on real sockets behind real nftables NATs.
+//
+// Everything in it is channels, mutexes and timers, so the tests that run
+// managers over it run inside a testing/synctest bubble (see inBubble):
+// the managers' tickers and timeouts run on the bubble's virtual clock,
+// and a test that waits thirty protocol seconds takes milliseconds.
 type fakeNet struct {
 	mu    sync.Mutex
 	socks map[netip.AddrPort]*fakeSocket
 	block map[[2]netip.Addr]bool
+	// latency is the one-way delay of every datagram. It is not zero so
+	// that a probe's round trip takes time even on a virtual clock, where
+	// nothing else makes time pass between a send and its answer.
+	latency time.Duration
 }
 
+// fakeLatency is fakeNet's one-way delay: a LAN's.
+const fakeLatency = time.Millisecond
+
 func newFakeNet() *fakeNet {
-	return &fakeNet{socks: map[netip.AddrPort]*fakeSocket{}, block: map[[2]netip.Addr]bool{}}
+	return &fakeNet{socks: map[netip.AddrPort]*fakeSocket{}, block: map[[2]netip.Addr]bool{}, latency: fakeLatency}
 }
 
 func (n *fakeNet) setBlocked(a, b netip.Addr, blocked bool) {
@@ -69,32 +82,40 @@ func (s *fakeSocket) SendTo(data []byte, to netip.AddrPort) error {
 	return nil
 }
 
+// route sends a copy of data from one fake socket to another, after the
+// network's latency. Whether the path is blocked is decided at sending.
 func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
 	n.mu.Lock()
 	dst := n.socks[to]
 	blocked := n.block[[2]netip.Addr{from.Addr(), to.Addr()}]
+	latency := n.latency
 	n.mu.Unlock()
 	if dst == nil || blocked {
 		return
 	}
 	pkt := append([]byte(nil), data...)
+	time.AfterFunc(latency, func() { dst.receive(from, pkt) })
+}
+
+// receive hands a datagram to the socket the way tun.Bind would.
+func (s *fakeSocket) receive(from netip.AddrPort, pkt []byte) {
 	switch tun.ClassifyPacket(pkt) {
 	case tun.KindSTUN:
 		select {
-		case dst.ctl <- tun.Datagram{Kind: tun.KindSTUN, From: from, Data: pkt}:
+		case s.ctl <- tun.Datagram{Kind: tun.KindSTUN, From: from, Data: pkt}:
 		default:
 		}
 	case tun.KindRelay:
-		dst.mu.Lock()
-		h := dst.relay
-		dst.mu.Unlock()
+		s.mu.Lock()
+		h := s.relay
+		s.mu.Unlock()
 		if h == nil {
 			return
 		}
 		payload, ep, ok := h.Open(pkt, from)
 		if ok {
 			re, _ := ep.(*tun.RelayEndpoint)
-			dst.delivered <- delivered{payload: append([]byte(nil), payload...), from: re}
+			s.delivered <- delivered{payload: append([]byte(nil), payload...), from: re}
 		}
 	}
 }
@@ -190,7 +211,7 @@ func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) [
 		nd.mgr = m
 		nodes = append(nodes, nd)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, nd := range nodes {
@@ -216,16 +237,48 @@ func (nd *node) pathTo(o *node) PeerStatus {
 	return PeerStatus{}
 }
 
+// inBubble runs a test's body inside a synctest bubble: its managers,
+// fake network and timers all run on the bubble's virtual clock, which
+// advances only when every goroutine in the bubble is blocked. So a
+// timeout in the body bounds protocol time, not the machine's speed, and
+// the test neither waits for real seconds nor flakes on a loaded machine.
+// Everything the body starts (startNodes' managers, fakeNet's deliveries)
+// must be created inside it.
+func inBubble(t *testing.T, body func(t *testing.T)) {
+	t.Helper()
+	synctest.Test(t, body)
+}
+
+// waitStep is how far virtual time moves between two checks of a
+// condition in waitFor: well under the managers' tick, so a wait ends
+// within a tick of the condition holding.
+const waitStep = 50 * time.Millisecond
+
+// waitFor, inside a bubble, lets virtual time pass until cond holds,
+// checking it whenever every goroutine of the bubble is blocked (so the
+// managers are between events, never halfway through one). It fails the
+// test if cond does not hold within the given protocol time, and returns
+// the virtual time it took.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
+	for {
+		synctest.Wait()
+		if cond() {
+			return time.Since(start)
+		}
+		if time.Since(start) >= within {
 			t.Fatalf("after %v: %s", within, what)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(waitStep)
 	}
-	return time.Since(start)
+}
+
+// settle lets d of virtual time pass and returns once every goroutine of
+// the bubble is blocked again: everything due within d has happened.
+func settle(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 func addrOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }

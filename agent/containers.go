@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/runtime"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -185,7 +185,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // createLocal makes a container here and records it at once.
-func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*crdt.Container, error) {
+func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*record.Container, error) {
 	rt, err := d.localRuntime()
 	if err != nil {
 		return nil, err
@@ -328,14 +328,14 @@ func (d *Daemon) remoteCallErr(t target, err error) error {
 }
 
 // create makes a container on t.
-func (d *Daemon) create(ctx context.Context, t target, spec runtime.ContainerSpec) (*crdt.Container, error) {
+func (d *Daemon) create(ctx context.Context, t target, spec runtime.ContainerSpec) (*record.Container, error) {
 	if t.State == "self" {
 		return d.createLocal(ctx, spec)
 	}
 	if !t.reachable() {
 		return nil, t.unreachableErr()
 	}
-	var c crdt.Container
+	var c record.Container
 	if err := d.callRuntime(ctx, t.ID, "POST", runtimeContainersPath, spec, &c); err != nil {
 		return nil, d.remoteCallErr(t, err)
 	}
@@ -380,7 +380,7 @@ func (d *Daemon) runtimeClient() *http.Client {
 }
 
 // inspect reads a container's state on t, from Docker there.
-func (d *Daemon) inspect(ctx context.Context, t target, id string) (*crdt.Container, error) {
+func (d *Daemon) inspect(ctx context.Context, t target, id string) (*record.Container, error) {
 	if t.State == "self" {
 		rt, err := d.localRuntime()
 		if err != nil {
@@ -391,7 +391,7 @@ func (d *Daemon) inspect(ctx context.Context, t target, id string) (*crdt.Contai
 	if !t.reachable() {
 		return nil, t.unreachableErr()
 	}
-	var c crdt.Container
+	var c record.Container
 	if err := d.callMachine(ctx, t.ID, "GET", runtimeContainersPath+"/"+url.PathEscape(id), nil, &c); err != nil {
 		return nil, d.remoteCallErr(t, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Get returns the record at key, or ErrNotFound.
@@ -27,13 +29,13 @@ func (s *Store) Get(ctx context.Context, key string) (Record, error) {
 // machines.
 func (s *Store) Put(ctx context.Context, key string, r Record) error {
 	if r == nil {
-		return fmt.Errorf("put %s: %w: nil record", key, ErrBadRecord)
+		return fmt.Errorf("put %s: %w: nil record", key, record.ErrBadRecord)
 	}
-	if err := r.validate(); err != nil {
+	if err := r.Validate(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	if r.Key() != key {
-		return fmt.Errorf("put: %w: %s record belongs at %s, not %s", ErrBadKey, r.kind(), r.Key(), key)
+		return fmt.Errorf("put: %w: %s record belongs at %s, not %s", record.ErrBadKey, r.Kind(), r.Key(), key)
 	}
 	raw, err := encodeRecord(r)
 	if err != nil {
@@ -62,7 +64,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // machine) are skipped and logged.
 func (s *Store) List(ctx context.Context, prefix string) ([]Record, error) {
 	if !strings.HasPrefix(prefix, "/") {
-		return nil, fmt.Errorf("list %q: %w: prefix must start with /", prefix, ErrBadKey)
+		return nil, fmt.Errorf("list %q: %w: prefix must start with /", prefix, record.ErrBadKey)
 	}
 	entries, err := s.queryRaw(ctx, queryPrefix(prefix))
 	if err != nil {

@@ -4,24 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/uncloud-mesh/uncloud/record"
 )
-
-// kind names a record type in the envelope.
-type kind string
-
-const (
-	kindMachine   kind = "machine"
-	kindContainer kind = "container"
-	kindService   kind = "service"
-	kindToken     kind = "token"
-	kindRevoked   kind = "revoked"
-)
-
-func (*Machine) kind() kind   { return kindMachine }
-func (*Container) kind() kind { return kindContainer }
-func (*Service) kind() kind   { return kindService }
-func (*Token) kind() kind     { return kindToken }
-func (*Revoked) kind() kind   { return kindRevoked }
 
 // kindInfo is what the codec knows about each kind: its prefix, the encoding
 // version this binary writes and reads, and a constructor.
@@ -32,13 +17,13 @@ type kindInfo struct {
 }
 
 // kinds is constant data, never mutated.
-var kinds = map[kind]kindInfo{
-	kindMachine:   {MachinesPrefix, 1, func() Record { return &Machine{} }},
-	kindContainer: {ContainersPrefix, 1, func() Record { return &Container{} }},
-	kindService:   {ServicesPrefix, 1, func() Record { return &Service{} }},
-	kindToken:     {TokensPrefix, 1, func() Record { return &Token{} }},
-	kindRevoked:   {RevokedPrefix, 1, func() Record { return &Revoked{} }},
-	kindCert:      {CertsPrefix, 1, func() Record { return &Cert{} }},
+var kinds = map[record.Kind]kindInfo{
+	record.KindMachine:   {record.MachinesPrefix, 1, func() Record { return &record.Machine{} }},
+	record.KindContainer: {record.ContainersPrefix, 1, func() Record { return &record.Container{} }},
+	record.KindService:   {record.ServicesPrefix, 1, func() Record { return &record.Service{} }},
+	record.KindToken:     {record.TokensPrefix, 1, func() Record { return &record.Token{} }},
+	record.KindRevoked:   {record.RevokedPrefix, 1, func() Record { return &record.Revoked{} }},
+	record.KindCert:      {record.CertsPrefix, 1, func() Record { return &record.Cert{} }},
 }
 
 // envelope is the stored form: {"kind":"machine","v":1,"data":{...}}. The
@@ -47,27 +32,27 @@ var kinds = map[kind]kindInfo{
 // for that record instead of guessing (an older agent during a rolling
 // upgrade skips what it cannot read).
 type envelope struct {
-	Kind kind            `json:"kind"`
+	Kind record.Kind     `json:"kind"`
 	V    int             `json:"v"`
 	Data json.RawMessage `json:"data"`
 }
 
 func encodeRecord(r Record) ([]byte, error) {
-	info, ok := kinds[r.kind()]
+	info, ok := kinds[r.Kind()]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, r.kind())
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, r.Kind())
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s record %s: %w", r.kind(), r.Key(), err)
+		return nil, fmt.Errorf("encode %s record %s: %w", r.Kind(), r.Key(), err)
 	}
-	return json.Marshal(envelope{Kind: r.kind(), V: info.version, Data: data})
+	return json.Marshal(envelope{Kind: r.Kind(), V: info.version, Data: data})
 }
 
 func decodeRecord(key string, raw []byte) (Record, error) {
 	var env envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("%w: decode envelope of %s: %w", ErrBadRecord, key, err)
+		return nil, fmt.Errorf("%w: decode envelope of %s: %w", record.ErrBadRecord, key, err)
 	}
 	info, ok := kinds[env.Kind]
 	if !ok {
@@ -78,10 +63,10 @@ func decodeRecord(key string, raw []byte) (Record, error) {
 	}
 	r := info.new()
 	if err := json.Unmarshal(env.Data, r); err != nil {
-		return nil, fmt.Errorf("%w: decode %s record %s: %w", ErrBadRecord, env.Kind, key, err)
+		return nil, fmt.Errorf("%w: decode %s record %s: %w", record.ErrBadRecord, env.Kind, key, err)
 	}
 	if r.Key() != key {
-		return nil, fmt.Errorf("%w: %s record names %s but is stored at %s", ErrBadRecord, env.Kind, r.Key(), key)
+		return nil, fmt.Errorf("%w: %s record names %s but is stored at %s", record.ErrBadRecord, env.Kind, r.Key(), key)
 	}
 	return r, nil
 }
@@ -93,5 +78,5 @@ func checkKey(key string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q is not under %s, %s, %s, %s or %s", ErrBadKey, key, MachinesPrefix, ContainersPrefix, ServicesPrefix, TokensPrefix, RevokedPrefix)
+	return fmt.Errorf("%w: %q is not under %s, %s, %s, %s or %s", record.ErrBadKey, key, record.MachinesPrefix, record.ContainersPrefix, record.ServicesPrefix, record.TokensPrefix, record.RevokedPrefix)
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Route is one published host (and path prefix) and the containers that
@@ -39,9 +39,9 @@ type table struct {
 // view is what the routes are built from.
 type view struct {
 	self       string // this machine's ID
-	services   map[string]*crdt.Service
-	containers map[string]*crdt.Container // by key
-	machines   map[string]*crdt.Machine
+	services   map[string]*record.Service
+	containers map[string]*record.Container // by key
+	machines   map[string]*record.Machine
 }
 
 // Reachability says which machines this machine can reach now (gossip
@@ -54,7 +54,7 @@ type Reachability interface {
 // usable reports whether a container can take requests: running, not
 // failing its health check (a container without one counts as healthy,
 // one still starting does not), with an address, on a reachable machine.
-func usable(c *crdt.Container, self string, reach Reachability) bool {
+func usable(c *record.Container, self string, reach Reachability) bool {
 	if c.State != "running" || c.Address == "" {
 		return false
 	}
@@ -76,7 +76,7 @@ func buildTable(v view, reach Reachability, pool *pool, log *slog.Logger) *table
 	}
 	slices.Sort(names)
 	// Containers by service, sorted by key so balancing order is stable.
-	bySvc := map[string][]*crdt.Container{}
+	bySvc := map[string][]*record.Container{}
 	ckeys := make([]string, 0, len(v.containers))
 	for k := range v.containers {
 		ckeys = append(ckeys, k)
@@ -92,7 +92,7 @@ func buildTable(v view, reach Reachability, pool *pool, log *slog.Logger) *table
 	for _, name := range names {
 		svc := v.services[name]
 		for _, p := range svc.Ports {
-			spec, err := crdt.ParsePortSpec(p)
+			spec, err := record.ParsePortSpec(p)
 			if err != nil {
 				log.Warn("ingress skips a published port", "service", name, "err", err)
 				continue

@@ -19,12 +19,12 @@ import (
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Create makes and starts a container from spec on the uncloud network,
 // with the machine's resolver as its DNS, and returns its record.
-func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*crdt.Container, error) {
+func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*record.Container, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func randomSuffix() string {
 }
 
 // Inspect returns the record of one of this machine's uncloud containers.
-func (r *Runtime) Inspect(ctx context.Context, idOrName string) (*crdt.Container, error) {
+func (r *Runtime) Inspect(ctx context.Context, idOrName string) (*record.Container, error) {
 	c, err := r.inspect(ctx, idOrName)
 	if err != nil {
 		return nil, err
@@ -120,8 +120,8 @@ func (r *Runtime) inspect(ctx context.Context, idOrName string) (container.Inspe
 }
 
 // record is the state record of an inspected container.
-func (r *Runtime) record(c container.InspectResponse) *crdt.Container {
-	rec := &crdt.Container{
+func (r *Runtime) record(c container.InspectResponse) *record.Container {
+	rec := &record.Container{
 		MachineID: r.cfg.MachineID,
 		ID:        c.ID,
 		Name:      strings.TrimPrefix(c.Name, "/"),
@@ -163,13 +163,13 @@ func (r *Runtime) Spec(ctx context.Context, idOrName string) (ContainerSpec, err
 }
 
 // List returns the records of this machine's uncloud containers.
-func (r *Runtime) List(ctx context.Context) ([]*crdt.Container, error) {
+func (r *Runtime) List(ctx context.Context) ([]*record.Container, error) {
 	summaries, err := r.docker.ContainerList(ctx, container.ListOptions{All: true,
 		Filters: filters.NewArgs(filters.Arg("label", LabelMachine+"="+r.cfg.MachineID))})
 	if err != nil {
 		return nil, fmt.Errorf("%w: list containers: %w", ErrUnavailable, err)
 	}
-	out := make([]*crdt.Container, 0, len(summaries))
+	out := make([]*record.Container, 0, len(summaries))
 	for _, s := range summaries {
 		c, err := r.docker.ContainerInspect(ctx, s.ID)
 		if errdefs.IsNotFound(err) {

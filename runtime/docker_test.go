@@ -23,6 +23,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
 
@@ -336,9 +337,9 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	// A record of another machine, and a stale one of this machine.
-	foreign := &crdt.Container{MachineID: "someone-else", ID: "abc", Name: "x"}
-	stale := &crdt.Container{MachineID: "watcher", ID: "gone0000", Name: "ghost"}
-	for _, r := range []*crdt.Container{foreign, stale} {
+	foreign := &record.Container{MachineID: "someone-else", ID: "abc", Name: "x"}
+	stale := &record.Container{MachineID: "watcher", ID: "gone0000", Name: "ghost"}
+	for _, r := range []*record.Container{foreign, stale} {
 		if err := rt.store.Put(ctx, r.Key(), r); err != nil {
 			t.Fatal(err)
 		}
@@ -354,20 +355,20 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); rt.Watch(wctx, rt.store, WatchOptions{Resync: 2 * time.Second}) }()
-	record := func(id string) (*crdt.Container, error) {
-		r, err := rt.store.Get(ctx, crdt.ContainersPrefix+"watcher/"+id)
+	stored := func(id string) (*record.Container, error) {
+		r, err := rt.store.Get(ctx, record.ContainersPrefix+"watcher/"+id)
 		if err != nil {
 			return nil, err
 		}
-		return r.(*crdt.Container), nil
+		return r.(*record.Container), nil
 	}
 	eventually(t, "records written, stale one deleted", 30*time.Second, func() error {
-		for _, c := range []*crdt.Container{keep, once} {
-			if r, err := record(c.ID); err != nil || r.State != "running" || r.Address != c.Address {
+		for _, c := range []*record.Container{keep, once} {
+			if r, err := stored(c.ID); err != nil || r.State != "running" || r.Address != c.Address {
 				return fmt.Errorf("record of %s: %+v %v", c.Name, r, err)
 			}
 		}
-		if _, err := record(stale.ID); !errors.Is(err, crdt.ErrNotFound) {
+		if _, err := stored(stale.ID); !errors.Is(err, crdt.ErrNotFound) {
 			return fmt.Errorf("stale record still there: %v", err)
 		}
 		return nil
@@ -381,17 +382,17 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 		return c.State.StartedAt
 	}
 	keepStart := startedAt(keep.ID)
-	for _, c := range []*crdt.Container{keep, once} {
+	for _, c := range []*record.Container{keep, once} {
 		httpGet(ctx, "http://"+c.Address+":8080/exit")
 	}
 	eventually(t, "crashed containers recorded", 60*time.Second, func() error {
-		if r, err := record(once.ID); err != nil || r.State != "exited" {
+		if r, err := stored(once.ID); err != nil || r.State != "exited" {
 			return fmt.Errorf("record of the restart=no container: %+v %v", r, err)
 		}
 		if startedAt(keep.ID) == keepStart {
 			return errors.New("restart=always container not restarted yet")
 		}
-		if r, err := record(keep.ID); err != nil || r.State != "running" {
+		if r, err := stored(keep.ID); err != nil || r.State != "running" {
 			return fmt.Errorf("record of the restarted container: %+v %v", r, err)
 		}
 		return nil
@@ -401,7 +402,7 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "record of a removed container deleted", 30*time.Second, func() error {
-		if _, err := record(once.ID); !errors.Is(err, crdt.ErrNotFound) {
+		if _, err := stored(once.ID); !errors.Is(err, crdt.ErrNotFound) {
 			return fmt.Errorf("still there: %v", err)
 		}
 		return nil
@@ -419,15 +420,15 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 	}
 	go rt.Watch(ctx, rt.store, WatchOptions{})
 	eventually(t, "restarted watcher catches up", 30*time.Second, func() error {
-		if _, err := record(keep.ID); !errors.Is(err, crdt.ErrNotFound) {
+		if _, err := stored(keep.ID); !errors.Is(err, crdt.ErrNotFound) {
 			return fmt.Errorf("record of a container removed while no watcher ran: %v", err)
 		}
-		if r, err := record(fresh.ID); err != nil || r.State != "running" {
+		if r, err := stored(fresh.ID); err != nil || r.State != "running" {
 			return fmt.Errorf("record of a container made while no watcher ran: %+v %v", r, err)
 		}
 		return nil
 	})
-	recs, _ := rt.store.List(ctx, crdt.ContainersPrefix+"watcher/")
+	recs, _ := rt.store.List(ctx, record.ContainersPrefix+"watcher/")
 	if len(recs) != 1 {
 		t.Errorf("%d records of this machine, want 1 (nothing duplicated)", len(recs))
 	}

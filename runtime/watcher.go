@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Records is the part of the replicated state the watcher writes:
@@ -146,14 +147,14 @@ func (r *Runtime) SyncRecords(ctx context.Context, recs Records) error {
 	if err != nil {
 		return err
 	}
-	prefix := crdt.ContainersPrefix + r.cfg.MachineID + "/"
+	prefix := record.ContainersPrefix + r.cfg.MachineID + "/"
 	stored, err := recs.List(ctx, prefix)
 	if err != nil {
 		return fmt.Errorf("list container records: %w", err)
 	}
-	have := map[string]*crdt.Container{}
+	have := map[string]*record.Container{}
 	for _, s := range stored {
-		if c, ok := s.(*crdt.Container); ok {
+		if c, ok := s.(*record.Container); ok {
 			have[c.ID] = c
 		}
 	}
@@ -180,7 +181,7 @@ func (r *Runtime) SyncContainer(ctx context.Context, recs Records, id string) er
 
 // syncOne brings one container's record up to date after an event.
 func (r *Runtime) syncOne(ctx context.Context, recs Records, id string) error {
-	key := crdt.ContainersPrefix + r.cfg.MachineID + "/" + id
+	key := record.ContainersPrefix + r.cfg.MachineID + "/" + id
 	c, err := r.Inspect(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return recs.Delete(ctx, key)
@@ -188,20 +189,20 @@ func (r *Runtime) syncOne(ctx context.Context, recs Records, id string) error {
 	if err != nil {
 		return err
 	}
-	var old *crdt.Container
+	var old *record.Container
 	if cur, err := getContainer(ctx, recs, key); err == nil {
 		old = cur
 	}
 	return putIfChanged(ctx, recs, old, c)
 }
 
-func getContainer(ctx context.Context, recs Records, key string) (*crdt.Container, error) {
+func getContainer(ctx context.Context, recs Records, key string) (*record.Container, error) {
 	list, err := recs.List(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range list {
-		if c, ok := l.(*crdt.Container); ok && c.Key() == key {
+		if c, ok := l.(*record.Container); ok && c.Key() == key {
 			return c, nil
 		}
 	}
@@ -210,7 +211,7 @@ func getContainer(ctx context.Context, recs Records, key string) (*crdt.Containe
 
 // putIfChanged writes only real changes: the state's history never
 // shrinks, so an unchanged record is not written again.
-func putIfChanged(ctx context.Context, recs Records, old, cur *crdt.Container) error {
+func putIfChanged(ctx context.Context, recs Records, old, cur *record.Container) error {
 	if old != nil && reflect.DeepEqual(old, cur) {
 		return nil
 	}

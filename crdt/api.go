@@ -11,7 +11,7 @@ import (
 
 // Get returns the record at key, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (Record, error) {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return nil, err
 	}
 	raw, err := s.getRaw(ctx, key)
@@ -50,7 +50,7 @@ func (s *Store) Put(ctx context.Context, key string, r Record) error {
 // Delete removes the record at key; deleting a missing key is not an error.
 // A concurrent re-write on another machine wins over the delete.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return err
 	}
 	if err := s.deleteRaw(ctx, key); err != nil {

@@ -14,7 +14,7 @@ import (
 //
 // The structs are deliberately minimal: later work adds fields. Adding an
 // optional field keeps the encoding version; changing the meaning of a field
-// bumps it (see codec.go).
+// bumps it (see KindInfo).
 type Record interface {
 	// Key is the path the record is stored under.
 	Key() string

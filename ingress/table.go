@@ -51,14 +51,11 @@ type Reachability interface {
 	Changed() <-chan struct{}
 }
 
-// usable reports whether a container can take requests: running, not
-// failing its health check (a container without one counts as healthy,
-// one still starting does not), with an address, on a reachable machine.
+// usable reports whether a container can take requests: it serves (see
+// record.Container.Serves: running, health check passed or none), has an
+// address, and runs on a reachable machine.
 func usable(c *record.Container, self string, reach Reachability) bool {
-	if c.State != "running" || c.Address == "" {
-		return false
-	}
-	if c.Health == "unhealthy" || c.Health == "starting" {
+	if !c.Serves() || c.Address == "" {
 		return false
 	}
 	return c.MachineID == self || reach == nil || reach.Reachable(c.MachineID)

@@ -213,7 +213,7 @@ func build(in Input) (z *zone, skipped []string) {
 		} else {
 			skipped = append(skipped, fmt.Sprintf("container %s on %s: name %q is not a DNS label", c.ID, mlabel, c.Name))
 		}
-		if c.Service != "" && c.Health != "unhealthy" {
+		if c.Service != "" && c.Serves() { // the rule the ingress uses too
 			svc := strings.ToLower(c.Service)
 			services[svc] = append(services[svc], lc)
 		}

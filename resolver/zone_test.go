@@ -14,8 +14,8 @@ import (
 )
 
 // fixture is three reachable machines and one that is not, a service
-// spread over them with one unhealthy and one stopped container, and a
-// service with no container.
+// spread over them with one starting, one unhealthy and one stopped
+// container, and a service with no container.
 func fixture() Input {
 	ms := []*record.Machine{
 		{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"},
@@ -32,7 +32,8 @@ func fixture() Input {
 	cs := []*record.Container{
 		web("1", 1, "running", ""),
 		web("1", 2, "running", "healthy"),
-		web("2", 1, "running", "starting"),
+		web("2", 1, "running", "healthy"),
+		web("2", 2, "running", "starting"), // not in the service (yet), still by name
 		web("3", 1, "running", ""),
 		web("3", 2, "running", "unhealthy"), // not in the service, still by name
 		web("3", 3, "exited", ""),           // nowhere
@@ -112,6 +113,7 @@ func TestNames(t *testing.T) {
 		{"m1.machine.internal.", dns.TypeAAAA, dns.RcodeSuccess, nil, true},
 		{"web-11.m1.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.1.2"}, false},
 		{"web-32.m3.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.3.3"}, false}, // unhealthy, named
+		{"web-22.m2.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.2.3"}, false}, // starting, named
 		{"web-33.m3.machine.internal.", dns.TypeA, dns.RcodeNameError, nil, true},                   // exited
 		{"web-41.m4.machine.internal.", dns.TypeA, dns.RcodeNameError, nil, true},                   // unreachable
 		{"db.m2.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.2.9"}, false},

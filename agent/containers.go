@@ -22,8 +22,9 @@ import (
 // containerPart is the agent's Docker side: the local runtime when Docker
 // answers and the mesh runs in the kernel, and why not otherwise.
 type containerPart struct {
-	rt     *runtime.Runtime // nil when containers cannot run here at all
-	client *http.Client     // runtimeClient
+	rt      *runtime.Runtime  // nil when containers cannot run here at all
+	records *containerRecords // what the runtime reports goes to the state here
+	client  *http.Client      // runtimeClient
 
 	mu    sync.Mutex
 	ready bool
@@ -66,11 +67,12 @@ func (d *Daemon) startContainers(ctx context.Context) {
 		return
 	}
 	p.rt = rt
+	p.records = &containerRecords{machineID: d.state.MachineID, store: d.store, log: d.log.With("component", "runtime")}
 	d.closers = append(d.closers, rt.Close)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		rt.Watch(ctx, d.store, runtime.WatchOptions{
+		rt.Watch(ctx, p.records, runtime.WatchOptions{
 			Ready:  func() { p.set(true, nil) },
 			Failed: func(err error) { p.set(false, err) },
 		})
@@ -113,7 +115,7 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 			writeRuntimeError(w, err)
 			return
 		}
-		writeJSON(w, c)
+		writeJSON(w, containerRecord(d.state.MachineID, c))
 	})
 	mux.HandleFunc("GET "+runtimeReadyPath, func(w http.ResponseWriter, r *http.Request) {
 		if _, err := d.localRuntime(); err != nil {
@@ -194,10 +196,10 @@ func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.SyncContainer(ctx, d.store, c.ID); err != nil {
+	if err := rt.Report(ctx, d.containers.records, c.ID); err != nil {
 		d.log.Warn("container record not written yet; the watcher retries", "container", c.Name, "err", err)
 	}
-	return c, nil
+	return containerRecord(d.state.MachineID, c), nil
 }
 
 // actLocal stops, starts, restarts or removes a container here.
@@ -219,7 +221,7 @@ func (d *Daemon) actLocal(ctx context.Context, id, action string) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.SyncContainer(ctx, d.store, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+	if err := rt.Report(ctx, d.containers.records, id); err != nil {
 		d.log.Warn("container record not updated yet; the watcher retries", "container", id, "err", err)
 	}
 	return nil
@@ -386,7 +388,11 @@ func (d *Daemon) inspect(ctx context.Context, t target, id string) (*record.Cont
 		if err != nil {
 			return nil, err
 		}
-		return rt.Inspect(ctx, id)
+		c, err := rt.Inspect(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return containerRecord(d.state.MachineID, c), nil
 	}
 	if !t.reachable() {
 		return nil, t.unreachableErr()

@@ -98,10 +98,12 @@ func (s ContainerSpec) HealthTest() []string {
 	return append([]string{"CMD"}, s.Health...)
 }
 
-// PortList parses the published ports into the records' form: the
-// container port and protocol, named with the host for ingress ports.
-func (s ContainerSpec) PortList() ([]record.ContainerPort, error) {
-	var out []record.ContainerPort
+// PortList parses the published ports (record.PortSpec text, the one
+// syntax the resolver and the ingress read too) into the ports the
+// container listens on: the container port and protocol, named with the
+// host for ingress ports.
+func (s ContainerSpec) PortList() ([]Port, error) {
+	var out []Port
 	for _, p := range s.Ports {
 		ps, err := record.ParsePortSpec(p)
 		if err != nil {
@@ -111,7 +113,7 @@ func (s ContainerSpec) PortList() ([]record.ContainerPort, error) {
 		if ps.Ingress() {
 			proto = "tcp"
 		}
-		out = append(out, record.ContainerPort{Port: ps.Port, Protocol: proto, Name: ps.Host})
+		out = append(out, Port{Port: ps.Port, Protocol: proto, Name: ps.Host})
 	}
 	return out, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -107,12 +108,12 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 
 func (d *Daemon) machineNamesBySubnet(ctx context.Context) map[netip.Prefix]string {
 	out := map[netip.Prefix]string{}
-	recs, err := d.store.List(ctx, crdt.MachinesPrefix)
+	recs, err := d.store.List(ctx, record.MachinesPrefix)
 	if err != nil {
 		return out
 	}
 	for _, r := range recs {
-		if m, ok := r.(*crdt.Machine); ok {
+		if m, ok := r.(*record.Machine); ok {
 			if p, err := netip.ParsePrefix(m.Subnet); err == nil {
 				out[p.Masked()] = m.Name
 			}
@@ -150,7 +151,7 @@ func (d *Daemon) StateGet(ctx context.Context, key string) (api.StateEntry, erro
 	if errors.Is(err, crdt.ErrNotFound) {
 		return api.StateEntry{}, fmt.Errorf("%w: no record at %s", api.ErrNotFound, key)
 	}
-	if errors.Is(err, crdt.ErrBadKey) {
+	if errors.Is(err, record.ErrBadKey) {
 		return api.StateEntry{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
 	if err != nil {
@@ -232,7 +233,7 @@ func (d *Daemon) CreateToken(ctx context.Context, req api.TokenRequest) (api.Tok
 		d.tokens.revoke(id)
 		return api.TokenInfo{}, fmt.Errorf("install the token's temporary peer: %w", err)
 	}
-	rec := &crdt.Token{ID: id, Issuer: d.state.MachineID, PublicKey: secret.PublicKey().String(), Expires: issued.Expires}
+	rec := &record.Token{ID: id, Issuer: d.state.MachineID, PublicKey: secret.PublicKey().String(), Expires: issued.Expires}
 	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
 		d.log.Warn("token record not written to the state", "token", id, "err", err)
 	}

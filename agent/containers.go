@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/runtime"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -20,7 +20,8 @@ import (
 // containerPart is the agent's Docker side: the local runtime when Docker
 // answers and the mesh runs in the kernel, and why not otherwise.
 type containerPart struct {
-	rt *runtime.Runtime // nil when containers cannot run here at all
+	rt      *runtime.Runtime  // nil when containers cannot run here at all
+	records *containerRecords // what the runtime reports goes to the state here
 
 	mu    sync.Mutex
 	ready bool
@@ -63,11 +64,12 @@ func (d *Daemon) startContainers(ctx context.Context) {
 		return
 	}
 	p.rt = rt
+	p.records = &containerRecords{machineID: d.state.MachineID, store: d.store, log: d.log.With("component", "runtime")}
 	d.life.closeLast(rt.Close)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		rt.Watch(ctx, d.store, runtime.WatchOptions{
+		rt.Watch(ctx, p.records, runtime.WatchOptions{
 			Ready:  func() { p.set(true, nil) },
 			Failed: func(err error) { p.set(false, err) },
 		})
@@ -104,7 +106,7 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 			writeRuntimeError(w, err)
 			return
 		}
-		writeJSON(w, c)
+		writeJSON(w, containerRecord(d.state.MachineID, c))
 	})
 	mux.HandleFunc("GET "+api.MachinePathRuntimeReady, func(w http.ResponseWriter, r *http.Request) {
 		if _, err := d.localRuntime(); err != nil {
@@ -176,7 +178,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // createLocal makes a container here and records it at once.
-func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*crdt.Container, error) {
+func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*record.Container, error) {
 	rt, err := d.localRuntime()
 	if err != nil {
 		return nil, err
@@ -185,10 +187,10 @@ func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.SyncContainer(ctx, d.store, c.ID); err != nil {
+	if err := rt.Report(ctx, d.containers.records, c.ID); err != nil {
 		d.log.Warn("container record not written yet; the watcher retries", "container", c.Name, "err", err)
 	}
-	return c, nil
+	return containerRecord(d.state.MachineID, c), nil
 }
 
 // actLocal stops, starts, restarts or removes a container here.
@@ -210,7 +212,7 @@ func (d *Daemon) actLocal(ctx context.Context, id, action string) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.SyncContainer(ctx, d.store, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+	if err := rt.Report(ctx, d.containers.records, id); err != nil {
 		d.log.Warn("container record not updated yet; the watcher retries", "container", id, "err", err)
 	}
 	return nil
@@ -317,14 +319,14 @@ func (d *Daemon) remoteCallErr(t target, err error) error {
 }
 
 // create makes a container on t.
-func (d *Daemon) create(ctx context.Context, t target, spec runtime.ContainerSpec) (*crdt.Container, error) {
+func (d *Daemon) create(ctx context.Context, t target, spec runtime.ContainerSpec) (*record.Container, error) {
 	if t.State == "self" {
 		return d.createLocal(ctx, spec)
 	}
 	if !t.reachable() {
 		return nil, t.unreachableErr()
 	}
-	var c crdt.Container
+	var c record.Container
 	if err := d.machineAPI.CreateContainer(ctx, t.ID, spec, &c); err != nil {
 		return nil, d.remoteCallErr(t, err)
 	}
@@ -346,18 +348,22 @@ func (d *Daemon) act(ctx context.Context, t target, id, action string) error {
 }
 
 // inspect reads a container's state on t, from Docker there.
-func (d *Daemon) inspect(ctx context.Context, t target, id string) (*crdt.Container, error) {
+func (d *Daemon) inspect(ctx context.Context, t target, id string) (*record.Container, error) {
 	if t.State == "self" {
 		rt, err := d.localRuntime()
 		if err != nil {
 			return nil, err
 		}
-		return rt.Inspect(ctx, id)
+		c, err := rt.Inspect(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return containerRecord(d.state.MachineID, c), nil
 	}
 	if !t.reachable() {
 		return nil, t.unreachableErr()
 	}
-	var c crdt.Container
+	var c record.Container
 	if err := d.machineAPI.InspectContainer(ctx, t.ID, id, &c); err != nil {
 		return nil, d.remoteCallErr(t, err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -290,7 +291,7 @@ func (d *Daemon) updateState(change func(*MachineState) error) (MachineState, er
 // publishMachine writes this machine's record; only this machine writes it.
 func (d *Daemon) publishMachine(ctx context.Context) error {
 	st := d.snapshot()
-	rec := &crdt.Machine{
+	rec := &record.Machine{
 		ID:           d.state.MachineID,
 		Name:         st.Name,
 		Roles:        st.Roles,
@@ -300,7 +301,7 @@ func (d *Daemon) publishMachine(ctx context.Context) error {
 		Endpoints:    endpointStrings(d.candidateEndpoints()),
 	}
 	if cur, err := d.store.Get(ctx, rec.Key()); err == nil {
-		if m, ok := cur.(*crdt.Machine); ok && sameMachine(m, rec) {
+		if m, ok := cur.(*record.Machine); ok && sameMachine(m, rec) {
 			return nil // unchanged: do not grow the DAG on every restart
 		}
 	}
@@ -310,7 +311,7 @@ func (d *Daemon) publishMachine(ctx context.Context) error {
 	return nil
 }
 
-func sameMachine(a, b *crdt.Machine) bool {
+func sameMachine(a, b *record.Machine) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.WireGuardKey == b.WireGuardKey &&
 		a.IdentityKey == b.IdentityKey && slices.Equal(a.Endpoints, b.Endpoints) && slices.Equal(a.Roles, b.Roles)
 }
@@ -349,7 +350,7 @@ func (d *Daemon) knownMachines(ctx context.Context) []knownMachine {
 
 // buildKnown merges records and seeds (records first: they are newer);
 // a revoked machine is never known again, whatever a seed says.
-func buildKnown(machines []*crdt.Machine, revoked map[string]*crdt.Revoked, seeds []Seed) []knownMachine {
+func buildKnown(machines []*record.Machine, revoked map[string]*record.Revoked, seeds []Seed) []knownMachine {
 	var out []knownMachine
 	seen := map[string]bool{}
 	for id := range revoked {
@@ -404,15 +405,15 @@ func (d *Daemon) AuthorizeMachine(pub ed25519.PublicKey) (string, error) {
 }
 
 // machines lists the machine records, without revoked machines.
-func (d *Daemon) machines(ctx context.Context) ([]*crdt.Machine, error) {
-	recs, err := d.store.List(ctx, crdt.MachinesPrefix)
+func (d *Daemon) machines(ctx context.Context) ([]*record.Machine, error) {
+	recs, err := d.store.List(ctx, record.MachinesPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list machines: %w", err)
 	}
 	revoked := d.revoked(ctx)
-	out := make([]*crdt.Machine, 0, len(recs))
+	out := make([]*record.Machine, 0, len(recs))
 	for _, r := range recs {
-		if m, ok := r.(*crdt.Machine); ok && revoked[m.ID] == nil {
+		if m, ok := r.(*record.Machine); ok && revoked[m.ID] == nil {
 			out = append(out, m)
 		}
 	}
@@ -420,15 +421,15 @@ func (d *Daemon) machines(ctx context.Context) ([]*crdt.Machine, error) {
 }
 
 // revoked is the add-only set of removed machines, by machine ID.
-func (d *Daemon) revoked(ctx context.Context) map[string]*crdt.Revoked {
-	out := map[string]*crdt.Revoked{}
-	recs, err := d.store.List(ctx, crdt.RevokedPrefix)
+func (d *Daemon) revoked(ctx context.Context) map[string]*record.Revoked {
+	out := map[string]*record.Revoked{}
+	recs, err := d.store.List(ctx, record.RevokedPrefix)
 	if err != nil {
 		d.log.Error("read revoked machines", "err", err)
 		return out
 	}
 	for _, r := range recs {
-		if rv, ok := r.(*crdt.Revoked); ok {
+		if rv, ok := r.(*record.Revoked); ok {
 			out[rv.MachineID] = rv
 		}
 	}

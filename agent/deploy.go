@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
@@ -28,10 +28,10 @@ type servicePlan struct {
 	spec     runtime.ContainerSpec
 	specJSON []byte
 	exists   bool
-	create   []target          // new containers, by machine
-	replace  []*crdt.Container // old containers replaced start-first on their machine
-	remove   []*crdt.Container // scale down
-	same     int               // containers left as they are
+	create   []target            // new containers, by machine
+	replace  []*record.Container // old containers replaced start-first on their machine
+	remove   []*record.Container // scale down
+	same     int                 // containers left as they are
 }
 
 // Deploy implements api.DeployBackend.
@@ -167,7 +167,7 @@ func (d *Daemon) planService(ctx context.Context, all []target, s api.RunRequest
 }
 
 func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string]target, event func(api.DeployEvent) error) error {
-	svc := &crdt.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON}
+	svc := &record.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON}
 	if !p.exists {
 		if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
 			return fmt.Errorf("write service record of %s: %w", p.name, err)

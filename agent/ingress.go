@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/ingress"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -49,7 +49,7 @@ func (d *Daemon) startIngress(ctx context.Context) {
 		defer d.wg.Done()
 		defer r.stop()
 		for ctx.Err() == nil {
-			changes, err := d.store.Watch(ctx, crdt.MachinesPrefix+d.state.MachineID)
+			changes, err := d.store.Watch(ctx, record.MachinesPrefix+d.state.MachineID)
 			if err != nil {
 				d.log.Error("watch own machine record for the ingress role", "err", err)
 				select {
@@ -59,7 +59,7 @@ func (d *Daemon) startIngress(ctx context.Context) {
 				continue
 			}
 			for ch := range changes {
-				m, ok := ch.Record.(*crdt.Machine)
+				m, ok := ch.Record.(*record.Machine)
 				if !ok || m.ID != d.state.MachineID {
 					continue
 				}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -85,7 +86,7 @@ func (d *Daemon) RemoveMachine(ctx context.Context, nameOrID string) (api.Remove
 	if target.ID == d.state.MachineID {
 		return api.RemoveResult{}, fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
 	}
-	rec := &crdt.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
+	rec := &record.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
 		IdentityKey: target.IdentityKey, By: d.state.MachineID, At: time.Now().UTC()}
 	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
 		return api.RemoveResult{}, fmt.Errorf("revoke %s: %w", target.Name, err)

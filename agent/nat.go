@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/nat"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -134,7 +134,7 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 // natPeers tells the NAT layer about the peers the peer manager applied,
 // and hands it their endpoints: a peer the layer already drives gets a
 // zero endpoint from the peer manager, so the path it chose stays.
-func (d *Daemon) natPeers(peers []tun.Peer, live map[string]*crdt.Machine, seeds []Seed) []tun.Peer {
+func (d *Daemon) natPeers(peers []tun.Peer, live map[string]*record.Machine, seeds []Seed) []tun.Peer {
 	if d.nat == nil {
 		return peers
 	}

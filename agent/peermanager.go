@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -29,7 +30,7 @@ func (d *Daemon) startPeerManager(ctx context.Context) {
 	go func() {
 		defer d.wg.Done()
 		for ctx.Err() == nil {
-			changes, err := d.store.Watch(ctx, crdt.RevokedPrefix)
+			changes, err := d.store.Watch(ctx, record.RevokedPrefix)
 			if err != nil {
 				select {
 				case <-ctx.Done():
@@ -48,7 +49,7 @@ func (d *Daemon) startPeerManager(ctx context.Context) {
 
 func (d *Daemon) runPeerManager(ctx context.Context) {
 	for ctx.Err() == nil {
-		changes, err := d.store.Watch(ctx, crdt.MachinesPrefix)
+		changes, err := d.store.Watch(ctx, record.MachinesPrefix)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Error("watch machines", "err", err)
@@ -56,7 +57,7 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 			}
 			continue
 		}
-		machines := map[string]*crdt.Machine{}
+		machines := map[string]*record.Machine{}
 		live := false // apply only once the snapshot is complete
 		ticker := time.NewTicker(peerResyncInterval)
 	loop:
@@ -82,13 +83,13 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 				}
 				switch ch.Type {
 				case crdt.Snapshot, crdt.Updated:
-					if m, ok := ch.Record.(*crdt.Machine); ok {
+					if m, ok := ch.Record.(*record.Machine); ok {
 						machines[ch.Key] = m
 					}
 				case crdt.Deleted:
 					delete(machines, ch.Key)
 				case crdt.Resync:
-					machines, live = map[string]*crdt.Machine{}, false
+					machines, live = map[string]*record.Machine{}, false
 					continue
 				case crdt.SnapshotDone:
 					live = true
@@ -102,12 +103,12 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) applyPeers(machines map[string]*crdt.Machine) {
+func (d *Daemon) applyPeers(machines map[string]*record.Machine) {
 	tokenPeers, pending := d.tokens.peers(time.Now())
 	seeds := append(append([]Seed(nil), d.state.Seeds...), pending...)
 	revoked := d.revoked(context.Background())
 	live := withoutRevoked(machines, revoked)
-	records := make([]*crdt.Machine, 0, len(live))
+	records := make([]*record.Machine, 0, len(live))
 	for _, m := range live {
 		records = append(records, m)
 	}
@@ -125,7 +126,7 @@ func (d *Daemon) applyPeers(machines map[string]*crdt.Machine) {
 // claiming one subnet (which subnet reservation exists to prevent) get no
 // peer at all: routing that /24 to either could hand one machine's
 // traffic to the other, so the conflict fails closed and is reported.
-func desiredPeers(self string, seeds []Seed, machines map[string]*crdt.Machine, warn func(string, ...any)) []tun.Peer {
+func desiredPeers(self string, seeds []Seed, machines map[string]*record.Machine, warn func(string, ...any)) []tun.Peer {
 	bySubnet := map[netip.Prefix][]tun.Peer{}
 	known := map[tun.Key]bool{}
 	for _, m := range machines {
@@ -199,8 +200,8 @@ func parseEndpoints(ss []string) []netip.AddrPort {
 }
 
 // withoutRevoked drops the records of removed machines.
-func withoutRevoked(machines map[string]*crdt.Machine, revoked map[string]*crdt.Revoked) map[string]*crdt.Machine {
-	out := make(map[string]*crdt.Machine, len(machines))
+func withoutRevoked(machines map[string]*record.Machine, revoked map[string]*record.Revoked) map[string]*record.Machine {
+	out := make(map[string]*record.Machine, len(machines))
 	for k, m := range machines {
 		if revoked[m.ID] == nil {
 			out[k] = m
@@ -211,7 +212,7 @@ func withoutRevoked(machines map[string]*crdt.Machine, revoked map[string]*crdt.
 
 // revokedKey reports whether a WireGuard key belongs to a removed machine;
 // seeds and pending joins are checked by key, as they may lack an ID.
-func revokedKey(revoked map[string]*crdt.Revoked, key tun.Key) bool {
+func revokedKey(revoked map[string]*record.Revoked, key tun.Key) bool {
 	for _, r := range revoked {
 		if r.WireGuardKey == key.String() {
 			return true

@@ -5,14 +5,14 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
-func machineRecord(t *testing.T, id string, subnet int) (*crdt.Machine, tun.Key) {
+func machineRecord(t *testing.T, id string, subnet int) (*record.Machine, tun.Key) {
 	t.Helper()
 	k, _ := tun.GeneratePrivateKey()
-	return &crdt.Machine{
+	return &record.Machine{
 		ID: id, Name: id, Subnet: fmt.Sprintf("10.210.%d.0/24", subnet),
 		WireGuardKey: k.PublicKey().String(), Endpoints: []string{fmt.Sprintf("198.18.0.%d:51820", subnet)},
 	}, k.PublicKey()
@@ -26,13 +26,13 @@ func TestDesiredPeers(t *testing.T) {
 	badKey, _ := machineRecord(t, "badkey", 4)
 	badKey.WireGuardKey = "nope"
 	joinRange, _ := machineRecord(t, "joinrange", 0)
-	outside := &crdt.Machine{ID: "outside", WireGuardKey: bKey.String(), Subnet: "192.168.0.0/24"}
+	outside := &record.Machine{ID: "outside", WireGuardKey: bKey.String(), Subnet: "192.168.0.0/24"}
 
 	var warnings []string
 	warn := func(msg string, _ ...any) { warnings = append(warnings, msg) }
-	machines := map[string]*crdt.Machine{}
-	for _, m := range []*crdt.Machine{self, b, c, clash, badKey, joinRange, outside} {
-		machines[crdt.MachinesPrefix+m.ID] = m
+	machines := map[string]*record.Machine{}
+	for _, m := range []*record.Machine{self, b, c, clash, badKey, joinRange, outside} {
+		machines[record.MachinesPrefix+m.ID] = m
 	}
 	peers := desiredPeers("self", nil, machines, warn)
 	if len(peers) != 1 || peers[0].PublicKey != bKey {
@@ -58,8 +58,8 @@ func TestDesiredPeersFallsBackToSeeds(t *testing.T) {
 	}
 	// Once the seed's record replicated, the record wins (it may carry
 	// newer endpoints) and the seed adds nothing.
-	rec := &crdt.Machine{ID: "s", Subnet: "10.210.5.0/24", WireGuardKey: seed.WireGuardKey.String(), Endpoints: []string{"198.18.9.9:51820"}}
-	peers = desiredPeers("self", []Seed{seed}, map[string]*crdt.Machine{"/machines/s": rec}, func(string, ...any) {})
+	rec := &record.Machine{ID: "s", Subnet: "10.210.5.0/24", WireGuardKey: seed.WireGuardKey.String(), Endpoints: []string{"198.18.9.9:51820"}}
+	peers = desiredPeers("self", []Seed{seed}, map[string]*record.Machine{"/machines/s": rec}, func(string, ...any) {})
 	if len(peers) != 1 || peers[0].Endpoint != netip.MustParseAddrPort("198.18.9.9:51820") {
 		t.Fatalf("peers with record = %+v", peers)
 	}
@@ -67,16 +67,16 @@ func TestDesiredPeersFallsBackToSeeds(t *testing.T) {
 
 func TestBuildKnown(t *testing.T) {
 	k, _ := tun.GeneratePrivateKey()
-	rec := &crdt.Machine{ID: "a", Subnet: "10.210.2.0/24", IdentityKey: "from-record"}
-	gone := &crdt.Machine{ID: "gone", Subnet: "10.210.3.0/24", IdentityKey: "old"}
+	rec := &record.Machine{ID: "a", Subnet: "10.210.2.0/24", IdentityKey: "from-record"}
+	gone := &record.Machine{ID: "gone", Subnet: "10.210.3.0/24", IdentityKey: "old"}
 	seeds := []Seed{
 		{MachineID: "a", Subnet: netip.MustParsePrefix("10.210.2.0/24"), IdentityKey: "from-seed", WireGuardKey: k.PublicKey()},
 		{MachineID: "gone", Subnet: netip.MustParsePrefix("10.210.3.0/24"), IdentityKey: "old"},
 		{MachineID: "new", Subnet: netip.MustParsePrefix("10.210.4.0/24"), IdentityKey: "pending"},
 		{Subnet: netip.MustParsePrefix("10.210.5.0/24")}, // no id: cannot be called
 	}
-	revoked := map[string]*crdt.Revoked{"gone": {MachineID: "gone"}}
-	known := buildKnown([]*crdt.Machine{rec, gone}, revoked, seeds)
+	revoked := map[string]*record.Revoked{"gone": {MachineID: "gone"}}
+	known := buildKnown([]*record.Machine{rec, gone}, revoked, seeds)
 	got := map[string]string{}
 	for _, m := range known {
 		got[m.ID] = m.IdentityKey

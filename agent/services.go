@@ -12,6 +12,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
@@ -127,29 +128,29 @@ func serviceNameFromImage(image string) string {
 }
 
 // serviceContainers are the container records of a service, on every machine.
-func (d *Daemon) serviceContainers(ctx context.Context, service string) ([]*crdt.Container, error) {
-	recs, err := d.store.List(ctx, crdt.ContainersPrefix)
+func (d *Daemon) serviceContainers(ctx context.Context, service string) ([]*record.Container, error) {
+	recs, err := d.store.List(ctx, record.ContainersPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	var out []*crdt.Container
+	var out []*record.Container
 	for _, r := range recs {
-		if c, ok := r.(*crdt.Container); ok && (service == "" || c.Service == service) {
+		if c, ok := r.(*record.Container); ok && (service == "" || c.Service == service) {
 			out = append(out, c)
 		}
 	}
 	return out, nil
 }
 
-func (d *Daemon) service(ctx context.Context, name string) (*crdt.Service, error) {
-	r, err := d.store.Get(ctx, crdt.ServicesPrefix+name)
+func (d *Daemon) service(ctx context.Context, name string) (*record.Service, error) {
+	r, err := d.store.Get(ctx, record.ServicesPrefix+name)
 	if errors.Is(err, crdt.ErrNotFound) {
 		return nil, fmt.Errorf("%w: no service %q (see 'uncloud ls')", api.ErrNotFound, name)
 	}
 	if err != nil {
 		return nil, err
 	}
-	s, ok := r.(*crdt.Service)
+	s, ok := r.(*record.Service)
 	if !ok {
 		return nil, fmt.Errorf("record %s is not a service", r.Key())
 	}
@@ -209,7 +210,7 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest, progress fu
 		}
 	}
 	specJSON, _ := json.Marshal(spec)
-	svc := &crdt.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON}
+	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON}
 	if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
 	}
@@ -269,7 +270,7 @@ func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, pla
 }
 
 // actMany applies an action to containers, in parallel.
-func (d *Daemon) actMany(ctx context.Context, service, action string, cs []*crdt.Container) api.ServiceResult {
+func (d *Daemon) actMany(ctx context.Context, service, action string, cs []*record.Container) api.ServiceResult {
 	all, _ := d.targets(ctx)
 	byID := map[string]target{}
 	for _, t := range all {
@@ -364,11 +365,11 @@ func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (a
 				Reachable: state[c.MachineID] == "self" || state[c.MachineID] == "alive"})
 		}
 		chosen := shrink(vs, len(cs)-replicas)
-		byID := map[string]*crdt.Container{}
+		byID := map[string]*record.Container{}
 		for _, c := range cs {
 			byID[c.ID] = c
 		}
-		var rm []*crdt.Container
+		var rm []*record.Container
 		for _, v := range chosen {
 			rm = append(rm, byID[v.ID])
 		}
@@ -393,7 +394,7 @@ func (d *Daemon) RemoveService(ctx context.Context, name string) (api.ServiceRes
 		return api.ServiceResult{}, svcErr
 	}
 	res := d.actMany(ctx, name, "remove", cs)
-	if err := d.store.Delete(ctx, crdt.ServicesPrefix+name); err != nil {
+	if err := d.store.Delete(ctx, record.ServicesPrefix+name); err != nil {
 		return res, fmt.Errorf("delete service record: %w", err)
 	}
 	return res, nil
@@ -459,7 +460,7 @@ func (d *Daemon) Containers(ctx context.Context) ([]api.ContainerInfo, error) {
 	return out, nil
 }
 
-func containerInfo(c *crdt.Container, t target) api.ContainerInfo {
+func containerInfo(c *record.Container, t target) api.ContainerInfo {
 	state := t.State
 	if state == "down" {
 		state = "unreachable"
@@ -478,7 +479,7 @@ func containerInfo(c *crdt.Container, t target) api.ContainerInfo {
 
 // Services implements api.ContainerBackend.
 func (d *Daemon) Services(ctx context.Context) ([]api.ServiceInfo, error) {
-	recs, err := d.store.List(ctx, crdt.ServicesPrefix)
+	recs, err := d.store.List(ctx, record.ServicesPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -498,7 +499,7 @@ func (d *Daemon) Services(ctx context.Context) ([]api.ServiceInfo, error) {
 		return s
 	}
 	for _, r := range recs {
-		svc, ok := r.(*crdt.Service)
+		svc, ok := r.(*record.Service)
 		if !ok {
 			continue
 		}
@@ -661,7 +662,7 @@ func (d *Daemon) ExecService(ctx context.Context, name string, req api.ExecReque
 	for _, t := range all {
 		byID[t.ID] = t
 	}
-	var pick *crdt.Container
+	var pick *record.Container
 	for _, c := range cs {
 		t := byID[c.MachineID]
 		switch {

@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // KnownRoles are the roles a machine can take besides running containers.
@@ -36,7 +36,7 @@ func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.Machi
 		}
 		return machineInfoOf(rec), nil
 	}
-	var rec crdt.Machine
+	var rec record.Machine
 	if err := d.machineAPI.UpdateSelf(ctx, target.ID, u, &rec); err != nil {
 		var re *api.StatusError
 		if errors.As(err, &re) && re.Status == http.StatusConflict {
@@ -50,7 +50,7 @@ func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.Machi
 	return machineInfoOf(&rec), nil
 }
 
-func machineInfoOf(m *crdt.Machine) api.MachineInfo {
+func machineInfoOf(m *record.Machine) api.MachineInfo {
 	info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, Roles: m.Roles}
 	if n, ok := subnetNumber(m.Subnet); ok {
 		info.Address = meshAddress(n).String()
@@ -76,7 +76,7 @@ func checkUpdate(u api.MachineUpdate) error {
 }
 
 // findMachine finds a non-revoked machine by name or ID.
-func (d *Daemon) findMachine(ctx context.Context, nameOrID string) (*crdt.Machine, error) {
+func (d *Daemon) findMachine(ctx context.Context, nameOrID string) (*record.Machine, error) {
 	machines, err := d.machines(ctx)
 	if err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func (d *Daemon) findMachine(ctx context.Context, nameOrID string) (*crdt.Machin
 
 // updateSelf applies a change to this machine: saved in machine.json,
 // then published in its record.
-func (d *Daemon) updateSelf(ctx context.Context, u api.MachineUpdate) (*crdt.Machine, error) {
+func (d *Daemon) updateSelf(ctx context.Context, u api.MachineUpdate) (*record.Machine, error) {
 	if err := checkUpdate(u); err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
@@ -127,11 +127,11 @@ func (d *Daemon) updateSelf(ctx context.Context, u api.MachineUpdate) (*crdt.Mac
 		return nil, err
 	}
 	d.log.Info("machine updated", "name", st.Name, "was", old.Name, "roles", st.Roles)
-	rec, err := d.store.Get(ctx, crdt.MachinesPrefix+d.state.MachineID)
+	rec, err := d.store.Get(ctx, record.MachinesPrefix+d.state.MachineID)
 	if err != nil {
 		return nil, fmt.Errorf("read back own record: %w", err)
 	}
-	return rec.(*crdt.Machine), nil
+	return rec.(*record.Machine), nil
 }
 
 // handleUpdateSelf is the machine API side of UpdateMachine.

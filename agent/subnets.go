@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 const promisesFile = "subnet-promises.json"
@@ -83,7 +83,7 @@ func (b *promiseBook) taken() map[int]string {
 }
 
 // subnetOwners reads which machine owns which subnet from the records.
-func subnetOwners(machines []*crdt.Machine) map[int]string {
+func subnetOwners(machines []*record.Machine) map[int]string {
 	out := map[int]string{}
 	for _, m := range machines {
 		if n, ok := subnetNumber(m.Subnet); ok {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Get returns the record at key, or ErrNotFound.
 func (s *Store) Get(ctx context.Context, key string) (Record, error) {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return nil, err
 	}
 	raw, err := s.getRaw(ctx, key)
@@ -27,13 +29,13 @@ func (s *Store) Get(ctx context.Context, key string) (Record, error) {
 // machines.
 func (s *Store) Put(ctx context.Context, key string, r Record) error {
 	if r == nil {
-		return fmt.Errorf("put %s: %w: nil record", key, ErrBadRecord)
+		return fmt.Errorf("put %s: %w: nil record", key, record.ErrBadRecord)
 	}
-	if err := r.validate(); err != nil {
+	if err := r.Validate(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	if r.Key() != key {
-		return fmt.Errorf("put: %w: %s record belongs at %s, not %s", ErrBadKey, r.kind(), r.Key(), key)
+		return fmt.Errorf("put: %w: %s record belongs at %s, not %s", record.ErrBadKey, r.Kind(), r.Key(), key)
 	}
 	raw, err := encodeRecord(r)
 	if err != nil {
@@ -48,7 +50,7 @@ func (s *Store) Put(ctx context.Context, key string, r Record) error {
 // Delete removes the record at key; deleting a missing key is not an error.
 // A concurrent re-write on another machine wins over the delete.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+	if err := record.CheckKey(key); err != nil {
 		return err
 	}
 	if err := s.deleteRaw(ctx, key); err != nil {
@@ -62,7 +64,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // machine) are skipped and logged.
 func (s *Store) List(ctx context.Context, prefix string) ([]Record, error) {
 	if !strings.HasPrefix(prefix, "/") {
-		return nil, fmt.Errorf("list %q: %w: prefix must start with /", prefix, ErrBadKey)
+		return nil, fmt.Errorf("list %q: %w: prefix must start with /", prefix, record.ErrBadKey)
 	}
 	entries, err := s.queryRaw(ctx, queryPrefix(prefix))
 	if err != nil {

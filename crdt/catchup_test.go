@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"testing"
 	"time"
 )
@@ -17,14 +18,14 @@ func TestOfflineCatchUp(t *testing.T) {
 	}
 	c := newTestCluster(t, 3)
 	ctx := context.Background()
-	mustPut(t, c.s("m1"), &Machine{ID: "m1", Name: "a"})
+	mustPut(t, c.s("m1"), &record.Machine{ID: "m1", Name: "a"})
 	c.waitConverged(5 * time.Second)
 	c.stop("m3")
 
 	start := time.Now()
 	w := c.s("m1")
 	for i := range n {
-		mustPut(t, w, &Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "x"})
+		mustPut(t, w, &record.Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "x"})
 	}
 	t.Logf("%d writes on m1 in %s (%.0f/s)", n, time.Since(start), float64(n)/time.Since(start).Seconds())
 	want := c.waitConverged(30 * time.Second) // m1 and m2

@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"testing"
 )
 
@@ -31,7 +32,7 @@ func TestChurnGrowth(t *testing.T) {
 	}
 	empty := size("empty")
 	for i := range n {
-		mustPut(t, s, &Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "web", Service: "web", Image: "nginx:1.27", Address: "10.210.1.2"})
+		mustPut(t, s, &record.Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "web", Service: "web", Image: "nginx:1.27", Address: "10.210.1.2"})
 	}
 	full := size(fmt.Sprintf("after %d creates", n))
 	for i := range n {

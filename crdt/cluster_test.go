@@ -16,6 +16,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 
 	"github.com/uncloud-mesh/uncloud/gossip/gossiptest"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // testCluster is N replicas over a gossiptest.Hub, each serving its blocks over an
@@ -215,7 +216,7 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 	}
 }
 
-func svc(name, mode string) *Service { return &Service{Name: name, Mode: mode} }
+func svc(name, mode string) *record.Service { return &record.Service{Name: name, Mode: mode} }
 
 func mustPut(t testing.TB, s *Store, r Record) {
 	t.Helper()

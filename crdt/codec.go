@@ -3,43 +3,9 @@ package crdt
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
+
+	"github.com/uncloud-mesh/uncloud/record"
 )
-
-// kind names a record type in the envelope.
-type kind string
-
-const (
-	kindMachine   kind = "machine"
-	kindContainer kind = "container"
-	kindService   kind = "service"
-	kindToken     kind = "token"
-	kindRevoked   kind = "revoked"
-)
-
-func (*Machine) kind() kind   { return kindMachine }
-func (*Container) kind() kind { return kindContainer }
-func (*Service) kind() kind   { return kindService }
-func (*Token) kind() kind     { return kindToken }
-func (*Revoked) kind() kind   { return kindRevoked }
-
-// kindInfo is what the codec knows about each kind: its prefix, the encoding
-// version this binary writes and reads, and a constructor.
-type kindInfo struct {
-	prefix  string
-	version int
-	new     func() Record
-}
-
-// kinds is constant data, never mutated.
-var kinds = map[kind]kindInfo{
-	kindMachine:   {MachinesPrefix, 1, func() Record { return &Machine{} }},
-	kindContainer: {ContainersPrefix, 1, func() Record { return &Container{} }},
-	kindService:   {ServicesPrefix, 1, func() Record { return &Service{} }},
-	kindToken:     {TokensPrefix, 1, func() Record { return &Token{} }},
-	kindRevoked:   {RevokedPrefix, 1, func() Record { return &Revoked{} }},
-	kindCert:      {CertsPrefix, 1, func() Record { return &Cert{} }},
-}
 
 // envelope is the stored form: {"kind":"machine","v":1,"data":{...}}. The
 // version is per kind, so one kind can evolve without touching the others.
@@ -47,51 +13,41 @@ var kinds = map[kind]kindInfo{
 // for that record instead of guessing (an older agent during a rolling
 // upgrade skips what it cannot read).
 type envelope struct {
-	Kind kind            `json:"kind"`
+	Kind record.Kind     `json:"kind"`
 	V    int             `json:"v"`
 	Data json.RawMessage `json:"data"`
 }
 
 func encodeRecord(r Record) ([]byte, error) {
-	info, ok := kinds[r.kind()]
+	info, ok := record.Lookup(r.Kind())
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, r.kind())
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, r.Kind())
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
-		return nil, fmt.Errorf("encode %s record %s: %w", r.kind(), r.Key(), err)
+		return nil, fmt.Errorf("encode %s record %s: %w", r.Kind(), r.Key(), err)
 	}
-	return json.Marshal(envelope{Kind: r.kind(), V: info.version, Data: data})
+	return json.Marshal(envelope{Kind: r.Kind(), V: info.Version, Data: data})
 }
 
 func decodeRecord(key string, raw []byte) (Record, error) {
 	var env envelope
 	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("%w: decode envelope of %s: %w", ErrBadRecord, key, err)
+		return nil, fmt.Errorf("%w: decode envelope of %s: %w", record.ErrBadRecord, key, err)
 	}
-	info, ok := kinds[env.Kind]
+	info, ok := record.Lookup(env.Kind)
 	if !ok {
 		return nil, fmt.Errorf("%w: %q at %s", ErrUnknownKind, env.Kind, key)
 	}
-	if env.V != info.version {
-		return nil, fmt.Errorf("%w: %s record %s has version %d, this binary reads %d", ErrUnknownVersion, env.Kind, key, env.V, info.version)
+	if env.V != info.Version {
+		return nil, fmt.Errorf("%w: %s record %s has version %d, this binary reads %d", ErrUnknownVersion, env.Kind, key, env.V, info.Version)
 	}
-	r := info.new()
+	r := info.New()
 	if err := json.Unmarshal(env.Data, r); err != nil {
-		return nil, fmt.Errorf("%w: decode %s record %s: %w", ErrBadRecord, env.Kind, key, err)
+		return nil, fmt.Errorf("%w: decode %s record %s: %w", record.ErrBadRecord, env.Kind, key, err)
 	}
 	if r.Key() != key {
-		return nil, fmt.Errorf("%w: %s record names %s but is stored at %s", ErrBadRecord, env.Kind, r.Key(), key)
+		return nil, fmt.Errorf("%w: %s record names %s but is stored at %s", record.ErrBadRecord, env.Kind, r.Key(), key)
 	}
 	return r, nil
-}
-
-// checkKey rejects keys outside the record scheme.
-func checkKey(key string) error {
-	for _, info := range kinds {
-		if strings.HasPrefix(key, info.prefix) && len(key) > len(info.prefix) {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: %q is not under %s, %s, %s, %s or %s", ErrBadKey, key, MachinesPrefix, ContainersPrefix, ServicesPrefix, TokensPrefix, RevokedPrefix)
 }

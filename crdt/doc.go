@@ -1,8 +1,10 @@
-// Package crdt owns uncloud's replicated state: a go-ds-crdt Merkle-CRDT
-// key-value store over badger in the agent's data directory, the exchange of
-// DAG blocks between machines, the broadcast of new heads over gossip, and the
-// typed records (machines, containers, services, join tokens) with a watch API
-// for the resolver, the ingress and the WireGuard peer manager.
+// Package crdt owns uncloud's replicated state engine: a go-ds-crdt
+// Merkle-CRDT key-value store over badger in the agent's data directory, the
+// exchange of DAG blocks between machines, the broadcast of new heads over
+// gossip, the versioned envelope records are stored in, and a watch API for
+// the resolver, the ingress and the WireGuard peer manager. What the records
+// are (machines, containers, services, join tokens, ...) and which keys they
+// live under is package record's; the store takes any record.Record.
 //
 // # Layout of one replica
 //

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"os"
 	"os/exec"
 	"strings"
@@ -25,7 +26,7 @@ func TestKill9DuringBurst(t *testing.T) {
 	}
 	c := newTestCluster(t, 3)
 	ctx := context.Background()
-	mustPut(t, c.s("m1"), &Machine{ID: "m1", Name: "a"})
+	mustPut(t, c.s("m1"), &record.Machine{ID: "m1", Name: "a"})
 	c.waitConverged(5 * time.Second)
 	c.stop("m3")
 	dir := c.dirs["m3"]
@@ -71,7 +72,7 @@ func TestKill9DuringBurst(t *testing.T) {
 			t.Fatalf("acknowledged %s lost after kill -9: %v", k, err)
 		}
 	}
-	mustPut(t, back, &Machine{ID: "m3", Name: "c"})
+	mustPut(t, back, &record.Machine{ID: "m3", Name: "c"})
 	d := c.waitConverged(15 * time.Second)
 	recs, _ := c.s("m1").List(ctx, "/containers/m3/")
 	if len(recs) < len(acked) {
@@ -90,7 +91,7 @@ func killChild(t *testing.T, dir string) {
 	round := os.Getenv("CRDT_KILL_ROUND")
 	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; time.Now().Before(deadline); i++ {
-		r := &Container{MachineID: "m3", ID: fmt.Sprintf("r%s-%06d", round, i), Name: strings.Repeat("x", i%200)}
+		r := &record.Container{MachineID: "m3", ID: fmt.Sprintf("r%s-%06d", round, i), Name: strings.Repeat("x", i%200)}
 		if err := s.Put(context.Background(), r.Key(), r); err != nil {
 			fmt.Fprintln(os.Stderr, "child put:", err)
 			os.Exit(4)

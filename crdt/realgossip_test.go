@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/gossip"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // TestRealGossip wires real gossip.Node instances (memberlist on
@@ -76,7 +77,7 @@ func TestRealGossip(t *testing.T) {
 	for i := range n {
 		for j := range 20 {
 			s := stores[i].Load()
-			mustPut(t, s, &Container{MachineID: s.Name(), ID: fmt.Sprintf("c%d", j), Name: "x"})
+			mustPut(t, s, &record.Container{MachineID: s.Name(), ID: fmt.Sprintf("c%d", j), Name: "x"})
 		}
 	}
 	var digests [n]string

@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"errors"
+	"github.com/uncloud-mesh/uncloud/record"
 	"testing"
 	"time"
 )
@@ -11,11 +12,11 @@ func TestRecordsAPI(t *testing.T) {
 	s := openOffline(t)
 	ctx := context.Background()
 	recs := []Record{
-		&Machine{ID: "m1", Name: "alpha", Subnet: "10.210.1.0/24", Endpoints: []string{"192.0.2.1:51820"}},
-		&Container{MachineID: "m1", ID: "c1", Name: "web-1", Service: "web", Address: "10.210.1.2"},
-		&Service{Name: "web", Mode: "replicated", Ports: []string{"app.example.com:8080/https"}},
-		&Token{ID: "t1", Issuer: "m1", PublicKey: "pub", Expires: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
-		&Revoked{MachineID: "m9", Name: "old", WireGuardKey: "wg", IdentityKey: "id", By: "m1", At: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
+		&record.Machine{ID: "m1", Name: "alpha", Subnet: "10.210.1.0/24", Endpoints: []string{"192.0.2.1:51820"}},
+		&record.Container{MachineID: "m1", ID: "c1", Name: "web-1", Service: "web", Address: "10.210.1.2"},
+		&record.Service{Name: "web", Mode: "replicated", Ports: []string{"app.example.com:8080/https"}},
+		&record.Token{ID: "t1", Issuer: "m1", PublicKey: "pub", Expires: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
+		&record.Revoked{MachineID: "m9", Name: "old", WireGuardKey: "wg", IdentityKey: "id", By: "m1", At: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	for _, r := range recs {
 		mustPut(t, s, r)
@@ -43,14 +44,14 @@ func TestRecordsAPI(t *testing.T) {
 		do   func() error
 		want error
 	}{
-		{"key mismatch", func() error { return s.Put(ctx, "/machines/m2", &Machine{ID: "m1"}) }, ErrBadKey},
-		{"slash in id", func() error { return s.Put(ctx, "/services/a/b", &Service{Name: "a/b"}) }, ErrBadRecord},
-		{"empty id", func() error { return s.Put(ctx, "/machines/", &Machine{}) }, ErrBadRecord},
-		{"nil record", func() error { return s.Put(ctx, "/machines/x", nil) }, ErrBadRecord},
-		{"get outside scheme", func() error { _, err := s.Get(ctx, "/other/x"); return err }, ErrBadKey},
+		{"key mismatch", func() error { return s.Put(ctx, "/machines/m2", &record.Machine{ID: "m1"}) }, record.ErrBadKey},
+		{"slash in id", func() error { return s.Put(ctx, "/services/a/b", &record.Service{Name: "a/b"}) }, record.ErrBadRecord},
+		{"empty id", func() error { return s.Put(ctx, "/machines/", &record.Machine{}) }, record.ErrBadRecord},
+		{"nil record", func() error { return s.Put(ctx, "/machines/x", nil) }, record.ErrBadRecord},
+		{"get outside scheme", func() error { _, err := s.Get(ctx, "/other/x"); return err }, record.ErrBadKey},
 		{"get missing", func() error { _, err := s.Get(ctx, "/machines/nope"); return err }, ErrNotFound},
-		{"delete outside scheme", func() error { return s.Delete(ctx, "/x") }, ErrBadKey},
-		{"list relative", func() error { _, err := s.List(ctx, "machines"); return err }, ErrBadKey},
+		{"delete outside scheme", func() error { return s.Delete(ctx, "/x") }, record.ErrBadKey},
+		{"list relative", func() error { _, err := s.List(ctx, "machines"); return err }, record.ErrBadKey},
 	}
 	for _, tc := range errTests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,8 +68,8 @@ func TestRecordsAPI(t *testing.T) {
 	}{
 		{"/machines/v2", `{"kind":"machine","v":2,"data":{"id":"v2"}}`, ErrUnknownVersion},
 		{"/machines/k", `{"kind":"robot","v":1,"data":{}}`, ErrUnknownKind},
-		{"/machines/j", `not json`, ErrBadRecord},
-		{"/machines/w", `{"kind":"machine","v":1,"data":{"id":"other"}}`, ErrBadRecord},
+		{"/machines/j", `not json`, record.ErrBadRecord},
+		{"/machines/w", `{"kind":"machine","v":1,"data":{"id":"other"}}`, record.ErrBadRecord},
 	}
 	for _, st := range stored {
 		if err := s.putRaw(ctx, st.key, []byte(st.raw)); err != nil {

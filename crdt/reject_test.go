@@ -7,6 +7,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // TestRejectHostileInput feeds garbage, truncated, malformed and replayed
@@ -16,7 +17,7 @@ func TestRejectHostileInput(t *testing.T) {
 	c := newTestCluster(t, 3)
 	ctx := context.Background()
 	for i := range 5 {
-		mustPut(t, c.s("m2"), &Service{Name: "s", Mode: string(rune('a' + i))})
+		mustPut(t, c.s("m2"), &record.Service{Name: "s", Mode: string(rune('a' + i))})
 	}
 	c.waitConverged(5 * time.Second)
 	m1 := c.s("m1")
@@ -61,7 +62,7 @@ func TestRejectHostileInput(t *testing.T) {
 	// them and get the real ones from m1.
 	c.stop("m3")
 	for i := range 50 {
-		mustPut(t, c.s("m2"), &Container{MachineID: "m2", ID: string(rune('a'+i%26)) + string(rune('a'+i/26)), Name: "x"})
+		mustPut(t, c.s("m2"), &record.Container{MachineID: "m2", ID: string(rune('a'+i%26)) + string(rune('a'+i/26)), Name: "x"})
 	}
 	c.waitConverged(5 * time.Second)
 	bad := "m2"
@@ -82,7 +83,7 @@ func TestRejectHostileInput(t *testing.T) {
 		t.Logf("m3: %d corrupted blocks rejected, %d good fetched", st.BlocksRejected, st.BlocksFetched)
 	}
 	c.tamper.Store(nil)
-	mustPut(t, m3, &Machine{ID: "m3", Name: "c"})
+	mustPut(t, m3, &record.Machine{ID: "m3", Name: "c"})
 	c.waitConverged(5 * time.Second)
 }
 

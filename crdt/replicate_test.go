@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"sync"
 	"testing"
 	"time"
@@ -14,12 +15,12 @@ func TestWriteSeenByAll(t *testing.T) {
 		t.Run(fmt.Sprintf("%d replicas", n), func(t *testing.T) {
 			c := newTestCluster(t, n)
 			ctx := context.Background()
-			m := &Machine{ID: "m1", Name: "alpha", Subnet: "10.210.1.0/24"}
+			m := &record.Machine{ID: "m1", Name: "alpha", Subnet: "10.210.1.0/24"}
 			mustPut(t, c.s("m1"), m)
 			for _, name := range c.names {
 				ok := waitFor(5*time.Second, func() bool {
 					r, err := c.s(name).Get(ctx, m.Key())
-					return err == nil && r.(*Machine).Subnet == m.Subnet
+					return err == nil && r.(*record.Machine).Subnet == m.Subnet
 				})
 				if !ok {
 					t.Fatalf("%s never saw %s", name, m.Key())
@@ -40,7 +41,7 @@ func TestConcurrentWritesConverge(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := range 5 + i { // different branch heights
-				mustPut(t, c.s(name), &Service{Name: "web", Mode: fmt.Sprintf("%s-%d", name, j)})
+				mustPut(t, c.s(name), &record.Service{Name: "web", Mode: fmt.Sprintf("%s-%d", name, j)})
 			}
 		}()
 	}
@@ -53,7 +54,7 @@ func TestConcurrentWritesConverge(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		got := r.(*Service).Mode
+		got := r.(*record.Service).Mode
 		if want == "" {
 			want = got
 		} else if got != want {
@@ -70,7 +71,7 @@ func TestDeleteStaysDeleted(t *testing.T) {
 	c := newTestCluster(t, 3)
 	ctx := context.Background()
 	for i := range 20 {
-		mustPut(t, c.s("m1"), &Container{MachineID: "m1", ID: fmt.Sprintf("c%d", i), Name: "x"})
+		mustPut(t, c.s("m1"), &record.Container{MachineID: "m1", ID: fmt.Sprintf("c%d", i), Name: "x"})
 	}
 	c.waitConverged(5 * time.Second)
 	for i := range 10 {
@@ -80,7 +81,7 @@ func TestDeleteStaysDeleted(t *testing.T) {
 	}
 	c.waitConverged(5 * time.Second)
 	// More traffic, a restart, and anti-entropy rounds must not resurrect.
-	mustPut(t, c.s("m2"), &Machine{ID: "m2", Name: "b"})
+	mustPut(t, c.s("m2"), &record.Machine{ID: "m2", Name: "b"})
 	c.stop("m3")
 	c.start("m3")
 	c.waitConverged(5 * time.Second)
@@ -109,11 +110,11 @@ func TestPartitionHeal(t *testing.T) {
 		for _, side := range [][]string{left, right} {
 			for _, name := range side {
 				// different keys: each machine its own container
-				mustPut(t, c.s(name), &Container{MachineID: name, ID: fmt.Sprintf("c%d", round), Name: name})
+				mustPut(t, c.s(name), &record.Container{MachineID: name, ID: fmt.Sprintf("c%d", round), Name: name})
 				writes[fmt.Sprintf("/containers/%s/c%d", name, round)] = true
 			}
 			// same key on both sides
-			mustPut(t, c.s(side[0]), &Service{Name: fmt.Sprintf("s%d", round%3), Mode: side[0]})
+			mustPut(t, c.s(side[0]), &record.Service{Name: fmt.Sprintf("s%d", round%3), Mode: side[0]})
 		}
 	}
 	c.hub.Heal()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // ChangeType says what a Change is.
@@ -282,7 +284,7 @@ func (w *watcher) push(ch Change) {
 // Resync and a fresh snapshot instead of blocking replication.
 func (s *Store) Watch(ctx context.Context, prefix string) (<-chan Change, error) {
 	if !strings.HasPrefix(prefix, "/") {
-		return nil, fmt.Errorf("watch %q: %w: prefix must start with /", prefix, ErrBadKey)
+		return nil, fmt.Errorf("watch %q: %w: prefix must start with /", prefix, record.ErrBadKey)
 	}
 	h := s.watch
 	select {

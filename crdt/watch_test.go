@@ -3,6 +3,7 @@ package crdt
 import (
 	"context"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"strconv"
 	"testing"
 	"time"
@@ -17,9 +18,9 @@ func TestWatchSnapshotThenChanges(t *testing.T) {
 	defer cancel()
 	m1, m2 := c.s("m1"), c.s("m2")
 	for _, name := range []string{"a", "b", "c"} {
-		mustPut(t, m1, &Service{Name: name, Mode: "0"})
+		mustPut(t, m1, &record.Service{Name: name, Mode: "0"})
 	}
-	mustPut(t, m1, &Machine{ID: "m1", Name: "not watched"})
+	mustPut(t, m1, &record.Machine{ID: "m1", Name: "not watched"})
 	c.waitConverged(5 * time.Second)
 
 	// Writers race the Watch call: nothing may fall in between.
@@ -28,8 +29,8 @@ func TestWatchSnapshotThenChanges(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := 1; i <= n; i++ {
-			mustPut(t, m1, &Service{Name: "a", Mode: strconv.Itoa(i)}) // local
-			mustPut(t, m2, &Service{Name: "b", Mode: strconv.Itoa(i)}) // replicated
+			mustPut(t, m1, &record.Service{Name: "a", Mode: strconv.Itoa(i)}) // local
+			mustPut(t, m2, &record.Service{Name: "b", Mode: strconv.Itoa(i)}) // replicated
 		}
 		if err := m1.Delete(context.Background(), "/services/c"); err != nil {
 			t.Error(err)
@@ -61,7 +62,7 @@ func TestWatchSnapshotThenChanges(t *testing.T) {
 			if ev.Err != nil {
 				t.Fatal(ev.Err)
 			}
-			s := ev.Record.(*Service)
+			s := ev.Record.(*record.Service)
 			v, _ := strconv.Atoi(s.Mode)
 			if prev, ok := last[ev.Key]; ok && v <= prev {
 				t.Fatalf("%s went from %d to %d: out of order", ev.Key, prev, v)
@@ -99,7 +100,7 @@ func TestWatchSlowWatcherResyncs(t *testing.T) {
 	}
 	start := time.Now()
 	for i := range 500 {
-		mustPut(t, s, &Container{MachineID: "m", ID: fmt.Sprintf("c%03d", i), Name: "x"})
+		mustPut(t, s, &record.Container{MachineID: "m", ID: fmt.Sprintf("c%03d", i), Name: "x"})
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("writes took %s with a stuck watcher", d)

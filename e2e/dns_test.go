@@ -15,6 +15,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // writeOwnContainers stops machine i's agent, writes container records
@@ -27,7 +28,7 @@ import (
 // records are what the resolver reads. The records written here are the
 // ones the runtime writes: its own machine ID, running, an address in the
 // machine's /24, published ports.
-func (f *formed) writeOwnContainers(ctx context.Context, t *testing.T, i int, restart []string, cs ...*crdt.Container) {
+func (f *formed) writeOwnContainers(ctx context.Context, t *testing.T, i int, restart []string, cs ...*record.Container) {
 	t.Helper()
 	f.procs[i].Signal(syscall.SIGTERM)
 	if err := f.procs[i].Wait(ctx); err != nil && f.procs[i].Alive() {
@@ -117,13 +118,13 @@ func TestDNS(t *testing.T) {
 	for i := range 3 {
 		m := byName[fmt.Sprintf("m%d", i+1)]
 		prefix := strings.TrimSuffix(m.Address, ".1")
-		var cs []*crdt.Container
+		var cs []*record.Container
 		for k := 1; k <= 2; k++ {
 			addr := fmt.Sprintf("%s.%d", prefix, 10+k)
 			all = append(all, addr)
-			cs = append(cs, &crdt.Container{MachineID: m.ID, ID: fmt.Sprintf("c%d", k), Name: fmt.Sprintf("web-%d", k),
+			cs = append(cs, &record.Container{MachineID: m.ID, ID: fmt.Sprintf("c%d", k), Name: fmt.Sprintf("web-%d", k),
 				Service: "web", Address: addr, State: "running", Created: time.Now().UTC(),
-				Ports: []crdt.ContainerPort{{Port: 8080, Protocol: "tcp", Name: "http"}}})
+				Ports: []record.ContainerPort{{Port: 8080, Protocol: "tcp", Name: "http"}}})
 		}
 		restart := []string{"agent"}
 		if i == 2 {

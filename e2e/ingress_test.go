@@ -18,6 +18,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // ingressHelpers are the lab helper modes of the ingress test.
@@ -173,13 +174,13 @@ func TestIngress(t *testing.T) {
 		t.Fatal("m1 runs an ingress without the role")
 	}
 
-	ctr := func(m string) *crdt.Container {
-		return &crdt.Container{MachineID: ms[m].ID, ID: "c-" + m, Name: "web-" + m, Service: "web",
+	ctr := func(m string) *record.Container {
+		return &record.Container{MachineID: ms[m].ID, ID: "c-" + m, Name: "web-" + m, Service: "web",
 			Address: ms[m].Address, State: "running"}
 	}
 	// m4 writes: the service and m1's container first.
 	f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{
-		&crdt.Service{Name: "web", Ports: []string{"app.test:8080/http"}}, ctr("m1")}, nil)
+		&record.Service{Name: "web", Ports: []string{"app.test:8080/http"}}, ctr("m1")}, nil)
 
 	// The probe starts once m3 routes app.test to m1's container: a
 	// request sent before the route exists is rightly answered 404, and

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // LetsEncrypt is the default ACME directory.
@@ -250,7 +250,7 @@ func (cm *certManager) storageChanged(key string) {
 	// written in that order. The metadata comes last, and loading needs
 	// all three: reacting to the .crt loaded a certificate whose .json was
 	// not there yet, now and then, and nothing tried again.
-	parts := strings.Split(strings.TrimPrefix(key, crdt.CertsPrefix), "/")
+	parts := strings.Split(strings.TrimPrefix(key, record.CertsPrefix), "/")
 	if len(parts) == 4 && parts[0] == "certificates" && parts[3] == parts[2]+".json" {
 		cm.mu.Lock()
 		cm.reload[parts[2]] = true

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // pebble is a real ACME server (Debian's pebble) whose validation
@@ -168,8 +168,8 @@ func TestACMEShared(t *testing.T) {
 	fmt.Sscan(tp, &tlsPort)
 	pb := startPebble(t, httpPort, tlsPort, 40)
 
-	put(t, st, &crdt.Machine{ID: "m1", Roles: []string{"ingress"}})
-	put(t, st, &crdt.Machine{ID: "m2", Roles: []string{"ingress"}})
+	put(t, st, &record.Machine{ID: "m1", Roles: []string{"ingress"}})
+	put(t, st, &record.Machine{ID: "m2", Roles: []string{"ingress"}})
 	name := nameIssuedBy("m2", []string{"m1", "m2"})
 	port := freePort(t)
 	startBackend(t, "127.0.0.2", port, "secure", nil)
@@ -188,7 +188,7 @@ func TestACMEShared(t *testing.T) {
 		c.MachineID = "m2"
 		c.ACME = acme
 	})
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("%s:%d/https", name, port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("%s:%d/https", name, port)}})
 
 	roots := pb.roots(t)
 	var first *x509.Certificate
@@ -224,10 +224,10 @@ func TestACMEShared(t *testing.T) {
 		t.Fatalf("https body %q", body)
 	}
 	// Only one certificate was ever stored for the name: m1 made no order.
-	recs, _ := st.List(ctx, crdt.CertsPrefix+"certificates/")
+	recs, _ := st.List(ctx, record.CertsPrefix+"certificates/")
 	var crts []string
 	for _, r := range recs {
-		c := r.(*crdt.Cert)
+		c := r.(*record.Cert)
 		if strings.HasSuffix(c.Name, name+".crt") {
 			crts = append(crts, c.Name+" by "+c.By)
 			if c.By != "m2" {
@@ -281,8 +281,8 @@ func TestACMETLSALPNForwarded(t *testing.T) {
 	var tlsPort int
 	fmt.Sscan(tp, &tlsPort)
 	pb := startPebble(t, 1, tlsPort, 3600)
-	put(t, st, &crdt.Machine{ID: "m1", Roles: []string{"ingress"}})
-	put(t, st, &crdt.Machine{ID: "m2", Roles: []string{"ingress"}})
+	put(t, st, &record.Machine{ID: "m1", Roles: []string{"ingress"}})
+	put(t, st, &record.Machine{ID: "m2", Roles: []string{"ingress"}})
 	name := nameIssuedBy("m2", []string{"m1", "m2"})
 	acme := ACMEConfig{Directory: pb.dir, RootCAs: pb.trust, DisableHTTP01: true}
 	var m2 *Ingress
@@ -293,7 +293,7 @@ func TestACMETLSALPNForwarded(t *testing.T) {
 	port := freePort(t)
 	startBackend(t, "127.0.0.2", port, "alpn", nil)
 	put(t, st, container("c2", "web", "127.0.0.2"))
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("%s:%d/https", name, port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("%s:%d/https", name, port)}})
 	roots := pb.roots(t)
 	eventually(t, "m1 serves the certificate m2 obtained with a forwarded TLS-ALPN-01 challenge", func() bool {
 		_, err := servedCert(m1.HTTPSAddr().String(), name, roots)
@@ -317,7 +317,7 @@ func TestACMETLSALPN(t *testing.T) {
 	port := freePort(t)
 	startBackend(t, "127.0.0.2", port, "alpn", nil)
 	put(t, st, container("c2", "web", "127.0.0.2"))
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("alpn.test:%d/https", port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("alpn.test:%d/https", port)}})
 	roots := pb.roots(t)
 	eventually(t, "certificate via TLS-ALPN-01", func() bool {
 		_, err := servedCert(in.HTTPSAddr().String(), "alpn.test", roots)

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Balancing policies.
@@ -96,7 +96,7 @@ type pool struct {
 
 func newPool() *pool { return &pool{m: map[string]*backend{}} }
 
-func (p *pool) get(c *crdt.Container, port uint16) *backend {
+func (p *pool) get(c *record.Container, port uint16) *backend {
 	addr := net.JoinHostPort(c.Address, strconv.Itoa(int(port)))
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 func testLog(t testing.TB) *slog.Logger {
@@ -131,8 +132,8 @@ func freePort(t testing.TB) int {
 	return 0
 }
 
-func container(id, svc, ip string) *crdt.Container {
-	return &crdt.Container{MachineID: "m1", ID: id, Name: svc + "-" + id, Service: svc, Address: ip, State: "running"}
+func container(id, svc, ip string) *record.Container {
+	return &record.Container{MachineID: "m1", ID: id, Name: svc + "-" + id, Service: svc, Address: ip, State: "running"}
 }
 
 // client sends requests for host to the ingress's http address.

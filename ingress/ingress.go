@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Config configures an ingress. MachineID, State and TLS secrets are
@@ -139,8 +140,8 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 	in := &Ingress{
 		cfg: cfg, log: cfg.Log, pool: newPool(), cancel: cancel,
 		rebuild: make(chan struct{}, 1),
-		v: view{self: cfg.MachineID, services: map[string]*crdt.Service{},
-			containers: map[string]*crdt.Container{}, machines: map[string]*crdt.Machine{}},
+		v: view{self: cfg.MachineID, services: map[string]*record.Service{},
+			containers: map[string]*record.Container{}, machines: map[string]*record.Machine{}},
 	}
 	defer func() {
 		if err != nil {
@@ -174,10 +175,10 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 	}
 
 	in.wg.Add(5)
-	go in.watch(ctx, crdt.ServicesPrefix)
-	go in.watch(ctx, crdt.ContainersPrefix)
-	go in.watch(ctx, crdt.MachinesPrefix)
-	go in.watch(ctx, crdt.CertsPrefix)
+	go in.watch(ctx, record.ServicesPrefix)
+	go in.watch(ctx, record.ContainersPrefix)
+	go in.watch(ctx, record.MachinesPrefix)
+	go in.watch(ctx, record.CertsPrefix)
 	go in.rebuilder(ctx)
 	in.log.Info("ingress up", "http", addrOf(in.httpLn), "https", addrOf(in.tlsLn), "policy", cfg.Policy,
 		"acme", in.certs.directory())
@@ -274,7 +275,7 @@ func (in *Ingress) watch(ctx context.Context, prefix string) {
 			continue
 		}
 		for ch := range changes {
-			if prefix == crdt.CertsPrefix {
+			if prefix == record.CertsPrefix {
 				if ch.Type == crdt.Updated || ch.Type == crdt.SnapshotDone {
 					in.certs.storageChanged(ch.Key)
 				}
@@ -290,24 +291,24 @@ func (in *Ingress) apply(prefix string, ch crdt.Change) {
 	switch ch.Type {
 	case crdt.Resync:
 		switch prefix {
-		case crdt.ServicesPrefix:
+		case record.ServicesPrefix:
 			clear(in.v.services)
-		case crdt.ContainersPrefix:
+		case record.ContainersPrefix:
 			clear(in.v.containers)
-		case crdt.MachinesPrefix:
+		case record.MachinesPrefix:
 			clear(in.v.machines)
 		}
 	case crdt.Deleted:
-		delete(in.v.services, strings.TrimPrefix(ch.Key, crdt.ServicesPrefix))
+		delete(in.v.services, strings.TrimPrefix(ch.Key, record.ServicesPrefix))
 		delete(in.v.containers, ch.Key)
-		delete(in.v.machines, strings.TrimPrefix(ch.Key, crdt.MachinesPrefix))
+		delete(in.v.machines, strings.TrimPrefix(ch.Key, record.MachinesPrefix))
 	case crdt.Snapshot, crdt.Updated:
 		switch r := ch.Record.(type) {
-		case *crdt.Service:
+		case *record.Service:
 			in.v.services[r.Name] = r
-		case *crdt.Container:
+		case *record.Container:
 			in.v.containers[ch.Key] = r
-		case *crdt.Machine:
+		case *record.Machine:
 			in.v.machines[r.ID] = r
 		}
 	}

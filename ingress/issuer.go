@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // IngressRole is the machine role that runs the proxy.
@@ -33,7 +33,7 @@ func issuerFor(name string, ingressMachines []string) string {
 
 // liveIngress lists the ingress machines this machine can reach, itself
 // included (it runs the proxy, so it has the role), sorted.
-func liveIngress(machines map[string]*crdt.Machine, self string, reach Reachability) []string {
+func liveIngress(machines map[string]*record.Machine, self string, reach Reachability) []string {
 	out := []string{self}
 	for id, m := range machines {
 		if id == self || !slices.Contains(m.Roles, IngressRole) {

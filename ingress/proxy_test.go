@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 func TestProxyRoutesFromState(t *testing.T) {
@@ -28,8 +28,8 @@ func TestProxyRoutesFromState(t *testing.T) {
 	in := startIngress(t, st, nil)
 	port := freePort(t)
 	b := startBackend(t, "127.0.0.2", port, "one", nil)
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
-	put(t, st, &crdt.Service{Name: "secure", Ports: []string{fmt.Sprintf("secure.test:%d/https", port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	put(t, st, &record.Service{Name: "secure", Ports: []string{fmt.Sprintf("secure.test:%d/https", port)}})
 	put(t, st, container("c1", "web", "127.0.0.2"))
 
 	eventually(t, "route to web", func() bool {
@@ -97,7 +97,7 @@ func TestRouteSwapsUnderLoad(t *testing.T) {
 	st := openStore(t)
 	in := startIngress(t, st, nil)
 	port := freePort(t)
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
 	backends := map[string]*backendServer{}
 	for _, n := range []string{"2", "3"} {
 		backends[n] = startBackend(t, "127.0.0."+n, port, "b"+n, nil)
@@ -187,7 +187,7 @@ func TestDeadBackendRetriedOnAnother(t *testing.T) {
 	in := startIngress(t, st, nil)
 	port := freePort(t)
 	startBackend(t, "127.0.0.2", port, "alive", nil)
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
 	put(t, st, container("c2", "web", "127.0.0.2"))
 	put(t, st, container("c3", "web", "127.0.0.3")) // nothing listens there
 	eventually(t, "two backends", func() bool {
@@ -237,7 +237,7 @@ func TestWebsocketThroughProxy(t *testing.T) {
 		brw.Flush()
 		io.Copy(conn, brw)
 	}))
-	put(t, st, &crdt.Service{Name: "ws", Ports: []string{fmt.Sprintf("ws.test:%d/http", port)}})
+	put(t, st, &record.Service{Name: "ws", Ports: []string{fmt.Sprintf("ws.test:%d/http", port)}})
 	put(t, st, container("c2", "ws", "127.0.0.2"))
 	eventually(t, "route", func() bool { return in.table.Load().lookup("ws.test", "/") != nil })
 	eventually(t, "backend", func() bool { return len(in.table.Load().lookup("ws.test", "/").Backends) == 1 })
@@ -303,7 +303,7 @@ func TestHTTP2OverTLS(t *testing.T) {
 	}
 	port := freePort(t)
 	b := startBackend(t, "127.0.0.2", port, "tls-backend", nil)
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("secure.test:%d/https", port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("secure.test:%d/https", port)}})
 	put(t, st, container("c2", "web", "127.0.0.2"))
 	addr := in.HTTPSAddr().String()
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
@@ -345,7 +345,7 @@ func TestBadInputDoesNotStallOthers(t *testing.T) {
 	})
 	port := freePort(t)
 	startBackend(t, "127.0.0.2", port, "ok", nil)
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
 	put(t, st, container("c2", "web", "127.0.0.2"))
 	eventually(t, "route", func() bool {
 		resp, _, err := get(t, noRedirect, in, "app.test", "/")
@@ -462,7 +462,7 @@ func TestUnreachableMachineCutsConnections(t *testing.T) {
 		<-stuck // never answers while the test runs
 	}))
 	startBackend(t, "127.0.0.3", port, "alive", nil)
-	put(t, st, &crdt.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
 	c2, c3 := container("c2", "web", "127.0.0.2"), container("c3", "web", "127.0.0.3")
 	c2.MachineID, c3.MachineID = "m2", "m3"
 	put(t, st, c2)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // State is the part of the replicated store the ingress uses: it watches
@@ -114,22 +115,22 @@ func (s *certStorage) Store(ctx context.Context, key string, value []byte) error
 	if err != nil {
 		return err
 	}
-	rec := &crdt.Cert{Name: key, Data: sealed, Modified: time.Now().UTC(), By: s.self}
+	rec := &record.Cert{Name: key, Data: sealed, Modified: time.Now().UTC(), By: s.self}
 	if err := s.st.Put(ctx, rec.Key(), rec); err != nil {
 		return fmt.Errorf("store certificate data %s: %w", key, err)
 	}
 	return nil
 }
 
-func (s *certStorage) get(ctx context.Context, key string) (*crdt.Cert, error) {
-	r, err := s.st.Get(ctx, crdt.CertsPrefix+key)
+func (s *certStorage) get(ctx context.Context, key string) (*record.Cert, error) {
+	r, err := s.st.Get(ctx, record.CertsPrefix+key)
 	if errors.Is(err, crdt.ErrNotFound) {
 		return nil, fs.ErrNotExist
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load certificate data %s: %w", key, err)
 	}
-	c, ok := r.(*crdt.Cert)
+	c, ok := r.(*record.Cert)
 	if !ok {
 		return nil, fmt.Errorf("load certificate data %s: record is a %T", key, r)
 	}
@@ -170,7 +171,7 @@ func (s *certStorage) Delete(ctx context.Context, key string) error {
 	var errs []error
 	for _, n := range names {
 		if n == key || strings.HasPrefix(n, key+"/") {
-			if err := s.st.Delete(ctx, crdt.CertsPrefix+n); err != nil {
+			if err := s.st.Delete(ctx, record.CertsPrefix+n); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -191,13 +192,13 @@ func (s *certStorage) Exists(ctx context.Context, key string) bool {
 
 // names lists storage keys under prefix (a path; "" is everything).
 func (s *certStorage) names(ctx context.Context, prefix string) ([]string, error) {
-	recs, err := s.st.List(ctx, crdt.CertsPrefix+prefix)
+	recs, err := s.st.List(ctx, record.CertsPrefix+prefix)
 	if err != nil {
 		return nil, fmt.Errorf("list certificate data under %q: %w", prefix, err)
 	}
 	out := make([]string, 0, len(recs))
 	for _, r := range recs {
-		if c, ok := r.(*crdt.Cert); ok {
+		if c, ok := r.(*record.Cert); ok {
 			out = append(out, c.Name)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 func TestCertStorage(t *testing.T) {
@@ -34,11 +34,11 @@ func TestCertStorage(t *testing.T) {
 		t.Fatalf("load: %q %v", got, err)
 	}
 	// The replicated record never holds the key in clear.
-	rec, err := st.Get(ctx, crdt.CertsPrefix+key)
+	rec, err := st.Get(ctx, record.CertsPrefix+key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(rec.(*crdt.Cert).Data, []byte("very secret")) {
+	if bytes.Contains(rec.(*record.Cert).Data, []byte("very secret")) {
 		t.Fatal("private key stored in clear")
 	}
 	// Another network's secret cannot read it: treated as missing.
@@ -61,7 +61,7 @@ func TestCertStorage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A blob moved to another name does not open (name is authenticated).
-	moved := &crdt.Cert{Name: "certificates/ca/evil/evil.key", Data: rec.(*crdt.Cert).Data}
+	moved := &record.Cert{Name: "certificates/ca/evil/evil.key", Data: rec.(*record.Cert).Data}
 	put(t, st, moved)
 	if _, err := s.Load(ctx, moved.Name); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("moved blob opened: %v", err)
@@ -115,8 +115,8 @@ func TestCertStorage(t *testing.T) {
 func TestCertRecordValidation(t *testing.T) {
 	st := openStore(t)
 	for _, name := range []string{"", "a//b", "../x", "a/./b", "a/"} {
-		r := &crdt.Cert{Name: name}
-		if err := st.Put(context.Background(), r.Key(), r); !errors.Is(err, crdt.ErrBadRecord) {
+		r := &record.Cert{Name: name}
+		if err := st.Put(context.Background(), r.Key(), r); !errors.Is(err, record.ErrBadRecord) {
 			t.Errorf("cert record %q: %v, want ErrBadRecord", name, err)
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Route is one published host (and path prefix) and the containers that
@@ -39,9 +39,9 @@ type table struct {
 // view is what the routes are built from.
 type view struct {
 	self       string // this machine's ID
-	services   map[string]*crdt.Service
-	containers map[string]*crdt.Container // by key
-	machines   map[string]*crdt.Machine
+	services   map[string]*record.Service
+	containers map[string]*record.Container // by key
+	machines   map[string]*record.Machine
 }
 
 // Reachability says which machines this machine can reach now (gossip
@@ -51,14 +51,11 @@ type Reachability interface {
 	Changed() <-chan struct{}
 }
 
-// usable reports whether a container can take requests: running, not
-// failing its health check (a container without one counts as healthy,
-// one still starting does not), with an address, on a reachable machine.
-func usable(c *crdt.Container, self string, reach Reachability) bool {
-	if c.State != "running" || c.Address == "" {
-		return false
-	}
-	if c.Health == "unhealthy" || c.Health == "starting" {
+// usable reports whether a container can take requests: it serves (see
+// record.Container.Serves: running, health check passed or none), has an
+// address, and runs on a reachable machine.
+func usable(c *record.Container, self string, reach Reachability) bool {
+	if !c.Serves() || c.Address == "" {
 		return false
 	}
 	return c.MachineID == self || reach == nil || reach.Reachable(c.MachineID)
@@ -76,7 +73,7 @@ func buildTable(v view, reach Reachability, pool *pool, log *slog.Logger) *table
 	}
 	slices.Sort(names)
 	// Containers by service, sorted by key so balancing order is stable.
-	bySvc := map[string][]*crdt.Container{}
+	bySvc := map[string][]*record.Container{}
 	ckeys := make([]string, 0, len(v.containers))
 	for k := range v.containers {
 		ckeys = append(ckeys, k)
@@ -92,7 +89,7 @@ func buildTable(v view, reach Reachability, pool *pool, log *slog.Logger) *table
 	for _, name := range names {
 		svc := v.services[name]
 		for _, p := range svc.Ports {
-			spec, err := crdt.ParsePortSpec(p)
+			spec, err := record.ParsePortSpec(p)
 			if err != nil {
 				log.Warn("ingress skips a published port", "service", name, "err", err)
 				continue

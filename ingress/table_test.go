@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 type reachSet map[string]bool
@@ -17,12 +17,12 @@ func (r reachSet) Reachable(id string) bool { return r[id] }
 func (r reachSet) Changed() <-chan struct{} { return nil }
 
 func TestBuildTable(t *testing.T) {
-	c := func(m, id, svc, addr, state, health string) *crdt.Container {
-		return &crdt.Container{MachineID: m, ID: id, Service: svc, Address: addr, State: state, Health: health}
+	c := func(m, id, svc, addr, state, health string) *record.Container {
+		return &record.Container{MachineID: m, ID: id, Service: svc, Address: addr, State: state, Health: health}
 	}
 	v := view{
 		self: "m1",
-		services: map[string]*crdt.Service{
+		services: map[string]*record.Service{
 			"web":   {Name: "web", Ports: []string{"app.example.com:8080/https", "8081", "53/udp"}},
 			"api":   {Name: "api", Ports: []string{"App.Example.com/api:9000/http"}},
 			"dup":   {Name: "dup", Ports: []string{"app.example.com:1234/http"}},
@@ -31,10 +31,10 @@ func TestBuildTable(t *testing.T) {
 			"bad":   {Name: "bad", Ports: []string{"not a port", "x.example.com:0/http"}},
 			"empty": {Name: "empty", Ports: []string{"empty.example.com:80/http"}},
 		},
-		containers: map[string]*crdt.Container{},
-		machines:   map[string]*crdt.Machine{},
+		containers: map[string]*record.Container{},
+		machines:   map[string]*record.Machine{},
 	}
-	for _, x := range []*crdt.Container{
+	for _, x := range []*record.Container{
 		c("m1", "a", "web", "10.210.1.2", "running", ""),
 		c("m2", "b", "web", "10.210.2.2", "running", "healthy"),
 		c("m3", "c", "web", "10.210.3.2", "running", ""),          // m3 unreachable
@@ -127,13 +127,13 @@ func TestBuildTable(t *testing.T) {
 
 func TestPoolKeepsBackendState(t *testing.T) {
 	p := newPool()
-	c := &crdt.Container{MachineID: "m1", ID: "a", Address: "10.210.1.2"}
+	c := &record.Container{MachineID: "m1", ID: "a", Address: "10.210.1.2"}
 	b := p.get(c, 80)
 	b.inflight.Add(3)
 	if p.get(c, 80) != b {
 		t.Fatal("same container and port must keep its backend across tables")
 	}
-	c2 := &crdt.Container{MachineID: "m1", ID: "new", Address: "10.210.1.2"}
+	c2 := &record.Container{MachineID: "m1", ID: "new", Address: "10.210.1.2"}
 	if p.get(c2, 80) == b {
 		t.Fatal("a new container on a reused address must start clean")
 	}

@@ -15,8 +15,9 @@
 //	<d>.<c>.<b>.10.in-addr.arpa             PTR  container and machine names for mesh addresses
 //	internal                                SOA  the authority in negative answers
 //
-// A container is live when its record says running, its health is not
-// unhealthy, and its machine is this one or one that Reachability says
+// A container is live when its record serves (record.Container.Serves:
+// running, and healthy if it has a health check; the ingress uses the same
+// rule), and its machine is this one or one that Reachability says
 // this machine can reach: a partitioned machine's containers leave the
 // answers within the failure-detection time and come back when it heals.
 // Names without IPv6 get NODATA (NOERROR, empty, SOA in authority) for

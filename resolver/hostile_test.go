@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // seeds are the fuzz corpus written in code (testdata/fuzz has more):
@@ -76,7 +76,7 @@ func FuzzRespond(f *testing.F) {
 // the server still answers at once.
 func TestHostilePackets(t *testing.T) {
 	l := startLive(t, Config{}, nil)
-	l.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	l.put(t, &record.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
 	waitFor(t, l.udp, "m1.machine.internal.", []string{"10.210.1.1"})
 	c, err := net.Dial("udp", l.udp)
 	if err != nil {
@@ -123,7 +123,7 @@ func TestFlood(t *testing.T) {
 	up := startUpstream(t)
 	l := startLive(t, Config{Upstreams: []string{up.addr}, MaxForwards: 32, MaxTCPConns: 16,
 		ForwardTimeout: 2 * time.Second}, nil)
-	l.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	l.put(t, &record.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
 	waitFor(t, l.udp, "m1.machine.internal.", []string{"10.210.1.1"})
 	base := runtime.NumGoroutine()
 
@@ -222,7 +222,7 @@ func TestFlood(t *testing.T) {
 // server: its write times out.
 func TestTCPLengthPrefix(t *testing.T) {
 	l := startLive(t, Config{}, nil)
-	l.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	l.put(t, &record.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
 	waitFor(t, l.udp, "m1.machine.internal.", []string{"10.210.1.1"})
 	c, err := net.Dial("tcp", l.tcp)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Watcher is the part of the replicated state the index follows;
@@ -40,9 +41,9 @@ type Index struct {
 	log   *slog.Logger
 
 	mu         sync.Mutex
-	machines   map[string]*crdt.Machine   // by key
-	containers map[string]*crdt.Container // by key
-	services   map[string]*crdt.Service   // by key
+	machines   map[string]*record.Machine   // by key
+	containers map[string]*record.Container // by key
+	services   map[string]*record.Service   // by key
 	serial     uint32
 	skipped    map[string]bool // already logged
 
@@ -58,8 +59,8 @@ func NewIndex(self string, reach Reachability, log *slog.Logger) *Index {
 		log = slog.Default()
 	}
 	x := &Index{self: self, reach: reach, log: log,
-		machines: map[string]*crdt.Machine{}, containers: map[string]*crdt.Container{},
-		services: map[string]*crdt.Service{}, skipped: map[string]bool{},
+		machines: map[string]*record.Machine{}, containers: map[string]*record.Container{},
+		services: map[string]*record.Service{}, skipped: map[string]bool{},
 		dirty: make(chan struct{}, 1), ready: make(chan struct{})}
 	x.rebuild()
 	return x
@@ -75,7 +76,7 @@ func (x *Index) Ready() <-chan struct{} { return x.ready }
 func (x *Index) Run(ctx context.Context, w Watcher) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	prefixes := []string{crdt.MachinesPrefix, crdt.ContainersPrefix, crdt.ServicesPrefix}
+	prefixes := []string{record.MachinesPrefix, record.ContainersPrefix, record.ServicesPrefix}
 	var pending sync.WaitGroup // snapshots not yet complete
 	var wg sync.WaitGroup
 	errs := make(chan error, len(prefixes))
@@ -184,11 +185,11 @@ func (x *Index) set(key string, r crdt.Record) {
 	delete(x.containers, key)
 	delete(x.services, key)
 	switch r := r.(type) {
-	case *crdt.Machine:
+	case *record.Machine:
 		x.machines[key] = r
-	case *crdt.Container:
+	case *record.Container:
 		x.containers[key] = r
-	case *crdt.Service:
+	case *record.Service:
 		x.services[key] = r
 	}
 	x.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // live is a resolver on loopback fed by a real store.
@@ -137,13 +138,13 @@ func TestLiveStoreAnswers(t *testing.T) {
 	if r := exchange(t, "udp", l.udp, "m1.machine.internal.", dns.TypeA); r.Rcode != dns.RcodeNameError {
 		t.Fatalf("empty store: %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
 	}
-	l.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	l.put(t, &record.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
 	waitFor(t, l.udp, "m1.machine.internal.", []string{"10.210.1.1"})
 
-	c := &crdt.Container{MachineID: "id1", ID: "a", Name: "web-1", Service: "web", Address: "10.210.1.2", State: "running"}
+	c := &record.Container{MachineID: "id1", ID: "a", Name: "web-1", Service: "web", Address: "10.210.1.2", State: "running"}
 	l.put(t, c)
 	waitFor(t, l.udp, "web.internal.", []string{"10.210.1.2"})
-	l.put(t, &crdt.Container{MachineID: "id1", ID: "b", Name: "web-2", Service: "web", Address: "10.210.1.3", State: "running"})
+	l.put(t, &record.Container{MachineID: "id1", ID: "b", Name: "web-2", Service: "web", Address: "10.210.1.3", State: "running"})
 	waitFor(t, l.udp, "web.internal.", []string{"10.210.1.2", "10.210.1.3"})
 
 	// Unhealthy leaves the service, stopped leaves the name, deleted is gone.
@@ -191,8 +192,8 @@ func TestLiveReachability(t *testing.T) {
 	rc := &reach{down: map[string]bool{}, ch: make(chan struct{}, 1)}
 	l := startLive(t, Config{}, rc)
 	for i := 1; i <= 3; i++ {
-		l.put(t, &crdt.Machine{ID: fmt.Sprintf("id%d", i), Name: fmt.Sprintf("m%d", i), Subnet: fmt.Sprintf("10.210.%d.0/24", i)})
-		l.put(t, &crdt.Container{MachineID: fmt.Sprintf("id%d", i), ID: "a", Name: "web", Service: "web",
+		l.put(t, &record.Machine{ID: fmt.Sprintf("id%d", i), Name: fmt.Sprintf("m%d", i), Subnet: fmt.Sprintf("10.210.%d.0/24", i)})
+		l.put(t, &record.Container{MachineID: fmt.Sprintf("id%d", i), ID: "a", Name: "web", Service: "web",
 			Address: fmt.Sprintf("10.210.%d.2", i), State: "running"})
 	}
 	all := []string{"10.210.1.2", "10.210.2.2", "10.210.3.2"}
@@ -210,11 +211,11 @@ func TestDig(t *testing.T) {
 		t.Skip("dig not installed (Debian dnsutils; scripts/test installs it)")
 	}
 	l := startLive(t, Config{}, nil)
-	l.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	l.put(t, &record.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
 	for i := range 100 {
-		l.put(t, &crdt.Container{MachineID: "id1", ID: fmt.Sprint(i), Name: fmt.Sprintf("big-%d", i), Service: "big",
+		l.put(t, &record.Container{MachineID: "id1", ID: fmt.Sprint(i), Name: fmt.Sprintf("big-%d", i), Service: "big",
 			Address: fmt.Sprintf("10.210.1.%d", i+2), State: "running",
-			Ports: []crdt.ContainerPort{{Port: 8080, Protocol: "tcp", Name: "http"}}})
+			Ports: []record.ContainerPort{{Port: 8080, Protocol: "tcp", Name: "http"}}})
 	}
 	host, port, _ := net.SplitHostPort(l.udp)
 	dig := func(args ...string) string {
@@ -259,7 +260,7 @@ func TestDig(t *testing.T) {
 func TestAllow(t *testing.T) {
 	mesh := netip.MustParsePrefix("10.210.0.0/16")
 	l := startLive(t, Config{Allow: []netip.Prefix{mesh}}, nil)
-	l.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	l.put(t, &record.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
 	for _, netw := range []string{"udp", "tcp"} {
 		addr := l.udp
 		if netw == "tcp" {
@@ -275,6 +276,6 @@ func TestAllow(t *testing.T) {
 	}
 	// Loopback allowed: answered.
 	l2 := startLive(t, Config{Allow: []netip.Prefix{mesh, netip.MustParsePrefix("127.0.0.0/8")}}, nil)
-	l2.put(t, &crdt.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
+	l2.put(t, &record.Machine{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"})
 	waitFor(t, l2.udp, "m1.machine.internal.", []string{"10.210.1.1"})
 }

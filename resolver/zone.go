@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // TTL is the time to live of every answer, and of negative answers (the
@@ -32,9 +32,9 @@ const maxRotations = 16
 // and whom this machine can reach.
 type Input struct {
 	Self       string // this machine's ID
-	Machines   []*crdt.Machine
-	Containers []*crdt.Container
-	Services   []*crdt.Service
+	Machines   []*record.Machine
+	Containers []*record.Container
+	Services   []*record.Service
 	// Reachable says whether this machine can reach a machine now; Self
 	// is always reachable. Nil means every machine is.
 	Reachable func(machineID string) bool
@@ -147,7 +147,7 @@ func hdr(name string, t uint16) dns.RR_Header {
 
 // liveContainer is a container the zone answers for.
 type liveContainer struct {
-	c       *crdt.Container
+	c       *record.Container
 	machine string // the machine's DNS label
 	addr    netip.Addr
 	local   bool
@@ -213,7 +213,7 @@ func build(in Input) (z *zone, skipped []string) {
 		} else {
 			skipped = append(skipped, fmt.Sprintf("container %s on %s: name %q is not a DNS label", c.ID, mlabel, c.Name))
 		}
-		if c.Service != "" && c.Health != "unhealthy" {
+		if c.Service != "" && c.Serves() { // the rule the ingress uses too
 			svc := strings.ToLower(c.Service)
 			services[svc] = append(services[svc], lc)
 		}
@@ -468,15 +468,15 @@ func rdataString(rr dns.RR) string {
 	return strings.TrimSpace(strings.TrimPrefix(s, h))
 }
 
-func sortedMachines(ms []*crdt.Machine) []*crdt.Machine {
+func sortedMachines(ms []*record.Machine) []*record.Machine {
 	out := slices.Clone(ms)
-	slices.SortFunc(out, func(a, b *crdt.Machine) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b *record.Machine) int { return strings.Compare(a.ID, b.ID) })
 	return out
 }
 
-func sortedContainers(cs []*crdt.Container) []*crdt.Container {
+func sortedContainers(cs []*record.Container) []*record.Container {
 	out := slices.Clone(cs)
-	slices.SortFunc(out, func(a, b *crdt.Container) int {
+	slices.SortFunc(out, func(a, b *record.Container) int {
 		return strings.Compare(a.MachineID+"/"+a.ID, b.MachineID+"/"+b.ID)
 	})
 	return out

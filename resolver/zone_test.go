@@ -10,29 +10,30 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // fixture is three reachable machines and one that is not, a service
-// spread over them with one unhealthy and one stopped container, and a
-// service with no container.
+// spread over them with one starting, one unhealthy and one stopped
+// container, and a service with no container.
 func fixture() Input {
-	ms := []*crdt.Machine{
+	ms := []*record.Machine{
 		{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"},
 		{ID: "id2", Name: "M2", Subnet: "10.210.2.0/24"},
 		{ID: "id3", Name: "m3", Subnet: "10.210.3.0/24"},
 		{ID: "id4", Name: "m4", Subnet: "10.210.4.0/24"}, // partitioned away
 		{ID: "id5", Name: "bad name", Subnet: "10.210.5.0/24"},
 	}
-	web := func(m string, n int, state, health string) *crdt.Container {
-		return &crdt.Container{MachineID: "id" + m, ID: fmt.Sprintf("c%s%d", m, n), Name: fmt.Sprintf("web-%s%d", m, n),
+	web := func(m string, n int, state, health string) *record.Container {
+		return &record.Container{MachineID: "id" + m, ID: fmt.Sprintf("c%s%d", m, n), Name: fmt.Sprintf("web-%s%d", m, n),
 			Service: "web", Address: fmt.Sprintf("10.210.%s.%d", m, n+1), State: state, Health: health,
-			Ports: []crdt.ContainerPort{{Port: 80, Protocol: "tcp", Name: "http"}, {Port: 53, Protocol: "udp"}}}
+			Ports: []record.ContainerPort{{Port: 80, Protocol: "tcp", Name: "http"}, {Port: 53, Protocol: "udp"}}}
 	}
-	cs := []*crdt.Container{
+	cs := []*record.Container{
 		web("1", 1, "running", ""),
 		web("1", 2, "running", "healthy"),
-		web("2", 1, "running", "starting"),
+		web("2", 1, "running", "healthy"),
+		web("2", 2, "running", "starting"), // not in the service (yet), still by name
 		web("3", 1, "running", ""),
 		web("3", 2, "running", "unhealthy"), // not in the service, still by name
 		web("3", 3, "exited", ""),           // nowhere
@@ -40,7 +41,7 @@ func fixture() Input {
 		{MachineID: "id2", ID: "db", Name: "DB", Service: "", Address: "10.210.2.9", State: "running"},
 	}
 	return Input{Self: "id1", Machines: ms, Containers: cs,
-		Services:  []*crdt.Service{{Name: "web"}, {Name: "empty"}},
+		Services:  []*record.Service{{Name: "web"}, {Name: "empty"}},
 		Reachable: func(id string) bool { return id != "id4" }}
 }
 
@@ -112,6 +113,7 @@ func TestNames(t *testing.T) {
 		{"m1.machine.internal.", dns.TypeAAAA, dns.RcodeSuccess, nil, true},
 		{"web-11.m1.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.1.2"}, false},
 		{"web-32.m3.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.3.3"}, false}, // unhealthy, named
+		{"web-22.m2.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.2.3"}, false}, // starting, named
 		{"web-33.m3.machine.internal.", dns.TypeA, dns.RcodeNameError, nil, true},                   // exited
 		{"web-41.m4.machine.internal.", dns.TypeA, dns.RcodeNameError, nil, true},                   // unreachable
 		{"db.m2.machine.internal.", dns.TypeA, dns.RcodeSuccess, []string{"10.210.2.9"}, false},
@@ -245,9 +247,9 @@ func TestRotation(t *testing.T) {
 
 // bigService has n running containers of service "big" on machine 1.
 func bigService(n int) Input {
-	in := Input{Self: "id1", Machines: []*crdt.Machine{{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"}}}
+	in := Input{Self: "id1", Machines: []*record.Machine{{ID: "id1", Name: "m1", Subnet: "10.210.1.0/24"}}}
 	for i := range n {
-		in.Containers = append(in.Containers, &crdt.Container{MachineID: "id1", ID: fmt.Sprint(i),
+		in.Containers = append(in.Containers, &record.Container{MachineID: "id1", ID: fmt.Sprint(i),
 			Name: fmt.Sprintf("big-%d", i), Service: "big", Address: fmt.Sprintf("10.210.1.%d", i+2), State: "running"})
 	}
 	return in

@@ -18,13 +18,11 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
-
-	"github.com/uncloud-mesh/uncloud/crdt"
 )
 
 // Create makes and starts a container from spec on the uncloud network,
-// with the machine's resolver as its DNS, and returns its record.
-func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*crdt.Container, error) {
+// with the machine's resolver as its DNS, and returns what it is now.
+func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -91,13 +89,13 @@ func randomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Inspect returns the record of one of this machine's uncloud containers.
-func (r *Runtime) Inspect(ctx context.Context, idOrName string) (*crdt.Container, error) {
+// Inspect describes one of this machine's uncloud containers.
+func (r *Runtime) Inspect(ctx context.Context, idOrName string) (*Container, error) {
 	c, err := r.inspect(ctx, idOrName)
 	if err != nil {
 		return nil, err
 	}
-	return r.record(c), nil
+	return r.describe(c), nil
 }
 
 // InspectRaw is Docker's own description of the container.
@@ -119,14 +117,13 @@ func (r *Runtime) inspect(ctx context.Context, idOrName string) (container.Inspe
 	return c, nil
 }
 
-// record is the state record of an inspected container.
-func (r *Runtime) record(c container.InspectResponse) *crdt.Container {
-	rec := &crdt.Container{
-		MachineID: r.cfg.MachineID,
-		ID:        c.ID,
-		Name:      strings.TrimPrefix(c.Name, "/"),
-		Service:   c.Config.Labels[LabelService],
-		Image:     c.Config.Image,
+// describe is what the runtime reports of an inspected container.
+func (r *Runtime) describe(c container.InspectResponse) *Container {
+	rec := &Container{
+		ID:      c.ID,
+		Name:    strings.TrimPrefix(c.Name, "/"),
+		Service: c.Config.Labels[LabelService],
+		Image:   c.Config.Image,
 	}
 	if c.State != nil {
 		rec.State = c.State.Status
@@ -162,14 +159,14 @@ func (r *Runtime) Spec(ctx context.Context, idOrName string) (ContainerSpec, err
 	return spec, nil
 }
 
-// List returns the records of this machine's uncloud containers.
-func (r *Runtime) List(ctx context.Context) ([]*crdt.Container, error) {
+// List describes all of this machine's uncloud containers.
+func (r *Runtime) List(ctx context.Context) ([]*Container, error) {
 	summaries, err := r.docker.ContainerList(ctx, container.ListOptions{All: true,
 		Filters: filters.NewArgs(filters.Arg("label", LabelMachine+"="+r.cfg.MachineID))})
 	if err != nil {
 		return nil, fmt.Errorf("%w: list containers: %w", ErrUnavailable, err)
 	}
-	out := make([]*crdt.Container, 0, len(summaries))
+	out := make([]*Container, 0, len(summaries))
 	for _, s := range summaries {
 		c, err := r.docker.ContainerInspect(ctx, s.ID)
 		if errdefs.IsNotFound(err) {
@@ -178,7 +175,7 @@ func (r *Runtime) List(ctx context.Context) ([]*crdt.Container, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: inspect %s: %w", ErrUnavailable, s.ID, err)
 		}
-		out = append(out, r.record(c))
+		out = append(out, r.describe(c))
 	}
 	return out, nil
 }

@@ -2,8 +2,10 @@
 // network `uncloud` (the machine's /24, the tunnel MTU, no Docker
 // masquerade), the host firewall rules that let the mesh reach containers
 // by their own addresses, containers (create, start, stop, remove, logs,
-// exec, inspect), images, health, and the watcher that keeps this
-// machine's container records in the replicated state true.
+// exec, inspect), images, health, and the watcher that reports this
+// machine's containers as they change. It returns its own types and
+// writes nothing to the replicated state: the agent turns what it
+// reports into records.
 //
 // Everything here acts on the local Docker Engine only; the agent calls
 // other machines' runtimes through the machine API. The Docker API version

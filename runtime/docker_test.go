@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +21,6 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
 
@@ -62,7 +60,6 @@ func needDocker(t *testing.T) *client.Client {
 
 type testRuntime struct {
 	*Runtime
-	store *crdt.Store
 }
 
 func newTestRuntime(t *testing.T, machineID string) *testRuntime {
@@ -75,17 +72,12 @@ func newTestRuntime(t *testing.T, machineID string) *testRuntime {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := crdt.Open(context.Background(), crdt.Config{Dir: filepath.Join(t.TempDir(), "state"), Name: machineID})
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cleanupContainers(ctx, rt)
 		_ = rt.RemoveRules(ctx)
 		_ = rt.docker.NetworkRemove(ctx, "uncloud-t")
-		store.Close()
 		rt.Close()
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -93,7 +85,7 @@ func newTestRuntime(t *testing.T, machineID string) *testRuntime {
 	if err := rt.Setup(ctx); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
-	return &testRuntime{Runtime: rt, store: store}
+	return &testRuntime{Runtime: rt}
 }
 
 func cleanupContainers(ctx context.Context, rt *Runtime) {
@@ -143,8 +135,8 @@ func TestDockerContainerLifecycle(t *testing.T) {
 	if err != nil || !netip.MustParsePrefix("10.210.250.0/24").Contains(addr) || addr == rt.Gateway() {
 		t.Fatalf("container address %q is not a host of 10.210.250.0/24", c.Address)
 	}
-	if c.State != "running" || c.Service != "web" || c.MachineID != "lifecycle" || !strings.HasPrefix(c.Name, "web-") {
-		t.Fatalf("record = %+v", c)
+	if c.State != "running" || c.Service != "web" || !strings.HasPrefix(c.Name, "web-") {
+		t.Fatalf("container = %+v", c)
 	}
 	if len(c.Ports) != 2 || c.Ports[1].Name != "web.example.com" || c.Ports[1].Port != 8080 {
 		t.Fatalf("ports = %+v", c.Ports)
@@ -331,18 +323,16 @@ func TestDockerFirewallIdempotent(t *testing.T) {
 	}
 }
 
-func TestDockerWatcherKeepsRecords(t *testing.T) {
+// TestDockerWatcherReports checks that what the watcher reports, applied
+// the way the agent applies it (agent/containerrecords.go), stays true to
+// Docker. Keeping other machines' records apart is the agent's, tested
+// there.
+func TestDockerWatcherReports(t *testing.T) {
 	rt := newTestRuntime(t, "watcher")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	// A record of another machine, and a stale one of this machine.
-	foreign := &crdt.Container{MachineID: "someone-else", ID: "abc", Name: "x"}
-	stale := &crdt.Container{MachineID: "watcher", ID: "gone0000", Name: "ghost"}
-	for _, r := range []*crdt.Container{foreign, stale} {
-		if err := rt.store.Put(ctx, r.Key(), r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// What the observer knew before: a container that no longer exists.
+	seen := newMirror(&Container{ID: "gone0000", Name: "ghost"})
 	keep, err := rt.Create(ctx, ContainerSpec{Service: "api", Image: testimage.Tag, Restart: "always"})
 	if err != nil {
 		t.Fatal(err)
@@ -353,56 +343,46 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 	}
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); rt.Watch(wctx, rt.store, WatchOptions{Resync: 2 * time.Second}) }()
-	record := func(id string) (*crdt.Container, error) {
-		r, err := rt.store.Get(ctx, crdt.ContainersPrefix+"watcher/"+id)
-		if err != nil {
-			return nil, err
-		}
-		return r.(*crdt.Container), nil
-	}
-	eventually(t, "records written, stale one deleted", 30*time.Second, func() error {
-		for _, c := range []*crdt.Container{keep, once} {
-			if r, err := record(c.ID); err != nil || r.State != "running" || r.Address != c.Address {
-				return fmt.Errorf("record of %s: %+v %v", c.Name, r, err)
+	go func() { defer close(done); rt.Watch(wctx, seen, WatchOptions{Resync: 2 * time.Second}) }()
+	eventually(t, "containers reported, stale one gone", 30*time.Second, func() error {
+		for _, c := range []*Container{keep, once} {
+			if r, ok := seen.get(c.ID); !ok || r.State != "running" || r.Address != c.Address {
+				return fmt.Errorf("report of %s: %+v %v", c.Name, r, ok)
 			}
 		}
-		if _, err := record(stale.ID); !errors.Is(err, crdt.ErrNotFound) {
-			return fmt.Errorf("stale record still there: %v", err)
+		if _, ok := seen.get("gone0000"); ok {
+			return errors.New("stale container still known")
 		}
 		return nil
 	})
-	if _, err := rt.store.Get(ctx, foreign.Key()); err != nil {
-		t.Errorf("another machine's record was touched: %v", err)
-	}
-	// Both crash: Docker restarts one, the other stays exited; the records say so.
+	// Both crash: Docker restarts one, the other stays exited; the reports say so.
 	startedAt := func(id string) string {
 		c, _ := rt.InspectRaw(ctx, id)
 		return c.State.StartedAt
 	}
 	keepStart := startedAt(keep.ID)
-	for _, c := range []*crdt.Container{keep, once} {
+	for _, c := range []*Container{keep, once} {
 		httpGet(ctx, "http://"+c.Address+":8080/exit")
 	}
-	eventually(t, "crashed containers recorded", 60*time.Second, func() error {
-		if r, err := record(once.ID); err != nil || r.State != "exited" {
-			return fmt.Errorf("record of the restart=no container: %+v %v", r, err)
+	eventually(t, "crashed containers reported", 60*time.Second, func() error {
+		if r, ok := seen.get(once.ID); !ok || r.State != "exited" {
+			return fmt.Errorf("report of the restart=no container: %+v %v", r, ok)
 		}
 		if startedAt(keep.ID) == keepStart {
 			return errors.New("restart=always container not restarted yet")
 		}
-		if r, err := record(keep.ID); err != nil || r.State != "running" {
-			return fmt.Errorf("record of the restarted container: %+v %v", r, err)
+		if r, ok := seen.get(keep.ID); !ok || r.State != "running" {
+			return fmt.Errorf("report of the restarted container: %+v %v", r, ok)
 		}
 		return nil
 	})
-	// Removed behind the agent's back: the record goes.
+	// Removed behind the agent's back: it is reported gone.
 	if err := rt.docker.ContainerRemove(ctx, once.ID, container.RemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "record of a removed container deleted", 30*time.Second, func() error {
-		if _, err := record(once.ID); !errors.Is(err, crdt.ErrNotFound) {
-			return fmt.Errorf("still there: %v", err)
+	eventually(t, "removed container reported gone", 30*time.Second, func() error {
+		if _, ok := seen.get(once.ID); ok {
+			return errors.New("still known")
 		}
 		return nil
 	})
@@ -417,19 +397,18 @@ func TestDockerWatcherKeepsRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go rt.Watch(ctx, rt.store, WatchOptions{})
+	go rt.Watch(ctx, seen, WatchOptions{})
 	eventually(t, "restarted watcher catches up", 30*time.Second, func() error {
-		if _, err := record(keep.ID); !errors.Is(err, crdt.ErrNotFound) {
-			return fmt.Errorf("record of a container removed while no watcher ran: %v", err)
+		if _, ok := seen.get(keep.ID); ok {
+			return errors.New("a container removed while no watcher ran is still known")
 		}
-		if r, err := record(fresh.ID); err != nil || r.State != "running" {
-			return fmt.Errorf("record of a container made while no watcher ran: %+v %v", r, err)
+		if r, ok := seen.get(fresh.ID); !ok || r.State != "running" {
+			return fmt.Errorf("report of a container made while no watcher ran: %+v %v", r, ok)
 		}
 		return nil
 	})
-	recs, _ := rt.store.List(ctx, crdt.ContainersPrefix+"watcher/")
-	if len(recs) != 1 {
-		t.Errorf("%d records of this machine, want 1 (nothing duplicated)", len(recs))
+	if n := seen.len(); n != 1 {
+		t.Errorf("%d containers of this machine known, want 1 (nothing duplicated)", n)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Errors of the runtime; the agent maps them to API answers.
@@ -31,7 +31,7 @@ type ContainerSpec struct {
 	Cmd     []string `json:"cmd,omitempty"`
 	Env     []string `json:"env,omitempty"`     // K=V
 	Volumes []string `json:"volumes,omitempty"` // VOLUME:/path[:ro] or /host/path:/path[:ro]
-	Ports   []string `json:"ports,omitempty"`   // crdt.PortSpec text
+	Ports   []string `json:"ports,omitempty"`   // record.PortSpec text
 	Restart string   `json:"restart,omitempty"` // no, always, unless-stopped, on-failure[:N]
 	// Health, when set, is Docker's health check test: ["CMD", arg…] (run
 	// inside the container, no shell), ["CMD-SHELL", "command"], or just
@@ -98,12 +98,14 @@ func (s ContainerSpec) HealthTest() []string {
 	return append([]string{"CMD"}, s.Health...)
 }
 
-// PortList parses the published ports into the records' form: the
-// container port and protocol, named with the host for ingress ports.
-func (s ContainerSpec) PortList() ([]crdt.ContainerPort, error) {
-	var out []crdt.ContainerPort
+// PortList parses the published ports (record.PortSpec text, the one
+// syntax the resolver and the ingress read too) into the ports the
+// container listens on: the container port and protocol, named with the
+// host for ingress ports.
+func (s ContainerSpec) PortList() ([]Port, error) {
+	var out []Port
 	for _, p := range s.Ports {
-		ps, err := crdt.ParsePortSpec(p)
+		ps, err := record.ParsePortSpec(p)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadSpec, err)
 		}
@@ -111,7 +113,7 @@ func (s ContainerSpec) PortList() ([]crdt.ContainerPort, error) {
 		if ps.Ingress() {
 			proto = "tcp"
 		}
-		out = append(out, crdt.ContainerPort{Port: ps.Port, Protocol: proto, Name: ps.Host})
+		out = append(out, Port{Port: ps.Port, Protocol: proto, Name: ps.Host})
 	}
 	return out, nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // latency writes one record at a time, rotating the writer, and waits until
@@ -53,7 +54,7 @@ func latency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 tim
 	var lats []time.Duration
 	for i := range writes {
 		w := c.reps[i%n].store.Load()
-		rec := &crdt.Service{Name: "lat-" + strconv.Itoa(i), Mode: "replicated"}
+		rec := &record.Service{Name: "lat-" + strconv.Itoa(i), Mode: "replicated"}
 		start := time.Now()
 		if err := w.Put(ctx, rec.Key(), rec); err != nil {
 			return 0, 0, err
@@ -96,7 +97,7 @@ func partitionHeal(ctx context.Context, log *slog.Logger, healN int) (time.Durat
 			defer wg.Done()
 			s := w.store.Load()
 			for i := range healN {
-				r := &crdt.Container{MachineID: w.name, ID: fmt.Sprintf("c%05d", i), Name: "x"}
+				r := &record.Container{MachineID: w.name, ID: fmt.Sprintf("c%05d", i), Name: "x"}
 				if err := s.Put(ctx, r.Key(), r); err != nil {
 					errs <- err
 					return
@@ -143,7 +144,7 @@ func catchUp(ctx context.Context, log *slog.Logger, n int) (time.Duration, error
 	}
 	w := c.reps[0].store.Load()
 	for i := range n {
-		r := &crdt.Container{MachineID: c.reps[0].name, ID: fmt.Sprintf("c%05d", i), Name: "x"}
+		r := &record.Container{MachineID: c.reps[0].name, ID: fmt.Sprintf("c%05d", i), Name: "x"}
 		if err := w.Put(ctx, r.Key(), r); err != nil {
 			return 0, err
 		}
@@ -170,7 +171,7 @@ func writeRate(ctx context.Context, log *slog.Logger, n int) (float64, error) {
 	w := c.reps[0].store.Load()
 	start := time.Now()
 	for i := range n {
-		r := &crdt.Container{MachineID: c.reps[0].name, ID: fmt.Sprintf("c%05d", i), Name: "x"}
+		r := &record.Container{MachineID: c.reps[0].name, ID: fmt.Sprintf("c%05d", i), Name: "x"}
 		if err := w.Put(ctx, r.Key(), r); err != nil {
 			return 0, err
 		}
@@ -188,7 +189,7 @@ func measureRSS(ctx context.Context, dir string, log *slog.Logger) error {
 	defer s.Close()
 	const n = 10_000
 	for i := range n {
-		r := &crdt.Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "web", Service: "web", Image: "nginx:1.27", Address: "10.210.1.2"}
+		r := &record.Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "web", Service: "web", Image: "nginx:1.27", Address: "10.210.1.2"}
 		if err := s.Put(ctx, r.Key(), r); err != nil {
 			return err
 		}

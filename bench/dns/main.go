@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/resolver"
 )
 
@@ -208,11 +209,11 @@ func ratio(a, b time.Duration) float64 {
 func records(n int) []crdt.Record {
 	var out []crdt.Record
 	for k := 1; k <= (n+249)/250; k++ {
-		out = append(out, &crdt.Machine{ID: fmt.Sprintf("id%d", k), Name: fmt.Sprintf("m%d", k), Subnet: fmt.Sprintf("10.210.%d.0/24", k)})
+		out = append(out, &record.Machine{ID: fmt.Sprintf("id%d", k), Name: fmt.Sprintf("m%d", k), Subnet: fmt.Sprintf("10.210.%d.0/24", k)})
 	}
 	for i := range n {
 		k := i/250 + 1
-		out = append(out, &crdt.Container{MachineID: fmt.Sprintf("id%d", k), ID: fmt.Sprint(i), Name: fmt.Sprintf("c%d", i),
+		out = append(out, &record.Container{MachineID: fmt.Sprintf("id%d", k), ID: fmt.Sprint(i), Name: fmt.Sprintf("c%d", i),
 			Address: fmt.Sprintf("10.210.%d.%d", k, i%250+2), State: "running"})
 	}
 	return out
@@ -224,12 +225,12 @@ func writeFiles(in []crdt.Record, hosts, queries string) error {
 	var h, q strings.Builder
 	machines := map[string]string{}
 	for _, r := range in {
-		if m, ok := r.(*crdt.Machine); ok {
+		if m, ok := r.(*record.Machine); ok {
 			machines[m.ID] = m.Name
 		}
 	}
 	for _, r := range in {
-		if c, ok := r.(*crdt.Container); ok {
+		if c, ok := r.(*record.Container); ok {
 			name := c.Name + "." + machines[c.MachineID] + ".machine.internal"
 			fmt.Fprintf(&h, "%s %s\n", c.Address, name)
 			fmt.Fprintf(&q, "%s A\n", name)

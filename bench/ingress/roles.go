@@ -16,6 +16,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/ingress"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // runBackend is the tiny backend: 13 bytes of text per request.
@@ -61,8 +62,8 @@ func runIngress(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	svc := &crdt.Service{Name: "bench", Ports: []string{fmt.Sprintf("localhost:%d/http", s.BackendPort)}}
-	ctr := &crdt.Container{MachineID: "bench", ID: "c1", Name: "bench-1", Service: "bench", Address: "127.0.0.1", State: "running"}
+	svc := &record.Service{Name: "bench", Ports: []string{fmt.Sprintf("localhost:%d/http", s.BackendPort)}}
+	ctr := &record.Container{MachineID: "bench", ID: "c1", Name: "bench-1", Service: "bench", Address: "127.0.0.1", State: "running"}
 	for _, r := range []crdt.Record{svc, ctr} {
 		if err := st.Put(ctx, r.Key(), r); err != nil {
 			return err

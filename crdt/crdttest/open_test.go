@@ -6,19 +6,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/internal/testkit"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 func TestOpenAlone(t *testing.T) {
 	ctx := context.Background()
 	s := Open(t, "m1")
-	svc := &crdt.Service{Name: "web"}
+	svc := &record.Service{Name: "web"}
 	if err := s.Put(ctx, svc.Key(), svc); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, svc.Key())
-	if err != nil || got.(*crdt.Service).Name != "web" {
+	if err != nil || got.(*record.Service).Name != "web" {
 		t.Fatalf("Get after Put: %v, %v", got, err)
 	}
 }
@@ -27,7 +27,7 @@ func TestReplicasOnAHub(t *testing.T) {
 	ctx := context.Background()
 	c := NewCluster(t)
 	a, b := c.Replica("m1"), c.Replica("m2")
-	svc := &crdt.Service{Name: "web"}
+	svc := &record.Service{Name: "web"}
 	if err := a.Put(ctx, svc.Key(), svc); err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestReplicasOnAHub(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if got.(*crdt.Service).Name != "web" {
+		if got.(*record.Service).Name != "web" {
 			return errors.New("another record")
 		}
 		return nil

@@ -1,4 +1,4 @@
-package crdt
+package record
 
 import (
 	"encoding/json"
@@ -14,12 +14,14 @@ import (
 //
 // The structs are deliberately minimal: later work adds fields. Adding an
 // optional field keeps the encoding version; changing the meaning of a field
-// bumps it (see codec.go).
+// bumps it (see KindInfo).
 type Record interface {
 	// Key is the path the record is stored under.
 	Key() string
-	kind() kind
-	validate() error
+	// Kind names the record type in the stored envelope.
+	Kind() Kind
+	// Validate rejects identities that would break the key scheme.
+	Validate() error
 }
 
 // Path prefixes of the record kinds.
@@ -126,15 +128,12 @@ type Revoked struct {
 // Key implements Record.
 func (r *Revoked) Key() string { return RevokedPrefix + r.MachineID }
 
-func (r *Revoked) validate() error { return checkID("revoked machine id", r.MachineID) }
+func (r *Revoked) Validate() error { return checkID("revoked machine id", r.MachineID) }
 
-// Errors of the records API; test with errors.Is.
+// Errors of record validation; test with errors.Is.
 var (
-	ErrNotFound       = errors.New("record not found")
-	ErrBadKey         = errors.New("bad record key")
-	ErrUnknownKind    = errors.New("unknown record kind")
-	ErrUnknownVersion = errors.New("unknown record encoding version")
-	ErrBadRecord      = errors.New("bad record")
+	ErrBadKey    = errors.New("bad record key")
+	ErrBadRecord = errors.New("bad record")
 )
 
 // checkID rejects identity parts that would break the path scheme.
@@ -145,12 +144,12 @@ func checkID(what, id string) error {
 	return nil
 }
 
-func (m *Machine) validate() error { return checkID("machine id", m.ID) }
+func (m *Machine) Validate() error { return checkID("machine id", m.ID) }
 
-func (c *Container) validate() error {
+func (c *Container) Validate() error {
 	return errors.Join(checkID("machine id", c.MachineID), checkID("container id", c.ID))
 }
 
-func (s *Service) validate() error { return checkID("service name", s.Name) }
+func (s *Service) Validate() error { return checkID("service name", s.Name) }
 
-func (t *Token) validate() error { return checkID("token id", t.ID) }
+func (t *Token) Validate() error { return checkID("token id", t.ID) }

@@ -1,4 +1,4 @@
-package crdt
+package record
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 // their private keys and ACME account data, one record per storage key.
 const CertsPrefix = "/certs/"
 
-const kindCert kind = "cert"
+const KindCert Kind = "cert"
 
 // Cert is one blob of the ingress certificate storage (certmagic's
 // Storage keys, e.g. "certificates/<ca>/<name>/<name>.crt"). Any ingress
@@ -28,11 +28,12 @@ type Cert struct {
 // Key implements Record.
 func (c *Cert) Key() string { return CertsPrefix + c.Name }
 
-func (*Cert) kind() kind { return kindCert }
+// Kind implements Record.
+func (*Cert) Kind() Kind { return KindCert }
 
-// validate keeps the name a clean relative path: the record key must not
+// Validate keeps the name a clean relative path: the record key must not
 // change under go-datastore's path cleaning.
-func (c *Cert) validate() error {
+func (c *Cert) Validate() error {
 	if c.Name == "" || len(c.Name) > 512 || strings.ContainsRune(c.Name, 0) {
 		return fmt.Errorf("%w: certificate storage key %q", ErrBadRecord, c.Name)
 	}

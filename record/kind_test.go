@@ -1,0 +1,92 @@
+package record
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestKindsAreConsistent(t *testing.T) {
+	seen := map[string]Kind{}
+	for _, k := range Kinds() {
+		info, ok := Lookup(k)
+		if !ok {
+			t.Fatalf("Lookup(%q) unknown", k)
+		}
+		if got := info.New().Kind(); got != k {
+			t.Errorf("Lookup(%q).New() makes a %q record", k, got)
+		}
+		if other, dup := seen[info.Prefix]; dup {
+			t.Errorf("kinds %q and %q share prefix %s", k, other, info.Prefix)
+		}
+		seen[info.Prefix] = k
+	}
+	if _, ok := Lookup("robot"); ok {
+		t.Error("Lookup of an unknown kind succeeded")
+	}
+}
+
+func TestCheckKey(t *testing.T) {
+	tests := []struct {
+		key string
+		ok  bool
+	}{
+		{"/machines/m1", true},
+		{"/containers/m1/c1", true},
+		{"/services/web", true},
+		{"/tokens/t1", true},
+		{"/revoked/m9", true},
+		{"/certs/certificates/ca/a.example/a.example.crt", true},
+		{"/machines/", false}, // a prefix alone names nothing
+		{"/other/x", false},
+		{"machines/m1", false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		err := CheckKey(tc.key)
+		if tc.ok && err != nil {
+			t.Errorf("CheckKey(%q) = %v, want nil", tc.key, err)
+		}
+		if !tc.ok && !errors.Is(err, ErrBadKey) {
+			t.Errorf("CheckKey(%q) = %v, want ErrBadKey", tc.key, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		r    Record
+		ok   bool
+	}{
+		{"machine", &Machine{ID: "m1"}, true},
+		{"machine without id", &Machine{}, false},
+		{"machine id with slash", &Machine{ID: "a/b"}, false},
+		{"machine id dot-dot", &Machine{ID: ".."}, false},
+		{"container", &Container{MachineID: "m1", ID: "c1"}, true},
+		{"container without machine", &Container{ID: "c1"}, false},
+		{"service", &Service{Name: "web"}, true},
+		{"service with NUL", &Service{Name: "we\x00b"}, false},
+		{"token", &Token{ID: "t1"}, true},
+		{"revoked", &Revoked{MachineID: "m9"}, true},
+		{"revoked without id", &Revoked{}, false},
+		{"cert", &Cert{Name: "certificates/ca/a.example/a.example.crt"}, true},
+		{"cert with empty segment", &Cert{Name: "certificates//a"}, false},
+		{"cert escaping", &Cert{Name: "../x"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.r.Validate()
+			if tc.ok && err != nil {
+				t.Errorf("Validate() = %v, want nil", err)
+			}
+			if !tc.ok && !errors.Is(err, ErrBadRecord) {
+				t.Errorf("Validate() = %v, want ErrBadRecord", err)
+			}
+			if tc.ok {
+				if err := CheckKey(tc.r.Key()); err != nil {
+					t.Errorf("a valid record's key %q fails CheckKey: %v", tc.r.Key(), err)
+				}
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // KnownRoles are the roles a machine can take besides running containers.
@@ -54,8 +55,8 @@ func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.Machi
 
 func machineInfoOf(m *crdt.Machine) api.MachineInfo {
 	info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, Roles: m.Roles}
-	if n, ok := subnetNumber(m.Subnet); ok {
-		info.Address = meshAddress(n).String()
+	if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil {
+		info.Address = n.MachineAddr().String()
 	}
 	return info
 }

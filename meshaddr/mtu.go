@@ -11,7 +11,9 @@ import "fmt"
 // direct ones too: a pair switches between direct and relayed at any moment
 // without telling the tunnel, and the Docker network takes the tunnel MTU at
 // creation and cannot change it under running containers. Without the room,
-// every full-size relayed datagram would leave as two IP fragments.
+// every full-size relayed datagram left as two IP fragments (measured:
+// relayed throughput 93–108 Mbit/s at 1420, 106–127 at 1376; direct paths
+// showed no difference).
 const (
 	// WireGuardOverhead is IPv6 (40) + UDP (8) + WireGuard data header and
 	// tag (32): wg-quick's 1500 - 1420.

@@ -27,7 +27,7 @@ func (s Subnet) Valid() bool { return s >= MinSubnet && s <= MaxSubnet }
 // Check returns an error naming s unless it is valid.
 func (s Subnet) Check() error {
 	if !s.Valid() {
-		return fmt.Errorf("subnet number %d is outside %d..%d", s, MinSubnet, MaxSubnet)
+		return fmt.Errorf("subnet %d is outside %d..%d", s, MinSubnet, MaxSubnet)
 	}
 	return nil
 }
@@ -36,7 +36,7 @@ func (s Subnet) Check() error {
 // range check.
 func SubnetOf(n int) (Subnet, error) {
 	if n < int(MinSubnet) || n > int(MaxSubnet) {
-		return 0, fmt.Errorf("subnet number %d is outside %d..%d", n, MinSubnet, MaxSubnet)
+		return 0, fmt.Errorf("subnet %d is outside %d..%d", n, MinSubnet, MaxSubnet)
 	}
 	return Subnet(n), nil
 }
@@ -55,8 +55,8 @@ func (s Subnet) ContainerAddr(y uint8) netip.Addr {
 // String is the prefix form, "10.210.3.0/24", as the machine record stores it.
 func (s Subnet) String() string { return s.Prefix().String() }
 
-// ParseSubnet reads "10.210.X.0/24" (the host bits may be set, as in
-// wg-quick's "10.210.X.1/24").
+// ParseSubnet reads "10.210.X.0/24", the form of the machine record. Host
+// bits must be zero: "10.210.X.7/24" is an address, not a subnet.
 func ParseSubnet(text string) (Subnet, error) {
 	p, err := netip.ParsePrefix(text)
 	if err != nil {
@@ -76,6 +76,9 @@ func SubnetOfPrefix(p netip.Prefix) (Subnet, error) {
 	}
 	if !Contains(p.Addr()) {
 		return 0, fmt.Errorf("%v is outside the mesh %v", p, Mesh())
+	}
+	if p.Masked() != p {
+		return 0, fmt.Errorf("%v has host bits set (want %v)", p, p.Masked())
 	}
 	return SubnetOfAddr(p.Addr())
 }

@@ -31,7 +31,7 @@ func TestParseSubnet(t *testing.T) {
 	}{
 		{in: "10.210.3.0/24", want: 3},
 		{in: "10.210.254.0/24", want: 254},
-		{in: "10.210.3.1/24", want: 3}, // wg-quick's interface form
+		{in: "10.210.3.7/24", wantErr: "host bits set"},
 		{in: "10.210.0.0/24", wantErr: "no machine's subnet"},
 		{in: "10.210.255.0/24", wantErr: "no machine's subnet"},
 		{in: "10.211.3.0/24", wantErr: "outside the mesh"},

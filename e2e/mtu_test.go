@@ -231,6 +231,17 @@ func testMTU(t *testing.T, mtu int) {
 		})
 		t.Logf("%s ← %s: %d MB intact, %v", from, to, bigBody>>20, time.Since(t0).Round(time.Millisecond))
 	}
+	// On the wire: no IPv4 fragment at all, and full-size WireGuard
+	// datagrams (outer IPv4 20 + UDP 8 + WireGuard 32 + a full inner
+	// packet) do cross it, so the tunnel MTU is used, not undershot.
+	frags, err := c.lab.CountOnInternet(ctx, "ip frag-off & 0x3fff != 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := c.lab.CountOnInternet(ctx, fmt.Sprintf("ip length >= %d udp dport != 0", want+60))
+	if err != nil {
+		t.Fatal(err)
+	}
 	transfer("m1", "m2")
 	transfer("m2", "m1")
 
@@ -251,4 +262,20 @@ func testMTU(t *testing.T, mtu int) {
 	t.Logf("m1↔m2 relayed %v after the cut", time.Since(cut).Round(100*time.Millisecond))
 	transfer("m1", "m2")
 	transfer("m2", "m1")
+
+	nfrag, err := frags.Packets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfull, err := full.Packets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("underlay %d, tunnel %d: %d IPv4 fragments and %d full-size WireGuard datagrams on the wire", mtu, want, nfrag, nfull)
+	if nfrag != 0 {
+		t.Errorf("%d IPv4 fragments crossed the underlay, want 0", nfrag)
+	}
+	if nfull == 0 {
+		t.Errorf("no WireGuard datagram of %d bytes or more crossed the underlay: the transfers did not use the tunnel MTU", want+60)
+	}
 }

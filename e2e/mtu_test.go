@@ -37,7 +37,8 @@ func TestNewcomerSmallUplink(t *testing.T) {
 	if _, err := exec.LookPath("dockerd"); err != nil {
 		t.Skip("no dockerd on this machine: install docker.io to run the container tests")
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
 	l := lab.Start(t)
 	h := l.MustHost(t, "h1", lab.HostOptions{})
 	if err := h.SetMTU(ctx, 1400); err != nil {
@@ -176,7 +177,10 @@ func TestMTUMatrix(t *testing.T) {
 }
 
 func testMTU(t *testing.T, mtu int) {
-	ctx := context.Background()
+	// A tunnel MTU that does not fit the underlay tends to hang streams
+	// (the image push first) rather than fail them: bound the phase.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
 	start := time.Now()
 	c := newContainerLabWith(ctx, t, func(hosts []*lab.Host) error {
 		for _, h := range hosts {

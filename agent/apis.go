@@ -15,6 +15,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -114,8 +115,8 @@ func (d *Daemon) machineNamesBySubnet(ctx context.Context) map[netip.Prefix]stri
 	}
 	for _, r := range recs {
 		if m, ok := r.(*record.Machine); ok {
-			if p, err := netip.ParsePrefix(m.Subnet); err == nil {
-				out[p.Masked()] = m.Name
+			if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil {
+				out[n.Prefix()] = m.Name
 			}
 		}
 	}

@@ -52,7 +52,7 @@ func (d *Daemon) startContainers(ctx context.Context) {
 	rt, err := runtime.New(runtime.Config{
 		MachineID:     d.state.MachineID,
 		MachineName:   d.snapshot().Name,
-		Subnet:        d.state.SubnetPrefix(),
+		Subnet:        d.state.Subnet,
 		MTU:           d.dev.MTU(),
 		MeshInterface: d.dev.InterfaceName(),
 		DockerHost:    d.opts.DockerHost,

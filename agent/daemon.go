@@ -19,6 +19,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -244,7 +245,7 @@ func (d *Daemon) rejoinKnown(ctx context.Context) {
 	var addrs []string
 	for _, m := range d.knownMachines(ctx) {
 		if m.ID != d.state.MachineID {
-			addrs = append(addrs, netip.AddrPortFrom(meshAddress(m.Subnet), GossipPort).String())
+			addrs = append(addrs, netip.AddrPortFrom(m.Subnet.MachineAddr(), GossipPort).String())
 		}
 	}
 	if len(addrs) == 0 {
@@ -295,7 +296,7 @@ func (d *Daemon) publishMachine(ctx context.Context) error {
 		ID:           d.state.MachineID,
 		Name:         st.Name,
 		Roles:        st.Roles,
-		Subnet:       d.state.SubnetPrefix().String(),
+		Subnet:       d.state.Subnet.String(),
 		WireGuardKey: d.state.WireGuardKey.PublicKey().String(),
 		IdentityKey:  api.EncodeKey(d.identity.PublicKey()),
 		Endpoints:    endpointStrings(d.candidateEndpoints()),
@@ -321,7 +322,7 @@ func sameMachine(a, b *record.Machine) bool {
 // joined with and the machines it admitted.
 type knownMachine struct {
 	ID          string
-	Subnet      int
+	Subnet      meshaddr.Subnet
 	IdentityKey string
 }
 
@@ -357,14 +358,14 @@ func buildKnown(machines []*record.Machine, revoked map[string]*record.Revoked, 
 		seen[id] = true
 	}
 	for _, m := range machines {
-		if n, ok := subnetNumber(m.Subnet); ok && !seen[m.ID] {
+		if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil && !seen[m.ID] {
 			out = append(out, knownMachine{ID: m.ID, Subnet: n, IdentityKey: m.IdentityKey})
 			seen[m.ID] = true
 		}
 	}
 	for _, s := range seeds {
-		n, ok := subnetNumber(s.Subnet.String())
-		if s.MachineID == "" || seen[s.MachineID] || !ok {
+		n, err := meshaddr.SubnetOfPrefix(s.Subnet)
+		if s.MachineID == "" || seen[s.MachineID] || err != nil {
 			continue
 		}
 		out = append(out, knownMachine{ID: s.MachineID, Subnet: n, IdentityKey: s.IdentityKey})
@@ -377,7 +378,7 @@ func buildKnown(machines []*record.Machine, revoked map[string]*record.Revoked, 
 func (d *Daemon) machineAPIURL(machineID string) (string, error) {
 	for _, m := range d.knownMachines(context.Background()) {
 		if m.ID == machineID {
-			return "https://" + net.JoinHostPort(meshAddress(m.Subnet).String(), strconv.Itoa(MachineAPIPort)), nil
+			return "https://" + net.JoinHostPort(m.Subnet.MachineAddr().String(), strconv.Itoa(MachineAPIPort)), nil
 		}
 	}
 	return "", fmt.Errorf("machine %s is not known here yet", machineID)
@@ -386,7 +387,7 @@ func (d *Daemon) machineAPIURL(machineID string) (string, error) {
 // machineIdentityByAddr pins the machine API of the machine that owns addr.
 func (d *Daemon) machineIdentityByAddr(addr netip.Addr) (ed25519.PublicKey, error) {
 	for _, m := range d.knownMachines(context.Background()) {
-		if subnetPrefix(m.Subnet).Contains(addr) {
+		if m.Subnet.Prefix().Contains(addr) {
 			return api.DecodeKey(m.IdentityKey)
 		}
 	}
@@ -435,22 +436,6 @@ func (d *Daemon) revoked(ctx context.Context) map[string]*record.Revoked {
 	}
 	return out
 }
-
-// subnetNumber parses "10.210.X.0/24" into X.
-func subnetNumber(s string) (int, bool) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil || p.Bits() != 24 || !p.Addr().Is4() {
-		return 0, false
-	}
-	a := p.Addr().As4()
-	if a[0] != 10 || a[1] != 210 || a[2] == 0 || a[2] == 255 || a[3] != 0 {
-		return 0, false
-	}
-	return int(a[2]), true
-}
-
-// meshAddress is 10.210.X.1.
-func meshAddress(subnet int) netip.Addr { return netip.AddrFrom4([4]byte{10, 210, byte(subnet), 1}) }
 
 // Close stops the daemon in the order lifecycle states; it is safe to
 // call more than once.

@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/resolver"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -36,7 +37,7 @@ type dnsService struct {
 
 // startDNS starts the resolver: it follows the state, answers on the mesh
 // address (in the netstack too in netstack mode) and, in netstack mode, on
-// the host's 10.210.X.1 for local containers once that address exists
+// the host's mesh address for local containers once that address exists
 // there (the container bridge's gateway). It never listens on public
 // interfaces. Failing to listen is logged, not fatal: the mesh works
 // without its DNS.
@@ -57,7 +58,7 @@ func (d *Daemon) startDNS(ctx context.Context) error {
 	// Mesh machines, local containers (they are in this machine's /24)
 	// and local programs; nobody else, whatever interface a packet for
 	// the mesh address arrives on.
-	allow := []netip.Prefix{netip.MustParsePrefix("10.210.0.0/16"), netip.MustParsePrefix("127.0.0.0/8"),
+	allow := []netip.Prefix{meshaddr.Mesh(), netip.MustParsePrefix("127.0.0.0/8"),
 		netip.MustParsePrefix("::1/128")}
 	srv, err := resolver.NewServer(resolver.Config{Index: idx, Upstreams: ups, Allow: allow,
 		Exclude: []netip.Addr{mesh}, Logger: d.log.With("component", "dns")})

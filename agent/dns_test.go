@@ -7,14 +7,15 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/gossip"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
 func TestReachableSet(t *testing.T) {
 	now := time.Now()
 	known := []knownMachine{{ID: "a", Subnet: 1}, {ID: "b", Subnet: 2}, {ID: "c", Subnet: 3}, {ID: "d", Subnet: 4}, {ID: "e", Subnet: 5}}
-	peer := func(subnet int, hs time.Time) tun.PeerStatus {
-		return tun.PeerStatus{Peer: tun.Peer{AllowedIPs: []netip.Prefix{subnetPrefix(subnet)}}, LastHandshake: hs}
+	peer := func(subnet meshaddr.Subnet, hs time.Time) tun.PeerStatus {
+		return tun.PeerStatus{Peer: tun.Peer{AllowedIPs: []netip.Prefix{subnet.Prefix()}}, LastHandshake: hs}
 	}
 	members := []gossip.Member{{Name: "a", State: gossip.Alive}, {Name: "b", State: gossip.Alive},
 		{Name: "c", State: gossip.Alive}, {Name: "d", State: gossip.Dead}, {Name: "e", State: gossip.Alive}}

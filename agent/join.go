@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -32,11 +33,11 @@ type joinRequest struct {
 // joinResponse admits the machine: its subnet, the gossip keys and whom to
 // talk to first.
 type joinResponse struct {
-	NetworkID      string        `json:"network_id"`
-	Subnet         int           `json:"subnet"`
-	GossipKeys     [][]byte      `json:"gossip_keys"`
-	GossipKeyEpoch uint64        `json:"gossip_key_epoch,omitempty"`
-	Members        []TokenMember `json:"members"`
+	NetworkID      string          `json:"network_id"`
+	Subnet         meshaddr.Subnet `json:"subnet"`
+	GossipKeys     [][]byte        `json:"gossip_keys"`
+	GossipKeyEpoch uint64          `json:"gossip_key_epoch,omitempty"`
+	Members        []TokenMember   `json:"members"`
 }
 
 // startJoinServer serves the join call on the mesh address. Only packets
@@ -73,7 +74,7 @@ func joinError(w http.ResponseWriter, code int, format string, args ...any) {
 func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	src, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil || !tun.DefaultJoinPrefix.Contains(src.Addr()) {
+	if err != nil || !meshaddr.Join().Contains(src.Addr()) {
 		joinError(w, http.StatusForbidden, "joins come only through a token's temporary peer")
 		return
 	}
@@ -104,7 +105,7 @@ func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	pending := PendingJoin{
 		Seed: Seed{Name: req.Name, MachineID: req.MachineID, IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey,
-			Address: meshAddress(subnet), Subnet: subnetPrefix(subnet), Endpoints: parseEndpoints(req.Endpoints)},
+			Address: subnet.MachineAddr(), Subnet: subnet.Prefix(), Endpoints: parseEndpoints(req.Endpoints)},
 		Until: now.Add(time.Hour),
 	}
 	if err := d.tokens.spend(tok.ID, pending, now); err != nil {
@@ -189,8 +190,8 @@ func (d *Daemon) tokenMembers(ctx context.Context, limit int) ([]TokenMember, er
 			continue
 		}
 		key, err := tun.ParseKey(m.WireGuardKey)
-		n, ok := subnetNumber(m.Subnet)
-		if err != nil || !ok {
+		n, nerr := meshaddr.ParseSubnet(m.Subnet)
+		if err != nil || nerr != nil {
 			continue
 		}
 		out = append(out, TokenMember{Name: m.Name, MachineID: m.ID, IdentityKey: m.IdentityKey, WireGuardKey: key,
@@ -251,14 +252,14 @@ func Join(ctx context.Context, tokenText string, opts JoinOptions) (*MachineStat
 	if err != nil {
 		return nil, err
 	}
-	if resp.NetworkID != tok.NetworkID || resp.Subnet < 1 || resp.Subnet > 254 || len(resp.GossipKeys) == 0 {
+	if resp.NetworkID != tok.NetworkID || !resp.Subnet.Valid() || len(resp.GossipKeys) == 0 {
 		return nil, fmt.Errorf("the issuer's answer is inconsistent (network %s, subnet %d)", resp.NetworkID, resp.Subnet)
 	}
 	st.Subnet = resp.Subnet
 	st.GossipKeys, st.GossipKeyEpoch = resp.GossipKeys, resp.GossipKeyEpoch
 	for _, m := range resp.Members {
 		st.Seeds = append(st.Seeds, Seed{Name: m.Name, MachineID: m.MachineID, IdentityKey: m.IdentityKey,
-			WireGuardKey: m.WireGuardKey, Address: meshAddress(m.Subnet), Subnet: subnetPrefix(m.Subnet), Endpoints: m.Endpoints})
+			WireGuardKey: m.WireGuardKey, Address: m.Subnet.MachineAddr(), Subnet: m.Subnet.Prefix(), Endpoints: m.Endpoints})
 	}
 	if err := st.Save(opts.DataDir); err != nil {
 		return nil, err
@@ -292,12 +293,12 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		WireGuardKey: st.WireGuardKey.PublicKey(), IdentityKey: api.EncodeKey(identity.PublicKey()),
 		Endpoints: endpointStrings(candidateEndpoints(st.PublicIP, st.ListenPort)),
 	}
-	target := net.JoinHostPort(meshAddress(issuer.Subnet).String(), strconv.Itoa(tun.DefaultJoinPort))
+	target := net.JoinHostPort(issuer.Subnet.MachineAddr().String(), strconv.Itoa(tun.DefaultJoinPort))
 	client := &http.Client{Transport: &http.Transport{DialContext: dev.DialContext, DisableKeepAlives: true}}
 	var lastErr error
 	for _, ep := range issuer.Endpoints {
 		peer := tun.Peer{PublicKey: issuer.WireGuardKey, Endpoint: ep,
-			AllowedIPs: []netip.Prefix{netip.PrefixFrom(meshAddress(issuer.Subnet), 32)}}
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(issuer.Subnet.MachineAddr(), 32)}}
 		if err := dev.SetPeer(peer); err != nil {
 			return nil, err
 		}
@@ -321,5 +322,5 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 	// A revoked or used-up token's peer is gone from the issuer, which then
 	// ignores the handshake: from here that looks like no answer at all.
 	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: the token was revoked or used up, or that machine's WireGuard port is not reachable from here (last error: %w)",
-		issuer.Name, meshAddress(issuer.Subnet), issuer.Endpoints, lastErr)
+		issuer.Name, issuer.Subnet.MachineAddr(), issuer.Endpoints, lastErr)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -51,8 +52,8 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 	out := make([]api.MachineInfo, 0, len(records))
 	for _, m := range records {
 		info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, State: "down", Roles: m.Roles}
-		if n, ok := subnetNumber(m.Subnet); ok {
-			info.Address = meshAddress(n).String()
+		if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil {
+			info.Address = n.MachineAddr().String()
 		}
 		if meta, ok := alive[m.ID]; ok {
 			info.State, info.Mode, info.Version = "alive", meta.Mode, meta.Version

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -35,8 +36,8 @@ type MachineState struct {
 	NetworkID string `json:"network_id"`
 	MachineID string `json:"machine_id"`
 	Name      string `json:"name"`
-	// Subnet is X in 10.210.X.0/24; the machine is 10.210.X.1.
-	Subnet int `json:"subnet"`
+	// Subnet is this machine's /24 (stored as the number X).
+	Subnet meshaddr.Subnet `json:"subnet"`
 
 	WireGuardKey tun.Key `json:"wireguard_private_key"`
 	IdentitySeed []byte  `json:"identity_seed"`
@@ -67,15 +68,11 @@ type Seed struct {
 	Endpoints    []netip.AddrPort `json:"endpoints"`
 }
 
-// MeshAddress is 10.210.X.1.
-func (s *MachineState) MeshAddress() netip.Addr { return meshAddress(s.Subnet) }
+// MeshAddress is the machine's address on the mesh.
+func (s *MachineState) MeshAddress() netip.Addr { return s.Subnet.MachineAddr() }
 
-// SubnetPrefix is 10.210.X.0/24.
-func (s *MachineState) SubnetPrefix() netip.Prefix { return subnetPrefix(s.Subnet) }
-
-func subnetPrefix(subnet int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, byte(subnet), 0}), 24)
-}
+// SubnetPrefix is the machine's /24.
+func (s *MachineState) SubnetPrefix() netip.Prefix { return s.Subnet.Prefix() }
 
 func (s *MachineState) validate() error {
 	switch {
@@ -83,8 +80,8 @@ func (s *MachineState) validate() error {
 		return fmt.Errorf("machine state version %d, this uncloud understands %d", s.Version, machineStateVersion)
 	case s.NetworkID == "" || s.MachineID == "" || s.Name == "":
 		return errors.New("machine state lacks network id, machine id or name")
-	case s.Subnet < 1 || s.Subnet > 254:
-		return fmt.Errorf("machine state subnet %d is out of range 1..254", s.Subnet)
+	case !s.Subnet.Valid():
+		return fmt.Errorf("machine state: %w", s.Subnet.Check())
 	case s.WireGuardKey.IsZero():
 		return errors.New("machine state lacks the WireGuard key")
 	case len(s.IdentitySeed) != 32:

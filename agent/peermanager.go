@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -138,11 +139,12 @@ func desiredPeers(self string, seeds []Seed, machines map[string]*record.Machine
 			warn("machine record with a bad WireGuard key", "machine", m.ID, "err", err)
 			continue
 		}
-		subnet, err := netip.ParsePrefix(m.Subnet)
-		if err != nil || subnet.Bits() != 24 || !tun.DefaultMeshPrefix.Contains(subnet.Addr()) || tun.DefaultJoinPrefix.Overlaps(subnet) {
-			warn("machine record with a bad subnet", "machine", m.ID, "subnet", m.Subnet)
+		n, err := meshaddr.ParseSubnet(m.Subnet)
+		if err != nil {
+			warn("machine record with a bad subnet", "machine", m.ID, "err", err)
 			continue
 		}
+		subnet := n.Prefix()
 		p := tun.Peer{PublicKey: key, AllowedIPs: []netip.Prefix{subnet.Masked()}, PersistentKeepalive: tun.DefaultKeepalive}
 		if eps := parseEndpoints(m.Endpoints); len(eps) > 0 {
 			p.Endpoint = eps[0]

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/gossip"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -122,13 +123,13 @@ func reachableSet(self string, members []gossip.Member, peers []tun.PeerStatus, 
 			alive[m.Name] = true
 		}
 	}
-	fresh := map[int]bool{} // subnet number → a fresh session
+	fresh := map[meshaddr.Subnet]bool{} // subnet number → a fresh session
 	for _, p := range peers {
 		if p.LastHandshake.IsZero() || now.Sub(p.LastHandshake) > handshakeFresh {
 			continue
 		}
 		for _, pfx := range p.AllowedIPs {
-			if n, ok := subnetNumber(pfx.String()); ok {
+			if n, err := meshaddr.SubnetOfPrefix(pfx); err == nil {
 				fresh[n] = true
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -52,8 +53,8 @@ func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.Machi
 
 func machineInfoOf(m *record.Machine) api.MachineInfo {
 	info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, Roles: m.Roles}
-	if n, ok := subnetNumber(m.Subnet); ok {
-		info.Address = meshAddress(n).String()
+	if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil {
+		info.Address = n.MachineAddr().String()
 	}
 	return info
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -32,23 +33,23 @@ type promiseBook struct {
 	path string
 	mu   sync.Mutex
 	// Promised maps a subnet number to the machine it was promised to.
-	Promised map[int]string `json:"promised"`
+	Promised map[meshaddr.Subnet]string `json:"promised"`
 }
 
 func loadPromiseBook(dataDir string) (*promiseBook, error) {
-	b := &promiseBook{path: filepath.Join(dataDir, promisesFile), Promised: map[int]string{}}
+	b := &promiseBook{path: filepath.Join(dataDir, promisesFile), Promised: map[meshaddr.Subnet]string{}}
 	if err := readJSONFile(b.path, b); err != nil {
 		return nil, err
 	}
 	if b.Promised == nil {
-		b.Promised = map[int]string{}
+		b.Promised = map[meshaddr.Subnet]string{}
 	}
 	return b, nil
 }
 
 // promise records subnet -> machine unless the subnet is already taken by
 // another machine, in this book or in the given records.
-func (b *promiseBook) promise(subnet int, machineID string, owners map[int]string) error {
+func (b *promiseBook) promise(subnet meshaddr.Subnet, machineID string, owners map[meshaddr.Subnet]string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if owner, ok := owners[subnet]; ok && owner != machineID {
@@ -72,10 +73,10 @@ func (b *promiseBook) promise(subnet int, machineID string, owners map[int]strin
 	return nil
 }
 
-func (b *promiseBook) taken() map[int]string {
+func (b *promiseBook) taken() map[meshaddr.Subnet]string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make(map[int]string, len(b.Promised))
+	out := make(map[meshaddr.Subnet]string, len(b.Promised))
 	for k, v := range b.Promised {
 		out[k] = v
 	}
@@ -83,20 +84,28 @@ func (b *promiseBook) taken() map[int]string {
 }
 
 // subnetOwners reads which machine owns which subnet from the records.
-func subnetOwners(machines []*record.Machine) map[int]string {
-	out := map[int]string{}
+func subnetOwners(machines []*record.Machine) map[meshaddr.Subnet]string {
+	out := map[meshaddr.Subnet]string{}
 	for _, m := range machines {
-		if n, ok := subnetNumber(m.Subnet); ok {
+		if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil {
 			out[n] = m.ID
 		}
 	}
 	return out
 }
 
+// reserveRequest asks a machine to promise a subnet to a new machine.
+type reserveRequest struct {
+	Subnet    meshaddr.Subnet `json:"subnet"`
+	MachineID string          `json:"machine_id"`
+}
+
+const reservePath = "/v1/subnets/reserve"
+
 // handleReserve is the machine API side of a reservation.
 func (d *Daemon) handleReserve(w http.ResponseWriter, r *http.Request) {
-	var req api.ReserveRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil || req.Subnet < 1 || req.Subnet > 254 || req.MachineID == "" {
+	var req reserveRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil || !req.Subnet.Valid() || req.MachineID == "" {
 		http.Error(w, "bad reservation request", http.StatusBadRequest)
 		return
 	}
@@ -114,15 +123,15 @@ func (d *Daemon) handleReserve(w http.ResponseWriter, r *http.Request) {
 
 // reserveSubnet finds the lowest free subnet and gets it promised to
 // machineID by a majority of the known machines, this one included.
-func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (int, error) {
+func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (meshaddr.Subnet, error) {
 	machines, err := d.machines(ctx)
 	if err != nil {
 		return 0, err
 	}
 	owners := subnetOwners(machines)
 	taken := d.promises.taken()
-	subnet := 0
-	for n := 1; n <= 254; n++ {
+	var subnet meshaddr.Subnet
+	for n := meshaddr.MinSubnet; n <= meshaddr.MaxSubnet; n++ {
 		_, owned := owners[n]
 		holder, promised := taken[n]
 		if (!owned && !promised) || (promised && holder == machineID) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -27,7 +28,7 @@ type Token struct {
 	NetworkID string    `json:"net"`
 	ID        string    `json:"id"`
 	Secret    tun.Key   `json:"secret"`
-	Slot      int       `json:"slot"` // the joiner is 10.210.0.<slot> until it has a subnet
+	Slot      int       `json:"slot"` // the joiner is meshaddr.JoinAddr(slot) until it has a subnet
 	Expires   time.Time `json:"exp"`
 	// Members are the issuer first, then a few other machines to gossip
 	// with once joined.
@@ -40,13 +41,13 @@ type TokenMember struct {
 	MachineID    string           `json:"id,omitempty"`
 	IdentityKey  string           `json:"identity,omitempty"`
 	WireGuardKey tun.Key          `json:"wg"`
-	Subnet       int              `json:"subnet"`
+	Subnet       meshaddr.Subnet  `json:"subnet"`
 	Endpoints    []netip.AddrPort `json:"eps"`
 }
 
 // JoinAddress is the joiner's temporary mesh address.
 func (t *Token) JoinAddress() netip.Addr {
-	return netip.AddrFrom4([4]byte{10, 210, 0, byte(t.Slot)})
+	return meshaddr.JoinAddr(uint8(t.Slot))
 }
 
 // Encode returns the copy-pasteable form.
@@ -104,7 +105,7 @@ func (t *Token) check(now time.Time) error {
 		return fmt.Errorf("%w: it expired at %s; ask for a new one with 'uncloud token'", ErrBadToken, t.Expires.Format(time.RFC3339))
 	}
 	for _, m := range t.Members {
-		if m.WireGuardKey.IsZero() || m.Subnet < 1 || m.Subnet > 254 {
+		if m.WireGuardKey.IsZero() || !m.Subnet.Valid() {
 			return fmt.Errorf("%w: member %q has no key or a bad subnet", ErrBadToken, m.Name)
 		}
 	}

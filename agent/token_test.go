@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -157,7 +158,7 @@ func TestTokenBookSlotsUsesAndRevocation(t *testing.T) {
 func TestPromiseBook(t *testing.T) {
 	dir := t.TempDir()
 	b, _ := loadPromiseBook(dir)
-	owners := map[int]string{1: "m1"}
+	owners := map[meshaddr.Subnet]string{1: "m1"}
 	if err := b.promise(1, "m9", owners); err == nil {
 		t.Fatal("promised a subnet that a machine record owns")
 	}
@@ -173,15 +174,5 @@ func TestPromiseBook(t *testing.T) {
 	reloaded, _ := loadPromiseBook(dir)
 	if err := reloaded.promise(2, "m3", owners); err == nil {
 		t.Fatal("a promise did not survive a restart")
-	}
-}
-
-func TestSubnetNumber(t *testing.T) {
-	for s, want := range map[string]int{"10.210.1.0/24": 1, "10.210.254.0/24": 254, "10.210.0.0/24": 0, "10.210.3.0/25": 0,
-		"10.211.3.0/24": 0, "10.210.3.7/24": 0, "junk": 0} {
-		got, ok := subnetNumber(s)
-		if (want == 0) == ok || got != want {
-			t.Errorf("subnetNumber(%q) = %d, %v; want %d", s, got, ok, want)
-		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -196,7 +197,7 @@ func (b *tokenBook) peers(now time.Time) (tokens []tun.Peer, pending []Seed) {
 	defer b.mu.Unlock()
 	for _, t := range b.Tokens {
 		if t.needsPeer(now) {
-			addr := netip.AddrFrom4([4]byte{10, 210, 0, byte(t.Slot)})
+			addr := meshaddr.JoinAddr(uint8(t.Slot))
 			tokens = append(tokens, tun.Peer{PublicKey: t.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}})
 		}
 	}

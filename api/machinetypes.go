@@ -1,5 +1,7 @@
 package api
 
+import "github.com/uncloud-mesh/uncloud/meshaddr"
+
 // The machine API's request and answer bodies that this package owns.
 // Three bodies are records of lower packages and travel as they are (a
 // runtime.ContainerSpec, a crdt.Container, a crdt.Machine): the
@@ -8,8 +10,8 @@ package api
 
 // ReserveRequest asks a machine to promise a subnet to a new machine.
 type ReserveRequest struct {
-	Subnet    int    `json:"subnet"`
-	MachineID string `json:"machine_id"`
+	Subnet    meshaddr.Subnet `json:"subnet"` // a JSON number, 1..254
+	MachineID string          `json:"machine_id"`
 }
 
 // GossipKeyring is the gossip key in use first, then keys still accepted,

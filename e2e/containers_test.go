@@ -60,6 +60,13 @@ const (
 )
 
 func newContainerLab(ctx context.Context, t *testing.T, kinds ...hostKind) *containerLab {
+	t.Helper()
+	return newContainerLabWith(ctx, t, nil, kinds...)
+}
+
+// newContainerLabWith is newContainerLab with a hook that shapes the lab
+// hosts (their links, say) before any agent or engine starts on them.
+func newContainerLabWith(ctx context.Context, t *testing.T, setup func([]*lab.Host) error, kinds ...hostKind) *containerLab {
 	n := len(kinds)
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -72,6 +79,11 @@ func newContainerLab(ctx context.Context, t *testing.T, kinds ...hostKind) *cont
 	hosts, err := l.AddHosts(ctx, n)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		if err := setup(hosts); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c := &containerLab{formed: &formed{lab: l, hosts: hosts, procs: make([]*lab.Process, n)}}
 	bin, err := testimage.BuildBinary(ctx, t.TempDir())

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // Config configures a Node. Name, BindAddr and Keys are required.
@@ -37,10 +39,13 @@ const (
 	// MaxMetaSize is memberlist's limit on node metadata.
 	MaxMetaSize = memberlist.MetaMaxSize
 
-	// MaxWirePacket is the largest UDP payload gossip puts on the wire:
-	// 1372 + 8 (UDP) + 40 (IPv6) = 1420, the tunnel MTU, so a gossip packet
-	// never fragments inside WireGuard (IPv4 leaves 20 bytes spare).
-	MaxWirePacket = 1372
+	// MaxWirePacket is the largest UDP payload gossip puts on the wire.
+	// Gossip runs on mesh addresses (IPv4) inside the tunnel, and two
+	// machines may have different tunnel MTUs (each follows its own
+	// underlay), so the budget is the smallest tunnel MTU any machine may
+	// have minus the IPv4 and UDP headers: 1156 - 28 = 1128. No gossip
+	// datagram fragments on any pair, whatever their underlays.
+	MaxWirePacket = meshaddr.MaxUDPPayload
 
 	// MaxPayload bounds one message's payload. Large payloads travel over a
 	// stream whose receiver must read them within the stream timeout, and
@@ -70,7 +75,7 @@ const (
 	// ways memberlist sends it: piggybacked on gossip (budget: buffer −
 	// compound header − encryption − compound entry − user type byte) and
 	// straight to a member with SendBestEffort (which needs only
-	// MaxWirePacket − encryption − CRC − type byte = 1337). The smaller wins.
+	// MaxWirePacket − encryption − CRC − type byte = 1093). The smaller wins.
 	maxPacketMsg = udpBufferSize - compoundHeaderSize - encryptOverhead - compoundEntrySize - userMsgTypeSize
 )
 

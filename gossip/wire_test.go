@@ -104,8 +104,8 @@ func TestStateRoundTripAndRejects(t *testing.T) {
 
 func TestMaxPacketMsg(t *testing.T) {
 	// The budget: gossip piggyback is the tighter of the two paths.
-	if maxPacketMsg != 1333 {
-		t.Errorf("maxPacketMsg = %d, want 1333 (1367 buffer − 2 − 29 − 2 − 1)", maxPacketMsg)
+	if maxPacketMsg != 1089 {
+		t.Errorf("maxPacketMsg = %d, want 1089 (1123 buffer − 2 − 29 − 2 − 1)", maxPacketMsg)
 	}
 	if direct := MaxWirePacket - encryptOverhead - crcOverhead - userMsgTypeSize; maxPacketMsg > direct {
 		t.Errorf("maxPacketMsg %d exceeds the direct-packet limit %d", maxPacketMsg, direct)

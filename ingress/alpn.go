@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // TLS-ALPN-01 validation reaches whichever ingress machine DNS points the
@@ -159,10 +161,8 @@ func (cm *certManager) splice(client net.Conn, start []byte, addr string) {
 	<-done
 }
 
-// fromMesh: the peer is a mesh address (10.210.0.0/16).
+// fromMesh: the peer is a mesh address.
 func fromMesh(a net.Addr) bool {
 	ap, err := netip.ParseAddrPort(a.String())
-	return err == nil && meshPrefix.Contains(ap.Addr().Unmap())
+	return err == nil && meshaddr.Contains(ap.Addr())
 }
-
-var meshPrefix = netip.MustParsePrefix("10.210.0.0/16")

@@ -20,7 +20,7 @@ const (
 // outlive table swaps (the pool hands the same backend to the next table)
 // so in-flight counts and passive health carry over.
 type backend struct {
-	addr        string // "10.210.3.7:8080"
+	addr        string // a container's mesh address and port
 	machineID   string
 	containerID string
 	name        string

@@ -39,7 +39,7 @@ type Config struct {
 	MeshHTTPListener net.Listener
 	// PeerAddr is where another ingress machine answers HTTP or HTTPS
 	// (for forwarded challenges); by default its mesh address
-	// (10.210.X.1) and this machine's own port.
+	// (its subnet's MachineAddr) and this machine's own port.
 	PeerAddr func(machineID string, https bool) (string, error)
 
 	// Policy is RoundRobin (default) or LeastConnections.

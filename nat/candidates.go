@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // Filter says which interface addresses are never candidates. The zero
@@ -19,11 +21,11 @@ type Filter struct {
 	ExcludeInterfaces []string
 }
 
-// DefaultFilter leaves out the mesh (10.210.0.0/16) and the interfaces of
+// DefaultFilter leaves out the mesh and the interfaces of
 // Docker and of uncloud itself.
 func DefaultFilter() Filter {
 	return Filter{
-		ExcludePrefixes:   []netip.Prefix{netip.MustParsePrefix("10.210.0.0/16")},
+		ExcludePrefixes:   []netip.Prefix{meshaddr.Mesh()},
 		ExcludeInterfaces: []string{"docker", "br-", "veth", "uncloud"},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/blake2s"
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -32,7 +33,7 @@ import (
 // replayed to the relay is forwarded again, within the sender's rate
 // limit, and the receiver's WireGuard drops it as a replay.
 const (
-	relayHeaderLen = tun.RelayOverhead // the tunnel MTU leaves room for it
+	relayHeaderLen = meshaddr.RelayOverhead // the tunnel MTU leaves room for it
 	relayMACOff    = 28
 
 	relayForward     = 1

@@ -37,7 +37,8 @@ const (
 type Machine struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
-	// Subnet is the machine's /24, e.g. "10.210.3.0/24".
+	// Subnet is the machine's /24 in meshaddr.Subnet's String form
+	// ("10.210.3.0/24"); read it with meshaddr.ParseSubnet.
 	Subnet string `json:"subnet,omitempty"`
 	// WireGuardKey and IdentityKey are public keys (base64).
 	WireGuardKey string `json:"wireguard_key,omitempty"`

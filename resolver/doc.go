@@ -6,7 +6,7 @@
 //
 // Names (all lowercase-insensitive, TTL 5 s):
 //
-//	<machine>.machine.internal              A    the machine's mesh address (10.210.X.1)
+//	<machine>.machine.internal              A    the machine's mesh address (X.1 in its /24)
 //	<container>.<machine>.machine.internal  A    the container's address, while it runs
 //	<service>.internal                      A    every live container of the service, rotated per query
 //	nearest.<service>.internal              A    live containers on this machine, else all of them

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -172,11 +173,12 @@ func build(in Input) (z *zone, skipped []string) {
 			skipped = append(skipped, fmt.Sprintf("machine %s: name %q is not a DNS label", m.ID, m.Name))
 			continue
 		}
-		addr, ok := machineAddress(m.Subnet)
-		if !ok {
-			skipped = append(skipped, fmt.Sprintf("machine %s: subnet %q is not a 10.210.X.0/24", m.Name, m.Subnet))
+		subnet, err := meshaddr.ParseSubnet(m.Subnet)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("machine %s: %v", m.Name, err))
 			continue
 		}
+		addr := subnet.MachineAddr()
 		if m.ID == in.Self {
 			self = label + "." + machineZone
 		}
@@ -441,20 +443,6 @@ func isLabel(s string) bool {
 		}
 	}
 	return true
-}
-
-// machineAddress maps "10.210.X.0/24" to 10.210.X.1.
-func machineAddress(subnet string) (netip.Addr, bool) {
-	p, err := netip.ParsePrefix(subnet)
-	if err != nil || p.Bits() != 24 || !p.Addr().Is4() {
-		return netip.Addr{}, false
-	}
-	a := p.Masked().Addr().As4()
-	if a[0] != 10 || a[1] != 210 || a[2] == 0 || a[2] == 255 {
-		return netip.Addr{}, false
-	}
-	a[3] = 1
-	return netip.AddrFrom4(a), true
 }
 
 func reverseName(a netip.Addr) string {

@@ -66,7 +66,7 @@ func newTestRuntime(t *testing.T, machineID string) *testRuntime {
 	t.Helper()
 	needDocker(t)
 	rt, err := New(Config{MachineID: machineID, MachineName: "m-" + machineID,
-		Subnet: netip.MustParsePrefix("10.210.250.0/24"), MTU: 1420, MeshInterface: "uncloud-tm",
+		Subnet: 250, MTU: 1420, MeshInterface: "uncloud-tm",
 		Network: "uncloud-t", Bridge: "uncloud-tbr", ChainTag: "T",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -256,7 +256,7 @@ func TestDockerNetworkAdoptAndConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.docker.NetworkRemove(context.Background(), "uncloud-t2")
-	other, err := New(Config{MachineID: "network", Subnet: netip.MustParsePrefix("10.210.248.0/24"),
+	other, err := New(Config{MachineID: "network", Subnet: 248,
 		Network: "uncloud-t2", Bridge: "uncloud-t2br", ChainTag: "T2", Logger: rt.log})
 	if err != nil {
 		t.Fatal(err)

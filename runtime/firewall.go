@@ -24,7 +24,7 @@ type Firewall interface {
 // Rules describe what the host must do for one machine's bridge.
 type Rules struct {
 	Subnet netip.Prefix // the machine's /24
-	Mesh   netip.Prefix // 10.210.0.0/16
+	Mesh   netip.Prefix // meshaddr.Mesh()
 	Bridge string       // uncloud-br
 	// MeshInterface is the WireGuard interface; empty in netstack mode
 	// (no kernel path to the mesh: only internet access and DNS rules).

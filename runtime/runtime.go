@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"github.com/docker/docker/client"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // Names the agent gives to what it owns in Docker and in the kernel.
@@ -18,10 +20,7 @@ const (
 	NetworkName = "uncloud"
 	// BridgeName is the bridge interface of NetworkName; the WireGuard
 	// interface is called "uncloud", so the bridge is named apart.
-	BridgeName = "uncloud-br"
-	// MeshPrefix is the whole mesh: traffic inside it keeps its addresses.
-	MeshPrefix = "10.210.0.0/16"
-
+	BridgeName   = "uncloud-br"
 	LabelService = "uncloud.service"
 	LabelMachine = "uncloud.machine"
 	// LabelSpec carries the ContainerSpec (JSON) a container was made from,
@@ -38,11 +37,12 @@ var ErrUnavailable = errors.New("Docker is not available")
 type Config struct {
 	MachineID   string
 	MachineName string
-	// Subnet is the machine's /24, e.g. 10.210.3.0/24; its .1 is the
-	// bridge gateway, the machine's mesh address and its DNS resolver.
-	Subnet netip.Prefix
+	// Subnet is the machine's /24; its MachineAddr is the bridge
+	// gateway, the machine's mesh address and its DNS resolver.
+	Subnet meshaddr.Subnet
 	// MTU of the tunnel; the bridge gets the same so containers never
-	// send packets the tunnel must fragment.
+	// send packets the tunnel must fragment. Zero means
+	// meshaddr.MaxTunnelMTU.
 	MTU int
 	// MeshInterface is the WireGuard interface ("uncloud"); empty in
 	// netstack mode, where no kernel forwarding to the mesh exists.
@@ -74,15 +74,17 @@ type Runtime struct {
 
 // New makes a runtime; it does not talk to Docker until Connect.
 func New(cfg Config) (*Runtime, error) {
-	if !cfg.Subnet.IsValid() || cfg.Subnet.Bits() != 24 || !cfg.Subnet.Addr().Is4() {
-		return nil, fmt.Errorf("runtime: subnet %v is not an IPv4 /24", cfg.Subnet)
+	if err := cfg.Subnet.Check(); err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
 	}
-	cfg.Subnet = cfg.Subnet.Masked()
 	if cfg.MTU == 0 {
-		cfg.MTU = 1376 // tun.MaxMTU
+		cfg.MTU = meshaddr.MaxTunnelMTU
 	}
-	if cfg.MTU < 1280 || cfg.MTU > 9000 {
-		return nil, fmt.Errorf("runtime: MTU %d is outside 1280..9000", cfg.MTU)
+	// Every tunnel MTU the address plan produces (down to the 1156 of a
+	// 1280-byte underlay; the mesh is IPv4 only, so below 1280 is fine),
+	// and up to jumbo frames for a tunnel MTU set by hand.
+	if cfg.MTU < meshaddr.MinTunnelMTU || cfg.MTU > meshaddr.MaxUnderlayMTU {
+		return nil, fmt.Errorf("runtime: MTU %d is outside %d..%d", cfg.MTU, meshaddr.MinTunnelMTU, meshaddr.MaxUnderlayMTU)
 	}
 	if cfg.Network == "" {
 		cfg.Network = NetworkName
@@ -108,13 +110,13 @@ func New(cfg Config) (*Runtime, error) {
 	if fw == nil {
 		fw = &IPTables{}
 	}
-	return &Runtime{cfg: cfg, log: cfg.Logger, docker: c, gateway: cfg.Subnet.Addr().Next(), fw: fw}, nil
+	return &Runtime{cfg: cfg, log: cfg.Logger, docker: c, gateway: cfg.Subnet.MachineAddr(), fw: fw}, nil
 }
 
 // Client is the Docker client, for tests and image transfer.
 func (r *Runtime) Client() *client.Client { return r.docker }
 
-// Gateway is the bridge gateway, 10.210.X.1.
+// Gateway is the bridge gateway, the machine's mesh address.
 func (r *Runtime) Gateway() netip.Addr { return r.gateway }
 
 // Close releases the Docker client.

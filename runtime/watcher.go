@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // Observer is told what the watcher sees of this machine's containers.
@@ -46,7 +46,7 @@ func (r *Runtime) Setup(ctx context.Context) error {
 	if err := r.Connect(ctx); err != nil {
 		return err
 	}
-	if err := r.EnsureNetwork(ctx, r.cfg.Subnet, r.cfg.MTU); err != nil {
+	if err := r.EnsureNetwork(ctx, r.cfg.Subnet.Prefix(), r.cfg.MTU); err != nil {
 		return err
 	}
 	if err := r.fw.Apply(ctx, r.Rules()); err != nil {
@@ -57,7 +57,7 @@ func (r *Runtime) Setup(ctx context.Context) error {
 
 // Rules are the host rules of this machine's bridge.
 func (r *Runtime) Rules() Rules {
-	return Rules{Subnet: r.cfg.Subnet, Mesh: netip.MustParsePrefix(MeshPrefix), Bridge: r.cfg.Bridge, Tag: r.cfg.ChainTag,
+	return Rules{Subnet: r.cfg.Subnet.Prefix(), Mesh: meshaddr.Mesh(), Bridge: r.cfg.Bridge, Tag: r.cfg.ChainTag,
 		MeshInterface: r.cfg.MeshInterface, MTU: r.cfg.MTU}
 }
 

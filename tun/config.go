@@ -7,28 +7,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// Defaults of the address plan (DESIGN §3).
-var (
-	// DefaultMeshPrefix is routed into the tunnel and held by the fail-closed route.
-	DefaultMeshPrefix = netip.MustParsePrefix("10.210.0.0/16")
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 const (
 	DefaultInterfaceName = "uncloud"
 	DefaultListenPort    = 51820
-	// MaxMTU is the tunnel MTU on a 1500-byte underlay: 1500 minus 80 bytes
-	// of IPv6+UDP+WireGuard overhead (wg-quick's 1420), minus RelayOverhead,
-	// so that a full-size datagram still fits when it is relayed.
-	MaxMTU = 1376
-	// WireGuardOverhead and RelayOverhead are subtracted from the underlay
-	// MTU. RelayOverhead is the header the nat package puts in front of a
-	// relayed datagram; without the room, every full-size relayed datagram
-	// left as two IP fragments (measured: relayed throughput 93–108 Mbit/s
-	// at 1420, 106–127 at 1376; direct paths showed no difference).
-	WireGuardOverhead = 80
-	RelayOverhead     = 44
 	// DefaultKeepalive keeps NAT mappings open; 25 s is below common UDP timeouts.
 	DefaultKeepalive = 25 * time.Second
 )
@@ -36,14 +21,14 @@ const (
 // Config describes the local end of the mesh.
 type Config struct {
 	PrivateKey Key
-	// Address is this machine's mesh address, 10.210.X.1. The interface holds
+	// Address is this machine's mesh address (meshaddr.Subnet.MachineAddr). The interface holds
 	// only this /32; the rest of the mesh is reached through MeshPrefix.
 	Address    netip.Addr
-	MeshPrefix netip.Prefix // zero means DefaultMeshPrefix
+	MeshPrefix netip.Prefix // zero means meshaddr.Mesh()
 	ListenPort uint16       // zero means DefaultListenPort
 	// InterfaceName is the kernel TUN name; zero means DefaultInterfaceName.
 	InterfaceName string
-	// MTU of the tunnel; zero means min(MaxMTU, underlay MTU - WireGuardOverhead).
+	// MTU of the tunnel; zero means meshaddr.TunnelMTU of the underlay.
 	MTU int
 	// Userspace forces the gVisor netstack even when a kernel TUN would work.
 	Userspace bool
@@ -52,9 +37,9 @@ type Config struct {
 	// firewall decides.
 	Expose []ExposedPort
 	// Joining marks the temporary device of a machine that joins with a
-	// token: its address is in DefaultJoinPrefix, which no machine owns.
+	// token: its address is in meshaddr.Join(), which no machine owns.
 	Joining bool
-	// JoinPort is the only port that temporary join peers (DefaultJoinPrefix)
+	// JoinPort is the only port that temporary join peers (meshaddr.Join())
 	// may reach on this machine; zero means DefaultJoinPort.
 	JoinPort uint16
 	Logger   *slog.Logger
@@ -63,7 +48,7 @@ type Config struct {
 func (c *Config) withDefaults() Config {
 	out := *c
 	if !out.MeshPrefix.IsValid() {
-		out.MeshPrefix = DefaultMeshPrefix
+		out.MeshPrefix = meshaddr.Mesh()
 	}
 	if out.ListenPort == 0 {
 		out.ListenPort = DefaultListenPort
@@ -87,11 +72,11 @@ func (c *Config) validate() error {
 	if !c.Address.Is4() {
 		return fmt.Errorf("tun config: address %v is not an IPv4 address", c.Address)
 	}
-	if c.Joining && !DefaultJoinPrefix.Contains(c.Address) {
-		return fmt.Errorf("tun config: joining address %v is outside the join range %v", c.Address, DefaultJoinPrefix)
+	if c.Joining && !meshaddr.Join().Contains(c.Address) {
+		return fmt.Errorf("tun config: joining address %v is outside the join range %v", c.Address, meshaddr.Join())
 	}
-	if !c.Joining && DefaultJoinPrefix.Contains(c.Address) {
-		return fmt.Errorf("tun config: address %v is in the join range %v, which belongs to no machine", c.Address, DefaultJoinPrefix)
+	if !c.Joining && meshaddr.Join().Contains(c.Address) {
+		return fmt.Errorf("tun config: address %v is in the join range %v, which belongs to no machine", c.Address, meshaddr.Join())
 	}
 	if !c.MeshPrefix.Contains(c.Address) {
 		return fmt.Errorf("tun config: address %v is outside the mesh %v", c.Address, c.MeshPrefix)

@@ -67,11 +67,3 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
-
-func TestTunnelMTU(t *testing.T) {
-	for underlay, want := range map[int]int{1500: 1376, 9000: 1376, 1400: 1276, 1280: 1156} {
-		if got := tunnelMTU(underlay); got != want {
-			t.Errorf("tunnelMTU(%d) = %d, want %d", underlay, got, want)
-		}
-	}
-}

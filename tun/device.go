@@ -11,6 +11,8 @@ import (
 
 	"golang.zx2c4.com/wireguard/device"
 	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // Mode is how packets reach the host: a kernel TUN interface, or a
@@ -60,7 +62,12 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 
 	d.mtu = cfg.MTU
 	if d.mtu == 0 {
-		d.mtu = tunnelMTU(underlayMTU(cfg.InterfaceName))
+		underlay := underlayMTU(cfg.InterfaceName)
+		mtu, err := meshaddr.TunnelMTU(underlay)
+		if err != nil {
+			d.log.Warn("underlay MTU out of spec", "underlay_mtu", underlay, "err", err)
+		}
+		d.mtu = mtu
 	}
 
 	var tunDev wgtun.Device
@@ -91,7 +98,7 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	}
 
 	d.bind = NewBind(DefaultControlQueueLen)
-	filtered := newJoinFilter(tunDev, DefaultJoinPrefix, cfg.Address, cfg.JoinPort)
+	filtered := newJoinFilter(tunDev, meshaddr.Join(), cfg.Address, cfg.JoinPort)
 	d.wg = device.NewDevice(filtered, d.bind, wireguardLogger(d.log))
 	setup := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.hexString(), cfg.ListenPort)
 	if err := d.wg.IpcSet(setup); err != nil {

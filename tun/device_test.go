@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 type meshPair struct {
@@ -218,7 +220,7 @@ func TestKernelDeviceFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if link.Attrs().MTU != p.kernel.MTU() || p.kernel.MTU() > MaxMTU {
+	if link.Attrs().MTU != p.kernel.MTU() || p.kernel.MTU() > meshaddr.MaxTunnelMTU {
 		t.Fatalf("link MTU %d, device MTU %d", link.Attrs().MTU, p.kernel.MTU())
 	}
 	// A default route makes the test meaningful: without the fail-closed

@@ -8,11 +8,10 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
-// DefaultJoinPrefix is the part of the mesh that belongs to no machine
-// (subnet 0): a machine joining with a token gets a temporary /32 here,
-// and a packet from it may reach only the join port, nothing else on the
-// host, its containers, or the rest of the mesh.
-var DefaultJoinPrefix = netip.MustParsePrefix("10.210.0.0/24")
+// A machine joining with a token gets a temporary /32 in meshaddr.Join(),
+// the part of the mesh that belongs to no machine; a packet from it may
+// reach only the join port, nothing else on the host, its containers, or
+// the rest of the mesh.
 
 // DefaultJoinPort is the TCP port of the join call on the mesh address.
 const DefaultJoinPort = 51821

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // recordingTUN keeps what reached the host side.
@@ -54,7 +56,7 @@ func TestJoinFilter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		rec := &recordingTUN{}
-		f := newJoinFilter(rec, DefaultJoinPrefix, netip.MustParseAddr(local), DefaultJoinPort)
+		f := newJoinFilter(rec, meshaddr.Join(), netip.MustParseAddr(local), DefaultJoinPort)
 		const offset = 16
 		buf := append(make([]byte, offset), tt.pkt...)
 		n, err := f.Write([][]byte{buf}, offset)
@@ -69,7 +71,7 @@ func TestJoinFilter(t *testing.T) {
 
 func TestJoinFilterKeepsBatchOrder(t *testing.T) {
 	rec := &recordingTUN{}
-	f := newJoinFilter(rec, DefaultJoinPrefix, netip.MustParseAddr("10.210.1.1"), DefaultJoinPort)
+	f := newJoinFilter(rec, meshaddr.Join(), netip.MustParseAddr("10.210.1.1"), DefaultJoinPort)
 	batch := [][]byte{
 		ipv4Packet("10.210.2.1", "10.210.1.1", 6, 1, 0),
 		ipv4Packet("10.210.0.5", "10.210.1.1", 6, 22, 0), // dropped

@@ -50,9 +50,3 @@ func underlayMTU(skipLink string) int {
 	}
 	return mtu
 }
-
-// tunnelMTU is min(MaxMTU, underlay - WireGuardOverhead - RelayOverhead).
-// DESIGN §3 has wg-quick's rule without the relay's room; see MaxMTU.
-func tunnelMTU(underlay int) int {
-	return min(MaxMTU, underlay-WireGuardOverhead-RelayOverhead)
-}

@@ -16,6 +16,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 	upstream "golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // The harness: two wireguard-go devices over real UDP on 127.0.0.1, each
@@ -71,7 +73,7 @@ type nsNodeOpts struct {
 // newNSNode starts a device listening on a random loopback UDP port.
 func newNSNode(tb testing.TB, addr netip.Addr, opts nsNodeOpts) *nsNode {
 	tb.Helper()
-	const mtu = MaxMTU
+	const mtu = meshaddr.MaxTunnelMTU
 	n := &nsNode{addr: addr}
 	switch opts.impl {
 	case implOurs, "":

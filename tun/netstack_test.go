@@ -19,6 +19,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 // nsTestTimeout bounds every network operation of a test, so a broken path
@@ -44,7 +46,7 @@ func TestNetstackICMPEcho(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns, err := newNetstack(netstackConfig{Address: nsAddrB, MTU: MaxMTU})
+			ns, err := newNetstack(netstackConfig{Address: nsAddrB, MTU: meshaddr.MaxTunnelMTU})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -214,7 +215,7 @@ func (p *staticParser) peerField(key, lower, value string) error {
 		for _, item := range splitList(value) {
 			prefix, perr := netip.ParsePrefix(item)
 			if perr != nil {
-				return p.fail(key, fmt.Errorf("%q is not a prefix like 10.210.2.0/24: %w", item, perr))
+				return p.fail(key, fmt.Errorf("%q is not a prefix like %v: %w", item, meshaddr.Subnet(2), perr))
 			}
 			p.peer.AllowedIPs = append(p.peer.AllowedIPs, prefix.Masked())
 		}
@@ -282,8 +283,8 @@ func parseMeshAddress(value string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("%q is not an IPv4 address: %w", value, err)
 	}
-	if !tun.DefaultMeshPrefix.Contains(addr) {
-		return netip.Addr{}, fmt.Errorf("%v is outside the mesh %v", addr, tun.DefaultMeshPrefix)
+	if !meshaddr.Mesh().Contains(addr) {
+		return netip.Addr{}, fmt.Errorf("%v is outside the mesh %v", addr, meshaddr.Mesh())
 	}
 	return addr, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -138,7 +139,7 @@ func startSOCKS5(ctx context.Context, addr string, dev *tun.Device, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("listen for SOCKS5 on %s: %w", addr, err)
 	}
-	mesh := tun.DefaultMeshPrefix
+	mesh := meshaddr.Mesh()
 	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
 		ap, err := netip.ParseAddrPort(address)
 		if err != nil || !mesh.Contains(ap.Addr()) {

@@ -33,6 +33,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
 
@@ -289,7 +290,7 @@ func (b *bench) dockerRun(ctx context.Context, n int) (time.Duration, error) {
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		out, err := exec.CommandContext(ctx, "docker", "-H", b.dockers[0].DockerHost(), "run", "-d",
-			"--network", "uncloud", "--dns", "10.210.1.1", "--restart", "unless-stopped", testimage.Tag).CombinedOutput()
+			"--network", "uncloud", "--dns", meshaddr.Subnet(1).MachineAddr().String(), "--restart", "unless-stopped", testimage.Tag).CombinedOutput()
 		if err != nil {
 			return 0, fmt.Errorf("docker run: %w: %s", err, out)
 		}

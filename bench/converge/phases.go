@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -189,7 +190,7 @@ func measureRSS(ctx context.Context, dir string, log *slog.Logger) error {
 	defer s.Close()
 	const n = 10_000
 	for i := range n {
-		r := &record.Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "web", Service: "web", Image: "nginx:1.27", Address: "10.210.1.2"}
+		r := &record.Container{MachineID: "m1", ID: fmt.Sprintf("c%05d", i), Name: "web", Service: "web", Image: "nginx:1.27", Address: meshaddr.Subnet(1).ContainerAddr(2).String()}
 		if err := s.Put(ctx, r.Key(), r); err != nil {
 			return err
 		}

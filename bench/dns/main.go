@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/resolver"
 )
@@ -209,12 +210,12 @@ func ratio(a, b time.Duration) float64 {
 func records(n int) []crdt.Record {
 	var out []crdt.Record
 	for k := 1; k <= (n+249)/250; k++ {
-		out = append(out, &record.Machine{ID: fmt.Sprintf("id%d", k), Name: fmt.Sprintf("m%d", k), Subnet: fmt.Sprintf("10.210.%d.0/24", k)})
+		out = append(out, &record.Machine{ID: fmt.Sprintf("id%d", k), Name: fmt.Sprintf("m%d", k), Subnet: meshaddr.Subnet(k).String()})
 	}
 	for i := range n {
 		k := i/250 + 1
 		out = append(out, &record.Container{MachineID: fmt.Sprintf("id%d", k), ID: fmt.Sprint(i), Name: fmt.Sprintf("c%d", i),
-			Address: fmt.Sprintf("10.210.%d.%d", k, i%250+2), State: "running"})
+			Address: meshaddr.Subnet(k).ContainerAddr(uint8(i%250 + 2)).String(), State: "running"})
 	}
 	return out
 }

@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
-// Mesh addresses of the uncloud peers (DESIGN §3: machine X is 10.210.X.1).
-const (
-	uncloudAddrA = "10.210.1.1"
-	uncloudAddrB = "10.210.2.1"
-)
+// uncloudAddr is the mesh address of uncloud peer x (A is 1, B is 2).
+func uncloudAddr(x meshaddr.Subnet) string { return x.MachineAddr().String() }
 
 func uncloudTUNPeer() peer {
 	return peer{
@@ -59,7 +58,7 @@ func startUncloud(ctx context.Context, env *environment, l *lab, netstackB bool)
 	if err != nil {
 		return nil, err
 	}
-	s := &session{target: uncloudAddrB, serverBind: uncloudAddrB, pingTarget: uncloudAddrB}
+	s := &session{target: uncloudAddr(2), serverBind: uncloudAddr(2), pingTarget: uncloudAddr(2)}
 	if netstackB {
 		// The netstack agent has no interface: iperf3 runs on B's host
 		// side and the agent forwards the exposed port to 127.0.0.1.
@@ -72,8 +71,8 @@ func startUncloud(ctx context.Context, env *environment, l *lab, netstackB bool)
 		cpu                               int
 		extra                             []string
 	}{
-		{l.a, "a", uncloudAddrA, "10.210.2.0", underlayB, ka, kb, l.pin.daemonA, nil},
-		{l.b, "b", uncloudAddrB, "10.210.1.0", underlayA, kb, ka, l.pin.daemonB, nil},
+		{l.a, "a", uncloudAddr(1), meshaddr.Subnet(2).Prefix().Addr().String(), underlayB, ka, kb, l.pin.daemonA, nil},
+		{l.b, "b", uncloudAddr(2), meshaddr.Subnet(1).Prefix().Addr().String(), underlayA, kb, ka, l.pin.daemonB, nil},
 	}
 	if netstackB {
 		sides[1].extra = []string{"--userspace", "--expose", iperfPort}

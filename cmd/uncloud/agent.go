@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -11,6 +12,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/agent"
 	"github.com/uncloud-mesh/uncloud/agent/static"
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -26,9 +28,9 @@ type agentCmd struct {
 }
 
 func (agentCmd) Help() string {
-	return `The agent brings this machine's end of the mesh up and keeps it up until SIGTERM or SIGINT. Normally it runs from the data dir that 'uncloud init' (or join) created, serves the local API on the socket given by --connect, gossips with the other machines and keeps the replicated state. With --config it runs a static mesh instead.
+	return fmt.Sprintf(`The agent brings this machine's end of the mesh up and keeps it up until SIGTERM or SIGINT. Normally it runs from the data dir that 'uncloud init' (or join) created, serves the local API on the socket given by --connect, gossips with the other machines and keeps the replicated state. With --config it runs a static mesh instead.
 
-It uses a kernel TUN interface when /dev/net/tun opens and it may configure links (root or CAP_NET_ADMIN), otherwise a userspace netstack (no privileges), and logs which and why. In kernel mode a route "unreachable 10.210.0.0/16" with a high metric stays installed even after the agent stops, so mesh traffic never leaves unencrypted.
+It uses a kernel TUN interface when /dev/net/tun opens and it may configure links (root or CAP_NET_ADMIN), otherwise a userspace netstack (no privileges), and logs which and why. In kernel mode a route "unreachable %[1]v" with a high metric stays installed even after the agent stops, so mesh traffic never leaves unencrypted.
 
 SIGHUP re-reads the config file and applies added, changed and removed peers without disturbing the others.
 
@@ -36,14 +38,14 @@ Config file example:
 
   [Interface]
   PrivateKey = <from 'uncloud keygen'>
-  Address = 10.210.1.1
+  Address = %[2]v
   ListenPort = 51820
 
   [Peer]
   PublicKey = <the other machine's>
   Endpoint = 203.0.113.7:51820
-  AllowedIPs = 10.210.2.0/24
-  PersistentKeepalive = 25`
+  AllowedIPs = %[3]v
+  PersistentKeepalive = 25`, meshaddr.Mesh(), meshaddr.Subnet(1).MachineAddr(), meshaddr.Subnet(2))
 }
 
 func (a agentCmd) Run(g *globals) error {

@@ -80,7 +80,7 @@ func (c runCmd) Run(g *globals) error {
 }
 
 // runProgress is one line of `run`'s progress: "[2/10] m1: web-3 created
-// at 10.210.1.5" or the container's error.
+// at <mesh address>" or the container's error.
 func runProgress(done, total int, r api.ContainerResult) string {
 	count := fmt.Sprintf("[%d/%d]", done, total)
 	if total == 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/agent"
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
 type initCmd struct {
@@ -26,9 +27,9 @@ type initCmd struct {
 }
 
 func (initCmd) Help() string {
-	return `Creates a new network: its ID, the gossip key, this machine's WireGuard and identity keys, and subnet 10.210.1.0/24 for this machine (which is 10.210.1.1 on the mesh). Secrets stay in the data dir, mode 0600.
+	return fmt.Sprintf(`Creates a new network: its ID, the gossip key, this machine's WireGuard and identity keys, and subnet %v for this machine (which is %v on the mesh). Secrets stay in the data dir, mode 0600.
 
-Then the agent starts: in the background (logging to DATA_DIR/agent.log) unless --foreground is given. The machine works alone until others join.`
+Then the agent starts: in the background (logging to DATA_DIR/agent.log) unless --foreground is given. The machine works alone until others join.`, meshaddr.Subnet(1), meshaddr.Subnet(1).MachineAddr())
 }
 
 func (c initCmd) Run(g *globals) error {

@@ -15,7 +15,7 @@ type Counter struct {
 }
 
 // CountOnInternet counts frames entering the internet bridge from any host
-// or router that match expr (nftables syntax, e.g. "ip daddr 10.210.0.0/16").
+// or router that match expr (nftables syntax, e.g. "ip daddr " + meshaddr.Mesh().String()).
 // This is the wire: whatever a host sends out of eth0 unencrypted shows here.
 func (l *Lab) CountOnInternet(ctx context.Context, expr string) (*Counter, error) {
 	c := &Counter{ns: l.internet, family: "bridge", table: l.counterName()}

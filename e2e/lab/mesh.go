@@ -6,23 +6,22 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
 // Node says how one host joins a mesh made by StartMesh.
 type Node struct {
 	Host    *Host
-	Subnet  int // X in 10.210.X.0/24; 0 means its position in the list + 1
+	Subnet  int // X in meshaddr.Subnet; 0 means its position in the list + 1
 	Options AgentOptions
 }
 
-// MeshAddr returns 10.210.X.1, machine X's address.
-func MeshAddr(x int) netip.Addr { return netip.AddrFrom4([4]byte{10, 210, byte(x), 1}) }
+// MeshAddr returns machine X's mesh address.
+func MeshAddr(x int) netip.Addr { return meshaddr.Subnet(x).MachineAddr() }
 
-// MeshSubnet returns 10.210.X.0/24, machine X's subnet.
-func MeshSubnet(x int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 210, byte(x), 0}), 24)
-}
+// MeshSubnet returns machine X's subnet.
+func MeshSubnet(x int) netip.Prefix { return meshaddr.Subnet(x).Prefix() }
 
 // MeshConfigs makes fresh keys and a full-mesh static config for each node:
 // everyone lists everyone else, with its public endpoint and /24.

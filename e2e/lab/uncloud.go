@@ -19,7 +19,7 @@ import (
 // AgentConfig is the static config file of `uncloud agent --config`.
 type AgentConfig struct {
 	PrivateKey tun.Key
-	Address    netip.Addr // 10.210.X.1: the machine owns 10.210.X.0/24
+	Address    netip.Addr // X.1 in the /24 the machine owns
 	ListenPort int        // 0 means leave it out (the agent's default)
 	Extra      []string   // more [Interface] lines, e.g. "MTU = 1380"
 	Peers      []PeerConfig

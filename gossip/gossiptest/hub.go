@@ -152,7 +152,6 @@ type Node struct {
 	once   sync.Once
 }
 
-
 func (n *Node) LocalName() string { return n.name }
 
 func (n *Node) Broadcast(topic, key string, payload []byte) error {

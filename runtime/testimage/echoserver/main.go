@@ -3,19 +3,26 @@
 // at and the address the request came from (so a test sees whether
 // anything rewrote the source). "echoserver get URL" fetches a URL and
 // prints the answer, which lets a test make one container call another
-// (the image has nothing else in it). "echoserver spoof SRC DST PORT"
+// (the image has nothing else in it). GET /bytes?n=N answers N
+// pseudo-random bytes and "echoserver sum URL" fetches a URL whole and
+// prints "bytes=N sha256=H", so a test can move a large body between two
+// containers and check it (full-size segments, many of them).
+// "echoserver spoof SRC DST PORT"
 // sends one UDP datagram with a forged source address through a raw
 // socket, to test that the host drops it.
 package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -23,6 +30,9 @@ import (
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "get" {
 		os.Exit(get(os.Args[2]))
+	}
+	if len(os.Args) == 3 && os.Args[1] == "sum" {
+		os.Exit(sum(os.Args[2]))
 	}
 	if len(os.Args) == 5 && os.Args[1] == "spoof" {
 		os.Exit(spoof(os.Args[2], os.Args[3], os.Args[4]))
@@ -51,6 +61,16 @@ func main() {
 		}
 		w.Write(body)
 	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 || n > 1<<30 {
+			http.Error(w, "n must be 0..1GiB", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		// ChaCha8 with a zero seed: the client can recompute the hash.
+		io.CopyN(w, rand.NewChaCha8([32]byte{}), n)
+	})
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("exiting on request")
 		os.Exit(3)
@@ -78,6 +98,31 @@ func fetch(ctx context.Context, url string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+}
+
+// sum downloads url whole (up to 2 minutes) and prints its size and hash.
+func sum(url string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		fmt.Fprintf(os.Stderr, "%s: %s after %d bytes: %v\n", url, resp.Status, n, err)
+		return 1
+	}
+	fmt.Printf("bytes=%d sha256=%x\n", n, h.Sum(nil))
+	return 0
 }
 
 func get(url string) int {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
@@ -31,12 +32,12 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(crdt.BlocksPath, d.store.BlockHandler())
-	mux.HandleFunc("POST "+api.MachinePathReserve, d.handleReserve)
-	mux.HandleFunc("POST "+api.MachinePathSelf, d.handleUpdateSelf)
-	mux.HandleFunc("GET "+api.MachinePathKeyring, d.handleGetKeyring)
-	mux.HandleFunc("POST "+api.MachinePathKeyring, d.handlePushKeyring)
+	mux.HandleFunc("POST "+api.MachinePathReserve, d.members.HandleReserve)
+	mux.HandleFunc("POST "+api.MachinePathSelf, d.members.HandleUpdateSelf)
+	mux.HandleFunc("GET "+api.MachinePathKeyring, d.members.HandleGetKeyring)
+	mux.HandleFunc("POST "+api.MachinePathKeyring, d.members.HandlePushKeyring)
 	d.containerRoutes(mux)
-	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d, mux) })
+	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
 	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil
 }
@@ -78,7 +79,7 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 		Mode:           string(d.dev.Mode()),
 		Port:           self.ListenPort,
 		Roles:          self.Roles,
-		GossipKey:      keyFingerprint(self.GossipKeys[0]),
+		GossipKey:      membership.KeyFingerprint(self.GossipKeys[0]),
 		GossipKeyEpoch: self.GossipKeyEpoch,
 	}
 	peers, err := d.dev.Peers()
@@ -169,6 +170,31 @@ func stateEntry(r crdt.Record) (api.StateEntry, error) {
 	return api.StateEntry{Key: r.Key(), Value: b}, nil
 }
 
+// startJoinServer serves the join call on the mesh address. Only packets
+// from the join range reach it that way (tun's join filter lets them reach
+// nothing else), and it answers only them.
+func (d *Daemon) startJoinServer(ctx context.Context) error {
+	addr := net.JoinHostPort(d.state.MeshAddress().String(), strconv.Itoa(tun.DefaultJoinPort))
+	ln, err := d.dev.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for joins on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+api.JoinPath, d.members.HandleJoin)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	d.goServe("join server", func() error {
+		go func() { <-ctx.Done(); srv.Close() }()
+		return srv.Serve(ln)
+	})
+	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
+	return nil
+}
+
 // ignoreClosed treats closing an already closed listener as success: the
 // server's own shutdown closes it first.
 func ignoreClosed(err error) error {
@@ -178,100 +204,27 @@ func ignoreClosed(err error) error {
 	return err
 }
 
-// Token defaults: one machine, within the hour.
-const (
-	DefaultTokenTTL  = time.Hour
-	DefaultTokenUses = 1
-	maxTokenTTL      = 30 * 24 * time.Hour
-)
-
-// CreateToken implements api.Backend: a one-time WireGuard key whose
-// public half becomes a temporary peer here, and the token that carries
-// its private half. Only the public parts are kept, here and in the state.
+// CreateToken implements api.Backend (membership issues tokens).
 func (d *Daemon) CreateToken(ctx context.Context, req api.TokenRequest) (api.TokenInfo, error) {
-	if req.TTL == 0 {
-		req.TTL = DefaultTokenTTL
-	}
-	if req.Uses == 0 {
-		req.Uses = DefaultTokenUses
-	}
-	if req.TTL < time.Minute || req.TTL > maxTokenTTL {
-		return api.TokenInfo{}, fmt.Errorf("%w: ttl %v is outside 1m..%v", api.ErrBadRequest, req.TTL, maxTokenTTL)
-	}
-	if req.Uses < 1 || req.Uses > 1000 {
-		return api.TokenInfo{}, fmt.Errorf("%w: uses %d is outside 1..1000", api.ErrBadRequest, req.Uses)
-	}
-	members, err := d.tokenMembers(ctx, 3)
-	if err != nil {
-		return api.TokenInfo{}, err
-	}
-	if len(members[0].Endpoints) == 0 {
-		return api.TokenInfo{}, fmt.Errorf("this machine has no address others could reach it at: restart the agent with a public address (init --public-ip)")
-	}
-	secret, err := tun.GeneratePrivateKey()
-	if err != nil {
-		return api.TokenInfo{}, err
-	}
-	id, err := randomID(6)
-	if err != nil {
-		return api.TokenInfo{}, err
-	}
-	now := time.Now()
-	issued, err := d.tokens.add(id, secret.PublicKey(), req.TTL, req.Uses, now)
-	if err != nil {
-		return api.TokenInfo{}, err
-	}
-	tok := Token{NetworkID: d.state.NetworkID, ID: id, Secret: secret, Slot: issued.Slot,
-		Expires: issued.Expires, Members: members}
-	text, err := tok.Encode()
-	if err != nil {
-		return api.TokenInfo{}, err
-	}
-	// The temporary peer must exist before the token is handed out: a
-	// joiner that handshakes first would wait out WireGuard's 5 s retry.
-	if err := d.dev.SetPeer(tun.Peer{PublicKey: secret.PublicKey(),
-		AllowedIPs: []netip.Prefix{netip.PrefixFrom(tok.JoinAddress(), 32)}}); err != nil {
-		d.tokens.revoke(id)
-		return api.TokenInfo{}, fmt.Errorf("install the token's temporary peer: %w", err)
-	}
-	rec := &record.Token{ID: id, Issuer: d.state.MachineID, PublicKey: secret.PublicKey().String(), Expires: issued.Expires}
-	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
-		d.log.Warn("token record not written to the state", "token", id, "err", err)
-	}
-	d.pokePeers()
-	info := tokenInfo(*issued, now)
-	info.Token = text
-	return info, nil
+	return d.members.CreateToken(ctx, req)
 }
 
 // ListTokens implements api.Backend: the tokens this machine issued.
 func (d *Daemon) ListTokens(ctx context.Context) ([]api.TokenInfo, error) {
-	now := time.Now()
-	var out []api.TokenInfo
-	for _, t := range d.tokens.list() {
-		out = append(out, tokenInfo(t, now))
-	}
-	return out, nil
+	return d.members.ListTokens(ctx)
 }
 
 // RevokeToken implements api.Backend.
 func (d *Daemon) RevokeToken(ctx context.Context, id string) error {
-	if err := d.tokens.revoke(id); err != nil {
-		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
-	}
-	d.pokePeers()
-	return nil
+	return d.members.RevokeToken(ctx, id)
 }
 
-func tokenInfo(t IssuedToken, now time.Time) api.TokenInfo {
-	state := "usable"
-	switch {
-	case t.Revoked:
-		state = "revoked"
-	case t.UsesLeft <= 0:
-		state = "used"
-	case !now.Before(t.Expires):
-		state = "expired"
-	}
-	return api.TokenInfo{ID: t.ID, Created: t.Created, Expires: t.Expires, UsesLeft: t.UsesLeft, State: state}
+// RemoveMachine implements api.Backend (membership revokes and rotates).
+func (d *Daemon) RemoveMachine(ctx context.Context, nameOrID string) (api.RemoveResult, error) {
+	return d.members.RemoveMachine(ctx, nameOrID)
+}
+
+// UpdateMachine implements api.Backend: rename a machine or change its roles.
+func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.MachineUpdate) (api.MachineInfo, error) {
+	return d.members.UpdateMachine(ctx, nameOrID, u)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/gossip"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
@@ -13,7 +14,7 @@ import (
 
 func TestReachableSet(t *testing.T) {
 	now := time.Now()
-	known := []knownMachine{{ID: "a", Subnet: 1}, {ID: "b", Subnet: 2}, {ID: "c", Subnet: 3}, {ID: "d", Subnet: 4}, {ID: "e", Subnet: 5}}
+	known := []membership.Known{{ID: "a", Subnet: 1}, {ID: "b", Subnet: 2}, {ID: "c", Subnet: 3}, {ID: "d", Subnet: 4}, {ID: "e", Subnet: 5}}
 	peer := func(subnet meshaddr.Subnet, hs time.Time) tun.PeerStatus {
 		return tun.PeerStatus{Peer: tun.Peer{AllowedIPs: []netip.Prefix{subnet.Prefix()}}, LastHandshake: hs}
 	}

@@ -3,7 +3,7 @@ package agent
 import (
 	"net/netip"
 
-	"github.com/uncloud-mesh/uncloud/nat"
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 )
 
 // candidateEndpoints are the underlay endpoints at which other machines
@@ -16,23 +16,11 @@ func (d *Daemon) candidateEndpoints() []netip.AddrPort {
 			return *c
 		}
 	}
-	return candidateEndpoints(d.state.PublicIP, d.state.ListenPort)
+	return membership.CandidateEndpoints(d.state.PublicIP, d.state.ListenPort)
 }
 
-func candidateEndpoints(publicIP netip.Addr, port uint16) []netip.AddrPort {
-	var public []netip.AddrPort
-	if publicIP.IsValid() {
-		public = append(public, netip.AddrPortFrom(publicIP, port))
-	}
-	ifaces, _ := nat.HostInterfaces()
-	f := nat.DefaultFilter()
-	return nat.Candidates(public, nat.InterfaceCandidates(ifaces, f, port), nil, f)
-}
-
-func endpointStrings(eps []netip.AddrPort) []string {
-	out := make([]string, len(eps))
-	for i, e := range eps {
-		out[i] = e.String()
-	}
-	return out
-}
+// Endpoints travel as strings in records and requests.
+var (
+	endpointStrings = membership.EndpointStrings
+	parseEndpoints  = membership.ParseEndpoints
+)

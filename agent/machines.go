@@ -3,15 +3,10 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"sort"
-	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
-	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -72,38 +67,4 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
-}
-
-// RemoveMachine implements api.Backend: the machine's keys go into the
-// add-only revoked set, which every machine's peer manager and machine API
-// check, its record is deleted and the gossip key is rotated. The removed
-// machine cannot come back with its old keys, even if it missed the
-// removal and rewrites its record.
-func (d *Daemon) RemoveMachine(ctx context.Context, nameOrID string) (api.RemoveResult, error) {
-	target, err := d.findMachine(ctx, nameOrID)
-	if err != nil {
-		return api.RemoveResult{}, err
-	}
-	if target.ID == d.state.MachineID {
-		return api.RemoveResult{}, fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
-	}
-	rec := &record.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
-		IdentityKey: target.IdentityKey, By: d.state.MachineID, At: time.Now().UTC()}
-	if err := d.store.Put(ctx, rec.Key(), rec); err != nil {
-		return api.RemoveResult{}, fmt.Errorf("revoke %s: %w", target.Name, err)
-	}
-	if err := d.store.Delete(ctx, target.Key()); err != nil && !errors.Is(err, crdt.ErrNotFound) {
-		d.log.Warn("revoked machine's record not deleted", "machine", target.Name, "err", err)
-	}
-	d.pokePeers()
-	d.log.Info("machine removed", "name", target.Name, "id", target.ID)
-	res := api.RemoveResult{Name: target.Name}
-	// The revocation must be known (and the removed machine no longer
-	// authorized) before the new key travels, hence the order.
-	reached, missed, err := d.rotateGossipKey(ctx)
-	if err != nil {
-		return res, fmt.Errorf("%s is removed, but rotating the gossip key failed: %w", target.Name, err)
-	}
-	res.Rotated, res.Missed, res.Machines = reached, missed, reached+len(missed)
-	return res, nil
 }

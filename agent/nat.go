@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/nat"
 	"github.com/uncloud-mesh/uncloud/record"
@@ -112,7 +113,7 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 		DisableRelay: s.NoRelay,
 		Publish: func(ctx context.Context, cands []netip.AddrPort) error {
 			layer.candidates.Store(&cands)
-			return d.publishMachine(ctx)
+			return d.members.Publish(ctx)
 		},
 		Logger: d.log,
 	})
@@ -134,7 +135,7 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 // natPeers tells the NAT layer about the peers the peer manager applied,
 // and hands it their endpoints: a peer the layer already drives gets a
 // zero endpoint from the peer manager, so the path it chose stays.
-func (d *Daemon) natPeers(peers []tun.Peer, live map[string]*record.Machine, seeds []Seed) []tun.Peer {
+func (d *Daemon) natPeers(peers []tun.Peer, live map[string]*record.Machine, seeds []membership.Seed) []tun.Peer {
 	if d.nat == nil {
 		return peers
 	}

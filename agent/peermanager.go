@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
@@ -68,7 +69,7 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 				ticker.Stop()
 				return
 			case <-ticker.C:
-				if err := d.tokens.prune(time.Now()); err != nil {
+				if err := d.members.PruneTokens(time.Now()); err != nil {
 					d.log.Error("prune tokens", "err", err)
 				}
 				if live {
@@ -105,16 +106,14 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 }
 
 func (d *Daemon) applyPeers(machines map[string]*record.Machine) {
-	tokenPeers, pending := d.tokens.peers(time.Now())
-	seeds := append(append([]Seed(nil), d.state.Seeds...), pending...)
-	revoked := d.revoked(context.Background())
+	tokenPeers, seeds := d.members.PeerSeeds(time.Now())
+	revoked := d.members.Revoked(context.Background())
 	live := withoutRevoked(machines, revoked)
 	records := make([]*record.Machine, 0, len(live))
 	for _, m := range live {
 		records = append(records, m)
 	}
-	known := buildKnown(records, revoked, seeds)
-	d.known.Store(&known)
+	d.members.SetKnown(records, revoked, seeds)
 	peers := append(desiredPeers(d.state.MachineID, seeds, live, d.log.Warn), tokenPeers...)
 	peers = slices.DeleteFunc(peers, func(p tun.Peer) bool { return revokedKey(revoked, p.PublicKey) })
 	peers = d.natPeers(peers, live, seeds)
@@ -127,7 +126,7 @@ func (d *Daemon) applyPeers(machines map[string]*record.Machine) {
 // claiming one subnet (which subnet reservation exists to prevent) get no
 // peer at all: routing that /24 to either could hand one machine's
 // traffic to the other, so the conflict fails closed and is reported.
-func desiredPeers(self string, seeds []Seed, machines map[string]*record.Machine, warn func(string, ...any)) []tun.Peer {
+func desiredPeers(self string, seeds []membership.Seed, machines map[string]*record.Machine, warn func(string, ...any)) []tun.Peer {
 	bySubnet := map[netip.Prefix][]tun.Peer{}
 	known := map[tun.Key]bool{}
 	for _, m := range machines {
@@ -178,8 +177,7 @@ func desiredPeers(self string, seeds []Seed, machines map[string]*record.Machine
 // seedPeers lets a freshly joined machine reach its seeds before any
 // record has replicated.
 func (d *Daemon) seedPeers() []tun.Peer {
-	tokenPeers, pending := d.tokens.peers(time.Now())
-	seeds := append(append([]Seed(nil), d.state.Seeds...), pending...)
+	tokenPeers, seeds := d.members.PeerSeeds(time.Now())
 	return append(desiredPeers(d.state.MachineID, seeds, nil, d.log.Warn), tokenPeers...)
 }
 
@@ -189,16 +187,6 @@ func (d *Daemon) pokePeers() {
 	case d.peersChanged <- struct{}{}:
 	default:
 	}
-}
-
-func parseEndpoints(ss []string) []netip.AddrPort {
-	var out []netip.AddrPort
-	for _, s := range ss {
-		if ap, err := netip.ParseAddrPort(s); err == nil {
-			out = append(out, ap)
-		}
-	}
-	return out
 }
 
 // withoutRevoked drops the records of removed machines.

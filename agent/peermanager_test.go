@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -50,39 +51,17 @@ func TestDesiredPeers(t *testing.T) {
 
 func TestDesiredPeersFallsBackToSeeds(t *testing.T) {
 	k, _ := tun.GeneratePrivateKey()
-	seed := Seed{Name: "s", WireGuardKey: k.PublicKey(), Address: netip.MustParseAddr("10.210.5.1"),
+	seed := membership.Seed{Name: "s", WireGuardKey: k.PublicKey(), Address: netip.MustParseAddr("10.210.5.1"),
 		Subnet: netip.MustParsePrefix("10.210.5.0/24"), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.5:51820")}}
-	peers := desiredPeers("self", []Seed{seed}, nil, func(string, ...any) {})
+	peers := desiredPeers("self", []membership.Seed{seed}, nil, func(string, ...any) {})
 	if len(peers) != 1 || peers[0].PublicKey != seed.WireGuardKey || peers[0].Endpoint != seed.Endpoints[0] {
 		t.Fatalf("seed peers = %+v", peers)
 	}
 	// Once the seed's record replicated, the record wins (it may carry
 	// newer endpoints) and the seed adds nothing.
 	rec := &record.Machine{ID: "s", Subnet: "10.210.5.0/24", WireGuardKey: seed.WireGuardKey.String(), Endpoints: []string{"198.18.9.9:51820"}}
-	peers = desiredPeers("self", []Seed{seed}, map[string]*record.Machine{"/machines/s": rec}, func(string, ...any) {})
+	peers = desiredPeers("self", []membership.Seed{seed}, map[string]*record.Machine{"/machines/s": rec}, func(string, ...any) {})
 	if len(peers) != 1 || peers[0].Endpoint != netip.MustParseAddrPort("198.18.9.9:51820") {
 		t.Fatalf("peers with record = %+v", peers)
-	}
-}
-
-func TestBuildKnown(t *testing.T) {
-	k, _ := tun.GeneratePrivateKey()
-	rec := &record.Machine{ID: "a", Subnet: "10.210.2.0/24", IdentityKey: "from-record"}
-	gone := &record.Machine{ID: "gone", Subnet: "10.210.3.0/24", IdentityKey: "old"}
-	seeds := []Seed{
-		{MachineID: "a", Subnet: netip.MustParsePrefix("10.210.2.0/24"), IdentityKey: "from-seed", WireGuardKey: k.PublicKey()},
-		{MachineID: "gone", Subnet: netip.MustParsePrefix("10.210.3.0/24"), IdentityKey: "old"},
-		{MachineID: "new", Subnet: netip.MustParsePrefix("10.210.4.0/24"), IdentityKey: "pending"},
-		{Subnet: netip.MustParsePrefix("10.210.5.0/24")}, // no id: cannot be called
-	}
-	revoked := map[string]*record.Revoked{"gone": {MachineID: "gone"}}
-	known := buildKnown([]*record.Machine{rec, gone}, revoked, seeds)
-	got := map[string]string{}
-	for _, m := range known {
-		got[m.ID] = m.IdentityKey
-	}
-	want := map[string]string{"a": "from-record", "new": "pending"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("known = %v, want %v (records win over seeds, revoked never known)", got, want)
 	}
 }

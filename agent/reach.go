@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/gossip"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
@@ -111,12 +112,12 @@ func (r *meshReach) compute(ctx context.Context, now time.Time) map[string]bool 
 	if err != nil {
 		d.log.Warn("reachability: read WireGuard peers", "err", err)
 	}
-	return reachableSet(d.state.MachineID, d.gossip.Members(), peers, d.knownMachines(ctx), now)
+	return reachableSet(d.state.MachineID, d.gossip.Members(), peers, d.members.Known(ctx), now)
 }
 
 // reachableSet is this machine plus every known machine that gossip has
 // alive and whose WireGuard session with this machine is fresh.
-func reachableSet(self string, members []gossip.Member, peers []tun.PeerStatus, known []knownMachine, now time.Time) map[string]bool {
+func reachableSet(self string, members []gossip.Member, peers []tun.PeerStatus, known []membership.Known, now time.Time) map[string]bool {
 	alive := map[string]bool{}
 	for _, m := range members {
 		if m.State == gossip.Alive {

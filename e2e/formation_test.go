@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 )
@@ -340,7 +340,7 @@ func TestJoinRefusals(t *testing.T) {
 	f.hosts = append(f.hosts, stranger)
 	f.procs = append(f.procs, nil)
 	revoked := f.token(ctx, t, 0)
-	revokedTok, err := agent.ParseToken(revoked, time.Now())
+	revokedTok, err := membership.ParseToken(revoked, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +349,7 @@ func TestJoinRefusals(t *testing.T) {
 	}
 	// A token whose network id was changed: the issuer is of another network.
 	wrongNet := f.token(ctx, t, 0)
-	wt, _ := agent.ParseToken(wrongNet, time.Now())
+	wt, _ := membership.ParseToken(wrongNet, time.Now())
 	wt.NetworkID = "0000000000000000"
 	wrongNet, _ = wt.Encode()
 	nameTaken := f.token(ctx, t, 0)

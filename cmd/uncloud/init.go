@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
@@ -33,13 +34,13 @@ Then the agent starts: in the background (logging to DATA_DIR/agent.log) unless 
 }
 
 func (c initCmd) Run(g *globals) error {
-	if existing, err := agent.LoadMachineState(c.DataDir); err == nil {
+	if existing, err := membership.LoadMachineState(c.DataDir); err == nil {
 		return fmt.Errorf("this machine is already %q in network %s (data dir %s): start its agent with 'uncloud agent', or remove %s to start over",
 			existing.Name, existing.NetworkID, c.DataDir, c.DataDir)
-	} else if !errors.Is(err, agent.ErrNotInitialized) {
+	} else if !errors.Is(err, membership.ErrNotInitialized) {
 		return err
 	}
-	st, err := agent.NewNetwork(agent.InitOptions{Name: c.Name, PublicIP: c.PublicIP, ListenPort: c.Port})
+	st, err := membership.NewNetwork(membership.InitOptions{Name: c.Name, PublicIP: c.PublicIP, ListenPort: c.Port})
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 )
 
@@ -41,7 +41,7 @@ func (c joinCmd) Run(g *globals) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Println("Joining…")
-	st, err := agent.Join(ctx, text, agent.JoinOptions{Name: c.Name, DataDir: c.DataDir, ListenPort: c.Port,
+	st, err := membership.Join(ctx, text, membership.JoinOptions{Name: c.Name, DataDir: c.DataDir, ListenPort: c.Port,
 		PublicIP: c.PublicIP, Logger: g.Logger})
 	if err != nil {
 		return err

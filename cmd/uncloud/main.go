@@ -11,7 +11,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 )
 
@@ -53,7 +53,7 @@ func main() {
 		kong.Description("Join any machines into one WireGuard mesh that runs containers, with no control plane."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"socket": api.DefaultSocket, "datadir": agent.DefaultDataDir},
+		kong.Vars{"socket": api.DefaultSocket, "datadir": membership.DefaultDataDir},
 	)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
 	if err := kctx.Run(&globals{Logger: logger, Connect: c.Connect}); err != nil {

@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
@@ -100,21 +99,20 @@ type reserveRequest struct {
 	MachineID string          `json:"machine_id"`
 }
 
-const reservePath = "/v1/subnets/reserve"
-
-// handleReserve is the machine API side of a reservation.
-func (d *Daemon) handleReserve(w http.ResponseWriter, r *http.Request) {
+// HandleReserve is the machine API side of a reservation
+// (POST api.MachinePathReserve).
+func (m *Members) HandleReserve(w http.ResponseWriter, r *http.Request) {
 	var req reserveRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil || !req.Subnet.Valid() || req.MachineID == "" {
 		http.Error(w, "bad reservation request", http.StatusBadRequest)
 		return
 	}
-	machines, err := d.machines(r.Context())
+	machines, err := m.MachineRecords(r.Context())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	if err := d.promises.promise(req.Subnet, req.MachineID, subnetOwners(machines)); err != nil {
+	if err := m.promises.promise(req.Subnet, req.MachineID, subnetOwners(machines)); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
@@ -123,13 +121,13 @@ func (d *Daemon) handleReserve(w http.ResponseWriter, r *http.Request) {
 
 // reserveSubnet finds the lowest free subnet and gets it promised to
 // machineID by a majority of the known machines, this one included.
-func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (meshaddr.Subnet, error) {
-	machines, err := d.machines(ctx)
+func (m *Members) reserveSubnet(ctx context.Context, machineID string) (meshaddr.Subnet, error) {
+	machines, err := m.MachineRecords(ctx)
 	if err != nil {
 		return 0, err
 	}
 	owners := subnetOwners(machines)
-	taken := d.promises.taken()
+	taken := m.promises.taken()
 	var subnet meshaddr.Subnet
 	for n := meshaddr.MinSubnet; n <= meshaddr.MaxSubnet; n++ {
 		_, owned := owners[n]
@@ -143,7 +141,7 @@ func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (meshaddr.
 		return 0, errors.New("all 254 subnets are taken")
 	}
 	quorum := len(machines)/2 + 1
-	if err := d.promises.promise(subnet, machineID, owners); err != nil {
+	if err := m.promises.promise(subnet, machineID, owners); err != nil {
 		return 0, err
 	}
 	// Ask everyone at once and go ahead as soon as a majority promised:
@@ -156,14 +154,14 @@ func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (meshaddr.
 	}
 	answers := make(chan answer, len(machines))
 	asked := 0
-	callCtx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
-	for _, m := range machines {
-		if m.ID == d.state.MachineID {
+	callCtx, cancel := context.WithTimeout(m.ctx, m.reserveCallTimeout)
+	for _, mr := range machines {
+		if mr.ID == m.state.MachineID {
 			continue
 		}
 		asked++
 		go func() {
-			answers <- answer{m.Name, d.askReserve(callCtx, m.ID, api.ReserveRequest{Subnet: subnet, MachineID: machineID})}
+			answers <- answer{mr.Name, m.askReserve(callCtx, mr.ID, api.ReserveRequest{Subnet: subnet, MachineID: machineID})}
 		}()
 	}
 	received := 0
@@ -198,8 +196,8 @@ func (d *Daemon) reserveSubnet(ctx context.Context, machineID string) (meshaddr.
 	return subnet, nil
 }
 
-func (d *Daemon) askReserve(ctx context.Context, machineID string, req api.ReserveRequest) error {
-	if err := d.machineAPI.Reserve(ctx, machineID, req); err != nil {
+func (m *Members) askReserve(ctx context.Context, machineID string, req api.ReserveRequest) error {
+	if err := m.parts.Calls.Reserve(ctx, machineID, req); err != nil {
 		return fmt.Errorf("refused: %w", err)
 	}
 	return nil

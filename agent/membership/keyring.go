@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"bytes"
@@ -64,26 +64,26 @@ func (k gossipKeyring) validate() error {
 	return nil
 }
 
-// keyFingerprint names a key without revealing it.
-func keyFingerprint(key []byte) string {
+// KeyFingerprint names a key without revealing it.
+func KeyFingerprint(key []byte) string {
 	sum := sha256.Sum256(append([]byte("uncloud gossip key fingerprint\x00"), key...))
 	return hex.EncodeToString(sum[:6])
 }
 
-func (d *Daemon) keyring() gossipKeyring {
-	st := d.snapshot()
+func (m *Members) keyring() gossipKeyring {
+	st := m.Snapshot()
 	return gossipKeyring{Epoch: st.GossipKeyEpoch, Keys: st.GossipKeys}
 }
 
 // adoptKeyring switches to k if it is newer than ours: saved first, then
 // used, with our previous key still accepted for keyringGrace.
-func (d *Daemon) adoptKeyring(k gossipKeyring) (bool, error) {
+func (m *Members) adoptKeyring(k gossipKeyring) (bool, error) {
 	if err := k.validate(); err != nil {
 		return false, err
 	}
 	var previous []byte
 	adopted := false
-	_, err := d.updateState(func(s *MachineState) error {
+	_, err := m.UpdateState(func(s *MachineState) error {
 		if !k.newer(gossipKeyring{Epoch: s.GossipKeyEpoch, Keys: s.GossipKeys}) {
 			return nil
 		}
@@ -95,45 +95,43 @@ func (d *Daemon) adoptKeyring(k gossipKeyring) (bool, error) {
 	if err != nil || !adopted {
 		return false, err
 	}
-	if err := d.gossip.SetKeys([][]byte{k.Keys[0], previous}); err != nil {
+	if err := m.parts.Gossip.SetKeys([][]byte{k.Keys[0], previous}); err != nil {
 		return false, fmt.Errorf("install gossip key of epoch %d: %w", k.Epoch, err)
 	}
-	d.log.Info("gossip key rotated", "epoch", k.Epoch, "key", keyFingerprint(k.Keys[0]))
+	m.log.Info("gossip key rotated", "epoch", k.Epoch, "key", KeyFingerprint(k.Keys[0]))
 	// A machine that was away during the rotation failed its joins with
 	// the old key and would otherwise wait for the rejoin timer.
-	d.rejoinKnown(d.ctx)
+	m.Rejoin(m.ctx)
 	newKey := k.Keys[0]
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
+	m.cfg.Go(func() {
 		select {
-		case <-time.After(keyringGrace):
-		case <-d.ctx.Done():
+		case <-time.After(m.grace):
+		case <-m.ctx.Done():
 			return
 		}
 		// Only if nothing newer came meanwhile: that one set its own keys.
-		if cur := d.keyring(); bytes.Equal(cur.Keys[0], newKey) {
-			if err := d.gossip.SetKeys([][]byte{newKey}); err != nil {
-				d.log.Warn("drop the previous gossip key", "err", err)
+		if cur := m.keyring(); bytes.Equal(cur.Keys[0], newKey) {
+			if err := m.parts.Gossip.SetKeys([][]byte{newKey}); err != nil {
+				m.log.Warn("drop the previous gossip key", "err", err)
 			}
 		}
-	}()
+	})
 	return true, nil
 }
 
 // rotateGossipKey makes a new keyring and pushes it to every known
 // machine; it returns the names of those that did not take it.
-func (d *Daemon) rotateGossipKey(ctx context.Context) (reached int, missed []string, err error) {
+func (m *Members) rotateGossipKey(ctx context.Context) (reached int, missed []string, err error) {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return 0, nil, err
 	}
-	cur := d.keyring()
+	cur := m.keyring()
 	k := gossipKeyring{Epoch: cur.Epoch + 1, Keys: [][]byte{key}}
 	if err := k.validate(); err != nil {
 		return 0, nil, err
 	}
-	machines, err := d.machines(ctx)
+	machines, err := m.MachineRecords(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -141,11 +139,11 @@ func (d *Daemon) rotateGossipKey(ctx context.Context) (reached int, missed []str
 	// the old one until the others have it: what this machine gossips
 	// meanwhile (the revocation that caused the rotation, first of all)
 	// must stay readable to machines the push has not reached yet.
-	if err := d.gossip.SetKeys([][]byte{cur.Keys[0], key}); err != nil {
+	if err := m.parts.Gossip.SetKeys([][]byte{cur.Keys[0], key}); err != nil {
 		return 0, nil, fmt.Errorf("accept the new gossip key: %w", err)
 	}
 	defer func() {
-		if _, aerr := d.adoptKeyring(k); aerr != nil && err == nil {
+		if _, aerr := m.adoptKeyring(k); aerr != nil && err == nil {
 			err = aerr
 		}
 	}()
@@ -153,19 +151,19 @@ func (d *Daemon) rotateGossipKey(ctx context.Context) (reached int, missed []str
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, m := range machines {
-		if m.ID == d.state.MachineID {
+	for _, mr := range machines {
+		if mr.ID == m.state.MachineID {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := d.machineAPI.PushKeyring(ctx, m.ID, api.GossipKeyring(k))
+			err := m.parts.Calls.PushKeyring(ctx, mr.ID, api.GossipKeyring(k))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				d.log.Info("gossip key not pushed; the machine pulls it when reachable", "machine", m.Name, "err", err)
-				missed = append(missed, m.Name)
+				m.log.Info("gossip key not pushed; the machine pulls it when reachable", "machine", mr.Name, "err", err)
+				missed = append(missed, mr.Name)
 				return
 			}
 			reached++
@@ -175,33 +173,35 @@ func (d *Daemon) rotateGossipKey(ctx context.Context) (reached int, missed []str
 	return reached, missed, nil
 }
 
-func (d *Daemon) handleGetKeyring(w http.ResponseWriter, r *http.Request) {
+// HandleGetKeyring answers GET api.MachinePathKeyring: this machine's keyring.
+func (m *Members) HandleGetKeyring(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(d.keyring())
+	json.NewEncoder(w).Encode(m.keyring())
 }
 
-func (d *Daemon) handlePushKeyring(w http.ResponseWriter, r *http.Request) {
+// HandlePushKeyring answers POST api.MachinePathKeyring: adopt the keyring
+// if it is newer.
+func (m *Members) HandlePushKeyring(w http.ResponseWriter, r *http.Request) {
 	var k gossipKeyring
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&k); err != nil {
 		http.Error(w, "malformed keyring: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if _, err := d.adoptKeyring(k); err != nil {
+	if _, err := m.adoptKeyring(k); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// pullKeyrings is how a machine that was down or partitioned during a
+// PullKeyrings is how a machine that was down or partitioned during a
 // rotation catches up: its gossip cannot carry the news, it no longer has
 // the key. Right after start it asks every known machine at once, every
 // keyringStartupRetry, until a majority of them have answered: one other
 // machine that is just as stale (restarted too, or removed without this
 // one knowing yet) must not convince it that its key is current. Then it
 // asks one random machine every keyringPullInterval.
-func (d *Daemon) pullKeyrings(ctx context.Context) {
-	defer d.wg.Done()
+func (m *Members) PullKeyrings(ctx context.Context) {
 	answered := map[string]bool{}
 	for wait := time.Duration(0); ; {
 		select {
@@ -209,37 +209,27 @@ func (d *Daemon) pullKeyrings(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		others := d.otherKnownMachines(ctx)
+		others := m.otherKnown(ctx)
 		settled := func() bool { return len(others) > 0 && len(answered) > len(others)/2 }
 		switch {
 		case len(others) == 0:
 		case !settled():
-			for _, id := range d.pullKeyringsFrom(ctx, others) {
+			for _, id := range m.pullKeyringsFrom(ctx, others) {
 				answered[id] = true
 			}
 		default:
-			d.pullKeyringsFrom(ctx, []string{others[mrand.N(len(others))]})
+			m.pullKeyringsFrom(ctx, []string{others[mrand.N(len(others))]})
 		}
-		wait = keyringStartupRetry
+		wait = m.pullStartupRetry
 		if settled() {
-			wait = keyringPullInterval/2 + mrand.N(keyringPullInterval)
+			wait = m.pullInterval/2 + mrand.N(m.pullInterval)
 		}
 	}
-}
-
-func (d *Daemon) otherKnownMachines(ctx context.Context) []string {
-	var others []string
-	for _, m := range d.knownMachines(ctx) {
-		if m.ID != d.state.MachineID {
-			others = append(others, m.ID)
-		}
-	}
-	return others
 }
 
 // pullKeyringsFrom asks the machines at once, adopts the newest keyring
 // heard (if newer than ours) and returns who answered.
-func (d *Daemon) pullKeyringsFrom(ctx context.Context, ids []string) []string {
+func (m *Members) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 	type answer struct {
 		id string
 		k  gossipKeyring
@@ -250,7 +240,7 @@ func (d *Daemon) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 		wg.Go(func() {
 			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			if k, err := d.machineAPI.Keyring(callCtx, id); err == nil {
+			if k, err := m.parts.Calls.Keyring(callCtx, id); err == nil {
 				answers <- answer{id, gossipKeyring(k)} // unreachable ones are asked next round
 			}
 		})
@@ -262,7 +252,7 @@ func (d *Daemon) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 	for a := range answers {
 		who = append(who, a.id)
 		if err := a.k.validate(); err != nil {
-			d.log.Warn("keyring from another machine refused", "machine", a.id, "err", err)
+			m.log.Warn("keyring from another machine refused", "machine", a.id, "err", err)
 			continue
 		}
 		if newest == nil || a.k.newer(newest.k) {
@@ -270,8 +260,8 @@ func (d *Daemon) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 		}
 	}
 	if newest != nil {
-		if _, err := d.adoptKeyring(newest.k); err != nil {
-			d.log.Warn("keyring from another machine refused", "machine", newest.id, "err", err)
+		if _, err := m.adoptKeyring(newest.k); err != nil {
+			m.log.Warn("keyring from another machine refused", "machine", newest.id, "err", err)
 		}
 	}
 	return who

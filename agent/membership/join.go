@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"context"
@@ -40,47 +40,25 @@ type joinResponse struct {
 	Members        []TokenMember   `json:"members"`
 }
 
-// startJoinServer serves the join call on the mesh address. Only packets
-// from the join range reach it that way (tun's join filter lets them reach
-// nothing else), and it answers only them.
-func (d *Daemon) startJoinServer(ctx context.Context) error {
-	addr := net.JoinHostPort(d.state.MeshAddress().String(), strconv.Itoa(tun.DefaultJoinPort))
-	ln, err := d.dev.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for joins on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+api.JoinPath, d.handleJoin)
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	d.goServe("join server", func() error {
-		go func() { <-ctx.Done(); srv.Close() }()
-		return srv.Serve(ln)
-	})
-	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
-	return nil
-}
-
 func joinError(w http.ResponseWriter, code int, format string, args ...any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)})
 }
 
-func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
+// HandleJoin is the join call (POST api.JoinPath) on the mesh address.
+// Only packets from the join range reach it (tun's join filter lets them
+// reach nothing else), and it answers only them.
+func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
+	now := m.now()
 	src, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil || !meshaddr.Join().Contains(src.Addr()) {
 		joinError(w, http.StatusForbidden, "joins come only through a token's temporary peer")
 		return
 	}
-	tok, ok := d.tokens.bySlot(int(src.Addr().As4()[3]))
+	tok, ok := m.tokens.bySlot(int(src.Addr().As4()[3]))
 	if !ok {
-		joinError(w, http.StatusForbidden, "this token is not outstanding on %s", d.snapshot().Name)
+		joinError(w, http.StatusForbidden, "this token is not outstanding on %s", m.Snapshot().Name)
 		return
 	}
 	if err := tok.usable(now); err != nil {
@@ -94,25 +72,25 @@ func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 		joinError(w, http.StatusBadRequest, "malformed join request: %v", err)
 		return
 	}
-	if status, err := d.checkJoinRequest(r.Context(), req); err != nil {
+	if status, err := m.checkJoinRequest(r.Context(), req); err != nil {
 		joinError(w, status, "%v", err)
 		return
 	}
-	subnet, err := d.reserveSubnet(r.Context(), req.MachineID)
+	subnet, err := m.reserveSubnet(r.Context(), req.MachineID)
 	if err != nil {
 		joinError(w, http.StatusServiceUnavailable, "reserve a subnet: %v", err)
 		return
 	}
 	pending := PendingJoin{
 		Seed: Seed{Name: req.Name, MachineID: req.MachineID, IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey,
-			Address: subnet.MachineAddr(), Subnet: subnet.Prefix(), Endpoints: parseEndpoints(req.Endpoints)},
+			Address: subnet.MachineAddr(), Subnet: subnet.Prefix(), Endpoints: ParseEndpoints(req.Endpoints)},
 		Until: now.Add(time.Hour),
 	}
-	if err := d.tokens.spend(tok.ID, pending, now); err != nil {
+	if err := m.tokens.spend(tok.ID, pending, now); err != nil {
 		joinError(w, http.StatusForbidden, "%v", err)
 		return
 	}
-	members, err := d.tokenMembers(r.Context(), -1)
+	members, err := m.tokenMembers(r.Context(), -1)
 	if err != nil {
 		joinError(w, http.StatusInternalServerError, "list members: %v", err)
 		return
@@ -123,24 +101,24 @@ func (d *Daemon) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if eps := pending.Endpoints; len(eps) > 0 {
 		newPeer.Endpoint = eps[0]
 	}
-	if err := d.dev.SetPeer(newPeer); err != nil {
-		d.log.Warn("new machine not added as a peer yet", "name", req.Name, "err", err)
+	if err := m.parts.Device.SetPeer(newPeer); err != nil {
+		m.log.Warn("new machine not added as a peer yet", "name", req.Name, "err", err)
 	}
-	st := d.snapshot()
+	st := m.Snapshot()
 	resp := joinResponse{NetworkID: st.NetworkID, Subnet: subnet, GossipKeys: st.GossipKeys, GossipKeyEpoch: st.GossipKeyEpoch, Members: members}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
-	d.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
+	m.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
 	// Now: the new machine must be known to the machine API at once. The
 	// temporary peer stays for spentGrace and goes at the poke after it.
-	d.pokePeers()
-	time.AfterFunc(spentGrace+time.Second, d.pokePeers)
+	m.cfg.PokePeers()
+	time.AfterFunc(spentGrace+time.Second, m.cfg.PokePeers)
 }
 
 // checkJoinRequest refuses anything that would clash with the network.
-func (d *Daemon) checkJoinRequest(ctx context.Context, req joinRequest) (int, error) {
-	if req.NetworkID != d.state.NetworkID {
-		return http.StatusBadRequest, fmt.Errorf("the token is for network %s, this machine is in %s", req.NetworkID, d.state.NetworkID)
+func (m *Members) checkJoinRequest(ctx context.Context, req joinRequest) (int, error) {
+	if req.NetworkID != m.state.NetworkID {
+		return http.StatusBadRequest, fmt.Errorf("the token is for network %s, this machine is in %s", req.NetworkID, m.state.NetworkID)
 	}
 	if err := ValidateName(req.Name); err != nil {
 		return http.StatusBadRequest, err
@@ -151,19 +129,19 @@ func (d *Daemon) checkJoinRequest(ctx context.Context, req joinRequest) (int, er
 	if _, err := api.DecodeKey(req.IdentityKey); err != nil {
 		return http.StatusBadRequest, err
 	}
-	machines, err := d.machines(ctx)
+	machines, err := m.MachineRecords(ctx)
 	if err != nil {
 		return http.StatusInternalServerError, err
 	}
-	for _, m := range machines {
+	for _, mr := range machines {
 		switch {
-		case m.Name == req.Name:
+		case mr.Name == req.Name:
 			return http.StatusConflict, fmt.Errorf("machine name %q is taken; choose another with --name", req.Name)
-		case m.ID == req.MachineID || m.WireGuardKey == req.WireGuardKey.String() || m.IdentityKey == req.IdentityKey:
+		case mr.ID == req.MachineID || mr.WireGuardKey == req.WireGuardKey.String() || mr.IdentityKey == req.IdentityKey:
 			return http.StatusConflict, errors.New("a machine with this id or key is already in the network")
 		}
 	}
-	_, pending := d.tokens.peers(time.Now())
+	_, pending := m.tokens.peers(m.now())
 	for _, p := range pending {
 		if p.Name == req.Name {
 			return http.StatusConflict, fmt.Errorf("machine name %q was just given to another joining machine; choose another with --name", req.Name)
@@ -174,28 +152,28 @@ func (d *Daemon) checkJoinRequest(ctx context.Context, req joinRequest) (int, er
 
 // tokenMembers lists this machine first, then up to limit others (all
 // with limit < 0), with the endpoints they published.
-func (d *Daemon) tokenMembers(ctx context.Context, limit int) ([]TokenMember, error) {
-	self := TokenMember{Name: d.snapshot().Name, MachineID: d.state.MachineID, IdentityKey: api.EncodeKey(d.identity.PublicKey()),
-		WireGuardKey: d.state.WireGuardKey.PublicKey(), Subnet: d.state.Subnet, Endpoints: d.candidateEndpoints()}
+func (m *Members) tokenMembers(ctx context.Context, limit int) ([]TokenMember, error) {
+	self := TokenMember{Name: m.Snapshot().Name, MachineID: m.state.MachineID, IdentityKey: api.EncodeKey(m.cfg.Identity.PublicKey()),
+		WireGuardKey: m.state.WireGuardKey.PublicKey(), Subnet: m.state.Subnet, Endpoints: m.cfg.Endpoints()}
 	out := []TokenMember{self}
-	machines, err := d.machines(ctx)
+	machines, err := m.MachineRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range machines {
+	for _, mr := range machines {
 		if limit >= 0 && len(out) > limit {
 			break
 		}
-		if m.ID == d.state.MachineID {
+		if mr.ID == m.state.MachineID {
 			continue
 		}
-		key, err := tun.ParseKey(m.WireGuardKey)
-		n, nerr := meshaddr.ParseSubnet(m.Subnet)
+		key, err := tun.ParseKey(mr.WireGuardKey)
+		n, nerr := meshaddr.ParseSubnet(mr.Subnet)
 		if err != nil || nerr != nil {
 			continue
 		}
-		out = append(out, TokenMember{Name: m.Name, MachineID: m.ID, IdentityKey: m.IdentityKey, WireGuardKey: key,
-			Subnet: n, Endpoints: parseEndpoints(m.Endpoints)})
+		out = append(out, TokenMember{Name: mr.Name, MachineID: mr.ID, IdentityKey: mr.IdentityKey, WireGuardKey: key,
+			Subnet: n, Endpoints: ParseEndpoints(mr.Endpoints)})
 	}
 	return out, nil
 }
@@ -291,7 +269,7 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 	req := joinRequest{
 		NetworkID: tok.NetworkID, MachineID: st.MachineID, Name: st.Name,
 		WireGuardKey: st.WireGuardKey.PublicKey(), IdentityKey: api.EncodeKey(identity.PublicKey()),
-		Endpoints: endpointStrings(candidateEndpoints(st.PublicIP, st.ListenPort)),
+		Endpoints: EndpointStrings(CandidateEndpoints(st.PublicIP, st.ListenPort)),
 	}
 	target := net.JoinHostPort(issuer.Subnet.MachineAddr().String(), strconv.Itoa(tun.DefaultJoinPort))
 	client := &http.Client{Transport: &http.Transport{DialContext: dev.DialContext, DisableKeepAlives: true}}

@@ -1,4 +1,4 @@
-package agent
+package membership
 
 import (
 	"context"
@@ -18,27 +18,27 @@ import (
 // KnownRoles are the roles a machine can take besides running containers.
 var knownRoles = []string{"ingress"}
 
-// UpdateMachine implements api.Backend: rename a machine or change its
+// UpdateMachine implements api.Backend's: rename a machine or change its
 // roles. A machine record is written by its machine alone (two writers
 // would race in the CRDT), so for another machine the change is a call to
 // that machine, which must be reachable.
-func (d *Daemon) UpdateMachine(ctx context.Context, nameOrID string, u api.MachineUpdate) (api.MachineInfo, error) {
+func (m *Members) UpdateMachine(ctx context.Context, nameOrID string, u api.MachineUpdate) (api.MachineInfo, error) {
 	if err := checkUpdate(u); err != nil {
 		return api.MachineInfo{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
-	target, err := d.findMachine(ctx, nameOrID)
+	target, err := m.findMachine(ctx, nameOrID)
 	if err != nil {
 		return api.MachineInfo{}, err
 	}
-	if target.ID == d.state.MachineID {
-		rec, err := d.updateSelf(ctx, u)
+	if target.ID == m.state.MachineID {
+		rec, err := m.updateSelf(ctx, u)
 		if err != nil {
 			return api.MachineInfo{}, err
 		}
 		return machineInfoOf(rec), nil
 	}
 	var rec record.Machine
-	if err := d.machineAPI.UpdateSelf(ctx, target.ID, u, &rec); err != nil {
+	if err := m.parts.Calls.UpdateSelf(ctx, target.ID, u, &rec); err != nil {
 		var re *api.StatusError
 		if errors.As(err, &re) && re.Status == http.StatusConflict {
 			return api.MachineInfo{}, fmt.Errorf("%w: %s", api.ErrConflict, re.Message)
@@ -77,14 +77,14 @@ func checkUpdate(u api.MachineUpdate) error {
 }
 
 // findMachine finds a non-revoked machine by name or ID.
-func (d *Daemon) findMachine(ctx context.Context, nameOrID string) (*record.Machine, error) {
-	machines, err := d.machines(ctx)
+func (m *Members) findMachine(ctx context.Context, nameOrID string) (*record.Machine, error) {
+	machines, err := m.MachineRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range machines {
-		if m.Name == nameOrID || m.ID == nameOrID {
-			return m, nil
+	for _, mr := range machines {
+		if mr.Name == nameOrID || mr.ID == nameOrID {
+			return mr, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: no machine named %q (see 'uncloud machine ls')", api.ErrNotFound, nameOrID)
@@ -92,23 +92,23 @@ func (d *Daemon) findMachine(ctx context.Context, nameOrID string) (*record.Mach
 
 // updateSelf applies a change to this machine: saved in machine.json,
 // then published in its record.
-func (d *Daemon) updateSelf(ctx context.Context, u api.MachineUpdate) (*record.Machine, error) {
+func (m *Members) updateSelf(ctx context.Context, u api.MachineUpdate) (*record.Machine, error) {
 	if err := checkUpdate(u); err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
 	if u.Name != "" {
-		machines, err := d.machines(ctx)
+		machines, err := m.MachineRecords(ctx)
 		if err != nil {
 			return nil, err
 		}
-		for _, m := range machines {
-			if m.Name == u.Name && m.ID != d.state.MachineID {
-				return nil, fmt.Errorf("%w: machine name %q is taken by %s", api.ErrConflict, u.Name, m.ID)
+		for _, mr := range machines {
+			if mr.Name == u.Name && mr.ID != m.state.MachineID {
+				return nil, fmt.Errorf("%w: machine name %q is taken by %s", api.ErrConflict, u.Name, mr.ID)
 			}
 		}
 	}
-	old := d.snapshot()
-	st, err := d.updateState(func(s *MachineState) error {
+	old := m.Snapshot()
+	st, err := m.UpdateState(func(s *MachineState) error {
 		if u.Name != "" {
 			s.Name = u.Name
 		}
@@ -124,25 +124,26 @@ func (d *Daemon) updateSelf(ctx context.Context, u api.MachineUpdate) (*record.M
 	if err != nil {
 		return nil, err
 	}
-	if err := d.publishMachine(ctx); err != nil {
+	if err := m.Publish(ctx); err != nil {
 		return nil, err
 	}
-	d.log.Info("machine updated", "name", st.Name, "was", old.Name, "roles", st.Roles)
-	rec, err := d.store.Get(ctx, record.MachinesPrefix+d.state.MachineID)
+	m.log.Info("machine updated", "name", st.Name, "was", old.Name, "roles", st.Roles)
+	rec, err := m.parts.Records.Get(ctx, record.MachinesPrefix+m.state.MachineID)
 	if err != nil {
 		return nil, fmt.Errorf("read back own record: %w", err)
 	}
 	return rec.(*record.Machine), nil
 }
 
-// handleUpdateSelf is the machine API side of UpdateMachine.
-func (d *Daemon) handleUpdateSelf(w http.ResponseWriter, r *http.Request) {
+// HandleUpdateSelf is the machine API side of UpdateMachine
+// (POST api.MachinePathSelf).
+func (m *Members) HandleUpdateSelf(w http.ResponseWriter, r *http.Request) {
 	var u api.MachineUpdate
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&u); err != nil {
 		http.Error(w, "malformed update: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	rec, err := d.updateSelf(r.Context(), u)
+	rec, err := m.updateSelf(r.Context(), u)
 	switch {
 	case errors.Is(err, api.ErrBadRequest):
 		http.Error(w, err.Error(), http.StatusBadRequest)

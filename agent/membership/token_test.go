@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -152,27 +151,5 @@ func TestTokenBookSlotsUsesAndRevocation(t *testing.T) {
 	}
 	if len(again.list()) != 0 || len(again.Pending) != 0 {
 		t.Fatalf("after prune: %+v", again.list())
-	}
-}
-
-func TestPromiseBook(t *testing.T) {
-	dir := t.TempDir()
-	b, _ := loadPromiseBook(dir)
-	owners := map[meshaddr.Subnet]string{1: "m1"}
-	if err := b.promise(1, "m9", owners); err == nil {
-		t.Fatal("promised a subnet that a machine record owns")
-	}
-	if err := b.promise(2, "m2", owners); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.promise(2, "m2", owners); err != nil {
-		t.Fatalf("repeating the same promise: %v", err)
-	}
-	if err := b.promise(2, "m3", owners); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
-		t.Fatalf("second machine got subnet 2: %v", err)
-	}
-	reloaded, _ := loadPromiseBook(dir)
-	if err := reloaded.promise(2, "m3", owners); err == nil {
-		t.Fatal("a promise did not survive a restart")
 	}
 }

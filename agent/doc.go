@@ -2,5 +2,7 @@
 // the mesh device, gossip, the replicated state, the runtime, the
 // resolver and the ingress, wires them to each other, and serves the
 // local and machine APIs. What each part does lives in that part's
-// package; the static mode (a mesh from a file, no state) is agent/static.
+// package; membership (who is in the network, joins, tokens, the gossip
+// keyring) is agent/membership; the static mode (a mesh from a file, no
+// state) is agent/static.
 package agent

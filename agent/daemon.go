@@ -72,16 +72,17 @@ type Daemon struct {
 	storeUp       atomic.Bool // d.store is set (it is read by callbacks the store runs while opening)
 	nat           *natLayer   // NAT traversal; nil until started
 	ingress       *ingressRunner
-	containers    *containerPart // Docker, see containers.go
-	// Orchestrator serves the container commands (api.ContainerBackend,
-	// DeployBackend, ImageBackend) for the local API; see orchestration.go.
-	*orchestrate.Orchestrator
-	dns atomic.Pointer[dnsService] // the resolver, once started (dns.go)
+	containers    *containerPart             // Docker, see containers.go
+	dns           atomic.Pointer[dnsService] // the resolver, once started (dns.go)
 
 	ctx    context.Context // the daemon's lifetime, for work started by calls
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	life   lifecycle // what Close stops, and in which order
+
+	// Orchestrator serves the container commands (api.ContainerBackend,
+	// DeployBackend, ImageBackend) for the local API; see orchestration.go.
+	*orchestrate.Orchestrator
 }
 
 // StartDaemon brings everything up from the data dir. It returns once

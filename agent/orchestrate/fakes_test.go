@@ -88,11 +88,12 @@ type fakeEngine struct {
 	// (by name); running and healthy when absent.
 	started map[string][2]string
 	live    map[string]*record.Container // by container ID
+	lacks   map[string]bool              // machines without any image
 }
 
 func newEngine(store Records) *fakeEngine {
 	return &fakeEngine{store: store, fail: map[string]error{}, started: map[string][2]string{},
-		live: map[string]*record.Container{}}
+		live: map[string]*record.Container{}, lacks: map[string]bool{}}
 }
 
 func (e *fakeEngine) record(op string, m Machine, id, action string) error {
@@ -219,6 +220,11 @@ func (e *fakeEngine) Logs(_ context.Context, m Machine, id string, _ runtime.Log
 func (e *fakeEngine) ImageID(_ context.Context, m Machine, ref string) (string, error) {
 	if err := e.record("imageid", m, ref, ""); err != nil {
 		return "", err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lacks[m.Name] {
+		return "", fmt.Errorf("%w: %q is not in Docker on %s", runtime.ErrImageNotFound, ref, m.Name)
 	}
 	return "sha256:" + ref, nil
 }

@@ -330,6 +330,31 @@ func TestPushImage(t *testing.T) {
 	if len(got) != 2 || got["m2"].Status != "present" || got["m3"].Status != "present" {
 		t.Errorf("push: %+v", got)
 	}
+	// m2 lacks it and gets it; m3 lacks it and cannot load it; m5 is down.
+	r.engine.lacks["m2"], r.engine.lacks["m3"] = true, true
+	r.engine.setFail("load m3", errors.New("machine m3: load refused"))
+	got = map[string]api.PushProgress{}
+	err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1", Machines: []string{"m2", "m3", "m5"}}, func(p api.PushProgress) error {
+		if p.Status != "sending" {
+			got[p.Machine] = p
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got["m2"]; p.Status != "loaded" || p.Bytes != int64(len("tarball of app:1")) {
+		t.Errorf("m2: %+v", p)
+	}
+	if p := got["m3"]; p.Status != "failed" || p.Error != "machine m3: load refused" {
+		t.Errorf("m3: %+v", p)
+	}
+	if p := got["m5"]; p.Status != "failed" || !strings.Contains(p.Error, "machine m5 is down or unreachable") {
+		t.Errorf("m5: %+v", p)
+	}
+	if saves := r.engine.ops("save"); len(saves) != 2 || saves[0] != "save m1 app:1" {
+		t.Errorf("saves %v, want two on m1 (one per machine that lacks the image)", saves)
+	}
 	r.engine.setFail("imageid m1", fmt.Errorf("%w: \"app:2\" is not in Docker on m1", runtime.ErrImageNotFound))
 	err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:2", Machines: []string{"m5"}}, func(api.PushProgress) error { return nil })
 	if !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "is not in Docker on m1") {

@@ -45,6 +45,7 @@ var errNetstack = errors.New("the mesh runs in userspace (netstack mode) here, s
 func (d *Daemon) startContainers(ctx context.Context) {
 	p := &containerPart{why: errors.New("not connected yet")}
 	d.containers = p
+	d.Orchestrator = d.newOrchestrator()
 	if d.dev.Mode() == tun.ModeNetstack {
 		p.set(false, errNetstack)
 		return
@@ -115,42 +116,6 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, struct{}{})
 	})
-}
-
-// ready keeps the targets that can run containers now (Docker answers,
-// kernel mode), asking them all at once; notReady says why the others
-// cannot.
-func (d *Daemon) ready(ctx context.Context, ts []target) (ready []target, notReady []string) {
-	ok := make([]error, len(ts))
-	var wg sync.WaitGroup
-	for i, t := range ts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if t.State == "self" {
-				_, ok[i] = d.localRuntime()
-				return
-			}
-			if !t.reachable() {
-				ok[i] = t.unreachableErr()
-				return
-			}
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			if err := d.machineAPI.RuntimeReady(cctx, t.ID); err != nil {
-				ok[i] = d.remoteCallErr(t, err)
-			}
-		}()
-	}
-	wg.Wait()
-	for i, t := range ts {
-		if ok[i] == nil {
-			ready = append(ready, t)
-		} else {
-			notReady = append(notReady, ok[i].Error())
-		}
-	}
-	return ready, notReady
 }
 
 // runtimeStatus maps runtime errors to machine API answers.
@@ -294,120 +259,3 @@ func (d *Daemon) handleContainerLogs(w http.ResponseWriter, r *http.Request) {
 		writeRuntimeError(w, err)
 	}
 }
-
-// target is a machine containers are placed on or acted upon.
-type target struct {
-	ID, Name string
-	State    string // self, alive, down
-	Mode     string // kernel, netstack, or "" when unknown
-}
-
-func (t target) reachable() bool { return t.State == "self" || t.State == "alive" }
-
-// unreachableErr is what a call to a machine that gossip sees down gets,
-// at once instead of after a connection timeout.
-func (t target) unreachableErr() error {
-	return fmt.Errorf("%w: machine %s is down or unreachable from this machine", api.ErrUnavailable, t.Name)
-}
-
-func (d *Daemon) remoteCallErr(t target, err error) error {
-	var re *api.StatusError
-	if errors.As(err, &re) {
-		return errors.New(re.Error()) // the other side's words, as if said here
-	}
-	return fmt.Errorf("%w: machine %s: %v", api.ErrUnavailable, t.Name, err)
-}
-
-// create makes a container on t.
-func (d *Daemon) create(ctx context.Context, t target, spec runtime.ContainerSpec) (*record.Container, error) {
-	if t.State == "self" {
-		return d.createLocal(ctx, spec)
-	}
-	if !t.reachable() {
-		return nil, t.unreachableErr()
-	}
-	var c record.Container
-	if err := d.machineAPI.CreateContainer(ctx, t.ID, spec, &c); err != nil {
-		return nil, d.remoteCallErr(t, err)
-	}
-	return &c, nil
-}
-
-// act stops, starts or removes a container on t.
-func (d *Daemon) act(ctx context.Context, t target, id, action string) error {
-	if t.State == "self" {
-		return d.actLocal(ctx, id, action)
-	}
-	if !t.reachable() {
-		return t.unreachableErr()
-	}
-	if err := d.machineAPI.ContainerAction(ctx, t.ID, id, action); err != nil {
-		return d.remoteCallErr(t, err)
-	}
-	return nil
-}
-
-// inspect reads a container's state on t, from Docker there.
-func (d *Daemon) inspect(ctx context.Context, t target, id string) (*record.Container, error) {
-	if t.State == "self" {
-		rt, err := d.localRuntime()
-		if err != nil {
-			return nil, err
-		}
-		c, err := rt.Inspect(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		return containerRecord(d.state.MachineID, c), nil
-	}
-	if !t.reachable() {
-		return nil, t.unreachableErr()
-	}
-	var c record.Container
-	if err := d.machineAPI.InspectContainer(ctx, t.ID, id, &c); err != nil {
-		return nil, d.remoteCallErr(t, err)
-	}
-	return &c, nil
-}
-
-// exec runs a command in a container on t.
-func (d *Daemon) exec(ctx context.Context, t target, id string, cmd []string) (runtime.ExecResult, error) {
-	if t.State == "self" {
-		rt, err := d.localRuntime()
-		if err != nil {
-			return runtime.ExecResult{}, err
-		}
-		return rt.Exec(ctx, id, cmd)
-	}
-	if !t.reachable() {
-		return runtime.ExecResult{}, t.unreachableErr()
-	}
-	res, err := d.machineAPI.ExecContainer(ctx, t.ID, id, cmd)
-	if err != nil {
-		return runtime.ExecResult(res), d.remoteCallErr(t, err)
-	}
-	return runtime.ExecResult(res), nil
-}
-
-// logs reads a container's log lines on t (each starting with Docker's
-// timestamp).
-func (d *Daemon) logs(ctx context.Context, t target, id string, o runtime.LogOptions, line func(string) error) error {
-	if t.State == "self" {
-		rt, err := d.localRuntime()
-		if err != nil {
-			return err
-		}
-		return rt.Logs(ctx, id, o, line)
-	}
-	if !t.reachable() {
-		return t.unreachableErr()
-	}
-	err := d.machineAPI.ContainerLogs(ctx, t.ID, id, api.LogsRequest{Follow: o.Follow, Since: o.Since, Tail: o.Tail}, line)
-	var ce *api.CallError
-	if errors.As(err, &ce) {
-		return d.remoteCallErr(t, err)
-	}
-	return err // line's own, or nil
-}
-
-var _ api.ContainerBackend = (*Daemon)(nil)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/agent/membership"
+	"github.com/uncloud-mesh/uncloud/agent/orchestrate"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"
@@ -69,6 +70,10 @@ type Daemon struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	life   lifecycle // what Close stops, and in which order
+
+	// Orchestrator serves the container commands (api.ContainerBackend,
+	// DeployBackend, ImageBackend) for the local API; see orchestration.go.
+	*orchestrate.Orchestrator
 }
 
 // StartDaemon brings everything up from the data dir. It returns once

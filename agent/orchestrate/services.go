@@ -1,4 +1,4 @@
-package agent
+package orchestrate
 
 import (
 	"context"
@@ -16,47 +16,20 @@ import (
 	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
-// Services: the agent that gets a command places containers and calls
+// Services: the machine that gets a command places containers and calls
 // each target machine directly; every machine records its own containers.
 
 const callTimeout = 2 * time.Minute
 
-// targets are the machines of the network with what gossip says of them.
-func (d *Daemon) targets(ctx context.Context) ([]target, error) {
-	machines, err := d.machines(ctx)
-	if err != nil {
-		return nil, err
-	}
-	alive := map[string]gossipMeta{}
-	for _, m := range d.gossip.Members() {
-		var meta gossipMeta
-		json.Unmarshal(m.Meta, &meta)
-		alive[m.Name] = meta
-	}
-	out := make([]target, 0, len(machines))
-	for _, m := range machines {
-		t := target{ID: m.ID, Name: m.Name, State: "down"}
-		if meta, ok := alive[m.ID]; ok {
-			t.State, t.Mode = "alive", meta.Mode
-		}
-		if m.ID == d.state.MachineID {
-			t.State, t.Mode = "self", string(d.dev.Mode())
-		}
-		out = append(out, t)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
 // placeTargets are the machines new containers go to: the named ones
 // (which then say themselves why they cannot), or every live machine
 // that can run containers now.
-func (d *Daemon) placeTargets(ctx context.Context, all []target, names []string) ([]target, error) {
+func (o *Orchestrator) placeTargets(ctx context.Context, all []Machine, names []string) ([]Machine, error) {
 	ts, err := pickTargets(all, names)
 	if err != nil || len(names) > 0 {
 		return ts, err
 	}
-	ready, why := d.ready(ctx, ts)
+	ready, why := o.ready(ctx, ts)
 	if len(ready) == 0 {
 		return nil, fmt.Errorf("%w: no machine can run containers now: %s", api.ErrUnavailable, strings.Join(why, "; "))
 	}
@@ -65,11 +38,11 @@ func (d *Daemon) placeTargets(ctx context.Context, all []target, names []string)
 
 // pickTargets resolves -m names, or takes every live machine that can run
 // containers (not netstack).
-func pickTargets(all []target, names []string) ([]target, error) {
+func pickTargets(all []Machine, names []string) ([]Machine, error) {
 	if len(names) == 0 {
-		var out []target
+		var out []Machine
 		for _, t := range all {
-			if t.reachable() && t.Mode != "netstack" {
+			if t.Reachable() && t.Mode != "netstack" {
 				out = append(out, t)
 			}
 		}
@@ -78,10 +51,10 @@ func pickTargets(all []target, names []string) ([]target, error) {
 		}
 		return out, nil
 	}
-	var out []target
+	var out []Machine
 	seen := map[string]bool{}
 	for _, n := range names {
-		var found *target
+		var found *Machine
 		for i := range all {
 			if all[i].Name == n || all[i].ID == n {
 				found = &all[i]
@@ -128,8 +101,8 @@ func serviceNameFromImage(image string) string {
 }
 
 // serviceContainers are the container records of a service, on every machine.
-func (d *Daemon) serviceContainers(ctx context.Context, service string) ([]*record.Container, error) {
-	recs, err := d.store.List(ctx, record.ContainersPrefix)
+func (o *Orchestrator) serviceContainers(ctx context.Context, service string) ([]*record.Container, error) {
+	recs, err := o.store.List(ctx, record.ContainersPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
@@ -142,8 +115,8 @@ func (d *Daemon) serviceContainers(ctx context.Context, service string) ([]*reco
 	return out, nil
 }
 
-func (d *Daemon) service(ctx context.Context, name string) (*record.Service, error) {
-	r, err := d.store.Get(ctx, record.ServicesPrefix+name)
+func (o *Orchestrator) service(ctx context.Context, name string) (*record.Service, error) {
+	r, err := o.store.Get(ctx, record.ServicesPrefix+name)
 	if errors.Is(err, crdt.ErrNotFound) {
 		return nil, fmt.Errorf("%w: no service %q (see 'uncloud ls')", api.ErrNotFound, name)
 	}
@@ -158,7 +131,7 @@ func (d *Daemon) service(ctx context.Context, name string) (*record.Service, err
 }
 
 // RunService implements api.ContainerBackend.
-func (d *Daemon) RunService(ctx context.Context, req api.RunRequest, progress func(api.ContainerResult)) (api.ServiceResult, error) {
+func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progress func(api.ContainerResult)) (api.ServiceResult, error) {
 	if req.Name == "" {
 		req.Name = serviceNameFromImage(req.Image)
 	}
@@ -179,27 +152,27 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest, progress fu
 	if err := spec.Validate(); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
-	if _, err := d.service(ctx, req.Name); err == nil {
+	if _, err := o.service(ctx, req.Name); err == nil {
 		return api.ServiceResult{}, fmt.Errorf("%w: service %q exists: change its size with 'uncloud scale %s N' or remove it with 'uncloud rm %s'",
 			api.ErrConflict, req.Name, req.Name, req.Name)
 	}
-	if cs, err := d.serviceContainers(ctx, req.Name); err == nil && len(cs) > 0 {
+	if cs, err := o.serviceContainers(ctx, req.Name); err == nil && len(cs) > 0 {
 		return api.ServiceResult{}, fmt.Errorf("%w: service %q still has %d containers (e.g. %s): remove them with 'uncloud rm %s'",
 			api.ErrConflict, req.Name, len(cs), cs[0].Name, req.Name)
 	}
-	all, err := d.targets(ctx)
+	all, err := o.fleet.Machines(ctx)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
-	targets, err := d.placeTargets(ctx, all, req.Machines)
+	targets, err := o.placeTargets(ctx, all, req.Machines)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
-	var placed []target
+	var placed []Machine
 	if req.Mode == "global" {
 		placed = targets
 	} else {
-		byID := map[string]target{}
+		byID := map[string]Machine{}
 		var ids []string
 		for _, t := range targets {
 			byID[t.ID] = t
@@ -211,14 +184,14 @@ func (d *Daemon) RunService(ctx context.Context, req api.RunRequest, progress fu
 	}
 	specJSON, _ := json.Marshal(spec)
 	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON}
-	if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
+	if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
 	}
-	res := d.createMany(ctx, spec, placed, progress)
+	res := o.createMany(ctx, spec, placed, progress)
 	if len(res.Containers) > 0 && res.Failed() == len(res.Containers) {
 		// Nothing runs: leave no service behind, so the command can be retried as is.
-		if err := d.store.Delete(ctx, svc.Key()); err != nil {
-			d.log.Warn("service record of a failed run not deleted", "service", svc.Name, "err", err)
+		if err := o.store.Delete(ctx, svc.Key()); err != nil {
+			o.log.Warn("service record of a failed run not deleted", "service", svc.Name, "err", err)
 		}
 	}
 	return res, nil
@@ -231,7 +204,7 @@ const perMachine = 4
 // createMany creates one container per target, in parallel.
 // progress, when not nil, gets each result as soon as it is known, one
 // call at a time.
-func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, placed []target, progress func(api.ContainerResult)) api.ServiceResult {
+func (o *Orchestrator) createMany(ctx context.Context, spec runtime.ContainerSpec, placed []Machine, progress func(api.ContainerResult)) api.ServiceResult {
 	res := api.ServiceResult{Service: spec.Service, Containers: make([]api.ContainerResult, len(placed))}
 	var progressMu sync.Mutex
 	var wg sync.WaitGroup
@@ -251,7 +224,7 @@ func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, pla
 			cctx, cancel := context.WithTimeout(ctx, callTimeout)
 			defer cancel()
 			r := api.ContainerResult{Machine: t.Name, Action: "created"}
-			c, err := d.create(cctx, t, spec)
+			c, err := o.create(cctx, t, spec)
 			if err != nil {
 				r.Error = err.Error()
 			} else {
@@ -270,9 +243,9 @@ func (d *Daemon) createMany(ctx context.Context, spec runtime.ContainerSpec, pla
 }
 
 // actMany applies an action to containers, in parallel.
-func (d *Daemon) actMany(ctx context.Context, service, action string, cs []*record.Container) api.ServiceResult {
-	all, _ := d.targets(ctx)
-	byID := map[string]target{}
+func (o *Orchestrator) actMany(ctx context.Context, service, action string, cs []*record.Container) api.ServiceResult {
+	all, _ := o.fleet.Machines(ctx)
+	byID := map[string]Machine{}
 	for _, t := range all {
 		byID[t.ID] = t
 	}
@@ -294,12 +267,12 @@ func (d *Daemon) actMany(ctx context.Context, service, action string, cs []*reco
 			defer func() { <-sem }()
 			t, ok := byID[c.MachineID]
 			if !ok {
-				t = target{ID: c.MachineID, Name: c.MachineID, State: "down"}
+				t = Machine{ID: c.MachineID, Name: c.MachineID, State: "down"}
 			}
 			r := api.ContainerResult{Machine: t.Name, Name: c.Name, ID: c.ID, Address: c.Address, Action: done}
 			cctx, cancel := context.WithTimeout(ctx, callTimeout)
 			defer cancel()
-			if err := d.act(cctx, t, c.ID, action); err != nil {
+			if err := o.act(cctx, t, c.ID, action); err != nil {
 				r.Error = err.Error()
 			}
 			res.Containers[i] = r
@@ -310,8 +283,8 @@ func (d *Daemon) actMany(ctx context.Context, service, action string, cs []*reco
 }
 
 // ScaleService implements api.ContainerBackend.
-func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (api.ServiceResult, error) {
-	svc, err := d.service(ctx, name)
+func (o *Orchestrator) ScaleService(ctx context.Context, name string, replicas int) (api.ServiceResult, error) {
+	svc, err := o.service(ctx, name)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
@@ -325,17 +298,17 @@ func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (a
 	if err := json.Unmarshal(svc.Spec, &spec); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("service %q has no readable spec (made by an older version?): %w", name, err)
 	}
-	cs, err := d.serviceContainers(ctx, name)
+	cs, err := o.serviceContainers(ctx, name)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
-	all, err := d.targets(ctx)
+	all, err := o.fleet.Machines(ctx)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
 	switch {
 	case replicas > len(cs):
-		targets, err := d.placeTargets(ctx, all, nil)
+		targets, err := o.placeTargets(ctx, all, nil)
 		if err != nil {
 			return api.ServiceResult{}, err
 		}
@@ -343,17 +316,17 @@ func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (a
 		for _, c := range cs {
 			existing[c.MachineID]++
 		}
-		byID := map[string]target{}
+		byID := map[string]Machine{}
 		var ids []string
 		for _, t := range targets {
 			byID[t.ID] = t
 			ids = append(ids, t.ID)
 		}
-		var placed []target
+		var placed []Machine
 		for _, id := range spread(ids, existing, replicas-len(cs)) {
 			placed = append(placed, byID[id])
 		}
-		return d.createMany(ctx, spec, placed, nil), nil
+		return o.createMany(ctx, spec, placed, nil), nil
 	case replicas < len(cs):
 		state := map[string]string{}
 		for _, t := range all {
@@ -373,7 +346,7 @@ func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (a
 		for _, v := range chosen {
 			rm = append(rm, byID[v.ID])
 		}
-		res := d.actMany(ctx, name, "remove", rm)
+		res := o.actMany(ctx, name, "remove", rm)
 		if len(chosen) < len(cs)-replicas {
 			return res, fmt.Errorf("%w: only %d of %d containers to remove are on reachable machines; removed what could be",
 				api.ErrUnavailable, len(chosen), len(cs)-replicas)
@@ -384,57 +357,57 @@ func (d *Daemon) ScaleService(ctx context.Context, name string, replicas int) (a
 }
 
 // RemoveService implements api.ContainerBackend.
-func (d *Daemon) RemoveService(ctx context.Context, name string) (api.ServiceResult, error) {
-	_, svcErr := d.service(ctx, name)
-	cs, err := d.serviceContainers(ctx, name)
+func (o *Orchestrator) RemoveService(ctx context.Context, name string) (api.ServiceResult, error) {
+	_, svcErr := o.service(ctx, name)
+	cs, err := o.serviceContainers(ctx, name)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
 	if svcErr != nil && len(cs) == 0 {
 		return api.ServiceResult{}, svcErr
 	}
-	res := d.actMany(ctx, name, "remove", cs)
-	if err := d.store.Delete(ctx, record.ServicesPrefix+name); err != nil {
+	res := o.actMany(ctx, name, "remove", cs)
+	if err := o.store.Delete(ctx, record.ServicesPrefix+name); err != nil {
 		return res, fmt.Errorf("delete service record: %w", err)
 	}
 	return res, nil
 }
 
-func (d *Daemon) stopStart(ctx context.Context, name, action string) (api.ServiceResult, error) {
-	cs, err := d.serviceContainers(ctx, name)
+func (o *Orchestrator) stopStart(ctx context.Context, name, action string) (api.ServiceResult, error) {
+	cs, err := o.serviceContainers(ctx, name)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
 	if len(cs) == 0 {
-		if _, err := d.service(ctx, name); err != nil {
+		if _, err := o.service(ctx, name); err != nil {
 			return api.ServiceResult{}, err
 		}
 	}
-	return d.actMany(ctx, name, action, cs), nil
+	return o.actMany(ctx, name, action, cs), nil
 }
 
 // StopService implements api.ContainerBackend.
-func (d *Daemon) StopService(ctx context.Context, name string) (api.ServiceResult, error) {
-	return d.stopStart(ctx, name, "stop")
+func (o *Orchestrator) StopService(ctx context.Context, name string) (api.ServiceResult, error) {
+	return o.stopStart(ctx, name, "stop")
 }
 
 // StartService implements api.ContainerBackend.
-func (d *Daemon) StartService(ctx context.Context, name string) (api.ServiceResult, error) {
-	return d.stopStart(ctx, name, "start")
+func (o *Orchestrator) StartService(ctx context.Context, name string) (api.ServiceResult, error) {
+	return o.stopStart(ctx, name, "start")
 }
 
 // Containers implements api.ContainerBackend: every container record of
 // the network; those of machines this one cannot reach are marked so.
-func (d *Daemon) Containers(ctx context.Context) ([]api.ContainerInfo, error) {
-	cs, err := d.serviceContainers(ctx, "")
+func (o *Orchestrator) Containers(ctx context.Context) ([]api.ContainerInfo, error) {
+	cs, err := o.serviceContainers(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	all, err := d.targets(ctx)
+	all, err := o.fleet.Machines(ctx)
 	if err != nil {
 		return nil, err
 	}
-	byID := map[string]target{}
+	byID := map[string]Machine{}
 	for _, t := range all {
 		byID[t.ID] = t
 	}
@@ -460,7 +433,7 @@ func (d *Daemon) Containers(ctx context.Context) ([]api.ContainerInfo, error) {
 	return out, nil
 }
 
-func containerInfo(c *record.Container, t target) api.ContainerInfo {
+func containerInfo(c *record.Container, t Machine) api.ContainerInfo {
 	state := t.State
 	if state == "down" {
 		state = "unreachable"
@@ -478,12 +451,12 @@ func containerInfo(c *record.Container, t target) api.ContainerInfo {
 }
 
 // Services implements api.ContainerBackend.
-func (d *Daemon) Services(ctx context.Context) ([]api.ServiceInfo, error) {
-	recs, err := d.store.List(ctx, record.ServicesPrefix)
+func (o *Orchestrator) Services(ctx context.Context) ([]api.ServiceInfo, error) {
+	recs, err := o.store.List(ctx, record.ServicesPrefix)
 	if err != nil {
 		return nil, err
 	}
-	cs, err := d.Containers(ctx)
+	cs, err := o.Containers(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -535,8 +508,8 @@ func (d *Daemon) Services(ctx context.Context) ([]api.ServiceInfo, error) {
 }
 
 // InspectService implements api.ContainerBackend.
-func (d *Daemon) InspectService(ctx context.Context, name string) (api.ServiceDetail, error) {
-	svcs, err := d.Services(ctx)
+func (o *Orchestrator) InspectService(ctx context.Context, name string) (api.ServiceDetail, error) {
+	svcs, err := o.Services(ctx)
 	if err != nil {
 		return api.ServiceDetail{}, err
 	}
@@ -550,10 +523,10 @@ func (d *Daemon) InspectService(ctx context.Context, name string) (api.ServiceDe
 	if !found {
 		return det, fmt.Errorf("%w: no service %q (see 'uncloud ls')", api.ErrNotFound, name)
 	}
-	if svc, err := d.service(ctx, name); err == nil {
+	if svc, err := o.service(ctx, name); err == nil {
 		det.Spec = svc.Spec
 	}
-	cs, err := d.Containers(ctx)
+	cs, err := o.Containers(ctx)
 	if err != nil {
 		return det, err
 	}
@@ -569,22 +542,22 @@ func (d *Daemon) InspectService(ctx context.Context, name string) (api.ServiceDe
 // of the service, read from their machines at once. Without Follow the
 // lines are merged in time order; with Follow they are passed on as they
 // come. A machine that cannot be read gives one line saying so.
-func (d *Daemon) ServiceLogs(ctx context.Context, name string, o api.LogsRequest, line func(api.LogLine) error) error {
-	cs, err := d.serviceContainers(ctx, name)
+func (o *Orchestrator) ServiceLogs(ctx context.Context, name string, lr api.LogsRequest, line func(api.LogLine) error) error {
+	cs, err := o.serviceContainers(ctx, name)
 	if err != nil {
 		return err
 	}
 	if len(cs) == 0 {
-		if _, err := d.service(ctx, name); err != nil {
+		if _, err := o.service(ctx, name); err != nil {
 			return err
 		}
 		return nil
 	}
-	all, err := d.targets(ctx)
+	all, err := o.fleet.Machines(ctx)
 	if err != nil {
 		return err
 	}
-	byID := map[string]target{}
+	byID := map[string]Machine{}
 	for _, t := range all {
 		byID[t.ID] = t
 	}
@@ -595,12 +568,12 @@ func (d *Daemon) ServiceLogs(ctx context.Context, name string, o api.LogsRequest
 	for _, c := range cs {
 		t, ok := byID[c.MachineID]
 		if !ok {
-			t = target{ID: c.MachineID, Name: c.MachineID, State: "down"}
+			t = Machine{ID: c.MachineID, Name: c.MachineID, State: "down"}
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := d.logs(ctx, t, c.ID, runtime.LogOptions{Follow: o.Follow, Since: o.Since, Tail: o.Tail}, func(s string) error {
+			err := o.logs(ctx, t, c.ID, runtime.LogOptions{Follow: lr.Follow, Since: lr.Since, Tail: lr.Tail}, func(s string) error {
 				l := api.LogLine{Container: c.Name, Machine: t.Name, Text: s}
 				if ts, rest, ok := strings.Cut(s, " "); ok {
 					if tm, err := time.Parse(time.RFC3339Nano, ts); err == nil {
@@ -624,7 +597,7 @@ func (d *Daemon) ServiceLogs(ctx context.Context, name string, o api.LogsRequest
 		}()
 	}
 	go func() { wg.Wait(); close(lines) }()
-	if o.Follow {
+	if lr.Follow {
 		for l := range lines {
 			if err := line(l); err != nil {
 				return err
@@ -646,19 +619,19 @@ func (d *Daemon) ServiceLogs(ctx context.Context, name string, o api.LogsRequest
 }
 
 // ExecService implements api.ContainerBackend.
-func (d *Daemon) ExecService(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {
+func (o *Orchestrator) ExecService(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {
 	if len(req.Cmd) == 0 {
 		return api.ExecResult{}, fmt.Errorf("%w: exec needs a command", api.ErrBadRequest)
 	}
-	cs, err := d.serviceContainers(ctx, name)
+	cs, err := o.serviceContainers(ctx, name)
 	if err != nil {
 		return api.ExecResult{}, err
 	}
-	all, err := d.targets(ctx)
+	all, err := o.fleet.Machines(ctx)
 	if err != nil {
 		return api.ExecResult{}, err
 	}
-	byID := map[string]target{}
+	byID := map[string]Machine{}
 	for _, t := range all {
 		byID[t.ID] = t
 	}
@@ -670,7 +643,7 @@ func (d *Daemon) ExecService(ctx context.Context, name string, req api.ExecReque
 			if c.Name == req.Container || c.ID == req.Container {
 				pick = c
 			}
-		case c.State == "running" && t.reachable():
+		case c.State == "running" && t.Reachable():
 			if pick == nil || t.State == "self" {
 				pick = c
 			}
@@ -684,9 +657,9 @@ func (d *Daemon) ExecService(ctx context.Context, name string, req api.ExecReque
 	}
 	t, ok := byID[pick.MachineID]
 	if !ok {
-		t = target{ID: pick.MachineID, Name: pick.MachineID, State: "down"}
+		t = Machine{ID: pick.MachineID, Name: pick.MachineID, State: "down"}
 	}
-	res, err := d.exec(ctx, t, pick.ID, req.Cmd)
+	res, err := o.exec(ctx, t, pick.ID, req.Cmd)
 	if err != nil {
 		if errors.Is(err, runtime.ErrBadSpec) {
 			err = fmt.Errorf("%w: %v", api.ErrBadRequest, err)

@@ -1,4 +1,4 @@
-package agent
+package orchestrate
 
 import (
 	"slices"
@@ -61,13 +61,13 @@ func TestShrink(t *testing.T) {
 }
 
 func TestPickTargets(t *testing.T) {
-	all := []target{
+	all := []Machine{
 		{ID: "id1", Name: "m1", State: "self", Mode: "kernel"},
 		{ID: "id2", Name: "m2", State: "alive", Mode: "kernel"},
 		{ID: "id3", Name: "m3", State: "down", Mode: "kernel"},
 		{ID: "id4", Name: "m4", State: "alive", Mode: "netstack"},
 	}
-	names := func(ts []target) []string {
+	names := func(ts []Machine) []string {
 		var out []string
 		for _, t := range ts {
 			out = append(out, t.Name)
@@ -96,7 +96,7 @@ func TestPickTargets(t *testing.T) {
 			t.Errorf("%s: %v %v, want %v", tc.name, names(got), err, tc.want)
 		}
 	}
-	if _, err := pickTargets([]target{{Name: "m4", State: "alive", Mode: "netstack"}}, nil); err == nil {
+	if _, err := pickTargets([]Machine{{Name: "m4", State: "alive", Mode: "netstack"}}, nil); err == nil {
 		t.Error("a network of netstack machines only: no error")
 	}
 }

@@ -1,4 +1,4 @@
-package agent
+package orchestrate
 
 import (
 	"bytes"
@@ -18,9 +18,6 @@ import (
 // new one runs and is healthy before the old one goes; a new one that
 // fails stops the rollout and the old ones stay), size changes scale.
 
-// healthyTimeout bounds how long a new container may take to be healthy.
-const healthyTimeout = 90 * time.Second
-
 // servicePlan is what a deploy does to one service.
 type servicePlan struct {
 	name     string
@@ -28,28 +25,28 @@ type servicePlan struct {
 	spec     runtime.ContainerSpec
 	specJSON []byte
 	exists   bool
-	create   []target            // new containers, by machine
+	create   []Machine           // new containers, by machine
 	replace  []*record.Container // old containers replaced start-first on their machine
 	remove   []*record.Container // scale down
 	same     int                 // containers left as they are
 }
 
 // Deploy implements api.DeployBackend.
-func (d *Daemon) Deploy(ctx context.Context, req api.DeployRequest, event func(api.DeployEvent) error) error {
+func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event func(api.DeployEvent) error) error {
 	if len(req.Services) == 0 {
 		return fmt.Errorf("%w: no services to deploy", api.ErrBadRequest)
 	}
-	all, err := d.targets(ctx)
+	all, err := o.fleet.Machines(ctx)
 	if err != nil {
 		return err
 	}
-	names := map[string]target{}
+	names := map[string]Machine{}
 	for _, t := range all {
 		names[t.ID] = t
 	}
 	var plans []*servicePlan
 	for _, s := range req.Services {
-		p, err := d.planService(ctx, all, s)
+		p, err := o.planService(ctx, all, s)
 		if err != nil {
 			return err
 		}
@@ -66,7 +63,7 @@ func (d *Daemon) Deploy(ctx context.Context, req api.DeployRequest, event func(a
 		return nil
 	}
 	for _, p := range plans {
-		if err := d.applyPlan(ctx, p, names, event); err != nil {
+		if err := o.applyPlan(ctx, p, names, event); err != nil {
 			return err
 		}
 	}
@@ -74,7 +71,7 @@ func (d *Daemon) Deploy(ctx context.Context, req api.DeployRequest, event func(a
 }
 
 // events are the plan's lines.
-func (p *servicePlan) events(names map[string]target) []api.DeployEvent {
+func (p *servicePlan) events(names map[string]Machine) []api.DeployEvent {
 	var out []api.DeployEvent
 	for _, t := range p.create {
 		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Machine: t.Name, Action: "create"})
@@ -94,14 +91,14 @@ func (p *servicePlan) events(names map[string]target) []api.DeployEvent {
 	return out
 }
 
-func machineName(names map[string]target, id string) string {
+func machineName(names map[string]Machine, id string) string {
 	if t, ok := names[id]; ok {
 		return t.Name
 	}
 	return id
 }
 
-func (d *Daemon) planService(ctx context.Context, all []target, s api.RunRequest) (*servicePlan, error) {
+func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest) (*servicePlan, error) {
 	if s.Name == "" {
 		s.Name = serviceNameFromImage(s.Image)
 	}
@@ -119,7 +116,7 @@ func (d *Daemon) planService(ctx context.Context, all []target, s api.RunRequest
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: service %s: %v", api.ErrBadRequest, s.Name, err)
 	}
-	targets, err := d.placeTargets(ctx, all, s.Machines)
+	targets, err := o.placeTargets(ctx, all, s.Machines)
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
@@ -129,7 +126,7 @@ func (d *Daemon) planService(ctx context.Context, all []target, s api.RunRequest
 	if s.Mode == "global" {
 		want = len(targets)
 	}
-	cs, err := d.serviceContainers(ctx, s.Name)
+	cs, err := o.serviceContainers(ctx, s.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -140,10 +137,10 @@ func (d *Daemon) planService(ctx context.Context, all []target, s api.RunRequest
 		return cs[i].Name < cs[j].Name
 	})
 	var oldSpec []byte
-	if svc, err := d.service(ctx, s.Name); err == nil {
+	if svc, err := o.service(ctx, s.Name); err == nil {
 		p.exists, oldSpec = true, svc.Spec
 	}
-	byID := map[string]target{}
+	byID := map[string]Machine{}
 	var ids []string
 	for _, t := range targets {
 		byID[t.ID] = t
@@ -166,15 +163,15 @@ func (d *Daemon) planService(ctx context.Context, all []target, s api.RunRequest
 	return p, nil
 }
 
-func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string]target, event func(api.DeployEvent) error) error {
+func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[string]Machine, event func(api.DeployEvent) error) error {
 	svc := &record.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON}
 	if !p.exists {
-		if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
+		if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 			return fmt.Errorf("write service record of %s: %w", p.name, err)
 		}
 	}
 	emit := func(e api.DeployEvent) { e.Service = p.name; _ = event(e) }
-	res := d.createMany(ctx, p.spec, p.create, nil)
+	res := o.createMany(ctx, p.spec, p.create, nil)
 	for _, r := range res.Containers {
 		if r.Error != "" {
 			emit(api.DeployEvent{Machine: r.Machine, Action: "failed", Detail: r.Error})
@@ -187,20 +184,20 @@ func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string
 	}
 	for _, old := range p.replace {
 		t, ok := names[old.MachineID]
-		if !ok || !t.reachable() {
+		if !ok || !t.Reachable() {
 			emit(api.DeployEvent{Machine: machineName(names, old.MachineID), Container: old.Name, Action: "failed",
 				Detail: "machine unreachable: cannot replace this container"})
 			return fmt.Errorf("rollout of %s stopped at %s: its machine is unreachable; the old containers keep running", p.name, old.Name)
 		}
-		c, err := d.create(ctx, t, p.spec)
+		c, err := o.create(ctx, t, p.spec)
 		if err != nil {
 			emit(api.DeployEvent{Machine: t.Name, Action: "failed", Detail: err.Error()})
 			return fmt.Errorf("rollout of %s stopped: %w; the old containers keep running", p.name, err)
 		}
 		emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "created", Detail: "replaces " + old.Name})
-		if err := d.waitHealthy(ctx, t, c.ID); err != nil {
+		if err := o.waitHealthy(ctx, t, c.ID); err != nil {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
-			rmErr := d.act(rctx, t, c.ID, "remove")
+			rmErr := o.act(rctx, t, c.ID, "remove")
 			cancel()
 			detail := err.Error()
 			if rmErr != nil {
@@ -210,13 +207,13 @@ func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string
 			return fmt.Errorf("rollout of %s stopped: new container %s on %s %v; the old containers keep running", p.name, c.Name, t.Name, err)
 		}
 		emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "healthy"})
-		if err := d.act(ctx, t, old.ID, "remove"); err != nil {
+		if err := o.act(ctx, t, old.ID, "remove"); err != nil {
 			emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
 			return fmt.Errorf("rollout of %s stopped: remove %s: %w", p.name, old.Name, err)
 		}
 		emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "removed"})
 	}
-	rm := d.actMany(ctx, p.name, "remove", p.remove)
+	rm := o.actMany(ctx, p.name, "remove", p.remove)
 	for _, r := range rm.Containers {
 		if r.Error != "" {
 			emit(api.DeployEvent{Machine: r.Machine, Container: r.Name, Action: "failed", Detail: r.Error})
@@ -225,7 +222,7 @@ func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string
 		}
 	}
 	if p.exists {
-		if err := d.store.Put(ctx, svc.Key(), svc); err != nil {
+		if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 			return fmt.Errorf("write service record of %s: %w", p.name, err)
 		}
 	}
@@ -237,13 +234,14 @@ func (d *Daemon) applyPlan(ctx context.Context, p *servicePlan, names map[string
 }
 
 // waitHealthy waits until a new container runs and, if it has a health
-// check, is healthy; one without a check must still run after 3 s.
-func (d *Daemon) waitHealthy(ctx context.Context, t target, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, healthyTimeout)
+// check, is healthy; one without a check must still run after the settle
+// time (3 s), all within the healthy timeout (90 s).
+func (o *Orchestrator) waitHealthy(ctx context.Context, t Machine, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, o.healthy)
 	defer cancel()
 	var runningSince time.Time
 	for {
-		c, err := d.inspect(ctx, t, id)
+		c, err := o.inspect(ctx, t, id)
 		if err != nil {
 			return fmt.Errorf("cannot be inspected: %w", err)
 		}
@@ -257,16 +255,14 @@ func (d *Daemon) waitHealthy(ctx context.Context, t target, id string) error {
 		case c.State == "running" && c.Health == "":
 			if runningSince.IsZero() {
 				runningSince = time.Now()
-			} else if time.Since(runningSince) >= 3*time.Second {
+			} else if time.Since(runningSince) >= o.settle {
 				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not healthy within %v (state %s, health %s)", healthyTimeout, c.State, c.Health)
-		case <-time.After(time.Second):
+			return fmt.Errorf("not healthy within %v (state %s, health %s)", o.healthy, c.State, c.Health)
+		case <-time.After(o.poll):
 		}
 	}
 }
-
-var _ api.DeployBackend = (*Daemon)(nil)

@@ -3,6 +3,8 @@
 // resolver and the ingress, wires them to each other, and serves the
 // local and machine APIs. What each part does lives in that part's
 // package; membership (who is in the network, joins, tokens, the gossip
-// keyring) is agent/membership; the static mode (a mesh from a file, no
+// keyring) is agent/membership; what runs where (services, deploys,
+// placement, image push) is agent/orchestrate; the static mode (a mesh
+// from a file, no
 // state) is agent/static.
 package agent

@@ -1,0 +1,293 @@
+package orchestrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/runtime"
+)
+
+// What the network runs, as the CLI shows it (ps, ls, inspect) and
+// reaches into it (logs, exec): reads of the records and calls to the
+// machine that runs a container; nothing here changes the state.
+
+// Containers implements api.ContainerBackend: every container record of
+// the network; those of machines this one cannot reach are marked so.
+func (o *Orchestrator) Containers(ctx context.Context) ([]api.ContainerInfo, error) {
+	cs, err := o.serviceContainers(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	all, err := o.fleet.Machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]Machine{}
+	for _, t := range all {
+		byID[t.ID] = t
+	}
+	out := make([]api.ContainerInfo, 0, len(cs))
+	for _, c := range cs {
+		t, ok := byID[c.MachineID]
+		if !ok {
+			continue // a removed machine's leftovers
+		}
+		info := containerInfo(c, t)
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		if a.Machine != b.Machine {
+			return a.Machine < b.Machine
+		}
+		return a.Name < b.Name
+	})
+	return out, nil
+}
+
+func containerInfo(c *record.Container, t Machine) api.ContainerInfo {
+	state := t.State
+	if state == "down" {
+		state = "unreachable"
+	}
+	info := api.ContainerInfo{Machine: t.Name, MachineID: c.MachineID, MachineState: state, ID: c.ID, Name: c.Name,
+		Service: c.Service, Image: c.Image, Address: c.Address, State: c.State, Health: c.Health, Created: c.Created}
+	for _, p := range c.Ports {
+		s := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+		if p.Name != "" {
+			s = p.Name + ":" + s
+		}
+		info.Ports = append(info.Ports, s)
+	}
+	return info
+}
+
+// Services implements api.ContainerBackend.
+func (o *Orchestrator) Services(ctx context.Context) ([]api.ServiceInfo, error) {
+	recs, err := o.store.List(ctx, record.ServicesPrefix)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := o.Containers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*api.ServiceInfo{}
+	var names []string
+	get := func(name string) *api.ServiceInfo {
+		if s, ok := byName[name]; ok {
+			return s
+		}
+		s := &api.ServiceInfo{Name: name, Mode: "-"}
+		byName[name] = s
+		names = append(names, name)
+		return s
+	}
+	for _, r := range recs {
+		svc, ok := r.(*record.Service)
+		if !ok {
+			continue
+		}
+		s := get(svc.Name)
+		s.Mode, s.Ports = svc.Mode, svc.Ports
+		var spec runtime.ContainerSpec
+		if json.Unmarshal(svc.Spec, &spec) == nil {
+			s.Image = spec.Image
+		}
+	}
+	for _, c := range cs {
+		if c.Service == "" {
+			continue
+		}
+		s := get(c.Service)
+		s.Total++
+		if c.State == "running" {
+			s.Running++
+		}
+		if s.Image == "" {
+			s.Image = c.Image
+		}
+		if len(s.Machines) == 0 || s.Machines[len(s.Machines)-1] != c.Machine {
+			s.Machines = append(s.Machines, c.Machine)
+		}
+	}
+	sort.Strings(names)
+	out := make([]api.ServiceInfo, 0, len(names))
+	for _, n := range names {
+		out = append(out, *byName[n])
+	}
+	return out, nil
+}
+
+// InspectService implements api.ContainerBackend.
+func (o *Orchestrator) InspectService(ctx context.Context, name string) (api.ServiceDetail, error) {
+	svcs, err := o.Services(ctx)
+	if err != nil {
+		return api.ServiceDetail{}, err
+	}
+	var det api.ServiceDetail
+	found := false
+	for _, s := range svcs {
+		if s.Name == name {
+			det.ServiceInfo, found = s, true
+		}
+	}
+	if !found {
+		return det, fmt.Errorf("%w: no service %q (see 'uncloud ls')", api.ErrNotFound, name)
+	}
+	if svc, err := o.service(ctx, name); err == nil {
+		det.Spec = svc.Spec
+	}
+	cs, err := o.Containers(ctx)
+	if err != nil {
+		return det, err
+	}
+	for _, c := range cs {
+		if c.Service == name {
+			det.Containers = append(det.Containers, c)
+		}
+	}
+	return det, nil
+}
+
+// ServiceLogs implements api.ContainerBackend: the logs of every container
+// of the service, read from their machines at once. Without Follow the
+// lines are merged in time order; with Follow they are passed on as they
+// come. A machine that cannot be read gives one line saying so.
+func (o *Orchestrator) ServiceLogs(ctx context.Context, name string, lr api.LogsRequest, line func(api.LogLine) error) error {
+	cs, err := o.serviceContainers(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(cs) == 0 {
+		if _, err := o.service(ctx, name); err != nil {
+			return err
+		}
+		return nil
+	}
+	all, err := o.fleet.Machines(ctx)
+	if err != nil {
+		return err
+	}
+	byID := map[string]Machine{}
+	for _, t := range all {
+		byID[t.ID] = t
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lines := make(chan api.LogLine, 256)
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		t, ok := byID[c.MachineID]
+		if !ok {
+			t = Machine{ID: c.MachineID, Name: c.MachineID, State: "down"}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := o.logs(ctx, t, c.ID, runtime.LogOptions{Follow: lr.Follow, Since: lr.Since, Tail: lr.Tail}, func(s string) error {
+				l := api.LogLine{Container: c.Name, Machine: t.Name, Text: s}
+				if ts, rest, ok := strings.Cut(s, " "); ok {
+					if tm, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+						l.Time, l.Text = tm, rest
+					}
+				}
+				select {
+				case lines <- l:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
+			if err != nil && ctx.Err() == nil {
+				select {
+				case lines <- api.LogLine{Container: c.Name, Machine: t.Name, Time: time.Now(),
+					Text: fmt.Sprintf("uncloud: logs of %s on %s: %v", c.Name, t.Name, err)}:
+				case <-ctx.Done():
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(lines) }()
+	if lr.Follow {
+		for l := range lines {
+			if err := line(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var got []api.LogLine
+	for l := range lines {
+		got = append(got, l)
+	}
+	sort.SliceStable(got, func(i, j int) bool { return got[i].Time.Before(got[j].Time) })
+	for _, l := range got {
+		if err := line(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ExecService implements api.ContainerBackend.
+func (o *Orchestrator) ExecService(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {
+	if len(req.Cmd) == 0 {
+		return api.ExecResult{}, fmt.Errorf("%w: exec needs a command", api.ErrBadRequest)
+	}
+	cs, err := o.serviceContainers(ctx, name)
+	if err != nil {
+		return api.ExecResult{}, err
+	}
+	all, err := o.fleet.Machines(ctx)
+	if err != nil {
+		return api.ExecResult{}, err
+	}
+	byID := map[string]Machine{}
+	for _, t := range all {
+		byID[t.ID] = t
+	}
+	var pick *record.Container
+	for _, c := range cs {
+		t := byID[c.MachineID]
+		switch {
+		case req.Container != "":
+			if c.Name == req.Container || c.ID == req.Container {
+				pick = c
+			}
+		case c.State == "running" && t.Reachable():
+			if pick == nil || t.State == "self" {
+				pick = c
+			}
+		}
+	}
+	if pick == nil {
+		if req.Container != "" {
+			return api.ExecResult{}, fmt.Errorf("%w: service %q has no container %q", api.ErrNotFound, name, req.Container)
+		}
+		return api.ExecResult{}, fmt.Errorf("%w: service %q has no running container on a reachable machine", api.ErrNotFound, name)
+	}
+	t, ok := byID[pick.MachineID]
+	if !ok {
+		t = Machine{ID: pick.MachineID, Name: pick.MachineID, State: "down"}
+	}
+	res, err := o.exec(ctx, t, pick.ID, req.Cmd)
+	if err != nil {
+		if errors.Is(err, runtime.ErrBadSpec) {
+			err = fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		return api.ExecResult{}, err
+	}
+	return api.ExecResult{Container: pick.Name, Machine: t.Name, ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr}, nil
+}

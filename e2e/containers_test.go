@@ -462,7 +462,7 @@ func TestContainersAcrossMachines(t *testing.T) {
 		// The new agent's first full pass (network, rules, every
 		// container) has finished once its runtime answers: m2 says
 		// whether it has an image only when that runtime is ready.
-		eventuallyE2E(t, "m2's runtime ready after its first full pass", 60*time.Second, func() error {
+		took := testkit.Eventually(t, "m2's runtime ready after its first full pass", 60*time.Second, func() error {
 			out, err := c.uncloud(ctx, t, 0, "image", "push", testimage.Tag, "-m", "m2")
 			if err != nil {
 				return fmt.Errorf("%v: %s", err, out)
@@ -472,6 +472,7 @@ func TestContainersAcrossMachines(t *testing.T) {
 			}
 			return nil
 		})
+		t.Logf("m2's runtime ready %v after its network was", took.Round(10*time.Millisecond))
 		rulesAfter := c.jumps(ctx, t, 1)
 		for k, n := range rulesAfter {
 			if n != 1 || rulesBefore[k] != 1 {

@@ -15,6 +15,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -67,20 +68,19 @@ func dig(ctx context.Context, h *lab.Host, server, name, qtype string) ([]string
 	return lines, nil
 }
 
-// waitDig asks until the answers are want.
+// waitDig asks until the answers are want, and returns how long that took.
 func waitDig(ctx context.Context, t *testing.T, h *lab.Host, server, name, qtype string, want []string, timeout time.Duration) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var got []string
-	var err error
-	for time.Since(start) < timeout {
-		if got, err = dig(ctx, h, server, name, qtype); err == nil && slices.Equal(got, want) {
-			return time.Since(start)
+	return testkit.Eventually(t, fmt.Sprintf("%s asking %s for %s %s: want %v", h.Name, server, name, qtype, want), timeout, func() error {
+		got, err := dig(ctx, h, server, name, qtype)
+		if err != nil {
+			return err
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("%s asking %s for %s %s: %v (err %v) after %v, want %v", h.Name, server, name, qtype, got, err, timeout, want)
-	return 0
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("answer %v", got)
+		}
+		return nil
+	})
 }
 
 // setLink cuts or restores host i's only link to the internet (the far
@@ -135,85 +135,104 @@ func TestDNS(t *testing.T) {
 	slices.Sort(all)
 	f.waitAllAlive(ctx, t, 60*time.Second)
 
-	m1, m3 := byName["m1"].Address, byName["m3"].Address
-	// Every machine's resolver, asked from h1 (m3's lives in its netstack
-	// and is reached through the tunnel).
-	for _, server := range []string{m1, byName["m2"].Address, m3} {
-		took := waitDig(ctx, t, f.hosts[0], server, "web.internal", "A", all, 60*time.Second)
-		t.Logf("resolver %s answers all 6 containers of web.internal (%v)", server, took.Round(time.Millisecond))
-	}
-	for name, want := range map[string][]string{
-		"m2.machine.internal":       {byName["m2"].Address},
-		"M3.Machine.Internal":       {m3},
-		"web-2.m3.machine.internal": {strings.TrimSuffix(m3, ".1") + ".12"},
-	} {
-		waitDig(ctx, t, f.hosts[0], m1, name, "A", want, 10*time.Second)
-	}
-	// TCP, to the netstack machine's resolver through the tunnel.
-	if out, err := f.hosts[0].Run(ctx, "dig", "@"+m3, "+tcp", "+short", "m1.machine.internal"); err != nil || strings.TrimSpace(out) != m1 {
-		t.Fatalf("dig +tcp @%s m1.machine.internal: %q %v", m3, out, err)
-	}
-	if got, err := dig(ctx, f.hosts[0], m1, "_http._tcp.web.internal", "SRV"); err != nil || len(got) != 6 || !strings.Contains(strings.Join(got, " "), "0 1 8080 web-1.m2.machine.internal.") {
-		t.Fatalf("SRV: %v %v", got, err)
-	}
-	// nearest: this machine's containers first.
-	out, err := f.hosts[0].Run(ctx, "dig", "@"+m1, "+short", "nearest.web.internal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Fields(out); len(got) != 6 || !strings.HasPrefix(got[0], strings.TrimSuffix(m1, "1")) ||
-		!strings.HasPrefix(got[1], strings.TrimSuffix(m1, "1")) {
-		t.Fatalf("nearest.web.internal on m1: %v, want m1's two containers first", got)
-	}
-	// The CLI shows what the machine answers.
-	var names api.DNSNames
-	out, err = f.uncloud(ctx, t, 0, "dns", "ls", "-o", "json")
-	if err != nil || json.Unmarshal([]byte(out), &names) != nil {
-		t.Fatalf("dns ls: %v\n%s", err, out)
-	}
-	found := false
-	for _, n := range names.Names {
-		if n.Name == "web.internal." && n.Type == "A" && len(n.Records) == 6 {
-			found = true
+	m1, m2, m3 := byName["m1"].Address, byName["m2"].Address, byName["m3"].Address
+
+	if !t.Run("every resolver answers web.internal with all six containers", func(t *testing.T) {
+		// Asked from h1 (m3's resolver lives in its netstack and is
+		// reached through the tunnel).
+		for _, server := range []string{m1, m2, m3} {
+			took := waitDig(ctx, t, f.hosts[0], server, "web.internal", "A", all, 60*time.Second)
+			t.Logf("resolver %s answers all 6 containers of web.internal (%v)", server, took.Round(time.Millisecond))
 		}
-	}
-	if !found {
-		t.Fatalf("dns ls on m1 does not list web.internal with 6 addresses: %+v", names)
-	}
-	if out, err := f.uncloud(ctx, t, 0, "dns", "query", "web-1.m2.machine.internal"); err != nil || !strings.Contains(out, byName["m2"].Address[:len(byName["m2"].Address)-1]+"11") {
-		t.Fatalf("dns query: %v\n%s", err, out)
+	}) {
+		return
 	}
 
-	// Partition: m3 loses its link.
-	f.setLink(ctx, t, 2, false)
-	cut := time.Now()
-	without3 := all[:4]
-	for i := range 2 {
-		server := []string{m1, byName["m2"].Address}[i]
-		waitDig(ctx, t, f.hosts[i], server, "web.internal", "A", without3, 90*time.Second)
-		waitDig(ctx, t, f.hosts[i], server, "m3.machine.internal", "A", nil, 10*time.Second)
-	}
-	t.Logf("m3's containers left m1's and m2's answers %v after the cut", time.Since(cut).Round(100*time.Millisecond))
-	// And m3, alone, answers only its own (asked through its local API:
-	// its resolver lives in its netstack).
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		out, err := f.uncloud(ctx, t, 2, "dns", "query", "web.internal", "-o", "json")
-		var a api.DNSAnswer
-		if err == nil && json.Unmarshal([]byte(out), &a) == nil && len(a.Answer) == 2 {
-			break
+	if !t.Run("machine and container names, TCP, SRV and nearest answer", func(t *testing.T) {
+		for name, want := range map[string][]string{
+			"m2.machine.internal":       {m2},
+			"M3.Machine.Internal":       {m3},
+			"web-2.m3.machine.internal": {strings.TrimSuffix(m3, ".1") + ".12"},
+		} {
+			waitDig(ctx, t, f.hosts[0], m1, name, "A", want, 10*time.Second)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("m3 still answers %s 90 s after the cut (err %v)", out, err)
+		// TCP, to the netstack machine's resolver through the tunnel.
+		if out, err := f.hosts[0].Run(ctx, "dig", "@"+m3, "+tcp", "+short", "m1.machine.internal"); err != nil || strings.TrimSpace(out) != m1 {
+			t.Fatalf("dig +tcp @%s m1.machine.internal: %q %v", m3, out, err)
 		}
-		time.Sleep(250 * time.Millisecond)
+		if got, err := dig(ctx, f.hosts[0], m1, "_http._tcp.web.internal", "SRV"); err != nil || len(got) != 6 || !strings.Contains(strings.Join(got, " "), "0 1 8080 web-1.m2.machine.internal.") {
+			t.Fatalf("SRV: %v %v", got, err)
+		}
+		// nearest: this machine's containers first.
+		out, err := f.hosts[0].Run(ctx, "dig", "@"+m1, "+short", "nearest.web.internal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Fields(out); len(got) != 6 || !strings.HasPrefix(got[0], strings.TrimSuffix(m1, "1")) ||
+			!strings.HasPrefix(got[1], strings.TrimSuffix(m1, "1")) {
+			t.Fatalf("nearest.web.internal on m1: %v, want m1's two containers first", got)
+		}
+	}) {
+		return
 	}
 
-	// Heal.
-	f.setLink(ctx, t, 2, true)
-	healed := time.Now()
-	waitDig(ctx, t, f.hosts[0], m1, "web.internal", "A", all, 90*time.Second)
-	waitDig(ctx, t, f.hosts[1], byName["m2"].Address, "web.internal", "A", all, 30*time.Second)
-	waitDig(ctx, t, f.hosts[0], m3, "web.internal", "A", all, 30*time.Second)
-	t.Logf("m3's containers back in every answer %v after the heal", time.Since(healed).Round(100*time.Millisecond))
+	if !t.Run("the CLI shows what m1 answers", func(t *testing.T) {
+		var names api.DNSNames
+		out, err := f.uncloud(ctx, t, 0, "dns", "ls", "-o", "json")
+		if err != nil || json.Unmarshal([]byte(out), &names) != nil {
+			t.Fatalf("dns ls: %v\n%s", err, out)
+		}
+		found := false
+		for _, n := range names.Names {
+			if n.Name == "web.internal." && n.Type == "A" && len(n.Records) == 6 {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("dns ls on m1 does not list web.internal with 6 addresses: %+v", names)
+		}
+		if out, err := f.uncloud(ctx, t, 0, "dns", "query", "web-1.m2.machine.internal"); err != nil || !strings.Contains(out, m2[:len(m2)-1]+"11") {
+			t.Fatalf("dns query: %v\n%s", err, out)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("m3 cut off: m1 and m2 drop its containers, m3 answers only its own", func(t *testing.T) {
+		f.setLink(ctx, t, 2, false)
+		cut := time.Now()
+		without3 := all[:4]
+		for i, server := range []string{m1, m2} {
+			waitDig(ctx, t, f.hosts[i], server, "web.internal", "A", without3, 90*time.Second)
+			waitDig(ctx, t, f.hosts[i], server, "m3.machine.internal", "A", nil, 10*time.Second)
+		}
+		t.Logf("m3's containers left m1's and m2's answers %v after the cut", time.Since(cut).Round(100*time.Millisecond))
+		// m3, alone, answers only its own (asked through its local API:
+		// its resolver lives in its netstack).
+		testkit.Eventually(t, "m3 answering only its own 2 containers after the cut", 90*time.Second, func() error {
+			out, err := f.uncloud(ctx, t, 2, "dns", "query", "web.internal", "-o", "json")
+			if err != nil {
+				return err
+			}
+			var a api.DNSAnswer
+			if err := json.Unmarshal([]byte(out), &a); err != nil {
+				return err
+			}
+			if len(a.Answer) != 2 {
+				return fmt.Errorf("answers %s", out)
+			}
+			return nil
+		})
+	}) {
+		return
+	}
+
+	t.Run("healed: m3's containers back in every answer", func(t *testing.T) {
+		f.setLink(ctx, t, 2, true)
+		healed := time.Now()
+		waitDig(ctx, t, f.hosts[0], m1, "web.internal", "A", all, 90*time.Second)
+		waitDig(ctx, t, f.hosts[1], m2, "web.internal", "A", all, 30*time.Second)
+		waitDig(ctx, t, f.hosts[0], m3, "web.internal", "A", all, 30*time.Second)
+		t.Logf("m3's containers back in every answer %v after the heal", time.Since(healed).Round(100*time.Millisecond))
+	})
 }

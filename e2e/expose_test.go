@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 )
 
 // TestNetstackExposesOnlyListedPorts runs a netstack host with two
@@ -64,18 +66,16 @@ func TestNetstackExposesOnlyListedPorts(t *testing.T) {
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
 			// The exposed port works (retry: the first dial waits for a handshake).
-			var res lab.DialResult
-			for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-				if res, err = c.host.Dial(ctx, netip.AddrPortFrom(mesh, exposed), true, c.opts); err != nil {
+			testkit.Eventually(t, fmtf("an echo from exposed port %d", exposed), 20*time.Second, func() error {
+				res, err := c.host.Dial(ctx, netip.AddrPortFrom(mesh, exposed), true, c.opts)
+				if err != nil {
 					t.Fatal(err)
 				}
-				if res.Echoed {
-					break
+				if !res.Echoed {
+					return errors.New(fmtf("%+v", res))
 				}
-			}
-			if !res.Echoed {
-				t.Fatalf("exposed port %d: %+v, want an echo", exposed, res)
-			}
+				return nil
+			})
 			// The private service must not be reachable, and must be
 			// refused, not left hanging.
 			for _, port := range []uint16{private, exposedEmpty} {

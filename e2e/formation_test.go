@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 )
 
 // formed is a network built with init and joins, agents in the foreground
@@ -97,36 +99,23 @@ func form(ctx context.Context, t *testing.T, n int, userspace map[int]bool) *for
 // itself) with a WireGuard handshake to each, and returns how long it took.
 func (f *formed) waitAllAlive(ctx context.Context, t *testing.T, timeout time.Duration) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for {
-		missing := ""
+	return testkit.Eventually(t, fmt.Sprintf("all %d machines alive everywhere with a handshake", len(f.hosts)), timeout, func() error {
 		for i := range f.hosts {
 			ms := f.machines(ctx, t, i)
 			if len(ms) != len(f.hosts) {
-				missing = fmt.Sprintf("%s lists %d machines", f.hosts[i].Name, len(ms))
-				break
+				return fmt.Errorf("%s lists %d machines", f.hosts[i].Name, len(ms))
 			}
 			for _, m := range ms {
 				if m.State == "self" {
 					continue
 				}
 				if m.State != "alive" || m.LastHandshake.IsZero() {
-					missing = fmt.Sprintf("%s sees %s as %s (handshake %v)", f.hosts[i].Name, m.Name, m.State, m.LastHandshake)
-					break
+					return fmt.Errorf("%s sees %s as %s (handshake %v)", f.hosts[i].Name, m.Name, m.State, m.LastHandshake)
 				}
 			}
-			if missing != "" {
-				break
-			}
 		}
-		if missing == "" {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("after %v: %s", timeout, missing)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestFormation: init, four joins (two of them in netstack mode), every
@@ -138,155 +127,170 @@ func TestFormation(t *testing.T) {
 	took := f.waitAllAlive(ctx, t, 30*time.Second)
 	t.Logf("all five machines alive everywhere %v after the last join", took)
 
-	ms := f.machines(ctx, t, 0)
-	subnets := map[string]bool{}
-	for _, m := range ms {
-		if subnets[m.Subnet] {
-			t.Fatalf("subnet %s given twice: %+v", m.Subnet, ms)
-		}
-		subnets[m.Subnet] = true
-		want := "kernel"
-		if m.Name == "m4" || m.Name == "m5" {
-			want = "netstack"
-		}
-		if m.Mode != want {
-			t.Errorf("%s runs in %q mode, want %q", m.Name, m.Mode, want)
-		}
-	}
-	// Traffic between every pair that has a kernel side to ping from
-	// (a netstack address answers ICMP inside the agent).
-	for i := 0; i < 3; i++ {
+	var ms []api.MachineInfo // as m1 lists them after the formation
+
+	if !t.Run("five machines: distinct subnets, the right modes, kernel machines ping every other", func(t *testing.T) {
+		ms = f.machines(ctx, t, 0)
+		subnets := map[string]bool{}
 		for _, m := range ms {
-			if m.Name == fmt.Sprintf("m%d", i+1) {
-				continue
+			if subnets[m.Subnet] {
+				t.Fatalf("subnet %s given twice: %+v", m.Subnet, ms)
 			}
-			if err := pingOnce(ctx, f.hosts[i], m.Address); err != nil {
-				t.Errorf("%s cannot ping %s: %v", f.hosts[i].Name, m.Name, err)
+			subnets[m.Subnet] = true
+			want := "kernel"
+			if m.Name == "m4" || m.Name == "m5" {
+				want = "netstack"
+			}
+			if m.Mode != want {
+				t.Errorf("%s runs in %q mode, want %q", m.Name, m.Mode, want)
 			}
 		}
-	}
-
-	// kill -9 and restart m3: same id, same subnet, nobody else acts.
-	before := ms[2]
-	if err := f.procs[2].Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	f.procs[2].Wait(ctx)
-	f.startAgent(ctx, t, 2, "agent")
-	f.waitAllAlive(ctx, t, 30*time.Second)
-	for _, m := range f.machines(ctx, t, 2) {
-		if m.State == "self" && (m.ID != before.ID || m.Subnet != before.Subnet) {
-			t.Fatalf("after kill -9 m3 came back as %+v, was %+v", m, before)
-		}
-	}
-
-	// Stop m5 for good: the others see it down.
-	f.procs[4].Signal(syscall.SIGKILL)
-	start := time.Now()
-	for {
-		down := true
-		for i := 0; i < 4; i++ {
-			for _, m := range f.machines(ctx, t, i) {
-				if m.Name == "m5" && m.State != "down" {
-					down = false
+		// Traffic between every pair that has a kernel side to ping from
+		// (a netstack address answers ICMP inside the agent).
+		for i := 0; i < 3; i++ {
+			for _, m := range ms {
+				if m.Name == fmt.Sprintf("m%d", i+1) {
+					continue
+				}
+				if err := pingOnce(ctx, f.hosts[i], m.Address); err != nil {
+					t.Errorf("%s cannot ping %s: %v", f.hosts[i].Name, m.Name, err)
 				}
 			}
 		}
-		if down {
-			t.Logf("m5 seen down by all others %v after SIGKILL", time.Since(start).Round(100*time.Millisecond))
-			break
+	}) {
+		return
+	}
+
+	if !t.Run("m3 killed -9 and restarted: same id, same subnet", func(t *testing.T) {
+		before := ms[2]
+		if err := f.procs[2].Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
 		}
-		if time.Since(start) > 30*time.Second {
-			t.Fatal("m5 still not seen down 30 s after SIGKILL")
+		f.procs[2].Wait(ctx)
+		f.startAgent(ctx, t, 2, "agent")
+		f.waitAllAlive(ctx, t, 30*time.Second)
+		for _, m := range f.machines(ctx, t, 2) {
+			if m.State == "self" && (m.ID != before.ID || m.Subnet != before.Subnet) {
+				t.Fatalf("after kill -9 m3 came back as %+v, was %+v", m, before)
+			}
 		}
-		time.Sleep(200 * time.Millisecond)
+	}) {
+		return
+	}
+
+	if !t.Run("m5 stopped for good: the others see it down", func(t *testing.T) {
+		f.procs[4].Signal(syscall.SIGKILL)
+		took := testkit.Eventually(t, "m5 seen down by all others after SIGKILL", 30*time.Second, func() error {
+			for i := 0; i < 4; i++ {
+				for _, m := range f.machines(ctx, t, i) {
+					if m.Name == "m5" && m.State != "down" {
+						return fmt.Errorf("%s sees m5 as %s", f.hosts[i].Name, m.State)
+					}
+				}
+			}
+			return nil
+		})
+		t.Logf("m5 seen down by all others %v after SIGKILL", took.Round(100*time.Millisecond))
+	}) {
+		return
 	}
 
 	// machine rm while m3 is down: m5's keys are revoked everywhere and
 	// the gossip key rotates; m3 fetches the new key when it comes back.
 	// Brought back with its old keys, m5 is no one's peer and no one
 	// lists it.
-	oldKey := f.status(ctx, t, 0).GossipKey
-	f.procs[2].Signal(syscall.SIGKILL)
-	f.procs[2].Wait(ctx)
-	out, err := f.uncloud(ctx, t, 1, "machine", "rm", "m5")
-	if err != nil {
-		t.Fatalf("machine rm m5: %v\n%s", err, out)
-	}
-	if !strings.Contains(out, "2 of 3 other machines have the new key; m3 will fetch it") {
-		t.Errorf("machine rm m5 with m3 down says:\n%s", out)
-	}
-	f.startAgent(ctx, t, 2, "agent")
-	if _, err := f.uncloud(ctx, t, 1, "machine", "rm", "m2"); err == nil {
-		t.Fatal("a machine removed itself")
-	}
-	f.startAgent(ctx, t, 4, "agent")
-	// m3 missed the removal and the new key: it must fetch the key, then
-	// the revocation, and drop m5 on its own.
-	start = time.Now()
-	for i := 0; i < 4; i++ {
-		for {
-			stale := f.staleM5(ctx, t, i)
-			if stale == "" {
-				break
-			}
-			if time.Since(start) > 20*time.Second {
-				t.Errorf("%s 20 s after the removal: %s", f.hosts[i].Name, stale)
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
+	if !t.Run("m5 removed while m3 is down: revoked everywhere, m3 fetches the rotated gossip key", func(t *testing.T) {
+		oldKey := f.status(ctx, t, 0).GossipKey
+		f.procs[2].Signal(syscall.SIGKILL)
+		f.procs[2].Wait(ctx)
+		out, err := f.uncloud(ctx, t, 1, "machine", "rm", "m5")
+		if err != nil {
+			t.Fatalf("machine rm m5: %v\n%s", err, out)
 		}
-	}
-	t.Logf("m5 gone from every list and peer set %v after m3 and m5 restarted", time.Since(start).Round(100*time.Millisecond))
-	start = time.Now()
-	newKey := f.waitSameGossipKey(ctx, t, 4, 60*time.Second)
-	t.Logf("all four machines on the rotated gossip key %v after m3's restart", time.Since(start).Round(100*time.Millisecond))
-	if newKey == oldKey || f.status(ctx, t, 4).GossipKey != oldKey {
-		t.Errorf("gossip key %s before removal, %s after, removed m5 has %s", oldKey, newKey, f.status(ctx, t, 4).GossipKey)
+		if !strings.Contains(out, "2 of 3 other machines have the new key; m3 will fetch it") {
+			t.Errorf("machine rm m5 with m3 down says:\n%s", out)
+		}
+		f.startAgent(ctx, t, 2, "agent")
+		if _, err := f.uncloud(ctx, t, 1, "machine", "rm", "m2"); err == nil {
+			t.Fatal("a machine removed itself")
+		}
+		f.startAgent(ctx, t, 4, "agent")
+		// m3 missed the removal and the new key: it must fetch the key,
+		// then the revocation, and drop m5 on its own. One 20 s budget
+		// for the four machines, each checked in turn.
+		start := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		for i := 0; i < 4; i++ {
+			if _, err := testkit.Poll(pctx, f.hosts[i].Name+" forgetting m5", func() error {
+				if stale := f.staleM5(ctx, t, i); stale != "" {
+					return errors.New(stale)
+				}
+				return nil
+			}); err != nil {
+				t.Errorf("20 s after the removal: %v", err)
+			}
+		}
+		t.Logf("m5 gone from every list and peer set %v after m3 and m5 restarted", time.Since(start).Round(100*time.Millisecond))
+		start = time.Now()
+		newKey := f.waitSameGossipKey(ctx, t, 4, 60*time.Second)
+		t.Logf("all four machines on the rotated gossip key %v after m3's restart", time.Since(start).Round(100*time.Millisecond))
+		if newKey == oldKey || f.status(ctx, t, 4).GossipKey != oldKey {
+			t.Errorf("gossip key %s before removal, %s after, removed m5 has %s", oldKey, newKey, f.status(ctx, t, 4).GossipKey)
+		}
+	}) {
+		return
 	}
 
 	// Gossip and the state still work on the new key: a rename and a role
 	// made on other machines than the target reach everyone.
-	if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "m2"); err == nil {
-		t.Errorf("renamed m4 to the taken name m2:\n%s", out)
-	}
-	if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "Bad_Name"); err == nil || !strings.Contains(err.Error(), "DNS label") {
-		t.Errorf("rename to an invalid name: %v\n%s", err, out)
-	}
-	if out, err := f.uncloud(ctx, t, 0, "machine", "role", "add", "m2", "database"); err == nil || !strings.Contains(err.Error(), "unknown role") {
-		t.Errorf("unknown role: %v\n%s", err, out)
-	}
-	if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "db-1"); err != nil {
-		t.Fatalf("rename m4 (netstack) from m1: %v\n%s", err, out)
-	}
-	if out, err := f.uncloud(ctx, t, 2, "machine", "role", "add", "m2", "ingress"); err != nil {
-		t.Fatalf("role add on m2 from m3: %v\n%s", err, out)
-	}
-	start = time.Now()
-	for i := 0; i < 4; i++ {
-		for {
-			names := map[string]string{}
-			for _, m := range f.machines(ctx, t, i) {
-				names[m.Name] = strings.Join(m.Roles, ",")
-			}
-			_, renamed := names["db-1"]
-			if renamed && names["m2"] == "ingress" {
-				break
-			}
-			if time.Since(start) > 10*time.Second {
-				t.Fatalf("%s does not see the rename and role after 10 s: %v", f.hosts[i].Name, names)
-			}
-			time.Sleep(100 * time.Millisecond)
+	if !t.Run("on the new key, a rename and a role made elsewhere reach everyone", func(t *testing.T) {
+		if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "m2"); err == nil {
+			t.Errorf("renamed m4 to the taken name m2:\n%s", out)
 		}
+		if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "Bad_Name"); err == nil || !strings.Contains(err.Error(), "DNS label") {
+			t.Errorf("rename to an invalid name: %v\n%s", err, out)
+		}
+		if out, err := f.uncloud(ctx, t, 0, "machine", "role", "add", "m2", "database"); err == nil || !strings.Contains(err.Error(), "unknown role") {
+			t.Errorf("unknown role: %v\n%s", err, out)
+		}
+		if out, err := f.uncloud(ctx, t, 0, "machine", "rename", "m4", "db-1"); err != nil {
+			t.Fatalf("rename m4 (netstack) from m1: %v\n%s", err, out)
+		}
+		if out, err := f.uncloud(ctx, t, 2, "machine", "role", "add", "m2", "ingress"); err != nil {
+			t.Fatalf("role add on m2 from m3: %v\n%s", err, out)
+		}
+		// One 10 s budget for the four machines, each checked in turn.
+		start := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		for i := 0; i < 4; i++ {
+			if _, err := testkit.Poll(pctx, f.hosts[i].Name+" seeing the rename and the role", func() error {
+				names := map[string]string{}
+				for _, m := range f.machines(ctx, t, i) {
+					names[m.Name] = strings.Join(m.Roles, ",")
+				}
+				if _, renamed := names["db-1"]; !renamed || names["m2"] != "ingress" {
+					return fmt.Errorf("names and roles %v", names)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("rename and role seen everywhere %v after the commands", time.Since(start).Round(10*time.Millisecond))
+	}) {
+		return
 	}
-	t.Logf("rename and role seen everywhere %v after the commands", time.Since(start).Round(10*time.Millisecond))
-	// The rename is the machine's own: it survives its restart.
-	f.procs[3].Signal(syscall.SIGTERM)
-	f.procs[3].Wait(ctx)
-	f.startAgent(ctx, t, 3, "agent", "--userspace")
-	if st := f.status(ctx, t, 3); st.Name != "db-1" {
-		t.Errorf("after a restart the renamed machine is %q", st.Name)
-	}
+
+	t.Run("the rename is the machine's own: it survives a restart", func(t *testing.T) {
+		f.procs[3].Signal(syscall.SIGTERM)
+		f.procs[3].Wait(ctx)
+		f.startAgent(ctx, t, 3, "agent", "--userspace")
+		if st := f.status(ctx, t, 3); st.Name != "db-1" {
+			t.Errorf("after a restart the renamed machine is %q", st.Name)
+		}
+	})
 }
 
 func (f *formed) status(ctx context.Context, t *testing.T, i int) api.Status {
@@ -306,8 +310,8 @@ func (f *formed) status(ctx context.Context, t *testing.T, i int) api.Status {
 // list each other as alive, and returns that key's fingerprint.
 func (f *formed) waitSameGossipKey(ctx context.Context, t *testing.T, n int, timeout time.Duration) string {
 	t.Helper()
-	start := time.Now()
-	for {
+	key := ""
+	testkit.Eventually(t, fmt.Sprintf("the first %d machines on one gossip key, all alive", n), timeout, func() error {
 		keys := map[string]bool{}
 		alive := true
 		for i := 0; i < n; i++ {
@@ -316,16 +320,15 @@ func (f *formed) waitSameGossipKey(ctx context.Context, t *testing.T, n int, tim
 				alive = alive && (m.State == "alive" || m.State == "self")
 			}
 		}
-		if len(keys) == 1 && alive {
-			for k := range keys {
-				return k
-			}
+		if len(keys) != 1 || !alive {
+			return fmt.Errorf("%d gossip keys (all alive: %v)", len(keys), alive)
 		}
-		if time.Since(start) > timeout {
-			t.Fatalf("after %v the machines use %d gossip keys (all alive: %v)", timeout, len(keys), alive)
+		for k := range keys {
+			key = k
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return nil
+	})
+	return key
 }
 
 // TestJoinRefusals: each bad join gets a clear error, and nothing changes

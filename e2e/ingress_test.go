@@ -18,6 +18,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -159,55 +160,22 @@ func TestIngress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-
-	if out, err := f.uncloud(ctx, t, 0, "machine", "role", "add", "m3", "ingress"); err != nil {
-		t.Fatalf("role add: %v\n%s", err, out)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !f.ingressStatus(ctx, t, 2).Running {
-		if time.Now().After(deadline) {
-			t.Fatal("m3's ingress not running 30 s after the role was added")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if st := f.ingressStatus(ctx, t, 0); st.Running {
-		t.Fatal("m1 runs an ingress without the role")
-	}
-
 	ctr := func(m string) *record.Container {
 		return &record.Container{MachineID: ms[m].ID, ID: "c-" + m, Name: "web-" + m, Service: "web",
 			Address: ms[m].Address, State: "running"}
 	}
-	// m4 writes: the service and m1's container first.
-	f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{
-		&record.Service{Name: "web", Ports: []string{"app.test:8080/http"}}, ctr("m1")}, nil)
-
-	// The probe starts once m3 routes app.test to m1's container: a
-	// request sent before the route exists is rightly answered 404, and
-	// the last check counts every failure from the probe's first request.
-	waitRoutes := func(what string, ok func(api.IngressStatus) bool) {
+	waitRoutes := func(t *testing.T, what string, ok func(api.IngressStatus) bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			st := f.ingressStatus(ctx, t, 2)
-			if ok(st) {
-				return
+		testkit.Eventually(t, "m3's ingress "+what, 30*time.Second, func() error {
+			if st := f.ingressStatus(ctx, t, 2); !ok(st) {
+				return fmt.Errorf("routes %+v", st)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("m3's ingress, 30 s after the records were written, not %s: %+v", what, st)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
-	waitRoutes("routing app.test to m1", func(st api.IngressStatus) bool {
-		return len(st.Routes) == 1 && len(st.Routes[0].Backends) == 1 && st.Routes[0].Backends[0].Machine == ms["m1"].ID
-	})
-	probe, err := f.hosts[3].StartHelper(ctx, "probe", "httpprobe", true,
-		"-url", "http://"+f.hosts[2].Addr.String()+"/", "-host", "app.test", "-every", "200ms")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitBody := func(from int, body string) int {
+	// The probe, from m4's namespace; started once m3 routes app.test.
+	var probe *lab.Process
+	waitBody := func(t *testing.T, from int, body string) int {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
@@ -217,58 +185,103 @@ func TestIngress(t *testing.T) {
 		}
 		return n
 	}
-	mark := waitBody(0, "m1")
-	t.Log("m1's backend serves app.test through m3")
+	mark := 0
 
-	// Add m2's container: both serve.
-	f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{ctr("m2")}, nil)
-	mark = waitBody(mark, "m2")
-	mark = waitBody(mark, "m1")
-	st := f.ingressStatus(ctx, t, 2)
-	if len(st.Routes) != 1 || len(st.Routes[0].Backends) != 2 {
-		t.Fatalf("ingress ls on m3: %+v", st)
+	if !t.Run("m3 given the ingress role: its ingress runs, m1 runs none", func(t *testing.T) {
+		if out, err := f.uncloud(ctx, t, 0, "machine", "role", "add", "m3", "ingress"); err != nil {
+			t.Fatalf("role add: %v\n%s", err, out)
+		}
+		testkit.EventuallyTrue(t, "m3's ingress running after the role was added", 30*time.Second, func() bool {
+			return f.ingressStatus(ctx, t, 2).Running
+		})
+		if st := f.ingressStatus(ctx, t, 0); st.Running {
+			t.Fatal("m1 runs an ingress without the role")
+		}
+	}) {
+		return
 	}
 
-	// Remove m1's container: only m2 answers after a moment.
-	f.writeRecords(ctx, t, 3, ms["m4"].ID, nil, []string{ctr("m1").Key()})
-	waitRoutes("routing to m2 alone", func(st api.IngressStatus) bool {
-		return len(st.Routes) == 1 && len(st.Routes[0].Backends) == 1 && st.Routes[0].Backends[0].Machine == ms["m2"].ID
-	})
-	mark = len(probe.Output())
-	time.Sleep(2 * time.Second)
-	if recent := probe.Output()[mark:]; strings.Contains(recent, "ok m1") || !strings.Contains(recent, "ok m2") {
-		t.Fatalf("after removal: %q", recent)
+	if !t.Run("service web with m1's container: m3 serves app.test from m1", func(t *testing.T) {
+		// m4 writes: the service and m1's container first.
+		f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{
+			&record.Service{Name: "web", Ports: []string{"app.test:8080/http"}}, ctr("m1")}, nil)
+		// The probe starts once m3 routes app.test to m1's container: a
+		// request sent before the route exists is rightly answered 404, and
+		// the last phase counts every failure from the probe's first request.
+		waitRoutes(t, "routing app.test to m1", func(st api.IngressStatus) bool {
+			return len(st.Routes) == 1 && len(st.Routes[0].Backends) == 1 && st.Routes[0].Backends[0].Machine == ms["m1"].ID
+		})
+		var err error
+		probe, err = f.hosts[3].StartHelper(ctx, "probe", "httpprobe", true,
+			"-url", "http://"+f.hosts[2].Addr.String()+"/", "-host", "app.test", "-every", "200ms")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mark = waitBody(t, 0, "m1")
+	}) {
+		return
 	}
 
-	// Add m1 back and cut m2 off the network: m1 keeps answering. A
-	// request sent to m2 right after the cut waits until gossip declares
+	if !t.Run("m2's container added: both answer", func(t *testing.T) {
+		f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{ctr("m2")}, nil)
+		mark = waitBody(t, mark, "m2")
+		mark = waitBody(t, mark, "m1")
+		st := f.ingressStatus(ctx, t, 2)
+		if len(st.Routes) != 1 || len(st.Routes[0].Backends) != 2 {
+			t.Fatalf("ingress ls on m3: %+v", st)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("m1's container removed: only m2 answers", func(t *testing.T) {
+		f.writeRecords(ctx, t, 3, ms["m4"].ID, nil, []string{ctr("m1").Key()})
+		waitRoutes(t, "routing to m2 alone", func(st api.IngressStatus) bool {
+			return len(st.Routes) == 1 && len(st.Routes[0].Backends) == 1 && st.Routes[0].Backends[0].Machine == ms["m2"].ID
+		})
+		mark = len(probe.Output())
+		// Observation window, not a wait: for the next 2 s every answer
+		// comes from m2 and none from m1.
+		time.Sleep(2 * time.Second)
+		if recent := probe.Output()[mark:]; strings.Contains(recent, "ok m1") || !strings.Contains(recent, "ok m2") {
+			t.Fatalf("after removal: %q", recent)
+		}
+	}) {
+		return
+	}
+
+	// A request sent to m2 right after the cut waits until gossip declares
 	// m2 dead (seconds); then its connection is cut and the request is
 	// retried on m1, and m2 leaves the routes.
-	f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{ctr("m1")}, nil)
-	mark = waitBody(len(probe.Output()), "m1")
-	if out, err := f.hosts[1].Run(ctx, "ip", "link", "set", "eth0", "down"); err != nil {
-		t.Fatalf("cut m2: %v %s", err, out)
-	}
-	cut := len(probe.Output())
-	time.Sleep(30 * time.Second)
-	after := probe.Output()[cut:]
-	slowest := 0
-	for _, line := range strings.Split(after, "\n") {
-		var body string
-		var ms int
-		if n, _ := fmt.Sscanf(line, "ok %s %dms", &body, &ms); n == 2 && ms > slowest {
-			slowest = ms
+	t.Run("m1's container back, m2 cut off: m1 keeps answering", func(t *testing.T) {
+		f.writeRecords(ctx, t, 3, ms["m4"].ID, []crdt.Record{ctr("m1")}, nil)
+		waitBody(t, len(probe.Output()), "m1")
+		if out, err := f.hosts[1].Run(ctx, "ip", "link", "set", "eth0", "down"); err != nil {
+			t.Fatalf("cut m2: %v %s", err, out)
 		}
-	}
-	t.Logf("while m2 is cut off: %d answers, slowest %d ms (a request caught in the partition waits for gossip to declare m2 dead)",
-		strings.Count(after, "ok m1"), slowest)
-	if strings.Contains(after, "fail") {
-		t.Fatalf("requests failed while m2 was cut off:\n%s", after)
-	}
-	if strings.Count(after, "ok m1") < 10 {
-		t.Fatalf("too few answers while m2 was cut off:\n%s", after)
-	}
-	if out := probe.Output(); strings.Contains(out, "fail") {
-		t.Fatalf("some request failed:\n%s", out)
-	}
+		cut := len(probe.Output())
+		// Observation window, not a wait: 30 s while m2 is cut off, in
+		// which no request may fail.
+		time.Sleep(30 * time.Second)
+		after := probe.Output()[cut:]
+		slowest := 0
+		for _, line := range strings.Split(after, "\n") {
+			var body string
+			var ms int
+			if n, _ := fmt.Sscanf(line, "ok %s %dms", &body, &ms); n == 2 && ms > slowest {
+				slowest = ms
+			}
+		}
+		t.Logf("while m2 is cut off: %d answers, slowest %d ms (a request caught in the partition waits for gossip to declare m2 dead)",
+			strings.Count(after, "ok m1"), slowest)
+		if strings.Contains(after, "fail") {
+			t.Fatalf("requests failed while m2 was cut off:\n%s", after)
+		}
+		if strings.Count(after, "ok m1") < 10 {
+			t.Fatalf("too few answers while m2 was cut off:\n%s", after)
+		}
+		if out := probe.Output(); strings.Contains(out, "fail") {
+			t.Fatalf("some request failed:\n%s", out)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
@@ -131,15 +133,22 @@ func stopBackgroundAgent(t *testing.T, pid int) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return
 	}
-	for range 100 {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := testkit.Poll(ctx, "the agent exiting", func() error {
 		if syscall.Kill(pid, 0) != nil {
-			return
+			return nil // gone
 		}
-		time.Sleep(100 * time.Millisecond)
+		return errStillRunning
+	}); err == nil {
+		return
 	}
 	t.Logf("agent pid %d ignored SIGTERM for 10 s; killing it", pid)
 	syscall.Kill(pid, syscall.SIGKILL)
 }
+
+// errStillRunning is a process that has not exited yet.
+var errStillRunning = errors.New("still running")
 
 // checkSum runs `echoserver sum` with argv (a host command or a container
 // exec) against base/bytes?n=size and checks size and hash.

@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 )
 
 // TestJoinDuringPartition: five machines split 2|3 on the wire, and a new
@@ -44,94 +46,102 @@ func TestJoinDuringPartition(t *testing.T) {
 	tokMinority := f.token(ctx, t, 0) // m1
 	tokMajority := f.token(ctx, t, 2) // m3
 
-	// Both joins at once, one on each side.
-	type result struct {
-		out string
-		err error
-		dur time.Duration
-	}
-	minorityDone := make(chan result, 1)
-	go func() {
+	if !t.Run("2|3 split, a join on each side at once: the majority admits m7, the minority refuses m6", func(t *testing.T) {
+		type result struct {
+			out string
+			err error
+			dur time.Duration
+		}
+		minorityDone := make(chan result, 1)
+		go func() {
+			start := time.Now()
+			out, err := f.hosts[5].Run(ctx, f.lab.Uncloud, "join", "--name", "m6", "--foreground", tokMinority)
+			minorityDone <- result{out, err, time.Since(start)}
+		}()
 		start := time.Now()
-		out, err := f.hosts[5].Run(ctx, f.lab.Uncloud, "join", "--name", "m6", "--foreground", tokMinority)
-		minorityDone <- result{out, err, time.Since(start)}
-	}()
-	start := time.Now()
-	f.startAgent(ctx, t, 6, "join", "--name", "m7", "--foreground", tokMajority)
-	t.Logf("majority-side join up in %v", time.Since(start).Round(10*time.Millisecond))
+		f.startAgent(ctx, t, 6, "join", "--name", "m7", "--foreground", tokMajority)
+		t.Logf("majority-side join up in %v", time.Since(start).Round(10*time.Millisecond))
 
-	res := <-minorityDone
-	if res.err == nil {
-		t.Fatalf("a join succeeded on the minority side of a 2|3 partition:\n%s", res.out)
+		res := <-minorityDone
+		if res.err == nil {
+			t.Fatalf("a join succeeded on the minority side of a 2|3 partition:\n%s", res.out)
+		}
+		msg := res.err.Error() + res.out
+		if !strings.Contains(msg, "only 2 of 5 machines agreed") {
+			t.Errorf("minority-side join refused, but not for the majority rule:\n%s", msg)
+		}
+		t.Logf("minority-side join refused after %v", res.dur.Round(10*time.Millisecond))
+	}) {
+		return
 	}
-	msg := res.err.Error() + res.out
-	if !strings.Contains(msg, "only 2 of 5 machines agreed") {
-		t.Errorf("minority-side join refused, but not for the majority rule:\n%s", msg)
-	}
-	t.Logf("minority-side join refused after %v", res.dur.Round(10*time.Millisecond))
 
-	// The majority side lists the new machine with the lowest free subnet
-	// (once its record has replicated to m3).
-	m7Subnet := ""
-	seenFrom := time.Now()
-	for deadline := time.Now().Add(60 * time.Second); m7Subnet == "" && time.Now().Before(deadline); {
-		for _, m := range f.machines(ctx, t, 2) {
-			if m.Name == "m7" {
-				m7Subnet = m.Subnet
+	if !t.Run("m7 listed on the majority side with the lowest free subnet, the minority admitted nobody", func(t *testing.T) {
+		// Once m7's record has replicated to m3.
+		m7Subnet := ""
+		took := testkit.Eventually(t, "m7 listed on m3", 60*time.Second, func() error {
+			for _, m := range f.machines(ctx, t, 2) {
+				if m.Name == "m7" {
+					m7Subnet = m.Subnet
+					return nil
+				}
+			}
+			return fmt.Errorf("not listed")
+		})
+		if m7Subnet != "10.210.6.0/24" {
+			t.Errorf("m7 got subnet %q on the majority side, want 10.210.6.0/24", m7Subnet)
+		} else {
+			t.Logf("m7's record reached m3 within %v", took.Round(10*time.Millisecond))
+		}
+		for _, i := range []int{0, 1} {
+			for _, m := range f.machines(ctx, t, i) {
+				if m.Name == "m6" {
+					t.Errorf("%s lists the refused m6: %+v", f.hosts[i].Name, m)
+				}
 			}
 		}
-		if m7Subnet == "" {
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	if m7Subnet != "10.210.6.0/24" {
-		t.Errorf("m7 got subnet %q on the majority side, want 10.210.6.0/24", m7Subnet)
-	} else {
-		t.Logf("m7's record reached m3 within %v", time.Since(seenFrom).Round(10*time.Millisecond))
-	}
-	// The minority side admitted nobody.
-	for _, i := range []int{0, 1} {
-		for _, m := range f.machines(ctx, t, i) {
-			if m.Name == "m6" {
-				t.Errorf("%s lists the refused m6: %+v", f.hosts[i].Name, m)
-			}
-		}
+	}) {
+		return
 	}
 
-	start = time.Now()
-	if err := split.Heal(ctx); err != nil {
-		t.Fatal(err)
+	var healedAt time.Time
+	if !t.Run("healed: the six machines converge", func(t *testing.T) {
+		healedAt = time.Now()
+		if err := split.Heal(ctx); err != nil {
+			t.Fatal(err)
+		}
+		healed = true
+		// Six machines converge (h6 has not joined): wait on the six hosts.
+		joined, procs := f.hosts, f.procs
+		defer func() { f.hosts, f.procs = joined, procs }()
+		f.hosts = []*lab.Host{joined[0], joined[1], joined[2], joined[3], joined[4], joined[6]}
+		f.procs = []*lab.Process{procs[0], procs[1], procs[2], procs[3], procs[4], procs[6]}
+		d := f.waitAllAlive(ctx, t, 60*time.Second)
+		t.Logf("after the heal all six alive everywhere in %v", d.Round(10*time.Millisecond))
+	}) {
+		return
 	}
-	healed = true
-	// Six machines converge (h6 has not joined): wait on the six hosts.
-	joined := f.hosts
-	f.hosts = []*lab.Host{joined[0], joined[1], joined[2], joined[3], joined[4], joined[6]}
-	procs := f.procs
-	f.procs = []*lab.Process{procs[0], procs[1], procs[2], procs[3], procs[4], procs[6]}
-	d := f.waitAllAlive(ctx, t, 60*time.Second)
-	t.Logf("after the heal all six alive everywhere in %v", d.Round(10*time.Millisecond))
-	f.hosts, f.procs = joined, procs
 
-	// The refused machine tries again and gets the next subnet.
-	tok := f.token(ctx, t, 0)
-	f.startAgent(ctx, t, 5, "join", "--name", "m6", "--foreground", tok)
-	d = f.waitAllAlive(ctx, t, 60*time.Second)
-	t.Logf("m6 admitted after the heal; all seven alive everywhere %v later (%v after the heal)", d.Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond))
-	for i := range f.hosts {
-		seen := map[string]string{}
-		for _, m := range f.machines(ctx, t, i) {
-			if other, dup := seen[m.Subnet]; dup {
-				t.Errorf("%s: %s and %s share subnet %s", f.hosts[i].Name, other, m.Name, m.Subnet)
+	t.Run("m6 joins again: seven machines, seven distinct subnets", func(t *testing.T) {
+		tok := f.token(ctx, t, 0)
+		f.startAgent(ctx, t, 5, "join", "--name", "m6", "--foreground", tok)
+		d := f.waitAllAlive(ctx, t, 60*time.Second)
+		t.Logf("m6 admitted after the heal; all seven alive everywhere %v later (%v after the heal)", d.Round(10*time.Millisecond), time.Since(healedAt).Round(10*time.Millisecond))
+		for i := range f.hosts {
+			seen := map[string]string{}
+			for _, m := range f.machines(ctx, t, i) {
+				if other, dup := seen[m.Subnet]; dup {
+					t.Errorf("%s: %s and %s share subnet %s", f.hosts[i].Name, other, m.Name, m.Subnet)
+				}
+				seen[m.Subnet] = m.Name
 			}
-			seen[m.Subnet] = m.Name
+			if len(seen) != 7 {
+				t.Errorf("%s lists %d subnets, want 7: %v", f.hosts[i].Name, len(seen), seen)
+			}
 		}
-		if len(seen) != 7 {
-			t.Errorf("%s lists %d subnets, want 7: %v", f.hosts[i].Name, len(seen), seen)
+		for _, m := range f.machines(ctx, t, 0) {
+			if m.Name == "m6" && m.Subnet != "10.210.7.0/24" {
+				t.Errorf("m6 got %s after the heal, want 10.210.7.0/24", m.Subnet)
+			}
 		}
-	}
-	for _, m := range f.machines(ctx, t, 0) {
-		if m.Name == "m6" && m.Subnet != "10.210.7.0/24" {
-			t.Errorf("m6 got %s after the heal, want 10.210.7.0/24", m.Subnet)
-		}
-	}
+	})
 }

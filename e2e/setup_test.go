@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 )
 
 // Ports the tests use on every host.
@@ -99,26 +101,33 @@ func startMesh(t *testing.T, l *lab.Lab, modes ...mode) []node {
 // through SOCKS5 when from is a netstack host. It retries until within
 // passes: the first packets wait for a WireGuard handshake.
 func reach(ctx context.Context, from, to node, within time.Duration) (string, bool) {
-	deadline := time.Now().Add(within)
+	pctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
 	var last string
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	_, err := testkit.Poll(pctx, fmtf("%s reaching %s", from.host.Name, to.host.Name), func() error {
 		if from.mode == kernel {
 			res, err := from.host.Ping(ctx, to.agent.MeshAddr(), 3, 5*time.Second)
 			if err == nil && res.Received == 3 {
-				return fmtf("ping %v: %.2f ms", to.agent.MeshAddr(), res.AvgRTTms), true
+				last = fmtf("ping %v: %.2f ms", to.agent.MeshAddr(), res.AvgRTTms)
+				return nil
 			}
 			last = fmtf("ping %v: %+v %v", to.agent.MeshAddr(), res, err)
 		} else {
 			res, err := from.host.Dial(ctx, to.meshAddr(echoPort), true, from.dial(5*time.Second))
 			if err == nil && res.Echoed {
-				return fmtf("TCP echo via SOCKS5 %v: %.2f ms", to.meshAddr(echoPort), res.Seconds*1000), true
+				last = fmtf("TCP echo via SOCKS5 %v: %.2f ms", to.meshAddr(echoPort), res.Seconds*1000)
+				return nil
 			}
 			last = fmtf("TCP echo via SOCKS5 %v: %+v %v", to.meshAddr(echoPort), res, err)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return last, false
+		return errNotReached
+	})
+	return last, err == nil
 }
+
+// errNotReached is reach's "not yet": the attempt's own words are in
+// reach's message.
+var errNotReached = errors.New("not reached")
 
 // unreachable checks that from does NOT reach to for the whole of window.
 func unreachable(ctx context.Context, from, to node, window time.Duration) (string, bool) {

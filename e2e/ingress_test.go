@@ -239,7 +239,15 @@ func TestIngress(t *testing.T) {
 		waitRoutes(t, "routing to m2 alone", func(st api.IngressStatus) bool {
 			return len(st.Routes) == 1 && len(st.Routes[0].Backends) == 1 && st.Routes[0].Backends[0].Machine == ms["m2"].ID
 		})
-		mark = len(probe.Output())
+		// The probe is sequential: the request in flight when the route
+		// changed may still have gone to m1. Its answer is the next line;
+		// every request after it was sent with m2 alone routed.
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		var err error
+		if mark, err = probe.WaitOutput(wctx, len(probe.Output()), "\n"); err != nil {
+			t.Fatal(err)
+		}
 		// Observation window, not a wait: for the next 2 s every answer
 		// comes from m2 and none from m1.
 		time.Sleep(2 * time.Second)

@@ -7,18 +7,23 @@ import (
 	"time"
 )
 
-// pollEvery is how often a condition is re-checked: often enough that a
-// wait ends soon after the condition holds, rarely enough that polling
-// does not load a 2-core machine running a lab of agents.
-const pollEvery = 50 * time.Millisecond
+// Polling starts fast, so a wait ends soon after a quick condition
+// holds, and slows to maxPollEvery, so a long wait whose check runs a
+// process (many e2e checks run the CLI) does not load a 2-core machine
+// that is running the lab's agents.
+const (
+	firstPollEvery = 25 * time.Millisecond
+	maxPollEvery   = 250 * time.Millisecond
+)
 
 // Poll calls check until it returns nil or ctx ends, and returns how long
 // that took. The error names what was awaited and carries check's last
 // error, which usually says what was seen instead.
 func Poll(ctx context.Context, what string, check func() error) (time.Duration, error) {
 	start := time.Now()
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
+	every := firstPollEvery
+	timer := time.NewTimer(every)
+	defer timer.Stop()
 	for {
 		err := check()
 		if err == nil {
@@ -28,8 +33,10 @@ func Poll(ctx context.Context, what string, check func() error) (time.Duration, 
 		case <-ctx.Done():
 			return time.Since(start), fmt.Errorf("%s: not after %v: %w (last: %v)",
 				what, time.Since(start).Round(time.Millisecond), ctx.Err(), err)
-		case <-tick.C:
+		case <-timer.C:
 		}
+		every = min(2*every, maxPollEvery)
+		timer.Reset(every)
 	}
 }
 

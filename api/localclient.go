@@ -51,18 +51,11 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 // Do calls the local API with an optional JSON body and decodes the JSON
 // answer into out (if not nil). A refusal is a *StatusError.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	req, err := NewJSONRequest(ctx, method, c.BaseURL+path, in)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(ctx, method, path, in)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := answerError(resp); err != nil {
-		return err
-	}
 	if out == nil {
 		return nil
 	}
@@ -76,18 +69,11 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 // (streamLines) and hands each line to line. A last line {"error": …}
 // becomes a *StatusError with the answer's status.
 func (c *Client) Stream(ctx context.Context, method, path string, in any, line func(json.RawMessage) error) error {
-	req, err := NewJSONRequest(ctx, method, c.BaseURL+path, in)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := c.send(ctx, method, path, in)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if err := answerError(resp); err != nil {
-		return err
-	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 2<<20)
 	for sc.Scan() {
@@ -121,4 +107,22 @@ func NewJSONRequest(ctx context.Context, method, url string, in any) (*http.Requ
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return req, nil
+}
+
+// send makes one call and returns an answer that is not a refusal, whose
+// body the caller closes; a refusal is a *StatusError.
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	req, err := NewJSONRequest(ctx, method, c.BaseURL+path, in)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := answerError(resp); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	return resp, nil
 }

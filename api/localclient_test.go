@@ -21,6 +21,21 @@ type seen struct {
 
 // recorder answers every request with answer (a status and a body) and
 // keeps what it got, so a test can pin the wire format.
+// checkCall compares one recorded request and its decoded answer with
+// what the call should have sent and returned.
+func checkCall(t *testing.T, got *seen, method, uri, body string, res, want any) {
+	t.Helper()
+	if got.Method != method || got.URI != uri {
+		t.Errorf("request = %s %s, want %s %s", got.Method, got.URI, method, uri)
+	}
+	if got.Body != body {
+		t.Errorf("body = %q, want %q", got.Body, body)
+	}
+	if !reflect.DeepEqual(res, want) {
+		t.Errorf("answer = %#v, want %#v", res, want)
+	}
+}
+
 func recorder(t *testing.T, status int, contentType, answer string) (*httptest.Server, *seen) {
 	t.Helper()
 	var got seen
@@ -134,15 +149,7 @@ func TestLocalClientCalls(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Method != tc.method || got.URI != tc.uri {
-				t.Errorf("request = %s %s, want %s %s", got.Method, got.URI, tc.method, tc.uri)
-			}
-			if got.Body != tc.body {
-				t.Errorf("body = %q, want %q", got.Body, tc.body)
-			}
-			if !reflect.DeepEqual(res, tc.want) {
-				t.Errorf("answer = %#v, want %#v", res, tc.want)
-			}
+			checkCall(t, got, tc.method, tc.uri, tc.body, res, tc.want)
 		})
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"strings"
 	"testing"
 )
@@ -120,15 +119,7 @@ func TestMachineClientCalls(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Method != tc.method || got.URI != tc.uri {
-				t.Errorf("request = %s %s, want %s %s", got.Method, got.URI, tc.method, tc.uri)
-			}
-			if got.Body != tc.body {
-				t.Errorf("body = %q, want %q", got.Body, tc.body)
-			}
-			if !reflect.DeepEqual(res, tc.want) {
-				t.Errorf("answer = %#v, want %#v", res, tc.want)
-			}
+			checkCall(t, got, tc.method, tc.uri, tc.body, res, tc.want)
 		})
 	}
 }

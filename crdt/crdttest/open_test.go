@@ -42,3 +42,15 @@ func TestReplicasOnAHub(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCloseTwice: every long-running part's Close is safe to call again
+// (the daemon's shutdown and a deferred cleanup may both close it).
+func TestCloseTwice(t *testing.T) {
+	s := Open(t, "m1")
+	if err := s.Close(); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

@@ -169,6 +169,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, err
 	}
 	d.startReach(ctx)
+	d.startCatchUp(ctx)
 	d.startIngress(ctx)
 	if err := d.startDNS(ctx); err != nil {
 		return nil, err

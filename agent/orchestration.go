@@ -88,11 +88,11 @@ func (e engine) Create(ctx context.Context, m orchestrate.Machine, spec runtime.
 	if local(m) {
 		return e.d.createLocal(ctx, spec)
 	}
-	var c record.Container
-	if err := e.d.machineAPI.CreateContainer(ctx, m.ID, spec, &c); err != nil {
+	c, err := e.d.machineAPI.CreateContainer(ctx, m.ID, spec)
+	if err != nil {
 		return nil, remoteCallErr(m, err)
 	}
-	return &c, nil
+	return c, nil
 }
 
 func (e engine) Act(ctx context.Context, m orchestrate.Machine, id, action string) error {
@@ -117,11 +117,11 @@ func (e engine) Inspect(ctx context.Context, m orchestrate.Machine, id string) (
 		}
 		return containerRecord(e.d.state.MachineID, c), nil
 	}
-	var c record.Container
-	if err := e.d.machineAPI.InspectContainer(ctx, m.ID, id, &c); err != nil {
+	c, err := e.d.machineAPI.InspectContainer(ctx, m.ID, id)
+	if err != nil {
 		return nil, remoteCallErr(m, err)
 	}
-	return &c, nil
+	return c, nil
 }
 
 func (e engine) Exec(ctx context.Context, m orchestrate.Machine, id string, cmd []string) (runtime.ExecResult, error) {

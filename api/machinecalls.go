@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
 // The machine API's calls, one method per call. Each names the callee by
@@ -19,9 +22,13 @@ func (c *MachineClient) Reserve(ctx context.Context, machineID string, req Reser
 }
 
 // UpdateSelf asks machineID to change its own record (only a machine
-// writes its record); into takes the record it wrote (a crdt.Machine).
-func (c *MachineClient) UpdateSelf(ctx context.Context, machineID string, u MachineUpdate, into any) error {
-	return c.call(ctx, c.HTTP, "UpdateSelf", machineID, http.MethodPost, MachinePathSelf, u, into)
+// writes its record) and returns the record it wrote.
+func (c *MachineClient) UpdateSelf(ctx context.Context, machineID string, u MachineUpdate) (*record.Machine, error) {
+	var m record.Machine
+	if err := c.call(ctx, c.HTTP, "UpdateSelf", machineID, http.MethodPost, MachinePathSelf, u, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
 }
 
 // Keyring reads machineID's gossip keyring.
@@ -41,16 +48,24 @@ func (c *MachineClient) RuntimeReady(ctx context.Context, machineID string) erro
 	return c.call(ctx, c.HTTP, "RuntimeReady", machineID, http.MethodGet, MachinePathRuntimeReady, nil, nil)
 }
 
-// CreateContainer makes a container on machineID from spec (a
-// runtime.ContainerSpec); created takes its record (a crdt.Container).
-func (c *MachineClient) CreateContainer(ctx context.Context, machineID string, spec, created any) error {
-	return c.call(ctx, c.Long, "CreateContainer", machineID, http.MethodPost, MachinePathRuntimeContainers, spec, created)
+// CreateContainer makes a container on machineID from spec and returns
+// its record as that machine wrote it.
+func (c *MachineClient) CreateContainer(ctx context.Context, machineID string, spec runtime.ContainerSpec) (*record.Container, error) {
+	var created record.Container
+	if err := c.call(ctx, c.Long, "CreateContainer", machineID, http.MethodPost, MachinePathRuntimeContainers, spec, &created); err != nil {
+		return nil, err
+	}
+	return &created, nil
 }
 
 // InspectContainer reads a container's state on machineID from Docker
-// there; into takes its record (a crdt.Container).
-func (c *MachineClient) InspectContainer(ctx context.Context, machineID, id string, into any) error {
-	return c.call(ctx, c.HTTP, "InspectContainer", machineID, http.MethodGet, under(MachinePathRuntimeContainers, id), nil, into)
+// there, as its record.
+func (c *MachineClient) InspectContainer(ctx context.Context, machineID, id string) (*record.Container, error) {
+	var into record.Container
+	if err := c.call(ctx, c.HTTP, "InspectContainer", machineID, http.MethodGet, under(MachinePathRuntimeContainers, id), nil, &into); err != nil {
+		return nil, err
+	}
+	return &into, nil
 }
 
 // ContainerAction stops, starts or removes a container on machineID.

@@ -8,6 +8,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
 func testMachineClient(srv *httptest.Server) *MachineClient {
@@ -17,13 +20,6 @@ func testMachineClient(srv *httptest.Server) *MachineClient {
 		}
 		return srv.URL, nil
 	})
-}
-
-// record is a stand-in for a record of a lower package (crdt.Container,
-// crdt.Machine) that the client passes through.
-type record struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
 }
 
 // TestMachineClientCalls pins every machine API call to its method, path
@@ -46,11 +42,9 @@ func TestMachineClientCalls(t *testing.T) {
 			"POST", "/v1/subnets/reserve", `{"subnet":7,"machine_id":"new"}`, nil},
 		{"UpdateSelf", `{"id":"m1","name":"renamed"}`,
 			func(ctx context.Context, c *MachineClient) (any, error) {
-				var r record
-				err := c.UpdateSelf(ctx, "m1", MachineUpdate{Name: "renamed"}, &r)
-				return r, err
+				return c.UpdateSelf(ctx, "m1", MachineUpdate{Name: "renamed"})
 			},
-			"POST", "/v1/self", `{"name":"renamed"}`, record{ID: "m1", Name: "renamed"}},
+			"POST", "/v1/self", `{"name":"renamed"}`, &record.Machine{ID: "m1", Name: "renamed"}},
 		{"Keyring", `{"epoch":2,"keys":["AQID"]}`,
 			func(ctx context.Context, c *MachineClient) (any, error) { return c.Keyring(ctx, "m1") },
 			"GET", "/v1/gossip/keyring", "", GossipKeyring{Epoch: 2, Keys: [][]byte{{1, 2, 3}}}},
@@ -64,18 +58,14 @@ func TestMachineClientCalls(t *testing.T) {
 			"GET", "/v1/runtime/ready", "", nil},
 		{"CreateContainer", `{"id":"c1","name":"web-1"}`,
 			func(ctx context.Context, c *MachineClient) (any, error) {
-				var r record
-				err := c.CreateContainer(ctx, "m1", map[string]string{"image": "nginx"}, &r)
-				return r, err
+				return c.CreateContainer(ctx, "m1", runtime.ContainerSpec{Service: "web", Image: "nginx"})
 			},
-			"POST", "/v1/runtime/containers", `{"image":"nginx"}`, record{ID: "c1", Name: "web-1"}},
+			"POST", "/v1/runtime/containers", `{"service":"web","image":"nginx"}`, &record.Container{ID: "c1", Name: "web-1"}},
 		{"InspectContainer", `{"id":"c1","name":"web-1"}`,
 			func(ctx context.Context, c *MachineClient) (any, error) {
-				var r record
-				err := c.InspectContainer(ctx, "m1", "c1", &r)
-				return r, err
+				return c.InspectContainer(ctx, "m1", "c1")
 			},
-			"GET", "/v1/runtime/containers/c1", "", record{ID: "c1", Name: "web-1"}},
+			"GET", "/v1/runtime/containers/c1", "", &record.Container{ID: "c1", Name: "web-1"}},
 		{"ContainerAction stop", `{}`,
 			func(ctx context.Context, c *MachineClient) (any, error) {
 				return nil, c.ContainerAction(ctx, "m1", "c1", "stop")

@@ -3,10 +3,10 @@ package api
 import "github.com/uncloud-mesh/uncloud/meshaddr"
 
 // The machine API's request and answer bodies that this package owns.
-// Three bodies are records of lower packages and travel as they are (a
-// runtime.ContainerSpec, a crdt.Container, a crdt.Machine): the
-// MachineClient takes them as `any`, so api stays free of the runtime and
-// the store, and their JSON stays defined in one place.
+// Three bodies are types of lower packages and travel as they are (a
+// runtime.ContainerSpec, a record.Container, a record.Machine), so their
+// JSON is defined in one place; api imports those packages, never the
+// store or the agent.
 
 // ReserveRequest asks a machine to promise a subnet to a new machine.
 type ReserveRequest struct {

@@ -78,8 +78,8 @@ func (f *fakeCalls) PushKeyring(ctx context.Context, id string, k api.GossipKeyr
 	return nil
 }
 
-func (f *fakeCalls) UpdateSelf(ctx context.Context, id string, u api.MachineUpdate, into any) error {
-	return errUnreachable
+func (f *fakeCalls) UpdateSelf(ctx context.Context, id string, u api.MachineUpdate) (*record.Machine, error) {
+	return nil, errUnreachable
 }
 
 func (f *fakeCalls) pullCount() int {

@@ -18,6 +18,8 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/tun"
+
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Records is the replicated state as membership uses it; *crdt.Store
@@ -35,7 +37,7 @@ type MachineCalls interface {
 	Reserve(ctx context.Context, machineID string, req api.ReserveRequest) error
 	Keyring(ctx context.Context, machineID string) (api.GossipKeyring, error)
 	PushKeyring(ctx context.Context, machineID string, k api.GossipKeyring) error
-	UpdateSelf(ctx context.Context, machineID string, u api.MachineUpdate, into any) error
+	UpdateSelf(ctx context.Context, machineID string, u api.MachineUpdate) (*record.Machine, error)
 }
 
 // Device is the WireGuard device, for the peers membership adds at once

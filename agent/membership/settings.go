@@ -37,8 +37,8 @@ func (m *Members) UpdateMachine(ctx context.Context, nameOrID string, u api.Mach
 		}
 		return machineInfoOf(rec), nil
 	}
-	var rec record.Machine
-	if err := m.parts.Calls.UpdateSelf(ctx, target.ID, u, &rec); err != nil {
+	rec, err := m.parts.Calls.UpdateSelf(ctx, target.ID, u)
+	if err != nil {
 		var re *api.StatusError
 		if errors.As(err, &re) && re.Status == http.StatusConflict {
 			return api.MachineInfo{}, fmt.Errorf("%w: %s", api.ErrConflict, re.Message)
@@ -48,7 +48,7 @@ func (m *Members) UpdateMachine(ctx context.Context, nameOrID string, u api.Mach
 		}
 		return api.MachineInfo{}, fmt.Errorf("%w: %s must make this change itself and did not answer: %v", api.ErrUnavailable, target.Name, err)
 	}
-	return machineInfoOf(&rec), nil
+	return machineInfoOf(rec), nil
 }
 
 func machineInfoOf(m *record.Machine) api.MachineInfo {

@@ -36,7 +36,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.HandleFunc("POST "+api.MachinePathSelf, d.members.HandleUpdateSelf)
 	mux.HandleFunc("GET "+api.MachinePathKeyring, d.members.HandleGetKeyring)
 	mux.HandleFunc("POST "+api.MachinePathKeyring, d.members.HandlePushKeyring)
-	d.containerRoutes(mux)
+	d.containers.routes(mux)
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
 	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil

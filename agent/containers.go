@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -17,18 +18,24 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
-// containerPart is the agent's Docker side: the local runtime when Docker
-// answers and the mesh runs in the kernel, and why not otherwise.
-type containerPart struct {
-	rt      *runtime.Runtime  // nil when containers cannot run here at all
-	records *containerRecords // what the runtime reports goes to the state here
+// localDocker is this machine's Docker as the network uses it: the local
+// runtime when Docker answers and the mesh runs in the kernel (and why
+// not otherwise), the machine API that serves it to the other machines,
+// and the container records it reports. Orchestration reaches it through
+// the engine in orchestration.go.
+type localDocker struct {
+	machineID   string
+	machineName func() string // the name changes at runtime (rename)
+	log         *slog.Logger
+	rt          *runtime.Runtime  // nil when containers cannot run here at all
+	records     *containerRecords // what the runtime reports goes to the state here
 
 	mu    sync.Mutex
 	ready bool
 	why   error // why not ready
 }
 
-func (p *containerPart) set(ready bool, why error) {
+func (p *localDocker) set(ready bool, why error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ready, p.why = ready, why
@@ -43,7 +50,8 @@ var errNetstack = errors.New("the mesh runs in userspace (netstack mode) here, s
 // say why they cannot run meanwhile. The agent never stops the
 // containers or removes the rules when it exits: they keep serving.
 func (d *Daemon) startContainers(ctx context.Context) {
-	p := &containerPart{why: errors.New("not connected yet")}
+	p := &localDocker{machineID: d.state.MachineID, machineName: func() string { return d.snapshot().Name },
+		log: d.log, why: errors.New("not connected yet")}
 	d.containers = p
 	d.Orchestrator = d.newOrchestrator()
 	if d.dev.Mode() == tun.ModeNetstack {
@@ -77,27 +85,26 @@ func (d *Daemon) startContainers(ctx context.Context) {
 	}()
 }
 
-// localRuntime is this machine's runtime, or why containers cannot run.
-func (d *Daemon) localRuntime() (*runtime.Runtime, error) {
-	p := d.containers
+// runtime is this machine's runtime, or why containers cannot run.
+func (p *localDocker) runtime() (*runtime.Runtime, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.rt == nil || !p.ready {
-		return nil, fmt.Errorf("%w: Docker is not available on %s: %v", api.ErrUnavailable, d.snapshot().Name, p.why)
+		return nil, fmt.Errorf("%w: Docker is not available on %s: %v", api.ErrUnavailable, p.machineName(), p.why)
 	}
 	return p.rt, nil
 }
 
-func (d *Daemon) containerRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+api.MachinePathRuntimeContainers, d.handleCreateContainer)
-	mux.HandleFunc("POST "+api.MachinePathRuntimeContainers+"/{id}/{action}", d.handleContainerAction)
+func (p *localDocker) routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+api.MachinePathRuntimeContainers, p.handleCreateContainer)
+	mux.HandleFunc("POST "+api.MachinePathRuntimeContainers+"/{id}/{action}", p.handleContainerAction)
 	mux.HandleFunc("DELETE "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
-		d.doContainerAction(w, r, r.PathValue("id"), "remove")
+		p.doContainerAction(w, r, r.PathValue("id"), "remove")
 	})
-	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}/logs", d.handleContainerLogs)
-	d.imageRoutes(mux)
+	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}/logs", p.handleContainerLogs)
+	p.imageRoutes(mux)
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
-		rt, err := d.localRuntime()
+		rt, err := p.runtime()
 		if err != nil {
 			writeRuntimeError(w, err)
 			return
@@ -107,10 +114,10 @@ func (d *Daemon) containerRoutes(mux *http.ServeMux) {
 			writeRuntimeError(w, err)
 			return
 		}
-		writeJSON(w, containerRecord(d.state.MachineID, c))
+		writeJSON(w, containerRecord(p.machineID, c))
 	})
 	mux.HandleFunc("GET "+api.MachinePathRuntimeReady, func(w http.ResponseWriter, r *http.Request) {
-		if _, err := d.localRuntime(); err != nil {
+		if _, err := p.runtime(); err != nil {
 			writeRuntimeError(w, err)
 			return
 		}
@@ -143,8 +150,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 // createLocal makes a container here and records it at once.
-func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*record.Container, error) {
-	rt, err := d.localRuntime()
+func (p *localDocker) create(ctx context.Context, spec runtime.ContainerSpec) (*record.Container, error) {
+	rt, err := p.runtime()
 	if err != nil {
 		return nil, err
 	}
@@ -152,15 +159,15 @@ func (d *Daemon) createLocal(ctx context.Context, spec runtime.ContainerSpec) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := rt.Report(ctx, d.containers.records, c.ID); err != nil {
-		d.log.Warn("container record not written yet; the watcher retries", "container", c.Name, "err", err)
+	if err := rt.Report(ctx, p.records, c.ID); err != nil {
+		p.log.Warn("container record not written yet; the watcher retries", "container", c.Name, "err", err)
 	}
-	return containerRecord(d.state.MachineID, c), nil
+	return containerRecord(p.machineID, c), nil
 }
 
 // actLocal stops, starts, restarts or removes a container here.
-func (d *Daemon) actLocal(ctx context.Context, id, action string) error {
-	rt, err := d.localRuntime()
+func (p *localDocker) act(ctx context.Context, id, action string) error {
+	rt, err := p.runtime()
 	if err != nil {
 		return err
 	}
@@ -177,19 +184,19 @@ func (d *Daemon) actLocal(ctx context.Context, id, action string) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.Report(ctx, d.containers.records, id); err != nil {
-		d.log.Warn("container record not updated yet; the watcher retries", "container", id, "err", err)
+	if err := rt.Report(ctx, p.records, id); err != nil {
+		p.log.Warn("container record not updated yet; the watcher retries", "container", id, "err", err)
 	}
 	return nil
 }
 
-func (d *Daemon) handleCreateContainer(w http.ResponseWriter, r *http.Request) {
+func (p *localDocker) handleCreateContainer(w http.ResponseWriter, r *http.Request) {
 	var spec runtime.ContainerSpec
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&spec); err != nil {
 		writeRuntimeError(w, fmt.Errorf("%w: %v", runtime.ErrBadSpec, err))
 		return
 	}
-	c, err := d.createLocal(r.Context(), spec)
+	c, err := p.create(r.Context(), spec)
 	if err != nil {
 		writeRuntimeError(w, err)
 		return
@@ -197,7 +204,7 @@ func (d *Daemon) handleCreateContainer(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, c)
 }
 
-func (d *Daemon) handleContainerAction(w http.ResponseWriter, r *http.Request) {
+func (p *localDocker) handleContainerAction(w http.ResponseWriter, r *http.Request) {
 	action := r.PathValue("action")
 	if action == "exec" {
 		var req api.ContainerExecRequest
@@ -205,7 +212,7 @@ func (d *Daemon) handleContainerAction(w http.ResponseWriter, r *http.Request) {
 			writeRuntimeError(w, fmt.Errorf("%w: %v", runtime.ErrBadSpec, err))
 			return
 		}
-		rt, err := d.localRuntime()
+		rt, err := p.runtime()
 		if err != nil {
 			writeRuntimeError(w, err)
 			return
@@ -218,11 +225,11 @@ func (d *Daemon) handleContainerAction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, res)
 		return
 	}
-	d.doContainerAction(w, r, r.PathValue("id"), action)
+	p.doContainerAction(w, r, r.PathValue("id"), action)
 }
 
-func (d *Daemon) doContainerAction(w http.ResponseWriter, r *http.Request, id, action string) {
-	if err := d.actLocal(r.Context(), id, action); err != nil {
+func (p *localDocker) doContainerAction(w http.ResponseWriter, r *http.Request, id, action string) {
+	if err := p.act(r.Context(), id, action); err != nil {
 		writeRuntimeError(w, err)
 		return
 	}
@@ -231,8 +238,8 @@ func (d *Daemon) doContainerAction(w http.ResponseWriter, r *http.Request, id, a
 
 // handleContainerLogs streams Docker's log lines (timestamp first), one
 // per line, flushed as they come.
-func (d *Daemon) handleContainerLogs(w http.ResponseWriter, r *http.Request) {
-	rt, err := d.localRuntime()
+func (p *localDocker) handleContainerLogs(w http.ResponseWriter, r *http.Request) {
+	rt, err := p.runtime()
 	if err != nil {
 		writeRuntimeError(w, err)
 		return

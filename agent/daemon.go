@@ -63,7 +63,7 @@ type Daemon struct {
 	reach         *meshReach         // which machines are reachable now (resolver, ingress)
 	nat           *natLayer          // NAT traversal; nil until started
 	ingress       *ingressRunner
-	containers    *containerPart             // Docker, see containers.go
+	containers    *localDocker               // this machine's Docker, see containers.go
 	dns           atomic.Pointer[dnsService] // the resolver, once started (dns.go)
 
 	ctx    context.Context // the daemon's lifetime, for work started by calls

@@ -10,9 +10,9 @@ import (
 // the machine API: no registry needed, and a machine that has the image
 // (same ID) is skipped.
 
-func (d *Daemon) imageRoutes(mux *http.ServeMux) {
+func (p *localDocker) imageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.MachinePathRuntimeImage, func(w http.ResponseWriter, r *http.Request) {
-		rt, err := d.localRuntime()
+		rt, err := p.runtime()
 		if err != nil {
 			writeRuntimeError(w, err)
 			return
@@ -25,7 +25,7 @@ func (d *Daemon) imageRoutes(mux *http.ServeMux) {
 		writeJSON(w, api.ImageIDAnswer{ID: id})
 	})
 	mux.HandleFunc("POST "+api.MachinePathRuntimeImages, func(w http.ResponseWriter, r *http.Request) {
-		rt, err := d.localRuntime()
+		rt, err := p.runtime()
 		if err != nil {
 			writeRuntimeError(w, err)
 			return

@@ -75,7 +75,7 @@ func remoteCallErr(m orchestrate.Machine, err error) error {
 
 func (e engine) Ready(ctx context.Context, m orchestrate.Machine) error {
 	if local(m) {
-		_, err := e.d.localRuntime()
+		_, err := e.d.containers.runtime()
 		return err
 	}
 	if err := e.d.machineAPI.RuntimeReady(ctx, m.ID); err != nil {
@@ -86,7 +86,7 @@ func (e engine) Ready(ctx context.Context, m orchestrate.Machine) error {
 
 func (e engine) Create(ctx context.Context, m orchestrate.Machine, spec runtime.ContainerSpec) (*record.Container, error) {
 	if local(m) {
-		return e.d.createLocal(ctx, spec)
+		return e.d.containers.create(ctx, spec)
 	}
 	c, err := e.d.machineAPI.CreateContainer(ctx, m.ID, spec)
 	if err != nil {
@@ -97,7 +97,7 @@ func (e engine) Create(ctx context.Context, m orchestrate.Machine, spec runtime.
 
 func (e engine) Act(ctx context.Context, m orchestrate.Machine, id, action string) error {
 	if local(m) {
-		return e.d.actLocal(ctx, id, action)
+		return e.d.containers.act(ctx, id, action)
 	}
 	if err := e.d.machineAPI.ContainerAction(ctx, m.ID, id, action); err != nil {
 		return remoteCallErr(m, err)
@@ -107,7 +107,7 @@ func (e engine) Act(ctx context.Context, m orchestrate.Machine, id, action strin
 
 func (e engine) Inspect(ctx context.Context, m orchestrate.Machine, id string) (*record.Container, error) {
 	if local(m) {
-		rt, err := e.d.localRuntime()
+		rt, err := e.d.containers.runtime()
 		if err != nil {
 			return nil, err
 		}
@@ -126,7 +126,7 @@ func (e engine) Inspect(ctx context.Context, m orchestrate.Machine, id string) (
 
 func (e engine) Exec(ctx context.Context, m orchestrate.Machine, id string, cmd []string) (runtime.ExecResult, error) {
 	if local(m) {
-		rt, err := e.d.localRuntime()
+		rt, err := e.d.containers.runtime()
 		if err != nil {
 			return runtime.ExecResult{}, err
 		}
@@ -141,7 +141,7 @@ func (e engine) Exec(ctx context.Context, m orchestrate.Machine, id string, cmd 
 
 func (e engine) Logs(ctx context.Context, m orchestrate.Machine, id string, o runtime.LogOptions, line func(string) error) error {
 	if local(m) {
-		rt, err := e.d.localRuntime()
+		rt, err := e.d.containers.runtime()
 		if err != nil {
 			return err
 		}
@@ -157,7 +157,7 @@ func (e engine) Logs(ctx context.Context, m orchestrate.Machine, id string, o ru
 
 func (e engine) ImageID(ctx context.Context, m orchestrate.Machine, ref string) (string, error) {
 	if local(m) {
-		rt, err := e.d.localRuntime()
+		rt, err := e.d.containers.runtime()
 		if err != nil {
 			return "", err
 		}
@@ -177,7 +177,7 @@ func (e engine) SaveImage(ctx context.Context, m orchestrate.Machine, ref string
 	if !local(m) {
 		return nil, fmt.Errorf("%w: images are saved on the machine that has them, not through %s", api.ErrBadRequest, m.Name)
 	}
-	rt, err := e.d.localRuntime()
+	rt, err := e.d.containers.runtime()
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +186,7 @@ func (e engine) SaveImage(ctx context.Context, m orchestrate.Machine, ref string
 
 func (e engine) LoadImage(ctx context.Context, m orchestrate.Machine, tarball io.Reader) error {
 	if local(m) {
-		rt, err := e.d.localRuntime()
+		rt, err := e.d.containers.runtime()
 		if err != nil {
 			return err
 		}

@@ -17,9 +17,8 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
-	"github.com/uncloud-mesh/uncloud/tun"
-
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/tun"
 )
 
 // Records is the replicated state as membership uses it; *crdt.Store

@@ -15,7 +15,11 @@
 //   - optional NAT routers (a namespace with nftables masquerade, either
 //     endpoint-independent or fully random, that is, symmetric), with the
 //     host on a private LAN 198.19.N.0/24 behind it;
-//   - optional tc netem delay and loss, when the kernel has sch_netem.
+//   - optional tc netem delay and loss, when the kernel has sch_netem;
+//   - optional IPv6: Host.AddIPv6 gives a host on the internet 2001:db8:18::A:B
+//     next to its 198.18.A.B (the bridge then answers as 2001:db8:18::1),
+//     and Lab.BlockIPv4 drops IPv4 between hosts on the bridge, so they can
+//     only talk over IPv6.
 //
 // Every name starts with "ul", embeds the creating process id and a random
 // tag, and is at most 15 characters (the kernel's limit for interface names;

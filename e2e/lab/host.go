@@ -19,8 +19,12 @@ type Host struct {
 	// host: Addr itself, or the WAN address of its NAT router.
 	Addr       netip.Addr
 	PublicAddr netip.Addr
-	Router     *Router // nil when the host sits directly on the internet
-	Dir        string  // this host's directory: configs, state, logs
+	// Addr6 and PublicAddr6 are the host's IPv6 address on the internet,
+	// zero until AddIPv6.
+	Addr6       netip.Addr
+	PublicAddr6 netip.Addr
+	Router      *Router // nil when the host sits directly on the internet
+	Dir         string  // this host's directory: configs, state, logs
 
 	lab *Lab
 	// The far end of eth0, for netem on the host's inbound direction.

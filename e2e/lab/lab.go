@@ -55,9 +55,10 @@ type Lab struct {
 	routers   []*Router
 	nsList    []string // namespaces to delete, in creation order
 	procs     []*Process
-	nextWAN   int // last octets handed out on the internet, from 198.18.1.1
-	nextLAN   int // third octet of the next NAT LAN 198.19.N.0/24
-	counters  int // nftables counter tables made so far
+	nextWAN   int  // last octets handed out on the internet, from 198.18.1.1
+	nextLAN   int  // third octet of the next NAT LAN 198.19.N.0/24
+	counters  int  // nftables counter tables made so far
+	ipv6      bool // Gateway6 is on the bridge (ensureIPv6)
 	closed    bool
 	closeOnce sync.Once
 	closeErr  error

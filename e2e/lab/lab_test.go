@@ -324,3 +324,72 @@ func TestCustomHelperRunsInsideTheHost(t *testing.T) {
 		t.Error("unknown helper mode: no error")
 	}
 }
+
+// With AddIPv6 hosts reach each other over IPv6 too, and BlockIPv4 leaves
+// IPv6 as the only way between them.
+func TestIPv6Underlay(t *testing.T) {
+	l := lab.Start(t)
+	ctx := t.Context()
+	hosts, err := l.AddHosts(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, h2 := hosts[0], hosts[1]
+	for _, h := range hosts {
+		if err := h.AddIPv6(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !lab.InternetPrefix6.Contains(h.Addr6) || h.PublicAddr6 != h.Addr6 {
+			t.Fatalf("%s: IPv6 address %v (public %v), want one in %v", h.Name, h.Addr6, h.PublicAddr6, lab.InternetPrefix6)
+		}
+	}
+	if _, err := h2.StartEcho(ctx, "echo", netip.AddrPortFrom(netip.IPv6Unspecified(), 7000)); err != nil {
+		t.Fatal(err)
+	}
+	dial := func(to netip.Addr) lab.DialResult {
+		t.Helper()
+		r, err := h1.Dial(ctx, netip.AddrPortFrom(to, 7000), true, lab.DialOptions{Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	frags, err := l.CountOnInternet(ctx, "exthdr frag exists")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6, err := l.CountOnInternet(ctx, "ether type ip6 tcp dport 7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []netip.Addr{h2.Addr, h2.Addr6} {
+		// The first dial may race the echo server's start.
+		r := dial(to)
+		for deadline := time.Now().Add(10 * time.Second); !r.Echoed && time.Now().Before(deadline); r = dial(to) {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !r.Echoed {
+			t.Fatalf("%s to %s: %+v", h1.Name, to, r)
+		}
+	}
+	if _, err := l.BlockIPv4(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := dial(h2.Addr); r.Connected {
+		t.Errorf("IPv4 blocked, yet %s reached %s: %+v", h1.Name, h2.Addr, r)
+	}
+	if r := dial(h2.Addr6); !r.Echoed {
+		t.Errorf("IPv4 blocked: %s did not reach %s over IPv6: %+v", h1.Name, h2.Addr6, r)
+	}
+	n6, err := v6.Packets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nf, err := frags.Packets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n6 == 0 || nf != 0 {
+		t.Errorf("on the bridge: %d IPv6 packets to port 7000 (want some), %d IPv6 fragments (want 0)", n6, nf)
+	}
+}

@@ -62,12 +62,20 @@ const (
 
 func newContainerLab(ctx context.Context, t *testing.T, kinds ...hostKind) *containerLab {
 	t.Helper()
-	return newContainerLabWith(ctx, t, nil, kinds...)
+	return newContainerLabWith(ctx, t, labShape{}, kinds...)
 }
 
-// newContainerLabWith is newContainerLab with a hook that shapes the lab
-// hosts (their links, say) before any agent or engine starts on them.
-func newContainerLabWith(ctx context.Context, t *testing.T, setup func([]*lab.Host) error, kinds ...hostKind) *containerLab {
+// labShape changes how newContainerLabWith builds the network.
+type labShape struct {
+	// setup shapes the lab and its hosts (their links, say) before any
+	// agent or engine starts on them.
+	setup func(*lab.Lab, []*lab.Host) error
+	// flags are more flags for host i's `uncloud init` or `uncloud join`.
+	flags func(i int, h *lab.Host) []string
+}
+
+// newContainerLabWith is newContainerLab shaped by shape.
+func newContainerLabWith(ctx context.Context, t *testing.T, shape labShape, kinds ...hostKind) *containerLab {
 	n := len(kinds)
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -81,8 +89,8 @@ func newContainerLabWith(ctx context.Context, t *testing.T, setup func([]*lab.Ho
 	if err != nil {
 		t.Fatal(err)
 	}
-	if setup != nil {
-		if err := setup(hosts); err != nil {
+	if shape.setup != nil {
+		if err := shape.setup(l, hosts); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,10 +127,17 @@ func newContainerLabWith(ctx context.Context, t *testing.T, setup func([]*lab.Ho
 	if err := testimage.Import(ctx, c.engines[0].Client, tarball, testimage.Tag); err != nil {
 		t.Fatalf("load the test image into %s's engine: %v", hosts[0].Name, err)
 	}
-	c.startAgentWithDocker(ctx, t, 0, "init", "--name", "m1", "--foreground")
+	flags := func(i int) []string {
+		if shape.flags == nil {
+			return nil
+		}
+		return shape.flags(i, hosts[i])
+	}
+	c.startAgentWithDocker(ctx, t, 0, append([]string{"init", "--name", "m1", "--foreground"}, flags(0)...)...)
 	for i := 1; i < n; i++ {
 		tok := c.token(ctx, t, 0)
-		args := []string{"join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", tok}
+		args := append([]string{"join", "--name", fmt.Sprintf("m%d", i+1), "--foreground"}, flags(i)...)
+		args = append(args, tok)
 		if kinds[i] == userspace {
 			args = append(args, "--userspace")
 		}

@@ -63,16 +63,7 @@ func (r *rig) image(t *testing.T, service string) string {
 // images are the images of the service's containers, sorted.
 func (r *rig) images(t *testing.T, service string) []string {
 	t.Helper()
-	cs, err := r.o.serviceContainers(context.Background(), service)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, c := range cs {
-		out = append(out, c.Image)
-	}
-	slices.Sort(out)
-	return out
+	return r.each(t, service, func(c *record.Container) string { return c.Image })
 }
 
 func TestDeployRollout(t *testing.T) {

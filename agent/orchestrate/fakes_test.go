@@ -285,15 +285,21 @@ func (r *rig) placement(t *testing.T, service string) []string {
 // containers are the service's container names, sorted.
 func (r *rig) containers(t *testing.T, service string) []string {
 	t.Helper()
+	return r.each(t, service, func(c *record.Container) string { return c.Name })
+}
+
+// each is one field of each of the service's containers, sorted.
+func (r *rig) each(t *testing.T, service string, field func(*record.Container) string) []string {
+	t.Helper()
 	cs, err := r.o.serviceContainers(context.Background(), service)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, c := range cs {
-		out = append(out, c.Name)
+		out = append(out, field(c))
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 

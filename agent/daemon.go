@@ -17,6 +17,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -52,6 +53,7 @@ type Daemon struct {
 	// are read through snapshot.
 	state    *membership.MachineState
 	identity *api.Identity
+	verifier *trust.Verifier
 	members  *membership.Members // who is in the network (agent/membership)
 
 	dev           *tun.Device
@@ -229,10 +231,21 @@ func (d *Daemon) startStore(ctx context.Context) error {
 		Client:  d.machineClient,
 		Log:     d.log.With("component", "crdt-fetch"),
 	}
+	root, err := trust.DecodeKey(d.state.RootKey)
+	if err != nil || d.state.Membership == nil {
+		return fmt.Errorf("the machine state in %s has no signed membership (it was made by an uncloud before signed membership): remove the data dir and join again", d.opts.DataDir)
+	}
+	verifier, err := trust.NewVerifier(trust.Config{Network: d.state.NetworkID, Root: root, Dir: d.opts.DataDir, Log: d.log})
+	if err != nil {
+		return err
+	}
+	d.verifier = verifier
 	store, err := crdt.Open(ctx, crdt.Config{
-		Dir:     filepath.Join(d.opts.DataDir, "state"),
-		Gossip:  d.gossip,
-		Fetcher: fetcher,
+		Signer:   trust.NewSigner(d.state.MachineID, d.identity.PrivateKey()),
+		Verifier: verifier,
+		Dir:      filepath.Join(d.opts.DataDir, "state"),
+		Gossip:   d.gossip,
+		Fetcher:  fetcher,
 		LiveMachines: func() []string {
 			var names []string
 			for _, m := range d.gossip.Members() {

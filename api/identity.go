@@ -46,6 +46,9 @@ func NewIdentity(seed []byte) (*Identity, error) {
 // Seed is the secret to store (0600) to rebuild the identity.
 func (id *Identity) Seed() []byte { return id.key.Seed() }
 
+// PrivateKey signs as this machine (records, memberships; package trust).
+func (id *Identity) PrivateKey() ed25519.PrivateKey { return id.key }
+
 // PublicKey is what other machines pin.
 func (id *Identity) PublicKey() ed25519.PublicKey { return id.key.Public().(ed25519.PublicKey) }
 

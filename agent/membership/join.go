@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -38,6 +41,10 @@ type joinResponse struct {
 	GossipKeys     [][]byte        `json:"gossip_keys"`
 	GossipKeyEpoch uint64          `json:"gossip_key_epoch,omitempty"`
 	Members        []TokenMember   `json:"members"`
+	// RootKey is the network's root key; Membership is the issuer's
+	// signed statement admitting the new machine (package trust).
+	RootKey    string             `json:"root_key"`
+	Membership *record.Membership `json:"membership"`
 }
 
 func joinError(w http.ResponseWriter, code int, format string, args ...any) {
@@ -81,6 +88,12 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		joinError(w, http.StatusServiceUnavailable, "reserve a subnet: %v", err)
 		return
 	}
+	membership, err := m.signer().Issue(record.Membership{Network: m.state.NetworkID, ID: req.MachineID,
+		IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey.String(), Subnet: subnet.String()}, now)
+	if err != nil {
+		joinError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
 	pending := PendingJoin{
 		Seed: Seed{Name: req.Name, MachineID: req.MachineID, IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey,
 			Address: subnet.MachineAddr(), Subnet: subnet.Prefix(), Endpoints: ParseEndpoints(req.Endpoints)},
@@ -105,7 +118,8 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		m.log.Warn("new machine not added as a peer yet", "name", req.Name, "err", err)
 	}
 	st := m.Snapshot()
-	resp := joinResponse{NetworkID: st.NetworkID, Subnet: subnet, GossipKeys: st.GossipKeys, GossipKeyEpoch: st.GossipKeyEpoch, Members: members}
+	resp := joinResponse{NetworkID: st.NetworkID, Subnet: subnet, GossipKeys: st.GossipKeys, GossipKeyEpoch: st.GossipKeyEpoch, Members: members,
+		RootKey: st.RootKey, Membership: membership}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
 	m.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
@@ -234,6 +248,10 @@ func Join(ctx context.Context, tokenText string, opts JoinOptions) (*MachineStat
 		return nil, fmt.Errorf("the issuer's answer is inconsistent (network %s, subnet %d)", resp.NetworkID, resp.Subnet)
 	}
 	st.Subnet = resp.Subnet
+	if err := checkAdmission(st, tok.Members[0], resp); err != nil {
+		return nil, err
+	}
+	st.RootKey, st.Membership = resp.RootKey, resp.Membership
 	st.GossipKeys, st.GossipKeyEpoch = resp.GossipKeys, resp.GossipKeyEpoch
 	for _, m := range resp.Members {
 		st.Seeds = append(st.Seeds, Seed{Name: m.Name, MachineID: m.MachineID, IdentityKey: m.IdentityKey,
@@ -301,4 +319,33 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 	// ignores the handshake: from here that looks like no answer at all.
 	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: the token was revoked or used up, or that machine's WireGuard port is not reachable from here (last error: %w)",
 		issuer.Name, issuer.Subnet.MachineAddr(), issuer.Endpoints, lastErr)
+}
+
+// checkAdmission makes sure the issuer's membership admits exactly this
+// machine and verifies under the issuer's key, which the token pinned:
+// a machine must not start with a record every other machine would ignore.
+func checkAdmission(st *MachineState, issuer TokenMember, resp *joinResponse) error {
+	ms := resp.Membership
+	if ms == nil || resp.RootKey == "" {
+		return errors.New("the issuer's answer has no membership: it runs an uncloud without signed membership; upgrade it first")
+	}
+	want := st.membershipSubject()
+	if err := ms.Check(); err != nil {
+		return fmt.Errorf("the issuer's membership is malformed: %w", err)
+	}
+	if ms.Network != want.Network || ms.ID != want.ID || ms.IdentityKey != want.IdentityKey ||
+		ms.WireGuardKey != want.WireGuardKey || ms.Subnet != want.Subnet || ms.Issuer != issuer.MachineID {
+		return errors.New("the issuer's membership does not name this machine as it asked to join")
+	}
+	key, err := trust.DecodeKey(issuer.IdentityKey)
+	if err != nil {
+		return fmt.Errorf("the token's issuer: %w", err)
+	}
+	if !ed25519.Verify(key, ms.Message(), ms.Sig) {
+		return errors.New("the issuer's membership signature does not verify under the key the token names")
+	}
+	if _, err := trust.DecodeKey(resp.RootKey); err != nil {
+		return fmt.Errorf("the network's root key: %w", err)
+	}
+	return nil
 }

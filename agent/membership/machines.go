@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -143,6 +144,7 @@ func (m *Members) Publish(ctx context.Context) error {
 		WireGuardKey: m.state.WireGuardKey.PublicKey().String(),
 		IdentityKey:  api.EncodeKey(m.cfg.Identity.PublicKey()),
 		Endpoints:    EndpointStrings(m.cfg.Endpoints()),
+		Membership:   m.state.Membership,
 	}
 	if cur, err := m.parts.Records.Get(ctx, rec.Key()); err == nil {
 		if mr, ok := cur.(*record.Machine); ok && sameMachine(mr, rec) {
@@ -157,7 +159,8 @@ func (m *Members) Publish(ctx context.Context) error {
 
 func sameMachine(a, b *record.Machine) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.WireGuardKey == b.WireGuardKey &&
-		a.IdentityKey == b.IdentityKey && slices.Equal(a.Endpoints, b.Endpoints) && slices.Equal(a.Roles, b.Roles)
+		a.IdentityKey == b.IdentityKey && slices.Equal(a.Endpoints, b.Endpoints) && slices.Equal(a.Roles, b.Roles) &&
+		reflect.DeepEqual(a.Membership, b.Membership)
 }
 
 // RemoveMachine implements api.Backend's: the machine's keys go into the
@@ -173,8 +176,24 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 	if target.ID == m.state.MachineID {
 		return api.RemoveResult{}, fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
 	}
+	// What the machine signed while it was trusted (the machines it
+	// admitted, services it wrote, removals it made) stays believed;
+	// anything else it signs, before or after, is void.
+	kept, err := m.parts.Records.SignedBy(ctx, target.ID, record.ServicesPrefix, record.RevokedPrefix, record.CertsPrefix)
+	if err != nil {
+		return api.RemoveResult{}, fmt.Errorf("list what %s signed: %w", target.Name, err)
+	}
+	machines, err := m.MachineRecords(ctx)
+	if err != nil {
+		return api.RemoveResult{}, err
+	}
+	for _, mr := range machines {
+		if ms := mr.Membership; ms != nil && ms.Issuer == target.ID && mr.ID != target.ID {
+			kept = append(kept, crdt.SignatureDigest(ms.Sig))
+		}
+	}
 	rec := &record.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
-		IdentityKey: target.IdentityKey, By: m.state.MachineID, At: m.now().UTC()}
+		IdentityKey: target.IdentityKey, By: m.state.MachineID, At: m.now().UTC(), Kept: kept}
 	if err := m.parts.Records.Put(ctx, rec.Key(), rec); err != nil {
 		return api.RemoveResult{}, fmt.Errorf("revoke %s: %w", target.Name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -28,6 +29,13 @@ type Records interface {
 	Put(ctx context.Context, key string, r crdt.Record) error
 	Delete(ctx context.Context, key string) error
 	List(ctx context.Context, prefix string) ([]crdt.Record, error)
+	// SignedBy lists the digests of a machine's signatures that this
+	// replica believes: what a removal keeps.
+	SignedBy(ctx context.Context, machineID string, prefixes ...string) ([]string, error)
+	// GetSigned and PutSigned move a record with its writer's signature
+	// (revocations travel with a gossip key push).
+	GetSigned(ctx context.Context, key string) ([]byte, error)
+	PutSigned(ctx context.Context, key string, raw []byte) error
 }
 
 // MachineCalls are the machine API calls membership makes to other
@@ -147,6 +155,11 @@ func New(cfg Config) (*Members, error) {
 func (m *Members) Attach(p Parts) {
 	m.parts = p
 	m.attached.Store(true)
+}
+
+// signer signs as this machine.
+func (m *Members) signer() *trust.Signer {
+	return trust.NewSigner(m.state.MachineID, m.cfg.Identity.PrivateKey())
 }
 
 // State is the machine state; only its fixed fields may be read without

@@ -19,6 +19,16 @@ type ReserveRequest struct {
 type GossipKeyring struct {
 	Epoch uint64   `json:"epoch"`
 	Keys  [][]byte `json:"keys"`
+	// Revocations travel with the key, as their removers signed them: the
+	// receiver applies them before it adopts the key, so a removed machine
+	// is refused before the key it must not have can be asked for.
+	Revocations []SignedRecord `json:"revocations,omitempty"`
+}
+
+// SignedRecord is a record in its stored, signed form.
+type SignedRecord struct {
+	Key string `json:"key"`
+	Raw []byte `json:"raw"`
 }
 
 // ContainerExecRequest runs a command in a container on the callee.

@@ -120,6 +120,9 @@ func (m *Members) MachineRecords(ctx context.Context) ([]*record.Machine, error)
 // Revoked is the add-only set of removed machines, by machine ID.
 func (m *Members) Revoked(ctx context.Context) map[string]*record.Revoked {
 	out := map[string]*record.Revoked{}
+	if m.parts.Records == nil {
+		return out // not attached yet: nothing is known to be removed
+	}
 	recs, err := m.parts.Records.List(ctx, record.RevokedPrefix)
 	if err != nil {
 		m.log.Error("read revoked machines", "err", err)

@@ -41,6 +41,11 @@ type DaemonOptions struct {
 	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
 	// or unix:///var/run/docker.sock.
 	DockerHost string
+	// RawStateWrites lets the local API write stored records as given,
+	// unchecked and unsigned by this machine: adversarial tests use it to
+	// act as a member gone rogue (with this machine's keys, the writes
+	// are what such a member could do). Off unless the test asks.
+	RawStateWrites bool
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated

@@ -74,6 +74,13 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 				}
 				if live {
 					d.applyPeers(machines)
+					// Deletions are not signed: a member could delete
+					// this machine's record. Its owner writes it again.
+					if machines[record.MachinesPrefix+d.state.MachineID] == nil {
+						if err := d.members.Publish(ctx); err != nil {
+							d.log.Warn("re-publish this machine's record", "err", err)
+						}
+					}
 				}
 			case <-d.peersChanged:
 				if live {

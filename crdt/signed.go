@@ -255,3 +255,17 @@ func EncodeSigned(r Record, signer Signer) ([]byte, error) { return encodeRecord
 
 // DecodeSigned decodes a stored form without checking its signature.
 func DecodeSigned(key string, raw []byte) (Signed, error) { return decodeSigned(key, raw) }
+
+// PutUnchecked stores a value as given, without signing or checking it:
+// for adversarial tests that play a member gone rogue (the agent allows it
+// only when told to). Readers still check it.
+func (s *Store) PutUnchecked(ctx context.Context, key string, raw []byte) error {
+	if err := record.CheckKey(key); err != nil {
+		return err
+	}
+	if err := s.putRaw(ctx, key, raw); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	s.afterLocalWrite(ctx, key)
+	return nil
+}

@@ -190,9 +190,11 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 	if err != nil {
 		return api.RemoveResult{}, err
 	}
+	var admitted []string
 	for _, mr := range machines {
 		if ms := mr.Membership; ms != nil && ms.Issuer == target.ID && mr.ID != target.ID {
 			kept = append(kept, crdt.SignatureDigest(ms.Sig))
+			admitted = append(admitted, mr.Name)
 		}
 	}
 	rec := &record.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
@@ -205,7 +207,7 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 	}
 	m.cfg.PokePeers()
 	m.log.Info("machine removed", "name", target.Name, "id", target.ID)
-	res := api.RemoveResult{Name: target.Name}
+	res := api.RemoveResult{Name: target.Name, Admitted: admitted}
 	// The revocation must be known (and the removed machine no longer
 	// authorized) before the new key travels, hence the order.
 	reached, missed, err := m.rotateGossipKey(ctx)

@@ -119,6 +119,9 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error 
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
+	// Raw state writes exist for the adversarial tests only, which play a
+	// member gone rogue; nothing else turns them on.
+	opts.RawStateWrites = os.Getenv("UNCLOUD_TEST_RAW_WRITES") == "1"
 	d, err := agent.StartDaemon(ctx, opts)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -40,8 +41,9 @@ type Config struct {
 	Log *slog.Logger
 }
 
-// revocationsFile holds the remembered revocations, as signed.
-const revocationsFile = "revocations.json"
+// trustFileName holds the remembered revocations, as signed, and the
+// subnet owners last believed.
+const trustFileName = "trust.json"
 
 // maxRemembered bounds the revocations kept from the state: more than a
 // network of 254 machines can ever legitimately write.
@@ -57,8 +59,9 @@ type Verifier struct {
 
 	view atomic.Pointer[view]
 
-	mu         sync.Mutex // Reset, remembered
+	mu         sync.Mutex // Reset, remembered, owners
 	remembered map[string]crdt.Signed
+	owners     map[string]string // subnet -> member ID, as last believed
 
 	cacheMu sync.Mutex
 	cache   map[[32]byte]bool // sha256(signer key, msg, sig) of signatures that verified
@@ -76,12 +79,12 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if len(cfg.Root) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("trust: network %s has no root key", cfg.Network)
 	}
-	v := &Verifier{cfg: cfg, log: cfg.Log.With("component", "trust"), remembered: map[string]crdt.Signed{},
+	v := &Verifier{cfg: cfg, log: cfg.Log.With("component", "trust"), remembered: map[string]crdt.Signed{}, owners: map[string]string{},
 		cache: map[[32]byte]bool{}, refused: map[string]uint64{}, logged: map[string]bool{}}
 	if err := v.load(); err != nil {
 		return nil, err
 	}
-	v.view.Store(build(cfg.Network, cfg.Root, nil, v.rememberedList()))
+	v.view.Store(build(cfg.Network, cfg.Root, nil, v.rememberedList(), v.owners))
 	return v, nil
 }
 
@@ -95,7 +98,7 @@ func (v *Verifier) Reset(machines, revoked []crdt.Signed) bool {
 			all = append(all, s)
 		}
 	}
-	nv := build(v.cfg.Network, v.cfg.Root, machines, all)
+	nv := build(v.cfg.Network, v.cfg.Root, machines, all, v.owners)
 	// Remember what verified (garbage must not fill the file), for good.
 	added := false
 	for _, s := range revoked {
@@ -104,6 +107,14 @@ func (v *Verifier) Reset(machines, revoked []crdt.Signed) bool {
 			v.remembered[k] = s
 			added = true
 		}
+	}
+	owners := map[string]string{}
+	for id, m := range nv.members {
+		owners[m.rec.Subnet] = id
+	}
+	if !maps.Equal(owners, v.owners) {
+		v.owners = owners
+		added = true
 	}
 	if added {
 		if err := v.save(); err != nil {
@@ -247,6 +258,12 @@ func (v *Verifier) rememberedList() []crdt.Signed {
 	return out
 }
 
+// trustFile is what a Verifier keeps in its Dir.
+type trustFile struct {
+	Revocations []storedRevocation `json:"revocations"`
+	Owners      map[string]string  `json:"subnet_owners,omitempty"`
+}
+
 // storedRevocation is a remembered revocation as it was signed; the
 // record is decoded again from the signed message on load.
 type storedRevocation struct {
@@ -260,7 +277,7 @@ func (v *Verifier) load() error {
 	if v.cfg.Dir == "" {
 		return nil
 	}
-	path := filepath.Join(v.cfg.Dir, revocationsFile)
+	path := filepath.Join(v.cfg.Dir, trustFileName)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -268,11 +285,14 @@ func (v *Verifier) load() error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
-	var stored []storedRevocation
+	var stored trustFile
 	if err := json.Unmarshal(b, &stored); err != nil {
 		return fmt.Errorf("parse %s: %w", path, err)
 	}
-	for _, sr := range stored {
+	if stored.Owners != nil {
+		v.owners = stored.Owners
+	}
+	for _, sr := range stored.Revocations {
 		s, err := crdt.SignedFromMessage(sr.Key, sr.By, sr.Sig, sr.Msg)
 		if err != nil {
 			v.log.Warn("remembered revocation unreadable", "key", sr.Key, "err", err)
@@ -287,15 +307,15 @@ func (v *Verifier) save() error {
 	if v.cfg.Dir == "" {
 		return nil
 	}
-	out := make([]storedRevocation, 0, len(v.remembered))
+	out := trustFile{Owners: v.owners}
 	for _, s := range v.rememberedList() {
-		out = append(out, storedRevocation{Key: s.Key, By: s.By, Sig: s.Sig, Msg: s.Msg})
+		out.Revocations = append(out.Revocations, storedRevocation{Key: s.Key, By: s.By, Sig: s.Sig, Msg: s.Msg})
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(v.cfg.Dir, revocationsFile), b)
+	return writeFileAtomic(filepath.Join(v.cfg.Dir, trustFileName), b)
 }
 
 func writeFileAtomic(path string, data []byte) error {

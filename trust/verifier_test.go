@@ -245,3 +245,17 @@ func TestRevocationRemembered(t *testing.T) {
 		t.Fatalf("after a restart without the revocation in the state: members %s, want [a b]", members(v2))
 	}
 }
+
+// TestSubnetOwnerKeeps: a member admits a newcomer into an existing
+// machine's subnet with an earlier admission time; the machine that owned
+// the subnet keeps it here.
+func TestSubnetOwnerKeeps(t *testing.T) {
+	w := newWorld(t)
+	v := w.verifier(t)
+	x := newMachine(t, "x", 3) // c's subnet
+	admit(t, w.b, x, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+	v.Reset(append(w.machines, sign(t, x.rec, x.signer)), nil)
+	if got := members(v); got != "[a b c]" {
+		t.Fatalf("members = %s, want [a b c]: the subnet's owner must keep it", got)
+	}
+}

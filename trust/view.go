@@ -61,7 +61,12 @@ type candidate struct {
 // of it later) and, if that signer has itself been removed, when the
 // removal kept it or it removes the signer's own remover (two sides of a
 // partition that remove each other both stay removed).
-func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.Signed) *view {
+//
+// owners are the subnets' owners this machine believed before (subnet ->
+// machine ID): in a conflict the machine that already owned a subnet
+// keeps it, so a member cannot cut an existing machine off by admitting
+// another into its subnet, whatever admission time it writes.
+func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.Signed, owners map[string]string) *view {
 	v := &view{members: map[string]*member{}, identities: map[string]ed25519.PublicKey{},
 		revoked: map[string]*revocation{}, revokedKeys: map[string]bool{}, revocations: map[string]*revocation{},
 		refused: map[string]int{}}
@@ -186,10 +191,15 @@ func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.
 			continue
 		}
 		c := cands[id]
-		// Two members claiming one subnet: the earlier admission keeps it.
+		// Two members claiming one subnet: its known owner keeps it, else
+		// the earlier admission.
 		if o := bySubnet[c.rec.Subnet]; o != nil {
 			v.refused["subnet claimed twice"]++
-			if !o.rec.Membership.At.After(c.rec.Membership.At) {
+			switch owner := owners[c.rec.Subnet]; {
+			case owner == o.rec.ID:
+				continue
+			case owner == c.rec.ID:
+			case !o.rec.Membership.At.After(c.rec.Membership.At):
 				continue
 			}
 			delete(v.members, o.rec.ID)

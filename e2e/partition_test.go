@@ -2,13 +2,18 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/membership"
+	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/internal/testkit"
+	"github.com/uncloud-mesh/uncloud/trust"
 )
 
 // TestJoinDuringPartition: five machines split 2|3 on the wire, and a new
@@ -144,4 +149,44 @@ func TestJoinDuringPartition(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestMutualRemoval: with the network split m1 | m2 m3, m1 removes m2 and
+// m2 removes m1. After the heal both removals stand (README, "Two sides
+// of a partition that remove each other both stay removed"): m3 lists
+// neither, and neither can reach m3's machine API.
+func TestMutualRemoval(t *testing.T) {
+	ctx := context.Background()
+	f := form(ctx, t, 3, nil)
+	f.waitAllAlive(ctx, t, 60*time.Second)
+	s1, s2, s3 := hostState(t, f.hosts[0]), hostState(t, f.hosts[1]), hostState(t, f.hosts[2])
+	split, err := f.lab.Partition(ctx, []*lab.Host{f.hosts[0]}, []*lab.Host{f.hosts[1], f.hosts[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rm := range [][2]int{{0, 1}, {1, 0}} {
+		if out, err := f.uncloud(ctx, t, rm[0], "machine", "rm", fmt.Sprintf("m%d", rm[1]+1)); err != nil {
+			t.Fatalf("m%d removes m%d during the split: %v\n%s", rm[0]+1, rm[1]+1, err, out)
+		}
+	}
+	if err := split.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m3Key := trust.EncodeKey(ed25519.NewKeyFromSeed(s3.IdentitySeed).Public().(ed25519.PublicKey))
+	m3API := netipJoin(s3.MeshAddress(), agent.MachineAPIPort)
+	took := testkit.Eventually(t, "both removals stand on m3", 60*time.Second, func() error {
+		byID := machineRecords(ctx, t, f, 2)
+		for _, st := range []*membership.MachineState{s1, s2} {
+			if byID[st.MachineID] != nil {
+				return fmt.Errorf("m3 still lists %s", st.Name)
+			}
+		}
+		for _, i := range []int{0, 1} {
+			if res := rogueCallWithin(ctx, t, f.hosts[i], time.Second, m3API, m3Key, "GET", api.MachinePathKeyring, ""); res.Status == 200 {
+				return fmt.Errorf("%s still reaches m3's machine API", f.hosts[i].Name)
+			}
+		}
+		return nil
+	})
+	t.Logf("both removals stood on m3 %v after the heal", took)
 }

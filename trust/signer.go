@@ -42,8 +42,11 @@ func EncodeKey(pub ed25519.PublicKey) string { return base64.StdEncoding.EncodeT
 // DecodeKey parses EncodeKey's form.
 func DecodeKey(s string) (ed25519.PublicKey, error) {
 	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("bad identity key %q", s)
+	if err != nil {
+		return nil, fmt.Errorf("identity key %q is not base64: %w", s, err)
+	}
+	if len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("identity key is %d bytes, want %d", len(b), ed25519.PublicKeySize)
 	}
 	return ed25519.PublicKey(b), nil
 }

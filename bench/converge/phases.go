@@ -27,6 +27,12 @@ func latency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 tim
 		return 0, 0, err
 	}
 	defer c.close()
+	return timeWrites(ctx, c, writes)
+}
+
+// timeWrites is latency's measurement on a formed cluster.
+func timeWrites(ctx context.Context, c *cluster, writes int) (p50, p99 time.Duration, err error) {
+	n := len(c.reps)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
+)
+
+// The signed variant: every replica has its own identity key and signs
+// what it writes (crdt.Config.Signer), and checks every record it reads
+// (crdt.Config.Verifier), as agents do since records are signed.
+
+const benchNetwork = "converge-bench"
+
+// signedLatency is latency on n replicas that sign and verify: the first
+// replica is the network's root and admits itself and every other; each
+// replica writes its machine record (with its membership) and the timing
+// starts once every replica believes all n members.
+func signedLatency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 time.Duration, err error) {
+	var recs []*record.Machine
+	c, err := newClusterWith(ctx, log, n, func(c *cluster) error {
+		var err error
+		recs, err = admitAll(c, log)
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.close()
+	for i, r := range c.reps {
+		if err := r.store.Load().Put(ctx, recs[i].Key(), recs[i]); err != nil {
+			return 0, 0, fmt.Errorf("write machine record of %s: %w", r.name, err)
+		}
+	}
+	if err := waitMembers(ctx, c, 60*time.Second); err != nil {
+		return 0, 0, err
+	}
+	if _, err := c.waitEqual(ctx, 30*time.Second); err != nil {
+		return 0, 0, fmt.Errorf("machine records: %w", err)
+	}
+	p50, p99, err = timeWrites(ctx, c, writes)
+	if err != nil {
+		return 0, 0, err
+	}
+	// A record a verifier refused would have been a 5 s outlier; say so
+	// plainly instead.
+	for _, r := range c.reps {
+		if ref := r.verifier.(*trust.Verifier).Refused(); len(ref) > 0 {
+			return 0, 0, fmt.Errorf("%s refused records: %v", r.name, ref)
+		}
+	}
+	return p50, p99, nil
+}
+
+// admitAll gives every replica an identity key, a Signer and a Verifier,
+// and returns each one's machine record with its membership issued by
+// the first replica (the root, which issues its own).
+func admitAll(c *cluster, log *slog.Logger) ([]*record.Machine, error) {
+	type ident struct {
+		pub    ed25519.PublicKey
+		signer *trust.Signer
+	}
+	ids := make([]ident, len(c.reps))
+	for i, r := range c.reps {
+		pub, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = ident{pub: pub, signer: trust.NewSigner(r.name, key)}
+	}
+	at := time.Now().Add(-time.Minute)
+	recs := make([]*record.Machine, len(c.reps))
+	for i, r := range c.reps {
+		wg := make([]byte, 32)
+		rand.Read(wg)
+		m := &record.Machine{ID: r.name, Name: r.name, Subnet: meshaddr.Subnet(i + 1).String(),
+			IdentityKey: trust.EncodeKey(ids[i].pub), WireGuardKey: trust.EncodeKey(ed25519.PublicKey(wg)),
+			Endpoints: []string{r.node.Addr().String()}}
+		ms, err := ids[0].signer.Issue(record.Membership{Network: benchNetwork, ID: m.ID, IdentityKey: m.IdentityKey,
+			WireGuardKey: m.WireGuardKey, Subnet: m.Subnet}, at.Add(time.Duration(i)*time.Millisecond))
+		if err != nil {
+			return nil, fmt.Errorf("admit %s: %w", r.name, err)
+		}
+		m.Membership = ms
+		recs[i] = m
+		v, err := trust.NewVerifier(trust.Config{Network: benchNetwork, Root: ids[0].pub, Log: log.With("replica", r.name)})
+		if err != nil {
+			return nil, err
+		}
+		r.signer, r.verifier = ids[i].signer, v
+	}
+	return recs, nil
+}
+
+// waitMembers waits until every replica's Verifier believes every replica.
+func waitMembers(ctx context.Context, c *cluster, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := ""
+		for _, r := range c.reps {
+			v := r.verifier.(*trust.Verifier)
+			for _, o := range c.reps {
+				if !v.Member(o.name) {
+					missing = fmt.Sprintf("%s does not believe %s", r.name, o.name)
+					break
+				}
+			}
+			if missing != "" {
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("memberships did not replicate within %s: %s", timeout, missing)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// signedRows measures 20 signing and verifying replicas right after the
+// unsigned 20-replica figure, pairs times (further pairs add an unsigned
+// round each, so both sides see the same drift of the machine's load),
+// and returns the signed figure's row and the comparison's row.
+func signedRows(ctx context.Context, log *slog.Logger, pairs int, unsigned, signed *[2][]time.Duration) (row, row) {
+	const n, writes = 20, 100
+	var errs []string
+	for i := range max(pairs, 1) {
+		if i > 0 || len(unsigned[0]) == 0 {
+			p50, p99, err := latency(ctx, log, n, writes)
+			if err != nil {
+				errs = append(errs, "unsigned: "+err.Error())
+			} else {
+				unsigned[0], unsigned[1] = append(unsigned[0], p50), append(unsigned[1], p99)
+			}
+		}
+		p50, p99, err := signedLatency(ctx, log, n, writes)
+		if err != nil {
+			errs = append(errs, "signed: "+err.Error())
+			continue
+		}
+		signed[0], signed[1] = append(signed[0], p50), append(signed[1], p99)
+		fmt.Fprintf(os.Stderr, "  pair %d: unsigned p50 %s p99 %s, signed p50 %s p99 %s\n", i+1,
+			ms(unsigned[0][len(unsigned[0])-1]), ms(unsigned[1][len(unsigned[1])-1]), ms(p50), ms(p99))
+	}
+	method := fmt.Sprintf("as the 20-replica row, each replica with its own identity key, Signer and Verifier; %d machine records with memberships from the root replica replicated first", n)
+	if len(signed[0]) == 0 || len(unsigned[0]) == 0 {
+		msg := "error: " + strings.Join(errs, "; ")
+		return row{figure: "write→visible everywhere, 20 replicas, signed", value: msg, method: method},
+			row{figure: "added by signatures, 20 replicas", value: msg}
+	}
+	rounds := ""
+	if pairs > 1 {
+		rounds = fmt.Sprintf(" (medians of %d rounds each)", len(signed[0]))
+	}
+	u50, u99, s50, s99 := median(unsigned[0]), median(unsigned[1]), median(signed[0]), median(signed[1])
+	return row{
+			figure: "write→visible everywhere, 20 replicas, signed",
+			value:  fmt.Sprintf("p50 %s, p99 %s", ms(s50), ms(s99)),
+			target: "p99 < 500 ms", method: method + rounds,
+			ok: s99 < 500*time.Millisecond && len(errs) == 0,
+		}, row{
+			figure: "added by signatures, 20 replicas",
+			value: fmt.Sprintf("p50 %+.1f ms (%.2f×), p99 %+.1f ms (%.2f×)",
+				float64(s50-u50)/1e6, float64(s50)/float64(u50), float64(s99-u99)/1e6, float64(s99)/float64(u99)),
+			target: "-", method: "signed minus unsigned, same run" + rounds,
+			ok: len(errs) == 0,
+		}
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}

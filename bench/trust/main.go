@@ -130,13 +130,13 @@ func run(ctx context.Context, n, rounds int) error {
 	}
 	fmt.Printf("bench/trust: %d records (%d container, %d service, %d machine), %d members, median of %d rounds, GOMAXPROCS %d, %s/%s\n\n",
 		n, kinds["container"], kinds["service"], kinds["machine"], members, rounds, runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "figure\tper record\trecords/s\t\tmethod\t")
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tper record\trecords/s\tmethod")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\t%s\t\n", r.figure, nsOrUs(r.perRecord), rate(r.perRecord), r.method)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.figure, nsOrUs(r.perRecord), rate(r.perRecord), r.method)
 	}
 	for _, r := range opens {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\t%s\t\n", r.figure, nsOrUs(r.perRecord/time.Duration(n)), "("+ms(r.perRecord)+" in all)", r.method)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.figure, nsOrUs(r.perRecord/time.Duration(n)), "("+ms(r.perRecord)+" in all)", r.method)
 	}
 	tw.Flush()
 	f, d, du, c, wm := median(floor), median(decode), median(decodeUnsigned), median(cold), median(warm)

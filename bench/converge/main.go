@@ -27,7 +27,7 @@ type row struct {
 func main() {
 	quick := flag.Bool("quick", false, "fewer writes (a smoke run)")
 	only := flag.String("only", "", "run one figure: latency, heal, catchup, writes, rss")
-	pairs := flag.Int("pairs", 1, "signed latency: rounds of 20 replicas unsigned then signed (the first unsigned one is the 20-replica row); medians compared")
+	pairs := flag.Int("pairs", 1, "signed latency: rounds of 20 replicas unsigned then signed (the first unsigned one is the 20-replica row); all writes of each side pooled")
 	rssChild := flag.String("rss-child", "", "internal: measure one store's RSS in this data directory")
 	flag.Parse()
 	log := slog.New(slog.DiscardHandler)
@@ -59,7 +59,7 @@ func main() {
 	if !run("latency") {
 		rows = append(rows, row{}, row{}) // keep the summary's indexes valid
 	}
-	var unsigned20, signed20 [2][]time.Duration // p50s, p99s of 20 replicas
+	var unsigned20 []time.Duration // the 20-replica row's samples, for the signed comparison
 	for _, n := range []int{5, 20} {
 		if !run("latency") {
 			break
@@ -68,9 +68,13 @@ func main() {
 		if n == 20 {
 			writes = 100
 		}
-		p50, p99, err := latency(ctx, log, n, writes)
-		if n == 20 && err == nil {
-			unsigned20[0], unsigned20[1] = append(unsigned20[0], p50), append(unsigned20[1], p99)
+		lats, err := latencies(ctx, log, n, writes)
+		var p50, p99 time.Duration
+		if err == nil {
+			p50, p99 = percentiles(lats)
+			if n == 20 {
+				unsigned20 = lats
+			}
 		}
 		add(row{
 			figure: fmt.Sprintf("write→visible everywhere, %d replicas", n),
@@ -82,7 +86,7 @@ func main() {
 	}
 	signedSummary := ""
 	if run("latency") {
-		r, sr := signedRows(ctx, log, *pairs, &unsigned20, &signed20)
+		r, sr := signedRows(ctx, log, *pairs, unsigned20)
 		add(r, nil)
 		add(sr, nil)
 		signedSummary = "; signatures add at 20 replicas " + sr.value

@@ -142,7 +142,7 @@ func run(ctx context.Context, n, rounds int) error {
 	f, d, du, c, wm := median(floor), median(decode), median(decodeUnsigned), median(cold), median(warm)
 	lu, lv := median(lists.unsigned), median(lists.verified)
 	fmt.Printf("\nsummary: Check cold %s/s = %.2f× the ed25519.Verify floor's time (%s/s); warm %s/s (%.0f× cold); "+
-		"a read (decode+check) costs %.1f× a pre-signature decode cold, %.2f× warm; List of %d with Verifier %.2f× without (+%s per record); "+
+		"a read (decode+check) costs %.1f× a pre-signature decode cold, %.2f× warm; List of %d with Verifier %.2f× an unsigned store's without (+%s per record); "+
 		"Open after a restart %.1f× (+%s for %d records)\n",
 		rate(c), ratio(c, f), rate(f), rate(wm), ratio(c, wm),
 		ratio(d+c, du), ratio(d+wm, du), n, ratio(lv, lu), nsOrUs(lv-lu),
@@ -152,7 +152,7 @@ func run(ctx context.Context, n, rounds int) error {
 }
 
 // errSentinel marks a measured run that failed.
-var errSentinel = time.Duration(-1)
+const errSentinel = time.Duration(-1)
 
 // perRecord times fn over n records; a failure is returned as errSentinel
 // and reported by firstErr (the bench must not print figures of checks

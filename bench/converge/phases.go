@@ -19,18 +19,8 @@ import (
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
-// latency writes one record at a time, rotating the writer, and waits until
-// every replica's Watch has reported it.
-func latency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 time.Duration, err error) {
-	lats, err := latencies(ctx, log, n, writes)
-	if err != nil {
-		return 0, 0, err
-	}
-	p50, p99 = percentiles(lats)
-	return p50, p99, nil
-}
-
-// latencies is latency's samples, sorted.
+// latencies writes one record at a time, rotating the writer, and waits
+// until every replica's Watch has reported it: one sample per write, sorted.
 func latencies(ctx context.Context, log *slog.Logger, n, writes int) ([]time.Duration, error) {
 	c, err := newCluster(ctx, log, n)
 	if err != nil {
@@ -45,8 +35,7 @@ func percentiles(lats []time.Duration) (p50, p99 time.Duration) {
 	return lats[len(lats)/2], lats[(len(lats)*99)/100]
 }
 
-// timeWrites is latency's measurement on a formed cluster: one sample per
-// write, sorted.
+// timeWrites is latencies' measurement on a formed cluster.
 func timeWrites(ctx context.Context, c *cluster, writes int) ([]time.Duration, error) {
 	n := len(c.reps)
 	ctx, cancel := context.WithCancel(ctx)

@@ -22,7 +22,7 @@ import (
 
 const benchNetwork = "converge-bench"
 
-// signedLatency is latency on n replicas that sign and verify: the first
+// signedLatency is latencies on n replicas that sign and verify: the first
 // replica is the network's root and admits itself and every other; each
 // replica writes its machine record (with its membership) and the timing
 // starts once every replica believes all n members.

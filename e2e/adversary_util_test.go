@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/trust"
 )
 
 // e2eHelpers are every lab helper mode of this package.
@@ -170,4 +172,12 @@ func hostState(t *testing.T, h *lab.Host) *membership.MachineState {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// hostSigner signs records as the machine of a lab host, as its agent
+// would: for tests that write a stopped machine's state directly.
+func hostSigner(t *testing.T, h *lab.Host) *trust.Signer {
+	t.Helper()
+	st := hostState(t, h)
+	return trust.NewSigner(st.MachineID, ed25519.NewKeyFromSeed(st.IdentitySeed))
 }

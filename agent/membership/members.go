@@ -136,7 +136,7 @@ func New(cfg Config) (*Members, error) {
 	if m.tokens, err = loadTokenBook(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if m.promises, err = loadPromiseBook(cfg.DataDir); err != nil {
+	if m.promises, err = loadPromiseBook(cfg.DataDir, m.now()); err != nil {
 		return nil, err
 	}
 	return m, nil

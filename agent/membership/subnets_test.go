@@ -17,22 +17,22 @@ import (
 
 func TestPromiseBook(t *testing.T) {
 	dir := t.TempDir()
-	b, _ := loadPromiseBook(dir)
+	b, _ := loadPromiseBook(dir, time.Now())
 	owners := map[meshaddr.Subnet]string{1: "m1"}
-	if err := b.promise(1, "m9", owners); err == nil {
+	if err := b.promise(1, "m9", owners, time.Now()); err == nil {
 		t.Fatal("promised a subnet that a machine record owns")
 	}
-	if err := b.promise(2, "m2", owners); err != nil {
+	if err := b.promise(2, "m2", owners, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.promise(2, "m2", owners); err != nil {
+	if err := b.promise(2, "m2", owners, time.Now()); err != nil {
 		t.Fatalf("repeating the same promise: %v", err)
 	}
-	if err := b.promise(2, "m3", owners); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
+	if err := b.promise(2, "m3", owners, time.Now()); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
 		t.Fatalf("second machine got subnet 2: %v", err)
 	}
-	reloaded, _ := loadPromiseBook(dir)
-	if err := reloaded.promise(2, "m3", owners); err == nil {
+	reloaded, _ := loadPromiseBook(dir, time.Now())
+	if err := reloaded.promise(2, "m3", owners, time.Now()); err == nil {
 		t.Fatal("a promise did not survive a restart")
 	}
 }
@@ -90,7 +90,7 @@ func TestReserveSubnetMajority(t *testing.T) {
 			if err != nil || got != want {
 				t.Fatalf("reserveSubnet = %v, %v; want subnet %v", got, err, want)
 			}
-			if owner := m.promises.taken()[want]; owner != "joiner" {
+			if owner := m.promises.taken(nil, time.Now())[want]; owner != "joiner" {
 				t.Fatalf("this machine's own promise of %v is to %q", want, owner)
 			}
 		})
@@ -107,7 +107,7 @@ func TestReserveSubnetLowestFree(t *testing.T) {
 	putMachine(t, store, "m2", 2)
 	putMachine(t, store, "m4", 4)
 	calls.reserve["m2"], calls.reserve["m4"] = promises, promises
-	if err := m.promises.promise(3, "earlier-joiner", nil); err != nil {
+	if err := m.promises.promise(3, "earlier-joiner", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -138,7 +138,7 @@ func TestReserveSubnetAllTaken(t *testing.T) {
 	store := crdttest.Open(t, "self")
 	m := newTestMembers(t, Parts{Records: store, Calls: newFakeCalls()})
 	for n := meshaddr.MinSubnet; n <= meshaddr.MaxSubnet; n++ {
-		if err := m.promises.promise(n, fmt.Sprintf("m%d", n), nil); err != nil {
+		if err := m.promises.promise(n, fmt.Sprintf("m%d", n), nil, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -179,11 +179,11 @@ func TestHandleReserve(t *testing.T) {
 			t.Fatalf("reserve %s = %d %q, want %d %q", tc.body, resp.StatusCode, msg.String(), tc.want, tc.says)
 		}
 	}
-	reloaded, err := loadPromiseBook(m.cfg.DataDir)
+	reloaded, err := loadPromiseBook(m.cfg.DataDir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reloaded.taken()[3] != "a" {
-		t.Fatalf("promise not on disk: %v", reloaded.taken())
+	if reloaded.taken(nil, time.Now())[3] != "a" {
+		t.Fatalf("promise not on disk: %v", reloaded.taken(nil, time.Now()))
 	}
 }

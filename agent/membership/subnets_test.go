@@ -2,9 +2,11 @@ package membership
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +187,51 @@ func TestHandleReserve(t *testing.T) {
 	}
 	if reloaded.taken(nil, time.Now())[3] != "a" {
 		t.Fatalf("promise not on disk: %v", reloaded.taken(nil, time.Now()))
+	}
+}
+
+// TestPromiseExpiry: a promise with no machine record goes after the
+// TTL, the holder's own as well as one made for another machine; one
+// whose record appeared is fulfilled and stays, even after the record is
+// gone; the time survives a restart.
+func TestPromiseExpiry(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b, _ := loadPromiseBook(dir, t0)
+	for n, id := range map[meshaddr.Subnet]string{3: "slow-but-fine", 4: "never-came"} {
+		if err := b.promise(n, id, nil, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The slow join's record replicates after 9 minutes.
+	owners := map[meshaddr.Subnet]string{3: "slow-but-fine"}
+	if got := b.taken(owners, t0.Add(9*time.Minute)); len(got) != 2 {
+		t.Fatalf("at 9 min: %v, want both promises", got)
+	}
+	reloaded, _ := loadPromiseBook(dir, t0.Add(time.Hour))
+	if got := reloaded.taken(nil, t0.Add(11*time.Minute)); len(got) != 1 || got[3] != "slow-but-fine" {
+		t.Fatalf("at 11 min after a restart: %v, want only the fulfilled promise", got)
+	}
+	if err := reloaded.promise(4, "another", nil, t0.Add(11*time.Minute)); err != nil {
+		t.Fatalf("an expired promise still holds its subnet: %v", err)
+	}
+	if err := reloaded.promise(3, "another", nil, t0.Add(48*time.Hour)); err == nil {
+		t.Fatal("a fulfilled promise expired")
+	}
+	// A file of the earlier format: its promises start their clock now.
+	legacy, _ := json.Marshal(map[string]any{"promised": map[string]string{"7": "old"}})
+	old := t.TempDir()
+	if err := writeFileAtomic(filepath.Join(old, promisesFile), legacy, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := loadPromiseBook(old, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lb.taken(nil, t0.Add(5*time.Minute)); got[7] != "old" {
+		t.Fatalf("legacy promise not read: %v", got)
+	}
+	if got := lb.taken(nil, t0.Add(11*time.Minute)); len(got) != 0 {
+		t.Fatalf("legacy promise never expires: %v", got)
 	}
 }

@@ -120,6 +120,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		},
 		PokePeers:      d.pokePeers,
 		Endpoints:      d.candidateEndpoints,
+		Reach:          d.reachability,
 		GossipPort:     GossipPort,
 		MachineAPIPort: MachineAPIPort,
 	})

@@ -70,6 +70,9 @@ type Config struct {
 	// Endpoints are the underlay endpoints this machine publishes; the
 	// default is the configured public address and the interfaces.
 	Endpoints func() []netip.AddrPort
+	// Reach tells whether this machine can be reached from outside its
+	// NAT, and which peers can (reach.go); nil: assume it can.
+	Reach func() Reachability
 	// GossipPort and MachineAPIPort are on every machine's mesh address.
 	GossipPort     uint16
 	MachineAPIPort uint16

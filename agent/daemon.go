@@ -250,6 +250,12 @@ func (d *Daemon) startStore(ctx context.Context) error {
 	}
 	d.store = store
 	d.members.Attach(membership.Parts{Records: store, Calls: d.machineAPI, Device: d.dev, Gossip: d.gossip})
+	// The seeds became peers before the store opened; now that the revoked
+	// set can be read, a revoked seed loses its peer at once rather than
+	// at the peer manager's first pass.
+	if err := d.dev.SyncPeers(d.seedPeers()); err != nil {
+		d.log.Error("peers from seeds", "err", err)
+	}
 	d.life.closeLast(store.Close)
 	return nil
 }

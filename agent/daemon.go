@@ -31,7 +31,7 @@ const (
 type DaemonOptions struct {
 	DataDir   string
 	Socket    string // local API socket; default api.DefaultSocket
-	SocketGID int    // group allowed on the socket; -1 keeps the process group
+	SocketGID int    // group allowed on the socket (0660); -1: 0600, the agent's user alone
 	Userspace bool
 	Expose    []tun.ExposedPort
 	Logger    *slog.Logger

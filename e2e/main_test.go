@@ -10,5 +10,11 @@ import (
 // from there, which keeps a host cheap) and serves the lab's helper modes
 // when a test re-executes this binary inside a host namespace.
 func TestMain(m *testing.M) {
-	lab.Main(m, lab.MainOptions{BuildUncloud: true, Helpers: ingressHelpers})
+	helpers := map[string]lab.HelperFunc{}
+	for _, set := range []map[string]lab.HelperFunc{ingressHelpers, adversaryJoinHelpers} {
+		for name, h := range set {
+			helpers[name] = h
+		}
+	}
+	lab.Main(m, lab.MainOptions{BuildUncloud: true, Helpers: helpers})
 }

@@ -147,11 +147,32 @@ func promisesOf(ctx context.Context, t *testing.T, h *lab.Host) map[string]strin
 }
 
 // timedJoin runs `uncloud join` on h with tok and returns how long it took
-// to give up, and its error.
+// to give up, and its error as the CLI printed it (the command line, with
+// the token, left out).
 func timedJoin(ctx context.Context, f *formed, h *lab.Host, name, tok string) (time.Duration, error) {
 	start := time.Now()
 	_, err := h.Run(ctx, f.lab.Uncloud, "join", "--name", name, "--foreground", tok)
-	return time.Since(start), err
+	took := time.Since(start)
+	if err != nil {
+		msg := err.Error()
+		if i := strings.LastIndex(msg, "uncloud: "); i >= 0 {
+			msg = msg[i:]
+		}
+		err = errors.New(msg)
+	}
+	return took, err
+}
+
+// cliError is the CLI's own message in a failed h.Run.
+func cliError(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "uncloud: "); i >= 0 {
+		msg = msg[i:]
+	}
+	return msg
 }
 
 // TestAdversaryJoins attacks the join path with a token's secret in hand:
@@ -267,7 +288,7 @@ func TestAdversaryJoins(t *testing.T) {
 		start := time.Now()
 		out, err := f.uncloud(ctx, t, 3, "token")
 		took := time.Since(start)
-		t.Logf("FIGURE token on a machine behind a NAT answered in %v: %v", took.Round(time.Millisecond), err)
+		t.Logf("FIGURE token on a machine behind a NAT answered in %v: %s", took.Round(time.Millisecond), cliError(err))
 		if err == nil || !strings.Contains(err.Error(), "behind a NAT") || !strings.Contains(err.Error(), "m1 (") || took > 2*time.Second {
 			t.Errorf("token behind a NAT = %q, %v after %v; want a refusal naming m1 within 2 s", out, err, took)
 		}

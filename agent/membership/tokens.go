@@ -55,11 +55,11 @@ var errTokenBusy = errors.New("a join with this token is in progress")
 func (t *IssuedToken) usable(now time.Time) error {
 	switch {
 	case t.Revoked:
-		return fmt.Errorf("%w: token %s was revoked", errTokenGone, t.ID)
+		return fmt.Errorf("%w: token %s was revoked; ask a machine of the network for a new one ('uncloud token')", errTokenGone, t.ID)
 	case !now.Before(t.Expires):
 		return fmt.Errorf("%w: token %s expired at %s", errTokenGone, t.ID, t.Expires.Format(time.RFC3339))
 	case t.UsesLeft <= 0 && t.Joining == "":
-		return fmt.Errorf("%w: token %s has been used", errTokenGone, t.ID)
+		return fmt.Errorf("%w: token %s has been used; ask a machine of the network for a new one ('uncloud token')", errTokenGone, t.ID)
 	case t.Joining != "":
 		return fmt.Errorf("%w (token %s)", errTokenBusy, t.ID)
 	}

@@ -40,6 +40,9 @@ type DaemonOptions struct {
 	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
 	// or unix:///var/run/docker.sock.
 	DockerHost string
+	// ImageMaxBytes bounds one image tarball pushed to this machine;
+	// zero means DefaultImageMaxBytes.
+	ImageMaxBytes int64
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated

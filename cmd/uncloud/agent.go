@@ -27,6 +27,8 @@ type agentCmd struct {
 
 	SocketGroup string `name:"socket-group" env:"UNCLOUD_SOCKET_GROUP" help:"Group allowed on the local API socket (0660). Default: 'uncloud' if that group exists, else the socket is 0600 for the agent's user alone. 'none' forces 0600." placeholder:"GROUP"`
 
+	ImageMaxBytes int64 `name:"image-max-bytes" default:"8589934592" help:"Largest image tarball another machine may push to this one (uncloud image push); larger pushes are refused with 413." placeholder:"BYTES"`
+
 	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 	Ingress    ingressFlags `embed:""` // cmd/uncloud/ingress.go
 }
@@ -91,8 +93,9 @@ func (a agentCmd) Run(g *globals) error {
 			Logger:    g.Logger,
 			Version:   version,
 
-			DockerHost: a.DockerHost,
-			Ingress:    a.Ingress.options(),
+			DockerHost:    a.DockerHost,
+			ImageMaxBytes: a.ImageMaxBytes,
+			Ingress:       a.Ingress.options(),
 		})
 	}
 	return static.Run(ctx, static.Options{

@@ -36,11 +36,22 @@ const promisesFile = "subnet-promises.json"
 // promiseTTL is how long a promise waits for its machine's record.
 const promiseTTL = 10 * time.Minute
 
+// maxOpenPerAsker bounds the unfulfilled promises one machine may hold
+// here: a member gone rogue could otherwise ask for every subnet, for
+// machines that never come, and renew that every promiseTTL. A real
+// issuer runs one join per token at a time, and a joined machine's record
+// fulfils its promise within seconds.
+const maxOpenPerAsker = 16
+
+// errTooManyPromises is a machine asking for more than maxOpenPerAsker.
+var errTooManyPromises = errors.New("too many subnet promises wait for a machine record")
+
 // subnetPromise is one promise: the machine, when, and whether its record
 // has been seen.
 type subnetPromise struct {
 	MachineID string    `json:"machine_id"`
 	At        time.Time `json:"at"`
+	By        string    `json:"by,omitempty"` // the machine that asked
 	Fulfilled bool      `json:"fulfilled,omitempty"`
 }
 
@@ -103,7 +114,9 @@ func (b *promiseBook) settleLocked(owners map[meshaddr.Subnet]string, now time.T
 
 // promise records subnet -> machine unless the subnet is already taken by
 // another machine, in this book or in the given records (owners).
-func (b *promiseBook) promise(subnet meshaddr.Subnet, machineID string, owners map[meshaddr.Subnet]string, now time.Time) error {
+// by is the machine that asks (the issuer of the join); it may hold at
+// most maxOpenPerAsker unfulfilled promises.
+func (b *promiseBook) promise(subnet meshaddr.Subnet, machineID, by string, owners map[meshaddr.Subnet]string, now time.Time) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	settled := b.settleLocked(owners, now)
@@ -116,7 +129,17 @@ func (b *promiseBook) promise(subnet meshaddr.Subnet, machineID string, owners m
 		}
 		return b.saveIf(settled, fmt.Errorf("subnet %d is promised to machine %s", subnet, p.MachineID))
 	}
-	b.Promises[subnet] = subnetPromise{MachineID: machineID, At: now}
+	open := 0
+	for _, p := range b.Promises {
+		if p.By == by && !p.Fulfilled {
+			open++
+		}
+	}
+	if open >= maxOpenPerAsker {
+		return b.saveIf(settled, fmt.Errorf("%w: machine %s holds %d here already; they expire %v after they were made",
+			errTooManyPromises, by, open, b.ttl))
+	}
+	b.Promises[subnet] = subnetPromise{MachineID: machineID, At: now, By: by}
 	if err := b.saveLocked(); err != nil {
 		delete(b.Promises, subnet)
 		return fmt.Errorf("persist promise of subnet %d: %w", subnet, err)
@@ -199,8 +222,13 @@ func (m *Members) HandleReserve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	if err := m.promises.promise(req.Subnet, req.MachineID, subnetOwners(machines), m.now()); err != nil {
-		http.Error(w, err.Error(), http.StatusConflict)
+	asker, _ := api.Caller(r.Context())
+	if err := m.promises.promise(req.Subnet, req.MachineID, asker, subnetOwners(machines), m.now()); err != nil {
+		status := http.StatusConflict
+		if errors.Is(err, errTooManyPromises) {
+			status = http.StatusTooManyRequests
+		}
+		http.Error(w, err.Error(), status)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -228,7 +256,7 @@ func (m *Members) reserveSubnet(ctx context.Context, machineID string) (meshaddr
 		return 0, errors.New("all 254 subnets are taken")
 	}
 	quorum := len(machines)/2 + 1
-	if err := m.promises.promise(subnet, machineID, owners, m.now()); err != nil {
+	if err := m.promises.promise(subnet, machineID, m.state.MachineID, owners, m.now()); err != nil {
 		return 0, err
 	}
 	reserved := false

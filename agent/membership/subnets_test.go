@@ -3,6 +3,7 @@ package membership
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -21,20 +22,20 @@ func TestPromiseBook(t *testing.T) {
 	dir := t.TempDir()
 	b, _ := loadPromiseBook(dir, time.Now())
 	owners := map[meshaddr.Subnet]string{1: "m1"}
-	if err := b.promise(1, "m9", owners, time.Now()); err == nil {
+	if err := b.promise(1, "m9", "asker", owners, time.Now()); err == nil {
 		t.Fatal("promised a subnet that a machine record owns")
 	}
-	if err := b.promise(2, "m2", owners, time.Now()); err != nil {
+	if err := b.promise(2, "m2", "asker", owners, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.promise(2, "m2", owners, time.Now()); err != nil {
+	if err := b.promise(2, "m2", "asker", owners, time.Now()); err != nil {
 		t.Fatalf("repeating the same promise: %v", err)
 	}
-	if err := b.promise(2, "m3", owners, time.Now()); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
+	if err := b.promise(2, "m3", "asker", owners, time.Now()); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
 		t.Fatalf("second machine got subnet 2: %v", err)
 	}
 	reloaded, _ := loadPromiseBook(dir, time.Now())
-	if err := reloaded.promise(2, "m3", owners, time.Now()); err == nil {
+	if err := reloaded.promise(2, "m3", "asker", owners, time.Now()); err == nil {
 		t.Fatal("a promise did not survive a restart")
 	}
 }
@@ -109,7 +110,7 @@ func TestReserveSubnetLowestFree(t *testing.T) {
 	putMachine(t, store, "m2", 2)
 	putMachine(t, store, "m4", 4)
 	calls.reserve["m2"], calls.reserve["m4"] = promises, promises
-	if err := m.promises.promise(3, "earlier-joiner", nil, time.Now()); err != nil {
+	if err := m.promises.promise(3, "earlier-joiner", "asker", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -140,7 +141,7 @@ func TestReserveSubnetAllTaken(t *testing.T) {
 	store := crdttest.Open(t, "self")
 	m := newTestMembers(t, Parts{Records: store, Calls: newFakeCalls()})
 	for n := meshaddr.MinSubnet; n <= meshaddr.MaxSubnet; n++ {
-		if err := m.promises.promise(n, fmt.Sprintf("m%d", n), nil, time.Now()); err != nil {
+		if err := m.promises.promise(n, fmt.Sprintf("m%d", n), fmt.Sprintf("issuer%d", n), nil, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -199,7 +200,7 @@ func TestPromiseExpiry(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	b, _ := loadPromiseBook(dir, t0)
 	for n, id := range map[meshaddr.Subnet]string{3: "slow-but-fine", 4: "never-came"} {
-		if err := b.promise(n, id, nil, t0); err != nil {
+		if err := b.promise(n, id, "asker", nil, t0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -212,10 +213,10 @@ func TestPromiseExpiry(t *testing.T) {
 	if got := reloaded.taken(nil, t0.Add(11*time.Minute)); len(got) != 1 || got[3] != "slow-but-fine" {
 		t.Fatalf("at 11 min after a restart: %v, want only the fulfilled promise", got)
 	}
-	if err := reloaded.promise(4, "another", nil, t0.Add(11*time.Minute)); err != nil {
+	if err := reloaded.promise(4, "another", "asker", nil, t0.Add(11*time.Minute)); err != nil {
 		t.Fatalf("an expired promise still holds its subnet: %v", err)
 	}
-	if err := reloaded.promise(3, "another", nil, t0.Add(48*time.Hour)); err == nil {
+	if err := reloaded.promise(3, "another", "asker", nil, t0.Add(48*time.Hour)); err == nil {
 		t.Fatal("a fulfilled promise expired")
 	}
 	// A file of the earlier format: its promises start their clock now.
@@ -233,5 +234,34 @@ func TestPromiseExpiry(t *testing.T) {
 	}
 	if got := lb.taken(nil, t0.Add(11*time.Minute)); len(got) != 0 {
 		t.Fatalf("legacy promise never expires: %v", got)
+	}
+}
+
+// TestPromisesPerAsker: one machine cannot hold more than maxOpenPerAsker
+// promises that no record fulfils (a member gone rogue asking for every
+// subnet); fulfilled or expired ones do not count, and others still get
+// theirs.
+func TestPromisesPerAsker(t *testing.T) {
+	b, _ := loadPromiseBook(t.TempDir(), time.Now())
+	t0 := time.Now()
+	for n := meshaddr.Subnet(2); n < 2+maxOpenPerAsker; n++ {
+		if err := b.promise(n, fmt.Sprintf("ghost%d", n), "rogue", nil, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := b.promise(100, "ghost100", "rogue", nil, t0)
+	if !errors.Is(err, errTooManyPromises) || !strings.Contains(err.Error(), "machine rogue holds 16") {
+		t.Fatalf("promise beyond the bound: %v", err)
+	}
+	if err := b.promise(101, "real", "honest", nil, t0); err != nil {
+		t.Fatalf("another machine's promise: %v", err)
+	}
+	// One ghost turns out real (its record appears): room for one more.
+	if err := b.promise(100, "ghost100", "rogue", map[meshaddr.Subnet]string{2: "ghost2"}, t0); err != nil {
+		t.Fatalf("after one promise was fulfilled: %v", err)
+	}
+	// Expired ones make room too.
+	if err := b.promise(102, "ghost102", "rogue", nil, t0.Add(promiseTTL+time.Second)); err != nil {
+		t.Fatalf("after the promises expired: %v", err)
 	}
 }

@@ -32,7 +32,7 @@ const (
 type DaemonOptions struct {
 	DataDir   string
 	Socket    string // local API socket; default api.DefaultSocket
-	SocketGID int    // group allowed on the socket; -1 keeps the process group
+	SocketGID int    // group allowed on the socket (0660); -1: 0600, the agent's user alone
 	Userspace bool
 	Expose    []tun.ExposedPort
 	Logger    *slog.Logger
@@ -46,6 +46,9 @@ type DaemonOptions struct {
 	// act as a member gone rogue (with this machine's keys, the writes
 	// are what such a member could do). Off unless the test asks.
 	RawStateWrites bool
+	// ImageMaxBytes bounds one image tarball pushed to this machine;
+	// zero means DefaultImageMaxBytes.
+	ImageMaxBytes int64
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -127,6 +130,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		},
 		PokePeers:      d.pokePeers,
 		Endpoints:      d.candidateEndpoints,
+		Reach:          d.reachability,
 		GossipPort:     GossipPort,
 		MachineAPIPort: MachineAPIPort,
 	})
@@ -267,6 +271,12 @@ func (d *Daemon) startStore(ctx context.Context) error {
 	}
 	d.store = store
 	d.members.Attach(membership.Parts{Records: store, Calls: d.machineAPI, Device: d.dev, Gossip: d.gossip})
+	// The seeds became peers before the store opened; now that the revoked
+	// set can be read, a revoked seed loses its peer at once rather than
+	// at the peer manager's first pass.
+	if err := d.dev.SyncPeers(d.seedPeers()); err != nil {
+		d.log.Error("peers from seeds", "err", err)
+	}
 	d.life.closeLast(store.Close)
 	return nil
 }

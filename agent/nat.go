@@ -46,6 +46,7 @@ type natSettings struct {
 type natLayer struct {
 	mgr        *nat.Manager
 	preferred  []string
+	public     bool                             // a configured public endpoint
 	candidates atomic.Pointer[[]netip.AddrPort] // last published by the manager
 }
 
@@ -100,7 +101,7 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(d.opts.DataDir, natConfigFile), err)
 	}
-	layer := &natLayer{preferred: s.PreferredRelays}
+	layer := &natLayer{preferred: s.PreferredRelays, public: len(public) > 0}
 	mgr, err := nat.New(nat.Config{
 		PrivateKey:   d.state.WireGuardKey,
 		ListenPort:   d.state.ListenPort,
@@ -130,6 +131,20 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// reachability is what membership asks before issuing a token: whether
+// this machine can be reached from outside its NAT, and which peers can.
+func (d *Daemon) reachability() membership.Reachability {
+	if d.nat == nil {
+		return membership.Reachability{NAT: nat.TypeUnknown}
+	}
+	st := d.nat.mgr.Status()
+	r := membership.Reachability{NAT: st.NAT, Public: d.nat.public, PeerNAT: make(map[tun.Key]nat.Type, len(st.Peers))}
+	for _, p := range st.Peers {
+		r.PeerNAT[p.Key] = p.NAT
+	}
+	return r
 }
 
 // natPeers tells the NAT layer about the peers the peer manager applied,

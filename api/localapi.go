@@ -65,6 +65,9 @@ type MachineInfo struct {
 type TokenRequest struct {
 	TTL  time.Duration `json:"ttl"`
 	Uses int           `json:"uses"`
+	// Local issues the token even when this machine cannot be reached
+	// from outside its NAT: the joiner is on the same network.
+	Local bool `json:"local,omitempty"`
 }
 
 // TokenInfo describes a token; Token (the secret) is set only in the

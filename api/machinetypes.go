@@ -49,6 +49,16 @@ type ImageIDAnswer struct {
 	ID string `json:"id"`
 }
 
+// ImageLoad says what a pushed tarball is (the tag pushed and the image ID
+// the sender has) and whether it may replace a tag the callee has for
+// another image. The callee checks the tag before reading the tarball, and
+// checks what Docker did after, whatever the sender declared.
+type ImageLoad struct {
+	Ref   string
+	ID    string
+	Force bool
+}
+
 // ImageLoadAnswer names what docker load loaded on the callee.
 type ImageLoadAnswer struct {
 	Loaded string `json:"loaded"`

@@ -26,6 +26,7 @@ import (
 // e2eHelpers are every lab helper mode of this package.
 func e2eHelpers() map[string]lab.HelperFunc {
 	h := maps.Clone(ingressHelpers)
+	maps.Copy(h, adversaryJoinHelpers)
 	h["rogue-call"] = helperRogueCall
 	return h
 }

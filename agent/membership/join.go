@@ -69,7 +69,7 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := tok.usable(now); err != nil {
-		joinError(w, http.StatusForbidden, "%v", err)
+		joinError(w, tokenErrorStatus(err), "%v", err)
 		return
 	}
 	var req joinRequest
@@ -83,24 +83,17 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		joinError(w, status, "%v", err)
 		return
 	}
-	subnet, err := m.reserveSubnet(r.Context(), req.MachineID)
+	pending, subnet, status, err := m.admit(r.Context(), tok.ID, req, now)
 	if err != nil {
-		joinError(w, http.StatusServiceUnavailable, "reserve a subnet: %v", err)
+		joinError(w, status, "%v", err)
 		return
 	}
+	// Fields were checked above, so signing cannot fail on them; the
+	// use stays spent if it does, which is the safe direction.
 	membership, err := m.signer().Issue(record.Membership{Network: m.state.NetworkID, ID: req.MachineID,
 		IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey.String(), Subnet: subnet.String()}, now)
 	if err != nil {
 		joinError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	pending := PendingJoin{
-		Seed: Seed{Name: req.Name, MachineID: req.MachineID, IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey,
-			Address: subnet.MachineAddr(), Subnet: subnet.Prefix(), Endpoints: ParseEndpoints(req.Endpoints)},
-		Until: now.Add(time.Hour),
-	}
-	if err := m.tokens.spend(tok.ID, pending, now); err != nil {
-		joinError(w, http.StatusForbidden, "%v", err)
 		return
 	}
 	members, err := m.tokenMembers(r.Context(), -1)
@@ -123,10 +116,8 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
 	m.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
-	// Now: the new machine must be known to the machine API at once. The
-	// temporary peer stays for spentGrace and goes at the poke after it.
+	// Now: the new machine must be known to the machine API at once.
 	m.cfg.PokePeers()
-	time.AfterFunc(spentGrace+time.Second, m.cfg.PokePeers)
 }
 
 // checkJoinRequest refuses anything that would clash with the network.
@@ -301,7 +292,7 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		// Long enough for one WireGuard handshake retry (5 s) to succeed.
 		attempt, cancel := context.WithTimeout(ctx, 12*time.Second)
 		var resp joinResponse
-		err := api.Join(attempt, client, target, req, &resp)
+		err := callJoinOnce(attempt, client, target, req, &resp)
 		cancel()
 		if err == nil {
 			return &resp, nil
@@ -315,9 +306,9 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 			break
 		}
 	}
-	// A revoked or used-up token's peer is gone from the issuer, which then
-	// ignores the handshake: from here that looks like no answer at all.
-	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: the token was revoked or used up, or that machine's WireGuard port is not reachable from here (last error: %w)",
+	// A used, revoked or expired token is answered (410): no answer at all
+	// means the issuer is not reachable from here.
+	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: its WireGuard port is not reachable from here or its agent is down; ask a machine of the network that this one can reach for a token (last error: %w)",
 		issuer.Name, issuer.Subnet.MachineAddr(), issuer.Endpoints, lastErr)
 }
 

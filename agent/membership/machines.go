@@ -95,7 +95,7 @@ func (m *Members) otherKnown(ctx context.Context) []string {
 // this machine's join, then the machines it admitted.
 func (m *Members) PeerSeeds(now time.Time) (tokenPeers []tun.Peer, seeds []Seed) {
 	tokenPeers, pending := m.tokens.peers(now)
-	return tokenPeers, append(append([]Seed(nil), m.state.Seeds...), pending...)
+	return tokenPeers, m.withoutRevokedSeeds(append(append([]Seed(nil), m.Snapshot().Seeds...), pending...))
 }
 
 // PruneTokens forgets tokens and pending joins past their time.

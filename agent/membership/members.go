@@ -78,6 +78,9 @@ type Config struct {
 	// Endpoints are the underlay endpoints this machine publishes; the
 	// default is the configured public address and the interfaces.
 	Endpoints func() []netip.AddrPort
+	// Reach tells whether this machine can be reached from outside its
+	// NAT, and which peers can (reach.go); nil: assume it can.
+	Reach func() Reachability
 	// GossipPort and MachineAPIPort are on every machine's mesh address.
 	GossipPort     uint16
 	MachineAPIPort uint16
@@ -144,7 +147,7 @@ func New(cfg Config) (*Members, error) {
 	if m.tokens, err = loadTokenBook(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if m.promises, err = loadPromiseBook(cfg.DataDir); err != nil {
+	if m.promises, err = loadPromiseBook(cfg.DataDir, m.now()); err != nil {
 		return nil, err
 	}
 	return m, nil

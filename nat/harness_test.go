@@ -15,7 +15,7 @@ import (
 
 // The managers under test talk through fakeNet, an in-memory UDP network
 // that routes datagrams between fake sockets the way tun.Bind would hand
-// them over: STUN to the control queue, relay packets through the
+// them over: STUN to the control handler (or, on a socket without one, a queue), relay packets through the
 // receiving manager's Open, WireGuard datagrams to a delivered queue. It is
 // a fake because a unit test cannot make real NATs; the e2e tests run the
 // same code on real sockets behind real nftables NATs.
@@ -60,6 +60,7 @@ type fakeSocket struct {
 	delivered chan delivered
 	mu        sync.Mutex
 	relay     tun.RelayHandler
+	control   tun.ControlHandler
 }
 
 func (n *fakeNet) socket(addr netip.AddrPort) *fakeSocket {
@@ -70,7 +71,11 @@ func (n *fakeNet) socket(addr netip.AddrPort) *fakeSocket {
 	return s
 }
 
-func (s *fakeSocket) Control() <-chan tun.Datagram { return s.ctl }
+func (s *fakeSocket) SetControlHandler(h tun.ControlHandler) {
+	s.mu.Lock()
+	s.control = h
+	s.mu.Unlock()
+}
 func (s *fakeSocket) SetRelayHandler(h tun.RelayHandler) {
 	s.mu.Lock()
 	s.relay = h
@@ -101,6 +106,13 @@ func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
 func (s *fakeSocket) receive(from netip.AddrPort, pkt []byte) {
 	switch tun.ClassifyPacket(pkt) {
 	case tun.KindSTUN:
+		s.mu.Lock()
+		h := s.control
+		s.mu.Unlock()
+		if h != nil {
+			h.HandleControl(pkt, from)
+			return
+		}
 		select {
 		case s.ctl <- tun.Datagram{Kind: tun.KindSTUN, From: from, Data: pkt}:
 		default:

@@ -32,6 +32,8 @@ type fakeNet struct {
 	// that a probe's round trip takes time even on a virtual clock, where
 	// nothing else makes time pass between a send and its answer.
 	latency time.Duration
+	// tap, when set, sees every datagram sent (before blocking applies).
+	tap func(from, to netip.AddrPort, data []byte)
 }
 
 // fakeLatency is fakeNet's one-way delay: a LAN's.
@@ -94,7 +96,11 @@ func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
 	dst := n.socks[to]
 	blocked := n.block[[2]netip.Addr{from.Addr(), to.Addr()}]
 	latency := n.latency
+	tap := n.tap
 	n.mu.Unlock()
+	if tap != nil {
+		tap(from, to, data)
+	}
 	if dst == nil || blocked {
 		return
 	}
@@ -199,8 +205,21 @@ type node struct {
 }
 
 // startNodes makes one manager per address, all peers of each other,
-// each knowing the others' addresses as candidates.
+// each knowing the others' addresses as candidates, and runs them.
 func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) []*node {
+	t.Helper()
+	nodes := makeNodes(t, n, names, tweak)
+	runNodes(t, nodes)
+	return nodes
+}
+
+// startNodesDeferred makes the nodes of startNodes without running them.
+func startNodesDeferred(t *testing.T, n *fakeNet, names []string) []*node {
+	t.Helper()
+	return makeNodes(t, n, names, nil)
+}
+
+func makeNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) []*node {
 	t.Helper()
 	var nodes []*node
 	for i, name := range names {
@@ -223,6 +242,11 @@ func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) [
 		nd.mgr = m
 		nodes = append(nodes, nd)
 	}
+	return nodes
+}
+
+// runNodes runs the nodes' managers until the test ends.
+func runNodes(t *testing.T, nodes []*node) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -237,7 +261,6 @@ func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) [
 		nd.mgr.SetPeers(peers)
 		wg.Go(func() { _ = nd.mgr.Run(ctx) })
 	}
-	return nodes
 }
 
 func (nd *node) pathTo(o *node) PeerStatus {
@@ -291,6 +314,28 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 func settle(d time.Duration) {
 	time.Sleep(d)
 	synctest.Wait()
+}
+
+// setTap installs fn as the network's tap.
+func (n *fakeNet) setTap(fn func(from, to netip.AddrPort, data []byte)) {
+	n.mu.Lock()
+	n.tap = fn
+	n.mu.Unlock()
+}
+
+// drain empties a socket's delivered queue until the test ends, so that a
+// test that makes a relay deliver much never blocks the fake network.
+func drain(t *testing.T, s *fakeSocket) {
+	ctx := t.Context()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.delivered:
+			}
+		}
+	}()
 }
 
 func addrOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }

@@ -58,7 +58,7 @@ const advRelayBudget = 40
 //     NAT) while b searches for its direct path to a;
 //   - a call-me-maybe, authentic (made with a's WireGuard key), asking p to
 //     probe loopback, the mesh, multicast, link-local, a stranger and
-//     another member, and one with 200 candidates.
+//     another member, and one with 60 candidates.
 //
 // Each attempt must fail; the relayed and direct paths keep carrying
 // traffic throughout.
@@ -132,15 +132,17 @@ func TestAdversaryNAT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	relayed := advTransfer(t, f, A, C, addr["c"], 8<<20, 71)
+	relayed := advTransfer(t, f, A, C, addr["c"], 16<<20, 71)
 	pAfter, err := f.mesh(ctx, t, P)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("FIGURE relay budget: p configured relay_mbps=%d (shown %g Mbit/s); a→c relayed through p: %.1f Mbit/s; p refused %d datagrams over budget",
 		advRelayBudget, pAfter.Relay.BudgetMbps, relayed, pAfter.Relay.RateLimited-pst.Relay.RateLimited)
-	if pAfter.Relay.BudgetMbps != advRelayBudget || relayed > advRelayBudget*1.1 || relayed < advRelayBudget*0.25 {
-		t.Errorf("relay budget: shown %g Mbit/s, a→c carried %.1f Mbit/s; want %d Mbit/s and a transfer near it, not above",
+	// Above the budget is a failure; well below it is TCP backing off from
+	// the policer's drops (13.7 to 41 Mbit/s seen on a 2-core machine).
+	if pAfter.Relay.BudgetMbps != advRelayBudget || relayed > advRelayBudget*1.1 || pAfter.Relay.RateLimited == pst.Relay.RateLimited {
+		t.Errorf("relay budget: shown %g Mbit/s, a→c carried %.1f Mbit/s; want %d Mbit/s, the transfer not above it, and the budget enforced",
 			pAfter.Relay.BudgetMbps, relayed, advRelayBudget)
 	}
 
@@ -238,14 +240,24 @@ func advRelayReplay(ctx context.Context, t *testing.T, f *formed, x *lab.Host, t
 		}
 		return nftCount(ctx, t, h, table), after.Relay.Replayed - before.Relay.Replayed, after.Relay.Stale - before.Relay.Stale
 	}
+	// At once: from a stranger's address, where the target is on the
+	// internet (a NATed target's router drops a stranger's datagrams before
+	// any agent sees them), and from the original address (spoofed).
 	stranger := netip.AddrPortFrom(x.Addr, 40123)
 	for _, cp := range copies {
-		arrived, replayed, stale := replay(cp, stranger)
-		if arrived == 0 {
-			t.Fatalf("%s replayed from %v never reached %s", cp.what, stranger, f.hosts[cp.target].Name)
+		target := f.hosts[cp.target]
+		sources := []netip.AddrPort{cp.from}
+		if target.Router == nil {
+			sources = append([]netip.AddrPort{stranger}, sources...)
 		}
-		tally.try(t, cp.what+" replayed at once from a stranger", replayed+stale == 0,
-			fmt.Sprintf("%s counted %d replayed, %d stale", f.hosts[cp.target].Name, replayed, stale))
+		for _, from := range sources {
+			arrived, replayed, stale := replay(cp, from)
+			if arrived == 0 {
+				t.Fatalf("%s replayed from %v never reached %s", cp.what, from, target.Name)
+			}
+			tally.try(t, fmt.Sprintf("%s replayed at once from %v", cp.what, from), replayed+stale == 0,
+				fmt.Sprintf("%s counted %d replayed, %d stale", target.Name, replayed, stale))
+		}
 	}
 	// Later, from the original addresses: past the 30 s window of the
 	// sequence number's second.
@@ -255,7 +267,7 @@ func advRelayReplay(ctx context.Context, t *testing.T, f *formed, x *lab.Host, t
 		if arrived == 0 {
 			t.Fatalf("%s replayed from its original source %v never reached %s", cp.what, cp.from, f.hosts[cp.target].Name)
 		}
-		tally.try(t, cp.what+" replayed 35 s later from its original address", replayed+stale == 0,
+		tally.try(t, cp.what+" replayed 35 s later from its original address", stale == 0,
 			fmt.Sprintf("%s counted %d replayed, %d stale", f.hosts[cp.target].Name, replayed, stale))
 	}
 }
@@ -304,7 +316,10 @@ func advSTUNFlood(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tal
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("FIGURE path search b→a (two endpoint-independent NATs): %v without a flood, %v during %d STUN requests/s (%d sent in %.1f s); b's STUN: received %d, answered %d, limited %d; socket control %d",
+	if st, err = f.mesh(ctx, t, B); err != nil { // the counters over the whole flood
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE path search b→a (two endpoint-independent NATs): %v without a flood, %v during %d STUN requests/s (%d sent in %.1f s); b's STUN since its restart: received %d, answered %d, limited %d; socket control %d",
 		quiet, flooded, pps, res.Sent, res.Seconds, st.STUN.Received, st.STUN.Answered, st.STUN.Limited, st.Socket.Control)
 	if st.STUN.Limited == 0 {
 		t.Fatalf("the flood never reached b's agent (nothing limited): %+v", st.STUN)
@@ -413,16 +428,18 @@ func advCallMeMaybe(ctx context.Context, t *testing.T, f *formed, x *lab.Host, t
 		t.Errorf("p counted %d filtered candidates, want at least %d", got, len(bad))
 	}
 
-	// 200 candidates at a's own address: at most 16 are read.
-	many := counted(onNet(fmt.Sprintf("ip daddr %s udp dport 41000-41199", a.PublicAddr)))
+	// 60 candidates at a's own address (as many as one datagram holds):
+	// at most 16 are read.
+	many := counted(onNet(fmt.Sprintf("ip daddr %s udp dport 41000-41059", a.PublicAddr)))
 	cands = cands[:0]
-	for port := 41000; port < 41200; port++ {
+	for port := 41000; port < 41060; port++ {
 		cands = append(cands, netip.AddrPortFrom(a.PublicAddr, uint16(port)).String())
 	}
 	send(cands)
 	time.Sleep(5 * time.Second)
 	n := many()
-	tally.try(t, "call-me-maybe with 200 candidates", n > 32, fmt.Sprintf("%d probes sent to them (at most 16 candidates read)", n))
+	// p sends each candidate it keeps one probe and its own call-me-maybe.
+	tally.try(t, "call-me-maybe with 60 candidates", n > 2*16, fmt.Sprintf("%d datagrams sent to them (at most 16 candidates read, two datagrams each)", n))
 }
 
 // rogueCallMeMaybe makes, as a rogue holding from's WireGuard key would

@@ -124,7 +124,9 @@ func helperUDPCapture(ctx context.Context, args []string, stdout io.Writer) erro
 			return fmt.Errorf("-src %q: %w", *src, err)
 		}
 	}
-	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, int(htons(syscall.ETH_P_IP)))
+	// ETH_P_ALL: a packet socket for one protocol sees only what arrives;
+	// what the host sends reaches only the taps of every protocol.
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, int(htons(syscall.ETH_P_ALL)))
 	if err != nil {
 		return fmt.Errorf("packet socket: %w", err)
 	}

@@ -176,14 +176,15 @@ func usableCandidate(ap netip.AddrPort) bool {
 		a != ipv4Broadcast && !ipv4ThisNetwork.Contains(a) && !meshaddr.Mesh().Contains(a)
 }
 
-// usableCandidates keeps the usable addresses of list, at most max, in
-// order and without duplicates.
+// usableCandidates keeps the usable addresses of list (IPv4-mapped ones
+// as IPv4), at most max, in order and without duplicates.
 func usableCandidates(list []netip.AddrPort, max int) []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, ap := range list {
 		if len(out) == max {
 			break
 		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		if usableCandidate(ap) && !slices.Contains(out, ap) {
 			out = append(out, ap)
 		}

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"net/netip"
 	"slices"
 	"sync"
@@ -208,5 +209,56 @@ func TestSourceLimiter(t *testing.T) {
 	}
 	if got := s.len(); got != 100 {
 		t.Fatalf("after 1000 sources the table holds %d, want 100", got)
+	}
+}
+
+// TestAdmissionKeepsProbesApart: with the manager loop not draining at
+// all (the worst case: it is busy), a flood of plain binding requests
+// from 10,000 addresses, forgeries claiming a, and replays of one of a's
+// probes fill only what they may; a's next genuine probe is still
+// admitted, into the queue the loop serves first.
+func TestAdmissionKeepsProbesApart(t *testing.T) {
+	n := newFakeNet()
+	nodes := makeNodes(t, n, []string{"a", "b"}, nil)
+	a, b := nodes[0], nodes[1]
+	b.mgr.applyPeers([]Peer{{Key: a.priv.PublicKey(), Name: "a", Candidates: []netip.AddrPort{a.addr}}})
+	ab, _ := derivePairKeys(a.priv, b.priv.PublicKey())
+	aID, bID := idOf(a.priv.PublicKey()), idOf(b.priv.PublicKey())
+	probe := func() []byte {
+		m, err := authenticated(ab.probe, aID, bID, []stun.Setter{stun.TransactionID, stun.BindingRequest})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Raw
+	}
+	req, _ := discoveryRequest()
+	wrong := mustKey(t)
+	wk, _ := derivePairKeys(wrong, b.priv.PublicKey())
+	forged, _ := authenticated(wk.probe, aID, bID, []stun.Setter{stun.TransactionID, stun.BindingRequest})
+	captured := probe()
+	b.mgr.HandleControl(captured, a.addr)
+	for i := range 10000 {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(100 + i>>8), byte(i)}), 40000)
+		b.mgr.HandleControl(req.Raw, src)
+		b.mgr.HandleControl(forged.Raw, src)
+		b.mgr.HandleControl(captured, src)
+	}
+	genuine := probe()
+	b.mgr.HandleControl(genuine, a.addr)
+	st := b.mgr.stunStats.snapshot()
+	t.Logf("after 30,000 flood messages: plain queue %d/%d, auth queue %d/%d; %+v", len(b.mgr.plainQ), cap(b.mgr.plainQ), len(b.mgr.authQ), cap(b.mgr.authQ), st)
+	if len(b.mgr.authQ) != 2 {
+		t.Fatalf("auth queue holds %d messages, want a's two genuine probes", len(b.mgr.authQ))
+	}
+	first, second := <-b.mgr.authQ, <-b.mgr.authQ
+	if !bytes.Equal(first.msg.Raw, captured) || !bytes.Equal(second.msg.Raw, genuine) {
+		t.Fatal("the auth queue holds something other than a's genuine probes")
+	}
+	if len(b.mgr.plainQ) != cap(b.mgr.plainQ) || st.Rejected != 10000 || st.Duplicate != 10000 || st.Limited != 10000-uint64(cap(b.mgr.plainQ)) {
+		t.Errorf("flood: plain queue %d (want full, %d), rejected %d, duplicate %d, limited %d (want 10000, 10000, %d)",
+			len(b.mgr.plainQ), cap(b.mgr.plainQ), st.Rejected, st.Duplicate, st.Limited, 10000-cap(b.mgr.plainQ))
+	}
+	if got := b.mgr.sources.len(); got > sourceTableLen {
+		t.Errorf("source table holds %d addresses, above its bound %d", got, sourceTableLen)
 	}
 }

@@ -58,7 +58,11 @@ func (d *Daemon) startContainers(ctx context.Context) {
 		p.set(false, errNetstack)
 		return
 	}
+	// The host firewall holds with or without Docker (firewall.go); the
+	// runtime applies it through the same controller.
+	fw := d.startFirewall(ctx)
 	rt, err := runtime.New(runtime.Config{
+		Firewall:      fw,
 		MachineID:     d.state.MachineID,
 		MachineName:   d.snapshot().Name,
 		Subnet:        d.state.Subnet,

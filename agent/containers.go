@@ -38,6 +38,11 @@ type localDocker struct {
 func (p *localDocker) set(ready bool, why error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if ready && !p.ready {
+		// Said once per transition: the network, the host rules and every
+		// container have been checked, so container calls work from now.
+		p.log.Info("containers can run here", "component", "runtime")
+	}
 	p.ready, p.why = ready, why
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -276,6 +278,36 @@ func TestAdversaryFirewall(t *testing.T) {
 	})
 
 	t.Run("legitimate paths still work", legit)
+
+	t.Run("allow-from changed by deploy: enforced on every machine", func(t *testing.T) {
+		// The same service as `run` made it, with other added to its group.
+		path := filepath.Join(m1.Dir, "db-compose.yaml")
+		body := fmt.Sprintf("services:\n  db:\n    image: %s\n    ports: [\"8080\"]\n    restart: unless-stopped\n"+
+			"    deploy: {mode: global}\n    x-allow-from: [web, other]\n", testimage.Tag)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", path)
+		if err != nil || !strings.Contains(out, "allow-from") {
+			t.Fatalf("deploy: %v\n%s", err, out)
+		}
+		deployed := time.Since(start)
+		dbs := c.running(ctx, t, 0, "db", 2)
+		eventuallyE2E(t, "other reaches db on both machines", 30*time.Second, func() error {
+			for _, d := range dbs {
+				if !dial("other", other, at(d, 8080)) {
+					return fmt.Errorf("other cannot reach %s", d.Name)
+				}
+			}
+			return nil
+		})
+		t.Logf("FIGURE security-group change (deploy adds other to db's allow-from, containers replaced: %v): deploy %v; other reaches db on every machine %v after the deploy started",
+			!strings.Contains(out, "unchanged db"), deployed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		for _, d := range dbs {
+			attempt("open(m1) -> db on "+d.Machine+" after the group changed", dial("open", open, at(d, 8080)))
+		}
+	})
 }
 
 func runOut(ctx context.Context, t *testing.T, h *lab.Host, name string, args ...string) string {

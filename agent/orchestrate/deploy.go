@@ -88,16 +88,16 @@ func (p *servicePlan) events(names map[string]Machine) []api.DeployEvent {
 		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Machine: machineName(names, c.MachineID),
 			Container: c.Name, Action: "remove"})
 	}
+	if len(out) == 0 {
+		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Action: "unchanged",
+			Detail: fmt.Sprintf("%d containers", p.same)})
+	}
 	if p.exists && !slices.Equal(p.allowFrom, p.oldAllow) {
 		detail := strings.Join(p.allowFrom, ",")
 		if detail == "" {
 			detail = "open to the network"
 		}
 		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Action: "allow-from", Detail: detail})
-	}
-	if len(out) == 0 {
-		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Action: "unchanged",
-			Detail: fmt.Sprintf("%d containers", p.same)})
 	}
 	return out
 }

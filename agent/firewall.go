@@ -37,7 +37,9 @@ type hostFirewall struct {
 	mu         sync.Mutex
 	lastRules  string // the restore script last applied
 	lastGroups string // the nft script last applied
-	applied    time.Time
+	// isolate are the protected containers cut off while nftables fails;
+	// nil when the sets are in place.
+	isolate []netip.Addr
 }
 
 // firewallResync re-applies the rules even without changes.
@@ -133,7 +135,9 @@ func (f *hostFirewall) Remove(ctx context.Context, _ runtime.Rules) error {
 	return err
 }
 
-// sync applies what changed (everything when force).
+// sync applies what changed (everything when force): the security
+// groups first, since when nftables fails the iptables rules must cut
+// their containers off (fail closed) in the same apply.
 func (f *hostFirewall) sync(ctx context.Context, force bool) error {
 	rules := f.rules()
 	guards, problems := f.guards(ctx)
@@ -142,6 +146,33 @@ func (f *hostFirewall) sync(ctx context.Context, force bool) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var groupsErr error
+	if guards != nil { // nil: the state could not be read; keep what is there
+		gs := f.groups.Script(guards)
+		if force || gs != f.lastGroups || f.isolate != nil {
+			f.isolate = nil
+			if err := f.groups.Apply(ctx, guards); err != nil {
+				groupsErr = err
+				f.lastGroups = ""
+				f.isolate = []netip.Addr{}
+				for _, g := range guards {
+					f.isolate = append(f.isolate, g.Protect...)
+				}
+				if len(f.isolate) > 0 {
+					f.log.Error("security groups not enforced with nftables: their containers are cut off until they are",
+						"containers", len(f.isolate), "err", err)
+				} else if force {
+					f.log.Warn("nftables table for security groups not in place (none is in use yet)", "err", err)
+				}
+			} else {
+				if gs != f.lastGroups {
+					f.log.Info("security groups applied", "guards", len(guards))
+				}
+				f.lastGroups = gs
+			}
+		}
+	}
+	rules.Isolate = f.isolate
 	script := rules.RestoreScript()
 	if force || script != f.lastRules {
 		if err := f.ipt.Apply(ctx, rules); err != nil {
@@ -150,21 +181,7 @@ func (f *hostFirewall) sync(ctx context.Context, force bool) error {
 		}
 		f.lastRules = script
 	}
-	if guards == nil {
-		return nil // the state could not be read: keep the sets as they are
-	}
-	gs := f.groups.Script(guards)
-	if force || gs != f.lastGroups {
-		if err := f.groups.Apply(ctx, guards); err != nil {
-			f.lastGroups = ""
-			return err
-		}
-		if gs != f.lastGroups {
-			f.log.Info("security groups applied", "guards", len(guards))
-		}
-		f.lastGroups = gs
-	}
-	return nil
+	return groupsErr
 }
 
 // rules are the kernel-mode host rules of this machine now (the ingress

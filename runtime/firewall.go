@@ -43,6 +43,10 @@ type Rules struct {
 	// DNSPort is the resolver's port on the machine address (any mesh
 	// source); zero means 53.
 	DNSPort uint16
+	// Isolate are containers whose security group could not be put in
+	// place (no nft): new connections to them are dropped, whoever
+	// opens them, until it can. Fail closed.
+	Isolate []netip.Addr
 	// Tag, if set, names the chains UNCLOUD-<Tag>-*, for tests.
 	Tag string
 }
@@ -147,6 +151,9 @@ func (r Rules) Chains() []Chain {
 	}
 	fwd := Chain{Table: "filter", Name: r.chain("FWD"), From: []string{"DOCKER-USER", "FORWARD"}}
 	fwd.Rules = append(fwd.Rules, fmt.Sprintf("-i %s ! -s %s -j DROP", br, sub))
+	for _, a := range r.Isolate {
+		fwd.Rules = append(fwd.Rules, fmt.Sprintf("-o %s -d %s -m conntrack --ctstate NEW -j DROP", br, a))
+	}
 	if wg != "" {
 		fwd.Rules = append(fwd.Rules,
 			fmt.Sprintf("-i %s -o %s -s %s -d %s -j ACCEPT", br, wg, sub, mesh),

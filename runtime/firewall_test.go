@@ -65,6 +65,14 @@ func TestRulesChains(t *testing.T) {
 		}, []string{"-o uncloud ", "-i uncloud ", "TCPMSS", "-s 10.210.0.0/16 -j DROP", "-i lo"}},
 		{"no join port: the join range is left to tun's filter", func() Rules { r := testRules("uncloud"); r.JoinPort = 0; return r }(),
 			map[string][]string{"UNCLOUD-IN": {"-i uncloud -s 10.210.0.1/255.255.0.255 -j RETURN"}}, []string{"51821", "10.210.0.0/24"}},
+		{"isolated containers: new connections dropped before any accept", func() Rules {
+			r := testRules("uncloud")
+			r.Isolate = []netip.Addr{netip.MustParseAddr("10.210.3.5")}
+			return r
+		}(), map[string][]string{"UNCLOUD-FWD": {
+			"-o uncloud-br -d 10.210.3.5 -m conntrack --ctstate NEW -j DROP",
+			"-i uncloud -o uncloud-br -s 10.210.0.0/16 -d 10.210.3.0/24 -j ACCEPT",
+		}}, nil},
 		{"tagged for tests", func() Rules { r := testRules("wg0"); r.Tag = "T"; return r }(), map[string][]string{
 			"UNCLOUD-T-FWD": {"-i uncloud-br -o wg0 -s 10.210.3.0/24 -d 10.210.0.0/16 -j ACCEPT"},
 		}, nil},

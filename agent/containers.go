@@ -40,6 +40,11 @@ type localDocker struct {
 func (p *localDocker) set(ready bool, why error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if ready && !p.ready {
+		// Said once per transition: the network, the host rules and every
+		// container have been checked, so container calls work from now.
+		p.log.Info("containers can run here", "component", "runtime")
+	}
 	p.ready, p.why = ready, why
 }
 
@@ -63,7 +68,11 @@ func (d *Daemon) startContainers(ctx context.Context) {
 		p.set(false, errNetstack)
 		return
 	}
+	// The host firewall holds with or without Docker (firewall.go); the
+	// runtime applies it through the same controller.
+	fw := d.startFirewall(ctx)
 	rt, err := runtime.New(runtime.Config{
+		Firewall:      fw,
 		MachineID:     d.state.MachineID,
 		MachineName:   d.snapshot().Name,
 		Subnet:        d.state.Subnet,

@@ -43,6 +43,9 @@ type RunRequest struct {
 	Machines []string `json:"machines,omitempty"` // names or IDs; default: every live machine
 	// Health is a health check (Docker's test form, e.g. ["CMD", "/probe"]).
 	Health []string `json:"health,omitempty"`
+	// AllowFrom is the service's security group: SERVICE, service:NAME,
+	// machine:NAME or ingress (record.ParseAllowFrom); empty: open.
+	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
 // ServiceResult reports what a command did to each container.
@@ -106,6 +109,8 @@ type ServiceInfo struct {
 	Running  int      `json:"running"`
 	Total    int      `json:"total"`
 	Machines []string `json:"machines,omitempty"`
+	// AllowFrom is the security group; empty means open inside the network.
+	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
 // ServiceDetail is `uncloud inspect`: the service, how it was started,

@@ -171,6 +171,14 @@ func (c *containerLab) waitNetwork(ctx context.Context, t *testing.T, i int) {
 		}
 		return nil
 	})
+	// The host rules come before Docker (the firewall does not wait for
+	// it), so they say nothing about the runtime: wait for its first full
+	// pass, after which it answers container calls.
+	readyCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if _, err := c.procs[i].WaitLog(readyCtx, 0, "containers can run here"); err != nil {
+		t.Fatalf("runtime of %s not ready: %v", c.hosts[i].Name, err)
+	}
 }
 
 // eventuallyE2E fails the test unless f returns nil within timeout.

@@ -98,6 +98,9 @@ type Service struct {
 	// Spec is how each container is made (runtime.ContainerSpec, JSON),
 	// so any machine can scale the service.
 	Spec json.RawMessage `json:"spec,omitempty"`
+	// AllowFrom is the service's security group (see allowfrom.go);
+	// empty means open inside the network.
+	AllowFrom []string `json:"allow_from,omitempty"`
 }
 
 // Key implements Record.

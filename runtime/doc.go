@@ -1,7 +1,8 @@
 // Package runtime owns Docker on one machine: the per-machine bridge
 // network `uncloud` (the machine's /24, the tunnel MTU, no Docker
 // masquerade), the host firewall rules that let the mesh reach containers
-// by their own addresses, containers (create, start, stop, remove, logs,
+// by their own addresses and keep everything else out (firewall.go), the
+// security groups' nftables sets (groups.go), containers (create, start, stop, remove, logs,
 // exec, inspect), images, health, and the watcher that reports this
 // machine's containers as they change. It returns its own types and
 // writes nothing to the replicated state: the agent turns what it

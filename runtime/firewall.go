@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -21,7 +22,8 @@ type Firewall interface {
 	Remove(ctx context.Context, r Rules) error
 }
 
-// Rules describe what the host must do for one machine's bridge.
+// Rules describe what the host must do for one machine's bridge and, in
+// kernel mode, for its mesh interface.
 type Rules struct {
 	Subnet netip.Prefix // the machine's /24
 	Mesh   netip.Prefix // meshaddr.Mesh()
@@ -30,9 +32,47 @@ type Rules struct {
 	// (no kernel path to the mesh: only internet access and DNS rules).
 	MeshInterface string
 	MTU           int
+	// AgentPorts are the agent's own ports on the machine address
+	// (gossip, machine API, the ingress's on an ingress machine): from
+	// the mesh, only machine addresses (x.x.x.1) reach them.
+	AgentPorts []HostPort
+	// Join is the join range (meshaddr.Join()) and JoinPort the one port
+	// it may reach; zero values leave the join range to tun's filter.
+	Join     netip.Prefix
+	JoinPort uint16
+	// DNSPort is the resolver's port on the machine address (any mesh
+	// source); zero means 53.
+	DNSPort uint16
+	// Isolate are containers whose security group could not be put in
+	// place (no nft): new connections to them are dropped, whoever
+	// opens them, until it can. Fail closed.
+	Isolate []netip.Addr
 	// Tag, if set, names the chains UNCLOUD-<Tag>-*, for tests.
 	Tag string
 }
+
+// HostPort is a port on the host: Proto is "tcp" or "udp".
+type HostPort struct {
+	Proto string
+	Num   uint16
+}
+
+func (p HostPort) String() string { return fmt.Sprintf("%d/%s", p.Num, p.Proto) }
+
+// machineSources matches the machine addresses of the mesh, x.x.x.1 of
+// every /24 (a non-contiguous mask, which iptables accepts): WireGuard
+// lets a peer send only from its own /24, and every machine drops packets
+// from its bridge that claim its gateway's address, so x.x.x.1 arriving
+// on the mesh interface is that machine's host.
+func (r Rules) machineSources() string {
+	a := r.Mesh.Masked().Addr().As4()
+	return fmt.Sprintf("%d.%d.0.1/255.255.0.255", a[0], a[1])
+}
+
+// privateRanges are destinations a container may not be forwarded to
+// except through the mesh: the host's LAN and its other Docker networks
+// live there. The mesh itself is 10.210/16 and is handled before.
+var privateRanges = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"}
 
 func (r Rules) chain(name string) string {
 	if r.Tag != "" {
@@ -56,13 +96,33 @@ type Chain struct {
 //   - raw: a packet arriving on the bridge with a source outside the
 //     machine's /24, or with the gateway's (the machine's own) address,
 //     is dropped before routing: a container cannot pose as another
-//     machine's containers, as a mesh address or as its host.
+//     machine's containers, as a mesh address or as its host. In kernel
+//     mode the mesh (container subnets and machine addresses) is reached
+//     only through WireGuard, the bridge or loopback: a LAN neighbour
+//     that routes 10.210.X.0/24 to this host is dropped here, before
+//     Docker's rules (Docker ≥ 28's `nat-unprotected` gateway mode would
+//     let it reach every container port), and so is a container of
+//     another Docker network (its traffic to the mesh would otherwise be
+//     masqueraded behind the machine address). Nothing arriving on
+//     WireGuard may go anywhere but the mesh: a member cannot route
+//     through this host into its LAN or to the internet.
 //   - filter, from DOCKER-USER: Docker's FORWARD policy is DROP; mesh
 //     traffic between the bridge and the WireGuard interface is accepted
-//     both ways with its addresses intact, and containers reach the
-//     internet. DOCKER-USER is the chain Docker promises to leave alone.
-//   - filter INPUT: containers may ask the machine's resolver (port 53 on
-//     the gateway) even on a host whose INPUT policy is strict.
+//     both ways with its addresses intact; anything else from WireGuard is
+//     dropped (published ports of other Docker networks included, which
+//     Docker DNATs before routing). Containers reach the internet, but
+//     that rule RETURNs, so Docker's isolation chains still keep them
+//     off the host's other networks; private destinations (the LAN,
+//     other Docker networks) are dropped outright. DOCKER-USER is the
+//     chain Docker promises to leave alone.
+//   - filter INPUT: in kernel mode the host answers the mesh only where
+//     it must: the join port to the join range, the agent's ports to
+//     machine addresses, DNS to any mesh source, ping; machines may reach
+//     the rest as the host's own policy says (RETURN); containers, of
+//     this machine or any other, reach nothing else on any of the host's
+//     addresses (sshd, databases, published ports of other networks).
+//     Containers may ask the machine's resolver even on a host whose
+//     INPUT policy is strict.
 //   - nat: mesh destinations leave unchanged (ACCEPT ends the nat table,
 //     so no later MASQUERADE sees them); everything else from the /24 is
 //     masqueraded, since Docker's own masquerade is off for this network.
@@ -72,24 +132,48 @@ func (r Rules) Chains() []Chain {
 	sub, mesh, br, wg := r.Subnet.Masked().String(), r.Mesh.Masked().String(), r.Bridge, r.MeshInterface
 	gw := r.Subnet.Masked().Addr().Next().String()
 	mss := r.MTU - 40
+	dns := r.DNSPort
+	if dns == 0 {
+		dns = 53
+	}
 	raw := Chain{Table: "raw", Name: r.chain("RAW"), From: []string{"PREROUTING"}, Rules: []string{
 		fmt.Sprintf("-i %s ! -s %s -j DROP", br, sub),
 		fmt.Sprintf("-i %s -s %s -j DROP", br, gw), // the gateway is the host: never a container
 	}}
+	if wg != "" {
+		raw.Rules = append(raw.Rules,
+			fmt.Sprintf("-i %s ! -d %s -j DROP", wg, mesh),
+			fmt.Sprintf("-i %s -j RETURN", wg),
+			fmt.Sprintf("-i %s -j RETURN", br),
+			"-i lo -j RETURN",
+			fmt.Sprintf("-d %s -j DROP", mesh),
+			fmt.Sprintf("-s %s -j DROP", mesh))
+	}
 	fwd := Chain{Table: "filter", Name: r.chain("FWD"), From: []string{"DOCKER-USER", "FORWARD"}}
 	fwd.Rules = append(fwd.Rules, fmt.Sprintf("-i %s ! -s %s -j DROP", br, sub))
+	for _, a := range r.Isolate {
+		fwd.Rules = append(fwd.Rules, fmt.Sprintf("-o %s -d %s -m conntrack --ctstate NEW -j DROP", br, a))
+	}
 	if wg != "" {
 		fwd.Rules = append(fwd.Rules,
 			fmt.Sprintf("-i %s -o %s -s %s -d %s -j ACCEPT", br, wg, sub, mesh),
-			fmt.Sprintf("-i %s -o %s -s %s -d %s -j ACCEPT", wg, br, mesh, sub))
+			fmt.Sprintf("-i %s -o %s -s %s -d %s -j ACCEPT", wg, br, mesh, sub),
+			fmt.Sprintf("-i %s -j DROP", wg))
+	}
+	fwd.Rules = append(fwd.Rules, fmt.Sprintf("-i %s ! -o %s -d %s -j DROP", br, br, mesh))
+	for _, p := range privateRanges {
+		fwd.Rules = append(fwd.Rules, fmt.Sprintf("-i %s ! -o %s -d %s -j DROP", br, br, p))
 	}
 	fwd.Rules = append(fwd.Rules,
-		fmt.Sprintf("-i %s ! -o %s -s %s ! -d %s -j ACCEPT", br, br, sub, mesh),
+		fmt.Sprintf("-i %s ! -o %s -s %s ! -d %s -j RETURN", br, br, sub, mesh),
 		fmt.Sprintf("-o %s ! -s %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", br, mesh))
-	in := Chain{Table: "filter", Name: r.chain("IN"), From: []string{"INPUT"}, Rules: []string{
-		fmt.Sprintf("-i %s -s %s -d %s -p udp --dport 53 -j ACCEPT", br, sub, gw),
-		fmt.Sprintf("-i %s -s %s -d %s -p tcp --dport 53 -j ACCEPT", br, sub, gw),
-	}}
+	in := Chain{Table: "filter", Name: r.chain("IN"), From: []string{"INPUT"}}
+	for _, proto := range []string{"udp", "tcp"} {
+		in.Rules = append(in.Rules, fmt.Sprintf("-i %s -s %s -d %s -p %s --dport %d -j ACCEPT", br, sub, gw, proto, dns))
+	}
+	if wg != "" {
+		in.Rules = append(in.Rules, r.hostInput(br, wg, sub, gw, dns)...)
+	}
 	nat := Chain{Table: "nat", Name: r.chain("NAT"), From: []string{"POSTROUTING"}, Rules: []string{
 		fmt.Sprintf("-s %s -d %s -j ACCEPT", sub, mesh),
 		fmt.Sprintf("-s %s ! -o %s -j MASQUERADE", sub, br),
@@ -102,6 +186,40 @@ func (r Rules) Chains() []Chain {
 		}})
 	}
 	return chains
+}
+
+// hostInput are the kernel-mode INPUT rules after the bridge's DNS
+// accepts: what the mesh and the containers may reach on the host itself.
+func (r Rules) hostInput(br, wg, sub, gw string, dns uint16) []string {
+	machines := r.machineSources()
+	var out []string
+	if r.Join.IsValid() && r.JoinPort != 0 {
+		out = append(out,
+			fmt.Sprintf("-i %s -s %s -d %s -p tcp --dport %d -j ACCEPT", wg, r.Join.Masked(), gw, r.JoinPort),
+			fmt.Sprintf("-i %s -s %s -j DROP", wg, r.Join.Masked()))
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		out = append(out, fmt.Sprintf("-i %s -d %s -p %s --dport %d -j ACCEPT", wg, gw, proto, dns))
+	}
+	byProto := map[string][]string{}
+	for _, p := range r.AgentPorts {
+		byProto[p.Proto] = append(byProto[p.Proto], strconv.Itoa(int(p.Num)))
+	}
+	for _, proto := range []string{"tcp", "udp"} {
+		if ports := byProto[proto]; len(ports) > 0 {
+			out = append(out, fmt.Sprintf("-i %s -s %s -d %s -p %s -m multiport --dports %s -j ACCEPT",
+				wg, machines, gw, proto, strings.Join(ports, ",")))
+		}
+	}
+	out = append(out,
+		fmt.Sprintf("-i %s -s %s -j RETURN", wg, machines),
+		fmt.Sprintf("-i %s -p icmp --icmp-type echo-request -j ACCEPT", wg),
+		fmt.Sprintf("-i %s -p icmp --icmp-type echo-request -j ACCEPT", br),
+		fmt.Sprintf("-i %s -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", wg),
+		fmt.Sprintf("-i %s -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN", br),
+		fmt.Sprintf("-i %s -j DROP", wg),
+		fmt.Sprintf("-i %s -j DROP", br))
+	return out
 }
 
 // RestoreScript is the iptables-restore --noflush input that creates or
@@ -138,7 +256,17 @@ func (r Rules) RestoreScript() string {
 type IPTables struct {
 	// Binary defaults to "iptables"; Restore to "iptables-restore".
 	Binary, Restore string
-	mu              sync.Mutex
+	// Netns, if set, runs them in that named network namespace (tests).
+	Netns string
+	mu    sync.Mutex
+}
+
+// command is bin with args, in f.Netns if set.
+func (f *IPTables) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	if f.Netns != "" {
+		return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", f.Netns, bin}, args...)...)
+	}
+	return exec.CommandContext(ctx, bin, args...)
 }
 
 func (f *IPTables) bins() (string, string) {
@@ -157,10 +285,12 @@ func (f *IPTables) Apply(ctx context.Context, r Rules) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	bin, restore := f.bins()
-	if err := enableForwarding(); err != nil {
-		return err
+	if f.Netns == "" {
+		if err := enableForwarding(); err != nil {
+			return err
+		}
 	}
-	cmd := exec.CommandContext(ctx, restore, "-w", "--noflush")
+	cmd := f.command(ctx, restore, "-w", "--noflush")
 	cmd.Stdin = strings.NewReader(r.RestoreScript())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("install the uncloud chains with %s: %w: %s", restore, err, bytes.TrimSpace(out))
@@ -215,7 +345,7 @@ func (f *IPTables) jumpSource(ctx context.Context, bin string, c Chain) (string,
 }
 
 func (f *IPTables) run(ctx context.Context, bin string, args ...string) error {
-	out, err := exec.CommandContext(ctx, bin, append([]string{"-w"}, args...)...).CombinedOutput()
+	out, err := f.command(ctx, bin, append([]string{"-w"}, args...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
@@ -29,6 +31,8 @@ type servicePlan struct {
 	replace  []*record.Container // old containers replaced start-first on their machine
 	remove   []*record.Container // scale down
 	same     int                 // containers left as they are
+	// allowFrom is the security group wanted; oldAllow the record's.
+	allowFrom, oldAllow []string
 }
 
 // Deploy implements api.DeployBackend.
@@ -88,6 +92,13 @@ func (p *servicePlan) events(names map[string]Machine) []api.DeployEvent {
 		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Action: "unchanged",
 			Detail: fmt.Sprintf("%d containers", p.same)})
 	}
+	if p.exists && !slices.Equal(p.allowFrom, p.oldAllow) {
+		detail := strings.Join(p.allowFrom, ",")
+		if detail == "" {
+			detail = "open to the network"
+		}
+		out = append(out, api.DeployEvent{Plan: true, Service: p.name, Action: "allow-from", Detail: detail})
+	}
 	return out
 }
 
@@ -116,12 +127,16 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: service %s: %v", api.ErrBadRequest, s.Name, err)
 	}
+	_, allowFrom, err := record.ParseAllowFromList(s.AllowFrom)
+	if err != nil {
+		return nil, fmt.Errorf("%w: service %s: %v", api.ErrBadRequest, s.Name, err)
+	}
 	targets, err := o.placeTargets(ctx, all, s.Machines)
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
 	specJSON, _ := json.Marshal(spec)
-	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON}
+	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON, allowFrom: allowFrom}
 	want := s.Replicas
 	if s.Mode == "global" {
 		want = len(targets)
@@ -138,7 +153,7 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	})
 	var oldSpec []byte
 	if svc, err := o.service(ctx, s.Name); err == nil {
-		p.exists, oldSpec = true, svc.Spec
+		p.exists, oldSpec, p.oldAllow = true, svc.Spec, svc.AllowFrom
 	}
 	byID := map[string]Machine{}
 	var ids []string
@@ -164,7 +179,7 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 }
 
 func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[string]Machine, event func(api.DeployEvent) error) error {
-	svc := &record.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON}
+	svc := &record.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON, AllowFrom: p.allowFrom}
 	if !p.exists {
 		if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 			return fmt.Errorf("write service record of %s: %w", p.name, err)

@@ -291,3 +291,37 @@ func TestDeployPlan(t *testing.T) {
 		})
 	}
 }
+
+// TestDeployAllowFrom: a deploy changes a service's security group in
+// its record, says so in the plan, and leaves the containers alone when
+// nothing else changed; a bad entry is refused before anything happens.
+func TestDeployAllowFrom(t *testing.T) {
+	r := newRig(t, newFleet(), Config{})
+	r.run(t, api.RunRequest{Name: "db", Image: "pg:1", AllowFrom: []string{"web"}})
+	svc, err := r.o.service(context.Background(), "db")
+	if err != nil || !slices.Equal(svc.AllowFrom, []string{"web"}) {
+		t.Fatalf("run wrote allow_from %v (%v), want [web]", svc.AllowFrom, err)
+	}
+	creates := len(r.engine.ops("create"))
+	evs, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{{Name: "db", Image: "pg:1", AllowFrom: []string{"web", "machine:m2"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(evs, "plan db allow-from") {
+		t.Errorf("plan lacks the allow-from change: %v", evs)
+	}
+	if len(r.engine.ops("create")) != creates {
+		t.Errorf("a policy change recreated containers: %v", r.engine.calls)
+	}
+	svc, _ = r.o.service(context.Background(), "db")
+	if !slices.Equal(svc.AllowFrom, []string{"web", "machine:m2"}) {
+		t.Errorf("allow_from after deploy %v", svc.AllowFrom)
+	}
+	_, err = deploy(r, api.DeployRequest{Services: []api.RunRequest{{Name: "db", Image: "pg:1", AllowFrom: []string{"10.0.0.0/8"}}}})
+	if !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "is not a service or machine name") {
+		t.Errorf("bad allow-from: %v", err)
+	}
+	if _, err := r.o.RunService(context.Background(), api.RunRequest{Name: "x", Image: "pg:1", AllowFrom: []string{"group:a"}}, nil); !errors.Is(err, api.ErrBadRequest) {
+		t.Errorf("run with a bad allow-from: %v", err)
+	}
+}

@@ -151,6 +151,10 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 	if err := spec.Validate(); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
 	}
+	_, allowFrom, err := record.ParseAllowFromList(req.AllowFrom)
+	if err != nil {
+		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
 	if _, err := o.service(ctx, req.Name); err == nil {
 		return api.ServiceResult{}, fmt.Errorf("%w: service %q exists: change its size with 'uncloud scale %s N' or remove it with 'uncloud rm %s'",
 			api.ErrConflict, req.Name, req.Name, req.Name)
@@ -182,7 +186,7 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 		}
 	}
 	specJSON, _ := json.Marshal(spec)
-	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON}
+	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON, AllowFrom: allowFrom}
 	if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
 	}

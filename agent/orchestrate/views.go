@@ -100,7 +100,7 @@ func (o *Orchestrator) Services(ctx context.Context) ([]api.ServiceInfo, error) 
 			continue
 		}
 		s := get(svc.Name)
-		s.Mode, s.Ports = svc.Mode, svc.Ports
+		s.Mode, s.Ports, s.AllowFrom = svc.Mode, svc.Ports, svc.AllowFrom
 		var spec runtime.ContainerSpec
 		if json.Unmarshal(svc.Spec, &spec) == nil {
 			s.Image = spec.Image

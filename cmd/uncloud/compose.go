@@ -20,7 +20,8 @@ import (
 var (
 	composeTopKeys     = map[string]bool{"services": true, "volumes": true, "name": true, "version": true}
 	composeServiceKeys = map[string]bool{"image": true, "command": true, "environment": true, "env_file": true,
-		"ports": true, "volumes": true, "deploy": true, "healthcheck": true, "restart": true, "x-machines": true}
+		"ports": true, "volumes": true, "deploy": true, "healthcheck": true, "restart": true, "x-machines": true,
+		"x-allow-from": true}
 	composeDeployKeys = map[string]bool{"replicas": true, "mode": true}
 	composeHealthKeys = map[string]bool{"test": true, "disable": true}
 )
@@ -55,6 +56,7 @@ func parseCompose(ctx context.Context, path string, env map[string]string) ([]ap
 	}
 	ports := map[string][]string{}
 	machines := map[string][]string{}
+	allowFrom := map[string][]string{}
 	for _, name := range sortedKeys(services) {
 		svc, ok := services[name].(map[string]any)
 		if !ok {
@@ -93,6 +95,19 @@ func parseCompose(ctx context.Context, path string, env map[string]string) ([]ap
 			}
 		}
 		delete(svc, "ports")
+		// x-allow-from: the security group, "web, machine:m2" or a list.
+		switch a := svc["x-allow-from"].(type) {
+		case string:
+			for _, s := range strings.Split(a, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					allowFrom[name] = append(allowFrom[name], s)
+				}
+			}
+		case []any:
+			for _, s := range a {
+				allowFrom[name] = append(allowFrom[name], fmt.Sprint(s))
+			}
+		}
 		switch m := svc["x-machines"].(type) {
 		case string:
 			for _, s := range strings.Split(m, ",") {
@@ -127,7 +142,7 @@ func parseCompose(ctx context.Context, path string, env map[string]string) ([]ap
 			return nil, nil, fmt.Errorf("%s: service %s has no image (uncloud does not build: build it, then 'uncloud image push')", path, name)
 		}
 		req := api.RunRequest{Name: name, Image: s.Image, Cmd: s.Command, Restart: s.Restart,
-			Ports: ports[name], Machines: machines[name]}
+			Ports: ports[name], Machines: machines[name], AllowFrom: allowFrom[name]}
 		for _, k := range sortedKeys(s.Environment) {
 			if v := s.Environment[k]; v != nil {
 				req.Env = append(req.Env, k+"="+*v)

@@ -45,10 +45,12 @@ services:
       interval: 5s
     restart: always
     x-machines: [m1, m2]
+    x-allow-from: [ingress, "machine:m3"]
     privileged: true
   agent:
     image: example/agent
     deploy: {mode: global}
+    x-allow-from: web
 networks:
   front: {}
 volumes:
@@ -80,6 +82,8 @@ volumes:
 		{"health", strings.Join(web.Health, " "), "CMD /srv probe"},
 		{"restart", web.Restart, "always"},
 		{"machines", strings.Join(web.Machines, ","), "m1,m2"},
+		{"allow-from (list)", strings.Join(web.AllowFrom, ","), "ingress,machine:m3"},
+		{"agent allow-from (string)", strings.Join(agent.AllowFrom, ","), "web"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("web %s = %v, want %v", tc.what, tc.got, tc.want)

@@ -31,22 +31,23 @@ type containerCmds struct {
 }
 
 type runCmd struct {
-	Name     string   `help:"Service name (a DNS label); default: from the image name."`
-	Replicas int      `help:"Number of containers (replicated mode)." default:"1"`
-	Machine  []string `short:"m" help:"Machines to run on (names or IDs, comma-separated); default: spread over the live machines." sep:","`
-	Mode     string   `help:"replicated (Replicas containers) or global (one per machine)." enum:"replicated,global" default:"replicated"`
-	Env      []string `short:"e" help:"Environment variable KEY=VALUE. Repeatable." sep:"none"`
-	Volume   []string `short:"v" help:"VOLUME:/path[:ro] (a named volume on each machine) or /host/path:/path[:ro]. Repeatable." sep:"none"`
-	Publish  []string `short:"p" help:"Published port [HOST[/PATH]:]PORT[/tcp|udp|http|https], e.g. 8080, 53/udp, app.example.com:8080/https. Repeatable." sep:"none"`
-	Restart  string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
-	Output   string   `short:"o" enum:"table,json" default:"table" help:"table or json."`
-	Image    string   `arg:"" help:"Image (must be in Docker on the target machines: see 'uncloud image push')."`
-	Cmd      []string `arg:"" optional:"" passthrough:"" help:"Command and arguments."`
+	Name      string   `help:"Service name (a DNS label); default: from the image name."`
+	Replicas  int      `help:"Number of containers (replicated mode)." default:"1"`
+	Machine   []string `short:"m" help:"Machines to run on (names or IDs, comma-separated); default: spread over the live machines." sep:","`
+	Mode      string   `help:"replicated (Replicas containers) or global (one per machine)." enum:"replicated,global" default:"replicated"`
+	Env       []string `short:"e" help:"Environment variable KEY=VALUE. Repeatable." sep:"none"`
+	Volume    []string `short:"v" help:"VOLUME:/path[:ro] (a named volume on each machine) or /host/path:/path[:ro]. Repeatable." sep:"none"`
+	Publish   []string `short:"p" help:"Published port [HOST[/PATH]:]PORT[/tcp|udp|http|https], e.g. 8080, 53/udp, app.example.com:8080/https. Repeatable." sep:"none"`
+	Restart   string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
+	AllowFrom []string `name:"allow-from" help:"Security group: who may connect to this service's containers: SERVICE (its containers), machine:NAME, or ingress. Repeatable; default: the whole network." sep:","`
+	Output    string   `short:"o" enum:"table,json" default:"table" help:"table or json."`
+	Image     string   `arg:"" help:"Image (must be in Docker on the target machines: see 'uncloud image push')."`
+	Cmd       []string `arg:"" optional:"" passthrough:"" help:"Command and arguments."`
 }
 
 func (c runCmd) Run(g *globals) error {
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
-		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine}
+		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom}
 	if c.Output == "json" {
 		res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
 			return a.RunService(ctx, req)

@@ -7,6 +7,8 @@
 // pseudo-random bytes and "echoserver sum URL" fetches a URL whole and
 // prints "bytes=N sha256=H", so a test can move a large body between two
 // containers and check it (full-size segments, many of them).
+// "echoserver dial HOST:PORT" opens a TCP connection (2 s at most) and
+// says "open" (exit 0) or why not (exit 1), for firewall tests.
 // "echoserver spoof SRC DST PORT"
 // sends one UDP datagram with a forged source address through a raw
 // socket, to test that the host drops it.
@@ -33,6 +35,9 @@ func main() {
 	}
 	if len(os.Args) == 3 && os.Args[1] == "sum" {
 		os.Exit(sum(os.Args[2]))
+	}
+	if len(os.Args) == 3 && os.Args[1] == "dial" {
+		os.Exit(dial(os.Args[2]))
 	}
 	if len(os.Args) == 5 && os.Args[1] == "spoof" {
 		os.Exit(spoof(os.Args[2], os.Args[3], os.Args[4]))
@@ -173,5 +178,16 @@ func spoof(src, dst, port string) int {
 		return 1
 	}
 	fmt.Println("sent")
+	return 0
+}
+
+func dial(addr string) int {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		fmt.Println("closed:", err)
+		return 1
+	}
+	c.Close()
+	fmt.Println("open")
 	return 0
 }

@@ -135,6 +135,9 @@ type Revoked struct {
 	// machine signed while it was trusted. Any other signature of it is
 	// void, so it cannot sign its way back in after the fact.
 	Kept []string `json:"kept,omitempty"`
+	// Membership is the removed machine's own, so the machines it admitted
+	// still chain to the root once its record is gone.
+	Membership *Membership `json:"membership,omitempty"`
 }
 
 // Key implements Record.

@@ -97,10 +97,21 @@ func (w *world) verifier(t *testing.T) *Verifier {
 // revoke has by remove target, keeping what by lists.
 func (w *world) revoke(t *testing.T, by, target *machine, kept ...string) crdt.Signed {
 	rv := &record.Revoked{MachineID: target.id, IdentityKey: target.rec.IdentityKey, WireGuardKey: target.rec.WireGuardKey,
-		By: by.id, At: time.Now(), Kept: kept}
+		By: by.id, At: time.Now(), Kept: kept, Membership: target.rec.Membership}
 	s := sign(t, rv, by.signer)
 	w.revoked = append(w.revoked, s)
 	return s
+}
+
+// remove is machine rm: the revocation, and the record deleted.
+func (w *world) remove(t *testing.T, by, target *machine, kept ...string) {
+	w.revoke(t, by, target, kept...)
+	for i, m := range w.machines {
+		if m.Key == target.rec.Key() {
+			w.machines = append(w.machines[:i:i], w.machines[i+1:]...)
+			break
+		}
+	}
 }
 
 func members(v *Verifier) string {
@@ -156,10 +167,10 @@ func TestMembership(t *testing.T) {
 			x := newMachine(t, "x", 9)
 			admit(t, w.b, x, time.Now()) // b's admission the remover never saw
 			w.machines = append(w.machines, sign(t, x.rec, x.signer))
-			w.revoke(t, w.a, w.b, crdt.SignatureDigest(w.c.rec.Membership.Sig))
+			w.remove(t, w.a, w.b, crdt.SignatureDigest(w.c.rec.Membership.Sig))
 		}, "[a c]"},
 		{"removal without keeping: what it admitted goes too", func(t *testing.T, w *world) {
-			w.revoke(t, w.a, w.b)
+			w.remove(t, w.a, w.b)
 		}, "[a]"},
 		{"removed machine removes a bystander afterwards: void", func(t *testing.T, w *world) {
 			w.revoke(t, w.a, w.b, crdt.SignatureDigest(w.c.rec.Membership.Sig))
@@ -169,6 +180,17 @@ func TestMembership(t *testing.T) {
 			w.revoke(t, w.a, w.b, crdt.SignatureDigest(w.c.rec.Membership.Sig))
 			w.revoke(t, w.b, w.a)
 		}, "[c]"},
+		{"the root removed by a machine it admitted: the remover and what the root admitted stay", func(t *testing.T, w *world) {
+			w.remove(t, w.b, w.a, crdt.SignatureDigest(w.b.rec.Membership.Sig))
+		}, "[b c]"},
+		{"a removal that carries a made-up membership for the removed", func(t *testing.T, w *world) {
+			x := newMachine(t, "x", 9)
+			admit(t, x, x, time.Now()) // not the root
+			w.revoke(t, w.b, x)
+			y := newMachine(t, "y", 10)
+			admit(t, x, y, time.Now()) // "admitted" by the invented machine
+			w.machines = append(w.machines, sign(t, y.rec, y.signer))
+		}, "[a b c]"},
 		{"revocation signed by a stranger", func(t *testing.T, w *world) {
 			x := newMachine(t, "x", 9)
 			w.revoke(t, x, w.a)

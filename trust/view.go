@@ -81,7 +81,6 @@ func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.
 	}
 	// Identity keys named by revocations stand in for deleted machine
 	// records, but only once the revocation's own signer is known.
-	revs := map[string][]*crdt.Signed{} // by signer
 	var revList []*crdt.Signed
 	for i := range revokedRecs {
 		s := &revokedRecs[i]
@@ -90,31 +89,28 @@ func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.
 			v.refused["revocation unsigned or signed by another than its remover"]++
 			continue
 		}
-		revs[s.By] = append(revs[s.By], s)
 		revList = append(revList, s)
 	}
-	ever := &chains{root: root, cands: cands, byRevocation: map[string]ed25519.PublicKey{}, memo: map[string]int{}}
-	// Revocations name the keys of removed machines; a revocation counts
-	// as a witness of its target's identity once its signer's chain holds.
-	sort.Slice(revList, func(i, j int) bool { return revList[i].Key < revList[j].Key })
-	for changed := true; changed; {
-		changed = false
-		for _, s := range revList {
-			r := s.Record.(*record.Revoked)
-			if _, done := ever.byRevocation[r.MachineID]; done {
-				continue
-			}
-			key, ok := ever.identity(r.By)
-			if !ok || !ed25519.Verify(key, s.Msg, s.Sig) {
-				continue
-			}
-			if pub, err := DecodeKey(r.IdentityKey); err == nil {
-				ever.byRevocation[r.MachineID] = pub
-				ever.memo = map[string]int{} // a new witness may complete chains
-				changed = true
-			}
+	// A removed machine's record is deleted, but the machines it admitted
+	// still chain through it: its revocation carries its membership, which
+	// must chain to the root on its own (a revocation cannot vouch for the
+	// machine it names, or a member could invent a remover and a removed).
+	removed := map[string]*candidate{}
+	for _, s := range revList {
+		r := s.Record.(*record.Revoked)
+		ms := r.Membership
+		if _, ok := cands[r.MachineID]; ok || ms == nil || ms.Check() != nil || ms.ID != r.MachineID ||
+			ms.IdentityKey != r.IdentityKey || ms.WireGuardKey != r.WireGuardKey || ms.Network != network {
+			continue
 		}
+		key, err := DecodeKey(ms.IdentityKey)
+		if err != nil {
+			continue
+		}
+		removed[r.MachineID] = &candidate{rec: &record.Machine{ID: ms.ID, IdentityKey: ms.IdentityKey,
+			WireGuardKey: ms.WireGuardKey, Subnet: ms.Subnet, Membership: ms}, identity: key, digest: crdt.SignatureDigest(ms.Sig)}
 	}
+	ever := &chains{root: root, cands: cands, removed: removed, memo: map[string]int{}}
 	for _, s := range revList {
 		r := s.Record.(*record.Revoked)
 		key, ok := ever.identity(r.By)
@@ -146,8 +142,8 @@ func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.
 			v.identities[id] = key
 		}
 	}
-	for id, key := range ever.byRevocation {
-		if _, ok := v.identities[id]; !ok {
+	for id := range removed {
+		if key, ok := ever.identity(id); ok {
 			v.identities[id] = key
 		}
 	}
@@ -245,27 +241,20 @@ func machineCandidate(network string, s crdt.Signed) (*candidate, string) {
 type chains struct {
 	root         ed25519.PublicKey
 	cands        map[string]*candidate
-	byRevocation map[string]ed25519.PublicKey // identities of removed machines, from their revocations
+	removed      map[string]*candidate // removed machines, from the memberships their revocations carry
 	memo         map[string]int               // 1 holds, 2 fails, 3 in progress
 }
 
 func (c *chains) identity(id string) (ed25519.PublicKey, bool) {
 	switch c.memo[id] {
 	case 1:
-		if cd := c.cands[id]; cd != nil {
-			return cd.identity, true
-		}
-		return c.byRevocation[id], true
+		return c.candidate(id).identity, true
 	case 2, 3:
 		return nil, false
 	}
 	c.memo[id] = 3
-	cd := c.cands[id]
+	cd := c.candidate(id)
 	if cd == nil {
-		if key, ok := c.byRevocation[id]; ok {
-			c.memo[id] = 1
-			return key, true
-		}
 		c.memo[id] = 2
 		return nil, false
 	}
@@ -284,6 +273,13 @@ func (c *chains) identity(id string) (ed25519.PublicKey, bool) {
 	}
 	c.memo[id] = 1
 	return cd.identity, true
+}
+
+func (c *chains) candidate(id string) *candidate {
+	if cd := c.cands[id]; cd != nil {
+		return cd
+	}
+	return c.removed[id]
 }
 
 // effective decides which verified revocations count (see build), in

@@ -198,7 +198,7 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 		}
 	}
 	rec := &record.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
-		IdentityKey: target.IdentityKey, By: m.state.MachineID, At: m.now().UTC(), Kept: kept}
+		IdentityKey: target.IdentityKey, By: m.state.MachineID, At: m.now().UTC(), Kept: kept, Membership: target.Membership}
 	if err := m.parts.Records.Put(ctx, rec.Key(), rec); err != nil {
 		return api.RemoveResult{}, fmt.Errorf("revoke %s: %w", target.Name, err)
 	}

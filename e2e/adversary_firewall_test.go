@@ -32,20 +32,9 @@ import (
 // scale-up of the allowed service takes to be enforced on every machine.
 func TestAdversaryFirewall(t *testing.T) {
 	ctx := context.Background()
-	var attempts, through int
-	var lines []string
-	attempt := func(what string, got bool) {
-		attempts++
-		if got {
-			through++
-			t.Errorf("ATTACK GOT THROUGH: %s", what)
-		}
-		lines = append(lines, fmt.Sprintf("%-70s %s", what, map[bool]string{true: "THROUGH", false: "blocked"}[got]))
-	}
-	defer func() {
-		t.Logf("attempts:\n  %s", strings.Join(lines, "\n  "))
-		t.Logf("ADVERSARY area=firewall attempts=%d through=%d", attempts, through)
-	}()
+	var tally attackTally
+	attempt := func(what string, got bool) { tally.try(t, what, got, "") }
+	defer tally.report(t, "firewall")
 
 	c := newContainerLab(ctx, t, withDocker, withDocker)
 	tarball, err := testimage.Tarball(c.echoBin)

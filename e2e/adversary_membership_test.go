@@ -36,7 +36,7 @@ func TestAdversaryMembership(t *testing.T) {
 	t.Setenv("UNCLOUD_TEST_RAW_WRITES", "1") // the rogue writes through its own agent
 	f := form(ctx, t, 3, nil)
 	f.waitAllAlive(ctx, t, 60*time.Second)
-	var a tally
+	var a attackTally
 	defer a.report(t, "membership")
 
 	s1, s2, s3 := hostState(t, f.hosts[0]), hostState(t, f.hosts[1]), hostState(t, f.hosts[2])

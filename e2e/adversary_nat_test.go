@@ -27,20 +27,6 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
-// advTally counts a rogue's attempts and those that got through.
-type advTally struct{ attempts, through int }
-
-func (a *advTally) try(t *testing.T, what string, through bool, detail string) {
-	t.Helper()
-	a.attempts++
-	if through {
-		a.through++
-		t.Errorf("ATTEMPT THROUGH: %s: %s", what, detail)
-		return
-	}
-	t.Logf("attempt refused: %s: %s", what, detail)
-}
-
 // advRelayBudget is the relay_mbps that p, the relay, is configured with.
 const advRelayBudget = 40
 
@@ -125,7 +111,7 @@ func TestAdversaryNAT(t *testing.T) {
 		}
 	}
 	legit("before the attacks")
-	var tally advTally
+	var tally attackTally
 
 	// The relay's budget, in Mbit/s as configured: a → c is relayed by p.
 	pst, err := f.mesh(ctx, t, P)
@@ -155,14 +141,11 @@ func TestAdversaryNAT(t *testing.T) {
 	if _, miss := f.pathsSettled(ctx, t, want); miss != "" {
 		t.Errorf("after the attacks: %s", miss)
 	}
-	t.Logf("ADVERSARY area=nat attempts=%d through=%d", tally.attempts, tally.through)
-	if tally.through > 0 {
-		t.Fatalf("%d of %d attempts got through", tally.through, tally.attempts)
-	}
+	tally.report(t, "nat")
 }
 
 // advRelayReplay captures relay packets at p and replays them.
-func advRelayReplay(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tally *advTally, addr map[string]netip.Addr) {
+func advRelayReplay(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tally *attackTally, addr map[string]netip.Addr) {
 	const P, A, C = 0, 1, 3
 	p, a := f.hosts[P], f.hosts[A]
 	// Arm both captures at the relay, then make a → c traffic: a forward
@@ -276,7 +259,7 @@ func advRelayReplay(ctx context.Context, t *testing.T, f *formed, x *lab.Host, t
 // restart of b's agent) without and then during a flood of STUN binding
 // requests at b's WireGuard port, sent from x but claiming p's address so
 // that b's NAT lets them in as replies.
-func advSTUNFlood(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tally *advTally) {
+func advSTUNFlood(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tally *attackTally) {
 	const P, B = 0, 2
 	search := func(label string) (time.Duration, api.MeshStatus) {
 		t.Helper()
@@ -329,7 +312,7 @@ func advSTUNFlood(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tal
 }
 
 // advCallMeMaybe sends p two call-me-maybe messages made with a's key.
-func advCallMeMaybe(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tally *advTally, addr map[string]netip.Addr) {
+func advCallMeMaybe(ctx context.Context, t *testing.T, f *formed, x *lab.Host, tally *attackTally, addr map[string]netip.Addr) {
 	const P, A, B = 0, 1, 2
 	p, a, b := f.hosts[P], f.hosts[A], f.hosts[B]
 	var state struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,14 +34,14 @@ func e2eHelpers() map[string]lab.HelperFunc {
 
 // tally counts the attempts of an adversarial test and those that got
 // through; Report logs the one summary line and fails on any.
-type tally struct {
+type attackTally struct {
 	mu       sync.Mutex
 	attempts int
 	through  []string
 }
 
 // attempt records one attack; err is nil when the attack was stopped.
-func (a *tally) attempt(t *testing.T, what string, err error) {
+func (a *attackTally) attempt(t *testing.T, what string, err error) {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -53,11 +54,30 @@ func (a *tally) attempt(t *testing.T, what string, err error) {
 	t.Logf("attack stopped: %s", what)
 }
 
-func (a *tally) report(t *testing.T, area string) {
+// try records one attack that got through when through is set; detail
+// says what was observed either way.
+func (a *attackTally) try(t *testing.T, what string, through bool, detail string) {
+	t.Helper()
+	var err error
+	if through {
+		err = errors.New(detail)
+	}
+	if !through && detail != "" {
+		what += ": " + detail
+	}
+	a.attempt(t, what, err)
+}
+
+// report logs the area's one summary line (tests grep for it) and fails
+// the test if any attack got through.
+func (a *attackTally) report(t *testing.T, area string) {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	t.Logf("ADVERSARY area=%s attempts=%d through=%d", area, a.attempts, len(a.through))
+	if len(a.through) > 0 {
+		t.Errorf("%d of %d attacks got through", len(a.through), a.attempts)
+	}
 }
 
 // rogueCallResult is what helperRogueCall prints.

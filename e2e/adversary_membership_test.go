@@ -279,7 +279,9 @@ func errIf(cond bool, msg string) error {
 	return nil
 }
 
-func netipJoin(addr netip.Addr, port int) string { return netip.AddrPortFrom(addr, uint16(port)).String() }
+func netipJoin(addr netip.Addr, port int) string {
+	return netip.AddrPortFrom(addr, uint16(port)).String()
+}
 
 // forgedMachine is a machine record a rogue makes up, with fresh keys.
 type forgedMachine struct {

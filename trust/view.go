@@ -239,10 +239,10 @@ func machineCandidate(network string, s crdt.Signed) (*candidate, string) {
 // membership verifies under its issuer's key, back to the root. Removal
 // is not considered here (it is judged from these chains).
 type chains struct {
-	root         ed25519.PublicKey
-	cands        map[string]*candidate
-	removed      map[string]*candidate // removed machines, from the memberships their revocations carry
-	memo         map[string]int               // 1 holds, 2 fails, 3 in progress
+	root    ed25519.PublicKey
+	cands   map[string]*candidate
+	removed map[string]*candidate // removed machines, from the memberships their revocations carry
+	memo    map[string]int        // 1 holds, 2 fails, 3 in progress
 }
 
 func (c *chains) identity(id string) (ed25519.PublicKey, bool) {

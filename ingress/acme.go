@@ -67,11 +67,22 @@ type certManager struct {
 	done   chan struct{}
 	static []*x509.Certificate // Config.Certificates
 
+	maint     chan struct{} // asks for a storage maintenance pass (reseal.go)
+	maintDone chan struct{}
+
 	mu      sync.Mutex
 	managed map[string]bool // names handed to certmagic
 	reload  map[string]bool // names whose certificate changed in storage
 	waiting map[string]string
 	lastErr map[string]string
+	// Re-issues (reseal.go): running, when to try again after a failure,
+	// names to reload here although this machine issues them, and how
+	// many succeeded.
+	reissuing  map[string]bool
+	retryAt    map[string]time.Time
+	backoff    map[string]time.Duration
+	reloadSelf map[string]bool
+	reissued   int
 }
 
 func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
@@ -82,7 +93,10 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 	cm := &certManager{
 		in: in, ctx: ctx, poke: make(chan struct{}, 1), done: make(chan struct{}),
 		managed: map[string]bool{}, reload: map[string]bool{}, waiting: map[string]string{}, lastErr: map[string]string{},
-		storage: &certStorage{st: in.cfg.State, self: in.cfg.MachineID, keys: in.cfg.Secrets, log: in.log},
+		reissuing: map[string]bool{}, retryAt: map[string]time.Time{}, backoff: map[string]time.Duration{},
+		reloadSelf: map[string]bool{}, maint: make(chan struct{}, 1), maintDone: make(chan struct{}),
+		storage: &certStorage{st: in.cfg.State, self: in.cfg.MachineID, key: in.cfg.SealKey,
+			recipients: in.sealRecipients, legacy: in.cfg.Secrets, everyone: in.everyone, log: in.log},
 	}
 	cm.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(c certmagic.Certificate) (*certmagic.Config, error) {
@@ -166,6 +180,7 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 		}
 	}
 	go cm.run()
+	go cm.maintainLoop()
 	return cm, nil
 }
 
@@ -190,6 +205,7 @@ func (cm *certManager) directory() string { return cm.acme.CA }
 
 func (cm *certManager) stop() {
 	<-cm.done
+	<-cm.maintDone
 	cm.cache.Stop()
 }
 
@@ -257,6 +273,7 @@ func (cm *certManager) storageChanged(key string) {
 		cm.mu.Unlock()
 	}
 	cm.reconcile(nil)
+	cm.membershipChanged() // a blob may need re-wrapping
 }
 
 func (cm *certManager) run() {
@@ -300,13 +317,16 @@ func (cm *certManager) pass() {
 	cm.reload = map[string]bool{}
 	for _, name := range want {
 		issuer := cm.in.issuerOf(name)
-		if cm.managed[name] && reload[name] && issuer != self {
-			// The issuer renewed: load its certificate now instead of at
-			// this machine's own renewal time (which would only wait for
-			// the issuer anyway). Loading is synchronous in ManageAsync,
-			// so the name is without a certificate only for a moment.
+		if cm.managed[name] && (reload[name] && (issuer != self || len(cm.cache.AllMatchingCertificates(name)) == 0) ||
+			cm.reloadSelf[name]) {
+			// The issuer renewed (or re-issued, or its blobs were just
+			// re-wrapped so that this machine can open them): load the
+			// certificate now instead of at this machine's own renewal
+			// time. Loading is synchronous in ManageAsync, so the name is
+			// without a certificate only for a moment.
 			cm.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: name}})
 			delete(cm.managed, name)
+			delete(cm.reloadSelf, name)
 		}
 		if cm.managed[name] {
 			continue

@@ -42,6 +42,7 @@ type view struct {
 	services   map[string]*record.Service
 	containers map[string]*record.Container // by key
 	machines   map[string]*record.Machine
+	revoked    map[string]bool // machine IDs in the revoked set
 }
 
 // Reachability says which machines this machine can reach now (gossip

@@ -1,0 +1,366 @@
+package ingress
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/sealing"
+)
+
+// Keeping the certificate storage sealed for the ingress machines of now.
+//
+// Every ingress machine runs a maintenance pass after each membership
+// change (machine records, the revoked set), after storage changes, and
+// every half minute. It reads the clear headers of the blobs (who each is
+// wrapped for, who could ever read it) and:
+//
+//   - re-wraps blobs whose recipients are not the current ingress
+//     machines (one was added, lost the role, or was removed), keeping
+//     the exposure history;
+//   - re-issues a certificate whose private key was readable by a machine
+//     now in the revoked set (`machine rm`): a forced renewal, with a new
+//     private key, through certmagic;
+//   - deletes an ACME account whose key was readable by a removed machine,
+//     so the next order registers a new account (the old one could
+//     otherwise revoke the re-issued certificates). Re-issues wait until
+//     no such account is left.
+//
+// Who acts, so that a name's blobs have one writer at a time:
+//
+//   - the blobs of a certificate: the issuer of its name (issuer.go),
+//     which also renews it, so a re-wrap never races a renewal of another
+//     machine. Only when
+//     the issuer cannot open them (it was not a recipient, e.g. it just
+//     got the role) does the lowest live ingress machine that can
+//     re-wrap them; the issuer cannot be renewing a certificate it
+//     cannot load. If no live machine can open them, the issuer orders a
+//     new certificate.
+//   - everything else (ACME accounts): the lowest live ingress machine
+//     that can open it; deleting a compromised account needs no key, so
+//     the lowest live ingress machine does it.
+//
+// Two machines may briefly disagree (a view still replicating): then both
+// re-wrap or both re-issue, which writes the same kind of result twice and
+// costs at most one extra order; the last write wins everywhere.
+
+// maintainEvery is the pass interval when nothing pokes it.
+const maintainEvery = 30 * time.Second
+
+// reissueBackoff bounds how often a failing re-issue is retried.
+const (
+	reissueBackoffMin = 15 * time.Second
+	reissueBackoffMax = 15 * time.Minute
+)
+
+// sealRecipients are the machines certificate storage is sealed for now:
+// this machine, and every machine whose record has the ingress role and a
+// sealing key and that is not revoked.
+func (in *Ingress) sealRecipients() []sealing.Recipient {
+	out := []sealing.Recipient{{ID: in.cfg.MachineID, Key: in.cfg.SealKey.PublicKey()}}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, id := range slices.Sorted(maps.Keys(in.v.machines)) {
+		m := in.v.machines[id]
+		if id == in.cfg.MachineID || in.v.revoked[id] || !slices.Contains(m.Roles, IngressRole) || m.SealKey == "" {
+			continue
+		}
+		k, err := sealing.ParsePublic(m.SealKey)
+		if err != nil {
+			in.log.Warn("ingress machine's sealing key unusable: it cannot read certificates", "machine", id, "err", err)
+			continue
+		}
+		out = append(out, sealing.Recipient{ID: id, Key: k})
+	}
+	return out
+}
+
+// everyone is every machine the network has known (records and revoked):
+// each held the network secret that format 1 blobs were sealed with.
+func (in *Ingress) everyone() []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := slices.Collect(maps.Keys(in.v.machines))
+	out = append(out, slices.Collect(maps.Keys(in.v.revoked))...)
+	out = append(out, in.cfg.MachineID)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (in *Ingress) revokedSet() map[string]bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return maps.Clone(in.v.revoked)
+}
+
+// membershipChanged asks for a maintenance pass.
+func (cm *certManager) membershipChanged() {
+	select {
+	case cm.maint <- struct{}{}:
+	default:
+	}
+}
+
+func (cm *certManager) maintainLoop() {
+	defer close(cm.maintDone)
+	tick := time.NewTicker(maintainEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-cm.ctx.Done():
+			return
+		case <-cm.maint:
+		case <-tick.C:
+		}
+		// Let a burst settle (a removal writes the revoked record, deletes
+		// the machine record; a re-wrap writes three blobs).
+		select {
+		case <-cm.ctx.Done():
+			return
+		case <-time.After(300 * time.Millisecond):
+		}
+		cm.maintain()
+	}
+}
+
+// blob is one storage record with its parsed header.
+type blob struct {
+	rec    *record.Cert
+	legacy bool // format 1: opened with the network secret
+	hdr    sealing.Header
+}
+
+func (b blob) wrappedFor(id string) bool {
+	return b.legacy || slices.Contains(b.hdr.RecipientIDs(), id)
+}
+
+func (b blob) exposedTo(set map[string]bool) bool {
+	return slices.ContainsFunc(b.hdr.Exposed, func(id string) bool { return set[id] })
+}
+
+// certGroup is the blobs of one certificate: certificates/<ca>/<name>/.
+type certGroup struct {
+	ca, name string
+	blobs    []blob
+}
+
+func (g *certGroup) key() *blob {
+	for i, b := range g.blobs {
+		if strings.HasSuffix(b.rec.Name, "/"+g.name+".key") {
+			return &g.blobs[i]
+		}
+	}
+	return nil
+}
+
+func (cm *certManager) maintain() {
+	ctx, in := cm.ctx, cm.in
+	self := in.cfg.MachineID
+	recips := cm.storage.recipients()
+	want := make([]string, len(recips))
+	for i, r := range recips {
+		want[i] = r.ID
+	}
+	slices.Sort(want)
+	isRecipient := func(id string) bool { _, ok := slices.BinarySearch(want, id); return ok }
+	revoked := in.revokedSet()
+	live := *in.issuers.Load() // sorted, this machine included
+
+	recs, err := in.cfg.State.List(ctx, record.CertsPrefix)
+	if err != nil {
+		in.log.Warn("certificate storage maintenance: list", "err", err)
+		return
+	}
+	groups := map[string]*certGroup{}
+	var others []blob
+	for _, r := range recs {
+		c, ok := r.(*record.Cert)
+		if !ok || len(c.Data) == 0 {
+			continue
+		}
+		b := blob{rec: c, legacy: c.Data[0] == legacyVersion}
+		if !b.legacy {
+			if b.hdr, err = sealing.ParseHeader(c.Data); err != nil {
+				in.log.Warn("certificate storage maintenance: unreadable header", "key", c.Name, "err", err)
+				continue
+			}
+		}
+		parts := strings.Split(c.Name, "/")
+		if len(parts) == 4 && parts[0] == "certificates" {
+			gk := parts[1] + "/" + parts[2]
+			if groups[gk] == nil {
+				groups[gk] = &certGroup{ca: parts[1], name: parts[2]}
+			}
+			groups[gk].blobs = append(groups[gk].blobs, b)
+			continue
+		}
+		others = append(others, b)
+	}
+	// current: wrapped for exactly the ingress machines of now.
+	current := func(b blob) bool {
+		return !b.legacy && slices.Equal(slices.Sorted(slices.Values(b.hdr.RecipientIDs())), want)
+	}
+	// opener: the lowest live ingress machine that can open b.
+	opener := func(bs ...blob) string {
+		for _, id := range live {
+			if isRecipient(id) && !slices.ContainsFunc(bs, func(b blob) bool { return !b.wrappedFor(id) }) {
+				return id
+			}
+		}
+		return ""
+	}
+
+	// Accounts first: a compromised one is deleted before any re-issue,
+	// so new certificates are ordered under a new account.
+	accountsClean := true
+	deadAccounts := map[string]bool{}
+	for _, b := range others {
+		if !strings.HasSuffix(b.rec.Name, ".key") || !b.exposedTo(revoked) {
+			continue
+		}
+		accountsClean = false
+		if len(live) > 0 && live[0] == self {
+			dir := b.rec.Name[:strings.LastIndexByte(b.rec.Name, '/')]
+			deadAccounts[dir] = true
+			in.log.Warn("ACME account key was readable by a removed machine: deleting the account here; the next order registers a new one",
+				"account", dir, "exposed", b.hdr.Exposed)
+			if err := cm.storage.Delete(ctx, dir); err != nil {
+				in.log.Warn("delete compromised ACME account", "account", dir, "err", err)
+			}
+		}
+	}
+	for _, b := range others {
+		if current(b) || deadAccounts[b.rec.Name[:max(0, strings.LastIndexByte(b.rec.Name, '/'))]] {
+			continue
+		}
+		if opener(b) == self {
+			cm.rewrap(ctx, b)
+		}
+	}
+
+	for _, gk := range slices.Sorted(maps.Keys(groups)) {
+		g := groups[gk]
+		// json last: another machine reloads a certificate when its
+		// metadata arrives, and needs the key and certificate by then.
+		slices.SortFunc(g.blobs, func(a, b blob) int { return rewrapOrder(a.rec.Name) - rewrapOrder(b.rec.Name) })
+		issuer := in.issuerOf(g.name)
+		cm.mu.Lock()
+		busy := cm.reissuing[g.name]
+		cm.mu.Unlock()
+		if busy {
+			continue
+		}
+		k := g.key()
+		compromised := k != nil && k.exposedTo(revoked)
+		stale := slices.ContainsFunc(g.blobs, func(b blob) bool { return !current(b) })
+		selfCan := !slices.ContainsFunc(g.blobs, func(b blob) bool { return !b.wrappedFor(self) })
+		if issuer != self {
+			// Help only an issuer that cannot open the blobs (it is then
+			// not renewing them); a compromised key is the issuer's to
+			// replace.
+			issuerCan := !slices.ContainsFunc(g.blobs, func(b blob) bool { return !b.wrappedFor(issuer) })
+			if stale && !compromised && !issuerCan && opener(g.blobs...) == self {
+				for _, b := range g.blobs {
+					cm.rewrap(ctx, b)
+				}
+			}
+			continue
+		}
+		served := in.table.Load().servesName(g.name)
+		switch {
+		case compromised && served && accountsClean:
+			cm.startReissue(g, selfCan, "its private key was readable by a removed machine")
+		case compromised:
+			// Wait: for the account to be replaced, or for a route again.
+		case stale && selfCan:
+			for _, b := range g.blobs {
+				cm.rewrap(ctx, b)
+			}
+		case !selfCan && opener(g.blobs...) == "" && served:
+			cm.startReissue(g, false, "no live ingress machine can open its stored key")
+		}
+	}
+}
+
+// rewrapOrder puts the key first and the metadata last.
+func rewrapOrder(name string) int {
+	switch {
+	case strings.HasSuffix(name, ".key"):
+		return 0
+	case strings.HasSuffix(name, ".json"):
+		return 2
+	}
+	return 1
+}
+
+// rewrap seals a blob's content again for the ingress machines of now,
+// keeping its exposure history. A format 1 blob is re-sealed by Load.
+func (cm *certManager) rewrap(ctx context.Context, b blob) {
+	if b.legacy {
+		cm.storage.Load(ctx, b.rec.Name)
+		return
+	}
+	plain, exposed, err := cm.storage.open(b.rec)
+	if err != nil {
+		cm.in.log.Warn("re-wrap certificate storage", "key", b.rec.Name, "err", err)
+		return
+	}
+	if err := cm.storage.store(ctx, b.rec.Name, plain, exposed); err != nil {
+		cm.in.log.Warn("re-wrap certificate storage", "key", b.rec.Name, "err", err)
+		return
+	}
+	cm.in.log.Info("certificate storage re-wrapped for the ingress machines", "key", b.rec.Name,
+		"was", b.hdr.RecipientIDs())
+}
+
+// startReissue replaces a certificate with a new private key, in the
+// background: a forced renewal when this machine can load the old one,
+// else a new order once the old blobs are gone.
+func (cm *certManager) startReissue(g *certGroup, canLoad bool, why string) {
+	cm.mu.Lock()
+	if cm.reissuing[g.name] || time.Now().Before(cm.retryAt[g.name]) {
+		cm.mu.Unlock()
+		return
+	}
+	cm.reissuing[g.name] = true
+	cm.mu.Unlock()
+	log := cm.in.log.With("name", g.name)
+	log.Warn("re-issuing certificate", "why", why)
+	go func() {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(cm.ctx, 5*time.Minute)
+		defer cancel()
+		var err error
+		if canLoad {
+			err = cm.cfg.RenewCertSync(ctx, g.name, true)
+		} else {
+			if err = cm.storage.Delete(ctx, "certificates/"+g.ca+"/"+g.name); err == nil {
+				err = cm.cfg.ObtainCertSync(ctx, g.name)
+			}
+		}
+		cm.mu.Lock()
+		delete(cm.reissuing, g.name)
+		if err != nil {
+			wait := min(max(2*cm.backoff[g.name], reissueBackoffMin), reissueBackoffMax)
+			cm.backoff[g.name] = wait
+			cm.retryAt[g.name] = time.Now().Add(wait)
+			cm.lastErr[g.name] = "re-issue: " + err.Error()
+		} else {
+			delete(cm.backoff, g.name)
+			delete(cm.retryAt, g.name)
+			cm.reloadSelf[g.name] = true
+			cm.reissued++
+		}
+		cm.mu.Unlock()
+		if err != nil {
+			log.Warn("re-issue failed", "err", err)
+		} else {
+			log.Info("certificate re-issued with a new private key", "took", time.Since(start).Round(time.Millisecond))
+		}
+		cm.reconcile(nil)
+		cm.membershipChanged()
+	}()
+}

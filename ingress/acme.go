@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -47,6 +48,19 @@ type ACMEConfig struct {
 // the issuer, so it is never passed on again.
 const forwardedHeader = "Uncloud-Ingress-Forwarded"
 
+// Bounds of challenge forwarding: anyone on the internet can send a
+// challenge-shaped request, and each forward holds a connection to the
+// issuer over the mesh. A validation is one small GET, or one TLS
+// handshake with a self-signed certificate.
+const (
+	maxChallengeForwards = 16               // at once, HTTP and TLS-ALPN together
+	challengeTimeout     = 10 * time.Second // a whole forward or splice
+	maxChallengeAnswer   = 4 << 10          // an HTTP-01 answer is ~90 bytes
+	maxSpliceIn          = 16 << 10         // client to issuer: a ClientHello and a few records
+	maxSpliceOut         = 64 << 10         // issuer to client: the challenge certificate and handshake
+	maxChallengeToken    = 128              // RFC 8555 tokens are 43 base64url characters
+)
+
 // certManager runs certmagic for the ingress: storage in the state, one
 // issuer per name, challenge forwarding.
 type certManager struct {
@@ -63,9 +77,13 @@ type certManager struct {
 	storage  *certStorage
 	forward  *httputil.ReverseProxy
 
-	poke   chan struct{}
-	done   chan struct{}
-	static []*x509.Certificate // Config.Certificates
+	poke chan struct{}
+	done chan struct{}
+	// fwdSlots bounds challenge forwards in flight; fwdTimeout bounds
+	// each (challengeTimeout; tests shorten it).
+	fwdSlots   chan struct{}
+	fwdTimeout time.Duration
+	static     []*x509.Certificate // Config.Certificates
 
 	maint     chan struct{} // asks for a storage maintenance pass (reseal.go)
 	maintDone chan struct{}
@@ -92,6 +110,7 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 	}
 	cm := &certManager{
 		in: in, ctx: ctx, poke: make(chan struct{}, 1), done: make(chan struct{}),
+		fwdSlots: make(chan struct{}, maxChallengeForwards), fwdTimeout: challengeTimeout,
 		managed: map[string]bool{}, reload: map[string]bool{}, waiting: map[string]string{}, lastErr: map[string]string{},
 		reissuing: map[string]bool{}, retryAt: map[string]time.Time{}, backoff: map[string]time.Duration{},
 		reloadSelf: map[string]bool{}, maint: make(chan struct{}, 1), maintDone: make(chan struct{}),
@@ -159,10 +178,18 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = pr.In.Context().Value(issuerAddrKey{}).(string)
 			pr.Out.Header.Set(forwardedHeader, in.cfg.MachineID)
+			pr.Out.Body, pr.Out.ContentLength = http.NoBody, 0
 			pr.SetXForwarded()
 		},
 		Transport: &http.Transport{DialContext: in.fwd.transport.DialContext, DisableKeepAlives: true,
-			ResponseHeaderTimeout: 10 * time.Second},
+			ResponseHeaderTimeout: challengeTimeout, MaxResponseHeaderBytes: maxChallengeAnswer},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.ContentLength > maxChallengeAnswer {
+				return fmt.Errorf("issuer's answer of %d bytes, at most %d", resp.ContentLength, maxChallengeAnswer)
+			}
+			resp.Body = limitedBody{io.LimitReader(resp.Body, maxChallengeAnswer), resp.Body}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			in.log.Warn("forward ACME challenge to the issuer", "host", r.Host, "err", err)
 			plainError(w, http.StatusBadGateway, "502: the ingress machine that issues for this name did not answer\n")
@@ -386,20 +413,65 @@ func (cm *certManager) info(name string) CertInfo {
 // issuer of the name answers from its pending challenges; another machine
 // passes the request to the issuer over the mesh. It reports false when
 // the request is not a challenge this ingress knows (then it is routed
-// like any other request).
+// like any other request): a name no https route publishes is never
+// forwarded, nor anything but a GET or HEAD of a token-shaped path.
 func (cm *certManager) serveChallenge(w http.ResponseWriter, r *http.Request) bool {
 	name := strings.ToLower(hostOnly(r.Host))
+	if !cm.in.table.Load().ordersFor(name, cm.in.cfg.ACME.OnDemand) {
+		return false
+	}
 	issuer := cm.in.issuerOf(name)
 	if issuer == cm.in.cfg.MachineID || r.Header.Get(forwardedHeader) != "" {
 		return cm.acme.HandleHTTPChallenge(w, r)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || !tokenShaped(strings.TrimPrefix(r.URL.Path, acmeChallengePrefix)) {
+		return false
 	}
 	addr, err := cm.in.peerAddr(issuer, false)
 	if err != nil {
 		cm.in.log.Warn("cannot forward ACME challenge", "host", name, "issuer", issuer, "err", err)
 		return false
 	}
+	if !cm.takeSlot() {
+		cm.in.log.Warn("ACME challenge not forwarded: too many in flight", "host", name, "max", maxChallengeForwards)
+		plainError(w, http.StatusServiceUnavailable, "503: too many challenge requests in flight\n")
+		return true
+	}
+	defer cm.freeSlot()
 	cm.in.log.Info("forwarding ACME challenge to the issuer", "host", name, "issuer", issuer, "addr", addr)
-	r = r.WithContext(context.WithValue(r.Context(), issuerAddrKey{}, addr))
+	ctx, cancel := context.WithTimeout(r.Context(), cm.fwdTimeout)
+	defer cancel()
+	r = r.WithContext(context.WithValue(ctx, issuerAddrKey{}, addr))
 	cm.forward.ServeHTTP(w, r)
 	return true
+}
+
+func (cm *certManager) takeSlot() bool {
+	select {
+	case cm.fwdSlots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (cm *certManager) freeSlot() { <-cm.fwdSlots }
+
+// tokenShaped: an ACME token is base64url, RFC 8555 §8.1.
+func tokenShaped(tok string) bool {
+	if tok == "" || len(tok) > maxChallengeToken {
+		return false
+	}
+	for _, c := range []byte(tok) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// limitedBody reads at most a bound of an issuer's answer.
+type limitedBody struct {
+	io.Reader
+	io.Closer
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,8 +134,10 @@ type Ingress struct {
 	tlsLn   net.Listener
 	servers []*http.Server
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start listens and serves until ctx ends or Close is called.
@@ -242,8 +245,13 @@ func (in *Ingress) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
 }
 
 // Close stops listening, lets in-flight requests finish for a few
-// seconds, then stops.
+// seconds, then stops. A second call returns the first one's result.
 func (in *Ingress) Close() error {
+	in.closeOnce.Do(func() { in.closeErr = in.close() })
+	return in.closeErr
+}
+
+func (in *Ingress) close() error {
 	in.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -370,7 +378,8 @@ func (in *Ingress) rebuildNow() {
 	old := in.table.Load()
 	in.mu.Lock()
 	t := buildTable(in.v, in.cfg.Reach, in.pool, in.log)
-	live := liveIngress(in.v.machines, in.cfg.MachineID, in.cfg.Reach)
+	live := slices.DeleteFunc(liveIngress(in.v.machines, in.cfg.MachineID, in.cfg.Reach),
+		func(id string) bool { return in.v.revoked[id] })
 	in.mu.Unlock()
 	for _, r := range t.routes {
 		r.handler = in.fwd.handlerFor(r, in.cfg.MaxBodyBytes)

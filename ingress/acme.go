@@ -101,6 +101,7 @@ type certManager struct {
 	backoff    map[string]time.Duration
 	reloadSelf map[string]bool
 	reissued   int
+	revoked    int // replaced certificates revoked
 }
 
 func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {

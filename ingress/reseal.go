@@ -2,11 +2,20 @@ package ingress
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3/acme"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/sealing"
 )
@@ -334,7 +343,10 @@ func (cm *certManager) startReissue(g *certGroup, canLoad bool, why string) {
 		ctx, cancel := context.WithTimeout(cm.ctx, 5*time.Minute)
 		defer cancel()
 		var err error
+		var oldCrt, oldKey []byte
 		if canLoad {
+			oldCrt, _ = cm.storage.Load(ctx, certmagic.StorageKeys.SiteCert(g.ca, g.name))
+			oldKey, _ = cm.storage.Load(ctx, certmagic.StorageKeys.SitePrivateKey(g.ca, g.name))
 			err = cm.cfg.RenewCertSync(ctx, g.name, true)
 		} else {
 			if err = cm.storage.Delete(ctx, "certificates/"+g.ca+"/"+g.name); err == nil {
@@ -359,8 +371,56 @@ func (cm *certManager) startReissue(g *certGroup, canLoad bool, why string) {
 			log.Warn("re-issue failed", "err", err)
 		} else {
 			log.Info("certificate re-issued with a new private key", "took", time.Since(start).Round(time.Millisecond))
+			cm.revokeOld(ctx, g.name, oldCrt, oldKey)
 		}
 		cm.reconcile(nil)
 		cm.membershipChanged()
 	}()
+}
+
+// revokeOld revokes the certificate a re-issue replaced: whoever kept
+// its private key could otherwise still present it until it expires. The
+// request is signed with that private key itself (RFC 8555 §7.6), which
+// CAs accept for any account and with reason keyCompromise; the account
+// that ordered it was deleted if a removed machine could read it.
+func (cm *certManager) revokeOld(ctx context.Context, name string, crtPEM, keyPEM []byte) {
+	fail := func(err error) { cm.in.log.Warn("replaced certificate not revoked", "name", name, "err", err) }
+	if len(crtPEM) == 0 || len(keyPEM) == 0 {
+		fail(errors.New("its stored copy did not open here"))
+		return
+	}
+	blk, _ := pem.Decode(crtPEM)
+	if blk == nil {
+		fail(errors.New("stored certificate is not PEM"))
+		return
+	}
+	crt, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		fail(err)
+		return
+	}
+	key, err := certmagic.PEMDecodePrivateKey(keyPEM)
+	if err != nil {
+		fail(err)
+		return
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		fail(fmt.Errorf("private key is a %T", key))
+		return
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if roots := cm.in.cfg.ACME.RootCAs; roots != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
+	}
+	client := &acme.Client{Directory: cm.acme.CA, HTTPClient: hc, Logger: cm.in.log}
+	const keyCompromise = 1 // RFC 5280 CRLReason
+	if err := client.RevokeCertificate(ctx, acme.Account{}, crt, signer, keyCompromise); err != nil {
+		fail(err)
+		return
+	}
+	cm.mu.Lock()
+	cm.revoked++
+	cm.mu.Unlock()
+	cm.in.log.Info("replaced certificate revoked (key compromise)", "name", name, "serial", fmt.Sprintf("%x", crt.SerialNumber))
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -239,6 +240,16 @@ func TestReissueOnRemoval(t *testing.T) {
 	if ins["m1"].certs.reissued != 1 || ins["m2"].certs.reissued != 0 {
 		t.Fatalf("re-issues: m1 %d, m2 %d; want 1 and 0", ins["m1"].certs.reissued, ins["m2"].certs.reissued)
 	}
+	// The replaced certificate, whose key m3 kept, is revoked at the CA.
+	eventually(t, "the replaced certificate revoked at pebble", func() bool {
+		resp, err := pb.client().Get(fmt.Sprintf("https://%s/cert-status-by-serial/%x", pb.mgmt, first.SerialNumber))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"Revoked"`)
+	})
 }
 
 func pemCert(c *x509.Certificate) []byte {

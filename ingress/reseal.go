@@ -278,7 +278,8 @@ func (cm *certManager) maintain() {
 			}
 			continue
 		}
-		served := in.table.Load().servesName(g.name)
+		// Re-issue only what a route still serves, with ACME on.
+		served := !in.cfg.ACME.Disable && in.table.Load().servesName(g.name)
 		switch {
 		case compromised && served && accountsClean:
 			cm.startReissue(g, selfCan, "its private key was readable by a removed machine")

@@ -404,12 +404,20 @@ func TestAdversaryCerts(t *testing.T) {
 		attempt("removed m3 opens the current "+c.Name, m3.open(c))
 		attempt("m4 (member without the ingress role) opens the current "+c.Name, m4.open(c))
 	}
+	oldKeys := 0
 	for _, c := range keptKeys {
-		// What m3 kept opens (it could read it then); it must be useless.
+		// What m3 kept opens (it could read it then): the old key, which
+		// must be useless now.
 		if !m3.open(c) || !strings.HasPrefix(c.Name, "certificates/") {
 			continue
 		}
+		if m3.spki(t, c) == first.SPKI {
+			oldKeys++
+		}
 		attempt("removed m3's kept key "+c.Name+" is the key of the served certificate", m3.spki(t, c) == now[0].SPKI)
+	}
+	if oldKeys == 0 {
+		t.Fatalf("m3's data dir holds no readable copy of the old certificate key (%d key records): the test tests nothing", len(keptKeys))
 	}
 	// The certificate m3 kept the key of is revoked at the CA.
 	testkit.EventuallyTrue(t, "pebble answers for the replaced certificate", 20*time.Second, func() bool {

@@ -100,6 +100,7 @@ type certManager struct {
 	retryAt    map[string]time.Time
 	backoff    map[string]time.Duration
 	reloadSelf map[string]bool
+	mismatch   map[string]time.Time // names whose stored key and certificate differ, since
 	reissued   int
 	revoked    int // replaced certificates revoked
 }
@@ -114,7 +115,7 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 		fwdSlots: make(chan struct{}, maxChallengeForwards), fwdTimeout: challengeTimeout,
 		managed: map[string]bool{}, reload: map[string]bool{}, waiting: map[string]string{}, lastErr: map[string]string{},
 		reissuing: map[string]bool{}, retryAt: map[string]time.Time{}, backoff: map[string]time.Duration{},
-		reloadSelf: map[string]bool{}, maint: make(chan struct{}, 1), maintDone: make(chan struct{}),
+		reloadSelf: map[string]bool{}, mismatch: map[string]time.Time{}, maint: make(chan struct{}, 1), maintDone: make(chan struct{}),
 		storage: &certStorage{st: in.cfg.State, self: in.cfg.MachineID, key: in.cfg.SealKey,
 			recipients: in.sealRecipients, legacy: in.cfg.Secrets, everyone: in.everyone, log: in.log},
 	}

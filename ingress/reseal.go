@@ -291,8 +291,45 @@ func (cm *certManager) maintain() {
 			}
 		case !selfCan && opener(g.blobs...) == "" && served:
 			cm.startReissue(g, false, "no live ingress machine can open its stored key")
+		case selfCan && served && cm.mismatched(ctx, g):
+			cm.startReissue(g, true, "its stored key and certificate do not match (two machines wrote them at once)")
 		}
 	}
+}
+
+// pairSettle is how long a key and certificate that do not match may
+// stay so before the issuer re-issues: the blobs of one write arrive one
+// by one.
+const pairSettle = 20 * time.Second
+
+// mismatched reports whether the name's stored key and certificate have
+// not matched for pairSettle. Two machines that both ordered (views that
+// disagreed for a moment) write both blobs, and the state keeps the last
+// write of each record on its own, so the pair can end up mixed; only the
+// issuer's new order repairs it.
+func (cm *certManager) mismatched(ctx context.Context, g *certGroup) bool {
+	crt, err1 := cm.storage.Load(ctx, certmagic.StorageKeys.SiteCert(g.ca, g.name))
+	key, err2 := cm.storage.Load(ctx, certmagic.StorageKeys.SitePrivateKey(g.ca, g.name))
+	cm.mu.Lock()
+	defer cm.mu.Unlock()
+	if err1 != nil || err2 != nil {
+		delete(cm.mismatch, g.name)
+		return false
+	}
+	if _, err := tls.X509KeyPair(crt, key); err == nil {
+		delete(cm.mismatch, g.name)
+		return false
+	}
+	since, ok := cm.mismatch[g.name]
+	if !ok {
+		cm.mismatch[g.name] = time.Now()
+		return false
+	}
+	if time.Since(since) < pairSettle {
+		return false
+	}
+	delete(cm.mismatch, g.name)
+	return true
 }
 
 // rewrapOrder puts the key first and the metadata last.

@@ -255,3 +255,51 @@ func TestReissueOnRemoval(t *testing.T) {
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
+
+// TestMismatchedPair: a stored key and certificate that do not match
+// (two machines wrote the name's blobs at once) are reported only once
+// they stayed so for pairSettle; a matching pair never is.
+func TestMismatchedPair(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	put(t, st, ingressMachine(t, "m1"))
+	in := startIngress(t, st, func(c *Config) { c.ACME.Disable = true })
+	a, _ := selfSigned(t, "pair.test")
+	b, _ := selfSigned(t, "pair.test")
+	keyPEM := func(c tls.Certificate) []byte {
+		der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	crtPEM := func(c tls.Certificate) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})
+	}
+	g := &certGroup{ca: "ca", name: "pair.test"}
+	store := func(crt, key []byte) {
+		s := in.certs.storage
+		if err := s.Store(ctx, certmagic.StorageKeys.SiteCert("ca", g.name), crt); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Store(ctx, certmagic.StorageKeys.SitePrivateKey("ca", g.name), key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store(crtPEM(a), keyPEM(a))
+	for range 2 {
+		if in.certs.mismatched(ctx, g) {
+			t.Fatal("a matching pair reported")
+		}
+	}
+	store(crtPEM(a), keyPEM(b))
+	if in.certs.mismatched(ctx, g) {
+		t.Fatal("a mismatch reported at once (the other blob may still be on its way)")
+	}
+	in.certs.mu.Lock()
+	in.certs.mismatch[g.name] = time.Now().Add(-pairSettle)
+	in.certs.mu.Unlock()
+	if !in.certs.mismatched(ctx, g) {
+		t.Fatal("a mismatch that lasted pairSettle not reported")
+	}
+}

@@ -303,3 +303,47 @@ func TestMismatchedPair(t *testing.T) {
 		t.Fatal("a mismatch that lasted pairSettle not reported")
 	}
 }
+
+// TestReissueWhenNobodyCanOpen: the only ingress machine, m1, is replaced
+// by m2 while down (m1 removed before it could re-wrap anything for m2).
+// m2 cannot open the stored certificate, and no live machine can: it
+// orders a new one, under a new account, sealed for itself.
+func TestReissueWhenNobodyCanOpen(t *testing.T) {
+	st := openStore(t)
+	httpLn, tlsLn := freeLocal(t), freeLocal(t)
+	var httpPort, tlsPort int
+	_, hp, _ := net.SplitHostPort(httpLn)
+	_, tp, _ := net.SplitHostPort(tlsLn)
+	fmt.Sscan(hp, &httpPort)
+	fmt.Sscan(tp, &tlsPort)
+	pb := startPebble(t, httpPort, tlsPort, 3600)
+	put(t, st, ingressMachine(t, "m1"))
+	port := freePort(t)
+	startBackend(t, "127.0.0.2", port, "solo", nil)
+	put(t, st, container("c2", "web", "127.0.0.2"))
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("solo.test:%d/https", port)}})
+	acme := ACMEConfig{Directory: pb.dir, RootCAs: pb.trust, DisableTLSALPN01: true}
+	m1 := startIngress(t, st, func(c *Config) { c.HTTPAddr, c.HTTPSAddr, c.ACME = httpLn, tlsLn, acme })
+	roots := pb.roots(t)
+	var first *x509.Certificate
+	eventually(t, "m1 serves its certificate", func() bool {
+		c, err := servedCert(m1.HTTPSAddr().String(), "solo.test", roots)
+		first = c
+		return err == nil
+	})
+	m1.Close()
+	put(t, st, &record.Revoked{MachineID: "m1", At: time.Now()})
+	del(t, st, record.MachinesPrefix+"m1")
+	put(t, st, ingressMachine(t, "m2"))
+	start := time.Now()
+	m2 := startIngress(t, st, func(c *Config) { c.MachineID, c.HTTPAddr, c.HTTPSAddr, c.ACME = "m2", httpLn, tlsLn, acme })
+	eventually(t, "m2 serves a new certificate", func() bool {
+		c, err := servedCert(m2.HTTPSAddr().String(), "solo.test", roots)
+		return err == nil && !bytes.Equal(c.RawSubjectPublicKeyInfo, first.RawSubjectPublicKeyInfo)
+	})
+	t.Logf("m2 ordered anew and serves %v after it started", time.Since(start).Round(time.Millisecond))
+	keyName := certmagic.StorageKeys.SitePrivateKey(m2.certs.acme.IssuerKey(), "solo.test")
+	if !canOpen(t, st, "m2", keyName) || canOpen(t, st, "m1", keyName) {
+		t.Fatal("the new key is not sealed for m2 alone")
+	}
+}

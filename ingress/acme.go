@@ -352,7 +352,16 @@ func (cm *certManager) pass() {
 			// re-wrapped so that this machine can open them): load the
 			// certificate now instead of at this machine's own renewal
 			// time. Loading is synchronous in ManageAsync, so the name is
-			// without a certificate only for a moment.
+			// without a certificate only for a moment; but only once the
+			// stored key and certificate open and match: the records of
+			// one write arrive one by one, and two writers can leave a
+			// mixed pair for a while (reseal.go repairs it). Meanwhile the
+			// certificate in memory keeps being served.
+			if !cm.storedPairOK(name) {
+				cm.reload[name] = true
+				time.AfterFunc(2*time.Second, func() { cm.reconcile(nil) })
+				continue
+			}
 			cm.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: name}})
 			delete(cm.managed, name)
 			delete(cm.reloadSelf, name)
@@ -375,6 +384,18 @@ func (cm *certManager) pass() {
 		}
 		cm.managed[name] = true
 	}
+}
+
+// storedPairOK: the stored certificate and key of name open here and
+// belong together.
+func (cm *certManager) storedPairOK(name string) bool {
+	crt, err1 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SiteCert(cm.acme.IssuerKey(), name))
+	key, err2 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SitePrivateKey(cm.acme.IssuerKey(), name))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	_, err := tls.X509KeyPair(crt, key)
+	return err == nil
 }
 
 // CertInfo is the certificate state of a name.

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -102,7 +103,8 @@ type certManager struct {
 	reloadSelf map[string]bool
 	mismatch   map[string]time.Time // names whose stored key and certificate differ, since
 	reissued   int
-	revoked    int // replaced certificates revoked
+	revoked    int  // replaced certificates revoked
+	retrySet   bool // a pass is scheduled for reloads that wait for their records
 }
 
 func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
@@ -292,11 +294,14 @@ func (cm *certManager) reconcile(*table) {
 // a certificate another machine obtained may now be loadable here.
 func (cm *certManager) storageChanged(key string) {
 	// certmagic keys: certificates/<issuer>/<name>/<name>.{key,crt,json},
-	// written in that order. The metadata comes last, and loading needs
-	// all three: reacting to the .crt loaded a certificate whose .json was
-	// not there yet, now and then, and nothing tried again.
+	// written in that order here, but another machine's replica may apply
+	// them in any order (the state walks a received DAG from its newest
+	// node). Any of the three asks for a reload, which waits until the
+	// stored pair is whole, matches and differs from what is served
+	// (storedPair).
 	parts := strings.Split(strings.TrimPrefix(key, record.CertsPrefix), "/")
-	if len(parts) == 4 && parts[0] == "certificates" && parts[3] == parts[2]+".json" {
+	if len(parts) == 4 && parts[0] == "certificates" && slices.Contains(
+		[]string{parts[2] + ".json", parts[2] + ".crt", parts[2] + ".key"}, parts[3]) {
 		cm.mu.Lock()
 		cm.reload[parts[2]] = true
 		cm.mu.Unlock()
@@ -357,9 +362,21 @@ func (cm *certManager) pass() {
 			// one write arrive one by one, and two writers can leave a
 			// mixed pair for a while (reseal.go repairs it). Meanwhile the
 			// certificate in memory keeps being served.
-			if !cm.storedPairOK(name) {
+			switch cm.storedPair(name) {
+			case pairServed:
+				delete(cm.reloadSelf, name)
+				continue
+			case pairIncomplete:
 				cm.reload[name] = true
-				time.AfterFunc(2*time.Second, func() { cm.reconcile(nil) })
+				if !cm.retrySet {
+					cm.retrySet = true
+					time.AfterFunc(2*time.Second, func() {
+						cm.mu.Lock()
+						cm.retrySet = false
+						cm.mu.Unlock()
+						cm.reconcile(nil)
+					})
+				}
 				continue
 			}
 			cm.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: name}})
@@ -386,16 +403,30 @@ func (cm *certManager) pass() {
 	}
 }
 
-// storedPairOK: the stored certificate and key of name open here and
-// belong together.
-func (cm *certManager) storedPairOK(name string) bool {
-	crt, err1 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SiteCert(cm.acme.IssuerKey(), name))
-	key, err2 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SitePrivateKey(cm.acme.IssuerKey(), name))
-	if err1 != nil || err2 != nil {
-		return false
+const (
+	pairNew        = iota // whole, matching, not the one served: reload
+	pairServed            // already served here
+	pairIncomplete        // missing, unreadable, or key and certificate differ
+)
+
+// storedPair says whether name's stored certificate is worth loading.
+func (cm *certManager) storedPair(name string) int {
+	ik := cm.acme.IssuerKey()
+	crt, err1 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SiteCert(ik, name))
+	key, err2 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SitePrivateKey(ik, name))
+	if err1 != nil || err2 != nil || !cm.storage.Exists(cm.ctx, certmagic.StorageKeys.SiteMeta(ik, name)) {
+		return pairIncomplete
 	}
-	_, err := tls.X509KeyPair(crt, key)
-	return err == nil
+	pair, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return pairIncomplete
+	}
+	for _, c := range cm.cache.AllMatchingCertificates(name) {
+		if len(c.Certificate.Certificate) > 0 && bytes.Equal(c.Certificate.Certificate[0], pair.Certificate[0]) {
+			return pairServed
+		}
+	}
+	return pairNew
 }
 
 // CertInfo is the certificate state of a name.

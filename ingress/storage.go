@@ -170,7 +170,11 @@ func (s *certStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	}
 	plain, exposed, err := s.open(c)
 	if err != nil {
-		s.log.Warn("certificate storage value unreadable here; treated as missing", "key", key, "err", err)
+		lvl := slog.LevelWarn
+		if errors.Is(err, sealing.ErrNotRecipient) {
+			lvl = slog.LevelDebug // not yet re-wrapped for this machine: expected for a moment
+		}
+		s.log.Log(ctx, lvl, "certificate storage value unreadable here; treated as missing", "key", key, "err", err)
 		return nil, fs.ErrNotExist
 	}
 	if c.Data[0] == legacyVersion {

@@ -231,9 +231,10 @@ func (cm *certManager) maintain() {
 			continue
 		}
 		accountsClean = false
+		// Never re-wrapped: that could bring back what is being deleted.
+		dir := b.rec.Name[:max(0, strings.LastIndexByte(b.rec.Name, '/'))]
+		deadAccounts[dir] = true
 		if len(live) > 0 && live[0] == self {
-			dir := b.rec.Name[:strings.LastIndexByte(b.rec.Name, '/')]
-			deadAccounts[dir] = true
 			in.log.Warn("ACME account key was readable by a removed machine: deleting the account here; the next order registers a new one",
 				"account", dir, "exposed", b.hdr.Exposed)
 			if err := cm.storage.Delete(ctx, dir); err != nil {
@@ -252,8 +253,8 @@ func (cm *certManager) maintain() {
 
 	for _, gk := range slices.Sorted(maps.Keys(groups)) {
 		g := groups[gk]
-		// json last: another machine reloads a certificate when its
-		// metadata arrives, and needs the key and certificate by then.
+		// Key first, metadata last, as certmagic writes them (a replica
+		// may still apply them in another order; see storageChanged).
 		slices.SortFunc(g.blobs, func(a, b blob) int { return rewrapOrder(a.rec.Name) - rewrapOrder(b.rec.Name) })
 		issuer := in.issuerOf(g.name)
 		cm.mu.Lock()

@@ -82,6 +82,9 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 		GossipKey:      membership.KeyFingerprint(self.GossipKeys[0]),
 		GossipKeyEpoch: self.GossipKeyEpoch,
 	}
+	if d.verifier != nil {
+		st.IgnoredRecords = d.verifier.Refused()
+	}
 	peers, err := d.dev.Peers()
 	if err != nil {
 		return st, err
@@ -122,6 +125,14 @@ func (d *Daemon) machineNamesBySubnet(ctx context.Context) map[netip.Prefix]stri
 		}
 	}
 	return out
+}
+
+// StatePutRaw implements api.RawStateBackend, when the options allow it.
+func (d *Daemon) StatePutRaw(ctx context.Context, key string, raw []byte) error {
+	if !d.opts.RawStateWrites {
+		return fmt.Errorf("%w: raw state writes are off (they exist for adversarial tests)", api.ErrBadRequest)
+	}
+	return d.store.PutUnchecked(ctx, key, raw)
 }
 
 // StateList implements api.Backend.

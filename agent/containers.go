@@ -29,6 +29,8 @@ type localDocker struct {
 	log         *slog.Logger
 	rt          *runtime.Runtime  // nil when containers cannot run here at all
 	records     *containerRecords // what the runtime reports goes to the state here
+	// imageMaxBytes bounds one pushed image tarball.
+	imageMaxBytes int64
 
 	mu    sync.Mutex
 	ready bool
@@ -51,7 +53,10 @@ var errNetstack = errors.New("the mesh runs in userspace (netstack mode) here, s
 // containers or removes the rules when it exits: they keep serving.
 func (d *Daemon) startContainers(ctx context.Context) {
 	p := &localDocker{machineID: d.state.MachineID, machineName: func() string { return d.snapshot().Name },
-		log: d.log, why: errors.New("not connected yet")}
+		log: d.log, why: errors.New("not connected yet"), imageMaxBytes: d.opts.ImageMaxBytes}
+	if p.imageMaxBytes <= 0 {
+		p.imageMaxBytes = DefaultImageMaxBytes
+	}
 	d.containers = p
 	d.Orchestrator = d.newOrchestrator()
 	if d.dev.Mode() == tun.ModeNetstack {

@@ -17,6 +17,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -31,7 +32,7 @@ const (
 type DaemonOptions struct {
 	DataDir   string
 	Socket    string // local API socket; default api.DefaultSocket
-	SocketGID int    // group allowed on the socket; -1 keeps the process group
+	SocketGID int    // group allowed on the socket (0660); -1: 0600, the agent's user alone
 	Userspace bool
 	Expose    []tun.ExposedPort
 	Logger    *slog.Logger
@@ -40,6 +41,14 @@ type DaemonOptions struct {
 	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
 	// or unix:///var/run/docker.sock.
 	DockerHost string
+	// RawStateWrites lets the local API write stored records as given,
+	// unchecked and unsigned by this machine: adversarial tests use it to
+	// act as a member gone rogue (with this machine's keys, the writes
+	// are what such a member could do). Off unless the test asks.
+	RawStateWrites bool
+	// ImageMaxBytes bounds one image tarball pushed to this machine;
+	// zero means DefaultImageMaxBytes.
+	ImageMaxBytes int64
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -52,6 +61,7 @@ type Daemon struct {
 	// are read through snapshot.
 	state    *membership.MachineState
 	identity *api.Identity
+	verifier *trust.Verifier
 	members  *membership.Members // who is in the network (agent/membership)
 
 	dev           *tun.Device
@@ -120,6 +130,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		},
 		PokePeers:      d.pokePeers,
 		Endpoints:      d.candidateEndpoints,
+		Reach:          d.reachability,
 		GossipPort:     GossipPort,
 		MachineAPIPort: MachineAPIPort,
 	})
@@ -229,10 +240,21 @@ func (d *Daemon) startStore(ctx context.Context) error {
 		Client:  d.machineClient,
 		Log:     d.log.With("component", "crdt-fetch"),
 	}
+	root, err := trust.DecodeKey(d.state.RootKey)
+	if err != nil || d.state.Membership == nil {
+		return fmt.Errorf("the machine state in %s has no signed membership (it was made by an uncloud before signed membership): remove the data dir and join again", d.opts.DataDir)
+	}
+	verifier, err := trust.NewVerifier(trust.Config{Network: d.state.NetworkID, Root: root, Dir: d.opts.DataDir, Log: d.log})
+	if err != nil {
+		return err
+	}
+	d.verifier = verifier
 	store, err := crdt.Open(ctx, crdt.Config{
-		Dir:     filepath.Join(d.opts.DataDir, "state"),
-		Gossip:  d.gossip,
-		Fetcher: fetcher,
+		Signer:   trust.NewSigner(d.state.MachineID, d.identity.PrivateKey()),
+		Verifier: verifier,
+		Dir:      filepath.Join(d.opts.DataDir, "state"),
+		Gossip:   d.gossip,
+		Fetcher:  fetcher,
 		LiveMachines: func() []string {
 			var names []string
 			for _, m := range d.gossip.Members() {
@@ -249,6 +271,12 @@ func (d *Daemon) startStore(ctx context.Context) error {
 	}
 	d.store = store
 	d.members.Attach(membership.Parts{Records: store, Calls: d.machineAPI, Device: d.dev, Gossip: d.gossip})
+	// The seeds became peers before the store opened; now that the revoked
+	// set can be read, a revoked seed loses its peer at once rather than
+	// at the peer manager's first pass.
+	if err := d.dev.SyncPeers(d.seedPeers()); err != nil {
+		d.log.Error("peers from seeds", "err", err)
+	}
 	d.life.closeLast(store.Close)
 	return nil
 }

@@ -38,14 +38,17 @@ type natSettings struct {
 	PreferredRelays []string `json:"preferred_relays,omitempty"`
 	// NoRelay makes this machine refuse to relay for others.
 	NoRelay bool `json:"no_relay,omitempty"`
-	// RelayMBps bounds what one machine may relay through this one.
-	RelayMBps float64 `json:"relay_mbps,omitempty"`
+	// RelayMbps bounds what one machine may relay through this one, in
+	// megabits per second (Mbit/s, 10^6 bits); zero means
+	// nat.DefaultRelayMbps.
+	RelayMbps float64 `json:"relay_mbps,omitempty"`
 }
 
 // natLayer is the agent's side of package nat.
 type natLayer struct {
 	mgr        *nat.Manager
 	preferred  []string
+	public     bool                             // a configured public endpoint
 	candidates atomic.Pointer[[]netip.AddrPort] // last published by the manager
 }
 
@@ -100,7 +103,7 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(d.opts.DataDir, natConfigFile), err)
 	}
-	layer := &natLayer{preferred: s.PreferredRelays}
+	layer := &natLayer{preferred: s.PreferredRelays, public: len(public) > 0}
 	mgr, err := nat.New(nat.Config{
 		PrivateKey:   d.state.WireGuardKey,
 		ListenPort:   d.state.ListenPort,
@@ -109,7 +112,7 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 		Filter:       filter,
 		Public:       public,
 		STUNServers:  servers,
-		RelayRate:    s.RelayMBps * (1 << 20),
+		RelayMbps:    s.RelayMbps,
 		DisableRelay: s.NoRelay,
 		Publish: func(ctx context.Context, cands []netip.AddrPort) error {
 			layer.candidates.Store(&cands)
@@ -130,6 +133,20 @@ func (d *Daemon) startNAT(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// reachability is what membership asks before issuing a token: whether
+// this machine can be reached from outside its NAT, and which peers can.
+func (d *Daemon) reachability() membership.Reachability {
+	if d.nat == nil {
+		return membership.Reachability{NAT: nat.TypeUnknown}
+	}
+	st := d.nat.mgr.Status()
+	r := membership.Reachability{NAT: st.NAT, Public: d.nat.public, PeerNAT: make(map[tun.Key]nat.Type, len(st.Peers))}
+	for _, p := range st.Peers {
+		r.PeerNAT[p.Key] = p.NAT
+	}
+	return r
 }
 
 // natPeers tells the NAT layer about the peers the peer manager applied,
@@ -196,9 +213,11 @@ func (d *Daemon) Mesh(ctx context.Context) (api.MeshStatus, error) {
 		Keepalive:  tun.DefaultKeepalive.String(),
 		Relay: api.MeshRelayStats{Forwarded: st.Relay.Forwarded, ForwardedBytes: st.Relay.ForwardedByte,
 			Delivered: st.Relay.Delivered, Sent: st.Relay.Sent, Dropped: st.Relay.Dropped,
-			RateLimited: st.Relay.RateLimited, NoRoute: st.Relay.NoRoute},
+			Replayed: st.Relay.Replayed, Stale: st.Relay.Stale,
+			RateLimited: st.Relay.RateLimited, NoRoute: st.Relay.NoRoute, BudgetMbps: st.RelayMbps},
 		STUN: api.MeshSTUNStats{Received: st.STUN.Received, Sent: st.STUN.Sent, Answered: st.STUN.Answered,
-			Garbage: st.STUN.Garbage, Rejected: st.STUN.Rejected, Duplicate: st.STUN.Duplicate, Unsolicited: st.STUN.Unsolicite, Limited: st.STUN.Limited},
+			Garbage: st.STUN.Garbage, Rejected: st.STUN.Rejected, Duplicate: st.STUN.Duplicate, Unsolicited: st.STUN.Unsolicite, Limited: st.STUN.Limited,
+			Filtered: st.STUN.Filtered, ProbesLimited: st.STUN.ProbesLimited},
 	}
 	b := d.dev.Bind().Stats()
 	out.Socket = api.MeshSocketStats{Control: b.Control, ControlDropped: b.ControlDropped, Unknown: b.Unknown,

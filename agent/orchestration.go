@@ -184,16 +184,16 @@ func (e engine) SaveImage(ctx context.Context, m orchestrate.Machine, ref string
 	return rt.SaveImage(ctx, ref)
 }
 
-func (e engine) LoadImage(ctx context.Context, m orchestrate.Machine, tarball io.Reader) error {
+func (e engine) LoadImage(ctx context.Context, m orchestrate.Machine, tarball io.Reader, load api.ImageLoad) error {
 	if local(m) {
 		rt, err := e.d.containers.runtime()
 		if err != nil {
 			return err
 		}
-		_, err = rt.LoadImage(ctx, tarball)
+		_, err = rt.LoadImage(ctx, tarball, runtime.LoadOptions{Force: load.Force})
 		return err
 	}
-	if _, err := e.d.machineAPI.LoadImage(ctx, m.ID, tarball); err != nil {
+	if _, err := e.d.machineAPI.LoadImage(ctx, m.ID, tarball, load); err != nil {
 		return remoteCallErr(m, err)
 	}
 	return nil

@@ -74,6 +74,13 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 				}
 				if live {
 					d.applyPeers(machines)
+					// Deletions are not signed: a member could delete
+					// this machine's record. Its owner writes it again.
+					if machines[record.MachinesPrefix+d.state.MachineID] == nil {
+						if err := d.members.Publish(ctx); err != nil {
+							d.log.Warn("re-publish this machine's record", "err", err)
+						}
+					}
 				}
 			case <-d.peersChanged:
 				if live {
@@ -90,6 +97,13 @@ func (d *Daemon) runPeerManager(ctx context.Context) {
 					}
 				case crdt.Deleted:
 					delete(machines, ch.Key)
+					if ch.Key == record.MachinesPrefix+d.state.MachineID && live {
+						// Deleted, or overwritten by a record nobody
+						// believes: write it again at once.
+						if err := d.members.Publish(ctx); err != nil {
+							d.log.Warn("re-publish this machine's record", "err", err)
+						}
+					}
 				case crdt.Resync:
 					machines, live = map[string]*record.Machine{}, false
 					continue

@@ -6,11 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/uncloud-mesh/uncloud/trust"
 )
 
 // Identity is a machine's signing key. Its public half goes into the
@@ -46,6 +47,9 @@ func NewIdentity(seed []byte) (*Identity, error) {
 // Seed is the secret to store (0600) to rebuild the identity.
 func (id *Identity) Seed() []byte { return id.key.Seed() }
 
+// PrivateKey signs as this machine (records, memberships; package trust).
+func (id *Identity) PrivateKey() ed25519.PrivateKey { return id.key }
+
 // PublicKey is what other machines pin.
 func (id *Identity) PublicKey() ed25519.PublicKey { return id.key.Public().(ed25519.PublicKey) }
 
@@ -72,20 +76,12 @@ func selfSignedCert(key ed25519.PrivateKey) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
-// EncodeKey is the text form of an identity public key in records.
-func EncodeKey(pub ed25519.PublicKey) string { return base64.StdEncoding.EncodeToString(pub) }
+// EncodeKey is the text form of an identity public key in records
+// (trust.EncodeKey: the records' format is trust's).
+func EncodeKey(pub ed25519.PublicKey) string { return trust.EncodeKey(pub) }
 
 // DecodeKey parses EncodeKey's output.
-func DecodeKey(s string) (ed25519.PublicKey, error) {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("identity key %q is not base64: %w", s, err)
-	}
-	if len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("identity key is %d bytes, want %d", len(b), ed25519.PublicKeySize)
-	}
-	return ed25519.PublicKey(b), nil
-}
+func DecodeKey(s string) (ed25519.PublicKey, error) { return trust.DecodeKey(s) }
 
 // peerKey returns the ed25519 key of the leaf certificate the other side
 // presented. TLS 1.3's CertificateVerify has already proved that the other

@@ -16,6 +16,9 @@ type ImageBackend interface {
 type PushRequest struct {
 	Image    string   `json:"image"`
 	Machines []string `json:"machines,omitempty"` // default: every other machine that runs containers
+	// Force replaces a tag a target has for another image; without it
+	// such a target is refused (another machine may own that tag there).
+	Force bool `json:"force,omitempty"`
 }
 
 // PushProgress is one step of a push to one machine.

@@ -10,7 +10,13 @@ import (
 
 // JoinRefusedError is the issuer's own "no" to a join, as opposed to a
 // network failure: another endpoint of the same issuer would say the same.
-type JoinRefusedError struct{ Message string }
+// Status is the HTTP status of the answer: 409 while another join with
+// the same token is in progress (worth retrying), 410 once the token is
+// used, revoked or expired (never worth retrying).
+type JoinRefusedError struct {
+	Status  int
+	Message string
+}
 
 func (e *JoinRefusedError) Error() string { return "join refused: " + e.Message }
 
@@ -36,9 +42,9 @@ func Join(ctx context.Context, h *http.Client, addr string, req, out any) error 
 	if resp.StatusCode != http.StatusOK {
 		var e apiError
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return &JoinRefusedError{Message: e.Error}
+			return &JoinRefusedError{Status: resp.StatusCode, Message: e.Error}
 		}
-		return &JoinRefusedError{Message: resp.Status}
+		return &JoinRefusedError{Status: resp.StatusCode, Message: resp.Status}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("decode join answer: %w", err)

@@ -25,6 +25,8 @@ func TestJoin(t *testing.T) {
 		{"refused with a reason", http.StatusForbidden, `{"error":"this token is not outstanding on m1"}`, 0,
 			"join refused: this token is not outstanding on m1"},
 		{"refused without one", http.StatusBadGateway, "", 0, "join refused: 502 Bad Gateway"},
+		{"token used", http.StatusGone, `{"error":"token can no longer be used: token t1 has been used"}`, 0,
+			"join refused: token can no longer be used: token t1 has been used"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,7 +41,7 @@ func TestJoin(t *testing.T) {
 			switch {
 			case tc.wantRefuse == "" && (err != nil || out.Subnet != tc.wantSubnet):
 				t.Errorf("Join = %+v, %v, want subnet %d", out, err, tc.wantSubnet)
-			case tc.wantRefuse != "" && (!errors.As(err, &refused) || err.Error() != tc.wantRefuse):
+			case tc.wantRefuse != "" && (!errors.As(err, &refused) || err.Error() != tc.wantRefuse || refused.Status != tc.status):
 				t.Errorf("Join error = %v, want refusal %q", err, tc.wantRefuse)
 			}
 		})

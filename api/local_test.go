@@ -8,34 +8,65 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
 func TestListenUnixPermissionsAndStaleSocket(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "run", "uncloud.sock")
+	for _, tc := range []struct {
+		name string
+		gid  int
+		want os.FileMode
+	}{
+		{"nogroup", -1, 0o600},
+		{"group", os.Getgid(), 0o660},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "run", "uncloud.sock")
+			ln, err := ListenUnix(ctx, path, tc.gid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != tc.want || st.Mode()&os.ModeSocket == 0 {
+				t.Fatalf("socket mode = %v, want socket %v", st.Mode(), tc.want)
+			}
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok && tc.gid >= 0 && int(sys.Gid) != tc.gid {
+				t.Fatalf("socket group %d, want %d", sys.Gid, tc.gid)
+			}
+			// Nothing is left of the private directory it was made in.
+			if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+				t.Fatalf("socket directory holds %d entries, want the socket alone", len(ents))
+			}
+		})
+	}
 
+	path := filepath.Join(t.TempDir(), "run", "uncloud.sock")
 	ln, err := ListenUnix(ctx, path, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm() != 0o660 || st.Mode()&os.ModeSocket == 0 {
-		t.Fatalf("socket mode = %v, want socket 0660", st.Mode())
-	}
-
 	// A second agent on the same socket is refused while the first lives.
 	if _, err := ListenUnix(ctx, path, -1); err == nil || !strings.Contains(err.Error(), "another agent") {
 		t.Fatalf("second listener error = %v, want 'another agent'", err)
 	}
-
-	// A stale socket (agent killed) is replaced. Closing a Go unix
-	// listener unlinks the file, so make the stale file by hand.
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	// Close removes the socket.
 	ln.Close()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket still there after Close: %v", err)
+	}
+	// A stale socket (agent killed) is replaced.
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
 	ln2, err := ListenUnix(ctx, path, -1)
 	if err != nil {
 		t.Fatalf("listen over a stale socket: %v", err)

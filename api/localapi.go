@@ -42,6 +42,9 @@ type RemoveResult struct {
 	Rotated  int      `json:"rotated"`
 	Machines int      `json:"machines"`
 	Missed   []string `json:"missed,omitempty"` // they pick the key up when reachable
+	// Admitted are the machines the removed one admitted, which stay
+	// trusted: if it was compromised, remove them too.
+	Admitted []string `json:"admitted,omitempty"`
 }
 
 // MachineInfo is one machine of the network as the answering machine sees it.
@@ -62,6 +65,9 @@ type MachineInfo struct {
 type TokenRequest struct {
 	TTL  time.Duration `json:"ttl"`
 	Uses int           `json:"uses"`
+	// Local issues the token even when this machine cannot be reached
+	// from outside its NAT: the joiner is on the same network.
+	Local bool `json:"local,omitempty"`
 }
 
 // TokenInfo describes a token; Token (the secret) is set only in the
@@ -73,6 +79,12 @@ type TokenInfo struct {
 	Expires  time.Time `json:"expires"`
 	UsesLeft int       `json:"uses_left"`
 	State    string    `json:"state"` // usable, used, expired, revoked
+}
+
+// RawStateBackend writes stored records as given (see
+// agent.DaemonOptions.RawStateWrites).
+type RawStateBackend interface {
+	StatePutRaw(ctx context.Context, key string, raw []byte) error
 }
 
 // Status describes the machine that answers and what it sees.
@@ -90,6 +102,10 @@ type Status struct {
 	GossipKey      string       `json:"gossip_key"`
 	GossipKeyEpoch uint64       `json:"gossip_key_epoch"`
 	Peers          []PeerStatus `json:"peers"`
+	// IgnoredRecords counts the records this machine refused to believe
+	// (unsigned, mis-signed, or signed by a machine that may not write
+	// them), by reason.
+	IgnoredRecords map[string]uint64 `json:"ignored_records,omitempty"`
 }
 
 // PeerStatus is one WireGuard peer as this machine sees it.
@@ -169,6 +185,16 @@ func NewLocalHandler(b Backend) http.Handler {
 	}
 	if db, ok := b.(DNSBackend); ok {
 		registerDNS(mux, db)
+	}
+	if rb, ok := b.(RawStateBackend); ok {
+		mux.HandleFunc("PUT "+PathStateRaw, func(w http.ResponseWriter, r *http.Request) {
+			var sr SignedRecord
+			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&sr); err != nil {
+				reply(w, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
+				return
+			}
+			reply(w, struct{}{}, rb.StatePutRaw(r.Context(), sr.Key, sr.Raw))
+		})
 	}
 	return mux
 }

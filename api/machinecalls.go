@@ -126,9 +126,13 @@ func (c *MachineClient) ImageID(ctx context.Context, machineID, ref string) (str
 
 // LoadImage streams a docker save tarball to machineID, which loads it,
 // and returns what it loaded.
-func (c *MachineClient) LoadImage(ctx context.Context, machineID string, tarball io.Reader) (string, error) {
+func (c *MachineClient) LoadImage(ctx context.Context, machineID string, tarball io.Reader, load ImageLoad) (string, error) {
+	q := url.Values{"ref": {load.Ref}, "id": {load.ID}}
+	if load.Force {
+		q.Set("force", "1")
+	}
 	resp, err := c.send(ctx, c.Long, "LoadImage", machineID, func(base string) (*http.Request, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+MachinePathRuntimeImages, tarball)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+MachinePathRuntimeImages+"?"+q.Encode(), tarball)
 		if err == nil {
 			req.Header.Set("Content-Type", "application/x-tar")
 		}

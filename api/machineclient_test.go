@@ -98,9 +98,9 @@ func TestMachineClientCalls(t *testing.T) {
 			"GET", "/v1/runtime/image?ref=app%3A1.0", "", "sha256:abc"},
 		{"LoadImage", `{"loaded":"app:1.0"}`,
 			func(ctx context.Context, c *MachineClient) (any, error) {
-				return c.LoadImage(ctx, "m1", strings.NewReader("tarball bytes"))
+				return c.LoadImage(ctx, "m1", strings.NewReader("tarball bytes"), ImageLoad{Ref: "app:1.0", ID: "sha256:abc", Force: true})
 			},
-			"POST", "/v1/runtime/images", "tarball bytes", "app:1.0"},
+			"POST", "/v1/runtime/images?force=1&id=sha256%3Aabc&ref=app%3A1.0", "tarball bytes", "app:1.0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,7 +150,7 @@ func TestMachineClientErrors(t *testing.T) {
 			"ContainerLogs", http.StatusNotFound, "no such container c9", ErrNotFound},
 		{"load refused", "m1", http.StatusInternalServerError, "disk full\n",
 			func(ctx context.Context, c *MachineClient, m string) error {
-				_, err := c.LoadImage(ctx, m, strings.NewReader("x"))
+				_, err := c.LoadImage(ctx, m, strings.NewReader("x"), ImageLoad{})
 				return err
 			},
 			"LoadImage", http.StatusInternalServerError, "disk full", nil},

@@ -19,6 +19,16 @@ type ReserveRequest struct {
 type GossipKeyring struct {
 	Epoch uint64   `json:"epoch"`
 	Keys  [][]byte `json:"keys"`
+	// Revocations travel with the key, as their removers signed them: the
+	// receiver applies them before it adopts the key, so a removed machine
+	// is refused before the key it must not have can be asked for.
+	Revocations []SignedRecord `json:"revocations,omitempty"`
+}
+
+// SignedRecord is a record in its stored, signed form.
+type SignedRecord struct {
+	Key string `json:"key"`
+	Raw []byte `json:"raw"`
 }
 
 // ContainerExecRequest runs a command in a container on the callee.
@@ -37,6 +47,16 @@ type ContainerExecResult struct {
 // ImageIDAnswer is the callee's ID for an image reference.
 type ImageIDAnswer struct {
 	ID string `json:"id"`
+}
+
+// ImageLoad says what a pushed tarball is (the tag pushed and the image ID
+// the sender has) and whether it may replace a tag the callee has for
+// another image. The callee checks the tag before reading the tarball, and
+// checks what Docker did after, whatever the sender declared.
+type ImageLoad struct {
+	Ref   string
+	ID    string
+	Force bool
 }
 
 // ImageLoadAnswer names what docker load loaded on the callee.

@@ -49,8 +49,12 @@ type MeshRelayStats struct {
 	Delivered      uint64 `json:"delivered"`
 	Sent           uint64 `json:"sent"`
 	Dropped        uint64 `json:"dropped"`
+	Replayed       uint64 `json:"replayed"` // authentic, but a copy of one seen before
+	Stale          uint64 `json:"stale"`    // authentic, but sealed outside the clock window
 	RateLimited    uint64 `json:"rate_limited"`
 	NoRoute        uint64 `json:"no_route"`
+	// BudgetMbps is what one sender may relay through this machine, Mbit/s.
+	BudgetMbps float64 `json:"budget_mbps"`
 }
 
 // MeshSTUNStats count STUN on the WireGuard socket.
@@ -63,6 +67,11 @@ type MeshSTUNStats struct {
 	Duplicate   uint64 `json:"duplicate"`
 	Unsolicited uint64 `json:"unsolicited"`
 	Limited     uint64 `json:"limited"`
+	// Filtered are call-me-maybe candidates dropped: unusable (loopback,
+	// the mesh, …), not the sender's, or too many.
+	Filtered uint64 `json:"filtered"`
+	// ProbesLimited are probes not sent: over the rate for one machine.
+	ProbesLimited uint64 `json:"probes_limited"`
 }
 
 // MeshSocketStats count what the Bind took out of the WireGuard stream.

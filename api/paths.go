@@ -8,6 +8,7 @@ import "net/url"
 const (
 	PathStatus     = "/v1/status"
 	PathState      = "/v1/state"     // GET ?prefix=
+	PathStateRaw   = "/v1/state/raw" // PUT SignedRecord (adversarial tests only)
 	PathStateGet   = "/v1/state/get" // GET ?key=
 	PathMachines   = "/v1/machines"  // GET; /{name}: PATCH, DELETE
 	PathTokens     = "/v1/tokens"    // GET, POST; /{id}: DELETE

@@ -21,7 +21,11 @@ func (s *Store) Get(ctx context.Context, key string) (Record, error) {
 		}
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
-	return decodeRecord(key, raw)
+	r, err := s.accept(key, raw)
+	if errors.Is(err, ErrUnverified) {
+		return nil, fmt.Errorf("get %s: %w (%w)", key, ErrNotFound, err)
+	}
+	return r, err
 }
 
 // Put stores r at key, which must be r.Key(). It returns once the write is
@@ -37,13 +41,14 @@ func (s *Store) Put(ctx context.Context, key string, r Record) error {
 	if r.Key() != key {
 		return fmt.Errorf("put: %w: %s record belongs at %s, not %s", record.ErrBadKey, r.Kind(), r.Key(), key)
 	}
-	raw, err := encodeRecord(r)
+	raw, err := encodeRecord(r, s.cfg.Signer)
 	if err != nil {
 		return err
 	}
 	if err := s.putRaw(ctx, key, raw); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
+	s.afterLocalWrite(ctx, key)
 	return nil
 }
 
@@ -56,6 +61,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := s.deleteRaw(ctx, key); err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
+	s.afterLocalWrite(ctx, key)
 	return nil
 }
 
@@ -75,7 +81,10 @@ func (s *Store) List(ctx context.Context, prefix string) ([]Record, error) {
 		if !strings.HasPrefix(e.Key, prefix) {
 			continue
 		}
-		r, err := decodeRecord(e.Key, e.Value)
+		r, err := s.accept(e.Key, e.Value)
+		if errors.Is(err, ErrUnverified) {
+			continue // counted; logged by the verifier once per record
+		}
 		if err != nil {
 			s.log.Warn("skipping undecodable record", "key", e.Key, "err", err)
 			continue

@@ -16,4 +16,7 @@ var (
 	ErrNotFound       = errors.New("record not found")
 	ErrUnknownKind    = errors.New("unknown record kind")
 	ErrUnknownVersion = errors.New("unknown record encoding version")
+	// ErrUnverified wraps a Verifier's refusal: the record is unsigned,
+	// mis-signed, or signed by a machine that may not write it.
+	ErrUnverified = errors.New("record not verified")
 )

@@ -91,7 +91,7 @@ func TestRecordsAPI(t *testing.T) {
 }
 
 func mustEncode(t *testing.T, r Record) string {
-	b, err := encodeRecord(r)
+	b, err := encodeRecord(r, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,12 +12,14 @@ type Stats struct {
 	BlocksRejected     uint64 // blocks whose bytes do not hash to their CID, or malformed streams
 	FetchErrors        uint64 // requests to a machine that failed
 	WatchResyncs       uint64 // watchers that fell too far behind and were resynced
+	Unverified         uint64 // reads of records the Verifier refused (unsigned, mis-signed, wrong signer)
 }
 
 type counters struct {
 	sent, received, rejected, stale      atomic.Uint64
 	fetched, blocksRejected, fetchErrors atomic.Uint64
 	watchResyncs                         atomic.Uint64
+	unverified                           atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -30,5 +32,6 @@ func (c *counters) snapshot() Stats {
 		BlocksRejected:     c.blocksRejected.Load(),
 		FetchErrors:        c.fetchErrors.Load(),
 		WatchResyncs:       c.watchResyncs.Load(),
+		Unverified:         c.unverified.Load(),
 	}
 }

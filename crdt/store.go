@@ -57,6 +57,12 @@ type Config struct {
 	FetchIdle time.Duration
 	// SyncInterval flushes badger to disk (default 1 s; see package doc).
 	SyncInterval time.Duration
+
+	// Signer signs every record this replica writes; nil writes unsigned
+	// records (tests, tools).
+	Signer Signer
+	// Verifier checks every record read; nil accepts every record.
+	Verifier Verifier
 }
 
 func (c *Config) defaults() {
@@ -104,6 +110,7 @@ type Store struct {
 	peers        *peers
 	st           counters
 	watch        *watchHub
+	trust        *trustGate // nil without a Verifier
 	blockHandler http.Handler
 
 	stop chan struct{}
@@ -153,6 +160,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.ex = &blockExchange{fetcher: cfg.Fetcher, peers: s.peers, st: &s.st, bs: s.bs, heads: s.Heads, log: s.log, idle: cfg.FetchIdle}
 	dag := merkledag.NewDAGService(blockservice.New(s.bs, s.ex))
 	s.watch = newWatchHub(s, &s.st, s.log)
+	if cfg.Verifier != nil {
+		s.trust = &trustGate{v: cfg.Verifier, st: &s.st}
+	}
 
 	opts := dscrdt.DefaultOptions()
 	opts.Logger = stdLogger{s.log}
@@ -182,6 +192,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("start go-ds-crdt in %s: %w", cfg.Dir, err)
 	}
 	s.crdt = c
+	s.refreshTrust(ctx)
 	if err := s.watch.start(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -3,6 +3,7 @@ package crdt
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -76,9 +77,10 @@ type watchHub struct {
 	mirror   map[string][]byte
 	watchers map[*watcher]struct{}
 
-	dirtyMu sync.Mutex
-	dirty   map[string]hookEvent
-	signal  chan struct{}
+	dirtyMu  sync.Mutex
+	dirty    map[string]hookEvent
+	reverify bool // every key must be checked again: the trust view changed
+	signal   chan struct{}
 
 	ready chan struct{}
 	stop  chan struct{}
@@ -130,7 +132,9 @@ func (h *watchHub) start(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	for _, e := range all {
-		h.mirror[e.Key] = e.Value
+		if h.visible(e.Key, e.Value) {
+			h.mirror[e.Key] = e.Value
+		}
 	}
 	h.mu.Unlock()
 	close(h.ready)
@@ -165,9 +169,24 @@ func (h *watchHub) dispatch() {
 				tick.Reset(recheckDelay / 2)
 			}
 			h.dirtyMu.Lock()
-			batch := h.dirty
-			h.dirty = map[string]hookEvent{}
+			batch, reverify := h.dirty, h.reverify
+			h.dirty, h.reverify = map[string]hookEvent{}, false
 			h.dirtyMu.Unlock()
+			// Machine and revocation records decide what else is
+			// believed: the trust view is brought up to date before
+			// anything of the batch is applied, and a change of it
+			// re-checks every key.
+			for k := range batch {
+				if strings.HasPrefix(k, record.MachinesPrefix) || strings.HasPrefix(k, record.RevokedPrefix) {
+					if h.s.refreshTrust(ctx) {
+						reverify = true
+					}
+					break
+				}
+			}
+			if reverify {
+				h.addAllKeys(ctx, batch)
+			}
 			keys := make([]string, 0, len(batch))
 			for k := range batch {
 				keys = append(keys, k)
@@ -197,6 +216,45 @@ func (h *watchHub) dispatch() {
 	}
 }
 
+// reverifyAll asks the dispatcher to check every key again.
+func (h *watchHub) reverifyAll() {
+	h.dirtyMu.Lock()
+	h.reverify = true
+	h.dirtyMu.Unlock()
+	select {
+	case h.signal <- struct{}{}:
+	default:
+	}
+}
+
+// addAllKeys adds every stored key and every key watchers know to batch,
+// to be read afresh.
+func (h *watchHub) addAllKeys(ctx context.Context, batch map[string]hookEvent) {
+	all, err := h.s.queryRaw(ctx, "/")
+	if err != nil {
+		h.log.Warn("re-check records after a trust change", "err", err)
+	}
+	for _, e := range all {
+		batch[e.Key] = hookEvent{}
+	}
+	h.mu.Lock()
+	for k := range h.mirror {
+		batch[k] = hookEvent{}
+	}
+	h.mu.Unlock()
+}
+
+// visible says whether watchers may see the value: false for a record
+// the store's Verifier refuses. Undecodable values stay visible, as
+// changes with Err set.
+func (h *watchHub) visible(key string, v []byte) bool {
+	if h.s.trust == nil {
+		return true
+	}
+	_, err := h.s.accept(key, v)
+	return !errors.Is(err, ErrUnverified)
+}
+
 // current reads key's value; nil when absent.
 func (h *watchHub) current(ctx context.Context, key string) []byte {
 	v, err := h.s.getRaw(ctx, key)
@@ -208,6 +266,9 @@ func (h *watchHub) current(ctx context.Context, key string) []byte {
 
 // apply records key's value and tells the watchers if it changed.
 func (h *watchHub) apply(key string, v []byte) {
+	if v != nil && !h.visible(key, v) {
+		v = nil
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old, had := h.mirror[key]

@@ -263,11 +263,20 @@ func TestAdversaryCerts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Signed as their owners would: the service by m4, the container by m1.
 	for _, r := range []crdt.Record{
 		&record.Service{Name: "shop", Ports: []string{"shop.test:8080/https"}},
 		&record.Container{MachineID: ms["m1"].ID, ID: "c-shop", Name: "shop-1", Service: "shop", Address: ms["m1"].Address, State: "running"},
 	} {
-		if err := st4.Put(ctx, r.Key(), r); err != nil {
+		signer := hostSigner(t, f.hosts[3])
+		if _, ok := r.(*record.Container); ok {
+			signer = hostSigner(t, f.hosts[0])
+		}
+		raw, err := crdt.EncodeSigned(r, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st4.PutUnchecked(ctx, r.Key(), raw); err != nil {
 			t.Fatal(err)
 		}
 	}

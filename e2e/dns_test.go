@@ -36,7 +36,7 @@ func (f *formed) writeOwnContainers(ctx context.Context, t *testing.T, i int, re
 		t.Fatalf("stop agent on %s: %v", f.hosts[i].Name, err)
 	}
 	dir := filepath.Join(f.hosts[i].Dir, "lib", "state")
-	store, err := crdt.Open(ctx, crdt.Config{Dir: dir, Name: cs[0].MachineID})
+	store, err := crdt.Open(ctx, crdt.Config{Dir: dir, Name: cs[0].MachineID, Signer: hostSigner(t, f.hosts[i])})
 	if err != nil {
 		t.Fatalf("open %s's store: %v", f.hosts[i].Name, err)
 	}

@@ -362,7 +362,7 @@ func TestJoinRefusals(t *testing.T) {
 	}{
 		{"malformed", "hello", "s1", "does not start with"},
 		{"truncated", used[:len(used)-30], "s1", "damaged or cut short"},
-		{"revoked", revoked, "s1", "the token was revoked or used up"},
+		{"revoked", revoked, "s1", "was revoked"},
 		{"other network", wrongNet, "s1", "is for network 0000000000000000"},
 		{"name taken", nameTaken, "m2", "is taken"},
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 )
 
 // ingressHelpers are the lab helper modes of the ingress test.
@@ -112,8 +113,23 @@ func (f *formed) writeRecords(ctx context.Context, t *testing.T, i int, machineI
 	if err != nil {
 		t.Fatalf("open %s's state: %v", f.hosts[i].Name, err)
 	}
+	// Each record is signed as its owner would sign it (a container by
+	// its machine, the rest by the writer), or every reader ignores it.
+	signers := map[string]*trust.Signer{}
+	for _, h := range f.hosts {
+		s := hostSigner(t, h)
+		signers[s.SignerID()] = s
+	}
 	for _, r := range put {
-		if err := st.Put(ctx, r.Key(), r); err != nil {
+		signer := signers[machineID]
+		if c, ok := r.(*record.Container); ok {
+			signer = signers[c.MachineID]
+		}
+		raw, err := crdt.EncodeSigned(r, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.PutUnchecked(ctx, r.Key(), raw); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,5 +10,5 @@ import (
 // from there, which keeps a host cheap) and serves the lab's helper modes
 // when a test re-executes this binary inside a host namespace.
 func TestMain(m *testing.M) {
-	lab.Main(m, lab.MainOptions{BuildUncloud: true, Helpers: ingressHelpers})
+	lab.Main(m, lab.MainOptions{BuildUncloud: true, Helpers: e2eHelpers()})
 }

@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/internal/testkit"
+	"github.com/uncloud-mesh/uncloud/trust"
 )
 
 // TestJoinDuringPartition: five machines split 2|3 on the wire, and a new
@@ -144,4 +148,43 @@ func TestJoinDuringPartition(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestMutualRemoval: with the network split m1 | m2 m3, m1 removes m2 and
+// m2 removes m1. After the heal the two removals never meet: m3 applied
+// m2's removal of m1, so it refuses m1's calls and gossip, which is how
+// m1's removal of m2 would have reached it. So m3 keeps m2 and refuses
+// m1, and m1 is alone (README, "Two machines that remove each other"; a
+// machine holding both removals keeps both machines out, see
+// trust.TestMembership).
+func TestMutualRemoval(t *testing.T) {
+	ctx := context.Background()
+	f := form(ctx, t, 3, nil)
+	f.waitAllAlive(ctx, t, 60*time.Second)
+	s1, s2, s3 := hostState(t, f.hosts[0]), hostState(t, f.hosts[1]), hostState(t, f.hosts[2])
+	split, err := f.lab.Partition(ctx, []*lab.Host{f.hosts[0]}, []*lab.Host{f.hosts[1], f.hosts[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rm := range [][2]int{{0, 1}, {1, 0}} {
+		if out, err := f.uncloud(ctx, t, rm[0], "machine", "rm", fmt.Sprintf("m%d", rm[1]+1)); err != nil {
+			t.Fatalf("m%d removes m%d during the split: %v\n%s", rm[0]+1, rm[1]+1, err, out)
+		}
+	}
+	if err := split.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m3Key := trust.EncodeKey(ed25519.NewKeyFromSeed(s3.IdentitySeed).Public().(ed25519.PublicKey))
+	m3API := netipJoin(s3.MeshAddress(), agent.MachineAPIPort)
+	time.Sleep(10 * time.Second) // long enough for anything of m1's to arrive, were it let in
+	byID := machineRecords(ctx, t, f, 2)
+	if byID[s1.MachineID] != nil || byID[s2.MachineID] == nil {
+		t.Fatalf("after the heal m3 lists m1: %v, m2: %v; want m2 only", byID[s1.MachineID] != nil, byID[s2.MachineID] != nil)
+	}
+	if res := rogueCallWithin(ctx, t, f.hosts[0], time.Second, m3API, m3Key, "GET", api.MachinePathKeyring, ""); res.Status == 200 {
+		t.Fatal("m1 still reaches m3's machine API")
+	}
+	if res, err := f.hosts[1].Ping(ctx, s3.MeshAddress(), 1, 3*time.Second); err != nil || res.Received == 0 {
+		t.Fatalf("m2 no longer reaches m3: %+v %v", res, err)
+	}
 }

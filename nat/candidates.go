@@ -147,3 +147,87 @@ func Candidates(public []netip.AddrPort, iface []netip.AddrPort, reflexive []net
 	}
 	return out
 }
+
+// maxPeerCandidates bounds the candidates taken from one peer's record,
+// and again from its call-me-maybe: a machine has a few addresses, and
+// every candidate costs a probe twice a second while searching.
+const maxPeerCandidates = 16
+
+// maxCandidatesAttr bounds how much of a call-me-maybe's candidate list is
+// read: maxPeerCandidates of the longest form.
+const maxCandidatesAttr = maxPeerCandidates * len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535,")
+
+var (
+	ipv4Broadcast   = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	ipv4ThisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+)
+
+// usableCandidate reports whether an address can be another machine's
+// underlay endpoint at all, whoever names it: not loopback (that would be
+// this machine), not unspecified, multicast or broadcast, not link-local
+// (an IPv6 link-local address needs a zone, which no candidate carries,
+// and an IPv4 one is a machine that found no DHCP server; neither is
+// reachable across the networks a mesh spans), and not inside the mesh
+// (a candidate there would send WireGuard into its own tunnel).
+func usableCandidate(ap netip.AddrPort) bool {
+	a := ap.Addr()
+	return ap.IsValid() && ap.Port() != 0 && a.Zone() == "" && !a.Is4In6() &&
+		!a.IsLoopback() && !a.IsUnspecified() && !a.IsMulticast() && !a.IsLinkLocalUnicast() &&
+		a != ipv4Broadcast && !ipv4ThisNetwork.Contains(a) && !meshaddr.Mesh().Contains(a)
+}
+
+// usableCandidates keeps the usable addresses of list (IPv4-mapped ones
+// as IPv4), at most max, in order and without duplicates.
+func usableCandidates(list []netip.AddrPort, max int) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, ap := range list {
+		if len(out) == max {
+			break
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if usableCandidate(ap) && !slices.Contains(out, ap) {
+			out = append(out, ap)
+		}
+	}
+	return out
+}
+
+// plausibleCandidates keeps, of the candidates a call-me-maybe names, the
+// usable ones at an address the sender is known to have, and returns how
+// many it dropped.
+//
+// The rule: an address (any port) of the sender's own record, where its
+// authenticated probes came from, or where WireGuard reaches it now. A
+// call-me-maybe exists to carry fresh NAT mappings, and a fresh mapping is
+// a new port on an address already known this way (a NAT that reboots
+// keeps its public address; the record carries the interface addresses
+// and, unless the NAT is symmetric, the reflexive ones). Anything else
+// would make this machine probe a third party (or itself) on the word of
+// one member: the record is at least the sender's public, signed claim,
+// seen by every machine. What this costs: a machine whose public address
+// changed is probed at its new address once its record says so (within
+// the publish interval) or once its probes arrive from there; a symmetric
+// NAT's mappings (per destination, useless to anyone else) are not probed
+// from here.
+func (m *Manager) plausibleCandidates(p *peer, cands []netip.AddrPort) ([]netip.AddrPort, int) {
+	known := map[netip.Addr]bool{}
+	for _, ap := range p.recordCands {
+		known[ap.Addr()] = true
+	}
+	for _, ap := range p.seenFrom {
+		known[ap.Addr()] = true
+	}
+	if li := p.liveInfo(); !li.relayed && li.endpoint.IsValid() {
+		known[li.endpoint.Addr()] = true
+	}
+	var out []netip.AddrPort
+	dropped := 0
+	for _, c := range cands {
+		if len(out) == maxPeerCandidates || !usableCandidate(c) || !known[c.Addr()] || slices.Contains(out, c) {
+			dropped++
+			continue
+		}
+		out = append(out, c)
+	}
+	return out, dropped
+}

@@ -64,3 +64,38 @@ func strs(aps []netip.AddrPort) []string {
 	}
 	return out
 }
+
+// TestUsableCandidate: what may be probed at all, whoever names it.
+func TestUsableCandidate(t *testing.T) {
+	for _, tc := range []struct {
+		ap   string
+		want bool
+	}{
+		{"203.0.113.7:51820", true},
+		{"192.168.1.20:51820", true},
+		{"[2001:db8::1]:51820", true},
+		{"203.0.113.7:0", false},
+		{"127.0.0.1:51820", false},
+		{"[::1]:51820", false},
+		{"0.0.0.0:51820", false},
+		{"0.1.2.3:51820", false},
+		{"[::]:51820", false},
+		{"224.0.0.251:5353", false},
+		{"[ff02::1]:51820", false},
+		{"255.255.255.255:51820", false},
+		{"169.254.1.1:51820", false},
+		{"[fe80::1]:51820", false},
+		{"[fe80::1%eth0]:51820", false},
+		{"10.210.3.1:51820", false},
+		{"[::ffff:203.0.113.7]:51820", false}, // callers unmap first
+	} {
+		if got := usableCandidate(netip.MustParseAddrPort(tc.ap)); got != tc.want {
+			t.Errorf("usableCandidate(%s) = %v, want %v", tc.ap, got, tc.want)
+		}
+	}
+	got := usableCandidates([]netip.AddrPort{netip.MustParseAddrPort("[::ffff:203.0.113.7]:51820"),
+		netip.MustParseAddrPort("203.0.113.7:51820"), netip.MustParseAddrPort("127.0.0.1:1")}, 16)
+	if len(got) != 1 || got[0] != netip.MustParseAddrPort("203.0.113.7:51820") {
+		t.Errorf("usableCandidates = %v, want the one address, unmapped, once", got)
+	}
+}

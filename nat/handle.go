@@ -12,54 +12,57 @@ import (
 
 // STUNStats counts the STUN side of the WireGuard socket.
 type STUNStats struct {
-	Received   uint64 `json:"received"`
-	Sent       uint64 `json:"sent"`
-	Answered   uint64 `json:"answered"`    // plain binding requests answered (as a server)
-	Garbage    uint64 `json:"garbage"`     // did not decode, or an unexpected kind
-	Rejected   uint64 `json:"rejected"`    // failed authentication, stale, not ours
-	Duplicate  uint64 `json:"duplicate"`   // seen before: a replay, or a copy through a second relay
-	Unsolicite uint64 `json:"unsolicited"` // responses to nothing we sent
-	Limited    uint64 `json:"limited"`     // requests over the server's rate
+	Received      uint64 `json:"received"`
+	Sent          uint64 `json:"sent"`
+	Answered      uint64 `json:"answered"`    // plain binding requests answered (as a server)
+	Garbage       uint64 `json:"garbage"`     // did not decode, or an unexpected kind
+	Rejected      uint64 `json:"rejected"`    // failed authentication, stale, not ours
+	Duplicate     uint64 `json:"duplicate"`   // seen before: a replay, or a copy through a second relay
+	Unsolicite    uint64 `json:"unsolicited"` // responses to nothing we sent
+	Limited       uint64 `json:"limited"`     // over a source's, a machine's or the server's rate, or a full queue
+	Filtered      uint64 `json:"filtered"`    // call-me-maybe candidates dropped (not usable, not the sender's, too many)
+	ProbesLimited uint64 `json:"probes_limited"`
 }
 
 type stunCounters struct {
-	received, sent, answered, garbage, rejected, duplicate, unsolicited, limited atomic.Uint64
+	received, sent, answered, garbage, rejected, duplicate, unsolicited, limited, filtered, probesLimited atomic.Uint64
 }
 
 func (c *stunCounters) snapshot() STUNStats {
 	return STUNStats{Received: c.received.Load(), Sent: c.sent.Load(), Answered: c.answered.Load(),
-		Garbage: c.garbage.Load(), Rejected: c.rejected.Load(), Duplicate: c.duplicate.Load(), Unsolicite: c.unsolicited.Load(), Limited: c.limited.Load()}
+		Garbage: c.garbage.Load(), Rejected: c.rejected.Load(), Duplicate: c.duplicate.Load(), Unsolicite: c.unsolicited.Load(),
+		Limited: c.limited.Load(), Filtered: c.filtered.Load(), ProbesLimited: c.probesLimited.Load()}
 }
 
-// queueRelayedControl passes a STUN message that a relay delivered to the
-// manager loop; the packet path never blocks on it.
-func (m *Manager) queueRelayedControl(src *peer, from netip.AddrPort, data []byte) {
-	select {
-	case m.relayedCtl <- relayedControl{src: src, from: from, data: append([]byte(nil), data...)}:
-	default:
-		m.stunStats.limited.Add(1)
-	}
-}
-
-// handleSTUN handles one STUN message from the socket, or (relayed set)
-// one that a relay delivered from that peer. Runs under m.mu.
-func (m *Manager) handleSTUN(from netip.AddrPort, data []byte, relayed *peer) {
-	m.stunStats.received.Add(1)
-	msg := &stun.Message{Raw: data}
-	if err := msg.Decode(); err != nil {
-		m.stunStats.garbage.Add(1)
-		return
-	}
+// handlePlain handles an admitted plain message: a discovery request to
+// answer, or the answer to one of ours. Runs under m.mu.
+func (m *Manager) handlePlain(pm plainMsg) {
 	now := time.Now()
-	switch msg.Type {
+	switch pm.msg.Type {
 	case stun.BindingRequest:
-		if _, _, ok := parseUsername(msg); !ok {
-			m.answerDiscovery(msg, from, relayed)
+		m.answerDiscovery(pm.msg, pm.from)
+	case stun.BindingSuccess:
+		tx, ok := m.pending[pm.msg.TransactionID]
+		if !ok || tx.peer != nil || tx.to != pm.from {
+			m.stunStats.unsolicited.Add(1)
 			return
 		}
-		p := m.checkPeerMessage(msg, relayed, now)
-		if p == nil || relayed != nil {
-			return
+		delete(m.pending, pm.msg.TransactionID)
+		if mapped, err := mappedAddress(pm.msg); err == nil {
+			m.addObservation(pm.from, mapped, now)
+		}
+	}
+}
+
+// handleAuth handles an admitted message from another machine (already
+// authenticated and new). Runs under m.mu.
+func (m *Manager) handleAuth(a authMsg) {
+	now := time.Now()
+	p, msg, from := a.p, a.msg, a.from
+	switch msg.Type {
+	case stun.BindingRequest:
+		if a.relayed {
+			return // probes test a direct path; through a relay they mean nothing
 		}
 		resp, err := authenticated(p.keys.probe, m.id, p.id,
 			[]stun.Setter{stun.NewTransactionIDSetter(msg.TransactionID), stun.BindingSuccess,
@@ -71,22 +74,11 @@ func (m *Manager) handleSTUN(from netip.AddrPort, data []byte, relayed *peer) {
 		m.onProbeFrom(p, from, now)
 	case stun.BindingSuccess:
 		tx, ok := m.pending[msg.TransactionID]
-		if !ok || relayed != nil || tx.to != from {
+		if !ok || a.relayed || tx.peer != p || tx.to != from {
 			m.stunStats.unsolicited.Add(1)
 			return
 		}
 		delete(m.pending, msg.TransactionID)
-		if tx.peer == nil {
-			if mapped, err := mappedAddress(msg); err == nil {
-				m.addObservation(from, mapped, now)
-			}
-			return
-		}
-		p := tx.peer
-		if err := checkAuthenticated(msg, p.keys.probe, now); err != nil {
-			m.stunStats.rejected.Add(1)
-			return
-		}
 		if mapped, err := mappedAddress(msg); err == nil {
 			m.addObservation(from, mapped, now)
 		}
@@ -95,32 +87,21 @@ func (m *Manager) handleSTUN(from netip.AddrPort, data []byte, relayed *peer) {
 		}
 		m.onProbeOK(p, from, now.Sub(tx.sent), now)
 	case callMeMaybe:
-		p := m.checkPeerMessage(msg, relayed, now)
-		if p == nil {
-			return
-		}
-		p.remoteCands = parseCandidates(msg)
+		parsed, unread := parseCandidates(msg)
+		cands, dropped := m.plausibleCandidates(p, parsed)
+		m.stunStats.filtered.Add(uint64(unread + dropped))
+		p.remoteCands = cands
 		if t := Type(textOf(msg, attrNAT)); t != "" {
 			p.remoteNAT = t
 		}
 		m.onCallMeMaybe(p, now)
-	default:
-		m.stunStats.garbage.Add(1)
 	}
 }
 
 // answerDiscovery answers a plain binding request, as any STUN server
-// would, within a global rate (the answer is barely larger than the
-// request, so the socket is no amplifier).
-func (m *Manager) answerDiscovery(req *stun.Message, from netip.AddrPort, relayed *peer) {
-	if relayed != nil {
-		m.stunStats.garbage.Add(1)
-		return
-	}
-	if !m.serverLimit.Allow() {
-		m.stunStats.limited.Add(1)
-		return
-	}
+// would (admission has applied the rates; the answer is barely larger
+// than the request, so the socket is no amplifier).
+func (m *Manager) answerDiscovery(req *stun.Message, from netip.AddrPort) {
 	resp, err := bindingSuccess(req, from, stun.Fingerprint)
 	if err != nil {
 		return
@@ -128,30 +109,6 @@ func (m *Manager) answerDiscovery(req *stun.Message, from netip.AddrPort, relaye
 	if m.cfg.Socket.SendTo(resp.Raw, from) == nil {
 		m.stunStats.answered.Add(1)
 	}
-}
-
-// checkPeerMessage authenticates a probe or call-me-maybe: addressed to
-// this machine, from a known machine (the one the relay vouched for, when
-// relayed), with that pair's key, fresh, and never seen before.
-func (m *Manager) checkPeerMessage(msg *stun.Message, relayed *peer, now time.Time) *peer {
-	fromID, toID, ok := parseUsername(msg)
-	reject := func() *peer { m.stunStats.rejected.Add(1); return nil }
-	if !ok || toID != m.id {
-		return reject()
-	}
-	p := m.table.Load().byID[fromID]
-	if p == nil || (relayed != nil && relayed != p) {
-		return reject()
-	}
-	if err := checkAuthenticated(msg, p.keys.probe, now); err != nil {
-		return reject()
-	}
-	if _, dup := m.seen[msg.TransactionID]; dup {
-		m.stunStats.duplicate.Add(1)
-		return nil
-	}
-	m.seen[msg.TransactionID] = now
-	return p
 }
 
 // onProbeOK: a probe to addr was answered. The first answered pair wins;
@@ -185,6 +142,9 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 // (peer-reflexive, in ICE's words), and probing it back right away is what
 // opens this side's NAT for the peer's next probe.
 func (m *Manager) onProbeFrom(p *peer, addr netip.AddrPort, now time.Time) {
+	if !usableCandidate(addr) {
+		return
+	}
 	if !slices.Contains(p.seenFrom, addr) {
 		p.seenFrom = append(p.seenFrom, addr)
 		if len(p.seenFrom) > 4 {

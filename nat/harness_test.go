@@ -15,7 +15,7 @@ import (
 
 // The managers under test talk through fakeNet, an in-memory UDP network
 // that routes datagrams between fake sockets the way tun.Bind would hand
-// them over: STUN to the control queue, relay packets through the
+// them over: STUN to the control handler (or, on a socket without one, a queue), relay packets through the
 // receiving manager's Open, WireGuard datagrams to a delivered queue. It is
 // a fake because a unit test cannot make real NATs; the e2e tests run the
 // same code on real sockets behind real nftables NATs.
@@ -32,6 +32,8 @@ type fakeNet struct {
 	// that a probe's round trip takes time even on a virtual clock, where
 	// nothing else makes time pass between a send and its answer.
 	latency time.Duration
+	// tap, when set, sees every datagram sent (before blocking applies).
+	tap func(from, to netip.AddrPort, data []byte)
 }
 
 // fakeLatency is fakeNet's one-way delay: a LAN's.
@@ -60,6 +62,7 @@ type fakeSocket struct {
 	delivered chan delivered
 	mu        sync.Mutex
 	relay     tun.RelayHandler
+	control   tun.ControlHandler
 }
 
 func (n *fakeNet) socket(addr netip.AddrPort) *fakeSocket {
@@ -70,7 +73,11 @@ func (n *fakeNet) socket(addr netip.AddrPort) *fakeSocket {
 	return s
 }
 
-func (s *fakeSocket) Control() <-chan tun.Datagram { return s.ctl }
+func (s *fakeSocket) SetControlHandler(h tun.ControlHandler) {
+	s.mu.Lock()
+	s.control = h
+	s.mu.Unlock()
+}
 func (s *fakeSocket) SetRelayHandler(h tun.RelayHandler) {
 	s.mu.Lock()
 	s.relay = h
@@ -89,7 +96,11 @@ func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
 	dst := n.socks[to]
 	blocked := n.block[[2]netip.Addr{from.Addr(), to.Addr()}]
 	latency := n.latency
+	tap := n.tap
 	n.mu.Unlock()
+	if tap != nil {
+		tap(from, to, data)
+	}
 	if dst == nil || blocked {
 		return
 	}
@@ -101,6 +112,13 @@ func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
 func (s *fakeSocket) receive(from netip.AddrPort, pkt []byte) {
 	switch tun.ClassifyPacket(pkt) {
 	case tun.KindSTUN:
+		s.mu.Lock()
+		h := s.control
+		s.mu.Unlock()
+		if h != nil {
+			h.HandleControl(pkt, from)
+			return
+		}
 		select {
 		case s.ctl <- tun.Datagram{Kind: tun.KindSTUN, From: from, Data: pkt}:
 		default:
@@ -187,8 +205,21 @@ type node struct {
 }
 
 // startNodes makes one manager per address, all peers of each other,
-// each knowing the others' addresses as candidates.
+// each knowing the others' addresses as candidates, and runs them.
 func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) []*node {
+	t.Helper()
+	nodes := makeNodes(t, n, names, tweak)
+	runNodes(t, nodes)
+	return nodes
+}
+
+// startNodesDeferred makes the nodes of startNodes without running them.
+func startNodesDeferred(t *testing.T, n *fakeNet, names []string) []*node {
+	t.Helper()
+	return makeNodes(t, n, names, nil)
+}
+
+func makeNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) []*node {
 	t.Helper()
 	var nodes []*node
 	for i, name := range names {
@@ -211,6 +242,11 @@ func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) [
 		nd.mgr = m
 		nodes = append(nodes, nd)
 	}
+	return nodes
+}
+
+// runNodes runs the nodes' managers until the test ends.
+func runNodes(t *testing.T, nodes []*node) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -225,7 +261,6 @@ func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) [
 		nd.mgr.SetPeers(peers)
 		wg.Go(func() { _ = nd.mgr.Run(ctx) })
 	}
-	return nodes
 }
 
 func (nd *node) pathTo(o *node) PeerStatus {
@@ -279,6 +314,28 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 func settle(d time.Duration) {
 	time.Sleep(d)
 	synctest.Wait()
+}
+
+// setTap installs fn as the network's tap.
+func (n *fakeNet) setTap(fn func(from, to netip.AddrPort, data []byte)) {
+	n.mu.Lock()
+	n.tap = fn
+	n.mu.Unlock()
+}
+
+// drain empties a socket's delivered queue until the test ends, so that a
+// test that makes a relay deliver much never blocks the fake network.
+func drain(t *testing.T, s *fakeSocket) {
+	ctx := t.Context()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.delivered:
+			}
+		}
+	}()
 }
 
 func addrOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }

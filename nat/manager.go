@@ -26,7 +26,7 @@ type Device interface {
 // Socket is the WireGuard socket's tap (tun.Bind).
 type Socket interface {
 	SendTo(data []byte, to netip.AddrPort) error
-	Control() <-chan tun.Datagram
+	SetControlHandler(h tun.ControlHandler)
 	SetRelayHandler(h tun.RelayHandler)
 }
 
@@ -44,10 +44,11 @@ type Config struct {
 	Public []netip.AddrPort
 	// STUNServers are optional public STUN servers asked besides members.
 	STUNServers []netip.AddrPort
-	// RelayRate and RelayBurst bound what one sender may push through this
-	// machine as a relay, in bytes per second; zero means 16 MiB/s with a
-	// 1 MiB burst.
-	RelayRate  float64
+	// RelayMbps bounds what one sender may push through this machine as a
+	// relay, in megabits (10^6 bits) per second of relayed packets, relay
+	// headers included; zero means DefaultRelayMbps. RelayBurst is how many
+	// bytes it may send at once above that rate; zero means 1 MiB.
+	RelayMbps  float64
 	RelayBurst int
 	// DisableRelay makes this machine refuse to relay for others.
 	DisableRelay bool
@@ -67,6 +68,15 @@ type Peer struct {
 	// PreferredRelay marks a machine to relay through first.
 	PreferredRelay bool
 }
+
+// DefaultRelayMbps is a sender's relay budget when none is configured:
+// above what the relay measured in the NAT zoo (106–127 Mbit/s), so it
+// bounds a runaway sender without slowing a normal one.
+const DefaultRelayMbps = 200
+
+// relayBytesPerSecond converts a budget in Mbit/s to the bytes per second
+// the token bucket counts.
+func relayBytesPerSecond(mbps float64) float64 { return mbps * 1e6 / 8 }
 
 // Timing of path selection. Probes are cheap (about 150 bytes each way),
 // so a direct path is checked every two seconds: a NAT that forgot its
@@ -99,21 +109,23 @@ type Manager struct {
 	table       atomic.Pointer[peerTable] // read on the packet path
 	relayStats  relayCounters
 	stunStats   stunCounters
-	serverLimit *rate.Limiter // plain binding requests answered per second
+	serverLimit *rate.Limiter  // plain binding requests answered per second, all sources
+	sources     *sourceLimiter // and per source address
 
-	relayedCtl  chan relayedControl
+	authQ       chan authMsg  // admitted messages between machines: served first
+	plainQ      chan plainMsg // admitted discovery requests and answers
 	unreachable chan unreachableNote
 	peersIn     chan []Peer
 
 	mu        sync.Mutex // guards everything below; held by the loop per event
 	pending   map[[stun.TransactionIDSize]byte]pendingTx
-	seen      map[[stun.TransactionIDSize]byte]time.Time
 	obs       []Observation
 	natType   Type
 	published []netip.AddrPort
 	lastPub   time.Time
 	nextDisc  time.Time
 	discRound int
+	lastSweep time.Time
 
 	ifMu     sync.Mutex  // guards ifaces and ifacesAt (callers may or may not hold mu)
 	ifaces   []Interface // the host's interfaces, as of ifacesAt
@@ -142,12 +154,6 @@ func (m *Manager) interfaces(now time.Time) ([]Interface, error) {
 	return ifaces, nil
 }
 
-type relayedControl struct {
-	src  *peer
-	from netip.AddrPort
-	data []byte
-}
-
 type unreachableNote struct{ relay, dst keyID }
 
 type pendingTx struct {
@@ -170,8 +176,8 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Filter.ExcludePrefixes == nil && cfg.Filter.ExcludeInterfaces == nil {
 		cfg.Filter = DefaultFilter()
 	}
-	if cfg.RelayRate <= 0 {
-		cfg.RelayRate = 16 << 20
+	if cfg.RelayMbps <= 0 {
+		cfg.RelayMbps = DefaultRelayMbps
 	}
 	if cfg.RelayBurst <= 0 {
 		cfg.RelayBurst = 1 << 20
@@ -186,12 +192,13 @@ func New(cfg Config) (*Manager, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "nat"),
 		self:        cfg.PrivateKey.PublicKey(),
-		serverLimit: rate.NewLimiter(200, 100),
-		relayedCtl:  make(chan relayedControl, 64),
+		serverLimit: rate.NewLimiter(serverRate, serverBurst),
+		sources:     newSourceLimiter(sourceRate, sourceBurst, sourceTableLen),
+		authQ:       make(chan authMsg, authQueueLen),
+		plainQ:      make(chan plainMsg, plainQueueLen),
 		unreachable: make(chan unreachableNote, 16),
 		peersIn:     make(chan []Peer, 1),
 		pending:     map[[stun.TransactionIDSize]byte]pendingTx{},
-		seen:        map[[stun.TransactionIDSize]byte]time.Time{},
 		natType:     TypeUnknown,
 	}
 	m.id = idOf(m.self)
@@ -224,23 +231,33 @@ func (m *Manager) Knows(key tun.Key) bool {
 // Run works until ctx ends. It installs the relay handler on the socket.
 func (m *Manager) Run(ctx context.Context) error {
 	m.cfg.Socket.SetRelayHandler(m)
+	m.cfg.Socket.SetControlHandler(m)
 	ticker := time.NewTicker(tickInterval)
 	defer ticker.Stop()
-	control := m.cfg.Socket.Control()
 	var lastPoll time.Time
 	for {
+		// Messages between machines first: path search never waits behind
+		// discovery, however much of it strangers send.
+		select {
+		case a := <-m.authQ:
+			m.mu.Lock()
+			m.handleAuth(a)
+			m.mu.Unlock()
+			continue
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case peers := <-m.peersIn:
 			m.applyPeers(peers)
-		case d := <-control:
+		case a := <-m.authQ:
 			m.mu.Lock()
-			m.handleSTUN(d.From, d.Data, nil)
+			m.handleAuth(a)
 			m.mu.Unlock()
-		case rc := <-m.relayedCtl:
+		case pm := <-m.plainQ:
 			m.mu.Lock()
-			m.handleSTUN(rc.from, rc.data, rc.src)
+			m.handlePlain(pm)
 			m.mu.Unlock()
 		case n := <-m.unreachable:
 			m.mu.Lock()
@@ -276,11 +293,11 @@ func (m *Manager) applyPeers(peers []Peer) {
 				m.log.Warn("peer key unusable for NAT traversal", "peer", in.Name, "err", err)
 				continue
 			}
-			p = newPeer(in, keys, m.cfg.RelayRate, m.cfg.RelayBurst)
+			p = newPeer(in, keys, relayBytesPerSecond(m.cfg.RelayMbps), m.cfg.RelayBurst)
 			p.startProbing(time.Now())
 		}
 		p.name, p.preferred = in.Name, in.PreferredRelay
-		p.recordCands = slices.Clone(in.Candidates)
+		p.recordCands = usableCandidates(in.Candidates, maxPeerCandidates)
 		next.byID[id] = p
 	}
 	next.index()
@@ -316,14 +333,15 @@ func (m *Manager) tick(ctx context.Context, now time.Time) {
 			delete(m.pending, k)
 		}
 	}
-	for k, at := range m.seen {
-		if now.Sub(at) > 2*maxClockSkew {
-			delete(m.seen, k)
-		}
-	}
 	t := m.table.Load()
 	for _, p := range t.byID {
 		m.step(t, p, now)
+	}
+	if now.Sub(m.lastSweep) >= maxClockSkew {
+		m.lastSweep = now
+		for _, p := range t.byID {
+			p.sweepSeen(now)
+		}
 	}
 	if now.After(m.nextDisc) {
 		m.discover(t, now)

@@ -89,7 +89,7 @@ func TestRelayAndBackToDirect(t *testing.T) {
 func TestRelayAuthAndLimits(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
 		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b", "r"}, func(c *Config) { c.RelayRate, c.RelayBurst = 1000, 3000 })
+		nodes := startNodes(t, n, []string{"a", "b", "r"}, func(c *Config) { c.RelayMbps, c.RelayBurst = 0.008, 3000 }) // 1000 bytes/s
 		a, b, r := nodes[0], nodes[1], nodes[2]
 		waitFor(t, 10*time.Second, "r direct to a and b", func() bool {
 			return r.pathTo(a).Path == PathDirect && r.pathTo(b).Path == PathDirect
@@ -103,28 +103,30 @@ func TestRelayAuthAndLimits(t *testing.T) {
 		or, _ := derivePairKeys(outsider, r.priv.PublicKey())
 		aID, bID, oID := idOf(a.priv.PublicKey()), idOf(b.priv.PublicKey()), idOf(outsider.PublicKey())
 		payload := append([]byte{4, 0, 0, 0}, make([]byte, 996)...)
-		good := sealRelay(nil, relayHeader{typ: relayForward, src: aID, dst: bID, hop: aID}, &ar.relay, payload)
+		// a's own counter towards r, so these packets and a's never collide.
+		aToR := &a.mgr.table.Load().byID[idOf(r.priv.PublicKey())].sendSeq
+		fresh := func() uint64 { return aToR.next(time.Now()) }
+		good := sealRelay(nil, relayHeader{typ: relayForward, src: aID, dst: bID, hop: aID, seq: fresh()}, &ar.relay, payload)
 		forgedMAC := append([]byte(nil), good...)
 		forgedMAC[relayMACOff] ^= 0xFF
 		tamperedPayload := append([]byte(nil), good...)
 		tamperedPayload[len(tamperedPayload)-1] ^= 1
-		outsiders := sealRelay(nil, relayHeader{typ: relayForward, src: oID, dst: bID, hop: oID}, &or.relay, payload)
-		spoofedSrc := sealRelay(nil, relayHeader{typ: relayForward, src: bID, dst: bID, hop: aID}, &ar.relay, payload)
+		outsiders := sealRelay(nil, relayHeader{typ: relayForward, src: oID, dst: bID, hop: oID, seq: fresh()}, &or.relay, payload)
 
 		before := r.mgr.Status().Relay
 		for _, bad := range [][]byte{
 			{tun.RelayMarker},                               // truncated
 			good[:relayHeaderLen-1],                         // truncated header
 			append([]byte{tun.RelayMarker, 9}, good[2:]...), // unknown type
-			forgedMAC, tamperedPayload, outsiders, spoofedSrc,
+			forgedMAC, tamperedPayload, outsiders,
 		} {
 			if _, _, ok := r.mgr.Open(bad, a.addr); ok {
 				t.Fatalf("relay delivered a bad packet %x…", bad[:min(8, len(bad))])
 			}
 		}
 		after := r.mgr.Status().Relay
-		if after.Dropped-before.Dropped != 7 || after.Forwarded != before.Forwarded {
-			t.Fatalf("after 7 bad packets: %+v (before %+v)", after, before)
+		if after.Dropped-before.Dropped != 6 || after.Forwarded != before.Forwarded {
+			t.Fatalf("after 6 bad packets: %+v (before %+v)", after, before)
 		}
 		// Anything r sent on would reach b one latency later: give it a
 		// (virtual) second before looking. r's budget is full either way.
@@ -138,7 +140,7 @@ func TestRelayAuthAndLimits(t *testing.T) {
 		// Budget: 3000 bytes of burst, then 1000 B/s: of ten 1044-byte
 		// packets sent at once, two pass and the rest are refused.
 		for range 10 {
-			r.mgr.Open(append([]byte(nil), good...), a.addr)
+			r.mgr.Open(sealRelay(nil, relayHeader{typ: relayForward, src: aID, dst: bID, hop: aID, seq: fresh()}, &ar.relay, payload), a.addr)
 		}
 		st := r.mgr.Status().Relay
 		if st.Forwarded-after.Forwarded != 2 || st.RateLimited-after.RateLimited != 8 {

@@ -82,7 +82,11 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 
 // sendProbe sends one authenticated binding request to a candidate.
 func (m *Manager) sendProbe(p *peer, addr netip.AddrPort, now time.Time) {
-	if !addr.IsValid() {
+	if !usableCandidate(addr) {
+		return
+	}
+	if !p.probeLimit.AllowN(now, 1) {
+		m.stunStats.probesLimited.Add(1)
 		return
 	}
 	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, stun.BindingRequest})
@@ -108,7 +112,7 @@ func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
 	sent := 0
 	for _, r := range m.relayCandidates(t, p, now) {
 		relay := r.liveInfo().endpoint
-		pkt := sealRelay(nil, relayHeader{typ: relayForward, src: m.id, dst: p.id, hop: m.id}, &r.keys.relay, msg.Raw)
+		pkt := m.sealFor(nil, r, relayForward, p.id, msg.Raw)
 		if m.cfg.Socket.SendTo(pkt, relay) == nil {
 			sent++
 		}

@@ -34,6 +34,14 @@ type peer struct {
 	notify  *rate.Limiter // unreachable notes sent to it
 	live    atomic.Pointer[liveInfo]
 
+	sendSeq    seqCounter   // relay hops this machine seals for it
+	recvWindow replayWindow // relay hops it sealed for this machine
+
+	ctlBudget  *rate.Limiter // its authenticated STUN messages admitted per second
+	probeLimit *rate.Limiter // probes this machine sends it, to all its candidates
+	seenMu     sync.Mutex
+	seen       map[seenKey]time.Time // its authenticated messages within the clock window
+
 	epMu      sync.Mutex
 	endpoints map[netip.AddrPort]*tun.RelayEndpoint // "this peer via relay X"
 
@@ -88,6 +96,9 @@ func newPeer(in Peer, keys pairKeys, relayRate float64, relayBurst int) *peer {
 		keys:        keys,
 		limiter:     rate.NewLimiter(rate.Limit(relayRate), relayBurst),
 		notify:      rate.NewLimiter(2, 2),
+		ctlBudget:   rate.NewLimiter(peerControlRate, peerControlBurst),
+		probeLimit:  rate.NewLimiter(peerProbeRate, peerProbeBurst),
+		seen:        map[seenKey]time.Time{},
 		endpoints:   map[netip.AddrPort]*tun.RelayEndpoint{},
 		path:        PathProbing,
 		pathSince:   now,
@@ -131,7 +142,7 @@ func (p *peer) allCandidates() []netip.AddrPort {
 	var out []netip.AddrPort
 	add := func(list ...netip.AddrPort) {
 		for _, ap := range list {
-			if ap.IsValid() && ap.Port() != 0 && !slices.Contains(out, ap) {
+			if usableCandidate(ap) && !slices.Contains(out, ap) {
 				out = append(out, ap)
 			}
 		}

@@ -2,6 +2,7 @@ package nat
 
 import (
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"sync/atomic"
@@ -21,19 +22,31 @@ import (
 //	1      type: forward (to the relay), deliver (from the relay),
 //	       unreachable (the relay cannot reach dst)
 //	2..4   zero
-//	4..12  src: the machine that sent the datagram
-//	12..20 dst: the machine it is for
-//	20..28 hop: the machine that sealed this hop (src, or the relay)
+//	4..12  hop: the machine that sealed this hop (src, or the relay)
+//	12..20 far: forward: dst, the machine the datagram is for;
+//	       deliver: src, the machine that sent it;
+//	       unreachable: dst, the machine the relay cannot reach
+//	20..28 seq: the hop's sequence number (freshness.go): the second it
+//	       was sealed in, and a count within that second
 //	28..44 MAC: BLAKE2s-128 over bytes 0..28 and the payload, keyed with
 //	       the relay key of the hop's two machines
 //
+// The third machine of each type is the receiver itself (forward: src is
+// the hop; deliver: dst is the receiver; unreachable: src is the
+// receiver), bound by the MAC's key, which only the hop and the receiver
+// hold, so it is not sent: that leaves room for seq in the same 44 bytes
+// (the tunnel MTU reserves exactly that much).
+//
 // The MAC lets a relay forward only for members of its network and lets
 // the receiver trust the relay's word about src; the payload itself stays
-// WireGuard's, encrypted and authenticated end to end. A captured packet
-// replayed to the relay is forwarded again, within the sender's rate
-// limit, and the receiver's WireGuard drops it as a replay.
+// WireGuard's, encrypted and authenticated end to end. seq under the MAC
+// makes every sealed packet good once: a copy replayed from any address,
+// at once or later, is dropped and counted (replayed, or stale once its
+// second is out of the window), so a captured packet cannot spend its
+// sender's relay budget or make a relay send anything.
 const (
 	relayHeaderLen = meshaddr.RelayOverhead // the tunnel MTU leaves room for it
+	relaySeqOff    = 20
 	relayMACOff    = 28
 
 	relayForward     = 1
@@ -44,6 +57,15 @@ const (
 type relayHeader struct {
 	typ           byte
 	src, dst, hop keyID
+	seq           uint64
+}
+
+// far is the machine named on the wire besides the hop.
+func (h relayHeader) far() keyID {
+	if h.typ == relayDeliver {
+		return h.src
+	}
+	return h.dst
 }
 
 func relayMAC(key *[32]byte, head, payload []byte) [16]byte {
@@ -58,10 +80,11 @@ func relayMAC(key *[32]byte, head, payload []byte) [16]byte {
 // sealRelay appends a sealed relay packet to dst.
 func sealRelay(dst []byte, h relayHeader, key *[32]byte, payload []byte) []byte {
 	start := len(dst)
+	far := h.far()
 	dst = append(dst, tun.RelayMarker, h.typ, 0, 0)
-	dst = append(dst, h.src[:]...)
-	dst = append(dst, h.dst[:]...)
 	dst = append(dst, h.hop[:]...)
+	dst = append(dst, far[:]...)
+	dst = binary.BigEndian.AppendUint64(dst, h.seq)
 	mac := relayMAC(key, dst[start:start+relayMACOff], payload)
 	dst = append(dst, mac[:]...)
 	return append(dst, payload...)
@@ -73,8 +96,9 @@ var (
 )
 
 // parseRelay reads the header without checking the MAC (the key depends
-// on the hop it names).
-func parseRelay(pkt []byte) (relayHeader, []byte, error) {
+// on the hop it names); self is the receiver, the header's implied third
+// machine.
+func parseRelay(pkt []byte, self keyID) (relayHeader, []byte, error) {
 	if len(pkt) < relayHeaderLen {
 		return relayHeader{}, nil, errRelayShort
 	}
@@ -82,10 +106,19 @@ func parseRelay(pkt []byte) (relayHeader, []byte, error) {
 		return relayHeader{}, nil, errRelayHeader
 	}
 	var h relayHeader
+	var far keyID
 	h.typ = pkt[1]
-	copy(h.src[:], pkt[4:12])
-	copy(h.dst[:], pkt[12:20])
-	copy(h.hop[:], pkt[20:28])
+	copy(h.hop[:], pkt[4:12])
+	copy(far[:], pkt[12:20])
+	h.seq = binary.BigEndian.Uint64(pkt[relaySeqOff:relayMACOff])
+	switch h.typ {
+	case relayForward:
+		h.src, h.dst = h.hop, far
+	case relayDeliver:
+		h.src, h.dst = far, self
+	case relayUnreachable:
+		h.src, h.dst = self, far
+	}
 	return h, pkt[relayHeaderLen:], nil
 }
 
@@ -101,18 +134,21 @@ type RelayStats struct {
 	Delivered     uint64 `json:"delivered"`      // relayed datagrams received here
 	Sent          uint64 `json:"sent"`           // datagrams this machine sent through a relay
 	Dropped       uint64 `json:"dropped"`        // malformed, unauthenticated, not ours
+	Replayed      uint64 `json:"replayed"`       // authentic, but seen before (or too old for the window)
+	Stale         uint64 `json:"stale"`          // authentic, but sealed outside the clock window
 	RateLimited   uint64 `json:"rate_limited"`   // over a sender's relay budget
 	NoRoute       uint64 `json:"no_route"`       // destination not reachable from here
 }
 
 type relayCounters struct {
-	forwarded, forwardedByte, delivered, sent, dropped, rateLimited, noRoute atomic.Uint64
+	forwarded, forwardedByte, delivered, sent, dropped, replayed, stale, rateLimited, noRoute atomic.Uint64
 }
 
 func (c *relayCounters) snapshot() RelayStats {
 	return RelayStats{
 		Forwarded: c.forwarded.Load(), ForwardedByte: c.forwardedByte.Load(), Delivered: c.delivered.Load(),
-		Sent: c.sent.Load(), Dropped: c.dropped.Load(), RateLimited: c.rateLimited.Load(), NoRoute: c.noRoute.Load(),
+		Sent: c.sent.Load(), Dropped: c.dropped.Load(), Replayed: c.replayed.Load(), Stale: c.stale.Load(),
+		RateLimited: c.rateLimited.Load(), NoRoute: c.noRoute.Load(),
 	}
 }
 
@@ -120,6 +156,22 @@ func (c *relayCounters) snapshot() RelayStats {
 // destination must be for it to forward: WireGuard rekeys every two
 // minutes, so an older handshake means the destination is gone.
 const relayFreshHandshake = 180 * time.Second
+
+// sealFor seals one hop from this machine to the machine `to`, with the
+// next sequence number of that pair; far is the machine the header names
+// besides the hop (see the layout).
+func (m *Manager) sealFor(dst []byte, to *peer, typ byte, far keyID, payload []byte) []byte {
+	h := relayHeader{typ: typ, hop: m.id, seq: to.sendSeq.next(time.Now())}
+	switch typ {
+	case relayForward:
+		h.src, h.dst = m.id, far
+	case relayDeliver:
+		h.src, h.dst = far, to.id
+	case relayUnreachable:
+		h.src, h.dst = to.id, far
+	}
+	return sealRelay(dst, h, &to.keys.relay, payload)
+}
 
 // Seal implements tun.RelayHandler: a WireGuard datagram for ep.Peer,
 // through ep.Relay.
@@ -130,12 +182,12 @@ func (m *Manager) Seal(dst, payload []byte, ep *tun.RelayEndpoint) ([]byte, erro
 		return nil, errors.New("relay is not a known machine")
 	}
 	m.relayStats.sent.Add(1)
-	return sealRelay(dst, relayHeader{typ: relayForward, src: m.id, dst: idOf(ep.Peer), hop: m.id}, &relay.keys.relay, payload), nil
+	return m.sealFor(dst, relay, relayForward, idOf(ep.Peer), payload), nil
 }
 
 // Open implements tun.RelayHandler. It runs on the Bind's receive path.
 func (m *Manager) Open(pkt []byte, from netip.AddrPort) ([]byte, conn.Endpoint, bool) {
-	h, payload, err := parseRelay(pkt)
+	h, payload, err := parseRelay(pkt, m.id)
 	if err != nil {
 		m.relayStats.dropped.Add(1)
 		return nil, nil, false
@@ -146,28 +198,36 @@ func (m *Manager) Open(pkt []byte, from netip.AddrPort) ([]byte, conn.Endpoint, 
 		m.relayStats.dropped.Add(1)
 		return nil, nil, false
 	}
+	// Authentic: now it must also be new. Checked after the MAC, so a
+	// forged packet cannot advance a window.
+	switch hop.recvWindow.check(h.seq, time.Now()) {
+	case stale:
+		m.relayStats.stale.Add(1)
+		return nil, nil, false
+	case replayed:
+		m.relayStats.replayed.Add(1)
+		return nil, nil, false
+	}
 	switch h.typ {
 	case relayForward:
 		m.forward(t, h, hop, pkt, payload)
 		return nil, nil, false
 	case relayDeliver:
 		src := t.byID[h.src]
-		if h.dst != m.id || src == nil {
+		if src == nil {
 			m.relayStats.dropped.Add(1)
 			return nil, nil, false
 		}
 		if tun.ClassifyPacket(payload) == tun.KindSTUN {
-			m.queueRelayedControl(src, from, payload)
+			m.admitControl(payload, from, src)
 			return nil, nil, false
 		}
 		m.relayStats.delivered.Add(1)
 		return payload, src.relayEndpoint(from), true
 	case relayUnreachable:
-		if h.src == m.id {
-			select {
-			case m.unreachable <- unreachableNote{relay: hop.id, dst: h.dst}:
-			default:
-			}
+		select {
+		case m.unreachable <- unreachableNote{relay: hop.id, dst: h.dst}:
+		default:
 		}
 		return nil, nil, false
 	}
@@ -179,16 +239,16 @@ func (m *Manager) Open(pkt []byte, from netip.AddrPort) ([]byte, conn.Endpoint, 
 // within its budget. The header is rewritten in place (same length) and
 // sent from the receive path before the buffer is reused.
 func (m *Manager) forward(t *peerTable, h relayHeader, hop *peer, pkt, payload []byte) {
-	if h.src != hop.id || m.cfg.DisableRelay {
+	if m.cfg.DisableRelay {
 		m.relayStats.dropped.Add(1)
 		return
 	}
 	dst := t.byID[h.dst]
 	live := dst.liveInfo()
-	if dst == nil || live.relayed || !live.endpoint.IsValid() || time.Since(live.handshake) > relayFreshHandshake {
+	if dst == nil || dst == hop || live.relayed || !live.endpoint.IsValid() || time.Since(live.handshake) > relayFreshHandshake {
 		m.relayStats.noRoute.Add(1)
 		if hop.notify.Allow() {
-			note := sealRelay(nil, relayHeader{typ: relayUnreachable, src: h.src, dst: h.dst, hop: m.id}, &hop.keys.relay, nil)
+			note := m.sealFor(nil, hop, relayUnreachable, h.dst, nil)
 			if ep := hop.liveInfo().endpoint; ep.IsValid() {
 				_ = m.cfg.Socket.SendTo(note, ep)
 			}
@@ -199,7 +259,7 @@ func (m *Manager) forward(t *peerTable, h relayHeader, hop *peer, pkt, payload [
 		m.relayStats.rateLimited.Add(1)
 		return
 	}
-	out := sealRelay(pkt[:0], relayHeader{typ: relayDeliver, src: h.src, dst: h.dst, hop: m.id}, &dst.keys.relay, payload)
+	out := m.sealFor(pkt[:0], dst, relayDeliver, h.src, payload)
 	if err := m.cfg.Socket.SendTo(out, live.endpoint); err != nil {
 		m.relayStats.noRoute.Add(1)
 		return

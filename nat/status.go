@@ -34,6 +34,8 @@ type Status struct {
 	Peers      []PeerStatus
 	Relay      RelayStats
 	STUN       STUNStats
+	// RelayMbps is the relay budget of each sender, Mbit/s.
+	RelayMbps float64
 }
 
 // Status reports the NAT type, candidates and every peer's path. The
@@ -49,6 +51,7 @@ func (m *Manager) Status() Status {
 		Candidates: m.candidates(now),
 		Relay:      m.relayStats.snapshot(),
 		STUN:       m.stunStats.snapshot(),
+		RelayMbps:  m.cfg.RelayMbps,
 	}
 	t := m.table.Load()
 	for _, p := range t.sorted {

@@ -148,15 +148,33 @@ func candidatesAttr(cands []netip.AddrPort) textAttr {
 }
 
 // parseCandidates reads the candidates of a call-me-maybe, skipping what
-// does not parse (a later version may send more kinds).
-func parseCandidates(m *stun.Message) []netip.AddrPort {
-	var out []netip.AddrPort
-	for _, s := range strings.Split(textOf(m, attrCandidates), ",") {
-		if ap, err := netip.ParseAddrPort(s); err == nil && ap.Addr().IsValid() && ap.Port() != 0 {
-			out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-		}
+// does not parse (a later version may send more kinds). It reads at most
+// maxPeerCandidates of them, from at most maxCandidatesAttr bytes, and
+// says how many it dropped.
+func parseCandidates(m *stun.Message) ([]netip.AddrPort, int) {
+	v := textOf(m, attrCandidates)
+	if v == "" {
+		return nil, 0
 	}
-	return out
+	dropped := 0
+	if len(v) > maxCandidatesAttr {
+		v, dropped = v[:maxCandidatesAttr], 1
+	}
+	var out []netip.AddrPort
+	parts := strings.Split(v, ",")
+	for i, s := range parts {
+		if i == maxPeerCandidates {
+			dropped += len(parts) - i
+			break
+		}
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || !ap.Addr().IsValid() || ap.Port() == 0 {
+			dropped++
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	return out, dropped
 }
 
 // authenticated builds a message between two machines: USERNAME naming

@@ -52,6 +52,9 @@ type Machine struct {
 	// Roles are what the machine does besides running containers, e.g.
 	// "ingress". Sorted, no duplicates.
 	Roles []string `json:"roles,omitempty"`
+	// Membership is the statement that admitted the machine; readers
+	// ignore a machine record without one that verifies.
+	Membership *Membership `json:"membership,omitempty"`
 }
 
 // Key implements Record.
@@ -127,6 +130,11 @@ type Revoked struct {
 	IdentityKey  string    `json:"identity_key"`
 	By           string    `json:"by,omitempty"` // machine that ran the removal
 	At           time.Time `json:"at"`
+	// Kept are the signatures of the removed machine (as digests, see
+	// trust.Digest) that the remover held and still believes: what the
+	// machine signed while it was trusted. Any other signature of it is
+	// void, so it cannot sign its way back in after the fact.
+	Kept []string `json:"kept,omitempty"`
 }
 
 // Key implements Record.

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/errdefs"
 )
 
@@ -34,9 +37,93 @@ func (r *Runtime) SaveImage(ctx context.Context, ref string) (io.ReadCloser, err
 	return rc, nil
 }
 
+// ErrImageRetag is a load that would move a tag this machine's Docker
+// already has to another image: another machine may have put it there,
+// so a push does not silently take it over unless forced.
+var ErrImageRetag = errors.New("the image would replace an existing tag")
+
+// LoadOptions guard a load.
+type LoadOptions struct {
+	// Force lets the load move existing tags to the loaded images.
+	Force bool
+}
+
 // LoadImage loads a `docker save` tarball and returns what Docker said it
-// loaded.
-func (r *Runtime) LoadImage(ctx context.Context, tarball io.Reader) (string, error) {
+// loaded. Unless opts.Force, a load that moved an existing tag to another
+// image is undone for that tag (the old image is still there, untagged,
+// so it gets its tag back) and answered with ErrImageRetag: the check is
+// made on what Docker actually did, not on what the sender declared, so
+// a tarball that names other tags than the one pushed cannot take them.
+func (r *Runtime) LoadImage(ctx context.Context, tarball io.Reader, opts LoadOptions) (string, error) {
+	var before map[string]string
+	if !opts.Force {
+		var err error
+		if before, err = r.imageTags(ctx); err != nil {
+			return "", err
+		}
+	}
+	loaded, err := r.loadImage(ctx, tarball)
+	if err != nil || opts.Force {
+		return loaded, err
+	}
+	after, err := r.imageTags(ctx)
+	if err != nil {
+		return loaded, err
+	}
+	moved := movedTags(before, after)
+	var undone []string
+	for tag, old := range moved {
+		if err := r.docker.ImageTag(ctx, old, tag); err != nil {
+			return loaded, fmt.Errorf("load image on %s moved tag %s from %s and it could not be put back: %w", r.cfg.MachineName, tag, shortID(old), err)
+		}
+		undone = append(undone, fmt.Sprintf("%s (was %s, the push has %s)", tag, shortID(old), shortID(after[tag])))
+	}
+	if len(undone) > 0 {
+		sort.Strings(undone)
+		return loaded, fmt.Errorf("%w on %s: %s; the tag is kept as it was; push with --force to replace it",
+			ErrImageRetag, r.cfg.MachineName, strings.Join(undone, ", "))
+	}
+	return loaded, nil
+}
+
+// movedTags are the tags of before that point to another image in after:
+// tag -> the image it pointed to.
+func movedTags(before, after map[string]string) map[string]string {
+	out := map[string]string{}
+	for tag, id := range before {
+		if now, ok := after[tag]; ok && now != id {
+			out[tag] = id
+		}
+	}
+	return out
+}
+
+// imageTags maps every tag in Docker to its image ID.
+func (r *Runtime) imageTags(ctx context.Context) (map[string]string, error) {
+	list, err := r.docker.ImageList(ctx, image.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%w: list images on %s: %w", ErrUnavailable, r.cfg.MachineName, err)
+	}
+	out := map[string]string{}
+	for _, img := range list {
+		for _, tag := range img.RepoTags {
+			if tag != "<none>:<none>" {
+				out[tag] = img.ID
+			}
+		}
+	}
+	return out, nil
+}
+
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func (r *Runtime) loadImage(ctx context.Context, tarball io.Reader) (string, error) {
 	resp, err := r.docker.ImageLoad(ctx, tarball)
 	if err != nil {
 		return "", fmt.Errorf("load image on %s: %w", r.cfg.MachineName, err)

@@ -94,7 +94,8 @@ type Bind struct {
 	relayIn        atomic.Uint64
 	relayDelivered atomic.Uint64
 
-	relay atomic.Pointer[RelayHandler]
+	relay          atomic.Pointer[RelayHandler]
+	controlHandler atomic.Pointer[ControlHandler]
 	// relayBufs recycles send buffers for relayed datagrams: wireguard-go's
 	// buffers have no headroom for the relay header.
 	relayBufs sync.Pool
@@ -111,7 +112,8 @@ func NewBind(queueLen int) *Bind {
 }
 
 // Control delivers the non-WireGuard datagrams (STUN) received on the
-// socket. The channel stays open across socket re-opens.
+// socket while no ControlHandler is installed. The channel stays open
+// across socket re-opens.
 func (b *Bind) Control() <-chan Datagram { return b.control }
 
 // Stats returns the control-path counters.
@@ -191,7 +193,25 @@ func endpointAddrPort(ep conn.Endpoint) netip.AddrPort {
 	return ap
 }
 
+// ControlHandler takes the control datagrams (STUN) straight off the
+// receive path, so that the NAT layer can sort them into queues of its own
+// (authenticated probes apart from anyone's binding requests) before a
+// flood of one kind fills a queue that the other needs. It must not block,
+// and data is the socket's buffer: valid only during the call.
+type ControlHandler interface {
+	HandleControl(data []byte, from netip.AddrPort)
+}
+
+// SetControlHandler installs the NAT layer's control handler; from then
+// on control datagrams go to it instead of the Control queue.
+func (b *Bind) SetControlHandler(h ControlHandler) { b.controlHandler.Store(&h) }
+
 func (b *Bind) enqueue(kind PacketKind, pkt []byte, ep conn.Endpoint) {
+	if h := b.controlHandler.Load(); h != nil {
+		b.controlled.Add(1)
+		(*h).HandleControl(pkt, endpointAddrPort(ep))
+		return
+	}
 	d := Datagram{Kind: kind, From: endpointAddrPort(ep), Data: append([]byte(nil), pkt...)}
 	select {
 	case b.control <- d:

@@ -145,3 +145,36 @@ func wgHeader(msgType uint32, size int) []byte {
 	}
 	return p
 }
+
+type recordingHandler struct {
+	got  [][]byte
+	from []netip.AddrPort
+}
+
+func (r *recordingHandler) HandleControl(data []byte, from netip.AddrPort) {
+	r.got = append(r.got, append([]byte(nil), data...))
+	r.from = append(r.from, from)
+}
+
+// TestBindControlHandler: once a handler is installed, control datagrams
+// go to it (however many), not to the bounded queue.
+func TestBindControlHandler(t *testing.T) {
+	b := NewBind(2)
+	h := &recordingHandler{}
+	b.SetControlHandler(h)
+	from := netip.MustParseAddrPort("198.18.0.9:4000")
+	for i := 0; i < 5; i++ {
+		b.enqueue(KindSTUN, []byte{byte(i)}, &conn.StdNetEndpoint{AddrPort: from})
+	}
+	if len(h.got) != 5 || h.got[4][0] != 4 || h.from[0] != from {
+		t.Fatalf("handler got %v from %v, want 5 datagrams from %v", h.got, h.from, from)
+	}
+	select {
+	case d := <-b.Control():
+		t.Fatalf("the queue got %v while a handler was installed", d)
+	default:
+	}
+	if st := b.Stats(); st.Control != 5 || st.ControlDropped != 0 {
+		t.Fatalf("stats = %+v, want 5 handed over and none dropped", st)
+	}
+}

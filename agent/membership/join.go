@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -38,6 +41,10 @@ type joinResponse struct {
 	GossipKeys     [][]byte        `json:"gossip_keys"`
 	GossipKeyEpoch uint64          `json:"gossip_key_epoch,omitempty"`
 	Members        []TokenMember   `json:"members"`
+	// RootKey is the network's root key; Membership is the issuer's
+	// signed statement admitting the new machine (package trust).
+	RootKey    string             `json:"root_key"`
+	Membership *record.Membership `json:"membership"`
 }
 
 func joinError(w http.ResponseWriter, code int, format string, args ...any) {
@@ -62,7 +69,7 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := tok.usable(now); err != nil {
-		joinError(w, http.StatusForbidden, "%v", err)
+		joinError(w, tokenErrorStatus(err), "%v", err)
 		return
 	}
 	var req joinRequest
@@ -76,18 +83,17 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		joinError(w, status, "%v", err)
 		return
 	}
-	subnet, err := m.reserveSubnet(r.Context(), req.MachineID)
+	pending, subnet, status, err := m.admit(r.Context(), tok.ID, req, now)
 	if err != nil {
-		joinError(w, http.StatusServiceUnavailable, "reserve a subnet: %v", err)
+		joinError(w, status, "%v", err)
 		return
 	}
-	pending := PendingJoin{
-		Seed: Seed{Name: req.Name, MachineID: req.MachineID, IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey,
-			Address: subnet.MachineAddr(), Subnet: subnet.Prefix(), Endpoints: ParseEndpoints(req.Endpoints)},
-		Until: now.Add(time.Hour),
-	}
-	if err := m.tokens.spend(tok.ID, pending, now); err != nil {
-		joinError(w, http.StatusForbidden, "%v", err)
+	// Fields were checked above, so signing cannot fail on them; the
+	// use stays spent if it does, which is the safe direction.
+	membership, err := m.signer().Issue(record.Membership{Network: m.state.NetworkID, ID: req.MachineID,
+		IdentityKey: req.IdentityKey, WireGuardKey: req.WireGuardKey.String(), Subnet: subnet.String()}, now)
+	if err != nil {
+		joinError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
 	members, err := m.tokenMembers(r.Context(), -1)
@@ -105,14 +111,13 @@ func (m *Members) HandleJoin(w http.ResponseWriter, r *http.Request) {
 		m.log.Warn("new machine not added as a peer yet", "name", req.Name, "err", err)
 	}
 	st := m.Snapshot()
-	resp := joinResponse{NetworkID: st.NetworkID, Subnet: subnet, GossipKeys: st.GossipKeys, GossipKeyEpoch: st.GossipKeyEpoch, Members: members}
+	resp := joinResponse{NetworkID: st.NetworkID, Subnet: subnet, GossipKeys: st.GossipKeys, GossipKeyEpoch: st.GossipKeyEpoch, Members: members,
+		RootKey: st.RootKey, Membership: membership}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(resp)
 	m.log.Info("machine joined", "name", req.Name, "id", req.MachineID, "subnet", subnet, "token", tok.ID)
-	// Now: the new machine must be known to the machine API at once. The
-	// temporary peer stays for spentGrace and goes at the poke after it.
+	// Now: the new machine must be known to the machine API at once.
 	m.cfg.PokePeers()
-	time.AfterFunc(spentGrace+time.Second, m.cfg.PokePeers)
 }
 
 // checkJoinRequest refuses anything that would clash with the network.
@@ -234,6 +239,10 @@ func Join(ctx context.Context, tokenText string, opts JoinOptions) (*MachineStat
 		return nil, fmt.Errorf("the issuer's answer is inconsistent (network %s, subnet %d)", resp.NetworkID, resp.Subnet)
 	}
 	st.Subnet = resp.Subnet
+	if err := checkAdmission(st, tok.Members[0], resp); err != nil {
+		return nil, err
+	}
+	st.RootKey, st.Membership = resp.RootKey, resp.Membership
 	st.GossipKeys, st.GossipKeyEpoch = resp.GossipKeys, resp.GossipKeyEpoch
 	for _, m := range resp.Members {
 		st.Seeds = append(st.Seeds, Seed{Name: m.Name, MachineID: m.MachineID, IdentityKey: m.IdentityKey,
@@ -283,7 +292,7 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		// Long enough for one WireGuard handshake retry (5 s) to succeed.
 		attempt, cancel := context.WithTimeout(ctx, 12*time.Second)
 		var resp joinResponse
-		err := api.Join(attempt, client, target, req, &resp)
+		err := callJoinOnce(attempt, client, target, req, &resp)
 		cancel()
 		if err == nil {
 			return &resp, nil
@@ -297,8 +306,37 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 			break
 		}
 	}
-	// A revoked or used-up token's peer is gone from the issuer, which then
-	// ignores the handshake: from here that looks like no answer at all.
-	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: the token was revoked or used up, or that machine's WireGuard port is not reachable from here (last error: %w)",
+	// A used, revoked or expired token is answered (410): no answer at all
+	// means the issuer is not reachable from here.
+	return nil, fmt.Errorf("no answer from %s (%s) at any of its endpoints %v: its WireGuard port is not reachable from here or its agent is down; ask a machine of the network that this one can reach for a token (last error: %w)",
 		issuer.Name, issuer.Subnet.MachineAddr(), issuer.Endpoints, lastErr)
+}
+
+// checkAdmission makes sure the issuer's membership admits exactly this
+// machine and verifies under the issuer's key, which the token pinned:
+// a machine must not start with a record every other machine would ignore.
+func checkAdmission(st *MachineState, issuer TokenMember, resp *joinResponse) error {
+	ms := resp.Membership
+	if ms == nil || resp.RootKey == "" {
+		return errors.New("the issuer's answer has no membership: it runs an uncloud without signed membership; upgrade it first")
+	}
+	want := st.membershipSubject()
+	if err := ms.Check(); err != nil {
+		return fmt.Errorf("the issuer's membership is malformed: %w", err)
+	}
+	if ms.Network != want.Network || ms.ID != want.ID || ms.IdentityKey != want.IdentityKey ||
+		ms.WireGuardKey != want.WireGuardKey || ms.Subnet != want.Subnet || ms.Issuer != issuer.MachineID {
+		return errors.New("the issuer's membership does not name this machine as it asked to join")
+	}
+	key, err := trust.DecodeKey(issuer.IdentityKey)
+	if err != nil {
+		return fmt.Errorf("the token's issuer: %w", err)
+	}
+	if !ed25519.Verify(key, ms.Message(), ms.Sig) {
+		return errors.New("the issuer's membership signature does not verify under the key the token names")
+	}
+	if _, err := trust.DecodeKey(resp.RootKey); err != nil {
+		return fmt.Errorf("the network's root key: %w", err)
+	}
+	return nil
 }

@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Gossip key rotation. Removing a machine rotates the key that encrypts
@@ -35,6 +38,21 @@ const (
 	keyringPullInterval = 20 * time.Second
 	keyringGrace        = 2 * time.Minute
 	keyringStartupRetry = 2 * time.Second
+	// maxKeyringBody bounds a pushed keyring with its revocations.
+	maxKeyringBody = 1 << 20
+	// maxCarriedRevocations bounds the revocations one keyring carries.
+	maxCarriedRevocations = 512
+	// epochSlack is how far an epoch may run ahead of the removals this
+	// machine knows of. Every rotation follows a removal, so a keyring's
+	// epoch is at most the number of removals; the slack only forgives
+	// a removal whose record has not arrived yet.
+	epochSlack = 2
+)
+
+// Errors of keyring adoption.
+var (
+	errEpochTooHigh = errors.New("keyring epoch is beyond the removals this machine knows of")
+	errNotNewer     = errors.New("keyring is not newer than this machine's")
 )
 
 // gossipKeyring is the key in use first, then keys still accepted: the
@@ -80,6 +98,11 @@ func (m *Members) keyring() gossipKeyring {
 func (m *Members) adoptKeyring(k gossipKeyring) (bool, error) {
 	if err := k.validate(); err != nil {
 		return false, err
+	}
+	// The bound is what keeps a keyring from being pinned: an epoch near
+	// 2^64 would be adopted everywhere and no rotation could follow it.
+	if limit := uint64(len(m.Revoked(m.ctx))) + epochSlack; k.Epoch > limit {
+		return false, fmt.Errorf("%w: epoch %d, limit %d", errEpochTooHigh, k.Epoch, limit)
 	}
 	var previous []byte
 	adopted := false
@@ -127,8 +150,15 @@ func (m *Members) rotateGossipKey(ctx context.Context) (reached int, missed []st
 		return 0, nil, err
 	}
 	cur := m.keyring()
+	if cur.Epoch == math.MaxUint64 {
+		return 0, nil, errors.New("the gossip key epoch is at its maximum")
+	}
 	k := gossipKeyring{Epoch: cur.Epoch + 1, Keys: [][]byte{key}}
 	if err := k.validate(); err != nil {
+		return 0, nil, err
+	}
+	carried, err := m.carriedRevocations(ctx)
+	if err != nil {
 		return 0, nil, err
 	}
 	machines, err := m.MachineRecords(ctx)
@@ -158,7 +188,9 @@ func (m *Members) rotateGossipKey(ctx context.Context) (reached int, missed []st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := m.parts.Calls.PushKeyring(ctx, mr.ID, api.GossipKeyring(k))
+			push := api.GossipKeyring(k)
+			push.Revocations = carried
+			err := m.parts.Calls.PushKeyring(ctx, mr.ID, push)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -173,25 +205,84 @@ func (m *Members) rotateGossipKey(ctx context.Context) (reached int, missed []st
 	return reached, missed, nil
 }
 
-// HandleGetKeyring answers GET api.MachinePathKeyring: this machine's keyring.
+// HandleGetKeyring answers GET api.MachinePathKeyring: this machine's
+// keyring, with the revocations that explain its epoch.
 func (m *Members) HandleGetKeyring(w http.ResponseWriter, r *http.Request) {
+	k := api.GossipKeyring(m.keyring())
+	carried, err := m.carriedRevocations(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	k.Revocations = carried
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(m.keyring())
+	json.NewEncoder(w).Encode(k)
 }
 
-// HandlePushKeyring answers POST api.MachinePathKeyring: adopt the keyring
-// if it is newer.
+// HandlePushKeyring answers POST api.MachinePathKeyring: apply the
+// revocations it carries, then adopt the keyring if it is newer. It
+// answers 204 when this machine now uses the key, 409 when it does not
+// (so a rotation counts only the machines that took it).
 func (m *Members) HandlePushKeyring(w http.ResponseWriter, r *http.Request) {
-	var k gossipKeyring
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&k); err != nil {
+	var k api.GossipKeyring
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxKeyringBody)).Decode(&k); err != nil {
 		http.Error(w, "malformed keyring: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if _, err := m.adoptKeyring(k); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	m.applyRevocations(r.Context(), k.Revocations)
+	// The pusher may be the machine those revocations remove.
+	if caller, ok := api.Caller(r.Context()); ok && m.isRevoked(r.Context(), caller) {
+		http.Error(w, "the pushing machine has been removed", http.StatusForbidden)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	ring := gossipKeyring{Epoch: k.Epoch, Keys: k.Keys}
+	adopted, err := m.adoptKeyring(ring)
+	switch {
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusConflict)
+	case adopted || bytes.Equal(m.keyring().Keys[0], ring.Keys[0]):
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.Error(w, errNotNewer.Error(), http.StatusConflict)
+	}
+}
+
+// carriedRevocations are the revocations this machine believes, signed
+// as their removers wrote them.
+func (m *Members) carriedRevocations(ctx context.Context) ([]api.SignedRecord, error) {
+	var out []api.SignedRecord
+	for _, rv := range m.Revoked(ctx) {
+		raw, err := m.parts.Records.GetSigned(ctx, rv.Key())
+		if err != nil {
+			continue // deleted or replaced meanwhile
+		}
+		out = append(out, api.SignedRecord{Key: rv.Key(), Raw: raw})
+		if len(out) == maxCarriedRevocations {
+			break
+		}
+	}
+	return out, nil
+}
+
+// applyRevocations stores carried revocations that verify; the store
+// refreshes its trust view before PutSigned returns.
+func (m *Members) applyRevocations(ctx context.Context, recs []api.SignedRecord) {
+	if len(recs) > maxCarriedRevocations {
+		recs = recs[:maxCarriedRevocations]
+	}
+	for _, sr := range recs {
+		if !strings.HasPrefix(sr.Key, record.RevokedPrefix) {
+			continue
+		}
+		if err := m.parts.Records.PutSigned(ctx, sr.Key, sr.Raw); err != nil {
+			m.log.Warn("carried revocation refused", "key", sr.Key, "err", err)
+		}
+	}
+}
+
+// isRevoked says whether the machine has been removed.
+func (m *Members) isRevoked(ctx context.Context, id string) bool {
+	return m.Revoked(ctx)[id] != nil
 }
 
 // PullKeyrings is how a machine that was down or partitioned during a
@@ -233,6 +324,7 @@ func (m *Members) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 	type answer struct {
 		id string
 		k  gossipKeyring
+		rv []api.SignedRecord
 	}
 	answers := make(chan answer, len(ids))
 	var wg sync.WaitGroup
@@ -241,7 +333,7 @@ func (m *Members) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			if k, err := m.parts.Calls.Keyring(callCtx, id); err == nil {
-				answers <- answer{id, gossipKeyring(k)} // unreachable ones are asked next round
+				answers <- answer{id, gossipKeyring{Epoch: k.Epoch, Keys: k.Keys}, k.Revocations} // unreachable ones are asked next round
 			}
 		})
 	}
@@ -251,6 +343,10 @@ func (m *Members) pullKeyringsFrom(ctx context.Context, ids []string) []string {
 	var newest *answer
 	for a := range answers {
 		who = append(who, a.id)
+		m.applyRevocations(ctx, a.rv)
+		if m.isRevoked(ctx, a.id) {
+			continue
+		}
 		if err := a.k.validate(); err != nil {
 			m.log.Warn("keyring from another machine refused", "machine", a.id, "err", err)
 			continue

@@ -3,6 +3,7 @@ package membership
 import (
 	"bytes"
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -12,6 +13,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/crdt/crdttest"
 	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 func key(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
@@ -41,7 +43,15 @@ func TestKeyringNewer(t *testing.T) {
 // one is refused.
 func TestAdoptKeyring(t *testing.T) {
 	g := &fakeGossip{}
-	m := newTestMembers(t, Parts{Gossip: g})
+	store := crdttest.Open(t, "self")
+	// Two removals: epochs up to 2+epochSlack may be adopted.
+	for _, id := range []string{"gone1", "gone2"} {
+		rv := &record.Revoked{MachineID: id, At: time.Now()}
+		if err := store.Put(context.Background(), rv.Key(), rv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := newTestMembers(t, Parts{Gossip: g, Records: store})
 	m.SetKnown(nil, nil, nil) // no other machine to rejoin
 	m.state.GossipKeyEpoch = 2
 	old := m.Snapshot().GossipKeys[0]
@@ -56,6 +66,8 @@ func TestAdoptKeyring(t *testing.T) {
 		{"equal", gossipKeyring{Epoch: 2, Keys: [][]byte{old}}, false, ""},
 		{"no key", gossipKeyring{Epoch: 7}, false, "keyring has no key"},
 		{"short key", gossipKeyring{Epoch: 7, Keys: [][]byte{{1, 2, 3}}}, false, "keyring key 0 is 3 bytes, want 32"},
+		{"pinned epoch", gossipKeyring{Epoch: math.MaxUint64, Keys: [][]byte{key(0xff)}}, false, "beyond the removals"},
+		{"epoch past the removals", gossipKeyring{Epoch: 2 + epochSlack + 1, Keys: [][]byte{key(0xff)}}, false, "beyond the removals"},
 	} {
 		adopted, err := m.adoptKeyring(tc.k)
 		if adopted != tc.adopted || (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -95,7 +96,7 @@ func (m *Members) otherKnown(ctx context.Context) []string {
 // this machine's join, then the machines it admitted.
 func (m *Members) PeerSeeds(now time.Time) (tokenPeers []tun.Peer, seeds []Seed) {
 	tokenPeers, pending := m.tokens.peers(now)
-	return tokenPeers, append(append([]Seed(nil), m.state.Seeds...), pending...)
+	return tokenPeers, m.withoutRevokedSeeds(append(append([]Seed(nil), m.Snapshot().Seeds...), pending...))
 }
 
 // PruneTokens forgets tokens and pending joins past their time.
@@ -120,6 +121,9 @@ func (m *Members) MachineRecords(ctx context.Context) ([]*record.Machine, error)
 // Revoked is the add-only set of removed machines, by machine ID.
 func (m *Members) Revoked(ctx context.Context) map[string]*record.Revoked {
 	out := map[string]*record.Revoked{}
+	if m.parts.Records == nil {
+		return out // not attached yet: nothing is known to be removed
+	}
 	recs, err := m.parts.Records.List(ctx, record.RevokedPrefix)
 	if err != nil {
 		m.log.Error("read revoked machines", "err", err)
@@ -144,6 +148,7 @@ func (m *Members) Publish(ctx context.Context) error {
 		WireGuardKey: m.state.WireGuardKey.PublicKey().String(),
 		IdentityKey:  api.EncodeKey(m.cfg.Identity.PublicKey()),
 		Endpoints:    EndpointStrings(m.cfg.Endpoints()),
+		Membership:   m.state.Membership,
 	}
 	if k, err := sealing.PublicFromSeed(m.state.IdentitySeed); err == nil {
 		rec.SealKey = k // the ingress seals certificate keys for it
@@ -161,7 +166,8 @@ func (m *Members) Publish(ctx context.Context) error {
 
 func sameMachine(a, b *record.Machine) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.WireGuardKey == b.WireGuardKey &&
-		a.IdentityKey == b.IdentityKey && a.SealKey == b.SealKey && slices.Equal(a.Endpoints, b.Endpoints) && slices.Equal(a.Roles, b.Roles)
+		a.IdentityKey == b.IdentityKey && a.SealKey == b.SealKey && slices.Equal(a.Endpoints, b.Endpoints) &&
+		slices.Equal(a.Roles, b.Roles) && reflect.DeepEqual(a.Membership, b.Membership)
 }
 
 // RemoveMachine implements api.Backend's: the machine's keys go into the
@@ -177,8 +183,26 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 	if target.ID == m.state.MachineID {
 		return api.RemoveResult{}, fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
 	}
+	// What the machine signed while it was trusted (the machines it
+	// admitted, services it wrote, removals it made) stays believed;
+	// anything else it signs, before or after, is void.
+	kept, err := m.parts.Records.SignedBy(ctx, target.ID, record.ServicesPrefix, record.RevokedPrefix, record.CertsPrefix)
+	if err != nil {
+		return api.RemoveResult{}, fmt.Errorf("list what %s signed: %w", target.Name, err)
+	}
+	machines, err := m.MachineRecords(ctx)
+	if err != nil {
+		return api.RemoveResult{}, err
+	}
+	var admitted []string
+	for _, mr := range machines {
+		if ms := mr.Membership; ms != nil && ms.Issuer == target.ID && mr.ID != target.ID {
+			kept = append(kept, crdt.SignatureDigest(ms.Sig))
+			admitted = append(admitted, mr.Name)
+		}
+	}
 	rec := &record.Revoked{MachineID: target.ID, Name: target.Name, WireGuardKey: target.WireGuardKey,
-		IdentityKey: target.IdentityKey, By: m.state.MachineID, At: m.now().UTC()}
+		IdentityKey: target.IdentityKey, By: m.state.MachineID, At: m.now().UTC(), Kept: kept}
 	if err := m.parts.Records.Put(ctx, rec.Key(), rec); err != nil {
 		return api.RemoveResult{}, fmt.Errorf("revoke %s: %w", target.Name, err)
 	}
@@ -187,7 +211,7 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 	}
 	m.cfg.PokePeers()
 	m.log.Info("machine removed", "name", target.Name, "id", target.ID)
-	res := api.RemoveResult{Name: target.Name}
+	res := api.RemoveResult{Name: target.Name, Admitted: admitted}
 	// The revocation must be known (and the removed machine no longer
 	// authorized) before the new key travels, hence the order.
 	reached, missed, err := m.rotateGossipKey(ctx)

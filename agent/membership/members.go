@@ -18,6 +18,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -28,6 +29,13 @@ type Records interface {
 	Put(ctx context.Context, key string, r crdt.Record) error
 	Delete(ctx context.Context, key string) error
 	List(ctx context.Context, prefix string) ([]crdt.Record, error)
+	// SignedBy lists the digests of a machine's signatures that this
+	// replica believes: what a removal keeps.
+	SignedBy(ctx context.Context, machineID string, prefixes ...string) ([]string, error)
+	// GetSigned and PutSigned move a record with its writer's signature
+	// (revocations travel with a gossip key push).
+	GetSigned(ctx context.Context, key string) ([]byte, error)
+	PutSigned(ctx context.Context, key string, raw []byte) error
 }
 
 // MachineCalls are the machine API calls membership makes to other
@@ -70,6 +78,9 @@ type Config struct {
 	// Endpoints are the underlay endpoints this machine publishes; the
 	// default is the configured public address and the interfaces.
 	Endpoints func() []netip.AddrPort
+	// Reach tells whether this machine can be reached from outside its
+	// NAT, and which peers can (reach.go); nil: assume it can.
+	Reach func() Reachability
 	// GossipPort and MachineAPIPort are on every machine's mesh address.
 	GossipPort     uint16
 	MachineAPIPort uint16
@@ -136,7 +147,7 @@ func New(cfg Config) (*Members, error) {
 	if m.tokens, err = loadTokenBook(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if m.promises, err = loadPromiseBook(cfg.DataDir); err != nil {
+	if m.promises, err = loadPromiseBook(cfg.DataDir, m.now()); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -147,6 +158,11 @@ func New(cfg Config) (*Members, error) {
 func (m *Members) Attach(p Parts) {
 	m.parts = p
 	m.attached.Store(true)
+}
+
+// signer signs as this machine.
+func (m *Members) signer() *trust.Signer {
+	return trust.NewSigner(m.state.MachineID, m.cfg.Identity.PrivateKey())
 }
 
 // State is the machine state; only its fixed fields may be read without

@@ -8,7 +8,10 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -80,7 +83,8 @@ func NewNetwork(opts InitOptions) (*MachineState, error) {
 	if _, err := rand.Read(gossipKey); err != nil {
 		return nil, fmt.Errorf("generate gossip key: %w", err)
 	}
-	return &MachineState{
+	pub := identity.Public().(ed25519.PublicKey)
+	st := &MachineState{
 		Version:      machineStateVersion,
 		NetworkID:    networkID,
 		MachineID:    machineID,
@@ -91,5 +95,20 @@ func NewNetwork(opts InitOptions) (*MachineState, error) {
 		GossipKeys:   [][]byte{gossipKey},
 		ListenPort:   opts.ListenPort,
 		PublicIP:     opts.PublicIP,
-	}, nil
+		RootKey:      trust.EncodeKey(pub),
+	}
+	// The first machine admits itself: its key is the network's root.
+	ms, err := trust.NewSigner(machineID, identity).Issue(st.membershipSubject(), time.Now())
+	if err != nil {
+		return nil, err
+	}
+	st.Membership = ms
+	return st, nil
+}
+
+// membershipSubject is the part of a membership that names this machine.
+func (s *MachineState) membershipSubject() record.Membership {
+	return record.Membership{Network: s.NetworkID, ID: s.MachineID,
+		IdentityKey:  trust.EncodeKey(ed25519.NewKeyFromSeed(s.IdentitySeed).Public().(ed25519.PublicKey)),
+		WireGuardKey: s.WireGuardKey.PublicKey().String(), Subnet: s.Subnet.String()}
 }

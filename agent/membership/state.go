@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/uncloud-mesh/uncloud/meshaddr"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -41,6 +42,12 @@ type MachineState struct {
 
 	WireGuardKey tun.Key `json:"wireguard_private_key"`
 	IdentitySeed []byte  `json:"identity_seed"`
+	// RootKey is the network's root: the first machine's identity key
+	// (public), the anchor of every membership (package trust).
+	RootKey string `json:"root_key,omitempty"`
+	// Membership is the signed statement that admitted this machine; it
+	// goes into the machine record.
+	Membership *record.Membership `json:"membership,omitempty"`
 	// GossipKeys encrypt gossip; the first one encrypts, all decrypt, so a
 	// key can be rotated without a flag day.
 	GossipKeys [][]byte `json:"gossip_keys"`

@@ -2,9 +2,12 @@ package membership
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,22 +20,22 @@ import (
 
 func TestPromiseBook(t *testing.T) {
 	dir := t.TempDir()
-	b, _ := loadPromiseBook(dir)
+	b, _ := loadPromiseBook(dir, time.Now())
 	owners := map[meshaddr.Subnet]string{1: "m1"}
-	if err := b.promise(1, "m9", owners); err == nil {
+	if err := b.promise(1, "m9", "asker", owners, time.Now()); err == nil {
 		t.Fatal("promised a subnet that a machine record owns")
 	}
-	if err := b.promise(2, "m2", owners); err != nil {
+	if err := b.promise(2, "m2", "asker", owners, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.promise(2, "m2", owners); err != nil {
+	if err := b.promise(2, "m2", "asker", owners, time.Now()); err != nil {
 		t.Fatalf("repeating the same promise: %v", err)
 	}
-	if err := b.promise(2, "m3", owners); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
+	if err := b.promise(2, "m3", "asker", owners, time.Now()); err == nil || !strings.Contains(err.Error(), "promised to machine m2") {
 		t.Fatalf("second machine got subnet 2: %v", err)
 	}
-	reloaded, _ := loadPromiseBook(dir)
-	if err := reloaded.promise(2, "m3", owners); err == nil {
+	reloaded, _ := loadPromiseBook(dir, time.Now())
+	if err := reloaded.promise(2, "m3", "asker", owners, time.Now()); err == nil {
 		t.Fatal("a promise did not survive a restart")
 	}
 }
@@ -90,7 +93,7 @@ func TestReserveSubnetMajority(t *testing.T) {
 			if err != nil || got != want {
 				t.Fatalf("reserveSubnet = %v, %v; want subnet %v", got, err, want)
 			}
-			if owner := m.promises.taken()[want]; owner != "joiner" {
+			if owner := m.promises.taken(nil, time.Now())[want]; owner != "joiner" {
 				t.Fatalf("this machine's own promise of %v is to %q", want, owner)
 			}
 		})
@@ -107,7 +110,7 @@ func TestReserveSubnetLowestFree(t *testing.T) {
 	putMachine(t, store, "m2", 2)
 	putMachine(t, store, "m4", 4)
 	calls.reserve["m2"], calls.reserve["m4"] = promises, promises
-	if err := m.promises.promise(3, "earlier-joiner", nil); err != nil {
+	if err := m.promises.promise(3, "earlier-joiner", "asker", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -138,7 +141,7 @@ func TestReserveSubnetAllTaken(t *testing.T) {
 	store := crdttest.Open(t, "self")
 	m := newTestMembers(t, Parts{Records: store, Calls: newFakeCalls()})
 	for n := meshaddr.MinSubnet; n <= meshaddr.MaxSubnet; n++ {
-		if err := m.promises.promise(n, fmt.Sprintf("m%d", n), nil); err != nil {
+		if err := m.promises.promise(n, fmt.Sprintf("m%d", n), fmt.Sprintf("issuer%d", n), nil, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -179,11 +182,86 @@ func TestHandleReserve(t *testing.T) {
 			t.Fatalf("reserve %s = %d %q, want %d %q", tc.body, resp.StatusCode, msg.String(), tc.want, tc.says)
 		}
 	}
-	reloaded, err := loadPromiseBook(m.cfg.DataDir)
+	reloaded, err := loadPromiseBook(m.cfg.DataDir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reloaded.taken()[3] != "a" {
-		t.Fatalf("promise not on disk: %v", reloaded.taken())
+	if reloaded.taken(nil, time.Now())[3] != "a" {
+		t.Fatalf("promise not on disk: %v", reloaded.taken(nil, time.Now()))
+	}
+}
+
+// TestPromiseExpiry: a promise with no machine record goes after the
+// TTL, the holder's own as well as one made for another machine; one
+// whose record appeared is fulfilled and stays, even after the record is
+// gone; the time survives a restart.
+func TestPromiseExpiry(t *testing.T) {
+	dir := t.TempDir()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b, _ := loadPromiseBook(dir, t0)
+	for n, id := range map[meshaddr.Subnet]string{3: "slow-but-fine", 4: "never-came"} {
+		if err := b.promise(n, id, "asker", nil, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The slow join's record replicates after 9 minutes.
+	owners := map[meshaddr.Subnet]string{3: "slow-but-fine"}
+	if got := b.taken(owners, t0.Add(9*time.Minute)); len(got) != 2 {
+		t.Fatalf("at 9 min: %v, want both promises", got)
+	}
+	reloaded, _ := loadPromiseBook(dir, t0.Add(time.Hour))
+	if got := reloaded.taken(nil, t0.Add(11*time.Minute)); len(got) != 1 || got[3] != "slow-but-fine" {
+		t.Fatalf("at 11 min after a restart: %v, want only the fulfilled promise", got)
+	}
+	if err := reloaded.promise(4, "another", "asker", nil, t0.Add(11*time.Minute)); err != nil {
+		t.Fatalf("an expired promise still holds its subnet: %v", err)
+	}
+	if err := reloaded.promise(3, "another", "asker", nil, t0.Add(48*time.Hour)); err == nil {
+		t.Fatal("a fulfilled promise expired")
+	}
+	// A file of the earlier format: its promises start their clock now.
+	legacy, _ := json.Marshal(map[string]any{"promised": map[string]string{"7": "old"}})
+	old := t.TempDir()
+	if err := writeFileAtomic(filepath.Join(old, promisesFile), legacy, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := loadPromiseBook(old, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lb.taken(nil, t0.Add(5*time.Minute)); got[7] != "old" {
+		t.Fatalf("legacy promise not read: %v", got)
+	}
+	if got := lb.taken(nil, t0.Add(11*time.Minute)); len(got) != 0 {
+		t.Fatalf("legacy promise never expires: %v", got)
+	}
+}
+
+// TestPromisesPerAsker: one machine cannot hold more than maxOpenPerAsker
+// promises that no record fulfils (a member gone rogue asking for every
+// subnet); fulfilled or expired ones do not count, and others still get
+// theirs.
+func TestPromisesPerAsker(t *testing.T) {
+	b, _ := loadPromiseBook(t.TempDir(), time.Now())
+	t0 := time.Now()
+	for n := meshaddr.Subnet(2); n < 2+maxOpenPerAsker; n++ {
+		if err := b.promise(n, fmt.Sprintf("ghost%d", n), "rogue", nil, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := b.promise(100, "ghost100", "rogue", nil, t0)
+	if !errors.Is(err, errTooManyPromises) || !strings.Contains(err.Error(), "machine rogue holds 16") {
+		t.Fatalf("promise beyond the bound: %v", err)
+	}
+	if err := b.promise(101, "real", "honest", nil, t0); err != nil {
+		t.Fatalf("another machine's promise: %v", err)
+	}
+	// One ghost turns out real (its record appears): room for one more.
+	if err := b.promise(100, "ghost100", "rogue", map[meshaddr.Subnet]string{2: "ghost2"}, t0); err != nil {
+		t.Fatalf("after one promise was fulfilled: %v", err)
+	}
+	// Expired ones make room too.
+	if err := b.promise(102, "ghost102", "rogue", nil, t0.Add(promiseTTL+time.Second)); err != nil {
+		t.Fatalf("after the promises expired: %v", err)
 	}
 }

@@ -97,45 +97,53 @@ func TestTokenBookSlotsUsesAndRevocation(t *testing.T) {
 		t.Fatalf("token peers = %+v", tokens)
 	}
 
-	// Two joins race for the last use of t1: exactly one wins.
+	// Two joins race for the last use of t1: exactly one takes it, the
+	// other is told a join is in progress.
 	var wg sync.WaitGroup
 	results := make(chan error, 2)
 	for i := range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results <- book.spend("t1", PendingJoin{Seed: Seed{Name: []string{"a", "b"}[i]}, Until: now.Add(time.Hour)}, now)
+			results <- book.take("t1", []string{"a", "b"}[i], now)
 		}()
 	}
 	wg.Wait()
 	close(results)
-	wins := 0
+	wins, winner := 0, ""
 	for err := range results {
 		if err == nil {
 			wins++
-		} else if !strings.Contains(err.Error(), "has been used") {
-			t.Fatalf("losing spend error = %v", err)
+		} else if !errors.Is(err, errTokenBusy) {
+			t.Fatalf("losing take error = %v, want busy", err)
 		}
 	}
 	if wins != 1 {
-		t.Fatalf("%d joins spent a single-use token", wins)
+		t.Fatalf("%d joins took a single-use token", wins)
+	}
+	for _, id := range []string{"a", "b"} {
+		if book.Tokens[0].Joining == id {
+			winner = id
+		}
+	}
+	if err := book.commit("t1", PendingJoin{Seed: Seed{Name: winner, MachineID: winner}, Until: now.Add(time.Hour)}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := book.take("t1", "c", now); !errors.Is(err, errTokenGone) || !strings.Contains(err.Error(), "has been used") {
+		t.Fatalf("take of a used token: %v", err)
 	}
 
 	if err := book.revoke("t2"); err != nil {
 		t.Fatal(err)
 	}
-	if err := book.spend("t2", PendingJoin{}, now); err == nil || !strings.Contains(err.Error(), "revoked") {
-		t.Fatalf("spend of a revoked token: %v", err)
+	if err := book.take("t2", "d", now); !errors.Is(err, errTokenGone) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("take of a revoked token: %v", err)
 	}
-	// A spent token keeps its peer for a grace period, so the answer to its
-	// last join can leave; a revoked one loses it at once.
-	tokens, _ = book.peers(now)
-	if len(tokens) != 1 || tokens[0].PublicKey != k1.PublicKey() {
-		t.Fatalf("right after the last use: token peers %+v, want only t1's", tokens)
-	}
-	tokens, pending := book.peers(now.Add(spentGrace + time.Second))
-	if len(tokens) != 0 || len(pending) != 1 {
-		t.Fatalf("after the grace period: %d token peers, %d pending; want 0 and 1", len(tokens), len(pending))
+	// Used and revoked tokens keep their temporary peers, so their join
+	// call can say why it refuses.
+	tokens, pending := book.peers(now.Add(time.Minute))
+	if len(tokens) != 2 || len(pending) != 1 {
+		t.Fatalf("after use and revocation: %d token peers, %d pending; want 2 and 1", len(tokens), len(pending))
 	}
 
 	// The book survives a restart; pruning forgets what is long unusable.
@@ -151,5 +159,38 @@ func TestTokenBookSlotsUsesAndRevocation(t *testing.T) {
 	}
 	if len(again.list()) != 0 || len(again.Pending) != 0 {
 		t.Fatalf("after prune: %+v", again.list())
+	}
+}
+
+// TestTokenUseGivenBack: a use is spent before the join goes on, given
+// back when the join fails, and given back at the next start when the
+// agent died in the middle of a join (its answer never left).
+func TestTokenUseGivenBack(t *testing.T) {
+	dir := t.TempDir()
+	book, _ := loadTokenBook(dir)
+	now := time.Now()
+	k, _ := tun.GeneratePrivateKey()
+	if _, err := book.add("t1", k.PublicKey(), time.Hour, 1, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := book.take("t1", "a", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := book.giveBack("t1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := book.list()[0]; got.UsesLeft != 1 || got.Joining != "" {
+		t.Fatalf("after a failed join: %+v, want the use back", got)
+	}
+	// kill -9 between take and commit: the file says a join holds a use.
+	if err := book.take("t1", "b", now); err != nil {
+		t.Fatal(err)
+	}
+	onDisk, _ := loadTokenBook(dir)
+	if got := onDisk.list()[0]; got.UsesLeft != 1 || got.Joining != "" {
+		t.Fatalf("after a restart in the middle of a join: %+v, want the use back", got)
+	}
+	if again, _ := loadTokenBook(dir); again.list()[0].UsesLeft != 1 {
+		t.Fatalf("the give-back was not saved: %+v", again.list()[0])
 	}
 }

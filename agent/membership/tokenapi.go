@@ -34,6 +34,9 @@ func (m *Members) CreateToken(ctx context.Context, req api.TokenRequest) (api.To
 	if req.Uses < 1 || req.Uses > 1000 {
 		return api.TokenInfo{}, fmt.Errorf("%w: uses %d is outside 1..1000", api.ErrBadRequest, req.Uses)
 	}
+	if err := m.checkIssuerReachable(ctx, req); err != nil {
+		return api.TokenInfo{}, err
+	}
 	members, err := m.tokenMembers(ctx, 3)
 	if err != nil {
 		return api.TokenInfo{}, err

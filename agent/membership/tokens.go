@@ -28,29 +28,40 @@ type IssuedToken struct {
 	UsesLeft  int       `json:"uses_left"`
 	LastUsed  time.Time `json:"last_used,omitzero"`
 	Revoked   bool      `json:"revoked,omitempty"`
+	// Joining is the machine whose join holds one of the uses now: the use
+	// is spent (saved) before a subnet is reserved, and given back if the
+	// join fails. It is saved too, so a join cut short by a crash gives its
+	// use back at the next start (loadTokenBook): its answer never left.
+	Joining string `json:"joining,omitempty"`
 }
 
-// spentGrace keeps a used-up token's temporary peer a little longer, so
-// the answer to its last join can still leave through it.
-const spentGrace = 30 * time.Second
+// A token's temporary peer stays for as long as the issuer keeps the
+// token's record (a day past its expiry, see pruneLocked), whatever state
+// the token is in: the join filter lets that peer reach nothing but the
+// join call, and the join call answers a used, revoked or expired token
+// at once (410), so its holder learns why in one round trip instead of
+// waiting out handshake timeouts against a peer that is gone.
 
-// needsPeer reports whether the token's temporary peer should exist.
-func (t *IssuedToken) needsPeer(now time.Time) bool {
-	if t.usable(now) == nil {
-		return true
-	}
-	return !t.Revoked && t.UsesLeft <= 0 && now.Sub(t.LastUsed) < spentGrace
-}
+// errTokenGone wraps every reason a token can never admit a machine again
+// (used, revoked, expired): the join call answers it with 410.
+var errTokenGone = errors.New("token can no longer be used")
+
+// errTokenBusy means another join holds the token now (409): only one join
+// per token runs at a time, so a flood of joins with one token cannot
+// spend more than the uses it has, nor reserve a subnet per attempt.
+var errTokenBusy = errors.New("a join with this token is in progress")
 
 // usable reports whether the token may still admit a machine.
 func (t *IssuedToken) usable(now time.Time) error {
 	switch {
 	case t.Revoked:
-		return fmt.Errorf("token %s was revoked", t.ID)
+		return fmt.Errorf("%w: token %s was revoked; ask a machine of the network for a new one ('uncloud token')", errTokenGone, t.ID)
 	case !now.Before(t.Expires):
-		return fmt.Errorf("token %s expired at %s", t.ID, t.Expires.Format(time.RFC3339))
-	case t.UsesLeft <= 0:
-		return fmt.Errorf("token %s has been used", t.ID)
+		return fmt.Errorf("%w: token %s expired at %s", errTokenGone, t.ID, t.Expires.Format(time.RFC3339))
+	case t.UsesLeft <= 0 && t.Joining == "":
+		return fmt.Errorf("%w: token %s has been used; ask a machine of the network for a new one ('uncloud token')", errTokenGone, t.ID)
+	case t.Joining != "":
+		return fmt.Errorf("%w (token %s)", errTokenBusy, t.ID)
 	}
 	return nil
 }
@@ -78,6 +89,21 @@ func loadTokenBook(dataDir string) (*tokenBook, error) {
 	b := &tokenBook{path: filepath.Join(dataDir, tokensFile)}
 	if err := readJSONFile(b.path, b); err != nil {
 		return nil, err
+	}
+	// A join in progress when the agent stopped never answered its joiner
+	// (commit is saved before the answer is sent): give its use back.
+	changed := false
+	for _, t := range b.Tokens {
+		if t.Joining != "" {
+			t.UsesLeft++
+			t.Joining = ""
+			changed = true
+		}
+	}
+	if changed {
+		if err := b.save(); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -146,25 +172,71 @@ func (b *tokenBook) bySlot(slot int) (IssuedToken, bool) {
 	return IssuedToken{}, false
 }
 
-// spend takes one use of a token and records the admitted machine. It
-// re-checks the token under the lock, so two joins racing on the last use
-// cannot both succeed.
-func (b *tokenBook) spend(id string, joined PendingJoin, now time.Time) error {
+// take spends one use of a token for machineID's join and marks the join
+// in progress, saved, before anything else happens for that join (subnet
+// reservation included). It fails with errTokenBusy while another join
+// holds the token and errTokenGone once it cannot be used. Every take is
+// followed by commit or giveBack.
+func (b *tokenBook) take(id, machineID string, now time.Time) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, t := range b.Tokens {
-		if t.ID != id {
-			continue
-		}
-		if err := t.usable(now); err != nil {
-			return err
-		}
-		t.UsesLeft--
-		t.LastUsed = now
-		b.Pending = append(b.Pending, joined)
-		return b.save()
+	t := b.findLocked(id)
+	if t == nil {
+		return fmt.Errorf("%w: token %s is not outstanding on this machine", errTokenGone, id)
 	}
-	return fmt.Errorf("token %s is not outstanding on this machine", id)
+	if err := t.usable(now); err != nil {
+		return err
+	}
+	t.UsesLeft--
+	t.Joining = machineID
+	if err := b.save(); err != nil {
+		t.UsesLeft++
+		t.Joining = ""
+		return fmt.Errorf("save the token's use: %w", err)
+	}
+	return nil
+}
+
+// commit ends a join that took a use: the machine is admitted and kept as
+// a pending peer until its record replicates.
+func (b *tokenBook) commit(id string, joined PendingJoin, now time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.findLocked(id)
+	if t == nil || t.Joining != joined.MachineID {
+		return fmt.Errorf("token %s holds no join of machine %s", id, joined.MachineID)
+	}
+	t.Joining = ""
+	t.LastUsed = now
+	b.Pending = append(b.Pending, joined)
+	if err := b.save(); err != nil {
+		t.Joining = joined.MachineID
+		b.Pending = b.Pending[:len(b.Pending)-1]
+		return fmt.Errorf("save the admitted machine: %w", err)
+	}
+	return nil
+}
+
+// giveBack returns the use a failed join took.
+func (b *tokenBook) giveBack(id, machineID string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.findLocked(id)
+	if t == nil || t.Joining != machineID {
+		return nil
+	}
+	t.Joining = ""
+	t.UsesLeft++
+	return b.save()
+}
+
+func (b *tokenBook) findLocked(id string) *IssuedToken {
+	for _, t := range b.Tokens {
+		if t.ID == id {
+			return t
+		}
+	}
+	return nil
 }
 
 func (b *tokenBook) revoke(id string) error {
@@ -190,16 +262,15 @@ func (b *tokenBook) list() []IssuedToken {
 	return out
 }
 
-// peers are the temporary peers of usable tokens, plus admitted machines
+// peers are the temporary peers of every token kept (see errTokenGone's
+// comment for why used and revoked ones keep theirs), plus admitted machines
 // still waiting for their record to replicate.
 func (b *tokenBook) peers(now time.Time) (tokens []tun.Peer, pending []Seed) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, t := range b.Tokens {
-		if t.needsPeer(now) {
-			addr := meshaddr.JoinAddr(uint8(t.Slot))
-			tokens = append(tokens, tun.Peer{PublicKey: t.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}})
-		}
+		addr := meshaddr.JoinAddr(uint8(t.Slot))
+		tokens = append(tokens, tun.Peer{PublicKey: t.PublicKey, AllowedIPs: []netip.Prefix{netip.PrefixFrom(addr, 32)}})
 	}
 	for _, p := range b.Pending {
 		if now.Before(p.Until) {

@@ -89,11 +89,12 @@ type fakeEngine struct {
 	started map[string][2]string
 	live    map[string]*record.Container // by container ID
 	lacks   map[string]bool              // machines without any image
+	differs map[string]bool              // machines whose tags name other images
 }
 
 func newEngine(store Records) *fakeEngine {
 	return &fakeEngine{store: store, fail: map[string]error{}, started: map[string][2]string{},
-		live: map[string]*record.Container{}, lacks: map[string]bool{}}
+		live: map[string]*record.Container{}, lacks: map[string]bool{}, differs: map[string]bool{}}
 }
 
 func (e *fakeEngine) record(op string, m Machine, id, action string) error {
@@ -226,6 +227,9 @@ func (e *fakeEngine) ImageID(_ context.Context, m Machine, ref string) (string, 
 	if e.lacks[m.Name] {
 		return "", fmt.Errorf("%w: %q is not in Docker on %s", runtime.ErrImageNotFound, ref, m.Name)
 	}
+	if e.differs[m.Name] {
+		return "sha256:other-" + ref, nil
+	}
 	return "sha256:" + ref, nil
 }
 
@@ -236,7 +240,7 @@ func (e *fakeEngine) SaveImage(_ context.Context, m Machine, ref string) (io.Rea
 	return io.NopCloser(strings.NewReader("tarball of " + ref)), nil
 }
 
-func (e *fakeEngine) LoadImage(_ context.Context, m Machine, tarball io.Reader) error {
+func (e *fakeEngine) LoadImage(_ context.Context, m Machine, tarball io.Reader, _ api.ImageLoad) error {
 	if err := e.record("load", m, "", ""); err != nil {
 		return err
 	}

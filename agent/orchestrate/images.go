@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,7 +60,7 @@ func (o *Orchestrator) PushImage(ctx context.Context, req api.PushRequest, progr
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, status, err := o.pushTo(ctx, self, t, req.Image, localID, report)
+			n, status, err := o.pushTo(ctx, self, t, api.ImageLoad{Ref: req.Image, ID: localID, Force: req.Force}, report)
 			p := api.PushProgress{Machine: t.Name, Bytes: n, Status: status}
 			if err != nil {
 				p.Status, p.Error = "failed", err.Error()
@@ -72,15 +73,21 @@ func (o *Orchestrator) PushImage(ctx context.Context, req api.PushRequest, progr
 }
 
 // pushTo sends one image to one machine unless it has it already.
-func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, ref, localID string,
+// A target whose tag names another image is refused unless forced: the
+// tag may be another machine's deployment there.
+func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, load api.ImageLoad,
 	report func(api.PushProgress)) (int64, string, error) {
 	if !t.Reachable() {
 		return 0, "", t.unreachableErr()
 	}
+	ref := load.Ref
 	haveID, err := o.engine.ImageID(ctx, t, ref)
 	switch {
-	case err == nil && haveID == localID:
+	case err == nil && haveID == load.ID:
 		return 0, "present", nil
+	case err == nil && !load.Force:
+		return 0, "", fmt.Errorf("%s on %s is another image (%s, this one is %s): push with --force to replace it",
+			ref, t.Name, shortImageID(haveID), shortImageID(load.ID))
 	case err == nil, errors.Is(err, runtime.ErrImageNotFound):
 	default:
 		return 0, "", err
@@ -106,10 +113,18 @@ func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, ref, localID
 			}
 		}
 	}()
-	if err := o.engine.LoadImage(ctx, t, body); err != nil {
+	if err := o.engine.LoadImage(ctx, t, body, load); err != nil {
 		return sent.Load(), "", err
 	}
 	return sent.Load(), "loaded", nil
+}
+
+func shortImageID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }
 
 type countingReader struct {

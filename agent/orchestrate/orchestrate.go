@@ -81,7 +81,9 @@ type Engine interface {
 	// SaveImage streams an image of m as a `docker save` tarball.
 	SaveImage(ctx context.Context, m Machine, ref string) (io.ReadCloser, error)
 	// LoadImage loads a tarball into m's Docker.
-	LoadImage(ctx context.Context, m Machine, tarball io.Reader) error
+	// load says which tag and image it is, and whether it may replace
+	// a tag m has for another image.
+	LoadImage(ctx context.Context, m Machine, tarball io.Reader, load api.ImageLoad) error
 }
 
 // Config makes an Orchestrator. Fleet, Records and Engine are required.

@@ -355,6 +355,30 @@ func TestPushImage(t *testing.T) {
 	if saves := r.engine.ops("save"); len(saves) != 2 || saves[0] != "save m1 app:1" {
 		t.Errorf("saves %v, want two on m1 (one per machine that lacks the image)", saves)
 	}
+	// m2's app:1 is another image: refused unless forced, nothing sent.
+	r.engine.lacks["m2"], r.engine.differs["m2"] = false, true
+	for _, force := range []bool{false, true} {
+		got = map[string]api.PushProgress{}
+		err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1", Machines: []string{"m2"}, Force: force}, func(p api.PushProgress) error {
+			if p.Status != "sending" {
+				got[p.Machine] = p
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := got["m2"]
+		if !force && (p.Status != "failed" || !strings.Contains(p.Error, "app:1 on m2 is another image") || !strings.Contains(p.Error, "--force")) {
+			t.Errorf("push over another image's tag: %+v, want a refusal naming --force", p)
+		}
+		if force && p.Status != "loaded" {
+			t.Errorf("forced push over another image's tag: %+v, want loaded", p)
+		}
+	}
+	if loads := r.engine.ops("load"); len(loads) != 3 || loads[2] != "load m2" {
+		t.Errorf("loads %v, want the two before and the forced one to m2", loads)
+	}
 	r.engine.setFail("imageid m1", fmt.Errorf("%w: \"app:2\" is not in Docker on m1", runtime.ErrImageNotFound))
 	err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:2", Machines: []string{"m5"}}, func(api.PushProgress) error { return nil })
 	if !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "is not in Docker on m1") {

@@ -46,14 +46,36 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// LoadConfig reads and parses a static configuration file.
+// LoadConfig reads and parses a static configuration file. The file
+// holds the machine's private key, so one that group or others may read
+// or write is refused (as ssh refuses a loose private key), naming the fix.
 func LoadConfig(path string) (Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("open config: %w", err)
 	}
 	defer f.Close()
-	return ParseConfig(path, f)
+	st, err := f.Stat()
+	if err != nil {
+		return Config{}, fmt.Errorf("stat config %s: %w", path, err)
+	}
+	cfg, err := ParseConfig(path, f)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := checkSecretMode(path, st.Mode()); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// checkSecretMode refuses a file holding a private key that group or
+// others may read or write.
+func checkSecretMode(path string, mode os.FileMode) error {
+	if mode.Perm()&0o066 != 0 {
+		return fmt.Errorf("%s holds a private key but its mode is %04o, so other users can read or change it: run 'chmod 600 %s'", path, mode.Perm(), path)
+	}
+	return nil
 }
 
 // ParseConfig parses the wg-quick-like format:

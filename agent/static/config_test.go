@@ -3,6 +3,8 @@ package static
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,5 +117,37 @@ func TestParseStaticConfigErrorsNameTheField(t *testing.T) {
 				t.Fatalf("error = %q, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestLoadConfigRefusesLooseMode: a config holding a private key that
+// group or others can read or write is refused, naming the path and the fix.
+func TestLoadConfigRefusesLooseMode(t *testing.T) {
+	text := "[Interface]\nPrivateKey = " + testPriv + "\nAddress = 10.210.1.1\n"
+	for _, tc := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{
+		{0o600, true},
+		{0o400, true},
+		{0o640, false},
+		{0o604, false},
+		{0o620, false},
+		{0o644, false},
+	} {
+		path := filepath.Join(t.TempDir(), "static.conf")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(path)
+		if tc.ok && err != nil {
+			t.Errorf("mode %04o: %v", tc.mode, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "chmod 600 "+path)) {
+			t.Errorf("mode %04o: error %v, want a refusal naming 'chmod 600 %s'", tc.mode, err, path)
+		}
 	}
 }

@@ -36,9 +36,19 @@ type replica struct {
 	node  *gossip.Node
 	store atomic.Pointer[crdt.Store]
 	srv   *http.Server
+	// signer and verifier are the store's (nil: unsigned, as before
+	// signed records); see signed.go.
+	signer   crdt.Signer
+	verifier crdt.Verifier
 }
 
 func newCluster(ctx context.Context, log *slog.Logger, n int) (*cluster, error) {
+	return newClusterWith(ctx, log, n, nil)
+}
+
+// newClusterWith forms the gossip cluster, lets prepare (if any) set up
+// the replicas before their stores open, and opens the stores.
+func newClusterWith(ctx context.Context, log *slog.Logger, n int, prepare func(*cluster) error) (*cluster, error) {
 	dir, err := os.MkdirTemp("", "converge-")
 	if err != nil {
 		return nil, err
@@ -86,6 +96,12 @@ func newCluster(ctx context.Context, log *slog.Logger, n int) (*cluster, error) 
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	if prepare != nil {
+		if err := prepare(c); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
 	for _, r := range c.reps {
 		if err := c.open(ctx, r); err != nil {
 			c.close()
@@ -126,7 +142,9 @@ func (c *cluster) open(ctx context.Context, r *replica) error {
 			}
 			return out
 		},
-		Log: c.log.With("replica", r.name),
+		Log:      c.log.With("replica", r.name),
+		Signer:   r.signer,
+		Verifier: r.verifier,
 	})
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", r.name, err)

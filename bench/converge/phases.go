@@ -19,14 +19,25 @@ import (
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
-// latency writes one record at a time, rotating the writer, and waits until
-// every replica's Watch has reported it.
-func latency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 time.Duration, err error) {
+// latencies writes one record at a time, rotating the writer, and waits
+// until every replica's Watch has reported it: one sample per write, sorted.
+func latencies(ctx context.Context, log *slog.Logger, n, writes int) ([]time.Duration, error) {
 	c, err := newCluster(ctx, log, n)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer c.close()
+	return timeWrites(ctx, c, writes)
+}
+
+// percentiles are the p50 and p99 of sorted samples.
+func percentiles(lats []time.Duration) (p50, p99 time.Duration) {
+	return lats[len(lats)/2], lats[(len(lats)*99)/100]
+}
+
+// timeWrites is latencies' measurement on a formed cluster.
+func timeWrites(ctx context.Context, c *cluster, writes int) ([]time.Duration, error) {
+	n := len(c.reps)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
@@ -36,7 +47,7 @@ func latency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 tim
 	for _, r := range c.reps {
 		ch, err := r.store.Load().Watch(ctx, "/services/")
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		go func() {
 			for ev := range ch {
@@ -58,7 +69,7 @@ func latency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 tim
 		rec := &record.Service{Name: "lat-" + strconv.Itoa(i), Mode: "replicated"}
 		start := time.Now()
 		if err := w.Put(ctx, rec.Key(), rec); err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		mu.Lock()
@@ -77,7 +88,7 @@ func latency(ctx context.Context, log *slog.Logger, n, writes int) (p50, p99 tim
 		time.Sleep(20 * time.Millisecond)
 	}
 	slices.Sort(lats)
-	return lats[len(lats)/2], lats[(len(lats)*99)/100], nil
+	return lats, nil
 }
 
 // partitionHeal writes healN records on each side of a 2|3 cut, heals, and

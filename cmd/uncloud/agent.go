@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"os/user"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -22,6 +24,10 @@ type agentCmd struct {
 	Userspace bool     `help:"Use the userspace netstack even where a kernel TUN would work."`
 	Expose    []string `help:"Netstack mode: forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT. Repeatable. Nothing else on the host is reachable from the mesh." placeholder:"PORT[/udp]"`
 	SOCKS5    string   `name:"socks5" help:"Netstack mode: serve SOCKS5 on this loopback address so host programs can reach the mesh." placeholder:"127.0.0.1:PORT"`
+
+	SocketGroup string `name:"socket-group" env:"UNCLOUD_SOCKET_GROUP" help:"Group allowed on the local API socket (0660). Default: 'uncloud' if that group exists, else the socket is 0600 for the agent's user alone. 'none' forces 0600." placeholder:"GROUP"`
+
+	ImageMaxBytes int64 `name:"image-max-bytes" default:"8589934592" help:"Largest image tarball another machine may push to this one (uncloud image push); larger pushes are refused with 413." placeholder:"BYTES"`
 
 	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 	Ingress    ingressFlags `embed:""` // cmd/uncloud/ingress.go
@@ -74,17 +80,22 @@ func (a agentCmd) Run(g *globals) error {
 	}()
 
 	if a.Config == "" {
+		gid, err := socketGroup(a.SocketGroup)
+		if err != nil {
+			return err
+		}
 		return runDaemon(ctx, g, agent.DaemonOptions{
 			DataDir:   a.DataDir,
 			Socket:    socketPath(g.Connect),
-			SocketGID: -1,
+			SocketGID: gid,
 			Userspace: a.Userspace,
 			Expose:    expose,
 			Logger:    g.Logger,
 			Version:   version,
 
-			DockerHost: a.DockerHost,
-			Ingress:    a.Ingress.options(),
+			DockerHost:    a.DockerHost,
+			ImageMaxBytes: a.ImageMaxBytes,
+			Ingress:       a.Ingress.options(),
 		})
 	}
 	return static.Run(ctx, static.Options{
@@ -119,6 +130,9 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error 
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
+	// Raw state writes exist for the adversarial tests only, which play a
+	// member gone rogue; nothing else turns them on.
+	opts.RawStateWrites = os.Getenv("UNCLOUD_TEST_RAW_WRITES") == "1"
 	d, err := agent.StartDaemon(ctx, opts)
 	if err != nil {
 		return err
@@ -130,6 +144,31 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error 
 		g.Logger.Error("mesh device stopped")
 	}
 	return d.Close()
+}
+
+// socketGroup resolves --socket-group to a group ID: -1 (0600, the
+// agent's user alone) for "none", or when the default group does not
+// exist; a named group that does not exist is an error.
+func socketGroup(name string) (int, error) {
+	if name == "none" {
+		return -1, nil
+	}
+	lookup := name
+	if lookup == "" {
+		lookup = api.DefaultSocketGroup
+	}
+	grp, err := user.LookupGroup(lookup)
+	if err != nil {
+		if name == "" {
+			return -1, nil
+		}
+		return 0, fmt.Errorf("--socket-group %q: %w (create it with 'groupadd %s', or use 'none')", name, err, name)
+	}
+	gid, err := strconv.Atoi(grp.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("group %q has a non-numeric id %q", lookup, grp.Gid)
+	}
+	return gid, nil
 }
 
 // socketPath is where a locally started agent serves: the --connect

@@ -18,6 +18,7 @@ type imageCmd struct {
 type imagePushCmd struct {
 	Image   string   `arg:"" help:"Image in this machine's Docker."`
 	Machine []string `short:"m" help:"Machines to send it to (names or IDs, comma-separated); default: every other machine that runs containers." sep:","`
+	Force   bool     `help:"Replace the tag on machines where it names another image (refused without it: that tag may be another machine's)."`
 }
 
 func (c imagePushCmd) Run(g *globals) error {
@@ -32,7 +33,7 @@ func (c imagePushCmd) Run(g *globals) error {
 	defer cancel()
 	start := time.Now()
 	failed, total := 0, 0
-	err = client.PushImage(ctx, api.PushRequest{Image: c.Image, Machines: c.Machine}, func(p api.PushProgress) error {
+	err = client.PushImage(ctx, api.PushRequest{Image: c.Image, Machines: c.Machine, Force: c.Force}, func(p api.PushProgress) error {
 		switch p.Status {
 		case "sending":
 			fmt.Printf("%s: %s sent\n", p.Machine, humanBytes(p.Bytes))

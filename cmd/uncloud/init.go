@@ -65,7 +65,11 @@ func (c initCmd) Run(g *globals) error {
 func startAgent(ctx context.Context, g *globals, dataDir string, userspace, foreground bool) (string, error) {
 	socket := socketPath(g.Connect)
 	if foreground {
-		return socket, runDaemon(ctx, g, agent.DaemonOptions{DataDir: dataDir, Socket: socket, SocketGID: -1,
+		gid, err := socketGroup("")
+		if err != nil {
+			return socket, err
+		}
+		return socket, runDaemon(ctx, g, agent.DaemonOptions{DataDir: dataDir, Socket: socket, SocketGID: gid,
 			Userspace: userspace, Logger: g.Logger, Version: version})
 	}
 	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace)

@@ -83,6 +83,10 @@ func (c machineRmCmd) Run(g *globals) error {
 		fmt.Printf("; %s will fetch it when reachable", strings.Join(res.Missed, ", "))
 	}
 	fmt.Println(".")
+	if len(res.Admitted) > 0 {
+		fmt.Printf("%s admitted %s, which stay trusted; if %s was compromised, remove them too.\n",
+			res.Name, strings.Join(res.Admitted, ", "), res.Name)
+	}
 	fmt.Println("To bring the machine back, wipe its data dir and join it again with a new token.")
 	return nil
 }

@@ -55,10 +55,11 @@ func (c meshCmd) Run(g *globals) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Printf("\nrelay: forwarded %d (%d bytes), delivered here %d, sent %d, dropped %d, rate-limited %d, no route %d\n",
-		st.Relay.Forwarded, st.Relay.ForwardedBytes, st.Relay.Delivered, st.Relay.Sent, st.Relay.Dropped,
-		st.Relay.RateLimited, st.Relay.NoRoute)
-	fmt.Printf("stun: received %d, answered %d, garbage %d, rejected %d, duplicate %d, unsolicited %d; socket: unknown packets %d\n",
-		st.STUN.Received, st.STUN.Answered, st.STUN.Garbage, st.STUN.Rejected, st.STUN.Duplicate, st.STUN.Unsolicited, st.Socket.Unknown)
+	fmt.Printf("\nrelay (budget %g Mbit/s per sender): forwarded %d (%d bytes), delivered here %d, sent %d, dropped %d, replayed %d, stale %d, rate-limited %d, no route %d\n",
+		st.Relay.BudgetMbps, st.Relay.Forwarded, st.Relay.ForwardedBytes, st.Relay.Delivered, st.Relay.Sent, st.Relay.Dropped,
+		st.Relay.Replayed, st.Relay.Stale, st.Relay.RateLimited, st.Relay.NoRoute)
+	fmt.Printf("stun: received %d, answered %d, garbage %d, rejected %d, duplicate %d, unsolicited %d, limited %d, candidates filtered %d, probes limited %d; socket: unknown packets %d\n",
+		st.STUN.Received, st.STUN.Answered, st.STUN.Garbage, st.STUN.Rejected, st.STUN.Duplicate, st.STUN.Unsolicited,
+		st.STUN.Limited, st.STUN.Filtered, st.STUN.ProbesLimited, st.Socket.Unknown)
 	return nil
 }

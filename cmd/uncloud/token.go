@@ -19,11 +19,14 @@ type tokenCmd struct {
 type tokenNewCmd struct {
 	TTL  time.Duration `name:"ttl" default:"1h" help:"How long the token is valid (1m to 720h)."`
 	Uses int           `default:"1" help:"How many machines may join with it; counted by this machine."`
+	// Local is for a joiner on this machine's own network: without it a
+	// machine behind a NAT refuses, naming a member that can be reached.
+	Local bool `help:"Issue the token even though this machine is behind a NAT with no public endpoint (the new machine is on the same network)."`
 }
 
 func (c tokenNewCmd) Run(g *globals) error {
 	info, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.TokenInfo, error) {
-		return a.CreateToken(ctx, api.TokenRequest{TTL: c.TTL, Uses: c.Uses})
+		return a.CreateToken(ctx, api.TokenRequest{TTL: c.TTL, Uses: c.Uses, Local: c.Local})
 	})
 	if err != nil {
 		return err

@@ -40,6 +40,10 @@ func helpers() map[string]HelperFunc {
 		"udpflood": helperUDPFlood,
 		"udpecho":  helperUDPEcho,
 		"udpprobe": helperUDPProbe,
+		// helpers_raw.go: an attacker on the wire.
+		"udpcapture": helperUDPCapture,
+		"udpspoof":   helperUDPSpoof,
+		"stunflood":  helperSTUNFlood,
 	}
 }
 

@@ -263,6 +263,7 @@ func (cm *certManager) maintain() {
 		if busy {
 			continue
 		}
+		cm.adoptStored(g.name, issuer == self)
 		k := g.key()
 		compromised := k != nil && k.exposedTo(revoked)
 		stale := slices.ContainsFunc(g.blobs, func(b blob) bool { return !current(b) })
@@ -462,4 +463,26 @@ func (cm *certManager) revokeOld(ctx context.Context, name string, crtPEM, keyPE
 	cm.revoked++
 	cm.mu.Unlock()
 	cm.in.log.Info("replaced certificate revoked (key compromise)", "name", name, "serial", fmt.Sprintf("%x", crt.SerialNumber))
+}
+
+// adoptStored is the level-triggered side of storageChanged: when the
+// stored certificate of a managed name is whole, matching and not the one
+// served here (a write by another machine won, or its records arrived
+// without this machine reloading), load it, so every ingress machine ends
+// up serving what the state holds.
+func (cm *certManager) adoptStored(name string, self bool) {
+	cm.mu.Lock()
+	managed := cm.managed[name]
+	cm.mu.Unlock()
+	if !managed || cm.storedPair(name) != pairNew {
+		return
+	}
+	cm.mu.Lock()
+	cm.reload[name] = true
+	if self {
+		cm.reloadSelf[name] = true
+	}
+	cm.mu.Unlock()
+	cm.in.log.Info("stored certificate differs from the one served here: loading it", "name", name)
+	cm.reconcile(nil)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/ingress"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/sealing"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -131,6 +132,10 @@ func (d *Daemon) newIngress(ctx context.Context) (*ingress.Ingress, error) {
 			return nil, fmt.Errorf("ingress: listen on the mesh address: %w", err)
 		}
 	}
+	sealKey, err := sealing.KeyFromSeed(d.state.IdentitySeed)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
+	}
 	var access *slog.Logger
 	if o.AccessLog {
 		access = d.log.With("component", "ingress-access")
@@ -147,7 +152,9 @@ func (d *Daemon) newIngress(ctx context.Context) (*ingress.Ingress, error) {
 		AccessLog:        access,
 		Log:              d.log.With("component", "ingress"),
 		ACME:             acme,
-		Secrets:          func() [][]byte { return d.snapshot().GossipKeys },
+		SealKey:          sealKey,
+		Secrets:          func() [][]byte { return d.snapshot().GossipKeys }, // format 1 blobs only
+
 	})
 	if err != nil && meshLn != nil {
 		meshLn.Close()

@@ -1,10 +1,12 @@
 package ingress
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -47,6 +49,19 @@ type ACMEConfig struct {
 // the issuer, so it is never passed on again.
 const forwardedHeader = "Uncloud-Ingress-Forwarded"
 
+// Bounds of challenge forwarding: anyone on the internet can send a
+// challenge-shaped request, and each forward holds a connection to the
+// issuer over the mesh. A validation is one small GET, or one TLS
+// handshake with a self-signed certificate.
+const (
+	maxChallengeForwards = 16               // at once, HTTP and TLS-ALPN together
+	challengeTimeout     = 10 * time.Second // a whole forward or splice
+	maxChallengeAnswer   = 4 << 10          // an HTTP-01 answer is ~90 bytes
+	maxSpliceIn          = 16 << 10         // client to issuer: a ClientHello and a few records
+	maxSpliceOut         = 64 << 10         // issuer to client: the challenge certificate and handshake
+	maxChallengeToken    = 128              // RFC 8555 tokens are 43 base64url characters
+)
+
 // certManager runs certmagic for the ingress: storage in the state, one
 // issuer per name, challenge forwarding.
 type certManager struct {
@@ -63,15 +78,33 @@ type certManager struct {
 	storage  *certStorage
 	forward  *httputil.ReverseProxy
 
-	poke   chan struct{}
-	done   chan struct{}
-	static []*x509.Certificate // Config.Certificates
+	poke chan struct{}
+	done chan struct{}
+	// fwdSlots bounds challenge forwards in flight; fwdTimeout bounds
+	// each (challengeTimeout; tests shorten it).
+	fwdSlots   chan struct{}
+	fwdTimeout time.Duration
+	static     []*x509.Certificate // Config.Certificates
+
+	maint     chan struct{} // asks for a storage maintenance pass (reseal.go)
+	maintDone chan struct{}
 
 	mu      sync.Mutex
 	managed map[string]bool // names handed to certmagic
 	reload  map[string]bool // names whose certificate changed in storage
 	waiting map[string]string
 	lastErr map[string]string
+	// Re-issues (reseal.go): running, when to try again after a failure,
+	// names to reload here although this machine issues them, and how
+	// many succeeded.
+	reissuing  map[string]bool
+	retryAt    map[string]time.Time
+	backoff    map[string]time.Duration
+	reloadSelf map[string]bool
+	mismatch   map[string]time.Time // names whose stored key and certificate differ, since
+	reissued   int
+	revoked    int  // replaced certificates revoked
+	retrySet   bool // a pass is scheduled for reloads that wait for their records
 }
 
 func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
@@ -81,8 +114,12 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 	}
 	cm := &certManager{
 		in: in, ctx: ctx, poke: make(chan struct{}, 1), done: make(chan struct{}),
+		fwdSlots: make(chan struct{}, maxChallengeForwards), fwdTimeout: challengeTimeout,
 		managed: map[string]bool{}, reload: map[string]bool{}, waiting: map[string]string{}, lastErr: map[string]string{},
-		storage: &certStorage{st: in.cfg.State, self: in.cfg.MachineID, keys: in.cfg.Secrets, log: in.log},
+		reissuing: map[string]bool{}, retryAt: map[string]time.Time{}, backoff: map[string]time.Duration{},
+		reloadSelf: map[string]bool{}, mismatch: map[string]time.Time{}, maint: make(chan struct{}, 1), maintDone: make(chan struct{}),
+		storage: &certStorage{st: in.cfg.State, self: in.cfg.MachineID, key: in.cfg.SealKey,
+			recipients: in.sealRecipients, legacy: in.cfg.Secrets, everyone: in.everyone, log: in.log},
 	}
 	cm.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(c certmagic.Certificate) (*certmagic.Config, error) {
@@ -145,10 +182,18 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = pr.In.Context().Value(issuerAddrKey{}).(string)
 			pr.Out.Header.Set(forwardedHeader, in.cfg.MachineID)
+			pr.Out.Body, pr.Out.ContentLength = http.NoBody, 0
 			pr.SetXForwarded()
 		},
 		Transport: &http.Transport{DialContext: in.fwd.transport.DialContext, DisableKeepAlives: true,
-			ResponseHeaderTimeout: 10 * time.Second},
+			ResponseHeaderTimeout: challengeTimeout, MaxResponseHeaderBytes: maxChallengeAnswer},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.ContentLength > maxChallengeAnswer {
+				return fmt.Errorf("issuer's answer of %d bytes, at most %d", resp.ContentLength, maxChallengeAnswer)
+			}
+			resp.Body = limitedBody{io.LimitReader(resp.Body, maxChallengeAnswer), resp.Body}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			in.log.Warn("forward ACME challenge to the issuer", "host", r.Host, "err", err)
 			plainError(w, http.StatusBadGateway, "502: the ingress machine that issues for this name did not answer\n")
@@ -166,6 +211,7 @@ func newCertManager(ctx context.Context, in *Ingress) (*certManager, error) {
 		}
 	}
 	go cm.run()
+	go cm.maintainLoop()
 	return cm, nil
 }
 
@@ -190,6 +236,7 @@ func (cm *certManager) directory() string { return cm.acme.CA }
 
 func (cm *certManager) stop() {
 	<-cm.done
+	<-cm.maintDone
 	cm.cache.Stop()
 }
 
@@ -247,16 +294,20 @@ func (cm *certManager) reconcile(*table) {
 // a certificate another machine obtained may now be loadable here.
 func (cm *certManager) storageChanged(key string) {
 	// certmagic keys: certificates/<issuer>/<name>/<name>.{key,crt,json},
-	// written in that order. The metadata comes last, and loading needs
-	// all three: reacting to the .crt loaded a certificate whose .json was
-	// not there yet, now and then, and nothing tried again.
+	// written in that order here, but another machine's replica may apply
+	// them in any order (the state walks a received DAG from its newest
+	// node). Any of the three asks for a reload, which waits until the
+	// stored pair is whole, matches and differs from what is served
+	// (storedPair).
 	parts := strings.Split(strings.TrimPrefix(key, record.CertsPrefix), "/")
-	if len(parts) == 4 && parts[0] == "certificates" && parts[3] == parts[2]+".json" {
+	if len(parts) == 4 && parts[0] == "certificates" && slices.Contains(
+		[]string{parts[2] + ".json", parts[2] + ".crt", parts[2] + ".key"}, parts[3]) {
 		cm.mu.Lock()
 		cm.reload[parts[2]] = true
 		cm.mu.Unlock()
 	}
 	cm.reconcile(nil)
+	cm.membershipChanged() // a blob may need re-wrapping
 }
 
 func (cm *certManager) run() {
@@ -300,13 +351,37 @@ func (cm *certManager) pass() {
 	cm.reload = map[string]bool{}
 	for _, name := range want {
 		issuer := cm.in.issuerOf(name)
-		if cm.managed[name] && reload[name] && issuer != self {
-			// The issuer renewed: load its certificate now instead of at
-			// this machine's own renewal time (which would only wait for
-			// the issuer anyway). Loading is synchronous in ManageAsync,
-			// so the name is without a certificate only for a moment.
+		if cm.managed[name] && (reload[name] && (issuer != self || len(cm.cache.AllMatchingCertificates(name)) == 0) ||
+			cm.reloadSelf[name]) {
+			// The issuer renewed (or re-issued, or its blobs were just
+			// re-wrapped so that this machine can open them): load the
+			// certificate now instead of at this machine's own renewal
+			// time. Loading is synchronous in ManageAsync, so the name is
+			// without a certificate only for a moment; but only once the
+			// stored key and certificate open and match: the records of
+			// one write arrive one by one, and two writers can leave a
+			// mixed pair for a while (reseal.go repairs it). Meanwhile the
+			// certificate in memory keeps being served.
+			switch cm.storedPair(name) {
+			case pairServed:
+				delete(cm.reloadSelf, name)
+				continue
+			case pairIncomplete:
+				cm.reload[name] = true
+				if !cm.retrySet {
+					cm.retrySet = true
+					time.AfterFunc(2*time.Second, func() {
+						cm.mu.Lock()
+						cm.retrySet = false
+						cm.mu.Unlock()
+						cm.reconcile(nil)
+					})
+				}
+				continue
+			}
 			cm.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: name}})
 			delete(cm.managed, name)
+			delete(cm.reloadSelf, name)
 		}
 		if cm.managed[name] {
 			continue
@@ -326,6 +401,32 @@ func (cm *certManager) pass() {
 		}
 		cm.managed[name] = true
 	}
+}
+
+const (
+	pairNew        = iota // whole, matching, not the one served: reload
+	pairServed            // already served here
+	pairIncomplete        // missing, unreadable, or key and certificate differ
+)
+
+// storedPair says whether name's stored certificate is worth loading.
+func (cm *certManager) storedPair(name string) int {
+	ik := cm.acme.IssuerKey()
+	crt, err1 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SiteCert(ik, name))
+	key, err2 := cm.storage.Load(cm.ctx, certmagic.StorageKeys.SitePrivateKey(ik, name))
+	if err1 != nil || err2 != nil || !cm.storage.Exists(cm.ctx, certmagic.StorageKeys.SiteMeta(ik, name)) {
+		return pairIncomplete
+	}
+	pair, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		return pairIncomplete
+	}
+	for _, c := range cm.cache.AllMatchingCertificates(name) {
+		if len(c.Certificate.Certificate) > 0 && bytes.Equal(c.Certificate.Certificate[0], pair.Certificate[0]) {
+			return pairServed
+		}
+	}
+	return pairNew
 }
 
 // CertInfo is the certificate state of a name.
@@ -366,20 +467,65 @@ func (cm *certManager) info(name string) CertInfo {
 // issuer of the name answers from its pending challenges; another machine
 // passes the request to the issuer over the mesh. It reports false when
 // the request is not a challenge this ingress knows (then it is routed
-// like any other request).
+// like any other request): a name no https route publishes is never
+// forwarded, nor anything but a GET or HEAD of a token-shaped path.
 func (cm *certManager) serveChallenge(w http.ResponseWriter, r *http.Request) bool {
 	name := strings.ToLower(hostOnly(r.Host))
+	if !cm.in.table.Load().ordersFor(name, cm.in.cfg.ACME.OnDemand) {
+		return false
+	}
 	issuer := cm.in.issuerOf(name)
 	if issuer == cm.in.cfg.MachineID || r.Header.Get(forwardedHeader) != "" {
 		return cm.acme.HandleHTTPChallenge(w, r)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead || !tokenShaped(strings.TrimPrefix(r.URL.Path, acmeChallengePrefix)) {
+		return false
 	}
 	addr, err := cm.in.peerAddr(issuer, false)
 	if err != nil {
 		cm.in.log.Warn("cannot forward ACME challenge", "host", name, "issuer", issuer, "err", err)
 		return false
 	}
+	if !cm.takeSlot() {
+		cm.in.log.Warn("ACME challenge not forwarded: too many in flight", "host", name, "max", maxChallengeForwards)
+		plainError(w, http.StatusServiceUnavailable, "503: too many challenge requests in flight\n")
+		return true
+	}
+	defer cm.freeSlot()
 	cm.in.log.Info("forwarding ACME challenge to the issuer", "host", name, "issuer", issuer, "addr", addr)
-	r = r.WithContext(context.WithValue(r.Context(), issuerAddrKey{}, addr))
+	ctx, cancel := context.WithTimeout(r.Context(), cm.fwdTimeout)
+	defer cancel()
+	r = r.WithContext(context.WithValue(ctx, issuerAddrKey{}, addr))
 	cm.forward.ServeHTTP(w, r)
 	return true
+}
+
+func (cm *certManager) takeSlot() bool {
+	select {
+	case cm.fwdSlots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (cm *certManager) freeSlot() { <-cm.fwdSlots }
+
+// tokenShaped: an ACME token is base64url, RFC 8555 §8.1.
+func tokenShaped(tok string) bool {
+	if tok == "" || len(tok) > maxChallengeToken {
+		return false
+	}
+	for _, c := range []byte(tok) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// limitedBody reads at most a bound of an issuer's answer.
+type limitedBody struct {
+	io.Reader
+	io.Closer
 }

@@ -168,8 +168,8 @@ func TestACMEShared(t *testing.T) {
 	fmt.Sscan(tp, &tlsPort)
 	pb := startPebble(t, httpPort, tlsPort, 40)
 
-	put(t, st, &record.Machine{ID: "m1", Roles: []string{"ingress"}})
-	put(t, st, &record.Machine{ID: "m2", Roles: []string{"ingress"}})
+	put(t, st, ingressMachine(t, "m1"))
+	put(t, st, ingressMachine(t, "m2"))
 	name := nameIssuedBy("m2", []string{"m1", "m2"})
 	port := freePort(t)
 	startBackend(t, "127.0.0.2", port, "secure", nil)
@@ -281,8 +281,8 @@ func TestACMETLSALPNForwarded(t *testing.T) {
 	var tlsPort int
 	fmt.Sscan(tp, &tlsPort)
 	pb := startPebble(t, 1, tlsPort, 3600)
-	put(t, st, &record.Machine{ID: "m1", Roles: []string{"ingress"}})
-	put(t, st, &record.Machine{ID: "m2", Roles: []string{"ingress"}})
+	put(t, st, ingressMachine(t, "m1"))
+	put(t, st, ingressMachine(t, "m2"))
 	name := nameIssuedBy("m2", []string{"m1", "m2"})
 	acme := ACMEConfig{Directory: pb.dir, RootCAs: pb.trust, DisableHTTP01: true}
 	var m2 *Ingress

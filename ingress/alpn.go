@@ -119,6 +119,12 @@ func (cm *certManager) getConfigForClient(hello *tls.ClientHelloInfo) (*tls.Conf
 		rc.stop()
 		return nil, nil
 	}
+	if !cm.in.table.Load().ordersFor(hello.ServerName, cm.in.cfg.ACME.OnDemand) {
+		// Not a name of ours: never spliced anywhere (the handshake then
+		// fails here, as there is no certificate for it).
+		rc.stop()
+		return nil, nil
+	}
 	issuer := cm.in.issuerOf(hello.ServerName)
 	if issuer == cm.in.cfg.MachineID {
 		rc.stop()
@@ -130,8 +136,14 @@ func (cm *certManager) getConfigForClient(hello *tls.ClientHelloInfo) (*tls.Conf
 		cm.in.log.Warn("cannot forward TLS-ALPN challenge", "host", hello.ServerName, "issuer", issuer, "err", err)
 		return nil, nil
 	}
+	if !cm.takeSlot() {
+		rc.stop()
+		cm.in.log.Warn("TLS-ALPN challenge not forwarded: too many in flight", "host", hello.ServerName, "max", maxChallengeForwards)
+		return nil, errors.New("too many ACME challenges in flight")
+	}
 	rec, ok := rc.handOff()
 	if !ok {
+		cm.freeSlot()
 		return nil, nil
 	}
 	cm.in.log.Info("forwarding TLS-ALPN challenge to the issuer", "host", hello.ServerName, "issuer", issuer, "addr", addr)
@@ -139,9 +151,13 @@ func (cm *certManager) getConfigForClient(hello *tls.ClientHelloInfo) (*tls.Conf
 	return nil, errHandedOff
 }
 
+// splice passes a handed-off connection to the issuer, bounded in time
+// and bytes each way (a validation is one handshake), and frees its slot.
 func (cm *certManager) splice(client net.Conn, start []byte, addr string) {
+	defer cm.freeSlot()
 	defer client.Close()
-	ctx, cancel := context.WithTimeout(cm.ctx, 10*time.Second)
+	deadline := time.Now().Add(cm.fwdTimeout)
+	ctx, cancel := context.WithDeadline(cm.ctx, deadline)
 	up, err := cm.in.fwd.transport.DialContext(ctx, "tcp", addr)
 	cancel()
 	if err != nil {
@@ -149,15 +165,17 @@ func (cm *certManager) splice(client net.Conn, start []byte, addr string) {
 		return
 	}
 	defer up.Close()
-	deadline := time.Now().Add(30 * time.Second) // a validation is a few round trips
 	client.SetDeadline(deadline)
 	up.SetDeadline(deadline)
+	if len(start) > maxSpliceIn {
+		return
+	}
 	if _, err := up.Write(start); err != nil {
 		return
 	}
 	done := make(chan struct{}, 2)
-	go func() { io.Copy(up, client); done <- struct{}{} }()
-	go func() { io.Copy(client, up); done <- struct{}{} }()
+	go func() { io.CopyN(up, client, int64(maxSpliceIn-len(start))); done <- struct{}{} }()
+	go func() { io.CopyN(client, up, maxSpliceOut); done <- struct{}{} }()
 	<-done
 }
 

@@ -3,7 +3,9 @@
 // published as HOST[/PATH]:PORT/http|https, their running containers on
 // reachable machines), balancing and health of those containers, and the
 // certificates it obtains through ACME and shares with the other ingress
-// machines through the state.
+// machines through the state, sealed for them alone (storage.go), kept
+// sealed for the ingress machines of now and re-issued when a removed
+// machine could read a key (reseal.go).
 //
 // The agent is the only caller. It hands over the state (a *crdt.Store),
 // a Reachability (gossip liveness) and a dialer (the netstack's in

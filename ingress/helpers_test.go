@@ -2,6 +2,8 @@ package ingress
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/sealing"
 )
 
 func testLog(t testing.TB) *slog.Logger {
@@ -54,6 +57,23 @@ func del(t testing.TB, s *crdt.Store, key string) {
 
 var testSecret = func() [][]byte { return [][]byte{[]byte("0123456789abcdef0123456789abcdef")} }
 
+// sealKeyOf is machine id's sealing key in tests (from a seed made of
+// its ID, as the agent derives it from the identity seed).
+func sealKeyOf(t testing.TB, id string) *ecdh.PrivateKey {
+	t.Helper()
+	seed := sha256.Sum256([]byte(id))
+	k, err := sealing.KeyFromSeed(seed[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// ingressMachine is the record of an ingress machine with its sealing key.
+func ingressMachine(t testing.TB, id string) *record.Machine {
+	return &record.Machine{ID: id, Roles: []string{IngressRole}, SealKey: sealing.EncodePublic(sealKeyOf(t, id).PublicKey())}
+}
+
 // startIngress runs an ingress on loopback ports.
 func startIngress(t testing.TB, s State, mod func(*Config)) *Ingress {
 	t.Helper()
@@ -61,6 +81,9 @@ func startIngress(t testing.TB, s State, mod func(*Config)) *Ingress {
 		Secrets: testSecret, Log: testLog(t), FailTimeout: 5 * time.Second}
 	if mod != nil {
 		mod(&cfg)
+	}
+	if cfg.SealKey == nil {
+		cfg.SealKey = sealKeyOf(t, cfg.MachineID)
 	}
 	in, err := Start(context.Background(), cfg)
 	if err != nil {

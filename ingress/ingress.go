@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +21,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
-// Config configures an ingress. MachineID, State and TLS secrets are
+// Config configures an ingress. MachineID, State and SealKey are
 // required; the rest has defaults.
 type Config struct {
 	MachineID string
@@ -63,8 +65,13 @@ type Config struct {
 	// certificate from a company CA); ACME does not order names they
 	// cover.
 	Certificates []tls.Certificate
-	// Secrets seal the certificate storage: the network secret(s), the
-	// current one first. Required.
+	// SealKey is this machine's sealing key (sealing.KeyFromSeed of its
+	// identity seed): certificate storage is sealed for the public keys
+	// of the ingress machines' records and opened with this.
+	SealKey *ecdh.PrivateKey
+	// Secrets are the network secret(s), the current one first: they
+	// only open certificate storage written in the older format (sealed
+	// for every member), which is then re-sealed. Optional.
 	Secrets func() [][]byte
 }
 
@@ -72,8 +79,8 @@ func (c *Config) defaults() error {
 	if c.MachineID == "" || c.State == nil {
 		return errors.New("ingress: MachineID and State are required")
 	}
-	if c.Secrets == nil || len(c.Secrets()) == 0 {
-		return errors.New("ingress: a network secret to seal certificates with is required")
+	if c.SealKey == nil {
+		return errors.New("ingress: a sealing key for the certificate storage is required")
 	}
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = ":80"
@@ -127,8 +134,10 @@ type Ingress struct {
 	tlsLn   net.Listener
 	servers []*http.Server
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start listens and serves until ctx ends or Close is called.
@@ -141,7 +150,8 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 		cfg: cfg, log: cfg.Log, pool: newPool(), cancel: cancel,
 		rebuild: make(chan struct{}, 1),
 		v: view{self: cfg.MachineID, services: map[string]*record.Service{},
-			containers: map[string]*record.Container{}, machines: map[string]*record.Machine{}},
+			containers: map[string]*record.Container{}, machines: map[string]*record.Machine{},
+			revoked: map[string]bool{}},
 	}
 	defer func() {
 		if err != nil {
@@ -174,7 +184,8 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 		in.serve(recordingListener{in.tlsLn}, http.HandlerFunc(in.serveHTTPS), in.certs.tlsConfig())
 	}
 
-	in.wg.Add(5)
+	in.wg.Add(6)
+	go in.watch(ctx, record.RevokedPrefix)
 	go in.watch(ctx, record.ServicesPrefix)
 	go in.watch(ctx, record.ContainersPrefix)
 	go in.watch(ctx, record.MachinesPrefix)
@@ -234,8 +245,13 @@ func (in *Ingress) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
 }
 
 // Close stops listening, lets in-flight requests finish for a few
-// seconds, then stops.
+// seconds, then stops. A second call returns the first one's result.
 func (in *Ingress) Close() error {
+	in.closeOnce.Do(func() { in.closeErr = in.close() })
+	return in.closeErr
+}
+
+func (in *Ingress) close() error {
 	in.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -297,11 +313,14 @@ func (in *Ingress) apply(prefix string, ch crdt.Change) {
 			clear(in.v.containers)
 		case record.MachinesPrefix:
 			clear(in.v.machines)
+		case record.RevokedPrefix:
+			clear(in.v.revoked)
 		}
 	case crdt.Deleted:
 		delete(in.v.services, strings.TrimPrefix(ch.Key, record.ServicesPrefix))
 		delete(in.v.containers, ch.Key)
 		delete(in.v.machines, strings.TrimPrefix(ch.Key, record.MachinesPrefix))
+		// The revoked set is add-only: a deletion there is ignored.
 	case crdt.Snapshot, crdt.Updated:
 		switch r := ch.Record.(type) {
 		case *record.Service:
@@ -310,11 +329,16 @@ func (in *Ingress) apply(prefix string, ch crdt.Change) {
 			in.v.containers[ch.Key] = r
 		case *record.Machine:
 			in.v.machines[r.ID] = r
+		case *record.Revoked:
+			in.v.revoked[r.MachineID] = true
 		}
 	}
 	in.mu.Unlock()
 	if ch.Type != crdt.Snapshot {
 		in.poke()
+	}
+	if prefix == record.MachinesPrefix || prefix == record.RevokedPrefix {
+		in.certs.membershipChanged()
 	}
 }
 
@@ -354,7 +378,8 @@ func (in *Ingress) rebuildNow() {
 	old := in.table.Load()
 	in.mu.Lock()
 	t := buildTable(in.v, in.cfg.Reach, in.pool, in.log)
-	live := liveIngress(in.v.machines, in.cfg.MachineID, in.cfg.Reach)
+	live := slices.DeleteFunc(liveIngress(in.v.machines, in.cfg.MachineID, in.cfg.Reach),
+		func(id string) bool { return in.v.revoked[id] })
 	in.mu.Unlock()
 	for _, r := range t.routes {
 		r.handler = in.fwd.handlerFor(r, in.cfg.MaxBodyBytes)

@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/sealing"
 )
 
 // State is the part of the replicated store the ingress uses: it watches
@@ -33,10 +34,19 @@ type State interface {
 }
 
 // certStorage is certmagic's Storage over Cert records. Every value is
-// sealed with AES-256-GCM under a key derived from the network secret
-// (the record key is the additional data, so a blob cannot be moved to
-// another name); every ingress machine holds the secret, nobody else
-// reading the state learns a private key.
+// sealed (package sealing) for the machines with the ingress role: a
+// random data key per blob, wrapped for each ingress machine's public
+// sealing key from its machine record, the record key authenticated (a
+// blob cannot be moved to another name). Other members, and machines
+// removed from the network, cannot open any of it. All blobs are sealed
+// alike, certificates and metadata too although they are not secret: one
+// format, and the ingress is their only reader.
+//
+// Blobs written before (format 1: AES-GCM under the network secret, which
+// every member holds) are still read while a network secret opens them,
+// and re-sealed on first read, with every machine known to the network
+// named as exposed (each of them could read it), so removing any of them
+// later re-issues that key.
 //
 // Its Locker is local to this machine only: an eventually consistent
 // store cannot lock across machines. Duplicate orders are prevented by
@@ -44,8 +54,15 @@ type State interface {
 type certStorage struct {
 	st   State
 	self string
-	keys func() [][]byte // network secrets, the current one first
-	log  *slog.Logger
+	key  *ecdh.PrivateKey // this machine's sealing key
+	// recipients are the ingress machines now, this one included.
+	recipients func() []sealing.Recipient
+	// legacy are the network secrets, the current one first, for format
+	// 1 blobs; nil when there are none. everyone lists the machines that
+	// held a network secret (a format 1 blob's exposure).
+	legacy   func() [][]byte
+	everyone func() []string
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	locks map[string]chan struct{}
@@ -53,53 +70,50 @@ type certStorage struct {
 
 var _ certmagic.Storage = (*certStorage)(nil)
 
-const sealVersion = 1
+const legacyVersion = 1
 
-func sealKey(secret []byte) ([]byte, error) {
-	return hkdf.Key(sha256.New, secret, nil, "uncloud ingress certificate storage v1", 32)
+func (s *certStorage) Store(ctx context.Context, key string, value []byte) error {
+	return s.store(ctx, key, value, nil)
 }
 
-func (s *certStorage) seal(name string, plain []byte) ([]byte, error) {
-	keys := s.keys()
-	if len(keys) == 0 {
-		return nil, errors.New("no network secret to seal certificate storage with")
-	}
-	aead, err := newAEAD(keys[0])
+// store seals value for the ingress machines now; exposed are machines
+// that could read this same value before (a re-wrap keeps them).
+func (s *certStorage) store(ctx context.Context, key string, value []byte, exposed []string) error {
+	sealed, err := sealing.Seal(value, []byte(key), s.recipients(), exposed)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("seal certificate data %s: %w", key, err)
 	}
-	out := make([]byte, 1+aead.NonceSize(), 1+aead.NonceSize()+len(plain)+aead.Overhead())
-	out[0] = sealVersion
-	if _, err := rand.Read(out[1:]); err != nil {
-		return nil, err
+	rec := &record.Cert{Name: key, Data: sealed, Modified: time.Now().UTC(), By: s.self}
+	if err := s.st.Put(ctx, rec.Key(), rec); err != nil {
+		return fmt.Errorf("store certificate data %s: %w", key, err)
 	}
-	return aead.Seal(out, out[1:1+aead.NonceSize()], plain, []byte(name)), nil
+	return nil
 }
 
-// open returns the plain value and whether it was sealed under an older
-// secret than the current one.
-func (s *certStorage) open(name string, sealed []byte) ([]byte, bool, error) {
-	if len(sealed) < 1 || sealed[0] != sealVersion {
-		return nil, false, fmt.Errorf("certificate storage %s: unknown sealing version", name)
-	}
-	for i, k := range s.keys() {
-		aead, err := newAEAD(k)
+// open returns a record's plain value and its exposure (who could ever
+// read it).
+func (s *certStorage) open(c *record.Cert) ([]byte, []string, error) {
+	if len(c.Data) > 0 && c.Data[0] == legacyVersion {
+		plain, err := s.openLegacy(c.Name, c.Data)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
-		ns := aead.NonceSize()
-		if len(sealed) < 1+ns+aead.Overhead() {
-			return nil, false, fmt.Errorf("certificate storage %s: sealed value too short (%d bytes)", name, len(sealed))
+		var all []string
+		if s.everyone != nil {
+			all = s.everyone()
 		}
-		if plain, err := aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], []byte(name)); err == nil {
-			return plain, i > 0, nil
-		}
+		return plain, all, nil
 	}
-	return nil, false, fmt.Errorf("certificate storage %s: no network secret opens it (sealed under a retired key?)", name)
+	plain, h, err := sealing.Open(c.Data, []byte(c.Name), s.self, s.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate storage %s: %w", c.Name, err)
+	}
+	return plain, h.Exposed, nil
 }
 
-func newAEAD(secret []byte) (cipher.AEAD, error) {
-	k, err := sealKey(secret)
+// legacyKey derives format 1's AES key from a network secret.
+func legacyKey(secret []byte) (cipher.AEAD, error) {
+	k, err := hkdf.Key(sha256.New, secret, nil, "uncloud ingress certificate storage v1", 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive certificate storage key: %w", err)
 	}
@@ -110,16 +124,24 @@ func newAEAD(secret []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-func (s *certStorage) Store(ctx context.Context, key string, value []byte) error {
-	sealed, err := s.seal(key, value)
-	if err != nil {
-		return err
+func (s *certStorage) openLegacy(name string, sealed []byte) ([]byte, error) {
+	if s.legacy == nil {
+		return nil, fmt.Errorf("certificate storage %s: format 1 and no network secret to open it", name)
 	}
-	rec := &record.Cert{Name: key, Data: sealed, Modified: time.Now().UTC(), By: s.self}
-	if err := s.st.Put(ctx, rec.Key(), rec); err != nil {
-		return fmt.Errorf("store certificate data %s: %w", key, err)
+	for _, k := range s.legacy() {
+		aead, err := legacyKey(k)
+		if err != nil {
+			return nil, err
+		}
+		ns := aead.NonceSize()
+		if len(sealed) < 1+ns+aead.Overhead() {
+			return nil, fmt.Errorf("certificate storage %s: sealed value too short (%d bytes)", name, len(sealed))
+		}
+		if plain, err := aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], []byte(name)); err == nil {
+			return plain, nil
+		}
 	}
-	return nil
+	return nil, fmt.Errorf("certificate storage %s: no network secret opens it (format 1, sealed under a retired key?)", name)
 }
 
 func (s *certStorage) get(ctx context.Context, key string) (*record.Cert, error) {
@@ -137,24 +159,28 @@ func (s *certStorage) get(ctx context.Context, key string) (*record.Cert, error)
 	return c, nil
 }
 
-// Load returns the value; a value no current secret opens counts as
-// missing (logged), so the issuer obtains a fresh one instead of failing
-// forever.
+// Load returns the value; a value this machine cannot open (not wrapped
+// for it, or tampered with) counts as missing (logged), so certmagic does
+// not fail forever; the maintenance pass (reseal.go) re-wraps or
+// re-issues it.
 func (s *certStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	c, err := s.get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	plain, old, err := s.open(key, c.Data)
+	plain, exposed, err := s.open(c)
 	if err != nil {
-		s.log.Warn("certificate storage value unreadable; treated as missing", "key", key, "err", err)
+		lvl := slog.LevelWarn
+		if errors.Is(err, sealing.ErrNotRecipient) {
+			lvl = slog.LevelDebug // not yet re-wrapped for this machine: expected for a moment
+		}
+		s.log.Log(ctx, lvl, "certificate storage value unreadable here; treated as missing", "key", key, "err", err)
 		return nil, fs.ErrNotExist
 	}
-	if old {
-		// Sealed before a secret rotation: re-seal under the current
-		// secret while the old one still opens it, so a later rotation
-		// that retires the old secret loses nothing.
-		if err := s.Store(ctx, key, plain); err != nil {
+	if c.Data[0] == legacyVersion {
+		// Re-seal for the ingress machines only while a network secret
+		// still opens it; the exposure says everyone could read it.
+		if err := s.store(ctx, key, plain, exposed); err != nil {
 			s.log.Warn("re-seal certificate storage value", "key", key, "err", err)
 		}
 	}

@@ -3,6 +3,7 @@ package ingress
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"io"
 	"io/fs"
@@ -11,13 +12,40 @@ import (
 	"testing"
 
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/sealing"
 )
+
+// testStorage is machine id's certificate storage, sealing for recips.
+func testStorage(t *testing.T, st State, id string, recips ...string) *certStorage {
+	return &certStorage{st: st, self: id, key: sealKeyOf(t, id), legacy: testSecret,
+		recipients: func() []sealing.Recipient {
+			var out []sealing.Recipient
+			for _, r := range recips {
+				out = append(out, sealing.Recipient{ID: r, Key: sealKeyOf(t, r).PublicKey()})
+			}
+			return out
+		},
+		everyone: func() []string { return []string{"m1", "m2", "m3", "gone"} },
+		log:      slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+// legacySeal writes format 1 (the network secret), as before per-machine
+// sealing.
+func legacySeal(t *testing.T, name string, plain []byte) []byte {
+	aead, err := legacyKey(testSecret()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, 1+aead.NonceSize())
+	out[0] = legacyVersion
+	rand.Read(out[1:])
+	return aead.Seal(out, out[1:], plain, []byte(name))
+}
 
 func TestCertStorage(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := &certStorage{st: st, self: "m1", keys: testSecret, log: log}
+	s := testStorage(t, st, "m1", "m1", "m2")
 	key := "certificates/ca/app.example.com/app.example.com.key"
 	secret := []byte("-----BEGIN EC PRIVATE KEY----- very secret")
 	if err := s.Store(ctx, key, secret); err != nil {
@@ -29,38 +57,42 @@ func TestCertStorage(t *testing.T) {
 	if err := s.Store(ctx, "acme/ca/users/x/x.json", []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Load(ctx, key)
-	if err != nil || !bytes.Equal(got, secret) {
-		t.Fatalf("load: %q %v", got, err)
+	for _, c := range []struct {
+		who  string
+		open bool
+	}{{"m1", true}, {"m2", true}, {"m3", false}, {"gone", false}} {
+		got, err := testStorage(t, st, c.who, "m1").Load(ctx, key)
+		if c.open && (err != nil || !bytes.Equal(got, secret)) {
+			t.Errorf("ingress machine %s: load %q %v", c.who, got, err)
+		}
+		if !c.open && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("machine %s (not a recipient) loads the key: %q %v", c.who, got, err)
+		}
 	}
 	// The replicated record never holds the key in clear.
 	rec, err := st.Get(ctx, record.CertsPrefix+key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(rec.(*record.Cert).Data, []byte("very secret")) {
+	old := rec.(*record.Cert).Data
+	if bytes.Contains(old, []byte("very secret")) {
 		t.Fatal("private key stored in clear")
 	}
-	// Another network's secret cannot read it: treated as missing.
-	other := &certStorage{st: st, self: "m9", keys: func() [][]byte { return [][]byte{[]byte("another network secret 32 bytes!")} }, log: log}
-	if _, err := other.Load(ctx, key); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("load with the wrong secret: %v, want fs.ErrNotExist", err)
-	}
-	// After a rotation the old secret still opens what it sealed.
-	rotated := &certStorage{st: st, keys: func() [][]byte { return [][]byte{[]byte("new"), testSecret()[0]} }, log: log}
-	if got, err := rotated.Load(ctx, key); err != nil || !bytes.Equal(got, secret) {
-		t.Fatalf("load after rotation: %v", err)
-	}
-	// ...and re-seals it under the new secret, so retiring the old one
-	// loses nothing.
-	retired := &certStorage{st: st, keys: func() [][]byte { return [][]byte{[]byte("new")} }, log: log}
-	if got, err := retired.Load(ctx, key); err != nil || !bytes.Equal(got, secret) {
-		t.Fatalf("load after the old secret retired: %v", err)
-	}
-	if err := s.Store(ctx, key, secret); err != nil { // back under the test secret
+	// m2 leaves the ingress: the value sealed after that is not for it,
+	// although the copy it kept still opens with its key (hence the
+	// re-issue on removal, reseal.go).
+	s = testStorage(t, st, "m1", "m1")
+	if err := s.Store(ctx, key, secret); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := testStorage(t, st, "m2", "m1").Load(ctx, key); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("m2 opens what was sealed after it left: %v", err)
+	}
+	if plain, _, err := sealing.Open(old, []byte(key), "m2", sealKeyOf(t, "m2")); err != nil || !bytes.Equal(plain, secret) {
+		t.Fatalf("m2's kept copy: %v", err)
+	}
 	// A blob moved to another name does not open (name is authenticated).
+	rec, _ = st.Get(ctx, record.CertsPrefix+key)
 	moved := &record.Cert{Name: "certificates/ca/evil/evil.key", Data: rec.(*record.Cert).Data}
 	put(t, st, moved)
 	if _, err := s.Load(ctx, moved.Name); !errors.Is(err, fs.ErrNotExist) {
@@ -69,6 +101,23 @@ func TestCertStorage(t *testing.T) {
 	if _, err := s.Load(ctx, "certificates/none"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing: %v", err)
 	}
+	// Format 1 (the network secret) is still read, and re-sealed for
+	// the ingress machines, every machine of the network named exposed.
+	lkey := "certificates/ca/old.example.com/old.example.com.key"
+	put(t, st, &record.Cert{Name: lkey, Data: legacySeal(t, lkey, secret)})
+	if got, err := s.Load(ctx, lkey); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("format 1: %q %v", got, err)
+	}
+	rec, _ = st.Get(ctx, record.CertsPrefix+lkey)
+	h, err := sealing.ParseHeader(rec.(*record.Cert).Data)
+	if err != nil || !slices.Equal(h.RecipientIDs(), []string{"m1"}) || !slices.Equal(h.Exposed, []string{"gone", "m1", "m2", "m3"}) {
+		t.Fatalf("format 1 re-sealed: recipients %v exposed %v %v", h.RecipientIDs(), h.Exposed, err)
+	}
+	if _, err := testStorage(t, st, "m2", "m1").Load(ctx, lkey); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a member opens the re-sealed format 1 value: %v", err)
+	}
+	del(t, st, record.CertsPrefix+lkey)
+	del(t, st, record.CertsPrefix+moved.Name)
 
 	if !s.Exists(ctx, "certificates/ca") || !s.Exists(ctx, key) || s.Exists(ctx, "certificates/c") {
 		t.Fatal("Exists wrong for directory, file or partial name")
@@ -78,7 +127,7 @@ func TestCertStorage(t *testing.T) {
 		t.Fatalf("list non-recursive: %v %v", list, err)
 	}
 	list, err = s.List(ctx, "certificates/ca", true)
-	if err != nil || len(list) != 3 {
+	if err != nil || len(list) != 2 {
 		t.Fatalf("list recursive: %v %v", list, err)
 	}
 	info, err := s.Stat(ctx, key)

@@ -42,6 +42,7 @@ type view struct {
 	services   map[string]*record.Service
 	containers map[string]*record.Container // by key
 	machines   map[string]*record.Machine
+	revoked    map[string]bool // machine IDs in the revoked set
 }
 
 // Reachability says which machines this machine can reach now (gossip
@@ -207,4 +208,17 @@ func (t *table) servesName(name string) bool {
 	}
 	i := strings.IndexByte(name, '.')
 	return i > 0 && len(t.wildcard[name[i+1:]]) > 0
+}
+
+// ordersFor reports whether a certificate may be ordered for name, so
+// whether an ACME challenge for it is one to answer or pass on: a
+// concrete https route's host, or, with on-demand TLS, a name under a
+// wildcard https route.
+func (t *table) ordersFor(name string, onDemand bool) bool {
+	name = strings.ToLower(name)
+	if slices.ContainsFunc(t.exact[name], func(r *Route) bool { return r.HTTPS }) {
+		return true
+	}
+	i := strings.IndexByte(name, '.')
+	return onDemand && i > 0 && slices.ContainsFunc(t.wildcard[name[i+1:]], func(r *Route) bool { return r.HTTPS })
 }

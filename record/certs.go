@@ -15,8 +15,9 @@ const KindCert Kind = "cert"
 // Cert is one blob of the ingress certificate storage (certmagic's
 // Storage keys, e.g. "certificates/<ca>/<name>/<name>.crt"). Any ingress
 // machine may write it: the issuer for a name writes that name's blobs.
-// Data is sealed by the ingress with a network secret, so private keys
-// never sit in the state in clear.
+// Data is sealed by the ingress for the ingress machines' sealing keys
+// (package sealing), so private keys never sit in the state in clear and
+// other members cannot read them.
 type Cert struct {
 	Name     string    `json:"name"`
 	Data     []byte    `json:"data"`

@@ -43,6 +43,9 @@ type Machine struct {
 	// WireGuardKey and IdentityKey are public keys (base64).
 	WireGuardKey string `json:"wireguard_key,omitempty"`
 	IdentityKey  string `json:"identity_key,omitempty"`
+	// SealKey is the machine's X25519 sealing key (base64), what the
+	// ingress seals certificate storage for; see package sealing.
+	SealKey string `json:"seal_key,omitempty"`
 	// Endpoints are candidate underlay endpoints, "host:port". Rarely
 	// changing ones only: the endpoint in use travels in gossip.
 	Endpoints []string `json:"endpoints,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/sealing"
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
@@ -149,6 +150,9 @@ func (m *Members) Publish(ctx context.Context) error {
 		Endpoints:    EndpointStrings(m.cfg.Endpoints()),
 		Membership:   m.state.Membership,
 	}
+	if k, err := sealing.PublicFromSeed(m.state.IdentitySeed); err == nil {
+		rec.SealKey = k // the ingress seals certificate keys for it
+	}
 	if cur, err := m.parts.Records.Get(ctx, rec.Key()); err == nil {
 		if mr, ok := cur.(*record.Machine); ok && sameMachine(mr, rec) {
 			return nil // unchanged: do not grow the DAG on every restart
@@ -162,8 +166,8 @@ func (m *Members) Publish(ctx context.Context) error {
 
 func sameMachine(a, b *record.Machine) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.WireGuardKey == b.WireGuardKey &&
-		a.IdentityKey == b.IdentityKey && slices.Equal(a.Endpoints, b.Endpoints) && slices.Equal(a.Roles, b.Roles) &&
-		reflect.DeepEqual(a.Membership, b.Membership)
+		a.IdentityKey == b.IdentityKey && a.SealKey == b.SealKey && slices.Equal(a.Endpoints, b.Endpoints) &&
+		slices.Equal(a.Roles, b.Roles) && reflect.DeepEqual(a.Membership, b.Membership)
 }
 
 // RemoveMachine implements api.Backend's: the machine's keys go into the

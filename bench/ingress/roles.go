@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -77,10 +79,13 @@ func runIngress(ctx context.Context, log *slog.Logger) error {
 	if s.AccessLog {
 		access = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	sealKey, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
 	in, err := ingress.Start(ctx, ingress.Config{
-		MachineID: "bench", State: st, HTTPAddr: s.HTTPAddr, HTTPSAddr: s.HTTPSAddr,
-		Secrets: func() [][]byte { return [][]byte{[]byte("bench secret")} },
-		ACME:    ingress.ACMEConfig{Disable: true}, Certificates: []tls.Certificate{cert},
+		MachineID: "bench", State: st, HTTPAddr: s.HTTPAddr, HTTPSAddr: s.HTTPSAddr, SealKey: sealKey,
+		ACME: ingress.ACMEConfig{Disable: true}, Certificates: []tls.Certificate{cert},
 		AccessLog: access, Log: log,
 	})
 	if err != nil {

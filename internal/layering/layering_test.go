@@ -21,6 +21,7 @@ var layers = map[string]int{
 	// Vocabulary: the address plan, the shared records, test helpers.
 	"meshaddr":                     0,
 	"record":                       0,
+	"sealing":                      0, // machine sealing keys and the sealed-blob format (stdlib only)
 	"internal/testkit":             0,
 	"internal/layering":            0,
 	"runtime/testimage/echoserver": 0,

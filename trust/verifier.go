@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,11 @@ var (
 	ErrWrongSigner = errors.New("record signed by a machine that may not write it")
 	ErrBadSig      = errors.New("record signature does not verify")
 	ErrNotMember   = errors.New("signer is not a member of this network")
+	ErrNotIngress  = errors.New("certificate storage signed by a machine without the ingress role")
 )
+
+// IngressRole is the role whose machines keep certificate storage.
+const IngressRole = "ingress"
 
 // Config is what a Verifier needs to know about its network.
 type Config struct {
@@ -167,7 +172,15 @@ func (v *Verifier) check(s crdt.Signed) error {
 			return fmt.Errorf("revocation of %s: %w", r.MachineID, ErrWrongSigner)
 		}
 		return v.byMember(vw, s, false)
-	default: // services, certificates: any member
+	case *record.Cert:
+		// Only the ingress reads certificate storage, so only the ingress
+		// writes it: another member could otherwise plant an account key
+		// of its choosing or overwrite what it cannot read.
+		if m := vw.members[s.By]; m == nil || !slices.Contains(m.rec.Roles, IngressRole) {
+			return fmt.Errorf("%s signed by %s: %w", s.Key, s.By, ErrNotIngress)
+		}
+		return v.byMember(vw, s, false)
+	default: // services: any member
 		return v.byMember(vw, s, true)
 	}
 }

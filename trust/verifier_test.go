@@ -281,3 +281,19 @@ func TestSubnetOwnerKeeps(t *testing.T) {
 		t.Fatalf("members = %s, want [a b c]: the subnet's owner must keep it", got)
 	}
 }
+
+// TestCertificateWriters: only machines with the ingress role write
+// certificate storage.
+func TestCertificateWriters(t *testing.T) {
+	w := newWorld(t)
+	w.a.rec.Roles = []string{IngressRole}
+	w.machines[0] = sign(t, w.a.rec, w.a.signer)
+	v := w.verifier(t)
+	cert := &record.Cert{Name: "certificates/x/app.test/app.test.key", Data: []byte("sealed")}
+	if err := v.Check(sign(t, cert, w.a.signer)); err != nil {
+		t.Errorf("ingress machine's certificate record: %v", err)
+	}
+	if err := v.Check(sign(t, cert, w.b.signer)); !errors.Is(err, ErrNotIngress) {
+		t.Errorf("certificate record of a machine without the role: %v, want %v", err, ErrNotIngress)
+	}
+}

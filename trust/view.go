@@ -339,6 +339,7 @@ func (v *view) fingerprintOf() string {
 	for _, id := range ids {
 		m := v.members[id]
 		h.Write([]byte("m\x00" + id + "\x00" + m.rec.IdentityKey + "\x00" + m.rec.WireGuardKey + "\x00" + m.rec.Subnet + "\x00" + m.digest + "\x00"))
+		h.Write([]byte(strings.Join(m.rec.Roles, ",") + "\x00")) // roles decide who writes certificates
 	}
 	rids := make([]string, 0, len(v.revocations))
 	for k := range v.revocations {

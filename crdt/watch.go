@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -130,9 +131,22 @@ func (h *watchHub) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load watch mirror: %w", err)
 	}
+	// The first check of each record verifies a signature (~70 µs): spread
+	// them over the cores, or a large state holds up the start.
+	visible := make([]bool, len(all))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(all)/256))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(all); i += workers {
+				visible[i] = h.visible(all[i].Key, all[i].Value)
+			}
+		})
+	}
+	wg.Wait()
 	h.mu.Lock()
-	for _, e := range all {
-		if h.visible(e.Key, e.Value) {
+	for i, e := range all {
+		if visible[i] {
 			h.mirror[e.Key] = e.Value
 		}
 	}

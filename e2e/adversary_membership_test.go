@@ -60,14 +60,20 @@ func TestAdversaryMembership(t *testing.T) {
 		if err := putRaw(ctx, rogueHost, r.Key(), raw); err != nil {
 			t.Fatal(err)
 		}
-		testkit.Eventually(t, "the forged "+r.Key()+" reaches m1 and m3 and is refused", 20*time.Second, func() error {
+		// A machine counts a refusal when the forged value is the current
+		// one there; where the victim's own re-publication arrived with it,
+		// the forged value is never current and nothing is counted. So one
+		// honest machine's refusal proves the arrival, and the others get a
+		// moment to receive it too.
+		testkit.Eventually(t, "the forged "+r.Key()+" reaches m1 or m3 and is refused", 20*time.Second, func() error {
 			for j, i := range honest {
-				if n := ignored(ctx, t, f, i); n <= before[j] {
-					return fmt.Errorf("%s has refused %d records, as before", f.hosts[i].Name, n)
+				if n := ignored(ctx, t, f, i); n > before[j] {
+					return nil
 				}
 			}
-			return nil
+			return errors.New("no honest machine has refused it yet")
 		})
+		time.Sleep(time.Second)
 	}
 	keepsWorking := func(t *testing.T) {
 		t.Helper()

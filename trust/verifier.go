@@ -176,10 +176,13 @@ func (v *Verifier) check(s crdt.Signed) error {
 		// Only the ingress reads certificate storage, so only the ingress
 		// writes it: another member could otherwise plant an account key
 		// of its choosing or overwrite what it cannot read.
-		if m := vw.members[s.By]; m == nil || !slices.Contains(m.rec.Roles, IngressRole) {
+		// A removed ingress machine's blobs stay readable where its removal
+		// kept them (written while it had the role): the ingress must see
+		// what that machine could open, to re-issue it.
+		if m := vw.members[s.By]; m != nil && !slices.Contains(m.rec.Roles, IngressRole) {
 			return fmt.Errorf("%s signed by %s: %w", s.Key, s.By, ErrNotIngress)
 		}
-		return v.byMember(vw, s, false)
+		return v.byMember(vw, s, true)
 	default: // services: any member
 		return v.byMember(vw, s, true)
 	}

@@ -296,4 +296,15 @@ func TestCertificateWriters(t *testing.T) {
 	if err := v.Check(sign(t, cert, w.b.signer)); !errors.Is(err, ErrNotIngress) {
 		t.Errorf("certificate record of a machine without the role: %v, want %v", err, ErrNotIngress)
 	}
+	// Removed, its blobs written with the role stay visible where kept, so
+	// the remaining ingress sees what it could open and re-issues.
+	kept := sign(t, cert, w.a.signer)
+	w.remove(t, w.b, w.a, kept.Digest(), crdt.SignatureDigest(w.b.rec.Membership.Sig))
+	v = w.verifier(t)
+	if err := v.Check(kept); err != nil {
+		t.Errorf("a removed ingress machine's kept certificate record: %v", err)
+	}
+	if err := v.Check(sign(t, &record.Cert{Name: "certificates/x/other"}, w.a.signer)); err == nil {
+		t.Error("a removed ingress machine's new certificate record was believed")
+	}
 }

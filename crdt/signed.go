@@ -77,10 +77,8 @@ func SignedMessage(key string, kind record.Kind, v int, data []byte) []byte {
 // trustGate is the store's use of its Verifier: it keeps the verifier's
 // view current and filters decoded records through it.
 type trustGate struct {
-	v   Verifier
-	st  *counters
-	mu  sync.Mutex // serializes Reset
-	gen uint64     // bumped when a Reset changed the view (under mu)
+	v  Verifier
+	mu sync.Mutex // serializes Reset
 }
 
 // refresh re-reads the machine and revocation records and hands them to
@@ -94,11 +92,7 @@ func (s *Store) refreshTrust(ctx context.Context) bool {
 	defer g.mu.Unlock()
 	machines := s.rawSigned(ctx, record.MachinesPrefix)
 	revoked := s.rawSigned(ctx, record.RevokedPrefix)
-	if !g.v.Reset(machines, revoked) {
-		return false
-	}
-	g.gen++
-	return true
+	return g.v.Reset(machines, revoked)
 }
 
 // rawSigned decodes every record under prefix without checking it.

@@ -161,7 +161,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	dag := merkledag.NewDAGService(blockservice.New(s.bs, s.ex))
 	s.watch = newWatchHub(s, &s.st, s.log)
 	if cfg.Verifier != nil {
-		s.trust = &trustGate{v: cfg.Verifier, st: &s.st}
+		s.trust = &trustGate{v: cfg.Verifier}
 	}
 
 	opts := dscrdt.DefaultOptions()

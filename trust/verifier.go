@@ -162,9 +162,8 @@ func (v *Verifier) check(s crdt.Signed) error {
 	case *record.Token:
 		return v.owned(vw, s, r.Issuer)
 	case *record.Revoked:
-		if rv, ok := vw.revocations[s.Key+"#"+s.Digest()]; ok && vw.revoked[r.MachineID] != nil {
-			_ = rv
-			return nil // verified when the view was built
+		if vw.effectiveKeys[s.Key+"#"+s.Digest()] {
+			return nil // verified and judged when the view was built
 		}
 		// Not in the view yet (about to be written, or carried with a
 		// key push): its signer must be a member now.

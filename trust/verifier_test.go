@@ -214,8 +214,15 @@ func TestCheckRecords(t *testing.T) {
 	w := newWorld(t)
 	svc := &record.Service{Name: "web"}
 	keptSvc := sign(t, svc, w.b.signer)
-	w.revoke(t, w.a, w.b, keptSvc.Digest(), crdt.SignatureDigest(w.c.rec.Membership.Sig))
+	removal := w.revoke(t, w.a, w.b, keptSvc.Digest(), crdt.SignatureDigest(w.c.rec.Membership.Sig))
+	afterward := w.revoke(t, w.b, w.c) // void: b is removed and this was not kept
 	v := w.verifier(t)
+	if err := v.Check(removal); err != nil {
+		t.Errorf("an effective removal: %v", err)
+	}
+	if err := v.Check(afterward); err == nil {
+		t.Error("a removal signed by an already removed machine was believed")
+	}
 	for _, tc := range []struct {
 		name string
 		s    crdt.Signed

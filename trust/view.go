@@ -28,8 +28,10 @@ type view struct {
 	// revokedKeys are the identity and WireGuard keys of removed machines.
 	revokedKeys map[string]bool
 	// revocations are all revocation records that verify, effective or
-	// not, by key: Check answers for a revocation record from here.
-	revocations map[string]*revocation
+	// not, by key and digest; effectiveKeys are those that count. Check
+	// answers for a revocation record from here.
+	revocations   map[string]*revocation
+	effectiveKeys map[string]bool
 	// fingerprint changes whenever anything Check decides on changes.
 	fingerprint string
 	// refused counts the machine and revocation records left out, by reason.
@@ -69,7 +71,7 @@ type candidate struct {
 func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.Signed, owners map[string]string) *view {
 	v := &view{members: map[string]*member{}, identities: map[string]ed25519.PublicKey{},
 		revoked: map[string]*revocation{}, revokedKeys: map[string]bool{}, revocations: map[string]*revocation{},
-		refused: map[string]int{}}
+		effectiveKeys: map[string]bool{}, refused: map[string]int{}}
 	cands := map[string]*candidate{}
 	for _, s := range machines {
 		c, reason := machineCandidate(network, s)
@@ -126,7 +128,13 @@ func build(network string, root ed25519.PublicKey, machines, revokedRecs []crdt.
 	}
 	// A machine removed twice (two removers, or a deleted revocation that
 	// this machine remembers) keeps what any effective removal kept.
-	for _, rv := range effective(v.revocations) {
+	effectiveList := effective(v.revocations)
+	for k, rv := range v.revocations {
+		if slices.Contains(effectiveList, rv) {
+			v.effectiveKeys[k] = true
+		}
+	}
+	for _, rv := range effectiveList {
 		id := rv.rec.MachineID
 		if prev := v.revoked[id]; prev != nil {
 			merged := &revocation{rec: prev.rec, digest: prev.digest, kept: maps.Clone(prev.kept)}

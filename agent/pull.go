@@ -133,4 +133,3 @@ func (p *localDocker) pullImage(ctx context.Context, req api.ImagePullRequest, p
 func pinDigest(pin string) string {
 	return runtime.ContainerSpec{ImagePin: pin}.PinDigest()
 }
-

@@ -98,27 +98,32 @@ type ContainerInfo struct {
 	MachineID string `json:"machine_id"`
 	// MachineState is self, alive, or unreachable (this partition cannot
 	// reach it: its containers are shown as last recorded).
-	MachineState string    `json:"machine_state"`
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	Service      string    `json:"service"`
-	Image        string    `json:"image"`
-	Address      string    `json:"address"`
-	State        string    `json:"state"`
-	Health       string    `json:"health,omitempty"`
-	Ports        []string  `json:"ports,omitempty"`
-	Created      time.Time `json:"created,omitzero"`
+	MachineState string `json:"machine_state"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Service      string `json:"service"`
+	Image        string `json:"image"`
+	// ImageDigest is what Image was pinned to: the registry's manifest
+	// digest, or the local image ID of an image no registry knows.
+	ImageDigest string    `json:"image_digest,omitempty"`
+	Address     string    `json:"address"`
+	State       string    `json:"state"`
+	Health      string    `json:"health,omitempty"`
+	Ports       []string  `json:"ports,omitempty"`
+	Created     time.Time `json:"created,omitzero"`
 }
 
 // ServiceInfo is one service: its record and a count of its containers.
 type ServiceInfo struct {
-	Name     string   `json:"name"`
-	Mode     string   `json:"mode"`
-	Image    string   `json:"image"`
-	Ports    []string `json:"ports,omitempty"`
-	Running  int      `json:"running"`
-	Total    int      `json:"total"`
-	Machines []string `json:"machines,omitempty"`
+	Name  string `json:"name"`
+	Mode  string `json:"mode"`
+	Image string `json:"image"`
+	// ImageDigest is the digest the service's image is pinned to.
+	ImageDigest string   `json:"image_digest,omitempty"`
+	Ports       []string `json:"ports,omitempty"`
+	Running     int      `json:"running"`
+	Total       int      `json:"total"`
+	Machines    []string `json:"machines,omitempty"`
 	// AllowFrom is the security group; empty means open inside the network.
 	AllowFrom []string `json:"allow_from,omitempty"`
 }

@@ -125,7 +125,9 @@ func TestLocalClientCalls(t *testing.T) {
 			func(ctx context.Context, c *Client) (any, error) { return c.InspectService(ctx, "web") },
 			"GET", "/v1/services/web", "", ServiceDetail{ServiceInfo: ServiceInfo{Name: "web"}, Containers: []ContainerInfo{}}},
 		{"ScaleService", `{"service":"web"}`,
-			func(ctx context.Context, c *Client) (any, error) { return c.ScaleService(ctx, "web", ScaleRequest{Replicas: 3}) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.ScaleService(ctx, "web", ScaleRequest{Replicas: 3})
+			},
 			"POST", "/v1/services/web/scale", `{"replicas":3}`, ServiceResult{Service: "web"}},
 		{"RemoveService", `{"service":"web"}`,
 			func(ctx context.Context, c *Client) (any, error) { return c.RemoveService(ctx, "web") },

@@ -117,6 +117,7 @@ func (p *localDocker) routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}/logs", p.handleContainerLogs)
 	p.imageRoutes(mux)
+	p.imageStoreRoutes(mux)
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
 		rt, err := p.runtime()
 		if err != nil {

@@ -150,9 +150,9 @@ func deleteResponse(resp []image.DeleteResponse) (untagged, deleted []string) {
 type PruneOptions struct {
 	// All removes every unused image, not only dangling ones (Docker's
 	// `image prune -a`).
-	All bool
+	All bool `json:"all,omitempty"`
 	// DryRun says what would go, removing nothing.
-	DryRun bool
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // PruneReport is what a prune removed (or would) on this machine.

@@ -103,6 +103,7 @@ func TestImageLsRmPrune(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("image ls:\n%s", table)
 		if !lsTableRow(table, testimage.Tag, "m2", "web") || !lsTableRow(table, testimage.Tag, "m1") {
 			t.Errorf("table lacks the test image's rows on m1 and m2 (with web):\n%s", table)
 		}
@@ -111,6 +112,7 @@ func TestImageLsRmPrune(t *testing.T) {
 	t.Run("rm of a used image is refused", func(t *testing.T) {
 		out, err := c.uncloud(ctx, t, 0, "image", "rm", testimage.Tag)
 		msg := fmt.Sprint(err) + out
+		t.Logf("image rm: %s", msg)
 		if err == nil || !strings.Contains(msg, "service web") || !strings.Contains(msg, "m2") || !strings.Contains(msg, "nothing was removed") {
 			t.Fatalf("rm of web's image: %v\n%s", err, out)
 		}
@@ -159,6 +161,7 @@ func TestImageLsRmPrune(t *testing.T) {
 		if err != nil {
 			t.Fatalf("prune --all: %v\n%s", err, out)
 		}
+		t.Logf("image prune --all -m m2:\n%s", out)
 		if !strings.Contains(out, "m2: removed 2 image(s)") || !strings.Contains(out, spare) {
 			t.Errorf("prune --all said:\n%s", out)
 		}
@@ -183,6 +186,7 @@ func TestImageLsRmPrune(t *testing.T) {
 			t.Fatalf("machines %s, want m2 unreachable: %+v", got, list.Machines)
 		}
 		table, err := c.uncloud(ctx, t, 0, "image", "ls")
+		t.Logf("image ls, m2 stopped:\n%s", table)
 		if err != nil || !strings.Contains(table, "m2: unreachable") {
 			t.Fatalf("table: %v\n%s", err, table)
 		}

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -196,12 +194,7 @@ func TestImageLsRmPrune(t *testing.T) {
 // lsImportFile imports a one-file image whose content makes its ID.
 func lsImportFile(ctx context.Context, t *testing.T, c *client.Client, content, tag string) {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	tw.WriteHeader(&tar.Header{Name: "content", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
-	tw.Write([]byte(content))
-	tw.Close()
-	if err := testimage.Import(ctx, c, buf.Bytes(), tag); err != nil {
+	if err := testimage.Import(ctx, c, testimage.FileTarball(content), tag); err != nil {
 		t.Fatal(err)
 	}
 }

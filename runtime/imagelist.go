@@ -172,14 +172,17 @@ func displayName(i Image) string {
 	return shortID(i.ID)
 }
 
-// firstName sorts named images before unnamed ones ("~" is after every
-// character a name can hold).
-func firstName(i Image) string {
+func firstName(i Image) string { return ImageSortName(i.Tags, i.Digests) }
+
+// ImageSortName is what image listings sort by: the first tag, else the
+// first digest, else "~", which is after every character a name can
+// hold, so unnamed images come last.
+func ImageSortName(tags, digests []string) string {
 	switch {
-	case len(i.Tags) > 0:
-		return i.Tags[0]
-	case len(i.Digests) > 0:
-		return i.Digests[0]
+	case len(tags) > 0:
+		return tags[0]
+	case len(digests) > 0:
+		return digests[0]
 	}
 	return "~"
 }

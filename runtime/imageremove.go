@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/errdefs"
 )
@@ -59,16 +60,12 @@ func (r *Runtime) RemoveImage(ctx context.Context, ref string, opts RemoveImageO
 		}
 		return ImageRemoval{}, fmt.Errorf("%w: inspect image %q: %w", ErrUnavailable, ref, err)
 	}
-	imgs, cs, err := r.imagesAndContainers(ctx, false)
+	// Only this image's users count: its containers, not every image.
+	cs, err := r.docker.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
-		return ImageRemoval{}, err
+		return ImageRemoval{}, fmt.Errorf("%w: list containers on %s: %w", ErrUnavailable, r.cfg.MachineName, err)
 	}
-	var me Image
-	for _, img := range imageUsage(imgs, cs, r.cfg.MachineID).Images {
-		if img.ID == insp.ID {
-			me = img
-		}
-	}
+	me := imageUsage([]image.Summary{{ID: insp.ID}}, cs, r.cfg.MachineID).Images[0]
 	out := ImageRemoval{ID: insp.ID, Users: me.Users}
 	if me.InUse > 0 && !opts.Force {
 		return out, fmt.Errorf("%w: %s (image %s) is used on %s by %s; remove those first, or remove it with --force",

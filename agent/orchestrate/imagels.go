@@ -148,15 +148,7 @@ func imageInfo(t Machine, img runtime.Image) api.ImageInfo {
 // sortImageInfos puts one image's rows on the machines next to each
 // other: by first name (unnamed last), ID, machine.
 func sortImageInfos(is []api.ImageInfo) {
-	name := func(i api.ImageInfo) string {
-		switch {
-		case len(i.Tags) > 0:
-			return i.Tags[0]
-		case len(i.Digests) > 0:
-			return i.Digests[0]
-		}
-		return "~"
-	}
+	name := func(i api.ImageInfo) string { return runtime.ImageSortName(i.Tags, i.Digests) }
 	sort.SliceStable(is, func(a, b int) bool {
 		x, y := is[a], is[b]
 		if name(x) != name(y) {

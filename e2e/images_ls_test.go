@@ -172,6 +172,20 @@ func TestImageLsRmPrune(t *testing.T) {
 		c.running(ctx, t, 0, "web", 1)
 	})
 
+	t.Run("rm --force still obeys Docker", func(t *testing.T) {
+		// By ID, the image itself: Docker will not delete an image a
+		// running container uses, forced or not, and the user reads why.
+		out, err := c.uncloud(ctx, t, 0, "image", "rm", echoID, "--force", "-m", "m2")
+		msg := fmt.Sprint(err) + out
+		t.Logf("image rm --force: %s", msg)
+		if err == nil || !strings.Contains(out, "m2: refused:") || !strings.Contains(msg, "Docker said") || !strings.Contains(msg, "running container") {
+			t.Fatalf("forced rm of a running container's image: %v\n%s", err, out)
+		}
+		if !lsHasImage(ctx, t, m2, echoID) {
+			t.Fatal("the image a running container uses is gone")
+		}
+	})
+
 	t.Run("an unreachable machine is named", func(t *testing.T) {
 		if err := c.procs[1].Stop(10 * time.Second); err != nil {
 			t.Fatal(err)

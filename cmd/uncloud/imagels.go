@@ -136,6 +136,8 @@ func renderRemove(out io.Writer, res api.ImageRemoveResult) error {
 			what := "untagged " + dash(strings.Join(m.Untagged, ", "))
 			if len(m.Deleted) > 0 {
 				what += fmt.Sprintf("; deleted %d image(s) (%s)", len(m.Deleted), shortDigest(m.Deleted[0]))
+			} else {
+				what += "; the image stays (another name or a container still holds it)"
 			}
 			fmt.Fprintf(out, "%s: removed %s: %s\n", m.Machine, res.Image, what)
 		case "absent":

@@ -118,6 +118,7 @@ func (p *localDocker) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}/logs", p.handleContainerLogs)
 	p.imageRoutes(mux)
 	p.pullRoutes(mux)
+	p.imageStoreRoutes(mux)
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
 		rt, err := p.runtime()
 		if err != nil {

@@ -114,13 +114,17 @@ func TestPruneCandidates(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		all  bool
+		keep []string
 		want string
 	}{
-		{false, "dangling,digest-only"},
-		{true, "dangling,digest-only,tagged"},
+		{false, nil, "dangling,digest-only"},
+		{true, nil, "dangling,digest-only,tagged"},
+		// Services pinned by registry digest and by image ID keep theirs.
+		{false, []string{"x@sha256:1"}, "dangling"},
+		{true, []string{"tagged", "reg:5000/other@sha256:9"}, "dangling,digest-only"},
 	} {
-		if got := ids(pruneCandidates(imgs, tt.all)); got != tt.want {
-			t.Errorf("pruneCandidates(all=%v) = %s, want %s", tt.all, got, tt.want)
+		if got := ids(pruneCandidates(imgs, tt.all, tt.keep)); got != tt.want {
+			t.Errorf("pruneCandidates(all=%v, keep=%v) = %s, want %s", tt.all, tt.keep, got, tt.want)
 		}
 	}
 }

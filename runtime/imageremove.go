@@ -150,7 +150,14 @@ type PruneOptions struct {
 	All bool `json:"all,omitempty"`
 	// DryRun says what would go, removing nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Keep are the pins of the network's services (ContainerSpec
+	// ImagePin): an image they name stays even with no container here
+	// yet, so a scale-up or a restart elsewhere still finds it.
+	Keep []string `json:"keep,omitempty"`
 }
+
+// MaxPruneKeep bounds PruneOptions.Keep from the network.
+const MaxPruneKeep = 10000
 
 // PruneReport is what a prune removed (or would) on this machine.
 type PruneReport struct {
@@ -186,7 +193,10 @@ func (r *Runtime) PruneImages(ctx context.Context, opts PruneOptions) (PruneRepo
 		}
 	}
 	rep := PruneReport{DryRun: opts.DryRun}
-	for _, img := range pruneCandidates(imageUsage(imgs, cs, r.cfg.MachineID).Images, opts.All) {
+	if len(opts.Keep) > MaxPruneKeep {
+		return PruneReport{}, fmt.Errorf("%w: %d images to keep, at most %d", ErrBadSpec, len(opts.Keep), MaxPruneKeep)
+	}
+	for _, img := range pruneCandidates(imageUsage(imgs, cs, r.cfg.MachineID).Images, opts.All, opts.Keep) {
 		if !opts.DryRun {
 			if err := r.removeUnused(ctx, img); err != nil {
 				if len(rep.Failed) < MaxImageUsers {
@@ -205,16 +215,34 @@ func (r *Runtime) PruneImages(ctx context.Context, opts PruneOptions) (PruneRepo
 }
 
 // pruneCandidates are the images a prune removes: no container uses
-// them, and they are dangling unless all.
-func pruneCandidates(imgs []Image, all bool) []Image {
+// them, no service is pinned to them, and they are dangling unless all.
+func pruneCandidates(imgs []Image, all bool, keep []string) []Image {
+	pinned := map[string]bool{}
+	for _, k := range keep {
+		pinned[ContainerSpec{ImagePin: k}.PinDigest()] = true
+	}
 	var out []Image
 	for _, img := range imgs {
-		if img.Used() || (!all && !img.Dangling()) {
+		if img.Used() || (!all && !img.Dangling()) || keptByPin(img, pinned) {
 			continue
 		}
 		out = append(out, img)
 	}
 	return out
+}
+
+// keptByPin says whether a service's pin names img: by its ID, or by one
+// of the registry digests it came with.
+func keptByPin(img Image, pinned map[string]bool) bool {
+	if pinned[img.ID] {
+		return true
+	}
+	for _, d := range img.Digests {
+		if _, dg, ok := strings.Cut(d, "@"); ok && pinned[dg] {
+			return true
+		}
+	}
+	return false
 }
 
 // removeUnused removes one candidate without force: name by name (the

@@ -2,6 +2,7 @@ package orchestrate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
@@ -250,7 +252,11 @@ func (o *Orchestrator) PruneImages(ctx context.Context, req api.ImagePruneReques
 	if err != nil {
 		return res, err
 	}
-	opts := runtime.PruneOptions{All: req.All, DryRun: req.DryRun}
+	keep, err := o.servicePins(ctx)
+	if err != nil {
+		return res, err
+	}
+	opts := runtime.PruneOptions{All: req.All, DryRun: req.DryRun, Keep: keep}
 	reps, errs := eachMachine(ctx, ts, imagePruneTimeout, func(ctx context.Context, t Machine) (runtime.PruneReport, error) {
 		return ie.PruneImages(ctx, t, opts)
 	})
@@ -259,4 +265,25 @@ func (o *Orchestrator) PruneImages(ctx context.Context, req api.ImagePruneReques
 			Removed: reps[i].Removed, Count: reps[i].Count, Failed: reps[i].Failed, Reclaimed: reps[i].Reclaimed})
 	}
 	return res, nil
+}
+
+// servicePins are the images the network's services are pinned to: a
+// prune keeps them wherever they are.
+func (o *Orchestrator) servicePins(ctx context.Context) ([]string, error) {
+	recs, err := o.store.List(ctx, record.ServicesPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	var out []string
+	for _, r := range recs {
+		svc, ok := r.(*record.Service)
+		if !ok {
+			continue
+		}
+		var spec runtime.ContainerSpec
+		if json.Unmarshal(svc.Spec, &spec) == nil && spec.ImagePin != "" && len(out) < runtime.MaxPruneKeep {
+			out = append(out, spec.ImagePin)
+		}
+	}
+	return out, nil
 }

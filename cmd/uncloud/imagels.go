@@ -160,7 +160,7 @@ type imagePruneCmd struct {
 }
 
 func (imagePruneCmd) Help() string {
-	return `Like 'docker image prune' on each machine at once: by default only dangling images (no tag: left behind when a tag moved to a newer image); with --all every image that no container on that machine uses, uncloud's or not, running or stopped. An image a container uses is never removed: it is not a candidate, and each removal is Docker's own unforced one, which refuses an image a container was made from meanwhile. With --all, an image pushed for a service that has no container on that machine yet goes too: the next run or scale there pulls it, or needs it pushed, again. The space reclaimed is about: each image's size less the layers Docker says it shares with others (Docker before 23 does not say, so the whole size).
+	return `Like 'docker image prune' on each machine at once: by default only dangling images (no tag: left behind when a tag moved to a newer image); with --all every image that no container on that machine uses, uncloud's or not, running or stopped. An image a container uses is never removed: it is not a candidate, and each removal is Docker's own unforced one, which refuses an image a container was made from meanwhile. An image a service of the network is pinned to stays on every machine, with or without a container there, so a later scale-up finds it. The space reclaimed is about: each image's size less the layers Docker says it shares with others (Docker before 23 does not say, so the whole size).
 
 Examples:
   uncloud image prune --dry-run

@@ -31,6 +31,7 @@ type localDocker struct {
 	records     *containerRecords // what the runtime reports goes to the state here
 	// imageMaxBytes bounds one pushed image tarball.
 	imageMaxBytes int64
+	execs         execSlots // attached execs running here (exec.go)
 
 	mu    sync.Mutex
 	ready bool
@@ -58,7 +59,8 @@ var errNetstack = errors.New("the mesh runs in userspace (netstack mode) here, s
 // containers or removes the rules when it exits: they keep serving.
 func (d *Daemon) startContainers(ctx context.Context) {
 	p := &localDocker{machineID: d.state.MachineID, machineName: func() string { return d.snapshot().Name },
-		log: d.log, why: errors.New("not connected yet"), imageMaxBytes: d.opts.ImageMaxBytes}
+		log: d.log, why: errors.New("not connected yet"), imageMaxBytes: d.opts.ImageMaxBytes,
+		execs: newExecSlots()}
 	if p.imageMaxBytes <= 0 {
 		p.imageMaxBytes = DefaultImageMaxBytes
 	}
@@ -224,6 +226,10 @@ func (p *localDocker) handleCreateContainer(w http.ResponseWriter, r *http.Reque
 
 func (p *localDocker) handleContainerAction(w http.ResponseWriter, r *http.Request) {
 	action := r.PathValue("action")
+	if action == "exec" && api.IsExecUpgrade(r) {
+		p.handleExecAttach(w, r)
+		return
+	}
 	if action == "exec" {
 		var req api.ContainerExecRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {

@@ -204,9 +204,10 @@ var (
 	_ orchestrate.Engine = engine{}
 	// The local API finds the container commands on the Daemon: they are
 	// the embedded Orchestrator's.
-	_ api.ContainerBackend = (*Daemon)(nil)
-	_ api.DeployBackend    = (*Daemon)(nil)
-	_ api.ImageBackend     = (*Daemon)(nil)
+	_ api.ContainerBackend  = (*Daemon)(nil)
+	_ api.DeployBackend     = (*Daemon)(nil)
+	_ api.ImageBackend      = (*Daemon)(nil)
+	_ api.ExecAttachBackend = (*Daemon)(nil)
 )
 
 func (e engine) ResolveImage(ctx context.Context, m orchestrate.Machine, req api.ImageResolveRequest) (api.ImageResolveAnswer, error) {

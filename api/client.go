@@ -24,6 +24,8 @@ type Client struct {
 	// Target is the agent this client reaches (a socket path or the
 	// ssh:// target), named in every error.
 	Target string
+	// ExecTiming keeps exec streams alive (zero: the defaults).
+	ExecTiming ExecTiming
 
 	closeOnce sync.Once
 	closer    func() error

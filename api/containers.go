@@ -31,6 +31,17 @@ type ContainerBackend interface {
 	ExecService(ctx context.Context, name string, req ExecRequest) (ExecResult, error)
 }
 
+// ExecAttachBackend runs commands with their input and output attached
+// (`uncloud exec -i/-t`); the local API serves it on the exec path to
+// calls that ask for the exec stream.
+type ExecAttachBackend interface {
+	// ExecAttach starts req.Cmd in one of the service's containers and
+	// returns the session and where it runs. ctx is the call's, which
+	// lasts as long as the session; the session ends when the command
+	// does, or on its Close.
+	ExecAttach(ctx context.Context, name string, req ExecRequest) (ExecSession, ExecTarget, error)
+}
+
 // RunRequest starts a service: `uncloud run`.
 type RunRequest struct {
 	Name     string   `json:"name,omitempty"` // default: from the image name
@@ -163,6 +174,12 @@ type ScaleRequest struct {
 type ExecRequest struct {
 	Cmd       []string `json:"cmd"`
 	Container string   `json:"container,omitempty"` // default: a running one, this machine's first
+	// Machine picks the service's running container on that machine
+	// (name or ID).
+	Machine string `json:"machine,omitempty"`
+	// The options are for an attached exec (the exec stream,
+	// ExecAttach); the plain call runs Cmd as is.
+	ExecOptions
 }
 
 // ExecResult is a command's outcome.
@@ -255,6 +272,15 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 		var req ExecRequest
 		if err := decodeBody(r, &req); err != nil {
 			reply(w, nil, err)
+			return
+		}
+		if ab, ok := b.(ExecAttachBackend); ok && IsExecUpgrade(r) {
+			s, target, err := ab.ExecAttach(r.Context(), r.PathValue("name"), req)
+			if err != nil {
+				reply(w, nil, err)
+				return
+			}
+			UpgradeExec(r.Context(), w, r, target, s, ExecTiming{})
 			return
 		}
 		res, err := b.ExecService(r.Context(), r.PathValue("name"), req)

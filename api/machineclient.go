@@ -20,6 +20,8 @@ type MachineClient struct {
 	Long *http.Client
 	// BaseURL maps a machine ID to its machine API (https://addr:port).
 	BaseURL func(machineID string) (string, error)
+	// ExecTiming keeps exec streams alive (zero: the defaults).
+	ExecTiming ExecTiming
 }
 
 // NewMachineClient wraps a machine HTTP client (NewMachineHTTP); the long

@@ -34,6 +34,9 @@ type SignedRecord struct {
 // ContainerExecRequest runs a command in a container on the callee.
 type ContainerExecRequest struct {
 	Cmd []string `json:"cmd"`
+	// The options are for an attached exec (the exec stream); the plain
+	// call runs Cmd as is.
+	ExecOptions
 }
 
 // ContainerExecResult is a command's outcome; it has runtime.ExecResult's

@@ -72,6 +72,9 @@ type Engine interface {
 	// Inspect reads a container's state from Docker on m.
 	Inspect(ctx context.Context, m Machine, id string) (*record.Container, error)
 	Exec(ctx context.Context, m Machine, id string, cmd []string) (runtime.ExecResult, error)
+	// Attach starts cmd in a container on m with its input and output
+	// attached; the session ends when the command does, or on Close.
+	Attach(ctx context.Context, m Machine, id string, cmd []string, o api.ExecOptions) (api.ExecSession, error)
 	// Logs calls line with each log line (Docker's timestamp first); an
 	// error of line's own is returned as is.
 	Logs(ctx context.Context, m Machine, id string, o runtime.LogOptions, line func(string) error) error
@@ -143,9 +146,10 @@ func New(c Config) *Orchestrator {
 }
 
 var (
-	_ api.ContainerBackend = (*Orchestrator)(nil)
-	_ api.DeployBackend    = (*Orchestrator)(nil)
-	_ api.ImageBackend     = (*Orchestrator)(nil)
+	_ api.ContainerBackend  = (*Orchestrator)(nil)
+	_ api.DeployBackend     = (*Orchestrator)(nil)
+	_ api.ImageBackend      = (*Orchestrator)(nil)
+	_ api.ExecAttachBackend = (*Orchestrator)(nil)
 )
 
 // readyTimeout bounds the question "can you run containers now?".

@@ -3,7 +3,6 @@ package orchestrate
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -239,55 +238,4 @@ func (o *Orchestrator) ServiceLogs(ctx context.Context, name string, lr api.Logs
 		}
 	}
 	return nil
-}
-
-// ExecService implements api.ContainerBackend.
-func (o *Orchestrator) ExecService(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {
-	if len(req.Cmd) == 0 {
-		return api.ExecResult{}, fmt.Errorf("%w: exec needs a command", api.ErrBadRequest)
-	}
-	cs, err := o.serviceContainers(ctx, name)
-	if err != nil {
-		return api.ExecResult{}, err
-	}
-	all, err := o.fleet.Machines(ctx)
-	if err != nil {
-		return api.ExecResult{}, err
-	}
-	byID := map[string]Machine{}
-	for _, t := range all {
-		byID[t.ID] = t
-	}
-	var pick *record.Container
-	for _, c := range cs {
-		t := byID[c.MachineID]
-		switch {
-		case req.Container != "":
-			if c.Name == req.Container || c.ID == req.Container {
-				pick = c
-			}
-		case c.State == "running" && t.Reachable():
-			if pick == nil || t.State == "self" {
-				pick = c
-			}
-		}
-	}
-	if pick == nil {
-		if req.Container != "" {
-			return api.ExecResult{}, fmt.Errorf("%w: service %q has no container %q", api.ErrNotFound, name, req.Container)
-		}
-		return api.ExecResult{}, fmt.Errorf("%w: service %q has no running container on a reachable machine", api.ErrNotFound, name)
-	}
-	t, ok := byID[pick.MachineID]
-	if !ok {
-		t = Machine{ID: pick.MachineID, Name: pick.MachineID, State: "down"}
-	}
-	res, err := o.exec(ctx, t, pick.ID, req.Cmd)
-	if err != nil {
-		if errors.Is(err, runtime.ErrBadSpec) {
-			err = fmt.Errorf("%w: %v", api.ErrBadRequest, err)
-		}
-		return api.ExecResult{}, err
-	}
-	return api.ExecResult{Container: pick.Name, Machine: t.Name, ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr}, nil
 }

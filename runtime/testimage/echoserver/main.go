@@ -9,6 +9,7 @@
 // containers and check it (full-size segments, many of them).
 // "echoserver dial HOST:PORT" opens a TCP connection (2 s at most) and
 // says "open" (exit 0) or why not (exit 1), for firewall tests.
+// "echoserver sh" is a tiny shell for the exec tests (shell.go).
 // "echoserver spoof SRC DST PORT"
 // sends one UDP datagram with a forged source address through a raw
 // socket, to test that the host drops it.
@@ -38,6 +39,9 @@ func main() {
 	}
 	if len(os.Args) == 3 && os.Args[1] == "dial" {
 		os.Exit(dial(os.Args[2]))
+	}
+	if len(os.Args) == 2 && os.Args[1] == "sh" {
+		os.Exit(shell())
 	}
 	if len(os.Args) == 5 && os.Args[1] == "spoof" {
 		os.Exit(spoof(os.Args[2], os.Args[3], os.Args[4]))

@@ -270,7 +270,7 @@ func (p *localDocker) handleContainerLogs(w http.ResponseWriter, r *http.Request
 	}
 	q := r.URL.Query()
 	follow, _ := strconv.ParseBool(q.Get("follow"))
-	o := runtime.LogOptions{Follow: follow, Since: q.Get("since"), Tail: q.Get("tail")}
+	o := runtime.LogOptions{Follow: follow, Since: q.Get("since"), Until: q.Get("until"), Tail: q.Get("tail")}
 	started := false
 	flusher, _ := w.(http.Flusher)
 	err = rt.Logs(r.Context(), r.PathValue("id"), o, func(line string) error {

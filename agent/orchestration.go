@@ -147,7 +147,7 @@ func (e engine) Logs(ctx context.Context, m orchestrate.Machine, id string, o ru
 		}
 		return rt.Logs(ctx, id, o, line)
 	}
-	err := e.d.machineAPI.ContainerLogs(ctx, m.ID, id, api.LogsRequest{Follow: o.Follow, Since: o.Since, Tail: o.Tail}, line)
+	err := e.d.machineAPI.ContainerLogs(ctx, m.ID, id, api.LogsRequest{Follow: o.Follow, Since: o.Since, Until: o.Until, Tail: o.Tail}, line)
 	var ce *api.CallError
 	if errors.As(err, &ce) {
 		return remoteCallErr(m, err)
@@ -208,6 +208,7 @@ var (
 	_ api.DeployBackend     = (*Daemon)(nil)
 	_ api.ImageBackend      = (*Daemon)(nil)
 	_ api.ExecAttachBackend = (*Daemon)(nil)
+	_ api.LogsBackend       = (*Daemon)(nil)
 )
 
 func (e engine) ResolveImage(ctx context.Context, m orchestrate.Machine, req api.ImageResolveRequest) (api.ImageResolveAnswer, error) {

@@ -149,9 +149,24 @@ type ServiceDetail struct {
 
 // LogsRequest selects log lines.
 type LogsRequest struct {
-	Follow bool   `json:"follow"`
-	Since  string `json:"since,omitempty"`
-	Tail   string `json:"tail,omitempty"`
+	// Services are the services whose containers' lines are wanted;
+	// none: every service (the multi-service call, GET /v1/logs).
+	Services []string `json:"services,omitempty"`
+	Follow   bool     `json:"follow"`
+	// Since and Until bound the lines' times: RFC 3339, Unix seconds,
+	// or a duration ago (10m).
+	Since string `json:"since,omitempty"`
+	Until string `json:"until,omitempty"`
+	// Tail is how many of each container's last lines (or all).
+	Tail string `json:"tail,omitempty"`
+}
+
+// LogsBackend reads the logs of several services at once (`uncloud
+// logs [SERVICE…]`); the local API serves it on PathLogs.
+type LogsBackend interface {
+	// Logs calls line for each log line of the selected containers,
+	// merged, until the logs end (or ctx, with Follow).
+	Logs(ctx context.Context, o LogsRequest, line func(LogLine) error) error
 }
 
 // LogLine is one line of a container's log.
@@ -293,9 +308,19 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	mux.HandleFunc("GET "+PathServices+"/{name}/logs", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		follow, _ := strconv.ParseBool(q.Get("follow"))
-		o := LogsRequest{Follow: follow, Since: q.Get("since"), Tail: q.Get("tail")}
+		o := LogsRequest{Follow: follow, Since: q.Get("since"), Until: q.Get("until"), Tail: q.Get("tail")}
 		streamLines(w, func(emit func(LogLine) error) error {
 			return b.ServiceLogs(r.Context(), r.PathValue("name"), o, emit)
 		})
 	})
+	if lb, ok := b.(LogsBackend); ok {
+		mux.HandleFunc("GET "+PathLogs, func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			follow, _ := strconv.ParseBool(q.Get("follow"))
+			o := LogsRequest{Services: q["service"], Follow: follow, Since: q.Get("since"), Until: q.Get("until"), Tail: q.Get("tail")}
+			streamLines(w, func(emit func(LogLine) error) error {
+				return lb.Logs(r.Context(), o, emit)
+			})
+		})
+	}
 }

@@ -96,6 +96,9 @@ func (c *MachineClient) ContainerLogs(ctx context.Context, machineID, id string,
 	if o.Tail != "" {
 		q.Set("tail", o.Tail)
 	}
+	if o.Until != "" {
+		q.Set("until", o.Until)
+	}
 	resp, err := c.send(ctx, c.HTTP, "ContainerLogs", machineID, func(base string) (*http.Request, error) {
 		return http.NewRequestWithContext(ctx, http.MethodGet, base+under(MachinePathRuntimeContainers, id, "logs")+"?"+q.Encode(), nil)
 	})

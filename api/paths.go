@@ -18,6 +18,7 @@ const (
 	PathDNSQuery   = "/v1/dns/query"  // GET ?name=&type=
 	PathServices   = "/v1/services"   // GET, POST (?stream=1); /{name}[/scale|stop|start|exec|logs]
 	PathContainers = "/v1/containers" // GET
+	PathLogs       = "/v1/logs"       // GET ?service=…&follow=&since=&until=&tail=, answers NDJSON
 	PathDeploy     = "/v1/deploy"     // POST, answers NDJSON
 	PathImagePush  = "/v1/images/push"
 )

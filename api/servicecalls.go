@@ -112,7 +112,23 @@ func (c *Client) ServiceLogs(ctx context.Context, name string, o LogsRequest, li
 	if o.Tail != "" {
 		q.Set("tail", o.Tail)
 	}
+	if o.Until != "" {
+		q.Set("until", o.Until)
+	}
 	return stream(ctx, c, "ServiceLogs", http.MethodGet, under(PathServices, name, "logs")+"?"+q.Encode(), nil, line)
+}
+
+// Logs streams the log lines of several services' containers (o.Services;
+// none: every service), merged.
+func (c *Client) Logs(ctx context.Context, o LogsRequest, line func(LogLine) error) error {
+	q := url.Values{"service": o.Services}
+	q.Set("follow", strconv.FormatBool(o.Follow))
+	for k, v := range map[string]string{"since": o.Since, "until": o.Until, "tail": o.Tail} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return stream(ctx, c, "Logs", http.MethodGet, PathLogs+"?"+q.Encode(), nil, line)
 }
 
 // Deploy plans (and unless DryRun, applies) a set of services, reporting

@@ -224,6 +224,7 @@ type LogOptions struct {
 	Follow bool
 	Since  string // RFC 3339 time or a Go duration like 10m (Docker's syntax)
 	Tail   string // number of lines from the end, or "all"
+	Until  string // RFC 3339 time or a Go duration: lines before it only
 }
 
 // Logs calls line for every log line (stdout and stderr, each prefixed
@@ -235,7 +236,7 @@ func (r *Runtime) Logs(ctx context.Context, idOrName string, o LogOptions, line 
 		return err
 	}
 	rc, err := r.docker.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true,
-		Follow: o.Follow, Since: o.Since, Tail: o.Tail, Timestamps: true})
+		Follow: o.Follow, Since: o.Since, Until: o.Until, Tail: o.Tail, Timestamps: true})
 	if err != nil {
 		return fmt.Errorf("logs of %q on %s: %w", idOrName, r.cfg.MachineName, err)
 	}

@@ -95,6 +95,8 @@ type fakeEngine struct {
 	tags map[string]string
 	// pins are the pins containers were made with, by container ID.
 	pins map[string]string
+	// logOpts are the options of each Logs call.
+	logOpts []runtime.LogOptions
 }
 
 func newEngine(store Records) *fakeEngine {
@@ -221,10 +223,13 @@ func (e *fakeEngine) Exec(_ context.Context, m Machine, id string, cmd []string)
 	return runtime.ExecResult{Stdout: "ran on " + m.Name}, nil
 }
 
-func (e *fakeEngine) Logs(_ context.Context, m Machine, id string, _ runtime.LogOptions, line func(string) error) error {
+func (e *fakeEngine) Logs(_ context.Context, m Machine, id string, o runtime.LogOptions, line func(string) error) error {
 	if err := e.record("logs", m, id, ""); err != nil {
 		return err
 	}
+	e.mu.Lock()
+	e.logOpts = append(e.logOpts, o)
+	e.mu.Unlock()
 	return line(time.Now().UTC().Format(time.RFC3339Nano) + " hello from " + m.Name)
 }
 

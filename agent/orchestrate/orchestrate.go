@@ -150,6 +150,7 @@ var (
 	_ api.DeployBackend     = (*Orchestrator)(nil)
 	_ api.ImageBackend      = (*Orchestrator)(nil)
 	_ api.ExecAttachBackend = (*Orchestrator)(nil)
+	_ api.LogsBackend       = (*Orchestrator)(nil)
 )
 
 // readyTimeout bounds the question "can you run containers now?".

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
-	"sync"
-	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/record"
@@ -158,84 +155,4 @@ func (o *Orchestrator) InspectService(ctx context.Context, name string) (api.Ser
 		}
 	}
 	return det, nil
-}
-
-// ServiceLogs implements api.ContainerBackend: the logs of every container
-// of the service, read from their machines at once. Without Follow the
-// lines are merged in time order; with Follow they are passed on as they
-// come. A machine that cannot be read gives one line saying so.
-func (o *Orchestrator) ServiceLogs(ctx context.Context, name string, lr api.LogsRequest, line func(api.LogLine) error) error {
-	cs, err := o.serviceContainers(ctx, name)
-	if err != nil {
-		return err
-	}
-	if len(cs) == 0 {
-		if _, err := o.service(ctx, name); err != nil {
-			return err
-		}
-		return nil
-	}
-	all, err := o.fleet.Machines(ctx)
-	if err != nil {
-		return err
-	}
-	byID := map[string]Machine{}
-	for _, t := range all {
-		byID[t.ID] = t
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	lines := make(chan api.LogLine, 256)
-	var wg sync.WaitGroup
-	for _, c := range cs {
-		t, ok := byID[c.MachineID]
-		if !ok {
-			t = Machine{ID: c.MachineID, Name: c.MachineID, State: "down"}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := o.logs(ctx, t, c.ID, runtime.LogOptions{Follow: lr.Follow, Since: lr.Since, Tail: lr.Tail}, func(s string) error {
-				l := api.LogLine{Container: c.Name, Machine: t.Name, Text: s}
-				if ts, rest, ok := strings.Cut(s, " "); ok {
-					if tm, err := time.Parse(time.RFC3339Nano, ts); err == nil {
-						l.Time, l.Text = tm, rest
-					}
-				}
-				select {
-				case lines <- l:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			})
-			if err != nil && ctx.Err() == nil {
-				select {
-				case lines <- api.LogLine{Container: c.Name, Machine: t.Name, Time: time.Now(),
-					Text: fmt.Sprintf("uncloud: logs of %s on %s: %v", c.Name, t.Name, err)}:
-				case <-ctx.Done():
-				}
-			}
-		}()
-	}
-	go func() { wg.Wait(); close(lines) }()
-	if lr.Follow {
-		for l := range lines {
-			if err := line(l); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var got []api.LogLine
-	for l := range lines {
-		got = append(got, l)
-	}
-	sort.SliceStable(got, func(i, j int) bool { return got[i].Time.Before(got[j].Time) })
-	for _, l := range got {
-		if err := line(l); err != nil {
-			return err
-		}
-	}
-	return nil
 }

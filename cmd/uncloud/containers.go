@@ -24,7 +24,7 @@ type containerCmds struct {
 	Rm      rmCmd      `cmd:"" help:"Remove a service and its containers on every machine."`
 	Stop    stopCmd    `cmd:"" help:"Stop the containers of a service."`
 	Start   startCmd   `cmd:"" help:"Start the stopped containers of a service."`
-	Logs    logsCmd    `cmd:"" help:"Show the logs of a service's containers, merged, each line prefixed with container@machine."`
+	Logs    logsCmd    `cmd:"" help:"Show the logs of services' containers (default: every service), merged, each line prefixed with container@machine."`
 	Exec    execCmd    `cmd:"" help:"Run a command in a container of a service."`
 	Image   imageCmd   `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
 	Deploy  deployCmd  `cmd:"" help:"Make the services of a Compose file true: plan, then a start-first rolling update."`
@@ -306,11 +306,24 @@ func serviceAction(g *globals, act func(*api.Client, context.Context, string) (a
 }
 
 type logsCmd struct {
-	Service    string `arg:"" help:"Service name."`
-	Follow     bool   `short:"f" help:"Keep following new lines."`
-	Since      string `help:"Only lines since this time (RFC 3339) or duration ago (e.g. 10m)."`
-	Tail       string `help:"Only this many last lines of each container (or all)." default:"all"`
-	Timestamps bool   `short:"t" help:"Show each line's time."`
+	Services   []string `arg:"" optional:"" help:"Services; default: every service."`
+	Follow     bool     `short:"f" help:"Keep following new lines."`
+	Since      string   `help:"Only lines since this time (RFC 3339 or Unix seconds) or duration ago (e.g. 10m)."`
+	Until      string   `help:"Only lines before this time (RFC 3339 or Unix seconds) or duration ago (e.g. 1m)."`
+	Tail       string   `short:"n" help:"Only this many last lines of each container (or all)." default:"all"`
+	Timestamps bool     `short:"t" help:"Show each line's time."`
+}
+
+func (logsCmd) Help() string {
+	return `Lines of every container of the services, read from their machines at once
+and merged in time order (with -f, as they come), each prefixed with
+container@machine. A machine that cannot be read says so in a line.
+
+Examples:
+  uncloud logs                      # every service
+  uncloud logs web db -n 20 -t
+  uncloud logs web -f --since 10m
+  uncloud logs --since 2026-01-02T15:00:00Z --until 30m`
 }
 
 func (c logsCmd) Run(g *globals) error {
@@ -326,14 +339,22 @@ func (c logsCmd) Run(g *globals) error {
 		ctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 	}
-	err = client.ServiceLogs(ctx, c.Service, api.LogsRequest{Follow: c.Follow, Since: c.Since, Tail: c.Tail}, func(l api.LogLine) error {
+	show := func(l api.LogLine) error {
 		prefix := l.Container + "@" + l.Machine + " | "
 		if c.Timestamps && !l.Time.IsZero() {
 			prefix = l.Time.Format(time.RFC3339Nano) + " " + prefix
 		}
 		_, err := fmt.Fprintln(os.Stdout, prefix+l.Text)
 		return err
-	})
+	}
+	o := api.LogsRequest{Services: c.Services, Follow: c.Follow, Since: c.Since, Until: c.Until, Tail: c.Tail}
+	if len(c.Services) == 1 {
+		// One service's own call, which agents older than the
+		// multi-service one answer too.
+		err = client.ServiceLogs(ctx, c.Services[0], o, show)
+	} else {
+		err = client.Logs(ctx, o, show)
+	}
 	if ctx.Err() != nil && c.Follow {
 		return nil // interrupted: the normal end of -f
 	}

@@ -46,3 +46,14 @@ func TestTermSize(t *testing.T) {
 		t.Error("a size without a terminal")
 	}
 }
+
+func TestLogsFlags(t *testing.T) {
+	c := parseCLI(t, "logs", "web", "db", "-n", "20", "-t", "-f", "--since", "10m", "--until", "1m")
+	l := c.Logs
+	if !slices.Equal(l.Services, []string{"web", "db"}) || l.Tail != "20" || !l.Timestamps || !l.Follow || l.Since != "10m" || l.Until != "1m" {
+		t.Errorf("parsed %+v", l)
+	}
+	if l := parseCLI(t, "logs").Logs; len(l.Services) != 0 || l.Tail != "all" {
+		t.Errorf("no service: %+v", l)
+	}
+}

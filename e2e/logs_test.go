@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"bufio"
-	"fmt"
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"

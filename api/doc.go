@@ -14,6 +14,13 @@
 // errors.Is maps back to ErrNotFound, ErrBadRequest, ErrConflict and
 // ErrUnavailable.
 //
+// Attached exec (exec -i/-t) does not fit one call and one answer: both
+// APIs upgrade that call to the exec stream (execupgrade.go), framed both
+// ways with its own keepalive (execframe.go), served for an ExecSession
+// by ServeExec and driven by the client's session (execstream.go), so an
+// agent relays a stream to another machine by serving the one with the
+// other.
+//
 // The package imports nothing of uncloud: the agent implements its
 // interfaces (Backend, Authorizer), and the few machine API bodies that
 // are records of lower packages travel through MachineClient as values.

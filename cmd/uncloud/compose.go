@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	composecli "github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/uncloud-mesh/uncloud/api"
@@ -53,14 +54,7 @@ func loadCompose(ctx context.Context, o composeOptions) (composeResult, error) {
 	if err != nil {
 		return composeResult{}, explainComposeError(err, files)
 	}
-	// The warnings are read from the model before compose-go normalises
-	// it (normalising gives every service the default network, among
-	// others), for the services the profiles leave in.
-	opts, err = projectOptions(o, composecli.WithNormalization(false))
-	if err != nil {
-		return composeResult{}, err
-	}
-	model, err := opts.LoadModel(ctx)
+	model, err := loadComposeModel(ctx, opts, project.Name)
 	if err != nil {
 		return composeResult{}, explainComposeError(err, files)
 	}
@@ -113,6 +107,26 @@ func projectOptions(o composeOptions, extra ...composecli.ProjectOptionsFn) (*co
 		return nil, fmt.Errorf("no Compose file in %s or its parents (looked for %s; or give -f FILE)", dir, strings.Join(composecli.DefaultFileNames, ", "))
 	}
 	return opts, nil
+}
+
+// loadComposeModel loads the same files as a YAML tree, for the
+// warnings: before compose-go normalises it (which gives every service the
+// default network, among others). ProjectOptions.LoadModel would do, but
+// it interpolates without the environment and .env (compose-go v2.4.9).
+func loadComposeModel(ctx context.Context, opts *composecli.ProjectOptions, name string) (map[string]any, error) {
+	wd, err := opts.GetWorkingDir()
+	if err != nil {
+		return nil, err
+	}
+	details, err := opts.ReadConfigFiles(ctx, wd, opts)
+	if err != nil {
+		return nil, err
+	}
+	details.Environment = opts.Environment
+	return loader.LoadModelWithContext(ctx, *details, castIngressPorts, func(o *loader.Options) {
+		o.SkipNormalization = true
+		o.SetProjectName(name, true)
+	})
 }
 
 // composeService maps one loaded service to a request, with the warnings

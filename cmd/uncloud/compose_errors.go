@@ -97,6 +97,7 @@ var (
 	interpolationError = regexp.MustCompile(`^(?:error while interpolating|invalid interpolation format for) ([^\s:]+)`)
 	validationError    = regexp.MustCompile(`^validating (.+?): ([^\s:]+) (.*)$`)
 	additionalProperty = regexp.MustCompile(`^Additional property (\S+) is not allowed`)
+	keyPathError       = regexp.MustCompile(`^(services\.[^\s:]+)`) // the loader's own, see composeService
 )
 
 // explainComposeError adds the file and line to an error of compose-go
@@ -111,6 +112,8 @@ func explainComposeError(err error, files []composeFile) error {
 		if a := additionalProperty.FindStringSubmatch(m[3]); a != nil {
 			keyPath += "." + a[1]
 		}
+	} else if m := keyPathError.FindStringSubmatch(msg); m != nil {
+		keyPath = m[1]
 	}
 	if keyPath == "" {
 		if len(files) == 1 {

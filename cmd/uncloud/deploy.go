@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -45,36 +44,37 @@ func (c deployCmd) options(env []string) composeOptions {
 	return composeOptions{Files: c.Files, Project: c.ProjectName, Profiles: c.Profiles, EnvFiles: c.EnvFiles, Env: env}
 }
 
-// load reads the project, says its warnings, and applies --strict and
-// --pull: everything deploy decides before it calls an agent.
-func (c deployCmd) load(ctx context.Context, env []string, warn io.Writer) ([]api.RunRequest, error) {
+// load reads the project and applies --strict and --pull: everything
+// deploy decides before it calls an agent (deploy --dry-run included).
+func (c deployCmd) load(ctx context.Context, env []string) (composeResult, error) {
 	res, err := loadCompose(ctx, c.options(env))
 	if err != nil {
-		return nil, err
+		return res, err
 	}
 	if c.Strict {
 		if err := strictError(res.Warnings); err != nil {
-			return nil, err
+			return res, err
 		}
-	}
-	for _, w := range res.Warnings {
-		fmt.Fprintln(warn, "warning:", w)
 	}
 	for i := range res.Services {
 		if c.Pull != "" {
 			res.Services[i].Pull = c.Pull
 		}
 	}
-	return res.Services, nil
+	return res, nil
 }
 
 func (c deployCmd) Run(g *globals) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	services, err := c.load(ctx, os.Environ(), os.Stderr)
+	res, err := c.load(ctx, os.Environ())
 	if err != nil {
 		return err
 	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(os.Stderr, "warning:", w)
+	}
+	services := res.Services
 	var images []string
 	for _, s := range services {
 		images = append(images, s.Image)

@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -36,12 +35,25 @@ type composeResult struct {
 	Files    []string // the files read, in merge order
 	Services []api.RunRequest
 	Warnings []string // one per key that is not honoured; see composeKeys
+	// Notices are compose-go's own warnings (a variable not set, an
+	// obsolete version key): shown, but not refused by --strict.
+	Notices []string
 }
 
 // loadCompose reads a Compose project as `docker compose` would and maps
 // it to the services to deploy. It is all `deploy --dry-run` does before
 // it asks an agent for the plan.
 func loadCompose(ctx context.Context, o composeOptions) (composeResult, error) {
+	var res composeResult
+	notices, err := collectComposeLog(func() (err error) {
+		res, err = loadComposeQuietly(ctx, o)
+		return err
+	})
+	res.Notices = append(res.Notices, notices...)
+	return res, err
+}
+
+func loadComposeQuietly(ctx context.Context, o composeOptions) (composeResult, error) {
 	opts, err := projectOptions(o)
 	if err != nil {
 		return composeResult{}, err
@@ -49,6 +61,12 @@ func loadCompose(ctx context.Context, o composeOptions) (composeResult, error) {
 	files, err := readComposeFiles(opts.ConfigPaths)
 	if err != nil {
 		return composeResult{}, err
+	}
+	var notices []string
+	for _, f := range files {
+		if f.version {
+			notices = append(notices, displayPath(f.path)+": the top-level version is obsolete and ignored (as by docker compose)")
+		}
 	}
 	project, err := opts.LoadProject(ctx)
 	if err != nil {
@@ -62,21 +80,18 @@ func loadCompose(ctx context.Context, o composeOptions) (composeResult, error) {
 	for name := range project.Services {
 		active[name] = true
 	}
-	res := composeResult{Project: project.Name, Files: project.ComposeFiles, Warnings: composeWarnings(model, active)}
+	res := composeResult{Project: project.Name, Files: project.ComposeFiles, Warnings: composeWarnings(model, active), Notices: notices}
 	if len(project.Services) == 0 {
 		return res, fmt.Errorf("%s: no services to deploy (profiles: %q)", strings.Join(res.Files, ", "), o.Profiles)
 	}
 	for _, name := range sortedKeys(project.Services) {
-		req, warnings, err := composeService(project.Services[name])
+		req, err := composeService(project.Services[name])
 		if err != nil {
 			return res, explainComposeError(err, files)
 		}
 		req.Project = project.Name
 		res.Services = append(res.Services, req)
-		res.Warnings = append(res.Warnings, warnings...)
 	}
-	slices.Sort(res.Warnings)
-	res.Warnings = slices.Compact(res.Warnings)
 	return res, nil
 }
 
@@ -129,23 +144,22 @@ func loadComposeModel(ctx context.Context, opts *composecli.ProjectOptions, name
 	})
 }
 
-// composeService maps one loaded service to a request, with the warnings
-// that only its values can tell.
-func composeService(s types.ServiceConfig) (api.RunRequest, []string, error) {
-	var warnings []string
+// composeService maps one loaded service to a request. What it leaves
+// out has been warned of (composeKeys).
+func composeService(s types.ServiceConfig) (api.RunRequest, error) {
 	if s.Image == "" {
-		return api.RunRequest{}, nil, fmt.Errorf("services.%s has no image (uncloud does not build: build it, then 'uncloud image push')", s.Name)
+		return api.RunRequest{}, fmt.Errorf("services.%s has no image (uncloud does not build: build it, then 'uncloud image push')", s.Name)
 	}
 	req := api.RunRequest{Name: s.Name, Image: s.Image, Cmd: s.Command, Restart: s.Restart, Pull: s.PullPolicy}
 	var err error
 	if req.Ports, err = servicePorts(s); err != nil {
-		return req, nil, err
+		return req, err
 	}
 	if req.Machines, err = extensionStrings(s.Extensions["x-machines"]); err != nil {
-		return req, nil, fmt.Errorf("services.%s.x-machines: %w", s.Name, err)
+		return req, fmt.Errorf("services.%s.x-machines: %w", s.Name, err)
 	}
 	if req.AllowFrom, err = extensionStrings(s.Extensions["x-allow-from"]); err != nil {
-		return req, nil, fmt.Errorf("services.%s.x-allow-from: %w", s.Name, err)
+		return req, fmt.Errorf("services.%s.x-allow-from: %w", s.Name, err)
 	}
 	for _, k := range sortedKeys(s.Environment) {
 		if v := s.Environment[k]; v != nil {
@@ -163,8 +177,7 @@ func composeService(s types.ServiceConfig) (api.RunRequest, []string, error) {
 				spec += ":ro"
 			}
 			req.Volumes = append(req.Volumes, spec)
-		default:
-			warnings = append(warnings, fmt.Sprintf("services.%s.volumes: %s mount at %s: not supported by uncloud, ignored", s.Name, v.Type, v.Target))
+		default: // warned of: see composeValues
 		}
 	}
 	if s.Deploy != nil {
@@ -176,7 +189,7 @@ func composeService(s types.ServiceConfig) (api.RunRequest, []string, error) {
 	if hc := s.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE" {
 		req.Health = hc.Test
 	}
-	return req, warnings, nil
+	return req, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -22,8 +22,9 @@ import (
 
 // composeFile is one Compose file as YAML nodes, for finding lines.
 type composeFile struct {
-	path string       // absolute, as compose-go names it
-	docs []*yaml.Node // its documents
+	path    string       // absolute, as compose-go names it
+	docs    []*yaml.Node // its documents
+	version bool         // it has a top-level version (obsolete)
 }
 
 // composeError is an error at a place in a Compose file.
@@ -73,6 +74,9 @@ func readComposeFiles(paths []string) ([]composeFile, error) {
 				return nil, yamlError(p, err)
 			}
 			f.docs = append(f.docs, &doc)
+			if _, depth := findKey(&doc, []string{"version"}); depth == 1 {
+				f.version = true
+			}
 		}
 		files = append(files, f)
 	}

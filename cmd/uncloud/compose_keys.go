@@ -67,13 +67,21 @@ var composeKeys = map[string]string{
 	// Volumes in canonical (long) form.
 	"services.*.volumes":                          "",
 	"services.*.volumes.[]":                       "",
-	"services.*.volumes.[].type":                  "", // only volume and bind: composeService warns of others
+	"services.*.volumes.[].type":                  "", // only some values: see composeValues
 	"services.*.volumes.[].source":                "",
 	"services.*.volumes.[].target":                "",
 	"services.*.volumes.[].read_only":             "",
 	"services.*.volumes.[].bind":                  "",
 	"services.*.volumes.[].bind.create_host_path": "", // Docker's default for the short syntax
 	"services.*.volumes.[].volume":                "", // compose-go's (empty) options of a named volume
+}
+
+// composeValues restricts keys of composeKeys to some of their values. A
+// mapping that holds another value is named in one warning and the rest
+// of it is not looked at: it is ignored as a whole (composeService skips
+// it too).
+var composeValues = map[string][]string{
+	"services.*.volumes.[].type": {"volume", "bind"},
 }
 
 const flatNetwork = "networks: ignored, uncloud has one flat network (every container reaches every other)"
@@ -94,6 +102,13 @@ func composeWarnings(model map[string]any, active map[string]bool) []string {
 func walkComposeKeys(v any, pattern, path string, active map[string]bool, w *[]string) {
 	switch v := v.(type) {
 	case map[string]any:
+		for _, k := range sortedKeys(v) {
+			p, _ := childPattern(pattern, k)
+			if allowed, ok := composeValues[p]; ok && !slices.Contains(allowed, fmt.Sprint(v[k])) {
+				*w = append(*w, fmt.Sprintf("%s: %v: not supported by uncloud, ignored", join(path, k), v[k]))
+				return
+			}
+		}
 		for _, k := range sortedKeys(v) {
 			if pattern == "services" && !active[k] {
 				continue

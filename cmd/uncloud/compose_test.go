@@ -398,8 +398,8 @@ secrets:
 		"services.web.healthcheck.retries: not supported by uncloud, ignored",
 		"services.web.logging: not supported by uncloud, ignored",
 		"services.web.ports[].app_protocol: not supported by uncloud, ignored",
-		"services.web.volumes: tmpfs mount at /tmp: not supported by uncloud, ignored",
 		"services.web.volumes[].bind.selinux: not supported by uncloud, ignored",
+		"services.web.volumes[].type: tmpfs: not supported by uncloud, ignored",
 		"volumes.data.driver: not supported by uncloud, ignored",
 	}
 	res, err := deployIn(t, dir, nil)

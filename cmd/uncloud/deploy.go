@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -71,9 +72,14 @@ func (c deployCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
-	for _, w := range res.Warnings {
+	for _, w := range append(res.Notices, res.Warnings...) {
 		fmt.Fprintln(os.Stderr, "warning:", w)
 	}
+	files := make([]string, len(res.Files))
+	for i, f := range res.Files {
+		files[i] = displayPath(f)
+	}
+	fmt.Printf("Project %s (%s)\n", res.Project, strings.Join(files, ", "))
 	services := res.Services
 	var images []string
 	for _, s := range services {

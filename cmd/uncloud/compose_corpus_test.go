@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,6 +22,36 @@ type corpusFacts struct {
 	Images   map[string]string   `json:"images"`   // service → image, for exactly the services deployed
 	Ports    map[string][]string `json:"ports"`    // service → RunRequest.Ports, for the services named
 	Replicas map[string]int      `json:"replicas"` // service → deploy.replicas, for the services named
+	// DockerCompose: docker compose reads the project too (its ingress
+	// ports are in x-ports; it uses nothing newer than docker-compose
+	// 1.29 knows): TestComposeCorpusUnderDockerCompose.
+	DockerCompose bool `json:"docker_compose"`
+}
+
+// corpus is the projects of testdata/compose, with their expect.json.
+func corpus(t *testing.T) map[string]corpusFacts {
+	t.Helper()
+	dirs, err := filepath.Glob("testdata/compose/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]corpusFacts{}
+	for _, dir := range dirs {
+		dir, err := filepath.Abs(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, "expect.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f corpusFacts
+		if err := json.Unmarshal(raw, &f); err != nil {
+			t.Fatalf("%s/expect.json: %v", dir, err)
+		}
+		out[dir] = f
+	}
+	return out
 }
 
 // TestComposeCorpus loads each project of testdata/compose as
@@ -30,27 +61,13 @@ type corpusFacts struct {
 // expect.json. `go test -run TestComposeCorpus -update` rewrites the
 // golden files; read the diff before committing it.
 func TestComposeCorpus(t *testing.T) {
-	dirs, err := filepath.Glob("testdata/compose/*")
-	if err != nil {
-		t.Fatal(err)
+	projects := corpus(t)
+	if len(projects) < 20 {
+		t.Errorf("%d projects in the corpus, want at least 20", len(projects))
 	}
-	if len(dirs) < 20 {
-		t.Errorf("%d projects in the corpus, want at least 20", len(dirs))
-	}
-	for _, dir := range dirs {
-		dir, err := filepath.Abs(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, dir := range sortedKeys(projects) {
+		want := projects[dir]
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			raw, err := os.ReadFile(filepath.Join(dir, "expect.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var want corpusFacts
-			if err := json.Unmarshal(raw, &want); err != nil {
-				t.Fatalf("expect.json: %v", err)
-			}
 			res, err := deployIn(t, dir, want.Env, append([]string{"--dry-run"}, want.Args...)...)
 			if err != nil {
 				t.Fatalf("deploy --dry-run %s: %v", strings.Join(want.Args, " "), err)
@@ -67,7 +84,7 @@ func TestComposeCorpus(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			raw, err = os.ReadFile(golden)
+			raw, err := os.ReadFile(golden)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,5 +121,40 @@ func TestComposeCorpus(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestComposeCorpusUnderDockerCompose: the projects that put their
+// ingress ports in x-ports are read by docker compose itself (config -q,
+// with the same flags and environment), so one file serves both.
+func TestComposeCorpusUnderDockerCompose(t *testing.T) {
+	var compose []string
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		compose = []string{"docker", "compose"}
+	} else if p, err := exec.LookPath("docker-compose"); err == nil {
+		compose = []string{p}
+	} else {
+		t.Skip("neither docker compose nor docker-compose is installed")
+	}
+	n := 0
+	projects := corpus(t)
+	for _, dir := range sortedKeys(projects) {
+		want := projects[dir]
+		if !want.DockerCompose {
+			continue
+		}
+		n++
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			args := append(slices.Clone(compose[1:]), want.Args...)
+			cmd := exec.Command(compose[0], append(args, "config", "-q")...)
+			cmd.Dir = dir
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, want.Env...)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+			}
+		})
+	}
+	if n < 5 {
+		t.Errorf("%d projects for docker compose, want at least 5", n)
 	}
 }

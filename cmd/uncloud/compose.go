@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -85,13 +86,16 @@ func loadComposeQuietly(ctx context.Context, o composeOptions) (composeResult, e
 		return res, fmt.Errorf("%s: no services to deploy (profiles: %q)", strings.Join(res.Files, ", "), o.Profiles)
 	}
 	for _, name := range sortedKeys(project.Services) {
-		req, err := composeService(project.Services[name])
+		req, warnings, err := composeService(project.Services[name])
 		if err != nil {
 			return res, explainComposeError(err, files)
 		}
 		req.Project = project.Name
 		res.Services = append(res.Services, req)
+		res.Warnings = append(res.Warnings, warnings...)
 	}
+	slices.Sort(res.Warnings)
+	res.Warnings = slices.Compact(res.Warnings)
 	return res, nil
 }
 
@@ -144,22 +148,24 @@ func loadComposeModel(ctx context.Context, opts *composecli.ProjectOptions, name
 	})
 }
 
-// composeService maps one loaded service to a request. What it leaves
-// out has been warned of (composeKeys).
-func composeService(s types.ServiceConfig) (api.RunRequest, error) {
+// composeService maps one loaded service to a request, with warnings
+// for what only the values tell (most keys it leaves out are warned of
+// through composeKeys).
+func composeService(s types.ServiceConfig) (api.RunRequest, []string, error) {
+	var warnings []string
 	if s.Image == "" {
-		return api.RunRequest{}, fmt.Errorf("services.%s has no image (uncloud does not build: build it, then 'uncloud image push')", s.Name)
+		return api.RunRequest{}, nil, fmt.Errorf("services.%s has no image (uncloud does not build: build it, then 'uncloud image push')", s.Name)
 	}
 	req := api.RunRequest{Name: s.Name, Image: s.Image, Cmd: s.Command, Restart: s.Restart, Pull: s.PullPolicy}
 	var err error
 	if req.Ports, err = servicePorts(s); err != nil {
-		return req, err
+		return req, nil, err
 	}
 	if req.Machines, err = extensionStrings(s.Extensions["x-machines"]); err != nil {
-		return req, fmt.Errorf("services.%s.x-machines: %w", s.Name, err)
+		return req, nil, fmt.Errorf("services.%s.x-machines: %w", s.Name, err)
 	}
 	if req.AllowFrom, err = extensionStrings(s.Extensions["x-allow-from"]); err != nil {
-		return req, fmt.Errorf("services.%s.x-allow-from: %w", s.Name, err)
+		return req, nil, fmt.Errorf("services.%s.x-allow-from: %w", s.Name, err)
 	}
 	for _, k := range sortedKeys(s.Environment) {
 		if v := s.Environment[k]; v != nil {
@@ -169,10 +175,11 @@ func composeService(s types.ServiceConfig) (api.RunRequest, error) {
 	for _, v := range s.Volumes {
 		switch v.Type {
 		case types.VolumeTypeVolume, types.VolumeTypeBind:
-			spec := v.Target // no source: an anonymous volume, as `docker run -v /path`
-			if v.Source != "" {
-				spec = v.Source + ":" + v.Target
+			if v.Source == "" {
+				warnings = append(warnings, fmt.Sprintf("services.%s.volumes[]: anonymous volume %s: not supported by uncloud, ignored (name it: NAME:%s)", s.Name, v.Target, v.Target))
+				continue
 			}
+			spec := v.Source + ":" + v.Target
 			if v.ReadOnly {
 				spec += ":ro"
 			}
@@ -189,7 +196,7 @@ func composeService(s types.ServiceConfig) (api.RunRequest, error) {
 	if hc := s.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE" {
 		req.Health = hc.Test
 	}
-	return req, nil
+	return req, warnings, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -121,8 +121,8 @@ volumes:
 	if res.Project != "shopapp" {
 		t.Errorf("project %q, want the directory's name as Compose makes it, shopapp", res.Project)
 	}
-	if len(res.Warnings) != 0 {
-		t.Errorf("warnings %q, want none", res.Warnings)
+	if want := "services.web.volumes[]: anonymous volume /scratch: not supported by uncloud, ignored (name it: NAME:/scratch)"; len(res.Warnings) != 1 || res.Warnings[0] != want {
+		t.Errorf("warnings %q, want only %q", res.Warnings, want)
 	}
 	if got := names(res); !slices.Equal(got, []string{"agent", "web"}) {
 		t.Fatalf("services %v", got)
@@ -138,7 +138,7 @@ volumes:
 		{"env (env_file, and a value from the environment)", strings.Join(web.Env, ","), "FROM_FILE=1,FROM_SHELL=yes,MODE=prod"},
 		{"ports", strings.Join(web.Ports, ","), "app.example.com:8080/https,example.com/api:9000/http,8443:443,127.0.0.1:5353:53/udp," +
 			"8000:80,8001:81,9000-9009:90,9100,[::1]:8081:81,admin.example.com:8080/https"},
-		{"volumes", strings.Join(web.Volumes, ","), "data:/var/lib/web," + filepath.Join(dir, "conf") + ":/conf:ro,/scratch"},
+		{"volumes (no anonymous one)", strings.Join(web.Volumes, ","), "data:/var/lib/web," + filepath.Join(dir, "conf") + ":/conf:ro"},
 		{"replicas", web.Replicas, 3},
 		{"health", strings.Join(web.Health, " "), "CMD /srv probe"},
 		{"restart", web.Restart, "always"},

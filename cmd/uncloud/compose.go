@@ -83,7 +83,7 @@ func loadComposeQuietly(ctx context.Context, o composeOptions) (composeResult, e
 	}
 	res := composeResult{Project: project.Name, Files: project.ComposeFiles, Warnings: composeWarnings(model, active), Notices: notices}
 	if len(project.Services) == 0 {
-		return res, fmt.Errorf("%s: no services to deploy (profiles: %q)", strings.Join(res.Files, ", "), o.Profiles)
+		return res, fmt.Errorf("%s: no services to deploy (profiles: %q)", strings.Join(displayPaths(res.Files), ", "), o.Profiles)
 	}
 	for _, name := range sortedKeys(project.Services) {
 		req, warnings, err := composeService(project.Services[name])

@@ -214,3 +214,11 @@ func displayPath(p string) string {
 	}
 	return p
 }
+
+func displayPaths(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = displayPath(p)
+	}
+	return out
+}

@@ -75,11 +75,7 @@ func (c deployCmd) Run(g *globals) error {
 	for _, w := range append(res.Notices, res.Warnings...) {
 		fmt.Fprintln(os.Stderr, "warning:", w)
 	}
-	files := make([]string, len(res.Files))
-	for i, f := range res.Files {
-		files[i] = displayPath(f)
-	}
-	fmt.Printf("Project %s (%s)\n", res.Project, strings.Join(files, ", "))
+	fmt.Printf("Project %s (%s)\n", res.Project, strings.Join(displayPaths(res.Files), ", "))
 	services := res.Services
 	var images []string
 	for _, s := range services {

@@ -323,6 +323,8 @@ func TestComposeErrors(t *testing.T) {
 		{name: "wrong type in the second -f", files: map[string]string{"a.yaml": "services:\n  web: {image: x}\n", "b.yaml": "services:\n  web:\n    deploy:\n      replicas: many\n"},
 			args: []string{"-f", "a.yaml", "-f", "b.yaml"},
 			want: `b.yaml:4: error while interpolating services.web.deploy.replicas: failed to cast to expected type: strconv.Atoi: parsing "many": invalid syntax`},
+		{name: "a service name with dots", files: map[string]string{"compose.yaml": "services:\n  api.v2:\n    image: x\n    deploy:\n      mode: replicated\n      replicas: ${N:?say how many}\n"},
+			want: "compose.yaml:6: error while interpolating services.api.v2.deploy.replicas: required variable N is missing a value: say how many"},
 		{name: "Docker port", files: map[string]string{"compose.yaml": "services:\n  web:\n    image: x\n    ports:\n      - \"8080:80:90\"\n"},
 			want: `compose.yaml:5: error while interpolating services.web.ports.[]: failed to cast to expected type: port "8080:80:90": invalid IP address: 8080`},
 		{name: "ingress port without http or https", files: map[string]string{"compose.yaml": "services:\n  web:\n    image: x\n    ports: [\"app.example.com:8080\"]\n"},

@@ -68,6 +68,23 @@ func (c *Counter) Packets(ctx context.Context) (uint64, error) {
 	return n, nil
 }
 
+// Bytes returns the bytes (whole packets, headers included) counted so far.
+func (c *Counter) Bytes(ctx context.Context) (uint64, error) {
+	out, err := nsRun(ctx, c.ns, "nft", "list", "table", c.family, c.table)
+	if err != nil {
+		return 0, fmt.Errorf("read counter %s: %w", c.table, err)
+	}
+	m := counterRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("read counter %s: no counter in %q", c.table, out)
+	}
+	n, err := strconv.ParseUint(m[2], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read counter %s: %w", c.table, err)
+	}
+	return n, nil
+}
+
 // counterName returns a table name unique within the lab.
 func (l *Lab) counterName() string {
 	l.mu.Lock()

@@ -34,15 +34,16 @@ type containerRecords struct {
 // containerRecord is the state record of a container of machine machineID.
 func containerRecord(machineID string, c *runtime.Container) *record.Container {
 	rec := &record.Container{
-		MachineID: machineID,
-		ID:        c.ID,
-		Name:      c.Name,
-		Service:   c.Service,
-		Image:     c.Image,
-		Address:   c.Address,
-		State:     c.State,
-		Health:    c.Health,
-		Created:   c.Created,
+		MachineID:   machineID,
+		ID:          c.ID,
+		Name:        c.Name,
+		Service:     c.Service,
+		Image:       c.Image,
+		ImageDigest: c.ImageDigest,
+		Address:     c.Address,
+		State:       c.State,
+		Health:      c.Health,
+		Created:     c.Created,
 	}
 	for _, p := range c.Ports {
 		rec.Ports = append(rec.Ports, record.ContainerPort{Port: p.Port, Protocol: p.Protocol, Name: p.Name})

@@ -125,6 +125,7 @@ func (p *localDocker) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}/logs", p.handleContainerLogs)
 	p.imageRoutes(mux)
 	p.pushRoutes(mux)
+	p.pullRoutes(mux)
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
 		rt, err := p.runtime()
 		if err != nil {
@@ -156,6 +157,8 @@ func runtimeStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, runtime.ErrNameTaken):
 		return http.StatusConflict
+	case errors.Is(err, runtime.ErrPull):
+		return http.StatusBadGateway // the registry's refusal, in its words
 	case errors.Is(err, api.ErrUnavailable), errors.Is(err, runtime.ErrUnavailable):
 		return http.StatusServiceUnavailable
 	}

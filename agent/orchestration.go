@@ -209,3 +209,29 @@ var (
 	_ api.DeployBackend    = (*Daemon)(nil)
 	_ api.ImageBackend     = (*Daemon)(nil)
 )
+
+func (e engine) ResolveImage(ctx context.Context, m orchestrate.Machine, req api.ImageResolveRequest) (api.ImageResolveAnswer, error) {
+	if local(m) {
+		return e.d.containers.resolveImage(ctx, req)
+	}
+	a, err := e.d.machineAPI.ResolveImage(ctx, m.ID, req)
+	if err != nil {
+		return a, remoteCallErr(m, err)
+	}
+	return a, nil
+}
+
+func (e engine) PullImage(ctx context.Context, m orchestrate.Machine, req api.ImagePullRequest, progress func(api.ImageProgress)) (api.ImageProgress, error) {
+	if local(m) {
+		final, err := e.d.containers.pullImage(ctx, req, progress)
+		if err == nil && progress != nil {
+			progress(final)
+		}
+		return final, err
+	}
+	final, err := e.d.machineAPI.PullImage(ctx, m.ID, req, progress)
+	if err != nil {
+		return final, remoteCallErr(m, err)
+	}
+	return final, nil
+}

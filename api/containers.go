@@ -13,13 +13,15 @@ import (
 // ContainerBackend is what the container commands need from the agent.
 // NewLocalHandler serves these routes when its Backend implements it.
 type ContainerBackend interface {
-	// RunService starts a service; progress, when not nil, gets each
-	// container's result as soon as it is known (one call at a time).
-	RunService(ctx context.Context, req RunRequest, progress func(ContainerResult)) (ServiceResult, error)
+	// RunService starts a service; progress, when not nil, gets the
+	// image's pull on each machine and each container's result as soon
+	// as they are known (one call at a time).
+	RunService(ctx context.Context, req RunRequest, progress func(RunEvent)) (ServiceResult, error)
 	Containers(ctx context.Context) ([]ContainerInfo, error)
 	Services(ctx context.Context) ([]ServiceInfo, error)
 	InspectService(ctx context.Context, name string) (ServiceDetail, error)
-	ScaleService(ctx context.Context, name string, replicas int) (ServiceResult, error)
+	// ScaleService adds or removes containers; progress as RunService's.
+	ScaleService(ctx context.Context, name string, req ScaleRequest, progress func(RunEvent)) (ServiceResult, error)
 	RemoveService(ctx context.Context, name string) (ServiceResult, error)
 	StopService(ctx context.Context, name string) (ServiceResult, error)
 	StartService(ctx context.Context, name string) (ServiceResult, error)
@@ -46,6 +48,12 @@ type RunRequest struct {
 	// AllowFrom is the service's security group: SERVICE, service:NAME,
 	// machine:NAME or ingress (record.ParseAllowFrom); empty: open.
 	AllowFrom []string `json:"allow_from,omitempty"`
+	// Pull is when target machines pull the image: missing (default),
+	// always (and re-resolve the tag) or never.
+	Pull string `json:"pull,omitempty"`
+	// RegistryAuth is the CLI user's credentials for the image's
+	// registry, for this call's pulls only (never stored).
+	RegistryAuth *RegistryAuth `json:"registry_auth,omitempty"`
 }
 
 // ServiceResult reports what a command did to each container.
@@ -67,6 +75,8 @@ type ContainerResult struct {
 // RunEvent is one line of a streamed run (POST /v1/services?stream=1):
 // a container's result as soon as it is known, and last the whole result.
 type RunEvent struct {
+	// Image is a step of the image's pull on one machine.
+	Image     *ImageProgress   `json:"image,omitempty"`
 	Container *ContainerResult `json:"container,omitempty"`
 	Result    *ServiceResult   `json:"result,omitempty"`
 }
@@ -88,27 +98,32 @@ type ContainerInfo struct {
 	MachineID string `json:"machine_id"`
 	// MachineState is self, alive, or unreachable (this partition cannot
 	// reach it: its containers are shown as last recorded).
-	MachineState string    `json:"machine_state"`
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	Service      string    `json:"service"`
-	Image        string    `json:"image"`
-	Address      string    `json:"address"`
-	State        string    `json:"state"`
-	Health       string    `json:"health,omitempty"`
-	Ports        []string  `json:"ports,omitempty"`
-	Created      time.Time `json:"created,omitzero"`
+	MachineState string `json:"machine_state"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Service      string `json:"service"`
+	Image        string `json:"image"`
+	// ImageDigest is what Image was pinned to: the registry's manifest
+	// digest, or the local image ID of an image no registry knows.
+	ImageDigest string    `json:"image_digest,omitempty"`
+	Address     string    `json:"address"`
+	State       string    `json:"state"`
+	Health      string    `json:"health,omitempty"`
+	Ports       []string  `json:"ports,omitempty"`
+	Created     time.Time `json:"created,omitzero"`
 }
 
 // ServiceInfo is one service: its record and a count of its containers.
 type ServiceInfo struct {
-	Name     string   `json:"name"`
-	Mode     string   `json:"mode"`
-	Image    string   `json:"image"`
-	Ports    []string `json:"ports,omitempty"`
-	Running  int      `json:"running"`
-	Total    int      `json:"total"`
-	Machines []string `json:"machines,omitempty"`
+	Name  string `json:"name"`
+	Mode  string `json:"mode"`
+	Image string `json:"image"`
+	// ImageDigest is the digest the service's image is pinned to.
+	ImageDigest string   `json:"image_digest,omitempty"`
+	Ports       []string `json:"ports,omitempty"`
+	Running     int      `json:"running"`
+	Total       int      `json:"total"`
+	Machines    []string `json:"machines,omitempty"`
 	// AllowFrom is the security group; empty means open inside the network.
 	AllowFrom []string `json:"allow_from,omitempty"`
 }
@@ -139,6 +154,9 @@ type LogLine struct {
 // ScaleRequest is the body of a scale call.
 type ScaleRequest struct {
 	Replicas int `json:"replicas"`
+	// RegistryAuth is for machines that must pull the service's pinned
+	// image; used for this call only.
+	RegistryAuth *RegistryAuth `json:"registry_auth,omitempty"`
 }
 
 // ExecRequest runs a command in one container of a service.
@@ -182,9 +200,9 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 			reply(w, res, err)
 			return
 		}
-		// Streamed: a line per container as it starts, then the result.
+		// Streamed: pulls and containers as they go, then the result.
 		streamLines(w, func(emit func(RunEvent) error) error {
-			res, err := b.RunService(r.Context(), req, func(c ContainerResult) { emit(RunEvent{Container: &c}) })
+			res, err := b.RunService(r.Context(), req, func(e RunEvent) { emit(e) })
 			if err != nil {
 				return err
 			}
@@ -209,8 +227,18 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 			reply(w, nil, err)
 			return
 		}
-		res, err := b.ScaleService(r.Context(), r.PathValue("name"), req.Replicas)
-		reply(w, res, err)
+		if r.URL.Query().Get("stream") != "1" {
+			res, err := b.ScaleService(r.Context(), r.PathValue("name"), req, nil)
+			reply(w, res, err)
+			return
+		}
+		streamLines(w, func(emit func(RunEvent) error) error {
+			res, err := b.ScaleService(r.Context(), r.PathValue("name"), req, func(e RunEvent) { emit(e) })
+			if err != nil {
+				return err
+			}
+			return emit(RunEvent{Result: &res})
+		})
 	})
 	mux.HandleFunc("POST "+PathServices+"/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.StopService(r.Context(), r.PathValue("name"))

@@ -14,6 +14,10 @@ type DeployBackend interface {
 type DeployRequest struct {
 	Services []RunRequest `json:"services"`
 	DryRun   bool         `json:"dry_run,omitempty"` // plan only
+	// RegistryAuths are the CLI user's credentials, by registry host
+	// (docker.io for Docker Hub), for the registries of these services'
+	// images only; used for this deploy's pulls and never stored.
+	RegistryAuths map[string]RegistryAuth `json:"registry_auths,omitempty"`
 }
 
 // DeployEvent is one line of a deploy: first the plan (Plan set), then
@@ -27,6 +31,8 @@ type DeployEvent struct {
 	// healthy, removed, failed, done as it runs.
 	Action string `json:"action"`
 	Detail string `json:"detail,omitempty"`
+	// Image is a step of a pull (Action "pull").
+	Image *ImageProgress `json:"image,omitempty"`
 }
 
 func registerDeployRoutes(mux *http.ServeMux, b DeployBackend) {

@@ -125,7 +125,9 @@ func TestLocalClientCalls(t *testing.T) {
 			func(ctx context.Context, c *Client) (any, error) { return c.InspectService(ctx, "web") },
 			"GET", "/v1/services/web", "", ServiceDetail{ServiceInfo: ServiceInfo{Name: "web"}, Containers: []ContainerInfo{}}},
 		{"ScaleService", `{"service":"web"}`,
-			func(ctx context.Context, c *Client) (any, error) { return c.ScaleService(ctx, "web", 3) },
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.ScaleService(ctx, "web", ScaleRequest{Replicas: 3})
+			},
 			"POST", "/v1/services/web/scale", `{"replicas":3}`, ServiceResult{Service: "web"}},
 		{"RemoveService", `{"service":"web"}`,
 			func(ctx context.Context, c *Client) (any, error) { return c.RemoveService(ctx, "web") },
@@ -165,17 +167,23 @@ func TestLocalClientStreams(t *testing.T) {
 		uri    string
 		want   []any
 	}{
-		{"RunServiceStream", `{"container":{"machine":"m1","action":"created"}}` + "\n" + `{"result":{"service":"web"}}` + "\n",
+		{"RunServiceStream", `{"image":{"machine":"m1","image":"nginx","status":"done"}}` + "\n" +
+			`{"container":{"machine":"m1","action":"created"}}` + "\n" + `{"result":{"service":"web"}}` + "\n",
 			func(ctx context.Context, c *Client) ([]any, error) {
 				var out []any
-				res, err := c.RunServiceStream(ctx, RunRequest{Image: "nginx"}, func(cr ContainerResult) error {
-					out = append(out, cr)
+				res, err := c.RunServiceStream(ctx, RunRequest{Image: "nginx"}, func(e RunEvent) error {
+					if e.Image != nil {
+						out = append(out, *e.Image)
+					}
+					if e.Container != nil {
+						out = append(out, *e.Container)
+					}
 					return nil
 				})
 				return append(out, res), err
 			},
 			"POST", "/v1/services?stream=1",
-			[]any{ContainerResult{Machine: "m1", Action: "created"}, ServiceResult{Service: "web"}}},
+			[]any{ImageProgress{Machine: "m1", Image: "nginx", Status: "done"}, ContainerResult{Machine: "m1", Action: "created"}, ServiceResult{Service: "web"}}},
 		{"ServiceLogs", `{"container":"web-1","machine":"m1","text":"a"}` + "\n" + `{"container":"web-1","machine":"m1","text":"b"}` + "\n",
 			func(ctx context.Context, c *Client) ([]any, error) {
 				var out []any

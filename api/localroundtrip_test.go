@@ -26,8 +26,8 @@ func (f *fakeAgent) RemoveMachine(_ context.Context, name string) (RemoveResult,
 	return RemoveResult{}, fmt.Errorf("%w: no machine named %q", ErrNotFound, name)
 }
 
-func (f *fakeAgent) ScaleService(_ context.Context, name string, n int) (ServiceResult, error) {
-	f.scaled = fmt.Sprintf("%s=%d", name, n)
+func (f *fakeAgent) ScaleService(_ context.Context, name string, req ScaleRequest, _ func(RunEvent)) (ServiceResult, error) {
+	f.scaled = fmt.Sprintf("%s=%d", name, req.Replicas)
 	return ServiceResult{Service: name}, nil
 }
 
@@ -57,7 +57,7 @@ func TestLocalClientAgainstHandler(t *testing.T) {
 	if _, err := c.RemoveMachine(ctx, "ghost"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("RemoveMachine error = %v, want ErrNotFound", err)
 	}
-	if res, err := c.ScaleService(ctx, "web", 3); err != nil || res.Service != "web" || f.scaled != "web=3" {
+	if res, err := c.ScaleService(ctx, "web", ScaleRequest{Replicas: 3}); err != nil || res.Service != "web" || f.scaled != "web=3" {
 		t.Errorf("ScaleService = %+v, %v (agent saw %q)", res, err, f.scaled)
 	}
 	if a, err := c.DNSQuery(ctx, "web.internal", "SRV"); err != nil || len(a.Answer) != 1 || a.Answer[0] != "web.internal SRV" {

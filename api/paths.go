@@ -27,13 +27,15 @@ const (
 // CRDT block exchange keeps its own path in crdt (crdt.BlocksPath): it is
 // that package's protocol, served on the same listener.
 const (
-	MachinePathReserve           = "/v1/subnets/reserve"    // POST ReserveRequest
-	MachinePathSelf              = "/v1/self"               // POST MachineUpdate: the callee changes its own record
-	MachinePathKeyring           = "/v1/gossip/keyring"     // GET, POST GossipKeyring
-	MachinePathRuntimeReady      = "/v1/runtime/ready"      // GET: Docker answers here
-	MachinePathRuntimeContainers = "/v1/runtime/containers" // POST spec; /{id}: GET, DELETE; /{id}/{action}: POST; /{id}/logs: GET
-	MachinePathRuntimeImage      = "/v1/runtime/image"      // GET ?ref=: the image's ID
-	MachinePathRuntimeImages     = "/v1/runtime/images"     // POST a docker save tarball
+	MachinePathReserve           = "/v1/subnets/reserve"        // POST ReserveRequest
+	MachinePathSelf              = "/v1/self"                   // POST MachineUpdate: the callee changes its own record
+	MachinePathKeyring           = "/v1/gossip/keyring"         // GET, POST GossipKeyring
+	MachinePathRuntimeReady      = "/v1/runtime/ready"          // GET: Docker answers here
+	MachinePathRuntimeContainers = "/v1/runtime/containers"     // POST spec; /{id}: GET, DELETE; /{id}/{action}: POST; /{id}/logs: GET
+	MachinePathRuntimeImage      = "/v1/runtime/image"          // GET ?ref=: the image's ID
+	MachinePathRuntimeImages     = "/v1/runtime/images"         // POST a docker save tarball
+	MachinePathImageResolve      = "/v1/runtime/images/resolve" // POST ImageResolveRequest
+	MachinePathImagePull         = "/v1/runtime/images/pull"    // POST ImagePullRequest; answers NDJSON ImageProgress
 )
 
 // JoinPath is the one call a joining machine makes, over its temporary

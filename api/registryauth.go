@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/distribution/reference"
+
 	"github.com/docker/docker/api/types/registry"
 )
 
@@ -51,4 +53,15 @@ func (a *RegistryAuth) Header() (string, error) {
 		return "", fmt.Errorf("encode credentials for %s: %w", a.ServerAddress, err)
 	}
 	return h, nil
+}
+
+// RegistryHost is the registry an image reference pulls from, as Docker
+// names it: "docker.io" for Docker Hub, else the reference's domain
+// (host[:port]).
+func RegistryHost(image string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return "", fmt.Errorf("%w: image %q: %v", ErrBadRequest, image, err)
+	}
+	return reference.Domain(named), nil
 }

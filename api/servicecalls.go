@@ -20,14 +20,20 @@ func (c *Client) RunService(ctx context.Context, req RunRequest) (ServiceResult,
 
 // RunServiceStream is RunService that reports each container as it comes
 // up (progress may be nil).
-func (c *Client) RunServiceStream(ctx context.Context, req RunRequest, progress func(ContainerResult) error) (ServiceResult, error) {
+func (c *Client) RunServiceStream(ctx context.Context, req RunRequest, progress func(RunEvent) error) (ServiceResult, error) {
+	return runStream(ctx, c, "RunService", PathServices+"?stream=1", req, progress)
+}
+
+// runStream reads a stream of RunEvents: progress gets each but the last,
+// the result.
+func runStream(ctx context.Context, c *Client, name, path string, req any, progress func(RunEvent) error) (ServiceResult, error) {
 	var res ServiceResult
-	err := stream(ctx, c, "RunService", http.MethodPost, PathServices+"?stream=1", req, func(e RunEvent) error {
+	err := stream(ctx, c, name, http.MethodPost, path, req, func(e RunEvent) error {
 		switch {
-		case e.Container != nil && progress != nil:
-			return progress(*e.Container)
 		case e.Result != nil:
 			res = *e.Result
+		case progress != nil:
+			return progress(e)
 		}
 		return nil
 	})
@@ -56,10 +62,16 @@ func (c *Client) InspectService(ctx context.Context, name string) (ServiceDetail
 }
 
 // ScaleService makes the service have replicas containers.
-func (c *Client) ScaleService(ctx context.Context, name string, replicas int) (ServiceResult, error) {
+func (c *Client) ScaleService(ctx context.Context, name string, req ScaleRequest) (ServiceResult, error) {
 	var res ServiceResult
-	err := c.call(ctx, "ScaleService", http.MethodPost, under(PathServices, name, "scale"), ScaleRequest{Replicas: replicas}, &res)
+	err := c.call(ctx, "ScaleService", http.MethodPost, under(PathServices, name, "scale"), req, &res)
 	return res, err
+}
+
+// ScaleServiceStream is ScaleService that reports pulls and new
+// containers as they happen.
+func (c *Client) ScaleServiceStream(ctx context.Context, name string, req ScaleRequest, progress func(RunEvent) error) (ServiceResult, error) {
+	return runStream(ctx, c, "ScaleService", under(PathServices, name, "scale")+"?stream=1", req, progress)
 }
 
 // RemoveService removes a service and its containers.

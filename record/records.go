@@ -67,6 +67,9 @@ type Container struct {
 	Name      string `json:"name"`
 	Service   string `json:"service,omitempty"`
 	Image     string `json:"image,omitempty"`
+	// ImageDigest is the digest the service's image was pinned to: a
+	// registry manifest digest, or a local image ID.
+	ImageDigest string `json:"image_digest,omitempty"`
 	// Address is the container's mesh address, e.g. "10.210.3.7".
 	Address string `json:"address,omitempty"`
 	// State is Docker's: created, running, restarting, paused, exited, dead.

@@ -10,6 +10,8 @@ type Container struct {
 	Name    string
 	Service string
 	Image   string
+	// ImageDigest is what Image was pinned to (ContainerSpec.PinDigest).
+	ImageDigest string
 	// Address is the container's address on the machine's uncloud
 	// network, e.g. "10.210.3.7"; empty while it has none.
 	Address string

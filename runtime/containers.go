@@ -30,19 +30,19 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 	if spec.Name == "" {
 		spec.Name = spec.Service + "-" + randomSuffix()
 	}
-	if _, err := r.docker.ImageInspect(ctx, spec.Image); err != nil {
+	if _, err := r.docker.ImageInspect(ctx, spec.RunImage()); err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: %q is not in Docker on %s (push it with 'uncloud image push %s -m %s', or docker pull/load it there)",
-				ErrImageNotFound, spec.Image, r.cfg.MachineName, spec.Image, r.cfg.MachineName)
+				ErrImageNotFound, spec.RunImage(), r.cfg.MachineName, spec.Image, r.cfg.MachineName)
 		}
-		return nil, fmt.Errorf("%w: inspect image %q: %w", ErrUnavailable, spec.Image, err)
+		return nil, fmt.Errorf("%w: inspect image %q: %w", ErrUnavailable, spec.RunImage(), err)
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
 	cfg := &container.Config{
-		Image:    spec.Image,
+		Image:    spec.RunImage(),
 		Env:      spec.Env,
 		Hostname: spec.Name,
 		Labels: map[string]string{
@@ -142,6 +142,8 @@ func (r *Runtime) describe(c container.InspectResponse) *Container {
 	var spec ContainerSpec
 	if json.Unmarshal([]byte(c.Config.Labels[LabelSpec]), &spec) == nil {
 		rec.Ports, _ = spec.PortList()
+		// The name the user gave, and the digest it runs as.
+		rec.Image, rec.ImageDigest = spec.Image, spec.PinDigest()
 	}
 	return rec
 }

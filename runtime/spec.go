@@ -25,14 +25,19 @@ var (
 // from the machine that ran the command to the machine that runs the
 // container, and is kept in the container's LabelSpec label.
 type ContainerSpec struct {
-	Service string   `json:"service"`
-	Name    string   `json:"name,omitempty"` // the container's name; default <service>-<random>
-	Image   string   `json:"image"`
-	Cmd     []string `json:"cmd,omitempty"`
-	Env     []string `json:"env,omitempty"`     // K=V
-	Volumes []string `json:"volumes,omitempty"` // VOLUME:/path[:ro] or /host/path:/path[:ro]
-	Ports   []string `json:"ports,omitempty"`   // record.PortSpec text
-	Restart string   `json:"restart,omitempty"` // no, always, unless-stopped, on-failure[:N]
+	Service string `json:"service"`
+	Name    string `json:"name,omitempty"` // the container's name; default <service>-<random>
+	Image   string `json:"image"`
+	// ImagePin is the exact image to run, which Image resolved to when
+	// the service was run or deployed: name@sha256:… (a registry's
+	// manifest digest) or sha256:… (a local image ID). Empty: Image as
+	// Docker finds it (specs made before pins existed).
+	ImagePin string   `json:"image_pin,omitempty"`
+	Cmd      []string `json:"cmd,omitempty"`
+	Env      []string `json:"env,omitempty"`     // K=V
+	Volumes  []string `json:"volumes,omitempty"` // VOLUME:/path[:ro] or /host/path:/path[:ro]
+	Ports    []string `json:"ports,omitempty"`   // record.PortSpec text
+	Restart  string   `json:"restart,omitempty"` // no, always, unless-stopped, on-failure[:N]
 	// Health, when set, is Docker's health check test: ["CMD", arg…] (run
 	// inside the container, no shell), ["CMD-SHELL", "command"], or just
 	// the arguments (CMD form). Checked every 2 s; 3 failures make the
@@ -65,6 +70,9 @@ func (s ContainerSpec) Validate() error {
 	if strings.TrimSpace(s.Image) == "" || strings.ContainsAny(s.Image, " \t\n") {
 		return fmt.Errorf("%w: image %q", ErrBadSpec, s.Image)
 	}
+	if strings.ContainsAny(s.ImagePin, " \t\n") {
+		return fmt.Errorf("%w: image pin %q", ErrBadSpec, s.ImagePin)
+	}
 	for _, e := range s.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n") {
 			return fmt.Errorf("%w: environment %q is not KEY=VALUE", ErrBadSpec, e)
@@ -85,6 +93,24 @@ func (s ContainerSpec) Validate() error {
 		return fmt.Errorf("%w: health check %q has no command", ErrBadSpec, s.Health)
 	}
 	return nil
+}
+
+// RunImage is what Docker makes the container from: the pin when there
+// is one.
+func (s ContainerSpec) RunImage() string {
+	if s.ImagePin != "" {
+		return s.ImagePin
+	}
+	return s.Image
+}
+
+// PinDigest is the pin's digest: the manifest digest of name@sha256:…,
+// the image ID of a local pin, "" without a pin.
+func (s ContainerSpec) PinDigest() string {
+	if _, d, ok := strings.Cut(s.ImagePin, "@"); ok {
+		return d
+	}
+	return s.ImagePin
 }
 
 // HealthTest is Health in Docker's form, or nil.

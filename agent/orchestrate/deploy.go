@@ -2,12 +2,14 @@ package orchestrate
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
@@ -33,6 +35,8 @@ type servicePlan struct {
 	same     int                 // containers left as they are
 	// allowFrom is the security group wanted; oldAllow the record's.
 	allowFrom, oldAllow []string
+	// job gets the pinned image onto the machines that need it.
+	job imageJob
 }
 
 // Deploy implements api.DeployBackend.
@@ -48,9 +52,24 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	for _, t := range all {
 		names[t.ID] = t
 	}
+	var eventMu sync.Mutex // pulls report from several goroutines
 	var plans []*servicePlan
 	for _, s := range req.Services {
-		p, err := o.planService(ctx, all, s)
+		service := cmp.Or(s.Name, serviceNameFromImage(s.Image))
+		imageEvent := func(u api.ImageProgress) {
+			eventMu.Lock()
+			defer eventMu.Unlock()
+			_ = event(api.DeployEvent{Service: service, Action: "image", Machine: u.Machine, Image: &u})
+		}
+		auth, err := authFor(req.RegistryAuths, s.Image)
+		if err != nil {
+			return err
+		}
+		job, err := newImageJob(s.Image, s.Pull, auth, imageEvent)
+		if err != nil {
+			return fmt.Errorf("service %s: %w", s.Name, err)
+		}
+		p, err := o.planService(ctx, all, s, job)
 		if err != nil {
 			return err
 		}
@@ -109,7 +128,7 @@ func machineName(names map[string]Machine, id string) string {
 	return id
 }
 
-func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest) (*servicePlan, error) {
+func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob) (*servicePlan, error) {
 	if s.Name == "" {
 		s.Name = serviceNameFromImage(s.Image)
 	}
@@ -135,8 +154,15 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
+	// A deploy re-resolves the tag (unless the policy is never): a tag
+	// that moved makes a changed spec, so the service rolls to it.
+	pinned, err := o.pin(ctx, job, targets, job.policy != runtime.PullNever)
+	if err != nil {
+		return nil, fmt.Errorf("service %s: %w", s.Name, err)
+	}
+	spec.ImagePin = pinned.Pin
 	specJSON, _ := json.Marshal(spec)
-	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON, allowFrom: allowFrom}
+	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON, allowFrom: allowFrom, job: job}
 	want := s.Replicas
 	if s.Mode == "global" {
 		want = len(targets)
@@ -186,6 +212,31 @@ func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[
 		}
 	}
 	emit := func(e api.DeployEvent) { e.Service = p.name; _ = event(e) }
+	// Every machine that gets a new container has the image first; a
+	// failed pull stops the deploy before anything changes. (A machine
+	// that cannot be reached is left to the rollout, which stops there.)
+	var need []Machine
+	for _, t := range p.create {
+		if t.Reachable() {
+			need = append(need, t)
+		}
+	}
+	for _, old := range p.replace {
+		if t, ok := names[old.MachineID]; ok && t.Reachable() {
+			need = append(need, t)
+		}
+	}
+	if failed := o.pullOn(ctx, p.job, p.spec.RunImage(), need); len(failed) > 0 {
+		var why []string
+		for _, t := range uniqueMachines(need) {
+			if err := failed[t.ID]; err != nil {
+				emit(api.DeployEvent{Machine: t.Name, Action: "failed", Detail: err.Error()})
+				why = append(why, err.Error())
+			}
+		}
+		return fmt.Errorf("deploy of %s stopped before any change: the image could not be pulled on %d machines: %s",
+			p.name, len(failed), strings.Join(why, "; "))
+	}
 	res := o.createMany(ctx, p.spec, p.create, nil)
 	for _, r := range res.Containers {
 		if r.Error != "" {
@@ -246,6 +297,21 @@ func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[
 		return fmt.Errorf("deploy of %s: %d containers could not be removed", p.name, n)
 	}
 	return nil
+}
+
+// authFor is the credentials a deploy carries for image's registry.
+func authFor(auths map[string]api.RegistryAuth, image string) (*api.RegistryAuth, error) {
+	if len(auths) == 0 {
+		return nil, nil
+	}
+	host, err := api.RegistryHost(image)
+	if err != nil {
+		return nil, err
+	}
+	if a, ok := auths[host]; ok {
+		return &a, nil
+	}
+	return nil, nil
 }
 
 // waitHealthy waits until a new container runs and, if it has a health

@@ -90,11 +90,17 @@ type fakeEngine struct {
 	live    map[string]*record.Container // by container ID
 	lacks   map[string]bool              // machines without any image
 	differs map[string]bool              // machines whose tags name other images
+	// tags is the registry: image reference -> manifest digest; an image
+	// not in it resolves to "sha256:<ref>".
+	tags map[string]string
+	// pins are the pins containers were made with, by container ID.
+	pins map[string]string
 }
 
 func newEngine(store Records) *fakeEngine {
 	return &fakeEngine{store: store, fail: map[string]error{}, started: map[string][2]string{},
-		live: map[string]*record.Container{}, lacks: map[string]bool{}, differs: map[string]bool{}}
+		live: map[string]*record.Container{}, lacks: map[string]bool{}, differs: map[string]bool{},
+		tags: map[string]string{}, pins: map[string]string{}}
 }
 
 func (e *fakeEngine) record(op string, m Machine, id, action string) error {
@@ -154,7 +160,11 @@ func (e *fakeEngine) Create(ctx context.Context, m Machine, spec runtime.Contain
 		st = [2]string{"running", "healthy"}
 	}
 	c := &record.Container{MachineID: m.ID, ID: fmt.Sprintf("c%d", n), Name: fmt.Sprintf("%s-%d", spec.Service, n),
-		Service: spec.Service, Image: spec.Image, Address: fmt.Sprintf("10.210.0.%d", n), State: st[0], Health: st[1]}
+		Service: spec.Service, Image: spec.Image, ImageDigest: spec.PinDigest(), Address: fmt.Sprintf("10.210.0.%d", n),
+		State: st[0], Health: st[1]}
+	e.mu.Lock()
+	e.pins[c.ID] = spec.ImagePin
+	e.mu.Unlock()
 	if err := e.store.Put(ctx, c.Key(), c); err != nil {
 		return nil, err
 	}
@@ -231,6 +241,30 @@ func (e *fakeEngine) ImageID(_ context.Context, m Machine, ref string) (string, 
 		return "sha256:other-" + ref, nil
 	}
 	return "sha256:" + ref, nil
+}
+
+func (e *fakeEngine) ResolveImage(_ context.Context, m Machine, req api.ImageResolveRequest) (api.ImageResolveAnswer, error) {
+	if err := e.record("resolve", m, req.Ref, ""); err != nil {
+		return api.ImageResolveAnswer{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d := e.tags[req.Ref]
+	if d == "" {
+		d = "sha256:" + req.Ref
+	}
+	return api.ImageResolveAnswer{Pin: req.Ref + "@" + d, Digest: d, From: "registry"}, nil
+}
+
+func (e *fakeEngine) PullImage(_ context.Context, m Machine, req api.ImagePullRequest, progress func(api.ImageProgress)) (api.ImageProgress, error) {
+	if err := e.record("pull", m, req.Pin, ""); err != nil {
+		return api.ImageProgress{}, err
+	}
+	final := api.ImageProgress{Machine: m.Name, Image: req.Image, Status: "done"}
+	if progress != nil {
+		progress(final)
+	}
+	return final, nil
 }
 
 func (e *fakeEngine) SaveImage(_ context.Context, m Machine, ref string) (io.ReadCloser, error) {

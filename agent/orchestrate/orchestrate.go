@@ -75,6 +75,13 @@ type Engine interface {
 	// Logs calls line with each log line (Docker's timestamp first); an
 	// error of line's own is returned as is.
 	Logs(ctx context.Context, m Machine, id string, o runtime.LogOptions, line func(string) error) error
+	// ResolveImage turns an image reference into a pin on m: the
+	// registry's digest for its tag, or the image m has.
+	ResolveImage(ctx context.Context, m Machine, req api.ImageResolveRequest) (api.ImageResolveAnswer, error)
+	// PullImage makes m's Docker have the pinned image (unless the policy
+	// says otherwise), reporting the pull's steps to progress; the answer
+	// is its last word (done or present).
+	PullImage(ctx context.Context, m Machine, req api.ImagePullRequest, progress func(api.ImageProgress)) (api.ImageProgress, error)
 	// ImageID is the ID of the image ref on m; an error wrapping
 	// runtime.ErrImageNotFound when m has no such image.
 	ImageID(ctx context.Context, m Machine, ref string) (string, error)

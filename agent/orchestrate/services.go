@@ -130,7 +130,8 @@ func (o *Orchestrator) service(ctx context.Context, name string) (*record.Servic
 }
 
 // RunService implements api.ContainerBackend.
-func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progress func(api.ContainerResult)) (api.ServiceResult, error) {
+func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progress func(api.RunEvent)) (api.ServiceResult, error) {
+	progress = lockedProgress(progress)
 	if req.Name == "" {
 		req.Name = serviceNameFromImage(req.Image)
 	}
@@ -185,12 +186,25 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 			placed = append(placed, byID[id])
 		}
 	}
+	job, err := newImageJob(req.Image, req.Pull, req.RegistryAuth, imageEvents(progress))
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
+	pinned, err := o.pin(ctx, job, placed, false)
+	switch {
+	case err == nil:
+		spec.ImagePin = pinned.Pin
+	case isUnavailable(err):
+		// No target answers: each create says so for its machine.
+	default:
+		return api.ServiceResult{}, err
+	}
 	specJSON, _ := json.Marshal(spec)
 	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON, AllowFrom: allowFrom}
 	if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
 	}
-	res := o.createMany(ctx, spec, placed, progress)
+	res := o.pullAndCreate(ctx, job, spec, placed, containerEvents(progress))
 	if len(res.Containers) > 0 && res.Failed() == len(res.Containers) {
 		// Nothing runs: leave no service behind, so the command can be retried as is.
 		if err := o.store.Delete(ctx, svc.Key()); err != nil {
@@ -198,6 +212,46 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 		}
 	}
 	return res, nil
+}
+
+// pullAndCreate pulls the spec's pinned image on the placed machines, then
+// creates a container per placement on those where the pull worked; the
+// others get their pull's error as their result.
+func (o *Orchestrator) pullAndCreate(ctx context.Context, job imageJob, spec runtime.ContainerSpec, placed []Machine,
+	progress func(api.ContainerResult)) api.ServiceResult {
+	failed := o.pullOn(ctx, job, spec.RunImage(), placed)
+	var ok []Machine
+	var bad []api.ContainerResult
+	for _, t := range placed {
+		if err, no := failed[t.ID]; no {
+			r := api.ContainerResult{Machine: t.Name, Action: "created", Error: err.Error()}
+			bad = append(bad, r)
+			if progress != nil {
+				progress(r)
+			}
+			continue
+		}
+		ok = append(ok, t)
+	}
+	res := o.createMany(ctx, spec, ok, progress)
+	res.Containers = append(res.Containers, bad...)
+	return res
+}
+
+// imageEvents and containerEvents feed one kind of progress into a
+// stream of api.RunEvent.
+func imageEvents(f func(api.RunEvent)) func(api.ImageProgress) {
+	if f == nil {
+		return nil
+	}
+	return func(u api.ImageProgress) { f(api.RunEvent{Image: &u}) }
+}
+
+func containerEvents(f func(api.RunEvent)) func(api.ContainerResult) {
+	if f == nil {
+		return nil
+	}
+	return func(c api.ContainerResult) { f(api.RunEvent{Container: &c}) }
 }
 
 // perMachine bounds the calls one command makes to one machine at once:
@@ -286,7 +340,9 @@ func (o *Orchestrator) actMany(ctx context.Context, service, action string, cs [
 }
 
 // ScaleService implements api.ContainerBackend.
-func (o *Orchestrator) ScaleService(ctx context.Context, name string, replicas int) (api.ServiceResult, error) {
+func (o *Orchestrator) ScaleService(ctx context.Context, name string, req api.ScaleRequest, progress func(api.RunEvent)) (api.ServiceResult, error) {
+	progress = lockedProgress(progress)
+	replicas := req.Replicas
 	svc, err := o.service(ctx, name)
 	if err != nil {
 		return api.ServiceResult{}, err
@@ -329,7 +385,10 @@ func (o *Orchestrator) ScaleService(ctx context.Context, name string, replicas i
 		for _, id := range spread(ids, existing, replicas-len(cs)) {
 			placed = append(placed, byID[id])
 		}
-		return o.createMany(ctx, spec, placed, nil), nil
+		// The pin the service was run with: a scale-up never re-resolves,
+		// so new replicas run what the others run.
+		job := imageJob{image: spec.Image, policy: runtime.PullMissing, auth: req.RegistryAuth, progress: imageEvents(progress)}
+		return o.pullAndCreate(ctx, job, spec, placed, containerEvents(progress)), nil
 	case replicas < len(cs):
 		state := map[string]string{}
 		for _, t := range all {

@@ -76,7 +76,11 @@ func TestRunService(t *testing.T) {
 				r.engine.setFail(k, err)
 			}
 			var progress []api.ContainerResult
-			res, err := r.o.RunService(context.Background(), tc.req, func(c api.ContainerResult) { progress = append(progress, c) })
+			res, err := r.o.RunService(context.Background(), tc.req, func(e api.RunEvent) {
+				if e.Container != nil {
+					progress = append(progress, *e.Container)
+				}
+			})
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.errText) {
 					t.Fatalf("err = %v, want %v with %q", err, tc.wantErr, tc.errText)
@@ -137,7 +141,7 @@ func TestScaleService(t *testing.T) {
 	t.Run("up spreads over the emptiest machines", func(t *testing.T) {
 		r := newRig(t, newFleet(), Config{})
 		r.run(t, api.RunRequest{Name: "web", Image: "nginx", Replicas: 2, Machines: []string{"m1", "m2"}})
-		res, err := r.o.ScaleService(ctx, "web", 5)
+		res, err := r.o.ScaleService(ctx, "web", api.ScaleRequest{Replicas: 5}, nil)
 		if err != nil || res.Failed() > 0 {
 			t.Fatalf("scale: %v %+v", err, res)
 		}
@@ -167,7 +171,7 @@ func TestScaleService(t *testing.T) {
 			}
 		}
 		slices.Sort(rest)
-		res, err := r.o.ScaleService(ctx, "web", 3)
+		res, err := r.o.ScaleService(ctx, "web", api.ScaleRequest{Replicas: 3}, nil)
 		if err != nil || res.Failed() > 0 {
 			t.Fatalf("scale: %v %+v", err, res)
 		}
@@ -188,7 +192,7 @@ func TestScaleService(t *testing.T) {
 		r.run(t, api.RunRequest{Name: "web", Image: "nginx", Replicas: 3})
 		r.fleet.set("m2", "down")
 		r.fleet.set("m3", "down")
-		res, err := r.o.ScaleService(ctx, "web", 0)
+		res, err := r.o.ScaleService(ctx, "web", api.ScaleRequest{Replicas: 0}, nil)
 		if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "only 1 of 3 containers to remove are on reachable machines") {
 			t.Fatalf("scale to 0: %v", err)
 		}
@@ -203,7 +207,7 @@ func TestScaleService(t *testing.T) {
 		r := newRig(t, newFleet(), Config{})
 		r.run(t, api.RunRequest{Name: "web", Image: "nginx", Replicas: 2})
 		calls := len(r.engine.calls)
-		if _, err := r.o.ScaleService(ctx, "web", 2); err != nil {
+		if _, err := r.o.ScaleService(ctx, "web", api.ScaleRequest{Replicas: 2}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if len(r.engine.calls) != calls {
@@ -226,7 +230,7 @@ func TestScaleService(t *testing.T) {
 			r.run(t, api.RunRequest{Name: "agent", Image: "busybox", Mode: "global"})
 			r.run(t, api.RunRequest{Name: "web", Image: "nginx"})
 			before := r.engine.ops("create")
-			_, err := r.o.ScaleService(ctx, tc.service, tc.replicas)
+			_, err := r.o.ScaleService(ctx, tc.service, api.ScaleRequest{Replicas: tc.replicas}, nil)
 			if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.errText) {
 				t.Fatalf("err = %v, want %v with %q", err, tc.wantErr, tc.errText)
 			}

@@ -62,7 +62,7 @@ func containerInfo(c *record.Container, t Machine) api.ContainerInfo {
 		state = "unreachable"
 	}
 	info := api.ContainerInfo{Machine: t.Name, MachineID: c.MachineID, MachineState: state, ID: c.ID, Name: c.Name,
-		Service: c.Service, Image: c.Image, Address: c.Address, State: c.State, Health: c.Health, Created: c.Created}
+		Service: c.Service, Image: c.Image, ImageDigest: c.ImageDigest, Address: c.Address, State: c.State, Health: c.Health, Created: c.Created}
 	for _, p := range c.Ports {
 		s := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
 		if p.Name != "" {
@@ -103,7 +103,7 @@ func (o *Orchestrator) Services(ctx context.Context) ([]api.ServiceInfo, error) 
 		s.Mode, s.Ports, s.AllowFrom = svc.Mode, svc.Ports, svc.AllowFrom
 		var spec runtime.ContainerSpec
 		if json.Unmarshal(svc.Spec, &spec) == nil {
-			s.Image = spec.Image
+			s.Image, s.ImageDigest = spec.Image, spec.PinDigest()
 		}
 	}
 	for _, c := range cs {

@@ -20,7 +20,7 @@ import (
 var (
 	composeTopKeys     = map[string]bool{"services": true, "volumes": true, "name": true, "version": true}
 	composeServiceKeys = map[string]bool{"image": true, "command": true, "environment": true, "env_file": true,
-		"ports": true, "volumes": true, "deploy": true, "healthcheck": true, "restart": true, "x-machines": true,
+		"ports": true, "volumes": true, "deploy": true, "healthcheck": true, "restart": true, "x-machines": true, "pull_policy": true,
 		"x-allow-from": true}
 	composeDeployKeys = map[string]bool{"replicas": true, "mode": true}
 	composeHealthKeys = map[string]bool{"test": true, "disable": true}
@@ -142,7 +142,7 @@ func parseCompose(ctx context.Context, path string, env map[string]string) ([]ap
 			return nil, nil, fmt.Errorf("%s: service %s has no image (uncloud does not build: build it, then 'uncloud image push')", path, name)
 		}
 		req := api.RunRequest{Name: name, Image: s.Image, Cmd: s.Command, Restart: s.Restart,
-			Ports: ports[name], Machines: machines[name], AllowFrom: allowFrom[name]}
+			Ports: ports[name], Machines: machines[name], AllowFrom: allowFrom[name], Pull: s.PullPolicy}
 		for _, k := range sortedKeys(s.Environment) {
 			if v := s.Environment[k]; v != nil {
 				req.Env = append(req.Env, k+"="+*v)

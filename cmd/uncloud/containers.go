@@ -40,14 +40,33 @@ type runCmd struct {
 	Publish   []string `short:"p" help:"Published port [HOST[/PATH]:]PORT[/tcp|udp|http|https], e.g. 8080, 53/udp, app.example.com:8080/https. Repeatable." sep:"none"`
 	Restart   string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
 	AllowFrom []string `name:"allow-from" help:"Security group: who may connect to this service's containers: SERVICE (its containers), machine:NAME, or ingress. Repeatable; default: the whole network." sep:","`
+	Pull      string   `help:"When target machines pull the image: missing (only those that lack it), always (and re-resolve the tag), never." enum:"missing,always,never" default:"missing"`
 	Output    string   `short:"o" enum:"table,json" default:"table" help:"table or json."`
-	Image     string   `arg:"" help:"Image (must be in Docker on the target machines: see 'uncloud image push')."`
+	Image     string   `arg:"" help:"Image: pulled from its registry by the machines that lack it (credentials from 'docker login'), or sent with 'uncloud image push'."`
 	Cmd       []string `arg:"" optional:"" passthrough:"" help:"Command and arguments."`
 }
 
+func (runCmd) Help() string {
+	return `The image's tag is resolved once, to a digest, and every replica runs exactly
+that digest (also after 'uncloud scale', even if the tag moves); 'uncloud
+deploy' and '--pull always' resolve it again. A private registry needs no
+uncloud login: the credentials of 'docker login' for that registry go with
+this call to the machines that pull, and nowhere else.
+
+Examples:
+  uncloud run nginx:1.27 -p 80 --replicas 3
+  uncloud run registry.example.com:5000/team/app:2 -m m1,m2 -e MODE=prod
+  uncloud run --pull always --name web app:latest`
+}
+
 func (c runCmd) Run(g *globals) error {
+	auth, err := dockerCredentials{}.forImage(c.Image)
+	if err != nil {
+		return err
+	}
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
-		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom}
+		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom,
+		Pull: c.Pull, RegistryAuth: auth}
 	if c.Output == "json" {
 		res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
 			return a.RunService(ctx, req)
@@ -68,16 +87,31 @@ func (c runCmd) Run(g *globals) error {
 	if c.Mode == "global" {
 		total = 0 // one per machine: the count is the agent's to know
 	}
-	done := 0
-	res, err := client.RunServiceStream(ctx, req, func(cr api.ContainerResult) error {
-		done++
-		fmt.Fprintln(os.Stderr, runProgress(done, total, cr))
-		return nil
-	})
+	res, err := client.RunServiceStream(ctx, req, runEvents(total))
 	if err != nil {
 		return err
 	}
 	return printResult(res, c.Output)
+}
+
+// runEvents shows a run's or a scale's progress on stderr: the image's
+// pull on each machine, then each container as it comes up.
+func runEvents(total int) func(api.RunEvent) error {
+	images := newImageProgress(os.Stderr)
+	done := 0
+	return func(e api.RunEvent) error {
+		if e.Image != nil {
+			images.Update(*e.Image)
+		}
+		if e.Container != nil {
+			if done == 0 {
+				images.Wait() // the bars end before the container lines start
+			}
+			done++
+			fmt.Fprintln(os.Stderr, runProgress(done, total, *e.Container))
+		}
+		return nil
+	}
 }
 
 // runProgress is one line of `run`'s progress: "[2/10] m1: web-3 created
@@ -132,7 +166,7 @@ func (c psCmd) Run(g *globals) error {
 		return printJSON(cs)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SERVICE\tCONTAINER\tMACHINE\tADDRESS\tSTATE\tHEALTH\tIMAGE\tAGE")
+	fmt.Fprintln(w, "SERVICE\tCONTAINER\tMACHINE\tADDRESS\tSTATE\tHEALTH\tIMAGE\tDIGEST\tAGE")
 	for _, ci := range cs {
 		machine := ci.Machine
 		if ci.MachineState == "unreachable" {
@@ -142,8 +176,8 @@ func (c psCmd) Run(g *globals) error {
 		if ci.MachineState == "unreachable" {
 			state += "?"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(ci.Service), ci.Name, machine, dash(ci.Address),
-			dash(state), dash(ci.Health), ci.Image, age(ci.Created))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(ci.Service), ci.Name, machine, dash(ci.Address),
+			dash(state), dash(ci.Health), ci.Image, dash(shortDigest(ci.ImageDigest)), age(ci.Created))
 	}
 	return w.Flush()
 }
@@ -208,9 +242,28 @@ type scaleCmd struct {
 }
 
 func (c scaleCmd) Run(g *globals) error {
-	res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
-		return a.ScaleService(ctx, c.Service, c.Replicas)
-	})
+	client, ctx, release, err := agentFor(g, longCommand)
+	if err != nil {
+		return err
+	}
+	defer release()
+	// New replicas run the service's pinned image; machines that lack it
+	// pull it with the user's credentials for its registry.
+	det, err := client.InspectService(ctx, c.Service)
+	if err != nil {
+		return err
+	}
+	auth, err := dockerCredentials{}.forImage(det.Image)
+	if err != nil {
+		return err
+	}
+	req := api.ScaleRequest{Replicas: c.Replicas, RegistryAuth: auth}
+	var res api.ServiceResult
+	if c.Output == "json" {
+		res, err = client.ScaleService(ctx, c.Service, req)
+	} else {
+		res, err = client.ScaleServiceStream(ctx, c.Service, req, runEvents(0))
+	}
 	if err != nil {
 		return err
 	}

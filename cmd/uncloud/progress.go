@@ -99,6 +99,9 @@ func (p *imageProgress) drawBar(m *machineBar, u api.ImageProgress) {
 		m.bar.SetTotal(total, false)
 		m.bar.SetCurrent(total)
 	default:
+		if u.Status == "resolved" && u.Error != "" {
+			fmt.Fprintf(p.bars, "%s: warning: %s\n", u.Machine, u.Error)
+		}
 		if u.Total > 0 {
 			m.bar.SetTotal(u.Total, false)
 		}
@@ -124,6 +127,11 @@ func (p *imageProgress) printMilestone(m *machineBar, u api.ImageProgress) {
 	case "done":
 		m.ended = true
 		fmt.Fprintf(p.out, "%s: %s ready%s (%s, %v)\n", u.Machine, u.Image, digestWords(u), sizeWords(u), elapsed)
+	case "resolved":
+		fmt.Fprintf(p.out, "%s: %s is %s\n", u.Machine, u.Image, u.Digest)
+		if u.Error != "" {
+			fmt.Fprintf(p.out, "%s: warning: %s\n", u.Machine, u.Error)
+		}
 	default:
 		fmt.Fprintf(p.out, "%s: %s %s\n", u.Machine, statusWord(u), u.Image)
 	}

@@ -319,3 +319,22 @@ func TestLocalClientUnreachable(t *testing.T) {
 		t.Fatalf("error = %v, want the call and the socket named", err)
 	}
 }
+
+// A progress line with an error of its own (one machine failed) is
+// handed on; only a line that is nothing but an error ends the stream.
+func TestStreamProgressLineWithError(t *testing.T) {
+	srv, _ := recorder(t, http.StatusOK, "application/x-ndjson",
+		`{"machine":"m2","image":"app:1","status":"failed","error":"no space"}`+"\n"+
+			`{"machine":"m3","image":"app:1","status":"done"}`+"\n"+`{"error":"the end"}`+"\n")
+	var got []ImageProgress
+	err := testLocalClient(srv).PushImage(context.Background(), PushRequest{Image: "app:1"}, func(p ImageProgress) error {
+		got = append(got, p)
+		return nil
+	})
+	if len(got) != 2 || got[0].Error != "no space" || got[1].Status != "done" {
+		t.Fatalf("lines handed on: %+v", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), "the end") {
+		t.Fatalf("the closing error line: %v", err)
+	}
+}

@@ -57,6 +57,19 @@ func tempNames(ctx context.Context, t *testing.T, d *lab.Docker) []string {
 	return out
 }
 
+// fetchedBytes is the size of the whole blobs host h fetched for a pull
+// that has not finished.
+func fetchedBytes(t *testing.T, h *lab.Host) int64 {
+	t.Helper()
+	var n int64
+	for _, b := range fetchedBlobs(t, h) {
+		if st, err := os.Stat(filepath.Join(h.Dir, "lib", "registry", "fetched", "sha256", b)); err == nil {
+			n += st.Size()
+		}
+	}
+	return n
+}
+
 func fetchedBlobs(t *testing.T, h *lab.Host) []string {
 	t.Helper()
 	entries, _ := os.ReadDir(filepath.Join(h.Dir, "lib", "registry", "fetched", "sha256"))
@@ -167,14 +180,16 @@ func TestImagePush(t *testing.T) {
 		if err := cli.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Killed once both small layers are whole on m2 (Docker fetches
+		// three at a time, so the big one is on its way then).
 		deadline := time.Now().Add(60 * time.Second)
-		for counted(ctx, t, to2)-before < 26*mib {
+		for fetchedBytes(t, c.hosts[1]) < 12*mib {
 			if time.Now().After(deadline) {
 				cli.Process.Kill()
 				cli.Wait()
-				t.Fatalf("the push carried only %d bytes in 60 s", counted(ctx, t, to2)-before)
+				t.Fatalf("m2 has only %d bytes of whole blobs after 60 s", fetchedBytes(t, c.hosts[1]))
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 		cli.Process.Signal(syscall.SIGKILL)
 		cli.Wait()
@@ -209,8 +224,9 @@ func TestImagePush(t *testing.T) {
 		}
 		resumed := counted(ctx, t, to2) - before
 		t.Logf("the next push carried %.1f MiB of the 52 MiB new", float64(resumed)/mib)
-		if resumed > 46*mib {
-			t.Errorf("the next push carried %d bytes: it did not resume with what arrived (52 MiB new, at least 12 MiB of it in whole blobs)", resumed)
+		// 40 MiB still missing, and the headers (7% in the first subtest).
+		if resumed > 44*mib {
+			t.Errorf("the next push carried %d bytes, more than 1.1× the 40 MiB that had not arrived: it did not resume with the 12 MiB that had", resumed)
 		}
 		hasImage(t, 1, "uncloud-test/app:3", v3)
 		if b := fetchedBlobs(t, c.hosts[1]); len(b) > 0 {
@@ -221,7 +237,7 @@ func TestImagePush(t *testing.T) {
 	t.Run("an image for another platform is refused, naming both", func(t *testing.T) {
 		load(t, "uncloud-test/arm:1", "arm64", []testimage.Layer{{Name: "arm", Size: 64 << 10, Seed: 30}})
 		out, err := push(t, "uncloud-test/arm:1", "-m", "m2")
-		if err == nil || !strings.Contains(out, "image uncloud-test/arm:1 is linux/arm64, machine m2 is linux/amd64") {
+		if err == nil || !strings.Contains(out, "m2: uncloud-test/arm:1 failed: image uncloud-test/arm:1 is linux/arm64, machine m2 is linux/amd64") {
 			t.Fatalf("push of an arm64 image to amd64 m2: %v\n%s", err, out)
 		}
 		if _, err := c.engines[1].Client.ImageInspect(ctx, "uncloud-test/arm:1"); err == nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
@@ -50,6 +51,7 @@ type pushRegistry struct {
 	maxImage int64  // bound of one image's blobs (--image-max-bytes)
 	calls    *api.MachineClient
 	log      *slog.Logger
+	platform atomic.Pointer[string] // the engine's, once asked
 }
 
 // startPushRegistry serves the registry on 127.0.0.1:port; when it cannot
@@ -187,11 +189,14 @@ func (p *localDocker) handlePullFrom(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
-	final, err := pr.pullFrom(r.Context(), rt, p.machineName(), req, emit)
+	final, cleanup, err := pr.pullFrom(r.Context(), rt, p.machineName(), req, emit)
 	if err != nil {
 		p.log.Warn("image pull from another machine failed", "image", req.Image, "source", req.Source, "err", err)
 		emit(api.ImageProgress{Status: "failed", Error: err.Error()})
 		return
 	}
 	emit(final)
+	if cleanup != nil {
+		cleanup()
+	}
 }

@@ -114,23 +114,26 @@ func (pr *pushRegistry) checkManifest(req api.ImagePullFrom) (imageManifest, err
 // so are the fetched blobs (Docker's layer store has them now); a pull
 // that fails leaves no image under the name and keeps the blobs that
 // arrived whole, for the next push to resume with.
+//
+// cleanup, when not nil, is what is left to do once the caller has said
+// the final word.
 func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machine string, req api.ImagePullFrom,
-	emit func(api.ImageProgress)) (api.ImageProgress, error) {
+	emit func(api.ImageProgress)) (_ api.ImageProgress, cleanup func(), _ error) {
 	pr.collect()
 	im, err := pr.checkManifest(req)
 	if err != nil {
-		return api.ImageProgress{}, err
+		return api.ImageProgress{}, nil, err
 	}
 	fetch := func(ctx context.Context, digest string) (io.ReadCloser, error) {
 		return pr.calls.RegistryBlob(ctx, req.Source, digest)
 	}
 	sess, err := pr.reg.Open(fetch, im.sizes)
 	if err != nil {
-		return api.ImageProgress{}, err
+		return api.ImageProgress{}, nil, err
 	}
 	defer sess.Close()
 	if err := pr.checkPlatform(ctx, rt, sess, im, machine, req.Image); err != nil {
-		return api.ImageProgress{}, err
+		return api.ImageProgress{}, nil, err
 	}
 	id := im.config.Digest.String()
 	have, err := rt.ImageID(ctx, req.Image)
@@ -138,15 +141,15 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	case err == nil && (have == id || have == req.Digest):
 		// (An engine with the containerd image store names images by
 		// their manifest's digest, the classic one by their config's.)
-		return api.ImageProgress{Status: "present", Digest: req.Digest}, nil
+		return api.ImageProgress{Status: "present", Digest: req.Digest}, nil, nil
 	case err == nil && !req.Force:
-		return api.ImageProgress{}, fmt.Errorf("%w on %s: %s is image %s here; push with --force to replace it",
+		return api.ImageProgress{}, nil, fmt.Errorf("%w on %s: %s is image %s here; push with --force to replace it",
 			runtime.ErrImageRetag, machine, req.Image, shortImageID(have))
 	case err != nil && !errors.Is(err, runtime.ErrImageNotFound):
-		return api.ImageProgress{}, err
+		return api.ImageProgress{}, nil, err
 	}
 	if err := sess.PutManifest(ctx, oci.Manifest{MediaType: req.MediaType, Digest: req.Digest, Bytes: req.Manifest}); err != nil {
-		return api.ImageProgress{}, err
+		return api.ImageProgress{}, nil, err
 	}
 
 	pullRef := fmt.Sprintf("127.0.0.1:%d/%s@%s", pr.port, sess.Repo, req.Digest)
@@ -184,26 +187,33 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	close(stop)
 	<-ticked
 	if err != nil {
-		return api.ImageProgress{}, err
+		return api.ImageProgress{}, nil, err
 	}
 	// From here the pulled image has its temporary name until it has the
 	// real one; removing the temporary name of an image that got no other
 	// removes the image, so a refused tag leaves nothing behind.
-	defer rt.Untag(context.WithoutCancel(ctx), pullRef)
+	untag := func() { rt.Untag(context.WithoutCancel(ctx), pullRef) }
 	if pulled != id && pulled != req.Digest {
-		return api.ImageProgress{}, fmt.Errorf("pulled image %s, the manifest says %s", shortImageID(pulled), shortImageID(id))
+		untag()
+		return api.ImageProgress{}, nil, fmt.Errorf("pulled image %s, the manifest says %s", shortImageID(pulled), shortImageID(id))
 	}
 	if err := rt.TagPushed(ctx, pulled, req.Image, req.Force); err != nil {
-		return api.ImageProgress{}, err
+		untag()
+		return api.ImageProgress{}, nil, err
 	}
-	for d := range im.sizes {
-		if err := pr.reg.Store().Delete(oci.Fetched, d); err != nil {
-			pr.log.Warn("fetched blob not removed after the pull", "digest", d, "err", err)
+	// The image has its name: the caller may say so before the temporary
+	// name and the fetched blobs (Docker's layer store has them) go.
+	cleanup = func() {
+		untag()
+		for d := range im.sizes {
+			if err := pr.reg.Store().Delete(oci.Fetched, d); err != nil {
+				pr.log.Warn("fetched blob not removed after the pull", "digest", d, "err", err)
+			}
 		}
 	}
 	_, fetched := sess.Fetched()
 	return api.ImageProgress{Status: "done", Layers: len(im.layers), LayersDone: len(im.layers), Bytes: fetched,
-		Total: im.total, Digest: req.Digest}, nil
+		Total: im.total, Digest: req.Digest}, cleanup, nil
 }
 
 // checkPlatform refuses an image made for another platform than this
@@ -222,7 +232,7 @@ func (pr *pushRegistry) checkPlatform(ctx context.Context, rt *runtime.Runtime, 
 	if err != nil {
 		return fmt.Errorf("config of %s: %w", image, err)
 	}
-	here, err := rt.Platform(ctx)
+	here, err := pr.platformOf(ctx, rt)
 	if err != nil {
 		return err
 	}
@@ -248,4 +258,18 @@ func shortImageID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// platformOf is the engine's platform, asked once (docker info is slow
+// and a machine's platform does not change under a running agent).
+func (pr *pushRegistry) platformOf(ctx context.Context, rt *runtime.Runtime) (string, error) {
+	if p := pr.platform.Load(); p != nil {
+		return *p, nil
+	}
+	p, err := rt.Platform(ctx)
+	if err != nil {
+		return "", err
+	}
+	pr.platform.Store(&p)
+	return p, nil
 }

@@ -147,16 +147,19 @@ func TestImagePush(t *testing.T) {
 		}
 		hasImage(t, 1, "uncloud-test/app:2", v2)
 		hasImage(t, 2, "uncloud-test/app:2", v2)
-		for i := range 3 {
-			if names := tempNames(ctx, t, c.engines[i]); len(names) > 0 {
-				t.Errorf("%s keeps the push's temporary names: %v", c.hosts[i].Name, names)
+		// The temporary names and fetched blobs go just after the push says
+		// it is done.
+		eventuallyE2E(t, "no temporary names or fetched blobs left", 10*time.Second, func() error {
+			for i := range 3 {
+				if names := tempNames(ctx, t, c.engines[i]); len(names) > 0 {
+					return fmt.Errorf("%s keeps the push's temporary names: %v", c.hosts[i].Name, names)
+				}
+				if b := fetchedBlobs(t, c.hosts[i]); len(b) > 0 {
+					return fmt.Errorf("%s keeps fetched blobs after a pull that worked: %v", c.hosts[i].Name, b)
+				}
 			}
-		}
-		for i := 1; i < 3; i++ {
-			if b := fetchedBlobs(t, c.hosts[i]); len(b) > 0 {
-				t.Errorf("%s keeps fetched blobs after a pull that worked: %v", c.hosts[i].Name, b)
-			}
-		}
+			return nil
+		})
 		// Pushed again: present everywhere, nothing sent.
 		if out, err := push(t, "uncloud-test/app:2"); err != nil || !strings.Contains(out, "m2: uncloud-test/app:2 already there") {
 			t.Fatalf("second push of app:2: %v\n%s", err, out)
@@ -229,9 +232,12 @@ func TestImagePush(t *testing.T) {
 			t.Errorf("the next push carried %d bytes, more than 1.1× the 40 MiB that had not arrived: it did not resume with the 12 MiB that had", resumed)
 		}
 		hasImage(t, 1, "uncloud-test/app:3", v3)
-		if b := fetchedBlobs(t, c.hosts[1]); len(b) > 0 {
-			t.Errorf("m2 keeps fetched blobs after the pull worked: %v", b)
-		}
+		eventuallyE2E(t, "m2's fetched blobs removed", 10*time.Second, func() error {
+			if b := fetchedBlobs(t, c.hosts[1]); len(b) > 0 {
+				return fmt.Errorf("m2 keeps fetched blobs after the pull worked: %v", b)
+			}
+			return nil
+		})
 	})
 
 	t.Run("an image for another platform is refused, naming both", func(t *testing.T) {

@@ -54,7 +54,17 @@ func (r *Runtime) PushTo(ctx context.Context, ref, target string, progress func(
 	if err := r.docker.ImageTag(ctx, ref, target); err != nil {
 		return "", fmt.Errorf("tag %s as %s on %s: %w", ref, target, r.cfg.MachineName, err)
 	}
-	defer r.untag(context.WithoutCancel(ctx), target)
+	// The temporary names go once the push is over, in the background:
+	// nothing waits for them.
+	var untag []string
+	defer func() {
+		go func() {
+			for _, n := range untag {
+				r.untag(context.WithoutCancel(ctx), n)
+			}
+		}()
+	}()
+	untag = append(untag, target)
 	rc, err := r.docker.ImagePush(ctx, target, image.PushOptions{RegistryAuth: emptyAuth})
 	if err != nil {
 		return "", fmt.Errorf("push %s to this machine's registry on %s: %w", ref, r.cfg.MachineName, err)
@@ -82,7 +92,7 @@ func (r *Runtime) PushTo(ctx context.Context, ref, target string, progress func(
 	if digest != "" {
 		// The push recorded target@digest as well; it goes too.
 		named, _ := reference.ParseNormalizedNamed(target)
-		r.untag(context.WithoutCancel(ctx), named.Name()+"@"+digest)
+		untag = append(untag, named.Name()+"@"+digest)
 	}
 	return digest, nil
 }

@@ -33,7 +33,10 @@
 // Nothing but loopback can reach the registry, and even there only the
 // repositories of open sessions (random names, one per push) answer, so
 // another local user cannot read pushed images or fill the disk.
-// ggcr keeps a blob upload (PATCH) in memory until it is complete: the
-// source's agent holds one layer at a time in memory while its Docker
-// pushes (uploads are serialised by ggcr's lock).
+//
+// ggcr keeps a chunked blob upload (PATCH) in memory until its PUT, under
+// one lock: measured, a 41 MiB image in 10 MiB layers cost the source's
+// agent 77 MiB of peak RSS, and an upload never finished stays in memory.
+// So this package takes uploads itself (uploads.go), streaming each to a
+// temporary file of the store; ggcr serves everything else.
 package oci

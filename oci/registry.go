@@ -53,6 +53,8 @@ type Session struct {
 	fetch   Fetch            // nil: nothing is fetched from elsewhere
 	sizes   map[string]int64 // blobs that may be fetched, with their sizes
 
+	ups uploads // unfinished blob uploads (uploads.go)
+
 	fetchedBytes atomic.Int64
 	fetchedBlobs atomic.Int64
 }
@@ -81,11 +83,13 @@ func (r *Registry) Open(fetch Fetch, sizes map[string]int64) (*Session, error) {
 	return s, nil
 }
 
-// Close ends the session: its repository stops answering.
+// Close ends the session: its repository stops answering, and uploads
+// it did not finish are dropped.
 func (s *Session) Close() {
 	s.reg.mu.Lock()
 	delete(s.reg.sessions, s.Repo)
 	s.reg.mu.Unlock()
+	s.ups.abortAll()
 }
 
 // Fetched is what the session fetched from elsewhere so far: blobs and bytes.
@@ -104,10 +108,11 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rest, _ := strings.CutPrefix(req.URL.Path, "/v2/")
 	r.mu.Lock()
 	var s *Session
+	var after string
 	for repo, cand := range r.sessions {
-		if after, ok := strings.CutPrefix(rest, repo+"/"); ok &&
-			(strings.HasPrefix(after, "blobs/") || strings.HasPrefix(after, "manifests/")) {
-			s = cand
+		if a, ok := strings.CutPrefix(rest, repo+"/"); ok &&
+			(strings.HasPrefix(a, "blobs/") || strings.HasPrefix(a, "manifests/")) {
+			s, after = cand, a
 			break
 		}
 	}
@@ -127,6 +132,9 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	req.Body = http.MaxBytesReader(w, req.Body, limit)
+	if s.serveUpload(w, req, after) {
+		return
+	}
 	s.handler.ServeHTTP(w, req)
 }
 

@@ -23,8 +23,8 @@ func newRegistry(t *testing.T) (*Registry, *httptest.Server) {
 	return r, srv
 }
 
-// upload pushes blob into repo as a client would (POST, PATCH, PUT).
-func upload(t *testing.T, base, repo string, blob []byte) int {
+// clientUpload pushes blob into repo as a client would (POST, PATCH, PUT).
+func clientUpload(t *testing.T, base, repo string, blob []byte) int {
 	t.Helper()
 	resp, err := http.Post(base+"/v2/"+repo+"/blobs/uploads/", "", nil)
 	if err != nil {
@@ -59,16 +59,16 @@ func TestRegistrySessionsAndFetchThrough(t *testing.T) {
 	d := digestOf(blob)
 
 	// Only open sessions' repositories answer.
-	if code := upload(t, srcURL.URL, RepoPrefix+"guess", blob); code != http.StatusNotFound {
+	if code := clientUpload(t, srcURL.URL, RepoPrefix+"guess", blob); code != http.StatusNotFound {
 		t.Fatalf("upload to a repository of no session: %d, want 404", code)
 	}
-	if code := upload(t, srcURL.URL, push.Repo, blob); code != http.StatusCreated {
+	if code := clientUpload(t, srcURL.URL, push.Repo, blob); code != http.StatusCreated {
 		t.Fatalf("upload: %d", code)
 	}
 	if !src.Store().Has(d) {
 		t.Fatal("the uploaded blob is not in the store")
 	}
-	if code := upload(t, srcURL.URL, push.Repo, randomBytes(t, 2<<20)); code == http.StatusCreated {
+	if code := clientUpload(t, srcURL.URL, push.Repo, randomBytes(t, 2<<20)); code == http.StatusCreated {
 		t.Fatal("a blob over the registry's bound was taken")
 	}
 	resp, err := http.Head(srcURL.URL + "/v2/" + push.Repo + "/blobs/" + d)
@@ -154,5 +154,63 @@ func TestRegistrySessionsAndFetchThrough(t *testing.T) {
 	pull.Close()
 	if code, _ := get(d); code != http.StatusNotFound {
 		t.Fatalf("a closed session still answers: %d", code)
+	}
+}
+
+// TestRegistryUploadsStreamToDisk: an upload in chunks lands in the store
+// once its PUT checks out; an upload never finished leaves nothing once
+// its session ends.
+func TestRegistryUploadsStreamToDisk(t *testing.T) {
+	reg, srv := newRegistry(t)
+	sess, err := reg.Open(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := randomBytes(t, 200_000)
+	do := func(method, url string, body []byte, hdr ...string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	start := func() string {
+		resp := do(http.MethodPost, srv.URL+"/v2/"+sess.Repo+"/blobs/uploads/", nil)
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST upload: %d", resp.StatusCode)
+		}
+		return srv.URL + resp.Header.Get("Location")
+	}
+	loc := start()
+	if resp := do(http.MethodPatch, loc, blob[:100_000], "Content-Range", "0-99999"); resp.StatusCode != http.StatusAccepted || resp.Header.Get("Range") != "0-99999" {
+		t.Fatalf("PATCH 1: %d %q", resp.StatusCode, resp.Header.Get("Range"))
+	}
+	if resp := do(http.MethodPatch, loc, blob[100_000:], "Content-Range", "5-10"); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("PATCH out of order: %d", resp.StatusCode)
+	}
+	loc = start()
+	do(http.MethodPatch, loc, blob[:100_000])
+	do(http.MethodPatch, loc, blob[100_000:])
+	if resp := do(http.MethodPut, loc+"?digest="+digestOf(blob), nil); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %d", resp.StatusCode)
+	}
+	if !reg.Store().Has(digestOf(blob)) {
+		t.Fatal("the uploaded blob is not in the store")
+	}
+	// Half an upload, then the session ends.
+	loc = start()
+	do(http.MethodPatch, loc, blob[:1000])
+	if got := files(t, reg.Store().tmpDir()); len(got) != 2 { // this one and the one refused a chunk out of order
+		t.Fatalf("temporary files during an upload: %v", got)
+	}
+	sess.Close()
+	if got := files(t, reg.Store().tmpDir()); len(got) != 0 {
+		t.Fatalf("an unfinished upload left %v", got)
 	}
 }

@@ -186,6 +186,30 @@ func (s *Store) NewWriter(a Area, d string, size, max int64) (*Writer, error) {
 	return &Writer{s: s, area: a, digest: d, hex: h, size: size, max: max, f: f, h: sha256.New()}, nil
 }
 
+// NewUpload starts writing a blob whose digest is known only at the end
+// (CommitAs), as a registry upload's.
+func (s *Store) NewUpload(a Area, max int64) (*Writer, error) {
+	f, err := os.CreateTemp(s.tmpDir(), "upload-*")
+	if err != nil {
+		return nil, fmt.Errorf("upload: %w", err)
+	}
+	return &Writer{s: s, area: a, digest: "an upload", size: -1, max: max, f: f, h: sha256.New()}, nil
+}
+
+// Written is how many bytes the writer took so far.
+func (w *Writer) Written() int64 { return w.n }
+
+// CommitAs is Commit for an upload: d is the digest the content must have.
+func (w *Writer) CommitAs(d string) error {
+	h, err := ParseDigest(d)
+	if err != nil {
+		w.Abort()
+		return err
+	}
+	w.digest, w.hex = d, h
+	return w.Commit()
+}
+
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.max > 0 && w.n+int64(len(p)) > w.max {
 		return 0, fmt.Errorf("blob %s is more than the %d bytes this machine takes", w.digest, w.max)

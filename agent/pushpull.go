@@ -39,6 +39,7 @@ func (pr *pushRegistry) stage(ctx context.Context, rt *runtime.Runtime, ref stri
 	}
 	defer sess.Close()
 	target := fmt.Sprintf("127.0.0.1:%d/%s:%s", pr.port, sess.Repo, tag)
+	start := time.Now()
 	digest, err := rt.PushTo(ctx, ref, target, progress)
 	if err != nil {
 		return api.ImagePullFrom{}, err
@@ -50,6 +51,7 @@ func (pr *pushRegistry) stage(ctx context.Context, rt *runtime.Runtime, ref stri
 	if digest != "" && digest != m.Digest {
 		return api.ImagePullFrom{}, fmt.Errorf("Docker pushed manifest %s, the registry has %s", digest, m.Digest)
 	}
+	pr.log.Info("image staged for a push", "image", ref, "digest", m.Digest, "took", time.Since(start).Round(time.Millisecond))
 	return api.ImagePullFrom{Source: pr.self, Image: ref, ID: id, Digest: m.Digest, MediaType: m.MediaType, Manifest: m.Bytes}, nil
 }
 
@@ -177,6 +179,7 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 		}
 	}()
 	emit(report())
+	start := time.Now()
 	pulled, err := rt.PullFrom(ctx, pullRef, func(p runtime.PushProgress) {
 		if p.Status == "Pull complete" || p.Status == "Already exists" {
 			mu.Lock()
@@ -211,7 +214,9 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 			}
 		}
 	}
-	_, fetched := sess.Fetched()
+	blobs, fetched := sess.Fetched()
+	pr.log.Info("image pulled from another machine", "image", req.Image, "source", req.Source, "blobs_fetched", blobs,
+		"bytes_fetched", fetched, "took", time.Since(start).Round(time.Millisecond))
 	return api.ImageProgress{Status: "done", Layers: len(im.layers), LayersDone: len(im.layers), Bytes: fetched,
 		Total: im.total, Digest: req.Digest}, cleanup, nil
 }

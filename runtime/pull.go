@@ -106,7 +106,7 @@ func (r *Runtime) Resolve(ctx context.Context, ref string, o ResolveOptions) (Re
 		if errdefs.IsUnavailable(err) || errors.Is(err, context.Canceled) {
 			return Resolved{}, fmt.Errorf("%w: resolve %q on %s: %w", ErrUnavailable, ref, r.cfg.MachineName, err)
 		}
-		regErr := fmt.Errorf("%w: %s: the registry did not resolve %q: %s", ErrPull, r.cfg.MachineName, ref, registryWords(err))
+		regErr := fmt.Errorf("%w: %s asked the registry for %q: %s", ErrPull, r.cfg.MachineName, ref, registryWords(err))
 		if haveLocal && o.Policy != PullAlways {
 			local.Warning = regErr.Error() + "; using the image this machine has"
 			return local, nil
@@ -143,10 +143,14 @@ func (r *Runtime) localPin(ctx context.Context, ref string, named reference.Name
 	return Resolved{Pin: img.ID, From: "local"}, nil
 }
 
-// registryWords is the registry's answer without Docker's wrapping.
+// registryWords is the registry's answer without Docker's wrapping, with
+// a hint where the answer is about credentials.
 func registryWords(err error) string {
-	s := err.Error()
-	s = strings.TrimPrefix(s, "Error response from daemon: ")
+	s := strings.TrimPrefix(err.Error(), "Error response from daemon: ")
+	low := strings.ToLower(s)
+	if strings.Contains(low, "unauthorized") || strings.Contains(low, "authentication required") || strings.Contains(low, "denied") {
+		s += " (uncloud sends the credentials that 'docker login' stored where the CLI runs; check them there)"
+	}
 	return s
 }
 

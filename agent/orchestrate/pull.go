@@ -59,7 +59,7 @@ func (o *Orchestrator) pin(ctx context.Context, j imageJob, targets []Machine, r
 			// A registry's refusal is the answer; only an unreachable
 			// machine lets another one try.
 			if !isUnavailable(err) {
-				return api.ImageResolveAnswer{}, fmt.Errorf("image %s: %w", j.image, err)
+				return api.ImageResolveAnswer{}, err
 			}
 			lastErr = err
 			continue

@@ -161,7 +161,9 @@ func (b *bench) reset(ctx context.Context) error {
 					ours = true
 				}
 				if ours {
-					if _, err := d.Client.ImageRemove(ctx, name, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+					// (Removing a name may have removed the image and its
+					// other names with it.)
+					if _, err := d.Client.ImageRemove(ctx, name, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil && !strings.Contains(err.Error(), "No such image") {
 						return fmt.Errorf("remove %s on m%d: %w", name, i+1, err)
 					}
 				}

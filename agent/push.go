@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -182,7 +183,10 @@ func (p *localDocker) handlePullFrom(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	flusher, _ := w.(http.Flusher)
 	enc := json.NewEncoder(w)
+	var mu sync.Mutex // lines come from the pull and from its ticker
 	emit := func(ip api.ImageProgress) {
+		mu.Lock()
+		defer mu.Unlock()
 		ip.Machine, ip.Image = p.machineName(), req.Image
 		enc.Encode(ip)
 		if flusher != nil {

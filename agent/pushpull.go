@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -155,13 +155,11 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	}
 
 	pullRef := fmt.Sprintf("127.0.0.1:%d/%s@%s", pr.port, sess.Repo, req.Digest)
-	var mu sync.Mutex
-	done := map[string]bool{} // Docker's short layer IDs that are in
+	var layersDone atomic.Int64 // as Docker counts them: those it had and those it pulled
 	report := func() api.ImageProgress {
-		mu.Lock()
-		defer mu.Unlock()
 		_, fetched := sess.Fetched()
-		return api.ImageProgress{Status: "pulling", Layers: len(im.layers), LayersDone: len(done), Bytes: fetched, Total: im.total, Digest: req.Digest}
+		return api.ImageProgress{Status: "pulling", Layers: len(im.layers), LayersDone: int(layersDone.Load()), Bytes: fetched,
+			Total: im.total, Digest: req.Digest}
 	}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -180,13 +178,7 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	}()
 	emit(report())
 	start := time.Now()
-	pulled, err := rt.PullFrom(ctx, pullRef, func(p runtime.PushProgress) {
-		if p.Status == "Pull complete" || p.Status == "Already exists" {
-			mu.Lock()
-			done[p.Layer] = true
-			mu.Unlock()
-		}
-	})
+	pulled, err := rt.PullFrom(ctx, pullRef, func(p runtime.PullStatus) { layersDone.Store(int64(p.LayersDone)) })
 	close(stop)
 	<-ticked
 	if err != nil {

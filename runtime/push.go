@@ -36,7 +36,7 @@ func TagOf(ref string) (string, error) {
 	return reference.TagNameOnly(named).(reference.Tagged).Tag(), nil
 }
 
-// PushProgress is what Docker says of one layer while it pushes or pulls.
+// PushProgress is what Docker says of one layer while it pushes.
 type PushProgress struct {
 	Layer   string // Docker's short layer ID
 	Status  string // e.g. Pushing, Layer already exists, Downloading, Already exists, Pull complete
@@ -98,23 +98,14 @@ func (r *Runtime) PushTo(ctx context.Context, ref, target string, progress func(
 }
 
 // PullFrom pulls ref (a name in a registry, by digest) into Docker and
-// returns the image ID.
-func (r *Runtime) PullFrom(ctx context.Context, ref string, progress func(PushProgress)) (string, error) {
+// returns the image ID; progress is readPull's.
+func (r *Runtime) PullFrom(ctx context.Context, ref string, progress func(PullStatus)) (string, error) {
 	rc, err := r.docker.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: emptyAuth})
 	if err != nil {
 		return "", fmt.Errorf("pull %s on %s: %w", ref, r.cfg.MachineName, err)
 	}
 	defer rc.Close()
-	err = readJSONMessages(rc, func(m jsonmessage.JSONMessage) {
-		if progress != nil && m.ID != "" {
-			p := PushProgress{Layer: m.ID, Status: m.Status}
-			if m.Progress != nil {
-				p.Current, p.Total = m.Progress.Current, m.Progress.Total
-			}
-			progress(p)
-		}
-	})
-	if err != nil {
+	if err := readPull(rc, progress); err != nil {
 		return "", fmt.Errorf("pull %s on %s: %w", ref, r.cfg.MachineName, err)
 	}
 	return r.ImageID(ctx, ref)

@@ -126,6 +126,7 @@ func (p *localDocker) routes(mux *http.ServeMux) {
 	p.imageRoutes(mux)
 	p.pushRoutes(mux)
 	p.pullRoutes(mux)
+	p.imageStoreRoutes(mux)
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {
 		rt, err := p.runtime()
 		if err != nil {

@@ -186,6 +186,9 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	if ib, ok := b.(ImageBackend); ok {
 		registerImageRoutes(mux, ib)
 	}
+	if sb, ok := b.(ImageStoreBackend); ok {
+		registerImageStoreRoutes(mux, sb)
+	}
 	if db, ok := b.(DeployBackend); ok {
 		registerDeployRoutes(mux, db)
 	}

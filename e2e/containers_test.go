@@ -282,7 +282,7 @@ func TestContainersAcrossMachines(t *testing.T) {
 	if !t.Run("image push: m2 lacks the image until it is sent over the mesh", func(t *testing.T) {
 		// Running there fails with why; image push sends it over the
 		// mesh; a second push finds it there.
-		out, err := c.uncloud(ctx, t, 0, "run", "--name", "early", "-m", "m2", testimage.Tag)
+		out, err := c.uncloud(ctx, t, 0, "run", "--name", "early", "-m", "m2", "--pull", "never", testimage.Tag)
 		if err == nil || !strings.Contains(err.Error()+out, "is not in Docker on m2") {
 			t.Fatalf("run of an image m2 lacks: %v\n%s", err, out)
 		}
@@ -432,7 +432,7 @@ func TestContainersAcrossMachines(t *testing.T) {
 			want string
 		}{
 			{[]string{"run", "--name", "x1", "-m", "nosuch", testimage.Tag}, `unknown machine "nosuch"`},
-			{[]string{"run", "--name", "x2", "-m", "m2", "uncloud-test/absent:1"}, `"uncloud-test/absent:1" is not in Docker on m2`},
+			{[]string{"run", "--name", "x2", "-m", "m2", "--pull", "never", "uncloud-test/absent:1"}, `"uncloud-test/absent:1" is not in Docker on m2`},
 			{[]string{"run", "--name", "x3", "-p", "80/sctp", testimage.Tag}, `unknown protocol "sctp"`},
 			{[]string{"run", "--name", "web", testimage.Tag}, `service "web" exists`},
 			{[]string{"run", "--name", "Bad_Name", testimage.Tag}, `service name "Bad_Name"`},

@@ -26,7 +26,7 @@ type containerCmds struct {
 	Start   startCmd   `cmd:"" help:"Start the stopped containers of a service."`
 	Logs    logsCmd    `cmd:"" help:"Show the logs of a service's containers, merged, each line prefixed with container@machine."`
 	Exec    execCmd    `cmd:"" help:"Run a command in a container of a service."`
-	Image   imageCmd   `cmd:"" help:"Images: move them between machines without a registry."`
+	Image   imageCmd   `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
 	Deploy  deployCmd  `cmd:"" help:"Make the services of a Compose file true: plan, then a start-first rolling update."`
 }
 

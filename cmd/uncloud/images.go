@@ -13,6 +13,8 @@ import (
 
 type imageCmd struct {
 	Push imagePushCmd `cmd:"" help:"Send an image from this machine's Docker to other machines' (only to those that lack it)."`
+
+	imageStoreCmds `embed:""` // ls, rm, prune (imagels.go)
 }
 
 type imagePushCmd struct {

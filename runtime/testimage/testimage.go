@@ -59,6 +59,18 @@ func Tarball(binary string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// FileTarball is a root file system holding one file, /content, whose
+// bytes make the image's ID: tests make as many distinct images as they
+// need with it.
+func FileTarball(content string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "content", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	tw.Write([]byte(content))
+	tw.Close()
+	return buf.Bytes()
+}
+
 // Import loads the tarball into Docker as tag, with /echoserver as its
 // entrypoint.
 func Import(ctx context.Context, c *client.Client, tarball []byte, tag string) error {

@@ -143,7 +143,7 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	case err == nil && (have == id || have == req.Digest):
 		// (An engine with the containerd image store names images by
 		// their manifest's digest, the classic one by their config's.)
-		return api.ImageProgress{Status: "present", Digest: req.Digest}, nil, nil
+		return api.ImageProgress{Status: "present", Digest: req.Digest}, func() { pr.dropFetched(im) }, nil
 	case err == nil && !req.Force:
 		return api.ImageProgress{}, nil, fmt.Errorf("%w on %s: %s is image %s here; push with --force to replace it",
 			runtime.ErrImageRetag, machine, req.Image, shortImageID(have))
@@ -200,11 +200,7 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	// name and the fetched blobs (Docker's layer store has them) go.
 	cleanup = func() {
 		untag()
-		for d := range im.sizes {
-			if err := pr.reg.Store().Delete(oci.Fetched, d); err != nil {
-				pr.log.Warn("fetched blob not removed after the pull", "digest", d, "err", err)
-			}
-		}
+		pr.dropFetched(im)
 	}
 	blobs, fetched := sess.Fetched()
 	pr.log.Info("image pulled from another machine", "image", req.Image, "source", req.Source, "blobs_fetched", blobs,
@@ -269,4 +265,13 @@ func (pr *pushRegistry) platformOf(ctx context.Context, rt *runtime.Runtime) (st
 	}
 	pr.platform.Store(&p)
 	return p, nil
+}
+
+// dropFetched deletes the blobs fetched for an image that Docker has now.
+func (pr *pushRegistry) dropFetched(im imageManifest) {
+	for d := range im.sizes {
+		if err := pr.reg.Store().Delete(oci.Fetched, d); err != nil {
+			pr.log.Warn("fetched blob not removed after the pull", "digest", d, "err", err)
+		}
+	}
 }

@@ -182,6 +182,11 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	close(stop)
 	<-ticked
 	if err != nil {
+		if strings.Contains(err.Error(), "verification failed") {
+			// A blob here does not match its digest (torn by a power
+			// loss: they are checked when they arrive): fetch again.
+			pr.dropFetched(im)
+		}
 		return api.ImageProgress{}, nil, err
 	}
 	// From here the pulled image has its temporary name until it has the
@@ -199,8 +204,8 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	// The image has its name: the caller may say so before the temporary
 	// name and the fetched blobs (Docker's layer store has them) go.
 	cleanup = func() {
+		pr.dropFetched(im) // first: the disk, while Docker untags slowly
 		untag()
-		pr.dropFetched(im)
 	}
 	blobs, fetched := sess.Fetched()
 	pr.log.Info("image pulled from another machine", "image", req.Image, "source", req.Source, "blobs_fetched", blobs,

@@ -29,6 +29,8 @@
 //     and only then renamed into place: a kill -9 leaves a temporary file
 //     (removed at the next start), never a blob with wrong bytes. Stat
 //     answers from the file's size: the bytes were checked when it arrived.
+//     Pushed blobs are synced before the rename; fetched ones, which live
+//     for one pull, are not (see Writer.Commit).
 //
 // Nothing but loopback can reach the registry, and even there only the
 // repositories of open sessions (random names, one per push) answer, so

@@ -239,11 +239,17 @@ func (w *Writer) Commit() error {
 		w.Abort()
 		return fmt.Errorf("%w: got sha256:%s, want %s", ErrDigestMismatch, got, w.digest)
 	}
-	// Synced before the rename, so a crash cannot leave a renamed blob
-	// whose bytes never reached the disk.
-	if err := w.f.Sync(); err != nil {
-		w.Abort()
-		return fmt.Errorf("write blob %s: %w", w.digest, err)
+	// A pushed blob is synced before the rename, so a power loss cannot
+	// leave a renamed blob whose bytes never reached the disk: it lives
+	// long and is served to every target. A fetched one is not (it lives
+	// for one pull, and costs a target a second write of every layer it
+	// receives); one torn by a power loss fails Docker's own digest check,
+	// and the pull that fails drops it (see the agent's pullFrom).
+	if w.area == Pushed {
+		if err := w.f.Sync(); err != nil {
+			w.Abort()
+			return fmt.Errorf("write blob %s: %w", w.digest, err)
+		}
 	}
 	if err := w.f.Close(); err != nil {
 		os.Remove(w.f.Name())

@@ -181,7 +181,13 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	pulled, err := rt.PullFrom(ctx, pullRef, func(p runtime.PullStatus) { layersDone.Store(int64(p.LayersDone)) })
 	close(stop)
 	<-ticked
+	// From here the pulled image has its temporary name until it has the
+	// real one; removing the temporary name of an image that got no other
+	// removes the image, so a refused tag, or a pull that Docker finished
+	// just as the push was cancelled, leaves nothing behind.
+	untag := func() { rt.Untag(context.WithoutCancel(ctx), pullRef) }
 	if err != nil {
+		untag()
 		if strings.Contains(err.Error(), "verification failed") {
 			// A blob here does not match its digest (torn by a power
 			// loss: they are checked when they arrive): fetch again.
@@ -189,10 +195,6 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 		}
 		return api.ImageProgress{}, nil, err
 	}
-	// From here the pulled image has its temporary name until it has the
-	// real one; removing the temporary name of an image that got no other
-	// removes the image, so a refused tag leaves nothing behind.
-	untag := func() { rt.Untag(context.WithoutCancel(ctx), pullRef) }
 	if pulled != id && pulled != req.Digest {
 		untag()
 		return api.ImageProgress{}, nil, fmt.Errorf("pulled image %s, the manifest says %s", shortImageID(pulled), shortImageID(id))

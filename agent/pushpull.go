@@ -252,14 +252,6 @@ func osArch(p string) string {
 	return parts[0] + "/" + parts[1]
 }
 
-func shortImageID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
-
 // platformOf is the engine's platform, asked once (docker info is slow
 // and a machine's platform does not change under a running agent).
 func (pr *pushRegistry) platformOf(ctx context.Context, rt *runtime.Runtime) (string, error) {

@@ -95,6 +95,10 @@ type fakeEngine struct {
 	tags map[string]string
 	// pins are the pins containers were made with, by container ID.
 	pins map[string]string
+	// caps are what each machine's Docker reports (by name); zeros when absent.
+	caps map[string]Capacity
+	// specs are the specs containers were made with, by container ID.
+	specs map[string]runtime.ContainerSpec
 }
 
 func newEngine(store Records) *fakeEngine {
@@ -164,6 +168,10 @@ func (e *fakeEngine) Create(ctx context.Context, m Machine, spec runtime.Contain
 		State: st[0], Health: st[1]}
 	e.mu.Lock()
 	e.pins[c.ID] = spec.ImagePin
+	if e.specs == nil {
+		e.specs = map[string]runtime.ContainerSpec{}
+	}
+	e.specs[c.ID] = spec
 	e.mu.Unlock()
 	if err := e.store.Put(ctx, c.Key(), c); err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ type runCmd struct {
 	Volume    []string `short:"v" help:"VOLUME:/path[:ro] (a named volume on the machine; it keeps the service there), /host/path:/path[:ro] or tmpfs:/path. Repeatable." sep:"none"`
 	Publish   []string `short:"p" help:"Port: Docker's [IP:]HOST_PORT:PORT[/tcp|udp] (ranges too) publishes on each machine running a replica; PORT[/udp] alone names it for SRV records; app.example.com[/path]:PORT/https is served by the ingress. Repeatable." sep:"none"`
 	Expose    []string `help:"Container port without publishing (SRV records), PORT[-END][/udp]. Repeatable." sep:"none"`
-	runKeys `embed:""`
+	runKeys   `embed:""`
 	Restart   string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
 	AllowFrom []string `name:"allow-from" help:"Security group: who may connect to this service's containers: SERVICE (its containers), machine:NAME, or ingress. Repeatable; default: the whole network." sep:","`
 	Pull      string   `help:"When target machines pull the image: missing (only those that lack it), always (and re-resolve the tag), never." enum:"missing,always,never" default:"missing"`

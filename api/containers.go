@@ -219,6 +219,9 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	if db, ok := b.(DeployBackend); ok {
 		registerDeployRoutes(mux, db)
 	}
+	if vb, ok := b.(VolumeBackend); ok {
+		registerVolumeRoutes(mux, vb)
+	}
 	mux.HandleFunc("POST "+PathServices, func(w http.ResponseWriter, r *http.Request) {
 		var req RunRequest
 		if err := decodeBody(r, &req); err != nil {

@@ -3,6 +3,7 @@ package orchestrate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -244,6 +245,19 @@ func TestPlacementRules(t *testing.T) {
 		}
 		if got := r.placement(t, "db"); !slices.Equal(got, []string{"m2", "m2"}) {
 			t.Errorf("db after deploy on %v, want m2 twice", got)
+		}
+		r.run(t, api.RunRequest{Name: "web", Image: "x", Replicas: 2, Volumes: []string{"cache:/c", "/srv:/srv", "tmpfs:/t"}})
+		vs, err := r.o.Volumes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, v := range vs {
+			got = append(got, fmt.Sprintf("%s@%s %s %v %d", v.Name, v.Machine, v.Driver, v.Services, v.Containers))
+		}
+		want := []string{"cache@m1 local [web] 1", "cache@m2 local [web] 1", "pgdata@m2 local [db] 2"}
+		if !slices.Equal(got, want) {
+			t.Errorf("volumes %q, want %q", got, want)
 		}
 	})
 	t.Run("deploy replaces a host-port container stop-first", func(t *testing.T) {

@@ -28,6 +28,7 @@ type containerCmds struct {
 	Exec    execCmd    `cmd:"" help:"Run a command in a container of a service."`
 	Image   imageCmd   `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
 	Deploy  deployCmd  `cmd:"" help:"Make the services of a Compose file true: plan, then a start-first rolling update."`
+	Volume  volumeCmd  `cmd:"" help:"Named volumes: where each lives and which services use it."`
 }
 
 type runCmd struct {

@@ -19,7 +19,7 @@ func TestDockerKeys(t *testing.T) {
 	spec := ContainerSpec{Service: "web", Image: testimage.Tag, Env: []string{"PORT=8080"},
 		Ports:   []string{"127.0.0.1:18081:8080", "127.0.0.1:18090-18091:9090-9091/udp", "8080"},
 		Volumes: []string{"tmpfs:/t"}, Tmpfs: []string{"/scratch:size=1m"},
-		User:    "65534", WorkingDir: "/tmp", Labels: map[string]string{"team": "a", "uncloud.x": "no"},
+		User: "65534", WorkingDir: "/tmp", Labels: map[string]string{"team": "a", "uncloud.x": "no"},
 		Init: true, CapDrop: []string{"ALL"}, CapAdd: []string{"NET_BIND_SERVICE"}, StopSignal: "SIGINT", StopGracePeriod: "3s",
 		Ulimits: []string{"nofile=1024:2048"}, LogDriver: "json-file", LogOptions: map[string]string{"max-size": "1m"},
 		CPUs: 0.5, Memory: 64 << 20, ReserveMemory: 32 << 20}

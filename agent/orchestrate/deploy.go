@@ -86,8 +86,9 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		return nil
 	}
 	for _, p := range plans {
+		held := o.volumeMachines(ctx, p.name)
 		err := o.applyPlan(ctx, p, names, event)
-		o.noteVolumes(ctx, p.name)
+		o.noteVolumes(ctx, p.name, held...)
 		if err != nil {
 			return err
 		}

@@ -139,10 +139,20 @@ func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runti
 	return pins, nil
 }
 
+// volumeMachines are the machines the service's record says hold its
+// volumes (read before a deploy rewrites the record).
+func (o *Orchestrator) volumeMachines(ctx context.Context, service string) []string {
+	if svc, err := o.service(ctx, service); err == nil {
+		return svc.VolumeMachines
+	}
+	return nil
+}
+
 // noteVolumes adds the machines where a service with named volumes now
-// has containers to its record's VolumeMachines, so the pin outlives
-// its containers (scale to 0, a failed rollout).
-func (o *Orchestrator) noteVolumes(ctx context.Context, service string) {
+// has containers (and held, machines known to hold them) to its
+// record's VolumeMachines, so the pin outlives its containers (scale to
+// 0, a failed rollout, a deploy that rewrote the record).
+func (o *Orchestrator) noteVolumes(ctx context.Context, service string, held ...string) {
 	svc, err := o.service(ctx, service)
 	if err != nil {
 		return
@@ -156,6 +166,11 @@ func (o *Orchestrator) noteVolumes(ctx context.Context, service string) {
 		return
 	}
 	ids := slices.Clone(svc.VolumeMachines)
+	for _, id := range held {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
 	for _, c := range cs {
 		if !slices.Contains(ids, c.MachineID) {
 			ids = append(ids, c.MachineID)

@@ -246,6 +246,20 @@ func TestPlacementRules(t *testing.T) {
 		if got := r.placement(t, "db"); !slices.Equal(got, []string{"m2", "m2"}) {
 			t.Errorf("db after deploy on %v, want m2 twice", got)
 		}
+		// Scaled to none, a deploy (which rewrites the record) still finds m2.
+		if _, err := r.o.ScaleService(ctx, "db", api.ScaleRequest{Replicas: 0}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{{Name: "db", Image: "pg:3", Replicas: 2,
+			Volumes: []string{"pgdata:/var/lib/postgresql"}}}}); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.placement(t, "db"); !slices.Equal(got, []string{"m2", "m2"}) {
+			t.Errorf("db after scale 0 and a deploy on %v, want m2 twice", got)
+		}
+		if svc, _ := r.o.service(ctx, "db"); svc == nil || !slices.Equal(svc.VolumeMachines, []string{"id-m2"}) {
+			t.Errorf("the deploy's record lost where the volume lives: %+v", svc)
+		}
 		r.run(t, api.RunRequest{Name: "web", Image: "x", Replicas: 2, Volumes: []string{"cache:/c", "/srv:/srv", "tmpfs:/t"}})
 		vs, err := r.o.Volumes(ctx)
 		if err != nil {

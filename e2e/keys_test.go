@@ -133,7 +133,7 @@ func TestComposeKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := filepath.Join(dir, "compose.yaml")
-		body := fmt.Sprintf("services:\n  db:\n    image: %s\n    environment:\n      VERSION: \"2\"\n    volumes: [\"dbdata:/data\"]\n    deploy:\n      replicas: 4\n", testimage.Tag)
+		body := fmt.Sprintf("services:\n  db:\n    image: %s\n    environment:\n      VERSION: \"2\"\n    volumes: [\"dbdata:/data\"]\n    deploy:\n      replicas: 4\nvolumes:\n  dbdata: {}\n", testimage.Tag)
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}

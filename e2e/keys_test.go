@@ -155,6 +155,16 @@ func TestComposeKeys(t *testing.T) {
 		if got := where(t, "db"); len(got["m2"]) != 1 || len(got) != 1 {
 			t.Errorf("db after scale 0 then 1: %v, want m2", got)
 		}
+		var vs []api.VolumeInfo
+		if err := c.ucJSON(ctx, t, 2, &vs, "volume", "ls", "-o", "json"); err != nil {
+			t.Fatal(err)
+		}
+		if len(vs) != 1 || vs[0].Name != "dbdata" || vs[0].Machine != "m2" || vs[0].Driver != "local" ||
+			len(vs[0].Services) != 1 || vs[0].Services[0] != "db" || vs[0].Containers != 1 {
+			t.Errorf("volume ls: %+v, want dbdata on m2 used by db's one container", vs)
+		}
+		out, _ = c.uncloud(ctx, t, 2, "volume", "ls")
+		t.Logf("volume ls:\n%s", out)
 	}) {
 		return
 	}

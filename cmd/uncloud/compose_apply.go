@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -13,24 +12,17 @@ import (
 )
 
 // applyComposeKeys maps the Compose keys with Docker's meaning that
-// uncloud supports (ports, expose, volumes, tmpfs, the basic container
-// keys, resources, placement constraints, restart policy) from a service
-// as compose-go loaded it into req. It returns one warning per key whose
-// meaning differs or that is dropped; image, command, environment,
-// healthcheck, replicas and mode are the loader's.
+// uncloud supports beyond what composeService maps (expose, tmpfs, the
+// basic container keys, resources, placement constraints, restart
+// policy) from a service as compose-go loaded it into req. It returns
+// one warning per key whose meaning differs or that is dropped. Ports,
+// named and bind volumes, image, command, environment, healthcheck,
+// replicas and mode are composeService's. To wire it: call it after
+// composeService and add composeDockerKeys to composeKeys.
 func applyComposeKeys(s types.ServiceConfig, req *api.RunRequest) []string {
 	var warns []string
 	warn := func(format string, args ...any) {
 		warns = append(warns, fmt.Sprintf("service %s: ", s.Name)+fmt.Sprintf(format, args...))
-	}
-	for _, p := range s.Ports {
-		spec, w := composePort(p)
-		if w != "" {
-			warn("%s", w)
-		}
-		if spec != "" {
-			req.Ports = append(req.Ports, spec)
-		}
 	}
 	for _, e := range s.Expose {
 		req.Expose = append(req.Expose, e)
@@ -42,14 +34,6 @@ func applyComposeKeys(s types.ServiceConfig, req *api.RunRequest) []string {
 				t += ":size=" + strconv.FormatInt(int64(v.Tmpfs.Size), 10)
 			}
 			req.Tmpfs = append(req.Tmpfs, t)
-			continue
-		}
-		spec, w := composeVolume(v)
-		if w != "" {
-			warn("%s", w)
-		}
-		if spec != "" {
-			req.Volumes = append(req.Volumes, spec)
 		}
 	}
 	req.Tmpfs = append(req.Tmpfs, s.Tmpfs...)
@@ -145,54 +129,21 @@ func applyComposeKeys(s types.ServiceConfig, req *api.RunRequest) []string {
 	return warns
 }
 
-// composePort is a port as compose-go normalized it (long form, one per
-// port), in uncloud's text: Docker's forms when a host port is given;
-// a target alone names the port for SRV records only.
-func composePort(p types.ServicePortConfig) (spec, warning string) {
-	proto := strings.ToLower(p.Protocol)
-	if proto == "" {
-		proto = "tcp"
-	}
-	suffix := ""
-	if proto != "tcp" {
-		suffix = "/" + proto
-	}
-	if proto != "tcp" && proto != "udp" {
-		return "", fmt.Sprintf("port %d/%s: only tcp and udp are published", p.Target, proto)
-	}
-	target := strconv.FormatUint(uint64(p.Target), 10)
-	if p.Published == "" {
-		return target + suffix, fmt.Sprintf("port %s%s has no host port: uncloud does not publish it on a random one "+
-			"(it names it for SRV records, like expose); write HOST_PORT:%s to publish it", target, suffix, target)
-	}
-	ip := p.HostIP
-	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() && !a.Is4In6() {
-		ip = "[" + ip + "]"
-	}
-	if ip != "" {
-		ip += ":"
-	}
-	// Swarm's mode: ingress (routing mesh) is not a thing here: a host
-	// port is published on the machines that run a replica, as Compose
-	// without Swarm does.
-	return ip + p.Published + ":" + target + suffix, ""
-}
-
-// composeVolume is a volume as compose-go normalized it, in uncloud's
-// -v text: VOLUME:/path[:ro] or /host:/path[:ro] (tmpfs goes to Tmpfs).
-func composeVolume(v types.ServiceVolumeConfig) (spec, warning string) {
-	ro := ""
-	if v.ReadOnly {
-		ro = ":ro"
-	}
-	switch v.Type {
-	case types.VolumeTypeVolume:
-		if v.Source == "" {
-			return "", fmt.Sprintf("anonymous volume %s is not supported: name it (NAME:%s) so it stays with its machine", v.Target, v.Target)
-		}
-		return v.Source + ":" + v.Target + ro, ""
-	case types.VolumeTypeBind:
-		return v.Source + ":" + v.Target + ro, ""
-	}
-	return "", fmt.Sprintf("volume type %s (%s) is not supported", v.Type, v.Target)
+// composeDockerKeys are the paths applyComposeKeys honours, in
+// composeKeys' form, for the loader's table.
+var composeDockerKeys = []string{
+	"services.*.expose", "services.*.tmpfs",
+	"services.*.volumes.[].tmpfs", "services.*.volumes.[].tmpfs.size",
+	"services.*.entrypoint", "services.*.user", "services.*.working_dir",
+	"services.*.labels", "services.*.labels.*", "services.*.init",
+	"services.*.cap_add", "services.*.cap_drop", "services.*.stop_signal", "services.*.stop_grace_period",
+	"services.*.ulimits", "services.*.ulimits.*", "services.*.ulimits.*.soft", "services.*.ulimits.*.hard",
+	"services.*.logging", "services.*.logging.driver", "services.*.logging.options", "services.*.logging.options.*",
+	"services.*.log_driver", "services.*.log_opt", "services.*.cpus", "services.*.mem_limit", "services.*.mem_reservation",
+	"services.*.deploy.resources", "services.*.deploy.resources.limits", "services.*.deploy.resources.limits.cpus",
+	"services.*.deploy.resources.limits.memory", "services.*.deploy.resources.reservations",
+	"services.*.deploy.resources.reservations.cpus", "services.*.deploy.resources.reservations.memory",
+	"services.*.deploy.placement", "services.*.deploy.placement.constraints",
+	"services.*.deploy.restart_policy", "services.*.deploy.restart_policy.condition",
+	"services.*.deploy.restart_policy.max_attempts",
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	composecli "github.com/compose-spec/compose-go/v2/cli"
@@ -95,15 +94,8 @@ services:
 volumes:
   data: {}
 `, "web")
-	wantPorts := []string{"8080:80", "127.0.0.1:5353:53/udp", "9000:90", "9001:91", "[::1]:7000:70", "3000"}
-	if !slices.Equal(req.Ports, wantPorts) {
-		t.Errorf("ports %q, want %q", req.Ports, wantPorts)
-	}
 	if !slices.Equal(req.Expose, []string{"8081", "9090/udp"}) {
 		t.Errorf("expose %q", req.Expose)
-	}
-	if len(req.Volumes) != 2 || req.Volumes[0] != "data:/var/lib/data" || !strings.HasSuffix(req.Volumes[1], "/conf:/etc/conf:ro") || !filepath.IsAbs(req.Volumes[1]) {
-		t.Errorf("volumes %q", req.Volumes)
 	}
 	if !slices.Equal(req.Tmpfs, []string{"/cache:size=1048576", "/run"}) {
 		t.Errorf("tmpfs %q", req.Tmpfs)
@@ -130,9 +122,10 @@ volumes:
 	if !slices.Equal(req.Constraints, []string{"node.labels.disk==ssd", "node.role!=ingress"}) || req.Restart != "on-failure:3" {
 		t.Errorf("placement %q restart %q", req.Constraints, req.Restart)
 	}
-	wantWarn := "service web: port 3000 has no host port: uncloud does not publish it on a random one (it names it for SRV records, like expose); write HOST_PORT:3000 to publish it\n" +
-		"service web: anonymous volume /anon is not supported: name it (NAME:/anon) so it stays with its machine\n" +
-		"service web: label uncloud.service is under uncloud.* (uncloud's own) and is ignored\n" +
+	if len(req.Ports) != 0 || len(req.Volumes) != 0 {
+		t.Errorf("ports %q and volumes %q are composeService's", req.Ports, req.Volumes)
+	}
+	wantWarn := "service web: label uncloud.service is under uncloud.* (uncloud's own) and is ignored\n" +
 		"service web: deploy.placement: only constraints are supported (replicas spread evenly)\n"
 	if got := req.Labels["#warnings"]; got != wantWarn {
 		t.Errorf("warnings:\n%s\nwant:\n%s", got, wantWarn)

@@ -1,7 +1,8 @@
 // Package orchestrate owns what the network does with containers: services
 // (run, scale, rm, stop/start, ls, inspect, ps, logs, exec), deploys
 // (start-first rolling replacement that waits for health and halts on the
-// first failure), placement (spread and shrink), the calls that act on a
+// first failure), placement (spread under constraints, volumes, host
+// ports and reservations: fit.go; shrink), the calls that act on a
 // container of a given machine, and image push between machines.
 //
 // It knows the rest of the agent only through three small interfaces it

@@ -93,6 +93,11 @@ func TestFit(t *testing.T) {
 		wantErr string
 	}{
 		{name: "no rules: spread", cands: three, w: want{service: "web", spec: spec()}, n: 4, want: []string{"a", "b", "c", "a"}},
+		{name: "fills the emptiest first", cands: []candidate{cand("a", load{ofService: 2}, Capacity{}), cand("b", load{ofService: 1}, Capacity{}), cand("c", load{}, Capacity{})},
+			w: want{service: "web", spec: spec()}, n: 3, want: []string{"c", "b", "c"}},
+		{name: "one machine", cands: three[:1], w: want{service: "web", spec: spec()}, n: 3, want: []string{"a", "a", "a"}},
+		{name: "nothing to place", cands: three, w: want{service: "web", spec: spec()}, n: 0, want: nil},
+		{name: "no machines", cands: nil, w: want{service: "web", spec: spec()}, n: 1, wantErr: "fits on no machine"},
 		{name: "SRV and ingress ports do not limit", cands: three,
 			w: want{service: "web", spec: spec("8080", "a.example.com:8080/https")}, n: 4, want: []string{"a", "b", "c", "a"}},
 		{name: "host port: one replica per machine", cands: three, w: want{service: "web", spec: spec("8081:8080")}, n: 3,

@@ -106,7 +106,6 @@ func (w want) room(c candidate, added int) string {
 			}
 		}
 	}
-	n := float64(added + 1)
 	if r := w.spec.ReserveMemory; r > 0 && c.capacity.Memory > 0 {
 		if free := c.capacity.Memory - c.load.memory - int64(added)*r; free < r {
 			return fmt.Sprintf("%s: memory: %s reserved, %s of %s free", c.Name, units.BytesSize(float64(r)),
@@ -114,7 +113,7 @@ func (w want) room(c candidate, added int) string {
 		}
 	}
 	if r := w.spec.ReserveCPUs; r > 0 && c.capacity.CPUs > 0 {
-		if free := c.capacity.CPUs - c.load.cpus - (n-1)*r; free+1e-9 < r {
+		if free := c.capacity.CPUs - c.load.cpus - float64(added)*r; free+1e-9 < r { // 1e-9: float sums
 			return fmt.Sprintf("%s: CPUs: %g reserved, %g of %g free", c.Name, r, max(free, 0), c.capacity.CPUs)
 		}
 	}

@@ -143,11 +143,12 @@ func (p *localDocker) routes(mux *http.ServeMux) {
 		writeJSON(w, containerRecord(p.machineID, c))
 	})
 	mux.HandleFunc("GET "+api.MachinePathRuntimeReady, func(w http.ResponseWriter, r *http.Request) {
-		if _, err := p.runtime(); err != nil {
+		c, err := p.capacity(r.Context())
+		if err != nil {
 			writeRuntimeError(w, err)
 			return
 		}
-		writeJSON(w, struct{}{})
+		writeJSON(w, c)
 	})
 }
 
@@ -158,7 +159,7 @@ func runtimeStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, runtime.ErrNotFound), errors.Is(err, runtime.ErrImageNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, runtime.ErrNameTaken):
+	case errors.Is(err, runtime.ErrNameTaken), errors.Is(err, runtime.ErrPortTaken):
 		return http.StatusConflict
 	case errors.Is(err, runtime.ErrPull):
 		return http.StatusBadGateway // the registry's refusal, in its words
@@ -297,4 +298,17 @@ func (p *localDocker) handleContainerLogs(w http.ResponseWriter, r *http.Request
 	if err != nil && !started {
 		writeRuntimeError(w, err)
 	}
+}
+
+// capacity is what this machine's Docker reports, for placement.
+func (p *localDocker) capacity(ctx context.Context) (api.RuntimeCapacity, error) {
+	rt, err := p.runtime()
+	if err != nil {
+		return api.RuntimeCapacity{}, err
+	}
+	cpus, mem, arch, err := rt.Capacity(ctx)
+	if err != nil {
+		return api.RuntimeCapacity{}, err
+	}
+	return api.RuntimeCapacity{CPUs: cpus, Memory: mem, Arch: arch}, nil
 }

@@ -46,7 +46,7 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 	}
 	out := make([]api.MachineInfo, 0, len(records))
 	for _, m := range records {
-		info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, State: "down", Roles: m.Roles}
+		info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, State: "down", Roles: m.Roles, Labels: m.Labels}
 		if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil {
 			info.Address = n.MachineAddr().String()
 		}

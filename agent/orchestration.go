@@ -46,7 +46,7 @@ func (f fleet) Machines(ctx context.Context) ([]orchestrate.Machine, error) {
 	}
 	out := make([]orchestrate.Machine, 0, len(machines))
 	for _, m := range machines {
-		t := orchestrate.Machine{ID: m.ID, Name: m.Name, State: "down"}
+		t := orchestrate.Machine{ID: m.ID, Name: m.Name, State: "down", Roles: m.Roles, Labels: m.Labels}
 		if meta, ok := alive[m.ID]; ok {
 			t.State, t.Mode = "alive", meta.Mode
 		}
@@ -83,6 +83,17 @@ func (e engine) Ready(ctx context.Context, m orchestrate.Machine) error {
 		return remoteCallErr(m, err)
 	}
 	return nil
+}
+
+func (e engine) Capacity(ctx context.Context, m orchestrate.Machine) (orchestrate.Capacity, error) {
+	var c api.RuntimeCapacity
+	var err error
+	if local(m) {
+		c, err = e.d.containers.capacity(ctx)
+	} else if c, err = e.d.machineAPI.RuntimeCapacity(ctx, m.ID); err != nil {
+		err = remoteCallErr(m, err)
+	}
+	return orchestrate.Capacity{CPUs: float64(c.CPUs), Memory: c.Memory, Arch: c.Arch}, err
 }
 
 func (e engine) Create(ctx context.Context, m orchestrate.Machine, spec runtime.ContainerSpec) (*record.Container, error) {

@@ -67,6 +67,33 @@ type RunRequest struct {
 	// RegistryAuth is the CLI user's credentials for the image's
 	// registry, for this call's pulls only (never stored).
 	RegistryAuth *RegistryAuth `json:"registry_auth,omitempty"`
+
+	// Expose are container ports named without publishing (Compose's
+	// expose): SRV records, like a bare port in Ports.
+	Expose []string `json:"expose,omitempty"`
+	// The basic container keys, with Docker's meaning.
+	Entrypoint      []string          `json:"entrypoint,omitempty"`
+	User            string            `json:"user,omitempty"`
+	WorkingDir      string            `json:"working_dir,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	Init            bool              `json:"init,omitempty"`
+	CapAdd          []string          `json:"cap_add,omitempty"`
+	CapDrop         []string          `json:"cap_drop,omitempty"`
+	StopSignal      string            `json:"stop_signal,omitempty"`
+	StopGracePeriod string            `json:"stop_grace_period,omitempty"` // Go duration
+	Ulimits         []string          `json:"ulimits,omitempty"`           // NAME=SOFT[:HARD]
+	LogDriver       string            `json:"log_driver,omitempty"`
+	LogOptions      map[string]string `json:"log_options,omitempty"`
+	Tmpfs           []string          `json:"tmpfs,omitempty"` // /path[:options]
+	// Resources: limits enforced by Docker, reservations counted by
+	// placement (memory in bytes).
+	CPUs          float64 `json:"cpus,omitempty"`
+	Memory        int64   `json:"memory,omitempty"`
+	ReserveCPUs   float64 `json:"reserve_cpus,omitempty"`
+	ReserveMemory int64   `json:"reserve_memory,omitempty"`
+	// Constraints are placement constraints: node.hostname, node.role,
+	// node.labels.KEY, node.platform.arch with == or !=.
+	Constraints []string `json:"constraints,omitempty"`
 }
 
 // ServiceResult reports what a command did to each container.
@@ -225,6 +252,9 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	}
 	if db, ok := b.(DeployBackend); ok {
 		registerDeployRoutes(mux, db)
+	}
+	if vb, ok := b.(VolumeBackend); ok {
+		registerVolumeRoutes(mux, vb)
 	}
 	mux.HandleFunc("POST "+PathServices, func(w http.ResponseWriter, r *http.Request) {
 		var req RunRequest

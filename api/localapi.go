@@ -33,6 +33,10 @@ type MachineUpdate struct {
 	Name        string   `json:"name,omitempty"`
 	AddRoles    []string `json:"add_roles,omitempty"`
 	RemoveRoles []string `json:"remove_roles,omitempty"`
+	// SetLabels adds or changes the machine's labels (placement
+	// constraints node.labels.KEY); RemoveLabels takes keys away.
+	SetLabels    map[string]string `json:"set_labels,omitempty"`
+	RemoveLabels []string          `json:"remove_labels,omitempty"`
 }
 
 // RemoveResult says how far a removal got: the revocation is in the
@@ -59,6 +63,8 @@ type MachineInfo struct {
 	Endpoint      string    `json:"endpoint,omitempty"` // in use, from WireGuard
 	LastHandshake time.Time `json:"last_handshake,omitzero"`
 	Roles         []string  `json:"roles,omitempty"`
+	// Labels are the machine's own, for placement constraints.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // TokenRequest asks for a join token.

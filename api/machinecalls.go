@@ -48,6 +48,14 @@ func (c *MachineClient) RuntimeReady(ctx context.Context, machineID string) erro
 	return c.call(ctx, c.HTTP, "RuntimeReady", machineID, http.MethodGet, MachinePathRuntimeReady, nil, nil)
 }
 
+// RuntimeCapacity is what machineID's Docker reports of its CPUs,
+// memory and architecture (zeros from an older agent).
+func (c *MachineClient) RuntimeCapacity(ctx context.Context, machineID string) (RuntimeCapacity, error) {
+	var into RuntimeCapacity
+	err := c.call(ctx, c.HTTP, "RuntimeCapacity", machineID, http.MethodGet, MachinePathRuntimeReady, nil, &into)
+	return into, err
+}
+
 // CreateContainer makes a container on machineID from spec and returns
 // its record as that machine wrote it.
 func (c *MachineClient) CreateContainer(ctx context.Context, machineID string, spec runtime.ContainerSpec) (*record.Container, error) {

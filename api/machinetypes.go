@@ -66,3 +66,12 @@ type ImageLoad struct {
 type ImageLoadAnswer struct {
 	Loaded string `json:"loaded"`
 }
+
+// RuntimeCapacity answers GET MachinePathRuntimeReady: what the
+// machine's Docker reports, for placement. An older agent answers {}:
+// zeros mean unknown.
+type RuntimeCapacity struct {
+	CPUs   int    `json:"cpus,omitempty"`
+	Memory int64  `json:"memory,omitempty"` // bytes
+	Arch   string `json:"arch,omitempty"`   // Docker's name: x86_64, aarch64…
+}

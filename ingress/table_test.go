@@ -23,7 +23,7 @@ func TestBuildTable(t *testing.T) {
 	v := view{
 		self: "m1",
 		services: map[string]*record.Service{
-			"web":   {Name: "web", Ports: []string{"app.example.com:8080/https", "8081", "53/udp"}},
+			"web":   {Name: "web", Ports: []string{"app.example.com:8080/https", "8081", "53/udp", "8082:8080", "127.0.0.1:9000-9001:90-91/udp"}}, // Docker forms: no route
 			"api":   {Name: "api", Ports: []string{"App.Example.com/api:9000/http"}},
 			"dup":   {Name: "dup", Ports: []string{"app.example.com:1234/http"}},
 			"clash": {Name: "clash", Ports: []string{"app.example.com:7000/http"}},

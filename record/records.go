@@ -52,6 +52,10 @@ type Machine struct {
 	// Roles are what the machine does besides running containers, e.g.
 	// "ingress". Sorted, no duplicates.
 	Roles []string `json:"roles,omitempty"`
+	// Labels are the machine's own key=value labels, for placement
+	// constraints (node.labels.KEY==VALUE); set with
+	// `uncloud machine label add`.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Membership is the statement that admitted the machine; readers
 	// ignore a machine record without one that verifies.
 	Membership *Membership `json:"membership,omitempty"`
@@ -107,6 +111,10 @@ type Service struct {
 	// AllowFrom is the service's security group (see allowfrom.go);
 	// empty means open inside the network.
 	AllowFrom []string `json:"allow_from,omitempty"`
+	// VolumeMachines are the machines (IDs) where the service's named
+	// volumes were made: later replicas and updates stay on them, even
+	// while the service has no container there.
+	VolumeMachines []string `json:"volume_machines,omitempty"`
 }
 
 // Key implements Record.

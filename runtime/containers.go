@@ -54,6 +54,10 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 	if len(spec.Cmd) > 0 {
 		cfg.Cmd = spec.Cmd
 	}
+	exposed, bindings := spec.dockerPorts()
+	if len(exposed) > 0 {
+		cfg.ExposedPorts = exposed
+	}
 	if test := spec.HealthTest(); test != nil {
 		cfg.Healthcheck = &container.HealthConfig{Test: test,
 			Interval: 2 * time.Second, Timeout: 2 * time.Second, Retries: 3}
@@ -63,11 +67,13 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 		DNS:           []string{r.gateway.String()},
 		DNSSearch:     []string{"internal"},
 		RestartPolicy: restart,
+		PortBindings:  bindings,
 	}
 	for _, v := range spec.Volumes {
 		m, _ := ParseVolume(v)
 		host.Mounts = append(host.Mounts, mount.Mount(m))
 	}
+	spec.applyOptions(cfg, host)
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{r.cfg.Network: {}}}
 	created, err := r.docker.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
 	if err != nil {
@@ -78,6 +84,9 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 	}
 	if err := r.docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		_ = r.docker.ContainerRemove(context.WithoutCancel(ctx), created.ID, container.RemoveOptions{Force: true})
+		if len(bindings) > 0 && (strings.Contains(err.Error(), "already allocated") || strings.Contains(err.Error(), "address already in use")) {
+			return nil, fmt.Errorf("%w on %s: start container %q: %w", ErrPortTaken, r.cfg.MachineName, spec.Name, err)
+		}
 		return nil, fmt.Errorf("start container %q on %s: %w", spec.Name, r.cfg.MachineName, err)
 	}
 	return r.Inspect(ctx, created.ID)
@@ -201,7 +210,11 @@ func (r *Runtime) Stop(ctx context.Context, idOrName string, timeout time.Durati
 		return err
 	}
 	secs := int(timeout / time.Second)
-	if err := r.docker.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &secs}); err != nil {
+	opts := container.StopOptions{Timeout: &secs}
+	if c.Config.StopTimeout != nil {
+		opts.Timeout = nil // the container's stop_grace_period
+	}
+	if err := r.docker.ContainerStop(ctx, c.ID, opts); err != nil {
 		return fmt.Errorf("stop %q on %s: %w", idOrName, r.cfg.MachineName, err)
 	}
 	return nil
@@ -212,6 +225,13 @@ func (r *Runtime) Remove(ctx context.Context, idOrName string) error {
 	c, err := r.inspect(ctx, idOrName)
 	if err != nil {
 		return err
+	}
+	if c.Config.StopTimeout != nil || c.Config.StopSignal != "" {
+		// Its stop signal and grace period are asked for: stop it as
+		// Docker would before removing (a forced removal kills at once).
+		if err := r.docker.ContainerStop(ctx, c.ID, container.StopOptions{}); err != nil && !errdefs.IsNotFound(err) {
+			r.log.Warn("graceful stop before removal failed; removing anyway", "container", idOrName, "err", err)
+		}
 	}
 	if err := r.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove %q on %s: %w", idOrName, r.cfg.MachineName, err)

@@ -152,3 +152,13 @@ func dockerMajor(v string) int {
 	}
 	return n
 }
+
+// Capacity is what Docker reports of this machine: CPUs, total memory
+// (bytes) and architecture (Docker's name, e.g. x86_64, aarch64).
+func (r *Runtime) Capacity(ctx context.Context) (cpus int, memory int64, arch string, err error) {
+	info, err := r.docker.Info(ctx)
+	if err != nil {
+		return 0, 0, "", fmt.Errorf("%w: docker info: %w", ErrUnavailable, err)
+	}
+	return info.NCPU, info.MemTotal, info.Architecture, nil
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/go-connections/nat"
 
 	"github.com/uncloud-mesh/uncloud/record"
 )
@@ -19,6 +20,7 @@ var (
 	ErrNotFound      = errors.New("no such container")
 	ErrImageNotFound = errors.New("image not found")
 	ErrNameTaken     = errors.New("name taken")
+	ErrPortTaken     = errors.New("a published host port is taken")
 )
 
 // ContainerSpec is what a container of a service is made from. It travels
@@ -36,13 +38,42 @@ type ContainerSpec struct {
 	Cmd      []string `json:"cmd,omitempty"`
 	Env      []string `json:"env,omitempty"`     // K=V
 	Volumes  []string `json:"volumes,omitempty"` // VOLUME:/path[:ro] or /host/path:/path[:ro]
-	Ports    []string `json:"ports,omitempty"`   // record.PortSpec text
+	Ports    []string `json:"ports,omitempty"`   // record.PortSpec text: SRV, Docker-published or ingress
 	Restart  string   `json:"restart,omitempty"` // no, always, unless-stopped, on-failure[:N]
 	// Health, when set, is Docker's health check test: ["CMD", arg…] (run
 	// inside the container, no shell), ["CMD-SHELL", "command"], or just
 	// the arguments (CMD form). Checked every 2 s; 3 failures make the
 	// container unhealthy.
 	Health []string `json:"health,omitempty"`
+
+	// The basic container keys, with Docker's meaning (see options.go).
+	Entrypoint      []string          `json:"entrypoint,omitempty"`
+	User            string            `json:"user,omitempty"`
+	WorkingDir      string            `json:"working_dir,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"` // never uncloud.*
+	Init            bool              `json:"init,omitempty"`
+	CapAdd          []string          `json:"cap_add,omitempty"`
+	CapDrop         []string          `json:"cap_drop,omitempty"`
+	StopSignal      string            `json:"stop_signal,omitempty"`
+	StopGracePeriod string            `json:"stop_grace_period,omitempty"` // Go duration, e.g. 30s
+	Ulimits         []string          `json:"ulimits,omitempty"`           // NAME=SOFT[:HARD]
+	LogDriver       string            `json:"log_driver,omitempty"`
+	LogOptions      map[string]string `json:"log_options,omitempty"`
+	// Tmpfs are in-memory mounts: /path[:OPTIONS] (Docker's --tmpfs).
+	Tmpfs []string `json:"tmpfs,omitempty"`
+
+	// Resources: limits Docker enforces (CPUs as NanoCPUs, Memory in
+	// bytes), reservations placement counts (and Docker's memory soft
+	// limit). Zero: none.
+	CPUs          float64 `json:"cpus,omitempty"`
+	Memory        int64   `json:"memory,omitempty"`
+	ReserveCPUs   float64 `json:"reserve_cpus,omitempty"`
+	ReserveMemory int64   `json:"reserve_memory,omitempty"`
+
+	// Placement constraints (node.hostname==m1, node.labels.disk!=hdd…):
+	// the runtime ignores them; they travel in the spec so that any
+	// machine scaling or deploying the service places as it was asked.
+	Placement []string `json:"placement,omitempty"`
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -86,7 +117,13 @@ func (s ContainerSpec) Validate() error {
 	if _, err := s.PortList(); err != nil {
 		return err
 	}
+	if err := s.checkBindings(); err != nil {
+		return err
+	}
 	if _, err := ParseRestart(s.Restart); err != nil {
+		return err
+	}
+	if err := s.validateOptions(); err != nil {
 		return err
 	}
 	if t := s.HealthTest(); len(t) == 1 || (len(t) > 0 && t[0] == "CMD-SHELL" && len(t) != 2) {
@@ -124,10 +161,10 @@ func (s ContainerSpec) HealthTest() []string {
 	return append([]string{"CMD"}, s.Health...)
 }
 
-// PortList parses the published ports (record.PortSpec text, the one
-// syntax the resolver and the ingress read too) into the ports the
-// container listens on: the container port and protocol, named with the
-// host for ingress ports.
+// PortList parses the ports (record.PortSpec text, the one syntax the
+// resolver and the ingress read too) into the ports the container
+// listens on: every container port of every form, named with the host
+// for ingress ports.
 func (s ContainerSpec) PortList() ([]Port, error) {
 	var out []Port
 	for _, p := range s.Ports {
@@ -139,13 +176,69 @@ func (s ContainerSpec) PortList() ([]Port, error) {
 		if ps.Ingress() {
 			proto = "tcp"
 		}
-		out = append(out, Port{Port: ps.Port, Protocol: proto, Name: ps.Host})
+		for _, n := range ps.ContainerPorts() {
+			out = append(out, Port{Port: n, Protocol: proto, Name: ps.Host})
+		}
 	}
 	return out, nil
 }
 
+// Bindings are the host ports the spec publishes (Docker's forms), each
+// bound on every machine that runs a container of it.
+func (s ContainerSpec) Bindings() []record.Binding {
+	var out []record.Binding
+	for _, p := range s.Ports {
+		if ps, err := record.ParsePortSpec(p); err == nil {
+			out = append(out, ps.Bindings()...)
+		}
+	}
+	return out
+}
+
+// dockerPorts are Docker's exposed ports and port bindings for the spec.
+func (s ContainerSpec) dockerPorts() (nat.PortSet, nat.PortMap) {
+	exposed, bindings := nat.PortSet{}, nat.PortMap{}
+	for _, p := range s.Ports {
+		ps, err := record.ParsePortSpec(p)
+		if err != nil {
+			continue // Validate said so
+		}
+		proto := ps.Protocol
+		if ps.Ingress() {
+			proto = "tcp"
+		}
+		for _, n := range ps.ContainerPorts() {
+			exposed[nat.Port(fmt.Sprintf("%d/%s", n, proto))] = struct{}{}
+		}
+		for _, b := range ps.Bindings() {
+			key := nat.Port(fmt.Sprintf("%d/%s", b.Port, b.Protocol))
+			hp := ""
+			if b.HostPort != 0 {
+				hp = strconv.Itoa(int(b.HostPort))
+			}
+			bindings[key] = append(bindings[key], nat.PortBinding{HostIP: b.HostIP, HostPort: hp})
+		}
+	}
+	return exposed, bindings
+}
+
+// checkBindings refuses a spec whose own published ports collide with
+// each other: no machine could run even one container of it.
+func (s ContainerSpec) checkBindings() error {
+	bs := s.Bindings()
+	for i := range bs {
+		for j := range i {
+			if bs[i].Collides(bs[j]) {
+				return fmt.Errorf("%w: host port %s is published twice", ErrBadSpec, bs[i])
+			}
+		}
+	}
+	return nil
+}
+
 // ParseVolume parses VOLUME:/path[:ro] (a named Docker volume on the
-// machine that runs the container) or /host/path:/path[:ro] (a bind mount).
+// machine that runs the container), /host/path:/path[:ro] (a bind mount)
+// or tmpfs:/path (in memory).
 func ParseVolume(v string) (mount.Mount, error) {
 	parts := strings.Split(v, ":")
 	if len(parts) < 2 || len(parts) > 3 {
@@ -164,7 +257,11 @@ func ParseVolume(v string) (mount.Mount, error) {
 	if m.Source == "" || !strings.HasPrefix(m.Target, "/") {
 		return m, fmt.Errorf("%w: volume %q: needs a source and an absolute container path", ErrBadSpec, v)
 	}
-	if strings.HasPrefix(m.Source, "/") {
+	if m.Source == "tmpfs" {
+		// tmpfs:/path is an in-memory mount, as in uncloud's -v; a
+		// Docker volume named "tmpfs" cannot be asked for this way.
+		m.Type, m.Source = mount.TypeTmpfs, ""
+	} else if strings.HasPrefix(m.Source, "/") {
 		m.Type = mount.TypeBind
 	} else if !regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`).MatchString(m.Source) {
 		return m, fmt.Errorf("%w: volume %q: %q is not a volume name or absolute path", ErrBadSpec, v, m.Source)
@@ -197,4 +294,16 @@ func ParseRestart(s string) (container.RestartPolicy, error) {
 		return p, fmt.Errorf("%w: restart %q: only on-failure takes a count", ErrBadSpec, s)
 	}
 	return p, nil
+}
+
+// NamedVolumes are the named Docker volumes the spec mounts: they live on
+// the machine that runs the container, so they tie the service to it.
+func (s ContainerSpec) NamedVolumes() []string {
+	var out []string
+	for _, v := range s.Volumes {
+		if m, err := ParseVolume(v); err == nil && m.Type == mount.TypeVolume {
+			out = append(out, m.Source)
+		}
+	}
+	return out
 }

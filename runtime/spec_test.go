@@ -110,3 +110,36 @@ func TestPortList(t *testing.T) {
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+func TestSpecPorts(t *testing.T) {
+	s := ContainerSpec{Service: "web", Image: "x", Ports: []string{"8080", "9000-9001:90-91/udp", "app.example.com:8080/https", "127.0.0.1::53/udp"}}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ports, _ := s.PortList()
+	var got []string
+	for _, p := range ports {
+		got = append(got, strconv.Itoa(int(p.Port))+"/"+p.Protocol+" "+p.Name)
+	}
+	want := "8080/tcp |90/udp |91/udp |8080/tcp app.example.com|53/udp "
+	if strings.Join(got, "|") != want {
+		t.Errorf("PortList = %q, want %q", strings.Join(got, "|"), want)
+	}
+	exposed, bindings := s.dockerPorts()
+	if len(exposed) != 4 {
+		t.Errorf("exposed = %v", exposed)
+	}
+	if b := bindings["91/udp"]; len(b) != 1 || b[0].HostPort != "9001" || b[0].HostIP != "" {
+		t.Errorf("91/udp bound to %+v", b)
+	}
+	if b := bindings["53/udp"]; len(b) != 1 || b[0].HostPort != "" || b[0].HostIP != "127.0.0.1" {
+		t.Errorf("53/udp bound to %+v", b)
+	}
+	if _, ok := bindings["8080/tcp"]; ok {
+		t.Error("an SRV or ingress port was published on the host")
+	}
+	twice := ContainerSpec{Service: "web", Image: "x", Ports: []string{"8080:80", "127.0.0.1:8080:81"}}
+	if err := twice.Validate(); err == nil || !strings.Contains(err.Error(), "8080/tcp is published twice") {
+		t.Errorf("a spec binding 8080 twice: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"time"
@@ -144,6 +145,7 @@ func (m *Members) Publish(ctx context.Context) error {
 		ID:           m.state.MachineID,
 		Name:         st.Name,
 		Roles:        st.Roles,
+		Labels:       st.Labels,
 		Subnet:       m.state.Subnet.String(),
 		WireGuardKey: m.state.WireGuardKey.PublicKey().String(),
 		IdentityKey:  api.EncodeKey(m.cfg.Identity.PublicKey()),
@@ -167,7 +169,7 @@ func (m *Members) Publish(ctx context.Context) error {
 func sameMachine(a, b *record.Machine) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Subnet == b.Subnet && a.WireGuardKey == b.WireGuardKey &&
 		a.IdentityKey == b.IdentityKey && a.SealKey == b.SealKey && slices.Equal(a.Endpoints, b.Endpoints) &&
-		slices.Equal(a.Roles, b.Roles) && reflect.DeepEqual(a.Membership, b.Membership)
+		slices.Equal(a.Roles, b.Roles) && maps.Equal(a.Labels, b.Labels) && reflect.DeepEqual(a.Membership, b.Membership)
 }
 
 // RemoveMachine implements api.Backend's: the machine's keys go into the

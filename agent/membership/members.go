@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -184,6 +185,7 @@ func (m *Members) UpdateState(change func(*MachineState) error) (MachineState, e
 	defer m.stateMu.Unlock()
 	next := *m.state
 	next.Roles = slices.Clone(next.Roles)
+	next.Labels = maps.Clone(next.Labels)
 	next.GossipKeys = slices.Clone(next.GossipKeys)
 	if err := change(&next); err != nil {
 		return *m.state, err

@@ -52,7 +52,7 @@ func (m *Members) UpdateMachine(ctx context.Context, nameOrID string, u api.Mach
 }
 
 func machineInfoOf(m *record.Machine) api.MachineInfo {
-	info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, Roles: m.Roles}
+	info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, Roles: m.Roles, Labels: m.Labels}
 	if n, err := meshaddr.ParseSubnet(m.Subnet); err == nil {
 		info.Address = n.MachineAddr().String()
 	}
@@ -60,8 +60,11 @@ func machineInfoOf(m *record.Machine) api.MachineInfo {
 }
 
 func checkUpdate(u api.MachineUpdate) error {
-	if u.Name == "" && len(u.AddRoles) == 0 && len(u.RemoveRoles) == 0 {
-		return errors.New("nothing to change: give a new name or roles to add or remove")
+	if u.Name == "" && len(u.AddRoles) == 0 && len(u.RemoveRoles) == 0 && len(u.SetLabels) == 0 && len(u.RemoveLabels) == 0 {
+		return errors.New("nothing to change: give a new name, roles or labels to add or remove")
+	}
+	if err := checkLabels(u.SetLabels, u.RemoveLabels); err != nil {
+		return err
 	}
 	if u.Name != "" {
 		if err := ValidateName(u.Name); err != nil {
@@ -119,6 +122,7 @@ func (m *Members) updateSelf(ctx context.Context, u api.MachineUpdate) (*record.
 		}
 		s.Roles = slices.DeleteFunc(s.Roles, func(r string) bool { return slices.Contains(u.RemoveRoles, r) })
 		slices.Sort(s.Roles)
+		s.Labels = changeLabels(s.Labels, u.SetLabels, u.RemoveLabels)
 		return nil
 	})
 	if err != nil {
@@ -127,7 +131,7 @@ func (m *Members) updateSelf(ctx context.Context, u api.MachineUpdate) (*record.
 	if err := m.Publish(ctx); err != nil {
 		return nil, err
 	}
-	m.log.Info("machine updated", "name", st.Name, "was", old.Name, "roles", st.Roles)
+	m.log.Info("machine updated", "name", st.Name, "was", old.Name, "roles", st.Roles, "labels", st.Labels)
 	rec, err := m.parts.Records.Get(ctx, record.MachinesPrefix+m.state.MachineID)
 	if err != nil {
 		return nil, fmt.Errorf("read back own record: %w", err)

@@ -56,6 +56,9 @@ type MachineState struct {
 	GossipKeyEpoch uint64 `json:"gossip_key_epoch,omitempty"`
 	// Roles are published in the machine record (e.g. "ingress").
 	Roles []string `json:"roles,omitempty"`
+	// Labels are published in the machine record, for placement
+	// constraints (node.labels.KEY).
+	Labels map[string]string `json:"labels,omitempty"`
 
 	ListenPort uint16     `json:"listen_port"`
 	PublicIP   netip.Addr `json:"public_ip,omitzero"`

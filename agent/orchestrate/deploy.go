@@ -86,7 +86,10 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		return nil
 	}
 	for _, p := range plans {
-		if err := o.applyPlan(ctx, p, names, event); err != nil {
+		held := o.volumeMachines(ctx, p.name)
+		err := o.applyPlan(ctx, p, names, event)
+		o.noteVolumes(ctx, p.name, held...)
+		if err != nil {
 			return err
 		}
 	}
@@ -141,10 +144,9 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	if s.Replicas == 0 && s.Mode == "replicated" {
 		s.Replicas = 1
 	}
-	spec := runtime.ContainerSpec{Service: s.Name, Image: s.Image, Cmd: s.Cmd, Env: s.Env, Volumes: s.Volumes,
-		Ports: s.Ports, Restart: s.Restart, Health: s.Health}
-	if err := spec.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: service %s: %v", api.ErrBadRequest, s.Name, err)
+	spec, err := specFromRequest(s)
+	if err != nil {
+		return nil, err
 	}
 	_, allowFrom, err := record.ParseAllowFromList(s.AllowFrom)
 	if err != nil {
@@ -181,20 +183,10 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	if svc, err := o.service(ctx, s.Name); err == nil {
 		p.exists, oldSpec, p.oldAllow = true, svc.Spec, svc.AllowFrom
 	}
-	byID := map[string]Machine{}
-	var ids []string
-	for _, t := range targets {
-		byID[t.ID] = t
-		ids = append(ids, t.ID)
+	if p.create, want, err = o.planPlacement(ctx, all, targets, spec, cs, want, s.Mode == "global"); err != nil {
+		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
-	existing := map[string]int{}
 	keep := min(want, len(cs))
-	for _, c := range cs[:keep] {
-		existing[c.MachineID]++
-	}
-	for _, id := range spread(ids, existing, want-keep) {
-		p.create = append(p.create, byID[id])
-	}
 	p.remove = cs[keep:]
 	if bytes.Equal(oldSpec, specJSON) {
 		p.same = keep
@@ -255,8 +247,14 @@ func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[
 				Detail: "machine unreachable: cannot replace this container"})
 			return fmt.Errorf("rollout of %s stopped at %s: its machine is unreachable; the old containers keep running", p.name, old.Name)
 		}
+		restore, err := o.stopFirst(ctx, t, old, p.spec)
+		if err != nil {
+			emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
+			return fmt.Errorf("rollout of %s stopped: %w", p.name, err)
+		}
 		c, err := o.create(ctx, t, p.spec)
 		if err != nil {
+			restore()
 			emit(api.DeployEvent{Machine: t.Name, Action: "failed", Detail: err.Error()})
 			return fmt.Errorf("rollout of %s stopped: %w; the old containers keep running", p.name, err)
 		}
@@ -265,6 +263,7 @@ func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 			rmErr := o.act(rctx, t, c.ID, "remove")
 			cancel()
+			restore()
 			detail := err.Error()
 			if rmErr != nil {
 				detail += fmt.Sprintf(" (and removing it failed: %v)", rmErr)

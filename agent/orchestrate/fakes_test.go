@@ -97,6 +97,10 @@ type fakeEngine struct {
 	pins map[string]string
 	// logOpts are the options of each Logs call.
 	logOpts []runtime.LogOptions
+	// caps are what each machine's Docker reports (by name); zeros when absent.
+	caps map[string]Capacity
+	// specs are the specs containers were made with, by container ID.
+	specs map[string]runtime.ContainerSpec
 }
 
 func newEngine(store Records) *fakeEngine {
@@ -166,6 +170,10 @@ func (e *fakeEngine) Create(ctx context.Context, m Machine, spec runtime.Contain
 		State: st[0], Health: st[1]}
 	e.mu.Lock()
 	e.pins[c.ID] = spec.ImagePin
+	if e.specs == nil {
+		e.specs = map[string]runtime.ContainerSpec{}
+	}
+	e.specs[c.ID] = spec
 	e.mu.Unlock()
 	if err := e.store.Put(ctx, c.Key(), c); err != nil {
 		return nil, err

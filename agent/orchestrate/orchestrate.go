@@ -1,7 +1,8 @@
 // Package orchestrate owns what the network does with containers: services
 // (run, scale, rm, stop/start, ls, inspect, ps, logs, exec), deploys
 // (start-first rolling replacement that waits for health and halts on the
-// first failure), placement (spread and shrink), the calls that act on a
+// first failure), placement (spread under constraints, volumes, host
+// ports and reservations: fit.go; shrink), the calls that act on a
 // container of a given machine, and image push between machines.
 //
 // It knows the rest of the agent only through three small interfaces it
@@ -30,6 +31,10 @@ type Machine struct {
 	ID, Name string
 	State    string // self, alive, down
 	Mode     string // kernel, netstack, or "" when unknown
+	// Roles and Labels are what the machine's record says, for
+	// placement constraints.
+	Roles  []string
+	Labels map[string]string
 }
 
 // Reachable says whether the machine can be called now.
@@ -65,6 +70,9 @@ type Records interface {
 type Engine interface {
 	// Ready is nil when m can run containers now, or why it cannot.
 	Ready(ctx context.Context, m Machine) error
+	// Capacity is what m's Docker reports of its CPUs, memory and
+	// architecture (zeros when m cannot say: an older agent).
+	Capacity(ctx context.Context, m Machine) (Capacity, error)
 	// Create makes a container on m, and m records it.
 	Create(ctx context.Context, m Machine, spec runtime.ContainerSpec) (*record.Container, error)
 	// Act stops, starts or removes a container on m.

@@ -2,32 +2,6 @@ package orchestrate
 
 import "sort"
 
-// spread places n new containers of a service: each goes to the machine
-// that has the fewest of the service's containers at that point (ties go
-// to the earlier machine in the list), so replicas spread evenly and
-// existing ones are counted.
-func spread(machines []string, existing map[string]int, n int) []string {
-	if len(machines) == 0 || n <= 0 {
-		return nil
-	}
-	count := make(map[string]int, len(machines))
-	for _, m := range machines {
-		count[m] = existing[m]
-	}
-	out := make([]string, 0, n)
-	for range n {
-		best := machines[0]
-		for _, m := range machines[1:] {
-			if count[m] < count[best] {
-				best = m
-			}
-		}
-		count[best]++
-		out = append(out, best)
-	}
-	return out
-}
-
 // victim is a container that scaling down may remove.
 type victim struct {
 	ID, Name, Machine string

@@ -6,27 +6,6 @@ import (
 	"testing"
 )
 
-func TestSpread(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		machines []string
-		existing map[string]int
-		n        int
-		want     []string
-	}{
-		{"even", []string{"a", "b", "c"}, nil, 5, []string{"a", "b", "c", "a", "b"}},
-		{"one machine", []string{"a"}, nil, 3, []string{"a", "a", "a"}},
-		{"fills the emptiest first", []string{"a", "b", "c"}, map[string]int{"a": 2, "b": 1}, 3, []string{"c", "b", "c"}},
-		{"existing elsewhere ignored", []string{"b"}, map[string]int{"a": 5}, 2, []string{"b", "b"}},
-		{"no machines", nil, nil, 2, nil},
-		{"nothing to place", []string{"a"}, nil, 0, nil},
-	} {
-		if got := spread(tc.machines, tc.existing, tc.n); !slices.Equal(got, tc.want) {
-			t.Errorf("%s: spread = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
 func TestShrink(t *testing.T) {
 	cs := []victim{
 		{ID: "1", Name: "w-1", Machine: "a", Running: true, Reachable: true},

@@ -147,10 +147,9 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 	if req.Replicas < 0 || req.Replicas > 1000 {
 		return api.ServiceResult{}, fmt.Errorf("%w: replicas %d is outside 1..1000", api.ErrBadRequest, req.Replicas)
 	}
-	spec := runtime.ContainerSpec{Service: req.Name, Image: req.Image, Cmd: req.Cmd, Env: req.Env,
-		Volumes: req.Volumes, Ports: req.Ports, Restart: req.Restart, Health: req.Health}
-	if err := spec.Validate(); err != nil {
-		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	spec, err := specFromRequest(req)
+	if err != nil {
+		return api.ServiceResult{}, err
 	}
 	_, allowFrom, err := record.ParseAllowFromList(req.AllowFrom)
 	if err != nil {
@@ -172,19 +171,9 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
-	var placed []Machine
-	if req.Mode == "global" {
-		placed = targets
-	} else {
-		byID := map[string]Machine{}
-		var ids []string
-		for _, t := range targets {
-			byID[t.ID] = t
-			ids = append(ids, t.ID)
-		}
-		for _, id := range spread(ids, nil, req.Replicas) {
-			placed = append(placed, byID[id])
-		}
+	placed, err := o.placeNew(ctx, all, targets, spec, nil, nil, req.Replicas, req.Mode == "global")
+	if err != nil {
+		return api.ServiceResult{}, err
 	}
 	job, err := newImageJob(req.Image, req.Pull, req.RegistryAuth, imageEvents(progress))
 	if err != nil {
@@ -205,6 +194,7 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
 	}
 	res := o.pullAndCreate(ctx, job, spec, placed, containerEvents(progress))
+	o.noteVolumes(ctx, req.Name)
 	if len(res.Containers) > 0 && res.Failed() == len(res.Containers) {
 		// Nothing runs: leave no service behind, so the command can be retried as is.
 		if err := o.store.Delete(ctx, svc.Key()); err != nil {
@@ -375,20 +365,16 @@ func (o *Orchestrator) ScaleService(ctx context.Context, name string, req api.Sc
 		for _, c := range cs {
 			existing[c.MachineID]++
 		}
-		byID := map[string]Machine{}
-		var ids []string
-		for _, t := range targets {
-			byID[t.ID] = t
-			ids = append(ids, t.ID)
-		}
-		var placed []Machine
-		for _, id := range spread(ids, existing, replicas-len(cs)) {
-			placed = append(placed, byID[id])
+		placed, err := o.placeNew(ctx, all, targets, spec, cs, existing, replicas-len(cs), false)
+		if err != nil {
+			return api.ServiceResult{}, err
 		}
 		// The pin the service was run with: a scale-up never re-resolves,
 		// so new replicas run what the others run.
 		job := imageJob{image: spec.Image, policy: runtime.PullMissing, auth: req.RegistryAuth, progress: imageEvents(progress)}
-		return o.pullAndCreate(ctx, job, spec, placed, containerEvents(progress)), nil
+		res := o.pullAndCreate(ctx, job, spec, placed, containerEvents(progress))
+		o.noteVolumes(ctx, name)
+		return res, nil
 	case replicas < len(cs):
 		state := map[string]string{}
 		for _, t := range all {

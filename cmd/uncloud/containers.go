@@ -28,6 +28,7 @@ type containerCmds struct {
 	Exec    execCmd    `cmd:"" help:"Run a command in a container of a service."`
 	Image   imageCmd   `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
 	Deploy  deployCmd  `cmd:"" help:"Make the services of a Compose file true: plan, then a start-first rolling update."`
+	Volume  volumeCmd  `cmd:"" help:"Named volumes: where each lives and which services use it."`
 }
 
 type runCmd struct {
@@ -36,8 +37,10 @@ type runCmd struct {
 	Machine   []string `short:"m" help:"Machines to run on (names or IDs, comma-separated); default: spread over the live machines." sep:","`
 	Mode      string   `help:"replicated (Replicas containers) or global (one per machine)." enum:"replicated,global" default:"replicated"`
 	Env       []string `short:"e" help:"Environment variable KEY=VALUE. Repeatable." sep:"none"`
-	Volume    []string `short:"v" help:"VOLUME:/path[:ro] (a named volume on each machine) or /host/path:/path[:ro]. Repeatable." sep:"none"`
-	Publish   []string `short:"p" help:"Published port [HOST[/PATH]:]PORT[/tcp|udp|http|https], e.g. 8080, 53/udp, app.example.com:8080/https. Repeatable." sep:"none"`
+	Volume    []string `short:"v" help:"VOLUME:/path[:ro] (a named volume on the machine; it keeps the service there), /host/path:/path[:ro] or tmpfs:/path. Repeatable." sep:"none"`
+	Publish   []string `short:"p" help:"Port: Docker's [IP:]HOST_PORT:PORT[/tcp|udp] (ranges too) publishes on each machine running a replica; PORT[/udp] alone names it for SRV records; app.example.com[/path]:PORT/https is served by the ingress. Repeatable." sep:"none"`
+	Expose    []string `help:"Container port without publishing (SRV records), PORT[-END][/udp]. Repeatable." sep:"none"`
+	runKeys   `embed:""`
 	Restart   string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
 	AllowFrom []string `name:"allow-from" help:"Security group: who may connect to this service's containers: SERVICE (its containers), machine:NAME, or ingress. Repeatable; default: the whole network." sep:","`
 	Pull      string   `help:"When target machines pull the image: missing (only those that lack it), always (and re-resolve the tag), never." enum:"missing,always,never" default:"missing"`
@@ -53,8 +56,16 @@ deploy' and '--pull always' resolve it again. A private registry needs no
 uncloud login: the credentials of 'docker login' for that registry go with
 this call to the machines that pull, and nowhere else.
 
+Ports: -p 8080:80 publishes host port 8080 on every machine that runs a
+replica (so two replicas never share a machine; more replicas than machines
+is refused). A named volume (-v data:/path) keeps the service on the
+machines that hold it. --reserve-memory and --reserve-cpus are counted by
+placement: a machine without room is not chosen, and the reason is said.
+
 Examples:
-  uncloud run nginx:1.27 -p 80 --replicas 3
+  uncloud run nginx:1.27 -p 8080:80 --replicas 3
+  uncloud run postgres:16 -v pgdata:/var/lib/postgresql/data --memory 1g --reserve-memory 512m
+  uncloud run app:2 --constraint node.labels.disk==ssd --constraint node.platform.arch==arm64
   uncloud run registry.example.com:5000/team/app:2 -m m1,m2 -e MODE=prod
   uncloud run --pull always --name web app:latest`
 }
@@ -66,7 +77,10 @@ func (c runCmd) Run(g *globals) error {
 	}
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom,
-		Pull: c.Pull, RegistryAuth: auth}
+		Pull: c.Pull, RegistryAuth: auth, Expose: c.Expose}
+	if err := c.runKeys.apply(&req); err != nil {
+		return err
+	}
 	if c.Output == "json" {
 		res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
 			return a.RunService(ctx, req)

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +18,7 @@ type machineCmd struct {
 	Rm     machineRmCmd     `cmd:"" help:"Remove a machine: its keys are revoked everywhere, for good, and the gossip key is rotated."`
 	Rename machineRenameCmd `cmd:"" help:"Rename a machine. The machine itself makes the change, so it must be reachable."`
 	Role   machineRoleCmd   `cmd:"" help:"Give a machine a role or take it away (roles: ingress)."`
+	Label  machineLabelCmd  `cmd:"" help:"Set or remove a machine's labels, for placement constraints (node.labels.KEY==VALUE)."`
 }
 
 type machineRenameCmd struct {
@@ -123,4 +126,60 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+type machineLabelCmd struct {
+	Add machineLabelAddCmd `cmd:"" help:"Set labels: 'uncloud machine label add m1 disk=ssd zone=a'."`
+	Rm  machineLabelRmCmd  `cmd:"" help:"Remove labels: 'uncloud machine label rm m1 disk'."`
+}
+
+type machineLabelAddCmd struct {
+	Name   string   `arg:"" help:"Machine name or ID."`
+	Labels []string `arg:"" help:"KEY=VALUE labels."`
+}
+
+type machineLabelRmCmd struct {
+	Name string   `arg:"" help:"Machine name or ID."`
+	Keys []string `arg:"" help:"Label keys (KEY or KEY=VALUE)."`
+}
+
+func (c machineLabelAddCmd) Run(g *globals) error {
+	set := map[string]string{}
+	for _, kv := range c.Labels {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("label %q: want KEY=VALUE", kv)
+		}
+		set[k] = v
+	}
+	return changeLabels(g, c.Name, api.MachineUpdate{SetLabels: set})
+}
+
+func (c machineLabelRmCmd) Run(g *globals) error {
+	var keys []string
+	for _, k := range c.Keys {
+		k, _, _ = strings.Cut(k, "=")
+		keys = append(keys, k)
+	}
+	return changeLabels(g, c.Name, api.MachineUpdate{RemoveLabels: keys})
+}
+
+func changeLabels(g *globals, name string, u api.MachineUpdate) error {
+	m, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.MachineInfo, error) {
+		return a.UpdateMachine(ctx, name, u)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Machine %s labels: %s\n", m.Name, dash(formatLabels(m.Labels)))
+	return nil
+}
+
+// formatLabels is k=v,k=v sorted by key.
+func formatLabels(l map[string]string) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		out = append(out, k+"="+l[k])
+	}
+	return strings.Join(out, ",")
 }

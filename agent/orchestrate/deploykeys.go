@@ -1,0 +1,59 @@
+package orchestrate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/runtime"
+)
+
+// What a deploy does differently for the keys of issue 15: it places new
+// containers with the rules of fit.go, and replaces a container that
+// publishes host ports stop-first (its successor needs the same ports on
+// the same machine).
+
+// planPlacement places a deploy's new containers. want is the number of
+// containers the service should have; for a global service it becomes
+// the number of machines that may run it. cs are the service's
+// containers now, running first: the first min(want, len(cs)) stay.
+func (o *Orchestrator) planPlacement(ctx context.Context, all, targets []Machine, spec runtime.ContainerSpec,
+	cs []*record.Container, want int, global bool) ([]Machine, int, error) {
+	if global {
+		on, err := o.placeNew(ctx, all, targets, spec, cs, nil, 0, true)
+		if err != nil {
+			return nil, 0, err
+		}
+		want = len(on)
+	}
+	keep := min(want, len(cs))
+	kept := map[string]int{}
+	for _, c := range cs[:keep] {
+		kept[c.MachineID]++
+	}
+	if want-keep <= 0 {
+		return nil, want, nil
+	}
+	created, err := o.placeNew(ctx, all, targets, spec, cs, kept, want-keep, false)
+	return created, want, err
+}
+
+// stopFirst stops the old container before its successor starts when the
+// new spec publishes host ports (both cannot bind them at once); restore
+// starts it again if the successor fails. Otherwise both are no-ops and
+// the replacement stays start-first.
+func (o *Orchestrator) stopFirst(ctx context.Context, t Machine, old *record.Container, spec runtime.ContainerSpec) (restore func(), err error) {
+	if len(fixedBindings(spec)) == 0 {
+		return func() {}, nil
+	}
+	if err := o.act(ctx, t, old.ID, "stop"); err != nil {
+		return nil, fmt.Errorf("stop %s to free its host ports: %w", old.Name, err)
+	}
+	return func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+		defer cancel()
+		if err := o.act(rctx, t, old.ID, "start"); err != nil {
+			o.log.Warn("old container not restarted after a failed replacement", "container", old.Name, "err", err)
+		}
+	}, nil
+}

@@ -1,0 +1,206 @@
+package orchestrate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/runtime"
+)
+
+// The state placement reads: what every machine already runs (host
+// ports, reservations), where a service's volumes live, and, when the
+// service asks for room or an architecture, what each machine's Docker
+// reports.
+
+// newWant is what a service asks of placement; cs are its containers now.
+func (o *Orchestrator) newWant(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container) (want, error) {
+	w := want{service: spec.Service, spec: spec}
+	var err error
+	if w.constraints, err = parseConstraints(spec.Placement); err != nil {
+		return w, err
+	}
+	w.pinned, err = o.volumePins(ctx, all, spec, cs)
+	return w, err
+}
+
+// candidates describe the targets with their load; kept counts the
+// service's containers that stay on each machine (by ID).
+func (o *Orchestrator) candidates(ctx context.Context, targets []Machine, w want, kept map[string]int) ([]candidate, error) {
+	specs, err := o.serviceSpecs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := o.serviceContainers(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	loads := map[string]*load{}
+	for _, t := range targets {
+		loads[t.ID] = &load{ofService: kept[t.ID]}
+	}
+	for _, c := range cs {
+		l, spec := loads[c.MachineID], specs[c.Service]
+		if l == nil || spec == nil {
+			continue
+		}
+		l.cpus += spec.ReserveCPUs
+		l.memory += spec.ReserveMemory
+		if c.Service == w.service {
+			continue // its own replicas: counted as kept
+		}
+		for _, b := range fixedBindings(*spec) {
+			l.ports = append(l.ports, portUse{Binding: b, Service: c.Service})
+		}
+	}
+	var caps []Capacity
+	if w.spec.ReserveCPUs > 0 || w.spec.ReserveMemory > 0 || needsArch(w.constraints) {
+		caps = o.capacities(ctx, targets)
+	}
+	out := make([]candidate, len(targets))
+	for i, t := range targets {
+		out[i] = candidate{Machine: t, load: *loads[t.ID]}
+		if caps != nil {
+			out[i].capacity = caps[i]
+		}
+	}
+	return out, nil
+}
+
+// serviceSpecs are the specs of every service, by name.
+func (o *Orchestrator) serviceSpecs(ctx context.Context) (map[string]*runtime.ContainerSpec, error) {
+	recs, err := o.store.List(ctx, record.ServicesPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	out := map[string]*runtime.ContainerSpec{}
+	for _, r := range recs {
+		if s, ok := r.(*record.Service); ok {
+			var spec runtime.ContainerSpec
+			if json.Unmarshal(s.Spec, &spec) == nil {
+				out[s.Name] = &spec
+			}
+		}
+	}
+	return out, nil
+}
+
+// capacities asks every target's Docker at once; a machine that does
+// not answer gets zeros (unknown), and the create there says what is wrong.
+func (o *Orchestrator) capacities(ctx context.Context, ts []Machine) []Capacity {
+	out := make([]Capacity, len(ts))
+	var wg sync.WaitGroup
+	for i, t := range ts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, readyTimeout)
+			defer cancel()
+			c, err := o.engine.Capacity(cctx, t)
+			if err != nil {
+				o.log.Warn("machine capacity unknown; placement does not count it", "machine", t.Name, "err", err)
+				return
+			}
+			out[i] = c
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// volumePins are the machines (ID to name) that hold a service's named
+// volumes: where its containers are, and where its record says volumes
+// were made. Empty for a spec without named volumes.
+func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container) (map[string]string, error) {
+	if len(spec.NamedVolumes()) == 0 {
+		return nil, nil
+	}
+	names := map[string]string{}
+	for _, m := range all {
+		names[m.ID] = m.Name
+	}
+	pins := map[string]string{}
+	add := func(id string) {
+		if n, ok := names[id]; ok {
+			pins[id] = n
+		}
+	}
+	for _, c := range cs {
+		add(c.MachineID)
+	}
+	if svc, err := o.service(ctx, spec.Service); err == nil {
+		for _, id := range svc.VolumeMachines {
+			add(id)
+		}
+	}
+	return pins, nil
+}
+
+// volumeMachines are the machines the service's record says hold its
+// volumes (read before a deploy rewrites the record).
+func (o *Orchestrator) volumeMachines(ctx context.Context, service string) []string {
+	if svc, err := o.service(ctx, service); err == nil {
+		return svc.VolumeMachines
+	}
+	return nil
+}
+
+// noteVolumes adds the machines where a service with named volumes now
+// has containers (and held, machines known to hold them) to its
+// record's VolumeMachines, so the pin outlives its containers (scale to
+// 0, a failed rollout, a deploy that rewrote the record).
+func (o *Orchestrator) noteVolumes(ctx context.Context, service string, held ...string) {
+	svc, err := o.service(ctx, service)
+	if err != nil {
+		return
+	}
+	var spec runtime.ContainerSpec
+	if json.Unmarshal(svc.Spec, &spec) != nil || len(spec.NamedVolumes()) == 0 {
+		return
+	}
+	cs, err := o.serviceContainers(ctx, service)
+	if err != nil {
+		return
+	}
+	ids := slices.Clone(svc.VolumeMachines)
+	for _, id := range held {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	for _, c := range cs {
+		if !slices.Contains(ids, c.MachineID) {
+			ids = append(ids, c.MachineID)
+		}
+	}
+	slices.Sort(ids)
+	if slices.Equal(ids, svc.VolumeMachines) {
+		return
+	}
+	svc.VolumeMachines = ids
+	if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
+		o.log.Warn("where the service's volumes live not recorded", "service", service, "err", err)
+	}
+}
+
+// placeNew is the whole placement of n new containers of spec's service
+// on targets: the rules of fit.go over the state. kept are the service's
+// containers that stay, by machine ID.
+func (o *Orchestrator) placeNew(ctx context.Context, all, targets []Machine, spec runtime.ContainerSpec,
+	cs []*record.Container, kept map[string]int, n int, global bool) ([]Machine, error) {
+	w, err := o.newWant(ctx, all, spec, cs)
+	if err != nil {
+		return nil, err
+	}
+	cands, err := o.candidates(ctx, targets, w, kept)
+	if err != nil {
+		return nil, err
+	}
+	if global {
+		return fitGlobal(cands, w)
+	}
+	return fit(cands, w, n)
+}

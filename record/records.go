@@ -107,6 +107,8 @@ type Service struct {
 	// AllowFrom is the service's security group (see allowfrom.go);
 	// empty means open inside the network.
 	AllowFrom []string `json:"allow_from,omitempty"`
+	// Update is how its rollouts go; nil: the defaults.
+	Update *UpdateConfig `json:"update_config,omitempty"`
 }
 
 // Key implements Record.

@@ -1,6 +1,7 @@
 package orchestrate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -295,6 +296,9 @@ func newRig(t *testing.T, fleet *fakeFleet, cfg Config) *rig {
 	store := crdttest.Open(t, "m1")
 	r := &rig{store: store, fleet: fleet, engine: newEngine(store)}
 	cfg.Fleet, cfg.Records, cfg.Engine = fleet, store, r.engine
+	// Quick settle and polls: the fakes answer at once.
+	cfg.Settle = cmp.Or(cfg.Settle, 20*time.Millisecond)
+	cfg.HealthPoll = cmp.Or(cfg.HealthPoll, 5*time.Millisecond)
 	r.o = New(cfg)
 	return r
 }

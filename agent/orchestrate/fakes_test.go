@@ -127,6 +127,13 @@ func (e *fakeEngine) ops(op string) []string {
 	return out
 }
 
+// forget clears the call log, so a test sees only what comes next.
+func (e *fakeEngine) forget() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = nil
+}
+
 // index is where a call is in the log, or -1.
 func (e *fakeEngine) index(c call) int {
 	e.mu.Lock()

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // ContainerBackend is what the container commands need from the agent.
@@ -55,7 +53,7 @@ type RunRequest struct {
 	HealthStartPeriod time.Duration `json:"health_start_period,omitempty"`
 	// Update is how rollouts of this service go (Compose's
 	// deploy.update_config); nil: the defaults.
-	Update *record.UpdateConfig `json:"update_config,omitempty"`
+	Update *UpdateConfig `json:"update_config,omitempty"`
 	// By is the CLI's user@host, kept in the service's history.
 	By string `json:"by,omitempty"`
 	// AllowFrom is the service's security group: SERVICE, service:NAME,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // RolloutBackend keeps each service's versions and goes back to one.
@@ -15,6 +17,9 @@ type RolloutBackend interface {
 	// deploy does.
 	Rollback(ctx context.Context, service string, req RollbackRequest, event func(DeployEvent) error) error
 }
+
+// UpdateConfig is how a service's rollouts go (record.UpdateConfig).
+type UpdateConfig = record.UpdateConfig
 
 // ServiceVersion is one version of a service as `uncloud history` shows
 // it. The spec itself is not sent: its environment may hold secrets.

@@ -22,8 +22,8 @@ var (
 	composeServiceKeys = map[string]bool{"image": true, "command": true, "environment": true, "env_file": true,
 		"ports": true, "volumes": true, "deploy": true, "healthcheck": true, "restart": true, "x-machines": true, "pull_policy": true,
 		"x-allow-from": true}
-	composeDeployKeys = map[string]bool{"replicas": true, "mode": true}
-	composeHealthKeys = map[string]bool{"test": true, "disable": true}
+	composeDeployKeys = map[string]bool{"replicas": true, "mode": true, "update_config": true}
+	composeHealthKeys = map[string]bool{"test": true, "disable": true, "interval": true, "timeout": true, "retries": true, "start_period": true}
 )
 
 // parseCompose reads a Compose file with the compose-spec loader
@@ -169,6 +169,7 @@ func parseCompose(ctx context.Context, path string, env map[string]string) ([]ap
 		if hc := s.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE" {
 			req.Health = hc.Test
 		}
+		warnings = append(warnings, composeRollout(&req, name, s)...)
 		out = append(out, req)
 	}
 	return out, warnings, nil

@@ -93,7 +93,6 @@ volumes:
 		`top-level key "networks" is not supported`,
 		`service web: key "privileged" is not supported`,
 		`service web: deploy.resources is not supported`,
-		`service web: healthcheck.interval is not supported`,
 	} {
 		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, want) }) {
 			t.Errorf("no warning %q in %q", want, warnings)

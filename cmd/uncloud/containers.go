@@ -16,18 +16,20 @@ import (
 // The container commands: kong flattens these into the top level
 // (uncloud run, ps, ls, …) through containerCmds embedded in cli.
 type containerCmds struct {
-	Run     runCmd     `cmd:"" help:"Start a service: containers placed on named machines or spread over the live ones."`
-	Ps      psCmd      `cmd:"" help:"List every container of the network: machine, address, state, health, image, age."`
-	Ls      lsCmd      `cmd:"" help:"List services."`
-	Inspect inspectCmd `cmd:"" help:"Show a service: how it was started and its containers."`
-	Scale   scaleCmd   `cmd:"" help:"Change the number of containers of a service."`
-	Rm      rmCmd      `cmd:"" help:"Remove a service and its containers on every machine."`
-	Stop    stopCmd    `cmd:"" help:"Stop the containers of a service."`
-	Start   startCmd   `cmd:"" help:"Start the stopped containers of a service."`
-	Logs    logsCmd    `cmd:"" help:"Show the logs of a service's containers, merged, each line prefixed with container@machine."`
-	Exec    execCmd    `cmd:"" help:"Run a command in a container of a service."`
-	Image   imageCmd   `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
-	Deploy  deployCmd  `cmd:"" help:"Make the services of a Compose file true: plan, then a start-first rolling update."`
+	Run      runCmd      `cmd:"" help:"Start a service: containers placed on named machines or spread over the live ones."`
+	Ps       psCmd       `cmd:"" help:"List every container of the network: machine, address, state, health, image, age."`
+	Ls       lsCmd       `cmd:"" help:"List services."`
+	Inspect  inspectCmd  `cmd:"" help:"Show a service: how it was started and its containers."`
+	Scale    scaleCmd    `cmd:"" help:"Change the number of containers of a service."`
+	Rm       rmCmd       `cmd:"" help:"Remove a service and its containers on every machine."`
+	Stop     stopCmd     `cmd:"" help:"Stop the containers of a service."`
+	Start    startCmd    `cmd:"" help:"Start the stopped containers of a service."`
+	Logs     logsCmd     `cmd:"" help:"Show the logs of a service's containers, merged, each line prefixed with container@machine."`
+	Exec     execCmd     `cmd:"" help:"Run a command in a container of a service."`
+	Image    imageCmd    `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
+	Deploy   deployCmd   `cmd:"" help:"Make the services of a Compose file true: plan, then a rolling update that rolls back on failure."`
+	History  historyCmd  `cmd:"" help:"List a service's last versions: when, image digest, who deployed them."`
+	Rollback rollbackCmd `cmd:"" help:"Deploy a service's previous version (or --to N) again, as a rolling update."`
 }
 
 type runCmd struct {
@@ -66,7 +68,7 @@ func (c runCmd) Run(g *globals) error {
 	}
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom,
-		Pull: c.Pull, RegistryAuth: auth}
+		Pull: c.Pull, RegistryAuth: auth, By: cliUser()}
 	if c.Output == "json" {
 		res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
 			return a.RunService(ctx, req)

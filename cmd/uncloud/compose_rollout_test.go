@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+// TestComposeRolloutKeys: the health check's timings and
+// deploy.update_config reach the request, without warnings; what is left
+// out is named.
+func TestComposeRolloutKeys(t *testing.T) {
+	path := writeCompose(t, map[string]string{"compose.yaml": `
+services:
+  web:
+    image: example/web:1
+    healthcheck:
+      test: ["CMD", "/srv", "probe"]
+      interval: 5s
+      timeout: 1500ms
+      retries: 4
+      start_period: 20s
+    deploy:
+      update_config:
+        parallelism: 2
+        delay: 10s
+        order: stop-first
+        monitor: 30s
+        failure_action: pause
+        max_failure_ratio: 0.5
+  db:
+    image: example/db:1
+    deploy:
+      update_config: {parallelism: 0}
+`})
+	services, warnings, err := parseCompose(context.Background(), path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, web := services[0], services[1]
+	if web.HealthInterval != 5*time.Second || web.HealthTimeout != 1500*time.Millisecond || web.HealthRetries != 4 || web.HealthStartPeriod != 20*time.Second {
+		t.Errorf("health timings %v %v %d %v", web.HealthInterval, web.HealthTimeout, web.HealthRetries, web.HealthStartPeriod)
+	}
+	want := api.UpdateConfig{Parallelism: 2, Delay: 10 * time.Second, Order: "stop-first", Monitor: 30 * time.Second, FailureAction: "pause"}
+	if web.Update == nil || *web.Update != want {
+		t.Errorf("update_config %+v, want %+v", web.Update, want)
+	}
+	if db.Update == nil || db.Update.Parallelism != 100 {
+		t.Errorf("parallelism 0 (all at once) became %+v", db.Update)
+	}
+	if db.HealthInterval != 0 || db.By == "" || !strings.Contains(web.By, "@") {
+		t.Errorf("db: interval %v, by %q; web by %q", db.HealthInterval, db.By, web.By)
+	}
+	for _, w := range warnings {
+		if strings.Contains(w, "healthcheck.") || strings.Contains(w, "deploy.update_config is") {
+			t.Errorf("warning for a supported key: %s", w)
+		}
+	}
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "max_failure_ratio") }) {
+		t.Errorf("no warning for max_failure_ratio in %q", warnings)
+	}
+}

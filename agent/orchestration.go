@@ -207,6 +207,7 @@ var (
 	_ api.ContainerBackend = (*Daemon)(nil)
 	_ api.DeployBackend    = (*Daemon)(nil)
 	_ api.ImageBackend     = (*Daemon)(nil)
+	_ api.RolloutBackend   = (*Daemon)(nil)
 )
 
 func (e engine) ResolveImage(ctx context.Context, m orchestrate.Machine, req api.ImageResolveRequest) (api.ImageResolveAnswer, error) {

@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -269,4 +269,3 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
-

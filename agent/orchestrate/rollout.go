@@ -277,7 +277,8 @@ func (o *Orchestrator) waitHealthy(ctx context.Context, t Machine, id string, sp
 			return fmt.Errorf("cannot be inspected: %w", err)
 		}
 		switch {
-		case c.State == "exited" || c.State == "dead":
+		case c.State == "exited" || c.State == "dead" || c.State == "restarting":
+			// Restarting: it exited at least once already.
 			if !okSince.IsZero() {
 				return fmt.Errorf("exited %v after it was healthy", time.Since(okSince).Round(time.Millisecond))
 			}

@@ -1,0 +1,209 @@
+// Command rollout measures uncloud's rolling updates and rollbacks on a
+// lab of three machines (network namespaces), each with its own Docker
+// Engine, against Docker Swarm on the same engines in the same run:
+//
+//   - a rolling update of a 6-replica service (start-first, one at a time,
+//     health check every 1 s, monitor 2 s): command to done;
+//   - a rollout whose health check fails at the first replacement, and
+//     (uncloud) one that fails on the machine the rollout reaches last:
+//     total, and from the failure to the previous version running again;
+//   - requests that failed meanwhile, from a client (2 workers, one request
+//     after another) that asks the service through uncloud's ingress, or
+//     Swarm's routing mesh, from another machine all along (target 0).
+//
+// Run as root from the repository root (it builds the binaries):
+//
+//	go run ./bench/rollout [-replicas 6] [-no-swarm]
+//
+// It prints a table and a one-line summary of ratios. Not run by CI.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/runtime/testimage"
+)
+
+func main() {
+	replicas := flag.Int("replicas", 6, "replicas of the service")
+	noSwarm := flag.Bool("no-swarm", false, "skip the Docker Swarm peer")
+	probeURL := flag.String("probe", "", "(internal) run the client against this URL")
+	probeHost := flag.String("probe-host", "", "(internal) the client's Host header")
+	flag.Parse()
+	if *probeURL != "" {
+		probe(*probeURL, *probeHost, 2)
+		return
+	}
+	if err := run(*replicas, !*noSwarm); err != nil {
+		fmt.Fprintln(os.Stderr, "rollout:", err)
+		os.Exit(1)
+	}
+}
+
+type bench struct {
+	lab     *lab.Lab
+	hosts   []*lab.Host
+	dockers []*lab.Docker
+	self    string // this binary, run as the client
+	log     io.Writer
+}
+
+func (b *bench) uncloud(ctx context.Context, i int, args ...string) (string, error) {
+	return b.hosts[i].Run(ctx, b.lab.Uncloud, args...)
+}
+
+// startProbe starts the client on the second machine and waits for its
+// first answers.
+func (b *bench) startProbe(ctx context.Context, label, url, host string) (counter, error) {
+	p, err := b.hosts[1].Start(label, b.self, "-probe", url, "-probe-host", host)
+	if err != nil {
+		return counter{}, err
+	}
+	c := counter{p}
+	return c, c.waitOK(ctx, 20, time.Minute)
+}
+
+func run(replicas int, withSwarm bool) error {
+	ctx := context.Background()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "uncloud-bench-rollout")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintln(os.Stderr, "building uncloud and the test image…")
+	bin := filepath.Join(tmp, "uncloud")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/uncloud")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build uncloud: %w: %s", err, out)
+	}
+	echo, err := testimage.BuildBinary(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	tarball, err := testimage.Tarball(echo)
+	if err != nil {
+		return err
+	}
+	l, err := lab.New(ctx, lab.Options{Uncloud: bin})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	b := &bench{lab: l, self: self, log: os.Stderr}
+	if b.hosts, err = l.AddHosts(ctx, 3); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "starting 3 Docker Engines…")
+	b.dockers = make([]*lab.Docker, len(b.hosts))
+	errs := make([]error, len(b.hosts))
+	var wg sync.WaitGroup
+	for i, h := range b.hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := h.StartDocker(ctx)
+			if err == nil {
+				err = testimage.Import(ctx, d.Client, tarball, testimage.Tag)
+			}
+			b.dockers[i], errs[i] = d, err
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, d := range b.dockers {
+			if d != nil {
+				d.Close()
+			}
+		}
+	}()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(os.Stderr, "forming the network…")
+	if err := b.form(ctx); err != nil {
+		return err
+	}
+	client, err := api.NewClient(filepath.Join(b.hosts[0].Dir, "run", "uncloud.sock"), api.SSHOptions{})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	phases, err := b.measureUncloud(ctx, client, replicas)
+	if err != nil {
+		return err
+	}
+	var swarmErr error
+	if withSwarm {
+		var sp []phase
+		sp, swarmErr = b.measureSwarm(ctx, replicas)
+		phases = append(phases, sp...)
+	}
+	report(os.Stdout, phases, swarmErr)
+	return nil
+}
+
+func report(out io.Writer, phases []phase, swarmErr error) {
+	load, _ := os.ReadFile("/proc/loadavg")
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "peer\tchange\ttotal\trollback\trequests answered\tfailed\tnote")
+	for _, p := range phases {
+		rb := "-"
+		if p.rollback > 0 {
+			rb = p.rollback.Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%d\t%d\t%s\n", p.peer, p.what, p.took.Round(100*time.Millisecond), rb, p.answered, p.failed, p.note)
+	}
+	w.Flush()
+	if swarmErr != nil {
+		fmt.Fprintf(out, "swarm: not measured: %v\n", swarmErr)
+	}
+	find := func(peer, prefix string) *phase {
+		for i := range phases {
+			if phases[i].peer == peer && strings.HasPrefix(phases[i].what, prefix) {
+				return &phases[i]
+			}
+		}
+		return nil
+	}
+	s := "summary:"
+	for _, what := range []string{"rolling update", "failure at the 1st"} {
+		u, sw := find("uncloud", what), find("swarm", what)
+		if u == nil {
+			continue
+		}
+		s += fmt.Sprintf(" %s uncloud %v", what, u.took.Round(100*time.Millisecond))
+		if sw != nil {
+			s += fmt.Sprintf(" / swarm %v = %.2f;", sw.took.Round(100*time.Millisecond), float64(u.took)/float64(sw.took))
+		} else {
+			s += ";"
+		}
+	}
+	failed := map[string]int{}
+	for _, p := range phases {
+		failed[p.peer] += p.failed
+	}
+	s += fmt.Sprintf(" failed requests uncloud %d", failed["uncloud"])
+	if _, ok := failed["swarm"]; ok {
+		s += fmt.Sprintf(", swarm %d", failed["swarm"])
+	}
+	fmt.Fprintf(out, "%s (target 0); load average %s", s, load)
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+
+	"github.com/uncloud-mesh/uncloud/runtime/testimage"
+)
+
+// The peer: Docker Swarm on the same three engines, the same service (same
+// image, health check and timings, start-first, one at a time, monitor
+// 2 s, failure action rollback), published on port 8081 through Swarm's
+// routing mesh, the same client.
+
+const swarmPort = 8081
+
+func swarmSpec(v string, replicas uint64, failIn string) swarm.ServiceSpec {
+	health := []string{"CMD", "/echoserver", "get", "http://127.0.0.1:8080/"}
+	if failIn != "" {
+		health = []string{"CMD", "/echoserver", "get-unless-in", failIn, "http://127.0.0.1:8080/"}
+	}
+	update := &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStartFirst, Monitor: 2 * time.Second,
+		FailureAction: swarm.UpdateFailureActionRollback}
+	return swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: "web"},
+		TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: testimage.Tag, Env: []string{"VERSION=" + v},
+			Healthcheck: &container.HealthConfig{Test: health, Interval: time.Second, Timeout: time.Second, Retries: 2}}},
+		Mode:           swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+		UpdateConfig:   update,
+		RollbackConfig: &swarm.UpdateConfig{Parallelism: 1, Order: swarm.UpdateOrderStartFirst, Monitor: 2 * time.Second},
+		EndpointSpec: &swarm.EndpointSpec{Ports: []swarm.PortConfig{{Protocol: swarm.PortConfigProtocolTCP, TargetPort: 8080,
+			PublishedPort: swarmPort, PublishMode: swarm.PortConfigPublishModeIngress}}},
+	}
+}
+
+// formSwarm makes the engines one swarm, the first the manager.
+func (b *bench) formSwarm(ctx context.Context) error {
+	mgr := b.dockers[0].Client
+	addr := b.hosts[0].Addr.String()
+	if _, err := mgr.SwarmInit(ctx, swarm.InitRequest{ListenAddr: "0.0.0.0:2377", AdvertiseAddr: addr}); err != nil {
+		return fmt.Errorf("swarm init: %w", err)
+	}
+	sw, err := mgr.SwarmInspect(ctx)
+	if err != nil {
+		return err
+	}
+	for i, d := range b.dockers[1:] {
+		if err := d.Client.SwarmJoin(ctx, swarm.JoinRequest{ListenAddr: "0.0.0.0:2377", AdvertiseAddr: b.hosts[i+1].Addr.String(),
+			RemoteAddrs: []string{addr + ":2377"}, JoinToken: sw.JoinTokens.Worker}); err != nil {
+			return fmt.Errorf("swarm join on %s: %w", b.hosts[i+1].Name, err)
+		}
+	}
+	return nil
+}
+
+// swarmRunning waits until the service has n running, healthy tasks of
+// version v (the spec's current version) and no update in progress.
+func swarmRunning(ctx context.Context, c *client.Client, id string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		tasks, err := c.TaskList(ctx, swarm.TaskListOptions{})
+		running := 0
+		for _, t := range tasks {
+			if t.ServiceID == id && t.Status.State == swarm.TaskStateRunning && t.DesiredState == swarm.TaskStateRunning {
+				running++
+			}
+		}
+		if err == nil && running == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("swarm service has %d of %d running tasks after %v (%v)", running, n, timeout, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// swarmUpdate changes the service to spec and waits for the update to end:
+// completed, or rolled back (then rollback is from its start to its end).
+func swarmUpdate(ctx context.Context, c *client.Client, id string, spec swarm.ServiceSpec) (took, rollback time.Duration, state string, err error) {
+	svc, _, err := c.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+	if err != nil {
+		return 0, 0, "", err
+	}
+	start := time.Now()
+	if _, err := c.ServiceUpdate(ctx, id, svc.Version, spec, swarm.ServiceUpdateOptions{}); err != nil {
+		return 0, 0, "", fmt.Errorf("swarm service update: %w", err)
+	}
+	var rbStart time.Time
+	deadline := start.Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		svc, _, err := c.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+		if err != nil || svc.UpdateStatus == nil {
+			continue
+		}
+		switch svc.UpdateStatus.State {
+		case swarm.UpdateStateRollbackStarted:
+			if rbStart.IsZero() {
+				rbStart = time.Now()
+			}
+		case swarm.UpdateStateCompleted, swarm.UpdateStateRollbackCompleted, swarm.UpdateStatePaused, swarm.UpdateStateRollbackPaused:
+			end := time.Now()
+			if !rbStart.IsZero() {
+				rollback = end.Sub(rbStart)
+			}
+			return end.Sub(start), rollback, string(svc.UpdateStatus.State), nil
+		}
+	}
+	return 0, 0, "", fmt.Errorf("swarm update did not end in 10 minutes")
+}
+
+// measureSwarm runs the same phases on Swarm.
+func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error) {
+	if err := b.formSwarm(ctx); err != nil {
+		return nil, err
+	}
+	c := b.dockers[0].Client
+	created, err := c.ServiceCreate(ctx, swarmSpec("1", uint64(replicas), ""), swarm.ServiceCreateOptions{QueryRegistry: false})
+	if err != nil {
+		return nil, fmt.Errorf("swarm service create: %w", err)
+	}
+	id := created.ID
+	if err := swarmRunning(ctx, c, id, replicas, 3*time.Minute); err != nil {
+		return nil, err
+	}
+	pc, err := b.startProbe(ctx, "probe-swarm", fmt.Sprintf("http://%s:%d/", b.hosts[0].Addr, swarmPort), "app.test")
+	if err != nil {
+		return nil, err
+	}
+	var out []phase
+	for _, step := range []struct {
+		what, v, failIn string
+		wantState       string
+	}{
+		{fmt.Sprintf("rolling update, %d replicas", replicas), "2", "", string(swarm.UpdateStateCompleted)},
+		{"failure at the 1st replacement, rollback", "3", "0.0.0.0/0", string(swarm.UpdateStateRollbackCompleted)},
+	} {
+		fmt.Fprintf(b.log, "swarm: %s…\n", step.what)
+		ok0, f0 := pc.now()
+		took, rb, state, err := swarmUpdate(ctx, c, id, swarmSpec(step.v, uint64(replicas), step.failIn))
+		if err != nil {
+			return nil, err
+		}
+		if err := swarmRunning(ctx, c, id, replicas, 2*time.Minute); err != nil {
+			return nil, err
+		}
+		time.Sleep(time.Second)
+		ok1, f1 := pc.now()
+		p := phase{peer: "swarm", what: step.what, took: took, rollback: rb, answered: ok1 - ok0, failed: f1 - f0}
+		if state != step.wantState {
+			p.note = "ended " + state
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

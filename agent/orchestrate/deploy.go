@@ -62,13 +62,11 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	for _, t := range all {
 		names[t.ID] = t
 	}
-	var eventMu sync.Mutex // pulls report from several goroutines
+	event = lockedEvents(event)
 	var plans []*servicePlan
 	for _, s := range req.Services {
 		service := cmp.Or(s.Name, serviceNameFromImage(s.Image))
 		imageEvent := func(u api.ImageProgress) {
-			eventMu.Lock()
-			defer eventMu.Unlock()
 			_ = event(api.DeployEvent{Service: service, Action: "image", Machine: u.Machine, Image: &u})
 		}
 		auth, err := authFor(req.RegistryAuths, s.Image)
@@ -102,6 +100,17 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		}
 	}
 	return nil
+}
+
+// lockedEvents makes event safe to call from several goroutines (pulls,
+// and a rollout's batches, report at once), one call at a time.
+func lockedEvents(event func(api.DeployEvent) error) func(api.DeployEvent) error {
+	var mu sync.Mutex
+	return func(e api.DeployEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return event(e)
+	}
 }
 
 // events are the plan's lines.
@@ -234,6 +243,8 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	return p, nil
 }
 
+// applyPlan carries a plan out; event must be safe for concurrent calls
+// (lockedEvents).
 func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[string]Machine, event func(api.DeployEvent) error) error {
 	svc := &record.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON, AllowFrom: p.allowFrom, Update: p.update}
 	if !p.exists {

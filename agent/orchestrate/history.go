@@ -101,6 +101,7 @@ func (o *Orchestrator) History(ctx context.Context, service string) ([]api.Servi
 // start-first rollout of the same containers, and recorded as a new
 // version.
 func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.RollbackRequest, event func(api.DeployEvent) error) error {
+	event = lockedEvents(event)
 	svc, err := o.service(ctx, service)
 	if err != nil {
 		return err

@@ -24,16 +24,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/e2e/lab"
-	"github.com/uncloud-mesh/uncloud/runtime/testimage"
+	"github.com/uncloud-mesh/uncloud/bench/internal/dockerlab"
 )
 
 func main() {
@@ -53,21 +48,15 @@ func main() {
 }
 
 type bench struct {
-	lab     *lab.Lab
-	hosts   []*lab.Host
-	dockers []*lab.Docker
-	self    string // this binary, run as the client
-	log     io.Writer
-}
-
-func (b *bench) uncloud(ctx context.Context, i int, args ...string) (string, error) {
-	return b.hosts[i].Run(ctx, b.lab.Uncloud, args...)
+	*dockerlab.Lab
+	self string // this binary, run as the client
+	log  io.Writer
 }
 
 // startProbe starts the client on the second machine and waits for its
 // first answers.
 func (b *bench) startProbe(ctx context.Context, label, url, host string) (counter, error) {
-	p, err := b.hosts[1].Start(label, b.self, "-probe", url, "-probe-host", host)
+	p, err := b.Hosts[1].Start(label, b.self, "-probe", url, "-probe-host", host)
 	if err != nil {
 		return counter{}, err
 	}
@@ -81,68 +70,13 @@ func run(replicas int, withSwarm bool) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "uncloud-bench-rollout")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	fmt.Fprintln(os.Stderr, "building uncloud and the test image…")
-	bin := filepath.Join(tmp, "uncloud")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/uncloud")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build uncloud: %w: %s", err, out)
-	}
-	echo, err := testimage.BuildBinary(ctx, tmp)
-	if err != nil {
-		return err
-	}
-	tarball, err := testimage.Tarball(echo)
-	if err != nil {
-		return err
-	}
-	l, err := lab.New(ctx, lab.Options{Uncloud: bin})
+	l, err := dockerlab.Start(ctx, 3, os.Stderr)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	b := &bench{lab: l, self: self, log: os.Stderr}
-	if b.hosts, err = l.AddHosts(ctx, 3); err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "starting 3 Docker Engines…")
-	b.dockers = make([]*lab.Docker, len(b.hosts))
-	errs := make([]error, len(b.hosts))
-	var wg sync.WaitGroup
-	for i, h := range b.hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d, err := h.StartDocker(ctx)
-			if err == nil {
-				err = testimage.Import(ctx, d.Client, tarball, testimage.Tag)
-			}
-			b.dockers[i], errs[i] = d, err
-		}()
-	}
-	wg.Wait()
-	defer func() {
-		for _, d := range b.dockers {
-			if d != nil {
-				d.Close()
-			}
-		}
-	}()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	fmt.Fprintln(os.Stderr, "forming the network…")
-	if err := b.form(ctx); err != nil {
-		return err
-	}
-	client, err := api.NewClient(filepath.Join(b.hosts[0].Dir, "run", "uncloud.sock"), api.SSHOptions{})
+	b := &bench{Lab: l, self: self, log: os.Stderr}
+	client, err := l.Client(0)
 	if err != nil {
 		return err
 	}

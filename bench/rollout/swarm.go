@@ -40,8 +40,8 @@ func swarmSpec(v string, replicas uint64, failIn string) swarm.ServiceSpec {
 
 // formSwarm makes the engines one swarm, the first the manager.
 func (b *bench) formSwarm(ctx context.Context) error {
-	mgr := b.dockers[0].Client
-	addr := b.hosts[0].Addr.String()
+	mgr := b.Dockers[0].Client
+	addr := b.Hosts[0].Addr.String()
 	if _, err := mgr.SwarmInit(ctx, swarm.InitRequest{ListenAddr: "0.0.0.0:2377", AdvertiseAddr: addr}); err != nil {
 		return fmt.Errorf("swarm init: %w", err)
 	}
@@ -49,10 +49,10 @@ func (b *bench) formSwarm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for i, d := range b.dockers[1:] {
-		if err := d.Client.SwarmJoin(ctx, swarm.JoinRequest{ListenAddr: "0.0.0.0:2377", AdvertiseAddr: b.hosts[i+1].Addr.String(),
+	for i, d := range b.Dockers[1:] {
+		if err := d.Client.SwarmJoin(ctx, swarm.JoinRequest{ListenAddr: "0.0.0.0:2377", AdvertiseAddr: b.Hosts[i+1].Addr.String(),
 			RemoteAddrs: []string{addr + ":2377"}, JoinToken: sw.JoinTokens.Worker}); err != nil {
-			return fmt.Errorf("swarm join on %s: %w", b.hosts[i+1].Name, err)
+			return fmt.Errorf("swarm join on %s: %w", b.Hosts[i+1].Name, err)
 		}
 	}
 	return nil
@@ -120,7 +120,7 @@ func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error)
 	if err := b.formSwarm(ctx); err != nil {
 		return nil, err
 	}
-	c := b.dockers[0].Client
+	c := b.Dockers[0].Client
 	created, err := c.ServiceCreate(ctx, swarmSpec("1", uint64(replicas), ""), swarm.ServiceCreateOptions{QueryRegistry: false})
 	if err != nil {
 		return nil, fmt.Errorf("swarm service create: %w", err)
@@ -129,7 +129,7 @@ func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error)
 	if err := swarmRunning(ctx, c, id, replicas, 3*time.Minute); err != nil {
 		return nil, err
 	}
-	pc, err := b.startProbe(ctx, "probe-swarm", fmt.Sprintf("http://%s:%d/", b.hosts[0].Addr, swarmPort), "app.test")
+	pc, err := b.startProbe(ctx, "probe-swarm", fmt.Sprintf("http://%s:%d/", b.Hosts[0].Addr, swarmPort), "app.test")
 	if err != nil {
 		return nil, err
 	}

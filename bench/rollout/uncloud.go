@@ -108,7 +108,7 @@ func lateMachine(web []api.ContainerInfo) (machine, cidr string) {
 // update, a rollback after a failure on the first replacement, and one
 // after a failure on the machine reached last.
 func (b *bench) measureUncloud(ctx context.Context, c *api.Client, replicas int) ([]phase, error) {
-	if out, err := b.uncloud(ctx, 0, "machine", "role", "add", "m1", "ingress"); err != nil {
+	if out, err := b.Uncloud(ctx, 0, "machine", "role", "add", "m1", "ingress"); err != nil {
 		return nil, fmt.Errorf("role add: %w\n%s", err, out)
 	}
 	if _, _, _, err := deployTimed(ctx, c, webSpec("1", replicas, "")); err != nil {
@@ -117,7 +117,7 @@ func (b *bench) measureUncloud(ctx context.Context, c *api.Client, replicas int)
 	if _, err := healthyWeb(ctx, c, replicas, "1"); err != nil {
 		return nil, err
 	}
-	pc, err := b.startProbe(ctx, "probe-uncloud", "http://"+b.hosts[0].Addr.String()+"/", "app.test")
+	pc, err := b.startProbe(ctx, "probe-uncloud", "http://"+b.Hosts[0].Addr.String()+"/", "app.test")
 	if err != nil {
 		return nil, err
 	}

@@ -108,6 +108,11 @@ func lateMachine(web []api.ContainerInfo) (machine, cidr string) {
 // update, a rollback after a failure on the first replacement, and one
 // after a failure on the machine reached last.
 func (b *bench) measureUncloud(ctx context.Context, c *api.Client, replicas int) ([]phase, error) {
+	// Each engine imported the image on its own (another image ID): make
+	// it m1's everywhere, which the service is pinned to.
+	if out, err := b.Uncloud(ctx, 0, "image", "push", "--force", testimage.Tag); err != nil {
+		return nil, fmt.Errorf("image push: %w\n%s", err, out)
+	}
 	if out, err := b.Uncloud(ctx, 0, "machine", "role", "add", "m1", "ingress"); err != nil {
 		return nil, fmt.Errorf("role add: %w\n%s", err, out)
 	}

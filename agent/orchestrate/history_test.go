@@ -128,3 +128,28 @@ func TestRollbackCommand(t *testing.T) {
 		t.Errorf("rollback of a service with one version: %v", err)
 	}
 }
+
+// TestHistoryOfAnOlderService: a service run before histories existed
+// gets its spec recorded as the first version by its next deploy, so it
+// can be rolled back to.
+func TestHistoryOfAnOlderService(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, newFleet(), Config{})
+	r.run(t, api.RunRequest{Name: "web", Image: "nginx:1"})
+	if err := r.store.Delete(ctx, record.HistoryPrefix+"web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{{Name: "web", Image: "nginx:2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := r.o.History(ctx, "web")
+	if err != nil || len(vs) != 2 || vs[1].Image != "nginx:1" || vs[0].Image != "nginx:2" {
+		t.Fatalf("history %+v (%v)", vs, err)
+	}
+	if err := r.o.Rollback(ctx, "web", api.RollbackRequest{}, func(api.DeployEvent) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.images(t, "web"); !slices.Equal(got, []string{"nginx:1"}) {
+		t.Errorf("images after rollback %v", got)
+	}
+}

@@ -13,7 +13,7 @@
 //
 // Run as root from the repository root (it builds the binaries):
 //
-//	go run ./bench/rollout [-replicas 6] [-no-swarm]
+//	go run ./bench/rollout [-replicas 6] [-no-swarm | -only-swarm]
 //
 // It prints a table and a one-line summary of ratios. Not run by CI.
 package main
@@ -34,6 +34,7 @@ import (
 func main() {
 	replicas := flag.Int("replicas", 6, "replicas of the service")
 	noSwarm := flag.Bool("no-swarm", false, "skip the Docker Swarm peer")
+	onlySwarm := flag.Bool("only-swarm", false, "measure only the Docker Swarm peer")
 	probeURL := flag.String("probe", "", "(internal) run the client against this URL")
 	probeHost := flag.String("probe-host", "", "(internal) the client's Host header")
 	flag.Parse()
@@ -41,7 +42,7 @@ func main() {
 		probe(*probeURL, *probeHost, 2)
 		return
 	}
-	if err := run(*replicas, !*noSwarm); err != nil {
+	if err := run(*replicas, !*noSwarm, !*onlySwarm); err != nil {
 		fmt.Fprintln(os.Stderr, "rollout:", err)
 		os.Exit(1)
 	}
@@ -64,7 +65,7 @@ func (b *bench) startProbe(ctx context.Context, label, url, host string) (counte
 	return c, c.waitOK(ctx, 20, time.Minute)
 }
 
-func run(replicas int, withSwarm bool) error {
+func run(replicas int, withSwarm, withUncloud bool) error {
 	ctx := context.Background()
 	self, err := os.Executable()
 	if err != nil {
@@ -81,9 +82,11 @@ func run(replicas int, withSwarm bool) error {
 		return err
 	}
 	defer client.Close()
-	phases, err := b.measureUncloud(ctx, client, replicas)
-	if err != nil {
-		return err
+	var phases []phase
+	if withUncloud {
+		if phases, err = b.measureUncloud(ctx, client, replicas); err != nil {
+			return err
+		}
 	}
 	var swarmErr error
 	if withSwarm {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -131,7 +132,7 @@ func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error)
 	}
 	pc, err := b.startProbe(ctx, "probe-swarm", fmt.Sprintf("http://%s:%d/", b.Hosts[0].Addr, swarmPort), "app.test")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w\n%s", err, b.swarmDiagnosis(ctx))
 	}
 	var out []phase
 	for _, step := range []struct {
@@ -159,4 +160,20 @@ func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error)
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// swarmDiagnosis is what m1 says about the routing mesh, for a run where
+// it does not answer.
+func (b *bench) swarmDiagnosis(ctx context.Context) string {
+	var out []string
+	for _, cmd := range [][]string{
+		{"iptables", "-w", "-t", "nat", "-S"},
+		{"iptables", "-w", "-S", "FORWARD"},
+		{"ip", "-br", "addr"},
+		{"sh", "-c", "grep -i -E 'ingress|error|warn' " + b.Dockers[0].Dir + "/dockerd.log | tail -25"},
+	} {
+		s, err := b.Hosts[0].Run(ctx, cmd[0], cmd[1:]...)
+		out = append(out, fmt.Sprintf("$ %s (%v)\n%s", strings.Join(cmd, " "), err, s))
+	}
+	return strings.Join(out, "\n")
 }

@@ -141,7 +141,7 @@ func (b *bench) measureUncloud(ctx context.Context, c *api.Client, replicas int)
 		ok1, f1 := pc.now()
 		p := phase{peer: "uncloud", what: what, took: took, rollback: rb, answered: ok1 - ok0, failed: f1 - f0}
 		if wantErr {
-			p.note = fmt.Sprintf("%d machines restored", restored)
+			p.note = fmt.Sprintf("%d replacements undone", restored)
 		}
 		return p, nil
 	}

@@ -39,8 +39,22 @@ func swarmSpec(v string, replicas uint64, failIn string) swarm.ServiceSpec {
 	}
 }
 
-// formSwarm makes the engines one swarm, the first the manager.
+// formSwarm makes the engines one swarm, the first the manager. Swarm's
+// gossip port is 7946, uncloud's too: the uncloud agents are stopped and
+// their containers removed first.
 func (b *bench) formSwarm(ctx context.Context) error {
+	b.StopAgents()
+	for _, d := range b.Dockers {
+		list, err := d.Client.ContainerList(ctx, container.ListOptions{All: true})
+		if err != nil {
+			return err
+		}
+		for _, c := range list {
+			if err := d.Client.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
+				return err
+			}
+		}
+	}
 	mgr := b.Dockers[0].Client
 	addr := b.Hosts[0].Addr.String()
 	if _, err := mgr.SwarmInit(ctx, swarm.InitRequest{ListenAddr: "0.0.0.0:2377", AdvertiseAddr: addr}); err != nil {

@@ -28,6 +28,8 @@ type Lab struct {
 	Lab     *lab.Lab
 	Hosts   []*lab.Host
 	Dockers []*lab.Docker
+	// Agents are the uncloud agents, by machine.
+	Agents []*lab.Process
 	// Dir is a temporary directory for the benchmark's files, removed by
 	// Close.
 	Dir string
@@ -106,6 +108,14 @@ func (l *Lab) Close() {
 	os.RemoveAll(l.Dir)
 }
 
+// StopAgents stops every uncloud agent (their containers stay), freeing
+// the ports they hold.
+func (l *Lab) StopAgents() {
+	for _, p := range l.Agents {
+		_ = p.Stop(10 * time.Second)
+	}
+}
+
 // Uncloud runs the CLI on machine i.
 func (l *Lab) Uncloud(ctx context.Context, i int, args ...string) (string, error) {
 	return l.Hosts[i].Run(ctx, l.Lab.Uncloud, args...)
@@ -134,6 +144,7 @@ func (l *Lab) form(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		l.Agents = append(l.Agents, p)
 		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		// The agent logs at warn: wait for its API instead of its "machine up".
 		for {

@@ -12,8 +12,11 @@ import (
 // counter reads a probe's running totals.
 type counter struct{ p *lab.Process }
 
-// now is the probe's last "count OK FAILED" line.
+// now is the probe's last "count OK FAILED" line (0, 0 without a probe).
 func (c counter) now() (ok, failed int) {
+	if c.p == nil {
+		return 0, 0
+	}
 	lines := strings.Split(strings.TrimSpace(c.p.Output()), "\n")
 	for i := len(lines) - 1; i >= 0; i-- {
 		if n, _ := fmt.Sscanf(lines[i], "count %d %d", &ok, &failed); n == 2 {

@@ -62,7 +62,11 @@ func (b *bench) startProbe(ctx context.Context, label, url, host string) (counte
 		return counter{}, err
 	}
 	c := counter{p}
-	return c, c.waitOK(ctx, 20, time.Minute)
+	if err := c.waitOK(ctx, 20, time.Minute); err != nil {
+		_ = p.Stop(time.Second)
+		return counter{}, err
+	}
+	return c, nil
 }
 
 func run(replicas int, withSwarm, withUncloud bool) error {
@@ -107,7 +111,11 @@ func report(out io.Writer, phases []phase, swarmErr error) {
 		if p.rollback > 0 {
 			rb = p.rollback.Round(100 * time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%d\t%d\t%s\n", p.peer, p.what, p.took.Round(100*time.Millisecond), rb, p.answered, p.failed, p.note)
+		answered, failed := fmt.Sprint(p.answered), fmt.Sprint(p.failed)
+		if p.answered < 0 {
+			answered, failed = "n/a", "n/a"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\t%s\n", p.peer, p.what, p.took.Round(100*time.Millisecond), rb, answered, failed, p.note)
 	}
 	w.Flush()
 	if swarmErr != nil {
@@ -136,7 +144,9 @@ func report(out io.Writer, phases []phase, swarmErr error) {
 	}
 	failed := map[string]int{}
 	for _, p := range phases {
-		failed[p.peer] += p.failed
+		if p.failed >= 0 {
+			failed[p.peer] += p.failed
+		}
 	}
 	s += fmt.Sprintf(" failed requests uncloud %d", failed["uncloud"])
 	if _, ok := failed["swarm"]; ok {

@@ -144,9 +144,13 @@ func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error)
 	if err := swarmRunning(ctx, c, id, replicas, 3*time.Minute); err != nil {
 		return nil, err
 	}
+	// The routing mesh needs IPVS (ip_vs) in the kernel; without it the
+	// times are still measured, the requests are not.
 	pc, err := b.startProbe(ctx, "probe-swarm", fmt.Sprintf("http://%s:%d/", b.Hosts[0].Addr, swarmPort), "app.test")
+	noMesh := ""
 	if err != nil {
-		return nil, fmt.Errorf("%w\n%s", err, b.swarmDiagnosis(ctx))
+		fmt.Fprintf(b.log, "swarm: the routing mesh does not answer (%v); timing without the client\n%s\n", err, b.swarmDiagnosis(ctx))
+		noMesh = "requests not measured: no routing mesh (no ip_vs in this kernel)"
 	}
 	var out []phase
 	for _, step := range []struct {
@@ -158,6 +162,9 @@ func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error)
 	} {
 		fmt.Fprintf(b.log, "swarm: %s…\n", step.what)
 		ok0, f0 := pc.now()
+		if noMesh != "" {
+			ok0, f0 = 0, 0
+		}
 		took, rb, state, err := swarmUpdate(ctx, c, id, swarmSpec(step.v, uint64(replicas), step.failIn))
 		if err != nil {
 			return nil, err
@@ -166,10 +173,13 @@ func (b *bench) measureSwarm(ctx context.Context, replicas int) ([]phase, error)
 			return nil, err
 		}
 		time.Sleep(time.Second)
-		ok1, f1 := pc.now()
-		p := phase{peer: "swarm", what: step.what, took: took, rollback: rb, answered: ok1 - ok0, failed: f1 - f0}
+		p := phase{peer: "swarm", what: step.what, took: took, rollback: rb, answered: -1, failed: -1, note: noMesh}
+		if noMesh == "" {
+			ok1, f1 := pc.now()
+			p.answered, p.failed = ok1-ok0, f1-f0
+		}
 		if state != step.wantState {
-			p.note = "ended " + state
+			p.note = strings.TrimPrefix(p.note+"; ended "+state, "; ")
 		}
 		out = append(out, p)
 	}

@@ -49,6 +49,12 @@ type DaemonOptions struct {
 	// ImageMaxBytes bounds one image tarball pushed to this machine;
 	// zero means DefaultImageMaxBytes.
 	ImageMaxBytes int64
+	// RegistryPort is the loopback port of the image registry (push.go);
+	// zero means oci.DefaultPort, negative turns it off.
+	RegistryPort int
+	// RegistryMaxBytes caps the blobs the registry keeps for the next
+	// push; zero means DefaultRegistryMaxBytes.
+	RegistryMaxBytes int64
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated

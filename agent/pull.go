@@ -3,7 +3,10 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
@@ -117,7 +120,7 @@ func (p *localDocker) pullImage(ctx context.Context, req api.ImagePullRequest, p
 		progress(u)
 	})
 	if err != nil {
-		return api.ImageProgress{}, err
+		return api.ImageProgress{}, p.explainLocalPin(ctx, rt, req, err)
 	}
 	final := base
 	final.Status, final.Digest = "done", pinDigest(req.Pin)
@@ -132,4 +135,27 @@ func (p *localDocker) pullImage(ctx context.Context, req api.ImagePullRequest, p
 // pinDigest is the digest part of a pin (runtime.ContainerSpec.PinDigest).
 func pinDigest(pin string) string {
 	return runtime.ContainerSpec{ImagePin: pin}.PinDigest()
+}
+
+// explainLocalPin says more when a machine lacks a pinned local image
+// (one no registry knows) but has the name for another image: built or
+// loaded there separately, it is not the bytes the service runs.
+func (p *localDocker) explainLocalPin(ctx context.Context, rt *runtime.Runtime, req api.ImagePullRequest, err error) error {
+	if !errors.Is(err, runtime.ErrImageNotFound) || strings.Contains(req.Pin, "@") || req.Image == "" {
+		return err
+	}
+	have, idErr := rt.ImageID(ctx, req.Image)
+	if idErr != nil || have == req.Pin {
+		return err
+	}
+	return fmt.Errorf("%w: %s here is image %s, but the service runs %s (the image the machine that ran it had; no registry knows it): send that one with 'uncloud image push %s -m %s --force'",
+		runtime.ErrImageNotFound, req.Image, shortImageID(have), shortImageID(req.Pin), req.Image, p.machineName())
+}
+
+func shortImageID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }

@@ -37,12 +37,10 @@ func TestAdversaryFirewall(t *testing.T) {
 	defer tally.report(t, "firewall")
 
 	c := newContainerLab(ctx, t, withDocker, withDocker)
-	tarball, err := testimage.Tarball(c.echoBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.Import(ctx, c.engines[1].Client, tarball, testimage.Tag); err != nil {
-		t.Fatal(err)
+	// m2 gets m1's image itself (services pin the image ID of an image
+	// no registry knows, so a separate import there would be another image).
+	if out, err := c.uncloud(ctx, t, 0, "image", "push", testimage.Tag, "-m", "m2"); err != nil {
+		t.Fatalf("image push: %v\n%s", err, out)
 	}
 	m1, m2 := c.hosts[0], c.hosts[1]
 	mesh1, mesh2 := lab.MeshAddr(1), lab.MeshAddr(2)

@@ -141,6 +141,26 @@ func TestImagePull(t *testing.T) {
 		t.Errorf("--pull always runs %q, want the tag's new digest %s", cs[0].ImageDigest, d2)
 	}
 
+	// deploy re-resolves too: the moved tag rolls echo to version 2 on
+	// all three machines, pulled where missing; a second deploy changes
+	// nothing.
+	compose := filepath.Join(t.TempDir(), "compose.yaml")
+	if err := os.WriteFile(compose, []byte("services:\n  echo:\n    image: "+ref+"\n    deploy:\n      replicas: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = uc(good, 0, "deploy", "-f", compose)
+	if err != nil {
+		t.Fatalf("deploy: %v\n%s", err, out)
+	}
+	for _, ci := range c.running(ctx, t, 0, "echo", 3) {
+		if ci.ImageDigest != d2 {
+			t.Errorf("after deploy %s on %s runs %q, want %s", ci.Name, ci.Machine, ci.ImageDigest, d2)
+		}
+	}
+	if out, err = uc(good, 0, "deploy", "-f", compose); err != nil || !strings.Contains(out, "unchanged echo") {
+		t.Errorf("second deploy: %v, want unchanged\n%s", err, out)
+	}
+
 	// The password is nowhere.
 	secrets := []string{password, base64.StdEncoding.EncodeToString([]byte("alice:" + password))}
 	var places []string

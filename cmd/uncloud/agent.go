@@ -29,6 +29,8 @@ type agentCmd struct {
 
 	ImageMaxBytes int64 `name:"image-max-bytes" default:"8589934592" help:"Largest image tarball another machine may push to this one (uncloud image push); larger pushes are refused with 413." placeholder:"BYTES"`
 
+	Registry registryFlags `embed:""` // cmd/uncloud/registryflags.go
+
 	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 	Ingress    ingressFlags `embed:""` // cmd/uncloud/ingress.go
 }
@@ -84,7 +86,7 @@ func (a agentCmd) Run(g *globals) error {
 		if err != nil {
 			return err
 		}
-		return runDaemon(ctx, g, agent.DaemonOptions{
+		opts := agent.DaemonOptions{
 			DataDir:   a.DataDir,
 			Socket:    socketPath(g.Connect),
 			SocketGID: gid,
@@ -96,7 +98,9 @@ func (a agentCmd) Run(g *globals) error {
 			DockerHost:    a.DockerHost,
 			ImageMaxBytes: a.ImageMaxBytes,
 			Ingress:       a.Ingress.options(),
-		})
+		}
+		a.Registry.apply(&opts)
+		return runDaemon(ctx, g, opts)
 	}
 	return static.Run(ctx, static.Options{
 		ConfigPath: a.Config,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -14,11 +13,10 @@ import (
 // loader, so either can change without the other.
 
 // composeRollout maps s's health check timings and deploy.update_config
-// into req, and says who deploys (the CLI's user@host); the warnings name
-// what it leaves out.
-func composeRollout(req *api.RunRequest, name string, s types.ServiceConfig) []string {
+// into req, and says who deploys (the CLI's user@host). What it leaves
+// out (max_failure_ratio) is warned of by composeKeys.
+func composeRollout(req *api.RunRequest, s types.ServiceConfig) {
 	req.By = cliUser()
-	var warnings []string
 	if hc := s.HealthCheck; hc != nil {
 		req.HealthInterval = composeDuration(hc.Interval)
 		req.HealthTimeout = composeDuration(hc.Timeout)
@@ -28,7 +26,7 @@ func composeRollout(req *api.RunRequest, name string, s types.ServiceConfig) []s
 		}
 	}
 	if s.Deploy == nil || s.Deploy.UpdateConfig == nil {
-		return warnings
+		return
 	}
 	uc := s.Deploy.UpdateConfig
 	u := &api.UpdateConfig{Delay: time.Duration(uc.Delay), Monitor: time.Duration(uc.Monitor), Order: uc.Order,
@@ -41,11 +39,7 @@ func composeRollout(req *api.RunRequest, name string, s types.ServiceConfig) []s
 			u.Parallelism = int(min(*uc.Parallelism, 100))
 		}
 	}
-	if uc.MaxFailureRatio != 0 {
-		warnings = append(warnings, fmt.Sprintf("service %s: deploy.update_config.max_failure_ratio is not supported: any failure fails the rollout", name))
-	}
 	req.Update = u
-	return warnings
 }
 
 func composeDuration(d *types.Duration) time.Duration {

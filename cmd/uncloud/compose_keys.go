@@ -93,6 +93,10 @@ var composeKeys = map[string]string{
 // it too).
 var composeValues = map[string][]string{
 	"services.*.volumes.[].type": {"volume", "bind"},
+	// Swarm's failure_action continue has no uncloud meaning: such an
+	// update_config is ignored as a whole (see composeRollout).
+	"services.*.deploy.update_config.failure_action": {"rollback", "pause"},
+	"services.*.deploy.update_config.order":          {"start-first", "stop-first"},
 }
 
 const flatNetwork = "networks: ignored, uncloud has one flat network (every container reaches every other)"

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -29,6 +30,9 @@ func composeRollout(req *api.RunRequest, s types.ServiceConfig) {
 		return
 	}
 	uc := s.Deploy.UpdateConfig
+	if !validRolloutValue(uc.FailureAction, "rollback", "pause") || !validRolloutValue(uc.Order, "start-first", "stop-first") {
+		return // warned of by composeValues, ignored as a whole
+	}
 	u := &api.UpdateConfig{Delay: time.Duration(uc.Delay), Monitor: time.Duration(uc.Monitor), Order: uc.Order,
 		FailureAction: uc.FailureAction}
 	if uc.Parallelism != nil {
@@ -47,4 +51,8 @@ func composeDuration(d *types.Duration) time.Duration {
 		return 0
 	}
 	return time.Duration(*d)
+}
+
+func validRolloutValue(v string, allowed ...string) bool {
+	return v == "" || slices.Contains(allowed, v)
 }

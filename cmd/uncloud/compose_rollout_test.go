@@ -35,12 +35,19 @@ services:
     image: example/db:1
     deploy:
       update_config: {parallelism: 0}
+  cache:
+    image: example/cache:1
+    deploy:
+      update_config: {parallelism: 2, failure_action: continue}
 `})
 	res, err := deployIn(t, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, web := res.Services[0], res.Services[1]
+	cache, db, web := res.Services[0], res.Services[1], res.Services[2]
+	if cache.Update != nil {
+		t.Errorf("an update_config with failure_action continue was kept: %+v", cache.Update)
+	}
 	warnings := res.Warnings
 	if web.HealthInterval != 5*time.Second || web.HealthTimeout != 1500*time.Millisecond || web.HealthRetries != 4 || web.HealthStartPeriod != 20*time.Second {
 		t.Errorf("health timings %v %v %d %v", web.HealthInterval, web.HealthTimeout, web.HealthRetries, web.HealthStartPeriod)
@@ -55,7 +62,8 @@ services:
 	if db.HealthInterval != 0 || db.By == "" || !strings.Contains(web.By, "@") {
 		t.Errorf("db: interval %v, by %q; web by %q", db.HealthInterval, db.By, web.By)
 	}
-	want := []string{"services.web.deploy.update_config.max_failure_ratio: not supported by uncloud, ignored"}
+	want := []string{"services.cache.deploy.update_config.failure_action: continue: not supported by uncloud, ignored",
+		"services.web.deploy.update_config.max_failure_ratio: not supported by uncloud, ignored"}
 	if !slices.Equal(warnings, want) {
 		t.Errorf("warnings %q, want %q", warnings, want)
 	}

@@ -221,6 +221,7 @@ var (
 	_ api.ImageBackend      = (*Daemon)(nil)
 	_ api.ExecAttachBackend = (*Daemon)(nil)
 	_ api.LogsBackend       = (*Daemon)(nil)
+	_ api.RolloutBackend    = (*Daemon)(nil)
 )
 
 func (e engine) ResolveImage(ctx context.Context, m orchestrate.Machine, req api.ImageResolveRequest) (api.ImageResolveAnswer, error) {

@@ -56,6 +56,17 @@ type RunRequest struct {
 	Machines []string `json:"machines,omitempty"` // names or IDs; default: every live machine
 	// Health is a health check (Docker's test form, e.g. ["CMD", "/probe"]).
 	Health []string `json:"health,omitempty"`
+	// The health check's timings (Compose's healthcheck keys); zero: 2 s,
+	// 2 s, 3 and none.
+	HealthInterval    time.Duration `json:"health_interval,omitempty"`
+	HealthTimeout     time.Duration `json:"health_timeout,omitempty"`
+	HealthRetries     int           `json:"health_retries,omitempty"`
+	HealthStartPeriod time.Duration `json:"health_start_period,omitempty"`
+	// Update is how rollouts of this service go (Compose's
+	// deploy.update_config); nil: the defaults.
+	Update *UpdateConfig `json:"update_config,omitempty"`
+	// By is the CLI's user@host, kept in the service's history.
+	By string `json:"by,omitempty"`
 	// AllowFrom is the service's security group: SERVICE, service:NAME,
 	// machine:NAME or ingress (record.ParseAllowFrom); empty: open.
 	AllowFrom []string `json:"allow_from,omitempty"`
@@ -255,6 +266,9 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	}
 	if vb, ok := b.(VolumeBackend); ok {
 		registerVolumeRoutes(mux, vb)
+	}
+	if rb, ok := b.(RolloutBackend); ok {
+		registerRolloutRoutes(mux, rb)
 	}
 	mux.HandleFunc("POST "+PathServices, func(w http.ResponseWriter, r *http.Request) {
 		var req RunRequest

@@ -18,6 +18,9 @@ type DeployRequest struct {
 	// (docker.io for Docker Hub), for the registries of these services'
 	// images only; used for this deploy's pulls and never stored.
 	RegistryAuths map[string]RegistryAuth `json:"registry_auths,omitempty"`
+	// By is the CLI's user@host, kept in the history of each service
+	// this deploy changes.
+	By string `json:"by,omitempty"`
 }
 
 // DeployEvent is one line of a deploy: first the plan (Plan set), then
@@ -28,7 +31,7 @@ type DeployEvent struct {
 	Machine   string `json:"machine,omitempty"`
 	Container string `json:"container,omitempty"`
 	// Action: create, replace, remove, unchanged in the plan; created,
-	// healthy, removed, failed, done as it runs.
+	// stopped, healthy, removed, failed, rollback, done as it runs.
 	Action string `json:"action"`
 	Detail string `json:"detail,omitempty"`
 	// Image is a step of a pull (Action "pull").

@@ -143,6 +143,9 @@ func TestLocalClientCalls(t *testing.T) {
 				return c.ExecService(ctx, "web", ExecRequest{Cmd: []string{"echo", "hi"}})
 			},
 			"POST", "/v1/services/web/exec", `{"cmd":["echo","hi"]}`, ExecResult{Container: "web-1", ExitCode: 3, Stdout: "hi"}},
+		{"History", `[{"n":2,"current":true,"image":"nginx:2","machine":"m1","action":"deploy"}]`,
+			func(ctx context.Context, c *Client) (any, error) { return c.History(ctx, "web") },
+			"GET", "/v1/services/web/history", "", []ServiceVersion{{N: 2, Current: true, Image: "nginx:2", Machine: "m1", Action: "deploy"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,6 +208,16 @@ func TestLocalClientStreams(t *testing.T) {
 				return out, err
 			},
 			"POST", "/v1/deploy", []any{DeployEvent{Plan: true, Service: "web", Action: "create"}}},
+		{"Rollback", `{"service":"web","machine":"m1","container":"web-7","action":"rollback"}` + "\n",
+			func(ctx context.Context, c *Client) ([]any, error) {
+				var out []any
+				err := c.Rollback(ctx, "web", RollbackRequest{To: 2}, func(e DeployEvent) error {
+					out = append(out, e)
+					return nil
+				})
+				return out, err
+			},
+			"POST", "/v1/services/web/rollback", []any{DeployEvent{Service: "web", Machine: "m1", Container: "web-7", Action: "rollback"}}},
 		{"PushImage", `{"machine":"m2","bytes":10,"status":"sending"}` + "\n",
 			func(ctx context.Context, c *Client) ([]any, error) {
 				var out []any

@@ -669,9 +669,9 @@ func TestDeployRollingUpdate(t *testing.T) {
 		return
 	}
 
-	t.Run("version 3 fails its health check: the rollout stops, version 2 keeps running", func(t *testing.T) {
+	t.Run("version 3 fails its health check: the rollout rolls back, version 2 keeps running", func(t *testing.T) {
 		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "3", "http://127.0.0.1:1/"))
-		if err == nil || !strings.Contains(err.Error()+out, "rollout of web stopped") || !strings.Contains(err.Error()+out, "unhealthy") {
+		if err == nil || !strings.Contains(err.Error()+out, "rolled back") || !strings.Contains(err.Error()+out, "unhealthy") {
 			t.Fatalf("deploy with a failing health check: %v\n%s", err, out)
 		}
 		if got := names(t); !slices.Equal(sorted(got), sorted(v2)) {

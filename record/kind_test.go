@@ -36,6 +36,7 @@ func TestCheckKey(t *testing.T) {
 		{"/tokens/t1", true},
 		{"/revoked/m9", true},
 		{"/certs/certificates/ca/a.example/a.example.crt", true},
+		{"/history/web", true},
 		{"/machines/", false}, // a prefix alone names nothing
 		{"/other/x", false},
 		{"machines/m1", false},
@@ -88,5 +89,25 @@ func TestValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestHistoryKeepsTen(t *testing.T) {
+	h := &History{Service: "web"}
+	for i := 1; i <= 13; i++ {
+		h.Add(Version{Image: "nginx:1", Action: "deploy"})
+	}
+	if len(h.Versions) != HistoryKeep || h.Versions[0].N != 13 || h.Versions[HistoryKeep-1].N != 4 {
+		t.Fatalf("versions %d, newest %d, oldest %d; want 10, 13, 4", len(h.Versions), h.Versions[0].N, h.Versions[len(h.Versions)-1].N)
+	}
+	if _, ok := h.Find(3); ok {
+		t.Error("version 3 was trimmed but is found")
+	}
+	if err := h.Validate(); err != nil {
+		t.Error(err)
+	}
+	h.Versions = append(h.Versions, Version{N: 1})
+	if err := h.Validate(); err == nil {
+		t.Error("a history of 11 versions validates")
 	}
 }

@@ -115,6 +115,8 @@ type Service struct {
 	// volumes were made: later replicas and updates stay on them, even
 	// while the service has no container there.
 	VolumeMachines []string `json:"volume_machines,omitempty"`
+	// Update is how its rollouts go; nil: the defaults.
+	Update *UpdateConfig `json:"update_config,omitempty"`
 }
 
 // Key implements Record.

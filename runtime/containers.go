@@ -59,8 +59,9 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 		cfg.ExposedPorts = exposed
 	}
 	if test := spec.HealthTest(); test != nil {
+		interval, timeout, retries, start := spec.HealthTimings()
 		cfg.Healthcheck = &container.HealthConfig{Test: test,
-			Interval: 2 * time.Second, Timeout: 2 * time.Second, Retries: 3}
+			Interval: interval, Timeout: timeout, Retries: retries, StartPeriod: start}
 	}
 	host := &container.HostConfig{
 		NetworkMode:   container.NetworkMode(r.cfg.Network),

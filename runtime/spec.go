@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
@@ -42,8 +43,9 @@ type ContainerSpec struct {
 	Restart  string   `json:"restart,omitempty"` // no, always, unless-stopped, on-failure[:N]
 	// Health, when set, is Docker's health check test: ["CMD", arg…] (run
 	// inside the container, no shell), ["CMD-SHELL", "command"], or just
-	// the arguments (CMD form). Checked every 2 s; 3 failures make the
-	// container unhealthy.
+	// the arguments (CMD form). Checked every HealthInterval (default
+	// 2 s); HealthRetries failures in a row (default 3) make the container
+	// unhealthy.
 	Health []string `json:"health,omitempty"`
 
 	// The basic container keys, with Docker's meaning (see options.go).
@@ -74,6 +76,36 @@ type ContainerSpec struct {
 	// the runtime ignores them; they travel in the spec so that any
 	// machine scaling or deploying the service places as it was asked.
 	Placement []string `json:"placement,omitempty"`
+	// The health check's timings, Compose's healthcheck keys; zero is the
+	// default. A failure within HealthStartPeriod does not count (the
+	// container is still starting).
+	HealthInterval    time.Duration `json:"health_interval,omitempty"`
+	HealthTimeout     time.Duration `json:"health_timeout,omitempty"`
+	HealthRetries     int           `json:"health_retries,omitempty"`
+	HealthStartPeriod time.Duration `json:"health_start_period,omitempty"`
+}
+
+// The health check's defaults, as uncloud always ran it.
+const (
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthTimeout  = 2 * time.Second
+	DefaultHealthRetries  = 3
+)
+
+// HealthTimings are the health check's interval, timeout, retries and
+// start period, the defaults filled in.
+func (s ContainerSpec) HealthTimings() (interval, timeout time.Duration, retries int, start time.Duration) {
+	interval, timeout, retries = s.HealthInterval, s.HealthTimeout, s.HealthRetries
+	if interval <= 0 {
+		interval = DefaultHealthInterval
+	}
+	if timeout <= 0 {
+		timeout = DefaultHealthTimeout
+	}
+	if retries <= 0 {
+		retries = DefaultHealthRetries
+	}
+	return interval, timeout, retries, max(s.HealthStartPeriod, 0)
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -128,6 +160,17 @@ func (s ContainerSpec) Validate() error {
 	}
 	if t := s.HealthTest(); len(t) == 1 || (len(t) > 0 && t[0] == "CMD-SHELL" && len(t) != 2) {
 		return fmt.Errorf("%w: health check %q has no command", ErrBadSpec, s.Health)
+	}
+	if s.HealthInterval < 0 || s.HealthTimeout < 0 || s.HealthRetries < 0 || s.HealthStartPeriod < 0 {
+		return fmt.Errorf("%w: health check timings (interval %v, timeout %v, retries %d, start period %v) must not be negative",
+			ErrBadSpec, s.HealthInterval, s.HealthTimeout, s.HealthRetries, s.HealthStartPeriod)
+	}
+	// Docker refuses an interval or timeout under 1 ms, and so does the
+	// spec, before anything is created.
+	for _, d := range []time.Duration{s.HealthInterval, s.HealthTimeout, s.HealthStartPeriod} {
+		if d > 0 && d < time.Millisecond {
+			return fmt.Errorf("%w: health check timing %v is under Docker's minimum of 1ms", ErrBadSpec, d)
+		}
 	}
 	return nil
 }

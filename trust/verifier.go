@@ -27,6 +27,9 @@ var (
 	ErrBadSig      = errors.New("record signature does not verify")
 	ErrNotMember   = errors.New("signer is not a member of this network")
 	ErrNotIngress  = errors.New("certificate storage signed by a machine without the ingress role")
+	// ErrUnknownKind: every kind is said here, so a new one is refused
+	// until someone decides who may write it.
+	ErrUnknownKind = errors.New("record kind without a writer rule")
 )
 
 // IngressRole is the role whose machines keep certificate storage.
@@ -182,8 +185,13 @@ func (v *Verifier) check(s crdt.Signed) error {
 			return fmt.Errorf("%s signed by %s: %w", s.Key, s.By, ErrNotIngress)
 		}
 		return v.byMember(vw, s, true)
-	default: // services: any member
+	case *record.Service, *record.History:
+		// Any member runs and deploys services, and records what it
+		// deployed; a removed machine's are believed where its removal
+		// kept them.
 		return v.byMember(vw, s, true)
+	default:
+		return fmt.Errorf("%s: %w", s.Key, ErrUnknownKind)
 	}
 }
 

@@ -315,3 +315,49 @@ func TestCertificateWriters(t *testing.T) {
 		t.Error("a removed ingress machine's new certificate record was believed")
 	}
 }
+
+// TestServiceAndHistoryWriters: any member writes services and their
+// histories; a non-member cannot, and a removed machine's history counts
+// only where its removal kept it.
+func TestServiceAndHistoryWriters(t *testing.T) {
+	x := newMachine(t, "x", 9) // never admitted
+	admit(t, x, x, time.Now())
+	spec := []byte(`{"service":"web","image":"nginx:1"}`)
+	for _, tc := range []struct {
+		name string
+		rec  record.Record
+	}{
+		{"service", &record.Service{Name: "web", Spec: spec}},
+		{"history", &record.History{Service: "web", Versions: []record.Version{{N: 1, Image: "nginx:1", Spec: spec}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			v := w.verifier(t)
+			for _, m := range []*machine{w.a, w.b, w.c} {
+				if err := v.Check(sign(t, tc.rec, m.signer)); err != nil {
+					t.Errorf("%s written by member %s: %v", tc.name, m.id, err)
+				}
+			}
+			if err := v.Check(sign(t, tc.rec, x.signer)); !errors.Is(err, ErrNotMember) {
+				t.Errorf("%s written by a non-member: %v, want %v", tc.name, err, ErrNotMember)
+			}
+			kept := sign(t, tc.rec, w.c.signer)
+			w.remove(t, w.b, w.c, kept.Digest())
+			v = w.verifier(t)
+			if err := v.Check(kept); err != nil {
+				t.Errorf("a removed machine's kept %s: %v", tc.name, err)
+			}
+			other := tc.rec
+			if h, ok := other.(*record.History); ok {
+				cp := *h
+				cp.Versions = append([]record.Version{{N: 2, Image: "evil:1", Spec: spec}}, h.Versions...)
+				other = &cp
+			} else {
+				other = &record.Service{Name: "web", Spec: []byte(`{"service":"web","image":"evil:1"}`)}
+			}
+			if err := v.Check(sign(t, other, w.c.signer)); !errors.Is(err, ErrNotMember) {
+				t.Errorf("a removed machine's new %s: %v, want %v", tc.name, err, ErrNotMember)
+			}
+		})
+	}
+}

@@ -186,9 +186,9 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 		return api.RemoveResult{}, fmt.Errorf("%w: %s is this machine; remove it from another machine of the network", api.ErrBadRequest, target.Name)
 	}
 	// What the machine signed while it was trusted (the machines it
-	// admitted, services it wrote, removals it made) stays believed;
+	// admitted, services and their histories it wrote, removals it made) stays believed;
 	// anything else it signs, before or after, is void.
-	kept, err := m.parts.Records.SignedBy(ctx, target.ID, record.ServicesPrefix, record.RevokedPrefix, record.CertsPrefix)
+	kept, err := m.parts.Records.SignedBy(ctx, target.ID, record.ServicesPrefix, record.HistoryPrefix, record.RevokedPrefix, record.CertsPrefix)
 	if err != nil {
 		return api.RemoveResult{}, fmt.Errorf("list what %s signed: %w", target.Name, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/record"
@@ -18,9 +17,9 @@ import (
 )
 
 // A deploy makes the services of a Compose file true: new services are
-// created, changed ones replaced container by container start-first (the
-// new one runs and is healthy before the old one goes; a new one that
-// fails stops the rollout and the old ones stay), size changes scale.
+// created, changed ones rolled out as their update_config says
+// (rollout.go), size changes scale. A changed spec is a new version in
+// the service's history (history.go).
 
 // servicePlan is what a deploy does to one service.
 type servicePlan struct {
@@ -37,6 +36,17 @@ type servicePlan struct {
 	allowFrom, oldAllow []string
 	// job gets the pinned image onto the machines that need it.
 	job imageJob
+	// update is how the rollout goes; oldSpec is the spec being replaced
+	// (what a rollback restores), oldSpecJSON as stored.
+	update      *record.UpdateConfig
+	oldSpec     runtime.ContainerSpec
+	oldSpecJSON []byte
+	// created are the containers this deploy added (scale-up), which a
+	// rollback removes.
+	created []*record.Container
+	// version is what the history says of this deploy when it changes
+	// the spec.
+	version record.Version
 }
 
 // Deploy implements api.DeployBackend.
@@ -52,13 +62,11 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	for _, t := range all {
 		names[t.ID] = t
 	}
-	var eventMu sync.Mutex // pulls report from several goroutines
+	event = lockedEvents(event)
 	var plans []*servicePlan
 	for _, s := range req.Services {
 		service := cmp.Or(s.Name, serviceNameFromImage(s.Image))
 		imageEvent := func(u api.ImageProgress) {
-			eventMu.Lock()
-			defer eventMu.Unlock()
 			_ = event(api.DeployEvent{Service: service, Action: "image", Machine: u.Machine, Image: &u})
 		}
 		auth, err := authFor(req.RegistryAuths, s.Image)
@@ -69,10 +77,11 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		if err != nil {
 			return fmt.Errorf("service %s: %w", s.Name, err)
 		}
-		p, err := o.planService(ctx, all, s, job)
+		p, err := o.planService(ctx, all, s, job, "")
 		if err != nil {
 			return err
 		}
+		p.version = record.Version{Action: "deploy", User: cmp.Or(s.By, req.By)}
 		plans = append(plans, p)
 	}
 	for _, p := range plans {
@@ -94,6 +103,17 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		}
 	}
 	return nil
+}
+
+// lockedEvents makes event safe to call from several goroutines (pulls,
+// and a rollout's batches, report at once), one call at a time.
+func lockedEvents(event func(api.DeployEvent) error) func(api.DeployEvent) error {
+	var mu sync.Mutex
+	return func(e api.DeployEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return event(e)
+	}
 }
 
 // events are the plan's lines.
@@ -124,6 +144,16 @@ func (p *servicePlan) events(names map[string]Machine) []api.DeployEvent {
 	return out
 }
 
+// machineID is the ID of the machine named name.
+func machineID(names map[string]Machine, name string) string {
+	for id, t := range names {
+		if t.Name == name {
+			return id
+		}
+	}
+	return name
+}
+
 func machineName(names map[string]Machine, id string) string {
 	if t, ok := names[id]; ok {
 		return t.Name
@@ -131,7 +161,9 @@ func machineName(names map[string]Machine, id string) string {
 	return id
 }
 
-func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob) (*servicePlan, error) {
+// planService plans one service; pin, when set, is the image to run as is
+// (a rollback's), else the image is resolved again.
+func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob, pin string) (*servicePlan, error) {
 	if s.Name == "" {
 		s.Name = serviceNameFromImage(s.Image)
 	}
@@ -148,6 +180,9 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	if err != nil {
 		return nil, err
 	}
+	if err := s.Update.Check(); err != nil {
+		return nil, fmt.Errorf("%w: service %s: %v", api.ErrBadRequest, s.Name, err)
+	}
 	_, allowFrom, err := record.ParseAllowFromList(s.AllowFrom)
 	if err != nil {
 		return nil, fmt.Errorf("%w: service %s: %v", api.ErrBadRequest, s.Name, err)
@@ -158,13 +193,16 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	}
 	// A deploy re-resolves the tag (unless the policy is never): a tag
 	// that moved makes a changed spec, so the service rolls to it.
-	pinned, err := o.pin(ctx, job, targets, job.policy != runtime.PullNever)
-	if err != nil {
-		return nil, fmt.Errorf("service %s: %w", s.Name, err)
+	if pin == "" {
+		pinned, err := o.pin(ctx, job, targets, job.policy != runtime.PullNever)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", s.Name, err)
+		}
+		pin = pinned.Pin
 	}
-	spec.ImagePin = pinned.Pin
+	spec.ImagePin = pin
 	specJSON, _ := json.Marshal(spec)
-	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON, allowFrom: allowFrom, job: job}
+	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON, allowFrom: allowFrom, job: job, update: s.Update}
 	want := s.Replicas
 	if s.Mode == "global" {
 		want = len(targets)
@@ -179,16 +217,18 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 		}
 		return cs[i].Name < cs[j].Name
 	})
-	var oldSpec []byte
 	if svc, err := o.service(ctx, s.Name); err == nil {
-		p.exists, oldSpec, p.oldAllow = true, svc.Spec, svc.AllowFrom
+		p.exists, p.oldSpecJSON, p.oldAllow = true, svc.Spec, svc.AllowFrom
+		if err := json.Unmarshal(svc.Spec, &p.oldSpec); err != nil {
+			return nil, fmt.Errorf("service %s has no readable spec (made by an older version?): %w", s.Name, err)
+		}
 	}
 	if p.create, want, err = o.planPlacement(ctx, all, targets, spec, cs, want, s.Mode == "global"); err != nil {
 		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
 	keep := min(want, len(cs))
 	p.remove = cs[keep:]
-	if bytes.Equal(oldSpec, specJSON) {
+	if bytes.Equal(p.oldSpecJSON, specJSON) {
 		p.same = keep
 	} else {
 		p.replace = cs[:keep]
@@ -196,8 +236,10 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	return p, nil
 }
 
+// applyPlan carries a plan out; event must be safe for concurrent calls
+// (lockedEvents).
 func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[string]Machine, event func(api.DeployEvent) error) error {
-	svc := &record.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON, AllowFrom: p.allowFrom}
+	svc := &record.Service{Name: p.name, Mode: p.mode, Ports: p.spec.Ports, Spec: p.specJSON, AllowFrom: p.allowFrom, Update: p.update}
 	if !p.exists {
 		if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 			return fmt.Errorf("write service record of %s: %w", p.name, err)
@@ -235,48 +277,14 @@ func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[
 			emit(api.DeployEvent{Machine: r.Machine, Action: "failed", Detail: r.Error})
 		} else {
 			emit(api.DeployEvent{Machine: r.Machine, Container: r.Name, Action: "created", Detail: r.Address})
+			p.created = append(p.created, &record.Container{ID: r.ID, Name: r.Name, MachineID: machineID(names, r.Machine)})
 		}
 	}
 	if n := res.Failed(); n > 0 {
 		return fmt.Errorf("deploy of %s stopped: %d of %d new containers failed", p.name, n, len(res.Containers))
 	}
-	for _, old := range p.replace {
-		t, ok := names[old.MachineID]
-		if !ok || !t.Reachable() {
-			emit(api.DeployEvent{Machine: machineName(names, old.MachineID), Container: old.Name, Action: "failed",
-				Detail: "machine unreachable: cannot replace this container"})
-			return fmt.Errorf("rollout of %s stopped at %s: its machine is unreachable; the old containers keep running", p.name, old.Name)
-		}
-		restore, err := o.stopFirst(ctx, t, old, p.spec)
-		if err != nil {
-			emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
-			return fmt.Errorf("rollout of %s stopped: %w", p.name, err)
-		}
-		c, err := o.create(ctx, t, p.spec)
-		if err != nil {
-			restore()
-			emit(api.DeployEvent{Machine: t.Name, Action: "failed", Detail: err.Error()})
-			return fmt.Errorf("rollout of %s stopped: %w; the old containers keep running", p.name, err)
-		}
-		emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "created", Detail: "replaces " + old.Name})
-		if err := o.waitHealthy(ctx, t, c.ID); err != nil {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
-			rmErr := o.act(rctx, t, c.ID, "remove")
-			cancel()
-			restore()
-			detail := err.Error()
-			if rmErr != nil {
-				detail += fmt.Sprintf(" (and removing it failed: %v)", rmErr)
-			}
-			emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "failed", Detail: detail})
-			return fmt.Errorf("rollout of %s stopped: new container %s on %s %v; the old containers keep running", p.name, c.Name, t.Name, err)
-		}
-		emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "healthy"})
-		if err := o.act(ctx, t, old.ID, "remove"); err != nil {
-			emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
-			return fmt.Errorf("rollout of %s stopped: remove %s: %w", p.name, old.Name, err)
-		}
-		emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "removed"})
+	if err := o.rollout(ctx, p, names, emit); err != nil {
+		return err
 	}
 	rm := o.actMany(ctx, p.name, "remove", p.remove)
 	for _, r := range rm.Containers {
@@ -290,6 +298,9 @@ func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[
 		if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 			return fmt.Errorf("write service record of %s: %w", p.name, err)
 		}
+	}
+	if !bytes.Equal(p.oldSpecJSON, p.specJSON) {
+		o.addVersion(ctx, svc, p.oldSpecJSON, p.version, names)
 	}
 	emit(api.DeployEvent{Action: "done"})
 	if n := rm.Failed(); n > 0 {
@@ -311,38 +322,4 @@ func authFor(auths map[string]api.RegistryAuth, image string) (*api.RegistryAuth
 		return &a, nil
 	}
 	return nil, nil
-}
-
-// waitHealthy waits until a new container runs and, if it has a health
-// check, is healthy; one without a check must still run after the settle
-// time (3 s), all within the healthy timeout (90 s).
-func (o *Orchestrator) waitHealthy(ctx context.Context, t Machine, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, o.healthy)
-	defer cancel()
-	var runningSince time.Time
-	for {
-		c, err := o.inspect(ctx, t, id)
-		if err != nil {
-			return fmt.Errorf("cannot be inspected: %w", err)
-		}
-		switch {
-		case c.State == "exited" || c.State == "dead":
-			return fmt.Errorf("exited instead of running")
-		case c.Health == "unhealthy":
-			return fmt.Errorf("is unhealthy")
-		case c.State == "running" && c.Health == "healthy":
-			return nil
-		case c.State == "running" && c.Health == "":
-			if runningSince.IsZero() {
-				runningSince = time.Now()
-			} else if time.Since(runningSince) >= o.settle {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not healthy within %v (state %s, health %s)", o.healthy, c.State, c.Health)
-		case <-time.After(o.poll):
-		}
-	}
 }

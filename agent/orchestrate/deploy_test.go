@@ -119,6 +119,8 @@ func TestDeployRollout(t *testing.T) {
 	}
 }
 
+// TestDeployRolloutHalts: with failure_action pause, a failure stops the
+// rollout where it is, old and new mixed.
 func TestDeployRolloutHalts(t *testing.T) {
 	down := errors.New("Docker is not available on m2: connection refused")
 	for _, tc := range []struct {
@@ -154,7 +156,7 @@ func TestDeployRolloutHalts(t *testing.T) {
 			left:    []string{"web-1", "web-2"}, image: []string{"nginx:1", "nginx:1"}},
 		{name: "old machine unreachable",
 			fail:    map[string]error{},
-			errText: "rollout of web stopped at web-2: its machine is unreachable; the old containers keep running",
+			errText: "rollout of web stopped: web-2's machine m2 is unreachable; the old containers keep running",
 			event:   "web failed m2 web-2",
 			left:    []string{"web-2", "web-3"}, image: []string{"nginx:1", "nginx:2"}},
 	} {
@@ -170,7 +172,8 @@ func TestDeployRolloutHalts(t *testing.T) {
 			if tc.name == "old machine unreachable" {
 				r.fleet.set("m2", "down")
 			}
-			evs, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{{Name: "web", Image: "nginx:2", Replicas: 2}}})
+			pause := &record.UpdateConfig{FailureAction: record.OnFailurePause}
+			evs, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{{Name: "web", Image: "nginx:2", Replicas: 2, Update: pause}}})
 			if err == nil || err.Error() != tc.errText {
 				t.Fatalf("err = %v\nwant %s", err, tc.errText)
 			}

@@ -2,7 +2,6 @@ package orchestrate
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/runtime"
@@ -36,24 +35,4 @@ func (o *Orchestrator) planPlacement(ctx context.Context, all, targets []Machine
 	}
 	created, err := o.placeNew(ctx, all, targets, spec, cs, kept, want-keep, false)
 	return created, want, err
-}
-
-// stopFirst stops the old container before its successor starts when the
-// new spec publishes host ports (both cannot bind them at once); restore
-// starts it again if the successor fails. Otherwise both are no-ops and
-// the replacement stays start-first.
-func (o *Orchestrator) stopFirst(ctx context.Context, t Machine, old *record.Container, spec runtime.ContainerSpec) (restore func(), err error) {
-	if len(fixedBindings(spec)) == 0 {
-		return func() {}, nil
-	}
-	if err := o.act(ctx, t, old.ID, "stop"); err != nil {
-		return nil, fmt.Errorf("stop %s to free its host ports: %w", old.Name, err)
-	}
-	return func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
-		defer cancel()
-		if err := o.act(rctx, t, old.ID, "start"); err != nil {
-			o.log.Warn("old container not restarted after a failed replacement", "container", old.Name, "err", err)
-		}
-	}, nil
 }

@@ -1,6 +1,7 @@
 package orchestrate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -130,6 +131,13 @@ func (e *fakeEngine) ops(op string) []string {
 		}
 	}
 	return out
+}
+
+// forget clears the call log, so a test sees only what comes next.
+func (e *fakeEngine) forget() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = nil
 }
 
 // index is where a call is in the log, or -1.
@@ -308,6 +316,9 @@ func newRig(t *testing.T, fleet *fakeFleet, cfg Config) *rig {
 	store := crdttest.Open(t, "m1")
 	r := &rig{store: store, fleet: fleet, engine: newEngine(store)}
 	cfg.Fleet, cfg.Records, cfg.Engine = fleet, store, r.engine
+	// Quick settle and polls: the fakes answer at once.
+	cfg.Settle = cmp.Or(cfg.Settle, 20*time.Millisecond)
+	cfg.HealthPoll = cmp.Or(cfg.HealthPoll, 5*time.Millisecond)
 	r.o = New(cfg)
 	return r
 }

@@ -1,8 +1,9 @@
 // Package orchestrate owns what the network does with containers: services
 // (run, scale, rm, stop/start, ls, inspect, ps, logs, exec), deploys
-// (start-first rolling replacement that waits for health and halts on the
-// first failure), placement (spread under constraints, volumes, host
-// ports and reservations: fit.go; shrink), the calls that act on a
+// (rolling replacement as each service's update_config says, waiting for
+// health, rolling back or halting on a failure), the history of each
+// service's versions and rollback to one, placement (spread under
+// constraints, volumes, host ports and reservations: fit.go; shrink), the calls that act on a
 // container of a given machine, and image push between machines.
 //
 // It knows the rest of the agent only through three small interfaces it
@@ -119,14 +120,15 @@ type Config struct {
 	// HealthPoll is how often a rollout asks a new container's state;
 	// default 1 s.
 	HealthPoll time.Duration
-	// Settle is how long a new container without a health check must
-	// keep running to count as healthy; default 3 s.
+	// Settle is how long a new container must keep running (and healthy)
+	// to count, unless its update_config says another monitor time;
+	// default 3 s.
 	Settle time.Duration
 }
 
 // Orchestrator runs the container commands of the network. Its exported
-// methods are exactly api.ContainerBackend, api.DeployBackend and
-// api.ImageBackend, so the agent can hand it to the local API as is.
+// methods are exactly api.ContainerBackend, api.DeployBackend,
+// api.RolloutBackend and api.ImageBackend, so the agent can hand it to the local API as is.
 type Orchestrator struct {
 	fleet   Fleet
 	store   Records
@@ -163,6 +165,7 @@ var (
 	_ api.ImageBackend      = (*Orchestrator)(nil)
 	_ api.ExecAttachBackend = (*Orchestrator)(nil)
 	_ api.LogsBackend       = (*Orchestrator)(nil)
+	_ api.RolloutBackend    = (*Orchestrator)(nil)
 )
 
 // readyTimeout bounds the question "can you run containers now?".

@@ -151,6 +151,9 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
+	if err := req.Update.Check(); err != nil {
+		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
 	_, allowFrom, err := record.ParseAllowFromList(req.AllowFrom)
 	if err != nil {
 		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
@@ -189,7 +192,7 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 		return api.ServiceResult{}, err
 	}
 	specJSON, _ := json.Marshal(spec)
-	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON, AllowFrom: allowFrom}
+	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON, AllowFrom: allowFrom, Update: req.Update}
 	if err := o.store.Put(ctx, svc.Key(), svc); err != nil {
 		return api.ServiceResult{}, fmt.Errorf("write service record: %w", err)
 	}
@@ -200,7 +203,13 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 		if err := o.store.Delete(ctx, svc.Key()); err != nil {
 			o.log.Warn("service record of a failed run not deleted", "service", svc.Name, "err", err)
 		}
+		return res, nil
 	}
+	names := map[string]Machine{}
+	for _, t := range all {
+		names[t.ID] = t
+	}
+	o.addVersion(ctx, svc, nil, record.Version{Action: "run", User: req.By}, names)
 	return res, nil
 }
 
@@ -417,6 +426,11 @@ func (o *Orchestrator) RemoveService(ctx context.Context, name string) (api.Serv
 	res := o.actMany(ctx, name, "remove", cs)
 	if err := o.store.Delete(ctx, record.ServicesPrefix+name); err != nil {
 		return res, fmt.Errorf("delete service record: %w", err)
+	}
+	// Its history goes with it: a service run again under the name
+	// starts a new one.
+	if err := o.store.Delete(ctx, record.HistoryPrefix+name); err != nil && !errors.Is(err, crdt.ErrNotFound) {
+		return res, fmt.Errorf("delete history of %s: %w", name, err)
 	}
 	return res, nil
 }

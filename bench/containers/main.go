@@ -22,17 +22,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/docker/api/types/network"
-
 	"github.com/uncloud-mesh/uncloud/api"
-	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/bench/internal/dockerlab"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
@@ -54,79 +50,21 @@ func main() {
 }
 
 type bench struct {
-	lab     *lab.Lab
-	hosts   []*lab.Host
-	dockers []*lab.Docker
-	tmp     string
+	*dockerlab.Lab
 }
 
 func (b *bench) uncloud(ctx context.Context, i int, args ...string) (string, error) {
-	return b.hosts[i].Run(ctx, b.lab.Uncloud, args...)
+	return b.Uncloud(ctx, i, args...)
 }
 
 func run(nMachines, nContainers, replicas, rounds int) error {
 	ctx := context.Background()
-	tmp, err := os.MkdirTemp("", "uncloud-bench-containers")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	fmt.Fprintln(os.Stderr, "building uncloud and the test image…")
-	bin := filepath.Join(tmp, "uncloud")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/uncloud")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build uncloud: %w: %s", err, out)
-	}
-	echo, err := testimage.BuildBinary(ctx, tmp)
-	if err != nil {
-		return err
-	}
-	tarball, err := testimage.Tarball(echo)
-	if err != nil {
-		return err
-	}
-	l, err := lab.New(ctx, lab.Options{Uncloud: bin})
+	l, err := dockerlab.Start(ctx, nMachines, os.Stderr)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	b := &bench{lab: l, tmp: tmp}
-	if b.hosts, err = l.AddHosts(ctx, nMachines); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "starting %d Docker Engines…\n", nMachines)
-	b.dockers = make([]*lab.Docker, nMachines)
-	errs := make([]error, nMachines)
-	var wg sync.WaitGroup
-	for i, h := range b.hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d, err := h.StartDocker(ctx)
-			if err == nil {
-				err = testimage.Import(ctx, d.Client, tarball, testimage.Tag)
-			}
-			b.dockers[i], errs[i] = d, err
-		}()
-	}
-	wg.Wait()
-	defer func() {
-		for _, d := range b.dockers {
-			if d != nil {
-				d.Close()
-			}
-		}
-	}()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	fmt.Fprintln(os.Stderr, "forming the network…")
-	if err := b.form(ctx); err != nil {
-		return err
-	}
+	b := &bench{l}
 
 	// Figure 1: run of R replicas, against docker run of R containers.
 	var dockerTimes, uncloudTimes []time.Duration
@@ -184,7 +122,7 @@ func run(nMachines, nContainers, replicas, rounds int) error {
 
 	// The same through the agent's socket, without the CLI process and
 	// the lab's namespace wrapper.
-	client, err := api.NewClient(filepath.Join(b.hosts[0].Dir, "run", "uncloud.sock"), api.SSHOptions{})
+	client, err := b.Client(0)
 	if err != nil {
 		return err
 	}
@@ -215,73 +153,6 @@ func run(nMachines, nContainers, replicas, rounds int) error {
 	return nil
 }
 
-// form inits the first machine, joins the others, and waits until every
-// machine's agent has made its Docker network.
-func (b *bench) form(ctx context.Context) error {
-	for i, h := range b.hosts {
-		args := []string{"DOCKER_HOST=" + b.dockers[i].DockerHost(), b.lab.Uncloud, "--log-level", "warn"}
-		if i == 0 {
-			args = append(args, "init", "--name", "m1", "--foreground")
-		} else {
-			tok, err := b.uncloud(ctx, 0, "token")
-			if err != nil {
-				return err
-			}
-			args = append(args, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", strings.TrimSpace(tok))
-		}
-		p, err := h.Start("uncloud", "env", args...)
-		if err != nil {
-			return err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		// The agent logs at warn: wait for its API instead of its "machine up".
-		for {
-			if _, err := b.uncloud(wctx, i, "status"); err == nil {
-				break
-			}
-			if wctx.Err() != nil {
-				cancel()
-				return fmt.Errorf("agent on %s did not come up:\n%s", h.Name, p.Log())
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-		cancel()
-	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for i, d := range b.dockers {
-		for {
-			_, err := d.Client.NetworkInspect(ctx, "uncloud", network.InspectOptions{})
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("no uncloud network on m%d: %w", i+1, err)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}
-	// Every machine must see every other alive before placement spreads.
-	for {
-		out, err := b.uncloud(ctx, 0, "machine", "ls", "-o", "json")
-		var ms []api.MachineInfo
-		if err == nil && json.Unmarshal([]byte(out), &ms) == nil {
-			alive := 0
-			for _, m := range ms {
-				if m.State == "alive" || m.State == "self" {
-					alive++
-				}
-			}
-			if alive == len(b.hosts) {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not all machines alive: %s", out)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
-}
-
 // dockerRun times `docker run -d` of n containers on m1's engine, on the
 // uncloud network, one after the other as a user's loop would, then
 // removes them.
@@ -289,7 +160,7 @@ func (b *bench) dockerRun(ctx context.Context, n int) (time.Duration, error) {
 	var ids []string
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		out, err := exec.CommandContext(ctx, "docker", "-H", b.dockers[0].DockerHost(), "run", "-d",
+		out, err := exec.CommandContext(ctx, "docker", "-H", b.Dockers[0].DockerHost(), "run", "-d",
 			"--network", "uncloud", "--dns", meshaddr.Subnet(1).MachineAddr().String(), "--restart", "unless-stopped", testimage.Tag).CombinedOutput()
 		if err != nil {
 			return 0, fmt.Errorf("docker run: %w: %s", err, out)
@@ -297,7 +168,7 @@ func (b *bench) dockerRun(ctx context.Context, n int) (time.Duration, error) {
 		ids = append(ids, strings.TrimSpace(string(out)))
 	}
 	took := time.Since(start)
-	rm := exec.CommandContext(ctx, "docker", append([]string{"-H", b.dockers[0].DockerHost(), "rm", "-f"}, ids...)...)
+	rm := exec.CommandContext(ctx, "docker", append([]string{"-H", b.Dockers[0].DockerHost(), "rm", "-f"}, ids...)...)
 	if out, err := rm.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("docker rm: %w: %s", err, out)
 	}

@@ -196,6 +196,7 @@ func composeService(s types.ServiceConfig) (api.RunRequest, []string, error) {
 	if hc := s.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE" {
 		req.Health = hc.Test
 	}
+	composeRollout(&req, s)
 	return req, warnings, nil
 }
 

@@ -49,9 +49,20 @@ var composeKeys = map[string]string{
 	"services.*.healthcheck":          "",
 	"services.*.healthcheck.test":     "",
 	"services.*.healthcheck.disable":  "",
-	"services.*.networks":             flatNetwork,
-	"services.*.x-machines":           "", // placement on named machines
-	"services.*.x-allow-from":         "", // the security group
+	// How rollouts go: mapped in compose_rollout.go.
+	"services.*.healthcheck.interval":                "",
+	"services.*.healthcheck.timeout":                 "",
+	"services.*.healthcheck.retries":                 "",
+	"services.*.healthcheck.start_period":            "",
+	"services.*.deploy.update_config":                "",
+	"services.*.deploy.update_config.parallelism":    "",
+	"services.*.deploy.update_config.delay":          "",
+	"services.*.deploy.update_config.order":          "",
+	"services.*.deploy.update_config.monitor":        "",
+	"services.*.deploy.update_config.failure_action": "",
+	"services.*.networks":                            flatNetwork,
+	"services.*.x-machines":                          "", // placement on named machines
+	"services.*.x-allow-from":                        "", // the security group
 
 	// Ports in canonical (long) form; see compose_ports.go.
 	"services.*.ports":                      "",
@@ -82,6 +93,10 @@ var composeKeys = map[string]string{
 // it too).
 var composeValues = map[string][]string{
 	"services.*.volumes.[].type": {"volume", "bind"},
+	// Swarm's failure_action continue has no uncloud meaning: such an
+	// update_config is ignored as a whole (see composeRollout).
+	"services.*.deploy.update_config.failure_action": {"rollback", "pause"},
+	"services.*.deploy.update_config.order":          {"start-first", "stop-first"},
 }
 
 const flatNetwork = "networks: ignored, uncloud has one flat network (every container reaches every other)"

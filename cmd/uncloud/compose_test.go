@@ -396,8 +396,6 @@ secrets:
 		"services.web.cap_add: not supported by uncloud, ignored",
 		"services.web.depends_on: not supported by uncloud, ignored",
 		"services.web.deploy.resources: not supported by uncloud, ignored",
-		"services.web.healthcheck.interval: not supported by uncloud, ignored",
-		"services.web.healthcheck.retries: not supported by uncloud, ignored",
 		"services.web.logging: not supported by uncloud, ignored",
 		"services.web.ports[].app_protocol: not supported by uncloud, ignored",
 		"services.web.volumes[].bind.selinux: not supported by uncloud, ignored",
@@ -412,7 +410,7 @@ secrets:
 		t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(res.Warnings, "\n  "), strings.Join(want, "\n  "))
 	}
 	_, err = deployIn(t, dir, nil, "--strict")
-	if err == nil || !strings.Contains(err.Error(), "--strict: 14 unsupported Compose key(s)") || !strings.Contains(err.Error(), "services.web.cap_add") {
+	if err == nil || !strings.Contains(err.Error(), "--strict: 12 unsupported Compose key(s)") || !strings.Contains(err.Error(), "services.web.cap_add") {
 		t.Errorf("--strict: %v", err)
 	}
 	clean := writeProject(t, "clean", map[string]string{"compose.yaml": "services:\n  web: {image: web, x-anything: 1}\n"})

@@ -16,19 +16,21 @@ import (
 // The container commands: kong flattens these into the top level
 // (uncloud run, ps, ls, …) through containerCmds embedded in cli.
 type containerCmds struct {
-	Run     runCmd     `cmd:"" help:"Start a service: containers placed on named machines or spread over the live ones."`
-	Ps      psCmd      `cmd:"" help:"List every container of the network: machine, address, state, health, image, age."`
-	Ls      lsCmd      `cmd:"" help:"List services."`
-	Inspect inspectCmd `cmd:"" help:"Show a service: how it was started and its containers."`
-	Scale   scaleCmd   `cmd:"" help:"Change the number of containers of a service."`
-	Rm      rmCmd      `cmd:"" help:"Remove a service and its containers on every machine."`
-	Stop    stopCmd    `cmd:"" help:"Stop the containers of a service."`
-	Start   startCmd   `cmd:"" help:"Start the stopped containers of a service."`
-	Logs    logsCmd    `cmd:"" help:"Show the logs of services' containers (default: every service), merged, each line prefixed with container@machine."`
-	Exec    execCmd    `cmd:"" help:"Run a command in a container of a service."`
-	Image   imageCmd   `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
-	Deploy  deployCmd  `cmd:"" help:"Make the services of a Compose file true: plan, then a start-first rolling update."`
-	Volume  volumeCmd  `cmd:"" help:"Named volumes: where each lives and which services use it."`
+	Run      runCmd      `cmd:"" help:"Start a service: containers placed on named machines or spread over the live ones."`
+	Ps       psCmd       `cmd:"" help:"List every container of the network: machine, address, state, health, image, age."`
+	Ls       lsCmd       `cmd:"" help:"List services."`
+	Inspect  inspectCmd  `cmd:"" help:"Show a service: how it was started and its containers."`
+	Scale    scaleCmd    `cmd:"" help:"Change the number of containers of a service."`
+	Rm       rmCmd       `cmd:"" help:"Remove a service and its containers on every machine."`
+	Stop     stopCmd     `cmd:"" help:"Stop the containers of a service."`
+	Start    startCmd    `cmd:"" help:"Start the stopped containers of a service."`
+	Logs     logsCmd     `cmd:"" help:"Show the logs of services' containers (default: every service), merged, each line prefixed with container@machine."`
+	Exec     execCmd     `cmd:"" help:"Run a command in a container of a service."`
+	Image    imageCmd    `cmd:"" help:"Images: list, remove and prune them on every machine, and move them between machines without a registry."`
+	Deploy   deployCmd   `cmd:"" help:"Make the services of a Compose file true: plan, then a rolling update that rolls back on failure."`
+	History  historyCmd  `cmd:"" help:"List a service's last versions: when, image digest, who deployed them."`
+	Rollback rollbackCmd `cmd:"" help:"Deploy a service's previous version (or --to N) again, as a rolling update."`
+	Volume   volumeCmd   `cmd:"" help:"Named volumes: where each lives and which services use it."`
 }
 
 type runCmd struct {
@@ -77,7 +79,7 @@ func (c runCmd) Run(g *globals) error {
 	}
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom,
-		Pull: c.Pull, RegistryAuth: auth, Expose: c.Expose}
+		Pull: c.Pull, RegistryAuth: auth, Expose: c.Expose, By: cliUser()}
 	if err := c.runKeys.apply(&req); err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ type deployCmd struct {
 }
 
 func (deployCmd) Help() string {
-	return `Reads a Compose project as 'docker compose' does, shows the plan (create, replace, remove, per machine), then applies it. A changed service is replaced container by container, start-first: the new container must run and be healthy before the old one is removed; a new one that fails stops the rollout and the old ones keep serving.
+	return `Reads a Compose project as 'docker compose' does, shows the plan (create, replace, remove, per machine), then applies it. A changed service is replaced as its deploy.update_config says (default: one container at a time, start-first: the new container must run and be healthy before the old one is removed); a new one that fails rolls the service back to its previous version on every machine the rollout touched (failure_action: pause stops there instead). 'uncloud history' and 'uncloud rollback' show and restore earlier versions.
 
 Files: without -f, the first of compose.yaml, compose.yml, docker-compose.yml, docker-compose.yaml found in the current directory or a parent, plus its override file (compose.override.yaml, …) when there is one. Several -f are merged in order, later files overriding earlier ones. Variables (${VAR}, ${VAR:-default}, ${VAR:?message}) come from the environment, then from .env in the project directory (or --env-file). Services with profiles: run only when a --profile (or COMPOSE_PROFILES) names one. Every service is sent with its project name (-p, default: the directory's name).
 

@@ -53,11 +53,12 @@ var layers = map[string]int{
 	"agent/static": 4,
 
 	// The lab that runs real binaries, then what sits on top of everything.
-	"e2e/lab":     5,
-	"cmd/...":     6,
-	"e2e":         6,
-	"e2e/cmd/...": 6,
-	"bench/...":   6,
+	"e2e/lab":            5,
+	"cmd/...":            6,
+	"e2e":                6,
+	"e2e/cmd/...":        6,
+	"bench/internal/...": 6, // the benchmarks' shared lab setup
+	"bench/...":          7,
 }
 
 // rank finds a package's layer: an exact entry, else the nearest

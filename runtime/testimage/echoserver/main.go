@@ -10,6 +10,10 @@
 // "echoserver dial HOST:PORT" opens a TCP connection (2 s at most) and
 // says "open" (exit 0) or why not (exit 1), for firewall tests.
 // "echoserver sh" is a tiny shell for the exec tests (shell.go).
+// "echoserver get-unless-in CIDR URL" is get, except that it fails
+// (exit 1) in a container with an address in CIDR: a health check that
+// fails on one machine only (each machine has its own subnet), for
+// rollout tests.
 // "echoserver spoof SRC DST PORT"
 // sends one UDP datagram with a forged source address through a raw
 // socket, to test that the host drops it.
@@ -33,6 +37,9 @@ import (
 func main() {
 	if len(os.Args) == 3 && os.Args[1] == "get" {
 		os.Exit(get(os.Args[2]))
+	}
+	if len(os.Args) == 4 && os.Args[1] == "get-unless-in" {
+		os.Exit(getUnlessIn(os.Args[2], os.Args[3]))
 	}
 	if len(os.Args) == 3 && os.Args[1] == "sum" {
 		os.Exit(sum(os.Args[2]))
@@ -142,6 +149,28 @@ func get(url string) int {
 	}
 	os.Stdout.Write(body)
 	return 0
+}
+
+func getUnlessIn(cidr, url string) int {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "usage: echoserver get-unless-in CIDR URL:", err)
+		return 2
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && p.Contains(ip.Unmap()) {
+				fmt.Fprintf(os.Stderr, "failing on purpose: %s is in %s\n", ip, p)
+				return 1
+			}
+		}
+	}
+	return get(url)
 }
 
 // spoof sends a UDP datagram "spoofed" from src to dst:port, building the

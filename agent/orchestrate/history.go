@@ -1,0 +1,169 @@
+package orchestrate
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/crdt"
+	"github.com/uncloud-mesh/uncloud/record"
+	"github.com/uncloud-mesh/uncloud/runtime"
+)
+
+// History: each run or deploy that changes a service's spec adds a
+// version to the service's history record (the last record.HistoryKeep),
+// and a rollback deploys one of them again, as a normal rollout.
+
+// specOf is the container spec a run or deploy asks for (the pin is added
+// once resolved).
+func specOf(r api.RunRequest) runtime.ContainerSpec {
+	ports := append(append([]string{}, r.Ports...), r.Expose...)
+	return runtime.ContainerSpec{Service: r.Name, Image: r.Image, Cmd: r.Cmd, Env: r.Env,
+		Volumes: r.Volumes, Ports: ports, Restart: r.Restart, Health: r.Health,
+		HealthInterval: r.HealthInterval, HealthTimeout: r.HealthTimeout, HealthRetries: r.HealthRetries,
+		HealthStartPeriod: r.HealthStartPeriod,
+		Entrypoint:        r.Entrypoint, User: r.User, WorkingDir: r.WorkingDir, Labels: r.Labels, Init: r.Init,
+		CapAdd: r.CapAdd, CapDrop: r.CapDrop, StopSignal: r.StopSignal, StopGracePeriod: r.StopGracePeriod,
+		Ulimits: r.Ulimits, LogDriver: r.LogDriver, LogOptions: r.LogOptions, Tmpfs: r.Tmpfs,
+		CPUs: r.CPUs, Memory: r.Memory, ReserveCPUs: r.ReserveCPUs, ReserveMemory: r.ReserveMemory,
+		Placement: r.Constraints}
+}
+
+// history is the service's history record; an empty one when it has none.
+func (o *Orchestrator) history(ctx context.Context, service string) (*record.History, error) {
+	r, err := o.store.Get(ctx, record.HistoryPrefix+service)
+	if errors.Is(err, crdt.ErrNotFound) {
+		return &record.History{Service: service}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", service, err)
+	}
+	h, ok := r.(*record.History)
+	if !ok {
+		return nil, fmt.Errorf("record %s is not a history", r.Key())
+	}
+	return h, nil
+}
+
+// addVersion records svc's spec as the newest version. A service from
+// before histories gets its previous spec recorded first, so it can be
+// rolled back to. A failure is logged, not returned: the deploy happened.
+func (o *Orchestrator) addVersion(ctx context.Context, svc *record.Service, prevSpec []byte, v record.Version, names map[string]Machine) {
+	h, err := o.history(ctx, svc.Name)
+	if err != nil {
+		o.log.Warn("version not recorded", "service", svc.Name, "err", err)
+		return
+	}
+	if len(h.Versions) == 0 && len(prevSpec) > 0 {
+		h.Add(versionOf(prevSpec, record.Version{Action: "deploy"}))
+	}
+	for _, t := range names {
+		if t.State == "self" {
+			v.Machine = t.Name
+		}
+	}
+	v.Mode, v.AllowFrom, v.Update = svc.Mode, svc.AllowFrom, svc.Update
+	v.Time = time.Now().UTC()
+	h.Add(versionOf(svc.Spec, v))
+	if err := o.store.Put(ctx, h.Key(), h); err != nil {
+		o.log.Warn("version not recorded", "service", svc.Name, "err", err)
+	}
+}
+
+// versionOf fills a version's spec, image and digest from spec.
+func versionOf(specJSON []byte, v record.Version) record.Version {
+	var spec runtime.ContainerSpec
+	_ = json.Unmarshal(specJSON, &spec)
+	v.Spec, v.Image, v.Digest = specJSON, spec.Image, spec.PinDigest()
+	return v
+}
+
+// History implements api.RolloutBackend.
+func (o *Orchestrator) History(ctx context.Context, service string) ([]api.ServiceVersion, error) {
+	h, err := o.history(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	svc, svcErr := o.service(ctx, service)
+	if svcErr != nil && len(h.Versions) == 0 {
+		return nil, svcErr
+	}
+	out := []api.ServiceVersion{}
+	marked := false // the newest version with the service's spec is current
+	for _, v := range h.Versions {
+		current := !marked && svc != nil && string(svc.Spec) == string(v.Spec)
+		marked = marked || current
+		out = append(out, api.ServiceVersion{N: v.N, Time: v.Time, Image: v.Image, Digest: v.Digest,
+			Machine: v.Machine, User: v.User, Action: v.Action, RollbackOf: v.RollbackOf, Current: current})
+	}
+	return out, nil
+}
+
+// Rollback implements api.RolloutBackend: the chosen version (default
+// the one before the newest) is deployed again with its own pin, as a
+// start-first rollout of the same containers, and recorded as a new
+// version.
+func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.RollbackRequest, event func(api.DeployEvent) error) error {
+	event = lockedEvents(event)
+	svc, err := o.service(ctx, service)
+	if err != nil {
+		return err
+	}
+	h, err := o.history(ctx, service)
+	if err != nil {
+		return err
+	}
+	if len(h.Versions) < 2 && req.To == 0 {
+		return fmt.Errorf("%w: service %s has no previous version in its history (see 'uncloud history %s')", api.ErrBadRequest, service, service)
+	}
+	to := req.To
+	if to == 0 {
+		to = h.Versions[1].N
+	}
+	v, ok := h.Find(to)
+	if !ok {
+		return fmt.Errorf("%w: service %s has no version %d (the history keeps the last %d; see 'uncloud history %s')",
+			api.ErrBadRequest, service, to, record.HistoryKeep, service)
+	}
+	var spec runtime.ContainerSpec
+	if err := json.Unmarshal(v.Spec, &spec); err != nil {
+		return fmt.Errorf("version %d of %s has no readable spec: %w", to, service, err)
+	}
+	cs, err := o.serviceContainers(ctx, service)
+	if err != nil {
+		return err
+	}
+	run := api.RunRequest{Name: service, Image: spec.Image, Cmd: spec.Cmd, Env: spec.Env, Volumes: spec.Volumes,
+		Ports: spec.Ports, Restart: spec.Restart, Health: spec.Health, HealthInterval: spec.HealthInterval,
+		HealthTimeout: spec.HealthTimeout, HealthRetries: spec.HealthRetries, HealthStartPeriod: spec.HealthStartPeriod,
+		Mode: cmp.Or(svc.Mode, v.Mode), Replicas: max(len(cs), 1), AllowFrom: v.AllowFrom, Update: v.Update}
+	all, err := o.fleet.Machines(ctx)
+	if err != nil {
+		return err
+	}
+	names := map[string]Machine{}
+	for _, t := range all {
+		names[t.ID] = t
+	}
+	job, err := newImageJob(spec.Image, string(runtime.PullMissing), nil, func(u api.ImageProgress) {
+		_ = event(api.DeployEvent{Service: service, Action: "image", Machine: u.Machine, Image: &u})
+	})
+	if err != nil {
+		return err
+	}
+	p, err := o.planService(ctx, all, run, job, spec.ImagePin)
+	if err != nil {
+		return err
+	}
+	p.version = record.Version{Action: "rollback", RollbackOf: to, User: req.By}
+	for _, e := range p.events(names) {
+		if err := event(e); err != nil {
+			return err
+		}
+	}
+	return o.applyPlan(ctx, p, names, event)
+}

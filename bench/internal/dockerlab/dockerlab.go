@@ -1,0 +1,195 @@
+// Package dockerlab is the network the container benchmarks measure: lab
+// machines (network namespaces), each with its own Docker Engine holding
+// the test image, formed into one uncloud network with every machine
+// alive and its Docker network made.
+package dockerlab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/runtime/testimage"
+)
+
+// Lab is n machines m1…mn with their engines, formed.
+type Lab struct {
+	Lab     *lab.Lab
+	Hosts   []*lab.Host
+	Dockers []*lab.Docker
+	// Agents are the uncloud agents, by machine.
+	Agents []*lab.Process
+	// Dir is a temporary directory for the benchmark's files, removed by
+	// Close.
+	Dir string
+}
+
+// Start builds uncloud and the test image, starts n machines with their
+// engines (the image loaded in each) and forms the network, saying what
+// it does on log. Run from the repository root, as root.
+func Start(ctx context.Context, n int, log io.Writer) (_ *Lab, err error) {
+	dir, err := os.MkdirTemp("", "uncloud-bench")
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{Dir: dir}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	fmt.Fprintln(log, "building uncloud and the test image…")
+	bin := filepath.Join(dir, "uncloud")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/uncloud")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build uncloud: %w: %s", err, out)
+	}
+	echo, err := testimage.BuildBinary(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	tarball, err := testimage.Tarball(echo)
+	if err != nil {
+		return nil, err
+	}
+	if l.Lab, err = lab.New(ctx, lab.Options{Uncloud: bin}); err != nil {
+		return nil, err
+	}
+	if l.Hosts, err = l.Lab.AddHosts(ctx, n); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "starting %d Docker Engines…\n", n)
+	l.Dockers = make([]*lab.Docker, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, h := range l.Hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := h.StartDocker(ctx)
+			if err == nil {
+				err = testimage.Import(ctx, d.Client, tarball, testimage.Tag)
+			}
+			l.Dockers[i], errs[i] = d, err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintln(log, "forming the network…")
+	return l, l.form(ctx)
+}
+
+// Close stops the engines and the lab and removes Dir.
+func (l *Lab) Close() {
+	for _, d := range l.Dockers {
+		if d != nil {
+			d.Close()
+		}
+	}
+	if l.Lab != nil {
+		l.Lab.Close()
+	}
+	os.RemoveAll(l.Dir)
+}
+
+// StopAgents stops every uncloud agent (their containers stay), freeing
+// the ports they hold.
+func (l *Lab) StopAgents() {
+	for _, p := range l.Agents {
+		_ = p.Stop(10 * time.Second)
+	}
+}
+
+// Uncloud runs the CLI on machine i.
+func (l *Lab) Uncloud(ctx context.Context, i int, args ...string) (string, error) {
+	return l.Hosts[i].Run(ctx, l.Lab.Uncloud, args...)
+}
+
+// Client is the local API of machine i, on its socket.
+func (l *Lab) Client(i int) (*api.Client, error) {
+	return api.NewClient(filepath.Join(l.Hosts[i].Dir, "run", "uncloud.sock"), api.SSHOptions{})
+}
+
+// form inits the first machine, joins the others, and waits until every
+// machine's agent has made its Docker network and sees the others alive.
+func (l *Lab) form(ctx context.Context) error {
+	for i, h := range l.Hosts {
+		args := []string{"DOCKER_HOST=" + l.Dockers[i].DockerHost(), l.Lab.Uncloud, "--log-level", "warn"}
+		if i == 0 {
+			args = append(args, "init", "--name", "m1", "--foreground")
+		} else {
+			tok, err := l.Uncloud(ctx, 0, "token")
+			if err != nil {
+				return err
+			}
+			args = append(args, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", strings.TrimSpace(tok))
+		}
+		p, err := h.Start("uncloud", "env", args...)
+		if err != nil {
+			return err
+		}
+		l.Agents = append(l.Agents, p)
+		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		// The agent logs at warn: wait for its API instead of its "machine up".
+		for {
+			if _, err := l.Uncloud(wctx, i, "status"); err == nil {
+				break
+			}
+			if wctx.Err() != nil {
+				cancel()
+				return fmt.Errorf("agent on %s did not come up:\n%s", h.Name, p.Log())
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		cancel()
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for i, d := range l.Dockers {
+		for {
+			_, err := d.Client.NetworkInspect(ctx, "uncloud", network.InspectOptions{})
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no uncloud network on m%d: %w", i+1, err)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	// Every machine must see every other alive before placement spreads.
+	for {
+		out, err := l.Uncloud(ctx, 0, "machine", "ls", "-o", "json")
+		var ms []api.MachineInfo
+		if err == nil && json.Unmarshal([]byte(out), &ms) == nil {
+			alive := 0
+			for _, m := range ms {
+				if m.State == "alive" || m.State == "self" {
+					alive++
+				}
+			}
+			if alive == len(l.Hosts) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not all machines alive: %s", out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}

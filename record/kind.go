@@ -45,7 +45,7 @@ type KindInfo struct {
 
 // Kinds lists every kind, in a fixed order.
 func Kinds() []Kind {
-	return []Kind{KindMachine, KindContainer, KindService, KindToken, KindRevoked, KindCert}
+	return []Kind{KindMachine, KindContainer, KindService, KindToken, KindRevoked, KindCert, KindSecret}
 }
 
 // Lookup returns what is known about k; false for a kind this binary does
@@ -64,6 +64,8 @@ func Lookup(k Kind) (KindInfo, bool) {
 		return KindInfo{RevokedPrefix, 1, func() Record { return &Revoked{} }}, true
 	case KindCert:
 		return KindInfo{CertsPrefix, 1, func() Record { return &Cert{} }}, true
+	case KindSecret:
+		return KindInfo{SecretsPrefix, 1, func() Record { return &Secret{} }}, true
 	}
 	return KindInfo{}, false
 }

@@ -43,6 +43,15 @@ type ContainerSpec struct {
 	// the arguments (CMD form). Checked every 2 s; 3 failures make the
 	// container unhealthy.
 	Health []string `json:"health,omitempty"`
+
+	// Sealed values (runtime/secrets.go). Env above holds plain K=V only
+	// on the way in; the machine that runs the command seals the values
+	// into EnvSealed and keeps just the names in EnvNames, and the target
+	// opens them when it creates the container. Files are secrets and
+	// configs mounted as files, by name and content version.
+	EnvNames  []string  `json:"env_names,omitempty"`
+	EnvSealed []byte    `json:"env_sealed,omitempty"`
+	Files     []FileRef `json:"files,omitempty"`
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -77,6 +86,9 @@ func (s ContainerSpec) Validate() error {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n") {
 			return fmt.Errorf("%w: environment %q is not KEY=VALUE", ErrBadSpec, e)
 		}
+	}
+	if err := s.validateSealed(); err != nil {
+		return err
 	}
 	for _, v := range s.Volumes {
 		if _, err := ParseVolume(v); err != nil {

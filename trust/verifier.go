@@ -182,6 +182,12 @@ func (v *Verifier) check(s crdt.Signed) error {
 			return fmt.Errorf("%s signed by %s: %w", s.Key, s.By, ErrNotIngress)
 		}
 		return v.byMember(vw, s, true)
+	case *record.Secret:
+		// Any member runs deploys, so any member writes secrets and
+		// configs (sealed for the members), and re-wraps them when the
+		// members change; a non-member's or a removed machine's later
+		// write is refused like a service's.
+		return v.byMember(vw, s, true)
 	default: // services: any member
 		return v.byMember(vw, s, true)
 	}

@@ -49,6 +49,10 @@ type DaemonOptions struct {
 	// ImageMaxBytes bounds one image tarball pushed to this machine;
 	// zero means DefaultImageMaxBytes.
 	ImageMaxBytes int64
+	// SecretsDir holds the secrets and configs of this machine's
+	// containers (bind-mounted read-only); default <socket dir>/secrets,
+	// a tmpfs under /run normally.
+	SecretsDir string
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated

@@ -25,6 +25,7 @@ func (d *Daemon) newOrchestrator() *orchestrate.Orchestrator {
 		Records: d.store,
 		Engine:  engine{d},
 		Logger:  d.log.With("component", "orchestrate"),
+		Sealing: d.sealing(),
 	})
 }
 

@@ -54,6 +54,10 @@ type RunRequest struct {
 	// RegistryAuth is the CLI user's credentials for the image's
 	// registry, for this call's pulls only (never stored).
 	RegistryAuth *RegistryAuth `json:"registry_auth,omitempty"`
+	// Files are the secrets and configs mounted in the containers;
+	// Secrets the contents to store for them first (api/secrets.go).
+	Files   []FileSpec      `json:"files,omitempty"`
+	Secrets []SecretContent `json:"secrets,omitempty"`
 }
 
 // ServiceResult reports what a command did to each container.

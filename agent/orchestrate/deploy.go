@@ -69,7 +69,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		if err != nil {
 			return fmt.Errorf("service %s: %w", s.Name, err)
 		}
-		p, err := o.planService(ctx, all, s, job)
+		p, err := o.planService(ctx, all, s, job, req.DryRun)
 		if err != nil {
 			return err
 		}
@@ -128,7 +128,7 @@ func machineName(names map[string]Machine, id string) string {
 	return id
 }
 
-func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob) (*servicePlan, error) {
+func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob, dryRun bool) (*servicePlan, error) {
 	if s.Name == "" {
 		s.Name = serviceNameFromImage(s.Image)
 	}
@@ -161,6 +161,14 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
 	spec.ImagePin = pinned.Pin
+	var oldSpec []byte
+	svc, svcErr := o.service(ctx, s.Name)
+	if svcErr == nil {
+		oldSpec = svc.Spec
+	}
+	if err := o.sealSpec(ctx, &spec, s, oldSpec, dryRun); err != nil {
+		return nil, fmt.Errorf("service %s: %w", s.Name, err)
+	}
 	specJSON, _ := json.Marshal(spec)
 	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON, allowFrom: allowFrom, job: job}
 	want := s.Replicas
@@ -177,9 +185,8 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 		}
 		return cs[i].Name < cs[j].Name
 	})
-	var oldSpec []byte
-	if svc, err := o.service(ctx, s.Name); err == nil {
-		p.exists, oldSpec, p.oldAllow = true, svc.Spec, svc.AllowFrom
+	if svcErr == nil {
+		p.exists, p.oldAllow = true, svc.AllowFrom
 	}
 	byID := map[string]Machine{}
 	var ids []string

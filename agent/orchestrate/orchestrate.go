@@ -108,6 +108,8 @@ type Config struct {
 	// Settle is how long a new container without a health check must
 	// keep running to count as healthy; default 3 s.
 	Settle time.Duration
+	// Sealing opens what is sealed for this machine (seal.go).
+	Sealing Sealing
 }
 
 // Orchestrator runs the container commands of the network. Its exported
@@ -121,12 +123,13 @@ type Orchestrator struct {
 	healthy time.Duration
 	poll    time.Duration
 	settle  time.Duration
+	sealing Sealing
 }
 
 // New makes an Orchestrator.
 func New(c Config) *Orchestrator {
 	o := &Orchestrator{fleet: c.Fleet, store: c.Records, engine: c.Engine, log: c.Logger,
-		healthy: c.HealthyTimeout, poll: c.HealthPoll, settle: c.Settle}
+		healthy: c.HealthyTimeout, poll: c.HealthPoll, settle: c.Settle, sealing: c.Sealing}
 	if o.log == nil {
 		o.log = slog.Default()
 	}

@@ -29,6 +29,8 @@ type agentCmd struct {
 
 	ImageMaxBytes int64 `name:"image-max-bytes" default:"8589934592" help:"Largest image tarball another machine may push to this one (uncloud image push); larger pushes are refused with 413." placeholder:"BYTES"`
 
+	SecretsDir string `name:"secrets-dir" env:"UNCLOUD_SECRETS_DIR" help:"Where containers' secrets and configs are written (0700, bind-mounted read-only into them). Default: the socket's directory/secrets (a tmpfs under /run). Docker must see the same path." placeholder:"DIR"`
+
 	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 	Ingress    ingressFlags `embed:""` // cmd/uncloud/ingress.go
 }
@@ -95,6 +97,7 @@ func (a agentCmd) Run(g *globals) error {
 
 			DockerHost:    a.DockerHost,
 			ImageMaxBytes: a.ImageMaxBytes,
+			SecretsDir:    a.SecretsDir,
 			Ingress:       a.Ingress.options(),
 		})
 	}

@@ -47,11 +47,14 @@ type ContainerSpec struct {
 	// Sealed values (runtime/secrets.go). Env above holds plain K=V only
 	// on the way in; the machine that runs the command seals the values
 	// into EnvSealed and keeps just the names in EnvNames, and the target
-	// opens them when it creates the container. Files are secrets and
-	// configs mounted as files, by name and content version.
-	EnvNames  []string  `json:"env_names,omitempty"`
-	EnvSealed []byte    `json:"env_sealed,omitempty"`
-	Files     []FileRef `json:"files,omitempty"`
+	// opens them when it creates the container. EnvVersion names the
+	// values (new values, new version; a re-wrap keeps it), so specs
+	// compare by Public form. Files are secrets and configs mounted as
+	// files, by name and content version.
+	EnvNames   []string  `json:"env_names,omitempty"`
+	EnvVersion string    `json:"env_version,omitempty"`
+	EnvSealed  []byte    `json:"env_sealed,omitempty"`
+	Files      []FileRef `json:"files,omitempty"`
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)

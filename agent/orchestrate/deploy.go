@@ -203,7 +203,8 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 		p.create = append(p.create, byID[id])
 	}
 	p.remove = cs[keep:]
-	if bytes.Equal(oldSpec, specJSON) {
+	// Compared without ciphertext: a re-wrap for other machines is no change.
+	if bytes.Equal(runtime.PublicJSON(oldSpec), runtime.PublicJSON(specJSON)) {
 		p.same = keep
 	} else {
 		p.replace = cs[:keep]

@@ -45,8 +45,10 @@ type Sealing struct {
 	Key       *ecdh.PrivateKey
 }
 
-// envAAD binds a service's sealed environment to the service.
-func envAAD(service string) []byte { return []byte("uncloud env " + service) }
+// envAAD binds a service's sealed environment to the service and version.
+func envAAD(service, version string) []byte {
+	return []byte("uncloud env " + service + " " + version)
+}
 
 // recipients are the network's members of now: every verified machine
 // record with a usable sealing key.
@@ -104,14 +106,22 @@ func (o *Orchestrator) sealEnv(ctx context.Context, spec *runtime.ContainerSpec,
 		return err
 	}
 	var old runtime.ContainerSpec
+	var exposed []string
 	if len(oldSpec) > 0 && json.Unmarshal(oldSpec, &old) == nil && len(old.EnvSealed) > 0 {
-		if got, h, err := o.open(old.EnvSealed, envAAD(spec.Service)); err == nil && bytes.Equal(got, plain) &&
-			slices.Equal(slices.Sorted(slices.Values(h.RecipientIDs())), ids) {
-			spec.EnvSealed = old.EnvSealed
-			return nil
+		got, h, err := o.open(old.EnvSealed, envAAD(spec.Service, old.EnvVersion))
+		if err == nil && bytes.Equal(got, plain) {
+			spec.EnvVersion = old.EnvVersion
+			if slices.Equal(slices.Sorted(slices.Values(h.RecipientIDs())), ids) {
+				spec.EnvSealed = old.EnvSealed
+				return nil
+			}
+			exposed = h.Exposed // same values, other machines: re-wrap
 		}
 	}
-	spec.EnvSealed, err = sealing.Seal(plain, envAAD(spec.Service), recips, nil)
+	if spec.EnvVersion == "" {
+		spec.EnvVersion = newVersion()
+	}
+	spec.EnvSealed, err = sealing.Seal(plain, envAAD(spec.Service, spec.EnvVersion), recips, exposed)
 	if err != nil {
 		return fmt.Errorf("seal the environment of %s: %w", spec.Service, err)
 	}
@@ -123,7 +133,7 @@ func OpenEnv(spec runtime.ContainerSpec, id string, key *ecdh.PrivateKey) ([]str
 	if len(spec.EnvSealed) == 0 {
 		return spec.Env, nil
 	}
-	plain, _, err := sealing.Open(spec.EnvSealed, envAAD(spec.Service), id, key)
+	plain, _, err := sealing.Open(spec.EnvSealed, envAAD(spec.Service, spec.EnvVersion), id, key)
 	if err != nil {
 		return nil, err
 	}

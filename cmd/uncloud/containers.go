@@ -41,6 +41,8 @@ type runCmd struct {
 	Restart   string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
 	AllowFrom []string `name:"allow-from" help:"Security group: who may connect to this service's containers: SERVICE (its containers), machine:NAME, or ingress. Repeatable; default: the whole network." sep:","`
 	Pull      string   `help:"When target machines pull the image: missing (only those that lack it), always (and re-resolve the tag), never." enum:"missing,always,never" default:"missing"`
+	Secret    []string `help:"Secret mounted at /run/secrets/NAME: NAME (stored before) or NAME=@FILE[,target=PATH,mode=0400,uid=N,gid=N]; stored sealed. Repeatable." sep:"none"`
+	Config    []string `help:"Config mounted at /NAME: as --secret. Repeatable." sep:"none"`
 	Output    string   `short:"o" enum:"table,json" default:"table" help:"table or json."`
 	Image     string   `arg:"" help:"Image: pulled from its registry by the machines that lack it (credentials from 'docker login'), or sent with 'uncloud image push'."`
 	Cmd       []string `arg:"" optional:"" passthrough:"" help:"Command and arguments."`
@@ -56,7 +58,11 @@ this call to the machines that pull, and nowhere else.
 Examples:
   uncloud run nginx:1.27 -p 80 --replicas 3
   uncloud run registry.example.com:5000/team/app:2 -m m1,m2 -e MODE=prod
-  uncloud run --pull always --name web app:latest`
+  uncloud run --pull always --name web app:latest
+  uncloud run -e DB_PASSWORD=x --secret api_key=@key.txt app:1
+
+-e values, secrets and configs are stored sealed for the network's
+machines; 'ps', 'inspect' and 'state ls' show their names only.`
 }
 
 func (c runCmd) Run(g *globals) error {
@@ -67,6 +73,13 @@ func (c runCmd) Run(g *globals) error {
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom,
 		Pull: c.Pull, RegistryAuth: auth}
+	for kind, vals := range map[string][]string{"secret": c.Secret, "config": c.Config} {
+		files, contents, err := fileFlags(kind, vals)
+		if err != nil {
+			return err
+		}
+		req.Files, req.Secrets = append(req.Files, files...), append(req.Secrets, contents...)
+	}
 	if c.Output == "json" {
 		res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {
 			return a.RunService(ctx, req)

@@ -73,8 +73,11 @@ func (c runCmd) Run(g *globals) error {
 	req := api.RunRequest{Name: c.Name, Image: c.Image, Cmd: c.Cmd, Env: c.Env, Volumes: c.Volume, Ports: c.Publish,
 		Restart: c.Restart, Replicas: c.Replicas, Mode: c.Mode, Machines: c.Machine, AllowFrom: c.AllowFrom,
 		Pull: c.Pull, RegistryAuth: auth}
-	for kind, vals := range map[string][]string{"secret": c.Secret, "config": c.Config} {
-		files, contents, err := fileFlags(kind, vals)
+	for _, kv := range []struct {
+		kind string
+		vals []string
+	}{{"secret", c.Secret}, {"config", c.Config}} {
+		files, contents, err := fileFlags(kv.kind, kv.vals)
 		if err != nil {
 			return err
 		}

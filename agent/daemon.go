@@ -169,6 +169,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	// first record fetches it from that machine, and a refused fetch
 	// waits for the next announcement.
 	d.startContainers(ctx)
+	d.startReseal(ctx)
 	if err := d.startNAT(ctx); err != nil {
 		return nil, err
 	}

@@ -173,3 +173,57 @@ func publicView(r crdt.Record) any {
 	}
 	return r
 }
+
+// resealEvery is the re-wrap pass interval when nothing pokes it.
+const resealEvery = time.Minute
+
+// startReseal keeps sealed values wrapped for the members of now
+// (orchestrate.Reseal): after each membership change, and every minute.
+func (d *Daemon) startReseal(ctx context.Context) {
+	poke := make(chan struct{}, 1)
+	for _, prefix := range []string{record.MachinesPrefix, record.RevokedPrefix} {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			ch, err := d.store.Watch(ctx, prefix) // waits for the store to be ready
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Warn("re-wrap of sealed values: watch", "prefix", prefix, "err", err)
+				}
+				return
+			}
+			for range ch {
+				select {
+				case poke <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		tick := time.NewTicker(resealEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-poke:
+			case <-tick.C:
+			}
+			// Let a burst settle (a join writes the record, then gossip
+			// says the machine is alive).
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			if n, err := d.Orchestrator.Reseal(ctx); err != nil {
+				d.log.Warn("re-wrap of sealed values", "err", err)
+			} else if n > 0 {
+				d.log.Info("sealed values re-wrapped for the members of now", "records", n)
+			}
+		}
+	}()
+}

@@ -124,6 +124,8 @@ type Orchestrator struct {
 	poll    time.Duration
 	settle  time.Duration
 	sealing Sealing
+	// exposedWarned: secret versions already said to need a rotation.
+	exposedWarned sync.Map
 }
 
 // New makes an Orchestrator.

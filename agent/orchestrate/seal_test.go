@@ -228,3 +228,75 @@ func TestFileWithoutContent(t *testing.T) {
 		t.Errorf("versions %q and %q", a.Files[0].Version, b.Files[0].Version)
 	}
 }
+
+// TestReseal: after a join, the lowest live member re-wraps secrets and
+// environments for the new set, keeping versions (nothing rolls); the
+// new member opens them. After a removal, the removed machine is no
+// longer a recipient of the re-wrapped blobs, which remember it.
+func TestReseal(t *testing.T) {
+	r := newSealRig(t)
+	ctx := context.Background()
+	if _, err := deploy(r.rig, api.DeployRequest{Services: []api.RunRequest{secretReq(secretValue)}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.o.Reseal(ctx); err != nil || n != 0 {
+		t.Fatalf("nothing to re-wrap: %d %v", n, err)
+	}
+	sec0, _ := r.o.secret(ctx, "db_password")
+	spec0, _ := r.spec(t, "web")
+	r.addMachine(t, "id-m4", r.keys["id-m4"])
+	r.fleet.ms = append(r.fleet.ms, Machine{ID: "id-m4", Name: "m4", State: "alive", Mode: "kernel"})
+	// m1 is the lowest live member that can open them: it re-wraps
+	// the two secrets and the environment.
+	if n, err := r.o.Reseal(ctx); err != nil || n != 3 {
+		t.Fatalf("re-wrapped %d records (%v), want 3", n, err)
+	}
+	sec, _ := r.o.secret(ctx, "db_password")
+	if sec.Version != sec0.Version {
+		t.Errorf("a re-wrap changed the version")
+	}
+	if got, _, err := sealing.Open(sec.Data, record.SecretAAD(sec.Name, sec.Version), "id-m4", r.keys["id-m4"]); err != nil || string(got) != secretValue {
+		t.Errorf("the new member opens %q, %v", got, err)
+	}
+	spec, _ := r.spec(t, "web")
+	if env, err := OpenEnv(spec, "id-m4", r.keys["id-m4"]); err != nil || len(env) != 2 || spec.EnvVersion != spec0.EnvVersion {
+		t.Errorf("the new member opens the env %q, %v", env, err)
+	}
+	if evs, err := deploy(r.rig, api.DeployRequest{Services: []api.RunRequest{secretReq(secretValue)}}); err != nil ||
+		!slices.Equal(evs, []string{"plan web unchanged", "web done"}) {
+		t.Errorf("deploy after the re-wrap: %v %q", err, evs)
+	}
+	// m2 is removed (its record goes): it leaves the set.
+	if err := r.store.Delete(ctx, record.MachinesPrefix+"id-m2"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.o.Reseal(ctx); err != nil || n != 3 {
+		t.Fatalf("after a removal re-wrapped %d (%v), want 3", n, err)
+	}
+	sec, _ = r.o.secret(ctx, "db_password")
+	if _, _, err := sealing.Open(sec.Data, record.SecretAAD(sec.Name, sec.Version), "id-m2", r.keys["id-m2"]); !errors.Is(err, sealing.ErrNotRecipient) {
+		t.Errorf("the removed machine still opens the re-wrapped secret: %v", err)
+	}
+	if h, _ := sealing.ParseHeader(sec.Data); !slices.Contains(h.Exposed, "id-m2") {
+		t.Errorf("exposure history %v forgets the removed machine", h.Exposed)
+	}
+}
+
+// TestResealOnlyLowest: a machine that is not the lowest live recipient
+// leaves the re-wrap to it.
+func TestResealOnlyLowest(t *testing.T) {
+	r := newSealRig(t)
+	ctx := context.Background()
+	if _, err := deploy(r.rig, api.DeployRequest{Services: []api.RunRequest{secretReq(secretValue)}}); err != nil {
+		t.Fatal(err)
+	}
+	r.addMachine(t, "id-m4", r.keys["id-m4"])
+	other := New(Config{Fleet: r.fleet, Records: r.store, Engine: r.engine, Sealing: Sealing{MachineID: "id-m2", Key: r.keys["id-m2"]}})
+	if n, err := other.Reseal(ctx); err != nil || n != 0 {
+		t.Errorf("m2 re-wrapped %d (%v) while m1 is live", n, err)
+	}
+	r.fleet.set("m1", "down")
+	if n, err := other.Reseal(ctx); err != nil || n != 3 {
+		t.Errorf("m2 re-wrapped %d (%v) with m1 down, want 3", n, err)
+	}
+}

@@ -39,7 +39,9 @@ func TestSealedSpecValidate(t *testing.T) {
 		{"no version", func(s *ContainerSpec) { s.Files = []FileRef{{Kind: "secret", Name: "db"}} }, false},
 		{"bad kind", func(s *ContainerSpec) { s.Files = []FileRef{{Kind: "blob", Name: "db", Version: "v"}} }, false},
 		{"name escaping", func(s *ContainerSpec) { s.Files = []FileRef{{Kind: "secret", Name: "../db", Version: "v"}} }, false},
-		{"target escaping", func(s *ContainerSpec) { s.Files = []FileRef{{Kind: "config", Name: "c", Version: "v", Target: "/etc/../x"}} }, false},
+		{"target escaping", func(s *ContainerSpec) {
+			s.Files = []FileRef{{Kind: "config", Name: "c", Version: "v", Target: "/etc/../x"}}
+		}, false},
 		{"same target twice", func(s *ContainerSpec) {
 			s.Files = []FileRef{{Kind: "secret", Name: "a", Version: "v", Target: "/x"}, {Kind: "config", Name: "b", Version: "v", Target: "/x"}}
 		}, false},

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/mount"
 )
@@ -199,4 +200,33 @@ func (r *Runtime) removeFiles(name string) {
 		return
 	}
 	_ = os.RemoveAll(filepath.Join(r.cfg.SecretsDir, name))
+}
+
+// pruneAfter is how old a container's files directory must be before a
+// full pass may remove it for want of its container: one being created
+// has its files before Docker knows it.
+const pruneAfter = 5 * time.Minute
+
+// pruneFiles removes the files of containers that are gone without
+// uncloud removing them (docker rm, a failed start after a crash).
+func (r *Runtime) pruneFiles(live []*Container) {
+	if r.cfg.SecretsDir == "" {
+		return
+	}
+	ents, err := os.ReadDir(r.cfg.SecretsDir)
+	if err != nil {
+		return
+	}
+	names := map[string]bool{}
+	for _, c := range live {
+		names[c.Name] = true
+	}
+	for _, e := range ents {
+		info, err := e.Info()
+		if err != nil || !e.IsDir() || names[e.Name()] || time.Since(info.ModTime()) < pruneAfter {
+			continue
+		}
+		r.log.Info("removing the secrets and configs of a container that is gone", "container", e.Name())
+		r.removeFiles(e.Name())
+	}
 }

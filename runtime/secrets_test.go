@@ -3,10 +3,12 @@ package runtime
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFileRefTargets(t *testing.T) {
@@ -114,4 +116,28 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestPruneFiles: the files of a container that is gone go at the next
+// full pass, unless they are new (a container being created).
+func TestPruneFiles(t *testing.T) {
+	dir := t.TempDir()
+	r := &Runtime{cfg: Config{SecretsDir: dir}, log: slog.Default()}
+	for _, n := range []string{"live", "gone", "fresh"} {
+		if err := os.Mkdir(filepath.Join(dir, n), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-time.Hour)
+	for _, n := range []string{"live", "gone"} {
+		if err := os.Chtimes(filepath.Join(dir, n), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.pruneFiles([]*Container{{Name: "live"}})
+	for n, want := range map[string]bool{"live": true, "gone": false, "fresh": true} {
+		if _, err := os.Stat(filepath.Join(dir, n)); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", n, err == nil, want)
+		}
+	}
 }

@@ -92,11 +92,15 @@ func (d *Daemon) startContainers(ctx context.Context) {
 	p.unseal = d.unsealer()
 	p.records = &containerRecords{machineID: d.state.MachineID, store: d.store, log: d.log.With("component", "runtime")}
 	d.life.closeLast(rt.Close)
+	var restoreOnce sync.Once // secrets lost in a reboot, once Docker answers (secrets.go)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		rt.Watch(ctx, p.records, runtime.WatchOptions{
-			Ready:  func() { p.set(true, nil) },
+			Ready: func() {
+				p.set(true, nil)
+				restoreOnce.Do(func() { go p.restoreFiles(ctx) })
+			},
 			Failed: func(err error) { p.set(false, err) },
 		})
 	}()

@@ -227,3 +227,38 @@ func (d *Daemon) startReseal(ctx context.Context) {
 		}
 	}()
 }
+
+// restoreFiles writes again the secrets and configs of this machine's
+// containers that lost them (a reboot empties the tmpfs they live in), and
+// starts those containers; run once the runtime is ready.
+func (p *localDocker) restoreFiles(ctx context.Context) {
+	rt, err := p.runtime()
+	if err != nil {
+		return
+	}
+	missing, err := rt.MissingFiles(ctx)
+	if err != nil {
+		p.log.Warn("containers' secrets: list", "err", err)
+		return
+	}
+	for id, spec := range missing {
+		opened := runtime.Opened{Files: map[string][]byte{}}
+		for _, f := range spec.Files {
+			data, err := p.unseal.openFile(ctx, f)
+			if err != nil {
+				p.log.Warn("container's secrets cannot be restored: deploy its service again", "container", id, "err", err)
+				opened.Files = nil
+				break
+			}
+			opened.Files[runtime.FileKey(f)] = data
+		}
+		if opened.Files == nil {
+			continue
+		}
+		if err := rt.RestoreFiles(ctx, id, spec, opened); err != nil {
+			p.log.Warn("container's secrets not restored", "container", id, "err", err)
+			continue
+		}
+		p.log.Info("container's secrets and configs restored", "container", id, "service", spec.Service)
+	}
+}

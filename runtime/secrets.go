@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -229,4 +230,46 @@ func (r *Runtime) pruneFiles(live []*Container) {
 		r.log.Info("removing the secrets and configs of a container that is gone", "container", e.Name())
 		r.removeFiles(e.Name())
 	}
+}
+
+// MissingFiles lists this machine's containers whose spec mounts secrets
+// or configs that are not on disk (the tmpfs was emptied by a reboot), with
+// their specs: the agent opens the values again and calls RestoreFiles.
+func (r *Runtime) MissingFiles(ctx context.Context) (map[string]ContainerSpec, error) {
+	if r.cfg.SecretsDir == "" {
+		return nil, nil
+	}
+	live, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]ContainerSpec{}
+	for _, c := range live {
+		spec, err := r.Spec(ctx, c.ID)
+		if err != nil || len(spec.Files) == 0 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(r.cfg.SecretsDir, c.Name)); os.IsNotExist(err) {
+			out[c.ID] = spec
+		}
+	}
+	return out, nil
+}
+
+// RestoreFiles writes a container's secrets and configs again where its
+// mounts expect them, and starts it if it is not running (Docker could not
+// start it without them).
+func (r *Runtime) RestoreFiles(ctx context.Context, id string, spec ContainerSpec, opened Opened) error {
+	c, err := r.inspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimPrefix(c.Name, "/")
+	if _, err := r.writeFiles(name, spec.Files, opened); err != nil {
+		return err
+	}
+	if c.State != nil && !c.State.Running {
+		return r.Start(ctx, id)
+	}
+	return nil
 }

@@ -75,6 +75,9 @@ func TestDockerSealedValues(t *testing.T) {
 	if err := rt.RestoreFiles(ctx, c.ID, missing[c.ID], opened); err != nil {
 		t.Fatal(err)
 	}
+	if c, err = rt.Inspect(ctx, c.ID); err != nil || c.State != "running" {
+		t.Fatalf("after the restore: %+v %v", c, err)
+	}
 	if got := get("/file?path=/run/secrets/db"); got != secretValue {
 		t.Errorf("after the restore /run/secrets/db = %q", got)
 	}

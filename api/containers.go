@@ -51,6 +51,8 @@ type RunRequest struct {
 	// Pull is when target machines pull the image: missing (default),
 	// always (and re-resolve the tag) or never.
 	Pull string `json:"pull,omitempty"`
+	// Project is the Compose project the service belongs to (deploy -p).
+	Project string `json:"project,omitempty"`
 	// RegistryAuth is the CLI user's credentials for the image's
 	// registry, for this call's pulls only (never stored).
 	RegistryAuth *RegistryAuth `json:"registry_auth,omitempty"`

@@ -1,193 +1,202 @@
 package main
 
+// The Compose loader of `uncloud deploy`: compose-go's project loader
+// with Docker Compose's rules (default file names and their override
+// file, several -f merged in order, .env and --env-file, interpolation,
+// profiles, the project name), mapped to the requests the agent takes.
+
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
+	composecli "github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
-	"gopkg.in/yaml.v3"
 
 	"github.com/uncloud-mesh/uncloud/api"
 )
 
-// What of a Compose file uncloud understands; everything else gets a
-// warning naming it.
-var (
-	composeTopKeys     = map[string]bool{"services": true, "volumes": true, "name": true, "version": true}
-	composeServiceKeys = map[string]bool{"image": true, "command": true, "environment": true, "env_file": true,
-		"ports": true, "volumes": true, "deploy": true, "healthcheck": true, "restart": true, "x-machines": true, "pull_policy": true,
-		"x-allow-from": true}
-	composeDeployKeys = map[string]bool{"replicas": true, "mode": true}
-	composeHealthKeys = map[string]bool{"test": true, "disable": true}
-)
-
-// parseCompose reads a Compose file with the compose-spec loader
-// (interpolation from env, env_file, validation) into the services to
-// deploy. Ports use uncloud's syntax ([HOST[/PATH]:]PORT[/PROTO]), which
-// the Compose schema does not know, so they are taken out before loading
-// and checked by the agent. x-machines places a service on named machines.
-func parseCompose(ctx context.Context, path string, env map[string]string) ([]api.RunRequest, []string, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	var dict map[string]any
-	if err := yaml.Unmarshal(raw, &dict); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if dict == nil {
-		return nil, nil, fmt.Errorf("%s: empty file", path)
-	}
-	var warnings []string
-	warn := func(format string, args ...any) { warnings = append(warnings, fmt.Sprintf(format, args...)) }
-	for _, k := range sortedKeys(dict) {
-		if !composeTopKeys[k] && !strings.HasPrefix(k, "x-") {
-			warn("top-level key %q is not supported and is ignored", k)
-		}
-	}
-	services, _ := dict["services"].(map[string]any)
-	if len(services) == 0 {
-		return nil, nil, fmt.Errorf("%s: no services", path)
-	}
-	ports := map[string][]string{}
-	machines := map[string][]string{}
-	allowFrom := map[string][]string{}
-	for _, name := range sortedKeys(services) {
-		svc, ok := services[name].(map[string]any)
-		if !ok {
-			return nil, nil, fmt.Errorf("%s: service %q is not a mapping", path, name)
-		}
-		for _, k := range sortedKeys(svc) {
-			if !composeServiceKeys[k] {
-				warn("service %s: key %q is not supported and is ignored", name, k)
-				delete(svc, k)
-			}
-		}
-		if dep, ok := svc["deploy"].(map[string]any); ok {
-			for _, k := range sortedKeys(dep) {
-				if !composeDeployKeys[k] {
-					warn("service %s: deploy.%s is not supported and is ignored", name, k)
-				}
-			}
-		}
-		if hc, ok := svc["healthcheck"].(map[string]any); ok {
-			for _, k := range sortedKeys(hc) {
-				if !composeHealthKeys[k] {
-					warn("service %s: healthcheck.%s is not supported (checks run every 2 s, 3 failures make a container unhealthy)", name, k)
-				}
-			}
-		}
-		if list, ok := svc["ports"].([]any); ok {
-			for _, p := range list {
-				switch v := p.(type) {
-				case string:
-					ports[name] = append(ports[name], v)
-				case int:
-					ports[name] = append(ports[name], fmt.Sprint(v))
-				default:
-					return nil, nil, fmt.Errorf("%s: service %s: port %v: use the short syntax [HOST[/PATH]:]PORT[/PROTO]", path, name, p)
-				}
-			}
-		}
-		delete(svc, "ports")
-		// x-allow-from: the security group, "web, machine:m2" or a list.
-		switch a := svc["x-allow-from"].(type) {
-		case string:
-			for _, s := range strings.Split(a, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					allowFrom[name] = append(allowFrom[name], s)
-				}
-			}
-		case []any:
-			for _, s := range a {
-				allowFrom[name] = append(allowFrom[name], fmt.Sprint(s))
-			}
-		}
-		switch m := svc["x-machines"].(type) {
-		case string:
-			for _, s := range strings.Split(m, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					machines[name] = append(machines[name], s)
-				}
-			}
-		case []any:
-			for _, s := range m {
-				machines[name] = append(machines[name], fmt.Sprint(s))
-			}
-		}
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	project, err := loader.LoadWithContext(ctx, types.ConfigDetails{
-		WorkingDir:  filepath.Dir(abs),
-		ConfigFiles: []types.ConfigFile{{Filename: abs, Config: dict}},
-		Environment: env,
-	}, func(o *loader.Options) {
-		o.SetProjectName(projectName(abs), false)
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	var out []api.RunRequest
-	for _, name := range sortedKeys(project.Services) {
-		s := project.Services[name]
-		if s.Image == "" {
-			return nil, nil, fmt.Errorf("%s: service %s has no image (uncloud does not build: build it, then 'uncloud image push')", path, name)
-		}
-		req := api.RunRequest{Name: name, Image: s.Image, Cmd: s.Command, Restart: s.Restart,
-			Ports: ports[name], Machines: machines[name], AllowFrom: allowFrom[name], Pull: s.PullPolicy}
-		for _, k := range sortedKeys(s.Environment) {
-			if v := s.Environment[k]; v != nil {
-				req.Env = append(req.Env, k+"="+*v)
-			}
-		}
-		for _, v := range s.Volumes {
-			switch v.Type {
-			case types.VolumeTypeVolume, types.VolumeTypeBind:
-				spec := v.Source + ":" + v.Target
-				if v.ReadOnly {
-					spec += ":ro"
-				}
-				req.Volumes = append(req.Volumes, spec)
-			default:
-				warn("service %s: volume type %q (%s) is not supported and is ignored", name, v.Type, v.Target)
-			}
-		}
-		if s.Deploy != nil {
-			if s.Deploy.Replicas != nil {
-				req.Replicas = *s.Deploy.Replicas
-			}
-			req.Mode = s.Deploy.Mode
-		}
-		if hc := s.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE" {
-			req.Health = hc.Test
-		}
-		out = append(out, req)
-	}
-	return out, warnings, nil
+// composeOptions are the deploy flags that choose and read the files.
+type composeOptions struct {
+	Files    []string // -f, in order; none: Compose's default names, searched up from the current directory
+	Project  string   // -p; default: COMPOSE_PROJECT_NAME, the files' name:, or the project directory's name
+	Profiles []string // --profile; default: COMPOSE_PROFILES
+	EnvFiles []string // --env-file; default: .env in the project directory
+	// Env is the environment for interpolation (deploy gives os.Environ()):
+	// it wins over .env files, as in Compose.
+	Env []string
 }
 
-// projectName is the Compose project name: the file's directory, as
-// Compose does.
-func projectName(abs string) string {
-	n := strings.ToLower(filepath.Base(filepath.Dir(abs)))
-	var b strings.Builder
-	for _, c := range n {
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
-			b.WriteRune(c)
+// composeResult is what a Compose project deploys as.
+type composeResult struct {
+	Project  string
+	Files    []string // the files read, in merge order
+	Services []api.RunRequest
+	Warnings []string // one per key that is not honoured; see composeKeys
+	// Notices are compose-go's own warnings (a variable not set, an
+	// obsolete version key): shown, but not refused by --strict.
+	Notices []string
+}
+
+// loadCompose reads a Compose project as `docker compose` would and maps
+// it to the services to deploy. It is all `deploy --dry-run` does before
+// it asks an agent for the plan.
+func loadCompose(ctx context.Context, o composeOptions) (composeResult, error) {
+	var res composeResult
+	notices, err := collectComposeLog(func() (err error) {
+		res, err = loadComposeQuietly(ctx, o)
+		return err
+	})
+	res.Notices = append(res.Notices, notices...)
+	return res, err
+}
+
+func loadComposeQuietly(ctx context.Context, o composeOptions) (composeResult, error) {
+	opts, err := projectOptions(o)
+	if err != nil {
+		return composeResult{}, err
+	}
+	files, err := readComposeFiles(opts.ConfigPaths)
+	if err != nil {
+		return composeResult{}, err
+	}
+	var notices []string
+	for _, f := range files {
+		if f.version {
+			notices = append(notices, displayPath(f.path)+": the top-level version is obsolete and ignored (as by docker compose)")
 		}
 	}
-	if b.Len() == 0 {
-		return "uncloud"
+	project, err := opts.LoadProject(ctx)
+	if err != nil {
+		return composeResult{}, explainComposeError(err, files)
 	}
-	return b.String()
+	model, err := loadComposeModel(ctx, opts, project.Name)
+	if err != nil {
+		return composeResult{}, explainComposeError(err, files)
+	}
+	active := map[string]bool{}
+	for name := range project.Services {
+		active[name] = true
+	}
+	res := composeResult{Project: project.Name, Files: project.ComposeFiles, Warnings: composeWarnings(model, active), Notices: notices}
+	if len(project.Services) == 0 {
+		return res, fmt.Errorf("%s: no services to deploy (profiles: %q)", strings.Join(displayPaths(res.Files), ", "), o.Profiles)
+	}
+	for _, name := range sortedKeys(project.Services) {
+		req, warnings, err := composeService(project.Services[name])
+		if err != nil {
+			return res, explainComposeError(err, files)
+		}
+		req.Project = project.Name
+		res.Services = append(res.Services, req)
+		res.Warnings = append(res.Warnings, warnings...)
+	}
+	slices.Sort(res.Warnings)
+	res.Warnings = slices.Compact(res.Warnings)
+	return res, nil
+}
+
+// projectOptions are compose-go's options in the order Docker Compose
+// applies them: the environment first (it always wins), then .env next
+// to the current directory, COMPOSE_FILE, the default file names, .env
+// of the project directory once it is known, profiles and the name.
+func projectOptions(o composeOptions, extra ...composecli.ProjectOptionsFn) (*composecli.ProjectOptions, error) {
+	fns := []composecli.ProjectOptionsFn{
+		composecli.WithEnv(o.Env),
+		composecli.WithEnvFiles(o.EnvFiles...),
+		composecli.WithDotEnv,
+		composecli.WithConfigFileEnv,
+		composecli.WithDefaultConfigPath,
+		composecli.WithEnvFiles(o.EnvFiles...),
+		composecli.WithDotEnv,
+		composecli.WithDefaultProfiles(o.Profiles...),
+		composecli.WithName(o.Project),
+		composecli.WithInterpolation(true),
+		composecli.WithLoadOptions(castIngressPorts),
+	}
+	opts, err := composecli.NewProjectOptions(o.Files, append(fns, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.ConfigPaths) == 0 {
+		dir, _ := opts.GetWorkingDir()
+		return nil, fmt.Errorf("no Compose file in %s or its parents (looked for %s; or give -f FILE)", dir, strings.Join(composecli.DefaultFileNames, ", "))
+	}
+	return opts, nil
+}
+
+// loadComposeModel loads the same files as a YAML tree, for the
+// warnings: before compose-go normalises it (which gives every service the
+// default network, among others). ProjectOptions.LoadModel would do, but
+// it interpolates without the environment and .env (compose-go v2.4.9).
+func loadComposeModel(ctx context.Context, opts *composecli.ProjectOptions, name string) (map[string]any, error) {
+	wd, err := opts.GetWorkingDir()
+	if err != nil {
+		return nil, err
+	}
+	details, err := opts.ReadConfigFiles(ctx, wd, opts)
+	if err != nil {
+		return nil, err
+	}
+	details.Environment = opts.Environment
+	return loader.LoadModelWithContext(ctx, *details, castIngressPorts, func(o *loader.Options) {
+		o.SkipNormalization = true
+		o.SetProjectName(name, true)
+	})
+}
+
+// composeService maps one loaded service to a request, with warnings
+// for what only the values tell (most keys it leaves out are warned of
+// through composeKeys).
+func composeService(s types.ServiceConfig) (api.RunRequest, []string, error) {
+	var warnings []string
+	if s.Image == "" {
+		return api.RunRequest{}, nil, fmt.Errorf("services.%s has no image (uncloud does not build: build it, then 'uncloud image push')", s.Name)
+	}
+	req := api.RunRequest{Name: s.Name, Image: s.Image, Cmd: s.Command, Restart: s.Restart, Pull: s.PullPolicy}
+	var err error
+	if req.Ports, err = servicePorts(s); err != nil {
+		return req, nil, err
+	}
+	if req.Machines, err = extensionStrings(s.Extensions["x-machines"]); err != nil {
+		return req, nil, fmt.Errorf("services.%s.x-machines: %w", s.Name, err)
+	}
+	if req.AllowFrom, err = extensionStrings(s.Extensions["x-allow-from"]); err != nil {
+		return req, nil, fmt.Errorf("services.%s.x-allow-from: %w", s.Name, err)
+	}
+	for _, k := range sortedKeys(s.Environment) {
+		if v := s.Environment[k]; v != nil {
+			req.Env = append(req.Env, k+"="+*v)
+		}
+	}
+	for _, v := range s.Volumes {
+		switch v.Type {
+		case types.VolumeTypeVolume, types.VolumeTypeBind:
+			if v.Source == "" {
+				warnings = append(warnings, fmt.Sprintf("services.%s.volumes[]: anonymous volume %s: not supported by uncloud, ignored (name it: NAME:%s)", s.Name, v.Target, v.Target))
+				continue
+			}
+			spec := v.Source + ":" + v.Target
+			if v.ReadOnly {
+				spec += ":ro"
+			}
+			req.Volumes = append(req.Volumes, spec)
+		default: // warned of: see composeValues
+		}
+	}
+	if s.Deploy != nil {
+		if s.Deploy.Replicas != nil {
+			req.Replicas = *s.Deploy.Replicas
+		}
+		req.Mode = s.Deploy.Mode
+	}
+	if hc := s.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE" {
+		req.Health = hc.Test
+	}
+	return req, warnings, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

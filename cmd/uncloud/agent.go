@@ -136,6 +136,11 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error 
 	// Raw state writes exist for the adversarial tests only, which play a
 	// member gone rogue; nothing else turns them on.
 	opts.RawStateWrites = os.Getenv("UNCLOUD_TEST_RAW_WRITES") == "1"
+	// init and join --foreground run the agent without its flags: the
+	// variable behind --secrets-dir counts for them too.
+	if opts.SecretsDir == "" {
+		opts.SecretsDir = os.Getenv("UNCLOUD_SECRETS_DIR")
+	}
 	d, err := agent.StartDaemon(ctx, opts)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,17 +47,10 @@ func (f FileRef) TargetPath() string {
 	case strings.HasPrefix(f.Target, "/"):
 		return path.Clean(f.Target)
 	case f.Kind == "secret":
-		return "/run/secrets/" + cmpOr(f.Target, f.Name)
+		return "/run/secrets/" + cmp.Or(f.Target, f.Name)
 	default:
-		return "/" + cmpOr(f.Target, f.Name)
+		return "/" + cmp.Or(f.Target, f.Name)
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // FileMode is the file's permission bits.

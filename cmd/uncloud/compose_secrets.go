@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func composeSecrets(project *types.Project, svc types.ServiceConfig, req *api.Ru
 		// Stored under the name Compose gives it (<project>_<name> unless
 		// `name:` says otherwise, as Docker does), so two projects' "db"
 		// secrets do not collide; mounted under the service's name for it.
-		f := api.FileSpec{Kind: kind, Name: cmpOr(def.Name, source), Target: cmpOr(target, source)}
+		f := api.FileSpec{Kind: kind, Name: cmp.Or(def.Name, source), Target: cmp.Or(target, source)}
 		var err error
 		if f.UID, err = atoiOr0(uid); err != nil {
 			return fmt.Errorf("service %s: %s %s: uid %q: %w", svc.Name, kind, source, uid, err)
@@ -127,11 +128,4 @@ func atoiOr0(s string) (int, error) {
 		return 0, fmt.Errorf("negative")
 	}
 	return n, err
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

@@ -112,6 +112,7 @@ func TestSecrets(t *testing.T) {
 	deploy := func(t *testing.T, secret string) []string {
 		t.Helper()
 		req := api.DeployRequest{Services: []api.RunRequest{{Name: "web", Image: testimage.Tag, Replicas: 2, Machines: []string{"m1", "m2"},
+			Restart: "unless-stopped", Pull: "never",
 			Env: []string{envName + "=" + envValue},
 			Files: []api.FileSpec{{Kind: "secret", Name: "api_key"},
 				{Kind: "config", Name: "app.conf", Target: "/etc/app.conf", Mode: 0o440}},
@@ -124,7 +125,9 @@ func TestSecrets(t *testing.T) {
 			if e.Plan {
 				plan = append(plan, e.Action)
 			}
-			t.Logf("deploy: %+v", e)
+			if e.Action != "image" {
+				t.Logf("deploy: %s %s %s %s %s", e.Action, e.Service, e.Machine, e.Container, e.Detail)
+			}
 			return nil
 		})
 		if err != nil {
@@ -134,6 +137,10 @@ func TestSecrets(t *testing.T) {
 	}
 
 	if !t.Run("a deploy with the same values changes nothing", func(t *testing.T) {
+		// The first deploy takes the service over from run (whose defaults,
+		// such as the pull policy, may differ); the second is the same.
+		t.Logf("first deploy's plan: %q", deploy(t, secretV1))
+		checkContainers(t, secretV1)
 		if plan := deploy(t, secretV1); strings.Join(plan, ",") != "unchanged" {
 			t.Fatalf("plan %q, want unchanged", plan)
 		}

@@ -33,6 +33,11 @@ type localDocker struct {
 	// imageMaxBytes bounds one pushed image tarball.
 	imageMaxBytes int64
 
+	// push is this machine's image registry (push.go), or nil and pushErr
+	// says why there is none; under mu.
+	push    *pushRegistry
+	pushErr error
+
 	mu    sync.Mutex
 	ready bool
 	why   error // why not ready
@@ -67,8 +72,10 @@ func (d *Daemon) startContainers(ctx context.Context) {
 	d.Orchestrator = d.newOrchestrator()
 	if d.dev.Mode() == tun.ModeNetstack {
 		p.set(false, errNetstack)
+		p.setPushErr(errNetstack)
 		return
 	}
+	d.startPushRegistry(ctx, p)
 	// The host firewall holds with or without Docker (firewall.go); the
 	// runtime applies it through the same controller.
 	fw := d.startFirewall(ctx)
@@ -124,6 +131,7 @@ func (p *localDocker) routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}/logs", p.handleContainerLogs)
 	p.imageRoutes(mux)
+	p.pushRoutes(mux)
 	p.pullRoutes(mux)
 	p.imageStoreRoutes(mux)
 	mux.HandleFunc("GET "+api.MachinePathRuntimeContainers+"/{id}", func(w http.ResponseWriter, r *http.Request) {

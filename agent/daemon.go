@@ -53,6 +53,12 @@ type DaemonOptions struct {
 	// containers (bind-mounted read-only); default <socket dir>/secrets,
 	// a tmpfs under /run normally.
 	SecretsDir string
+	// RegistryPort is the loopback port of the image registry (push.go);
+	// zero means oci.DefaultPort, negative turns it off.
+	RegistryPort int
+	// RegistryMaxBytes caps the blobs the registry keeps for the next
+	// push; zero means DefaultRegistryMaxBytes.
+	RegistryMaxBytes int64
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated

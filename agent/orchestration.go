@@ -24,6 +24,7 @@ func (d *Daemon) newOrchestrator() *orchestrate.Orchestrator {
 		Fleet:   fleet{d},
 		Records: d.store,
 		Engine:  engine{d},
+		Pusher:  pusher{d},
 		Logger:  d.log.With("component", "orchestrate"),
 		Sealing: d.sealing(),
 	})

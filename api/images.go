@@ -8,8 +8,8 @@ import (
 // ImageBackend moves images between machines' Docker Engines.
 type ImageBackend interface {
 	// PushImage sends a local image to other machines, calling progress
-	// as bytes go out and once per machine at the end.
-	PushImage(ctx context.Context, req PushRequest, progress func(PushProgress) error) error
+	// as it goes and once per machine at the end (a final ImageProgress).
+	PushImage(ctx context.Context, req PushRequest, progress func(ImageProgress) error) error
 }
 
 // PushRequest is `uncloud image push`.
@@ -19,17 +19,19 @@ type PushRequest struct {
 	// Force replaces a tag a target has for another image; without it
 	// such a target is refused (another machine may own that tag there).
 	Force bool `json:"force,omitempty"`
+	// Method is how the image travels: PushRegistry (the default: each
+	// machine gets only the layers it lacks, through the agents' loopback
+	// registries) or PushLoad (a whole `docker save` tarball to each
+	// machine's `docker load`, for engines that cannot pull from the
+	// agent's loopback registry).
+	Method string `json:"method,omitempty"`
 }
 
-// PushProgress is one step of a push to one machine.
-type PushProgress struct {
-	Machine string `json:"machine"`
-	Bytes   int64  `json:"bytes"`
-	// Status is sending, loaded, present (the machine had the image
-	// already) or failed (with Error).
-	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
-}
+// The ways an image travels (PushRequest.Method).
+const (
+	PushRegistry = "registry"
+	PushLoad     = "load"
+)
 
 func registerImageRoutes(mux *http.ServeMux, b ImageBackend) {
 	mux.HandleFunc("POST "+PathImagePush, func(w http.ResponseWriter, r *http.Request) {
@@ -38,7 +40,7 @@ func registerImageRoutes(mux *http.ServeMux, b ImageBackend) {
 			reply(w, nil, err)
 			return
 		}
-		streamLines(w, func(emit func(PushProgress) error) error {
+		streamLines(w, func(emit func(ImageProgress) error) error {
 			return b.PushImage(r.Context(), req, emit)
 		})
 	})

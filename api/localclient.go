@@ -77,9 +77,14 @@ func (c *Client) Stream(ctx context.Context, method, path string, in any, line f
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 2<<20)
 	for sc.Scan() {
-		var e apiError
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.Error != "" {
-			return &StatusError{Status: resp.StatusCode, Message: e.Error}
+		// The end is a line with an error and nothing else: a progress
+		// line may carry an "error" of its own (ImageProgress's, for one
+		// machine) and is handed on.
+		var e map[string]json.RawMessage
+		if json.Unmarshal(sc.Bytes(), &e) == nil && len(e) == 1 && e["error"] != nil {
+			var msg string
+			json.Unmarshal(e["error"], &msg)
+			return &StatusError{Status: resp.StatusCode, Message: msg}
 		}
 		if err := line(json.RawMessage(sc.Bytes())); err != nil {
 			return err

@@ -208,13 +208,13 @@ func TestLocalClientStreams(t *testing.T) {
 		{"PushImage", `{"machine":"m2","bytes":10,"status":"sending"}` + "\n",
 			func(ctx context.Context, c *Client) ([]any, error) {
 				var out []any
-				err := c.PushImage(ctx, PushRequest{Image: "app"}, func(p PushProgress) error {
+				err := c.PushImage(ctx, PushRequest{Image: "app"}, func(p ImageProgress) error {
 					out = append(out, p)
 					return nil
 				})
 				return out, err
 			},
-			"POST", "/v1/images/push", []any{PushProgress{Machine: "m2", Bytes: 10, Status: "sending"}}},
+			"POST", "/v1/images/push", []any{ImageProgress{Machine: "m2", Bytes: 10, Status: "sending"}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -269,7 +269,7 @@ func TestLocalClientErrors(t *testing.T) {
 			"Deploy", "machine m2 is down", nil},
 		{"bad request before a stream", http.StatusBadRequest, "application/json", `{"error":"bad request: no image"}`,
 			func(ctx context.Context, c *Client) error {
-				return c.PushImage(ctx, PushRequest{}, func(PushProgress) error { return nil })
+				return c.PushImage(ctx, PushRequest{}, func(ImageProgress) error { return nil })
 			},
 			"PushImage", "no image", ErrBadRequest},
 	}
@@ -300,7 +300,7 @@ func TestLocalClientErrors(t *testing.T) {
 func TestLocalClientCallbackErrorPassesThrough(t *testing.T) {
 	srv, _ := recorder(t, http.StatusOK, "application/x-ndjson", `{"machine":"m2","status":"sending"}`+"\n")
 	stop := errors.New("stdout closed")
-	err := testLocalClient(srv).PushImage(context.Background(), PushRequest{Image: "app"}, func(PushProgress) error { return stop })
+	err := testLocalClient(srv).PushImage(context.Background(), PushRequest{Image: "app"}, func(ImageProgress) error { return stop })
 	if err != stop {
 		t.Fatalf("error = %v, want the callback's own", err)
 	}
@@ -317,5 +317,24 @@ func TestLocalClientUnreachable(t *testing.T) {
 	_, err = c.Status(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "Status on ") || !strings.Contains(err.Error(), "absent.sock") {
 		t.Fatalf("error = %v, want the call and the socket named", err)
+	}
+}
+
+// A progress line with an error of its own (one machine failed) is
+// handed on; only a line that is nothing but an error ends the stream.
+func TestStreamProgressLineWithError(t *testing.T) {
+	srv, _ := recorder(t, http.StatusOK, "application/x-ndjson",
+		`{"machine":"m2","image":"app:1","status":"failed","error":"no space"}`+"\n"+
+			`{"machine":"m3","image":"app:1","status":"done"}`+"\n"+`{"error":"the end"}`+"\n")
+	var got []ImageProgress
+	err := testLocalClient(srv).PushImage(context.Background(), PushRequest{Image: "app:1"}, func(p ImageProgress) error {
+		got = append(got, p)
+		return nil
+	})
+	if len(got) != 2 || got[0].Error != "no space" || got[1].Status != "done" {
+		t.Fatalf("lines handed on: %+v", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), "the end") {
+		t.Fatalf("the closing error line: %v", err)
 	}
 }

@@ -123,6 +123,6 @@ func (c *Client) Deploy(ctx context.Context, req DeployRequest, event func(Deplo
 
 // PushImage copies an image from the machine's Docker to others,
 // reporting progress.
-func (c *Client) PushImage(ctx context.Context, req PushRequest, progress func(PushProgress) error) error {
+func (c *Client) PushImage(ctx context.Context, req PushRequest, progress func(ImageProgress) error) error {
 	return stream(ctx, c, "PushImage", http.MethodPost, PathImagePush, req, progress)
 }

@@ -290,14 +290,14 @@ func TestContainersAcrossMachines(t *testing.T) {
 			t.Fatalf("run of an image m2 lacks: %v\n%s", err, out)
 		}
 		out, err = c.uncloud(ctx, t, 0, "image", "push", testimage.Tag, "-m", "m2")
-		if err != nil || !strings.Contains(out, "m2: loaded "+testimage.Tag) {
+		if err != nil || !strings.Contains(out, "m2: "+testimage.Tag+" ready") {
 			t.Fatalf("image push: %v\n%s", err, out)
 		}
 		if _, err := c.engines[1].Client.ImageInspect(ctx, testimage.Tag); err != nil {
 			t.Fatalf("m2's engine lacks the pushed image: %v", err)
 		}
 		out, err = c.uncloud(ctx, t, 0, "image", "push", testimage.Tag)
-		if err != nil || !strings.Contains(out, "m2: already has "+testimage.Tag) {
+		if err != nil || !strings.Contains(out, "m2: "+testimage.Tag+" already there") {
 			t.Fatalf("second image push: %v\n%s", err, out)
 		}
 		if out, err := c.uncloud(ctx, t, 0, "image", "push", "uncloud-test/absent:1"); err == nil || !strings.Contains(err.Error()+out, "not in Docker on m1") {
@@ -493,7 +493,7 @@ func TestContainersAcrossMachines(t *testing.T) {
 			if err != nil {
 				return fmt.Errorf("%v: %s", err, out)
 			}
-			if !strings.Contains(out, "m2: already has "+testimage.Tag) {
+			if !strings.Contains(out, "m2: "+testimage.Tag+" already there") {
 				return fmt.Errorf("image push says %q", out)
 			}
 			return nil

@@ -14,54 +14,22 @@ import (
 	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
-// Images travel between machines as `docker save` tarballs streamed over
-// the machine API: no registry needed, and a machine that has the image
-// (same ID) is skipped.
+// The fallback way images travel between machines (push --method load):
+// `docker save` tarballs streamed over the machine API to `docker load`,
+// for engines that cannot pull from the agent's loopback registry. A
+// machine that has the image (same ID) is skipped.
 
-// PushImage implements api.ImageBackend.
-func (o *Orchestrator) PushImage(ctx context.Context, req api.PushRequest, progress func(api.PushProgress) error) error {
-	all, err := o.fleet.Machines(ctx)
-	if err != nil {
-		return err
-	}
-	self := Machine{State: "self"} // the engine knows itself even before its record is read
-	for _, t := range all {
-		if t.State == "self" {
-			self = t
-		}
-	}
-	localID, err := o.engine.ImageID(ctx, self, req.Image)
-	if err != nil {
-		if errors.Is(err, runtime.ErrImageNotFound) {
-			return fmt.Errorf("%w: %v", api.ErrNotFound, err)
-		}
-		return err
-	}
-	var targets []Machine
-	if len(req.Machines) > 0 {
-		if targets, err = pickTargets(all, req.Machines); err != nil {
-			return err
-		}
-	} else if targets, err = o.placeTargets(ctx, all, nil); err != nil {
-		return err
-	}
-	// Progress reports come from several goroutines: one writer at a time.
-	var mu sync.Mutex
-	report := func(p api.PushProgress) {
-		mu.Lock()
-		defer mu.Unlock()
-		_ = progress(p)
-	}
+// pushLoad sends each target that lacks the image a whole `docker save`
+// tarball (PushRequest.Method "load").
+func (o *Orchestrator) pushLoad(ctx context.Context, req api.PushRequest, self Machine, localID string, targets []Machine,
+	report func(api.ImageProgress)) {
 	var wg sync.WaitGroup
 	for _, t := range targets {
-		if t.State == "self" {
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			n, status, err := o.pushTo(ctx, self, t, api.ImageLoad{Ref: req.Image, ID: localID, Force: req.Force}, report)
-			p := api.PushProgress{Machine: t.Name, Bytes: n, Status: status}
+			p := api.ImageProgress{Machine: t.Name, Image: req.Image, Bytes: n, Status: status, Digest: localID}
 			if err != nil {
 				p.Status, p.Error = "failed", err.Error()
 			}
@@ -69,14 +37,13 @@ func (o *Orchestrator) PushImage(ctx context.Context, req api.PushRequest, progr
 		}()
 	}
 	wg.Wait()
-	return nil
 }
 
 // pushTo sends one image to one machine unless it has it already.
 // A target whose tag names another image is refused unless forced: the
 // tag may be another machine's deployment there.
 func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, load api.ImageLoad,
-	report func(api.PushProgress)) (int64, string, error) {
+	report func(api.ImageProgress)) (int64, string, error) {
 	if !t.Reachable() {
 		return 0, "", t.unreachableErr()
 	}
@@ -107,7 +74,7 @@ func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, load api.Ima
 		for {
 			select {
 			case <-tick.C:
-				report(api.PushProgress{Machine: t.Name, Bytes: sent.Load(), Status: "sending"})
+				report(api.ImageProgress{Machine: t.Name, Image: ref, Bytes: sent.Load(), Status: "sending"})
 			case <-done:
 				return
 			}
@@ -116,7 +83,7 @@ func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, load api.Ima
 	if err := o.engine.LoadImage(ctx, t, body, load); err != nil {
 		return sent.Load(), "", err
 	}
-	return sent.Load(), "loaded", nil
+	return sent.Load(), "done", nil
 }
 
 func shortImageID(id string) string {

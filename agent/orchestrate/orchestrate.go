@@ -98,7 +98,10 @@ type Config struct {
 	Fleet   Fleet
 	Records Records
 	Engine  Engine
-	Logger  *slog.Logger
+	// Pusher pushes images through the agents' registries (push.go);
+	// nil leaves only `image push --method load`.
+	Pusher Pusher
+	Logger *slog.Logger
 	// HealthyTimeout bounds how long a new container of a rollout may
 	// take to be healthy; default 90 s.
 	HealthyTimeout time.Duration
@@ -119,6 +122,7 @@ type Orchestrator struct {
 	fleet   Fleet
 	store   Records
 	engine  Engine
+	pusher  Pusher
 	log     *slog.Logger
 	healthy time.Duration
 	poll    time.Duration
@@ -130,7 +134,7 @@ type Orchestrator struct {
 
 // New makes an Orchestrator.
 func New(c Config) *Orchestrator {
-	o := &Orchestrator{fleet: c.Fleet, store: c.Records, engine: c.Engine, log: c.Logger,
+	o := &Orchestrator{fleet: c.Fleet, store: c.Records, engine: c.Engine, pusher: c.Pusher, log: c.Logger,
 		healthy: c.HealthyTimeout, poll: c.HealthPoll, settle: c.Settle, sealing: c.Sealing}
 	if o.log == nil {
 		o.log = slog.Default()

@@ -320,8 +320,8 @@ func TestExecAndLogs(t *testing.T) {
 
 func TestPushImage(t *testing.T) {
 	r := newRig(t, newFleet("m4:netstack", "m5:down"), Config{})
-	got := map[string]api.PushProgress{}
-	err := r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1"}, func(p api.PushProgress) error {
+	got := map[string]api.ImageProgress{}
+	err := r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1", Method: api.PushLoad}, func(p api.ImageProgress) error {
 		if p.Status != "sending" {
 			got[p.Machine] = p
 		}
@@ -337,8 +337,8 @@ func TestPushImage(t *testing.T) {
 	// m2 lacks it and gets it; m3 lacks it and cannot load it; m5 is down.
 	r.engine.lacks["m2"], r.engine.lacks["m3"] = true, true
 	r.engine.setFail("load m3", errors.New("machine m3: load refused"))
-	got = map[string]api.PushProgress{}
-	err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1", Machines: []string{"m2", "m3", "m5"}}, func(p api.PushProgress) error {
+	got = map[string]api.ImageProgress{}
+	err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1", Machines: []string{"m2", "m3", "m5"}, Method: api.PushLoad}, func(p api.ImageProgress) error {
 		if p.Status != "sending" {
 			got[p.Machine] = p
 		}
@@ -347,7 +347,7 @@ func TestPushImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := got["m2"]; p.Status != "loaded" || p.Bytes != int64(len("tarball of app:1")) {
+	if p := got["m2"]; p.Status != "done" || p.Bytes != int64(len("tarball of app:1")) {
 		t.Errorf("m2: %+v", p)
 	}
 	if p := got["m3"]; p.Status != "failed" || p.Error != "machine m3: load refused" {
@@ -362,8 +362,8 @@ func TestPushImage(t *testing.T) {
 	// m2's app:1 is another image: refused unless forced, nothing sent.
 	r.engine.lacks["m2"], r.engine.differs["m2"] = false, true
 	for _, force := range []bool{false, true} {
-		got = map[string]api.PushProgress{}
-		err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1", Machines: []string{"m2"}, Force: force}, func(p api.PushProgress) error {
+		got = map[string]api.ImageProgress{}
+		err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:1", Machines: []string{"m2"}, Force: force, Method: api.PushLoad}, func(p api.ImageProgress) error {
 			if p.Status != "sending" {
 				got[p.Machine] = p
 			}
@@ -376,15 +376,15 @@ func TestPushImage(t *testing.T) {
 		if !force && (p.Status != "failed" || !strings.Contains(p.Error, "app:1 on m2 is another image") || !strings.Contains(p.Error, "--force")) {
 			t.Errorf("push over another image's tag: %+v, want a refusal naming --force", p)
 		}
-		if force && p.Status != "loaded" {
-			t.Errorf("forced push over another image's tag: %+v, want loaded", p)
+		if force && p.Status != "done" {
+			t.Errorf("forced push over another image's tag: %+v, want done", p)
 		}
 	}
 	if loads := r.engine.ops("load"); len(loads) != 3 || loads[2] != "load m2" {
 		t.Errorf("loads %v, want the two before and the forced one to m2", loads)
 	}
 	r.engine.setFail("imageid m1", fmt.Errorf("%w: \"app:2\" is not in Docker on m1", runtime.ErrImageNotFound))
-	err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:2", Machines: []string{"m5"}}, func(api.PushProgress) error { return nil })
+	err = r.o.PushImage(context.Background(), api.PushRequest{Image: "app:2", Machines: []string{"m5"}}, func(api.ImageProgress) error { return nil })
 	if !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "is not in Docker on m1") {
 		t.Fatalf("push of an image this machine lacks: %v", err)
 	}

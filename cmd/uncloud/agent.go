@@ -31,6 +31,8 @@ type agentCmd struct {
 
 	SecretsDir string `name:"secrets-dir" env:"UNCLOUD_SECRETS_DIR" help:"Where containers' secrets and configs are written (0700, bind-mounted read-only into them). Default: the socket's directory/secrets (a tmpfs under /run). Docker must see the same path." placeholder:"DIR"`
 
+	Registry registryFlags `embed:""` // cmd/uncloud/registryflags.go
+
 	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 	Ingress    ingressFlags `embed:""` // cmd/uncloud/ingress.go
 }
@@ -86,7 +88,7 @@ func (a agentCmd) Run(g *globals) error {
 		if err != nil {
 			return err
 		}
-		return runDaemon(ctx, g, agent.DaemonOptions{
+		opts := agent.DaemonOptions{
 			DataDir:   a.DataDir,
 			Socket:    socketPath(g.Connect),
 			SocketGID: gid,
@@ -99,7 +101,9 @@ func (a agentCmd) Run(g *globals) error {
 			ImageMaxBytes: a.ImageMaxBytes,
 			SecretsDir:    a.SecretsDir,
 			Ingress:       a.Ingress.options(),
-		})
+		}
+		a.Registry.apply(&opts)
+		return runDaemon(ctx, g, opts)
 	}
 	return static.Run(ctx, static.Options{
 		ConfigPath: a.Config,

@@ -18,9 +18,14 @@ type imageCmd struct {
 }
 
 type imagePushCmd struct {
-	Image   string   `arg:"" help:"Image in this machine's Docker."`
+	Image   string   `arg:"" help:"Image in this machine's Docker (a name with a tag)."`
 	Machine []string `short:"m" help:"Machines to send it to (names or IDs, comma-separated); default: every other machine that runs containers." sep:","`
 	Force   bool     `help:"Replace the tag on machines where it names another image (refused without it: that tag may be another machine's)."`
+	Method  string   `enum:"registry,load" default:"registry" help:"registry: each machine gets only the layers it lacks (this machine's Docker pushes to its agent's loopback registry, each target's Docker pulls from its own agent, which fetches missing layers over the mesh); load: a whole docker save to each machine's docker load, for engines that cannot use the agent's loopback registry."`
+}
+
+func (imagePushCmd) Help() string {
+	return `Sends an image from this machine's Docker to other machines' Docker, under the same name. With the default method only the layers a machine lacks cross the mesh; a push that is interrupted leaves no image under the name on any machine and the next push resumes with the layers that arrived. A machine whose platform differs from the image's is refused.`
 }
 
 func (c imagePushCmd) Run(g *globals) error {
@@ -33,25 +38,19 @@ func (c imagePushCmd) Run(g *globals) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, time.Hour)
 	defer cancel()
-	start := time.Now()
 	failed, total := 0, 0
-	err = client.PushImage(ctx, api.PushRequest{Image: c.Image, Machines: c.Machine, Force: c.Force}, func(p api.PushProgress) error {
-		switch p.Status {
-		case "sending":
-			fmt.Printf("%s: %s sent\n", p.Machine, humanBytes(p.Bytes))
-		case "present":
+	show := newImageProgress(os.Stdout)
+	err = client.PushImage(ctx, api.PushRequest{Image: c.Image, Machines: c.Machine, Force: c.Force, Method: c.Method}, func(p api.ImageProgress) error {
+		if p.Final() {
 			total++
-			fmt.Printf("%s: already has %s\n", p.Machine, c.Image)
-		case "loaded":
-			total++
-			fmt.Printf("%s: loaded %s (%s in %v)\n", p.Machine, c.Image, humanBytes(p.Bytes), time.Since(start).Round(100*time.Millisecond))
-		default:
-			total++
-			failed++
-			fmt.Printf("%s: failed: %s\n", p.Machine, p.Error)
+			if p.Status == "failed" {
+				failed++
+			}
 		}
+		show.Update(p)
 		return nil
 	})
+	show.Wait()
 	if err != nil {
 		return err
 	}

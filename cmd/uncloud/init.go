@@ -19,12 +19,13 @@ import (
 )
 
 type initCmd struct {
-	Name       string     `help:"This machine's name (a DNS label); default: the host name." placeholder:"NAME"`
-	PublicIP   netip.Addr `name:"public-ip" help:"An address other machines can reach this one at, published as its first endpoint (e.g. a VPS's public IP)." placeholder:"IP"`
-	Port       uint16     `help:"WireGuard UDP port." default:"51820"`
-	DataDir    string     `help:"Where keys and state are kept (0700)." default:"${datadir}" placeholder:"DIR"`
-	Userspace  bool       `help:"Use the userspace netstack even where a kernel TUN would work."`
-	Foreground bool       `help:"Run the agent in the foreground instead of starting it in the background (for containers and supervisors)."`
+	Name       string        `help:"This machine's name (a DNS label); default: the host name." placeholder:"NAME"`
+	PublicIP   netip.Addr    `name:"public-ip" help:"An address other machines can reach this one at, published as its first endpoint (e.g. a VPS's public IP)." placeholder:"IP"`
+	Port       uint16        `help:"WireGuard UDP port." default:"51820"`
+	DataDir    string        `help:"Where keys and state are kept (0700)." default:"${datadir}" placeholder:"DIR"`
+	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work."`
+	Foreground bool          `help:"Run the agent in the foreground instead of starting it in the background (for containers and supervisors)."`
+	Registry   registryFlags `embed:""`
 }
 
 func (initCmd) Help() string {
@@ -51,7 +52,7 @@ func (c initCmd) Run(g *globals) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	_, err = startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground)
+	_, err = startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground, c.Registry)
 	if err != nil || c.Foreground {
 		return err
 	}
@@ -62,17 +63,19 @@ func (c initCmd) Run(g *globals) error {
 // startAgent runs the agent on a freshly written data dir: in the
 // foreground until ctx ends, or in the background, waiting until its API
 // answers. It returns the socket the agent serves.
-func startAgent(ctx context.Context, g *globals, dataDir string, userspace, foreground bool) (string, error) {
+func startAgent(ctx context.Context, g *globals, dataDir string, userspace, foreground bool, reg registryFlags) (string, error) {
 	socket := socketPath(g.Connect)
 	if foreground {
 		gid, err := socketGroup("")
 		if err != nil {
 			return socket, err
 		}
-		return socket, runDaemon(ctx, g, agent.DaemonOptions{DataDir: dataDir, Socket: socket, SocketGID: gid,
-			Userspace: userspace, Logger: g.Logger, Version: version})
+		opts := agent.DaemonOptions{DataDir: dataDir, Socket: socket, SocketGID: gid,
+			Userspace: userspace, Logger: g.Logger, Version: version}
+		reg.apply(&opts)
+		return socket, runDaemon(ctx, g, opts)
 	}
-	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace)
+	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, reg.args())
 	if err != nil {
 		return socket, err
 	}
@@ -86,7 +89,7 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 
 // startBackgroundAgent starts `uncloud agent` detached from this terminal
 // (its own session), so it outlives the init command.
-func startBackgroundAgent(dataDir, socket string, userspace bool) (int, string, error) {
+func startBackgroundAgent(dataDir, socket string, userspace bool, more []string) (int, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, "", fmt.Errorf("find own binary to start the agent: %w", err)
@@ -101,6 +104,7 @@ func startBackgroundAgent(dataDir, socket string, userspace bool) (int, string, 
 	if userspace {
 		args = append(args, "--userspace")
 	}
+	args = append(args, more...)
 	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

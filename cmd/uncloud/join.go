@@ -16,13 +16,14 @@ import (
 )
 
 type joinCmd struct {
-	Token      string     `arg:"" help:"The token 'uncloud token' printed on a machine of the network, or - to read it from stdin (keeps it out of shell history and ps)."`
-	Name       string     `help:"This machine's name (a DNS label); default: the host name." placeholder:"NAME"`
-	PublicIP   netip.Addr `name:"public-ip" help:"An address other machines can reach this one at." placeholder:"IP"`
-	Port       uint16     `help:"WireGuard UDP port." default:"51820"`
-	DataDir    string     `help:"Where keys and state are kept (0700)." default:"${datadir}" placeholder:"DIR"`
-	Userspace  bool       `help:"Use the userspace netstack even where a kernel TUN would work."`
-	Foreground bool       `help:"Run the agent in the foreground after joining."`
+	Token      string        `arg:"" help:"The token 'uncloud token' printed on a machine of the network, or - to read it from stdin (keeps it out of shell history and ps)."`
+	Name       string        `help:"This machine's name (a DNS label); default: the host name." placeholder:"NAME"`
+	PublicIP   netip.Addr    `name:"public-ip" help:"An address other machines can reach this one at." placeholder:"IP"`
+	Port       uint16        `help:"WireGuard UDP port." default:"51820"`
+	DataDir    string        `help:"Where keys and state are kept (0700)." default:"${datadir}" placeholder:"DIR"`
+	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work."`
+	Foreground bool          `help:"Run the agent in the foreground after joining."`
+	Registry   registryFlags `embed:""`
 }
 
 func (joinCmd) Help() string {
@@ -47,7 +48,7 @@ func (c joinCmd) Run(g *globals) error {
 		return err
 	}
 	fmt.Printf("Joined network %s as %q, %s on the mesh.\n", st.NetworkID, st.Name, st.MeshAddress())
-	socket, err := startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground)
+	socket, err := startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground, c.Registry)
 	if err != nil || c.Foreground {
 		return err
 	}

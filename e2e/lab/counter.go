@@ -53,19 +53,32 @@ var counterRE = regexp.MustCompile(`counter packets (\d+) bytes (\d+)`)
 
 // Packets returns the number of packets counted so far.
 func (c *Counter) Packets(ctx context.Context) (uint64, error) {
+	n, _, err := c.read(ctx)
+	return n, err
+}
+
+// Bytes returns the bytes (whole packets, headers included) counted so far.
+func (c *Counter) Bytes(ctx context.Context) (uint64, error) {
+	_, n, err := c.read(ctx)
+	return n, err
+}
+
+func (c *Counter) read(ctx context.Context) (packets, bytes uint64, err error) {
 	out, err := nsRun(ctx, c.ns, "nft", "list", "table", c.family, c.table)
 	if err != nil {
-		return 0, fmt.Errorf("read counter %s: %w", c.table, err)
+		return 0, 0, fmt.Errorf("read counter %s: %w", c.table, err)
 	}
 	m := counterRE.FindStringSubmatch(out)
 	if m == nil {
-		return 0, fmt.Errorf("read counter %s: no counter in %q", c.table, out)
+		return 0, 0, fmt.Errorf("read counter %s: no counter in %q", c.table, out)
 	}
-	n, err := strconv.ParseUint(m[1], 10, 64)
+	if packets, err = strconv.ParseUint(m[1], 10, 64); err == nil {
+		bytes, err = strconv.ParseUint(m[2], 10, 64)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("read counter %s: %w", c.table, err)
+		return 0, 0, fmt.Errorf("read counter %s: %w", c.table, err)
 	}
-	return n, nil
+	return packets, bytes, nil
 }
 
 // counterName returns a table name unique within the lab.

@@ -32,6 +32,7 @@ var layers = map[string]int{
 	"gossip":  1,
 	"crdt":    1,
 	"runtime": 1,
+	"oci":     1, // the loopback image registry and its blob store (image push)
 
 	// Test helpers that open a real engine.
 	"crdt/crdttest": 2,

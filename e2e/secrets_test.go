@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,9 +57,9 @@ func TestSecrets(t *testing.T) {
 		})
 		return strings.TrimSpace(got)
 	}
-	checkContainers := func(t *testing.T, secret string) []api.ContainerInfo {
+	checkContainers := func(t *testing.T, secret string, n int) []api.ContainerInfo {
 		t.Helper()
-		web := c.running(ctx, t, 0, "web", 2)
+		web := c.running(ctx, t, 0, "web", n)
 		machines := map[string]bool{}
 		for _, ci := range web {
 			machines[ci.Machine] = true
@@ -72,8 +73,8 @@ func TestSecrets(t *testing.T) {
 				t.Errorf("%s on %s: /etc/app.conf = %q, want %q", ci.Name, ci.Machine, got, configValue)
 			}
 		}
-		if len(machines) != 2 {
-			t.Errorf("containers on %v, want both machines", machines)
+		if len(machines) != n {
+			t.Errorf("containers on %v, want %d machines", machines, n)
 		}
 		return web
 	}
@@ -86,7 +87,7 @@ func TestSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run: %v\n%s", err, out)
 		}
-		checkContainers(t, secretV1)
+		checkContainers(t, secretV1, 2)
 	}) {
 		return
 	}
@@ -140,7 +141,7 @@ func TestSecrets(t *testing.T) {
 		// The first deploy takes the service over from run (whose defaults,
 		// such as the pull policy, may differ); the second is the same.
 		t.Logf("first deploy's plan: %q", deploy(t, secretV1))
-		checkContainers(t, secretV1)
+		checkContainers(t, secretV1, 2)
 		if plan := deploy(t, secretV1); strings.Join(plan, ",") != "unchanged" {
 			t.Fatalf("plan %q, want unchanged", plan)
 		}
@@ -155,7 +156,7 @@ func TestSecrets(t *testing.T) {
 		if plan := deploy(t, secretV2); strings.Join(plan, ",") != "replace,replace" {
 			t.Fatalf("plan %q, want replace,replace", plan)
 		}
-		for _, ci := range checkContainers(t, secretV2) {
+		for _, ci := range checkContainers(t, secretV2, 2) {
 			if before[ci.Name] {
 				t.Errorf("%s was not replaced", ci.Name)
 			}
@@ -177,6 +178,43 @@ func TestSecrets(t *testing.T) {
 	}) {
 		return
 	}
+	t.Run("machine rm: the secret is re-wrapped without the removed machine, and named for rotation", func(t *testing.T) {
+		ids := map[string]string{}
+		for _, m := range c.machines(ctx, t, 0) {
+			ids[m.Name] = m.ID
+		}
+		from := c.procs[0].LogLen()
+		if out, err := c.uncloud(ctx, t, 0, "machine", "rm", "m2"); err != nil {
+			t.Fatalf("machine rm: %v\n%s", err, out)
+		}
+		eventuallyE2E(t, "api_key sealed for m1 alone", 60*time.Second, func() error {
+			var es []struct {
+				Key   string `json:"key"`
+				Value struct {
+					SealedFor []string `json:"sealed_for"`
+					Exposed   []string `json:"exposed"`
+				} `json:"value"`
+			}
+			if err := c.ucJSON(ctx, t, 0, &es, "state", "ls", "/secrets/", "-o", "json"); err != nil {
+				return err
+			}
+			for _, e := range es {
+				if e.Key != "/secrets/api_key" {
+					continue
+				}
+				if strings.Join(e.Value.SealedFor, ",") != ids["m1"] || !slices.Contains(e.Value.Exposed, ids["m2"]) {
+					return fmt.Errorf("sealed for %v, exposed to %v", e.Value.SealedFor, e.Value.Exposed)
+				}
+				return nil
+			}
+			return fmt.Errorf("no /secrets/api_key in %+v", es)
+		})
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if _, err := c.procs[0].WaitLog(wctx, from, "rotate it"); err != nil {
+			t.Errorf("m1 does not say the secret needs a rotation: %v", err)
+		}
+	})
 }
 
 func randHex(t *testing.T) string {

@@ -174,7 +174,7 @@ func (d *Daemon) StateGet(ctx context.Context, key string) (api.StateEntry, erro
 }
 
 func stateEntry(r crdt.Record) (api.StateEntry, error) {
-	b, err := json.Marshal(r)
+	b, err := json.Marshal(publicView(r))
 	if err != nil {
 		return api.StateEntry{}, fmt.Errorf("encode record %s: %w", r.Key(), err)
 	}

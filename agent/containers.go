@@ -29,6 +29,7 @@ type localDocker struct {
 	log         *slog.Logger
 	rt          *runtime.Runtime  // nil when containers cannot run here at all
 	records     *containerRecords // what the runtime reports goes to the state here
+	unseal      *unsealer         // opens specs' sealed values (secrets.go)
 	// imageMaxBytes bounds one pushed image tarball.
 	imageMaxBytes int64
 	execs         execSlots // attached execs running here (exec.go)
@@ -89,6 +90,7 @@ func (d *Daemon) startContainers(ctx context.Context) {
 		MeshInterface: d.dev.InterfaceName(),
 		DockerHost:    d.opts.DockerHost,
 		Logger:        d.log.With("component", "runtime"),
+		SecretsDir:    d.secretsDir(),
 	})
 	if err != nil {
 		p.set(false, err)
@@ -96,13 +98,18 @@ func (d *Daemon) startContainers(ctx context.Context) {
 		return
 	}
 	p.rt = rt
+	p.unseal = d.unsealer()
 	p.records = &containerRecords{machineID: d.state.MachineID, store: d.store, log: d.log.With("component", "runtime")}
 	d.life.closeLast(rt.Close)
+	var restoreOnce sync.Once // secrets lost in a reboot, once Docker answers (secrets.go)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		rt.Watch(ctx, p.records, runtime.WatchOptions{
-			Ready:  func() { p.set(true, nil) },
+			Ready: func() {
+				p.set(true, nil)
+				restoreOnce.Do(func() { go p.restoreFiles(ctx) })
+			},
 			Failed: func(err error) { p.set(false, err) },
 		})
 	}()
@@ -184,7 +191,11 @@ func (p *localDocker) create(ctx context.Context, spec runtime.ContainerSpec) (*
 	if err != nil {
 		return nil, err
 	}
-	c, err := rt.Create(ctx, spec)
+	opened, err := p.unseal.open(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	c, err := rt.CreateWith(ctx, spec, opened)
 	if err != nil {
 		return nil, err
 	}

@@ -49,6 +49,10 @@ type DaemonOptions struct {
 	// ImageMaxBytes bounds one image tarball pushed to this machine;
 	// zero means DefaultImageMaxBytes.
 	ImageMaxBytes int64
+	// SecretsDir holds the secrets and configs of this machine's
+	// containers (bind-mounted read-only); default <socket dir>/secrets,
+	// a tmpfs under /run normally.
+	SecretsDir string
 	// RegistryPort is the loopback port of the image registry (push.go);
 	// zero means oci.DefaultPort, negative turns it off.
 	RegistryPort int
@@ -171,6 +175,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	// first record fetches it from that machine, and a refused fetch
 	// waits for the next announcement.
 	d.startContainers(ctx)
+	d.startReseal(ctx)
 	if err := d.startNAT(ctx); err != nil {
 		return nil, err
 	}

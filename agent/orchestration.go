@@ -26,6 +26,7 @@ func (d *Daemon) newOrchestrator() *orchestrate.Orchestrator {
 		Engine:  engine{d},
 		Pusher:  pusher{d},
 		Logger:  d.log.With("component", "orchestrate"),
+		Sealing: d.sealing(),
 	})
 }
 

@@ -105,6 +105,10 @@ type RunRequest struct {
 	// Constraints are placement constraints: node.hostname, node.role,
 	// node.labels.KEY, node.platform.arch with == or !=.
 	Constraints []string `json:"constraints,omitempty"`
+	// Files are the secrets and configs mounted in the containers;
+	// Secrets the contents to store for them first (api/secrets.go).
+	Files   []FileSpec      `json:"files,omitempty"`
+	Secrets []SecretContent `json:"secrets,omitempty"`
 }
 
 // ServiceResult reports what a command did to each container.

@@ -38,7 +38,10 @@ func (c *containerLab) startAgentWithDocker(ctx context.Context, t *testing.T, i
 	if c.engines[i] != nil {
 		dockerHost = c.engines[i].DockerHost()
 	}
-	argv := append([]string{"DOCKER_HOST=" + dockerHost, c.lab.Uncloud, "--log-level", "debug"}, args...)
+	// Secrets and configs are bind-mounted from a path the host's dockerd
+	// sees too (it does not share the agent's private /run/uncloud).
+	argv := append([]string{"DOCKER_HOST=" + dockerHost, "UNCLOUD_SECRETS_DIR=" + filepath.Join(c.hosts[i].Dir, "secrets"),
+		c.lab.Uncloud, "--log-level", "debug"}, args...)
 	p, err := c.hosts[i].Start("uncloud", "env", argv...)
 	if err != nil {
 		t.Fatal(err)

@@ -45,7 +45,7 @@ type KindInfo struct {
 
 // Kinds lists every kind, in a fixed order.
 func Kinds() []Kind {
-	return []Kind{KindMachine, KindContainer, KindService, KindToken, KindRevoked, KindCert, KindHistory}
+	return []Kind{KindMachine, KindContainer, KindService, KindToken, KindRevoked, KindCert, KindHistory, KindSecret}
 }
 
 // Lookup returns what is known about k; false for a kind this binary does
@@ -66,6 +66,8 @@ func Lookup(k Kind) (KindInfo, bool) {
 		return KindInfo{CertsPrefix, 1, func() Record { return &Cert{} }}, true
 	case KindHistory:
 		return KindInfo{HistoryPrefix, 1, func() Record { return &History{} }}, true
+	case KindSecret:
+		return KindInfo{SecretsPrefix, 1, func() Record { return &Secret{} }}, true
 	}
 	return KindInfo{}, false
 }

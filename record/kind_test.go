@@ -37,6 +37,7 @@ func TestCheckKey(t *testing.T) {
 		{"/revoked/m9", true},
 		{"/certs/certificates/ca/a.example/a.example.crt", true},
 		{"/history/web", true},
+		{"/secrets/db-password", true},
 		{"/machines/", false}, // a prefix alone names nothing
 		{"/other/x", false},
 		{"machines/m1", false},
@@ -73,6 +74,11 @@ func TestValidate(t *testing.T) {
 		{"cert", &Cert{Name: "certificates/ca/a.example/a.example.crt"}, true},
 		{"cert with empty segment", &Cert{Name: "certificates//a"}, false},
 		{"cert escaping", &Cert{Name: "../x"}, false},
+		{"secret", &Secret{Name: "db_password", Version: "v1"}, true},
+		{"config", &Secret{Name: SecretName("config", "nginx.conf"), Version: "v1"}, true},
+		{"secret without version", &Secret{Name: "db"}, false},
+		{"secret escaping", &Secret{Name: "../x", Version: "v1"}, false},
+		{"secret with slash", &Secret{Name: "a/b", Version: "v1"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

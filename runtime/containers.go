@@ -23,6 +23,13 @@ import (
 // Create makes and starts a container from spec on the uncloud network,
 // with the machine's resolver as its DNS, and returns what it is now.
 func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, error) {
+	return r.CreateWith(ctx, spec, Opened{})
+}
+
+// CreateWith is Create for a spec with sealed values: opened holds them
+// in clear, for Docker only (environment, and files bind-mounted from
+// SecretsDir); the label keeps the spec's public form.
+func (r *Runtime) CreateWith(ctx context.Context, spec ContainerSpec, opened Opened) (_ *Container, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -37,13 +44,29 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 		}
 		return nil, fmt.Errorf("%w: inspect image %q: %w", ErrUnavailable, spec.RunImage(), err)
 	}
-	specJSON, err := json.Marshal(spec)
+	specJSON, err := json.Marshal(spec.Public())
 	if err != nil {
 		return nil, err
 	}
+	env := spec.Env
+	if len(spec.EnvSealed) > 0 {
+		env = opened.Env
+	}
+	files, err := r.writeFiles(spec.Name, spec.Files, opened)
+	if err != nil {
+		if !errors.Is(err, ErrNameTaken) {
+			r.removeFiles(spec.Name)
+		}
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			r.removeFiles(spec.Name)
+		}
+	}()
 	cfg := &container.Config{
 		Image:    spec.RunImage(),
-		Env:      spec.Env,
+		Env:      env,
 		Hostname: spec.Name,
 		Labels: map[string]string{
 			LabelService: spec.Service,
@@ -75,6 +98,7 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 		host.Mounts = append(host.Mounts, mount.Mount(m))
 	}
 	spec.applyOptions(cfg, host)
+	host.Mounts = append(host.Mounts, files...)
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{r.cfg.Network: {}}}
 	created, err := r.docker.ContainerCreate(ctx, cfg, host, netCfg, nil, spec.Name)
 	if err != nil {
@@ -237,6 +261,7 @@ func (r *Runtime) Remove(ctx context.Context, idOrName string) error {
 	if err := r.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove %q on %s: %w", idOrName, r.cfg.MachineName, err)
 	}
+	r.removeFiles(strings.TrimPrefix(c.Name, "/"))
 	return nil
 }
 

@@ -58,6 +58,10 @@ type Config struct {
 	// Firewall applies the host rules; nil uses iptables.
 	Firewall Firewall
 	Logger   *slog.Logger
+	// SecretsDir holds the secrets and configs of this machine's
+	// containers, one 0700 directory each, bind-mounted read-only; empty:
+	// containers with secrets or configs cannot be created here.
+	SecretsDir string
 }
 
 // Runtime is the local Docker Engine as the agent uses it.

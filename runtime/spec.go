@@ -83,6 +83,18 @@ type ContainerSpec struct {
 	HealthTimeout     time.Duration `json:"health_timeout,omitempty"`
 	HealthRetries     int           `json:"health_retries,omitempty"`
 	HealthStartPeriod time.Duration `json:"health_start_period,omitempty"`
+
+	// Sealed values (runtime/secrets.go). Env above holds plain K=V only
+	// on the way in; the machine that runs the command seals the values
+	// into EnvSealed and keeps just the names in EnvNames, and the target
+	// opens them when it creates the container. EnvVersion names the
+	// values (new values, new version; a re-wrap keeps it), so specs
+	// compare by Public form. Files are secrets and configs mounted as
+	// files, by name and content version.
+	EnvNames   []string  `json:"env_names,omitempty"`
+	EnvVersion string    `json:"env_version,omitempty"`
+	EnvSealed  []byte    `json:"env_sealed,omitempty"`
+	Files      []FileRef `json:"files,omitempty"`
 }
 
 // The health check's defaults, as uncloud always ran it.
@@ -140,6 +152,9 @@ func (s ContainerSpec) Validate() error {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsAny(k, " \t\n") {
 			return fmt.Errorf("%w: environment %q is not KEY=VALUE", ErrBadSpec, e)
 		}
+	}
+	if err := s.validateSealed(); err != nil {
+		return err
 	}
 	for _, v := range s.Volumes {
 		if _, err := ParseVolume(v); err != nil {

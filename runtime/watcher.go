@@ -144,6 +144,7 @@ func (r *Runtime) fullPass(ctx context.Context, obs Observer) error {
 	if err != nil {
 		return err
 	}
+	r.pruneFiles(live)
 	return obs.Containers(ctx, live)
 }
 

@@ -190,6 +190,12 @@ func (v *Verifier) check(s crdt.Signed) error {
 		// deployed; a removed machine's are believed where its removal
 		// kept them.
 		return v.byMember(vw, s, true)
+	case *record.Secret:
+		// Any member runs deploys, so any member writes secrets and
+		// configs (sealed for the members), and re-wraps them when the
+		// members change; a non-member's or a removed machine's later
+		// write is refused like a service's.
+		return v.byMember(vw, s, true)
 	default:
 		return fmt.Errorf("%s: %w", s.Key, ErrUnknownKind)
 	}

@@ -188,7 +188,7 @@ func (m *Members) RemoveMachine(ctx context.Context, nameOrID string) (api.Remov
 	// What the machine signed while it was trusted (the machines it
 	// admitted, services and their histories it wrote, removals it made) stays believed;
 	// anything else it signs, before or after, is void.
-	kept, err := m.parts.Records.SignedBy(ctx, target.ID, record.ServicesPrefix, record.HistoryPrefix, record.RevokedPrefix, record.CertsPrefix)
+	kept, err := m.parts.Records.SignedBy(ctx, target.ID, record.ServicesPrefix, record.HistoryPrefix, record.RevokedPrefix, record.CertsPrefix, record.SecretsPrefix)
 	if err != nil {
 		return api.RemoveResult{}, fmt.Errorf("list what %s signed: %w", target.Name, err)
 	}

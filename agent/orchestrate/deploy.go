@@ -77,7 +77,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		if err != nil {
 			return fmt.Errorf("service %s: %w", s.Name, err)
 		}
-		p, err := o.planService(ctx, all, s, job, "")
+		p, err := o.planService(ctx, all, s, job, "", req.DryRun)
 		if err != nil {
 			return err
 		}
@@ -162,8 +162,9 @@ func machineName(names map[string]Machine, id string) string {
 }
 
 // planService plans one service; pin, when set, is the image to run as is
-// (a rollback's), else the image is resolved again.
-func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob, pin string) (*servicePlan, error) {
+// (a rollback's), else the image is resolved again. A dry run seals
+// nothing new into the state.
+func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob, pin string, dryRun bool) (*servicePlan, error) {
 	if s.Name == "" {
 		s.Name = serviceNameFromImage(s.Image)
 	}
@@ -201,6 +202,14 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 		pin = pinned.Pin
 	}
 	spec.ImagePin = pin
+	var oldSpec []byte
+	svc, svcErr := o.service(ctx, s.Name)
+	if svcErr == nil {
+		oldSpec = svc.Spec
+	}
+	if err := o.sealSpec(ctx, &spec, s, oldSpec, dryRun); err != nil {
+		return nil, fmt.Errorf("service %s: %w", s.Name, err)
+	}
 	specJSON, _ := json.Marshal(spec)
 	p := &servicePlan{name: s.Name, mode: s.Mode, spec: spec, specJSON: specJSON, allowFrom: allowFrom, job: job, update: s.Update}
 	want := s.Replicas
@@ -217,7 +226,7 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 		}
 		return cs[i].Name < cs[j].Name
 	})
-	if svc, err := o.service(ctx, s.Name); err == nil {
+	if svcErr == nil {
 		p.exists, p.oldSpecJSON, p.oldAllow = true, svc.Spec, svc.AllowFrom
 		if err := json.Unmarshal(svc.Spec, &p.oldSpec); err != nil {
 			return nil, fmt.Errorf("service %s has no readable spec (made by an older version?): %w", s.Name, err)
@@ -228,7 +237,8 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	}
 	keep := min(want, len(cs))
 	p.remove = cs[keep:]
-	if bytes.Equal(p.oldSpecJSON, specJSON) {
+	// Compared without ciphertext: a re-wrap for other machines is no change.
+	if bytes.Equal(runtime.PublicJSON(p.oldSpecJSON), runtime.PublicJSON(specJSON)) {
 		p.same = keep
 	} else {
 		p.replace = cs[:keep]

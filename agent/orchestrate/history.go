@@ -1,11 +1,13 @@
 package orchestrate
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
@@ -155,8 +157,22 @@ func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.Rol
 	if err != nil {
 		return err
 	}
-	p, err := o.planService(ctx, all, run, job, spec.ImagePin)
+	if len(spec.EnvSealed) > 0 {
+		// The version's values, opened here to be sealed again for the
+		// members of now.
+		plain, _, err := o.open(spec.EnvSealed, envAAD(spec.Service, spec.EnvVersion))
+		if err != nil {
+			return fmt.Errorf("the environment of version %d of %s cannot be opened on this machine: %w", to, service, err)
+		}
+		if err := json.Unmarshal(plain, &run.Env); err != nil {
+			return fmt.Errorf("the environment of version %d of %s: %w", to, service, err)
+		}
+	}
+	p, err := o.planService(ctx, all, run, job, spec.ImagePin, false)
 	if err != nil {
+		return err
+	}
+	if err := o.wholeVersion(ctx, p, spec); err != nil {
 		return err
 	}
 	p.version = record.Version{Action: "rollback", RollbackOf: to, User: req.By}
@@ -166,4 +182,37 @@ func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.Rol
 		}
 	}
 	return o.applyPlan(ctx, p, names, event)
+}
+
+// wholeVersion makes a rollback's plan run the version's spec whole: every
+// key and mounted file it had, with its environment as just sealed again.
+func (o *Orchestrator) wholeVersion(ctx context.Context, p *servicePlan, version runtime.ContainerSpec) error {
+	full := version
+	full.Env, full.EnvNames, full.EnvVersion, full.EnvSealed = p.spec.Env, p.spec.EnvNames, p.spec.EnvVersion, p.spec.EnvSealed
+	full.ImagePin = p.spec.ImagePin
+	if err := full.Validate(); err != nil {
+		return fmt.Errorf("%w: the version's spec: %v", api.ErrBadRequest, err)
+	}
+	p.spec = full
+	p.specJSON, _ = json.Marshal(full)
+	keep := p.same + len(p.replace)
+	if bytes.Equal(runtime.PublicJSON(p.oldSpecJSON), runtime.PublicJSON(p.specJSON)) {
+		p.same, p.replace = keep, nil
+		return nil
+	}
+	if len(p.replace) == keep {
+		return nil
+	}
+	cs, err := o.serviceContainers(ctx, p.name)
+	if err != nil {
+		return err
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		if (cs[i].State == "running") != (cs[j].State == "running") {
+			return cs[i].State == "running"
+		}
+		return cs[i].Name < cs[j].Name
+	})
+	p.same, p.replace = 0, cs[:min(keep, len(cs))]
+	return nil
 }

@@ -124,6 +124,8 @@ type Config struct {
 	// to count, unless its update_config says another monitor time;
 	// default 3 s.
 	Settle time.Duration
+	// Sealing opens what is sealed for this machine (seal.go).
+	Sealing Sealing
 }
 
 // Orchestrator runs the container commands of the network. Its exported
@@ -138,12 +140,15 @@ type Orchestrator struct {
 	healthy time.Duration
 	poll    time.Duration
 	settle  time.Duration
+	sealing Sealing
+	// exposedWarned: secret versions already said to need a rotation.
+	exposedWarned sync.Map
 }
 
 // New makes an Orchestrator.
 func New(c Config) *Orchestrator {
 	o := &Orchestrator{fleet: c.Fleet, store: c.Records, engine: c.Engine, pusher: c.Pusher, log: c.Logger,
-		healthy: c.HealthyTimeout, poll: c.HealthPoll, settle: c.Settle}
+		healthy: c.HealthyTimeout, poll: c.HealthPoll, settle: c.Settle, sealing: c.Sealing}
 	if o.log == nil {
 		o.log = slog.Default()
 	}

@@ -191,6 +191,9 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 	default:
 		return api.ServiceResult{}, err
 	}
+	if err := o.sealSpec(ctx, &spec, req, nil, false); err != nil {
+		return api.ServiceResult{}, err
+	}
 	specJSON, _ := json.Marshal(spec)
 	svc := &record.Service{Name: req.Name, Mode: req.Mode, Ports: spec.Ports, Spec: specJSON, AllowFrom: allowFrom, Update: req.Update}
 	if err := o.store.Put(ctx, svc.Key(), svc); err != nil {

@@ -143,7 +143,7 @@ func (o *Orchestrator) InspectService(ctx context.Context, name string) (api.Ser
 		return det, fmt.Errorf("%w: no service %q (see 'uncloud ls')", api.ErrNotFound, name)
 	}
 	if svc, err := o.service(ctx, name); err == nil {
-		det.Spec = svc.Spec
+		det.Spec = runtime.PublicJSON(svc.Spec) // names only, no ciphertext
 	}
 	cs, err := o.Containers(ctx)
 	if err != nil {

@@ -29,6 +29,8 @@ type agentCmd struct {
 
 	ImageMaxBytes int64 `name:"image-max-bytes" default:"8589934592" help:"Largest image tarball another machine may push to this one (uncloud image push); larger pushes are refused with 413." placeholder:"BYTES"`
 
+	SecretsDir string `name:"secrets-dir" env:"UNCLOUD_SECRETS_DIR" help:"Where containers' secrets and configs are written (0700, bind-mounted read-only into them). Default: the socket's directory/secrets (a tmpfs under /run). Docker must see the same path." placeholder:"DIR"`
+
 	Registry registryFlags `embed:""` // cmd/uncloud/registryflags.go
 
 	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
@@ -97,6 +99,7 @@ func (a agentCmd) Run(g *globals) error {
 
 			DockerHost:    a.DockerHost,
 			ImageMaxBytes: a.ImageMaxBytes,
+			SecretsDir:    a.SecretsDir,
 			Ingress:       a.Ingress.options(),
 		}
 		a.Registry.apply(&opts)
@@ -137,6 +140,11 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error 
 	// Raw state writes exist for the adversarial tests only, which play a
 	// member gone rogue; nothing else turns them on.
 	opts.RawStateWrites = os.Getenv("UNCLOUD_TEST_RAW_WRITES") == "1"
+	// init and join --foreground run the agent without its flags: the
+	// variable behind --secrets-dir counts for them too.
+	if opts.SecretsDir == "" {
+		opts.SecretsDir = os.Getenv("UNCLOUD_SECRETS_DIR")
+	}
 	d, err := agent.StartDaemon(ctx, opts)
 	if err != nil {
 		return err

@@ -46,6 +46,8 @@ type runCmd struct {
 	Restart   string   `help:"Restart policy: no, always, unless-stopped, on-failure[:N]." default:"unless-stopped"`
 	AllowFrom []string `name:"allow-from" help:"Security group: who may connect to this service's containers: SERVICE (its containers), machine:NAME, or ingress. Repeatable; default: the whole network." sep:","`
 	Pull      string   `help:"When target machines pull the image: missing (only those that lack it), always (and re-resolve the tag), never." enum:"missing,always,never" default:"missing"`
+	Secret    []string `help:"Secret mounted at /run/secrets/NAME: NAME (stored before) or NAME=@FILE[,target=PATH,mode=0400,uid=N,gid=N]; stored sealed. Repeatable." sep:"none"`
+	Config    []string `help:"Config mounted at /NAME: as --secret. Repeatable." sep:"none"`
 	Output    string   `short:"o" enum:"table,json" default:"table" help:"table or json."`
 	Image     string   `arg:"" help:"Image: pulled from its registry by the machines that lack it (credentials from 'docker login'), or sent with 'uncloud image push'."`
 	Cmd       []string `arg:"" optional:"" passthrough:"" help:"Command and arguments."`
@@ -69,7 +71,11 @@ Examples:
   uncloud run postgres:16 -v pgdata:/var/lib/postgresql/data --memory 1g --reserve-memory 512m
   uncloud run app:2 --constraint node.labels.disk==ssd --constraint node.platform.arch==arm64
   uncloud run registry.example.com:5000/team/app:2 -m m1,m2 -e MODE=prod
-  uncloud run --pull always --name web app:latest`
+  uncloud run --pull always --name web app:latest
+  uncloud run -e DB_PASSWORD=x --secret api_key=@key.txt app:1
+
+-e values, secrets and configs are stored sealed for the network's
+machines; 'ps', 'inspect' and 'state ls' show their names only.`
 }
 
 func (c runCmd) Run(g *globals) error {
@@ -82,6 +88,16 @@ func (c runCmd) Run(g *globals) error {
 		Pull: c.Pull, RegistryAuth: auth, Expose: c.Expose, By: cliUser()}
 	if err := c.runKeys.apply(&req); err != nil {
 		return err
+	}
+	for _, kv := range []struct {
+		kind string
+		vals []string
+	}{{"secret", c.Secret}, {"config", c.Config}} {
+		files, contents, err := fileFlags(kv.kind, kv.vals)
+		if err != nil {
+			return err
+		}
+		req.Files, req.Secrets = append(req.Files, files...), append(req.Secrets, contents...)
 	}
 	if c.Output == "json" {
 		res, err := agentCall(g, longCommand, func(ctx context.Context, a *api.Client) (api.ServiceResult, error) {

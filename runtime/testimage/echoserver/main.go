@@ -7,6 +7,8 @@
 // pseudo-random bytes and "echoserver sum URL" fetches a URL whole and
 // prints "bytes=N sha256=H", so a test can move a large body between two
 // containers and check it (full-size segments, many of them).
+// GET /file?path=P and /env?name=N answer a file's content (64 KiB at
+// most) and an environment variable's value.
 // "echoserver dial HOST:PORT" opens a TCP connection (2 s at most) and
 // says "open" (exit 0) or why not (exit 1), for firewall tests.
 // "echoserver sh" is a tiny shell for the exec tests (shell.go).
@@ -86,6 +88,25 @@ func main() {
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		// ChaCha8 with a zero seed: the client can recompute the hash.
 		io.CopyN(w, rand.NewChaCha8([32]byte{}), n)
+	})
+	// GET /file?path=P answers the file's first 64 KiB and GET /env?name=N
+	// the variable's value: secrets tests read what a container got.
+	mux.HandleFunc("/file", func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		defer f.Close()
+		io.Copy(w, io.LimitReader(f, 64<<10))
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
+		if !ok {
+			http.Error(w, "not set", http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, v)
 	})
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("exiting on request")

@@ -86,10 +86,17 @@ func loadComposeQuietly(ctx context.Context, o composeOptions) (composeResult, e
 		return res, fmt.Errorf("%s: no services to deploy (profiles: %q)", strings.Join(displayPaths(res.Files), ", "), o.Profiles)
 	}
 	for _, name := range sortedKeys(project.Services) {
-		req, warnings, err := composeService(project.Services[name])
+		svc := project.Services[name]
+		req, warnings, err := composeService(svc)
 		if err != nil {
 			return res, explainComposeError(err, files)
 		}
+		warnings = append(warnings, applyComposeKeys(svc, &req)...)
+		more, err := composeSecrets(project, svc, &req)
+		if err != nil {
+			return res, err
+		}
+		warnings = append(warnings, more...)
 		req.Project = project.Name
 		res.Services = append(res.Services, req)
 		res.Warnings = append(res.Warnings, warnings...)

@@ -17,8 +17,7 @@ import (
 // policy) from a service as compose-go loaded it into req. It returns
 // one warning per key whose meaning differs or that is dropped. Ports,
 // named and bind volumes, image, command, environment, healthcheck,
-// replicas and mode are composeService's. To wire it: call it after
-// composeService and add composeDockerKeys to composeKeys.
+// replicas and mode are composeService's. Its keys are in composeKeys.
 func applyComposeKeys(s types.ServiceConfig, req *api.RunRequest) []string {
 	var warns []string
 	warn := func(format string, args ...any) {
@@ -127,23 +126,4 @@ func applyComposeKeys(s types.ServiceConfig, req *api.RunRequest) []string {
 		}
 	}
 	return warns
-}
-
-// composeDockerKeys are the paths applyComposeKeys honours, in
-// composeKeys' form, for the loader's table.
-var composeDockerKeys = []string{
-	"services.*.expose", "services.*.tmpfs",
-	"services.*.volumes.[].tmpfs", "services.*.volumes.[].tmpfs.size",
-	"services.*.entrypoint", "services.*.user", "services.*.working_dir",
-	"services.*.labels", "services.*.labels.*", "services.*.init",
-	"services.*.cap_add", "services.*.cap_drop", "services.*.stop_signal", "services.*.stop_grace_period",
-	"services.*.ulimits", "services.*.ulimits.*", "services.*.ulimits.*.soft", "services.*.ulimits.*.hard",
-	"services.*.logging", "services.*.logging.driver", "services.*.logging.options", "services.*.logging.options.*",
-	"services.*.log_driver", "services.*.log_opt", "services.*.cpus", "services.*.mem_limit", "services.*.mem_reservation",
-	"services.*.deploy.resources", "services.*.deploy.resources.limits", "services.*.deploy.resources.limits.cpus",
-	"services.*.deploy.resources.limits.memory", "services.*.deploy.resources.reservations",
-	"services.*.deploy.resources.reservations.cpus", "services.*.deploy.resources.reservations.memory",
-	"services.*.deploy.placement", "services.*.deploy.placement.constraints",
-	"services.*.deploy.restart_policy", "services.*.deploy.restart_policy.condition",
-	"services.*.deploy.restart_policy.max_attempts",
 }

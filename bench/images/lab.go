@@ -12,9 +12,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
 
-	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/bench/internal/dockerlab"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
@@ -85,63 +84,11 @@ func (b *bench) setup(ctx context.Context, n int) error {
 	return nil
 }
 
-// form inits the first machine, joins the others, and waits until every
-// machine's runtime is ready and sees every other alive.
+// form forms the network (dockerlab.Form) with the engines as set up.
 func (b *bench) form(ctx context.Context) error {
-	b.agents = make([]*lab.Process, len(b.hosts))
-	for i, h := range b.hosts {
-		args := []string{"DOCKER_HOST=" + b.dockers[i].DockerHost(), b.lab.Uncloud, "--log-level", "info"}
-		if i == 0 {
-			args = append(args, "init", "--name", "m1", "--foreground")
-		} else {
-			tok, err := b.uncloud(ctx, 0, "token")
-			if err != nil {
-				return err
-			}
-			args = append(args, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", strings.TrimSpace(tok))
-		}
-		p, err := h.Start("uncloud", "env", args...)
-		if err != nil {
-			return err
-		}
-		b.agents[i] = p
-		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		_, err = p.WaitLog(wctx, 0, "containers can run here")
-		cancel()
-		if err != nil {
-			return fmt.Errorf("agent on %s: %w\n%s", h.Name, err, p.Log())
-		}
-	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for i, d := range b.dockers {
-		for {
-			if _, err := d.Client.NetworkInspect(ctx, "uncloud", network.InspectOptions{}); err == nil {
-				break
-			} else if time.Now().After(deadline) {
-				return fmt.Errorf("no uncloud network on m%d: %w", i+1, err)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
-	}
-	for {
-		out, err := b.uncloud(ctx, 0, "machine", "ls", "-o", "json")
-		var ms []api.MachineInfo
-		if err == nil && json.Unmarshal([]byte(out), &ms) == nil {
-			alive := 0
-			for _, m := range ms {
-				if m.State == "alive" || m.State == "self" {
-					alive++
-				}
-			}
-			if alive == len(b.hosts) {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not all machines alive: %s", out)
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	var err error
+	b.agents, err = dockerlab.Form(ctx, b.lab, b.hosts, b.dockers)
+	return err
 }
 
 // reset makes a cold start: no image of the benchmark on the targets, no

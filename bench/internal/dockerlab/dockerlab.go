@@ -129,52 +129,66 @@ func (l *Lab) Client(i int) (*api.Client, error) {
 // form inits the first machine, joins the others, and waits until every
 // machine's agent has made its Docker network and sees the others alive.
 func (l *Lab) form(ctx context.Context) error {
-	for i, h := range l.Hosts {
-		args := []string{"DOCKER_HOST=" + l.Dockers[i].DockerHost(), l.Lab.Uncloud, "--log-level", "warn"}
+	var err error
+	l.Agents, err = Form(ctx, l.Lab, l.Hosts, l.Dockers)
+	return err
+}
+
+// Form runs an agent on each host with its engine: hosts[0] inits the
+// network as m1, the others join as m2…; it waits until every agent has
+// made its Docker network and sees the others alive, and returns the
+// agents (also on error, those started).
+func Form(ctx context.Context, l *lab.Lab, hosts []*lab.Host, dockers []*lab.Docker) ([]*lab.Process, error) {
+	uncloud := func(ctx context.Context, i int, args ...string) (string, error) {
+		return hosts[i].Run(ctx, l.Uncloud, args...)
+	}
+	var agents []*lab.Process
+	for i, h := range hosts {
+		args := []string{"DOCKER_HOST=" + dockers[i].DockerHost(), l.Uncloud, "--log-level", "warn"}
 		if i == 0 {
 			args = append(args, "init", "--name", "m1", "--foreground")
 		} else {
-			tok, err := l.Uncloud(ctx, 0, "token")
+			tok, err := uncloud(ctx, 0, "token")
 			if err != nil {
-				return err
+				return agents, err
 			}
 			args = append(args, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", strings.TrimSpace(tok))
 		}
 		p, err := h.Start("uncloud", "env", args...)
 		if err != nil {
-			return err
+			return agents, err
 		}
-		l.Agents = append(l.Agents, p)
+		agents = append(agents, p)
 		wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 		// The agent logs at warn: wait for its API instead of its "machine up".
 		for {
-			if _, err := l.Uncloud(wctx, i, "status"); err == nil {
+			if _, err := uncloud(wctx, i, "status"); err == nil {
 				break
 			}
 			if wctx.Err() != nil {
 				cancel()
-				return fmt.Errorf("agent on %s did not come up:\n%s", h.Name, p.Log())
+				return agents, fmt.Errorf("agent on %s did not come up:\n%s", h.Name, p.Log())
 			}
 			time.Sleep(300 * time.Millisecond)
 		}
 		cancel()
 	}
 	deadline := time.Now().Add(3 * time.Minute)
-	for i, d := range l.Dockers {
+	for i, d := range dockers {
 		for {
 			_, err := d.Client.NetworkInspect(ctx, "uncloud", network.InspectOptions{})
 			if err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("no uncloud network on m%d: %w", i+1, err)
+				return agents, fmt.Errorf("no uncloud network on m%d: %w", i+1, err)
 			}
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
 	// Every machine must see every other alive before placement spreads.
 	for {
-		out, err := l.Uncloud(ctx, 0, "machine", "ls", "-o", "json")
+		out, err := uncloud(ctx, 0, "machine", "ls", "-o", "json")
 		var ms []api.MachineInfo
 		if err == nil && json.Unmarshal([]byte(out), &ms) == nil {
 			alive := 0
@@ -183,12 +197,12 @@ func (l *Lab) form(ctx context.Context) error {
 					alive++
 				}
 			}
-			if alive == len(l.Hosts) {
-				return nil
+			if alive == len(hosts) {
+				return agents, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not all machines alive: %s", out)
+			return agents, fmt.Errorf("not all machines alive: %s", out)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

@@ -109,6 +109,9 @@ type RunRequest struct {
 	// Secrets the contents to store for them first (api/secrets.go).
 	Files   []FileSpec      `json:"files,omitempty"`
 	Secrets []SecretContent `json:"secrets,omitempty"`
+	// DependsOn orders a deploy (Compose depends_on): service -> condition
+	// (service_started, service_healthy, service_completed_successfully).
+	DependsOn map[string]string `json:"depends_on,omitempty"`
 }
 
 // ServiceResult reports what a command did to each container.

@@ -64,8 +64,12 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	}
 	event = lockedEvents(event)
 	var plans []*servicePlan
+	deps := map[string]map[string]string{}
 	for _, s := range req.Services {
 		service := cmp.Or(s.Name, serviceNameFromImage(s.Image))
+		if len(s.DependsOn) > 0 {
+			deps[service] = s.DependsOn
+		}
 		imageEvent := func(u api.ImageProgress) {
 			_ = event(api.DeployEvent{Service: service, Action: "image", Machine: u.Machine, Image: &u})
 		}
@@ -84,6 +88,9 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		p.version = record.Version{Action: "deploy", User: cmp.Or(s.By, req.By)}
 		plans = append(plans, p)
 	}
+	if plans, err = o.orderPlans(ctx, plans, deps); err != nil {
+		return err
+	}
 	for _, p := range plans {
 		for _, e := range p.events(names) {
 			if err := event(e); err != nil {
@@ -95,6 +102,10 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		return nil
 	}
 	for _, p := range plans {
+		emit := func(e api.DeployEvent) { e.Service = p.name; _ = event(e) }
+		if err := o.waitDependencies(ctx, p.name, deps[p.name], emit); err != nil {
+			return err
+		}
 		held := o.volumeMachines(ctx, p.name)
 		err := o.applyPlan(ctx, p, names, event)
 		o.noteVolumes(ctx, p.name, held...)

@@ -19,6 +19,12 @@ import (
 // named and bind volumes, image, command, environment, healthcheck,
 // replicas and mode are composeService's. Its keys are in composeKeys.
 func applyComposeKeys(s types.ServiceConfig, req *api.RunRequest) []string {
+	for dep, d := range s.DependsOn {
+		if req.DependsOn == nil {
+			req.DependsOn = map[string]string{}
+		}
+		req.DependsOn[dep] = d.Condition
+	}
 	var warns []string
 	warn := func(format string, args ...any) {
 		warns = append(warns, fmt.Sprintf("service %s: ", s.Name)+fmt.Sprintf(format, args...))

@@ -63,6 +63,13 @@ var composeKeys = map[string]string{
 	"services.*.deploy.restart_policy":                "",
 	"services.*.deploy.restart_policy.condition":      "",
 	"services.*.deploy.restart_policy.max_attempts":   "",
+	// depends_on orders a deploy and waits for its conditions (compose_apply.go).
+	"services.*.depends_on":             "",
+	"services.*.depends_on.[]":          "",
+	"services.*.depends_on.*":           "",
+	"services.*.depends_on.*.condition": "",
+	"services.*.depends_on.*.required":  "",
+	"services.*.depends_on.*.restart":   "",
 	// Secrets and configs, sealed and mounted as files: compose_secrets.go.
 	"secrets":                      "",
 	"secrets.*":                    "",

@@ -391,7 +391,6 @@ secrets:
 	want := []string{
 		"networks: ignored, uncloud has one flat network (every container reaches every other)",
 		"services.db.sysctls: not supported by uncloud, ignored",
-		"services.web.depends_on: not supported by uncloud, ignored",
 		"services.web.ports[].app_protocol: not supported by uncloud, ignored",
 		"services.web.volumes[].bind.selinux: not supported by uncloud, ignored",
 		"volumes.data.driver: not supported by uncloud, ignored",
@@ -404,7 +403,7 @@ secrets:
 		t.Errorf("warnings:\n  %s\nwant:\n  %s", strings.Join(res.Warnings, "\n  "), strings.Join(want, "\n  "))
 	}
 	_, err = deployIn(t, dir, nil, "--strict")
-	if err == nil || !strings.Contains(err.Error(), "--strict: 6 unsupported Compose key(s)") || !strings.Contains(err.Error(), "services.web.depends_on") {
+	if err == nil || !strings.Contains(err.Error(), "--strict: 5 unsupported Compose key(s)") || !strings.Contains(err.Error(), "services.db.sysctls") {
 		t.Errorf("--strict: %v", err)
 	}
 	clean := writeProject(t, "clean", map[string]string{"compose.yaml": "services:\n  web: {image: web, x-anything: 1}\n"})

@@ -1,0 +1,71 @@
+package orchestrate
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/api"
+)
+
+func TestDeployDependsOn(t *testing.T) {
+	fast := Config{Settle: 20 * time.Millisecond, HealthPoll: 5 * time.Millisecond, HealthyTimeout: 300 * time.Millisecond}
+	index := func(evs []string, prefix string) int {
+		return slices.IndexFunc(evs, func(e string) bool { return strings.HasPrefix(e, prefix) })
+	}
+	t.Run("dependencies first, healthy before the dependent starts", func(t *testing.T) {
+		r := newRig(t, newFleet(), fast)
+		evs, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{
+			{Name: "web", Image: "web:1", DependsOn: map[string]string{"db": dependHealthy, "cache": dependStarted}},
+			{Name: "db", Image: "db:1", Health: []string{"CMD", "probe"}},
+			{Name: "cache", Image: "cache:1"},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, cache, wait, web := index(evs, "db created"), index(evs, "cache created"), index(evs, "web waiting"), index(evs, "web created")
+		if db < 0 || cache < 0 || wait < 0 || web < 0 || !(db < wait && cache < web && wait < web) {
+			t.Errorf("order wrong (db %d, cache %d, wait %d, web %d):\n%s", db, cache, wait, web, strings.Join(evs, "\n"))
+		}
+	})
+	t.Run("an unhealthy dependency stops the dependent", func(t *testing.T) {
+		r := newRig(t, newFleet(), fast)
+		r.engine.started = map[string][2]string{"m1": {"running", "unhealthy"}, "m2": {"running", "unhealthy"}, "m3": {"running", "unhealthy"}}
+		_, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{
+			{Name: "db", Image: "db:1", Health: []string{"CMD", "probe"}},
+			{Name: "web", Image: "web:1", DependsOn: map[string]string{"db": dependHealthy}},
+		}})
+		if err == nil || !strings.Contains(err.Error(), "dependency db is not healthy") {
+			t.Fatalf("err = %v", err)
+		}
+		if got := r.containers(t, "web"); len(got) != 0 {
+			t.Errorf("web started: %v", got)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		svcs []api.RunRequest
+		want string
+	}{
+		{"cycle", []api.RunRequest{
+			{Name: "a", Image: "a", DependsOn: map[string]string{"b": ""}},
+			{Name: "b", Image: "b", DependsOn: map[string]string{"a": ""}}}, "cycle: a -> b -> a"},
+		{"unknown dependency", []api.RunRequest{{Name: "a", Image: "a", DependsOn: map[string]string{"nosuch": ""}}},
+			"neither in this deploy nor a service"},
+		{"bad condition", []api.RunRequest{{Name: "a", Image: "a", DependsOn: map[string]string{"a": "whenever"}}},
+			`condition "whenever"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, newFleet(), fast)
+			_, err := deploy(r, api.DeployRequest{Services: tc.svcs})
+			if !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if ops := r.engine.ops("create"); len(ops) > 0 {
+				t.Errorf("created before refusing: %v", ops)
+			}
+		})
+	}
+}

@@ -141,7 +141,15 @@ func TestRollback(t *testing.T) {
 	}
 	count := func(from int) (ok, failed int) {
 		out := probe.Output()[from:]
-		return strings.Count(out, "\nok ") + boolInt(strings.HasPrefix(out, "ok ")), strings.Count(out, "fail")
+		for _, l := range strings.Split(out, "\n") {
+			switch {
+			case strings.HasPrefix(l, "ok "):
+				ok++
+			case strings.HasPrefix(l, "fail "):
+				failed++
+			}
+		}
+		return ok, failed
 	}
 
 	if !t.Run("version 1 runs on the three machines behind the ingress", func(t *testing.T) {
@@ -255,18 +263,11 @@ func TestRollback(t *testing.T) {
 		if failed > 0 {
 			var fails []string
 			for _, l := range strings.Split(probe.Output()[start:], "\n") {
-				if strings.HasPrefix(l, "fail") {
+				if strings.HasPrefix(l, "fail ") {
 					fails = append(fails, l)
 				}
 			}
 			t.Errorf("%d requests failed:\n%s", failed, strings.Join(fails, "\n"))
 		}
 	})
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

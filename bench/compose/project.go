@@ -4,7 +4,7 @@ package main
 // image in the shape of a small real stack. db, cache and queue come
 // first; api and auth wait for db (and cache) to be healthy; web waits for
 // api and auth; workers and the scheduler wait for the queue; the mailer
-// only needs the queue started; metrics stands alone. Seven have a health
+// only needs the queue started; metrics stands alone. Six have a health
 // check every second; 14 containers in all. Both peers read this same
 // file.
 const projectFile = `x-health: &health

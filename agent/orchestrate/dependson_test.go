@@ -69,3 +69,25 @@ func TestDeployDependsOn(t *testing.T) {
 		})
 	}
 }
+
+// A deploy of many one-replica services spreads them over the machines:
+// each service's placement counts what the services before it planned.
+func TestDeploySpreadsServices(t *testing.T) {
+	r := newRig(t, newFleet(), Config{Settle: time.Millisecond, HealthPoll: time.Millisecond})
+	var svcs []api.RunRequest
+	for _, n := range []string{"a", "b", "c", "d", "e", "f"} {
+		svcs = append(svcs, api.RunRequest{Name: n, Image: n + ":1"})
+	}
+	if _, err := deploy(r, api.DeployRequest{Services: svcs}); err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, s := range svcs {
+		for _, m := range r.placement(t, s.Name) {
+			per[m]++
+		}
+	}
+	if per["m1"] != 2 || per["m2"] != 2 || per["m3"] != 2 {
+		t.Errorf("containers per machine %v, want 2 each", per)
+	}
+}

@@ -65,6 +65,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	event = lockedEvents(event)
 	var plans []*servicePlan
 	deps := map[string]map[string]string{}
+	planned := map[string]int{} // new containers by machine, for the next services' spread
 	for _, s := range req.Services {
 		service := cmp.Or(s.Name, serviceNameFromImage(s.Image))
 		if len(s.DependsOn) > 0 {
@@ -81,9 +82,12 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		if err != nil {
 			return fmt.Errorf("service %s: %w", s.Name, err)
 		}
-		p, err := o.planService(ctx, all, s, job, "", req.DryRun)
+		p, err := o.planService(ctx, all, s, job, "", req.DryRun, planned)
 		if err != nil {
 			return err
+		}
+		for _, t := range p.create {
+			planned[t.ID]++
 		}
 		p.version = record.Version{Action: "deploy", User: cmp.Or(s.By, req.By)}
 		plans = append(plans, p)
@@ -175,7 +179,8 @@ func machineName(names map[string]Machine, id string) string {
 // planService plans one service; pin, when set, is the image to run as is
 // (a rollback's), else the image is resolved again. A dry run seals
 // nothing new into the state.
-func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob, pin string, dryRun bool) (*servicePlan, error) {
+func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob, pin string, dryRun bool,
+	planned map[string]int) (*servicePlan, error) {
 	if s.Name == "" {
 		s.Name = serviceNameFromImage(s.Image)
 	}
@@ -243,7 +248,7 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 			return nil, fmt.Errorf("service %s has no readable spec (made by an older version?): %w", s.Name, err)
 		}
 	}
-	if p.create, want, err = o.planPlacement(ctx, all, targets, spec, cs, want, s.Mode == "global"); err != nil {
+	if p.create, want, err = o.planPlacement(ctx, all, targets, spec, cs, want, s.Mode == "global", planned); err != nil {
 		return nil, fmt.Errorf("service %s: %w", s.Name, err)
 	}
 	keep := min(want, len(cs))

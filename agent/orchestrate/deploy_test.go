@@ -220,11 +220,12 @@ func TestDeployPlan(t *testing.T) {
 	}
 	wantPlan := []string{
 		"plan web remove m2 web-2",
+		// The emptiest machines first: m3 has nothing, m1 and m2 one web each.
+		"plan api create m3",
 		"plan api create m1",
-		"plan api create m2",
-		"plan agent create m1",
 		"plan agent create m2",
 		"plan agent create m3",
+		"plan agent create m1",
 	}
 	t.Run("dry run changes nothing", func(t *testing.T) {
 		r := newRig(t, newFleet(), Config{})
@@ -260,7 +261,7 @@ func TestDeployPlan(t *testing.T) {
 		for _, c := range []struct {
 			service string
 			want    []string
-		}{{"web", []string{"m1"}}, {"api", []string{"m1", "m2"}}, {"agent", []string{"m1", "m2", "m3"}}} {
+		}{{"web", []string{"m1"}}, {"api", []string{"m1", "m3"}}, {"agent", []string{"m1", "m2", "m3"}}} {
 			if got := r.placement(t, c.service); !slices.Equal(got, c.want) {
 				t.Errorf("%s on %v, want %v", c.service, got, c.want)
 			}

@@ -17,9 +17,9 @@ import (
 // the number of machines that may run it. cs are the service's
 // containers now, running first: the first min(want, len(cs)) stay.
 func (o *Orchestrator) planPlacement(ctx context.Context, all, targets []Machine, spec runtime.ContainerSpec,
-	cs []*record.Container, want int, global bool) ([]Machine, int, error) {
+	cs []*record.Container, want int, global bool, planned map[string]int) ([]Machine, int, error) {
 	if global {
-		on, err := o.placeNew(ctx, all, targets, spec, cs, nil, 0, true)
+		on, err := o.placeNew(ctx, all, targets, spec, cs, nil, 0, true, planned)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -33,6 +33,6 @@ func (o *Orchestrator) planPlacement(ctx context.Context, all, targets []Machine
 	if want-keep <= 0 {
 		return nil, want, nil
 	}
-	created, err := o.placeNew(ctx, all, targets, spec, cs, kept, want-keep, false)
+	created, err := o.placeNew(ctx, all, targets, spec, cs, kept, want-keep, false, planned)
 	return created, want, err
 }

@@ -35,6 +35,10 @@ type load struct {
 	cpus      float64   // reserved by uncloud containers there
 	memory    int64
 	ofService int // containers of the service being placed
+	// total counts every uncloud container there, and those a deploy
+	// has already planned there for its other services: ties between
+	// machines with as many of the service go to the emptier one.
+	total int
 }
 
 // portUse is a host port bound on a machine, and by which service.
@@ -58,6 +62,9 @@ type want struct {
 	// pinned are the machines holding the service's named volumes (ID
 	// to name); empty when none exist yet (the first replicas go anywhere).
 	pinned map[string]string
+	// planned are the containers that the same deploy places on each
+	// machine (by ID) for the services planned before this one.
+	planned map[string]int
 }
 
 // fixedBindings are the host ports the spec publishes on a port it
@@ -143,7 +150,7 @@ func fit(cands []candidate, w want, n int) ([]Machine, error) {
 				full = append(full, r)
 				continue
 			}
-			if best < 0 || c.load.ofService+added[j] < pool[best].load.ofService+added[best] {
+			if best < 0 || fewer(c.load, added[j], pool[best].load, added[best]) {
 				best = j
 			}
 		}
@@ -155,6 +162,15 @@ func fit(cands []candidate, w want, n int) ([]Machine, error) {
 		out = append(out, pool[best].Machine)
 	}
 	return out, nil
+}
+
+// fewer says whether machine a (with added new containers) comes before
+// machine b: fewer of the service, then fewer in all; else the earlier.
+func fewer(a load, addedA int, b load, addedB int) bool {
+	if sa, sb := a.ofService+addedA, b.ofService+addedB; sa != sb {
+		return sa < sb
+	}
+	return a.total+addedA < b.total+addedB
 }
 
 // fitGlobal places one container on every candidate that may take the

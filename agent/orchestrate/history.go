@@ -168,7 +168,7 @@ func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.Rol
 			return fmt.Errorf("the environment of version %d of %s: %w", to, service, err)
 		}
 	}
-	p, err := o.planService(ctx, all, run, job, spec.ImagePin, false)
+	p, err := o.planService(ctx, all, run, job, spec.ImagePin, false, nil)
 	if err != nil {
 		return err
 	}

@@ -40,9 +40,12 @@ func (o *Orchestrator) candidates(ctx context.Context, targets []Machine, w want
 	}
 	loads := map[string]*load{}
 	for _, t := range targets {
-		loads[t.ID] = &load{ofService: kept[t.ID]}
+		loads[t.ID] = &load{ofService: kept[t.ID], total: w.planned[t.ID]}
 	}
 	for _, c := range cs {
+		if l := loads[c.MachineID]; l != nil {
+			l.total++
+		}
 		l, spec := loads[c.MachineID], specs[c.Service]
 		if l == nil || spec == nil {
 			continue
@@ -190,11 +193,12 @@ func (o *Orchestrator) noteVolumes(ctx context.Context, service string, held ...
 // on targets: the rules of fit.go over the state. kept are the service's
 // containers that stay, by machine ID.
 func (o *Orchestrator) placeNew(ctx context.Context, all, targets []Machine, spec runtime.ContainerSpec,
-	cs []*record.Container, kept map[string]int, n int, global bool) ([]Machine, error) {
+	cs []*record.Container, kept map[string]int, n int, global bool, planned map[string]int) ([]Machine, error) {
 	w, err := o.newWant(ctx, all, spec, cs)
 	if err != nil {
 		return nil, err
 	}
+	w.planned = planned
 	cands, err := o.candidates(ctx, targets, w, kept)
 	if err != nil {
 		return nil, err

@@ -174,7 +174,7 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
-	placed, err := o.placeNew(ctx, all, targets, spec, nil, nil, req.Replicas, req.Mode == "global")
+	placed, err := o.placeNew(ctx, all, targets, spec, nil, nil, req.Replicas, req.Mode == "global", nil)
 	if err != nil {
 		return api.ServiceResult{}, err
 	}
@@ -377,7 +377,7 @@ func (o *Orchestrator) ScaleService(ctx context.Context, name string, req api.Sc
 		for _, c := range cs {
 			existing[c.MachineID]++
 		}
-		placed, err := o.placeNew(ctx, all, targets, spec, cs, existing, replicas-len(cs), false)
+		placed, err := o.placeNew(ctx, all, targets, spec, cs, existing, replicas-len(cs), false, nil)
 		if err != nil {
 			return api.ServiceResult{}, err
 		}

@@ -65,8 +65,12 @@ func ParseAllowFrom(s string) (AllowFrom, error) {
 		}
 		name = n
 	}
-	if !allowLabel.MatchString(name) {
-		return AllowFrom{}, fmt.Errorf("allow-from %q: %q is not a service or machine name (a DNS label: 1-63 lowercase letters, digits and '-'); use SERVICE, service:NAME, machine:NAME or ingress", s, name)
+	valid := allowLabel.MatchString(name)
+	if kind == AllowService {
+		valid = CheckServiceID(name) == nil // a service of a project: NAME.PROJECT
+	}
+	if !valid {
+		return AllowFrom{}, fmt.Errorf("allow-from %q: %q is not a service or machine name (a DNS label: 1-63 lowercase letters, digits and '-', and NAME.PROJECT for a project's service); use SERVICE, service:NAME, machine:NAME or ingress", s, name)
 	}
 	return AllowFrom{Kind: kind, Name: name}, nil
 }

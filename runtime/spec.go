@@ -122,8 +122,8 @@ func (s ContainerSpec) HealthTimings() (interval, timeout time.Duration, retries
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
-// CheckName accepts service and container names: DNS labels, since they
-// become <name>.internal and <name>.<machine>.machine.internal.
+// CheckName accepts container names: DNS labels, since they
+// become <name>.<machine>.machine.internal.
 func CheckName(what, name string) error {
 	if !dnsLabel.MatchString(name) {
 		return fmt.Errorf("%w: %s %q must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
@@ -134,8 +134,8 @@ func CheckName(what, name string) error {
 
 // Validate checks every field and says which one is wrong with which input.
 func (s ContainerSpec) Validate() error {
-	if err := CheckName("service name", s.Service); err != nil {
-		return err
+	if err := record.CheckServiceID(s.Service); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSpec, err)
 	}
 	if s.Name != "" {
 		if err := CheckName("container name", s.Name); err != nil {

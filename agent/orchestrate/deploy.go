@@ -63,6 +63,13 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		names[t.ID] = t
 	}
 	event = lockedEvents(event)
+	if err := qualify(&req); err != nil {
+		return err
+	}
+	orphans, err := o.orphans(ctx, req)
+	if err != nil {
+		return err
+	}
 	var plans []*servicePlan
 	deps := map[string]map[string]string{}
 	planned := map[string]int{} // new containers by machine, for the next services' spread
@@ -102,6 +109,16 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 			}
 		}
 	}
+	for _, id := range orphans {
+		e := api.DeployEvent{Plan: true, Service: id, Action: "orphan",
+			Detail: "in the project, not in the files: 'deploy --remove-orphans' removes it"}
+		if req.RemoveOrphans {
+			e.Action, e.Detail = "remove", "orphan: in the project, not in the files"
+		}
+		if err := event(e); err != nil {
+			return err
+		}
+	}
 	if req.DryRun {
 		return nil
 	}
@@ -116,6 +133,9 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		if err != nil {
 			return err
 		}
+	}
+	if req.RemoveOrphans {
+		return o.removeOrphans(ctx, orphans, event)
 	}
 	return nil
 }

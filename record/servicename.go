@@ -45,10 +45,13 @@ func ServiceProject(id string) string {
 }
 
 // CheckServiceName checks a service's name within its project: a DNS
-// label, so it can be the first label of <name>.<project>.internal.
+// label, so it can be the first label of <name>.<project>.internal, with
+// '_' inside as Compose's service names have it (plausible_db, which the
+// file's other services call by that name). It starts and ends with a
+// letter or digit, so it is never taken for an SRV _port or _proto label.
 func CheckServiceName(name string) error {
-	if !isDNSLabel(name) {
-		return fmt.Errorf("service name %q must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'", name)
+	if !isLabel(name, "-_") || name[0] == '_' || name[len(name)-1] == '_' {
+		return fmt.Errorf("service name %q must be a DNS label: 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit", name)
 	}
 	return nil
 }
@@ -56,7 +59,7 @@ func CheckServiceName(name string) error {
 // CheckProjectName checks a project's name: a DNS label too, and not a
 // reserved one.
 func CheckProjectName(project string) error {
-	if !isDNSLabel(project) {
+	if !isLabel(project, "-") {
 		return fmt.Errorf("project name %q must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-' (set one with -p)", project)
 	}
 	if reservedProjects[project] {
@@ -95,15 +98,15 @@ func ContainerPrefix(id string) string {
 	return name
 }
 
-// isDNSLabel: lowercase letters, digits and '-', 1 to 63, not starting or
-// ending with '-'.
-func isDNSLabel(s string) bool {
+// isLabel: lowercase letters, digits and the bytes of extra, 1 to 63,
+// not starting or ending with '-'.
+func isLabel(s, extra string) bool {
 	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte(extra, c) >= 0) {
 			return false
 		}
 	}

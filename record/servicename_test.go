@@ -9,6 +9,7 @@ func TestServiceIDs(t *testing.T) {
 		{"web", "", "web", "web"},
 		{"web", "default", "web", "web"},
 		{"db", "blog", "db.blog", "blog-db"},
+		{"plausible_db", "analytics", "plausible_db.analytics", "analytics-plausible_db"},
 		{"db", "a-very-long-project-name-that-goes-on-and-on-and-on", "db.a-very-long-project-name-that-goes-on-and-on-and-on", "db"},
 	} {
 		id := ServiceID(tc.name, tc.project)
@@ -26,7 +27,7 @@ func TestServiceIDs(t *testing.T) {
 			t.Errorf("ContainerPrefix(%q) = %q, want %q", id, p, tc.prefix)
 		}
 	}
-	for _, bad := range []string{"", "Web", "db.", ".blog", "db.blog.x", "db.default", "db.machine", "db_x", "db.my_app", "-db"} {
+	for _, bad := range []string{"", "Web", "db.", ".blog", "db.blog.x", "db.default", "db.machine", "_db", "db_", "db.my_app", "-db"} {
 		if err := CheckServiceID(bad); err == nil {
 			t.Errorf("CheckServiceID(%q) accepted", bad)
 		}

@@ -120,13 +120,16 @@ func (s ContainerSpec) HealthTimings() (interval, timeout time.Duration, retries
 	return interval, timeout, retries, max(s.HealthStartPeriod, 0)
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// nameLabel is a container name: it becomes
+// <name>.<machine>.machine.internal, so it is a DNS label, with '_' inside
+// as a Compose service's name (plausible_db) gives it; it starts and ends
+// with a letter or digit, so it is never taken for an SRV _port label.
+var nameLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
 
-// CheckName accepts container names: DNS labels, since they
-// become <name>.<machine>.machine.internal.
+// CheckName accepts container names (see nameLabel).
 func CheckName(what, name string) error {
-	if !dnsLabel.MatchString(name) {
-		return fmt.Errorf("%w: %s %q must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+	if !nameLabel.MatchString(name) {
+		return fmt.Errorf("%w: %s %q must be a DNS label: 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit",
 			ErrBadSpec, what, name)
 	}
 	return nil

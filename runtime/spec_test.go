@@ -74,7 +74,7 @@ func TestSpecValidate(t *testing.T) {
 	}{
 		{"service upper", func(s *ContainerSpec) { s.Service = "Web" }, `service name "Web"`},
 		{"service dash", func(s *ContainerSpec) { s.Service = "web-" }, `service name "web-"`},
-		{"container name", func(s *ContainerSpec) { s.Name = "a_b" }, `container name "a_b"`},
+		{"container name", func(s *ContainerSpec) { s.Name = "_ab" }, `container name "_ab"`},
 		{"no image", func(s *ContainerSpec) { s.Image = "" }, "image"},
 		{"env", func(s *ContainerSpec) { s.Env = []string{"NOEQUALS"} }, `environment "NOEQUALS"`},
 		{"port", func(s *ContainerSpec) { s.Ports = []string{"80/sctp"} }, `unknown protocol "sctp"`},

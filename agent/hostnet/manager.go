@@ -41,6 +41,7 @@ type Manager struct {
 
 	mu       sync.Mutex // serialises changes; guards what follows
 	settings Settings
+	unsaved  bool // the start flags changed settings not yet saved
 	rt       Runtime
 	ctx      context.Context // the agent's lifetime; nil until Start
 	proxies  map[proxyKind]*proxy
@@ -80,7 +81,9 @@ type proxy struct {
 // Open reads the settings in dataDir and applies the agent's start flags
 // to them: --expose adds ports, --socks5 and --http-proxy replace the
 // addresses ("off" clears one); what no flag names stays as stored. The
-// result is saved before the agent uses it.
+// result is saved by Start, once the agent got that far: a second agent
+// started by mistake on the same data dir (it fails to bring the mesh
+// up) does not change the running one's file.
 func Open(dataDir string, flags Change, reserved []tun.ExposedPort, log *slog.Logger) (*Manager, error) {
 	if log == nil {
 		log = slog.Default()
@@ -93,12 +96,9 @@ func Open(dataDir string, flags Change, reserved []tun.ExposedPort, log *slog.Lo
 		if s, err = s.Apply(flags, reserved); err != nil {
 			return nil, fmt.Errorf("flags: %w", err)
 		}
-		if err := s.Save(dataDir); err != nil {
-			return nil, err
-		}
 	}
 	return &Manager{dataDir: dataDir, reserved: reserved, log: log.With("component", "hostnet"),
-		settings: s, proxies: map[proxyKind]*proxy{}}, nil
+		settings: s, unsaved: !flags.Empty(), proxies: map[proxyKind]*proxy{}}, nil
 }
 
 // Settings are the settings as they are now.
@@ -115,6 +115,12 @@ func (m *Manager) Start(ctx context.Context, rt Runtime) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.ctx, m.rt = ctx, rt
+	if m.unsaved {
+		if err := m.settings.Save(m.dataDir); err != nil {
+			m.log.Error("the start flags' settings are in effect but not saved", "err", err)
+		}
+		m.unsaved = false
+	}
 	if len(m.settings.Expose) > 0 && rt.Device.Mode() != tun.ModeNetstack {
 		m.log.Warn("exposed ports are not forwarded in kernel mode: the mesh reaches this host's ports through the interface, as its firewall allows",
 			"expose", FormatPorts(m.settings.Expose))

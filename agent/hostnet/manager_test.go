@@ -79,8 +79,8 @@ func TestManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := Load(dir); s.SOCKS5 != socks || len(s.Expose) != 1 {
-		t.Fatalf("start flags not saved before the start: %+v", s)
+	if s, _ := Load(dir); s.SOCKS5 != "" {
+		t.Fatalf("start flags saved before the start: %+v", s)
 	}
 	dev := &hostDevice{mode: tun.ModeNetstack}
 	var changes []Settings
@@ -88,6 +88,9 @@ func TestManager(t *testing.T) {
 	defer cancel()
 	m.Start(ctx, Runtime{Device: dev, OnChange: func(s Settings) { changes = append(changes, s) }})
 	defer m.Close()
+	if s, _ := Load(dir); s.SOCKS5 != socks || len(s.Expose) != 1 {
+		t.Fatalf("start flags not saved by Start: %+v", s)
+	}
 	if !listening(socks) || !m.Status().SOCKS5.Serving {
 		t.Fatalf("SOCKS5 not serving on %s: %+v", socks, m.Status())
 	}
@@ -183,9 +186,14 @@ func TestManager(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		m3.Start(ctx, Runtime{Device: &hostDevice{mode: tun.ModeNetstack}})
+		m3.Close()
 		want = Settings{Expose: ports(t, "22", "5353/udp", "8080")}
 		if got := m3.Settings(); !reflect.DeepEqual(got, want) {
 			t.Fatalf("after a restart with --expose 22 --socks5 off: %+v, want %+v", got, want)
+		}
+		if got, _ := Load(dir); !reflect.DeepEqual(got, want) {
+			t.Fatalf("stored after that restart: %+v, want %+v", got, want)
 		}
 	})
 	t.Run("kernel mode: exposing is refused, proxies serve", func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -93,8 +94,9 @@ func newHTTPProxy(ctx context.Context, d *MeshDialer, logger *slog.Logger) *http
 	}
 	p.rp = &httputil.ReverseProxy{
 		// The request already names its destination (an absolute URI);
-		// Rewrite leaves it, and drops X-Forwarded-* that a client sent.
-		Rewrite:      func(*httputil.ProxyRequest) {},
+		// Rewrite leaves it, drops X-Forwarded-* that a client sent, and
+		// marks the request so that it cannot come back round.
+		Rewrite:      func(pr *httputil.ProxyRequest) { pr.Out.Header.Add("Via", viaToken) },
 		Transport:    p.tr,
 		ErrorHandler: p.forwardError,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
@@ -109,7 +111,19 @@ func (p *httpProxy) close() {
 	p.tr.CloseIdleConnections()
 }
 
+// viaToken marks a request this proxy forwarded (RFC 9110's Via). A proxy
+// listening on an address the mesh reaches (given explicitly, in kernel
+// mode) could otherwise be asked for itself and forward to itself until
+// every client slot is taken.
+const viaToken = "1.1 uncloud"
+
 func (p *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for _, v := range r.Header.Values("Via") {
+		if strings.Contains(v, viaToken) {
+			proxyRefuse(w, http.StatusLoopDetected, "this request came through uncloud's HTTP proxy already")
+			return
+		}
+	}
 	if r.Method == http.MethodConnect {
 		p.connect(w, r)
 		return
@@ -131,7 +145,7 @@ func (p *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// resolved; what a name resolves to is checked when the transport
 	// dials (forwardError).
 	if err := p.d.Check(host); err != nil {
-		p.log.Debug("refused", "client", r.RemoteAddr, "url", r.URL.Redacted(), "err", err)
+		p.log.Debug("refused", "client", r.RemoteAddr, "host", r.URL.Host, "err", err)
 		proxyRefuse(w, http.StatusForbidden, refusal(err))
 		return
 	}
@@ -141,7 +155,8 @@ func (p *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // forwardError answers a forwarded request that failed before the mesh
 // server answered.
 func (p *httpProxy) forwardError(w http.ResponseWriter, r *http.Request, err error) {
-	p.log.Debug("forward failed", "client", r.RemoteAddr, "url", r.URL.Redacted(), "err", err)
+	// The host only: a URL's path and query may hold secrets.
+	p.log.Debug("forward failed", "client", r.RemoteAddr, "host", r.URL.Host, "err", err)
 	switch {
 	case errors.Is(err, ErrNotMesh):
 		proxyRefuse(w, http.StatusForbidden, refusal(err))

@@ -24,7 +24,7 @@ func TestHTTPProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello from b: "+r.Method+" "+r.URL.Path+" host "+r.Host+" xff "+r.Header.Get("X-Forwarded-For"))
+		io.WriteString(w, "hello from b: "+r.Method+" "+r.URL.Path+" host "+r.Host+" xff "+r.Header.Get("X-Forwarded-For")+" via "+r.Header.Get("Via"))
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
@@ -66,9 +66,9 @@ func TestHTTPProxy(t *testing.T) {
 	}
 
 	forwarded := []struct{ name, url, want string }{
-		{"mesh address", "http://10.210.2.1:8080/a", "hello from b: GET /a host 10.210.2.1:8080 xff "},
-		{"service name", "http://web.internal:8080/b?q=1", "hello from b: GET /b host web.internal:8080 xff "},
-		{"machine name", "http://b.machine.internal:8080/", "hello from b: GET / host b.machine.internal:8080 xff "},
+		{"mesh address", "http://10.210.2.1:8080/a", "hello from b: GET /a host 10.210.2.1:8080 xff  via 1.1 uncloud"},
+		{"service name", "http://web.internal:8080/b?q=1", "hello from b: GET /b host web.internal:8080 xff  via 1.1 uncloud"},
+		{"machine name", "http://b.machine.internal:8080/", "hello from b: GET / host b.machine.internal:8080 xff  via 1.1 uncloud"},
 	}
 	for _, tt := range forwarded {
 		t.Run("GET "+tt.name, func(t *testing.T) {
@@ -85,7 +85,7 @@ func TestHTTPProxy(t *testing.T) {
 	}
 	t.Run("a client's X-Forwarded-For is not passed on", func(t *testing.T) {
 		code, body, _, _ := raw(t, "GET http://10.210.2.1:8080/ HTTP/1.1\r\nHost: 10.210.2.1:8080\r\nX-Forwarded-For: 1.2.3.4\r\nConnection: close\r\n\r\n")
-		if code != http.StatusOK || !strings.HasSuffix(body, "xff ") {
+		if code != http.StatusOK || !strings.Contains(body, "xff  via") {
 			t.Fatalf("%d %q", code, body)
 		}
 	})
@@ -144,6 +144,7 @@ func TestHTTPProxy(t *testing.T) {
 		{"unknown internal name", "GET http://nobody.internal/ HTTP/1.1\r\nHost: nobody.internal\r\n\r\n", 502, "no such name"},
 		{"closed port", "GET http://10.210.2.1:8081/ HTTP/1.1\r\nHost: x\r\n\r\n", 502, "refused"},
 		{"CONNECT to a closed port", "CONNECT 10.210.2.1:8081 HTTP/1.1\r\nHost: x\r\n\r\n", 502, "refused"},
+		{"a request that came through already", "GET http://10.210.2.1:8080/ HTTP/1.1\r\nHost: x\r\nVia: 1.1 other, 1.1 uncloud\r\n\r\n", 508, "already"},
 		{"headers too large", "GET http://web.internal:8080/ HTTP/1.1\r\nHost: web.internal\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", 431, ""},
 	}
 	for _, tt := range refused {

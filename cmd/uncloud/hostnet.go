@@ -239,3 +239,37 @@ func (c proxyLsCmd) Run(g *globals) error {
 	}
 	return w.Flush()
 }
+
+func (exposeAddCmd) Help() string {
+	return `Examples:
+  uncloud expose add 8080          # TCP: the mesh reaches 127.0.0.1:8080 as <machine>.machine.internal:8080
+  uncloud expose add 53/udp 8443   # a UDP port and a TCP port`
+}
+
+func (exposeRmCmd) Help() string {
+	return `Examples:
+  uncloud expose rm 8080           # refused from now on; open connections to it are closed
+  uncloud expose rm 53/udp`
+}
+
+func (exposeLsCmd) Help() string {
+	return `Examples:
+  uncloud expose ls
+  uncloud expose ls -o json        # {"mode":"netstack","exposed":["8080/tcp"],"forwarding":true,…}
+  uncloud machine ls               # the EXPOSED column: every netstack machine's ports`
+}
+
+func (proxySetCmd) Help() string {
+	return `Examples:
+  uncloud proxy set --socks5 1080                 # SOCKS5 on 127.0.0.1:1080
+  uncloud proxy set --http-proxy 3128             # HTTP proxy on 127.0.0.1:3128
+  uncloud proxy set --http-proxy 0.0.0.0:3128     # on every interface: anyone who reaches it reaches the mesh
+  uncloud proxy set --socks5 off --http-proxy off`
+}
+
+func (proxyLsCmd) Help() string {
+	return `Examples:
+  uncloud proxy ls
+  uncloud proxy ls -o json
+  uncloud status                  # the same on its "exposed to the mesh" line`
+}

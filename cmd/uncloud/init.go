@@ -89,7 +89,8 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 		reg.apply(&opts)
 		return socket, runDaemon(ctx, g, opts)
 	}
-	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, reg.args())
+	more := append([]string{"--log-level", g.LogLevel.String()}, reg.args()...)
+	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, more)
 	if err != nil {
 		return socket, err
 	}

@@ -44,8 +44,11 @@ type cli struct {
 
 // globals are what every command gets from the top-level flags.
 type globals struct {
-	Logger  *slog.Logger
-	Connect string
+	Logger *slog.Logger
+	// LogLevel is --log-level, passed on to the agent init and join
+	// start in the background.
+	LogLevel slog.Level
+	Connect  string
 }
 
 func main() {
@@ -58,7 +61,7 @@ func main() {
 		kong.Vars{"socket": api.DefaultSocket, "datadir": membership.DefaultDataDir},
 	)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
-	if err := kctx.Run(&globals{Logger: logger, Connect: c.Connect}); err != nil {
+	if err := kctx.Run(&globals{Logger: logger, LogLevel: c.LogLevel, Connect: c.Connect}); err != nil {
 		fmt.Fprintf(os.Stderr, "uncloud: %v\n", err)
 		os.Exit(1)
 	}

@@ -15,9 +15,6 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 type cli struct {
 	LogLevel slog.Level `help:"Log level: debug, info, warn or error." default:"info" env:"UNCLOUD_LOG_LEVEL"`
 	Connect  string     `help:"Agent to talk to: its socket path, unix:///path, or ssh://user@host[:port][/socket] for a machine reachable over SSH." default:"${socket}" env:"UNCLOUD_CONNECT" placeholder:"TARGET"`
@@ -39,6 +36,8 @@ type cli struct {
 	Pubkey  pubkeyCmd  `cmd:"" help:"Read a private key on stdin and print its public key."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 
+	Completion completionCmd `cmd:"" help:"Print a bash, zsh or fish script that completes commands, flags, machines and services."` // completion.go
+
 	containerCmds `embed:""` // run, ps, ls, … (containers.go)
 }
 
@@ -53,13 +52,18 @@ type globals struct {
 
 func main() {
 	var c cli
-	kctx := kong.Parse(&c,
+	parser := kong.Must(&c,
 		kong.Name("uncloud"),
 		kong.Description("Join any machines into one WireGuard mesh that runs containers, with no control plane."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Vars{"socket": api.DefaultSocket, "datadir": membership.DefaultDataDir},
 	)
+	if completeIfAsked(parser, agentNames{}, os.Stdout) { // a shell's TAB (completion.go)
+		return
+	}
+	kctx, err := parser.Parse(os.Args[1:])
+	parser.FatalIfErrorf(err)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
 	if err := kctx.Run(&globals{Logger: logger, LogLevel: c.LogLevel, Connect: c.Connect}); err != nil {
 		fmt.Fprintf(os.Stderr, "uncloud: %v\n", err)

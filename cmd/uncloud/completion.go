@@ -169,12 +169,14 @@ func completionTree(parser *kong.Kong, names nameLister) (complete.Command, erro
 // runs beside a timer rather than only under a context, so a dialer that
 // does not honour the context (an SSH handshake) cannot hold the TAB.
 func namePredictor(list func(context.Context, string) ([]string, error)) complete.Predictor {
-	return complete.PredictFunc(func(a complete.Args) []string {
+	return complete.PredictFunc(func(complete.Args) []string {
 		ctx, cancel := context.WithTimeout(context.Background(), completionLookup)
 		defer cancel()
 		got := make(chan []string, 1)
 		go func() {
-			names, err := list(ctx, connectTarget(a.All))
+			// a.All holds only the words after the subcommand; --connect
+			// may come before it, so read the shell's whole line.
+			names, err := list(ctx, connectTarget(strings.Fields(os.Getenv("COMP_LINE"))))
 			if err != nil {
 				complete.Log("names from the agent: %v", err)
 			}

@@ -52,13 +52,7 @@ type globals struct {
 
 func main() {
 	var c cli
-	parser := kong.Must(&c,
-		kong.Name("uncloud"),
-		kong.Description("Join any machines into one WireGuard mesh that runs containers, with no control plane."),
-		kong.UsageOnError(),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"socket": api.DefaultSocket, "datadir": membership.DefaultDataDir},
-	)
+	parser := newParser(&c)
 	if completeIfAsked(parser, agentNames{}, os.Stdout) { // a shell's TAB (completion.go)
 		return
 	}
@@ -69,4 +63,15 @@ func main() {
 		fmt.Fprintf(os.Stderr, "uncloud: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// newParser is the CLI's kong parser over c (tests build the same one).
+func newParser(c *cli) *kong.Kong {
+	return kong.Must(c,
+		kong.Name("uncloud"),
+		kong.Description("Join any machines into one WireGuard mesh that runs containers, with no control plane."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"socket": api.DefaultSocket, "datadir": membership.DefaultDataDir},
+	)
 }

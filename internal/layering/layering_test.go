@@ -60,6 +60,7 @@ var layers = map[string]int{
 	"e2e/cmd/...":        6,
 	"bench/internal/...": 6, // the benchmarks' shared lab setup
 	"bench/...":          7,
+	"scripts/...":        7, // build tools (scripts/sizes)
 }
 
 // rank finds a package's layer: an exact entry, else the nearest

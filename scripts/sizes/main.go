@@ -162,14 +162,16 @@ func kb(n uint64) string { return fmt.Sprintf("%d", (n+512)/1024) }
 // "net/http", "go:itab.*x/y.T,z.I" → "x/y". Names that belong to no
 // package give "".
 func packageOf(sym string) string {
-	for _, p := range []string{"type:", ".eq.", ".hash.", "go:itab.", "go:info.", "go:cuinfo.", "gclocals·"} {
+	for _, p := range []string{"type:", ".eq.", ".hash.", ".gcmask.", "go:itab.", "go:info.", "go:cuinfo.", "gclocals·"} {
 		sym = strings.TrimPrefix(sym, p)
 	}
 	sym = strings.TrimLeft(sym, "*[]0123456789")  // pointer, slice and array types
 	if i := strings.IndexAny(sym, "[,"); i >= 0 { // generic instances, itab pairs
 		sym = sym[:i]
 	}
-	if strings.HasPrefix(sym, "go:") || strings.HasPrefix(sym, "go.") {
+	if strings.HasPrefix(sym, "go:") || strings.HasPrefix(sym, "go.") ||
+		strings.HasPrefix(sym, "struct {") || strings.HasPrefix(sym, "func(") ||
+		strings.HasPrefix(sym, "map[") || strings.HasPrefix(sym, "interface {") { // anonymous types
 		return ""
 	}
 	slash := strings.LastIndexByte(sym, '/')
@@ -186,7 +188,7 @@ func packageOf(sym string) string {
 // packages whose first element has no dot are the standard library's.
 func moduleOf(pkg string, modules []string) string {
 	if pkg == "" {
-		return "(no package: strings, type links, runtime data)"
+		return "(compiler-made: strings, anonymous types, type links)"
 	}
 	if pkg == "main" {
 		return modules[0] // the main module's command

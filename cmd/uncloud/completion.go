@@ -167,7 +167,8 @@ func completionTree(parser *kong.Kong, names nameLister) (complete.Command, erro
 // namePredictor asks the agent named by the command line's --connect
 // (else UNCLOUD_CONNECT, else the local socket) for names. The lookup
 // runs beside a timer rather than only under a context, so a dialer that
-// does not honour the context (an SSH handshake) cannot hold the TAB.
+// does not honour the context (an SSH handshake) cannot hold the TAB; a
+// lookup left behind ends with the process, right after the answer.
 func namePredictor(list func(context.Context, string) ([]string, error)) complete.Predictor {
 	return complete.PredictFunc(func(complete.Args) []string {
 		ctx, cancel := context.WithTimeout(context.Background(), completionLookup)

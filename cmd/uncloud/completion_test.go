@@ -14,6 +14,65 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 )
 
+// TestMain lets a test run this test binary as the uncloud command (for a
+// shell that completes through it, as it would through the real binary).
+func TestMain(m *testing.M) {
+	if os.Getenv("UNCLOUD_TEST_AS_CLI") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestCompletionInFish: a real fish loads the script and completes
+// through this binary, which asks a real local API for the names. (bash
+// and zsh complete only in an interactive line editor; their scripts are
+// parsed above and the protocol they speak is TestCompletionFromAgent's.)
+func TestCompletionInFish(t *testing.T) {
+	fish, err := exec.LookPath("fish")
+	if err != nil {
+		t.Skip("fish not installed (scripts/test installs it)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script bytes.Buffer
+	if err := writeCompletionScript(&script, "fish", self); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "uncloud.fish")
+	if err := os.WriteFile(file, script.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := serveNames(t)
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"uncloud mach", []string{"machine"}},
+		{"uncloud --connect " + sock + " scale ", []string{"db.shop", "web"}},
+		{"uncloud --connect " + sock + " machine rm v", []string{"vps-2"}},
+	} {
+		cmd := exec.Command(fish, "--no-config", "-c", "source "+file+"; complete -C "+shellQuote(tc.line))
+		cmd.Env = append(os.Environ(), "UNCLOUD_TEST_AS_CLI=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("fish, %q: %v\n%s", tc.line, err, out)
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if w, _, _ := strings.Cut(l, "\t"); w != "" { // fish adds a tab and a description
+				got = append(got, w)
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("fish completes %q with %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}
+
 // TestCompletionScriptsParse checks each printed script with its own
 // shell's parser, with a binary path that needs quoting.
 func TestCompletionScriptsParse(t *testing.T) {

@@ -146,7 +146,7 @@ func completionTree(parser *kong.Kong, names nameLister) (complete.Command, erro
 	}
 	machines := namePredictor(names.Machines)
 	services := namePredictor(names.Services)
-	setFlagPredictor(root, machines, "--machine", "-m")
+	setFlagPredictor(parser.Model.Node, root, "machine", machines)
 	for _, set := range []struct {
 		paths [][]string
 		p     complete.Predictor
@@ -207,18 +207,22 @@ func connectTarget(words []string) string {
 	return target
 }
 
-// setFlagPredictor gives the flags named to every command that has them.
-func setFlagPredictor(c complete.Command, p complete.Predictor, flags ...string) {
-	for _, f := range flags {
-		if _, ok := c.GlobalFlags[f]; ok {
-			c.GlobalFlags[f] = p
+// setFlagPredictor gives p to every flag named name (and its short form)
+// of node and the commands under it; c is kongplete's command for node.
+func setFlagPredictor(node *kong.Node, c complete.Command, name string, p complete.Predictor) {
+	for _, f := range node.Flags {
+		if f.Name != name {
+			continue
 		}
-		if _, ok := c.Flags[f]; ok {
-			c.Flags[f] = p
+		c.GlobalFlags["--"+f.Name] = p // kongplete puts a command's flags there
+		if f.Short != 0 {
+			c.GlobalFlags["-"+string(f.Short)] = p
 		}
 	}
-	for _, sub := range c.Sub {
-		setFlagPredictor(sub, p, flags...) // Sub holds values, but their maps are shared
+	for _, child := range node.Children {
+		if sub, ok := c.Sub[child.Name]; ok {
+			setFlagPredictor(child, sub, name, p) // Sub holds values, but their maps are shared
+		}
 	}
 }
 

@@ -15,7 +15,9 @@ import (
 // it: on the host's stack for loopback (and, with MetricsPublic, other
 // host addresses), through the device for the mesh address (which, in
 // netstack mode, exists only inside the agent). It runs before the
-// ingress starts, so the ingress's metrics exist when it does.
+// ingress starts, so the ingress's metrics exist when it does. An
+// address the rule refuses stops the agent; one it cannot listen on is
+// logged.
 func (d *Daemon) startMetrics(ctx context.Context) error {
 	if d.opts.MetricsAddr == "" {
 		return nil
@@ -42,7 +44,10 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 		ln, err = lc.Listen(ctx, "tcp", ap.String())
 	}
 	if err != nil {
-		return fmt.Errorf("listen for metrics on %s: %w", ap, err)
+		// As with DNS: the mesh matters more than its metrics, so a port
+		// already taken is logged, not a reason to stay down.
+		d.log.Error("metrics: not served", "addr", ap.String(), "err", err)
+		return nil
 	}
 	d.goServe("metrics", func() error { return metrics.Serve(ctx, ln, reg, d.log) })
 	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })

@@ -324,4 +324,11 @@ scrape_configs:
 		return nil
 	})
 	t.Logf("all expected series in Prometheus %v after it started", time.Since(started).Round(time.Millisecond))
+	for _, q := range []string{"scrape_samples_scraped", "scrape_duration_seconds"} {
+		ss, err := promQuery(ctx, hosts[0], api, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %v", q, byMachine(ss, ""))
+	}
 }

@@ -11,7 +11,7 @@ import (
 // agent, init and join (which start the agent) and install (which writes
 // them into the unit), and reach a background agent as its flags.
 type metricsFlags struct {
-	MetricsAddr   string `name:"metrics-addr" help:"Serve Prometheus metrics at http://ADDR/metrics (README, Metrics). Off unless given. ADDR is IP:PORT on loopback (127.0.0.1:9101) or this machine's mesh address; mesh:PORT means the mesh address, whichever subnet this machine gets (mesh:9101). Other addresses are refused unless --metrics-public is given." placeholder:"IP:PORT"`
+	MetricsAddr   string `name:"metrics-addr" help:"Serve Prometheus metrics at http://ADDR/metrics (README, Metrics). Off unless given. ADDR is IP:PORT on loopback (127.0.0.1:9101) or this machine's mesh address; mesh:PORT means the mesh address, whichever subnet this machine gets (mesh:9101). Other addresses are refused unless --metrics-public is given." placeholder:"ADDR"`
 	MetricsPublic bool   `name:"metrics-public" help:"Allow --metrics-addr on a non-loopback, non-mesh address, e.g. a LAN address or :9101 (all interfaces). Metrics have no authentication: whoever reaches the address reads them."`
 }
 

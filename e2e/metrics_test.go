@@ -128,8 +128,10 @@ func byMachine(ss []promSample, also string) map[string]float64 {
 // scraping three agents every second: m1 on loopback, m2 on its mesh
 // address (kernel mode), m3 on its mesh address inside its netstack
 // (userspace mode). The series an operator would graph must be there.
-// A non-loopback, non-mesh address is refused before anything changes,
-// and a mesh listener is not reachable on the host's public address.
+// m1 then takes the ingress role and counts requests for hosts it does
+// not publish. A non-loopback, non-mesh address is refused before
+// anything changes, and a mesh listener is not reachable on the host's
+// public address.
 func TestMetrics(t *testing.T) {
 	for _, tool := range []string{"prometheus", "dig"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -320,6 +322,43 @@ scrape_configs:
 	wait("received counter too", `uncloud_dns_queries_total{machine="m1"} >= `+strconv.Itoa(int(before)+digs), func(ss []promSample) error {
 		if len(ss) != 1 {
 			return fmt.Errorf("%v", ss)
+		}
+		return nil
+	})
+
+	// Ingress: m1 takes the role; requests from m2 for a host no service
+	// publishes are counted under "unmatched", whatever Host they named.
+	if out, err := f.uncloud(ctx, t, 0, "machine", "role", "add", "m1", "ingress"); err != nil {
+		t.Fatalf("machine role add m1 ingress: %v\n%s", err, out)
+	}
+	ingressURL := "http://" + hosts[0].Addr.String() + "/"
+	answered := 0
+	testkit.Eventually(t, "m1's ingress answers", 60*time.Second, func() error {
+		status, _, err := httpGet(ctx, hosts[1], ingressURL)
+		if err != nil {
+			return err
+		}
+		answered++
+		if status != http.StatusNotFound {
+			return fmt.Errorf("HTTP %d", status)
+		}
+		return nil
+	})
+	for range 5 {
+		if status, _, err := httpGet(ctx, hosts[1], ingressURL); err != nil || status != http.StatusNotFound {
+			t.Fatalf("ingress: %d %v", status, err)
+		}
+		answered++
+	}
+	wait("the ingress's requests counted", `uncloud_ingress_requests_total{machine="m1"}`, func(ss []promSample) error {
+		if len(ss) != 1 || ss[0].Metric["host"] != "unmatched" || ss[0].Metric["code"] != "4xx" || ss[0].Value != float64(answered) {
+			return fmt.Errorf("want only host=unmatched code=4xx at %d", answered)
+		}
+		return nil
+	})
+	wait("and their latencies", `uncloud_ingress_request_duration_seconds_count{machine="m1",host="unmatched"}`, func(ss []promSample) error {
+		if len(ss) != 1 || ss[0].Value != float64(answered) {
+			return fmt.Errorf("want %d observations", answered)
 		}
 		return nil
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"
+	"github.com/uncloud-mesh/uncloud/ingress"
 	"github.com/uncloud-mesh/uncloud/record"
 	"github.com/uncloud-mesh/uncloud/trust"
 	"github.com/uncloud-mesh/uncloud/tun"
@@ -63,6 +64,11 @@ type DaemonOptions struct {
 	// RegistryMaxBytes caps the blobs the registry keeps for the next
 	// push; zero means DefaultRegistryMaxBytes.
 	RegistryMaxBytes int64
+	// MetricsAddr is where /metrics is served (IP:PORT, or mesh:PORT for
+	// the mesh address); empty: nowhere. Only loopback and the mesh
+	// address unless MetricsPublic (agent/metrics.ParseAddr).
+	MetricsAddr   string
+	MetricsPublic bool
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -90,6 +96,9 @@ type Daemon struct {
 	containers    *localDocker               // this machine's Docker, see containers.go
 	hostnet       *hostnet.Manager           // exposed ports and proxies (hostnet.go)
 	dns           atomic.Pointer[dnsService] // the resolver, once started (dns.go)
+	// ingressMetrics count the ingress's requests when metrics are
+	// served (metrics.go); nil otherwise.
+	ingressMetrics *ingress.Metrics
 
 	ctx    context.Context // the daemon's lifetime, for work started by calls
 	cancel context.CancelFunc
@@ -201,6 +210,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	}
 	d.startReach(ctx)
 	d.startCatchUp(ctx)
+	if err := d.startMetrics(ctx); err != nil {
+		return nil, err
+	}
 	d.startIngress(ctx)
 	if err := d.startDNS(ctx); err != nil {
 		return nil, err

@@ -150,6 +150,7 @@ func (d *Daemon) newIngress(ctx context.Context) (*ingress.Ingress, error) {
 		MeshHTTPListener: meshLn,
 		Policy:           o.Policy,
 		AccessLog:        access,
+		Metrics:          d.ingressMetrics,
 		Log:              d.log.With("component", "ingress"),
 		ACME:             acme,
 		SealKey:          sealKey,

@@ -29,6 +29,7 @@ func e2eHelpers() map[string]lab.HelperFunc {
 	h := maps.Clone(ingressHelpers)
 	maps.Copy(h, adversaryJoinHelpers)
 	h["rogue-call"] = helperRogueCall
+	h["httpget"] = helperHTTPGet // metrics_test.go
 	return h
 }
 

@@ -78,21 +78,28 @@ Publish one with <code>-p `+html.EscapeString(host)+`:PORT/https</code>.</p>
 `)
 }
 
-// logged runs h and, with an access log configured, writes one record.
+// logged runs h and, with an access log or metrics configured, writes
+// one record and counts the request.
 func (in *Ingress) logged(w http.ResponseWriter, r *http.Request, rt *Route, h http.Handler) {
-	if in.cfg.AccessLog == nil {
+	if in.cfg.AccessLog == nil && in.cfg.Metrics == nil {
 		h.ServeHTTP(w, r)
 		return
 	}
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	h.ServeHTTP(sw, r)
+	if sw.status == 0 {
+		sw.status = http.StatusOK
+	}
+	if in.cfg.Metrics != nil {
+		in.cfg.Metrics.observe(rt, sw.status, time.Since(start))
+	}
+	if in.cfg.AccessLog == nil {
+		return
+	}
 	service := ""
 	if rt != nil {
 		service = rt.Service
-	}
-	if sw.status == 0 {
-		sw.status = http.StatusOK
 	}
 	in.cfg.AccessLog.Info("request", "remote", r.RemoteAddr, "proto", r.Proto, "method", r.Method,
 		"host", r.Host, "uri", r.RequestURI, "status", sw.status, "bytes", sw.bytes,

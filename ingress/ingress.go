@@ -58,7 +58,9 @@ type Config struct {
 
 	// AccessLog, when set, gets one record per request.
 	AccessLog *slog.Logger
-	Log       *slog.Logger
+	// Metrics, when set, count requests and latency per host.
+	Metrics *Metrics
+	Log     *slog.Logger
 
 	ACME ACMEConfig
 	// Certificates are served as they are, besides ACME's (e.g. a

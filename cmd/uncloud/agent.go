@@ -30,6 +30,7 @@ type agentCmd struct {
 	SecretsDir string `name:"secrets-dir" env:"UNCLOUD_SECRETS_DIR" help:"Where containers' secrets and configs are written (0700, bind-mounted read-only into them). Default: the socket's directory/secrets (a tmpfs under /run). Docker must see the same path." placeholder:"DIR"`
 
 	Registry registryFlags `embed:""` // cmd/uncloud/registryflags.go
+	Metrics  metricsFlags  `embed:""` // cmd/uncloud/metricsflags.go
 
 	DockerHost string       `help:"Docker Engine address for containers (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 	Ingress    ingressFlags `embed:""` // cmd/uncloud/ingress.go
@@ -105,6 +106,7 @@ func (a agentCmd) Run(g *globals) error {
 			Ingress:       a.Ingress.options(),
 		}
 		a.Registry.apply(&opts)
+		a.Metrics.apply(&opts)
 		return runDaemon(ctx, g, opts)
 	}
 	return static.Run(ctx, static.Options{

@@ -27,6 +27,7 @@ type initCmd struct {
 	Foreground bool          `help:"Run the agent in the foreground instead of starting it in the background (for containers and supervisors)."`
 	Registry   registryFlags `embed:""`
 	HostNet    hostNetFlags  `embed:""` // cmd/uncloud/hostnet.go
+	Metrics    metricsFlags  `embed:""` // cmd/uncloud/metricsflags.go
 }
 
 func (initCmd) Help() string {
@@ -42,6 +43,9 @@ Examples:
 }
 
 func (c initCmd) Run(g *globals) error {
+	if err := c.Metrics.check(); err != nil {
+		return err
+	}
 	if existing, err := membership.LoadMachineState(c.DataDir); err == nil {
 		return fmt.Errorf("this machine is already %q in network %s (data dir %s): start its agent with 'uncloud agent', or remove %s to start over",
 			existing.Name, existing.NetworkID, c.DataDir, c.DataDir)
@@ -66,7 +70,7 @@ func (c initCmd) Run(g *globals) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	_, err = startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground, c.Registry)
+	_, err = startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground, c.Registry, c.Metrics)
 	if err != nil || c.Foreground {
 		return err
 	}
@@ -77,7 +81,7 @@ func (c initCmd) Run(g *globals) error {
 // startAgent runs the agent on a freshly written data dir: in the
 // foreground until ctx ends, or in the background, waiting until its API
 // answers. It returns the socket the agent serves.
-func startAgent(ctx context.Context, g *globals, dataDir string, userspace, foreground bool, reg registryFlags) (string, error) {
+func startAgent(ctx context.Context, g *globals, dataDir string, userspace, foreground bool, reg registryFlags, met metricsFlags) (string, error) {
 	socket := socketPath(g.Connect)
 	if foreground {
 		gid, err := socketGroup("")
@@ -87,10 +91,11 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 		opts := agent.DaemonOptions{DataDir: dataDir, Socket: socket, SocketGID: gid,
 			Userspace: userspace, Logger: g.Logger, Version: version}
 		reg.apply(&opts)
+		met.apply(&opts)
 		return socket, runDaemon(ctx, g, opts)
 	}
 	more := append([]string{"--log-level", g.LogLevel.String()}, reg.args()...)
-	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, more)
+	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, append(more, met.args()...))
 	if err != nil {
 		return socket, err
 	}

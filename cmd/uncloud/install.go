@@ -17,6 +17,7 @@ type installCmd struct {
 	NoStart bool   `help:"Write and enable the unit, but do not start it now."`
 
 	HostNet hostNetFlags `embed:""` // cmd/uncloud/hostnet.go
+	Metrics metricsFlags `embed:""` // cmd/uncloud/metricsflags.go; written into the unit's command line
 }
 
 func (installCmd) Help() string {
@@ -30,8 +31,12 @@ Examples:
 }
 
 // unitText is the service: restarted on failure, stopped with SIGTERM
-// (the agent shuts down cleanly on it), its state in the data dir.
-func unitText(binary, dataDir string) string {
+// (the agent shuts down cleanly on it), its state in the data dir; more
+// are further agent flags (none holds a space).
+func unitText(binary, dataDir string, more ...string) string {
+	if len(more) > 0 {
+		dataDir += " " + strings.Join(more, " ")
+	}
 	return fmt.Sprintf(`[Unit]
 Description=uncloud agent: this machine's end of the uncloud network
 Wants=network-online.target
@@ -51,6 +56,9 @@ WantedBy=multi-user.target
 }
 
 func (c installCmd) Run(g *globals) error {
+	if err := c.Metrics.check(); err != nil {
+		return err
+	}
 	hn, err := c.HostNet.change()
 	if err != nil {
 		return err
@@ -77,10 +85,10 @@ func (c installCmd) Run(g *globals) error {
 		return fmt.Errorf("create %s: %w", c.UnitDir, err)
 	}
 	unit := filepath.Join(c.UnitDir, "uncloud.service")
-	if err := os.WriteFile(unit, []byte(unitText(self, c.DataDir)), 0o644); err != nil {
+	if err := os.WriteFile(unit, []byte(unitText(self, c.DataDir, c.Metrics.args()...)), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", unit, err)
 	}
-	fmt.Printf("Wrote %s (runs %s agent --data-dir %s).\n", unit, self, c.DataDir)
+	fmt.Printf("Wrote %s (runs %s).\n", unit, strings.Join(append([]string{self, "agent", "--data-dir", c.DataDir}, c.Metrics.args()...), " "))
 	if _, err := os.Stat("/run/systemd/system"); err != nil {
 		fmt.Println("systemd is not running here, so nothing was enabled: start the agent with 'uncloud agent' under your supervisor.")
 		return nil

@@ -25,6 +25,7 @@ type joinCmd struct {
 	Foreground bool          `help:"Run the agent in the foreground after joining."`
 	Registry   registryFlags `embed:""`
 	HostNet    hostNetFlags  `embed:""` // cmd/uncloud/hostnet.go
+	Metrics    metricsFlags  `embed:""` // cmd/uncloud/metricsflags.go
 }
 
 func (joinCmd) Help() string {
@@ -38,6 +39,9 @@ Examples:
 }
 
 func (c joinCmd) Run(g *globals) error {
+	if err := c.Metrics.check(); err != nil {
+		return err
+	}
 	text := c.Token
 	if text == "-" {
 		b, err := io.ReadAll(io.LimitReader(os.Stdin, 16<<10))
@@ -62,7 +66,7 @@ func (c joinCmd) Run(g *globals) error {
 	if err := saveHostNet(c.DataDir, hn); err != nil {
 		return err
 	}
-	socket, err := startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground, c.Registry)
+	socket, err := startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground, c.Registry, c.Metrics)
 	if err != nil || c.Foreground {
 		return err
 	}

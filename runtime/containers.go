@@ -14,7 +14,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -93,10 +92,7 @@ func (r *Runtime) CreateWith(ctx context.Context, spec ContainerSpec, opened Ope
 		RestartPolicy: restart,
 		PortBindings:  bindings,
 	}
-	for _, v := range spec.Volumes {
-		m, _ := ParseVolume(v)
-		host.Mounts = append(host.Mounts, mount.Mount(m))
-	}
+	host.Binds, host.Mounts = spec.dockerVolumes()
 	spec.applyOptions(cfg, host)
 	host.Mounts = append(host.Mounts, files...)
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{r.cfg.Network: {}}}

@@ -42,7 +42,9 @@ func (a AllowFrom) String() string {
 	return a.Name
 }
 
-var allowLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// allowLabel is a service name (runtime's rule: '_' inside, as in
+// Compose's plausible_db) or a machine name (which has none).
+var allowLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
 
 // maxAllowFrom bounds a security group, which every machine compiles.
 const maxAllowFrom = 64
@@ -66,7 +68,7 @@ func ParseAllowFrom(s string) (AllowFrom, error) {
 		name = n
 	}
 	if !allowLabel.MatchString(name) {
-		return AllowFrom{}, fmt.Errorf("allow-from %q: %q is not a service or machine name (a DNS label: 1-63 lowercase letters, digits and '-'); use SERVICE, service:NAME, machine:NAME or ingress", s, name)
+		return AllowFrom{}, fmt.Errorf("allow-from %q: %q is not a service or machine name (a DNS label: 1-63 lowercase letters, digits, '-' and '_'); use SERVICE, service:NAME, machine:NAME or ingress", s, name)
 	}
 	return AllowFrom{Kind: kind, Name: name}, nil
 }

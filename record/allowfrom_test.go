@@ -18,7 +18,9 @@ func TestParseAllowFrom(t *testing.T) {
 		{"ingress", AllowFrom{Kind: AllowIngress}, ""},
 		{"group:x", AllowFrom{}, `unknown kind "group"`},
 		{"machine:", AllowFrom{}, "is not a service or machine name"},
-		{"web_1", AllowFrom{}, "is not a service or machine name"},
+		{"web_1", AllowFrom{AllowService, "web_1"}, ""},
+		{"_web", AllowFrom{}, "is not a service or machine name"},
+		{"web.x", AllowFrom{}, "is not a service or machine name"},
 		{"10.0.0.0/8", AllowFrom{}, "is not a service or machine name"},
 		{"", AllowFrom{}, "is not a service or machine name"},
 	} {

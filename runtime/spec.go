@@ -120,13 +120,18 @@ func (s ContainerSpec) HealthTimings() (interval, timeout time.Duration, retries
 	return interval, timeout, retries, max(s.HealthStartPeriod, 0)
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// nameLabel is a service or container name. They become <name>.internal
+// and <name>.<machine>.machine.internal, so they are DNS labels, with '_'
+// inside as Compose's service names have it (plausible_db, which the
+// file's other services call by that name; the resolver answers such
+// labels). A name starts and ends with a letter or digit, so it is never
+// taken for an SRV record's _port or _proto label.
+var nameLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
 
-// CheckName accepts service and container names: DNS labels, since they
-// become <name>.internal and <name>.<machine>.machine.internal.
+// CheckName accepts service and container names (see nameLabel).
 func CheckName(what, name string) error {
-	if !dnsLabel.MatchString(name) {
-		return fmt.Errorf("%w: %s %q must be a DNS label: 1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+	if !nameLabel.MatchString(name) {
+		return fmt.Errorf("%w: %s %q must be a DNS label: 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit",
 			ErrBadSpec, what, name)
 	}
 	return nil

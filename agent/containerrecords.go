@@ -76,7 +76,7 @@ func (w *containerRecords) Containers(ctx context.Context, live []*runtime.Conta
 		if err := w.store.Delete(ctx, gone.Key()); err != nil {
 			return fmt.Errorf("delete record of gone container %s: %w", gone.Name, err)
 		}
-		w.log.Info("container gone", "name", gone.Name, "id", shortID(gone.ID))
+		w.log.Info("container gone", "name", gone.Name, "id", runtime.ShortID(gone.ID))
 	}
 	return nil
 }
@@ -111,11 +111,4 @@ func (w *containerRecords) putIfChanged(ctx context.Context, old, cur *record.Co
 		return fmt.Errorf("write record of container %s: %w", cur.Name, err)
 	}
 	return nil
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

@@ -44,6 +44,14 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 	for _, p := range peers {
 		byKey[p.PublicKey.String()] = p
 	}
+	// A relayed peer is named by its relay machine, as 'uncloud mesh' does,
+	// not by the relay's underlay address.
+	via := map[string]string{}
+	if d.nat != nil {
+		for _, p := range d.nat.mgr.Status().Peers {
+			via[p.Key.String()] = p.Via
+		}
+	}
 	out := make([]api.MachineInfo, 0, len(records))
 	for _, m := range records {
 		info := api.MachineInfo{ID: m.ID, Name: m.Name, Subnet: m.Subnet, State: "down", Roles: m.Roles, Labels: m.Labels}
@@ -61,6 +69,9 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 		}
 		if p, ok := byKey[m.WireGuardKey]; ok {
 			info.Endpoint = endpointInUse(p)
+			if v := via[m.WireGuardKey]; p.Relay != nil && v != "" {
+				info.Endpoint = "relay via " + v
+			}
 			info.LastHandshake = p.LastHandshake
 		}
 		out = append(out, info)

@@ -149,13 +149,5 @@ func (p *localDocker) explainLocalPin(ctx context.Context, rt *runtime.Runtime, 
 		return err
 	}
 	return fmt.Errorf("%w: %s here is image %s, but the service runs %s (the image the machine that ran it had; no registry knows it): send that one with 'uncloud image push %s -m %s --force'",
-		runtime.ErrImageNotFound, req.Image, shortImageID(have), shortImageID(req.Pin), req.Image, p.machineName())
-}
-
-func shortImageID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
+		runtime.ErrImageNotFound, req.Image, runtime.ShortID(have), runtime.ShortID(req.Pin), req.Image, p.machineName())
 }

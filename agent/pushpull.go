@@ -146,7 +146,7 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 		return api.ImageProgress{Status: "present", Digest: req.Digest}, func() { pr.dropFetched(im) }, nil
 	case err == nil && !req.Force:
 		return api.ImageProgress{}, nil, fmt.Errorf("%w on %s: %s is image %s here; push with --force to replace it",
-			runtime.ErrImageRetag, machine, req.Image, shortImageID(have))
+			runtime.ErrImageRetag, machine, req.Image, runtime.ShortID(have))
 	case err != nil && !errors.Is(err, runtime.ErrImageNotFound):
 		return api.ImageProgress{}, nil, err
 	}
@@ -197,7 +197,7 @@ func (pr *pushRegistry) pullFrom(ctx context.Context, rt *runtime.Runtime, machi
 	}
 	if pulled != id && pulled != req.Digest {
 		untag()
-		return api.ImageProgress{}, nil, fmt.Errorf("pulled image %s, the manifest says %s", shortImageID(pulled), shortImageID(id))
+		return api.ImageProgress{}, nil, fmt.Errorf("pulled image %s, the manifest says %s", runtime.ShortID(pulled), runtime.ShortID(id))
 	}
 	if err := rt.TagPushed(ctx, pulled, req.Image, req.Force); err != nil {
 		untag()

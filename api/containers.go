@@ -173,9 +173,13 @@ type ContainerInfo struct {
 
 // ServiceInfo is one service: its record and a count of its containers.
 type ServiceInfo struct {
-	Name  string `json:"name"`
-	Mode  string `json:"mode"`
-	Image string `json:"image"`
+	// Name is the service's ID: <service>.<project>, or the bare name in
+	// the default project.
+	Name string `json:"name"`
+	// Project is the project it belongs to ("default" for the bare ones).
+	Project string `json:"project"`
+	Mode    string `json:"mode"`
+	Image   string `json:"image"`
 	// ImageDigest is the digest the service's image is pinned to.
 	ImageDigest string   `json:"image_digest,omitempty"`
 	Ports       []string `json:"ports,omitempty"`
@@ -199,7 +203,9 @@ type LogsRequest struct {
 	// Services are the services whose containers' lines are wanted;
 	// none: every service (the multi-service call, GET /v1/logs).
 	Services []string `json:"services,omitempty"`
-	Follow   bool     `json:"follow"`
+	// Project adds every service of that project (logs -p).
+	Project string `json:"project,omitempty"`
+	Follow  bool   `json:"follow"`
 	// Since and Until bound the lines' times: RFC 3339, Unix seconds,
 	// or a duration ago (10m).
 	Since string `json:"since,omitempty"`

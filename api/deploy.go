@@ -14,6 +14,10 @@ type DeployBackend interface {
 type DeployRequest struct {
 	Services []RunRequest `json:"services"`
 	DryRun   bool         `json:"dry_run,omitempty"` // plan only
+	// RemoveOrphans removes the services of the project that the request
+	// does not name (deploy --remove-orphans); without it they are only
+	// reported (plan action "orphan").
+	RemoveOrphans bool `json:"remove_orphans,omitempty"`
 	// RegistryAuths are the CLI user's credentials, by registry host
 	// (docker.io for Docker Hub), for the registries of these services'
 	// images only; used for this deploy's pulls and never stored.
@@ -30,7 +34,7 @@ type DeployEvent struct {
 	Service   string `json:"service"`
 	Machine   string `json:"machine,omitempty"`
 	Container string `json:"container,omitempty"`
-	// Action: create, replace, remove, unchanged in the plan; created,
+	// Action: create, replace, remove, unchanged, orphan in the plan; created,
 	// stopped, healthy, removed, failed, rollback, done as it runs.
 	Action string `json:"action"`
 	Detail string `json:"detail,omitempty"`

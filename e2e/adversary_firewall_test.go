@@ -275,7 +275,7 @@ func TestAdversaryFirewall(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", path)
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", path)
 		if err != nil || !strings.Contains(out, "allow-from") {
 			t.Fatalf("deploy: %v\n%s", err, out)
 		}

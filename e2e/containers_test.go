@@ -669,7 +669,7 @@ func TestDeployRollingUpdate(t *testing.T) {
 	var v1, v2 []string // the containers of versions 1 and 2
 
 	if !t.Run("version 1 deployed: two healthy containers; the same file again changes nothing", func(t *testing.T) {
-		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "1", healthy))
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", compose(t, "1", healthy))
 		if err != nil {
 			t.Fatalf("first deploy: %v\n%s", err, out)
 		}
@@ -680,7 +680,7 @@ func TestDeployRollingUpdate(t *testing.T) {
 		if v := version(t); v != "1" {
 			t.Errorf("VERSION after the first deploy: %s", v)
 		}
-		if out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "1", healthy)); err != nil || !strings.Contains(out, "unchanged web: 2 containers") {
+		if out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", compose(t, "1", healthy)); err != nil || !strings.Contains(out, "unchanged web: 2 containers") {
 			t.Errorf("repeated deploy: %v\n%s", err, out)
 		}
 	}) {
@@ -688,7 +688,7 @@ func TestDeployRollingUpdate(t *testing.T) {
 	}
 
 	if !t.Run("version 2 replaces them container by container, start-first", func(t *testing.T) {
-		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "2", healthy))
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", compose(t, "2", healthy))
 		if err != nil {
 			t.Fatalf("second deploy: %v\n%s", err, out)
 		}
@@ -714,7 +714,7 @@ func TestDeployRollingUpdate(t *testing.T) {
 	}
 
 	t.Run("version 3 fails its health check: the rollout rolls back, version 2 keeps running", func(t *testing.T) {
-		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "3", "http://127.0.0.1:1/"))
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", compose(t, "3", "http://127.0.0.1:1/"))
 		if err == nil || !strings.Contains(err.Error()+out, "rolled back") || !strings.Contains(err.Error()+out, "unhealthy") {
 			t.Fatalf("deploy with a failing health check: %v\n%s", err, out)
 		}

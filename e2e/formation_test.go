@@ -99,7 +99,9 @@ func form(ctx context.Context, t *testing.T, n int, userspace map[int]bool) *for
 // itself) with a WireGuard handshake to each, and returns how long it took.
 func (f *formed) waitAllAlive(ctx context.Context, t *testing.T, timeout time.Duration) time.Duration {
 	t.Helper()
-	return testkit.Eventually(t, fmt.Sprintf("all %d machines alive everywhere with a handshake", len(f.hosts)), timeout, func() error {
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	took, err := testkit.Poll(pctx, fmt.Sprintf("all %d machines alive everywhere with a handshake", len(f.hosts)), func() error {
 		for i := range f.hosts {
 			ms := f.machines(ctx, t, i)
 			if len(ms) != len(f.hosts) {
@@ -116,6 +118,25 @@ func (f *formed) waitAllAlive(ctx context.Context, t *testing.T, timeout time.Du
 		}
 		return nil
 	})
+	if err != nil {
+		f.explainMembership(ctx, t)
+		t.Fatal(err)
+	}
+	return took
+}
+
+// explainMembership logs what each host holds of the membership: the
+// machine records in its state and the records its verifier ignored, so
+// a machine missing from a list says whether its record never arrived or
+// arrived and was refused.
+func (f *formed) explainMembership(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for i, h := range f.hosts {
+		recs, err := f.uncloud(ctx, t, i, "state", "ls", "/machines/")
+		t.Logf("%s: state ls /machines/ (%v):\n%s", h.Name, err, recs)
+		st, err := f.uncloud(ctx, t, i, "status", "-o", "json")
+		t.Logf("%s: status (%v):\n%s", h.Name, err, st)
+	}
 }
 
 // TestFormation: init, four joins (two of them in netstack mode), every

@@ -128,7 +128,7 @@ func TestImagePull(t *testing.T) {
 	if err := os.WriteFile(compose, []byte("services:\n  echo:\n    image: "+ref+"\n    deploy:\n      replicas: 3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err = uc(good, 0, "deploy", "-f", compose)
+	out, err = uc(good, 0, "deploy", "-p", "default", "-f", compose)
 	if err != nil {
 		t.Fatalf("deploy: %v\n%s", err, out)
 	}
@@ -137,7 +137,7 @@ func TestImagePull(t *testing.T) {
 			t.Errorf("after deploy %s on %s runs %q, want %s", ci.Name, ci.Machine, ci.ImageDigest, d2)
 		}
 	}
-	if out, err = uc(good, 0, "deploy", "-f", compose); err != nil || !strings.Contains(out, "unchanged echo") {
+	if out, err = uc(good, 0, "deploy", "-p", "default", "-f", compose); err != nil || !strings.Contains(out, "unchanged echo") {
 		t.Errorf("second deploy: %v, want unchanged\n%s", err, out)
 	}
 

@@ -129,7 +129,7 @@ func TestComposeKeys(t *testing.T) {
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", path)
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", path)
 		if err != nil {
 			t.Fatalf("deploy: %v\n%s", err, out)
 		}

@@ -153,7 +153,7 @@ func TestRollback(t *testing.T) {
 	}
 
 	if !t.Run("version 1 runs on the three machines behind the ingress", func(t *testing.T) {
-		if out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "1", "")); err != nil {
+		if out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", compose(t, "1", "")); err != nil {
 			t.Fatalf("deploy: %v\n%s", err, out)
 		}
 		healthy(t)
@@ -172,7 +172,7 @@ func TestRollback(t *testing.T) {
 	var v2 []api.ContainerInfo
 	if !t.Run("version 2 rolls out; the history says who", func(t *testing.T) {
 		began := time.Now()
-		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "2", ""))
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", compose(t, "2", ""))
 		if err != nil {
 			t.Fatalf("deploy: %v\n%s", err, out)
 		}
@@ -197,7 +197,7 @@ func TestRollback(t *testing.T) {
 		first, second := v2[0], v2[1]
 		cidr := second.Address + "/24"
 		began := time.Now()
-		out, err := c.uncloud(ctx, t, 0, "deploy", "-f", compose(t, "3", cidr))
+		out, err := c.uncloud(ctx, t, 0, "deploy", "-p", "default", "-f", compose(t, "3", cidr))
 		took := time.Since(began)
 		text := out
 		if err != nil {

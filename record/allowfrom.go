@@ -42,9 +42,7 @@ func (a AllowFrom) String() string {
 	return a.Name
 }
 
-// allowLabel is a service name (runtime's rule: '_' inside, as in
-// Compose's plausible_db) or a machine name (which has none).
-var allowLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+var allowLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // maxAllowFrom bounds a security group, which every machine compiles.
 const maxAllowFrom = 64
@@ -67,8 +65,12 @@ func ParseAllowFrom(s string) (AllowFrom, error) {
 		}
 		name = n
 	}
-	if !allowLabel.MatchString(name) {
-		return AllowFrom{}, fmt.Errorf("allow-from %q: %q is not a service or machine name (a DNS label: 1-63 lowercase letters, digits, '-' and '_'); use SERVICE, service:NAME, machine:NAME or ingress", s, name)
+	valid := allowLabel.MatchString(name)
+	if kind == AllowService {
+		valid = CheckServiceID(name) == nil // a service of a project: NAME.PROJECT
+	}
+	if !valid {
+		return AllowFrom{}, fmt.Errorf("allow-from %q: %q is not a service or machine name (a DNS label: 1-63 lowercase letters, digits and '-', and NAME.PROJECT for a project's service); use SERVICE, service:NAME, machine:NAME or ingress", s, name)
 	}
 	return AllowFrom{Kind: kind, Name: name}, nil
 }

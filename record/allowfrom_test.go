@@ -20,7 +20,8 @@ func TestParseAllowFrom(t *testing.T) {
 		{"machine:", AllowFrom{}, "is not a service or machine name"},
 		{"web_1", AllowFrom{AllowService, "web_1"}, ""},
 		{"_web", AllowFrom{}, "is not a service or machine name"},
-		{"web.x", AllowFrom{}, "is not a service or machine name"},
+		{"db.blog", AllowFrom{AllowService, "db.blog"}, ""}, // a project's service
+		{"machine:m_1", AllowFrom{}, "is not a service or machine name"},
 		{"10.0.0.0/8", AllowFrom{}, "is not a service or machine name"},
 		{"", AllowFrom{}, "is not a service or machine name"},
 	} {

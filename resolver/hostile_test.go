@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
@@ -54,7 +55,7 @@ func FuzzRespond(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		var rot uint32
 		for _, tcp := range []bool{false, true} {
-			resp, act := s.respond(p, out, key, tcp, &rot)
+			resp, act := s.respond(p, out, key, tcp, &rot, netip.Addr{})
 			if act != actReply {
 				continue
 			}

@@ -141,16 +141,19 @@ func (s *Server) allowed(a netip.Addr) bool {
 // replier sends an answer back to the client; nil means none.
 type replier func([]byte)
 
-// respond answers the message p into out. It returns the answer and
-// actReply, or actForward (p goes to the upstreams), or actDrop.
-func (s *Server) respond(p, out, key []byte, tcp bool, rot *uint32) ([]byte, action) {
+// respond answers the message p from the client at from (the zero
+// address: no client, or unknown) into out. It returns the answer and
+// actReply, or actForward (p goes to the upstreams), or actDrop. The
+// client's address picks its project's view (a container of a project
+// sees its project's <service>.internal).
+func (s *Server) respond(p, out, key []byte, tcp bool, rot *uint32, from netip.Addr) ([]byte, action) {
 	s.stats.Queries.Add(1)
 	z := s.idx.zone.Load()
 	q, k, ok := parseQuery(p, key)
 	var pk *packed
 	pkt := p
 	if ok {
-		if pk, ok = z.lookupKey(k, q.qtype); !ok {
+		if pk, ok = z.lookupKey(k, q.qtype, from); !ok {
 			return nil, actForward
 		}
 	} else {
@@ -163,7 +166,7 @@ func (s *Server) respond(p, out, key []byte, tcp bool, rot *uint32) ([]byte, act
 		default:
 			return resp, act
 		}
-		if pk, ok = z.lookup(skey, sq.qtype); !ok {
+		if pk, ok = z.lookup(skey, sq.qtype, from); !ok {
 			return nil, actForward
 		}
 		pkt, q = canon, sq
@@ -272,10 +275,11 @@ func (s *Server) serveGeneric(ctx context.Context, c net.PacketConn) error {
 			if !ok || !s.allowed(ap.Addr()) {
 				continue
 			}
+			from = ap
 		} else if !s.allowed(from.Addr()) {
 			continue
 		}
-		resp, act := s.respond(buf[:n], out, key, false, &rot)
+		resp, act := s.respond(buf[:n], out, key, false, &rot, from.Addr())
 		switch act {
 		case actReply:
 			if udp != nil {
@@ -355,6 +359,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	out := make([]byte, 2, 2+maxMessage)
 	key := make([]byte, 0, maxKey+1)
 	var rot uint32
+	client, _ := addrPortOf(c.RemoteAddr())
 	var wmu sync.Mutex // forwarded answers write from their own goroutine
 	write := func(b []byte) {
 		if b == nil {
@@ -377,7 +382,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		if _, err := io.ReadFull(c, buf[2:2+n]); err != nil {
 			return
 		}
-		resp, act := s.respond(buf[2:2+n], out[2:2], key, true, &rot)
+		resp, act := s.respond(buf[2:2+n], out[2:2], key, true, &rot, client.Addr())
 		switch act {
 		case actReply:
 			write(resp)
@@ -409,7 +414,7 @@ func (s *Server) Query(ctx context.Context, name string, qtype uint16) (*dns.Msg
 	var rot uint32
 	out := make([]byte, 0, maxMessage)
 	key := make([]byte, 0, maxKey+1)
-	resp, act := s.respond(p, out, key, true, &rot)
+	resp, act := s.respond(p, out, key, true, &rot, netip.Addr{})
 	switch act {
 	case actForward:
 		if s.fwd == nil {

@@ -137,14 +137,19 @@ func (s *Server) batchLoop(ctx context.Context, c *net.UDPConn, fd int) error {
 		n := int(r)
 		drained = n < batch
 		todo := 0
+		// Only a zone with projects' views needs the client's address.
+		projects := len(s.idx.zone.Load().projectOf) > 0
 		for i := range n {
 			p := bufs[i][:rhdr[i].n]
-			if len(s.allow) > 0 {
-				if from, ok := sockaddrPort(&names[i], rhdr[i].hdr.Namelen); !ok || !s.allowed(from.Addr()) {
+			var from netip.Addr
+			if len(s.allow) > 0 || projects {
+				ap, ok := sockaddrPort(&names[i], rhdr[i].hdr.Namelen)
+				if len(s.allow) > 0 && (!ok || !s.allowed(ap.Addr())) {
 					continue
 				}
+				from = ap.Addr()
 			}
-			resp, act := s.respond(p, outs[i][:0], key, false, &rot)
+			resp, act := s.respond(p, outs[i][:0], key, false, &rot, from)
 			switch act {
 			case actReply:
 				resps[todo] = resp

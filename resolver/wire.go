@@ -3,6 +3,7 @@ package resolver
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -188,7 +189,14 @@ func appendOPT(out []byte, extRcode int, do bool) []byte {
 }
 
 // lookupKey is zone.lookup for a key in a byte slice, without allocating.
-func (z *zone) lookupKey(key []byte, qtype uint16) (*packed, bool) {
+func (z *zone) lookupKey(key []byte, qtype uint16, from netip.Addr) (*packed, bool) {
+	if len(z.projectOf) > 0 {
+		if project, ok := z.projectOf[from.Unmap()]; ok {
+			if n := z.projects[project][string(key)]; n != nil {
+				return n.answer(qtype), true
+			}
+		}
+	}
 	if n := z.nodes[string(key)]; n != nil {
 		return n.answer(qtype), true
 	}

@@ -55,6 +55,13 @@ type zone struct {
 	nodes  map[string]*node
 	apexes []*apex
 	names  []Name // for listing, sorted
+	// projects are the names a project's containers see besides nodes:
+	// <service>.internal for each of the project's services (and their
+	// nearest. and SRV names), by project; projectOf says which project
+	// a container's address is in (the default project's are absent:
+	// they see nodes as everyone does).
+	projects  map[string]map[string]*node
+	projectOf map[netip.Addr]string
 }
 
 // apex is one authoritative zone (internal., 210.10.in-addr.arpa.).
@@ -95,7 +102,10 @@ type packed struct {
 // lookup finds the answer for qtype at name (lowercase, fully
 // qualified), or the NXDOMAIN of the apex it falls under; ok is false for
 // names outside the zones.
-func (z *zone) lookup(name string, qtype uint16) (p *packed, ok bool) {
+func (z *zone) lookup(name string, qtype uint16, from netip.Addr) (p *packed, ok bool) {
+	if n := z.projectNode(name, from); n != nil {
+		return n.answer(qtype), true
+	}
 	if n := z.nodes[name]; n != nil {
 		return n.answer(qtype), true
 	}
@@ -105,6 +115,20 @@ func (z *zone) lookup(name string, qtype uint16) (p *packed, ok bool) {
 		}
 	}
 	return nil, false
+}
+
+// projectNode is the node of name in the view of the project whose
+// container asks from, if that view has one; nil otherwise (the zone's
+// own nodes answer).
+func (z *zone) projectNode(name string, from netip.Addr) *node {
+	if len(z.projectOf) == 0 {
+		return nil
+	}
+	project, ok := z.projectOf[from.Unmap()]
+	if !ok {
+		return nil
+	}
+	return z.projects[project][name]
 }
 
 // inZone reports whether name (lowercase, fully qualified) is apex or
@@ -119,6 +143,10 @@ type builder struct {
 	groups map[string]map[uint16][][]dns.RR // name → type → groups rotated separately
 	extra  map[string]map[uint16][]dns.RR   // additional section
 	order  []string
+	// projects build each project's own view; projectOf is what
+	// becomes zone.projectOf.
+	projects  map[string]*builder
+	projectOf map[netip.Addr]string
 }
 
 func (b *builder) add(name string, rr dns.RR, group int) {
@@ -163,7 +191,7 @@ func build(in Input) (z *zone, skipped []string) {
 	}
 	self := ""
 	b := &builder{z: &zone{nodes: map[string]*node{}}, groups: map[string]map[uint16][][]dns.RR{},
-		extra: map[string]map[uint16][]dns.RR{}}
+		extra: map[string]map[uint16][]dns.RR{}, projects: map[string]*builder{}, projectOf: map[netip.Addr]string{}}
 
 	// Machines: the name label, the mesh address.
 	machines := map[string]string{} // id → label, only reachable, well-named machines
@@ -229,13 +257,7 @@ func build(in Input) (z *zone, skipped []string) {
 			services[svc] = nil
 		}
 	}
-	for _, svc := range slices.Sorted(mapKeys(services)) {
-		if !isLabel(svc) || svc == "machine" {
-			skipped = append(skipped, fmt.Sprintf("service %q: not a DNS label, or a reserved name", svc))
-			continue
-		}
-		b.service(svc, services[svc])
-	}
+	skipped = append(skipped, b.services(services)...)
 
 	if self == "" {
 		self = "localhost."
@@ -252,9 +274,52 @@ func build(in Input) (z *zone, skipped []string) {
 	return b.z, skipped
 }
 
-// service adds <svc>.internal, nearest.<svc>.internal and the SRV names.
-func (b *builder) service(svc string, live []liveContainer) {
-	name := svc + "." + apexInternal
+// services adds the names of the services, by service ID (package
+// record: <name>.<project>, or the bare name in the default project):
+//   - <name>.<project>.internal for every service, <name>.internal and
+//     <name>.default.internal for the default project's;
+//   - <name>.internal for a service no default one shadows, when one
+//     project alone has that name (so a name is not lost to a host or a
+//     default-project container just because its service is in a project);
+//   - <name>.internal in each project's own view, for its containers.
+func (b *builder) services(byID map[string][]liveContainer) (skipped []string) {
+	byName := map[string][]string{} // name → IDs
+	for _, id := range slices.Sorted(mapKeys(byID)) {
+		name, project := record.SplitServiceID(id)
+		if !isLabel(name) || name == "machine" || !isLabel(project) || project == "machine" {
+			skipped = append(skipped, fmt.Sprintf("service %q: not a DNS label, or a reserved name", id))
+			continue
+		}
+		byName[name] = append(byName[name], id)
+		live := byID[id]
+		if project == record.DefaultProject {
+			b.service(name+"."+apexInternal, live)
+			b.service(name+"."+record.DefaultProject+"."+apexInternal, live)
+			continue
+		}
+		b.service(id+"."+apexInternal, live)
+		pb := b.projects[project]
+		if pb == nil {
+			pb = &builder{z: &zone{nodes: map[string]*node{}, apexes: b.z.apexes}, groups: map[string]map[uint16][][]dns.RR{},
+				extra: map[string]map[uint16][]dns.RR{}}
+			b.projects[project] = pb
+		}
+		pb.service(name+"."+apexInternal, live)
+		for _, lc := range live {
+			b.projectOf[lc.addr] = project
+		}
+	}
+	for _, name := range slices.Sorted(mapKeys(byName)) {
+		if ids := byName[name]; len(ids) == 1 && record.ServiceProject(ids[0]) != record.DefaultProject {
+			b.service(name+"."+apexInternal, byID[ids[0]])
+		}
+	}
+	return skipped
+}
+
+// service adds name (e.g. web.internal.), nearest.<name> and the SRV
+// names.
+func (b *builder) service(name string, live []liveContainer) {
 	nearest := "nearest." + name
 	b.ensure(name)
 	b.ensure(nearest)
@@ -304,7 +369,9 @@ func (b *builder) ensure(name string) {
 func (b *builder) finish() {
 	z := b.z
 	for _, a := range z.apexes {
-		a.nx = packAnswer(a.name, dns.RcodeNameError, nil, []dns.RR{a.soa}, nil, false)
+		if a.nx == nil { // a project's view shares the zone's apexes
+			a.nx = packAnswer(a.name, dns.RcodeNameError, nil, []dns.RR{a.soa}, nil, false)
+		}
 	}
 	apexOf := func(name string) *apex {
 		for _, a := range z.apexes {
@@ -377,6 +444,19 @@ func (b *builder) finish() {
 			}
 			z.names = append(z.names, nm)
 		}
+	}
+	// Each project's view: its own nodes, without the apexes (answered
+	// from the zone, with the SOA and NS).
+	for project, pb := range b.projects {
+		pb.z.apexes = z.apexes
+		pb.finish()
+		for _, a := range z.apexes {
+			delete(pb.z.nodes, a.name)
+		}
+		if z.projects == nil {
+			z.projects, z.projectOf = map[string]map[string]*node{}, b.projectOf
+		}
+		z.projects[project] = pb.z.nodes
 	}
 }
 

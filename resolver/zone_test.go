@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -65,7 +66,7 @@ func ask(t testing.TB, s *Server, m *dns.Msg, tcp bool) *dns.Msg {
 		t.Fatal(err)
 	}
 	var rot uint32
-	resp, act := s.respond(p, make([]byte, 0, maxMessage), make([]byte, 0, maxKey+1), tcp, &rot)
+	resp, act := s.respond(p, make([]byte, 0, maxMessage), make([]byte, 0, maxKey+1), tcp, &rot, netip.Addr{})
 	if act == actForward {
 		resp = refused(p)
 	}
@@ -223,7 +224,7 @@ func TestRotation(t *testing.T) {
 	firsts := map[string]int{}
 	orders := map[string]bool{}
 	for range 40 {
-		resp, _ := s.respond(p, make([]byte, 0, 512), make([]byte, 0, 256), false, &rot)
+		resp, _ := s.respond(p, make([]byte, 0, 512), make([]byte, 0, 256), false, &rot, netip.Addr{})
 		r := new(dns.Msg)
 		if err := r.Unpack(resp); err != nil {
 			t.Fatal(err)
@@ -320,14 +321,14 @@ func TestErrors(t *testing.T) {
 	resp.Response = true
 	p, _ := resp.Pack()
 	var rot uint32
-	if out, act := s.respond(p, nil, make([]byte, 0, 256), false, &rot); act != actDrop || out != nil {
+	if out, act := s.respond(p, nil, make([]byte, 0, 256), false, &rot, netip.Addr{}); act != actDrop || out != nil {
 		t.Fatalf("a response got action %d", act)
 	}
 	// Garbage after a header: FORMERR; less than a header: nothing.
-	if out, act := s.respond([]byte{1, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 99}, nil, make([]byte, 0, 256), false, &rot); act != actReply || out[3]&0xf != dns.RcodeFormatError || out[0] != 1 || out[1] != 2 {
+	if out, act := s.respond([]byte{1, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 99}, nil, make([]byte, 0, 256), false, &rot, netip.Addr{}); act != actReply || out[3]&0xf != dns.RcodeFormatError || out[0] != 1 || out[1] != 2 {
 		t.Fatalf("garbage: action %d, answer %x", act, out)
 	}
-	if _, act := s.respond([]byte{1, 2, 3}, nil, make([]byte, 0, 256), false, &rot); act != actDrop {
+	if _, act := s.respond([]byte{1, 2, 3}, nil, make([]byte, 0, 256), false, &rot, netip.Addr{}); act != actDrop {
 		t.Fatalf("3 bytes: action %d", act)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // Create makes and starts a container from spec on the uncloud network,
@@ -34,7 +35,7 @@ func (r *Runtime) CreateWith(ctx context.Context, spec ContainerSpec, opened Ope
 	}
 	restart, _ := ParseRestart(spec.Restart)
 	if spec.Name == "" {
-		spec.Name = spec.Service + "-" + randomSuffix()
+		spec.Name = record.ContainerPrefix(spec.Service) + "-" + randomSuffix()
 	}
 	if _, err := r.docker.ImageInspect(ctx, spec.RunImage()); err != nil {
 		if errdefs.IsNotFound(err) {

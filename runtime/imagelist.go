@@ -169,7 +169,7 @@ func displayName(i Image) string {
 	if n := firstName(i); n != "~" {
 		return n
 	}
-	return shortID(i.ID)
+	return ShortID(i.ID)
 }
 
 func firstName(i Image) string { return ImageSortName(i.Tags, i.Digests) }

@@ -69,7 +69,7 @@ func (r *Runtime) RemoveImage(ctx context.Context, ref string, opts RemoveImageO
 	out := ImageRemoval{ID: insp.ID, Users: me.Users}
 	if me.InUse > 0 && !opts.Force {
 		return out, fmt.Errorf("%w: %s (image %s) is used on %s by %s; remove those first, or remove it with --force",
-			ErrImageInUse, ref, shortID(insp.ID), r.cfg.MachineName, describeUsers(me))
+			ErrImageInUse, ref, ShortID(insp.ID), r.cfg.MachineName, describeUsers(me))
 	}
 	if opts.Check {
 		return out, nil
@@ -255,7 +255,7 @@ func (r *Runtime) removeUnused(ctx context.Context, img Image) error {
 	for _, ref := range refs {
 		_, err := r.docker.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
 		if err != nil && !errdefs.IsNotFound(err) { // gone with an earlier name
-			return fmt.Errorf("%s (%s): Docker said: %s", displayName(img), shortID(img.ID), dockerWords(err))
+			return fmt.Errorf("%s (%s): Docker said: %s", displayName(img), ShortID(img.ID), dockerWords(err))
 		}
 	}
 	return nil

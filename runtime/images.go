@@ -74,9 +74,9 @@ func (r *Runtime) LoadImage(ctx context.Context, tarball io.Reader, opts LoadOpt
 	var undone []string
 	for tag, old := range moved {
 		if err := r.docker.ImageTag(ctx, old, tag); err != nil {
-			return loaded, fmt.Errorf("load image on %s moved tag %s from %s and it could not be put back: %w", r.cfg.MachineName, tag, shortID(old), err)
+			return loaded, fmt.Errorf("load image on %s moved tag %s from %s and it could not be put back: %w", r.cfg.MachineName, tag, ShortID(old), err)
 		}
-		undone = append(undone, fmt.Sprintf("%s (was %s, the push has %s)", tag, shortID(old), shortID(after[tag])))
+		undone = append(undone, fmt.Sprintf("%s (was %s, the push has %s)", tag, ShortID(old), ShortID(after[tag])))
 	}
 	if len(undone) > 0 {
 		sort.Strings(undone)
@@ -115,7 +115,9 @@ func (r *Runtime) imageTags(ctx context.Context) (map[string]string, error) {
 	return out, nil
 }
 
-func shortID(id string) string {
+// ShortID is an image or container ID as Docker shows it: the first 12
+// hex digits, without "sha256:".
+func ShortID(id string) string {
 	id = strings.TrimPrefix(id, "sha256:")
 	if len(id) > 12 {
 		return id[:12]

@@ -195,7 +195,7 @@ func (r *Runtime) Pull(ctx context.Context, pin string, policy PullPolicy, auth 
 	}
 	if _, err := digest.Parse(pin); err == nil {
 		return false, fmt.Errorf("%w: %s is a local image (no registry knows it) and %s does not have it: send it with 'uncloud image push IMAGE -m %s'",
-			ErrImageNotFound, shortID(pin), r.cfg.MachineName, r.cfg.MachineName)
+			ErrImageNotFound, ShortID(pin), r.cfg.MachineName, r.cfg.MachineName)
 	}
 	rc, err := r.docker.ImagePull(ctx, pin, image.PullOptions{RegistryAuth: auth})
 	if err != nil {

@@ -121,12 +121,12 @@ func (r *Runtime) TagPushed(ctx context.Context, id, ref string, force bool) err
 		return nil
 	case err == nil && !force:
 		return fmt.Errorf("%w on %s: %s is image %s here; push with --force to replace it",
-			ErrImageRetag, r.cfg.MachineName, ref, shortID(have))
+			ErrImageRetag, r.cfg.MachineName, ref, ShortID(have))
 	case err != nil && !errors.Is(err, ErrImageNotFound):
 		return err
 	}
 	if err := r.docker.ImageTag(ctx, id, ref); err != nil {
-		return fmt.Errorf("tag %s as %s on %s: %w", shortID(id), ref, r.cfg.MachineName, err)
+		return fmt.Errorf("tag %s as %s on %s: %w", ShortID(id), ref, r.cfg.MachineName, err)
 	}
 	return nil
 }

@@ -120,15 +120,13 @@ func (s ContainerSpec) HealthTimings() (interval, timeout time.Duration, retries
 	return interval, timeout, retries, max(s.HealthStartPeriod, 0)
 }
 
-// nameLabel is a service or container name. They become <name>.internal
-// and <name>.<machine>.machine.internal, so they are DNS labels, with '_'
-// inside as Compose's service names have it (plausible_db, which the
-// file's other services call by that name; the resolver answers such
-// labels). A name starts and ends with a letter or digit, so it is never
-// taken for an SRV record's _port or _proto label.
+// nameLabel is a container name: it becomes
+// <name>.<machine>.machine.internal, so it is a DNS label, with '_' inside
+// as a Compose service's name (plausible_db) gives it; it starts and ends
+// with a letter or digit, so it is never taken for an SRV _port label.
 var nameLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
 
-// CheckName accepts service and container names (see nameLabel).
+// CheckName accepts container names (see nameLabel).
 func CheckName(what, name string) error {
 	if !nameLabel.MatchString(name) {
 		return fmt.Errorf("%w: %s %q must be a DNS label: 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit",
@@ -139,8 +137,8 @@ func CheckName(what, name string) error {
 
 // Validate checks every field and says which one is wrong with which input.
 func (s ContainerSpec) Validate() error {
-	if err := CheckName("service name", s.Service); err != nil {
-		return err
+	if err := record.CheckServiceID(s.Service); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSpec, err)
 	}
 	if s.Name != "" {
 		if err := CheckName("container name", s.Name); err != nil {

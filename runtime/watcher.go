@@ -74,11 +74,13 @@ func (r *Runtime) Watch(ctx context.Context, obs Observer, o WatchOptions) {
 		o.Resync = 30 * time.Second
 	}
 	backoff := time.Second
+	said := "" // the failure last logged as a warning
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := r.watchOnce(ctx, obs, o)
 		if time.Since(start) > time.Minute {
 			backoff = time.Second // it worked for a while: retry soon
+			said = ""
 		}
 		if ctx.Err() != nil {
 			return
@@ -86,7 +88,14 @@ func (r *Runtime) Watch(ctx context.Context, obs Observer, o WatchOptions) {
 		if o.Failed != nil {
 			o.Failed(err)
 		}
-		r.log.Warn("docker watch interrupted; retrying", "err", err, "in", backoff)
+		// A machine without Docker would otherwise say so every 30 s for
+		// ever: a failure is a warning once, its repeats are debug.
+		if msg := fmt.Sprint(err); msg != said {
+			r.log.Warn("docker watch interrupted; retrying (repeats are logged at debug level)", "err", err, "in", backoff)
+			said = msg
+		} else {
+			r.log.Debug("docker watch interrupted; retrying", "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -265,7 +265,9 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		ListenPort: opts.ListenPort,
 		Userspace:  true,
 		Joining:    true,
-		Logger:     opts.Logger,
+		// The user sees the join's own progress; the temporary device's
+		// info lines are internal, only its warnings are theirs.
+		Logger: slog.New(atLeast{opts.Logger.Handler(), slog.LevelWarn}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("temporary join device: %w", err)
@@ -340,3 +342,18 @@ func checkAdmission(st *MachineState, issuer TokenMember, resp *joinResponse) er
 	}
 	return nil
 }
+
+// atLeast passes on the records of min and above.
+type atLeast struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h atLeast) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h atLeast) WithAttrs(as []slog.Attr) slog.Handler {
+	return atLeast{h.Handler.WithAttrs(as), h.min}
+}
+func (h atLeast) WithGroup(g string) slog.Handler { return atLeast{h.Handler.WithGroup(g), h.min} }

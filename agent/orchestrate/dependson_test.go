@@ -91,3 +91,24 @@ func TestDeploySpreadsServices(t *testing.T) {
 		t.Errorf("containers per machine %v, want 2 each", per)
 	}
 }
+
+// TestDeployFailedDependency: a service whose dependency failed to deploy
+// is not started, and a service that depends on nothing still is.
+func TestDeployFailedDependency(t *testing.T) {
+	r := newRig(t, newFleet(), Config{})
+	r.engine.setFail("create m1", errors.New("m1's engine says no"))
+	_, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{
+		{Name: "a", Image: "x:1", Machines: []string{"m1"}},
+		{Name: "b", Image: "x:1", Machines: []string{"m2"}, DependsOn: map[string]string{"a": "service_started"}},
+		{Name: "c", Image: "x:1", Machines: []string{"m2"}},
+	}})
+	if err == nil || !strings.Contains(err.Error(), "its dependency a failed") {
+		t.Fatalf("deploy with a failing a: %v, want b refused for its dependency", err)
+	}
+	if got := r.containers(t, "b"); len(got) != 0 {
+		t.Errorf("b started although its dependency failed: %v", got)
+	}
+	if got := r.containers(t, "c"); len(got) != 1 {
+		t.Errorf("c, which depends on nothing, has %v, want one container", got)
+	}
+}

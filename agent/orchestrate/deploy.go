@@ -5,7 +5,9 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -63,6 +65,13 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		names[t.ID] = t
 	}
 	event = lockedEvents(event)
+	if err := qualify(&req); err != nil {
+		return err
+	}
+	orphans, err := o.orphans(ctx, req)
+	if err != nil {
+		return err
+	}
 	var plans []*servicePlan
 	deps := map[string]map[string]string{}
 	planned := map[string]int{} // new containers by machine, for the next services' spread
@@ -102,22 +111,88 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 			}
 		}
 	}
+	for _, id := range orphans {
+		e := api.DeployEvent{Plan: true, Service: id, Action: "orphan",
+			Detail: "in the project, not in the files: 'deploy --remove-orphans' removes it"}
+		if req.RemoveOrphans {
+			e.Action, e.Detail = "remove", "orphan: in the project, not in the files"
+		}
+		if err := event(e); err != nil {
+			return err
+		}
+	}
 	if req.DryRun {
 		return nil
 	}
-	for _, p := range plans {
-		emit := func(e api.DeployEvent) { e.Service = p.name; _ = event(e) }
-		if err := o.waitDependencies(ctx, p.name, deps[p.name], emit); err != nil {
-			return err
-		}
-		held := o.volumeMachines(ctx, p.name)
-		err := o.applyPlan(ctx, p, names, event)
-		o.noteVolumes(ctx, p.name, held...)
-		if err != nil {
-			return err
-		}
+	if err := o.applyPlans(ctx, plans, deps, names, event); err != nil {
+		return err
+	}
+	if req.RemoveOrphans {
+		return o.removeOrphans(ctx, orphans, event)
 	}
 	return nil
+}
+
+// applyPlans applies the plans at once, as docker compose starts
+// independent services at once: each waits only for the services it
+// depends on, first for this deploy to have applied them, then for the
+// condition depends_on names. A failed plan fails those that depend on
+// it, and none other.
+func (o *Orchestrator) applyPlans(ctx context.Context, plans []*servicePlan, deps map[string]map[string]string,
+	names map[string]Machine, event func(api.DeployEvent) error) error {
+	done := map[string]chan struct{}{}
+	for _, p := range plans {
+		done[p.name] = make(chan struct{})
+	}
+	var mu sync.Mutex
+	failed := map[string]bool{}
+	errs := make([]error, len(plans))
+	var wg sync.WaitGroup
+	for i, p := range plans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[p.name])
+			fail := func(err error) {
+				errs[i] = err
+				mu.Lock()
+				failed[p.name] = true
+				mu.Unlock()
+			}
+			for _, dep := range slices.Sorted(maps.Keys(deps[p.name])) {
+				ch := done[dep]
+				if ch == nil {
+					continue // not in this deploy: waitDependencies looks at it as it is
+				}
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					fail(ctx.Err())
+					return
+				}
+				mu.Lock()
+				bad := failed[dep]
+				mu.Unlock()
+				if bad {
+					fail(fmt.Errorf("deploy of %s not started: its dependency %s failed", p.name, dep))
+					return
+				}
+			}
+			emit := func(e api.DeployEvent) { e.Service = p.name; _ = event(e) }
+			if err := o.waitDependencies(ctx, p.name, deps[p.name], emit); err != nil {
+				fail(err)
+				return
+			}
+			held := o.volumeMachines(ctx, p.name)
+			err := o.applyPlan(ctx, p, names, event)
+			o.noteVolumes(ctx, p.name, held...)
+			if err != nil {
+				fail(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // lockedEvents makes event safe to call from several goroutines (pulls,

@@ -17,6 +17,10 @@ import (
 
 // ExecService implements api.ContainerBackend.
 func (o *Orchestrator) ExecService(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {
+	name, err := o.serviceID(ctx, name)
+	if err != nil {
+		return api.ExecResult{}, err
+	}
 	c, t, err := o.execTarget(ctx, name, req)
 	if err != nil {
 		return api.ExecResult{}, err
@@ -33,6 +37,10 @@ func (o *Orchestrator) ExecService(ctx context.Context, name string, req api.Exe
 
 // ExecAttach implements api.ExecAttachBackend.
 func (o *Orchestrator) ExecAttach(ctx context.Context, name string, req api.ExecRequest) (api.ExecSession, api.ExecTarget, error) {
+	name, err := o.serviceID(ctx, name)
+	if err != nil {
+		return nil, api.ExecTarget{}, err
+	}
 	c, t, err := o.execTarget(ctx, name, req)
 	if err != nil {
 		return nil, api.ExecTarget{}, err

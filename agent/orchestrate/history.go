@@ -86,6 +86,10 @@ func versionOf(specJSON []byte, v record.Version) record.Version {
 
 // History implements api.RolloutBackend.
 func (o *Orchestrator) History(ctx context.Context, service string) ([]api.ServiceVersion, error) {
+	service, err := o.serviceID(ctx, service)
+	if err != nil {
+		return nil, err
+	}
 	h, err := o.history(ctx, service)
 	if err != nil {
 		return nil, err
@@ -110,6 +114,10 @@ func (o *Orchestrator) History(ctx context.Context, service string) ([]api.Servi
 // start-first rollout of the same containers, and recorded as a new
 // version.
 func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.RollbackRequest, event func(api.DeployEvent) error) error {
+	service, err := o.serviceID(ctx, service)
+	if err != nil {
+		return err
+	}
 	event = lockedEvents(event)
 	svc, err := o.service(ctx, service)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,7 +53,7 @@ func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, load api.Ima
 		return 0, "present", nil
 	case err == nil && !load.Force:
 		return 0, "", fmt.Errorf("%s on %s is another image (%s, this one is %s): push with --force to replace it",
-			ref, t.Name, shortImageID(haveID), shortImageID(load.ID))
+			ref, t.Name, runtime.ShortID(haveID), runtime.ShortID(load.ID))
 	case err == nil, errors.Is(err, runtime.ErrImageNotFound):
 	default:
 		return 0, "", err
@@ -84,14 +83,6 @@ func (o *Orchestrator) pushTo(ctx context.Context, self, t Machine, load api.Ima
 		return sent.Load(), "", err
 	}
 	return sent.Load(), "done", nil
-}
-
-func shortImageID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
 
 type countingReader struct {

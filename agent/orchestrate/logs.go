@@ -3,6 +3,7 @@ package orchestrate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,7 +45,7 @@ func (o *Orchestrator) Logs(ctx context.Context, lr api.LogsRequest, line func(a
 			return fmt.Errorf("%w: --tail %q is not a number of lines or all", api.ErrBadRequest, lr.Tail)
 		}
 	}
-	cs, err := o.logContainers(ctx, lr.Services)
+	cs, err := o.logContainers(ctx, lr.Services, lr.Project)
 	if err != nil || len(cs) == 0 {
 		return err
 	}
@@ -126,10 +127,26 @@ func (o *Orchestrator) Logs(ctx context.Context, lr api.LogsRequest, line func(a
 // logContainers are the containers of the services named, or of every
 // service; a name that is neither a service nor has containers is an
 // error, so a typo is not an empty answer.
-func (o *Orchestrator) logContainers(ctx context.Context, services []string) ([]*record.Container, error) {
+func (o *Orchestrator) logContainers(ctx context.Context, services []string, project string) ([]*record.Container, error) {
+	services = slices.Clone(services)
 	cs, err := o.serviceContainers(ctx, "")
 	if err != nil {
 		return nil, err
+	}
+	for i, s := range services {
+		if services[i], err = o.serviceID(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	if project != "" {
+		ps, err := o.projectServices(ctx, project)
+		if err != nil {
+			return nil, err
+		}
+		if len(ps) == 0 {
+			return nil, fmt.Errorf("%w: project %q has no services (see 'uncloud ls')", api.ErrNotFound, project)
+		}
+		services = append(services, ps...)
 	}
 	want := map[string]bool{}
 	for _, s := range services {

@@ -107,7 +107,7 @@ func (o *Orchestrator) pushRegistry(ctx context.Context, req api.PushRequest, lo
 				report(api.ImageProgress{Machine: t.Name, Image: req.Image, Status: "present", Digest: localID})
 			case err == nil && !req.Force:
 				failed(t, fmt.Errorf("%s on %s is another image (%s, this one is %s): push with --force to replace it",
-					req.Image, t.Name, shortImageID(have), shortImageID(localID)))
+					req.Image, t.Name, runtime.ShortID(have), runtime.ShortID(localID)))
 			case err == nil, errors.Is(err, runtime.ErrImageNotFound):
 				need[i] = true
 				report(api.ImageProgress{Machine: t.Name, Image: req.Image, Status: "resolving"})

@@ -135,6 +135,18 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 	if req.Name == "" {
 		req.Name = serviceNameFromImage(req.Image)
 	}
+	if req.Project != "" && req.Project != record.DefaultProject {
+		if err := record.CheckProjectName(req.Project); err != nil {
+			return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+		}
+		if strings.Contains(req.Name, ".") {
+			return api.ServiceResult{}, fmt.Errorf("%w: service name %q: a name has no dot (the project is given apart)", api.ErrBadRequest, req.Name)
+		}
+		req.Name = record.ServiceID(req.Name, req.Project)
+	}
+	if err := record.CheckServiceID(req.Name); err != nil {
+		return api.ServiceResult{}, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
 	if req.Mode == "" {
 		req.Mode = "replicated"
 	}
@@ -343,6 +355,10 @@ func (o *Orchestrator) actMany(ctx context.Context, service, action string, cs [
 
 // ScaleService implements api.ContainerBackend.
 func (o *Orchestrator) ScaleService(ctx context.Context, name string, req api.ScaleRequest, progress func(api.RunEvent)) (api.ServiceResult, error) {
+	name, err := o.serviceID(ctx, name)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
 	progress = lockedProgress(progress)
 	replicas := req.Replicas
 	svc, err := o.service(ctx, name)
@@ -418,6 +434,10 @@ func (o *Orchestrator) ScaleService(ctx context.Context, name string, req api.Sc
 
 // RemoveService implements api.ContainerBackend.
 func (o *Orchestrator) RemoveService(ctx context.Context, name string) (api.ServiceResult, error) {
+	name, err := o.serviceID(ctx, name)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
 	_, svcErr := o.service(ctx, name)
 	cs, err := o.serviceContainers(ctx, name)
 	if err != nil {
@@ -439,6 +459,10 @@ func (o *Orchestrator) RemoveService(ctx context.Context, name string) (api.Serv
 }
 
 func (o *Orchestrator) stopStart(ctx context.Context, name, action string) (api.ServiceResult, error) {
+	name, err := o.serviceID(ctx, name)
+	if err != nil {
+		return api.ServiceResult{}, err
+	}
 	cs, err := o.serviceContainers(ctx, name)
 	if err != nil {
 		return api.ServiceResult{}, err

@@ -85,7 +85,7 @@ func (o *Orchestrator) Services(ctx context.Context) ([]api.ServiceInfo, error) 
 		if s, ok := byName[name]; ok {
 			return s
 		}
-		s := &api.ServiceInfo{Name: name, Mode: "-"}
+		s := &api.ServiceInfo{Name: name, Project: record.ServiceProject(name), Mode: "-"}
 		byName[name] = s
 		names = append(names, name)
 		return s
@@ -118,7 +118,14 @@ func (o *Orchestrator) Services(ctx context.Context) ([]api.ServiceInfo, error) 
 			s.Machines = append(s.Machines, c.Machine)
 		}
 	}
-	sort.Strings(names)
+	// Grouped by project, the default project first.
+	sort.Slice(names, func(i, j int) bool {
+		pi, pj := byName[names[i]].Project, byName[names[j]].Project
+		if pi != pj {
+			return pi == record.DefaultProject || pj != record.DefaultProject && pi < pj
+		}
+		return names[i] < names[j]
+	})
 	out := make([]api.ServiceInfo, 0, len(names))
 	for _, n := range names {
 		out = append(out, *byName[n])
@@ -128,6 +135,10 @@ func (o *Orchestrator) Services(ctx context.Context) ([]api.ServiceInfo, error) 
 
 // InspectService implements api.ContainerBackend.
 func (o *Orchestrator) InspectService(ctx context.Context, name string) (api.ServiceDetail, error) {
+	name, err := o.serviceID(ctx, name)
+	if err != nil {
+		return api.ServiceDetail{}, err
+	}
 	svcs, err := o.Services(ctx)
 	if err != nil {
 		return api.ServiceDetail{}, err

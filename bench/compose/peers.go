@@ -104,7 +104,8 @@ func (b *bench) uncloudDeploy(ctx context.Context, c *api.Client, file string) (
 		byService := map[string][]state{}
 		spread = map[string]int{}
 		for _, ci := range cs {
-			byService[ci.Service] = append(byService[ci.Service], state{ci.State, ci.Health})
+			name := strings.TrimSuffix(ci.Service, ".bench") // the project's services are <name>.bench
+			byService[name] = append(byService[name], state{ci.State, ci.Health})
 			spread[ci.Machine]++
 		}
 		ok, why := up(byService)
@@ -121,14 +122,8 @@ func (b *bench) uncloudDeploy(ctx context.Context, c *api.Client, file string) (
 // uncloudRemove removes every service of the project and waits until no
 // container of theirs is listed.
 func (b *bench) uncloudRemove(ctx context.Context, c *api.Client) error {
-	var failed []string
-	for _, s := range services {
-		if out, err := b.Uncloud(ctx, 0, "rm", s.name); err != nil && !strings.Contains(out, "not found") {
-			failed = append(failed, fmt.Sprintf("%s: %v: %s", s.name, err, strings.TrimSpace(out)))
-		}
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("uncloud rm: %s", strings.Join(failed, "; "))
+	if out, err := b.Uncloud(ctx, 0, "rm", "--project", "bench"); err != nil && !strings.Contains(out, "no services") {
+		return fmt.Errorf("uncloud rm --project bench: %v: %s", err, strings.TrimSpace(out))
 	}
 	for deadline := time.Now().Add(time.Minute); ; {
 		cs, err := c.Containers(ctx)

@@ -17,6 +17,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 // composeOptions are the deploy flags that choose and read the files.
@@ -81,7 +82,13 @@ func loadComposeQuietly(ctx context.Context, o composeOptions) (composeResult, e
 	for name := range project.Services {
 		active[name] = true
 	}
-	res := composeResult{Project: project.Name, Files: project.ComposeFiles, Warnings: composeWarnings(model, active), Notices: notices}
+	// Compose allows '_' in project names; uncloud's become DNS labels
+	// (<service>.<project>.internal), so '_' is written '-'.
+	projectName := strings.ReplaceAll(project.Name, "_", "-")
+	if err := record.CheckProjectName(projectName); err != nil {
+		return composeResult{}, err
+	}
+	res := composeResult{Project: projectName, Files: project.ComposeFiles, Warnings: composeWarnings(model, active), Notices: notices}
 	if len(project.Services) == 0 {
 		return res, fmt.Errorf("%s: no services to deploy (profiles: %q)", strings.Join(displayPaths(res.Files), ", "), o.Profiles)
 	}
@@ -97,7 +104,7 @@ func loadComposeQuietly(ctx context.Context, o composeOptions) (composeResult, e
 			return res, err
 		}
 		warnings = append(warnings, more...)
-		req.Project = project.Name
+		req.Project = projectName
 		res.Services = append(res.Services, req)
 		res.Warnings = append(res.Warnings, warnings...)
 	}

@@ -210,7 +210,7 @@ func TestComposeProjectName(t *testing.T) {
 		env, args  []string
 		want       string
 	}{
-		{name: "directory", body: plain, want: "my_site-2"},
+		{name: "directory", body: plain, want: "my-site-2"}, // Compose keeps "_"; a DNS label cannot
 		{name: "name: in the file", body: named, want: "fromfile"},
 		{name: "COMPOSE_PROJECT_NAME over name:", body: named, env: []string{"COMPOSE_PROJECT_NAME=fromenv"}, want: "fromenv"},
 		{name: "-p over everything", body: named, env: []string{"COMPOSE_PROJECT_NAME=fromenv"}, args: []string{"-p", "flag"}, want: "flag"},

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -231,7 +233,19 @@ func age(t time.Time) string {
 }
 
 type lsCmd struct {
-	Output string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+	Project string `short:"p" name:"project" placeholder:"NAME" help:"Only this project's services."`
+	Output  string `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (lsCmd) Help() string {
+	return `Services grouped by project: the default project (services made with
+'uncloud run') first, then each Compose project (deploy -p). SERVICE is the
+name every command takes: <service>.<project>, or the bare name in the
+default project; a bare name also works where only one project has it.
+
+Examples:
+  uncloud ls
+  uncloud ls -p blog -o json`
 }
 
 func (c lsCmd) Run(g *globals) error {
@@ -241,13 +255,19 @@ func (c lsCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
+	if c.Project != "" {
+		ss = slices.DeleteFunc(ss, func(s api.ServiceInfo) bool { return s.Project != c.Project })
+	}
 	if c.Output == "json" {
 		return printJSON(ss)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SERVICE\tMODE\tRUNNING\tIMAGE\tPORTS\tMACHINES")
-	for _, s := range ss {
-		fmt.Fprintf(w, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", s.Name, s.Mode, s.Running, s.Total, dash(s.Image),
+	fmt.Fprintln(w, "PROJECT\tSERVICE\tMODE\tRUNNING\tIMAGE\tPORTS\tMACHINES")
+	for i, s := range ss {
+		if i > 0 && s.Project != ss[i-1].Project {
+			fmt.Fprintln(w, "\t\t\t\t\t\t")
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", s.Project, s.Name, s.Mode, s.Running, s.Total, dash(s.Image),
 			dash(strings.Join(s.Ports, ",")), dash(strings.Join(s.Machines, ",")))
 	}
 	return w.Flush()
@@ -311,12 +331,55 @@ type serviceArg struct {
 	Output  string `short:"o" enum:"table,json" default:"table" help:"table or json."`
 }
 
-type rmCmd struct{ serviceArg }
+type rmCmd struct {
+	Services []string `arg:"" optional:"" help:"Services to remove."`
+	Project  string   `short:"p" name:"project" placeholder:"NAME" help:"Remove every service of this project."`
+	Output   string   `short:"o" enum:"table,json" default:"table" help:"table or json."`
+}
+
+func (rmCmd) Help() string {
+	return `Removes each service and its containers on every machine, and its history.
+With --project, every service of that project.
+
+Examples:
+  uncloud rm web
+  uncloud rm db.blog cache.blog
+  uncloud rm --project blog`
+}
+
 type stopCmd struct{ serviceArg }
 type startCmd struct{ serviceArg }
 
 func (c rmCmd) Run(g *globals) error {
-	return serviceAction(g, (*api.Client).RemoveService, c.serviceArg)
+	services := c.Services
+	if c.Project != "" {
+		ss, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.ServiceInfo, error) {
+			return a.Services(ctx)
+		})
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, s := range ss {
+			if s.Project == c.Project {
+				services = append(services, s.Name)
+				n++
+			}
+		}
+		if n == 0 {
+			return fmt.Errorf("project %q has no services (see 'uncloud ls')", c.Project)
+		}
+	}
+	if len(services) == 0 {
+		return fmt.Errorf("name the services to remove, or a project with --project")
+	}
+	var errs []error
+	for _, name := range services {
+		if err := serviceAction(g, (*api.Client).RemoveService, serviceArg{Service: name, Output: c.Output}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 func (c stopCmd) Run(g *globals) error {
 	return serviceAction(g, (*api.Client).StopService, c.serviceArg)
@@ -339,6 +402,7 @@ func serviceAction(g *globals, act func(*api.Client, context.Context, string) (a
 
 type logsCmd struct {
 	Services   []string `arg:"" optional:"" help:"Services; default: every service."`
+	Project    string   `short:"p" name:"project" placeholder:"NAME" help:"Every service of this project (with any named)."`
 	Follow     bool     `short:"f" help:"Keep following new lines."`
 	Since      string   `help:"Only lines since this time (RFC 3339 or Unix seconds) or duration ago (e.g. 10m)."`
 	Until      string   `help:"Only lines before this time (RFC 3339 or Unix seconds) or duration ago (e.g. 1m)."`
@@ -355,6 +419,7 @@ Examples:
   uncloud logs                      # every service
   uncloud logs web db -n 20 -t
   uncloud logs web -f --since 10m
+  uncloud logs -p blog -n 50         # every service of project blog
   uncloud logs --since 2026-01-02T15:00:00Z --until 30m`
 }
 
@@ -379,8 +444,8 @@ func (c logsCmd) Run(g *globals) error {
 		_, err := fmt.Fprintln(os.Stdout, prefix+l.Text)
 		return err
 	}
-	o := api.LogsRequest{Services: c.Services, Follow: c.Follow, Since: c.Since, Until: c.Until, Tail: c.Tail}
-	if len(c.Services) == 1 {
+	o := api.LogsRequest{Services: c.Services, Project: c.Project, Follow: c.Follow, Since: c.Since, Until: c.Until, Tail: c.Tail}
+	if len(c.Services) == 1 && c.Project == "" {
 		// One service's own call, which agents older than the
 		// multi-service one answer too.
 		err = client.ServiceLogs(ctx, c.Services[0], o, show)

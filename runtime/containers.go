@@ -87,9 +87,15 @@ func (r *Runtime) CreateWith(ctx context.Context, spec ContainerSpec, opened Ope
 			Interval: interval, Timeout: timeout, Retries: retries, StartPeriod: start}
 	}
 	host := &container.HostConfig{
-		NetworkMode:   container.NetworkMode(r.cfg.Network),
-		DNS:           []string{r.gateway.String()},
-		DNSSearch:     []string{"internal"},
+		NetworkMode: container.NetworkMode(r.cfg.Network),
+		DNS:         []string{r.gateway.String()},
+		DNSSearch:   []string{"internal"},
+		// Docker's embedded DNS writes ndots:0 unless told otherwise, so
+		// a bare name (db, as Compose files call their services) went
+		// out first as "db.", through the machine's resolver to its
+		// upstreams (a leak, and 4 s where they do not answer), before
+		// db.internal; with ndots:1 it is db.internal first.
+		DNSOptions:    []string{"ndots:1"},
 		RestartPolicy: restart,
 		PortBindings:  bindings,
 	}

@@ -63,6 +63,9 @@ func TestDockerKeys(t *testing.T) {
 	if hc.Tmpfs["/scratch"] != "size=1m" || len(hc.Mounts) != 1 || hc.Mounts[0].Type != "tmpfs" || hc.Mounts[0].Target != "/t" {
 		t.Errorf("tmpfs %v mounts %+v", hc.Tmpfs, hc.Mounts)
 	}
+	if len(hc.DNSSearch) != 1 || hc.DNSSearch[0] != "internal" || len(hc.DNSOptions) != 1 || hc.DNSOptions[0] != "ndots:1" {
+		t.Errorf("DNS search %q options %q, want internal and ndots:1 (a bare name is tried under internal first)", hc.DNSSearch, hc.DNSOptions)
+	}
 	if len(hc.Binds) != 1 || hc.Binds[0] != missing+":/m:ro" {
 		t.Errorf("binds %q, want %s:/m:ro", hc.Binds, missing)
 	}

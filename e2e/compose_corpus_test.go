@@ -15,6 +15,7 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
 
@@ -134,18 +135,20 @@ func corpusDeploys() []corpusDeploy {
 
 // TestComposeCorpusDeploys: seven projects of the Compose corpus, of
 // different shapes, deploy for real on three machines (their own
-// dockerds), one after another, with images the test built and pushed
-// to a lab registry with a password (DOCKER_CONFIG holds the login).
-// For each: deploy exits 0; every service the profiles select runs its
-// replicas, spread over the machines, and nothing else of the project;
-// health checks pass where the file has one; depends_on is observed
-// (a service_healthy dependency's check passed before the dependent's
-// containers were created, a service_started one had started); a
-// container reaches the others by <service>.internal and by the bare
-// names the file uses, over the mesh; published host ports answer from
-// the internet on the machine running the replica; secrets, configs and
-// bind-mounted files hold the corpus's content. Then the project is
-// removed before the next.
+// dockerds), one after another and then side by side, with images the
+// test built and pushed to a lab registry with a password (DOCKER_CONFIG
+// holds the login). For each: deploy exits 0; every service the profiles
+// select runs its replicas, spread over the machines, and nothing else
+// of the project; health checks pass where the file has one; depends_on
+// is observed (a service_healthy dependency's check passed before the
+// dependent's containers were created, a service_started one had
+// started); a container reaches the others by <service>.internal and by
+// the bare names the file uses, over the mesh; published host ports
+// answer from the internet on the machine running the replica; secrets,
+// configs and bind-mounted files hold the corpus's content. With all
+// seven running (three of them have a db), every project's names still
+// reach its own services, and another project's by their full name;
+// `rm --project` then removes each.
 func TestComposeCorpusDeploys(t *testing.T) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -186,22 +189,110 @@ func TestComposeCorpusDeploys(t *testing.T) {
 	}
 	t.Logf("stand-in %s pushed under %d names in %v", digest, len(refs), time.Since(pushed).Round(100*time.Millisecond))
 
-	timings := map[string]time.Duration{}
-	for _, d := range deploys {
-		// A project that fails is removed all the same: the next one
-		// starts on an empty network and says what it finds.
-		t.Run(d.dir, func(t *testing.T) {
-			cc := corpusCheck{c: c, reg: reg, d: d, facts: facts[d.dir]}
-			timings[d.dir] = cc.run(ctx, t)
-		})
-	}
+	// Whatever fails, nothing is left running for the lab's teardown
+	// (with a context of its own: the test's ends before cleanups run).
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		removeAll(ctx, t, c)
+	})
+	var up []*corpusCheck // the projects that deployed and passed
 	var summary []string
 	for _, d := range deploys {
-		if dt, ok := timings[d.dir]; ok {
-			summary = append(summary, fmt.Sprintf("%s %.1fs", d.dir, dt.Seconds()))
+		// A project that fails says what it found; the others go on.
+		cc := &corpusCheck{c: c, reg: reg, d: d, facts: facts[d.dir]}
+		if t.Run(d.dir, cc.run) {
+			up = append(up, cc)
+			summary = append(summary, fmt.Sprintf("%s %.1fs", d.dir, cc.took.Seconds()))
 		}
 	}
-	t.Logf("deploys: %s; whole test %v", strings.Join(summary, ", "), time.Since(began).Round(time.Second))
+	t.Logf("deploys: %s", strings.Join(summary, ", "))
+	if len(up) != len(deploys) {
+		return
+	}
+
+	t.Run("side by side: each project's names reach its own services, other projects' by full name", func(t *testing.T) {
+		var services []api.ServiceInfo
+		if err := c.ucJSON(ctx, t, 2, &services, "ls", "-o", "json"); err != nil {
+			t.Fatal(err)
+		}
+		want, perMachine := 0, map[string]int{}
+		for _, cc := range up {
+			want += len(cc.d.services)
+		}
+		if len(services) != want {
+			t.Errorf("%d services in ls, want the seven projects' %d", len(services), want)
+		}
+		for _, ci := range c.ps(ctx, t, 2) {
+			perMachine[ci.Machine]++
+		}
+		t.Logf("containers per machine: %v", perMachine)
+		// The names several projects have (db, redis, server): each
+		// project's containers still reach their own by them.
+		projects := map[string]int{}
+		for _, cc := range up {
+			for svc := range cc.d.services {
+				projects[svc]++
+			}
+		}
+		for i, cc := range up {
+			for _, r := range cc.d.reach {
+				if projects[r[1]] > 1 {
+					cc.checkReachOf(ctx, t, r[0], cc, r[1], r[2], []string{r[1] + ".internal", r[1]})
+				}
+			}
+			// The next project's first target, by its full name.
+			other := up[(i+1)%len(up)]
+			to, port := other.d.reach[0][1], other.d.reach[0][2]
+			cc.checkReachOf(ctx, t, cc.d.reach[0][0], other, to, port, []string{other.ids[to] + ".internal"})
+		}
+	})
+
+	t.Run("rm --project removes each project, and only it", func(t *testing.T) {
+		for i, cc := range up {
+			if out, err := c.uncloud(ctx, t, 0, "rm", "--project", cc.facts.Project); err != nil {
+				t.Fatalf("rm --project %s: %v\n%s", cc.facts.Project, err, out)
+			}
+			eventuallyE2E(t, "the containers of "+cc.facts.Project+" gone, the others' kept", 60*time.Second, func() error {
+				left := map[string]int{}
+				for _, ci := range c.ps(ctx, t, 0) {
+					left[ci.Service]++
+				}
+				for j, other := range up {
+					for _, id := range other.ids {
+						if gone := j <= i; gone && left[id] > 0 {
+							return fmt.Errorf("%s has %d containers after rm --project %s", id, left[id], cc.facts.Project)
+						} else if !gone && left[id] == 0 {
+							t.Fatalf("%s lost its containers to rm --project %s", id, cc.facts.Project)
+						}
+					}
+				}
+				return nil
+			})
+		}
+	})
+	t.Logf("whole test %v", time.Since(began).Round(time.Second))
+}
+
+// removeAll removes every service and waits until no container is left.
+func removeAll(ctx context.Context, t *testing.T, c *containerLab) {
+	t.Helper()
+	var services []api.ServiceInfo
+	if err := c.ucJSON(ctx, t, 0, &services, "ls", "-o", "json"); err != nil {
+		t.Errorf("ls: %v", err)
+		return
+	}
+	for _, s := range services {
+		if out, err := c.uncloud(ctx, t, 0, "rm", s.Name); err != nil {
+			t.Errorf("rm %s: %v\n%s", s.Name, err, out)
+		}
+	}
+	eventuallyE2E(t, "no container left", 60*time.Second, func() error {
+		if cs := c.ps(ctx, t, 0); len(cs) > 0 {
+			return fmt.Errorf("%s (%s) is %s", cs[0].Name, cs[0].Service, cs[0].State)
+		}
+		return nil
+	})
 }
 
 // corpusExpect is the part of a corpus project's expect.json this test
@@ -247,9 +338,11 @@ type corpusCheck struct {
 	reg   *labRegistry
 	d     corpusDeploy
 	facts corpusExpect
-	// services are the project's services as `ls` names them, by the
-	// file's names.
-	ids map[string]string
+	// ids are the project's services as `ls` names them, by the file's
+	// names, and byService their containers, once they run.
+	ids       map[string]string
+	byService map[string][]api.ContainerInfo
+	took      time.Duration // the deploy command's
 }
 
 // override is the e2e-override.yaml of the project: per service the
@@ -314,9 +407,10 @@ func canRaiseNofile(n uint64) string {
 	return fmt.Sprintf("the hard limit of open files here is %d and CAP_SYS_RESOURCE is not in the bounding set, so runc cannot set %d", lim.Max, n)
 }
 
-// run deploys the project, checks it, removes it, and returns how long
-// the deploy took.
-func (cc *corpusCheck) run(ctx context.Context, t *testing.T) time.Duration {
+// run deploys the project and checks it.
+func (cc *corpusCheck) run(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	c, d := cc.c, cc.d
 	src := filepath.Join(corpusDir, d.dir)
 	dir := filepath.Join(t.TempDir(), d.dir)
@@ -345,22 +439,20 @@ func (cc *corpusCheck) run(ctx context.Context, t *testing.T) time.Duration {
 	}
 	argv = append(argv, c.lab.Uncloud, "deploy", "-p", cc.facts.Project, "-f", file, "-f", filepath.Join(dir, "e2e-override.yaml"))
 	argv = append(argv, d.args...)
-	t.Cleanup(func() { cc.remove(ctx, t) })
 	began := time.Now()
 	out, err := c.hosts[0].Run(ctx, "env", argv...)
-	took := time.Since(began)
+	cc.took = time.Since(began)
 	if err != nil {
 		t.Fatalf("deploy: %v\n%s", err, out)
 	}
-	t.Logf("deploy took %v:\n%s", took.Round(100*time.Millisecond), out)
+	t.Logf("deploy took %v:\n%s", cc.took.Round(100*time.Millisecond), out)
 
-	byService := cc.waitRunning(ctx, t)
-	cc.checkSpread(t, byService)
-	cc.checkOrder(ctx, t, byService, out)
-	cc.checkReach(ctx, t, byService)
-	cc.checkPublished(ctx, t, byService)
-	cc.checkFiles(ctx, t, byService)
-	cc.checkLookups(ctx, t, byService)
-	cc.logSharedVolumes(ctx, t, byService)
-	return took
+	cc.waitRunning(ctx, t)
+	cc.checkSpread(t)
+	cc.checkOrder(ctx, t, out)
+	cc.checkReach(ctx, t)
+	cc.checkPublished(ctx, t)
+	cc.checkFiles(ctx, t)
+	cc.checkLookups(ctx, t)
+	cc.logSharedVolumes(ctx, t)
 }

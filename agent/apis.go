@@ -85,6 +85,8 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 	if d.verifier != nil {
 		st.IgnoredRecords = d.verifier.Refused()
 	}
+	hn := hostNetInfo(d.hostnet.Status())
+	st.HostNet = &hn
 	peers, err := d.dev.Peers()
 	if err != nil {
 		return st, err

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/agent/hostnet"
 	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/agent/orchestrate"
 	"github.com/uncloud-mesh/uncloud/api"
@@ -34,10 +35,13 @@ type DaemonOptions struct {
 	Socket    string // local API socket; default api.DefaultSocket
 	SocketGID int    // group allowed on the socket (0660); -1: 0600, the agent's user alone
 	Userspace bool
-	Expose    []tun.ExposedPort
-	Logger    *slog.Logger
-	Version   string
-	Ingress   IngressOptions // used while the machine has the ingress role
+	// HostNet are the start flags for the host networking settings kept
+	// in the data dir (agent/hostnet): --expose adds ports, --socks5 and
+	// --http-proxy replace the addresses; what they do not name stays.
+	HostNet hostnet.Change
+	Logger  *slog.Logger
+	Version string
+	Ingress IngressOptions // used while the machine has the ingress role
 	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
 	// or unix:///var/run/docker.sock.
 	DockerHost string
@@ -84,6 +88,7 @@ type Daemon struct {
 	nat           *natLayer          // NAT traversal; nil until started
 	ingress       *ingressRunner
 	containers    *localDocker               // this machine's Docker, see containers.go
+	hostnet       *hostnet.Manager           // exposed ports and proxies (hostnet.go)
 	dns           atomic.Pointer[dnsService] // the resolver, once started (dns.go)
 
 	ctx    context.Context // the daemon's lifetime, for work started by calls
@@ -148,12 +153,16 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		return nil, err
 	}
 
+	d.hostnet, err = hostnet.Open(opts.DataDir, opts.HostNet, ReservedPorts(), d.log)
+	if err != nil {
+		return nil, err
+	}
 	d.dev, err = tun.Open(ctx, tun.Config{
 		PrivateKey: st.WireGuardKey,
 		Address:    st.MeshAddress(),
 		ListenPort: st.ListenPort,
 		Userspace:  opts.Userspace,
-		Expose:     opts.Expose,
+		Expose:     d.hostnet.Settings().Expose,
 		Logger:     d.log,
 	})
 	if err != nil {
@@ -196,6 +205,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	if err := d.startDNS(ctx); err != nil {
 		return nil, err
 	}
+	d.startHostNet(ctx)
 	if err := d.startLocalAPI(ctx); err != nil {
 		return nil, err
 	}

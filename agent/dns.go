@@ -154,7 +154,7 @@ func (d *Daemon) DNSNames(ctx context.Context) (api.DNSNames, error) {
 	out := api.DNSNames{Listen: append([]string(nil), svc.listen...), Upstreams: svc.srv.Upstreams()}
 	svc.mu.Unlock()
 	for _, n := range svc.idx.Names() {
-		out.Names = append(out.Names, api.DNSName{Name: n.Name, Type: n.Type, Records: n.Records})
+		out.Names = append(out.Names, api.DNSName{Name: n.Name, Type: n.Type, Records: n.Records, Project: n.Project})
 	}
 	return out, nil
 }

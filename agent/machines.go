@@ -16,10 +16,17 @@ import (
 type gossipMeta struct {
 	Version string `json:"v,omitempty"`
 	Mode    string `json:"m,omitempty"`
+	// Exposed are a netstack machine's exposed ports (encodeExposed).
+	Exposed string `json:"x,omitempty"`
 }
 
+// metaExposedBudget is what the exposed ports may take of gossip's
+// 512-byte metadata; version and mode need well under 100.
+const metaExposedBudget = 320
+
 func (d *Daemon) encodeMeta() []byte {
-	b, _ := json.Marshal(gossipMeta{Version: d.opts.Version, Mode: string(d.dev.Mode())})
+	b, _ := json.Marshal(gossipMeta{Version: d.opts.Version, Mode: string(d.dev.Mode()),
+		Exposed: d.announcedExposed(metaExposedBudget)})
 	return b
 }
 
@@ -60,12 +67,17 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 		}
 		if meta, ok := alive[m.ID]; ok {
 			info.State, info.Mode, info.Version = "alive", meta.Mode, meta.Version
+			info.Exposed = decodeExposed(meta.Exposed)
 			if d.gossip.Suspected(m.ID) {
 				info.State = "suspect" // a probe failed; not declared dead yet
 			}
 		}
 		if m.ID == d.state.MachineID {
 			info.State, info.Mode, info.Version = "self", string(d.dev.Mode()), d.opts.Version
+			info.Exposed = nil
+			if d.dev.Mode() == tun.ModeNetstack {
+				info.Exposed = hostNetInfo(d.hostnet.Status()).Exposed
+			}
 		}
 		if p, ok := byKey[m.WireGuardKey]; ok {
 			info.Endpoint = endpointInUse(p)

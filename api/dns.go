@@ -28,6 +28,9 @@ type DNSName struct {
 	Name    string   `json:"name"`
 	Type    string   `json:"type"`
 	Records []string `json:"records"`
+	// Project is set for a name only that project's containers see
+	// (<service>.internal inside a project).
+	Project string `json:"project,omitempty"`
 }
 
 // DNSAnswer is the answer to one question; records are in zone-file text.

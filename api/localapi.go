@@ -65,6 +65,9 @@ type MachineInfo struct {
 	Roles         []string  `json:"roles,omitempty"`
 	// Labels are the machine's own, for placement constraints.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Exposed are the host ports a netstack machine forwards from the
+	// mesh ("8080/tcp"), as it announces them while alive.
+	Exposed []string `json:"exposed,omitempty"`
 }
 
 // TokenRequest asks for a join token.
@@ -112,6 +115,8 @@ type Status struct {
 	// (unsigned, mis-signed, or signed by a machine that may not write
 	// them), by reason.
 	IgnoredRecords map[string]uint64 `json:"ignored_records,omitempty"`
+	// HostNet is this machine's exposed ports and proxies into the mesh.
+	HostNet *HostNet `json:"hostnet,omitempty"`
 }
 
 // PeerStatus is one WireGuard peer as this machine sees it.
@@ -191,6 +196,9 @@ func NewLocalHandler(b Backend) http.Handler {
 	}
 	if db, ok := b.(DNSBackend); ok {
 		registerDNS(mux, db)
+	}
+	if hb, ok := b.(HostNetBackend); ok {
+		registerHostNet(mux, hb)
 	}
 	if rb, ok := b.(RawStateBackend); ok {
 		mux.HandleFunc("PUT "+PathStateRaw, func(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,7 @@ const (
 	PathIngress    = "/v1/ingress"
 	PathDNS        = "/v1/dns"
 	PathDNSQuery   = "/v1/dns/query"  // GET ?name=&type=
+	PathHostNet    = "/v1/hostnet"    // GET, PATCH HostNetUpdate: exposed ports and proxies
 	PathServices   = "/v1/services"   // GET, POST (?stream=1); /{name}[/scale|stop|start|exec|logs|history|rollback]
 	PathContainers = "/v1/containers" // GET
 	PathLogs       = "/v1/logs"       // GET ?service=…&follow=&since=&until=&tail=, answers NDJSON

@@ -78,8 +78,8 @@ func TestProjectNames(t *testing.T) {
 		{"api.internal.", blog, dns.TypeA, dns.RcodeSuccess, []string{"10.210.2.5"}},        //
 		{"nearest.db.internal.", blog, dns.TypeA, dns.RcodeSuccess, []string{"10.210.1.4"}}, //
 		{"_5432._tcp.db.internal.", shop, dns.TypeSRV, dns.RcodeSuccess, []string{"0 1 5432 c4.m2.machine.internal."}},
-		{"idle.internal.", shop, dns.TypeA, dns.RcodeSuccess, nil},    // a record, no container: NODATA in its project
-		{"nope.internal.", blog, dns.TypeA, dns.RcodeNameError, nil},  // falls through to the zone
+		{"idle.internal.", shop, dns.TypeA, dns.RcodeSuccess, nil},     // a record, no container: NODATA in its project
+		{"nope.internal.", blog, dns.TypeA, dns.RcodeNameError, nil},   // falls through to the zone
 		{"internal.", blog, dns.TypeSOA, dns.RcodeSuccess, []string{}}, // the apex still answers
 	}
 	for _, tc := range tests {
@@ -100,6 +100,16 @@ func TestProjectNames(t *testing.T) {
 		if got := values(r.Answer); !slices.Equal(got, tc.want) {
 			t.Errorf("%s %s from %q: %v, want %v", tc.name, dns.TypeToString[tc.qtype], tc.from, got, tc.want)
 		}
+	}
+	// dns ls lists a project's own names, saying whose they are.
+	listed := false
+	for _, n := range s.idx.zone.Load().names {
+		if n.Name == "db.internal." && n.Type == "A" && n.Project == "blog" && slices.Equal(n.Records, []string{"10.210.1.4"}) {
+			listed = true
+		}
+	}
+	if !listed {
+		t.Error("blog's db.internal. is not listed with its project")
 	}
 	// Two projects have db and none is the default's: no bare name.
 	in := projectsFixture()

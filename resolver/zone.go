@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -47,6 +48,8 @@ type Name struct {
 	Name    string   `json:"name"`
 	Type    string   `json:"type"`
 	Records []string `json:"records"`
+	// Project is set for a name of a project's own view.
+	Project string `json:"project,omitempty"`
 }
 
 // zone is an immutable, compiled view of the names: built off the hot
@@ -457,7 +460,14 @@ func (b *builder) finish() {
 			z.projects, z.projectOf = map[string]map[string]*node{}, b.projectOf
 		}
 		z.projects[project] = pb.z.nodes
+		for _, n := range pb.z.names {
+			n.Project = project
+			z.names = append(z.names, n)
+		}
 	}
+	slices.SortStableFunc(z.names, func(a, b Name) int {
+		return cmp.Or(strings.Compare(a.Project, b.Project), strings.Compare(a.Name, b.Name), strings.Compare(a.Type, b.Type))
+	})
 }
 
 // packRotations packs min(n, maxRotations) orders of the records; each

@@ -2,6 +2,7 @@ package tun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -110,6 +111,21 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("bring wireguard up on port %d: %w", cfg.ListenPort, err)
 	}
 	return d, nil
+}
+
+// ErrKernelMode is the answer of what only a netstack device does.
+var ErrKernelMode = errors.New("this machine's mesh runs in kernel mode")
+
+// SetExposed replaces the host ports a netstack device forwards inbound
+// mesh connections to; connections and flows to a port no longer listed
+// are closed at once. A kernel device has nothing to forward (the mesh
+// reaches the host's ports through the interface, as its firewall
+// allows): the error wraps ErrKernelMode.
+func (d *Device) SetExposed(expose []ExposedPort) error {
+	if d.stack == nil {
+		return fmt.Errorf("expose %v: %w: the mesh reaches this host's ports through the %s interface, as its firewall allows", expose, ErrKernelMode, d.InterfaceName())
+	}
+	return d.stack.setExposed(expose)
 }
 
 // Mode reports which packet path the device uses.

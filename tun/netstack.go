@@ -131,6 +131,17 @@ func newNetstack(cfg netstackConfig) (*netstack, error) {
 	return n, nil
 }
 
+// setExposed replaces the exposed ports at runtime (see
+// forwarder.setExposed).
+func (n *netstack) setExposed(expose []ExposedPort) error {
+	closed, err := n.fwd.setExposed(expose)
+	if err != nil {
+		return err
+	}
+	n.logger.Info("exposed ports changed", "expose", expose, "closed_flows", closed)
+	return nil
+}
+
 // File is nil: there is no kernel file descriptor behind a netstack.
 func (n *netstack) File() *os.File { return nil }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -38,11 +39,16 @@ const (
 // packets that no endpoint inside the stack (the agent's own listeners)
 // took, so those always win.
 type forwarder struct {
-	logger   *slog.Logger
-	addr     tcpip.Address
+	logger *slog.Logger
+	addr   tcpip.Address
+	dialer net.Dialer
+
+	// portsMu guards the exposed ports and the flows forwarded to them,
+	// which setExposed changes at runtime.
+	portsMu  sync.Mutex
 	tcpPorts map[uint16]bool
 	udpPorts map[uint16]bool
-	dialer   net.Dialer
+	flows    map[ExposedPort]map[*flow]struct{}
 
 	tcp *tcp.Forwarder
 	udp *udp.Forwarder
@@ -56,31 +62,120 @@ type forwarder struct {
 	bufs     bufPool
 }
 
+// flow is one forwarded connection (TCP) or datagram flow (UDP): both of
+// its sockets, closed together when its port stops being exposed.
+type flow struct{ mesh, host io.Closer }
+
+func (fl *flow) close() {
+	fl.mesh.Close()
+	fl.host.Close()
+}
+
 func newForwarder(s *stack.Stack, addr tcpip.Address, expose []ExposedPort, logger *slog.Logger) (*forwarder, error) {
 	f := &forwarder{
-		logger:   logger,
-		addr:     addr,
-		tcpPorts: make(map[uint16]bool),
-		udpPorts: make(map[uint16]bool),
+		logger: logger,
+		addr:   addr,
+		flows:  make(map[ExposedPort]map[*flow]struct{}),
 	}
-	for _, p := range expose {
-		if p.Port == 0 {
-			return nil, fmt.Errorf("netstack: exposed port %v: port 0", p)
-		}
-		switch p.Proto {
-		case "tcp", "":
-			f.tcpPorts[p.Port] = true
-		case "udp":
-			f.udpPorts[p.Port] = true
-		default:
-			return nil, fmt.Errorf("netstack: exposed port %v: protocol %q is neither tcp nor udp", p, p.Proto)
-		}
+	if _, err := f.setExposed(expose); err != nil {
+		return nil, err
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	// rcvWnd 0 keeps the stack's (tuned) default receive buffer.
 	f.tcp = tcp.NewForwarder(s, 0, forwardMaxInFlight, f.handleTCP)
 	f.udp = udp.NewForwarder(s, f.handleUDP)
 	return f, nil
+}
+
+// portSets builds the lookup sets of a list of exposed ports.
+func portSets(expose []ExposedPort) (tcpPorts, udpPorts map[uint16]bool, err error) {
+	tcpPorts, udpPorts = make(map[uint16]bool), make(map[uint16]bool)
+	for _, p := range expose {
+		if p.Port == 0 {
+			return nil, nil, fmt.Errorf("netstack: exposed port %v: port 0", p)
+		}
+		switch p.Proto {
+		case "tcp", "":
+			tcpPorts[p.Port] = true
+		case "udp":
+			udpPorts[p.Port] = true
+		default:
+			return nil, nil, fmt.Errorf("netstack: exposed port %v: protocol %q is neither tcp nor udp", p, p.Proto)
+		}
+	}
+	return tcpPorts, udpPorts, nil
+}
+
+// setExposed replaces the exposed ports. A port no longer exposed is
+// closed at once: new connections to it are refused, and the flows
+// already forwarded to it are closed (both sockets), as a port closed on
+// a kernel host would end them. It returns how many flows it closed.
+func (f *forwarder) setExposed(expose []ExposedPort) (int, error) {
+	tcpPorts, udpPorts, err := portSets(expose)
+	if err != nil {
+		return 0, err
+	}
+	f.portsMu.Lock()
+	f.tcpPorts, f.udpPorts = tcpPorts, udpPorts
+	var doomed []*flow
+	for p, set := range f.flows {
+		if f.exposedLocked(p) {
+			continue
+		}
+		for fl := range set {
+			doomed = append(doomed, fl)
+		}
+		delete(f.flows, p)
+	}
+	f.portsMu.Unlock()
+	for _, fl := range doomed {
+		fl.close()
+	}
+	return len(doomed), nil
+}
+
+func (f *forwarder) exposedLocked(p ExposedPort) bool {
+	if p.Proto == "udp" {
+		return f.udpPorts[p.Port]
+	}
+	return f.tcpPorts[p.Port]
+}
+
+func (f *forwarder) exposed(p ExposedPort) bool {
+	f.portsMu.Lock()
+	defer f.portsMu.Unlock()
+	return f.exposedLocked(p)
+}
+
+// addFlow records a flow of port p, unless p stopped being exposed while
+// the flow was being set up: then it is closed and addFlow says false.
+func (f *forwarder) addFlow(p ExposedPort, fl *flow) bool {
+	f.portsMu.Lock()
+	ok := f.exposedLocked(p)
+	if ok {
+		set := f.flows[p]
+		if set == nil {
+			set = make(map[*flow]struct{})
+			f.flows[p] = set
+		}
+		set[fl] = struct{}{}
+	}
+	f.portsMu.Unlock()
+	if !ok {
+		fl.close()
+	}
+	return ok
+}
+
+func (f *forwarder) removeFlow(p ExposedPort, fl *flow) {
+	f.portsMu.Lock()
+	defer f.portsMu.Unlock()
+	if set := f.flows[p]; set != nil {
+		delete(set, fl)
+		if len(set) == 0 {
+			delete(f.flows, p)
+		}
+	}
 }
 
 // track registers a connection goroutine unless the forwarder is closing.
@@ -108,7 +203,8 @@ func (f *forwarder) wait() { f.wg.Wait() }
 // a port with nothing behind it is refused as it would be on a kernel.
 func (f *forwarder) handleTCP(req *tcp.ForwarderRequest) {
 	id := req.ID()
-	if id.LocalAddress != f.addr || !f.tcpPorts[id.LocalPort] {
+	port := ExposedPort{Port: id.LocalPort, Proto: "tcp"}
+	if id.LocalAddress != f.addr || !f.exposed(port) {
 		req.Complete(true)
 		return
 	}
@@ -138,6 +234,11 @@ func (f *forwarder) handleTCP(req *tcp.ForwarderRequest) {
 	}
 	req.Complete(false)
 	mesh := gonet.NewTCPConn(&wq, ep)
+	fl := &flow{mesh: mesh, host: host}
+	if !f.addFlow(port, fl) {
+		return
+	}
+	defer f.removeFlow(port, fl)
 	splice(f.ctx, mesh, host, &f.bufs)
 }
 
@@ -146,7 +247,8 @@ func (f *forwarder) handleTCP(req *tcp.ForwarderRequest) {
 // Datagrams to ports that are not exposed are dropped without an answer.
 func (f *forwarder) handleUDP(req *udp.ForwarderRequest) {
 	id := req.ID()
-	if id.LocalAddress != f.addr || !f.udpPorts[id.LocalPort] {
+	port := ExposedPort{Port: id.LocalPort, Proto: "udp"}
+	if id.LocalAddress != f.addr || !f.exposed(port) {
 		return
 	}
 	if f.udpFlows.Add(1) > forwardMaxUDPFlows {
@@ -174,9 +276,16 @@ func (f *forwarder) handleUDP(req *udp.ForwarderRequest) {
 		return
 	}
 	mesh := gonet.NewUDPConn(&wq, ep)
+	fl := &flow{mesh: mesh, host: host}
+	if !f.addFlow(port, fl) {
+		f.udpFlows.Add(-1)
+		f.wg.Done()
+		return
+	}
 	go func() {
 		defer f.wg.Done()
 		defer f.udpFlows.Add(-1)
+		defer f.removeFlow(port, fl)
 		f.relayUDP(mesh, host)
 	}()
 }

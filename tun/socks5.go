@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ const (
 	socksAtypIPv6      = 4
 	socksRepSucceeded  = 0
 	socksRepFailure    = 1
+	socksRepNotAllowed = 2
 	socksRepNetUnreach = 3
 	socksRepHostUnrch  = 4
 	socksRepRefused    = 5
@@ -36,8 +36,6 @@ const (
 	// socksHandshakeTimeout bounds the greeting and request, so a client
 	// that connects and says nothing does not hold a goroutine forever.
 	socksHandshakeTimeout = 10 * time.Second
-	// socksDialTimeout bounds the dial through the mesh.
-	socksDialTimeout = 15 * time.Second
 )
 
 // socksError is a failed request with the reply code the client gets.
@@ -49,28 +47,31 @@ type socksError struct {
 func (e *socksError) Error() string { return e.err.Error() }
 func (e *socksError) Unwrap() error { return e.err }
 
-// ServeSOCKS5 accepts SOCKS5 CONNECT (no auth, IPv4 and domain addresses
-// resolved with net.DefaultResolver only if not an IP) on ln and dials
-// through dial; it returns when ctx is done or ln fails.
+// ServeSOCKS5 accepts SOCKS5 CONNECT (no authentication; IPv4, IPv6 and
+// domain-name addresses) on ln and connects through d, which decides
+// what may be reached and resolves names; it returns when ctx is done
+// or ln fails. A refused destination gets reply 2 ("not allowed by
+// ruleset"), a name that does not resolve 4 ("host unreachable").
 //
-// It is how host processes reach the mesh in netstack mode, where the mesh
-// has no kernel interface. ln should be on loopback: anyone who can connect
-// to it can reach the mesh as this machine.
-func ServeSOCKS5(ctx context.Context, ln net.Listener, dial func(ctx context.Context, network, addr string) (net.Conn, error), logger *slog.Logger) error {
+// It is how host programs reach the mesh, which in netstack mode has no
+// kernel interface. ln should be on loopback: anyone who can connect to
+// it can reach the mesh as this machine.
+func ServeSOCKS5(ctx context.Context, ln net.Listener, d *MeshDialer, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	logger = logger.With("component", "socks5", "listen", ln.Addr().String())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	lim := newLimitListener(ln, proxyMaxConns)
+	stop := context.AfterFunc(ctx, func() { lim.Close() })
 	defer stop()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var pool bufPool
 	for {
-		c, err := ln.Accept()
+		c, err := lim.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -80,7 +81,7 @@ func ServeSOCKS5(ctx context.Context, ln net.Listener, dial func(ctx context.Con
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := serveSOCKS5Conn(ctx, c, dial, &pool); err != nil {
+			if err := serveSOCKS5Conn(ctx, c, d, &pool); err != nil {
 				logger.Debug("socks5 request failed", "client", c.RemoteAddr().String(), "err", err)
 			}
 		}()
@@ -89,7 +90,7 @@ func ServeSOCKS5(ctx context.Context, ln net.Listener, dial func(ctx context.Con
 
 // serveSOCKS5Conn negotiates one client, dials and relays until either side
 // is done. It always closes c.
-func serveSOCKS5Conn(ctx context.Context, c net.Conn, dial func(ctx context.Context, network, addr string) (net.Conn, error), pool *bufPool) error {
+func serveSOCKS5Conn(ctx context.Context, c net.Conn, d *MeshDialer, pool *bufPool) error {
 	c.SetDeadline(time.Now().Add(socksHandshakeTimeout))
 	target, err := readSOCKS5Request(c)
 	if err != nil {
@@ -100,19 +101,25 @@ func serveSOCKS5Conn(ctx context.Context, c net.Conn, dial func(ctx context.Cont
 		c.Close()
 		return err
 	}
-	addr, err := resolveSOCKS5Target(ctx, target)
-	if err != nil {
-		writeSOCKS5Reply(c, socksRepHostUnrch, nil)
-		c.Close()
-		return err
+	host := target.host
+	if host == "" {
+		host = target.addr.String()
 	}
-	dctx, cancel := context.WithTimeout(ctx, socksDialTimeout)
-	up, err := dial(dctx, "tcp", addr)
-	cancel()
+	ap, err := d.Target(ctx, host, target.port)
+	if err != nil {
+		rep := byte(socksRepHostUnrch)
+		if errors.Is(err, ErrNotMesh) {
+			rep = socksRepNotAllowed
+		}
+		writeSOCKS5Reply(c, rep, nil)
+		c.Close()
+		return fmt.Errorf("socks5 connect %s: %w", host, err)
+	}
+	up, err := d.dial(ctx, ap)
 	if err != nil {
 		writeSOCKS5Reply(c, dialErrorReply(err), nil)
 		c.Close()
-		return fmt.Errorf("socks5 connect %s: %w", addr, err)
+		return fmt.Errorf("socks5 connect %s: %w", ap, err)
 	}
 	if err := writeSOCKS5Reply(c, socksRepSucceeded, up.LocalAddr()); err != nil {
 		up.Close()
@@ -120,7 +127,8 @@ func serveSOCKS5Conn(ctx context.Context, c net.Conn, dial func(ctx context.Cont
 		return fmt.Errorf("socks5 reply to %v: %w", c.RemoteAddr(), err)
 	}
 	c.SetDeadline(time.Time{})
-	splice(ctx, c, up, pool)
+	a, b := idleConns(c, up, proxyTunnelIdle)
+	splice(ctx, a, b, pool)
 	return nil
 }
 
@@ -207,36 +215,6 @@ func readSOCKS5Request(r io.ReadWriter) (socksTarget, error) {
 	}
 	t.port = binary.BigEndian.Uint16(p[:])
 	return t, nil
-}
-
-// resolveSOCKS5Target returns IP:PORT, resolving a name (preferring IPv4,
-// which is what the mesh carries) unless it is an IP literal.
-func resolveSOCKS5Target(ctx context.Context, t socksTarget) (string, error) {
-	if t.host == "" {
-		return netip.AddrPortFrom(t.addr.Unmap(), t.port).String(), nil
-	}
-	if ip, err := netip.ParseAddr(t.host); err == nil {
-		return netip.AddrPortFrom(ip.Unmap(), t.port).String(), nil
-	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", t.host)
-	if err != nil {
-		return "", fmt.Errorf("socks5 resolve %q: %w", t.host, err)
-	}
-	best := netip.Addr{}
-	for _, ip := range ips {
-		ip = ip.Unmap()
-		if ip.Is4() {
-			best = ip
-			break
-		}
-		if !best.IsValid() {
-			best = ip
-		}
-	}
-	if !best.IsValid() {
-		return "", fmt.Errorf("socks5 resolve %q: no addresses", t.host)
-	}
-	return net.JoinHostPort(best.String(), strconv.Itoa(int(t.port))), nil
 }
 
 // writeSOCKS5Reply sends a reply with the bound address, or 0.0.0.0:0.

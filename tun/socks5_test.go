@@ -121,7 +121,10 @@ func TestSOCKS5ToNetstack(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
-	go func() { served <- ServeSOCKS5(ctx, ln, a.ns.DialContext, slog.New(slog.DiscardHandler)) }()
+	d := &MeshDialer{Dial: a.ns.DialContext, Domain: "internal", Resolve: testZone.resolve}
+	go func() {
+		served <- ServeSOCKS5(ctx, ln, d, slog.New(slog.DiscardHandler))
+	}()
 
 	connect := func(t *testing.T) net.Conn {
 		c, err := net.Dial("tcp4", ln.Addr().String())
@@ -151,6 +154,13 @@ func TestSOCKS5ToNetstack(t *testing.T) {
 		{"ipv4", socksAtypIPv4, []byte{10, 210, 2, 1}, 8080, socksRepSucceeded},
 		{"ip literal as domain", socksAtypDomain, append([]byte{10}, "10.210.2.1"...), 8080, socksRepSucceeded},
 		{"closed port", socksAtypIPv4, []byte{10, 210, 2, 1}, 8081, socksRepRefused},
+		{"internal name", socksAtypDomain, socksName("web.internal"), 8080, socksRepSucceeded},
+		{"internal name, any case, final dot", socksAtypDomain, socksName("B.Machine.Internal."), 8080, socksRepSucceeded},
+		{"address outside the mesh", socksAtypIPv4, []byte{198, 51, 100, 7}, 8080, socksRepNotAllowed},
+		{"ipv6 address", socksAtypIPv6, netip.MustParseAddr("2001:db8::1").AsSlice(), 8080, socksRepNotAllowed},
+		{"name outside .internal", socksAtypDomain, socksName("example.com"), 8080, socksRepNotAllowed},
+		{"internal name outside the mesh", socksAtypDomain, socksName("outside.internal"), 8080, socksRepNotAllowed},
+		{"unknown internal name", socksAtypDomain, socksName("nobody.internal"), 8080, socksRepHostUnrch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,6 +175,9 @@ func TestSOCKS5ToNetstack(t *testing.T) {
 		})
 	}
 
+	if asked := testZone.asked("example.com"); asked {
+		t.Error("a name outside .internal was looked up")
+	}
 	cancel()
 	select {
 	case err := <-served:
@@ -175,3 +188,6 @@ func TestSOCKS5ToNetstack(t *testing.T) {
 		t.Fatal("ServeSOCKS5 did not return after its context was cancelled")
 	}
 }
+
+// socksName is a SOCKS5 domain address: its length, then the name.
+func socksName(name string) []byte { return append([]byte{byte(len(name))}, name...) }

@@ -21,6 +21,8 @@ type Config struct {
 	// SOCKS5 is a loopback address on which a netstack agent lets host
 	// processes dial into the mesh.
 	SOCKS5 string
+	// HTTPProxy is the same for the HTTP proxy (a command-line flag only).
+	HTTPProxy string
 }
 
 // ConfigError names the place and the field that is wrong.

@@ -19,6 +19,7 @@ type Options struct {
 	Userspace  bool              // force netstack, whatever the file says
 	Expose     []tun.ExposedPort // added to the file's Expose list
 	SOCKS5     string            // overrides the file's SOCKS5
+	HTTPProxy  string            // loopback address of the HTTP proxy into the mesh
 	Logger     *slog.Logger
 }
 
@@ -44,16 +45,22 @@ func Run(ctx context.Context, opts Options, reload <-chan struct{}) error {
 		return fmt.Errorf("apply peers from %s: %w", opts.ConfigPath, err)
 	}
 
-	if cfg.SOCKS5 != "" {
-		if dev.Mode() != tun.ModeNetstack {
-			log.Info("SOCKS5 not started: kernel mode reaches the mesh through the interface", "socks5", cfg.SOCKS5)
-		} else {
-			stop, err := startSOCKS5(ctx, cfg.SOCKS5, dev, log)
-			if err != nil {
-				return err
-			}
-			defer stop()
+	for _, p := range []struct {
+		name, addr string
+		serve      func(context.Context, net.Listener, *tun.MeshDialer, *slog.Logger) error
+	}{{"SOCKS5", cfg.SOCKS5, tun.ServeSOCKS5}, {"HTTP proxy", cfg.HTTPProxy, tun.ServeHTTPProxy}} {
+		if p.addr == "" {
+			continue
 		}
+		if dev.Mode() != tun.ModeNetstack {
+			log.Info(p.name+" not started: kernel mode reaches the mesh through the interface", "listen", p.addr)
+			continue
+		}
+		stop, err := startProxy(ctx, p.name, p.addr, dev, p.serve, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 
 	log.Info("mesh up", "mode", dev.Mode(), "interface", dev.InterfaceName(), "address", dev.Address(),
@@ -87,6 +94,11 @@ func loadWithOptions(opts Options, log *slog.Logger) (Config, error) {
 	if opts.SOCKS5 != "" {
 		if cfg.SOCKS5, err = parseLoopback(opts.SOCKS5); err != nil {
 			return Config{}, fmt.Errorf("--socks5: %w", err)
+		}
+	}
+	if opts.HTTPProxy != "" {
+		if cfg.HTTPProxy, err = parseLoopback(opts.HTTPProxy); err != nil {
+			return Config{}, fmt.Errorf("--http-proxy: %w", err)
 		}
 	}
 	cfg.Device.Logger = log
@@ -130,31 +142,33 @@ func interfaceChanges(a, b tun.Config) string {
 	return ""
 }
 
-// startSOCKS5 lets host processes reach the mesh from a netstack machine.
-// Destinations outside the mesh are refused: the proxy is a way into the
-// tunnel, not an open relay.
-func startSOCKS5(ctx context.Context, addr string, dev *tun.Device, log *slog.Logger) (stop func(), err error) {
+// startProxy lets host processes reach the mesh from a netstack machine
+// through a SOCKS5 or HTTP proxy. Destinations outside the mesh are
+// refused: the proxy is a way into the tunnel, not an open relay. A
+// static mesh has no zone of its own, so names go to the host's resolver
+// and count only if they resolve into the mesh.
+func startProxy(ctx context.Context, name, addr string, dev *tun.Device,
+	serve func(context.Context, net.Listener, *tun.MeshDialer, *slog.Logger) error, log *slog.Logger) (stop func(), err error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen for SOCKS5 on %s: %w", addr, err)
+		return nil, fmt.Errorf("listen for the %s on %s: %w", name, addr, err)
 	}
-	mesh := meshaddr.Mesh()
-	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil || !mesh.Contains(ap.Addr()) {
-			return nil, fmt.Errorf("destination %q is not in the mesh %v", address, mesh)
-		}
-		return dev.DialContext(ctx, network, address)
+	d := &tun.MeshDialer{
+		Mesh: meshaddr.Mesh(),
+		Resolve: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+		Dial: dev.DialContext,
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := tun.ServeSOCKS5(ctx, ln, dial, log); err != nil && ctx.Err() == nil {
-			log.Error("SOCKS5 server stopped", "err", err)
+		if err := serve(ctx, ln, d, log); err != nil && ctx.Err() == nil {
+			log.Error(name+" stopped", "err", err)
 		}
 	}()
-	log.Info("SOCKS5 into the mesh", "listen", ln.Addr())
+	log.Info(name+" into the mesh", "listen", ln.Addr())
 	return func() { cancel(); ln.Close(); <-done }, nil
 }

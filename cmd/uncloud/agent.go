@@ -15,15 +15,13 @@ import (
 	"github.com/uncloud-mesh/uncloud/agent/static"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
-	"github.com/uncloud-mesh/uncloud/tun"
 )
 
 type agentCmd struct {
-	DataDir   string   `help:"Where this machine's keys and state live (created by init or join)." default:"${datadir}" placeholder:"DIR"`
-	Config    string   `help:"Static mode instead: bring up a mesh from a wg-quick-like file ([Interface] and [Peer] sections), without gossip or state." type:"existingfile" placeholder:"FILE"`
-	Userspace bool     `help:"Use the userspace netstack even where a kernel TUN would work."`
-	Expose    []string `help:"Netstack mode: forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT. Repeatable. Nothing else on the host is reachable from the mesh." placeholder:"PORT[/udp]"`
-	SOCKS5    string   `name:"socks5" help:"Netstack mode: serve SOCKS5 on this loopback address so host programs can reach the mesh." placeholder:"127.0.0.1:PORT"`
+	DataDir   string       `help:"Where this machine's keys and state live (created by init or join)." default:"${datadir}" placeholder:"DIR"`
+	Config    string       `help:"Static mode instead: bring up a mesh from a wg-quick-like file ([Interface] and [Peer] sections), without gossip or state." type:"existingfile" placeholder:"FILE"`
+	Userspace bool         `help:"Use the userspace netstack even where a kernel TUN would work."`
+	HostNet   hostNetFlags `embed:""` // --expose, --socks5, --http-proxy: cmd/uncloud/hostnet.go
 
 	SocketGroup string `name:"socket-group" env:"UNCLOUD_SOCKET_GROUP" help:"Group allowed on the local API socket (0660). Default: 'uncloud' if that group exists, else the socket is 0600 for the agent's user alone. 'none' forces 0600." placeholder:"GROUP"`
 
@@ -42,7 +40,15 @@ func (agentCmd) Help() string {
 
 It uses a kernel TUN interface when /dev/net/tun opens and it may configure links (root or CAP_NET_ADMIN), otherwise a userspace netstack (no privileges), and logs which and why. In kernel mode a route "unreachable %[1]v" with a high metric stays installed even after the agent stops, so mesh traffic never leaves unencrypted.
 
-SIGHUP re-reads the config file and applies added, changed and removed peers without disturbing the others.
+%[4]s
+
+SIGHUP re-reads the config file (static mode) and applies added, changed and removed peers without disturbing the others. In static mode --expose, --socks5 and --http-proxy are not kept: they add to the file's Expose and replace its SOCKS5 for this run, and the proxies need a loopback IP:PORT.
+
+Examples:
+  uncloud agent                                        # the machine of the data dir, with its kept settings
+  uncloud agent --userspace --expose 8080 --socks5 1080 --http-proxy 3128
+  uncloud agent --socks5 off                           # start without the SOCKS5 proxy, for good
+  uncloud agent --config static.conf --userspace --expose 8080 --socks5 127.0.0.1:1080
 
 Config file example:
 
@@ -55,17 +61,13 @@ Config file example:
   PublicKey = <the other machine's>
   Endpoint = 203.0.113.7:51820
   AllowedIPs = %[3]v
-  PersistentKeepalive = 25`, meshaddr.Mesh(), meshaddr.Subnet(1).MachineAddr(), meshaddr.Subnet(2))
+  PersistentKeepalive = 25`, meshaddr.Mesh(), meshaddr.Subnet(1).MachineAddr(), meshaddr.Subnet(2), hostNetHelp)
 }
 
 func (a agentCmd) Run(g *globals) error {
-	var expose []tun.ExposedPort
-	for _, s := range a.Expose {
-		e, err := tun.ParseExposedPort(s)
-		if err != nil {
-			return err
-		}
-		expose = append(expose, e)
+	hn, err := a.HostNet.change()
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -93,7 +95,7 @@ func (a agentCmd) Run(g *globals) error {
 			Socket:    socketPath(g.Connect),
 			SocketGID: gid,
 			Userspace: a.Userspace,
-			Expose:    expose,
+			HostNet:   hn,
 			Logger:    g.Logger,
 			Version:   version,
 
@@ -108,8 +110,9 @@ func (a agentCmd) Run(g *globals) error {
 	return static.Run(ctx, static.Options{
 		ConfigPath: a.Config,
 		Userspace:  a.Userspace,
-		Expose:     expose,
-		SOCKS5:     a.SOCKS5,
+		Expose:     hn.AddExpose,
+		SOCKS5:     deref(hn.SOCKS5),
+		HTTPProxy:  deref(hn.HTTPProxy),
 		Logger:     g.Logger,
 	}, reload)
 }
@@ -193,4 +196,13 @@ func socketPath(connect string) string {
 		return strings.TrimPrefix(connect, "unix://")
 	}
 	return api.DefaultSocket
+}
+
+// deref is a flag's address, "" when not given or off (static mode keeps
+// nothing, so the two are the same there).
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -31,9 +31,13 @@ func (c dnsLsCmd) Run(g *globals) error {
 	}
 	fmt.Printf("Serving on %s; other names go to %s.\n", orNone(n.Listen), orNone(n.Upstreams))
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tTYPE\tRECORDS")
+	fmt.Fprintln(w, "NAME\tTYPE\tRECORDS\tSEEN BY")
 	for _, e := range n.Names {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", e.Name, e.Type, strings.Join(e.Records, ", "))
+		seen := "all"
+		if e.Project != "" {
+			seen = "project " + e.Project + "'s containers"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", e.Name, e.Type, strings.Join(e.Records, ", "), seen)
 	}
 	return w.Flush()
 }

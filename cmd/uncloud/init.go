@@ -26,12 +26,19 @@ type initCmd struct {
 	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work."`
 	Foreground bool          `help:"Run the agent in the foreground instead of starting it in the background (for containers and supervisors)."`
 	Registry   registryFlags `embed:""`
+	HostNet    hostNetFlags  `embed:""` // cmd/uncloud/hostnet.go
 }
 
 func (initCmd) Help() string {
 	return fmt.Sprintf(`Creates a new network: its ID, the gossip key, this machine's WireGuard and identity keys, and subnet %v for this machine (which is %v on the mesh). Secrets stay in the data dir, mode 0600.
 
-Then the agent starts: in the background (logging to DATA_DIR/agent.log) unless --foreground is given. The machine works alone until others join.`, meshaddr.Subnet(1), meshaddr.Subnet(1).MachineAddr())
+Then the agent starts: in the background (logging to DATA_DIR/agent.log) unless --foreground is given. The machine works alone until others join.
+
+%[3]s
+
+Examples:
+  uncloud init --name web-1 --public-ip 203.0.113.7
+  uncloud init --userspace --expose 8080 --socks5 1080 --http-proxy 3128`, meshaddr.Subnet(1), meshaddr.Subnet(1).MachineAddr(), hostNetHelp)
 }
 
 func (c initCmd) Run(g *globals) error {
@@ -41,11 +48,18 @@ func (c initCmd) Run(g *globals) error {
 	} else if !errors.Is(err, membership.ErrNotInitialized) {
 		return err
 	}
+	hn, err := c.HostNet.change()
+	if err != nil {
+		return err
+	}
 	st, err := membership.NewNetwork(membership.InitOptions{Name: c.Name, PublicIP: c.PublicIP, ListenPort: c.Port})
 	if err != nil {
 		return err
 	}
 	if err := st.Save(c.DataDir); err != nil {
+		return err
+	}
+	if err := saveHostNet(c.DataDir, hn); err != nil {
 		return err
 	}
 	fmt.Printf("Created network %s: this machine is %q, %s on the mesh.\n", st.NetworkID, st.Name, st.MeshAddress())
@@ -75,7 +89,8 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 		reg.apply(&opts)
 		return socket, runDaemon(ctx, g, opts)
 	}
-	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, reg.args())
+	more := append([]string{"--log-level", g.LogLevel.String()}, reg.args()...)
+	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, more)
 	if err != nil {
 		return socket, err
 	}
@@ -84,6 +99,7 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 		return socket, fmt.Errorf("the agent (pid %d) did not come up: %w; see %s", pid, err, logPath)
 	}
 	fmt.Printf("The agent runs in the background (pid %d, %s mode, log %s).\n", pid, st.Mode, logPath)
+	printHostNet(st.HostNet)
 	return socket, nil
 }
 

@@ -6,16 +6,27 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/hostnet"
 )
 
 type installCmd struct {
 	DataDir string `help:"Data dir the service's agent uses." default:"${datadir}" placeholder:"DIR"`
 	UnitDir string `help:"Where to write the unit." default:"/etc/systemd/system" placeholder:"DIR"`
 	NoStart bool   `help:"Write and enable the unit, but do not start it now."`
+
+	HostNet hostNetFlags `embed:""` // cmd/uncloud/hostnet.go
 }
 
 func (installCmd) Help() string {
-	return "Writes a systemd unit that runs 'uncloud agent' at boot and restarts it if it dies, enables it and starts it. Without systemd it writes the unit and says how to run the agent instead."
+	return `Writes a systemd unit that runs 'uncloud agent' at boot and restarts it if it dies, enables it and starts it. Without systemd it writes the unit and says how to run the agent instead.
+
+--expose, --socks5 and --http-proxy are saved in the data dir (hostnet.json), not in the unit, so 'uncloud expose rm' and 'uncloud proxy set' at runtime are not undone by the next restart. ` + hostNetHelp + `
+
+Examples:
+  sudo uncloud install
+  sudo uncloud install --expose 8080 --socks5 1080 --http-proxy 3128`
 }
 
 // unitText is the service: restarted on failure, stopped with SIGTERM
@@ -40,6 +51,10 @@ WantedBy=multi-user.target
 }
 
 func (c installCmd) Run(g *globals) error {
+	hn, err := c.HostNet.change()
+	if err != nil {
+		return err
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)
@@ -49,6 +64,14 @@ func (c installCmd) Run(g *globals) error {
 	}
 	if strings.Contains(self, "go-build") {
 		return fmt.Errorf("%s is a temporary 'go run' binary: build it to a lasting place first (go build -o /usr/local/bin/uncloud ./cmd/uncloud)", self)
+	}
+	if !hn.Empty() {
+		s, err := hostnet.Update(c.DataDir, hn, agent.ReservedPorts())
+		if err != nil {
+			return fmt.Errorf("host networking settings: %w", err)
+		}
+		fmt.Printf("Saved in %s: exposed %s; SOCKS5 %s; HTTP proxy %s.\n", filepath.Join(c.DataDir, hostnet.FileName),
+			hostnet.FormatPorts(s.Expose), orOffText(s.SOCKS5), orOffText(s.HTTPProxy))
 	}
 	if err := os.MkdirAll(c.UnitDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", c.UnitDir, err)
@@ -74,4 +97,11 @@ func (c installCmd) Run(g *globals) error {
 		fmt.Printf("Ran %s.\n", strings.Join(s, " "))
 	}
 	return nil
+}
+
+func orOffText(s string) string {
+	if s == "" {
+		return "off"
+	}
+	return s
 }

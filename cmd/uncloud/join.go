@@ -24,10 +24,17 @@ type joinCmd struct {
 	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work."`
 	Foreground bool          `help:"Run the agent in the foreground after joining."`
 	Registry   registryFlags `embed:""`
+	HostNet    hostNetFlags  `embed:""` // cmd/uncloud/hostnet.go
 }
 
 func (joinCmd) Help() string {
-	return `Joins the network a token names. The token's one-time key opens a WireGuard session with the machine that issued it (whose key the token pins, so nothing is trusted on first use); through it this machine sends its new public keys and receives a subnet, the gossip key and the member list. Nothing changes on either side if the token is malformed, expired, revoked or used up, or the name is taken.`
+	return `Joins the network a token names. The token's one-time key opens a WireGuard session with the machine that issued it (whose key the token pins, so nothing is trusted on first use); through it this machine sends its new public keys and receives a subnet, the gossip key and the member list. Nothing changes on either side if the token is malformed, expired, revoked or used up, or the name is taken.
+
+` + hostNetHelp + `
+
+Examples:
+  uncloud join "$TOKEN" --name pi-1
+  uncloud join - --userspace --expose 8080 --expose 53/udp --socks5 1080 --http-proxy 3128 < token.txt`
 }
 
 func (c joinCmd) Run(g *globals) error {
@@ -39,6 +46,10 @@ func (c joinCmd) Run(g *globals) error {
 		}
 		text = strings.TrimSpace(string(b))
 	}
+	hn, err := c.HostNet.change()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Println("Joining…")
@@ -48,6 +59,9 @@ func (c joinCmd) Run(g *globals) error {
 		return err
 	}
 	fmt.Printf("Joined network %s as %q, %s on the mesh.\n", st.NetworkID, st.Name, st.MeshAddress())
+	if err := saveHostNet(c.DataDir, hn); err != nil {
+		return err
+	}
 	socket, err := startAgent(ctx, g, c.DataDir, c.Userspace, c.Foreground, c.Registry)
 	if err != nil || c.Foreground {
 		return err

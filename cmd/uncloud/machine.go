@@ -109,14 +109,14 @@ func (c machineLsCmd) Run(g *globals) error {
 		return printJSON(machines)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSTATE\tADDRESS\tSUBNET\tMODE\tROLES\tENDPOINT\tHANDSHAKE\tVERSION\tID")
+	fmt.Fprintln(w, "NAME\tSTATE\tADDRESS\tSUBNET\tMODE\tEXPOSED\tROLES\tENDPOINT\tHANDSHAKE\tVERSION\tID")
 	for _, m := range machines {
 		hs := "-"
 		if !m.LastHandshake.IsZero() {
 			hs = time.Since(m.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Address, m.Subnet,
-			dash(m.Mode), dash(strings.Join(m.Roles, ",")), dash(m.Endpoint), hs, dash(m.Version), m.ID)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Address, m.Subnet,
+			dash(m.Mode), dash(exposedShort(m.Exposed)), dash(strings.Join(m.Roles, ",")), dash(m.Endpoint), hs, dash(m.Version), m.ID)
 	}
 	return w.Flush()
 }
@@ -180,6 +180,15 @@ func formatLabels(l map[string]string) string {
 	var out []string
 	for _, k := range slices.Sorted(maps.Keys(l)) {
 		out = append(out, k+"="+l[k])
+	}
+	return strings.Join(out, ",")
+}
+
+// exposedShort is "22,53/udp,8080" (tcp unsaid), for a table cell.
+func exposedShort(ports []string) string {
+	out := make([]string, len(ports))
+	for i, p := range ports {
+		out[i] = strings.TrimSuffix(p, "/tcp")
 	}
 	return strings.Join(out, ",")
 }

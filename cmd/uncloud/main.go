@@ -31,6 +31,8 @@ type cli struct {
 	Mesh    meshCmd    `cmd:"" help:"Show how this machine reaches each peer: direct or relayed, endpoint, NAT type, handshake, RTT."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
 	DNS     dnsCmd     `cmd:"" name:"dns" help:"What this machine's resolver answers for .internal names."`
+	Expose  exposeCmd  `cmd:"" help:"Host ports this machine forwards from the mesh (netstack mode): add, rm, ls."`
+	Proxy   proxyCmd   `cmd:"" help:"The SOCKS5 and HTTP proxies through which host programs reach the mesh: set, ls."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`
 	Install installCmd `cmd:"" help:"Install and start a systemd service for the agent."`
 	Keygen  keygenCmd  `cmd:"" help:"Print a new WireGuard key pair."`
@@ -42,8 +44,11 @@ type cli struct {
 
 // globals are what every command gets from the top-level flags.
 type globals struct {
-	Logger  *slog.Logger
-	Connect string
+	Logger *slog.Logger
+	// LogLevel is --log-level, passed on to the agent init and join
+	// start in the background.
+	LogLevel slog.Level
+	Connect  string
 }
 
 func main() {
@@ -56,7 +61,7 @@ func main() {
 		kong.Vars{"socket": api.DefaultSocket, "datadir": membership.DefaultDataDir},
 	)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
-	if err := kctx.Run(&globals{Logger: logger, Connect: c.Connect}); err != nil {
+	if err := kctx.Run(&globals{Logger: logger, LogLevel: c.LogLevel, Connect: c.Connect}); err != nil {
 		fmt.Fprintf(os.Stderr, "uncloud: %v\n", err)
 		os.Exit(1)
 	}

@@ -28,6 +28,9 @@ func (c statusCmd) Run(g *globals) error {
 	fmt.Printf("machine %s (%s) in network %s\naddress %s, %s mode, WireGuard port %d, uncloud %s\n",
 		st.Name, st.MachineID, st.NetworkID, st.Address, st.Mode, st.Port, st.Version)
 	fmt.Printf("roles %s, gossip key %s (rotation %d)\n", dash(strings.Join(st.Roles, ",")), st.GossipKey, st.GossipKeyEpoch)
+	if st.HostNet != nil {
+		fmt.Println(hostNetLine(*st.HostNet))
+	}
 	if len(st.Peers) == 0 {
 		fmt.Println("no peers yet")
 		return nil

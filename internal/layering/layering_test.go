@@ -48,9 +48,10 @@ var layers = map[string]int{
 	"api": 3,
 
 	// The daemon: the composition root and its parts.
-	"agent":        4,
-	"agent/...":    4,
-	"agent/static": 4,
+	"agent":         4,
+	"agent/...":     4,
+	"agent/static":  4,
+	"agent/hostnet": 4, // exposed ports, the proxies into the mesh, their settings file
 
 	// The lab that runs real binaries, then what sits on top of everything.
 	"e2e/lab":            5,

@@ -78,11 +78,7 @@ func Start(ctx context.Context, n int, log io.Writer) (_ *Lab, err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := h.StartDocker(ctx)
-			if err == nil {
-				err = testimage.Import(ctx, d.Client, tarball, testimage.Tag)
-			}
-			l.Dockers[i], errs[i] = d, err
+			l.Dockers[i], errs[i] = h.StartDocker(ctx)
 		}()
 	}
 	wg.Wait()
@@ -91,8 +87,40 @@ func Start(ctx context.Context, n int, log io.Writer) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
+	if err := l.loadTestImage(ctx, tarball); err != nil {
+		return nil, err
+	}
 	fmt.Fprintln(log, "forming the network…")
 	return l, l.form(ctx)
+}
+
+// loadTestImage imports the test image into the first engine and copies
+// that very image into the others. Importing into each engine would give
+// each its own image ID (docker import stamps the time of the import),
+// and a service pinned to the local image ID of one machine is refused
+// by a machine whose image under the name is another.
+func (l *Lab) loadTestImage(ctx context.Context, tarball []byte) error {
+	first := l.Dockers[0].Client
+	if err := testimage.Import(ctx, first, tarball, testimage.Tag); err != nil {
+		return err
+	}
+	for _, d := range l.Dockers[1:] {
+		rc, err := first.ImageSave(ctx, []string{testimage.Tag})
+		if err != nil {
+			return fmt.Errorf("save the test image: %w", err)
+		}
+		resp, err := d.Client.ImageLoad(ctx, rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("load the test image: %w", err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("load the test image: %w", err)
+		}
+	}
+	return nil
 }
 
 // Close stops the engines and the lab and removes Dir.

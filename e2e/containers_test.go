@@ -239,6 +239,15 @@ func (c *containerLab) running(ctx context.Context, t *testing.T, i int, service
 	return got
 }
 
+// fromInternet fetches url from the lab's internet: what a user outside
+// the network sees.
+func (c *containerLab) fromInternet(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", c.lab.InternetNS(), c.echoBin, "get", url).CombinedOutput()
+	return string(out), err
+}
+
 func (c *containerLab) jumps(ctx context.Context, t *testing.T, i int) map[string]int {
 	t.Helper()
 	out := map[string]int{}

@@ -8,9 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,11 +17,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/registry"
-
-	"github.com/uncloud-mesh/uncloud/e2e/lab"
-	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
 
 // TestImagePull: three machines, each with its own Docker Engine, run a
@@ -40,21 +33,8 @@ func TestImagePull(t *testing.T) {
 	defer cancel()
 	c := newContainerLab(ctx, t, withDocker, withDocker, withDocker)
 
-	regHost, err := c.lab.AddHost(ctx, "reg", lab.HostOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	regDocker, err := regHost.StartDocker(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(regDocker.Close)
-	password := "pw-" + randomHex(t, 12)
-	reg, err := regHost.StartRegistry(ctx, lab.RegistryOptions{Users: map[string]string{"alice": password}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg.Close)
+	reg := c.startRegistry(ctx, t)
+	password := reg.password
 	ref := reg.Addr + "/team/echo:1"
 
 	// Version 1 under the tag; the developer's machine is the registry host.
@@ -62,10 +42,10 @@ func TestImagePull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d1 := pushImage(ctx, t, regDocker, v1, ref, "alice", password)
+	d1 := reg.push(ctx, t, v1, ref)
 
-	good := dockerConfigDir(t, reg.Addr, "alice", password)
-	bad := dockerConfigDir(t, reg.Addr, "alice", password+"-wrong")
+	good := reg.config
+	bad := dockerConfigDir(t, reg.Addr, reg.user, password+"-wrong")
 	uc := func(cfg string, i int, args ...string) (string, error) {
 		return c.hosts[i].Run(ctx, "env", append([]string{"DOCKER_CONFIG=" + cfg, c.lab.Uncloud}, args...)...)
 	}
@@ -101,7 +81,7 @@ func TestImagePull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2 := pushImage(ctx, t, regDocker, v2, ref, "alice", password)
+	d2 := reg.push(ctx, t, v2, ref)
 	if d2 == d1 {
 		t.Fatal("version 2 has version 1's digest: the test image did not change")
 	}
@@ -236,49 +216,6 @@ func echoImageTar(bin, version string) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// pushImage imports a root file system as ref into d and pushes it to
-// its registry, returning the manifest digest the registry gave it.
-func pushImage(ctx context.Context, t *testing.T, d *lab.Docker, rootfs []byte, ref, user, password string) string {
-	t.Helper()
-	if err := testimage.Import(ctx, d.Client, rootfs, ref); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := registry.EncodeAuthConfig(registry.AuthConfig{Username: user, Password: password})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := d.Client.ImagePush(ctx, ref, image.PushOptions{RegistryAuth: auth})
-	if err != nil {
-		t.Fatalf("push %s: %v", ref, err)
-	}
-	defer rc.Close()
-	dec := json.NewDecoder(rc)
-	var digest string
-	for {
-		var m struct {
-			Error string `json:"error"`
-			Aux   struct {
-				Digest string `json:"Digest"`
-			} `json:"aux"`
-		}
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("push %s: %v", ref, err)
-		}
-		if m.Error != "" {
-			t.Fatalf("push %s: %s", ref, m.Error)
-		}
-		if m.Aux.Digest != "" {
-			digest = m.Aux.Digest
-		}
-	}
-	if digest == "" {
-		t.Fatalf("push %s: the registry gave no digest", ref)
-	}
-	return digest
 }
 
 // dockerConfigDir is a DOCKER_CONFIG directory as `docker login` leaves

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,14 +22,7 @@ func TestComposeKeys(t *testing.T) {
 	if out, err := c.uncloud(ctx, t, 0, "image", "push", testimage.Tag); err != nil {
 		t.Fatalf("image push: %v\n%s", err, out)
 	}
-	// fromInternet fetches url from the lab's internet: what a user
-	// outside the network sees.
-	fromInternet := func(url string) (string, error) {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", c.lab.InternetNS(), c.echoBin, "get", url).CombinedOutput()
-		return string(out), err
-	}
+	fromInternet := func(url string) (string, error) { return c.fromInternet(ctx, url) }
 	where := func(t *testing.T, service string) map[string][]string {
 		t.Helper()
 		out := map[string][]string{}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
@@ -88,16 +87,19 @@ func (r *Runtime) CreateWith(ctx context.Context, spec ContainerSpec, opened Ope
 			Interval: interval, Timeout: timeout, Retries: retries, StartPeriod: start}
 	}
 	host := &container.HostConfig{
-		NetworkMode:   container.NetworkMode(r.cfg.Network),
-		DNS:           []string{r.gateway.String()},
-		DNSSearch:     []string{"internal"},
+		NetworkMode: container.NetworkMode(r.cfg.Network),
+		DNS:         []string{r.gateway.String()},
+		DNSSearch:   []string{"internal"},
+		// Docker's embedded DNS writes ndots:0 unless told otherwise, so
+		// a bare name (db, as Compose files call their services) went
+		// out first as "db.", through the machine's resolver to its
+		// upstreams (a leak, and 4 s where they do not answer), before
+		// db.internal; with ndots:1 it is db.internal first.
+		DNSOptions:    []string{"ndots:1"},
 		RestartPolicy: restart,
 		PortBindings:  bindings,
 	}
-	for _, v := range spec.Volumes {
-		m, _ := ParseVolume(v)
-		host.Mounts = append(host.Mounts, mount.Mount(m))
-	}
+	host.Binds, host.Mounts = spec.dockerVolumes()
 	spec.applyOptions(cfg, host)
 	host.Mounts = append(host.Mounts, files...)
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{r.cfg.Network: {}}}

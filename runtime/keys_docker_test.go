@@ -3,6 +3,8 @@ package runtime
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +18,12 @@ func TestDockerKeys(t *testing.T) {
 	rt := newTestRuntime(t, "keys")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// A bind mount of a host path that does not exist: Docker makes it,
+	// as `docker run -v` does.
+	missing := filepath.Join(t.TempDir(), "made-by-docker")
 	spec := ContainerSpec{Service: "web", Image: testimage.Tag, Env: []string{"PORT=8080"},
 		Ports:   []string{"127.0.0.1:18081:8080", "127.0.0.1:18090-18091:9090-9091/udp", "8080"},
-		Volumes: []string{"tmpfs:/t"}, Tmpfs: []string{"/scratch:size=1m"},
+		Volumes: []string{"tmpfs:/t", missing + ":/m:ro"}, Tmpfs: []string{"/scratch:size=1m"},
 		User: "65534", WorkingDir: "/tmp", Labels: map[string]string{"team": "a", "uncloud.x": "no"},
 		Init: true, CapDrop: []string{"ALL"}, CapAdd: []string{"NET_BIND_SERVICE"}, StopSignal: "SIGINT", StopGracePeriod: "3s",
 		Ulimits: []string{"nofile=1024:2048"}, LogDriver: "json-file", LogOptions: map[string]string{"max-size": "1m"},
@@ -57,6 +62,15 @@ func TestDockerKeys(t *testing.T) {
 	}
 	if hc.Tmpfs["/scratch"] != "size=1m" || len(hc.Mounts) != 1 || hc.Mounts[0].Type != "tmpfs" || hc.Mounts[0].Target != "/t" {
 		t.Errorf("tmpfs %v mounts %+v", hc.Tmpfs, hc.Mounts)
+	}
+	if len(hc.DNSSearch) != 1 || hc.DNSSearch[0] != "internal" || len(hc.DNSOptions) != 1 || hc.DNSOptions[0] != "ndots:1" {
+		t.Errorf("DNS search %q options %q, want internal and ndots:1 (a bare name is tried under internal first)", hc.DNSSearch, hc.DNSOptions)
+	}
+	if len(hc.Binds) != 1 || hc.Binds[0] != missing+":/m:ro" {
+		t.Errorf("binds %q, want %s:/m:ro", hc.Binds, missing)
+	}
+	if st, err := os.Stat(missing); err != nil || !st.IsDir() {
+		t.Errorf("the bind mount's missing host path was not made: %v", err)
 	}
 	// The published port answers on the host address it was bound to.
 	var body string

@@ -330,6 +330,31 @@ func ParseVolume(v string) (mount.Mount, error) {
 	return m, nil
 }
 
+// dockerVolumes are the spec's volumes as Docker takes them. A bind mount
+// goes in Binds, the form of `docker run -v`, so that a host path missing
+// on the machine that runs the container is made there (a directory), as
+// `docker run -v` and Compose's short syntax do: a Mount of type bind is
+// refused instead, and the CLI that read a Compose file cannot make the
+// path on another machine. Named volumes and tmpfs stay Mounts.
+func (s ContainerSpec) dockerVolumes() (binds []string, mounts []mount.Mount) {
+	for _, v := range s.Volumes {
+		m, err := ParseVolume(v)
+		if err != nil {
+			continue // Validate refused it already
+		}
+		if m.Type == mount.TypeBind {
+			b := m.Source + ":" + m.Target
+			if m.ReadOnly {
+				b += ":ro"
+			}
+			binds = append(binds, b)
+			continue
+		}
+		mounts = append(mounts, m)
+	}
+	return binds, mounts
+}
+
 // ParseRestart parses a restart policy; empty means unless-stopped, so a
 // service survives reboots and Docker restarts unless someone stopped it.
 func ParseRestart(s string) (container.RestartPolicy, error) {

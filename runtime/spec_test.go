@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,6 +36,29 @@ func TestParseVolume(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("ParseVolume(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestDockerVolumes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		in     []string
+		binds  []string
+		mounts []mount.Mount
+	}{
+		{"none", nil, nil, nil},
+		{"bind: Docker's -v form, which makes a missing host path",
+			[]string{"/srv/x:/x", "/etc/localtime:/etc/localtime:ro", "/srv/y:/y:rw"},
+			[]string{"/srv/x:/x", "/etc/localtime:/etc/localtime:ro", "/srv/y:/y"}, nil},
+		{"named volumes and tmpfs stay mounts",
+			[]string{"data:/data:ro", "tmpfs:/cache", "/srv/x:/x"},
+			[]string{"/srv/x:/x"},
+			[]mount.Mount{{Type: mount.TypeVolume, Source: "data", Target: "/data", ReadOnly: true}, {Type: mount.TypeTmpfs, Target: "/cache"}}},
+	} {
+		binds, mounts := ContainerSpec{Volumes: tc.in}.dockerVolumes()
+		if !slices.Equal(binds, tc.binds) || !slices.Equal(mounts, tc.mounts) {
+			t.Errorf("%s: dockerVolumes(%q) = %q, %+v; want %q, %+v", tc.name, tc.in, binds, mounts, tc.binds, tc.mounts)
 		}
 	}
 }

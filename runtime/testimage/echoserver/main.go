@@ -19,6 +19,13 @@
 // "echoserver spoof SRC DST PORT"
 // sends one UDP datagram with a forged source address through a raw
 // socket, to test that the host drops it.
+// "echoserver lookup NAME" prints the IPv4 addresses NAME resolves to
+// through the container's resolver, sorted, one a line.
+//
+// The server listens on $PORT (8080 by default), which may name several
+// ports ("2222,3000"); any other arguments are ignored, so the image can
+// stand in for a program run with its own command line (a Compose
+// file's `command:`), as the Compose corpus e2e test has it do.
 package main
 
 import (
@@ -31,7 +38,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -55,9 +64,12 @@ func main() {
 	if len(os.Args) == 5 && os.Args[1] == "spoof" {
 		os.Exit(spoof(os.Args[2], os.Args[3], os.Args[4]))
 	}
-	addr := ":8080"
+	if len(os.Args) == 3 && os.Args[1] == "lookup" {
+		os.Exit(lookup(os.Args[2]))
+	}
+	ports := []string{"8080"}
 	if p := os.Getenv("PORT"); p != "" {
-		addr = ":" + p
+		ports = strings.Split(p, ",")
 	}
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
@@ -112,11 +124,43 @@ func main() {
 		fmt.Println("exiting on request")
 		os.Exit(3)
 	})
-	fmt.Printf("listening on %s as %s\n", addr, host)
-	if err := http.ListenAndServe(addr, mux); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	// Every port is bound before the first line says so: a test that
+	// waits for it may then connect to any of them.
+	var ls []net.Listener
+	for i, p := range ports {
+		ports[i] = ":" + strings.TrimSpace(p)
+		l, err := net.Listen("tcp", ports[i])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		ls = append(ls, l)
 	}
+	errs := make(chan error, len(ls))
+	for i, l := range ls {
+		fmt.Printf("listening on %s as %s\n", ports[i], host)
+		go func() { errs <- http.Serve(l, mux) }()
+	}
+	fmt.Fprintln(os.Stderr, <-errs)
+	os.Exit(1)
+}
+
+// lookup prints the IPv4 addresses name resolves to, sorted.
+func lookup(name string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.Unmap().String())
+	}
+	slices.Sort(out)
+	fmt.Println(strings.Join(out, "\n"))
+	return 0
 }
 
 func fetch(ctx context.Context, url string) ([]byte, error) {

@@ -26,14 +26,13 @@ func serviceID(project, svc string, names []string) (string, bool) {
 	return "", false
 }
 
-// logSharedVolumes says where the named volumes that several services of
-// the project mount ended up. Compose gives them one volume; here each
-// machine has its own, so services on different machines do not share
-// its data (placement pins a service to its own volumes' machines only).
-// Reported, not asserted: see the report of issue 15's real deploys.
-func (cc *corpusCheck) logSharedVolumes(ctx context.Context, t *testing.T) {
+// checkSharedVolumes: a named volume that several services of the
+// project mount is one machine's Docker volume, so those services must
+// share a machine (a replicated one may have more, each with its own
+// volume), as they share the volume under Compose.
+func (cc *corpusCheck) checkSharedVolumes(ctx context.Context, t *testing.T) {
 	t.Helper()
-	users := map[string]map[string]bool{} // volume -> "service@machine"
+	users := map[string]map[string]map[string]bool{} // volume -> service -> machines
 	for svc, cs := range cc.byService {
 		for _, ci := range cs {
 			raw, err := cc.c.engines[machineIndex(t, ci.Machine)].Client.ContainerInspect(ctx, ci.ID)
@@ -41,23 +40,33 @@ func (cc *corpusCheck) logSharedVolumes(ctx context.Context, t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, m := range raw.Mounts {
-				if m.Type == "volume" {
-					if users[m.Name] == nil {
-						users[m.Name] = map[string]bool{}
-					}
-					users[m.Name][svc+"@"+ci.Machine] = true
+				if m.Type != "volume" {
+					continue
 				}
+				if users[m.Name] == nil {
+					users[m.Name] = map[string]map[string]bool{}
+				}
+				if users[m.Name][svc] == nil {
+					users[m.Name][svc] = map[string]bool{}
+				}
+				users[m.Name][svc][ci.Machine] = true
 			}
 		}
 	}
-	for v, us := range users {
-		services, machines := map[string]bool{}, map[string]bool{}
-		for u := range us {
-			svc, m, _ := strings.Cut(u, "@")
-			services[svc], machines[m] = true, true
+	for v, bySvc := range users {
+		if len(bySvc) < 2 {
+			continue
 		}
-		if len(services) > 1 && len(machines) > 1 {
-			t.Logf("volume %s is mounted by %v: one volume per machine, so these services do not share its data as under Compose", v, slices.Sorted(maps.Keys(us)))
+		var common map[string]bool
+		for _, ms := range bySvc {
+			if common == nil {
+				common = maps.Clone(ms)
+				continue
+			}
+			maps.DeleteFunc(common, func(m string, _ bool) bool { return !ms[m] })
+		}
+		if len(common) == 0 {
+			t.Errorf("volume %s is mounted by services on no common machine (%v): they do not share its data as under Compose", v, bySvc)
 		}
 	}
 }

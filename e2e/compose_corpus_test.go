@@ -454,5 +454,5 @@ func (cc *corpusCheck) run(t *testing.T) {
 	cc.checkPublished(ctx, t)
 	cc.checkFiles(ctx, t)
 	cc.checkLookups(ctx, t)
-	cc.logSharedVolumes(ctx, t)
+	cc.checkSharedVolumes(ctx, t)
 }

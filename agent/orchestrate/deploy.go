@@ -74,7 +74,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	}
 	var plans []*servicePlan
 	deps := map[string]map[string]string{}
-	planned := map[string]int{} // new containers by machine, for the next services' spread
+	planned := newPlannedDeploy() // for the next services' spread and shared volumes
 	for _, s := range req.Services {
 		service := cmp.Or(s.Name, serviceNameFromImage(s.Image))
 		if len(s.DependsOn) > 0 {
@@ -95,9 +95,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 		if err != nil {
 			return err
 		}
-		for _, t := range p.create {
-			planned[t.ID]++
-		}
+		planned.add(p.spec, p.create)
 		p.version = record.Version{Action: "deploy", User: cmp.Or(s.By, req.By)}
 		plans = append(plans, p)
 	}
@@ -255,7 +253,7 @@ func machineName(names map[string]Machine, id string) string {
 // (a rollback's), else the image is resolved again. A dry run seals
 // nothing new into the state.
 func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.RunRequest, job imageJob, pin string, dryRun bool,
-	planned map[string]int) (*servicePlan, error) {
+	planned *plannedDeploy) (*servicePlan, error) {
 	if s.Name == "" {
 		s.Name = serviceNameFromImage(s.Image)
 	}

@@ -17,7 +17,7 @@ import (
 // the number of machines that may run it. cs are the service's
 // containers now, running first: the first min(want, len(cs)) stay.
 func (o *Orchestrator) planPlacement(ctx context.Context, all, targets []Machine, spec runtime.ContainerSpec,
-	cs []*record.Container, want int, global bool, planned map[string]int) ([]Machine, int, error) {
+	cs []*record.Container, want int, global bool, planned *plannedDeploy) ([]Machine, int, error) {
 	if global {
 		on, err := o.placeNew(ctx, all, targets, spec, cs, nil, 0, true, planned)
 		if err != nil {

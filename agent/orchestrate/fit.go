@@ -62,9 +62,9 @@ type want struct {
 	// pinned are the machines holding the service's named volumes (ID
 	// to name); empty when none exist yet (the first replicas go anywhere).
 	pinned map[string]string
-	// planned are the containers that the same deploy places on each
-	// machine (by ID) for the services planned before this one.
-	planned map[string]int
+	// planned is what the same deploy placed for the services planned
+	// before this one (nil outside a deploy).
+	planned *plannedDeploy
 }
 
 // fixedBindings are the host ports the spec publishes on a port it

@@ -17,13 +17,13 @@ import (
 // reports.
 
 // newWant is what a service asks of placement; cs are its containers now.
-func (o *Orchestrator) newWant(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container) (want, error) {
+func (o *Orchestrator) newWant(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container, planned *plannedDeploy) (want, error) {
 	w := want{service: spec.Service, spec: spec}
 	var err error
 	if w.constraints, err = parseConstraints(spec.Placement); err != nil {
 		return w, err
 	}
-	w.pinned, err = o.volumePins(ctx, all, spec, cs)
+	w.pinned, err = o.volumePins(ctx, all, spec, cs, planned)
 	return w, err
 }
 
@@ -40,7 +40,7 @@ func (o *Orchestrator) candidates(ctx context.Context, targets []Machine, w want
 	}
 	loads := map[string]*load{}
 	for _, t := range targets {
-		loads[t.ID] = &load{ofService: kept[t.ID], total: w.planned[t.ID]}
+		loads[t.ID] = &load{ofService: kept[t.ID], total: w.planned.containersOn(t.ID)}
 	}
 	for _, c := range cs {
 		if l := loads[c.MachineID]; l != nil {
@@ -117,8 +117,10 @@ func (o *Orchestrator) capacities(ctx context.Context, ts []Machine) []Capacity 
 // volumePins are the machines (ID to name) that hold a service's named
 // volumes: where its containers are, and where its record says volumes
 // were made. Empty for a spec without named volumes.
-func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container) (map[string]string, error) {
-	if len(spec.NamedVolumes()) == 0 {
+func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container,
+	planned *plannedDeploy) (map[string]string, error) {
+	vols := spec.NamedVolumes()
+	if len(vols) == 0 {
 		return nil, nil
 	}
 	names := map[string]string{}
@@ -139,7 +141,103 @@ func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runti
 			add(id)
 		}
 	}
+	// A volume another service mounts too lives where that service's
+	// containers are (or its record says it was made), and where this
+	// deploy placed it for a service planned before: a Docker volume is
+	// one machine's, so services that share one share that machine.
+	others, err := o.volumeHolders(ctx, spec.Service, vols)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range others {
+		add(id)
+	}
+	for _, v := range vols {
+		for _, id := range planned.volumeOn(v) {
+			add(id)
+		}
+	}
 	return pins, nil
+}
+
+// volumeHolders are the machines (IDs) where services other than service
+// hold any of the named volumes vols.
+func (o *Orchestrator) volumeHolders(ctx context.Context, service string, vols []string) ([]string, error) {
+	recs, err := o.store.List(ctx, record.ServicesPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	sharing := map[string]bool{}
+	var out []string
+	for _, r := range recs {
+		svc, ok := r.(*record.Service)
+		if !ok || svc.Name == service {
+			continue
+		}
+		var other runtime.ContainerSpec
+		if json.Unmarshal(svc.Spec, &other) != nil {
+			continue
+		}
+		for _, v := range other.NamedVolumes() {
+			if slices.Contains(vols, v) {
+				sharing[svc.Name] = true
+				out = append(out, svc.VolumeMachines...)
+				break
+			}
+		}
+	}
+	if len(sharing) == 0 {
+		return out, nil
+	}
+	cs, err := o.serviceContainers(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		if sharing[c.Service] {
+			out = append(out, c.MachineID)
+		}
+	}
+	return out, nil
+}
+
+// plannedDeploy is what a deploy has placed so far, for the services it
+// plans next: how many new containers on each machine (their spread),
+// and where each named volume will be (services that share one go
+// together).
+type plannedDeploy struct {
+	containers map[string]int      // machine ID -> new containers
+	volumes    map[string][]string // volume name -> machine IDs
+}
+
+func newPlannedDeploy() *plannedDeploy {
+	return &plannedDeploy{containers: map[string]int{}, volumes: map[string][]string{}}
+}
+
+// add records the new containers of spec on machines.
+func (p *plannedDeploy) add(spec runtime.ContainerSpec, machines []Machine) {
+	for _, t := range machines {
+		p.containers[t.ID]++
+		for _, v := range spec.NamedVolumes() {
+			if !slices.Contains(p.volumes[v], t.ID) {
+				p.volumes[v] = append(p.volumes[v], t.ID)
+			}
+		}
+	}
+}
+
+func (p *plannedDeploy) containersOn(machineID string) int {
+	if p == nil {
+		return 0
+	}
+	return p.containers[machineID]
+}
+
+func (p *plannedDeploy) volumeOn(volume string) []string {
+	if p == nil {
+		return nil
+	}
+	return p.volumes[volume]
 }
 
 // volumeMachines are the machines the service's record says hold its
@@ -193,8 +291,8 @@ func (o *Orchestrator) noteVolumes(ctx context.Context, service string, held ...
 // on targets: the rules of fit.go over the state. kept are the service's
 // containers that stay, by machine ID.
 func (o *Orchestrator) placeNew(ctx context.Context, all, targets []Machine, spec runtime.ContainerSpec,
-	cs []*record.Container, kept map[string]int, n int, global bool, planned map[string]int) ([]Machine, error) {
-	w, err := o.newWant(ctx, all, spec, cs)
+	cs []*record.Container, kept map[string]int, n int, global bool, planned *plannedDeploy) ([]Machine, error) {
+	w, err := o.newWant(ctx, all, spec, cs, planned)
 	if err != nil {
 		return nil, err
 	}

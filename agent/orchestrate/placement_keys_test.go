@@ -310,3 +310,27 @@ func TestPlacementRules(t *testing.T) {
 		}
 	})
 }
+
+// TestSharedVolume: services that mount the same named volume (Compose's
+// app and cron sharing html) go to the machine that holds it, whether
+// the other service was placed by the same deploy or is already running.
+func TestSharedVolume(t *testing.T) {
+	r := newRig(t, newFleet(), Config{})
+	// Planned in name order: app first, anywhere; cron must follow it.
+	if _, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{
+		{Name: "cron", Image: "x", Volumes: []string{"p_html:/var/www"}, Project: "p"},
+		{Name: "app", Image: "x", Volumes: []string{"p_html:/var/www"}, Project: "p"},
+		{Name: "other", Image: "x", Volumes: []string{"p_db:/db"}, Project: "p"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	app, cron := r.placement(t, "app.p"), r.placement(t, "cron.p")
+	if len(app) != 1 || !slices.Equal(app, cron) {
+		t.Errorf("app on %v, cron on %v: they share html, want one machine", app, cron)
+	}
+	// A later service with the volume joins them, even as a plain run.
+	r.run(t, api.RunRequest{Name: "backup", Image: "x", Volumes: []string{"p_html:/backup:ro"}})
+	if got := r.placement(t, "backup"); !slices.Equal(got, app) {
+		t.Errorf("backup on %v, want %v with html", got, app)
+	}
+}

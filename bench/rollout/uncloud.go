@@ -28,7 +28,10 @@ func webSpec(v string, replicas int, failIn string) api.RunRequest {
 	if failIn != "" {
 		health = []string{"CMD", "/echoserver", "get-unless-in", failIn, "http://127.0.0.1:8080/"}
 	}
-	return api.RunRequest{Name: "web", Image: testimage.Tag, Env: []string{"VERSION=" + v}, Ports: []string{"app.test:8080/http"},
+	// The version is also a label: environment values are stored sealed
+	// (the service's public spec names them only), labels in clear.
+	return api.RunRequest{Name: "web", Image: testimage.Tag, Env: []string{"VERSION=" + v}, Labels: map[string]string{versionLabel: v},
+		Ports:    []string{"app.test:8080/http"},
 		Replicas: replicas, Pull: "never", Health: health, HealthInterval: time.Second, HealthTimeout: time.Second, HealthRetries: 2,
 		Update: &api.UpdateConfig{Monitor: 2 * time.Second}}
 }
@@ -55,6 +58,9 @@ func deployTimed(ctx context.Context, c *api.Client, req api.RunRequest) (took, 
 	return end.Sub(start), rollback, restored, err
 }
 
+// versionLabel carries a version of web in its spec.
+const versionLabel = "bench.version"
+
 // healthyWeb waits until web has n running healthy containers of version
 // v, and returns them in the order a rollout replaces them.
 func healthyWeb(ctx context.Context, c *api.Client, n int, v string) ([]api.ContainerInfo, error) {
@@ -73,7 +79,7 @@ func healthyWeb(ctx context.Context, c *api.Client, n int, v string) ([]api.Cont
 		}
 		if err == nil && good == n && len(web) == n {
 			det, err := c.InspectService(ctx, "web")
-			if err == nil && strings.Contains(string(det.Spec), "VERSION="+v+`"`) {
+			if err == nil && strings.Contains(string(det.Spec), `"`+versionLabel+`":"`+v+`"`) {
 				slices.SortFunc(web, func(a, b api.ContainerInfo) int { return cmp.Compare(a.Name, b.Name) })
 				return web, nil
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/internal/atomicfile"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -90,7 +91,7 @@ func (b *promiseBook) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(b.path, data, 0o600)
+	return atomicfile.Write(b.path, data, 0o600)
 }
 
 // settleLocked marks promises whose machine record exists as fulfilled

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/internal/atomicfile"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -222,7 +223,7 @@ func TestPromiseExpiry(t *testing.T) {
 	// A file of the earlier format: its promises start their clock now.
 	legacy, _ := json.Marshal(map[string]any{"promised": map[string]string{"7": "old"}})
 	old := t.TempDir()
-	if err := writeFileAtomic(filepath.Join(old, promisesFile), legacy, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(old, promisesFile), legacy, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	lb, err := loadPromiseBook(old, t0)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/uncloud-mesh/uncloud/internal/atomicfile"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -129,7 +130,7 @@ func (b *tokenBook) save() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(b.path, data, 0o600)
+	return atomicfile.Write(b.path, data, 0o600)
 }
 
 // add registers a new token in the lowest free join slot.

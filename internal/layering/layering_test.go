@@ -23,6 +23,7 @@ var layers = map[string]int{
 	"record":                       0,
 	"sealing":                      0, // machine sealing keys and the sealed-blob format (stdlib only)
 	"internal/testkit":             0,
+	"internal/atomicfile":          0, // crash-safe file writes (stdlib only)
 	"internal/layering":            0,
 	"runtime/testimage/echoserver": 0,
 	"gossip/gossiptest":            0, // test doubles know only the interfaces they satisfy

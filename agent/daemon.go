@@ -170,7 +170,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		PrivateKey: st.WireGuardKey,
 		Address:    st.MeshAddress(),
 		ListenPort: st.ListenPort,
-		Userspace:  opts.Userspace,
+		Userspace:  opts.Userspace || d.hostnet.Settings().Userspace, // kept by join --userspace
 		Expose:     d.hostnet.Settings().Expose,
 		Logger:     d.log,
 	})

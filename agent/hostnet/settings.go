@@ -46,6 +46,9 @@ type Settings struct {
 	// proxies into the mesh; empty is off.
 	SOCKS5    string
 	HTTPProxy string
+	// Userspace keeps the mesh in the agent's netstack even where a
+	// kernel TUN would work: the machine was joined (or started) so.
+	Userspace bool
 }
 
 // file is Settings as stored.
@@ -54,6 +57,7 @@ type file struct {
 	Expose    []string `json:"expose,omitempty"`
 	SOCKS5    string   `json:"socks5,omitempty"`
 	HTTPProxy string   `json:"http_proxy,omitempty"`
+	Userspace bool     `json:"userspace,omitempty"`
 }
 
 // Change is what a command asks to change. Nil proxy addresses leave them
@@ -63,11 +67,14 @@ type Change struct {
 	RemoveExpose []tun.ExposedPort
 	SOCKS5       *string
 	HTTPProxy    *string
+	// Userspace, when set, keeps (or forgets) netstack mode: join
+	// --userspace, agent --userspace or --kernel.
+	Userspace *bool
 }
 
 // Empty says whether the change changes nothing.
 func (c Change) Empty() bool {
-	return len(c.AddExpose) == 0 && len(c.RemoveExpose) == 0 && c.SOCKS5 == nil && c.HTTPProxy == nil
+	return len(c.AddExpose) == 0 && len(c.RemoveExpose) == 0 && c.SOCKS5 == nil && c.HTTPProxy == nil && c.Userspace == nil
 }
 
 // Load reads the settings in dataDir; a missing file is no settings.
@@ -90,7 +97,7 @@ func Load(dataDir string) (Settings, error) {
 	if raw.Version != fileVersion {
 		return Settings{}, fmt.Errorf("%s: version %d, this uncloud understands %d", path, raw.Version, fileVersion)
 	}
-	var s Settings
+	s := Settings{Userspace: raw.Userspace}
 	for _, e := range raw.Expose {
 		p, err := tun.ParseExposedPort(e)
 		if err != nil {
@@ -142,7 +149,7 @@ func (s Settings) Save(dataDir string) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir %s: %w", dataDir, err)
 	}
-	raw := file{Version: fileVersion, SOCKS5: s.SOCKS5, HTTPProxy: s.HTTPProxy}
+	raw := file{Version: fileVersion, SOCKS5: s.SOCKS5, HTTPProxy: s.HTTPProxy, Userspace: s.Userspace}
 	for _, p := range s.Expose {
 		raw.Expose = append(raw.Expose, p.String())
 	}
@@ -159,7 +166,10 @@ func (s Settings) Save(dataDir string) error {
 // services hold inside the netstack, which an exposed port would never
 // reach.
 func (s Settings) Apply(c Change, reserved []tun.ExposedPort) (Settings, error) {
-	out := Settings{Expose: slices.Clone(s.Expose), SOCKS5: s.SOCKS5, HTTPProxy: s.HTTPProxy}
+	out := Settings{Expose: slices.Clone(s.Expose), SOCKS5: s.SOCKS5, HTTPProxy: s.HTTPProxy, Userspace: s.Userspace}
+	if c.Userspace != nil {
+		out.Userspace = *c.Userspace
+	}
 	for _, p := range c.RemoveExpose {
 		p = canonical(p)
 		i := slices.Index(out.Expose, p)

@@ -219,3 +219,26 @@ func TestUpdate(t *testing.T) {
 		t.Fatalf("a refused update changed the file: %+v", got)
 	}
 }
+
+// TestUserspaceKept: netstack mode, once chosen, survives a save and a
+// load, and a change without it; --kernel (false) forgets it.
+func TestUserspaceKept(t *testing.T) {
+	dir := t.TempDir()
+	yes, no := true, false
+	s, err := Update(dir, Change{Userspace: &yes}, nil)
+	if err != nil || !s.Userspace {
+		t.Fatalf("userspace on: %+v, %v", s, err)
+	}
+	if s, err = Update(dir, Change{SOCKS5: new("127.0.0.1:1080")}, nil); err != nil || !s.Userspace {
+		t.Fatalf("another change lost userspace: %+v, %v", s, err)
+	}
+	if s, err = Load(dir); err != nil || !s.Userspace {
+		t.Fatalf("loaded: %+v, %v", s, err)
+	}
+	if s, err = Update(dir, Change{Userspace: &no}, nil); err != nil || s.Userspace {
+		t.Fatalf("userspace off: %+v, %v", s, err)
+	}
+	if s, err = Load(dir); err != nil || s.Userspace || s.SOCKS5 != "127.0.0.1:1080" {
+		t.Fatalf("loaded after off: %+v, %v", s, err)
+	}
+}

@@ -20,7 +20,8 @@ import (
 type agentCmd struct {
 	DataDir   string       `help:"Where this machine's keys and state live (created by init or join)." default:"${datadir}" placeholder:"DIR"`
 	Config    string       `help:"Static mode instead: bring up a mesh from a wg-quick-like file ([Interface] and [Peer] sections), without gossip or state." type:"existingfile" placeholder:"FILE"`
-	Userspace bool         `help:"Use the userspace netstack even where a kernel TUN would work."`
+	Userspace bool         `help:"Use the userspace netstack even where a kernel TUN would work; kept in the data dir, so later starts keep it."`
+	Kernel    bool         `help:"Use the kernel TUN again on a machine kept in userspace mode (forgets an earlier --userspace)."`
 	HostNet   hostNetFlags `embed:""` // --expose, --socks5, --http-proxy: cmd/uncloud/hostnet.go
 
 	SocketGroup string `name:"socket-group" env:"UNCLOUD_SOCKET_GROUP" help:"Group allowed on the local API socket (0660). Default: 'uncloud' if that group exists, else the socket is 0600 for the agent's user alone. 'none' forces 0600." placeholder:"GROUP"`
@@ -69,6 +70,14 @@ func (a agentCmd) Run(g *globals) error {
 	hn, err := a.HostNet.change()
 	if err != nil {
 		return err
+	}
+	switch {
+	case a.Userspace && a.Kernel:
+		return fmt.Errorf("--userspace and --kernel: choose one")
+	case a.Userspace:
+		hn.Userspace = ptr(true)
+	case a.Kernel:
+		hn.Userspace = ptr(false)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -208,3 +217,5 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+func ptr[T any](v T) *T { return &v }

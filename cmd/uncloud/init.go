@@ -23,7 +23,7 @@ type initCmd struct {
 	PublicIP   netip.Addr    `name:"public-ip" help:"An address other machines can reach this one at, published as its first endpoint (e.g. a VPS's public IP)." placeholder:"IP"`
 	Port       uint16        `help:"WireGuard UDP port." default:"51820"`
 	DataDir    string        `help:"Where keys and state are kept (0700)." default:"${datadir}" placeholder:"DIR"`
-	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work."`
+	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work; kept in the data dir, so later starts keep it (agent --kernel forgets it)."`
 	Foreground bool          `help:"Run the agent in the foreground instead of starting it in the background (for containers and supervisors)."`
 	Registry   registryFlags `embed:""`
 	HostNet    hostNetFlags  `embed:""` // cmd/uncloud/hostnet.go
@@ -62,6 +62,9 @@ func (c initCmd) Run(g *globals) error {
 	}
 	if err := st.Save(c.DataDir); err != nil {
 		return err
+	}
+	if c.Userspace {
+		hn.Userspace = ptr(true) // kept: a later start (install's unit, a reboot) stays in userspace
 	}
 	if err := saveHostNet(c.DataDir, hn); err != nil {
 		return err

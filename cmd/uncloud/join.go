@@ -21,7 +21,7 @@ type joinCmd struct {
 	PublicIP   netip.Addr    `name:"public-ip" help:"An address other machines can reach this one at." placeholder:"IP"`
 	Port       uint16        `help:"WireGuard UDP port." default:"51820"`
 	DataDir    string        `help:"Where keys and state are kept (0700)." default:"${datadir}" placeholder:"DIR"`
-	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work."`
+	Userspace  bool          `help:"Use the userspace netstack even where a kernel TUN would work; kept in the data dir, so later starts keep it (agent --kernel forgets it)."`
 	Foreground bool          `help:"Run the agent in the foreground after joining."`
 	Registry   registryFlags `embed:""`
 	HostNet    hostNetFlags  `embed:""` // cmd/uncloud/hostnet.go
@@ -63,6 +63,9 @@ func (c joinCmd) Run(g *globals) error {
 		return err
 	}
 	fmt.Printf("Joined network %s as %q, %s on the mesh.\n", st.NetworkID, st.Name, st.MeshAddress())
+	if c.Userspace {
+		hn.Userspace = ptr(true) // kept: a later start (install's unit, a reboot) stays in userspace
+	}
 	if err := saveHostNet(c.DataDir, hn); err != nil {
 		return err
 	}

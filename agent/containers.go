@@ -39,20 +39,50 @@ type localDocker struct {
 	push    *pushRegistry
 	pushErr error
 
+	// changed is told when containers start or stop being able to run
+	// here (the gossip metadata says so to the other machines).
+	changed func()
+
 	mu    sync.Mutex
 	ready bool
 	why   error // why not ready
 }
 
-func (p *localDocker) set(ready bool, why error) {
+// capability says whether containers can run here: "yes", or "no: " and
+// why, at most maxCapability bytes (it travels in gossip metadata).
+func (p *localDocker) capability() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.ready {
+		return "yes"
+	}
+	why := "no"
+	if p.why != nil {
+		why += ": " + p.why.Error()
+	}
+	if len(why) > maxCapability {
+		why = why[:maxCapability-len("…")] + "…"
+	}
+	return why
+}
+
+// maxCapability bounds capability's text in the 512-byte gossip metadata.
+const maxCapability = 120
+
+func (p *localDocker) set(ready bool, why error) {
+	p.mu.Lock()
 	if ready && !p.ready {
 		// Said once per transition: the network, the host rules and every
 		// container have been checked, so container calls work from now.
 		p.log.Info("containers can run here", "component", "runtime")
 	}
+	flipped := ready != p.ready
 	p.ready, p.why = ready, why
+	changed := p.changed
+	p.mu.Unlock()
+	if flipped && changed != nil {
+		changed()
+	}
 }
 
 // errNetstack is why a netstack machine runs no containers.
@@ -70,8 +100,11 @@ func (d *Daemon) startContainers(ctx context.Context) {
 	if p.imageMaxBytes <= 0 {
 		p.imageMaxBytes = DefaultImageMaxBytes
 	}
+	p.changed = d.announceMeta
 	d.containers = p
 	d.Orchestrator = d.newOrchestrator()
+	// Gossip started before with no word on containers: say it now.
+	defer d.announceMeta()
 	if d.dev.Mode() == tun.ModeNetstack {
 		p.set(false, errNetstack)
 		p.setPushErr(errNetstack)

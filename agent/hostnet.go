@@ -66,7 +66,14 @@ func (d *Daemon) resolveInternal(ctx context.Context, name string) ([]netip.Addr
 
 // hostNetChanged tells the other machines the new exposed ports (gossip
 // metadata) after a change at runtime.
-func (d *Daemon) hostNetChanged(hostnet.Settings) {
+func (d *Daemon) hostNetChanged(hostnet.Settings) { d.announceMeta() }
+
+// announceMeta tells the other machines this machine's gossip metadata
+// again, after a change of what it says (exposed ports, containers).
+func (d *Daemon) announceMeta() {
+	if d.gossip == nil {
+		return // not gossiping yet: the first metadata will say it
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -75,7 +82,7 @@ func (d *Daemon) hostNetChanged(hostnet.Settings) {
 		// The metadata is read now, so of two quick changes both
 		// broadcasts carry the latest.
 		if err := d.gossip.SetMeta(ctx, d.encodeMeta()); err != nil && d.ctx.Err() == nil {
-			d.log.Warn("announce exposed ports", "err", err)
+			d.log.Warn("announce gossip metadata", "err", err)
 		}
 	}()
 }

@@ -18,15 +18,23 @@ type gossipMeta struct {
 	Mode    string `json:"m,omitempty"`
 	// Exposed are a netstack machine's exposed ports (encodeExposed).
 	Exposed string `json:"x,omitempty"`
+	// Containers is whether containers can run there: "yes", or "no: "
+	// and why (localDocker.capability).
+	Containers string `json:"c,omitempty"`
 }
 
 // metaExposedBudget is what the exposed ports may take of gossip's
-// 512-byte metadata; version and mode need well under 100.
+// 512-byte metadata; version and mode need well under 100, the
+// containers' capability at most maxCapability.
 const metaExposedBudget = 320
 
 func (d *Daemon) encodeMeta() []byte {
-	b, _ := json.Marshal(gossipMeta{Version: d.opts.Version, Mode: string(d.dev.Mode()),
-		Exposed: d.announcedExposed(metaExposedBudget)})
+	meta := gossipMeta{Version: d.opts.Version, Mode: string(d.dev.Mode()),
+		Exposed: d.announcedExposed(metaExposedBudget)}
+	if d.containers != nil {
+		meta.Containers = d.containers.capability()
+	}
+	b, _ := json.Marshal(meta)
 	return b
 }
 
@@ -68,12 +76,16 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 		if meta, ok := alive[m.ID]; ok {
 			info.State, info.Mode, info.Version = "alive", meta.Mode, meta.Version
 			info.Exposed = decodeExposed(meta.Exposed)
+			info.Containers = meta.Containers
 			if d.gossip.Suspected(m.ID) {
 				info.State = "suspect" // a probe failed; not declared dead yet
 			}
 		}
 		if m.ID == d.state.MachineID {
 			info.State, info.Mode, info.Version = "self", string(d.dev.Mode()), d.opts.Version
+			if d.containers != nil {
+				info.Containers = d.containers.capability()
+			}
 			info.Exposed = nil
 			if d.dev.Mode() == tun.ModeNetstack {
 				info.Exposed = hostNetInfo(d.hostnet.Status()).Exposed

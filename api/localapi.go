@@ -68,6 +68,10 @@ type MachineInfo struct {
 	// Exposed are the host ports a netstack machine forwards from the
 	// mesh ("8080/tcp"), as it announces them while alive.
 	Exposed []string `json:"exposed,omitempty"`
+	// Containers says whether containers can run there: "yes", or "no: "
+	// and why; empty when the machine does not say (down, or an older
+	// agent).
+	Containers string `json:"containers,omitempty"`
 }
 
 // TokenRequest asks for a join token.

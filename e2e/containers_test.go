@@ -466,6 +466,24 @@ func TestContainersAcrossMachines(t *testing.T) {
 		return
 	}
 
+	if !t.Run("machine ls says which machines run containers, and why the others do not", func(t *testing.T) {
+		want := map[string]string{"m1": "yes", "m2": "yes", "m3": "no: ", "m4": "no: the mesh runs in userspace"}
+		eventuallyE2E(t, "every machine's containers capability, as m2 sees it", 30*time.Second, func() error {
+			for _, m := range c.machines(ctx, t, 1) {
+				if w := want[m.Name]; !strings.HasPrefix(m.Containers, w) || (w == "yes") != (m.Containers == "yes") {
+					return fmt.Errorf("%s: containers %q, want %q…", m.Name, m.Containers, w)
+				}
+			}
+			return nil
+		})
+		out, err := c.uncloud(ctx, t, 0, "machine", "ls")
+		if err != nil || !strings.Contains(out, "CONTAINERS") || !strings.Contains(out, "m4 runs no containers: the mesh runs in userspace") {
+			t.Errorf("machine ls: %v\n%s", err, out)
+		}
+	}) {
+		return
+	}
+
 	// kill -9 of m2's agent, restart: records stay true, rules are not
 	// duplicated.
 	if !t.Run("m2's agent killed -9: its container listed unreachable; restarted, rules not duplicated", func(t *testing.T) {

@@ -109,16 +109,30 @@ func (c machineLsCmd) Run(g *globals) error {
 		return printJSON(machines)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tSTATE\tADDRESS\tSUBNET\tMODE\tEXPOSED\tROLES\tENDPOINT\tHANDSHAKE\tVERSION\tID")
+	fmt.Fprintln(w, "NAME\tSTATE\tADDRESS\tSUBNET\tMODE\tCONTAINERS\tEXPOSED\tROLES\tENDPOINT\tHANDSHAKE\tVERSION\tID")
+	var why []string // the machines that run no containers, and why
 	for _, m := range machines {
 		hs := "-"
 		if !m.LastHandshake.IsZero() {
 			hs = time.Since(m.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Address, m.Subnet,
-			dash(m.Mode), dash(exposedShort(m.Exposed)), dash(strings.Join(m.Roles, ",")), dash(m.Endpoint), hs, dash(m.Version), m.ID)
+		can, reason, _ := strings.Cut(m.Containers, ": ")
+		if reason != "" {
+			why = append(why, fmt.Sprintf("%s runs no containers: %s", m.Name, reason))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Address, m.Subnet,
+			dash(m.Mode), dash(can), dash(exposedShort(m.Exposed)), dash(strings.Join(m.Roles, ",")), dash(m.Endpoint), hs, dash(m.Version), m.ID)
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(why) > 0 {
+		fmt.Println()
+		for _, l := range why {
+			fmt.Println(l)
+		}
+	}
+	return nil
 }
 
 func dash(s string) string {

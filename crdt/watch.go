@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -217,11 +218,36 @@ func (h *watchHub) dispatch() {
 				recheck[k] = due
 			}
 		case now := <-tick.C:
+			var keys []string
 			for k, due := range recheck {
 				if now.After(due) {
 					delete(recheck, k)
-					h.apply(k, h.current(ctx, k))
+					keys = append(keys, k)
 				}
+			}
+			// The hook came before its batch committed, so the trust view
+			// built then may have missed a machine record (a machine that
+			// just joined): its own record, and everything it signs, would
+			// be refused until some other machine record changed. Build the
+			// view again now the value is readable, and re-check every key
+			// if it changed.
+			reverify := false
+			for _, k := range keys {
+				if strings.HasPrefix(k, record.MachinesPrefix) || strings.HasPrefix(k, record.RevokedPrefix) {
+					reverify = h.s.refreshTrust(ctx)
+					break
+				}
+			}
+			if reverify {
+				all := map[string]hookEvent{}
+				for _, k := range keys {
+					all[k] = hookEvent{}
+				}
+				h.addAllKeys(ctx, all)
+				keys = slices.Sorted(maps.Keys(all))
+			}
+			for _, k := range keys {
+				h.apply(k, h.current(ctx, k))
 			}
 			if len(recheck) == 0 {
 				tick.Stop()

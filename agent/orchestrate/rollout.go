@@ -105,6 +105,7 @@ func (o *Orchestrator) replaceOne(ctx context.Context, p *servicePlan, u record.
 		return s
 	}
 	emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "healthy"})
+	o.waitServing(ctx, c)
 	if err := o.act(ctx, t, old.ID, "remove"); err != nil {
 		emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
 		s.err = fmt.Errorf("remove %s: %w", old.Name, err)
@@ -247,6 +248,7 @@ func (o *Orchestrator) rollbackStep(ctx context.Context, p *servicePlan, s *step
 		emit(api.DeployEvent{Machine: s.machine.Name, Container: c.Name, Action: "failed", Detail: "rollback: " + err.Error()})
 		return fmt.Errorf("restored container %s on %s %w (%s stays)", c.Name, s.machine.Name, err, s.new.Name)
 	}
+	o.waitServing(ctx, c)
 	cctx, cancel = cleanupCtx(ctx)
 	err = o.act(cctx, s.machine, s.new.ID, "remove")
 	cancel()
@@ -258,6 +260,36 @@ func (o *Orchestrator) rollbackStep(ctx context.Context, p *servicePlan, s *step
 		Detail: fmt.Sprintf("restores %s, removed %s", s.old.Name, s.new.Name)})
 	return nil
 }
+
+// waitServing waits, before the container c replaces goes, until the
+// replicated state says c serves: the ingress and DNS route by the state,
+// not by Docker, so a container healthy in Docker but not yet in the
+// state would leave the routes with none to send to. The state is read
+// here; the other machines' copies follow within gossip's latency (tens
+// of milliseconds), and the ingress tries another backend meanwhile. It
+// gives up after replicationWait and goes on: a slow state must not
+// halt a rollout that Docker says is healthy.
+func (o *Orchestrator) waitServing(ctx context.Context, c *record.Container) {
+	ctx, cancel := context.WithTimeout(ctx, replicationWait)
+	defer cancel()
+	key := c.Key()
+	for {
+		if r, err := o.store.Get(ctx, key); err == nil {
+			if rc, ok := r.(*record.Container); ok && rc.Serves() {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			o.log.Warn("rollout goes on: the new container is healthy but the state does not say so yet", "container", c.Name)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// replicationWait bounds waitServing.
+const replicationWait = 10 * time.Second
 
 // waitHealthy waits until a new container runs and, if it has a health
 // check, is healthy (its start period counts as starting), then watches it

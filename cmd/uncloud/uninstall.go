@@ -182,6 +182,9 @@ func (c uninstallCmd) steps(socket string) []cleanupStep {
 				if pid > 0 {
 					items = append(items, fmt.Sprintf("stop the agent, pid %d (serving %s)", pid, socket))
 				}
+				for _, p := range strayAgents(pid) {
+					items = append(items, fmt.Sprintf("stop the agent, pid %d (not serving %s)", p, socket))
+				}
 				return items, "", nil
 			},
 			remove: func(ctx context.Context) ([]string, error) {
@@ -193,14 +196,23 @@ func (c uninstallCmd) steps(socket string) []cleanupStep {
 					done = append(done, "ran systemctl disable --now uncloud.service")
 				}
 				pid, err := agentPID(socket)
-				if err != nil || pid == 0 {
-					return done, err
-				}
-				how, err := stopProcess(pid, 30*time.Second)
 				if err != nil {
 					return done, err
 				}
-				return append(done, fmt.Sprintf("agent pid %d %s", pid, how)), nil
+				pids := strayAgents(pid)
+				if pid > 0 {
+					pids = append([]int{pid}, pids...)
+				}
+				var errs []error
+				for _, p := range pids {
+					how, err := stopProcess(p, 30*time.Second)
+					if err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					done = append(done, fmt.Sprintf("agent pid %d %s", p, how))
+				}
+				return done, errors.Join(errs...)
 			},
 		},
 		{

@@ -62,18 +62,7 @@ func (c uninstallCmd) Run(g *globals) error {
 	ctx := context.Background()
 	steps := c.steps(socketPath(g.Connect))
 
-	// The plan: what each step would remove now.
-	var plan []string
-	for _, s := range steps {
-		items, _, err := s.find(ctx)
-		if err != nil {
-			plan = append(plan, fmt.Sprintf("  %s: cannot tell (%v)", s.what, err))
-			continue
-		}
-		for _, it := range items {
-			plan = append(plan, fmt.Sprintf("  %s: %s", s.what, it))
-		}
-	}
+	plan := planOf(ctx, steps)
 	keep := ""
 	if !c.Purge && exists(c.DataDir) {
 		keep = fmt.Sprintf("Kept: %s (this machine's keys and state), so 'uncloud agent' can start it again; --purge removes it too.", c.DataDir)
@@ -92,18 +81,62 @@ func (c uninstallCmd) Run(g *globals) error {
 	if keep != "" {
 		fmt.Println(keep)
 	}
-	if !c.Yes {
-		if !term.IsTerminal(int(os.Stdin.Fd())) {
-			return errors.New("not asking without a terminal: add --yes to remove the above")
-		}
-		fmt.Print("Remove all of this? [y/N] ")
-		answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
-			return errors.New("nothing removed")
-		}
+	if err := confirm(c.Yes, "Remove all of this?", "remove the above"); err != nil {
+		return err
 	}
 
-	var failed []string
+	failed := runSteps(ctx, steps)
+	if keep != "" {
+		fmt.Println(keep)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d step(s) failed (%s); fix what they say and run uninstall again", len(failed), strings.Join(failed, ", "))
+	}
+	if keep != "" {
+		fmt.Println("Done: nothing of uncloud is left on this host but its data dir.")
+	} else {
+		fmt.Println("Done: nothing of uncloud is left on this host.")
+	}
+	return nil
+}
+
+// planOf is what each step would remove now, a line each.
+func planOf(ctx context.Context, steps []cleanupStep) []string {
+	var plan []string
+	for _, s := range steps {
+		items, _, err := s.find(ctx)
+		if err != nil {
+			plan = append(plan, fmt.Sprintf("  %s: cannot tell (%v)", s.what, err))
+			continue
+		}
+		for _, it := range items {
+			plan = append(plan, fmt.Sprintf("  %s: %s", s.what, it))
+		}
+	}
+	return plan
+}
+
+// confirm asks question on a terminal unless yes; without a terminal it
+// refuses, saying that --yes would do what.
+func confirm(yes bool, question, what string) error {
+	if yes {
+		return nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return fmt.Errorf("not asking without a terminal: add --yes to %s", what)
+	}
+	fmt.Print(question + " [y/N] ")
+	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+		return errors.New("nothing done")
+	}
+	return nil
+}
+
+// runSteps runs each step (finding again what is there, since an
+// earlier step may have taken it along), says what it did, and returns
+// the steps that failed; a failure does not stop the rest.
+func runSteps(ctx context.Context, steps []cleanupStep) (failed []string) {
 	for _, s := range steps {
 		items, none, err := s.find(ctx)
 		switch {
@@ -127,18 +160,7 @@ func (c uninstallCmd) Run(g *globals) error {
 			failed = append(failed, s.what)
 		}
 	}
-	if keep != "" {
-		fmt.Println(keep)
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%d step(s) failed (%s); fix what they say and run uninstall again", len(failed), strings.Join(failed, ", "))
-	}
-	if keep != "" {
-		fmt.Println("Done: nothing of uncloud is left on this host but its data dir.")
-	} else {
-		fmt.Println("Done: nothing of uncloud is left on this host.")
-	}
-	return nil
+	return failed
 }
 
 // steps are the cleanup steps, in the order that keeps each from being

@@ -39,7 +39,7 @@ func (uninstallCmd) Help() string {
 
 It shows the plan first and asks on a terminal; without one it needs --yes. Each step says what it did, or that it found nothing; a step that fails says why and the rest still run (the command then exits 1). Run it again to see that nothing is left.
 
-Without --purge the data dir stays: 'uncloud agent' (or 'uncloud install') starts this machine again, still a member of its network. To take the machine out of the network first, run 'uncloud machine rm NAME' on another machine.
+Without --purge the data dir stays: 'uncloud agent' (or 'uncloud install') starts this machine again, still a member of its network. To take the machine out of its network first, run 'uncloud leave' here (or 'uncloud machine rm NAME' on another machine).
 
 Examples:
   sudo uncloud uninstall

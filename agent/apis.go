@@ -36,6 +36,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.HandleFunc("POST "+api.MachinePathSelf, d.members.HandleUpdateSelf)
 	mux.HandleFunc("GET "+api.MachinePathKeyring, d.members.HandleGetKeyring)
 	mux.HandleFunc("POST "+api.MachinePathKeyring, d.members.HandlePushKeyring)
+	mux.HandleFunc("POST "+api.MachinePathLeave, d.members.HandleLeave)
 	d.containers.routes(mux)
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
 	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
@@ -231,6 +232,9 @@ func (d *Daemon) ListTokens(ctx context.Context) ([]api.TokenInfo, error) {
 func (d *Daemon) RevokeToken(ctx context.Context, id string) error {
 	return d.members.RevokeToken(ctx, id)
 }
+
+// Leave implements api.LeaveBackend: another member removes this one.
+func (d *Daemon) Leave(ctx context.Context) (api.LeaveResult, error) { return d.members.Leave(ctx) }
 
 // RemoveMachine implements api.Backend (membership revokes and rotates).
 func (d *Daemon) RemoveMachine(ctx context.Context, nameOrID string) (api.RemoveResult, error) {

@@ -68,6 +68,10 @@ func (f *fakeCalls) Keyring(ctx context.Context, id string) (api.GossipKeyring, 
 	return answer(ctx)
 }
 
+func (f *fakeCalls) Leave(ctx context.Context, id string) (api.LeaveResult, error) {
+	return api.LeaveResult{}, errUnreachable
+}
+
 func (f *fakeCalls) PushKeyring(ctx context.Context, id string, k api.GossipKeyring) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -46,6 +46,7 @@ type MachineCalls interface {
 	Keyring(ctx context.Context, machineID string) (api.GossipKeyring, error)
 	PushKeyring(ctx context.Context, machineID string, k api.GossipKeyring) error
 	UpdateSelf(ctx context.Context, machineID string, u api.MachineUpdate) (*record.Machine, error)
+	Leave(ctx context.Context, machineID string) (api.LeaveResult, error) // leave.go
 }
 
 // Device is the WireGuard device, for the peers membership adds at once

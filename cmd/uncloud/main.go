@@ -36,6 +36,9 @@ type cli struct {
 	Pubkey  pubkeyCmd  `cmd:"" help:"Read a private key on stdin and print its public key."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 
+	Uninstall uninstallCmd `cmd:"" help:"Remove everything the agent added to this host; --purge also its data dir."`                           // uninstall.go
+	Leave     leaveCmd     `cmd:"" help:"Take this machine out of its network: another member revokes it, then its agent and containers stop."` // leave.go
+
 	Completion completionCmd `cmd:"" help:"Print a bash, zsh or fish script that completes commands, flags, machines and services."` // completion.go
 
 	containerCmds `embed:""` // run, ps, ls, … (containers.go)

@@ -117,11 +117,8 @@ type Config struct {
 	// HealthyTimeout bounds how long a new container of a rollout may
 	// take to be healthy; default 90 s.
 	HealthyTimeout time.Duration
-	// HealthPoll is how often a rollout asks a new container's state, and
-	// a depends_on wait its dependency's; default 250 ms. It is how late
-	// a dependent may start after its dependency is healthy, once per
-	// level of a depends_on chain (1 s cost a 10-service deploy with a
-	// chain of three about a second against docker compose).
+	// HealthPoll is how often a rollout asks a new container's state;
+	// default 1 s. (A depends_on wait asks at most every dependPoll.)
 	HealthPoll time.Duration
 	// Settle is how long a new container must keep running (and healthy)
 	// to count, unless its update_config says another monitor time;
@@ -159,7 +156,7 @@ func New(c Config) *Orchestrator {
 		o.healthy = 90 * time.Second
 	}
 	if o.poll <= 0 {
-		o.poll = 250 * time.Millisecond
+		o.poll = time.Second
 	}
 	if o.settle <= 0 {
 		o.settle = 3 * time.Second

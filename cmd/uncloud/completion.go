@@ -207,6 +207,20 @@ func connectTarget(words []string) string {
 	return target
 }
 
+// contextName finds --context in the words typed so far, else the
+// environment's, else "" (the current context).
+func contextName(words []string) string {
+	name := os.Getenv("UNCLOUD_CONTEXT")
+	for i, w := range words {
+		if v, ok := strings.CutPrefix(w, "--context="); ok {
+			name = v
+		} else if w == "--context" && i+1 < len(words) {
+			name = words[i+1]
+		}
+	}
+	return name
+}
+
 // setFlagPredictor gives p to every flag named name (and its short form)
 // of node and the commands under it; c is kongplete's command for node.
 func setFlagPredictor(node *kong.Node, c complete.Command, name string, p complete.Predictor) {
@@ -323,7 +337,9 @@ func (agentNames) Services(ctx context.Context, connect string) ([]string, error
 }
 
 func askNames(ctx context.Context, connect string, call func(context.Context, *api.Client) ([]string, error)) ([]string, error) {
-	c, err := api.NewClient(connect, api.SSHOptions{})
+	// A context's fall-through notes would land in the prompt: dropped.
+	g := &globals{Connect: connect, Context: contextName(strings.Fields(os.Getenv("COMP_LINE"))), Stderr: io.Discard}
+	c, err := g.client()
 	if err != nil {
 		return nil, err
 	}

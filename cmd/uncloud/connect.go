@@ -98,13 +98,30 @@ func firstAnswering(ctx context.Context, name string, tries []contextTry, probe 
 			}
 			c.Close()
 		}
-		reason := oneLine(err)
+		reason := missReason(err, probe)
 		failed = append(failed, t.String()+": "+reason)
 		if i+1 < len(tries) {
 			fmt.Fprintf(say, "%s did not answer: %s; trying %s\n", t, reason, tries[i+1])
 		}
 	}
 	return nil, contextTry{}, fmt.Errorf("context %s: no machine answered:\n  %s", name, strings.Join(failed, "\n  "))
+}
+
+// missReason is why a machine did not answer, short enough for one line:
+// the target is named beside it already.
+func missReason(err error, probe time.Duration) string {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Sprintf("no answer within %s", probe)
+	}
+	var ue *url.Error // Status on TARGET: Get "http://uncloud/…": …
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var op *net.OpError
+	if !strings.HasPrefix(err.Error(), "ssh") && errors.As(err, &op) {
+		return oneLine(op.Err) // "connect: connection refused"
+	}
+	return oneLine(err)
 }
 
 func oneLine(err error) string {

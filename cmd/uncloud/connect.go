@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh/knownhosts"
+
 	"github.com/uncloud-mesh/uncloud/api"
 )
 
@@ -117,9 +119,17 @@ func missReason(err error, probe time.Duration) string {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	var key *knownhosts.KeyError
+	if errors.As(err, &key) {
+		if len(key.Want) == 0 {
+			// A learned machine the user never reached with ssh(1).
+			return "its host key is not in known_hosts (connect once with ssh(1) to check and add it)"
+		}
+		return "its host key differs from the one in known_hosts (a changed or impostor host: check before trusting it)"
+	}
 	var op *net.OpError
-	if !strings.HasPrefix(err.Error(), "ssh") && errors.As(err, &op) {
-		return oneLine(op.Err) // "connect: connection refused"
+	if errors.As(err, &op) && (op.Op == "dial" || !strings.HasPrefix(err.Error(), "ssh")) {
+		return oneLine(op.Err) // "connect: connection refused"; an SSH handshake's own words stay
 	}
 	return oneLine(err)
 }

@@ -19,7 +19,7 @@ type contextCmd struct {
 func (contextCmd) Help() string {
 	return `A context names several machines of one network. A command tries them in order and uses the first whose agent answers; a machine that does not answer is named in one line on stderr. After a command, at most every 10 minutes, the CLI asks the network for its other machines and keeps them as learned targets after yours, so the context outlives the machine it was made with.
 
-The contexts live in ` + "`$XDG_CONFIG_HOME/uncloud/contexts.json`" + ` (else ~/.config/uncloud), mode 0600.
+The contexts live in $XDG_CONFIG_HOME/uncloud/contexts.json (else ~/.config/uncloud), mode 0600.
 Which agent a command talks to: --connect (or UNCLOUD_CONNECT), else --context (or UNCLOUD_CONTEXT), else the current context, else the local socket.`
 }
 

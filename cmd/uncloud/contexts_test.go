@@ -49,6 +49,31 @@ func TestContextStoreModesAndRoundTrip(t *testing.T) {
 	}
 }
 
+// TestContextStoreConcurrentUpdates: updates from several processes'
+// worth of goroutines all land (each adds its own context).
+func TestContextStoreConcurrentUpdates(t *testing.T) {
+	s := contextStore{dir: t.TempDir()}
+	const n = 20
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			errs <- s.update(func(f *contextFile) error {
+				f.Contexts = append(f.Contexts, contextEntry{Name: fmt.Sprintf("c%d", i), Targets: []string{"/x.sock"}})
+				return nil
+			})
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := s.load()
+	if err != nil || len(f.Contexts) != n {
+		t.Fatalf("%d contexts after %d concurrent adds (%v)", len(f.Contexts), n, err)
+	}
+}
+
 // TestContextStoreCrashSafety: a write that cannot finish leaves the old
 // file as it was and no temp file; a temp file left by a crash before the
 // rename is not read.

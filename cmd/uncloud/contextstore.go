@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Contexts: named lists of machines of one network that the CLI talks to,
@@ -147,8 +149,21 @@ func (s contextStore) save(f contextFile) error {
 	return nil
 }
 
-// update loads, applies change, and saves when change returns nil.
+// update loads, applies change, and saves when change returns nil, under
+// an exclusive lock on the directory's lock file, so a command's learning
+// and a concurrent 'context add' cannot undo one another.
 func (s contextStore) update(change func(*contextFile) error) error {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("contexts: create %s: %w", s.dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(s.dir, ".contexts.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("contexts: lock: %w", err)
+	}
+	defer lock.Close() // releases the lock
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("contexts: lock %s: %w", lock.Name(), err)
+	}
 	f, err := s.load()
 	if err != nil {
 		return err

@@ -69,9 +69,21 @@ func (g *globals) client() (*api.Client, error) {
 	ctx := context.Background()
 	stderr := cmp.Or[io.Writer](g.Stderr, os.Stderr)
 	probe := cmp.Or(g.probeTimeout, probeTimeout)
-	client, via, err := firstAnswering(ctx, entry.Name, entry.tries(), probe, stderr)
+	client, via, network, err := firstAnswering(ctx, *entry, probe, stderr)
 	if err != nil {
 		return nil, err
+	}
+	if entry.NetworkID == "" && network != "" {
+		// The first answer pins the context to its network.
+		err := store.update(func(f *contextFile) error {
+			if e := f.find(entry.Name); e != nil && e.NetworkID == "" {
+				e.NetworkID = network
+			}
+			return nil
+		})
+		if err != nil && g.Logger != nil {
+			g.Logger.Debug("context: keeping its network", "context", entry.Name, "err", err)
+		}
 	}
 	if time.Since(entry.LearnedAt) >= learnEvery {
 		if err := learn(ctx, *store, entry.Name, client, via.Target); err != nil && g.Logger != nil {
@@ -81,32 +93,44 @@ func (g *globals) client() (*api.Client, error) {
 	return client, nil
 }
 
-// firstAnswering returns a client of the first of tries whose agent
-// answers a Status call within probe each. A machine that does not answer
-// (refused, no socket, SSH dial or handshake failure, no answer in time)
-// is named in one line on say and the next is tried; an agent that answers
-// with an error has answered, and is used.
-func firstAnswering(ctx context.Context, name string, tries []contextTry, probe time.Duration, say io.Writer) (*api.Client, contextTry, error) {
+// firstAnswering returns a client of the first of the context's machines
+// whose agent answers a Status call within probe each, with the network
+// it said it is in. A machine that does not answer (refused, no socket,
+// SSH dial or handshake failure, no answer in time) is named in one line
+// on say and the next is tried; so is one of another network than the
+// context's (an address now someone else's). An agent that answers with
+// an error has answered, and is used.
+func firstAnswering(ctx context.Context, c contextEntry, probe time.Duration, say io.Writer) (*api.Client, contextTry, string, error) {
+	tries := c.tries()
 	var failed []string
 	for i, t := range tries {
-		c, err := api.NewClient(t.Target, api.SSHOptions{})
+		client, err := api.NewClient(t.Target, api.SSHOptions{})
+		var reason string
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, probe)
-			_, err = c.Status(pctx)
+			st, err := client.Status(pctx)
 			cancel()
 			var answered *api.StatusError
-			if err == nil || errors.As(err, &answered) {
-				return c, t, nil
+			switch {
+			case err == nil && c.NetworkID != "" && st.NetworkID != "" && st.NetworkID != c.NetworkID:
+				reason = fmt.Sprintf("is in network %s, not this context's %s (if the network was made anew, add the context again)", st.NetworkID, c.NetworkID)
+			case err == nil:
+				return client, t, st.NetworkID, nil
+			case errors.As(err, &answered):
+				return client, t, "", nil
+			default:
+				reason = "did not answer: " + missReason(err, probe)
 			}
-			c.Close()
+			client.Close()
+		} else {
+			reason = "did not answer: " + missReason(err, probe)
 		}
-		reason := missReason(err, probe)
 		failed = append(failed, t.String()+": "+reason)
 		if i+1 < len(tries) {
-			fmt.Fprintf(say, "%s did not answer: %s; trying %s\n", t, reason, tries[i+1])
+			fmt.Fprintf(say, "%s %s; trying %s\n", t, reason, tries[i+1])
 		}
 	}
-	return nil, contextTry{}, fmt.Errorf("context %s: no machine answered:\n  %s", name, strings.Join(failed, "\n  "))
+	return nil, contextTry{}, "", fmt.Errorf("context %s: no machine answered:\n  %s", c.Name, strings.Join(failed, "\n  "))
 }
 
 // missReason is why a machine did not answer, short enough for one line:

@@ -164,6 +164,7 @@ Examples:
 type contextJSON struct {
 	Name      string          `json:"name"`
 	Current   bool            `json:"current"`
+	NetworkID string          `json:"network_id,omitempty"`
 	Targets   []string        `json:"targets"`
 	Learned   []learnedTarget `json:"learned"`
 	LearnedAt time.Time       `json:"learned_at,omitzero"`
@@ -182,7 +183,7 @@ func (c contextLsCmd) Run(g *globals) error {
 		out := []contextJSON{}
 		for _, e := range f.Contexts {
 			out = append(out, contextJSON{Name: e.Name, Current: e.Name == f.Current, Targets: e.Targets,
-				Learned: append([]learnedTarget{}, e.Learned...), LearnedAt: e.LearnedAt})
+				Learned: append([]learnedTarget{}, e.Learned...), LearnedAt: e.LearnedAt, NetworkID: e.NetworkID})
 		}
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")

@@ -161,12 +161,13 @@ type contextAgent struct {
 	api.Backend
 	api.ContainerBackend
 	name      string
+	network   string
 	statusErr error
 	machines  []api.MachineInfo
 }
 
 func (a contextAgent) Status(context.Context) (api.Status, error) {
-	return api.Status{Name: a.name}, a.statusErr
+	return api.Status{Name: a.name, NetworkID: a.network}, a.statusErr
 }
 
 func (a contextAgent) Machines(context.Context) ([]api.MachineInfo, error) { return a.machines, nil }

@@ -37,6 +37,9 @@ type contextEntry struct {
 	// Targets are the user's, tried first in this order; never changed
 	// by the CLI.
 	Targets []string `json:"targets"`
+	// NetworkID is the network of the first agent that answered; a
+	// machine of another network is passed over.
+	NetworkID string `json:"network_id,omitempty"`
 	// Learned are the other machines of the network the CLI found,
 	// tried after Targets; replaced at each refresh.
 	Learned   []learnedTarget `json:"learned,omitempty"`

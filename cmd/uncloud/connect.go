@@ -179,11 +179,21 @@ func learn(ctx context.Context, store contextStore, name string, client *api.Cli
 	ctx, cancel := context.WithTimeout(ctx, learnTimeout)
 	defer cancel()
 	ms, err := client.Machines(ctx)
-	if err != nil {
-		return err
+	var learned []learnedTarget
+	if err == nil {
+		learned, err = learnedTargets(via, "", ms)
 	}
-	learned, err := learnedTargets(via, "", ms)
 	if err != nil {
+		// Keep what was learned, and do not ask again (and wait
+		// learnTimeout again) on the very next command.
+		if uerr := store.update(func(f *contextFile) error {
+			if e := f.find(name); e != nil {
+				e.LearnedAt = time.Now()
+			}
+			return nil
+		}); uerr != nil {
+			return errors.Join(err, uerr)
+		}
 		return err
 	}
 	return store.update(func(f *contextFile) error {

@@ -16,12 +16,16 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
-// SSHOptions says where the SSH client finds keys and known hosts. The
-// zero value uses the user's ~/.ssh and $SSH_AUTH_SOCK, as ssh(1) would.
+// SSHOptions says where the SSH client finds keys, known hosts and its
+// config. The zero value uses the user's ~/.ssh and $SSH_AUTH_SOCK, as
+// ssh(1) would.
 type SSHOptions struct {
 	KnownHostsFile string   // default ~/.ssh/known_hosts
-	IdentityFiles  []string // default ~/.ssh/id_ed25519, id_ecdsa, id_rsa
+	IdentityFiles  []string // default: the config's IdentityFile, else ~/.ssh/id_ed25519, id_ecdsa, id_rsa
 	AgentSocket    string   // default $SSH_AUTH_SOCK
+	// ConfigFile is read for the target's Host block: HostName, User,
+	// Port and IdentityFile (default ~/.ssh/config; "none" reads none).
+	ConfigFile string
 }
 
 // sshTunnel is one SSH connection per CLI run; each API connection is a
@@ -36,25 +40,18 @@ type sshTunnel struct {
 }
 
 func newSSHTunnel(u *url.URL, opts SSHOptions) (*sshTunnel, error) {
-	if u.Hostname() == "" {
-		return nil, fmt.Errorf("connect target %q: no host", u.String())
+	home, _ := os.UserHomeDir()
+	r, err := resolveSSH(u, opts.ConfigFile, home)
+	if err != nil {
+		return nil, err
 	}
-	user := u.User.Username()
-	if user == "" {
-		user = os.Getenv("USER")
-		if user == "" {
-			user = "root"
-		}
-	}
-	port := u.Port()
-	if port == "" {
-		port = "22"
+	if opts.IdentityFiles == nil {
+		opts.IdentityFiles = r.IdentityFiles // nil: the default keys
 	}
 	socket := u.Path
 	if socket == "" || socket == "/" {
 		socket = DefaultSocket
 	}
-	home, _ := os.UserHomeDir()
 	if opts.KnownHostsFile == "" {
 		opts.KnownHostsFile = filepath.Join(home, ".ssh", "known_hosts")
 	}
@@ -67,10 +64,10 @@ func newSSHTunnel(u *url.URL, opts SSHOptions) (*sshTunnel, error) {
 		return nil, err
 	}
 	return &sshTunnel{
-		addr:   net.JoinHostPort(u.Hostname(), port),
+		addr:   net.JoinHostPort(r.HostName, r.Port),
 		socket: socket,
 		config: &ssh.ClientConfig{
-			User:            user,
+			User:            r.User,
 			Auth:            auth,
 			HostKeyCallback: hostKeys,
 			Timeout:         10 * time.Second,

@@ -14,7 +14,7 @@ const shortCommand = 30 * time.Second
 // container's own call is bounded by the agent.
 const longCommand = 30 * time.Minute
 
-// agentCall connects to the agent (--connect), makes one typed local API
+// agentCall connects to the agent (--connect, else a context: g.client), makes one typed local API
 // call bounded by timeout, and lets go of the connection.
 func agentCall[T any](g *globals, timeout time.Duration, call func(context.Context, *api.Client) (T, error)) (T, error) {
 	client, ctx, release, err := agentFor(g, timeout)
@@ -26,10 +26,10 @@ func agentCall[T any](g *globals, timeout time.Duration, call func(context.Conte
 	return call(ctx, client)
 }
 
-// agentFor connects to the agent (--connect) for one command bounded by
+// agentFor connects to the agent (g.client) for one command bounded by
 // timeout; release frees both.
 func agentFor(g *globals, timeout time.Duration) (*api.Client, context.Context, func(), error) {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	client, err := g.client()
 	if err != nil {
 		return nil, nil, nil, err
 	}

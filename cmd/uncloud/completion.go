@@ -24,7 +24,8 @@ import (
 // flags, so new commands and flags complete without a change here. What
 // this file adds is the names only the agent knows: machines and
 // services, asked with a short timeout and dropped silently on any error,
-// so a TAB never hangs or prints an error when no agent answers.
+// so a TAB never hangs or prints an error when no agent answers; and the
+// user's context names, read from their file.
 
 // completionLookup bounds one question to the agent during a TAB: a local
 // socket answers in milliseconds; SSH needs a handshake.
@@ -136,6 +137,27 @@ var (
 	}
 )
 
+// contextArgCommands take a context name first.
+var contextArgCommands = [][]string{{"context", "use"}, {"context", "rm"}}
+
+// contextNames are the user's contexts; none on any error.
+func contextNames(complete.Args) []string {
+	s, err := userContextStore()
+	if err != nil {
+		return nil
+	}
+	f, err := s.load()
+	if err != nil {
+		complete.Log("contexts: %v", err)
+		return nil
+	}
+	var names []string
+	for _, c := range f.Contexts {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
 // completionTree is kongplete's tree for the CLI with the agent's names
 // put in: the first positional argument of the commands above, and every
 // --machine/-m flag.
@@ -147,6 +169,17 @@ func completionTree(parser *kong.Kong, names nameLister) (complete.Command, erro
 	machines := namePredictor(names.Machines)
 	services := namePredictor(names.Services)
 	setFlagPredictor(parser.Model.Node, root, "machine", machines)
+	contexts := complete.PredictFunc(contextNames) // the user's file, not the agent's
+	setFlagPredictor(parser.Model.Node, root, "context", contexts)
+	for _, path := range contextArgCommands {
+		node := findNode(parser.Model.Node, path)
+		if node == nil {
+			return complete.Command{}, fmt.Errorf("completion: no command %q", strings.Join(path, " "))
+		}
+		if root, err = withArgs(root, path, firstArgPredictor(node, contexts)); err != nil {
+			return complete.Command{}, err
+		}
+	}
 	for _, set := range []struct {
 		paths [][]string
 		p     complete.Predictor
@@ -205,6 +238,20 @@ func connectTarget(words []string) string {
 		}
 	}
 	return target
+}
+
+// contextName finds --context in the words typed so far, else the
+// environment's, else "" (the current context).
+func contextName(words []string) string {
+	name := os.Getenv("UNCLOUD_CONTEXT")
+	for i, w := range words {
+		if v, ok := strings.CutPrefix(w, "--context="); ok {
+			name = v
+		} else if w == "--context" && i+1 < len(words) {
+			name = words[i+1]
+		}
+	}
+	return name
 }
 
 // setFlagPredictor gives p to every flag named name (and its short form)
@@ -323,7 +370,9 @@ func (agentNames) Services(ctx context.Context, connect string) ([]string, error
 }
 
 func askNames(ctx context.Context, connect string, call func(context.Context, *api.Client) ([]string, error)) ([]string, error) {
-	c, err := api.NewClient(connect, api.SSHOptions{})
+	// A context's fall-through notes would land in the prompt: dropped.
+	g := &globals{Connect: connect, Context: contextName(strings.Fields(os.Getenv("COMP_LINE"))), Stderr: io.Discard}
+	c, err := g.client()
 	if err != nil {
 		return nil, err
 	}

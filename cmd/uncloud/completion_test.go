@@ -227,6 +227,35 @@ func TestCompletionFromAgent(t *testing.T) {
 	}
 }
 
+// TestCompletionOfContexts: context names from the user's file for
+// 'context use|rm' and --context.
+func TestCompletionOfContexts(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("UNCLOUD_CONNECT", "/nonexistent/agent.sock")
+	s, err := userContextStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.save(contextFile{Contexts: []contextEntry{{Name: "prod", Targets: []string{"/a.sock"}}, {Name: "home", Targets: []string{"/b.sock"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	both := []string{"home", "prod"}
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"uncloud context use ", both},
+		{"uncloud context rm p", []string{"prod"}},
+		{"uncloud context rm prod ", nil},
+		{"uncloud --context ", both},
+		{"uncloud ps --context=h", []string{"home"}},
+	} {
+		if got := completeLine(t, tc.line); !slices.Equal(got, tc.want) {
+			t.Errorf("%q offers %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}
+
 // TestCompletionWithoutAgent: no agent, or one that never answers, gives
 // no names and no error text for the shell to show.
 func TestCompletionWithoutAgent(t *testing.T) {
@@ -264,7 +293,7 @@ func TestCompletionTable(t *testing.T) {
 	if _, err := completionTree(p, agentNames{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range slices.Concat(serviceArgCommands, machineArgCommands) {
+	for _, path := range slices.Concat(serviceArgCommands, machineArgCommands, contextArgCommands) {
 		n := findNode(p.Model.Node, path)
 		if n == nil || len(n.Positional) == 0 {
 			t.Errorf("%q: no such command, or it takes no argument", path)

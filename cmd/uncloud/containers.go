@@ -424,7 +424,7 @@ Examples:
 }
 
 func (c logsCmd) Run(g *globals) error {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	client, err := g.client()
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,7 @@ func (c deployCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	client, err := g.client()
 	if err != nil {
 		return err
 	}

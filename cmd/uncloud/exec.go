@@ -83,7 +83,7 @@ func (c execCmd) run(g *globals) (int, api.ExecTarget, error) {
 			req.Cols, req.Rows = cols, rows
 		}
 	}
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	client, err := g.client()
 	if err != nil {
 		return 0, api.ExecTarget{}, err
 	}

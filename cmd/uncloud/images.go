@@ -29,7 +29,7 @@ func (imagePushCmd) Help() string {
 }
 
 func (c imagePushCmd) Run(g *globals) error {
-	client, err := api.NewClient(g.Connect, api.SSHOptions{})
+	client, err := g.client()
 	if err != nil {
 		return err
 	}

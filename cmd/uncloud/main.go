@@ -6,8 +6,10 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -16,8 +18,9 @@ import (
 )
 
 type cli struct {
-	LogLevel slog.Level `help:"Log level: debug, info, warn or error." default:"info" env:"UNCLOUD_LOG_LEVEL"`
-	Connect  string     `help:"Agent to talk to: its socket path, unix:///path, or ssh://user@host[:port][/socket] for a machine reachable over SSH." default:"${socket}" env:"UNCLOUD_CONNECT" placeholder:"TARGET"`
+	LogLevel   slog.Level `help:"Log level: debug, info, warn or error." default:"info" env:"UNCLOUD_LOG_LEVEL"`
+	Connect    string     `help:"Agent to talk to: its socket path, unix:///path, or ssh://user@host[:port][/socket] for a machine reachable over SSH (~/.ssh/config applies). Wins over --context. Default: the current context, else ${socket}." env:"UNCLOUD_CONNECT" placeholder:"TARGET"`
+	UseContext string     `name:"context" help:"Context to use for this command instead of the current one (see 'uncloud context')." env:"UNCLOUD_CONTEXT" placeholder:"NAME"`
 
 	Init    initCmd    `cmd:"" help:"Create a network with this machine as its first member, and start the agent."`
 	Token   tokenCmd   `cmd:"" help:"Issue, list and revoke join tokens."`
@@ -35,6 +38,7 @@ type cli struct {
 	Keygen  keygenCmd  `cmd:"" help:"Print a new WireGuard key pair."`
 	Pubkey  pubkeyCmd  `cmd:"" help:"Read a private key on stdin and print its public key."`
 	Version versionCmd `cmd:"" help:"Print the version."`
+	Context contextCmd `cmd:"" help:"Named lists of machines of a network to talk to: add, use, ls, rm."` // contexts.go
 
 	Uninstall uninstallCmd `cmd:"" help:"Remove everything the agent added to this host; --purge also its data dir."`                           // uninstall.go
 	Leave     leaveCmd     `cmd:"" help:"Take this machine out of its network: another member revokes it, then its agent and containers stop."` // leave.go
@@ -50,7 +54,17 @@ type globals struct {
 	// LogLevel is --log-level, passed on to the agent init and join
 	// start in the background.
 	LogLevel slog.Level
-	Connect  string
+	// Connect is --connect, "" when not given; Context is --context.
+	// client() (connect.go) picks the agent from them.
+	Connect string
+	Context string
+
+	// Stderr gets the one-line notes of a context's fall-through (nil:
+	// os.Stderr); contexts and probeTimeout replace the user's store
+	// and probeTimeout in tests.
+	Stderr       io.Writer
+	contexts     *contextStore
+	probeTimeout time.Duration
 }
 
 func main() {
@@ -62,7 +76,7 @@ func main() {
 	kctx, err := parser.Parse(os.Args[1:])
 	parser.FatalIfErrorf(err)
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
-	if err := kctx.Run(&globals{Logger: logger, LogLevel: c.LogLevel, Connect: c.Connect}); err != nil {
+	if err := kctx.Run(&globals{Logger: logger, LogLevel: c.LogLevel, Connect: c.Connect, Context: c.UseContext}); err != nil {
 		fmt.Fprintf(os.Stderr, "uncloud: %v\n", err)
 		os.Exit(1)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -54,6 +55,12 @@ func (g *globals) client() (*api.Client, error) {
 	name := g.Context
 	f, err := store.load()
 	if err != nil {
+		if name == "" && errors.Is(err, fs.ErrPermission) {
+			// Another user's config directory (HOME kept by sudo -u or
+			// setpriv): no context was asked for, and none can be this
+			// user's, so the local socket, as without contexts.
+			return api.NewClient("", api.SSHOptions{})
+		}
 		return nil, err
 	}
 	if name == "" {

@@ -210,7 +210,7 @@ func namePredictor(list func(context.Context, string) ([]string, error)) complet
 		go func() {
 			// a.All holds only the words after the subcommand; --connect
 			// may come before it, so read the shell's whole line.
-			names, err := list(ctx, connectTarget(strings.Fields(os.Getenv("COMP_LINE"))))
+			names, err := list(ctx, flagValue(strings.Fields(os.Getenv("COMP_LINE")), "connect", "UNCLOUD_CONNECT"))
 			if err != nil {
 				complete.Log("names from the agent: %v", err)
 			}
@@ -226,32 +226,19 @@ func namePredictor(list func(context.Context, string) ([]string, error)) complet
 	})
 }
 
-// connectTarget finds --connect in the words typed so far, as kong would
-// read it, else the environment's, else "" (the local socket).
-func connectTarget(words []string) string {
-	target := os.Getenv("UNCLOUD_CONNECT")
+// flagValue finds --flag in the words typed so far (as "--flag=v" or
+// "--flag v"), else the environment variable env, else "". Completion
+// runs before kong parses anything, so the words are all it has.
+func flagValue(words []string, flag, env string) string {
+	v := os.Getenv(env)
 	for i, w := range words {
-		if v, ok := strings.CutPrefix(w, "--connect="); ok {
-			target = v
-		} else if w == "--connect" && i+1 < len(words) {
-			target = words[i+1]
+		if after, ok := strings.CutPrefix(w, "--"+flag+"="); ok {
+			v = after
+		} else if w == "--"+flag && i+1 < len(words) {
+			v = words[i+1]
 		}
 	}
-	return target
-}
-
-// contextName finds --context in the words typed so far, else the
-// environment's, else "" (the current context).
-func contextName(words []string) string {
-	name := os.Getenv("UNCLOUD_CONTEXT")
-	for i, w := range words {
-		if v, ok := strings.CutPrefix(w, "--context="); ok {
-			name = v
-		} else if w == "--context" && i+1 < len(words) {
-			name = words[i+1]
-		}
-	}
-	return name
+	return v
 }
 
 // setFlagPredictor gives p to every flag named name (and its short form)
@@ -371,7 +358,7 @@ func (agentNames) Services(ctx context.Context, connect string) ([]string, error
 
 func askNames(ctx context.Context, connect string, call func(context.Context, *api.Client) ([]string, error)) ([]string, error) {
 	// A context's fall-through notes would land in the prompt: dropped.
-	g := &globals{Connect: connect, Context: contextName(strings.Fields(os.Getenv("COMP_LINE"))), Stderr: io.Discard}
+	g := &globals{Connect: connect, Context: flagValue(strings.Fields(os.Getenv("COMP_LINE")), "context", "UNCLOUD_CONTEXT"), Stderr: io.Discard}
 	c, err := g.client()
 	if err != nil {
 		return nil, err

@@ -304,3 +304,21 @@ func TestCompletionTable(t *testing.T) {
 		}
 	}
 }
+
+func TestFlagValue(t *testing.T) {
+	t.Setenv("UNCLOUD_TEST_FLAG", "from-env")
+	for _, c := range []struct {
+		line, want string
+	}{
+		{"uncloud ls", "from-env"},
+		{"uncloud --connect ssh://a ls", "ssh://a"},
+		{"uncloud --connect=ssh://b ls", "ssh://b"},
+		{"uncloud --connect=ssh://b --connect ssh://c ls", "ssh://c"},
+		{"uncloud ls --connect", "from-env"}, // no value typed yet
+		{"uncloud --connection x ls", "from-env"},
+	} {
+		if got := flagValue(strings.Fields(c.line), "connect", "UNCLOUD_TEST_FLAG"); got != c.want {
+			t.Errorf("flagValue(%q) = %q, want %q", c.line, got, c.want)
+		}
+	}
+}

@@ -89,4 +89,3 @@ func serveAgentAt(t *testing.T, sock string, b api.Backend) string {
 	t.Cleanup(func() { cancel(); <-done })
 	return sock
 }
-

@@ -33,6 +33,9 @@ type Options struct {
 	Port       int
 	// AuthorizedKeys may log in, as root or any user (one file for all).
 	AuthorizedKeys []ssh.PublicKey
+	// Env is set in every session (sshd_config SetEnv), e.g. a lab
+	// host's DOCKER_HOST, which sshd would not pass on from its own.
+	Env []string
 	// Command makes the command that runs the sshd, e.g. in a lab host's
 	// namespace (lab.Host.Command); default exec.Command.
 	Command func(name string, args ...string) *exec.Cmd
@@ -123,7 +126,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 AllowStreamLocalForwarding yes
-`, o.Port, o.ListenAddr, keyPath, filepath.Join(o.Dir, "authorized_keys"), filepath.Join(o.Dir, "sshd.pid")), 0o600)
+%s`, o.Port, o.ListenAddr, keyPath, filepath.Join(o.Dir, "authorized_keys"), filepath.Join(o.Dir, "sshd.pid"), setEnv(o.Env)), 0o600)
 
 	s := &Server{Dir: o.Dir, Port: o.Port, HostKey: hostKey, Addr: net.JoinHostPort(o.ListenAddr, fmt.Sprint(o.Port)), logs: &syncBuffer{}}
 	s.cmd = o.Command(bin, "-D", "-e", "-f", cfg)
@@ -208,6 +211,13 @@ func write(t testing.TB, path string, b []byte, mode os.FileMode) {
 	if err := os.Chmod(path, mode); err != nil { // an existing file keeps its mode otherwise
 		t.Fatal(err)
 	}
+}
+
+func setEnv(env []string) string {
+	if len(env) == 0 {
+		return ""
+	}
+	return "SetEnv " + strings.Join(env, " ") + "\n"
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

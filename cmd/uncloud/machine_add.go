@@ -322,18 +322,21 @@ func (r *remoteHost) checkSudo(ctx context.Context) error {
 // checkNotMember refuses a host with an uncloud data dir, socket or
 // interface: a member of this network or another. It only looks.
 func (c remoteInstallFlags) checkNotMember(ctx context.Context, r *remoteHost, networkID string) error {
-	script := fmt.Sprintf(`[ -e %[1]s ] && echo "data dir %[1]s"; [ -S %[2]s ] && echo "agent socket %[2]s"; [ -e /sys/class/net/uncloud ] && echo "interface uncloud"; true`,
-		shellQuote(filepath.Join(c.RemoteDataDir, "machine.json")), shellQuote(c.RemoteSocket))
+	script := fmt.Sprintf(`d=%s; s=%s
+[ -e "$d" ] && echo "data dir $d"
+[ -S "$s" ] && echo "agent socket $s"
+[ -e /sys/class/net/uncloud ] && echo "interface uncloud"
+true`, shellQuote(filepath.Join(c.RemoteDataDir, "machine.json")), shellQuote(c.RemoteSocket))
 	out, err := r.runStep(ctx, r.sudo+"sh -c "+shellQuote(script), nil)
 	if err != nil {
 		return err
 	}
-	found := strings.Fields(strings.ReplaceAll(strings.TrimSpace(out), "\n", ","))
-	if len(found) == 0 {
+	found := strings.Split(strings.TrimSpace(out), "\n")
+	if strings.TrimSpace(out) == "" {
 		stepf("✓", "membership", "%s is in no network (no %s, no socket %s, no uncloud interface)", c.Host, c.RemoteDataDir+"/machine.json", c.RemoteSocket)
 		return nil
 	}
-	what := strings.Join(found, " ")
+	what := strings.Join(found, ", ")
 	// A running agent says which network; the binary may be absent.
 	st, serr := r.runStep(ctx, r.sudo+shellJoin(c.RemoteBin, "--connect", c.RemoteSocket, "status", "-o", "json"), nil)
 	var s api.Status

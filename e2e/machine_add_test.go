@@ -38,15 +38,15 @@ func TestMachineAdd(t *testing.T) {
 	}
 	ctx := context.Background()
 	f := form(ctx, t, 1, nil)
-	var hosts [3]*lab.Host
-	for i, name := range []string{"lap", "nh", "ni"} {
+	var hosts [4]*lab.Host
+	for i, name := range []string{"lap", "nh", "ni", "nm"} {
 		h, err := f.lab.AddHost(ctx, name, lab.HostOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		hosts[i] = h
 	}
-	lap, nh, ni := hosts[0], hosts[1], hosts[2]
+	lap, nh, ni, nm := hosts[0], hosts[1], hosts[2], hosts[3]
 	m1 := f.hosts[0]
 
 	// A non-root user with passwordless sudo that keeps the lab host's
@@ -78,6 +78,7 @@ func TestMachineAdd(t *testing.T) {
 	srvM1 := startLabSSHD(ctx, t, m1, userKey)
 	srvNH := startLabSSHD(ctx, t, nh, userKey)
 	startLabSSHD(ctx, t, ni, userKey)
+	startLabSSHD(ctx, t, nm, userKey)
 	// m1 is known (the user reached it before); nh and ni are not.
 	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(srvM1.KnownHostsLine()), 0o600)
 	os.WriteFile(filepath.Join(home, ".ssh", "config"), fmt.Appendf(nil,
@@ -148,7 +149,7 @@ func TestMachineAdd(t *testing.T) {
 	if err == nil || !strings.Contains(out, "has CHANGED") || strings.Contains(out, "membership") {
 		t.Fatalf("changed host key: err %v\n%s%s", err, out, stderr)
 	}
-	t.Logf("changed host key: %s", strings.TrimSpace(stderr))
+	t.Logf("changed host key:\n%s%s", out, stderr)
 
 	// machine init on another fresh host, as root with -i.
 	niBin := filepath.Join(ni.Dir, "bin", "uncloud")
@@ -181,6 +182,26 @@ func TestMachineAdd(t *testing.T) {
 	if got := tokenStates(ctx, t, f); len(got) != 1 {
 		t.Fatalf("refused adds made tokens: %v", got)
 	}
+
+	// The peer figure, in the same lab: README's manual path with
+	// OpenSSH's scp and ssh (copy, install, token piped to join -; no
+	// checksum, sudo or membership check, no systemd step).
+	nmBin := filepath.Join(nm.Dir, "bin", "uncloud")
+	sshArgs := []string{"-F", "/dev/null", "-i", keyPath, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+		"-o", "UserKnownHostsFile=" + filepath.Join(home, ".ssh", "known_hosts")}
+	dest := "root@" + nm.Addr.String()
+	script := fmt.Sprintf(`set -e
+scp -q %[1]s %[2]q %[3]s:/tmp/uncloud-manual
+ssh %[1]s %[3]s 'install -D -m 0755 /tmp/uncloud-manual %[4]s && rm /tmp/uncloud-manual'
+%[2]q --connect %[5]s token 2>/dev/null | ssh %[1]s %[3]s '%[4]s join - --name m3'`,
+		strings.Join(sshArgs, " "), f.lab.Uncloud, dest, nmBin, connect)
+	start = time.Now()
+	out, err = lap.Run(ctx, "env", "HOME="+home, "SSH_AUTH_SOCK=", "sh", "-c", script)
+	manual := time.Since(start)
+	if err != nil || !strings.Contains(out, "This machine is part of the network") {
+		t.Fatalf("the manual path: %v\n%s", err, out)
+	}
+	t.Logf("wall time: machine add %v; README's manual path with scp and ssh %v", took.Round(10*time.Millisecond), manual.Round(10*time.Millisecond))
 }
 
 // labEnv is what a lab host's sshd gives its sessions: the host's

@@ -219,7 +219,7 @@ func (c remoteInstallFlags) install(g *globals, join bool) (err error) {
 	if c.Userspace {
 		member = append(member, "--userspace")
 	}
-	fmt.Printf("… %s: running %s\n", failed, shellJoin(member[3:]...))
+	fmt.Printf("… %s: running uncloud %s\n", failed, strings.Join(member[3:], " "))
 	memberOut, err := r.runStep(ctx, r.sudo+shellJoin(member...), stdin)
 	for _, l := range strings.Split(strings.TrimSpace(memberOut), "\n") {
 		if l != "" {

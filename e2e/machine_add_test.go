@@ -67,9 +67,13 @@ func TestMachineAdd(t *testing.T) {
 		os.Remove(sudoers)
 		exec.Command("userdel", "-r", user).Run()
 	})
-	if err := os.WriteFile(sudoers, fmt.Appendf(nil, "%s ALL=(root) NOPASSWD: ALL\nDefaults:%s env_keep += \"DOCKER_HOST\"\n", user, user), 0o440); err != nil {
-		t.Fatal(err)
+	setSudoers := func(rule string) {
+		t.Helper()
+		if err := os.WriteFile(sudoers, fmt.Appendf(nil, "%s ALL=(root) %s\nDefaults:%s env_keep += \"DOCKER_HOST\"\n", user, rule, user), 0o440); err != nil {
+			t.Fatal(err)
+		}
 	}
+	setSudoers("ALL") // a password first
 
 	home := filepath.Join(lap.Dir, "home")
 	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
@@ -107,8 +111,18 @@ func TestMachineAdd(t *testing.T) {
 		t.Fatal("the binary was uploaded to a host whose key was refused")
 	}
 
-	start := time.Now()
+	// sudo that wants a password is refused, saying so, before any change.
 	out, stderr, err = cli(append(add, "--accept-new-host-key")...)
+	if err == nil || !strings.Contains(out, user+" needs a password for sudo") || !strings.Contains(stderr, "nothing was changed") {
+		t.Fatalf("sudo with a password: err %v\n%s%s", err, out, stderr)
+	}
+	if _, err := os.Stat(nhBin); err == nil {
+		t.Fatal("the binary was uploaded though sudo wanted a password")
+	}
+	setSudoers("NOPASSWD: ALL")
+
+	start := time.Now()
+	out, stderr, err = cli(add...)
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("machine add: %v\n%s%s\nnh sshd:\n%s", err, out, stderr, srvNH.Logs())

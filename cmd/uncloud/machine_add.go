@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -96,22 +98,21 @@ func stepf(mark, what, format string, args ...any) {
 // the token and the command that makes the host a member.
 func (c remoteInstallFlags) install(g *globals, join bool) (err error) {
 	start := time.Now()
-	ctx := context.Background()
+	// Ctrl-C ends the remote command (its session closes) and still
+	// revokes an unused token.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	verb := "machine init"
 	if join {
 		verb = "machine add"
 	}
-	changed := false
 	failed := ""
+	state := "nothing was changed on " + c.Host
 	defer func() {
 		if err == nil {
 			return
 		}
 		stepf("✗", failed, "%v", err)
-		state := "nothing was changed on " + c.Host
-		if changed {
-			state = fmt.Sprintf("%s may keep the binary at %s", c.Host, c.RemoteBin)
-		}
 		err = fmt.Errorf("%s %s failed at %s (%s)", verb, c.Host, failed, state)
 	}()
 
@@ -185,7 +186,7 @@ func (c remoteInstallFlags) install(g *globals, join bool) (err error) {
 			if err != nil {
 				// Unused (or used by a join whose later steps failed): revoked
 				// rather than left valid for its 15 minutes.
-				cctx, cancel := context.WithTimeout(ctx, shortCommand)
+				cctx, cancel := context.WithTimeout(context.Background(), shortCommand)
 				network.RevokeToken(cctx, token.ID)
 				cancel()
 			}
@@ -194,7 +195,7 @@ func (c remoteInstallFlags) install(g *globals, join bool) (err error) {
 	}
 
 	failed = "upload"
-	changed = true
+	state = fmt.Sprintf("%s may keep the binary at %s", c.Host, c.RemoteBin)
 	if err := c.upload(ctx, r, bin); err != nil {
 		return err
 	}
@@ -220,6 +221,7 @@ func (c remoteInstallFlags) install(g *globals, join bool) (err error) {
 		member = append(member, "--userspace")
 	}
 	fmt.Printf("… %s: running uncloud %s\n", failed, strings.Join(member[3:], " "))
+	state = fmt.Sprintf("see '%s status' and %s/agent.log on %s", c.RemoteBin, c.RemoteDataDir, c.Host)
 	memberOut, err := r.runStep(ctx, r.sudo+shellJoin(member...), stdin)
 	for _, l := range strings.Split(strings.TrimSpace(memberOut), "\n") {
 		if l != "" {

@@ -126,6 +126,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 AllowStreamLocalForwarding yes
+Subsystem sftp internal-sftp
 %s`, o.Port, o.ListenAddr, keyPath, filepath.Join(o.Dir, "authorized_keys"), filepath.Join(o.Dir, "sshd.pid"), setEnv(o.Env)), 0o600)
 
 	s := &Server{Dir: o.Dir, Port: o.Port, HostKey: hostKey, Addr: net.JoinHostPort(o.ListenAddr, fmt.Sprint(o.Port)), logs: &syncBuffer{}}

@@ -119,6 +119,7 @@ func TestMachineAdd(t *testing.T) {
 	if _, err := os.Stat(nhBin); err == nil {
 		t.Fatal("the binary was uploaded though sudo wanted a password")
 	}
+	t.Logf("sudo with a password:\n%s%s", out, stderr)
 	setSudoers("NOPASSWD: ALL")
 
 	start := time.Now()

@@ -121,21 +121,11 @@ func (t *sshTunnel) connect(ctx context.Context) (*ssh.Client, error) {
 	if t.client != nil {
 		return t.client, nil
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", t.addr)
+	c, err := dialSSH(ctx, t.addr, t.config)
 	if err != nil {
-		return nil, fmt.Errorf("ssh: dial %s: %w", t.addr, err)
+		return nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	c, chans, reqs, err := ssh.NewClientConn(conn, t.addr, t.config)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("ssh: handshake with %s as %s: %w", t.addr, t.config.User, err)
-	}
-	conn.SetDeadline(time.Time{})
-	t.client = ssh.NewClient(c, chans, reqs)
+	t.client = c
 	return t.client, nil
 }
 

@@ -2,33 +2,29 @@ package api
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/uncloud-mesh/uncloud/internal/testkit/sshd"
 )
 
-// sshdServer is a real OpenSSH sshd (Debian's openssh-server) on loopback that
-// lets root in with userKey and forwards to unix sockets, as `--connect
-// ssh://` needs.
+// sshdServer is a real OpenSSH sshd (internal/testkit/sshd) on loopback
+// that lets root in with userKey and forwards to unix sockets, as
+// `--connect ssh://` needs.
 type sshdServer struct {
 	dir              string
 	port             int
 	hostKey, userKey ssh.PublicKey
 	opts             SSHOptions // the client's: known hosts and key
-	logs             *strings.Builder
+	logs             interface{ String() string }
 }
 
 // target is the --connect target of a socket behind the sshd.
@@ -36,57 +32,20 @@ func (d *sshdServer) target(sock string) string {
 	return fmt.Sprintf("ssh://root@127.0.0.1:%d%s", d.port, sock)
 }
 
+type logsOf struct{ s *sshd.Server }
+
+func (l logsOf) String() string { return l.s.Logs() }
+
 func startSSHD(t *testing.T) *sshdServer {
 	t.Helper()
-	sshd, err := exec.LookPath("sshd")
-	if err != nil {
-		if sshd = "/usr/sbin/sshd"; !fileExists(sshd) {
-			t.Skip("sshd not installed (scripts/test installs openssh-server)")
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: sshd checks ownership of its files and logs in as root here")
-	}
-	dir, err := os.MkdirTemp("", "uncloud-ssh-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.MkdirAll("/run/sshd", 0o755) // sshd's privilege-separation directory
-
-	hostKey := writeKey(t, filepath.Join(dir, "host_ed25519"))
-	userKey := writeKey(t, filepath.Join(dir, "user_ed25519"))
-	os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(userKey), 0o600)
-
-	port := freePort(t)
-	cfg := fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %s/host_ed25519
-AuthorizedKeysFile %s/authorized_keys
-PidFile %s/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowStreamLocalForwarding yes
-`, port, dir, dir, dir)
-	cfgPath := filepath.Join(dir, "sshd_config")
-	os.WriteFile(cfgPath, []byte(cfg), 0o600)
-	cmd := exec.Command(sshd, "-D", "-e", "-f", cfgPath)
-	logs := &strings.Builder{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitListening(t, fmt.Sprintf("127.0.0.1:%d", port), logs)
-
+	sshd.Binary(t)
+	dir := t.TempDir()
+	userKey := sshd.WriteKey(t, filepath.Join(dir, "user_ed25519"))
+	s := sshd.Start(t, sshd.Options{Dir: dir, AuthorizedKeys: []ssh.PublicKey{userKey}})
 	known := filepath.Join(dir, "known_hosts")
-	line := fmt.Sprintf("[127.0.0.1]:%d %s", port, ssh.MarshalAuthorizedKey(hostKey))
-	os.WriteFile(known, []byte(line), 0o600)
+	os.WriteFile(known, []byte(s.KnownHostsLine()), 0o600)
 	opts := SSHOptions{KnownHostsFile: known, IdentityFiles: []string{filepath.Join(dir, "user_ed25519")}, AgentSocket: "/nonexistent"}
-	return &sshdServer{dir: dir, port: port, hostKey: hostKey, userKey: userKey, opts: opts, logs: logs}
+	return &sshdServer{dir: s.Dir, port: s.Port, hostKey: s.HostKey, userKey: userKey, opts: opts, logs: logsOf{s}}
 }
 
 // TestClientOverSSH reaches an agent socket through a real OpenSSH sshd
@@ -131,45 +90,6 @@ func TestClientOverSSH(t *testing.T) {
 		t.Fatalf("wrong host key: error = %v, want a key mismatch", err)
 	}
 }
-
-func writeKey(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sshPub, _ := ssh.NewPublicKey(pub)
-	return sshPub
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func waitListening(t *testing.T, addr string, logs *strings.Builder) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("sshd never listened on %s:\n%s", addr, logs.String())
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // TestExecOverSSH: the exec stream through `--connect ssh://` (an SSH
 // channel to the agent's socket, relayed on to a machine): input, resize

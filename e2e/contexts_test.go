@@ -3,12 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/internal/testkit"
+	"github.com/uncloud-mesh/uncloud/internal/testkit/sshd"
 )
 
 // TestContexts: a user's laptop (a lab host without an agent) reaches a
@@ -28,10 +27,7 @@ import (
 // then m1 goes down (agent and sshd killed) and the next command reaches
 // a learned machine, saying so in one line.
 func TestContexts(t *testing.T) {
-	sshd := "/usr/sbin/sshd"
-	if _, err := os.Stat(sshd); err != nil {
-		t.Skip("sshd not installed (scripts/test installs openssh-server)")
-	}
+	sshd.Binary(t)
 	ctx := context.Background()
 	f := form(ctx, t, 3, nil)
 	f.waitAllAlive(ctx, t, time.Minute)
@@ -42,30 +38,12 @@ func TestContexts(t *testing.T) {
 
 	home := filepath.Join(lap.Dir, "home")
 	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
-	userKey := writeSSHKey(t, filepath.Join(home, ".ssh", "id_ed25519"))
-	os.MkdirAll("/run/sshd", 0o755) // sshd's privilege-separation directory
+	userKey := sshd.WriteKey(t, filepath.Join(home, ".ssh", "id_ed25519"))
 	var known bytes.Buffer
-	sshds := make([]*lab.Process, len(f.hosts))
+	sshds := make([]*sshd.Server, len(f.hosts))
 	for i, h := range f.hosts {
-		hostKey := writeSSHKey(t, filepath.Join(h.Dir, "ssh_host_ed25519"))
-		os.WriteFile(filepath.Join(h.Dir, "authorized_keys"), ssh.MarshalAuthorizedKey(userKey), 0o600)
-		cfg := filepath.Join(h.Dir, "sshd_config")
-		os.WriteFile(cfg, fmt.Appendf(nil, `Port 22
-ListenAddress %s
-HostKey %s/ssh_host_ed25519
-AuthorizedKeysFile %s/authorized_keys
-PidFile %s/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowStreamLocalForwarding yes
-`, h.Addr, h.Dir, h.Dir, h.Dir), 0o600)
-		if sshds[i], err = h.Start("sshd", sshd, "-D", "-e", "-f", cfg); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&known, "%s %s", h.Addr, ssh.MarshalAuthorizedKey(hostKey))
+		sshds[i] = startLabSSHD(ctx, t, h, userKey)
+		known.WriteString(sshds[i].KnownHostsLine())
 	}
 	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), known.Bytes(), 0o600)
 
@@ -93,7 +71,7 @@ AllowStreamLocalForwarding yes
 		out, stderr, err = cli("machine", "ls")
 		return err
 	}); err != nil {
-		t.Fatalf("%v\nm1 sshd log:\n%s", err, sshds[0].Log())
+		t.Fatalf("%v\nm1 sshd log:\n%s", err, sshds[0].Logs())
 	}
 	if stderr != "" || !strings.Contains(out, "m2") || !strings.Contains(out, "m3") {
 		t.Fatalf("machine ls through m1: stderr %q, stdout:\n%s", stderr, out)
@@ -119,10 +97,9 @@ AllowStreamLocalForwarding yes
 	t.Logf("context ls:\n%s", table)
 
 	// m1 goes down: its agent and its sshd.
-	for _, p := range []*lab.Process{f.procs[0], sshds[0]} {
-		p.Signal(syscall.SIGKILL)
-		p.Wait(ctx)
-	}
+	f.procs[0].Signal(syscall.SIGKILL)
+	f.procs[0].Wait(ctx)
+	sshds[0].Stop()
 	out, stderr, err = cli("machine", "ls")
 	if err != nil {
 		t.Fatalf("with m1 down: %v", err)
@@ -134,16 +111,15 @@ AllowStreamLocalForwarding yes
 	t.Logf("with m1 down, stderr: %s", strings.TrimSpace(stderr))
 }
 
-func writeSSHKey(t *testing.T, path string) ssh.PublicKey {
+// startLabSSHD runs a real sshd on port 22 of h's lab address, in its
+// namespace (so commands it runs see the host's private directories),
+// letting in userKey as root or any user; its files are in h.Dir/sshd.
+func startLabSSHD(ctx context.Context, t *testing.T, h *lab.Host, userKey ssh.PublicKey) *sshd.Server {
 	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
+	dir := filepath.Join(h.Dir, "sshd")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, _ := ssh.NewPublicKey(pub)
-	return p
+	return sshd.Start(t, sshd.Options{Dir: dir, ListenAddr: h.Addr.String(), Port: 22, AuthorizedKeys: []ssh.PublicKey{userKey}, Env: labEnv(h),
+		Command: func(name string, args ...string) *exec.Cmd { return h.Command(ctx, name, args...) }})
 }

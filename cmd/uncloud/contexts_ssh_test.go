@@ -3,13 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/internal/testkit/sshd"
 )
 
 // TestContextOverSSH: contexts over a real OpenSSH sshd on loopback
@@ -26,65 +23,16 @@ import (
 // listens on its port) reaches the second and says so in one line; a
 // context whose only user target is down reaches a learned one.
 func TestContextOverSSH(t *testing.T) {
-	sshdPath, err := exec.LookPath("sshd")
-	if err != nil {
-		if sshdPath = "/usr/sbin/sshd"; !fileExists(sshdPath) {
-			t.Skip("sshd not installed (scripts/test installs openssh-server)")
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: sshd checks ownership of its files and logs in as root here")
-	}
-	dir, err := os.MkdirTemp("", "uncloud-ctx-ssh-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	sshd.Binary(t)
+	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
 	t.Setenv("HOME", home)
 	t.Setenv("SSH_AUTH_SOCK", "")
-	os.MkdirAll("/run/sshd", 0o755)
-
-	hostKey := writeTestKey(t, filepath.Join(dir, "host_ed25519"))
-	userKey := writeTestKey(t, filepath.Join(home, ".ssh", "id_ed25519"))
-	os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(userKey), 0o600)
-	port, downPort := freeTCPPort(t), freeTCPPort(t)
-	cfg := filepath.Join(dir, "sshd_config")
-	os.WriteFile(cfg, fmt.Appendf(nil, `Port %d
-ListenAddress 127.0.0.1
-HostKey %s/host_ed25519
-AuthorizedKeysFile %s/authorized_keys
-PidFile %s/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-AllowStreamLocalForwarding yes
-`, port, dir, dir, dir), 0o600)
-	var logs bytes.Buffer
-	cmd := exec.Command(sshdPath, "-D", "-e", "-f", cfg)
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd never listened on %s:\n%s", addr, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"),
-		fmt.Appendf(nil, "[127.0.0.1]:%d %s", port, ssh.MarshalAuthorizedKey(hostKey)), 0o600)
+	userKey := sshd.WriteKey(t, filepath.Join(home, ".ssh", "id_ed25519"))
+	srv := sshd.Start(t, sshd.Options{AuthorizedKeys: []ssh.PublicKey{userKey}})
+	port, downPort := srv.Port, sshd.FreePort(t)
+	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(srv.KnownHostsLine()), 0o600)
 
 	sock := serveAgentAt(t, filepath.Join(dir, "agent.sock"), contextAgent{name: "m2"})
 	down := fmt.Sprintf("ssh://root@127.0.0.1:%d%s", downPort, sock)
@@ -93,7 +41,7 @@ AllowStreamLocalForwarding yes
 	// a learned machine the user never reached with ssh(1) would be.
 	stranger := fmt.Sprintf("ssh://root@localhost:%d%s", port, sock)
 	s := contextStore{dir: filepath.Join(home, ".config", "uncloud")}
-	err = s.save(contextFile{Contexts: []contextEntry{
+	err := s.save(contextFile{Contexts: []contextEntry{
 		{Name: "prod", Targets: []string{down, up}, LearnedAt: time.Now()},
 		{Name: "stranger", Targets: []string{stranger, up}, LearnedAt: time.Now()},
 		{Name: "lost", Targets: []string{down}, Learned: []learnedTarget{{Machine: "m2", Target: up}}, LearnedAt: time.Now()},
@@ -110,7 +58,7 @@ AllowStreamLocalForwarding yes
 		g := &globals{contexts: &s, Context: tc.context, Stderr: &stderr}
 		c, err := g.client()
 		if err != nil {
-			t.Fatalf("%s: %v\nsshd:\n%s", tc.context, err, logs.String())
+			t.Fatalf("%s: %v\nsshd:\n%s", tc.context, err, srv.Logs())
 		}
 		st, err := c.Status(context.Background())
 		c.Close()
@@ -141,29 +89,3 @@ func serveAgentAt(t *testing.T, sock string, b api.Backend) string {
 	t.Cleanup(func() { cancel(); <-done })
 	return sock
 }
-
-func writeTestKey(t *testing.T, path string) ssh.PublicKey {
-	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sshPub, _ := ssh.NewPublicKey(pub)
-	return sshPub
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

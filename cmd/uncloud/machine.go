@@ -19,6 +19,8 @@ type machineCmd struct {
 	Rename machineRenameCmd `cmd:"" help:"Rename a machine. The machine itself makes the change, so it must be reachable."`
 	Role   machineRoleCmd   `cmd:"" help:"Give a machine a role or take it away (roles: ingress)."`
 	Label  machineLabelCmd  `cmd:"" help:"Set or remove a machine's labels, for placement constraints (node.labels.KEY==VALUE)."`
+	Add    machineAddCmd    `cmd:"" help:"Install uncloud on a host over SSH and add it to this network."`     // machine_add.go
+	Init   machineInitCmd   `cmd:"" help:"Install uncloud on a host over SSH and create a new network there."` // machine_add.go
 }
 
 type machineRenameCmd struct {

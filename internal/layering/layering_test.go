@@ -23,6 +23,7 @@ var layers = map[string]int{
 	"record":                       0,
 	"sealing":                      0, // machine sealing keys and the sealed-blob format (stdlib only)
 	"internal/testkit":             0,
+	"internal/testkit/sshd":        0, // a real OpenSSH sshd for tests (x/crypto/ssh keys only)
 	"internal/atomicfile":          0, // crash-safe file writes (stdlib only)
 	"internal/layering":            0,
 	"runtime/testimage/echoserver": 0,

@@ -102,7 +102,10 @@ func TestDashboard(t *testing.T) {
 		tctx, cancel := context.WithTimeout(bctx, timeout)
 		defer cancel()
 		if err := chromedp.Do(tctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
+			pctx, cancel := context.WithTimeout(bctx, 5*time.Second)
+			defer cancel()
+			body, _ := chromedp.Run(pctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText`))
+			t.Fatalf("%s: %v; page: %s", what, err, body)
 		}
 	}
 	// get runs one action that gives a value.

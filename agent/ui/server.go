@@ -113,11 +113,26 @@ func pageByName(name string) (pageDef, bool) {
 type frame struct {
 	Page  string
 	Title string
-	Nav   []pageDef
+	Nav   []navItem
 	Self  string
 	Query string // the page's own query, carried to its event stream
 	Msg   string
 	Live  template.HTML
+}
+
+// navItem is one link of the page's navigation.
+type navItem struct{ Name, Href, Title string }
+
+func nav() []navItem {
+	out := make([]navItem, 0, len(pages))
+	for _, p := range pages {
+		href := Prefix + p.path
+		if p.path == "{$}" {
+			href = Prefix
+		}
+		out = append(out, navItem{Name: p.name, Href: href, Title: p.title})
+	}
+	return out
 }
 
 // liveData is what a page's live part is drawn from.
@@ -139,7 +154,7 @@ func (s *Server) page(p pageDef) http.HandlerFunc {
 		if svc := r.URL.Query().Get("service"); svc != "" {
 			q.Set("service", svc)
 		}
-		f := frame{Page: p.name, Title: p.title, Nav: pages, Self: self, Query: q.Encode(), Msg: r.URL.Query().Get("msg"), Live: live}
+		f := frame{Page: p.name, Title: p.title, Nav: nav(), Self: self, Query: q.Encode(), Msg: r.URL.Query().Get("msg"), Live: live}
 		var buf bytes.Buffer
 		if err := s.tmpl.ExecuteTemplate(&buf, "layout.tmpl", f); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -139,7 +139,12 @@ func meshSVG(snap snapshot, edges []edge) template.HTML {
 		p, q := pos[e.A], pos[e.B]
 		fmt.Fprintf(&b, `<g class="edge e-%s" data-pair="%s-%s" data-path="%s"><title>%s – %s: %s</title>`,
 			e.Path, html.EscapeString(e.A), html.EscapeString(e.B), e.Path, html.EscapeString(e.A), html.EscapeString(e.B), html.EscapeString(e.Label))
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f"/>`, p[0], p[1], q[0], q[1])
+		// The line stops at the circles' rims.
+		dx, dy := q[0]-p[0], q[1]-p[1]
+		if l := math.Hypot(dx, dy); l > 2*r {
+			ux, uy := dx/l*(r+4), dy/l*(r+4)
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f"/>`, p[0]+ux, p[1]+uy, q[0]-ux, q[1]-uy)
+		}
 		mx, my := (p[0]+q[0])/2, (p[1]+q[1])/2
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="elabel">%s</text></g>`, mx, my-6, html.EscapeString(e.Label))
 	}

@@ -367,6 +367,7 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.0f%% of %.1f GiB", 100*float64(h.MemTotal-h.MemAvail)/float64(h.MemTotal), float64(h.MemTotal)/(1<<30))
 	},
+	"rtt":  fmtRTT,
 	"load": func(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) },
 	"join": strings.Join,
 	"short": func(s string) string {

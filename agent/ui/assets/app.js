@@ -47,8 +47,13 @@
         var m = document.createElement("span"); m.className = "m"; m.textContent = l.machine + "/" + l.container + " ";
         div.appendChild(t); div.appendChild(m); div.appendChild(document.createTextNode(l.text));
         apply(div);
+        div.dataset.t = l.time || "";
         var atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
-        logs.appendChild(div);
+        // Machines' lines arrive merged but not in order (each
+        // container's tail comes at once): keep them in time order.
+        var before = null;
+        for (var n = logs.lastElementChild; n && div.dataset.t && n.dataset.t > div.dataset.t; n = n.previousElementSibling) before = n;
+        logs.insertBefore(div, before);
         while (logs.children.length > 2000) logs.removeChild(logs.firstChild);
         if (atEnd) logs.scrollTop = logs.scrollHeight;
       });

@@ -186,8 +186,8 @@ func TestDashboard(t *testing.T) {
 		began := time.Now()
 		run(t, "log in", 20*time.Second, chromedp.Navigate(loginURL), chromedp.WaitVisible(chromedp.CSS("#machines")))
 		firstRender := time.Since(began)
-		paint := get(t, "paint timing", 5*time.Second, chromedp.Evaluate[float64](`(performance.getEntriesByName('first-contentful-paint')[0]||{startTime:0}).startTime`)).(float64)
-		t.Logf("FIGURE time to first render: %v from navigating to the login link to the machines table (first contentful paint %.0f ms after the overview's navigation started)", firstRender.Round(time.Millisecond), paint)
+		dcl := get(t, "navigation timing", 5*time.Second, chromedp.Evaluate[float64](`performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd`)).(float64)
+		t.Logf("FIGURE time to first render: %v from navigating to the login link to the machines table shown (login and redirect included); the overview's DOMContentLoaded %.0f ms after its navigation started", firstRender.Round(time.Millisecond), dcl)
 		waitJS(t, "3 machines, m2 and m3 alive, live", `document.querySelectorAll('#machines tbody tr').length === 3 &&
 			document.querySelector('tr[data-machine="m2"]').dataset.state === 'alive' &&
 			document.querySelector('tr[data-machine="m3"]').dataset.state === 'alive' &&
@@ -263,7 +263,9 @@ func TestDashboard(t *testing.T) {
 		defer evil.Close()
 		run(t, "visit the other site", 20*time.Second, chromedp.Navigate(evil.URL))
 		waitJS(t, "the post answered", `location.href.indexOf('/ui/services/hello/remove') >= 0 && document.body && document.body.innerText.length > 0`, 15*time.Second)
-		if s := bodyText(t); !strings.Contains(s, "refused") && !strings.Contains(s, "Not logged in") {
+		// The other site is 127.0.0.1 on another port: the same site, so
+		// the browser does send the cookie, and the origin check refuses.
+		if s := bodyText(t); !strings.Contains(s, "refused: a state-changing request from another site") {
 			t.Fatalf("the cross-site POST got: %s", s)
 		}
 		var res []api.ContainerInfo

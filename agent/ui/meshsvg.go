@@ -145,8 +145,17 @@ func meshSVG(snap snapshot, edges []edge) template.HTML {
 			ux, uy := dx/l*(r+4), dy/l*(r+4)
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f"/>`, p[0]+ux, p[1]+uy, q[0]-ux, q[1]-uy)
 		}
+		// The label sits beside its line, on the side away from the
+		// picture's centre, so no line crosses it.
 		mx, my := (p[0]+q[0])/2, (p[1]+q[1])/2
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="elabel">%s</text></g>`, mx, my-6, html.EscapeString(e.Label))
+		if l := math.Hypot(dx, dy); l > 0 {
+			nx, ny := -dy/l, dx/l
+			if nx*(mx-w/2)+ny*(my-h/2) < 0 {
+				nx, ny = -nx, -ny
+			}
+			mx, my = mx+nx*16, my+ny*16+4
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="elabel">%s</text></g>`, mx, my, html.EscapeString(e.Label))
 	}
 	for _, m := range snap.Machines {
 		p := pos[m.Name]
@@ -161,7 +170,13 @@ func meshSVG(snap snapshot, edges []edge) template.HTML {
 			m.Shown, html.EscapeString(m.Name), m.Shown, html.EscapeString(m.Name), m.Shown)
 		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="%.0f"/>`, p[0], p[1], r)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="nname">%s</text>`, p[0], p[1]+5, html.EscapeString(m.Name))
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="nsub">%s</text></g>`, p[0], p[1]+r+16, html.EscapeString(sub))
+		// Below the node, or above it when the node is in the upper half,
+		// where its lines leave downwards.
+		subY := p[1] + r + 18
+		if n > 1 && p[1] < h/2-1 {
+			subY = p[1] - r - 10
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="nsub">%s</text></g>`, p[0], subY, html.EscapeString(sub))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())

@@ -120,7 +120,7 @@ func fmtRTT(d time.Duration) string {
 
 // meshSVG draws the machines on a circle and an edge per pair.
 func meshSVG(snap snapshot, edges []edge) template.HTML {
-	const w, h, r = 640.0, 440.0, 30.0
+	const w, h, r = 640.0, 400.0, 30.0
 	n := len(snap.Machines)
 	pos := map[string][2]float64{}
 	radius := 150.0
@@ -147,15 +147,28 @@ func meshSVG(snap snapshot, edges []edge) template.HTML {
 		}
 		// The label sits beside its line, on the side away from the
 		// picture's centre, so no line crosses it.
+		// Text grows sideways from its anchor: to the right of a line
+		// whose outside is to the right, to the left of one whose outside
+		// is to the left, centred above or below a level one.
 		mx, my := (p[0]+q[0])/2, (p[1]+q[1])/2
+		anchor := "middle"
 		if l := math.Hypot(dx, dy); l > 0 {
 			nx, ny := -dy/l, dx/l
 			if nx*(mx-w/2)+ny*(my-h/2) < 0 {
 				nx, ny = -nx, -ny
 			}
-			mx, my = mx+nx*16, my+ny*16+4
+			switch {
+			case nx > 0.3:
+				anchor = "start"
+			case nx < -0.3:
+				anchor = "end"
+			}
+			mx, my = mx+nx*10, my+ny*10+4
+			if anchor == "middle" && ny > 0 {
+				my += 8
+			}
 		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="elabel">%s</text></g>`, mx, my, html.EscapeString(e.Label))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="%s" class="elabel">%s</text></g>`, mx, my, anchor, html.EscapeString(e.Label))
 	}
 	for _, m := range snap.Machines {
 		p := pos[m.Name]

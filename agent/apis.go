@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/agent/membership"
+	"github.com/uncloud-mesh/uncloud/agent/ui"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
@@ -37,6 +38,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.HandleFunc("GET "+api.MachinePathKeyring, d.members.HandleGetKeyring)
 	mux.HandleFunc("POST "+api.MachinePathKeyring, d.members.HandlePushKeyring)
 	mux.HandleFunc("POST "+api.MachinePathLeave, d.members.HandleLeave)
+	mux.Handle("GET "+ui.MachinePathView, d.machineViewHandler())
 	d.containers.routes(mux)
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
 	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
@@ -44,11 +46,15 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 }
 
 func (d *Daemon) startLocalAPI(ctx context.Context) error {
+	h, err := d.localAPIHandler()
+	if err != nil {
+		return err
+	}
 	ln, err := api.ListenUnix(ctx, d.opts.Socket, d.opts.SocketGID)
 	if err != nil {
 		return err
 	}
-	d.goServe("local API", func() error { return api.ServeLocal(ctx, ln, d) })
+	d.goServe("local API", func() error { return api.ServeLocalHandler(ctx, ln, h) })
 	d.life.stopAccepting(func() error {
 		err := ignoreClosed(ln.Close())
 		os.Remove(d.opts.Socket)

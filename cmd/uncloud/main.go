@@ -43,6 +43,8 @@ type cli struct {
 	Uninstall uninstallCmd `cmd:"" help:"Remove everything the agent added to this host; --purge also its data dir."`                           // uninstall.go
 	Leave     leaveCmd     `cmd:"" help:"Take this machine out of its network: another member revokes it, then its agent and containers stop."` // leave.go
 
+	UI uiCmd `cmd:"" name:"ui" help:"Open the web dashboard on this machine's loopback, over the CLI's connection to an agent."` // ui.go
+
 	Completion completionCmd `cmd:"" help:"Print a bash, zsh or fish script that completes commands, flags, machines and services."` // completion.go
 
 	containerCmds `embed:""` // run, ps, ls, … (containers.go)

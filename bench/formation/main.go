@@ -236,6 +236,15 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 		if err := net.saveProfile(ctx, "/debug/pprof/heap", filepath.Join(profile, fmt.Sprintf("heap-%d.pb.gz", n))); err != nil {
 			fmt.Fprintf(os.Stderr, "heap profile: %v\n", err)
 		}
+		// The text form ends with the runtime's MemStats, and smaps says
+		// which mappings the resident pages belong to: together they tell
+		// heap from stacks, badger's mmaps and the binary's own pages.
+		if err := net.saveProfile(ctx, "/debug/pprof/heap?debug=1", filepath.Join(profile, fmt.Sprintf("heap-%d.txt", n))); err != nil {
+			fmt.Fprintf(os.Stderr, "heap profile: %v\n", err)
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", net.procs[0].Pid())); err == nil {
+			os.WriteFile(filepath.Join(profile, fmt.Sprintf("smaps-%d.txt", n)), b, 0o644)
+		}
 	}
 	var cpus, rss, anon []float64
 	for i := range n {

@@ -15,13 +15,15 @@ import (
 // blocks of a few hundred bytes), so small buffers cost little speed.
 func badgerOptions() badgerds.Options {
 	o := badgerds.DefaultOptions
-	// 4 MB memtables instead of 64 MB: each memtable is an in-memory
+	// 2 MB memtables instead of 64 MB: each memtable is an in-memory
 	// skiplist arena plus an mmapped WAL file of that size, and flushing one
-	// builds an L0 table in buffers of about that size again. 10,000
-	// records with their DAG blocks and CRDT bookkeeping are ~6 MB, so
-	// this still flushes rarely.
-	o.MemTableSize = 4 << 20
-	// 2 memtables (one active, one flushing) instead of 5: 8 MB, not 320 MB.
+	// builds an L0 table in buffers of about that size again. The arena is
+	// Go heap: a fresh one reuses freed heap, which the runtime zeroes, so
+	// every flush makes the whole arena resident (4 MB arenas were 5 MB of
+	// an idle agent's heap). An idle network writes a few KB a minute;
+	// 10,000 records with their DAG blocks are ~6 MB, i.e. three flushes.
+	o.MemTableSize = 2 << 20
+	// 2 memtables (one active, one flushing) instead of 5: 4 MB, not 320 MB.
 	o.NumMemtables = 2
 	// Fewer L0 tables before compaction and before stalling writes: bounds
 	// both memory (tables' indexes) and read amplification.
@@ -43,17 +45,22 @@ func badgerOptions() badgerds.Options {
 	// Values up to 4 KB stay in the LSM tree next to their keys (records and
 	// DAG blocks are far smaller), so reads never touch the value log and
 	// value-log GC has little to do. badger requires it to be at most 15% of
-	// the memtable (600 KB here).
+	// the memtable (300 KB here).
 	o.ValueThreshold = 4 << 10
 	// No compression: with Snappy the table builder's compression buffers
 	// alone held ~24 MB of heap (measured with 10,000 records), while the
-	// whole store is a few MB on disk. A small block cache still saves
-	// re-reading hot SSTable blocks during DAG merges.
+	// whole store is a few MB on disk.
 	o.Compression = options.None
-	o.BlockCacheSize = 2 << 20
-	// Bound the memory that table indexes and bloom filters may take
-	// (0 would keep all of them in RAM forever).
-	o.IndexCacheSize = 2 << 20
+	// No block cache and no index cache. Without compression or
+	// encryption a block is read in place from the table's mmap (no copy,
+	// no decode), so a cache would only keep pointers into that same
+	// mapping; and badger consults the index cache for encrypted tables
+	// only (the index of a plain table is always in memory). Each cache is
+	// a ristretto instance: counters, a 32,768-slot set buffer, and a
+	// goroutine whose TTL ticker wakes every 2.5 s whether or not anything
+	// is cached.
+	o.BlockCacheSize = 0
+	o.IndexCacheSize = 0
 	// Keep only the newest version of each key: go-ds-crdt keeps its own
 	// history in the DAG; older badger versions are pure waste.
 	o.NumVersionsToKeep = 1

@@ -23,7 +23,7 @@ func TestCompactIfNeeded(t *testing.T) {
 		t.Fatalf("empty store: compacted=%v err=%v, want nothing to do", did, err)
 	}
 	value := make([]byte, 1000)
-	const n = 24_000 // ≈ 24 MB: six memtables' worth
+	const n = 24_000 // ≈ 24 MB: twelve memtables' worth
 	compactions := 0
 	for i := range n {
 		if err := db.Put(ctx, ds.NewKey(fmt.Sprintf("/k/%06d", i)), value); err != nil {
@@ -46,7 +46,7 @@ func TestCompactIfNeeded(t *testing.T) {
 		}
 	}
 	if compactions == 0 {
-		t.Fatal("24 MB written through 4 MB memtables and never compacted")
+		t.Fatal("24 MB written through 2 MB memtables and never compacted")
 	}
 	if did, err := compactIfNeeded(db, opts.NumLevelZeroTables); err != nil || did {
 		t.Errorf("right after a compaction with no writes: compacted=%v err=%v", did, err)

@@ -306,6 +306,9 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 	}
 	net.procs[n-1].Stop(5 * time.Second)
 
+	// Which agents are the largest: the first machine also issues the
+	// tokens and serves the profile, the last one joined last.
+	maxRSS, maxCPU := name(argmax(rss)), name(argmax(cpus))
 	slices.Sort(cpus)
 	slices.Sort(rss)
 	slices.Sort(anon)
@@ -316,14 +319,14 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 		{fmt.Sprintf("machine rm in a network of %d: until gone from all %d others", n, n-2), ms(gone), "< 2 s", gone < 2*time.Second},
 		{fmt.Sprintf("machine rm in a network of %d: the command, with the gossip key pushed to all", n), ms(rmCall), "", true},
 		{fmt.Sprintf("idle RSS per agent, %d peers: median / max", peers),
-			fmt.Sprintf("%.1f / %.1f MB", median(rss), rss[len(rss)-1]), "< 64 MB", rss[len(rss)-1] < 64},
+			fmt.Sprintf("%.1f / %.1f MB (%s)", median(rss), rss[len(rss)-1], maxRSS), "< 64 MB", rss[len(rss)-1] < 64},
 		// For the reader: RSS counts the binary's own pages (file-backed,
 		// about 27 MB), which the lab's agents share and one machine's
 		// agent does not; the anonymous part is the agent's own memory.
 		{fmt.Sprintf("idle anonymous RSS per agent, %d peers: median / max", peers),
 			fmt.Sprintf("%.1f / %.1f MB", median(anon), anon[len(anon)-1]), "", true},
 		{fmt.Sprintf("idle CPU per agent, %d peers: median / max", peers),
-			fmt.Sprintf("%.2f%% / %.2f%% of a core", median(cpus), cpus[len(cpus)-1]), "< 1%", cpus[len(cpus)-1] < 1},
+			fmt.Sprintf("%.2f%% / %.2f%% of a core (%s)", median(cpus), cpus[len(cpus)-1], maxCPU), "< 1%", cpus[len(cpus)-1] < 1},
 	}, nil
 }
 
@@ -332,6 +335,16 @@ func name(i int) string { return fmt.Sprintf("m%d", i+1) }
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 
 func median(xs []float64) float64 { return xs[len(xs)/2] }
+
+func argmax(xs []float64) int {
+	best := 0
+	for i, x := range xs {
+		if x > xs[best] {
+			best = i
+		}
+	}
+	return best
+}
 
 func allAlive(ms []api.MachineInfo) bool {
 	for _, m := range ms {

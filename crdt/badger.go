@@ -32,6 +32,20 @@ func badgerOptions() badgerds.Options {
 	// 2 MB SSTables and a 10 MB base level (defaults) suit a small store.
 	o.BaseTableSize = 2 << 20
 	o.BaseLevelSize = 10 << 20
+	// 2 MB tables on every level, not twice as large per level, and
+	// memtables no larger than a table: then every table builder fits in
+	// the first buffer of its allocator (2 × BaseTableSize; the pool hands
+	// the same allocators to every builder). On 32-bit ARM (and 386) a
+	// builder that outgrows that buffer corrupts its own blocks: ristretto's
+	// z.Allocator (v2.1.0, which badger v4.5.1 uses; a build with badger
+	// v4.9.6 crashed the same way) computes the next buffer's position as
+	// uint64((bufIdx+1)<<32) with a 32-bit int, which is 0, so allocations
+	// start over at the first buffer and overwrite live data; compaction
+	// then panics reading the table (seen under qemu-arm and natively as
+	// GOARCH=386 with 4 MB memtables, and after ~100 MB of writes with
+	// 2 MB memtables and the default multiplier). Many 2 MB tables at the
+	// deeper levels cost nothing at our store's size.
+	o.TableSizeMultiplier = 1
 	// No background compactors: each one wakes every 50 ms whether or not
 	// there is anything to do, which alone cost an idle agent about 1 % of
 	// a core (measured: 1.2 % for a bare badger with two). The Store

@@ -3,26 +3,28 @@ package crdt
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
 )
 
+// TestBuildersFitFirstBuffer pins the options that keep badger's table
+// builders inside the first buffer of their allocator, without which
+// compaction corrupts tables on 32-bit ARM (see badgerOptions).
+func TestBuildersFitFirstBuffer(t *testing.T) {
+	o := badgerOptions()
+	if o.MemTableSize > o.BaseTableSize {
+		t.Errorf("MemTableSize %d > BaseTableSize %d: a level-0 table outgrows its builder's first buffer", o.MemTableSize, o.BaseTableSize)
+	}
+	if o.TableSizeMultiplier != 1 {
+		t.Errorf("TableSizeMultiplier %d: deeper levels' builders get allocators sized for the base level", o.TableSizeMultiplier)
+	}
+}
+
 // TestCompactIfNeeded: with badger's background compactors off, the
 // store's own compaction must keep level 0 below the write stall under a
 // steady write load, do nothing when idle, and lose nothing.
 func TestCompactIfNeeded(t *testing.T) {
-	if strconv.IntSize == 32 {
-		// A known defect, not emulation: on 32-bit (GOARCH=386 natively
-		// as well as armv7 under qemu) badger v4.5.1 and v4.9.6 panic in
-		// compaction (table.(*Table).block: slice bounds out of range)
-		// with Compression None and NumLevelZeroTables 2, i.e. with
-		// badgerOptions; Snappy, or badger's default L0 count, passed the
-		// same load. Skipped so the rest of the package runs for armv7;
-		// the fix belongs in badgerOptions (issue 17 report).
-		t.Skip("32-bit: badger compaction panics with these options (known defect, see comment)")
-	}
 	ctx := context.Background()
 	db, err := openBadger(t.TempDir())
 	if err != nil {

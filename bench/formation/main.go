@@ -3,7 +3,7 @@
 // namespaces (the e2e lab: one namespace per machine on a bridge that
 // plays the internet, real WireGuard over real UDP):
 //
-//	sudo go run ./bench/formation [-sizes 5,20] [-idle 30s]
+//	sudo go run ./bench/formation [-sizes 5,20] [-idle 30s] [-uncloud BIN]
 //
 // For each size N it forms N−1 machines with init and tokens, then times
 // the N-th join: until the new machine has a WireGuard handshake with
@@ -48,6 +48,7 @@ func main() {
 	userspace := flag.Bool("userspace", false, "run every agent in netstack mode")
 	logs := flag.String("logs", "", "write each agent's log to this directory at the end of each size")
 	profile := flag.String("profile", "", "save the first agent's CPU profile over the idle window, and its heap after it, in this directory")
+	prebuilt := flag.String("uncloud", "", "use this uncloud binary instead of building ./cmd/uncloud (e.g. an earlier commit's, for a before/after in one session)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "formation: needs root (network namespaces): sudo go run ./bench/formation")
@@ -59,10 +60,12 @@ func main() {
 		fail(err)
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintln(os.Stderr, "building uncloud…")
-	bin, err := lab.BuildUncloud(ctx, dir)
-	if err != nil {
-		fail(err)
+	bin := *prebuilt
+	if bin == "" {
+		fmt.Fprintln(os.Stderr, "building uncloud…")
+		if bin, err = lab.BuildUncloud(ctx, dir); err != nil {
+			fail(err)
+		}
 	}
 	var rows []row
 	for _, s := range strings.Split(*sizes, ",") {

@@ -462,7 +462,9 @@ func poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) er
 	}
 }
 
-// cpuSeconds is a process's user+system CPU time, from /proc.
+// cpuSeconds is a process's user+system CPU time, from /proc, with that
+// of its children it waited for: the agent re-applies its iptables rules
+// every 30 s through iptables-restore, and that is its cost too.
 func cpuSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -471,14 +473,17 @@ func cpuSeconds(pid int) (float64, error) {
 	// Fields after the command name, which is in parentheses and may hold spaces.
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
+	if len(fields) < 15 {
 		return 0, fmt.Errorf("cpu time of pid %d: short /proc stat %q", pid, s)
 	}
-	utime, err1 := strconv.ParseFloat(fields[11], 64)
-	stime, err2 := strconv.ParseFloat(fields[12], 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
+	var ticks float64
+	for _, f := range fields[11:15] { // utime, stime, cutime, cstime
+		n, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
+		}
+		ticks += n
 	}
 	const ticksPerSecond = 100 // USER_HZ on Linux
-	return (utime + stime) / ticksPerSecond, nil
+	return ticks / ticksPerSecond, nil
 }

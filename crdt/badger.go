@@ -2,6 +2,8 @@ package crdt
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4/options"
@@ -119,9 +121,47 @@ func compactIfNeeded(db *badgerds.Datastore, l0Tables int) (bool, error) {
 
 func openBadger(dir string) (*badgerds.Datastore, error) {
 	o := badgerOptions()
+	if err := drainLargerWAL(dir, o); err != nil {
+		return nil, err
+	}
 	db, err := badgerds.NewDatastore(dir, &o)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// drainLargerWAL flushes what a store written with larger memtables left
+// in its write-ahead logs. badger replays a WAL (a .mem file, twice the
+// memtable size of the version that wrote it) into a memtable of the
+// current size, and panics when it does not fit ("Arena too small"): an
+// agent upgraded from 4 MB memtables after a kill -9 or power loss would
+// never start again. So such a store is opened once with the size it was
+// written with and closed, which flushes the memtables into tables and
+// removes the logs. Tables of that size are built then too, so the
+// builders stay inside their first buffer (see badgerOptions).
+func drainLargerWAL(dir string, o badgerds.Options) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("list badger logs in %s: %w", dir, err)
+	}
+	var written int64
+	for _, m := range mems {
+		if fi, err := os.Stat(m); err == nil {
+			written = max(written, fi.Size()/2)
+		}
+	}
+	if written <= o.MemTableSize {
+		return nil
+	}
+	o.MemTableSize = written
+	o.BaseTableSize = max(o.BaseTableSize, written)
+	db, err := badgerds.NewDatastore(dir, &o)
+	if err != nil {
+		return fmt.Errorf("open badger in %s with its earlier %d-byte memtables: %w", dir, written, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("flush badger's earlier %d-byte memtables in %s: %w", written, dir, err)
+	}
+	return nil
 }

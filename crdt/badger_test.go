@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
+	badgerds "github.com/ipfs/go-ds-badger4"
 )
 
 // TestBuildersFitFirstBuffer pins the options that keep badger's table
@@ -70,4 +71,44 @@ func TestCompactIfNeeded(t *testing.T) {
 		}
 	}
 	t.Logf("%d compactions for %d writes; levels: %+v", compactions, n, db.DB.Levels()[:2])
+}
+
+// TestOpenAfterLargerMemtables: a store that an earlier version (4 MB
+// memtables) left with 3.4 MB in its write-ahead log, as kill -9 leaves
+// it, opens with today's smaller memtables and keeps every key. Replaying
+// that log straight into a 2 MB memtable panics inside badger.
+func TestOpenAfterLargerMemtables(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w := badgerOptions()
+	w.MemTableSize, w.BaseTableSize = 4<<20, 4<<20
+	w.BypassLockGuard = true // the abandoned writer must not keep the directory locked
+	old, err := badgerds.NewDatastore(dir, &w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 1000)
+	const n = 3300
+	for i := range n {
+		if err := old.Put(ctx, ds.NewKey(fmt.Sprintf("/k/%06d", i)), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Sync(ctx, ds.NewKey("/")); err != nil {
+		t.Fatal(err)
+	}
+	// No Close: the writer is abandoned as a killed agent's would be
+	// (closed only after the test, when nothing reads its files).
+	t.Cleanup(func() { old.Close() })
+
+	db, err := openBadger(dir)
+	if err != nil {
+		t.Fatalf("open after larger memtables: %v", err)
+	}
+	defer db.Close()
+	for _, i := range []int{0, n / 2, n - 1} {
+		if _, err := db.Get(ctx, ds.NewKey(fmt.Sprintf("/k/%06d", i))); err != nil {
+			t.Errorf("key %d after the upgrade: %v", i, err)
+		}
+	}
 }

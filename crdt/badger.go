@@ -2,6 +2,8 @@ package crdt
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/dgraph-io/badger/v4/options"
@@ -15,13 +17,15 @@ import (
 // blocks of a few hundred bytes), so small buffers cost little speed.
 func badgerOptions() badgerds.Options {
 	o := badgerds.DefaultOptions
-	// 4 MB memtables instead of 64 MB: each memtable is an in-memory
+	// 2 MB memtables instead of 64 MB: each memtable is an in-memory
 	// skiplist arena plus an mmapped WAL file of that size, and flushing one
-	// builds an L0 table in buffers of about that size again. 10,000
-	// records with their DAG blocks and CRDT bookkeeping are ~6 MB, so
-	// this still flushes rarely.
-	o.MemTableSize = 4 << 20
-	// 2 memtables (one active, one flushing) instead of 5: 8 MB, not 320 MB.
+	// builds an L0 table in buffers of about that size again. The arena is
+	// Go heap: a fresh one reuses freed heap, which the runtime zeroes, so
+	// every flush makes the whole arena resident (4 MB arenas were 5 MB of
+	// an idle agent's heap). An idle network writes a few KB a minute;
+	// 10,000 records with their DAG blocks are ~6 MB, i.e. three flushes.
+	o.MemTableSize = 2 << 20
+	// 2 memtables (one active, one flushing) instead of 5: 4 MB, not 320 MB.
 	o.NumMemtables = 2
 	// Fewer L0 tables before compaction and before stalling writes: bounds
 	// both memory (tables' indexes) and read amplification.
@@ -30,6 +34,20 @@ func badgerOptions() badgerds.Options {
 	// 2 MB SSTables and a 10 MB base level (defaults) suit a small store.
 	o.BaseTableSize = 2 << 20
 	o.BaseLevelSize = 10 << 20
+	// 2 MB tables on every level, not twice as large per level, and
+	// memtables no larger than a table: then every table builder fits in
+	// the first buffer of its allocator (2 × BaseTableSize; the pool hands
+	// the same allocators to every builder). On 32-bit ARM (and 386) a
+	// builder that outgrows that buffer corrupts its own blocks: ristretto's
+	// z.Allocator (v2.1.0, which badger v4.5.1 uses; a build with badger
+	// v4.9.6 crashed the same way) computes the next buffer's position as
+	// uint64((bufIdx+1)<<32) with a 32-bit int, which is 0, so allocations
+	// start over at the first buffer and overwrite live data; compaction
+	// then panics reading the table (seen under qemu-arm and natively as
+	// GOARCH=386 with 4 MB memtables, and after ~100 MB of writes with
+	// 2 MB memtables and the default multiplier). Many 2 MB tables at the
+	// deeper levels cost nothing at our store's size.
+	o.TableSizeMultiplier = 1
 	// No background compactors: each one wakes every 50 ms whether or not
 	// there is anything to do, which alone cost an idle agent about 1 % of
 	// a core (measured: 1.2 % for a bare badger with two). The Store
@@ -43,17 +61,22 @@ func badgerOptions() badgerds.Options {
 	// Values up to 4 KB stay in the LSM tree next to their keys (records and
 	// DAG blocks are far smaller), so reads never touch the value log and
 	// value-log GC has little to do. badger requires it to be at most 15% of
-	// the memtable (600 KB here).
+	// the memtable (300 KB here).
 	o.ValueThreshold = 4 << 10
 	// No compression: with Snappy the table builder's compression buffers
 	// alone held ~24 MB of heap (measured with 10,000 records), while the
-	// whole store is a few MB on disk. A small block cache still saves
-	// re-reading hot SSTable blocks during DAG merges.
+	// whole store is a few MB on disk.
 	o.Compression = options.None
-	o.BlockCacheSize = 2 << 20
-	// Bound the memory that table indexes and bloom filters may take
-	// (0 would keep all of them in RAM forever).
-	o.IndexCacheSize = 2 << 20
+	// No block cache and no index cache. Without compression or
+	// encryption a block is read in place from the table's mmap (no copy,
+	// no decode), so a cache would only keep pointers into that same
+	// mapping; and badger consults the index cache for encrypted tables
+	// only (the index of a plain table is always in memory). Each cache is
+	// a ristretto instance: counters, a 32,768-slot set buffer, and a
+	// goroutine whose TTL ticker wakes every 2.5 s whether or not anything
+	// is cached.
+	o.BlockCacheSize = 0
+	o.IndexCacheSize = 0
 	// Keep only the newest version of each key: go-ds-crdt keeps its own
 	// history in the DAG; older badger versions are pure waste.
 	o.NumVersionsToKeep = 1
@@ -98,9 +121,47 @@ func compactIfNeeded(db *badgerds.Datastore, l0Tables int) (bool, error) {
 
 func openBadger(dir string) (*badgerds.Datastore, error) {
 	o := badgerOptions()
+	if err := drainLargerWAL(dir, o); err != nil {
+		return nil, err
+	}
 	db, err := badgerds.NewDatastore(dir, &o)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", dir, err)
 	}
 	return db, nil
+}
+
+// drainLargerWAL flushes what a store written with larger memtables left
+// in its write-ahead logs. badger replays a WAL (a .mem file, twice the
+// memtable size of the version that wrote it) into a memtable of the
+// current size, and panics when it does not fit ("Arena too small"): an
+// agent upgraded from 4 MB memtables after a kill -9 or power loss would
+// never start again. So such a store is opened once with the size it was
+// written with and closed, which flushes the memtables into tables and
+// removes the logs. Tables of that size are built then too, so the
+// builders stay inside their first buffer (see badgerOptions).
+func drainLargerWAL(dir string, o badgerds.Options) error {
+	mems, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return fmt.Errorf("list badger logs in %s: %w", dir, err)
+	}
+	var written int64
+	for _, m := range mems {
+		if fi, err := os.Stat(m); err == nil {
+			written = max(written, fi.Size()/2)
+		}
+	}
+	if written <= o.MemTableSize {
+		return nil
+	}
+	o.MemTableSize = written
+	o.BaseTableSize = max(o.BaseTableSize, written)
+	db, err := badgerds.NewDatastore(dir, &o)
+	if err != nil {
+		return fmt.Errorf("open badger in %s with its earlier %d-byte memtables: %w", dir, written, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("flush badger's earlier %d-byte memtables in %s: %w", written, dir, err)
+	}
+	return nil
 }

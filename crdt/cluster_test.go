@@ -16,6 +16,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 
 	"github.com/uncloud-mesh/uncloud/gossip/gossiptest"
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -203,8 +204,10 @@ func (c *testCluster) waitConverged(timeout time.Duration) string {
 	return digest
 }
 
+// waitFor polls cond until it holds or timeout (stretched under qemu-user,
+// see testkit.Timeout) passes.
 func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(testkit.Timeout(timeout))
 	for {
 		if cond() {
 			return true

@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/uncloud-mesh/uncloud/record"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
+	"github.com/uncloud-mesh/uncloud/record"
 )
 
 const killChildEnv = "CRDT_KILL_CHILD_DIR"
@@ -33,11 +34,7 @@ func TestKill9DuringBurst(t *testing.T) {
 
 	var acked []string
 	for round, killAfter := range []int{300, 1500, 50} {
-		args := []string{os.Args[0], "-test.run=^TestKill9DuringBurst$", "-test.count=1"}
-		if wrap := os.Getenv("CRDT_TEST_EXEC_WRAPPER"); wrap != "" {
-			args = append([]string{wrap}, args...) // e.g. qemu-arm-static without binfmt
-		}
-		cmd := exec.Command(args[0], args[1:]...)
+		cmd := testkit.BinaryCommand(os.Args[0], "-test.run=^TestKill9DuringBurst$", "-test.count=1")
 		cmd.Env = append(os.Environ(), killChildEnv+"="+dir, fmt.Sprintf("CRDT_KILL_ROUND=%d", round))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()

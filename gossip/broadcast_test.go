@@ -98,7 +98,7 @@ func TestBroadcastTenNodes(t *testing.T) {
 		}
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout(5*time.Second))
 	defer cancel()
 	if _, err := testkit.Poll(ctx, "every broadcast everywhere", func() error {
 		if !all() {
@@ -109,7 +109,7 @@ func TestBroadcastTenNodes(t *testing.T) {
 		for i, n := range nodes {
 			t.Logf("%s: %d/%d delivered, members %s, stats %+v", n.LocalName(), inboxes[i].total(), want, names(n.Members()), n.Stats())
 		}
-		t.Fatalf("not every broadcast reached every node within 5 s")
+		t.Fatalf("not every broadcast reached every node within %v", testkit.Timeout(5*time.Second))
 	}
 	var lat []time.Duration
 	for i, in := range inboxes {

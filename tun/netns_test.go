@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/vishvananda/netlink"
 )
 
@@ -51,11 +52,26 @@ func runIsolated(t *testing.T, asUser bool) bool {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(bin, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd := testkit.BinaryCommand(bin, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	if asUser {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 65534, Gid: 65534}
+	}
+	if testkit.Emulator() != "" {
+		// qemu-user refuses clone flags it does not emulate (CLONE_NEWNET
+		// gives EINVAL), so the host's unshare(1) makes the namespace and
+		// starts the emulator in it, through setpriv(1) when the child must
+		// not be root (unshare needs root first).
+		args := append([]string{"--net"}, cmd.Args...)
+		if asUser {
+			args = append([]string{"--net", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}, cmd.Args...)
+		}
+		env := cmd.Env
+		cmd = exec.Command("unshare", args...)
+		cmd.Env = env
+	}
+	if asUser {
 		cmd.Dir = filepath.Dir(bin)
 	}
 	out, err := cmd.CombinedOutput()

@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/uncloud-mesh/uncloud/internal/testkit"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
@@ -142,9 +143,14 @@ func nsChecksum(b []byte) uint16 {
 }
 
 // TestNetstackTCPTransfer moves 100 MB each way between two netstacks over
-// wireguard-go and compares SHA-256 sums.
+// wireguard-go and compares SHA-256 sums. Under qemu-user it moves 8 MB:
+// translated ChaCha20 and checksums run at a few MB/s, and what the test
+// checks (every byte arrives intact, both ways) does not need 100.
 func TestNetstackTCPTransfer(t *testing.T) {
-	const size = 100 << 20
+	size := int64(100 << 20)
+	if testkit.Emulator() != "" {
+		size = 8 << 20
+	}
 	a, b := newNSPair(t, implOurs, implOurs, nil)
 	tests := []struct {
 		name     string
@@ -187,7 +193,7 @@ func TestNetstackTCPTransfer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("dial: %v", err)
 			}
-			c.SetDeadline(time.Now().Add(nsTestTimeout))
+			c.SetDeadline(time.Now().Add(testkit.Timeout(nsTestTimeout)))
 			h := sha256.New()
 			src := io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{1}), size), h)
 			start := time.Now()

@@ -3,7 +3,7 @@
 // namespaces (the e2e lab: one namespace per machine on a bridge that
 // plays the internet, real WireGuard over real UDP):
 //
-//	sudo go run ./bench/formation [-sizes 5,20] [-idle 30s]
+//	sudo go run ./bench/formation [-sizes 5,20] [-idle 30s] [-uncloud BIN]
 //
 // For each size N it forms N−1 machines with init and tokens, then times
 // the N-th join: until the new machine has a WireGuard handshake with
@@ -48,6 +48,7 @@ func main() {
 	userspace := flag.Bool("userspace", false, "run every agent in netstack mode")
 	logs := flag.String("logs", "", "write each agent's log to this directory at the end of each size")
 	profile := flag.String("profile", "", "save the first agent's CPU profile over the idle window, and its heap after it, in this directory")
+	prebuilt := flag.String("uncloud", "", "use this uncloud binary instead of building ./cmd/uncloud (e.g. an earlier commit's, for a before/after in one session)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "formation: needs root (network namespaces): sudo go run ./bench/formation")
@@ -59,10 +60,12 @@ func main() {
 		fail(err)
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintln(os.Stderr, "building uncloud…")
-	bin, err := lab.BuildUncloud(ctx, dir)
-	if err != nil {
-		fail(err)
+	bin := *prebuilt
+	if bin == "" {
+		fmt.Fprintln(os.Stderr, "building uncloud…")
+		if bin, err = lab.BuildUncloud(ctx, dir); err != nil {
+			fail(err)
+		}
 	}
 	var rows []row
 	for _, s := range strings.Split(*sizes, ",") {
@@ -236,6 +239,15 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 		if err := net.saveProfile(ctx, "/debug/pprof/heap", filepath.Join(profile, fmt.Sprintf("heap-%d.pb.gz", n))); err != nil {
 			fmt.Fprintf(os.Stderr, "heap profile: %v\n", err)
 		}
+		// The text form ends with the runtime's MemStats, and smaps says
+		// which mappings the resident pages belong to: together they tell
+		// heap from stacks, badger's mmaps and the binary's own pages.
+		if err := net.saveProfile(ctx, "/debug/pprof/heap?debug=1", filepath.Join(profile, fmt.Sprintf("heap-%d.txt", n))); err != nil {
+			fmt.Fprintf(os.Stderr, "heap profile: %v\n", err)
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", net.procs[0].Pid())); err == nil {
+			os.WriteFile(filepath.Join(profile, fmt.Sprintf("smaps-%d.txt", n)), b, 0o644)
+		}
 	}
 	var cpus, rss, anon []float64
 	for i := range n {
@@ -297,6 +309,9 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 	}
 	net.procs[n-1].Stop(5 * time.Second)
 
+	// Which agents are the largest: the first machine also issues the
+	// tokens and serves the profile, the last one joined last.
+	maxRSS, maxCPU := name(argmax(rss)), name(argmax(cpus))
 	slices.Sort(cpus)
 	slices.Sort(rss)
 	slices.Sort(anon)
@@ -307,14 +322,14 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 		{fmt.Sprintf("machine rm in a network of %d: until gone from all %d others", n, n-2), ms(gone), "< 2 s", gone < 2*time.Second},
 		{fmt.Sprintf("machine rm in a network of %d: the command, with the gossip key pushed to all", n), ms(rmCall), "", true},
 		{fmt.Sprintf("idle RSS per agent, %d peers: median / max", peers),
-			fmt.Sprintf("%.1f / %.1f MB", median(rss), rss[len(rss)-1]), "< 64 MB", rss[len(rss)-1] < 64},
+			fmt.Sprintf("%.1f / %.1f MB (%s)", median(rss), rss[len(rss)-1], maxRSS), "< 64 MB", rss[len(rss)-1] < 64},
 		// For the reader: RSS counts the binary's own pages (file-backed,
 		// about 27 MB), which the lab's agents share and one machine's
 		// agent does not; the anonymous part is the agent's own memory.
 		{fmt.Sprintf("idle anonymous RSS per agent, %d peers: median / max", peers),
 			fmt.Sprintf("%.1f / %.1f MB", median(anon), anon[len(anon)-1]), "", true},
 		{fmt.Sprintf("idle CPU per agent, %d peers: median / max", peers),
-			fmt.Sprintf("%.2f%% / %.2f%% of a core", median(cpus), cpus[len(cpus)-1]), "< 1%", cpus[len(cpus)-1] < 1},
+			fmt.Sprintf("%.2f%% / %.2f%% of a core (%s)", median(cpus), cpus[len(cpus)-1], maxCPU), "< 1%", cpus[len(cpus)-1] < 1},
 	}, nil
 }
 
@@ -323,6 +338,16 @@ func name(i int) string { return fmt.Sprintf("m%d", i+1) }
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 
 func median(xs []float64) float64 { return xs[len(xs)/2] }
+
+func argmax(xs []float64) int {
+	best := 0
+	for i, x := range xs {
+		if x > xs[best] {
+			best = i
+		}
+	}
+	return best
+}
 
 func allAlive(ms []api.MachineInfo) bool {
 	for _, m := range ms {
@@ -437,7 +462,9 @@ func poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) er
 	}
 }
 
-// cpuSeconds is a process's user+system CPU time, from /proc.
+// cpuSeconds is a process's user+system CPU time, from /proc, with that
+// of its children it waited for: the agent re-applies its iptables rules
+// every 30 s through iptables-restore, and that is its cost too.
 func cpuSeconds(pid int) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -446,14 +473,17 @@ func cpuSeconds(pid int) (float64, error) {
 	// Fields after the command name, which is in parentheses and may hold spaces.
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
+	if len(fields) < 15 {
 		return 0, fmt.Errorf("cpu time of pid %d: short /proc stat %q", pid, s)
 	}
-	utime, err1 := strconv.ParseFloat(fields[11], 64)
-	stime, err2 := strconv.ParseFloat(fields[12], 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
+	var ticks float64
+	for _, f := range fields[11:15] { // utime, stime, cutime, cstime
+		n, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
+		}
+		ticks += n
 	}
 	const ticksPerSecond = 100 // USER_HZ on Linux
-	return (utime + stime) / ticksPerSecond, nil
+	return ticks / ticksPerSecond, nil
 }

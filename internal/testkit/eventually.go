@@ -40,11 +40,11 @@ func Poll(ctx context.Context, what string, check func() error) (time.Duration, 
 	}
 }
 
-// Eventually fails the test unless check returns nil within timeout, and
-// returns how long it took.
+// Eventually fails the test unless check returns nil within timeout
+// (stretched under emulation, see Timeout), and returns how long it took.
 func Eventually(t testing.TB, what string, timeout time.Duration, check func() error) time.Duration {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout(timeout))
 	defer cancel()
 	took, err := Poll(ctx, what, check)
 	if err != nil {

@@ -87,6 +87,11 @@ func (m *Manager) handleAuth(a authMsg) {
 		}
 		m.onProbeOK(p, from, now.Sub(tx.sent), now)
 	case callMeMaybe:
+		if a.relayed {
+			if r := m.table.Load().byAddr(from); r != nil && r != p {
+				p.relayOK[r.id] = now
+			}
+		}
 		parsed, unread := parseCandidates(msg)
 		cands, dropped := m.plausibleCandidates(p, parsed)
 		m.stunStats.filtered.Add(uint64(unread + dropped))
@@ -134,8 +139,31 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	}
 	m.log.Info("direct path", "peer", p.name, "endpoint", addr, "was", p.path,
 		"after", now.Sub(p.searchStart).Round(time.Millisecond), "rtt", rtt.Round(time.Microsecond))
+	wasDirect := p.path == PathDirect
 	p.path, p.direct, p.directOK, p.pathSince, p.lastDirectTx = PathDirect, addr, now, now, now
 	p.probing, p.failedSearches = false, 0
+	p.markDirect(true)
+	if !wasDirect {
+		m.relayBack(m.table.Load(), p, now)
+	}
+}
+
+// relayBack: r has just become directly reachable, so it may relay again.
+// Peers without a direct path re-check at once instead of waiting for
+// their next rotation or search: those rotating take r if it is a relay
+// candidate now, those whose search is backing off search again.
+func (m *Manager) relayBack(t *peerTable, r *peer, now time.Time) {
+	for _, p := range t.sorted {
+		if p == r || p.path == PathDirect {
+			continue
+		}
+		if p.path == PathRotating {
+			m.fallback(t, p, now)
+		}
+		if !p.probing && p.nextReprobe.After(now) {
+			p.nextReprobe = now
+		}
+	}
 }
 
 // onProbeFrom: the peer probed us from addr. That address is a candidate

@@ -92,6 +92,7 @@ const (
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
 	badRelayFor           = 30 * time.Second
+	relayProvenFor        = time.Minute      // a relay that carried the peer's call-me-maybe this recently is proven
 	rotateInterval        = 15 * time.Second // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second
@@ -313,12 +314,15 @@ func (m *Manager) poll() {
 		return
 	}
 	t := m.table.Load()
+	now := time.Now()
 	for _, st := range statuses {
 		p := t.byID[idOf(st.PublicKey)]
 		if p == nil || p.key != st.PublicKey {
 			continue
 		}
-		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes}
+		// poll runs on the loop that changes paths, so reading p's path
+		// here is race-free; the packet path reads the copy.
+		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes, direct: p.directHealthy(now)}
 		if st.Relay != nil {
 			li.relayed, li.via = true, st.Relay.Relay
 		}

@@ -30,6 +30,7 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			// for a direct path meanwhile; the first answer brings it back.
 			m.log.Info("direct path lost, relaying while searching", "peer", p.name, "endpoint", p.direct,
 				"last_answer", now.Sub(p.directOK).Round(time.Millisecond))
+			p.markDirect(false)
 			p.searchStart = now
 			p.startProbing(now)
 			m.fallback(t, p, now)
@@ -46,9 +47,14 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			m.log.Info("nothing received through relay, trying another", "peer", p.name, "relay", relay.name)
 			p.badRelays[p.relay] = now
 			m.fallback(t, p, now)
+		case !p.provenRelay(p.relay, now) && p.anyProven(t, now):
+			m.fallback(t, p, now) // a relay proven to reach both ends beats one that is not
 		}
 	case PathRotating:
-		if now.After(p.nextRotate) {
+		// A relay that came back is taken at once, not at the next
+		// rotation (relayBack does it when the relay's path returns;
+		// this catches one that was already there).
+		if now.After(p.nextRotate) || len(m.relayCandidates(t, p, now)) > 0 {
 			m.rotate(t, p, now)
 		}
 	}
@@ -127,9 +133,12 @@ func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
 
 // relayCandidates are the machines that could relay to p: this machine
 // has a healthy direct path to them. Those that lately said they cannot
-// reach p (or carried nothing) come last, not never: at startup a relay
-// may not have met p yet, and a doubtful relay beats none. Otherwise
-// preferred relays first, then by round-trip time.
+// reach p (or carried nothing) come last, not never: at startup a relay may not have met p yet, and a doubtful relay
+// beats none (it forwards only to machines it reaches directly, and says
+// so when it cannot, so a doubtful one costs a round trip, never a relay
+// through a relay). Otherwise preferred relays first, then those proven
+// to reach p directly (p's call-me-maybe came through them lately), then
+// by round-trip time.
 func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer {
 	var out []*peer
 	for _, r := range t.sorted {
@@ -148,6 +157,9 @@ func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer 
 		if out[i].preferred != out[j].preferred {
 			return out[i].preferred
 		}
+		if pi, pj := p.provenRelay(out[i].id, now), p.provenRelay(out[j].id, now); pi != pj {
+			return pi
+		}
 		return out[i].rtt < out[j].rtt
 	})
 	return out
@@ -156,10 +168,13 @@ func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer 
 // fallback moves p to the best relay, or to rotation when there is none.
 func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
 	cands := m.relayCandidates(t, p, now)
-	if p.path == PathRelayed {
+	if p.path == PathRelayed && len(cands) > 0 {
+		best := cands[0]
 		for _, r := range cands {
-			if at, bad := p.badRelays[r.id]; r.id == p.relay && (!bad || now.Sub(at) >= badRelayFor) {
-				return // the relay in use is still good
+			at, bad := p.badRelays[r.id]
+			good := !bad || now.Sub(at) >= badRelayFor
+			if r.id == p.relay && good && (p.provenRelay(r.id, now) || !p.provenRelay(best.id, now)) {
+				return // the relay in use is still good, and none better is proven
 			}
 		}
 	}
@@ -225,4 +240,22 @@ func (m *Manager) onUnreachable(n unreachableNote) {
 		}
 		m.fallback(t, p, now)
 	}
+}
+
+// provenRelay reports whether p's call-me-maybe came through relay r
+// within relayProvenFor: r reaches p directly (it forwards to no other),
+// and this machine reaches r directly (it is a relay candidate).
+func (p *peer) provenRelay(r keyID, now time.Time) bool {
+	at, ok := p.relayOK[r]
+	return ok && now.Sub(at) < relayProvenFor
+}
+
+// anyProven reports whether some relay candidate of p is proven.
+func (p *peer) anyProven(t *peerTable, now time.Time) bool {
+	for id := range p.relayOK {
+		if r := t.byID[id]; r != nil && r != p && r.directHealthy(now) && p.provenRelay(id, now) {
+			return true
+		}
+	}
+	return false
 }

@@ -13,10 +13,13 @@ import (
 // handshake) raises its receive counter, whatever the path (direct or
 // through a relay). So "the counter rose within silentAfter" is proof
 // that the peer reaches this machine now, with no false positives: a
-// packet that decrypts came from the peer. Silence alone proves nothing on
-// an idle link (keepalives are 25 s apart), so a peer silent for pingAfter
-// gets a gossip ping each check; its answer is received traffic. A peer
-// silent for silentAfter despite those pings is unreachable from here.
+// packet that decrypts came from the peer. The NAT layer's authenticated
+// probes of a direct path (every 2 s, answered by the peer's own process
+// with a key of this pair) count too, so an idle direct peer costs
+// nothing more. Silence alone proves nothing on an idle relayed link
+// (keepalives are 25 s apart), so a peer silent for pingAfter gets a
+// gossip ping each check; its answer is received traffic. A peer silent
+// for silentAfter despite those pings is unreachable from here.
 const (
 	// pingAfter: the silence after which the peer is pinged, every
 	// reachCheck, until it is heard again. At idle each pair exchanges a

@@ -150,7 +150,15 @@ func (r *meshReach) compute(ctx context.Context, now time.Time, maxAge time.Dura
 	if err != nil {
 		d.log.Warn("reachability: read WireGuard peers", "err", err)
 	}
-	heardAt := heardBySubnet(peers, r.heard.update(peers, now))
+	byKey := r.heard.update(peers, now)
+	if d.nat != nil {
+		for k, at := range d.nat.mgr.Answered() {
+			if at.After(byKey[k]) && !at.After(now) {
+				byKey[k] = at
+			}
+		}
+	}
+	heardAt := heardBySubnet(peers, byKey)
 	known := d.members.Known(ctx)
 	set := reachableSet(d.state.MachineID, d.gossip.Members(), heardAt, known, now)
 	if ping {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"runtime"
+	"strings"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -293,5 +295,102 @@ func TestJoinOrder(t *testing.T) {
 		if d > 2500*time.Millisecond {
 			t.Errorf("join %d took %v, want < 1 s (asserted ≤ 2.5 s under load)", i+1, d)
 		}
+	}
+}
+
+// TestNoFalseDownsUnderLoad: four machines (two behind NATs), nothing cut,
+// both cores kept busy by spinning goroutines for UNCLOUD_FLAP_WINDOW (the
+// issue asks for 10 minutes; unset, the test is skipped: it is a
+// measurement, too long for CI). Every machine's list is polled twice a
+// second: any peer leaving "alive" is a false down. The agents' own log
+// lines ("machine unreachable from here") are counted too.
+func TestNoFalseDownsUnderLoad(t *testing.T) {
+	window, err := time.ParseDuration(os.Getenv("UNCLOUD_FLAP_WINDOW"))
+	if err != nil || window <= 0 {
+		t.Skip("set UNCLOUD_FLAP_WINDOW (e.g. 10m) to measure false downs under load")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), window+3*time.Minute)
+	defer cancel()
+	l := lab.Start(t)
+	kinds := []lab.NATKind{lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent}
+	f := &formed{lab: l, procs: make([]*lab.Process, len(kinds))}
+	for i, k := range kinds {
+		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i+1), lab.HostOptions{NAT: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.hosts = append(f.hosts, h)
+	}
+	start := func(i int, args ...string) {
+		p, err := f.hosts[i].Start("uncloud", l.Uncloud, append([]string{"--log-level", "info"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.procs[i] = p
+		upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if _, err := p.WaitLog(upCtx, 0, "machine up"); err != nil {
+			t.Fatalf("agent on %s: %v\n%s", f.hosts[i].Name, err, p.Log())
+		}
+	}
+	start(0, "init", "--name", "m1", "--foreground")
+	for i := 1; i < len(kinds); i++ {
+		start(i, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", f.token(ctx, t, 0))
+	}
+	f.waitAllAlive(ctx, t, 60*time.Second)
+	clients := make([]*api.Client, len(f.hosts))
+	for i := range f.hosts {
+		clients[i] = f.apiOf(t, i)
+	}
+	logsBefore := make([]int, len(f.procs))
+	for i, p := range f.procs {
+		logsBefore[i] = strings.Count(p.Log(), "machine unreachable from here")
+	}
+
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var spinners sync.WaitGroup
+	for range 2 * runtime.NumCPU() {
+		spinners.Go(func() {
+			x := 0
+			for loadCtx.Err() == nil {
+				for range 1_000_000 {
+					x++
+				}
+			}
+			_ = x
+		})
+	}
+	var flaps []string
+	var polls int
+	end := time.Now().Add(window)
+	for time.Now().Before(end) {
+		for i, c := range clients {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			var ms []api.MachineInfo
+			err := c.Get(cctx, api.PathMachines, &ms)
+			cancel()
+			if err != nil {
+				continue // the API itself starved: not a verdict on peers
+			}
+			polls++
+			for _, m := range ms {
+				if m.State != "alive" && m.State != "self" {
+					flaps = append(flaps, fmt.Sprintf("%s: m%d sees %s %s", time.Now().Format("15:04:05.0"), i+1, m.Name, m.State))
+				}
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	stopLoad()
+	spinners.Wait()
+	logged := 0
+	for i, p := range f.procs {
+		logged += strings.Count(p.Log(), "machine unreachable from here") - logsBefore[i]
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("FIGURE false downs under load over %v: %d seen in %d polls of 4 machines, %d logged by the agents (load average at the end %s)",
+		window, len(flaps), polls, logged, strings.Join(strings.Fields(string(load))[:3], " "))
+	if len(flaps) > 0 || logged > 0 {
+		t.Errorf("false downs under load: %d polled, %d logged: %v", len(flaps), logged, flaps[:min(len(flaps), 20)])
 	}
 }

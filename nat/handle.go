@@ -145,6 +145,13 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	p.markDirect(true)
 	if !wasDirect {
 		m.relayBack(m.table.Load(), p, now)
+		// A new direct peer is a new vantage point: while the NAT type is
+		// still unknown (one server answered so far, as for a machine
+		// behind a symmetric NAT that reached only its seed in its first
+		// rounds), ask it now rather than at the next 30 s round.
+		if m.natType == TypeUnknown && now.Sub(m.lastDisc) >= time.Second {
+			m.nextDisc = now
+		}
 	}
 }
 

@@ -125,6 +125,7 @@ type Manager struct {
 	published []netip.AddrPort
 	lastPub   time.Time
 	nextDisc  time.Time
+	lastDisc  time.Time
 	discRound int
 	lastSweep time.Time
 
@@ -360,6 +361,7 @@ func (m *Manager) tick(ctx context.Context, now time.Time) {
 // socket's mappings, from which the NAT type follows.
 func (m *Manager) discover(t *peerTable, now time.Time) {
 	m.discRound++
+	m.lastDisc = now
 	if m.discRound < 4 {
 		m.nextDisc = now.Add(time.Duration(m.discRound) * 2 * time.Second)
 	} else {

@@ -144,6 +144,7 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	p.probing, p.failedSearches = false, 0
 	p.markDirect(true)
 	if !wasDirect {
+		m.firstHandshake(p, addr.String())
 		m.relayBack(m.table.Load(), p, now)
 		// A new direct peer is a new vantage point: while the NAT type is
 		// still unknown (one server answered so far, as for a machine

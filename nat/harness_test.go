@@ -211,6 +211,7 @@ type fakeDevice struct {
 	mu          sync.Mutex
 	peers       map[tun.Key]*tun.PeerStatus
 	noHandshake bool // a dead path: WireGuard never completes a handshake
+	rehandshakes int // Rehandshake calls
 }
 
 func (d *fakeDevice) Peers() ([]tun.PeerStatus, error) {
@@ -251,6 +252,13 @@ func (d *fakeDevice) SetEndpoint(key tun.Key, ep string) error {
 	}
 	p.Relay, p.Endpoint = nil, ap
 	return nil
+}
+
+func (d *fakeDevice) Rehandshake(key tun.Key, ep string) (bool, error) {
+	d.mu.Lock()
+	d.rehandshakes++
+	d.mu.Unlock()
+	return true, d.SetEndpoint(key, ep)
 }
 
 func (d *fakeDevice) endpoint(key tun.Key) (netip.AddrPort, *tun.RelayEndpoint) {

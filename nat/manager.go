@@ -21,6 +21,9 @@ import (
 type Device interface {
 	Peers() ([]tun.PeerStatus, error)
 	SetEndpoint(key tun.Key, endpoint string) error
+	// Rehandshake makes a peer that never had a session initiate one now
+	// (see tun.Device.Rehandshake).
+	Rehandshake(key tun.Key, endpoint string) (bool, error)
 }
 
 // Socket is the WireGuard socket's tap (tun.Bind).

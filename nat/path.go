@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"net/netip"
 	"sort"
 	"time"
@@ -184,6 +185,9 @@ func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
 			m.log.Warn("relay endpoint", "err", err)
 			return
 		}
+		if p.path != PathRelayed {
+			m.firstHandshake(p, ep.String())
+		}
 		if p.path != PathRelayed || p.relay != r.id {
 			m.log.Info("relayed path", "peer", p.name, "via", r.name, "after", now.Sub(p.searchStart).Round(time.Millisecond))
 		}
@@ -258,4 +262,25 @@ func (p *peer) anyProven(t *peerTable, now time.Time) bool {
 		}
 	}
 	return false
+}
+
+// firstHandshake: a path to p has just been found (an answered probe: p
+// knows this machine's key and the endpoint works; or a relay). If
+// WireGuard never completed a handshake with p, its first initiation went
+// nowhere (p did not know this machine yet, or there was no endpoint), and
+// WireGuard would wait 5 s before the next. One side of the pair, the one
+// with the lower key, starts a fresh one now: both at once would cross
+// (each overwriting its own initiation with the other's), which costs the
+// same 5 s.
+func (m *Manager) firstHandshake(p *peer, endpoint string) {
+	if !p.liveInfo().handshake.IsZero() || bytes.Compare(m.self[:], p.key[:]) > 0 {
+		return
+	}
+	started, err := m.cfg.Device.Rehandshake(p.key, endpoint)
+	switch {
+	case err != nil:
+		m.log.Debug("first handshake", "peer", p.name, "err", err)
+	case started:
+		m.log.Debug("no handshake yet: initiating one now", "peer", p.name, "endpoint", endpoint)
+	}
 }

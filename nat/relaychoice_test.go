@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -102,6 +103,38 @@ func TestRelayRefusesWithoutDirectPath(t *testing.T) {
 		}
 		if after.NoRoute == before.NoRoute {
 			t.Errorf("r did not count the refusal: %+v", after)
+		}
+	})
+}
+
+// TestFirstHandshakeByKeyOrder: when a pair finds its direct path and
+// WireGuard has no session yet, exactly one side, the one with the lower
+// key, restarts the handshake at once (both would cross).
+func TestFirstHandshakeByKeyOrder(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		nodes := makeNodes(t, n, []string{"a", "b"}, nil)
+		for _, nd := range nodes {
+			nd.dev.noHandshake = true
+		}
+		runNodes(t, nodes)
+		a, b := nodes[0], nodes[1]
+		waitFor(t, 10*time.Second, "a↔b direct", func() bool {
+			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
+		})
+		lower, higher := a, b
+		ka, kb := a.priv.PublicKey(), b.priv.PublicKey()
+		if bytes.Compare(kb[:], ka[:]) < 0 {
+			lower, higher = b, a
+		}
+		lower.dev.mu.Lock()
+		l := lower.dev.rehandshakes
+		lower.dev.mu.Unlock()
+		higher.dev.mu.Lock()
+		h := higher.dev.rehandshakes
+		higher.dev.mu.Unlock()
+		if l != 1 || h != 0 {
+			t.Errorf("handshakes restarted: %d by the lower key, %d by the higher, want 1 and 0", l, h)
 		}
 	})
 }

@@ -142,7 +142,12 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	wasDirect := p.path == PathDirect
 	p.path, p.direct, p.directOK, p.pathSince, p.lastDirectTx = PathDirect, addr, now, now, now
 	p.probing, p.failedSearches = false, 0
-	p.markDirect(true)
+	// The packet path learns the new endpoint now, not at the next poll:
+	// p may relay at once, and packets sealed for p as a relay find it.
+	li := p.liveInfo()
+	li.direct, li.endpoint, li.relayed = true, addr, false
+	p.live.Store(&li)
+	m.table.Load().reindexAddrs()
 	if !wasDirect {
 		m.firstHandshake(p, addr.String())
 		m.relayBack(m.table.Load(), p, now)
@@ -170,6 +175,9 @@ func (m *Manager) relayBack(t *peerTable, r *peer, now time.Time) {
 		}
 		if !p.probing && p.nextReprobe.After(now) {
 			p.nextReprobe = now
+		}
+		if p.probing && now.Sub(p.lastCMM) >= 100*time.Millisecond {
+			p.nextCMM = now // through r too: it may prove r as a relay for p
 		}
 	}
 }

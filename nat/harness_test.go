@@ -208,10 +208,10 @@ func (s *fakeSocket) receive(from netip.AddrPort, pkt []byte) {
 // fakeDevice records the endpoints the manager sets; every peer counts as
 // recently handshaken, so a relay forwards to it.
 type fakeDevice struct {
-	mu          sync.Mutex
-	peers       map[tun.Key]*tun.PeerStatus
-	noHandshake bool // a dead path: WireGuard never completes a handshake
-	rehandshakes int // Rehandshake calls
+	mu           sync.Mutex
+	peers        map[tun.Key]*tun.PeerStatus
+	noHandshake  bool // a dead path: WireGuard never completes a handshake
+	rehandshakes int  // Rehandshake calls
 }
 
 func (d *fakeDevice) Peers() ([]tun.PeerStatus, error) {

@@ -89,13 +89,14 @@ const (
 	pollInterval          = time.Second
 	probeRoundInterval    = 500 * time.Millisecond
 	probeTimeout          = 4 * time.Second
-	callMeMaybeInterval   = 2 * time.Second
+	callMeMaybeInterval   = time.Second
 	directProbeInterval   = 2 * time.Second
 	directDeadAfter       = 7 * time.Second
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
 	badRelayFor           = 30 * time.Second
 	relayProvenFor        = time.Minute      // a relay that carried the peer's call-me-maybe this recently is proven
+	relayWhileSearching   = time.Second      // a new peer without a direct answer by then is relayed while the search goes on
 	rotateInterval        = 15 * time.Second // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second

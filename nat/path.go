@@ -51,6 +51,18 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 		case !p.provenRelay(p.relay, now) && p.anyProven(t, now):
 			m.fallback(t, p, now) // a relay proven to reach both ends beats one that is not
 		}
+	case PathProbing:
+		// A new peer with no path yet: most direct paths answer within a
+		// few hundred milliseconds; past relayWhileSearching the peer is
+		// reached through a relay while the search goes on (the first
+		// direct answer takes over), so a pair behind NATs that cannot
+		// meet is up in about a second, not at the end of the search.
+		// Only through a relay proven to reach both ends (the peer's
+		// call-me-maybe came through it): an unproven one is for when the
+		// search has failed, not to race it.
+		if p.probing && now.Sub(p.probeStart) >= relayWhileSearching && p.anyProven(t, now) {
+			m.fallback(t, p, now)
+		}
 	case PathRotating:
 		// A relay that came back is taken at once, not at the next
 		// rotation (relayBack does it when the relay's path returns;

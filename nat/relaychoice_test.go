@@ -2,6 +2,7 @@ package nat
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -135,6 +136,30 @@ func TestFirstHandshakeByKeyOrder(t *testing.T) {
 		higher.dev.mu.Unlock()
 		if l != 1 || h != 0 {
 			t.Errorf("handshakes restarted: %d by the lower key, %d by the higher, want 1 and 0", l, h)
+		}
+	})
+}
+
+// TestRelayedWhileSearching: two machines behind symmetric NATs never
+// find a direct path; they are relayed about a second after they meet,
+// through a relay proven by the other's call-me-maybe, not at the end of
+// the 4 s search.
+func TestRelayedWhileSearching(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		nodes := makeNodes(t, n, []string{"a", "b", "r"}, nil)
+		a, b, r := nodes[0], nodes[1], nodes[2]
+		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), true)
+		n.setNAT(b.addr.Addr(), netip.MustParseAddr("203.0.113.2"), true)
+		start := time.Now()
+		runNodes(t, nodes)
+		waitFor(t, 10*time.Second, "a↔b relayed via r", func() bool {
+			_, ra := a.dev.endpoint(b.priv.PublicKey())
+			_, rb := b.dev.endpoint(a.priv.PublicKey())
+			return ra != nil && ra.Relay == r.addr && rb != nil && rb.Relay == r.addr
+		})
+		if took := time.Since(start); took > 2*time.Second || took >= probeTimeout {
+			t.Errorf("relayed after %v, want about relayWhileSearching (%v)", took, relayWhileSearching)
 		}
 	})
 }

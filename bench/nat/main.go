@@ -7,9 +7,11 @@
 //     endpoint-independent NATs, c and d behind symmetric NATs, e public
 //     with unsolicited UDP dropped): path settle time after formation, NAT
 //     classification, hole punching, relaying, a cut direct path;
+//
 //   - TestFailureDetection: a machine cut off on the wire, seen
 //     unreachable on both sides, then the heal (state identical, everyone
 //     alive);
+//
 //   - TestJoinOrder: five joins in quick succession, each timed.
 //
 //     flock /tmp/uncloud-e2e.lock sudo go run ./bench/nat [-runs 1] [-before main]

@@ -3,18 +3,16 @@
 // namespaces behind real nftables NATs and prints the figures they log
 // ("FIGURE …"):
 //
-//   - TestNATTraversal: the NAT zoo (public p and q, a and b behind
-//     endpoint-independent NATs, c and d behind symmetric NATs, e public
-//     with unsolicited UDP dropped): path settle time after formation, NAT
-//     classification, hole punching, relaying, a cut direct path;
+//	flock /tmp/uncloud-e2e.lock sudo go run ./bench/nat [-runs 1] [-before main]
 //
-//   - TestFailureDetection: a machine cut off on the wire, seen
-//     unreachable on both sides, then the heal (state identical, everyone
-//     alive);
-//
-//   - TestJoinOrder: five joins in quick succession, each timed.
-//
-//     flock /tmp/uncloud-e2e.lock sudo go run ./bench/nat [-runs 1] [-before main]
+// TestNATTraversal is the NAT zoo (public p and q, a and b behind
+// endpoint-independent NATs, c and d behind symmetric NATs, e public with
+// unsolicited UDP dropped): path settle time after formation, NAT
+// classification, hole punching, relaying, a cut direct path.
+// TestFailureDetection cuts a machine off on the wire: how long until both
+// sides see it unreachable, then after the heal until the state is
+// identical and everyone alive. TestJoinOrder times five joins in quick
+// succession, half of them behind NATs.
 //
 // With -before REF, the same tests also run with the uncloud binary built
 // from that git ref (in a temporary worktree), interleaved with this

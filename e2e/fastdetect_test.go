@@ -162,6 +162,23 @@ func TestFailureDetection(t *testing.T) {
 		t.Errorf("detection took %v, want ≤ 10 s", worst)
 	}
 
+	// The resolver follows the same view: neither side answers the
+	// other's machine name any more.
+	resolves := func(i int, name string) (bool, error) {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		a, err := clients[i].DNSQuery(cctx, name+".machine.internal", "A")
+		return len(a.Answer) > 0, err
+	}
+	for _, q := range []struct {
+		i    int
+		name string
+	}{{0, "m4"}, {cut, "m1"}} {
+		if ok, err := resolves(q.i, q.name); err != nil || ok {
+			t.Errorf("m%d still resolves %s.machine.internal once it is unreachable (err %v)", q.i+1, q.name, err)
+		}
+	}
+
 	// Each side writes while split: m1 labels itself, m4 labels itself.
 	for _, w := range []struct {
 		i    int
@@ -205,6 +222,9 @@ func TestFailureDetection(t *testing.T) {
 	}
 	if !aok || aw > 10*time.Second {
 		errs = append(errs, fmt.Errorf("everyone alive after %v (%v), want ≤ 10 s", aw, roundAll(alive)))
+	}
+	if ok, err := resolves(0, "m4"); err != nil || !ok {
+		errs = append(errs, fmt.Errorf("m1 does not resolve m4.machine.internal once everyone is alive (err %v)", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		f.explainMembership(ctx, t)

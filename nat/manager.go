@@ -95,9 +95,9 @@ const (
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
 	badRelayFor           = 30 * time.Second
-	relayProvenFor        = time.Minute      // a relay that carried the peer's call-me-maybe this recently is proven
-	relayWhileSearching   = time.Second      // a new peer without a direct answer by then is relayed while the search goes on
-	rotateInterval        = 15 * time.Second // KubeSpan's per-candidate wait
+	relayProvenFor        = time.Minute            // a relay that carried the peer's call-me-maybe this recently is proven
+	relayWhileSearching   = 400 * time.Millisecond // a new peer without a direct answer by then is relayed while the search goes on
+	rotateInterval        = 15 * time.Second       // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second
 	pendingTTL            = 10 * time.Second

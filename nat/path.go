@@ -56,7 +56,8 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 		// few hundred milliseconds; past relayWhileSearching the peer is
 		// reached through a relay while the search goes on (the first
 		// direct answer takes over), so a pair behind NATs that cannot
-		// meet is up in about a second, not at the end of the search.
+		// meet (or not yet) is up within a second, not at the end of the
+		// search.
 		// Only through a relay proven to reach both ends (the peer's
 		// call-me-maybe came through it): an unproven one is for when the
 		// search has failed, not to race it.

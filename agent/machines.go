@@ -38,13 +38,15 @@ func (d *Daemon) encodeMeta() []byte {
 	return b
 }
 
-// Machines implements api.Backend: the records, with liveness from gossip
-// and the path in use from WireGuard.
+// Machines implements api.Backend: the records, with liveness from the
+// reachability view (gossip and WireGuard, reach.go) and the path in use
+// from WireGuard.
 func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 	records, err := d.machines(ctx)
 	if err != nil {
 		return nil, err
 	}
+	reach := d.reach.current(ctx)
 	alive := map[string]gossipMeta{}
 	for _, m := range d.gossip.Members() {
 		var meta gossipMeta
@@ -77,7 +79,13 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 			info.State, info.Mode, info.Version = "alive", meta.Mode, meta.Version
 			info.Exposed = decodeExposed(meta.Exposed)
 			info.Containers = meta.Containers
-			if d.gossip.Suspected(m.ID) {
+			switch {
+			case !reach[m.ID]:
+				// Gossip still has it, but nothing came from it over
+				// WireGuard for seconds: down from here, as the resolver
+				// and the ingress see it.
+				info.State = "down"
+			case d.gossip.Suspected(m.ID):
 				info.State = "suspect" // a probe failed; not declared dead yet
 			}
 		}

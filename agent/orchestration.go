@@ -39,8 +39,14 @@ func (f fleet) Machines(ctx context.Context) ([]orchestrate.Machine, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Reachable from here, as the resolver and the ingress see it: a
+	// machine gossip still lists but this one cannot reach gets no work.
+	reach := d.reach.current(ctx)
 	alive := map[string]gossipMeta{}
 	for _, m := range d.gossip.Members() {
+		if !reach[m.Name] {
+			continue
+		}
 		var meta gossipMeta
 		json.Unmarshal(m.Meta, &meta)
 		alive[m.Name] = meta

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,32 +14,42 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
-// handshakeFresh is how old a WireGuard handshake may be for its peer to
-// count as reachable: WireGuard itself refuses a session older than 180 s
-// (REJECT_AFTER_TIME), and a live peer re-handshakes before that.
-const handshakeFresh = 180*time.Second + 15*time.Second
-
 // reachCheck is how often the reachability view is recomputed from the
 // in-memory gossip member list and WireGuard's peer state (neither is the
-// store; gossip's event channel has a single reader, so it is not taken).
+// store; gossip's event channel has a single reader, so it is not taken),
+// and how often a silent peer is pinged (heard.go).
 const reachCheck = time.Second
 
+// quietPingEvery is how often a peer silent for over a minute (a machine
+// that is off, or across a long partition) is still pinged: often enough
+// that a heal is noticed within seconds, rarely enough to cost nothing.
+const quietPingEvery = 5 * time.Second
+
 // meshReach is which machines this one can reach now: gossip has them
-// alive and this machine's own WireGuard session with them is fresh.
-// Gossip alone is not enough: memberlist's indirect probes keep a machine
-// alive that others reach and this one does not. The resolver and the
+// alive and this machine has heard from them over WireGuard within
+// silentAfter (heard.go). Gossip alone is not enough: memberlist's
+// indirect probes keep a machine alive that others reach and this one
+// does not, and its suspicion timeout takes 8–48 s to call a machine
+// dead; WireGuard's receive counter tells within seconds. The resolver and the
 // ingress each take a view of this one poller (resolver.Reachability and
 // ingress.Reachability), so both answer from the same facts.
 type meshReach struct {
-	d   *Daemon
-	cur atomic.Pointer[map[string]bool]
+	d     *Daemon
+	cur   atomic.Pointer[map[string]bool]
+	heard *heardLog
+
+	refreshMu sync.Mutex // one computation at a time, so an older answer never overwrites a newer one
+	pingMu    sync.Mutex
+	pinging   map[string]bool      // a ping in flight, by machine ID
+	lastPing  map[string]time.Time // by machine ID
 
 	mu   sync.Mutex
 	subs map[chan struct{}]struct{}
 }
 
 func newMeshReach(d *Daemon) *meshReach {
-	r := &meshReach{d: d, subs: map[chan struct{}]struct{}{}}
+	r := &meshReach{d: d, subs: map[chan struct{}]struct{}{}, heard: newHeardLog(),
+		pinging: map[string]bool{}, lastPing: map[string]time.Time{}}
 	r.cur.Store(&map[string]bool{d.state.MachineID: true})
 	return r
 }
@@ -46,7 +57,7 @@ func newMeshReach(d *Daemon) *meshReach {
 // startReach computes the view once and then every reachCheck.
 func (d *Daemon) startReach(ctx context.Context) {
 	d.reach = newMeshReach(d)
-	d.reach.refresh(ctx)
+	d.reach.refresh(ctx, time.Second, false)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -57,7 +68,7 @@ func (d *Daemon) startReach(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				d.reach.refresh(ctx)
+				d.reach.refresh(ctx, time.Second, true)
 			}
 		}
 	}()
@@ -88,14 +99,41 @@ func (v reachView) Reachable(id string) bool { return (*v.r.cur.Load())[id] }
 
 func (v reachView) Changed() <-chan struct{} { return v.changed }
 
-func (r *meshReach) refresh(ctx context.Context) { r.publish(r.compute(ctx, time.Now())) }
+// refresh recomputes the view from a WireGuard reading at most maxAge
+// old and publishes it; with ping, silent peers are pinged.
+func (r *meshReach) refresh(ctx context.Context, maxAge time.Duration, ping bool) {
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	r.publish(r.compute(ctx, time.Now(), maxAge, ping))
+}
+
+// current refreshes the view from a reading at most 250 ms old (the NAT
+// layer's once-a-second reading is shared otherwise) and returns it: for
+// answers to a person or a test, which should not lag a whole check.
+func (r *meshReach) current(ctx context.Context) map[string]bool {
+	r.refresh(ctx, 250*time.Millisecond, false)
+	return *r.cur.Load()
+}
 
 // publish makes next the answer and signals every view if it changed.
 func (r *meshReach) publish(next map[string]bool) {
-	if maps.Equal(next, *r.cur.Load()) {
+	prev := *r.cur.Load()
+	if maps.Equal(next, prev) {
 		return
 	}
 	r.cur.Store(&next)
+	if r.d != nil {
+		for id := range prev {
+			if !next[id] {
+				r.d.log.Info("machine unreachable from here", "machine", id)
+			}
+		}
+		for id := range next {
+			if !prev[id] {
+				r.d.log.Debug("machine reachable from here", "machine", id)
+			}
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for ch := range r.subs {
@@ -106,38 +144,96 @@ func (r *meshReach) publish(next map[string]bool) {
 	}
 }
 
-func (r *meshReach) compute(ctx context.Context, now time.Time) map[string]bool {
+func (r *meshReach) compute(ctx context.Context, now time.Time, maxAge time.Duration, ping bool) map[string]bool {
 	d := r.d
-	peers, err := d.dev.RecentPeers(time.Second) // the NAT layer polls it too
+	peers, err := d.dev.RecentPeers(maxAge) // the NAT layer polls it too
 	if err != nil {
 		d.log.Warn("reachability: read WireGuard peers", "err", err)
 	}
-	return reachableSet(d.state.MachineID, d.gossip.Members(), peers, d.members.Known(ctx), now)
+	byKey := r.heard.update(peers, now)
+	if d.nat != nil {
+		for k, at := range d.nat.mgr.Answered() {
+			if at.After(byKey[k]) && !at.After(now) {
+				byKey[k] = at
+			}
+		}
+	}
+	heardAt := heardBySubnet(peers, byKey)
+	known := d.members.Known(ctx)
+	set := reachableSet(d.state.MachineID, d.gossip.Members(), heardAt, known, now)
+	if ping {
+		r.pingSilent(known, heardAt, set, now)
+	}
+	return set
+}
+
+// heardBySubnet keys the peers' last-heard times by their mesh subnet.
+func heardBySubnet(peers []tun.PeerStatus, heardAt map[tun.Key]time.Time) map[meshaddr.Subnet]time.Time {
+	out := map[meshaddr.Subnet]time.Time{}
+	for _, p := range peers {
+		for _, pfx := range p.AllowedIPs {
+			if n, err := meshaddr.SubnetOfPrefix(pfx); err == nil {
+				out[n] = heardAt[p.PublicKey]
+			}
+		}
+	}
+	return out
+}
+
+// pingSilent pings, in the background, every known machine with a
+// WireGuard peer that has been silent for pingAfter; a machine heard (or
+// answering) that gossip does not have alive is reconnected at once, which
+// is how a healed partition comes back within seconds.
+func (r *meshReach) pingSilent(known []membership.Known, heardAt map[meshaddr.Subnet]time.Time, reachable map[string]bool, now time.Time) {
+	d := r.d
+	r.pingMu.Lock()
+	defer r.pingMu.Unlock()
+	for _, m := range known {
+		at, peer := heardAt[m.Subnet]
+		if m.ID == d.state.MachineID || !peer {
+			continue
+		}
+		silence := now.Sub(at)
+		if silence < silentAfter && !reachable[m.ID] {
+			d.gossip.Reconnect(m.ID) // heard, but gossip has it dead: merge now
+		}
+		if silence < pingAfter || r.pinging[m.ID] {
+			continue
+		}
+		if silence > time.Minute && now.Sub(r.lastPing[m.ID]) < quietPingEvery {
+			continue
+		}
+		r.pinging[m.ID], r.lastPing[m.ID] = true, now
+		d.wg.Go(func() {
+			_, err := d.gossip.Ping(m.ID)
+			if err == nil {
+				d.gossip.Reconnect(m.ID)
+			}
+			r.pingMu.Lock()
+			delete(r.pinging, m.ID)
+			r.pingMu.Unlock()
+		})
+	}
+	for id := range r.lastPing {
+		if !slices.ContainsFunc(known, func(k membership.Known) bool { return k.ID == id }) {
+			delete(r.lastPing, id)
+		}
+	}
 }
 
 // reachableSet is this machine plus every known machine that gossip has
-// alive and whose WireGuard session with this machine is fresh.
-func reachableSet(self string, members []gossip.Member, peers []tun.PeerStatus, known []membership.Known, now time.Time) map[string]bool {
+// alive and that this machine heard from within silentAfter.
+func reachableSet(self string, members []gossip.Member, heardAt map[meshaddr.Subnet]time.Time, known []membership.Known, now time.Time) map[string]bool {
 	alive := map[string]bool{}
 	for _, m := range members {
 		if m.State == gossip.Alive {
 			alive[m.Name] = true
 		}
 	}
-	fresh := map[meshaddr.Subnet]bool{} // subnet number → a fresh session
-	for _, p := range peers {
-		if p.LastHandshake.IsZero() || now.Sub(p.LastHandshake) > handshakeFresh {
-			continue
-		}
-		for _, pfx := range p.AllowedIPs {
-			if n, err := meshaddr.SubnetOfPrefix(pfx); err == nil {
-				fresh[n] = true
-			}
-		}
-	}
 	out := map[string]bool{self: true}
 	for _, m := range known {
-		if alive[m.ID] && fresh[m.Subnet] {
+		at, ok := heardAt[m.Subnet]
+		if alive[m.ID] && ok && !at.IsZero() && now.Sub(at) <= silentAfter {
 			out[m.ID] = true
 		}
 	}

@@ -31,6 +31,7 @@ type Node struct {
 	replay    *replayFilter
 	stats     counters
 	sus       suspicions
+	recon     reconnects
 
 	// epoch and seq identify this machine's messages: epoch is the boot
 	// time, so identities never repeat across restarts.
@@ -83,6 +84,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		handlers: make(map[string]func(string, []byte)),
 		states:   make(map[string]stateFuncs),
 		replay:   newReplayFilter(),
+		recon:    reconnects{inFlight: map[string]bool{}},
 		sus:      suspicions{since: map[string]time.Time{}, syncing: map[string]bool{}, wake: make(chan struct{}, 1)},
 		ctx:      nctx,
 		cancel:   cancel,

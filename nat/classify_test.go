@@ -57,3 +57,31 @@ func TestReflexiveNewestFirst(t *testing.T) {
 		t.Fatalf("Reflexive = %v, want [%v %v]", got, b, a)
 	}
 }
+
+// TestClassifyBehindNATs runs managers over the fake network with real
+// NAT behaviour: c behind a symmetric NAT (a new port per destination),
+// a behind an endpoint-independent one, p and q public. Each must name
+// its NAT from the answers of the machines it reaches.
+func TestClassifyBehindNATs(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		nodes := makeNodes(t, n, []string{"p", "q", "a", "c"}, nil)
+		p, q, a, c := nodes[0], nodes[1], nodes[2], nodes[3]
+		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), false)
+		n.setNAT(c.addr.Addr(), netip.MustParseAddr("203.0.113.2"), true)
+		runNodes(t, nodes)
+		want := map[*node]Type{p: TypeNone, q: TypeNone, a: TypeEndpointIndependent, c: TypeSymmetric}
+		took := waitFor(t, 20*time.Second, "every machine names its NAT", func() bool {
+			for nd, w := range want {
+				if nd.mgr.Status().NAT != w {
+					return false
+				}
+			}
+			return true
+		})
+		t.Logf("classified after %v", took)
+		if r := c.mgr.Status().Reflexive; len(r) < 2 {
+			t.Errorf("c behind a symmetric NAT saw %d mappings, want one per machine that answered: %v", len(r), r)
+		}
+	})
+}

@@ -87,6 +87,11 @@ func (m *Manager) handleAuth(a authMsg) {
 		}
 		m.onProbeOK(p, from, now.Sub(tx.sent), now)
 	case callMeMaybe:
+		if a.relayed {
+			if r := m.table.Load().byAddr(from); r != nil && r != p {
+				p.relayOK[r.id] = now
+			}
+		}
 		parsed, unread := parseCandidates(msg)
 		cands, dropped := m.plausibleCandidates(p, parsed)
 		m.stunStats.filtered.Add(uint64(unread + dropped))
@@ -134,8 +139,47 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	}
 	m.log.Info("direct path", "peer", p.name, "endpoint", addr, "was", p.path,
 		"after", now.Sub(p.searchStart).Round(time.Millisecond), "rtt", rtt.Round(time.Microsecond))
+	wasDirect := p.path == PathDirect
 	p.path, p.direct, p.directOK, p.pathSince, p.lastDirectTx = PathDirect, addr, now, now, now
 	p.probing, p.failedSearches = false, 0
+	// The packet path learns the new endpoint now, not at the next poll:
+	// p may relay at once, and packets sealed for p as a relay find it.
+	li := p.liveInfo()
+	li.direct, li.endpoint, li.relayed = true, addr, false
+	p.live.Store(&li)
+	m.table.Load().reindexAddrs()
+	if !wasDirect {
+		m.firstHandshake(p, addr.String())
+		m.relayBack(m.table.Load(), p, now)
+		// A new direct peer is a new vantage point: while the NAT type is
+		// still unknown (one server answered so far, as for a machine
+		// behind a symmetric NAT that reached only its seed in its first
+		// rounds), ask it now rather than at the next 30 s round.
+		if m.natType == TypeUnknown && now.Sub(m.lastDisc) >= time.Second {
+			m.nextDisc = now
+		}
+	}
+}
+
+// relayBack: r has just become directly reachable, so it may relay again.
+// Peers without a direct path re-check at once instead of waiting for
+// their next rotation or search: those rotating take r if it is a relay
+// candidate now, those whose search is backing off search again.
+func (m *Manager) relayBack(t *peerTable, r *peer, now time.Time) {
+	for _, p := range t.sorted {
+		if p == r || p.path == PathDirect {
+			continue
+		}
+		if p.path == PathRotating {
+			m.fallback(t, p, now)
+		}
+		if !p.probing && p.nextReprobe.After(now) {
+			p.nextReprobe = now
+		}
+		if p.probing && now.Sub(p.lastCMM) >= 100*time.Millisecond {
+			p.nextCMM = now // through r too: it may prove r as a relay for p
+		}
+	}
 }
 
 // onProbeFrom: the peer probed us from addr. That address is a candidate

@@ -34,6 +34,71 @@ type fakeNet struct {
 	latency time.Duration
 	// tap, when set, sees every datagram sent (before blocking applies).
 	tap func(from, to netip.AddrPort, data []byte)
+	// nats puts hosts (by their own address) behind a NAT.
+	nats map[netip.Addr]*fakeNAT
+}
+
+// fakeNAT is a NAT in front of one host: a new public port for each
+// destination (symmetric: fully random ports, as the lab's nftables NAT)
+// or one per source port (endpoint-independent), and only replies let
+// in (from the address a mapping was made for).
+type fakeNAT struct {
+	public    netip.Addr
+	symmetric bool
+	next      uint16
+	out       map[[2]netip.AddrPort]netip.AddrPort // (inner, remote) → public mapping
+	in        map[netip.AddrPort]natEntry          // public mapping → inner, and who may answer
+}
+
+type natEntry struct {
+	inner   netip.AddrPort
+	remotes map[netip.AddrPort]bool
+}
+
+// setNAT puts host behind a NAT whose outside address is public.
+func (n *fakeNet) setNAT(host, public netip.Addr, symmetric bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nats == nil {
+		n.nats = map[netip.Addr]*fakeNAT{}
+	}
+	n.nats[host] = &fakeNAT{public: public, symmetric: symmetric, next: 20000,
+		out: map[[2]netip.AddrPort]netip.AddrPort{}, in: map[netip.AddrPort]natEntry{}}
+}
+
+// translate applies the NATs to one datagram: the source a sender behind
+// a NAT shows, and the inner address a datagram to a mapping goes to. It
+// reports false when a NAT drops it. Called under n.mu.
+func (n *fakeNet) translate(from, to netip.AddrPort) (netip.AddrPort, netip.AddrPort, bool) {
+	if _, private := n.nats[to.Addr()]; private {
+		return from, to, false // an inner address is not routable from outside
+	}
+	if nt := n.nats[from.Addr()]; nt != nil {
+		key := [2]netip.AddrPort{from, {}}
+		if nt.symmetric {
+			key[1] = to
+		}
+		mapped, ok := nt.out[key]
+		if !ok {
+			mapped = netip.AddrPortFrom(nt.public, nt.next)
+			nt.next++
+			nt.out[key] = mapped
+			nt.in[mapped] = natEntry{inner: from, remotes: map[netip.AddrPort]bool{}}
+		}
+		nt.in[mapped].remotes[to] = true
+		from = mapped
+	}
+	for _, nt := range n.nats {
+		if nt.public != to.Addr() {
+			continue
+		}
+		e, ok := nt.in[to]
+		if !ok || !e.remotes[from] {
+			return from, to, false
+		}
+		to = e.inner
+	}
+	return from, to, true
 }
 
 // fakeLatency is fakeNet's one-way delay: a LAN's.
@@ -93,8 +158,10 @@ func (s *fakeSocket) SendTo(data []byte, to netip.AddrPort) error {
 // network's latency. Whether the path is blocked is decided at sending.
 func (n *fakeNet) route(from, to netip.AddrPort, data []byte) {
 	n.mu.Lock()
-	dst := n.socks[to]
 	blocked := n.block[[2]netip.Addr{from.Addr(), to.Addr()}]
+	from, to, passed := n.translate(from, to)
+	blocked = blocked || !passed
+	dst := n.socks[to]
 	latency := n.latency
 	tap := n.tap
 	n.mu.Unlock()
@@ -141,9 +208,10 @@ func (s *fakeSocket) receive(from netip.AddrPort, pkt []byte) {
 // fakeDevice records the endpoints the manager sets; every peer counts as
 // recently handshaken, so a relay forwards to it.
 type fakeDevice struct {
-	mu          sync.Mutex
-	peers       map[tun.Key]*tun.PeerStatus
-	noHandshake bool // a dead path: WireGuard never completes a handshake
+	mu           sync.Mutex
+	peers        map[tun.Key]*tun.PeerStatus
+	noHandshake  bool // a dead path: WireGuard never completes a handshake
+	rehandshakes int  // Rehandshake calls
 }
 
 func (d *fakeDevice) Peers() ([]tun.PeerStatus, error) {
@@ -184,6 +252,13 @@ func (d *fakeDevice) SetEndpoint(key tun.Key, ep string) error {
 	}
 	p.Relay, p.Endpoint = nil, ap
 	return nil
+}
+
+func (d *fakeDevice) Rehandshake(key tun.Key, ep string) (bool, error) {
+	d.mu.Lock()
+	d.rehandshakes++
+	d.mu.Unlock()
+	return true, d.SetEndpoint(key, ep)
 }
 
 func (d *fakeDevice) endpoint(key tun.Key) (netip.AddrPort, *tun.RelayEndpoint) {

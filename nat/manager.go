@@ -21,6 +21,9 @@ import (
 type Device interface {
 	Peers() ([]tun.PeerStatus, error)
 	SetEndpoint(key tun.Key, endpoint string) error
+	// Rehandshake makes a peer that never had a session initiate one now
+	// (see tun.Device.Rehandshake).
+	Rehandshake(key tun.Key, endpoint string) (bool, error)
 }
 
 // Socket is the WireGuard socket's tap (tun.Bind).
@@ -86,13 +89,15 @@ const (
 	pollInterval          = time.Second
 	probeRoundInterval    = 500 * time.Millisecond
 	probeTimeout          = 4 * time.Second
-	callMeMaybeInterval   = 2 * time.Second
+	callMeMaybeInterval   = time.Second
 	directProbeInterval   = 2 * time.Second
 	directDeadAfter       = 7 * time.Second
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
 	badRelayFor           = 30 * time.Second
-	rotateInterval        = 15 * time.Second // KubeSpan's per-candidate wait
+	relayProvenFor        = time.Minute            // a relay that carried the peer's call-me-maybe this recently is proven
+	relayWhileSearching   = 400 * time.Millisecond // a new peer without a direct answer by then is relayed while the search goes on
+	rotateInterval        = 15 * time.Second       // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second
 	pendingTTL            = 10 * time.Second
@@ -124,6 +129,7 @@ type Manager struct {
 	published []netip.AddrPort
 	lastPub   time.Time
 	nextDisc  time.Time
+	lastDisc  time.Time
 	discRound int
 	lastSweep time.Time
 
@@ -313,12 +319,15 @@ func (m *Manager) poll() {
 		return
 	}
 	t := m.table.Load()
+	now := time.Now()
 	for _, st := range statuses {
 		p := t.byID[idOf(st.PublicKey)]
 		if p == nil || p.key != st.PublicKey {
 			continue
 		}
-		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes}
+		// poll runs on the loop that changes paths, so reading p's path
+		// here is race-free; the packet path reads the copy.
+		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes, direct: p.directHealthy(now)}
 		if st.Relay != nil {
 			li.relayed, li.via = true, st.Relay.Relay
 		}
@@ -356,6 +365,7 @@ func (m *Manager) tick(ctx context.Context, now time.Time) {
 // socket's mappings, from which the NAT type follows.
 func (m *Manager) discover(t *peerTable, now time.Time) {
 	m.discRound++
+	m.lastDisc = now
 	if m.discRound < 4 {
 		m.nextDisc = now.Add(time.Duration(m.discRound) * 2 * time.Second)
 	} else {

@@ -319,14 +319,15 @@ func TestRotationWithoutRelay(t *testing.T) {
 	}
 }
 
-// canRelayTo reports whether r would forward to dst now: r's last poll of
-// its device saw a fresh direct endpoint for dst (what Manager.forward
-// checks before it forwards).
+// canRelayTo reports whether r would forward to dst now: r's own path
+// search has dst direct and its last poll of its device saw a fresh
+// direct endpoint for dst (what Manager.forward checks before it
+// forwards).
 func canRelayTo(r, dst *node) bool {
 	p := r.mgr.table.Load().byID[idOf(dst.priv.PublicKey())]
 	if p == nil {
 		return false
 	}
 	li := p.liveInfo()
-	return !li.relayed && li.endpoint == dst.addr && time.Since(li.handshake) < relayFreshHandshake
+	return li.direct && !li.relayed && li.endpoint == dst.addr && time.Since(li.handshake) < relayFreshHandshake
 }

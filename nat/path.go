@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"net/netip"
 	"sort"
 	"time"
@@ -30,6 +31,7 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			// for a direct path meanwhile; the first answer brings it back.
 			m.log.Info("direct path lost, relaying while searching", "peer", p.name, "endpoint", p.direct,
 				"last_answer", now.Sub(p.directOK).Round(time.Millisecond))
+			p.markDirect(false)
 			p.searchStart = now
 			p.startProbing(now)
 			m.fallback(t, p, now)
@@ -46,9 +48,27 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			m.log.Info("nothing received through relay, trying another", "peer", p.name, "relay", relay.name)
 			p.badRelays[p.relay] = now
 			m.fallback(t, p, now)
+		case !p.provenRelay(p.relay, now) && p.anyProven(t, now):
+			m.fallback(t, p, now) // a relay proven to reach both ends beats one that is not
+		}
+	case PathProbing:
+		// A new peer with no path yet: most direct paths answer within a
+		// few hundred milliseconds; past relayWhileSearching the peer is
+		// reached through a relay while the search goes on (the first
+		// direct answer takes over), so a pair behind NATs that cannot
+		// meet (or not yet) is up within a second, not at the end of the
+		// search.
+		// Only through a relay proven to reach both ends (the peer's
+		// call-me-maybe came through it): an unproven one is for when the
+		// search has failed, not to race it.
+		if p.probing && now.Sub(p.probeStart) >= relayWhileSearching && p.anyProven(t, now) {
+			m.fallback(t, p, now)
 		}
 	case PathRotating:
-		if now.After(p.nextRotate) {
+		// A relay that came back is taken at once, not at the next
+		// rotation (relayBack does it when the relay's path returns;
+		// this catches one that was already there).
+		if now.After(p.nextRotate) || len(m.relayCandidates(t, p, now)) > 0 {
 			m.rotate(t, p, now)
 		}
 	}
@@ -127,9 +147,12 @@ func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
 
 // relayCandidates are the machines that could relay to p: this machine
 // has a healthy direct path to them. Those that lately said they cannot
-// reach p (or carried nothing) come last, not never: at startup a relay
-// may not have met p yet, and a doubtful relay beats none. Otherwise
-// preferred relays first, then by round-trip time.
+// reach p (or carried nothing) come last, not never: at startup a relay may not have met p yet, and a doubtful relay
+// beats none (it forwards only to machines it reaches directly, and says
+// so when it cannot, so a doubtful one costs a round trip, never a relay
+// through a relay). Otherwise preferred relays first, then those proven
+// to reach p directly (p's call-me-maybe came through them lately), then
+// by round-trip time.
 func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer {
 	var out []*peer
 	for _, r := range t.sorted {
@@ -148,6 +171,9 @@ func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer 
 		if out[i].preferred != out[j].preferred {
 			return out[i].preferred
 		}
+		if pi, pj := p.provenRelay(out[i].id, now), p.provenRelay(out[j].id, now); pi != pj {
+			return pi
+		}
 		return out[i].rtt < out[j].rtt
 	})
 	return out
@@ -156,10 +182,13 @@ func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer 
 // fallback moves p to the best relay, or to rotation when there is none.
 func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
 	cands := m.relayCandidates(t, p, now)
-	if p.path == PathRelayed {
+	if p.path == PathRelayed && len(cands) > 0 {
+		best := cands[0]
 		for _, r := range cands {
-			if at, bad := p.badRelays[r.id]; r.id == p.relay && (!bad || now.Sub(at) >= badRelayFor) {
-				return // the relay in use is still good
+			at, bad := p.badRelays[r.id]
+			good := !bad || now.Sub(at) >= badRelayFor
+			if r.id == p.relay && good && (p.provenRelay(r.id, now) || !p.provenRelay(best.id, now)) {
+				return // the relay in use is still good, and none better is proven
 			}
 		}
 	}
@@ -168,6 +197,9 @@ func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
 		if err := m.setEndpoint(p, ep.String()); err != nil {
 			m.log.Warn("relay endpoint", "err", err)
 			return
+		}
+		if p.path != PathRelayed {
+			m.firstHandshake(p, ep.String())
 		}
 		if p.path != PathRelayed || p.relay != r.id {
 			m.log.Info("relayed path", "peer", p.name, "via", r.name, "after", now.Sub(p.searchStart).Round(time.Millisecond))
@@ -224,5 +256,44 @@ func (m *Manager) onUnreachable(n unreachableNote) {
 			m.log.Info("relay cannot reach peer, trying another", "peer", p.name, "relay", r.name)
 		}
 		m.fallback(t, p, now)
+	}
+}
+
+// provenRelay reports whether p's call-me-maybe came through relay r
+// within relayProvenFor: r reaches p directly (it forwards to no other),
+// and this machine reaches r directly (it is a relay candidate).
+func (p *peer) provenRelay(r keyID, now time.Time) bool {
+	at, ok := p.relayOK[r]
+	return ok && now.Sub(at) < relayProvenFor
+}
+
+// anyProven reports whether some relay candidate of p is proven.
+func (p *peer) anyProven(t *peerTable, now time.Time) bool {
+	for id := range p.relayOK {
+		if r := t.byID[id]; r != nil && r != p && r.directHealthy(now) && p.provenRelay(id, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstHandshake: a path to p has just been found (an answered probe: p
+// knows this machine's key and the endpoint works; or a relay). If
+// WireGuard never completed a handshake with p, its first initiation went
+// nowhere (p did not know this machine yet, or there was no endpoint), and
+// WireGuard would wait 5 s before the next. One side of the pair, the one
+// with the lower key, starts a fresh one now: both at once would cross
+// (each overwriting its own initiation with the other's), which costs the
+// same 5 s.
+func (m *Manager) firstHandshake(p *peer, endpoint string) {
+	if !p.liveInfo().handshake.IsZero() || bytes.Compare(m.self[:], p.key[:]) > 0 {
+		return
+	}
+	started, err := m.cfg.Device.Rehandshake(p.key, endpoint)
+	switch {
+	case err != nil:
+		m.log.Debug("first handshake", "peer", p.name, "err", err)
+	case started:
+		m.log.Debug("no handshake yet: initiating one now", "peer", p.name, "endpoint", endpoint)
 	}
 }

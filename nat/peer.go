@@ -70,10 +70,15 @@ type peer struct {
 	// last direct path; the next search waits 2, 4, 8, then 10 s.
 	failedSearches uint
 
-	relay       keyID
-	relayAt     time.Time
-	relayRx     uint64 // bytes received from the peer when the relay was chosen
-	badRelays   map[keyID]time.Time
+	relay     keyID
+	relayAt   time.Time
+	relayRx   uint64 // bytes received from the peer when the relay was chosen
+	badRelays map[keyID]time.Time
+	// relayOK: when the peer's call-me-maybe last arrived through each
+	// relay. A relay forwards only to machines it reaches directly, and
+	// this machine sends only to relays it reaches directly, so such a
+	// relay is proven to reach both ends directly.
+	relayOK     map[keyID]time.Time
 	rotateIdx   int
 	nextRotate  time.Time
 	firstDirect time.Duration // time from first probe to first direct path
@@ -86,6 +91,10 @@ type liveInfo struct {
 	via       netip.AddrPort
 	handshake time.Time
 	rx        uint64
+	// direct: this machine's own path search has a healthy direct path
+	// to the peer (probes answered lately), not merely a WireGuard
+	// endpoint that is an address. Only then does it relay to the peer.
+	direct bool
 }
 
 func newPeer(in Peer, keys pairKeys, relayRate float64, relayBurst int) *peer {
@@ -104,11 +113,21 @@ func newPeer(in Peer, keys pairKeys, relayRate float64, relayBurst int) *peer {
 		pathSince:   now,
 		searchStart: now,
 		badRelays:   map[keyID]time.Time{},
+		relayOK:     map[keyID]time.Time{},
 		remoteNAT:   TypeUnknown,
 	}
 }
 
 // liveInfo is nil-safe: an unknown peer has no path.
+// markDirect updates the packet path's copy of p's direct health at once,
+// between two polls: a relay must neither refuse a machine it has just
+// reached nor forward to one it has just lost.
+func (p *peer) markDirect(ok bool) {
+	li := p.liveInfo()
+	li.direct = ok
+	p.live.Store(&li)
+}
+
 func (p *peer) liveInfo() liveInfo {
 	if p == nil {
 		return liveInfo{}

@@ -245,7 +245,10 @@ func (m *Manager) forward(t *peerTable, h relayHeader, hop *peer, pkt, payload [
 	}
 	dst := t.byID[h.dst]
 	live := dst.liveInfo()
-	if dst == nil || dst == hop || live.relayed || !live.endpoint.IsValid() || time.Since(live.handshake) > relayFreshHandshake {
+	// Only to a machine this one reaches directly by its own path search
+	// (not merely through an endpoint WireGuard holds, which may be a
+	// stale or roamed one): a relay never relays through another relay.
+	if dst == nil || dst == hop || live.relayed || !live.direct || !live.endpoint.IsValid() || time.Since(live.handshake) > relayFreshHandshake {
 		m.relayStats.noRoute.Add(1)
 		if hop.notify.Allow() {
 			note := m.sealFor(nil, hop, relayUnreachable, h.dst, nil)

@@ -79,3 +79,21 @@ func (m *Manager) Status() Status {
 	}
 	return st
 }
+
+// Answered returns, per peer with a direct path, when its authenticated
+// probe was last answered: the peer's own process answered on its
+// WireGuard socket, keyed for this pair, so it is alive and reachable
+// from here. The agent counts it as hearing the peer, next to what
+// WireGuard receives, so idle direct peers need no extra traffic.
+func (m *Manager) Answered() map[tun.Key]time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := m.table.Load()
+	out := make(map[tun.Key]time.Time, len(t.byID))
+	for _, p := range t.byID {
+		if p.path == PathDirect && !p.directOK.IsZero() {
+			out[p.key] = p.directOK
+		}
+	}
+	return out
+}

@@ -1,15 +1,25 @@
-// Command nat reports the NAT traversal figures of issue 5: it runs the
-// e2e test TestNATTraversal (real agents formed with init/token/join in
-// network namespaces behind real nftables NATs: public p and q, a and b
-// behind endpoint-independent NATs, c and d behind symmetric NATs, e
-// public with unsolicited UDP dropped) and prints the figures it logs:
+// Command nat reports the NAT traversal and failure-detection figures of
+// issues 5 and 18. It runs e2e tests with real agents in network
+// namespaces behind real nftables NATs and prints the figures they log
+// ("FIGURE …"):
 //
-//	sudo go run ./bench/nat [-runs 1]
+//	flock /tmp/uncloud-e2e.lock sudo go run ./bench/nat [-runs 1] [-before main]
 //
-// Times come from the test's own clocks (polling `uncloud mesh` every
-// 250 ms, so ±250 ms); throughputs from 10 MB transfers with a sha256
-// check. The KubeSpan line is computed from its documented timers, not
-// measured. The machine's load average is printed with the figures.
+// TestNATTraversal is the NAT zoo (public p and q, a and b behind
+// endpoint-independent NATs, c and d behind symmetric NATs, e public with
+// unsolicited UDP dropped): path settle time after formation, NAT
+// classification, hole punching, relaying, a cut direct path.
+// TestFailureDetection cuts a machine off on the wire: how long until both
+// sides see it unreachable, then after the heal until the state is
+// identical and everyone alive. TestJoinOrder times five joins in quick
+// succession, half of them behind NATs.
+//
+// With -before REF, the same tests also run with the uncloud binary built
+// from that git ref (in a temporary worktree), interleaved with this
+// tree's, so before and after are measured in one run on the same load.
+// Times come from the tests' own clocks (they poll the agents' sockets,
+// or `uncloud mesh` every 250 ms); the machine's load average is printed
+// with the figures.
 package main
 
 import (
@@ -18,56 +28,82 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"text/tabwriter"
 )
 
 func main() {
-	runs := flag.Int("runs", 1, "how many times to run the scenario")
+	runs := flag.Int("runs", 1, "how many times to run the tests")
+	before := flag.String("before", "", "also run the tests with the binary built from this git ref (e.g. main)")
+	tests := flag.String("tests", "TestNATTraversal,TestFailureDetection,TestJoinOrder", "e2e tests to run, comma-separated")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench/nat needs root (network namespaces, nftables): sudo go run ./bench/nat")
 		os.Exit(2)
 	}
+	tmp, err := os.MkdirTemp("", "uncloud-bench-nat-")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(tmp)
+	type build struct{ name, bin string }
+	var builds []build
+	if *before != "" {
+		bin, err := buildRef(*before, tmp)
+		if err != nil {
+			fail(err)
+		}
+		builds = append(builds, build{*before, bin})
+	}
+	after := filepath.Join(tmp, "uncloud-this")
+	if out, err := exec.Command("go", "build", "-o", after, "./cmd/uncloud").CombinedOutput(); err != nil {
+		fail(fmt.Errorf("build this tree: %v\n%s", err, out))
+	}
+	builds = append(builds, build{"this tree", after})
+
 	figure := regexp.MustCompile(`FIGURE (.*)$`)
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "RUN\tFIGURE")
-	var throughput, cut string
+	fmt.Fprintln(w, "RUN\tBUILD\tTEST\tFIGURE")
 	failed := 0
+	var throughput, cut string // this tree's, for the summary
 	for r := 1; r <= *runs; r++ {
-		load, _ := os.ReadFile("/proc/loadavg")
-		fmt.Fprintf(os.Stderr, "run %d (load average %s)…\n", r, strings.Join(strings.Fields(string(load))[:3], " "))
-		cmd := exec.Command("go", "test", "-count=1", "-run", "^TestNATTraversal$", "-v", "-timeout", "15m", "./e2e/")
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		if err := cmd.Start(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if m := figure.FindStringSubmatch(sc.Text()); m != nil {
-				fmt.Fprintf(w, "%d\t%s\n", r, m[1])
-				if strings.HasPrefix(m[1], "throughput") {
-					throughput = m[1]
+		for _, test := range strings.Split(*tests, ",") {
+			for _, b := range builds {
+				load, _ := os.ReadFile("/proc/loadavg")
+				fmt.Fprintf(os.Stderr, "run %d, %s, %s (load average %s)…\n", r, test, b.name, strings.Join(strings.Fields(string(load))[:3], " "))
+				cmd := exec.Command("go", "test", "-count=1", "-run", "^"+test+"$", "-v", "-timeout", "15m", "./e2e/")
+				cmd.Env = append(os.Environ(), "UNCLOUD_BIN="+b.bin)
+				cmd.Stderr = os.Stderr
+				out, err := cmd.StdoutPipe()
+				if err != nil {
+					fail(err)
 				}
-				if strings.HasPrefix(m[1], "a↔b direct path cut") {
-					cut = m[1]
+				if err := cmd.Start(); err != nil {
+					fail(err)
+				}
+				sc := bufio.NewScanner(out)
+				sc.Buffer(make([]byte, 1<<20), 1<<20)
+				for sc.Scan() {
+					if m := figure.FindStringSubmatch(sc.Text()); m != nil {
+						fmt.Fprintf(w, "%d\t%s\t%s\t%s\n", r, b.name, test, m[1])
+						if b.bin == after && strings.HasPrefix(m[1], "throughput") {
+							throughput = m[1]
+						}
+						if b.bin == after && strings.HasPrefix(m[1], "a↔b direct path cut") {
+							cut = m[1]
+						}
+					}
+				}
+				if err := cmd.Wait(); err != nil {
+					failed++
+					fmt.Fprintf(w, "%d\t%s\t%s\tFAILED: %v (figures above are partial)\n", r, b.name, test, err)
 				}
 			}
 		}
-		if err := cmd.Wait(); err != nil {
-			failed++
-			fmt.Fprintf(w, "%d\tthe scenario FAILED: %v (figures above are partial)\n", r, err)
-		}
-		load, _ = os.ReadFile("/proc/loadavg")
-		fmt.Fprintf(w, "%d\tload average after the run: %s\n", r, strings.Join(strings.Fields(string(load))[:3], " "))
+		load, _ := os.ReadFile("/proc/loadavg")
+		fmt.Fprintf(w, "%d\t\t\tload average after the run: %s\n", r, strings.Join(strings.Fields(string(load))[:3], " "))
 	}
 	w.Flush()
 	ratio := regexp.MustCompile(`ratio relayed/direct ([0-9.]+)`).FindStringSubmatch(throughput)
@@ -79,9 +115,27 @@ func main() {
 	if len(times) == 2 {
 		summary += fmt.Sprintf(" cut direct path → relayed in %s, back to direct in %s (KubeSpan, computed: ≥ 275 s to even notice);", times[0][1], times[1][1])
 	}
-	summary += fmt.Sprintf(" %d of %d runs failed", failed, *runs)
+	summary += fmt.Sprintf(" %d test runs failed (a failed run of the before build is the figure it measures)", failed)
 	fmt.Println(summary)
-	if failed > 0 {
-		os.Exit(1)
+}
+
+// buildRef builds cmd/uncloud at ref in a temporary worktree.
+func buildRef(ref, tmp string) (string, error) {
+	wt := filepath.Join(tmp, "worktree")
+	if out, err := exec.Command("git", "worktree", "add", "--detach", wt, ref).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("worktree for %s: %v\n%s", ref, err, out)
 	}
+	defer exec.Command("git", "worktree", "remove", "--force", wt).Run()
+	bin := filepath.Join(tmp, "uncloud-before")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/uncloud")
+	cmd.Dir = wt
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", ref, err, out)
+	}
+	return bin, nil
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench/nat:", err)
+	os.Exit(1)
 }

@@ -99,7 +99,7 @@ func newPacketDevice(name string, ifindex int, hostMAC net.HardwareAddr, mtu int
 	ok = true
 	d := &packetDevice{file: file, raw: raw, name: name, mtu: mtu, events: make(chan wgtun.Event, 1), onClose: onClose,
 		rmsg: make([]mmsghdr, packetBatchSize), riov: make([]unix.Iovec, packetBatchSize),
-		rsa: make([]unix.RawSockaddrLinklayer, packetBatchSize),
+		rsa:  make([]unix.RawSockaddrLinklayer, packetBatchSize),
 		wmsg: make([]mmsghdr, packetBatchSize), wiov: make([]unix.Iovec, packetBatchSize)}
 	d.dst = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Protocol: htons(unix.ETH_P_IP), Ifindex: int32(ifindex), Halen: 6}
 	copy(d.dst.Addr[:], hostMAC)

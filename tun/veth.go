@@ -66,6 +66,19 @@ func openVeth(cfg Config, mtu int) (*kernelLink, error) {
 	if err := disableTxOffloads(host); err != nil {
 		return fail(err)
 	}
+	// The other way, GRO on the host end merges what the agent writes
+	// into large packets before they are forwarded to the bridge, as
+	// wireguard-go's own GRO does for a TUN: one pass through forwarding
+	// and the firewall per 64 KB instead of per packet. The kernel merges
+	// only what a sender without segmentation offload sent, hence the
+	// agent's end off too; it also turns on the veth's NAPI, which GRO
+	// needs. Best effort: without it packets go one by one.
+	if err := disableTxOffloads(peer); err == nil {
+		if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
+			ethtoolSet(fd, host, unix.ETHTOOL_SGRO, 1)
+			unix.Close(fd)
+		}
+	}
 	if err := netlink.LinkSetMTU(peerLink, mtu); err != nil {
 		return fail(fmt.Errorf("set mtu %d on %q: %w", mtu, peer, err))
 	}

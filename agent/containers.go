@@ -92,9 +92,9 @@ func (p *localDocker) set(ready bool, why error) {
 // veth stand-in, and run them.
 func netstackContainersErr(reason string) error {
 	if reason == "" {
-		reason = "the mesh runs in userspace (netstack mode)"
+		reason = "no reason given"
 	}
-	return fmt.Errorf("netstack mode: %s; containers need the mesh in the kernel "+
+	return fmt.Errorf("the mesh runs in userspace (netstack mode): %s; containers need the mesh in the kernel "+
 		"(a TUN, or a veth where /dev/net/tun is missing: CAP_NET_ADMIN and CAP_NET_RAW, as root)", reason)
 }
 

@@ -59,7 +59,7 @@ func restrictedRows() []restrictedRow {
 			},
 		},
 		{
-			name: "no TUN, no root, no Docker", wantMode: "netstack", wantContainers: "no: netstack mode: the agent lacks CAP_NET_ADMIN",
+			name: "no TUN, no root, no Docker", wantMode: "netstack", wantContainers: "no: the mesh runs in userspace (netstack mode): the agent lacks CAP_NET_ADMIN",
 			start: func(ctx context.Context, t *testing.T, rl *restrictedLab, h *lab.Host, argv []string) *lab.Process {
 				// The binary and the host's private dirs must be usable by nobody.
 				dir, err := os.MkdirTemp("", "uncloud-restricted-")
@@ -92,7 +92,7 @@ func restrictedRows() []restrictedRow {
 		},
 		{
 			name: "netstack behind a NAT", hostOpts: lab.HostOptions{NAT: lab.NATEndpointIndependent},
-			wantMode: "netstack", wantContainers: "no: netstack mode: userspace mode was asked for",
+			wantMode: "netstack", wantContainers: "no: the mesh runs in userspace (netstack mode): userspace mode was asked for",
 			start: func(ctx context.Context, t *testing.T, rl *restrictedLab, h *lab.Host, argv []string) *lab.Process {
 				p, err := h.Start("uncloud", argv[0], append(argv[1:], "--userspace")...)
 				if err != nil {

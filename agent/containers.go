@@ -85,9 +85,18 @@ func (p *localDocker) set(ready bool, why error) {
 	}
 }
 
-// errNetstack is why a netstack machine runs no containers.
-var errNetstack = errors.New("the mesh runs in userspace (netstack mode) here, so containers could neither reach " +
-	"the mesh nor be reached from it; run the agent as root with /dev/net/tun (kernel mode) to run containers on this machine")
+// netstackContainersErr is why a netstack machine runs no containers:
+// the device's reason first (the missing capability, or --userspace), as
+// the 120 bytes of gossip metadata may cut the rest. With CAP_NET_ADMIN
+// and CAP_NET_RAW the agent would be in kernel mode, over a TUN or its
+// veth stand-in, and run them.
+func netstackContainersErr(reason string) error {
+	if reason == "" {
+		reason = "no reason given"
+	}
+	return fmt.Errorf("the mesh runs in userspace (netstack mode): %s; containers need the mesh in the kernel "+
+		"(a TUN, or a veth where /dev/net/tun is missing: CAP_NET_ADMIN and CAP_NET_RAW, as root)", reason)
+}
 
 // startContainers starts the runtime's watcher in the background. Docker
 // may be absent or come later: the watcher retries, and container calls
@@ -106,8 +115,9 @@ func (d *Daemon) startContainers(ctx context.Context) {
 	// Gossip started before with no word on containers: say it now.
 	defer d.announceMeta()
 	if d.dev.Mode() == tun.ModeNetstack {
-		p.set(false, errNetstack)
-		p.setPushErr(errNetstack)
+		why := netstackContainersErr(d.dev.NetstackReason())
+		p.set(false, why)
+		p.setPushErr(why)
 		return
 	}
 	d.startPushRegistry(ctx, p)

@@ -227,7 +227,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		d.members.PullKeyrings(ctx)
 	}()
 	d.log.Info("machine up", "network", st.NetworkID, "machine", st.Name, "id", st.MachineID,
-		"address", st.MeshAddress(), "mode", d.dev.Mode(), "port", st.ListenPort)
+		"address", st.MeshAddress(), "mode", d.dev.Mode(), "link", d.dev.Link(), "port", st.ListenPort)
 	return d, nil
 }
 

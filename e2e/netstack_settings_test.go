@@ -122,22 +122,11 @@ func TestNetstackSettings(t *testing.T) {
 			t.Errorf("%s → %v: %+v; want an active refusal", from.Name, to, res)
 		}
 	}
-	curl := func(h *lab.Host, args ...string) (string, error) {
-		return h.Run(ctx, "curl", append([]string{"-sS", "--max-time", "10"}, args...)...)
-	}
-	// curlBody expects a 2xx answer with body want.
+	curl := func(h *lab.Host, args ...string) (string, error) { return curlHost(ctx, h, args...) }
+	// curlBody expects a 2xx answer with body want (hostnet_checks_test.go).
 	curlBody := func(t *testing.T, h *lab.Host, want string, args ...string) {
 		t.Helper()
-		testkit.Eventually(t, fmtf("curl %s on %s", strings.Join(args, " "), h.Name), 20*time.Second, func() error {
-			out, err := curl(h, append([]string{"--fail"}, args...)...)
-			if err != nil {
-				return err
-			}
-			if out != want {
-				return fmt.Errorf("answer %q, want %q", out, want)
-			}
-			return nil
-		})
+		curlBody(ctx, t, h, want, args...)
 	}
 
 	if !t.Run("status and machine ls show the settings given at join", func(t *testing.T) {

@@ -25,7 +25,7 @@ func FindLeftovers(name string, mesh netip.Prefix) (Leftovers, error) {
 	cfg := in.withDefaults()
 	var l Leftovers
 	if link, err := netlink.LinkByName(cfg.InterfaceName); err == nil {
-		if link.Type() == "tuntap" {
+		if t := link.Type(); t == "tuntap" || t == "veth" {
 			l.Interface = cfg.InterfaceName
 		}
 	} else if _, notFound := err.(netlink.LinkNotFoundError); !notFound {

@@ -30,6 +30,7 @@ type Device struct {
 	cfg  Config
 	pub  Key // cfg.PrivateKey's public half, computed once (an X25519 multiplication)
 	mode Mode
+	why  string // netstack mode: which capability or device is missing (chooseLink)
 	mtu  int
 	log  *slog.Logger
 
@@ -49,8 +50,10 @@ type Device struct {
 }
 
 // Open brings the device up: kernel TUN if this process can create and
-// configure one (and cfg.Userspace is false), otherwise the netstack, with
-// one log line saying why.
+// configure one (and cfg.Userspace is false), a veth stand-in for it where
+// /dev/net/tun is missing but the process holds CAP_NET_ADMIN and
+// CAP_NET_RAW, otherwise the netstack, with one log line saying why
+// (chooseLink).
 func Open(ctx context.Context, cfg Config) (*Device, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -72,17 +75,14 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	}
 
 	var tunDev wgtun.Device
-	if !cfg.Userspace {
-		k, err := openKernel(cfg, d.mtu)
-		switch {
-		case err == nil:
-			d.kernel, d.mode, tunDev = k, ModeKernel, k.dev
-		case kernelUnavailable(err):
-			d.log.Info("kernel TUN unavailable, using userspace netstack", "reason", err)
-		default:
-			return nil, err
-		}
+	k, why, err := chooseLink(cfg, d.mtu, d.log)
+	if err != nil {
+		return nil, err
 	}
+	if k != nil {
+		d.kernel, d.mode, tunDev = k, ModeKernel, k.dev
+	}
+	d.why = why
 	if tunDev == nil {
 		// Host programs cannot use the mesh in netstack mode, but without
 		// this route their packets to mesh addresses would leave through
@@ -130,6 +130,31 @@ func (d *Device) SetExposed(expose []ExposedPort) error {
 
 // Mode reports which packet path the device uses.
 func (d *Device) Mode() Mode { return d.mode }
+
+// Link is the packet path under Mode: a TUN or its veth stand-in in
+// kernel mode, the netstack otherwise.
+func (d *Device) Link() Link {
+	switch {
+	case d.kernel == nil:
+		return LinkNetstack
+	case d.kernel.veth:
+		return LinkVeth
+	}
+	return LinkTUN
+}
+
+// ModeName is Mode as machines report it: "kernel", "kernel/veth" or
+// "netstack". It stays "kernel" for a TUN so that older readers match.
+func (d *Device) ModeName() string {
+	if d.Link() == LinkVeth {
+		return string(ModeKernel) + "/" + string(LinkVeth)
+	}
+	return string(d.mode)
+}
+
+// NetstackReason is why a netstack device is not in kernel mode (the
+// missing capability, or --userspace); empty in kernel mode.
+func (d *Device) NetstackReason() string { return d.why }
 
 // MTU is the tunnel MTU in use.
 func (d *Device) MTU() int { return d.mtu }

@@ -21,10 +21,14 @@ const failClosedMetric = 0x7fffffff
 // so an operator can tell them apart and the agent removes only its own.
 const routeProtocol = netlink.RouteProtocol(0x55) // 'U'
 
-// kernelLink is a configured kernel TUN interface.
+// tunDevicePath is the clone device every TUN interface is made through.
+const tunDevicePath = "/dev/net/tun"
+
+// kernelLink is a configured kernel interface: a TUN, or its veth stand-in.
 type kernelLink struct {
 	dev  wgtun.Device
 	name string
+	veth bool // a veth pair and a packet socket stand in for the TUN (veth.go)
 }
 
 // openKernel creates the TUN interface and configures it through netlink:
@@ -34,6 +38,11 @@ type kernelLink struct {
 func openKernel(cfg Config, mtu int) (*kernelLink, error) {
 	if err := ensureFailClosedRoute(cfg.MeshPrefix); err != nil {
 		return nil, err
+	}
+	// wireguard-go reports a missing device node in words only; look first,
+	// so the caller can tell "no TUN on this host" from a real failure.
+	if _, err := os.Stat(tunDevicePath); err != nil {
+		return nil, fmt.Errorf("create TUN %q: %w", cfg.InterfaceName, err)
 	}
 	dev, err := wgtun.CreateTUN(cfg.InterfaceName, mtu)
 	if err != nil {

@@ -11,11 +11,12 @@ const fallbackUnderlayMTU = 1500
 // those behind the default routes, or, on a host without a default route
 // (a lab namespace, an isolated LAN), the smallest MTU of its up links.
 // Reading routes and links needs no privilege, so netstack mode uses it too.
+// The mesh interface and its veth stand-in's other end carry no underlay.
 func underlayMTU(skipLink string) int {
 	mtu := 0
 	consider := func(l netlink.Link) {
 		a := l.Attrs()
-		if a == nil || a.Name == skipLink || a.Flags&1 == 0 || a.MTU <= 0 {
+		if a == nil || a.Name == skipLink || a.Name == vethPeerName(skipLink) || a.Flags&1 == 0 || a.MTU <= 0 {
 			return
 		}
 		if mtu == 0 || a.MTU < mtu {

@@ -46,7 +46,7 @@ func pickTargets(all []Machine, names []string) ([]Machine, error) {
 			}
 		}
 		if len(out) == 0 {
-			return nil, fmt.Errorf("%w: no live machine can run containers (netstack machines cannot)", api.ErrUnavailable)
+			return nil, fmt.Errorf("%w: no live machine can run containers (netstack machines cannot: their agents lack CAP_NET_ADMIN or were started with --userspace; machine ls says why)", api.ErrUnavailable)
 		}
 		return out, nil
 	}

@@ -63,7 +63,7 @@ func Run(ctx context.Context, opts Options, reload <-chan struct{}) error {
 		defer stop()
 	}
 
-	log.Info("mesh up", "mode", dev.Mode(), "interface", dev.InterfaceName(), "address", dev.Address(),
+	log.Info("mesh up", "mode", dev.Mode(), "link", dev.Link(), "interface", dev.InterfaceName(), "address", dev.Address(),
 		"port", dev.ListenPort(), "mtu", dev.MTU(), "public_key", dev.PublicKey(), "peers", len(cfg.Peers))
 
 	for {

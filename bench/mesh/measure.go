@@ -120,12 +120,12 @@ func iperfOnce(ctx context.Context, env *environment, l *lab, s *session, stream
 	// --one-off: the server exits after this test, so its rusage covers
 	// exactly this test.
 	srv, err := startDaemon("iperf3 server", logPath, nil,
-		nsCmd(l.b, l.pin.server, "iperf3", "-s", "--one-off", "-B", s.serverBind, "-p", iperfPort)...)
+		nsCmd(s.server(l), l.pin.server, "iperf3", "-s", "--one-off", "-B", s.serverBind, "-p", iperfPort)...)
 	if err != nil {
 		return throughput{}, err
 	}
 	defer srv.stop()
-	if err := waitListening(ctx, l.b, s.serverBind, srv); err != nil {
+	if err := waitListening(ctx, s.server(l), s.serverBind, srv); err != nil {
 		return throughput{}, err
 	}
 
@@ -143,7 +143,7 @@ func iperfOnce(ctx context.Context, env *environment, l *lab, s *session, stream
 		args = append(args, "-R")
 	}
 	client, err := startDaemon("iperf3 client", filepath.Join(l.dir, fmt.Sprintf("iperf3-client-%d-%v.json", streams, reverse)), nil,
-		nsCmd(l.a, l.pin.client, args...)...)
+		nsCmd(s.client(l), l.pin.client, args...)...)
 	if err != nil {
 		return throughput{}, err
 	}

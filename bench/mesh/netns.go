@@ -28,11 +28,12 @@ const (
 // joined by a veth pair. Each peer gets a fresh lab so that no device,
 // route or process of one peer can influence the next.
 type lab struct {
-	a, b string // namespace names
-	dir  string // per-lab directory for configs and logs
-	tag  string // short unique tag for interface names (≤ 15 chars total)
-	pin  pinning
-	log  *slog.Logger
+	a, b  string   // namespace names
+	extra []string // more namespaces a peer made (containers), deleted first
+	dir   string   // per-lab directory for configs and logs
+	tag   string   // short unique tag for interface names (≤ 15 chars total)
+	pin   pinning
+	log   *slog.Logger
 }
 
 // newLab creates namespaces <prefix><pid>-<idx>a and …b with a veth pair.
@@ -86,7 +87,7 @@ func nsCmd(ns string, cpu int, argv ...string) []string {
 // Deleting a namespace alone would leave its processes (and their TUN
 // devices) alive, so processes go first.
 func (l *lab) close(ctx context.Context) {
-	for _, ns := range []string{l.a, l.b} {
+	for _, ns := range append(append([]string{}, l.extra...), l.a, l.b) {
 		deleteNamespace(ctx, l.log, ns)
 	}
 }

@@ -24,6 +24,9 @@ type session struct {
 	daemons    []*daemon   // tunnel processes, stopped at the end, CPU accounted
 	directions []direction // what to measure; default one forward row
 	note       string      // e.g. offload state, shown under the table
+	// clientNS and serverNS run iperf3 elsewhere than A and B (the
+	// container rows); empty means A and B.
+	clientNS, serverNS string
 }
 
 // direction is one measured row of a peer: forward (A sends to B) or
@@ -41,6 +44,8 @@ func allPeers() []peer {
 		nebulaPeer(),
 		uncloudTUNPeer(),
 		uncloudNetstackPeer(),
+		uncloudTUNContainersPeer(),
+		uncloudVethContainersPeer(),
 	}
 }
 
@@ -167,4 +172,18 @@ func measureRow(ctx context.Context, env *environment, l *lab, s *session, row s
 		}
 	}
 	return r
+}
+
+func (s *session) client(l *lab) string {
+	if s.clientNS != "" {
+		return s.clientNS
+	}
+	return l.a
+}
+
+func (s *session) server(l *lab) string {
+	if s.serverNS != "" {
+		return s.serverNS
+	}
+	return l.b
 }

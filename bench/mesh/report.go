@@ -124,6 +124,8 @@ func printSummary(w io.Writer, rs []result) {
 		"uncloud-tun/wg-current " + pair(tun, cur) + " [target ≥ 0.95]",
 		"netstack/tun receive " + pair(nsRecv, tun) + ", send " + pair(nsSend, tun) + " [target ≥ 0.5]",
 		"RTT added over veth (p50): uncloud-tun " + added(anyRow("uncloud-tun"), anyRow("raw")) + " vs wg-current " + added(anyRow("wg-current"), anyRow("raw")) + " [target ≤ wg-current, stretch ≤ +0.3 ms]",
+		"containers veth/tun: B receives " + pair(get("ctr-veth (B receives)"), get("ctr-tun (B receives)")) +
+			", B sends " + pair(get("ctr-veth (B sends)"), get("ctr-tun (B sends)")) + " [target ≥ 0.5]",
 		"nebula/wg-current " + pair(neb, cur),
 		"wg-debian/wg-current " + pair(deb, cur),
 		"wg-current/raw " + pair(cur, raw),

@@ -50,6 +50,12 @@ PersistentKeepalive = 25
 // startUncloud runs the agent in kernel TUN mode in A and, in B, in kernel
 // mode too or in netstack mode exposing the iperf3 port.
 func startUncloud(ctx context.Context, env *environment, l *lab, netstackB bool) (*session, error) {
+	return startUncloudWith(ctx, env, l, netstackB, nil)
+}
+
+// startUncloudWith is startUncloud with B's agent started under wrapB (a
+// command that execs its arguments), if any.
+func startUncloudWith(ctx context.Context, env *environment, l *lab, netstackB bool, wrapB []string) (*session, error) {
 	ka, err := newKeyPair()
 	if err != nil {
 		return nil, err
@@ -84,6 +90,9 @@ func startUncloud(ctx context.Context, env *environment, l *lab, netstackB bool)
 			return s, fmt.Errorf("write %s: %w", path, err)
 		}
 		argv := append([]string{env.uncloud, "agent", "--config", path}, side.extra...)
+		if side.name == "b" && wrapB != nil {
+			argv = append(append([]string{}, wrapB...), argv...)
+		}
 		d, err := startDaemon("uncloud in "+side.ns, filepath.Join(l.dir, side.name+".log"), nil, nsCmd(side.ns, side.cpu, argv...)...)
 		if err != nil {
 			return s, err

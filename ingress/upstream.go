@@ -34,6 +34,9 @@ type upstream struct {
 	mu     sync.Mutex
 	idle   map[string][]*upConn // per address, most recently used last
 	closed bool
+	// sweep closes connections idle longer than idleTimeout, also those
+	// to containers no request goes to any more; armed while any is kept.
+	sweep *time.Timer
 }
 
 // upConn is one keep-alive connection to a container.
@@ -247,7 +250,37 @@ func (u *upstream) put(c *upConn) {
 		return
 	}
 	u.idle[c.addr] = append(u.idle[c.addr], c)
+	if u.sweep == nil {
+		u.sweep = time.AfterFunc(u.idleTimeout, u.closeExpired)
+	}
 	u.mu.Unlock()
+}
+
+func (u *upstream) closeExpired() {
+	now := time.Now()
+	var expired []*upConn
+	u.mu.Lock()
+	for addr, l := range u.idle {
+		// Oldest first: the list is in order of return.
+		n := 0
+		for n < len(l) && now.Sub(l[n].idleFrom) >= u.idleTimeout {
+			n++
+		}
+		expired = append(expired, l[:n]...)
+		if n == len(l) {
+			delete(u.idle, addr)
+		} else if n > 0 {
+			u.idle[addr] = append(l[:0], l[n:]...)
+		}
+	}
+	u.sweep = nil
+	if len(u.idle) > 0 && !u.closed {
+		u.sweep = time.AfterFunc(u.idleTimeout/2, u.closeExpired)
+	}
+	u.mu.Unlock()
+	for _, c := range expired {
+		c.conn.Close()
+	}
 }
 
 // closeIdle closes every kept connection and keeps no more.
@@ -255,6 +288,10 @@ func (u *upstream) closeIdle() {
 	u.mu.Lock()
 	idle := u.idle
 	u.idle, u.closed = map[string][]*upConn{}, true
+	if u.sweep != nil {
+		u.sweep.Stop()
+		u.sweep = nil
+	}
 	u.mu.Unlock()
 	for _, l := range idle {
 		for _, c := range l {

@@ -279,3 +279,23 @@ func TestDirectOnlyForPlainRequests(t *testing.T) {
 		}
 	}
 }
+
+func TestUpstreamClosesIdleConnections(t *testing.T) {
+	f := newUpstreamFixture(t, testUpstreamHandler)
+	f.u.idleTimeout = 100 * time.Millisecond
+	resp, err := f.get(t, context.Background(), "GET", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Nobody asks for this container again: the kept connection must
+	// still be closed, not left open for ever.
+	eventually(t, "the idle connection closed", func() bool { return f.closed.Load() == 1 })
+	f.u.mu.Lock()
+	kept, armed := len(f.u.idle), f.u.sweep != nil
+	f.u.mu.Unlock()
+	if kept != 0 || armed {
+		t.Fatalf("after the sweep: %d addresses kept, timer armed %v; want none", kept, armed)
+	}
+}

@@ -29,11 +29,12 @@ type row struct {
 }
 
 type ports struct {
-	backend                   int
-	caddyHTTP, caddyHTTPS     int
-	nginxHTTP, nginxHTTPS     int
-	haproxyHTTP, haproxyHTTPS int
-	uncloudHTTP, uncloudHTTPS int
+	backend                     int
+	caddyHTTP, caddyHTTPS       int
+	nginxHTTP, nginxHTTPS       int
+	haproxyHTTP, haproxyHTTPS   int
+	uncloudHTTP, uncloudHTTPS   int
+	baselineHTTP, baselineHTTPS int
 }
 
 func httpURL(port func(p ports) int) func(p ports) string {
@@ -50,10 +51,12 @@ var rows = []row{
 	{"haproxy-http", httpURL(func(p ports) int { return p.haproxyHTTP })},
 	{"caddy-http", httpURL(func(p ports) int { return p.caddyHTTP })},
 	{"uncloud-http", httpURL(func(p ports) int { return p.uncloudHTTP })},
+	{"baseline-http", httpURL(func(p ports) int { return p.baselineHTTP })},
 	{"nginx-https", httpsURL(func(p ports) int { return p.nginxHTTPS })},
 	{"haproxy-https", httpsURL(func(p ports) int { return p.haproxyHTTPS })},
 	{"caddy-https", httpsURL(func(p ports) int { return p.caddyHTTPS })},
 	{"uncloud-https", httpsURL(func(p ports) int { return p.uncloudHTTPS })},
+	{"baseline-https", httpsURL(func(p ports) int { return p.baselineHTTPS })},
 }
 
 // peers are compared with uncloud in the summary, in this order.
@@ -92,7 +95,7 @@ func run(ctx context.Context, o options) error {
 	}
 	var p ports
 	for _, x := range []*int{&p.backend, &p.caddyHTTP, &p.caddyHTTPS, &p.nginxHTTP, &p.nginxHTTPS,
-		&p.haproxyHTTP, &p.haproxyHTTPS, &p.uncloudHTTP, &p.uncloudHTTPS} {
+		&p.haproxyHTTP, &p.haproxyHTTPS, &p.uncloudHTTP, &p.uncloudHTTPS, &p.baselineHTTP, &p.baselineHTTPS} {
 		if *x, err = freePort(); err != nil {
 			return err
 		}
@@ -136,33 +139,44 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	ing := exec.Command(self, "-role", "ingress")
-	setup, _ := json.Marshal(ingressSetup{Dir: filepath.Join(tmp, "state"), BackendPort: p.backend,
-		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", p.uncloudHTTP), HTTPSAddr: fmt.Sprintf("127.0.0.1:%d", p.uncloudHTTPS),
-		CertFile: certFile, KeyFile: keyFile, Profile: o.profile, AccessLog: o.accessLog})
-	ing.Stdin = strings.NewReader(string(setup))
-	out, err := ing.StdoutPipe()
-	if err != nil {
+	startIngress := func(bin, name string, httpPort, httpsPort int, profile string) error {
+		ing := exec.Command(bin, "-role", "ingress")
+		setup, _ := json.Marshal(ingressSetup{Dir: filepath.Join(tmp, name+"-state"), BackendPort: p.backend,
+			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort), HTTPSAddr: fmt.Sprintf("127.0.0.1:%d", httpsPort),
+			CertFile: certFile, KeyFile: keyFile, Profile: profile, AccessLog: o.accessLog})
+		ing.Stdin = strings.NewReader(string(setup))
+		out, err := ing.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := start(ing, name+".log"); err != nil {
+			return err
+		}
+		ready := make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(out)
+			ok := sc.Scan() && sc.Text() == "ready"
+			ready <- ok
+			for sc.Scan() {
+			}
+		}()
+		select {
+		case ok := <-ready:
+			if !ok {
+				return fmt.Errorf("%s ingress did not start; see %s", name, filepath.Join(tmp, name+".log"))
+			}
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("%s ingress not ready after 30 s", name)
+		}
+		return nil
+	}
+	if err := startIngress(self, "uncloud", p.uncloudHTTP, p.uncloudHTTPS, o.profile); err != nil {
 		return err
 	}
-	if err := start(ing, "uncloud.log"); err != nil {
-		return err
-	}
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		ok := sc.Scan() && sc.Text() == "ready"
-		ready <- ok
-		for sc.Scan() {
+	if o.baseline != "" {
+		if err := startIngress(o.baseline, "baseline", p.baselineHTTP, p.baselineHTTPS, ""); err != nil {
+			return err
 		}
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			return fmt.Errorf("uncloud ingress did not start; see %s", filepath.Join(tmp, "uncloud.log"))
-		}
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("uncloud ingress not ready after 30 s")
 	}
 
 	cmds, err := peerCommands(p, tmp, certFile, keyFile)
@@ -182,6 +196,9 @@ func run(ctx context.Context, o options) error {
 	versions := peerVersions()
 
 	selected := rows
+	if o.baseline == "" {
+		selected = slices.DeleteFunc(slices.Clone(rows), func(r row) bool { return strings.HasPrefix(r.name, "baseline-") })
+	}
 	if o.only != "" {
 		selected = nil
 		for _, r := range rows {
@@ -281,7 +298,7 @@ func report(o options, selected []row, results map[string][]result, versions str
 	var parts []string
 	for _, proto := range []string{"http", "https"} {
 		u := med["uncloud-"+proto]
-		for _, peer := range peers {
+		for _, peer := range append(slices.Clone(peers), "baseline") {
 			c := med[peer+"-"+proto]
 			if u.rps > 0 && c.rps > 0 && c.p99 > 0 {
 				parts = append(parts, fmt.Sprintf("%s: uncloud/%s req/s %.2fx, p99 %.2fx", strings.ToUpper(proto), peer,

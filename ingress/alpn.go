@@ -52,9 +52,15 @@ type recordingConn struct {
 	recording bool
 	rec       []byte
 	handedOff atomic.Bool
+	// stopped is set once recording ended without a hand-off: from then
+	// on reads go straight to the connection, without the mutex.
+	stopped atomic.Bool
 }
 
 func (c *recordingConn) Read(b []byte) (int, error) {
+	if c.stopped.Load() {
+		return c.Conn.Read(b)
+	}
 	if c.handedOff.Load() {
 		return 0, io.EOF
 	}
@@ -88,6 +94,7 @@ func (c *recordingConn) Close() error {
 func (c *recordingConn) stop() {
 	c.mu.Lock()
 	c.recording, c.rec = false, nil
+	c.stopped.Store(!c.handedOff.Load())
 	c.mu.Unlock()
 }
 

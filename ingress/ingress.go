@@ -273,7 +273,7 @@ func (in *Ingress) close() error {
 	}
 	in.wg.Wait()
 	if in.fwd != nil {
-		in.fwd.transport.CloseIdleConnections()
+		in.fwd.up.closeIdle()
 	}
 	return errors.Join(errs...)
 }

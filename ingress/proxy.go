@@ -23,6 +23,7 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // them), one buffer pool, one policy.
 type forwarder struct {
 	transport   *http.Transport
+	up          *upstream // plain requests; the rest go through transport
 	buffers     *bufferPool
 	policy      string
 	failTimeout time.Duration
@@ -66,7 +67,7 @@ func newForwarder(dial DialFunc, backends *pool, policy string, failTimeout time
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
 	}
-	return &forwarder{transport: t, buffers: newBufferPool(), policy: policy, failTimeout: failTimeout, log: log}
+	return &forwarder{transport: t, up: newUpstream(t), buffers: newBufferPool(), policy: policy, failTimeout: failTimeout, log: log}
 }
 
 // routeHandler proxies one route's requests. It is built with the table,
@@ -129,7 +130,7 @@ func (t *routeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *routeTransport) try(req *http.Request, b *backend) (*http.Response, error) {
 	req.URL.Host = b.addr
 	b.inflight.Add(1)
-	resp, err := t.f.transport.RoundTrip(req)
+	resp, err := t.f.up.RoundTrip(req)
 	if err != nil {
 		b.inflight.Add(-1)
 		return nil, err

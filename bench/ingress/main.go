@@ -35,6 +35,7 @@ type options struct {
 	profile     string
 	accessLog   bool
 	keep        bool
+	baseline    string
 }
 
 func main() {
@@ -49,6 +50,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the uncloud ingress under HTTP load to this file")
 	flag.BoolVar(&o.accessLog, "access-log", false, "run the uncloud ingress with its access log on (to /dev/null)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir (Caddyfile, logs)")
+	flag.StringVar(&o.baseline, "baseline", "", "also run this build of bench/ingress (e.g. of an earlier commit) as the baseline-http/https rows, to compare builds in one run")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

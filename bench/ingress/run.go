@@ -28,15 +28,39 @@ type row struct {
 	url  func(p ports) string
 }
 
-type ports struct{ backend, caddyHTTP, caddyHTTPS, uncloudHTTP, uncloudHTTPS int }
+type ports struct {
+	backend                     int
+	caddyHTTP, caddyHTTPS       int
+	nginxHTTP, nginxHTTPS       int
+	haproxyHTTP, haproxyHTTPS   int
+	uncloudHTTP, uncloudHTTPS   int
+	baselineHTTP, baselineHTTPS int
+}
+
+func httpURL(port func(p ports) int) func(p ports) string {
+	return func(p ports) string { return fmt.Sprintf("http://localhost:%d/", port(p)) }
+}
+
+func httpsURL(port func(p ports) int) func(p ports) string {
+	return func(p ports) string { return fmt.Sprintf("https://localhost:%d/", port(p)) }
+}
 
 var rows = []row{
 	{"backend", func(p ports) string { return fmt.Sprintf("http://127.0.0.1:%d/", p.backend) }},
-	{"caddy-http", func(p ports) string { return fmt.Sprintf("http://localhost:%d/", p.caddyHTTP) }},
-	{"uncloud-http", func(p ports) string { return fmt.Sprintf("http://localhost:%d/", p.uncloudHTTP) }},
-	{"caddy-https", func(p ports) string { return fmt.Sprintf("https://localhost:%d/", p.caddyHTTPS) }},
-	{"uncloud-https", func(p ports) string { return fmt.Sprintf("https://localhost:%d/", p.uncloudHTTPS) }},
+	{"nginx-http", httpURL(func(p ports) int { return p.nginxHTTP })},
+	{"haproxy-http", httpURL(func(p ports) int { return p.haproxyHTTP })},
+	{"caddy-http", httpURL(func(p ports) int { return p.caddyHTTP })},
+	{"uncloud-http", httpURL(func(p ports) int { return p.uncloudHTTP })},
+	{"baseline-http", httpURL(func(p ports) int { return p.baselineHTTP })},
+	{"nginx-https", httpsURL(func(p ports) int { return p.nginxHTTPS })},
+	{"haproxy-https", httpsURL(func(p ports) int { return p.haproxyHTTPS })},
+	{"caddy-https", httpsURL(func(p ports) int { return p.caddyHTTPS })},
+	{"uncloud-https", httpsURL(func(p ports) int { return p.uncloudHTTPS })},
+	{"baseline-https", httpsURL(func(p ports) int { return p.baselineHTTPS })},
 }
+
+// peers are compared with uncloud in the summary, in this order.
+var peers = []string{"nginx", "haproxy", "caddy"}
 
 func rowNames() []string {
 	var n []string
@@ -53,7 +77,7 @@ type result struct {
 }
 
 func run(ctx context.Context, o options) error {
-	if err := need("wrk", "caddy"); err != nil {
+	if err := need("wrk", "caddy", "nginx", "haproxy"); err != nil {
 		return err
 	}
 	tmp, err := os.MkdirTemp("", "bench-ingress-")
@@ -70,7 +94,8 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	var p ports
-	for _, x := range []*int{&p.backend, &p.caddyHTTP, &p.caddyHTTPS, &p.uncloudHTTP, &p.uncloudHTTPS} {
+	for _, x := range []*int{&p.backend, &p.caddyHTTP, &p.caddyHTTPS, &p.nginxHTTP, &p.nginxHTTPS,
+		&p.haproxyHTTP, &p.haproxyHTTPS, &p.uncloudHTTP, &p.uncloudHTTPS, &p.baselineHTTP, &p.baselineHTTPS} {
 		if *x, err = freePort(); err != nil {
 			return err
 		}
@@ -114,64 +139,66 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	ing := exec.Command(self, "-role", "ingress")
-	setup, _ := json.Marshal(ingressSetup{Dir: filepath.Join(tmp, "state"), BackendPort: p.backend,
-		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", p.uncloudHTTP), HTTPSAddr: fmt.Sprintf("127.0.0.1:%d", p.uncloudHTTPS),
-		CertFile: certFile, KeyFile: keyFile, Profile: o.profile, AccessLog: o.accessLog})
-	ing.Stdin = strings.NewReader(string(setup))
-	out, err := ing.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := start(ing, "uncloud.log"); err != nil {
-		return err
-	}
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		ok := sc.Scan() && sc.Text() == "ready"
-		ready <- ok
-		for sc.Scan() {
+	startIngress := func(bin, name string, httpPort, httpsPort int, profile string) error {
+		ing := exec.Command(bin, "-role", "ingress")
+		setup, _ := json.Marshal(ingressSetup{Dir: filepath.Join(tmp, name+"-state"), BackendPort: p.backend,
+			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort), HTTPSAddr: fmt.Sprintf("127.0.0.1:%d", httpsPort),
+			CertFile: certFile, KeyFile: keyFile, Profile: profile, AccessLog: o.accessLog})
+		ing.Stdin = strings.NewReader(string(setup))
+		out, err := ing.StdoutPipe()
+		if err != nil {
+			return err
 		}
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			return fmt.Errorf("uncloud ingress did not start; see %s", filepath.Join(tmp, "uncloud.log"))
+		if err := start(ing, name+".log"); err != nil {
+			return err
 		}
-	case <-time.After(30 * time.Second):
-		return fmt.Errorf("uncloud ingress not ready after 30 s")
+		ready := make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(out)
+			ok := sc.Scan() && sc.Text() == "ready"
+			ready <- ok
+			for sc.Scan() {
+			}
+		}()
+		select {
+		case ok := <-ready:
+			if !ok {
+				return fmt.Errorf("%s ingress did not start; see %s", name, filepath.Join(tmp, name+".log"))
+			}
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("%s ingress not ready after 30 s", name)
+		}
+		return nil
 	}
-
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-}
-http://localhost:%d {
-	reverse_proxy 127.0.0.1:%d
-}
-https://localhost:%d {
-	tls %s %s
-	reverse_proxy 127.0.0.1:%d
-}
-`, p.caddyHTTP, p.backend, p.caddyHTTPS, certFile, keyFile, p.backend)
-	cf := filepath.Join(tmp, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile), 0o600); err != nil {
+	if err := startIngress(self, "uncloud", p.uncloudHTTP, p.uncloudHTTPS, o.profile); err != nil {
 		return err
 	}
-	caddy := exec.Command("caddy", "run", "--config", cf, "--adapter", "caddyfile")
-	caddy.Env = append(os.Environ(), "XDG_DATA_HOME="+tmp, "XDG_CONFIG_HOME="+tmp, "HOME="+tmp)
-	if err := start(caddy, "caddy.log"); err != nil {
-		return err
-	}
-	for _, port := range []int{p.backend, p.caddyHTTP, p.caddyHTTPS} {
-		if err := waitPort(port, 30*time.Second); err != nil {
+	if o.baseline != "" {
+		if err := startIngress(o.baseline, "baseline", p.baselineHTTP, p.baselineHTTPS, ""); err != nil {
 			return err
 		}
 	}
-	caddyVersion, _ := exec.Command("caddy", "version").Output()
+
+	cmds, err := peerCommands(p, tmp, certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	for _, name := range peers {
+		if err := start(cmds[name], name+".log"); err != nil {
+			return err
+		}
+	}
+	for _, port := range []int{p.backend, p.caddyHTTP, p.caddyHTTPS, p.nginxHTTP, p.nginxHTTPS, p.haproxyHTTP, p.haproxyHTTPS} {
+		if err := waitPort(port, 30*time.Second); err != nil {
+			return fmt.Errorf("%w (logs in %s; -keep keeps them)", err, tmp)
+		}
+	}
+	versions := peerVersions()
 
 	selected := rows
+	if o.baseline == "" {
+		selected = slices.DeleteFunc(slices.Clone(rows), func(r row) bool { return strings.HasPrefix(r.name, "baseline-") })
+	}
 	if o.only != "" {
 		selected = nil
 		for _, r := range rows {
@@ -195,7 +222,7 @@ https://localhost:%d {
 		}
 	}
 	loadAfter, _ := os.ReadFile("/proc/loadavg")
-	report(o, selected, results, strings.TrimSpace(string(caddyVersion)), strings.Fields(string(load)), strings.Fields(string(loadAfter)))
+	report(o, selected, results, versions, strings.Fields(string(load)), strings.Fields(string(loadAfter)))
 	return nil
 }
 
@@ -240,28 +267,49 @@ func median(rs []result) result {
 	return m
 }
 
-func report(o options, selected []row, results map[string][]result, caddyVersion string, load, loadAfter []string) {
+// spread is the lowest and highest req/s and p99 over the rounds.
+func spread(rs []result) (lo, hi result) {
+	for i, r := range rs {
+		if i == 0 || r.rps < lo.rps {
+			lo.rps = r.rps
+		}
+		if i == 0 || r.p99 < lo.p99 {
+			lo.p99 = r.p99
+		}
+		hi.rps = max(hi.rps, r.rps)
+		hi.p99 = max(hi.p99, r.p99)
+	}
+	return lo, hi
+}
+
+func report(o options, selected []row, results map[string][]result, versions string, load, loadAfter []string) {
 	fmt.Printf("\n### reverse proxy: wrk -t%d -c%d -d%v, %d round(s), medians\n\n", o.threads, o.connections, o.duration, o.repeat)
-	fmt.Printf("caddy %s; load average before %s, after %s (1/5/15 min)\n\n", caddyVersion, strings.Join(load[:3], " "), strings.Join(loadAfter[:3], " "))
-	fmt.Println("| row | req/s | p99 | errors |")
-	fmt.Println("|---|---:|---:|---|")
+	fmt.Printf("%s; load average before %s, after %s (1/5/15 min)\n\n", versions, strings.Join(load[:3], " "), strings.Join(loadAfter[:3], " "))
+	fmt.Println("| row | req/s | req/s min–max | p99 | p99 min–max | errors |")
+	fmt.Println("|---|---:|---:|---:|---:|---|")
 	med := map[string]result{}
 	for _, r := range selected {
 		m := median(results[r.name])
 		med[r.name] = m
-		fmt.Printf("| %s | %.0f | %v | %s |\n", r.name, m.rps, m.p99.Round(10*time.Microsecond), m.err)
+		lo, hi := spread(results[r.name])
+		fmt.Printf("| %s | %.0f | %.0f–%.0f | %v | %v–%v | %s |\n", r.name, m.rps, lo.rps, hi.rps,
+			m.p99.Round(10*time.Microsecond), lo.p99.Round(10*time.Microsecond), hi.p99.Round(10*time.Microsecond), m.err)
 	}
 	var parts []string
 	for _, proto := range []string{"http", "https"} {
-		u, c := med["uncloud-"+proto], med["caddy-"+proto]
-		if u.rps > 0 && c.rps > 0 {
-			parts = append(parts, fmt.Sprintf("%s: uncloud/caddy req/s %.2fx, p99 %.2fx", strings.ToUpper(proto), u.rps/c.rps, float64(u.p99)/float64(c.p99)))
+		u := med["uncloud-"+proto]
+		for _, peer := range append(slices.Clone(peers), "baseline") {
+			c := med[peer+"-"+proto]
+			if u.rps > 0 && c.rps > 0 && c.p99 > 0 {
+				parts = append(parts, fmt.Sprintf("%s: uncloud/%s req/s %.2fx, p99 %.2fx", strings.ToUpper(proto), peer,
+					u.rps/c.rps, float64(u.p99)/float64(c.p99)))
+			}
 		}
 	}
 	if b := med["backend"]; b.rps > 0 && med["uncloud-http"].rps > 0 {
 		parts = append(parts, fmt.Sprintf("uncloud-http/backend %.2fx", med["uncloud-http"].rps/b.rps))
 	}
-	fmt.Printf("\nsummary: %s (target: req/s >= 1.5x caddy, p99 <= caddy)\n", strings.Join(parts, "; "))
+	fmt.Printf("\nsummary: %s (target: req/s >= 1.0x nginx and haproxy, p99 <= theirs)\n", strings.Join(parts, "; "))
 }
 
 func freePort() (int, error) {

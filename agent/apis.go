@@ -38,6 +38,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.HandleFunc("POST "+api.MachinePathKeyring, d.members.HandlePushKeyring)
 	mux.HandleFunc("POST "+api.MachinePathLeave, d.members.HandleLeave)
 	d.containers.routes(mux)
+	d.upgradeRoutes(mux) // upgrade.go
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
 	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil

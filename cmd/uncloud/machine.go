@@ -19,6 +19,8 @@ type machineCmd struct {
 	Rename machineRenameCmd `cmd:"" help:"Rename a machine. The machine itself makes the change, so it must be reachable."`
 	Role   machineRoleCmd   `cmd:"" help:"Give a machine a role or take it away (roles: ingress)."`
 	Label  machineLabelCmd  `cmd:"" help:"Set or remove a machine's labels, for placement constraints (node.labels.KEY==VALUE)."`
+
+	Upgrade machineUpgradeCmd `cmd:"" help:"Replace the agent binary of machines over the mesh, one at a time."` // machine_upgrade.go
 }
 
 type machineRenameCmd struct {

@@ -30,6 +30,10 @@ type containerLab struct {
 	*formed
 	engines []*lab.Docker
 	echoBin string
+	// bins are the hosts' own copies of the uncloud binary, when the
+	// shape asks for them (agents that replace their binary); nil: all
+	// run the lab's.
+	bins []string
 }
 
 func (c *containerLab) startAgentWithDocker(ctx context.Context, t *testing.T, i int, args ...string) {
@@ -41,8 +45,12 @@ func (c *containerLab) startAgentWithDocker(ctx context.Context, t *testing.T, i
 	}
 	// Secrets and configs are bind-mounted from a path the host's dockerd
 	// sees too (it does not share the agent's private /run/uncloud).
+	bin := c.lab.Uncloud
+	if c.bins != nil {
+		bin = c.bins[i]
+	}
 	argv := append([]string{"DOCKER_HOST=" + dockerHost, "UNCLOUD_SECRETS_DIR=" + filepath.Join(c.hosts[i].Dir, "secrets"),
-		c.lab.Uncloud, "--log-level", "debug"}, args...)
+		bin, "--log-level", "debug"}, args...)
 	p, err := c.hosts[i].Start("uncloud", "env", argv...)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +84,9 @@ type labShape struct {
 	setup func(*lab.Lab, []*lab.Host) error
 	// flags are more flags for host i's `uncloud init` or `uncloud join`.
 	flags func(i int, h *lab.Host) []string
+	// ownBinary gives each host its own copy of the uncloud binary to
+	// run its agent from (machine upgrade replaces it).
+	ownBinary bool
 }
 
 // newContainerLabWith is newContainerLab shaped by shape.
@@ -99,6 +110,15 @@ func newContainerLabWith(ctx context.Context, t *testing.T, shape labShape, kind
 		}
 	}
 	c := &containerLab{formed: &formed{lab: l, hosts: hosts, procs: make([]*lab.Process, n)}}
+	if shape.ownBinary {
+		for _, h := range hosts {
+			bin := filepath.Join(h.Dir, "bin", "uncloud")
+			if err := copyFile(l.Uncloud, bin, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			c.bins = append(c.bins, bin)
+		}
+	}
 	bin, err := testimage.BuildBinary(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)

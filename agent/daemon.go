@@ -74,6 +74,9 @@ type DaemonOptions struct {
 	// process's upgrade was undone, when this one is the restored binary.
 	Binary     string
 	RolledBack string
+	// Handover carries the ingress's sockets across an upgrade's
+	// re-exec (handover.go); nil: the ingress listens afresh.
+	Handover *Handover
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated

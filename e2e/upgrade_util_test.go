@@ -103,19 +103,20 @@ func fileSum(path string) string {
 }
 
 // probeCounts counts a probe's ok and failed lines in out, and the
-// slowest answer (the "Nms" at the end of an ok line).
+// slowest answer (the "Nms" that ends an ok answer, which may span lines).
 func probeCounts(out string) (ok, failed int, slowest time.Duration, fails []string) {
 	for _, l := range strings.Split(out, "\n") {
 		switch {
 		case strings.HasPrefix(l, "ok "):
 			ok++
-			f := strings.Fields(l)
-			if d, err := time.ParseDuration(f[len(f)-1]); err == nil && d > slowest {
-				slowest = d
-			}
 		case strings.HasPrefix(l, "fail "):
 			failed++
 			fails = append(fails, l)
+		}
+		if f := strings.Fields(l); len(f) > 0 && strings.HasSuffix(f[len(f)-1], "ms") {
+			if d, err := time.ParseDuration(f[len(f)-1]); err == nil && d > slowest {
+				slowest = d
+			}
 		}
 	}
 	return ok, failed, slowest, fails

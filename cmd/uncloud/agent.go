@@ -165,6 +165,10 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 	}
 	marks := takeUpgradeMarks()
 	opts.Binary, opts.RolledBack = installedBinary(), marks.failed
+	var err error
+	if opts.Handover, err = agent.NewHandover(marks.sockets); err != nil {
+		g.Logger.Warn("upgrade: the previous process's sockets are not usable; listening afresh", "err", err)
+	}
 	deadline := time.Now().Add(upgradeDeadline)
 	// A new binary on probation that hangs in its start is rolled back
 	// too: its context ends at the deadline unless it has rejoined.
@@ -175,7 +179,6 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 		hung.Stop()
 	}
 	var d *agent.Daemon
-	var err error
 	if failStartup != "" {
 		err = fmt.Errorf("fault injection (built with -X main.failStartup): %s", failStartup)
 	} else {
@@ -184,7 +187,8 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 	hung.Stop()
 	if err != nil {
 		if marks.previous != "" && ctx.Err() == nil {
-			return rollBack(g.Logger, marks.previous, opts.Binary, argv, fmt.Sprintf("version %s did not start: %v", version, err))
+			sockets, _ := opts.Handover.PassOn()
+			return rollBack(g.Logger, marks.previous, opts.Binary, argv, fmt.Sprintf("version %s did not start: %v", version, err), sockets)
 		}
 		return err
 	}
@@ -205,14 +209,19 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 				rejoin = nil
 				continue
 			}
+			sockets, _ := d.PassListeners()
 			d.Close()
-			return rollBack(g.Logger, marks.previous, opts.Binary, argv, why)
+			return rollBack(g.Logger, marks.previous, opts.Binary, argv, why, sockets)
 		case next := <-d.Upgrades():
 			peers := d.AliveMembers()
+			sockets, err := d.PassListeners()
+			if err != nil {
+				g.Logger.Warn("upgrade: the ingress's sockets are not handed over; the new process listens afresh", "err", err)
+			}
 			if err := d.Close(); err != nil {
 				g.Logger.Warn("upgrade: the agent stopped with errors", "err", err)
 			}
-			return restartOn(g.Logger, next, opts.Binary, argv, peers)
+			return restartOn(g.Logger, next, opts.Binary, argv, peers, sockets)
 		}
 	}
 }

@@ -35,9 +35,10 @@ import (
 // back and re-executes that, with envFailed saying why; the restored agent
 // reports it (machine upgrade status), and `machine upgrade` names it.
 const (
-	envPrevious = "UNCLOUD_UPGRADE_PREVIOUS" // the old binary, kept beside the new one
-	envPeers    = "UNCLOUD_UPGRADE_PEERS"    // members the old process saw alive
-	envFailed   = "UNCLOUD_UPGRADE_FAILED"   // why the restored binary runs again
+	envPrevious = "UNCLOUD_UPGRADE_PREVIOUS"  // the old binary, kept beside the new one
+	envPeers    = "UNCLOUD_UPGRADE_PEERS"     // members the old process saw alive
+	envFailed   = "UNCLOUD_UPGRADE_FAILED"    // why the restored binary runs again
+	envSockets  = "UNCLOUD_UPGRADE_LISTENERS" // the ingress's sockets (agent.Handover)
 
 	// upgradeDeadline bounds a new binary's start and rejoin.
 	upgradeDeadline = 60 * time.Second
@@ -54,14 +55,15 @@ type upgradeMarks struct {
 	previous string // set: this process is a new binary on probation
 	peers    int
 	failed   string // set: this process is a restored binary
+	sockets  string // agent.NewHandover's spec
 }
 
 // takeUpgradeMarks reads the marks and removes them from the
 // environment, so no later exec inherits them by mistake.
 func takeUpgradeMarks() upgradeMarks {
-	m := upgradeMarks{previous: os.Getenv(envPrevious), failed: os.Getenv(envFailed)}
+	m := upgradeMarks{previous: os.Getenv(envPrevious), failed: os.Getenv(envFailed), sockets: os.Getenv(envSockets)}
 	m.peers, _ = strconv.Atoi(os.Getenv(envPeers))
-	for _, k := range []string{envPrevious, envPeers, envFailed} {
+	for _, k := range []string{envPrevious, envPeers, envFailed, envSockets} {
 		os.Unsetenv(k)
 	}
 	return m
@@ -112,7 +114,7 @@ func watchRejoin(ctx context.Context, log *slog.Logger, d *agent.Daemon, peers i
 // restartOn puts the checked binary next in place of installed, keeping
 // the old one as installed.previous, and re-executes it with argv. It
 // returns only if that fails; then the old binary is executed again.
-func restartOn(log *slog.Logger, next, installed string, argv []string, peers int) error {
+func restartOn(log *slog.Logger, next, installed string, argv []string, peers int, sockets string) error {
 	previous := installed + ".previous"
 	swap := func() error {
 		if err := os.Remove(previous); err != nil && !os.IsNotExist(err) {
@@ -132,20 +134,20 @@ func restartOn(log *slog.Logger, next, installed string, argv []string, peers in
 	if err := swap(); err != nil {
 		os.Remove(next)
 		log.Error("upgrade: the binary could not be swapped; starting the old one again", "err", err)
-		return execAgent(installed, argv, envFailed+"="+err.Error())
+		return execAgent(installed, argv, envFailed+"="+err.Error(), envSockets+"="+sockets)
 	}
 	log.Info("upgrade: binary swapped; restarting on it", "binary", installed, "previous", previous)
-	return execAgent(installed, argv, envPrevious+"="+previous, envPeers+"="+strconv.Itoa(peers))
+	return execAgent(installed, argv, envPrevious+"="+previous, envPeers+"="+strconv.Itoa(peers), envSockets+"="+sockets)
 }
 
 // rollBack puts the previous binary back over installed and executes it,
 // telling it why.
-func rollBack(log *slog.Logger, previous, installed string, argv []string, why string) error {
+func rollBack(log *slog.Logger, previous, installed string, argv []string, why, sockets string) error {
 	log.Error("upgrade failed: restoring the previous binary", "why", why, "previous", previous)
 	if err := os.Rename(previous, installed); err != nil {
 		return fmt.Errorf("upgrade failed (%s), and restoring %s failed too: %w", why, previous, err)
 	}
-	return execAgent(installed, argv, envFailed+"="+why)
+	return execAgent(installed, argv, envFailed+"="+why, envSockets+"="+sockets)
 }
 
 // execAgent replaces this process with bin, the environment plus marks.

@@ -84,9 +84,13 @@ type labShape struct {
 	setup func(*lab.Lab, []*lab.Host) error
 	// flags are more flags for host i's `uncloud init` or `uncloud join`.
 	flags func(i int, h *lab.Host) []string
-	// ownBinary gives each host its own copy of the uncloud binary to
-	// run its agent from (machine upgrade replaces it).
-	ownBinary bool
+	// binary is the uncloud binary host i runs its agent from (its own
+	// copy, which machine upgrade replaces; an older release); nil: the
+	// lab's, for all.
+	binary func(i int, h *lab.Host) (string, error)
+	// tokenFrom is the host whose agent issues host i's join token
+	// (nil: the first).
+	tokenFrom func(i int) int
 }
 
 // newContainerLabWith is newContainerLab shaped by shape.
@@ -110,10 +114,10 @@ func newContainerLabWith(ctx context.Context, t *testing.T, shape labShape, kind
 		}
 	}
 	c := &containerLab{formed: &formed{lab: l, hosts: hosts, procs: make([]*lab.Process, n)}}
-	if shape.ownBinary {
-		for _, h := range hosts {
-			bin := filepath.Join(h.Dir, "bin", "uncloud")
-			if err := copyFile(l.Uncloud, bin, 0o755); err != nil {
+	if shape.binary != nil {
+		for i, h := range hosts {
+			bin, err := shape.binary(i, h)
+			if err != nil {
 				t.Fatal(err)
 			}
 			c.bins = append(c.bins, bin)
@@ -159,7 +163,11 @@ func newContainerLabWith(ctx context.Context, t *testing.T, shape labShape, kind
 	}
 	c.startAgentWithDocker(ctx, t, 0, append([]string{"init", "--name", "m1", "--foreground"}, flags(0)...)...)
 	for i := 1; i < n; i++ {
-		tok := c.token(ctx, t, 0)
+		from := 0
+		if shape.tokenFrom != nil {
+			from = shape.tokenFrom(i)
+		}
+		tok := c.token(ctx, t, from)
 		args := append([]string{"join", "--name", fmt.Sprintf("m%d", i+1), "--foreground"}, flags(i)...)
 		args = append(args, tok)
 		if kinds[i] == userspace {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
 )
 
@@ -30,7 +31,15 @@ func TestUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	c := newContainerLabWith(ctx, t, labShape{ownBinary: true}, withDocker, withDocker, withDocker)
+	own := func(i int, h *lab.Host) (string, error) {
+		src, err := lab.UncloudBinary()
+		if err != nil {
+			return "", err
+		}
+		bin := filepath.Join(h.Dir, "bin", "uncloud")
+		return bin, copyFile(src, bin, 0o755)
+	}
+	c := newContainerLabWith(ctx, t, labShape{binary: own}, withDocker, withDocker, withDocker)
 	if out, err := c.uncloud(ctx, t, 0, "image", "push", testimage.Tag); err != nil {
 		t.Fatalf("image push: %v\n%s", err, out)
 	}

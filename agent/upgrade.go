@@ -45,28 +45,29 @@ func (d *Daemon) Upgrades() <-chan string { return d.up.ready }
 // versionCheckTimeout bounds running the new binary's `version`.
 const versionCheckTimeout = 15 * time.Second
 
-// stageUpgrade writes body to a temp file next to the installed binary,
-// checks its digest and that it runs here, and, once ctx ends (the answer
-// has gone), hands it to Upgrades.
-func (d *Daemon) stageUpgrade(ctx context.Context, sum string, size int64, body io.Reader) (api.UpgradeResult, error) {
+// stageUpgrade writes body to a temp file next to the installed binary
+// and checks its digest and that it runs here. The caller answers, then
+// calls the returned func, which hands the binary to Upgrades (the
+// restart closes the connection: the answer must have gone first).
+func (d *Daemon) stageUpgrade(ctx context.Context, sum string, size int64, body io.Reader) (api.UpgradeResult, func(), error) {
 	self := d.snapshot()
 	res := api.UpgradeResult{Machine: self.Name, ID: self.MachineID, From: d.opts.Version}
 	if err := api.CheckSHA256(sum); err != nil {
-		return res, err
+		return res, nil, err
 	}
 	if size < 0 || size > api.MaxBinaryBytes {
-		return res, fmt.Errorf("%w: binary of %d bytes: at most %d MiB", api.ErrBadRequest, size, api.MaxBinaryBytes>>20)
+		return res, nil, fmt.Errorf("%w: binary of %d bytes: at most %d MiB", api.ErrBadRequest, size, api.MaxBinaryBytes>>20)
 	}
 	if d.opts.Binary == "" {
-		return res, fmt.Errorf("%w: %s does not know its own binary's path, so it cannot replace it", api.ErrUnavailable, self.Name)
+		return res, nil, fmt.Errorf("%w: %s does not know its own binary's path, so it cannot replace it", api.ErrUnavailable, self.Name)
 	}
 	if d.up.done.Load() || !d.up.busy.CompareAndSwap(false, true) {
-		return res, fmt.Errorf("%w: %s is already upgrading", api.ErrConflict, self.Name)
+		return res, nil, fmt.Errorf("%w: %s is already upgrading", api.ErrConflict, self.Name)
 	}
 	defer d.up.busy.Store(false)
 	tmp, err := os.CreateTemp(filepath.Dir(d.opts.Binary), "."+filepath.Base(d.opts.Binary)+".upgrade-*")
 	if err != nil {
-		return res, fmt.Errorf("temp file next to %s: %w", d.opts.Binary, err)
+		return res, nil, fmt.Errorf("temp file next to %s: %w", d.opts.Binary, err)
 	}
 	keep := false
 	defer func() {
@@ -82,33 +83,28 @@ func (d *Daemon) stageUpgrade(ctx context.Context, sum string, size int64, body 
 	var big *http.MaxBytesError
 	switch {
 	case errors.As(err, &big):
-		return res, fmt.Errorf("%w: binary larger than %d MiB", api.ErrBadRequest, api.MaxBinaryBytes>>20)
+		return res, nil, fmt.Errorf("%w: binary larger than %d MiB", api.ErrBadRequest, api.MaxBinaryBytes>>20)
 	case err != nil:
-		return res, fmt.Errorf("receive the binary into %s: %w", tmp.Name(), err)
+		return res, nil, fmt.Errorf("receive the binary into %s: %w", tmp.Name(), err)
 	case n != size:
-		return res, fmt.Errorf("%w: received %d bytes of a binary said to be %d", api.ErrBadRequest, n, size)
+		return res, nil, fmt.Errorf("%w: received %d bytes of a binary said to be %d", api.ErrBadRequest, n, size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != strings.ToLower(sum) {
-		return res, fmt.Errorf("%w: the binary's SHA-256 is %s, not the %s sent with it: refused, nothing changed on %s",
+		return res, nil, fmt.Errorf("%w: the binary's SHA-256 is %s, not the %s sent with it: refused, nothing changed on %s",
 			api.ErrBadRequest, got, sum, self.Name)
 	}
 	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
-		return res, fmt.Errorf("make %s executable: %w", tmp.Name(), err)
+		return res, nil, fmt.Errorf("make %s executable: %w", tmp.Name(), err)
 	}
 	to, err := binaryVersion(ctx, tmp.Name())
 	if err != nil {
-		return res, fmt.Errorf("%w: the new binary does not run on %s (nothing changed): %v", api.ErrBadRequest, self.Name, err)
+		return res, nil, fmt.Errorf("%w: the new binary does not run on %s (nothing changed): %v", api.ErrBadRequest, self.Name, err)
 	}
 	res.To = to
 	keep = true
 	d.up.done.Store(true)
 	d.log.Info("upgrade: binary received and checked; restarting on it once answered", "from", res.From, "to", to, "sha256", sum)
-	go func() {
-		// The answer goes first: the restart closes the listeners.
-		<-ctx.Done()
-		d.up.ready <- tmp.Name()
-	}()
-	return res, nil
+	return res, func() { d.up.ready <- tmp.Name() }, nil
 }
 
 // binaryVersion runs `bin version` and returns its version when it was
@@ -140,18 +136,19 @@ func parseVersionLine(line, want string) (string, error) {
 
 // UpgradeMachine implements api.UpgradeBackend: the binary is this
 // machine's, or goes on to the machine named.
-func (d *Daemon) UpgradeMachine(ctx context.Context, nameOrID, sum string, size int64, body io.Reader) (api.UpgradeResult, error) {
+func (d *Daemon) UpgradeMachine(ctx context.Context, nameOrID, sum string, size int64, body io.Reader) (api.UpgradeResult, func(), error) {
 	id, err := d.machineIDOf(ctx, nameOrID)
 	if err != nil {
-		return api.UpgradeResult{}, err
+		return api.UpgradeResult{}, nil, err
 	}
 	if id == d.state.MachineID {
 		return d.stageUpgrade(ctx, sum, size, body)
 	}
 	if err := api.CheckSHA256(sum); err != nil {
-		return api.UpgradeResult{}, err
+		return api.UpgradeResult{}, nil, err
 	}
-	return d.machineAPI.Upgrade(ctx, id, sum, size, body)
+	res, err := d.machineAPI.Upgrade(ctx, id, sum, size, body)
+	return res, nil, err
 }
 
 // MachineUpgradeStatus implements api.UpgradeBackend.
@@ -208,7 +205,7 @@ func (d *Daemon) upgradeRoutes(mux *http.ServeMux) {
 				http.StatusRequestEntityTooLarge)
 			return
 		}
-		res, err := d.stageUpgrade(r.Context(), r.Header.Get(api.HeaderSHA256), r.ContentLength,
+		res, then, err := d.stageUpgrade(r.Context(), r.Header.Get(api.HeaderSHA256), r.ContentLength,
 			http.MaxBytesReader(w, r.Body, api.MaxBinaryBytes))
 		if err != nil {
 			code := http.StatusInternalServerError
@@ -224,6 +221,8 @@ func (d *Daemon) upgradeRoutes(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, res)
+		http.NewResponseController(w).Flush()
+		then()
 	})
 	mux.HandleFunc("GET "+api.MachinePathUpgrade, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, d.upgradeStatus())

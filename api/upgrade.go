@@ -61,7 +61,10 @@ type UpgradeStatus struct {
 // UpgradeBackend is the local API's side of upgrades; a Backend that has
 // it serves PathUpgrade and PathUpgradeStatus.
 type UpgradeBackend interface {
-	UpgradeMachine(ctx context.Context, nameOrID, sha256 string, size int64, body io.Reader) (UpgradeResult, error)
+	// UpgradeMachine takes the binary for nameOrID; then, when not nil,
+	// is called once the answer has been flushed: it starts the restart,
+	// which closes the connection the answer travels on.
+	UpgradeMachine(ctx context.Context, nameOrID, sha256 string, size int64, body io.Reader) (res UpgradeResult, then func(), err error)
 	MachineUpgradeStatus(ctx context.Context, nameOrID string) (UpgradeStatus, error)
 }
 
@@ -146,9 +149,13 @@ func upgradeRoutes(mux *http.ServeMux, b Backend) {
 			reply(w, nil, fmt.Errorf("%w: a binary needs a Content-Length of at most %d MiB", ErrBadRequest, MaxBinaryBytes>>20))
 			return
 		}
-		res, err := ub.UpgradeMachine(r.Context(), r.PathValue("name"), r.Header.Get(HeaderSHA256), r.ContentLength,
+		res, then, err := ub.UpgradeMachine(r.Context(), r.PathValue("name"), r.Header.Get(HeaderSHA256), r.ContentLength,
 			http.MaxBytesReader(w, r.Body, MaxBinaryBytes))
 		reply(w, res, err)
+		if err == nil && then != nil {
+			http.NewResponseController(w).Flush()
+			then()
+		}
 	})
 	mux.HandleFunc("GET "+PathMachines+"/{name}"+PathUpgradeStatus, func(w http.ResponseWriter, r *http.Request) {
 		st, err := ub.MachineUpgradeStatus(r.Context(), r.PathValue("name"))

@@ -65,13 +65,27 @@ func (d *Daemon) stageUpgrade(ctx context.Context, sum string, size int64, body 
 		return res, nil, fmt.Errorf("%w: %s is already upgrading", api.ErrConflict, self.Name)
 	}
 	defer d.up.busy.Store(false)
-	tmp, err := os.CreateTemp(filepath.Dir(d.opts.Binary), "."+filepath.Base(d.opts.Binary)+".upgrade-*")
+	path, to, err := receiveBinary(ctx, d.opts.Binary, sum, size, body)
 	if err != nil {
-		return res, nil, fmt.Errorf("temp file next to %s: %w", d.opts.Binary, err)
+		return res, nil, fmt.Errorf("%w (nothing changed on %s)", err, self.Name)
 	}
-	keep := false
+	res.To = to
+	d.up.done.Store(true)
+	d.log.Info("upgrade: binary received and checked; restarting on it once answered", "from", res.From, "to", to, "sha256", sum)
+	return res, func() { d.up.ready <- path }, nil
+}
+
+// receiveBinary writes size bytes of body to a temp file next to
+// installed, and keeps it only when its SHA-256 is sum and its `version`
+// runs here: it returns the file and the version it states. A refused
+// binary leaves no file.
+func receiveBinary(ctx context.Context, installed, sum string, size int64, body io.Reader) (_, _ string, err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(installed), "."+filepath.Base(installed)+".upgrade-*")
+	if err != nil {
+		return "", "", fmt.Errorf("temp file next to %s: %w", installed, err)
+	}
 	defer func() {
-		if !keep {
+		if err != nil {
 			os.Remove(tmp.Name())
 		}
 	}()
@@ -83,28 +97,26 @@ func (d *Daemon) stageUpgrade(ctx context.Context, sum string, size int64, body 
 	var big *http.MaxBytesError
 	switch {
 	case errors.As(err, &big):
-		return res, nil, fmt.Errorf("%w: binary larger than %d MiB", api.ErrBadRequest, api.MaxBinaryBytes>>20)
+		return "", "", fmt.Errorf("%w: binary larger than %d MiB", api.ErrBadRequest, api.MaxBinaryBytes>>20)
 	case err != nil:
-		return res, nil, fmt.Errorf("receive the binary into %s: %w", tmp.Name(), err)
+		return "", "", fmt.Errorf("receive the binary into %s: %w", tmp.Name(), err)
 	case n != size:
-		return res, nil, fmt.Errorf("%w: received %d bytes of a binary said to be %d", api.ErrBadRequest, n, size)
+		err = fmt.Errorf("%w: received %d bytes of a binary said to be %d", api.ErrBadRequest, n, size)
+		return "", "", err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != strings.ToLower(sum) {
-		return res, nil, fmt.Errorf("%w: the binary's SHA-256 is %s, not the %s sent with it: refused, nothing changed on %s",
-			api.ErrBadRequest, got, sum, self.Name)
+		err = fmt.Errorf("%w: the binary's SHA-256 is %s, not the %s sent with it: refused", api.ErrBadRequest, got, sum)
+		return "", "", err
 	}
-	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
-		return res, nil, fmt.Errorf("make %s executable: %w", tmp.Name(), err)
+	if err = os.Chmod(tmp.Name(), 0o755); err != nil {
+		return "", "", fmt.Errorf("make %s executable: %w", tmp.Name(), err)
 	}
 	to, err := binaryVersion(ctx, tmp.Name())
 	if err != nil {
-		return res, nil, fmt.Errorf("%w: the new binary does not run on %s (nothing changed): %v", api.ErrBadRequest, self.Name, err)
+		err = fmt.Errorf("%w: the new binary does not run here: %v", api.ErrBadRequest, err)
+		return "", "", err
 	}
-	res.To = to
-	keep = true
-	d.up.done.Store(true)
-	d.log.Info("upgrade: binary received and checked; restarting on it once answered", "from", res.From, "to", to, "sha256", sum)
-	return res, func() { d.up.ready <- tmp.Name() }, nil
+	return tmp.Name(), to, nil
 }
 
 // binaryVersion runs `bin version` and returns its version when it was

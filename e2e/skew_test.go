@@ -47,12 +47,19 @@ func (p *previousBuild) get() (bin, skip string, err error) {
 			p.skip = fmt.Sprintf("commit %s is not in this clone's history (shallow?): cannot build the previous release", previousCommit)
 			return
 		}
-		dir, err := os.MkdirTemp("", "uncloud-previous-")
-		if err != nil {
-			p.err = err
+		// The commit never changes, so its build is kept between runs
+		// (and its source dir stays the same, which keeps Go's build
+		// cache warm).
+		dir := filepath.Join(os.TempDir(), "uncloud-previous-"+previousCommit)
+		p.bin = filepath.Join(dir, "uncloud-"+previousCommit)
+		if _, err := os.Stat(p.bin); err == nil {
 			return
 		}
 		src := filepath.Join(dir, "src")
+		if err := os.RemoveAll(src); err != nil {
+			p.err = err
+			return
+		}
 		if err := os.MkdirAll(src, 0o755); err != nil {
 			p.err = err
 			return
@@ -62,8 +69,12 @@ func (p *previousBuild) get() (bin, skip string, err error) {
 			p.err = fmt.Errorf("git archive %s: %w\n%s", previousCommit, err, out)
 			return
 		}
-		p.bin = filepath.Join(dir, "uncloud-"+previousCommit)
-		p.err = buildUncloud(p.bin, src, "-X main.version="+previousVersion)
+		// Built under a temp name and renamed, so a killed build is not
+		// taken for a finished one next time.
+		tmp := p.bin + ".building"
+		if p.err = buildUncloud(tmp, src, "-X main.version="+previousVersion); p.err == nil {
+			p.err = os.Rename(tmp, p.bin)
+		}
 	})
 	return p.bin, p.skip, p.err
 }

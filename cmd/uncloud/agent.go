@@ -184,7 +184,11 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 	} else {
 		d, err = agent.StartDaemon(dctx, opts)
 	}
-	hung.Stop()
+	if !hung.Stop() && marks.previous != "" && err == nil && ctx.Err() == nil {
+		// Up just as the deadline cancelled its context: as good as hung.
+		d.Close()
+		err = fmt.Errorf("not up within %v", upgradeDeadline)
+	}
 	if err != nil {
 		if marks.previous != "" && ctx.Err() == nil {
 			sockets, _ := opts.Handover.PassOn()

@@ -151,9 +151,11 @@ func TestUpgrade(t *testing.T) {
 		if err == nil {
 			t.Fatalf("machine upgrade to a failing binary succeeded:\n%s", out)
 		}
+		// The reason is on stderr, which the lab's Run puts in the error.
+		said := out + err.Error()
 		for _, want := range []string{"upgrade stopped at m2", "back on version " + upgradeVersion, "fault injection"} {
-			if !strings.Contains(out, want) {
-				t.Errorf("output lacks %q:\n%s", want, out)
+			if !strings.Contains(said, want) {
+				t.Errorf("the command does not say %q:\n%s", want, said)
 			}
 		}
 		if got := fileSum(c.bins[1]); got != fileSum(good) {

@@ -27,6 +27,8 @@ import (
 // command fails naming m2 and why.
 func TestUpgrade(t *testing.T) {
 	good, bad, err := variants.get()
+	// Only this test installs them: 100 MB of binaries go with it.
+	t.Cleanup(func() { os.RemoveAll(variants.dir) })
 	if err != nil {
 		t.Fatal(err)
 	}

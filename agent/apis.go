@@ -40,6 +40,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.HandleFunc("POST "+api.MachinePathLeave, d.members.HandleLeave)
 	mux.Handle("GET "+ui.MachinePathView, d.machineViewHandler())
 	d.containers.routes(mux)
+	d.upgradeRoutes(mux) // upgrade.go
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
 	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil

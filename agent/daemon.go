@@ -69,6 +69,14 @@ type DaemonOptions struct {
 	// address unless MetricsPublic (agent/metrics.ParseAddr).
 	MetricsAddr   string
 	MetricsPublic bool
+	// Binary is the installed binary an upgrade replaces (upgrade.go);
+	// empty: upgrades are refused. RolledBack is why the previous
+	// process's upgrade was undone, when this one is the restored binary.
+	Binary     string
+	RolledBack string
+	// Handover carries the ingress's sockets across an upgrade's
+	// re-exec (handover.go); nil: the ingress listens afresh.
+	Handover *Handover
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -104,6 +112,7 @@ type Daemon struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	life   lifecycle // what Close stops, and in which order
+	up     *upgrader // binaries received for an upgrade (upgrade.go)
 
 	// Orchestrator serves the container commands (api.ContainerBackend,
 	// DeployBackend, ImageBackend) for the local API; see orchestration.go.
@@ -133,7 +142,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{opts: opts, log: opts.Logger, state: st, identity: identity, ctx: ctx, cancel: cancel,
-		peersChanged: make(chan struct{}, 1)}
+		peersChanged: make(chan struct{}, 1), up: newUpgrader()}
 	defer func() {
 		if err != nil {
 			d.Close()

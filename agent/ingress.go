@@ -89,6 +89,39 @@ func (r *ingressRunner) start(ctx context.Context, d *Daemon) {
 		return
 	}
 	r.cancel = cancel
+	if h := d.opts.Handover; h != nil {
+		go h.waitRoutes(ctx, func() int { return servedRoutes(in) })
+	}
+}
+
+// servedRoutes counts the routes with a backend: what an upgrade's new
+// process waits to serve again before it accepts (handover.go).
+func servedRoutes(in *ingress.Ingress) int {
+	n := 0
+	for _, r := range in.Routes() {
+		if len(r.Backends) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// PassListeners hands the ingress's sockets to the process that replaces
+// this one; call it before Close. "" when there is no handover.
+func (d *Daemon) PassListeners() (string, error) {
+	h := d.opts.Handover
+	if h == nil {
+		return "", nil
+	}
+	routes := 0
+	if d.ingress != nil {
+		d.ingress.mu.Lock()
+		if d.ingress.in != nil {
+			routes = servedRoutes(d.ingress.in)
+		}
+		d.ingress.mu.Unlock()
+	}
+	return h.Pass(routes)
 }
 
 func (r *ingressRunner) stop() {
@@ -148,6 +181,7 @@ func (d *Daemon) newIngress(ctx context.Context) (*ingress.Ingress, error) {
 		HTTPAddr:         httpAddr,
 		HTTPSAddr:        o.HTTPSAddr,
 		MeshHTTPListener: meshLn,
+		Listen:           d.opts.Handover.listenFunc(),
 		Policy:           o.Policy,
 		AccessLog:        access,
 		Metrics:          d.ingressMetrics,

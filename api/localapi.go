@@ -163,7 +163,8 @@ func NewLocalHandler(b Backend) http.Handler {
 		ms, err := b.Machines(r.Context())
 		reply(w, ms, err)
 	})
-	leaveRoutes(mux, b) // leave.go
+	leaveRoutes(mux, b)   // leave.go
+	upgradeRoutes(mux, b) // upgrade.go
 	mux.HandleFunc("DELETE "+PathMachines+"/{name}", func(w http.ResponseWriter, r *http.Request) {
 		res, err := b.RemoveMachine(r.Context(), r.PathValue("name"))
 		reply(w, res, err)

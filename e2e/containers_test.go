@@ -30,6 +30,10 @@ type containerLab struct {
 	*formed
 	engines []*lab.Docker
 	echoBin string
+	// bins are the hosts' own copies of the uncloud binary, when the
+	// shape asks for them (agents that replace their binary); nil: all
+	// run the lab's.
+	bins []string
 }
 
 func (c *containerLab) startAgentWithDocker(ctx context.Context, t *testing.T, i int, args ...string) {
@@ -41,8 +45,12 @@ func (c *containerLab) startAgentWithDocker(ctx context.Context, t *testing.T, i
 	}
 	// Secrets and configs are bind-mounted from a path the host's dockerd
 	// sees too (it does not share the agent's private /run/uncloud).
+	bin := c.lab.Uncloud
+	if c.bins != nil {
+		bin = c.bins[i]
+	}
 	argv := append([]string{"DOCKER_HOST=" + dockerHost, "UNCLOUD_SECRETS_DIR=" + filepath.Join(c.hosts[i].Dir, "secrets"),
-		c.lab.Uncloud, "--log-level", "debug"}, args...)
+		bin, "--log-level", "debug"}, args...)
 	p, err := c.hosts[i].Start("uncloud", "env", argv...)
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +84,13 @@ type labShape struct {
 	setup func(*lab.Lab, []*lab.Host) error
 	// flags are more flags for host i's `uncloud init` or `uncloud join`.
 	flags func(i int, h *lab.Host) []string
+	// binary is the uncloud binary host i runs its agent from (its own
+	// copy, which machine upgrade replaces; an older release); nil: the
+	// lab's, for all.
+	binary func(i int, h *lab.Host) (string, error)
+	// tokenFrom is the host whose agent issues host i's join token
+	// (nil: the first).
+	tokenFrom func(i int) int
 }
 
 // newContainerLabWith is newContainerLab shaped by shape.
@@ -99,6 +114,15 @@ func newContainerLabWith(ctx context.Context, t *testing.T, shape labShape, kind
 		}
 	}
 	c := &containerLab{formed: &formed{lab: l, hosts: hosts, procs: make([]*lab.Process, n)}}
+	if shape.binary != nil {
+		for i, h := range hosts {
+			bin, err := shape.binary(i, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.bins = append(c.bins, bin)
+		}
+	}
 	bin, err := testimage.BuildBinary(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +163,11 @@ func newContainerLabWith(ctx context.Context, t *testing.T, shape labShape, kind
 	}
 	c.startAgentWithDocker(ctx, t, 0, append([]string{"init", "--name", "m1", "--foreground"}, flags(0)...)...)
 	for i := 1; i < n; i++ {
-		tok := c.token(ctx, t, 0)
+		from := 0
+		if shape.tokenFrom != nil {
+			from = shape.tokenFrom(i)
+		}
+		tok := c.token(ctx, t, from)
 		args := append([]string{"join", "--name", fmt.Sprintf("m%d", i+1), "--foreground"}, flags(i)...)
 		args = append(args, tok)
 		if kinds[i] == userspace {

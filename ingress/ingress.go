@@ -35,6 +35,9 @@ type Config struct {
 	// HTTPAddr and HTTPSAddr are where to listen; ":80" and ":443" by
 	// default. "-" turns the listener off.
 	HTTPAddr, HTTPSAddr string
+	// Listen opens HTTPAddr and HTTPSAddr; nil is net.Listen. The agent's
+	// hands the sockets over across an upgrade's re-exec (agent/handover.go).
+	Listen func(network, addr string) (net.Listener, error)
 	// MeshHTTPListener, when set, also serves plain HTTP (challenges
 	// forwarded by other ingress machines) on the mesh address: in
 	// netstack mode that address exists only inside the agent.
@@ -163,13 +166,17 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 	in.fwd = newForwarder(cfg.Dial, in.pool, cfg.Policy, cfg.FailTimeout, cfg.Log)
 	in.table.Store(&table{exact: map[string][]*Route{}, wildcard: map[string][]*Route{}})
 	in.issuers.Store(&[]string{cfg.MachineID})
+	listen := cfg.Listen
+	if listen == nil {
+		listen = net.Listen
+	}
 	if cfg.HTTPAddr != "-" {
-		if in.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		if in.httpLn, err = listen("tcp", cfg.HTTPAddr); err != nil {
 			return nil, fmt.Errorf("ingress: listen for http on %s: %w", cfg.HTTPAddr, err)
 		}
 	}
 	if cfg.HTTPSAddr != "-" {
-		if in.tlsLn, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+		if in.tlsLn, err = listen("tcp", cfg.HTTPSAddr); err != nil {
 			return nil, fmt.Errorf("ingress: listen for https on %s: %w", cfg.HTTPSAddr, err)
 		}
 	}

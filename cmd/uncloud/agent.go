@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/uncloud-mesh/uncloud/agent"
 	"github.com/uncloud-mesh/uncloud/agent/static"
@@ -116,7 +117,7 @@ func (a agentCmd) Run(g *globals) error {
 		}
 		a.Registry.apply(&opts)
 		a.Metrics.apply(&opts)
-		return runDaemon(ctx, g, opts)
+		return runDaemon(ctx, g, opts, os.Args[1:])
 	}
 	return static.Run(ctx, static.Options{
 		ConfigPath: a.Config,
@@ -151,7 +152,10 @@ const (
 	defaultGCPercent   = 10
 )
 
-func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error {
+// runDaemon runs the agent until ctx ends, its device stops, or it has a
+// checked binary to upgrade to: then it re-executes on that with argv (the
+// command line, without the program) (machine_upgrade_exec.go).
+func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv []string) error {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
@@ -166,17 +170,71 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error 
 	if opts.SecretsDir == "" {
 		opts.SecretsDir = os.Getenv("UNCLOUD_SECRETS_DIR")
 	}
-	d, err := agent.StartDaemon(ctx, opts)
+	marks := takeUpgradeMarks()
+	opts.Binary, opts.RolledBack = installedBinary(), marks.failed
+	var err error
+	if opts.Handover, err = agent.NewHandover(marks.sockets); err != nil {
+		g.Logger.Warn("upgrade: the previous process's sockets are not usable; listening afresh", "err", err)
+	}
+	deadline := time.Now().Add(upgradeDeadline)
+	// A new binary on probation that hangs in its start is rolled back
+	// too: its context ends at the deadline unless it has rejoined.
+	dctx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	hung := time.AfterFunc(upgradeDeadline, cancelStart)
+	if marks.previous == "" {
+		hung.Stop()
+	}
+	var d *agent.Daemon
+	if failStartup != "" {
+		err = fmt.Errorf("fault injection (built with -X main.failStartup): %s", failStartup)
+	} else {
+		d, err = agent.StartDaemon(dctx, opts)
+	}
+	if !hung.Stop() && marks.previous != "" && err == nil && ctx.Err() == nil {
+		// Up just as the deadline cancelled its context: as good as hung.
+		d.Close()
+		err = fmt.Errorf("not up within %v", upgradeDeadline)
+	}
 	if err != nil {
+		if marks.previous != "" && ctx.Err() == nil {
+			sockets, _ := opts.Handover.PassOn()
+			return rollBack(g.Logger, marks.previous, opts.Binary, argv, fmt.Sprintf("version %s did not start: %v", version, err), sockets)
+		}
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		g.Logger.Info("shutting down")
-	case <-d.Wait():
-		g.Logger.Error("mesh device stopped")
+	var rejoin <-chan string
+	if marks.previous != "" {
+		rejoin = watchRejoin(dctx, g.Logger, d, marks.peers, deadline)
 	}
-	return d.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			g.Logger.Info("shutting down")
+			return d.Close()
+		case <-d.Wait():
+			g.Logger.Error("mesh device stopped")
+			return d.Close()
+		case why, failed := <-rejoin:
+			if !failed {
+				rejoin = nil
+				continue
+			}
+			sockets, _ := d.PassListeners()
+			d.Close()
+			return rollBack(g.Logger, marks.previous, opts.Binary, argv, why, sockets)
+		case next := <-d.Upgrades():
+			peers := d.AliveMembers()
+			sockets, err := d.PassListeners()
+			if err != nil {
+				g.Logger.Warn("upgrade: the ingress's sockets are not handed over; the new process listens afresh", "err", err)
+			}
+			if err := d.Close(); err != nil {
+				g.Logger.Warn("upgrade: the agent stopped with errors", "err", err)
+			}
+			return restartOn(g.Logger, next, opts.Binary, argv, peers, sockets)
+		}
+	}
 }
 
 // socketGroup resolves --socket-group to a group ID: -1 (0600, the

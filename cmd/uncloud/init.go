@@ -95,7 +95,15 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 			Userspace: userspace, Logger: g.Logger, Version: version}
 		reg.apply(&opts)
 		met.apply(&opts)
-		return socket, runDaemon(ctx, g, opts)
+		// An upgrade re-executes the agent itself, not the init or join
+		// that made the data dir; the environment carries the rest
+		// (DOCKER_HOST, UNCLOUD_SECRETS_DIR).
+		argv := []string{"--connect", socket, "--log-level", g.LogLevel.String(), "agent", "--data-dir", dataDir}
+		if userspace {
+			argv = append(argv, "--userspace")
+		}
+		argv = append(append(argv, reg.args()...), met.args()...)
+		return socket, runDaemon(ctx, g, opts, argv)
 	}
 	more := append([]string{"--log-level", g.LogLevel.String()}, reg.args()...)
 	pid, logPath, err := startBackgroundAgent(dataDir, socket, userspace, append(more, met.args()...))

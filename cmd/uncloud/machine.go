@@ -14,13 +14,14 @@ import (
 )
 
 type machineCmd struct {
-	Ls     machineLsCmd     `cmd:"" help:"List the machines of the network as this one sees them."`
-	Rm     machineRmCmd     `cmd:"" help:"Remove a machine: its keys are revoked everywhere, for good, and the gossip key is rotated."`
-	Rename machineRenameCmd `cmd:"" help:"Rename a machine. The machine itself makes the change, so it must be reachable."`
-	Role   machineRoleCmd   `cmd:"" help:"Give a machine a role or take it away (roles: ingress)."`
-	Label  machineLabelCmd  `cmd:"" help:"Set or remove a machine's labels, for placement constraints (node.labels.KEY==VALUE)."`
-	Add    machineAddCmd    `cmd:"" help:"Install uncloud on a host over SSH and add it to this network."`     // machine_add.go
-	Init   machineInitCmd   `cmd:"" help:"Install uncloud on a host over SSH and create a new network there."` // machine_add.go
+	Ls      machineLsCmd      `cmd:"" help:"List the machines of the network as this one sees them."`
+	Rm      machineRmCmd      `cmd:"" help:"Remove a machine: its keys are revoked everywhere, for good, and the gossip key is rotated."`
+	Rename  machineRenameCmd  `cmd:"" help:"Rename a machine. The machine itself makes the change, so it must be reachable."`
+	Role    machineRoleCmd    `cmd:"" help:"Give a machine a role or take it away (roles: ingress)."`
+	Label   machineLabelCmd   `cmd:"" help:"Set or remove a machine's labels, for placement constraints (node.labels.KEY==VALUE)."`
+	Add     machineAddCmd     `cmd:"" help:"Install uncloud on a host over SSH and add it to this network."`     // machine_add.go
+	Init    machineInitCmd    `cmd:"" help:"Install uncloud on a host over SSH and create a new network there."` // machine_add.go
+	Upgrade machineUpgradeCmd `cmd:"" help:"Replace the agent binary of machines over the mesh, one at a time."` // machine_upgrade.go
 }
 
 type machineRenameCmd struct {

@@ -52,7 +52,7 @@ func (f fleet) Machines(ctx context.Context) ([]orchestrate.Machine, error) {
 			t.State, t.Mode = "alive", meta.Mode
 		}
 		if m.ID == d.state.MachineID {
-			t.State, t.Mode = "self", string(d.dev.Mode())
+			t.State, t.Mode = "self", d.mode()
 		}
 		out = append(out, t)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/hostnet"
 	"github.com/uncloud-mesh/uncloud/agent/static"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
@@ -22,6 +24,7 @@ type agentCmd struct {
 	Config    string       `help:"Static mode instead: bring up a mesh from a wg-quick-like file ([Interface] and [Peer] sections), without gossip or state." type:"existingfile" placeholder:"FILE"`
 	Userspace bool         `help:"Use the userspace netstack even where a kernel TUN would work; kept in the data dir, so later starts keep it."`
 	Kernel    bool         `help:"Use the kernel TUN again on a machine kept in userspace mode (forgets an earlier --userspace)."`
+	Rootless  bool         `help:"Run inside this user's rootless Docker Engine (its user and network namespaces), so its containers get mesh addresses; refused with what is missing where that cannot work. An unprivileged agent does this anyway when such an engine runs."`
 	HostNet   hostNetFlags `embed:""` // --expose, --socks5, --http-proxy: cmd/uncloud/hostnet.go
 
 	SocketGroup string `name:"socket-group" env:"UNCLOUD_SOCKET_GROUP" help:"Group allowed on the local API socket (0660). Default: 'uncloud' if that group exists, else the socket is 0600 for the agent's user alone. 'none' forces 0600." placeholder:"GROUP"`
@@ -79,6 +82,16 @@ func (a agentCmd) Run(g *globals) error {
 	case a.Kernel:
 		hn.Userspace = ptr(false)
 	}
+	rootlessPID := 0
+	if a.Config == "" {
+		userspace := a.Userspace
+		if kept, err := hostnet.Load(a.DataDir); err == nil && kept.Userspace && !a.Kernel {
+			userspace = true
+		}
+		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:]); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -113,6 +126,7 @@ func (a agentCmd) Run(g *globals) error {
 			ImageMaxBytes: a.ImageMaxBytes,
 			SecretsDir:    a.SecretsDir,
 			Ingress:       a.Ingress.options(),
+			RootlessPID:   rootlessPID,
 		}
 		a.Registry.apply(&opts)
 		a.Metrics.apply(&opts)
@@ -163,13 +177,16 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions) error 
 	if err != nil {
 		return err
 	}
+	var failed error
 	select {
 	case <-ctx.Done():
 		g.Logger.Info("shutting down")
 	case <-d.Wait():
 		g.Logger.Error("mesh device stopped")
+	case failed = <-watchRootless(ctx, opts.RootlessPID):
+		g.Logger.Error("leaving: the rootless Docker this agent joined is gone", "err", failed)
 	}
-	return d.Close()
+	return errors.Join(d.Close(), failed)
 }
 
 // socketGroup resolves --socket-group to a group ID: -1 (0600, the

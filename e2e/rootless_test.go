@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
@@ -191,6 +195,71 @@ func TestRootlessDocker(t *testing.T) {
 		logs, err := c.uncloud(ctx, t, 0, "logs", "bb")
 		if err != nil || !strings.Contains(logs, "request /x from "+a.Address) {
 			t.Errorf("logs of bb (on m2) from m1: %v\n%s", err, logs)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("install --user writes the user unit; uninstall --user removes the agent and all it made", func(t *testing.T) {
+		out, err := h.RunAs(ctx, u, u.Bin, "install", "--user", "--no-start")
+		if err != nil || !strings.Contains(out, "rootless Docker runs") {
+			t.Fatalf("install --user: %v\n%s", err, out)
+		}
+		unitPath := filepath.Join(u.Home, ".config/systemd/user/uncloud.service")
+		unit, err := os.ReadFile(unitPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"ExecStart=" + u.Bin + " agent --data-dir /var/lib/uncloud --rootless\n", "PartOf=docker.service\n", "WantedBy=default.target\n"} {
+			if !strings.Contains(string(unit), want) {
+				t.Errorf("user unit lacks %q:\n%s", want, unit)
+			}
+		}
+		if !strings.Contains(out, "No systemd user manager") && !strings.Contains(out, "Ran systemctl --user enable") {
+			t.Errorf("install --user neither enabled the unit nor said how:\n%s", out)
+		}
+		// Inside the engine's network namespace, as root outside it sees.
+		raw, err := os.ReadFile(filepath.Join(u.RuntimeDir(), "docker.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid := strings.TrimSpace(string(raw))
+		inNS := func(args ...string) string {
+			got, err := exec.CommandContext(ctx, "nsenter", append([]string{"-t", pid, "-n"}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v in the rootless namespace: %v\n%s", args, err, got)
+			}
+			return string(got)
+		}
+		checks := [][]string{{"iptables", "-w", "-S"}, {"iptables", "-w", "-t", "raw", "-S"}, {"ip", "route", "show", "table", "all"}}
+		for _, check := range checks {
+			if got := inNS(check...); !strings.Contains(got, "UNCLOUD") && !strings.Contains(got, "10.210.") {
+				t.Fatalf("%v in the rootless namespace shows nothing of the agent before uninstall:\n%s", check, got)
+			}
+		}
+		out, err = h.RunAs(ctx, u, u.Bin, "uninstall", "--user", "--yes")
+		if err != nil {
+			t.Fatalf("uninstall --user: %v\n%s", err, out)
+		}
+		t.Logf("uninstall --user:\n%s", out)
+		waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := p.Wait(waitCtx); err != nil && p.Alive() {
+			t.Fatalf("agent still runs after uninstall --user: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(unitPath); err == nil {
+			t.Errorf("%s is still there:\n%s", unitPath, out)
+		}
+		if cs, err := rd.Client.ContainerList(ctx, container.ListOptions{All: true}); err != nil || len(cs) != 0 {
+			t.Errorf("rootless engine still has containers %v (%v):\n%s", cs, err, out)
+		}
+		if _, err := rd.Client.NetworkInspect(ctx, "uncloud", network.InspectOptions{}); err == nil {
+			t.Errorf("rootless engine still has the uncloud network:\n%s", out)
+		}
+		for _, check := range checks {
+			if got := inNS(check...); strings.Contains(got, "UNCLOUD") || strings.Contains(got, "10.210.") {
+				t.Errorf("%v in the rootless namespace after uninstall --user:\n%s\nuninstall said:\n%s", check, got, out)
+			}
 		}
 	}) {
 		return

@@ -24,6 +24,11 @@ type session struct {
 	daemons    []*daemon   // tunnel processes, stopped at the end, CPU accounted
 	directions []direction // what to measure; default one forward row
 	note       string      // e.g. offload state, shown under the table
+	// serverWrap, when set, wraps the iperf3 server's command (and the
+	// check that it listens) to run in a namespace inside B.
+	serverWrap func([]string) []string
+	otherPIDs  []int    // more processes whose CPU counts with the daemons'
+	cleanup    []func() // after the daemons stop
 }
 
 // direction is one measured row of a peer: forward (A sends to B) or
@@ -41,6 +46,7 @@ func allPeers() []peer {
 		nebulaPeer(),
 		uncloudTUNPeer(),
 		uncloudNetstackPeer(),
+		uncloudRootlessPeer(),
 	}
 }
 
@@ -107,6 +113,9 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 		defer func() {
 			for _, d := range s.daemons {
 				d.stop()
+			}
+			for _, f := range s.cleanup {
+				f()
 			}
 		}()
 	}

@@ -113,6 +113,11 @@ func (a agentCmd) Run(g *globals) error {
 		if err != nil {
 			return err
 		}
+		if rootlessPID != 0 && a.SocketGroup == "" {
+			// In the user namespace only the user's own group is mapped:
+			// the host's group uncloud cannot own the socket there.
+			gid = -1
+		}
 		opts := agent.DaemonOptions{
 			DataDir:   a.DataDir,
 			Socket:    socketPath(g.Connect),

@@ -196,6 +196,16 @@ func TestRootlessDocker(t *testing.T) {
 		if err != nil || !strings.Contains(logs, "request /x from "+a.Address) {
 			t.Errorf("logs of bb (on m2) from m1: %v\n%s", err, logs)
 		}
+		// The figure the README quotes: each agent's RSS with a container
+		// (the rootless one is the same process: nsenter execs in place).
+		for i, proc := range c.procs {
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.Pid()))
+			for _, line := range strings.Split(string(status), "\n") {
+				if strings.HasPrefix(line, "VmRSS:") {
+					t.Logf("%s agent RSS: %s", hosts[i].Name, strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")))
+				}
+			}
+		}
 	}) {
 		return
 	}

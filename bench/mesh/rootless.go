@@ -56,7 +56,7 @@ func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*sessi
 		meshaddr.Subnet(1).Prefix().Addr().String())), 0o600); err != nil {
 		return s, err
 	}
-	if err := os.Chown(confB, u.uid, u.uid); err != nil {
+	if err := os.Chown(confB, u.uid, u.gid); err != nil {
 		return s, err
 	}
 	// The build may sit where only root enters.
@@ -82,7 +82,7 @@ func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*sessi
 	// over it for B's commands only.
 	state := filepath.Join(u.home, "rootlesskit")
 	script := `mount --bind "$1" /dev/net/tun && shift && exec "$@"`
-	argv := []string{"sh", "-c", script, "sh", u.tun, "setpriv", "--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.uid),
+	argv := []string{"sh", "-c", script, "sh", u.tun, "setpriv", "--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid),
 		"--init-groups", "env", "-i", "HOME=" + u.home, "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"rootlesskit", "--net=slirp4netns", "--mtu=65520", "--disable-host-loopback", "--state-dir=" + state,
 		u.bin, "agent", "--config", confB}
@@ -116,7 +116,7 @@ func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*sessi
 // one run and removed after it.
 type benchUser struct {
 	name, home, bin, tun string
-	uid                  int
+	uid, gid             int
 }
 
 func newBenchUser(dir string) (*benchUser, error) {
@@ -135,13 +135,17 @@ func newBenchUser(dir string) (*benchUser, error) {
 		return u, err
 	}
 	u.uid, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+	if out, err = exec.Command("id", "-g", u.name).Output(); err != nil {
+		return u, err
+	}
+	u.gid, _ = strconv.Atoi(strings.TrimSpace(string(out)))
 	first := 1_000_000 + (u.uid%1000)*65536
 	r := fmt.Sprintf("%d-%d", first, first+65535)
 	if out, err := exec.Command("usermod", "--add-subuids", r, "--add-subgids", r, u.name).CombinedOutput(); err != nil {
 		return u, fmt.Errorf("usermod: %w: %s", err, out)
 	}
 	os.Chmod(home, 0o755)
-	os.Chown(home, u.uid, u.uid)
+	os.Chown(home, u.uid, u.gid)
 	u.tun = filepath.Join(home, "tun")
 	if err := syscall.Mknod(u.tun, syscall.S_IFCHR|0o666, 10<<8|200); err != nil {
 		return u, fmt.Errorf("mknod: %w", err)

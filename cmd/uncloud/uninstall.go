@@ -573,7 +573,6 @@ func systemdRunning() bool {
 	return err == nil
 }
 
-
 func systemctl(args ...string) error {
 	out, err := exec.Command("systemctl", args...).CombinedOutput()
 	if err != nil {

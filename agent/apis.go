@@ -84,7 +84,7 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 		MachineID:      self.MachineID,
 		Name:           self.Name,
 		Address:        self.MeshAddress().String(),
-		Mode:           d.dev.ModeName(),
+		Mode:           d.mode(),
 		Port:           self.ListenPort,
 		Roles:          self.Roles,
 		GossipKey:      membership.KeyFingerprint(self.GossipKeys[0]),

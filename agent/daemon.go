@@ -43,6 +43,10 @@ type DaemonOptions struct {
 	Logger  *slog.Logger
 	Version string
 	Ingress IngressOptions // used while the machine has the ingress role
+	// RootlessPID is the rootless dockerd whose user and network
+	// namespaces this agent runs in (agent/rootless), 0 when it runs in
+	// the host's: its mode is then reported as rootless.
+	RootlessPID int
 	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
 	// or unix:///var/run/docker.sock.
 	DockerHost string
@@ -236,7 +240,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		d.members.PullKeyrings(ctx)
 	}()
 	d.log.Info("machine up", "network", st.NetworkID, "machine", st.Name, "id", st.MachineID,
-		"address", st.MeshAddress(), "mode", d.dev.Mode(), "link", d.dev.Link(), "port", st.ListenPort)
+		"address", st.MeshAddress(), "mode", d.mode(), "link", d.dev.Link(), "port", st.ListenPort)
 	return d, nil
 }
 

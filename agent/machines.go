@@ -29,7 +29,7 @@ type gossipMeta struct {
 const metaExposedBudget = 320
 
 func (d *Daemon) encodeMeta() []byte {
-	meta := gossipMeta{Version: d.opts.Version, Mode: d.dev.ModeName(),
+	meta := gossipMeta{Version: d.opts.Version, Mode: d.mode(),
 		Exposed: d.announcedExposed(metaExposedBudget)}
 	if d.containers != nil {
 		meta.Containers = d.containers.capability()
@@ -90,7 +90,7 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 			}
 		}
 		if m.ID == d.state.MachineID {
-			info.State, info.Mode, info.Version = "self", d.dev.ModeName(), d.opts.Version
+			info.State, info.Mode, info.Version = "self", d.mode(), d.opts.Version
 			if d.containers != nil {
 				info.Containers = d.containers.capability()
 			}

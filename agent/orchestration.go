@@ -58,7 +58,7 @@ func (f fleet) Machines(ctx context.Context) ([]orchestrate.Machine, error) {
 			t.State, t.Mode = "alive", meta.Mode
 		}
 		if m.ID == d.state.MachineID {
-			t.State, t.Mode = "self", d.dev.ModeName()
+			t.State, t.Mode = "self", d.mode()
 		}
 		out = append(out, t)
 	}

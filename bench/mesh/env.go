@@ -40,6 +40,10 @@ var debianTools = map[string]string{
 	"wireguard-go": "wireguard-go",
 	"nebula":       "nebula",
 	"nebula-cert":  "nebula",
+	"rootlesskit":  "rootlesskit",
+	"slirp4netns":  "slirp4netns",
+	"newuidmap":    "uidmap",
+	"setpriv":      "util-linux",
 }
 
 // prepare checks tools, installs missing ones with --apt, and builds the

@@ -119,17 +119,21 @@ func iperfOnce(ctx context.Context, env *environment, l *lab, s *session, stream
 	logPath := filepath.Join(l.dir, fmt.Sprintf("iperf3-server-%d-%v.log", streams, reverse))
 	// --one-off: the server exits after this test, so its rusage covers
 	// exactly this test.
-	srv, err := startDaemon("iperf3 server", logPath, nil,
-		nsCmd(s.server(l), l.pin.server, "iperf3", "-s", "--one-off", "-B", s.serverBind, "-p", iperfPort)...)
+	server := []string{"iperf3", "-s", "--one-off", "-B", s.serverBind, "-p", iperfPort}
+	ss := []string{"ss", "-Hltn"}
+	if s.serverWrap != nil {
+		server, ss = s.serverWrap(server), s.serverWrap(ss)
+	}
+	srv, err := startDaemon("iperf3 server", logPath, nil, nsCmd(s.server(l), l.pin.server, server...)...)
 	if err != nil {
 		return throughput{}, err
 	}
 	defer srv.stop()
-	if err := waitListening(ctx, s.server(l), s.serverBind, srv); err != nil {
+	if err := waitListening(ctx, nsCmd(s.server(l), -1, ss...), s.serverBind, srv); err != nil {
 		return throughput{}, err
 	}
 
-	before, err := daemonsCPU(s.daemons)
+	before, err := daemonsCPU(s.daemons, s.otherPIDs)
 	if err != nil {
 		return throughput{}, err
 	}
@@ -157,7 +161,7 @@ func iperfOnce(ctx context.Context, env *environment, l *lab, s *session, stream
 	if err != nil {
 		return throughput{}, err
 	}
-	after, err := daemonsCPU(s.daemons)
+	after, err := daemonsCPU(s.daemons, s.otherPIDs)
 	if err != nil {
 		return throughput{}, err
 	}
@@ -177,8 +181,15 @@ func iperfOnce(ctx context.Context, env *environment, l *lab, s *session, stream
 	return t, nil
 }
 
-func daemonsCPU(ds []*daemon) (float64, error) {
+func daemonsCPU(ds []*daemon, more []int) (float64, error) {
 	var sum float64
+	for _, pid := range more {
+		c, err := processCPU(pid)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		sum += c
+	}
 	for _, d := range ds {
 		if gone, why := d.exited(); gone {
 			return 0, fmt.Errorf("tunnel daemon died: %s", why)
@@ -193,21 +204,21 @@ func daemonsCPU(ds []*daemon) (float64, error) {
 }
 
 // waitListening polls ss in ns until a TCP socket listens on addr:5201.
-func waitListening(ctx context.Context, ns, addr string, srv *daemon) error {
+func waitListening(ctx context.Context, ssCmd []string, addr string, srv *daemon) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	want := addr + ":" + iperfPort
 	for {
-		out, _ := runCmd(ctx, "ip", "netns", "exec", ns, "ss", "-Hltn")
+		out, _ := runCmd(ctx, ssCmd...)
 		if strings.Contains(string(out), want) {
 			return nil
 		}
 		if gone, why := srv.exited(); gone {
-			return fmt.Errorf("iperf3 server in %s: %s", ns, why)
+			return fmt.Errorf("iperf3 server (%s): %s", strings.Join(ssCmd, " "), why)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("iperf3 server in %s not listening on %s: %w", ns, want, ctx.Err())
+			return fmt.Errorf("iperf3 server not listening on %s (%s): %w", want, strings.Join(ssCmd, " "), ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -27,6 +27,11 @@ type session struct {
 	// clientNS and serverNS run iperf3 elsewhere than A and B (the
 	// container rows); empty means A and B.
 	clientNS, serverNS string
+	// serverWrap, when set, wraps the iperf3 server's command (and the
+	// check that it listens) to run in a namespace inside B.
+	serverWrap func([]string) []string
+	otherPIDs  []int    // more processes whose CPU counts with the daemons'
+	cleanup    []func() // after the daemons stop
 }
 
 // direction is one measured row of a peer: forward (A sends to B) or
@@ -46,6 +51,7 @@ func allPeers() []peer {
 		uncloudNetstackPeer(),
 		uncloudTUNContainersPeer(),
 		uncloudVethContainersPeer(),
+		uncloudRootlessPeer(),
 	}
 }
 
@@ -112,6 +118,9 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 		defer func() {
 			for _, d := range s.daemons {
 				d.stop()
+			}
+			for _, f := range s.cleanup {
+				f()
 			}
 		}()
 	}

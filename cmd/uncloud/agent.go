@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/agent"
+	"github.com/uncloud-mesh/uncloud/agent/hostnet"
 	"github.com/uncloud-mesh/uncloud/agent/static"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/meshaddr"
@@ -23,6 +25,7 @@ type agentCmd struct {
 	Config    string       `help:"Static mode instead: bring up a mesh from a wg-quick-like file ([Interface] and [Peer] sections), without gossip or state." type:"existingfile" placeholder:"FILE"`
 	Userspace bool         `help:"Use the userspace netstack even where a kernel TUN would work; kept in the data dir, so later starts keep it."`
 	Kernel    bool         `help:"Use the kernel TUN again on a machine kept in userspace mode (forgets an earlier --userspace)."`
+	Rootless  bool         `help:"Run inside this user's rootless Docker Engine (its user and network namespaces), so its containers get mesh addresses; refused with what is missing where that cannot work. An unprivileged agent does this anyway when such an engine runs."`
 	HostNet   hostNetFlags `embed:""` // --expose, --socks5, --http-proxy: cmd/uncloud/hostnet.go
 
 	SocketGroup string `name:"socket-group" env:"UNCLOUD_SOCKET_GROUP" help:"Group allowed on the local API socket (0660). Default: 'uncloud' if that group exists, else the socket is 0600 for the agent's user alone. 'none' forces 0600." placeholder:"GROUP"`
@@ -80,6 +83,16 @@ func (a agentCmd) Run(g *globals) error {
 	case a.Kernel:
 		hn.Userspace = ptr(false)
 	}
+	rootlessPID := 0
+	if a.Config == "" {
+		userspace := a.Userspace
+		if kept, err := hostnet.Load(a.DataDir); err == nil && kept.Userspace && !a.Kernel {
+			userspace = true
+		}
+		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:]); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -101,6 +114,11 @@ func (a agentCmd) Run(g *globals) error {
 		if err != nil {
 			return err
 		}
+		if rootlessPID != 0 && a.SocketGroup == "" {
+			// In the user namespace only the user's own group is mapped:
+			// the host's group uncloud cannot own the socket there.
+			gid = -1
+		}
 		opts := agent.DaemonOptions{
 			DataDir:   a.DataDir,
 			Socket:    socketPath(g.Connect),
@@ -114,6 +132,7 @@ func (a agentCmd) Run(g *globals) error {
 			ImageMaxBytes: a.ImageMaxBytes,
 			SecretsDir:    a.SecretsDir,
 			Ingress:       a.Ingress.options(),
+			RootlessPID:   rootlessPID,
 		}
 		a.Registry.apply(&opts)
 		a.Metrics.apply(&opts)
@@ -207,6 +226,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 	if marks.previous != "" {
 		rejoin = watchRejoin(dctx, g.Logger, d, marks.peers, deadline)
 	}
+	rootlessGone := watchRootless(ctx, opts.RootlessPID)
 	for {
 		select {
 		case <-ctx.Done():
@@ -215,6 +235,9 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 		case <-d.Wait():
 			g.Logger.Error("mesh device stopped")
 			return d.Close()
+		case gone := <-rootlessGone:
+			g.Logger.Error("leaving: the rootless Docker this agent joined is gone", "err", gone)
+			return errors.Join(d.Close(), gone)
 		case why, failed := <-rejoin:
 			if !failed {
 				rejoin = nil

@@ -91,8 +91,15 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 		if err != nil {
 			return socket, err
 		}
+		// Inside a rootless Docker the process becomes the plain agent
+		// (the machine exists by now; init or join must not run twice).
+		agentArgs := append([]string{"--connect", socket, "--log-level", g.LogLevel.String(), "agent", "--data-dir", dataDir}, reg.args()...)
+		rootlessPID, err := enterRootless(g.Logger, false, userspace, os.Getenv("DOCKER_HOST"), append(agentArgs, met.args()...))
+		if err != nil {
+			return socket, err
+		}
 		opts := agent.DaemonOptions{DataDir: dataDir, Socket: socket, SocketGID: gid,
-			Userspace: userspace, Logger: g.Logger, Version: version}
+			Userspace: userspace, Logger: g.Logger, Version: version, RootlessPID: rootlessPID}
 		reg.apply(&opts)
 		met.apply(&opts)
 		// An upgrade re-executes the agent itself, not the init or join

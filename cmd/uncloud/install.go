@@ -13,8 +13,9 @@ import (
 
 type installCmd struct {
 	DataDir string `help:"Data dir the service's agent uses." default:"${datadir}" placeholder:"DIR"`
-	UnitDir string `help:"Where to write the unit." default:"/etc/systemd/system" placeholder:"DIR"`
+	UnitDir string `help:"Where to write the unit (default: /etc/systemd/system; with --user ~/.config/systemd/user)." placeholder:"DIR"`
 	NoStart bool   `help:"Write and enable the unit, but do not start it now."`
+	User    bool   `help:"Write a systemd user unit (~/.config/systemd/user) for an agent run by this unprivileged user, e.g. beside rootless Docker, and enable it in the user's service manager."`
 
 	HostNet hostNetFlags `embed:""` // cmd/uncloud/hostnet.go
 	Metrics metricsFlags `embed:""` // cmd/uncloud/metricsflags.go; written into the unit's command line
@@ -25,10 +26,17 @@ func (installCmd) Help() string {
 
 --expose, --socks5 and --http-proxy are saved in the data dir (hostnet.json), not in the unit, so 'uncloud expose rm' and 'uncloud proxy set' at runtime are not undone by the next restart. ` + hostNetHelp + `
 
+With --user (as the unprivileged user, not root) the unit goes to ~/.config/systemd/user (or --unit-dir) and is enabled with systemctl --user. When this user's rootless Docker runs, the unit starts after its docker.service, restarts with it, and runs the agent with --rootless, so it never comes up outside Docker's namespaces. A user service starts at boot only when the user lingers (loginctl enable-linger USER, as root).
+
 Examples:
   sudo uncloud install
-  sudo uncloud install --expose 8080 --socks5 1080 --http-proxy 3128`
+  sudo uncloud install --expose 8080 --socks5 1080 --http-proxy 3128
+  uncloud --connect $XDG_RUNTIME_DIR/uncloud.sock install --user --data-dir ~/.local/share/uncloud`
 }
+
+// systemUnitDir is where install writes the system unit (and uninstall
+// and leave look for it).
+const systemUnitDir = "/etc/systemd/system"
 
 // unitText is the service: restarted on failure, stopped with SIGTERM
 // (the agent shuts down cleanly on it), its state in the data dir; more
@@ -59,6 +67,9 @@ func (c installCmd) Run(g *globals) error {
 	if err := c.Metrics.check(); err != nil {
 		return err
 	}
+	if c.UnitDir == "" && !c.User {
+		c.UnitDir = systemUnitDir
+	}
 	hn, err := c.HostNet.change()
 	if err != nil {
 		return err
@@ -80,6 +91,9 @@ func (c installCmd) Run(g *globals) error {
 		}
 		fmt.Printf("Saved in %s: exposed %s; SOCKS5 %s; HTTP proxy %s.\n", filepath.Join(c.DataDir, hostnet.FileName),
 			hostnet.FormatPorts(s.Expose), orOffText(s.SOCKS5), orOffText(s.HTTPProxy))
+	}
+	if c.User {
+		return c.installUser(g, self)
 	}
 	if err := os.MkdirAll(c.UnitDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", c.UnitDir, err)

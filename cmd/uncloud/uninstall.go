@@ -30,7 +30,8 @@ type uninstallCmd struct {
 	Yes        bool   `short:"y" help:"Do not ask: remove what the plan shows (needed without a terminal)."`
 	DataDir    string `help:"The agent's data dir." default:"${datadir}" placeholder:"DIR"`
 	ConfigDir  string `help:"The config dir, removed with --purge." default:"/etc/uncloud" placeholder:"DIR"`
-	UnitDir    string `help:"Where 'uncloud install' wrote the systemd unit." default:"/etc/systemd/system" placeholder:"DIR"`
+	UnitDir    string `help:"Where 'uncloud install' wrote the systemd unit (default: /etc/systemd/system; with --user ~/.config/systemd/user)." placeholder:"DIR"`
+	User       bool   `help:"Undo 'uncloud install --user' and an agent run by this unprivileged user: the user unit, and (entering the user's rootless Docker, when it runs) the containers, rules and routes inside it."`
 	DockerHost string `help:"Docker Engine address (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
 }
 
@@ -56,11 +57,23 @@ type cleanupStep struct {
 }
 
 func (c uninstallCmd) Run(g *globals) error {
-	if os.Geteuid() != 0 {
-		return errors.New("uninstall removes interfaces, routes and firewall rules: run it as root (sudo uncloud uninstall)")
+	hostOnly := false
+	if c.User {
+		var err error
+		if hostOnly, err = c.enterUser(g); err != nil {
+			return err
+		}
+	} else if os.Geteuid() != 0 {
+		return errors.New("uninstall removes interfaces, routes and firewall rules: run it as root (sudo uncloud uninstall), or as the user whose agent it is with --user")
+	}
+	if c.UnitDir == "" {
+		c.UnitDir = systemUnitDir
 	}
 	ctx := context.Background()
 	steps := c.steps(socketPath(g.Connect))
+	if hostOnly {
+		steps = userHostSteps(steps)
+	}
 
 	plan := planOf(ctx, steps)
 	keep := ""
@@ -194,7 +207,7 @@ func (c uninstallCmd) steps(socket string) []cleanupStep {
 			what: "agent",
 			find: func(ctx context.Context) ([]string, string, error) {
 				var items []string
-				if systemdRunning() && unitActive() {
+				if c.managerRunning() && c.unitActive() {
 					items = append(items, "stop and disable the systemd service uncloud.service")
 				}
 				pid, err := agentPID(socket)
@@ -211,8 +224,8 @@ func (c uninstallCmd) steps(socket string) []cleanupStep {
 			},
 			remove: func(ctx context.Context) ([]string, error) {
 				var done []string
-				if systemdRunning() && unitActive() {
-					if err := systemctl("disable", "--now", "uncloud.service"); err != nil {
+				if c.managerRunning() && c.unitActive() {
+					if err := c.systemctl("disable", "--now", "uncloud.service"); err != nil {
 						return done, err
 					}
 					done = append(done, "ran systemctl disable --now uncloud.service")
@@ -375,9 +388,9 @@ func (c uninstallCmd) steps(socket string) []cleanupStep {
 			},
 			remove: func(context.Context) ([]string, error) {
 				var done []string
-				if systemdRunning() {
+				if c.managerRunning() {
 					// Enabled but not running: disable removes its links.
-					if err := systemctl("disable", "uncloud.service"); err != nil {
+					if err := c.systemctl("disable", "uncloud.service"); err != nil {
 						return done, err
 					}
 					done = append(done, "ran systemctl disable uncloud.service")
@@ -386,8 +399,8 @@ func (c uninstallCmd) steps(socket string) []cleanupStep {
 					return done, fmt.Errorf("remove %s: %w", unit, err)
 				}
 				done = append(done, "removed "+unit)
-				if systemdRunning() {
-					if err := systemctl("daemon-reload"); err != nil {
+				if c.managerRunning() {
+					if err := c.systemctl("daemon-reload"); err != nil {
 						return done, err
 					}
 					done = append(done, "ran systemctl daemon-reload")
@@ -558,10 +571,6 @@ func alive(pid int) bool {
 func systemdRunning() bool {
 	_, err := os.Stat("/run/systemd/system")
 	return err == nil
-}
-
-func unitActive() bool {
-	return exec.Command("systemctl", "is-active", "--quiet", "uncloud.service").Run() == nil
 }
 
 func systemctl(args ...string) error {

@@ -50,12 +50,13 @@ var layers = map[string]int{
 	"api": 3,
 
 	// The daemon: the composition root and its parts.
-	"agent":         4,
-	"agent/...":     4,
-	"agent/static":  4,
-	"agent/hostnet": 4, // exposed ports, the proxies into the mesh, their settings file
-	"agent/metrics": 4, // the agent's /metrics: collectors over the agent's parts, the listener's address rule
-	"agent/ui":      4, // the web dashboard: pages, live events, the machine view, the login gate of uncloud ui
+	"agent":          4,
+	"agent/...":      4,
+	"agent/static":   4,
+	"agent/hostnet":  4, // exposed ports, the proxies into the mesh, their settings file
+	"agent/rootless": 4, // finding a rootless Docker, what it lacks, entering its namespaces
+	"agent/metrics":  4, // the agent's /metrics: collectors over the agent's parts, the listener's address rule
+	"agent/ui":       4, // the web dashboard: pages, live events, the machine view, the login gate of uncloud ui
 
 	// The lab that runs real binaries, then what sits on top of everything.
 	"e2e/lab":            5,

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/meshaddr"
+)
+
+// uncloudRootlessPeer puts B's agent where rootless mode puts it: inside
+// rootlesskit's user and network namespaces (slirp4netns, as
+// dockerd-rootless.sh starts it), run by an unprivileged user made for
+// the run, with a kernel TUN there. Its WireGuard socket is behind
+// slirp4netns's NAT: B's handshake opens the mapping, A answers through
+// it. iperf3's server runs in that namespace on B's mesh address, where
+// rootless Docker's containers would sit behind a bridge.
+func uncloudRootlessPeer() peer {
+	return peer{
+		name: "uncloud-rootless",
+		about: "uncloud kernel TUN in A ↔ uncloud kernel TUN inside rootlesskit+slirp4netns (an unprivileged user's namespaces, " +
+			"as rootless Docker runs) in B; CPU includes slirp4netns",
+		tools: []string{toolUncloud, "rootlesskit", "slirp4netns", "newuidmap", "setpriv"},
+		start: startUncloudRootless,
+	}
+}
+
+func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*session, error) {
+	s := &session{target: uncloudAddr(2), serverBind: uncloudAddr(2), pingTarget: uncloudAddr(2)}
+	u, err := newBenchUser(l.dir)
+	s.cleanup = append(s.cleanup, u.remove)
+	if err != nil {
+		return s, err
+	}
+	ka, err := newKeyPair()
+	if err != nil {
+		return s, err
+	}
+	kb, err := newKeyPair()
+	if err != nil {
+		return s, err
+	}
+	confA := filepath.Join(l.dir, "a.conf")
+	confB := filepath.Join(u.home, "b.conf")
+	if err := os.WriteFile(confA, []byte(fmt.Sprintf(uncloudConfig, ka.private, uncloudAddr(1), kb.public, underlayB,
+		meshaddr.Subnet(2).Prefix().Addr().String())), 0o600); err != nil {
+		return s, err
+	}
+	if err := os.WriteFile(confB, []byte(fmt.Sprintf(uncloudConfig, kb.private, uncloudAddr(2), ka.public, underlayA,
+		meshaddr.Subnet(1).Prefix().Addr().String())), 0o600); err != nil {
+		return s, err
+	}
+	if err := os.Chown(confB, u.uid, u.gid); err != nil {
+		return s, err
+	}
+	// The build may sit where only root enters.
+	bin, err := os.ReadFile(env.uncloud)
+	if err != nil {
+		return s, err
+	}
+	u.bin = filepath.Join(u.home, "uncloud")
+	if err := os.WriteFile(u.bin, bin, 0o755); err != nil {
+		return s, err
+	}
+	a, err := startDaemon("uncloud in "+l.a, filepath.Join(l.dir, "a.log"), nil,
+		nsCmd(l.a, l.pin.daemonA, env.uncloud, "agent", "--config", confA)...)
+	if err != nil {
+		return s, err
+	}
+	s.daemons = append(s.daemons, a)
+	if err := a.waitFor(ctx, `msg="mesh up"`); err != nil {
+		return s, err
+	}
+	// This sandbox's /dev/net/tun is 0600; Debian's is 0666, which
+	// slirp4netns's tap and the agent need: a 0666 node is bind-mounted
+	// over it for B's commands only.
+	state := filepath.Join(u.home, "rootlesskit")
+	script := `mount --bind "$1" /dev/net/tun && shift && exec "$@"`
+	argv := []string{"sh", "-c", script, "sh", u.tun, "setpriv", "--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid),
+		"--init-groups", "env", "-i", "HOME=" + u.home, "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"rootlesskit", "--net=slirp4netns", "--mtu=65520", "--disable-host-loopback", "--state-dir=" + state,
+		u.bin, "agent", "--config", confB}
+	b, err := startDaemon("uncloud rootless in "+l.b, filepath.Join(l.dir, "b.log"), nil, nsCmd(l.b, l.pin.daemonB, argv...)...)
+	if err != nil {
+		return s, err
+	}
+	s.daemons = append(s.daemons, b)
+	if err := b.waitFor(ctx, `msg="mesh up"`); err != nil {
+		return s, err
+	}
+	// rootlesskit's child is the agent (it execs the command).
+	raw, err := os.ReadFile(filepath.Join(state, "child_pid"))
+	if err != nil {
+		return s, fmt.Errorf("rootlesskit child pid: %w", err)
+	}
+	child := strings.TrimSpace(string(raw))
+	s.serverWrap = func(cmd []string) []string {
+		return append([]string{"nsenter", "-t", child, "-n"}, cmd...)
+	}
+	pid, _ := strconv.Atoi(child)
+	s.otherPIDs = append(s.otherPIDs, pid)
+	if slirp := childNamed(b.pid(), "slirp4netns"); slirp > 0 {
+		s.otherPIDs = append(s.otherPIDs, slirp)
+	}
+	s.note = "B's agent is rootlesskit's child (its own user and network namespaces); WireGuard crosses slirp4netns"
+	return s, nil
+}
+
+// benchUser is an unprivileged system user with subordinate ids, made for
+// one run and removed after it.
+type benchUser struct {
+	name, home, bin, tun string
+	uid, gid             int
+}
+
+func newBenchUser(dir string) (*benchUser, error) {
+	u := &benchUser{name: fmt.Sprintf("ucb%d", os.Getpid()%100000)}
+	home, err := os.MkdirTemp("", "uncloud-bench-rootless-")
+	if err != nil {
+		return u, err
+	}
+	u.home = home
+	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin",
+		"--user-group", u.name).CombinedOutput(); err != nil {
+		return u, fmt.Errorf("useradd: %w: %s", err, out)
+	}
+	out, err := exec.Command("id", "-u", u.name).Output()
+	if err != nil {
+		return u, err
+	}
+	u.uid, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+	if out, err = exec.Command("id", "-g", u.name).Output(); err != nil {
+		return u, err
+	}
+	u.gid, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+	first := 1_000_000 + (u.uid%1000)*65536
+	r := fmt.Sprintf("%d-%d", first, first+65535)
+	if out, err := exec.Command("usermod", "--add-subuids", r, "--add-subgids", r, u.name).CombinedOutput(); err != nil {
+		return u, fmt.Errorf("usermod: %w: %s", err, out)
+	}
+	os.Chmod(home, 0o755)
+	os.Chown(home, u.uid, u.gid)
+	u.tun = filepath.Join(home, "tun")
+	if err := syscall.Mknod(u.tun, syscall.S_IFCHR|0o666, 10<<8|200); err != nil {
+		return u, fmt.Errorf("mknod: %w", err)
+	}
+	os.Chmod(u.tun, 0o666)
+	return u, nil
+}
+
+// remove ends the user's processes (by uid, each by PID), then the user
+// and its home.
+func (u *benchUser) remove() {
+	if u.uid > 0 {
+		for range 3 {
+			ents, _ := os.ReadDir("/proc")
+			n := 0
+			for _, e := range ents {
+				pid, err := strconv.Atoi(e.Name())
+				var st syscall.Stat_t
+				if err == nil && syscall.Stat("/proc/"+e.Name(), &st) == nil && int(st.Uid) == u.uid {
+					syscall.Kill(pid, syscall.SIGKILL)
+					n++
+				}
+			}
+			if n == 0 {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		exec.Command("userdel", u.name).Run()
+	}
+	if u.home != "" {
+		os.RemoveAll(u.home)
+	}
+}
+
+// childNamed finds a descendant of pid whose command is name.
+func childNamed(pid int, name string) int {
+	ents, _ := os.ReadDir("/proc")
+	parents := map[int]int{}
+	names := map[int]string{}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …
+		s := string(stat)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		names[p] = s[open+1 : close]
+		f := strings.Fields(s[close+1:])
+		if len(f) > 1 {
+			parents[p], _ = strconv.Atoi(f[1])
+		}
+	}
+	for p, n := range names {
+		if n != name {
+			continue
+		}
+		for q := parents[p]; q > 1; q = parents[q] {
+			if q == pid {
+				return p
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,277 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/uncloud-mesh/uncloud/api"
+	"github.com/uncloud-mesh/uncloud/e2e/lab"
+	"github.com/uncloud-mesh/uncloud/runtime/testimage"
+)
+
+// TestRootlessDocker: a kernel machine m1 with its own Docker Engine, and
+// m2 where an unprivileged user runs Debian's rootless Docker
+// (dockerd-rootless.sh: rootlesskit, slirp4netns, newuidmap) and joins as
+// that user. Its agent enters the engine's namespaces and runs the mesh
+// on a kernel TUN there, behind slirp4netns's NAT. Checked: the refusal
+// while the user has no subordinate ids, mode rootless with containers
+// yes in machine ls, mesh traffic both ways, and containers of the two
+// machines reaching each other by address (their own, no NAT) and by
+// <service>.internal.
+func TestRootlessDocker(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (namespaces, useradd, dockerd); CI runs as root")
+	}
+	for _, tool := range []string{"dockerd", "rootlesskit", "slirp4netns", "newuidmap", "setpriv", lab.RootlessDockerScript} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s (scripts/test installs docker.io, rootlesskit, slirp4netns, uidmap): %v", tool, err)
+		}
+	}
+	ctx := context.Background()
+	l := lab.Start(t)
+	hosts, err := l.AddHosts(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &containerLab{formed: &formed{lab: l, hosts: hosts, procs: make([]*lab.Process, 2)}}
+	bin, err := testimage.BuildBinary(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.echoBin = bin
+	tarball, err := testimage.Tarball(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1, err := hosts[0].StartDocker(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e1.Close)
+	c.engines = []*lab.Docker{e1, nil}
+	if _, err := hosts[0].Run(ctx, "iptables", "-w", "-P", "FORWARD", "DROP"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimage.Import(ctx, e1.Client, tarball, testimage.Tag); err != nil {
+		t.Fatal(err)
+	}
+	c.startAgentWithDocker(ctx, t, 0, "init", "--name", "m1", "--foreground")
+
+	// m2's user: the lab mounts h2's own lib and run dirs at the default
+	// /var/lib/uncloud and /run/uncloud, which the user must own.
+	u, err := l.NewUser(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hosts[1]
+	for _, d := range []string{"lib", "run"} {
+		if err := os.Chown(h.Dir+"/"+d, u.UID, u.GID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(h.Dir, 0o755)
+
+	if !t.Run("refused, naming what is missing: no subordinate ids", func(t *testing.T) {
+		out, err := h.RunAs(ctx, u, u.Bin, "agent", "--rootless")
+		if err == nil {
+			t.Fatalf("agent --rootless without subordinate ids started:\n%s", out)
+		}
+		for _, want := range []string{"no subordinate range for user " + u.Name + " in /etc/subuid", "/etc/subgid"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("refusal lacks %q:\n%s", want, out)
+			}
+		}
+	}) {
+		return
+	}
+
+	if err := u.AddSubIDs(); err != nil {
+		t.Fatal(err)
+	}
+	engineStart := time.Now()
+	rd, err := h.StartRootlessDocker(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rd.Close)
+	t.Logf("rootless dockerd answered after %v", time.Since(engineStart).Round(time.Millisecond))
+	if err := testimage.Import(ctx, rd.Client, tarball, testimage.Tag); err != nil {
+		t.Fatalf("load the test image into the rootless engine: %v", err)
+	}
+
+	tok := c.token(ctx, t, 0)
+	p, err := h.StartAs(u, "uncloud", nil, u.Bin, "--log-level", "debug", "join", "--name", "m2", "--foreground", tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.procs[1] = p
+	upCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if _, err := p.WaitLog(upCtx, 0, "containers can run here"); err != nil {
+		t.Fatalf("rootless agent: %v\n%s", err, p.Log())
+	}
+	for _, want := range []string{"entering the rootless Docker's namespaces", "mode=rootless"} {
+		if !strings.Contains(p.Log(), want) {
+			t.Fatalf("rootless agent's log lacks %q:\n%s", want, p.Log())
+		}
+	}
+	c.waitAllAlive(ctx, t, 60*time.Second)
+	c.waitNetwork(ctx, t, 0)
+
+	if !t.Run("machine ls: m2 rootless, containers yes, on both machines", func(t *testing.T) {
+		for i := range hosts {
+			eventuallyE2E(t, "m2 rootless with containers in machine ls on "+hosts[i].Name, 30*time.Second, func() error {
+				for _, m := range c.machines(ctx, t, i) {
+					if m.Name == "m2" {
+						if m.Mode != "rootless" || m.Containers != "yes" {
+							return fmt.Errorf("m2: mode %q, containers %q", m.Mode, m.Containers)
+						}
+						return nil
+					}
+				}
+				return fmt.Errorf("m2 not listed")
+			})
+		}
+		out, err := c.uncloud(ctx, t, 1, "status")
+		if err != nil || !strings.Contains(out, "rootless mode") {
+			t.Errorf("status on m2: %v\n%s", err, out)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("mesh traffic both ways", func(t *testing.T) {
+		// m1's host to m2's machine address (in the rootless namespace),
+		// and m2's agent, from inside, to m1's.
+		if err := pingOnce(ctx, hosts[0], "10.210.2.1"); err != nil {
+			t.Errorf("m1 -> m2: %v", err)
+		}
+		st := c.status(ctx, t, 1)
+		if len(st.Peers) != 1 || st.Peers[0].LastHandshake.IsZero() || st.Peers[0].RxBytes == 0 || st.Peers[0].TxBytes == 0 {
+			t.Errorf("m2's peer m1: %+v", st.Peers)
+		}
+	}) {
+		return
+	}
+
+	var a, b api.ContainerInfo // on m1 and on m2
+	if !t.Run("containers on both reach each other by address and by name", func(t *testing.T) {
+		for _, s := range []struct{ name, machine string }{{"aa", "m1"}, {"bb", "m2"}} {
+			if out, err := c.uncloud(ctx, t, 0, "run", "--name", s.name, "-m", s.machine, "-p", "8080", "--pull", "never", testimage.Tag); err != nil {
+				t.Fatalf("run %s on %s: %v\n%s", s.name, s.machine, err, out)
+			}
+		}
+		a, b = c.running(ctx, t, 0, "aa", 1)[0], c.running(ctx, t, 0, "bb", 1)[0]
+		if b.Machine != "m2" || !strings.HasPrefix(b.Address, "10.210.2.") {
+			t.Fatalf("bb: %+v, want on m2 in 10.210.2.0/24", b)
+		}
+		for _, pair := range []struct {
+			from, to api.ContainerInfo
+			service  string
+		}{{a, b, "aa"}, {b, a, "bb"}} {
+			for _, target := range []string{pair.to.Address, pair.to.Service + ".internal"} {
+				eventuallyE2E(t, pair.from.Name+" -> "+target, 30*time.Second, func() error {
+					s, err := c.uncloud(ctx, t, 0, "exec", "--container", pair.from.Name, pair.service, "/echoserver", "get", "http://"+target+":8080/x")
+					if err != nil {
+						return fmt.Errorf("%v: %s", err, s)
+					}
+					want := fmt.Sprintf("host=%s addr=%s remote=%s", pair.to.Name, pair.to.Address, pair.from.Address)
+					if !strings.Contains(s, want) {
+						t.Fatalf("%s -> %s answered %q, want %q (no NAT inside the mesh)", pair.from.Name, target, s, want)
+					}
+					return nil
+				})
+			}
+		}
+		logs, err := c.uncloud(ctx, t, 0, "logs", "bb")
+		if err != nil || !strings.Contains(logs, "request /x from "+a.Address) {
+			t.Errorf("logs of bb (on m2) from m1: %v\n%s", err, logs)
+		}
+		// The figure the README quotes: each agent's RSS with a container
+		// (the rootless one is the same process: nsenter execs in place).
+		for i, proc := range c.procs {
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.Pid()))
+			for _, line := range strings.Split(string(status), "\n") {
+				if strings.HasPrefix(line, "VmRSS:") {
+					t.Logf("%s agent RSS: %s", hosts[i].Name, strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")))
+				}
+			}
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("install --user writes the user unit; uninstall --user removes the agent and all it made", func(t *testing.T) {
+		out, err := h.RunAs(ctx, u, u.Bin, "install", "--user", "--no-start")
+		if err != nil || !strings.Contains(out, "rootless Docker runs") {
+			t.Fatalf("install --user: %v\n%s", err, out)
+		}
+		unitPath := filepath.Join(u.Home, ".config/systemd/user/uncloud.service")
+		unit, err := os.ReadFile(unitPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"ExecStart=" + u.Bin + " agent --data-dir /var/lib/uncloud --rootless\n", "PartOf=docker.service\n", "WantedBy=default.target\n"} {
+			if !strings.Contains(string(unit), want) {
+				t.Errorf("user unit lacks %q:\n%s", want, unit)
+			}
+		}
+		if !strings.Contains(out, "No systemd user manager") && !strings.Contains(out, "Ran systemctl --user enable") {
+			t.Errorf("install --user neither enabled the unit nor said how:\n%s", out)
+		}
+		// Inside the engine's network namespace, as root outside it sees.
+		raw, err := os.ReadFile(filepath.Join(u.RuntimeDir(), "docker.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid := strings.TrimSpace(string(raw))
+		inNS := func(args ...string) string {
+			got, err := exec.CommandContext(ctx, "nsenter", append([]string{"-t", pid, "-n"}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v in the rootless namespace: %v\n%s", args, err, got)
+			}
+			return string(got)
+		}
+		checks := [][]string{{"iptables", "-w", "-S"}, {"iptables", "-w", "-t", "raw", "-S"}, {"ip", "route", "show", "table", "all"}}
+		for _, check := range checks {
+			if got := inNS(check...); !strings.Contains(got, "UNCLOUD") && !strings.Contains(got, "10.210.") {
+				t.Fatalf("%v in the rootless namespace shows nothing of the agent before uninstall:\n%s", check, got)
+			}
+		}
+		out, err = h.RunAs(ctx, u, u.Bin, "uninstall", "--user", "--yes")
+		if err != nil {
+			t.Fatalf("uninstall --user: %v\n%s", err, out)
+		}
+		t.Logf("uninstall --user:\n%s", out)
+		waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := p.Wait(waitCtx); err != nil && p.Alive() {
+			t.Fatalf("agent still runs after uninstall --user: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(unitPath); err == nil {
+			t.Errorf("%s is still there:\n%s", unitPath, out)
+		}
+		if cs, err := rd.Client.ContainerList(ctx, container.ListOptions{All: true}); err != nil || len(cs) != 0 {
+			t.Errorf("rootless engine still has containers %v (%v):\n%s", cs, err, out)
+		}
+		if _, err := rd.Client.NetworkInspect(ctx, "uncloud", network.InspectOptions{}); err == nil {
+			t.Errorf("rootless engine still has the uncloud network:\n%s", out)
+		}
+		for _, check := range checks {
+			if got := inNS(check...); strings.Contains(got, "UNCLOUD") || strings.Contains(got, "10.210.") {
+				t.Errorf("%v in the rootless namespace after uninstall --user:\n%s\nuninstall said:\n%s", check, got, out)
+			}
+		}
+	}) {
+		return
+	}
+}

@@ -36,3 +36,22 @@ func agentFor(g *globals, timeout time.Duration) (*api.Client, context.Context, 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	return client, ctx, func() { cancel(); client.Close() }, nil
 }
+
+// selfView is what a command that acts on this machine among the others
+// reads first: the agent's own status and its machine list.
+type selfView struct {
+	self     api.Status
+	machines []api.MachineInfo
+}
+
+// readSelfView asks the agent for both in one connection.
+func readSelfView(g *globals) (selfView, error) {
+	return agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (selfView, error) {
+		st, err := a.Status(ctx)
+		if err != nil {
+			return selfView{}, err
+		}
+		ms, err := a.Machines(ctx)
+		return selfView{st, ms}, err
+	})
+}

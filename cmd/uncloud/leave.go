@@ -40,18 +40,7 @@ func (c leaveCmd) Run(g *globals) error {
 	if os.Geteuid() != 0 {
 		return errors.New("leave stops the agent and this machine's containers: run it as root (sudo uncloud leave)")
 	}
-	type view struct {
-		self     api.Status
-		machines []api.MachineInfo
-	}
-	v, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (view, error) {
-		st, err := a.Status(ctx)
-		if err != nil {
-			return view{}, err
-		}
-		ms, err := a.Machines(ctx)
-		return view{st, ms}, err
-	})
+	v, err := readSelfView(g)
 	if err != nil {
 		return fmt.Errorf("leave needs this machine's agent running (it asks another member through it): %w", err)
 	}

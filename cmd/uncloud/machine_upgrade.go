@@ -56,18 +56,7 @@ func (c machineUpgradeCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
-	type view struct {
-		self     api.Status
-		machines []api.MachineInfo
-	}
-	v, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (view, error) {
-		st, err := a.Status(ctx)
-		if err != nil {
-			return view{}, err
-		}
-		ms, err := a.Machines(ctx)
-		return view{st, ms}, err
-	})
+	v, err := readSelfView(g)
 	if err != nil {
 		return err
 	}

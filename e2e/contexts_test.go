@@ -36,9 +36,7 @@ func TestContexts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	home := filepath.Join(lap.Dir, "home")
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
-	userKey := sshd.WriteKey(t, filepath.Join(home, ".ssh", "id_ed25519"))
+	home, userKey := sshd.ClientHome(t, lap.Dir, "id_ed25519")
 	var known bytes.Buffer
 	sshds := make([]*sshd.Server, len(f.hosts))
 	for i, h := range f.hosts {

@@ -25,11 +25,9 @@ import (
 func TestContextOverSSH(t *testing.T) {
 	sshd.Binary(t)
 	dir := t.TempDir()
-	home := filepath.Join(dir, "home")
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	home, userKey := sshd.ClientHome(t, dir, "id_ed25519")
 	t.Setenv("HOME", home)
 	t.Setenv("SSH_AUTH_SOCK", "")
-	userKey := sshd.WriteKey(t, filepath.Join(home, ".ssh", "id_ed25519"))
 	srv := sshd.Start(t, sshd.Options{AuthorizedKeys: []ssh.PublicKey{userKey}})
 	port, downPort := srv.Port, sshd.FreePort(t)
 	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(srv.KnownHostsLine()), 0o600)

@@ -21,11 +21,9 @@ import (
 func TestRemoteInstallSteps(t *testing.T) {
 	sshd.Binary(t)
 	dir := t.TempDir()
-	home := filepath.Join(dir, "home")
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	home, key := sshd.ClientHome(t, dir, "box_key")
 	t.Setenv("HOME", home)
 	t.Setenv("SSH_AUTH_SOCK", "")
-	key := sshd.WriteKey(t, filepath.Join(home, ".ssh", "box_key"))
 	srv := sshd.Start(t, sshd.Options{AuthorizedKeys: []ssh.PublicKey{key}})
 	os.WriteFile(filepath.Join(home, ".ssh", "config"), fmt.Appendf(nil,
 		"Host box\n  HostName 127.0.0.1\n  User root\n  Port %d\n  IdentityFile ~/.ssh/box_key\n", srv.Port), 0o600)

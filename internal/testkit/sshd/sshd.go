@@ -193,6 +193,17 @@ func WriteKey(t testing.TB, path string) ssh.PublicKey {
 	return p
 }
 
+// ClientHome makes dir/home with an empty .ssh (0700) for the client
+// side of a test, and writes a new user key there as .ssh/keyName.
+func ClientHome(t testing.TB, dir, keyName string) (home string, key ssh.PublicKey) {
+	t.Helper()
+	home = filepath.Join(dir, "home")
+	if err := os.MkdirAll(filepath.Join(home, ".ssh"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return home, WriteKey(t, filepath.Join(home, ".ssh", keyName))
+}
+
 // FreePort is a TCP port free on 127.0.0.1 right now.
 func FreePort(t testing.TB) int {
 	t.Helper()

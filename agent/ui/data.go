@@ -21,6 +21,10 @@ type snapshot struct {
 	Machines   []machineRow
 	Services   []api.ServiceInfo
 	Containers []api.ContainerInfo
+	// Routes are the published hosts as this machine's ingress has them
+	// (none on a machine without the ingress role: the page says so).
+	Routes    []api.IngressRoute
+	IngressOn bool
 	// Unseen are the machines this one cannot see now: what the pages
 	// show of them is the last recorded state, and says so.
 	Unseen []machineRow
@@ -106,6 +110,11 @@ func (s *Server) read(ctx context.Context, withViews bool) snapshot {
 	}
 	if snap.Containers, err = s.src.Containers(ctx); err != nil {
 		fail("containers", err)
+	}
+	if in, err := s.src.Ingress(ctx); err != nil {
+		fail("ingress", err)
+	} else {
+		snap.Routes, snap.IngressOn = in.Routes, in.Running
 	}
 	sort.Slice(snap.Containers, func(i, j int) bool {
 		a, b := snap.Containers[i], snap.Containers[j]

@@ -385,6 +385,28 @@ var funcs = template.FuncMap{
 		}
 		return out
 	},
+	"routesOf": func(rs []api.IngressRoute, svc string) []api.IngressRoute {
+		var out []api.IngressRoute
+		for _, r := range rs {
+			if r.Service == svc {
+				out = append(out, r)
+			}
+		}
+		return out
+	},
+	// certNote is a published host's certificate as a few words: its
+	// state, and until when a valid one holds.
+	"certNote": func(c *api.IngressCertificate) string {
+		switch {
+		case c == nil:
+			return "plain HTTP"
+		case c.State == "valid" && !c.NotAfter.IsZero():
+			return fmt.Sprintf("certificate valid until %s (%d days)", c.NotAfter.UTC().Format("2006-01-02"), int(time.Until(c.NotAfter).Hours()/24))
+		case c.Error != "":
+			return "certificate " + c.State + ": " + c.Error
+		}
+		return "certificate " + c.State
+	},
 	"since": func(t time.Time) string {
 		if t.IsZero() {
 			return "never"

@@ -63,6 +63,13 @@ func (n *network) Rollback(context.Context, string, api.RollbackRequest, func(ap
 func (n *network) ServiceLogs(context.Context, string, api.LogsRequest, func(api.LogLine) error) error {
 	return nil
 }
+func (n *network) Ingress(context.Context) (api.IngressStatus, error) {
+	return api.IngressStatus{Machine: "m1", Running: true, Routes: []api.IngressRoute{
+		{Host: "web.example.com", Path: "/", Protocol: "https", Service: "web",
+			Cert: &api.IngressCertificate{State: "valid", NotAfter: time.Date(2099, 3, 1, 0, 0, 0, 0, time.UTC)}},
+		{Host: "other.example.com", Path: "/", Protocol: "http", Service: "other"},
+	}}, nil
+}
 func (n *network) Reachable() map[string]bool                  { return map[string]bool{"id1": true, "id2": true} }
 func (n *network) Changed(ctx context.Context) <-chan struct{} { return make(chan struct{}) }
 func (n *network) PeerView(_ context.Context, id string) (View, error) {
@@ -82,7 +89,8 @@ func TestPages(t *testing.T) {
 	}{
 		{"/ui/", []string{`data-machine="m3" data-state="down"`, `data-unseen="m3"`, `data-machine="m2" data-state="alive"`, "arm", "0.50"}},
 		{"/ui/mesh", []string{`data-pair="m1-m2" data-path="relayed"`, `data-pair="m1-m3" data-path="cut"`, `data-pair="m2-m3" data-path="cut"`, "NAT symmetric", "<svg"}},
-		{"/ui/services", []string{`data-service="web"`, `data-container="web-b" data-state="running" class="stale"`, "last recorded running", `data-confirm="Remove web`}},
+		{"/ui/services", []string{`data-service="web"`, `data-container="web-b" data-state="running" class="stale"`, "last recorded running", `data-confirm="Remove web`,
+			`data-host="web.example.com"`, "certificate valid until 2099-03-01"}},
 		{"/ui/logs?service=web", []string{`<option selected>web</option>`, `id="logs"`}},
 		{"/ui/deploy", []string{`id="deploy"`, `data-unseen="m3"`}},
 		{"/ui/static/style.css", []string{"--bg"}},

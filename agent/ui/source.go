@@ -28,6 +28,10 @@ type Source interface {
 	StartService(ctx context.Context, name string) (api.ServiceResult, error)
 	Rollback(ctx context.Context, service string, req api.RollbackRequest, event func(api.DeployEvent) error) error
 	ServiceLogs(ctx context.Context, name string, o api.LogsRequest, line func(api.LogLine) error) error
+	// Ingress is this machine's ingress: its routes (published hosts)
+	// and their certificates. Certificates live in the shared state, so
+	// any ingress machine shows every host's.
+	Ingress(ctx context.Context) (api.IngressStatus, error)
 
 	// Reachable is the machine IDs this machine reaches now (gossip alive
 	// and a fresh WireGuard session), itself included.

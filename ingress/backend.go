@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -127,11 +128,11 @@ func (p *pool) keep(live map[string]bool) {
 	}
 }
 
-// pick chooses a backend for the route, never skip (the one that just
-// failed). Backends put aside by passive health are avoided while any
+// pick chooses a backend for the route, never one of skip (those that
+// already failed for this request). Backends put aside by passive health are avoided while any
 // other is left; when all are aside, one is tried anyway: a failed try
 // costs no more than refusing the request.
-func pick(r *Route, policy string, skip *backend) *backend {
+func pick(r *Route, policy string, skip ...*backend) *backend {
 	n := len(r.Backends)
 	if n == 0 {
 		return nil
@@ -141,7 +142,7 @@ func pick(r *Route, policy string, skip *backend) *backend {
 	var best, fallback *backend
 	for i := 0; i < n; i++ {
 		b := r.Backends[(start+i)%n]
-		if b == skip {
+		if slices.Contains(skip, b) {
 			continue
 		}
 		if b.down(now) {

@@ -100,7 +100,7 @@ type routeTransport struct {
 }
 
 func (t *routeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	b := pick(t.route, t.f.policy, nil)
+	b := pick(t.route, t.f.policy)
 	if b == nil {
 		return nil, errNoBackend
 	}
@@ -109,23 +109,31 @@ func (t *routeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// that sent nothing; the server closes the inbound body itself.
 		req.Body = keepOpen{req.Body}
 	}
-	resp, err := t.try(req, b)
-	if err == nil || !t.retryable(req, err) {
-		return resp, err
+	// During a rollout two containers of a service can fail at once (the
+	// old one going, the new one not yet listening), so a retryable
+	// failure moves on to each other container in turn, up to maxTries.
+	var tried []*backend
+	for {
+		resp, err := t.try(req, b)
+		if err == nil || !t.retryable(req, err) {
+			return resp, err
+		}
+		b.markFailed(t.f.failTimeout)
+		t.f.log.Warn("container failed; put aside", "service", t.route.Service, "container", b.name,
+			"addr", b.addr, "for", t.f.failTimeout, "err", err)
+		tried = append(tried, b)
+		if len(tried) >= maxTries {
+			return nil, err
+		}
+		if b = pick(t.route, t.f.policy, tried...); b == nil {
+			return nil, err
+		}
 	}
-	b.markFailed(t.f.failTimeout)
-	t.f.log.Warn("container failed; put aside", "service", t.route.Service, "container", b.name,
-		"addr", b.addr, "for", t.f.failTimeout, "err", err)
-	next := pick(t.route, t.f.policy, b)
-	if next == nil || next == b {
-		return nil, err
-	}
-	resp, err2 := t.try(req, next)
-	if err2 != nil && t.retryable(req, err2) {
-		next.markFailed(t.f.failTimeout)
-	}
-	return resp, err2
 }
+
+// maxTries bounds the containers one request is tried on: a service whose
+// containers all refuse is answered 502 without a dial to every one.
+const maxTries = 3
 
 func (t *routeTransport) try(req *http.Request, b *backend) (*http.Response, error) {
 	req.URL.Host = b.addr

@@ -217,6 +217,43 @@ func TestDeadBackendRetriedOnAnother(t *testing.T) {
 	}
 }
 
+// TestTwoDeadBackendsRetried: during a rollout the old container can be
+// gone while the new one does not listen yet; a request that meets both
+// goes on to the third.
+func TestTwoDeadBackendsRetried(t *testing.T) {
+	st := openStore(t)
+	in := startIngress(t, st, nil)
+	port := freePort(t)
+	startBackend(t, "127.0.0.2", port, "alive", nil)
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	put(t, st, container("c2", "web", "127.0.0.2"))
+	put(t, st, container("c3", "web", "127.0.0.3")) // nothing listens there
+	put(t, st, container("c4", "web", "127.0.0.4")) // nor there
+	eventually(t, "three backends", func() bool {
+		r := in.table.Load().lookup("app.test", "/")
+		return r != nil && len(r.Backends) == 3
+	})
+	for i := 0; i < 6; i++ {
+		req, _ := http.NewRequest("GET", "http://"+in.HTTPAddr().String()+"/", nil)
+		req.Host = "app.test"
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "alive" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	r := in.table.Load().lookup("app.test", "/")
+	for _, b := range r.Backends {
+		if !strings.HasPrefix(b.addr, "127.0.0.2") && b.failures.Load() != 1 {
+			t.Errorf("dead backend %s: %d failures, want put aside after one", b.addr, b.failures.Load())
+		}
+	}
+}
+
 func TestWebsocketThroughProxy(t *testing.T) {
 	st := openStore(t)
 	in := startIngress(t, st, nil)

@@ -283,6 +283,9 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 	if rb, ok := b.(RolloutBackend); ok {
 		registerRolloutRoutes(mux, rb)
 	}
+	if eb, ok := b.(EvacuateBackend); ok {
+		registerEvacuateRoutes(mux, eb) // evacuate.go
+	}
 	mux.HandleFunc("POST "+PathServices, func(w http.ResponseWriter, r *http.Request) {
 		var req RunRequest
 		if err := decodeBody(r, &req); err != nil {

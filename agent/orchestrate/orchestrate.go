@@ -130,7 +130,7 @@ type Config struct {
 
 // Orchestrator runs the container commands of the network. Its exported
 // methods are exactly api.ContainerBackend, api.DeployBackend,
-// api.RolloutBackend and api.ImageBackend, so the agent can hand it to the local API as is.
+// api.RolloutBackend, api.EvacuateBackend and api.ImageBackend, so the agent can hand it to the local API as is.
 type Orchestrator struct {
 	fleet   Fleet
 	store   Records

@@ -13,7 +13,7 @@ import (
 
 type leaveCmd struct {
 	Yes        bool   `short:"y" help:"Do not ask (needed without a terminal)."`
-	Move       bool   `help:"Move this machine's replicas elsewhere first (not built yet: refused)."`
+	Move       bool   `help:"First start this machine's replicas on other machines, healthy, then remove them here (refused if any service cannot move)."`
 	DataDir    string `help:"The agent's data dir." default:"${datadir}" placeholder:"DIR"`
 	UnitDir    string `help:"Where 'uncloud install' wrote the systemd unit." default:"/etc/systemd/system" placeholder:"DIR"`
 	DockerHost string `help:"Docker Engine address (default: DOCKER_HOST or unix:///var/run/docker.sock)." env:"DOCKER_HOST" placeholder:"unix:///PATH"`
@@ -24,19 +24,17 @@ func (leaveCmd) Help() string {
 
   1. asks another member to remove this machine: the removal 'uncloud machine rm' runs there (its keys are revoked everywhere, its record deleted, the gossip key rotated); a machine cannot revoke itself;
   2. stops the local agent (the systemd unit is disabled and stopped, if 'uncloud install' made one);
-  3. stops and removes this machine's containers (after the agent, which would otherwise start them again). Their replicas are not moved: scale the services up elsewhere first if they must keep their count.
+  3. stops and removes this machine's containers (after the agent, which would otherwise start them again). Their replicas are not moved unless --move: then, before step 1, each service with containers here gets as many new ones on other machines (placed as its constraints allow), each healthy before any here is removed; if a service cannot move, the plan says why and nothing is done.
 
 The interface, routes, firewall rules and data dir stay until 'uncloud uninstall --purge', which the command suggests at the end.
 
 Examples:
   sudo uncloud leave
+  sudo uncloud leave --move
   sudo uncloud leave --yes && sudo uncloud uninstall --purge --yes`
 }
 
 func (c leaveCmd) Run(g *globals) error {
-	if c.Move {
-		return errors.New("--move is not built yet: scale the services whose replicas run here so that they run elsewhere ('uncloud scale'), then leave without --move")
-	}
 	if os.Geteuid() != 0 {
 		return errors.New("leave stops the agent and this machine's containers: run it as root (sudo uncloud leave)")
 	}
@@ -67,9 +65,21 @@ func (c leaveCmd) Run(g *globals) error {
 	for _, l := range planOf(ctx, local) {
 		fmt.Println(l)
 	}
-	fmt.Println("Services whose replicas run here are not moved; the host's interface, rules and data stay until 'uncloud uninstall --purge'.")
+	if c.Move {
+		if err := c.planMove(g, v.self.MachineID); err != nil {
+			return err
+		}
+		fmt.Println("The host's interface, rules and data stay until 'uncloud uninstall --purge'.")
+	} else {
+		fmt.Println("Services whose replicas run here are not moved; the host's interface, rules and data stay until 'uncloud uninstall --purge'.")
+	}
 	if err := confirm(c.Yes, "Leave the network?", "leave"); err != nil {
 		return err
+	}
+	if c.Move {
+		if err := c.move(g, v.self.MachineID); err != nil {
+			return fmt.Errorf("%s is still a member: %w", v.self.Name, err)
+		}
 	}
 
 	res, err := agentCall(g, shortCommand+leaveGrace, func(ctx context.Context, a *api.Client) (api.LeaveResult, error) {

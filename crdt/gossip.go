@@ -340,7 +340,7 @@ func (b *broadcaster) prefetchWorker(from string) {
 			return
 		}
 		b.inMu.Unlock()
-		b.prefetchRetrying(from, heads)
+		heads, relay = b.prefetchRetrying(from, heads, relay)
 		b.enqueueReady(from, heads)
 		if relay {
 			b.relayHeads(heads)
@@ -356,22 +356,25 @@ func (b *broadcaster) prefetchWorker(from string) {
 // and the issuer of its token fetches it only a few milliseconds later.
 // Without the retry the head went to go-ds-crdt unfetched, was dropped,
 // and came back only with the next head set that descends from it (1–2 s
-// later at best). The concurrency slot is released while waiting.
-func (b *broadcaster) prefetchRetrying(from string, heads []cid.Cid) {
+// later at best). The concurrency slot is released while waiting, and
+// heads the same origin announced meanwhile join the next round rather
+// than waiting behind the retries. It returns the heads and relay flag
+// to hand on.
+func (b *broadcaster) prefetchRetrying(from string, heads []cid.Cid, relay bool) ([]cid.Cid, bool) {
 	if b.prefetch == nil {
-		return
+		return heads, relay
 	}
 	wait := fetchRetryFirst
 	for attempt := 0; ; attempt++ {
 		select {
 		case b.sem <- struct{}{}:
 		case <-b.ctx.Done():
-			return
+			return heads, relay
 		}
 		left := b.prefetch(b.ctx, from, heads)
 		<-b.sem
 		if left == 0 || attempt >= fetchRetries {
-			return
+			return heads, relay
 		}
 		b.st.fetchRetries.Add(1)
 		t := time.NewTimer(jitter(wait))
@@ -379,9 +382,17 @@ func (b *broadcaster) prefetchRetrying(from string, heads []cid.Cid) {
 		case <-t.C:
 		case <-b.ctx.Done():
 			t.Stop()
-			return
+			return heads, relay
 		}
 		wait = min(2*wait, fetchRetryMax)
+		b.inMu.Lock()
+		if more, ok := b.pending[from]; ok {
+			heads = unionHeads(heads, more)
+			relay = relay || b.relay[from]
+			delete(b.pending, from)
+			delete(b.relay, from)
+		}
+		b.inMu.Unlock()
 	}
 }
 

@@ -204,7 +204,8 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	// The machine API serves before the record is announced (here, or by
 	// NAT's first publish a tick later): whoever hears of a new machine's
 	// first record fetches it from that machine, and a refused fetch
-	// waits for the next announcement.
+	// is retried for about a second (crdt's prefetch retry), then waits
+	// for the next announcement.
 	d.startContainers(ctx)
 	d.startReseal(ctx)
 	if err := d.startNAT(ctx); err != nil {

@@ -12,7 +12,8 @@
 // heads under /crdt, the DAG blocks (boxo blockstore) under /blocks. There is
 // no libp2p host and no bitswap. A block a replica lacks is fetched through
 // a BlockFetcher (HTTP today, the mutual-TLS machine API later), first from
-// the machine that announced the head, then from any other live machine; every
+// the machine that announced the head, then from any other live machine, and
+// again after a short bounded backoff if nobody has it yet; every
 // received block's CID is recomputed from its bytes before it is stored.
 // When a broadcast names a head we lack, the head and all its ancestors we lack
 // are requested in one streamed request, so catch-up after a long absence costs

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -64,8 +65,10 @@ type broadcaster struct {
 	// of the given blocks are heads.
 	pendingBranch func(ctx context.Context, frontier []cid.Cid, floor uint64, seen *cid.Set) ([]cid.Cid, int)
 	headState     func(ctx context.Context, cids []cid.Cid) (maxHeight uint64, allHeads bool)
-	prefetch      func(ctx context.Context, from string, heads []cid.Cid)
-	localHeads    func(context.Context) []cid.Cid
+	// prefetch returns how many of heads are still not in the blockstore.
+	prefetch   func(ctx context.Context, from string, heads []cid.Cid) int
+	local      func(ctx context.Context, c cid.Cid) bool
+	localHeads func(context.Context) []cid.Cid
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -193,7 +196,17 @@ func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
 			if len(heads) == 0 {
 				continue
 			}
-			b.inflight = heads
+			// A head whose block could not be fetched fails in
+			// go-ds-crdt at once (it drops the head until it is
+			// announced again), so there is no merge to wait for: waiting
+			// stallAfter for it held up every later head set, such as
+			// the one that brings the block as an ancestor.
+			b.inflight = nil
+			for _, c := range heads {
+				if b.local == nil || b.local(ctx, c) {
+					b.inflight = append(b.inflight, c)
+				}
+			}
 			if b.headState != nil {
 				b.inflightFloor, _ = b.headState(ctx, nil)
 			}
@@ -327,20 +340,79 @@ func (b *broadcaster) prefetchWorker(from string) {
 			return
 		}
 		b.inMu.Unlock()
-		if b.prefetch != nil {
-			select {
-			case b.sem <- struct{}{}:
-			case <-b.ctx.Done():
-				continue
-			}
-			b.prefetch(b.ctx, from, heads)
-			<-b.sem
-		}
+		heads, relay = b.prefetchRetrying(from, heads, relay)
 		b.enqueueReady(from, heads)
 		if relay {
 			b.relayHeads(heads)
 		}
 	}
+}
+
+// prefetchRetrying prefetches heads and, while some are still missing,
+// tries again after a short jittered backoff (fetchRetries times at most).
+// A head is announced the moment it is written, but its blocks may be
+// fetchable from nowhere yet: a new machine's first record lives only on
+// that machine, which the others cannot reach until they have the record,
+// and the issuer of its token fetches it only a few milliseconds later.
+// Without the retry the head went to go-ds-crdt unfetched, was dropped,
+// and came back only with the next head set that descends from it (1–2 s
+// later at best). The concurrency slot is released while waiting, and
+// heads the same origin announced meanwhile join the next round rather
+// than waiting behind the retries. It returns the heads and relay flag
+// to hand on.
+func (b *broadcaster) prefetchRetrying(from string, heads []cid.Cid, relay bool) ([]cid.Cid, bool) {
+	if b.prefetch == nil {
+		return heads, relay
+	}
+	wait := fetchRetryFirst
+	for attempt := 0; ; attempt++ {
+		select {
+		case b.sem <- struct{}{}:
+		case <-b.ctx.Done():
+			return heads, relay
+		}
+		left := b.prefetch(b.ctx, from, heads)
+		<-b.sem
+		if left == 0 || attempt >= fetchRetries {
+			return heads, relay
+		}
+		b.st.fetchRetries.Add(1)
+		t := time.NewTimer(jitter(wait))
+		select {
+		case <-t.C:
+		case <-b.ctx.Done():
+			t.Stop()
+			return heads, relay
+		}
+		wait = min(2*wait, fetchRetryMax)
+		b.inMu.Lock()
+		if more, ok := b.pending[from]; ok {
+			heads = unionHeads(heads, more)
+			relay = relay || b.relay[from]
+			delete(b.pending, from)
+			delete(b.relay, from)
+		}
+		b.inMu.Unlock()
+	}
+}
+
+// The prefetch retry: 20, 40, 80, 160, then 200 ms four more times (±25 %),
+// about 1.1 s in all: long enough for the issuer of a join token (measured
+// 10–20 ms behind) or a relaying member to fetch the block, and bounded so
+// an unfetchable head costs each live machine at most fetchRetries+1
+// requests per announcement, at most ~5 a second once backed off
+// (announcements of one origin that arrive meanwhile are coalesced into the
+// next round, and at most 4 origins fetch at once).
+const (
+	fetchRetryFirst = 20 * time.Millisecond
+	fetchRetryMax   = 200 * time.Millisecond
+	fetchRetries    = 8
+)
+
+// jitter spreads d by ±25 %, so receivers of one announcement do not ask
+// the same machine in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return d - d/4 + rand.N(d/2+1)
 }
 
 // relayHeads announces heads learnt through anti-entropy to everyone.

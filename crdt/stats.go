@@ -11,6 +11,7 @@ type Stats struct {
 	BlocksFetched      uint64 // verified blocks stored from other machines
 	BlocksRejected     uint64 // blocks whose bytes do not hash to their CID, or malformed streams
 	FetchErrors        uint64 // requests to a machine that failed
+	FetchRetries       uint64 // prefetch rounds repeated because an announced head was fetchable nowhere yet
 	WatchResyncs       uint64 // watchers that fell too far behind and were resynced
 	Unverified         uint64 // reads of records the Verifier refused (unsigned, mis-signed, wrong signer)
 }
@@ -18,6 +19,7 @@ type Stats struct {
 type counters struct {
 	sent, received, rejected, stale      atomic.Uint64
 	fetched, blocksRejected, fetchErrors atomic.Uint64
+	fetchRetries                         atomic.Uint64
 	watchResyncs                         atomic.Uint64
 	unverified                           atomic.Uint64
 }
@@ -31,6 +33,7 @@ func (c *counters) snapshot() Stats {
 		BlocksFetched:      c.fetched.Load(),
 		BlocksRejected:     c.blocksRejected.Load(),
 		FetchErrors:        c.fetchErrors.Load(),
+		FetchRetries:       c.fetchRetries.Load(),
 		WatchResyncs:       c.watchResyncs.Load(),
 		Unverified:         c.unverified.Load(),
 	}

@@ -183,6 +183,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.bcast.pendingBranch = s.pendingBranch
 		s.bcast.headState = s.headState
 		s.bcast.prefetch = s.prefetch
+		s.bcast.local = func(ctx context.Context, c cid.Cid) bool {
+			ok, err := s.bs.Has(ctx, c)
+			return err == nil && ok
+		}
 		s.bcast.localHeads = s.Heads
 		bc = s.bcast
 	}
@@ -307,8 +311,9 @@ func (s *Store) unprocessed(ctx context.Context, heads []cid.Cid) []cid.Cid {
 }
 
 // prefetch stores the missing heads and all their missing ancestors,
-// asking the announcing machine first.
-func (s *Store) prefetch(ctx context.Context, from string, heads []cid.Cid) {
+// asking the announcing machine first, and returns how many heads are
+// still missing.
+func (s *Store) prefetch(ctx context.Context, from string, heads []cid.Cid) int {
 	var missing []cid.Cid
 	for _, c := range heads {
 		if ok, err := s.bs.Has(ctx, c); err == nil && !ok {
@@ -316,7 +321,7 @@ func (s *Store) prefetch(ctx context.Context, from string, heads []cid.Cid) {
 		}
 	}
 	if len(missing) == 0 {
-		return
+		return 0
 	}
 	start := time.Now()
 	left := s.ex.fetch(ctx, missing, prefetchAncestors, from, func(b blocks.Block) bool {
@@ -326,6 +331,7 @@ func (s *Store) prefetch(ctx context.Context, from string, heads []cid.Cid) {
 		return true
 	})
 	s.log.Debug("prefetched heads", "from", from, "heads", len(missing), "missing", left, "took", time.Since(start))
+	return left
 }
 
 // getRaw, putRaw, deleteRaw and queryRaw are the untyped layer under the

@@ -341,13 +341,15 @@ func TestJoinOrder(t *testing.T) {
 	}
 	worst, _ := slowest(took)
 	t.Logf("FIGURE five joins in quick succession: %v (slowest %v)", roundAll(took), worst.Round(10*time.Millisecond))
-	// The target is 1 s. A joiner's record can still take ~2 s to reach a
-	// member (the store's fetch retry, bench/README) and a loaded 2-core
-	// machine needs a margin: asserted below the 5 s WireGuard wait this
-	// guards against (5–10 s before).
+	// The target is 1 s, asserted with a margin for a loaded 2-core
+	// machine: a joiner behind a NAT seen from a member behind a NAT can
+	// still wait 1.5 s for the NAT layer's relayed path (1.73 s measured
+	// with the fetch retry in place). Above 3 s is a regression: the
+	// joiner's record waiting for the next head set (before the store's
+	// fetch retry) or WireGuard's 5 s REKEY_TIMEOUT.
 	for i, d := range took {
-		if d > 4*time.Second {
-			t.Errorf("join %d took %v, want < 1 s (asserted < 4 s under load)", i+1, d)
+		if d > 3*time.Second {
+			t.Errorf("join %d took %v, want < 1 s (asserted < 3 s under load)", i+1, d)
 		}
 	}
 }

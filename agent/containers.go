@@ -260,7 +260,12 @@ func (p *localDocker) act(ctx context.Context, id, action string) error {
 	case "start":
 		err = rt.Start(ctx, id)
 	case "remove":
-		err = rt.Remove(ctx, id)
+		// A container already gone is removed: the caller acted on a
+		// copy of the state that had not yet heard of its removal, and
+		// what it asked for holds. Report below clears any record left.
+		if err = rt.Remove(ctx, id); errors.Is(err, runtime.ErrNotFound) {
+			err = nil
+		}
 	default:
 		return fmt.Errorf("%w: unknown container action %q", runtime.ErrBadSpec, action)
 	}

@@ -109,6 +109,9 @@ func TestComposeKeys(t *testing.T) {
 		if out, err := c.uncloud(ctx, t, 2, "scale", "db", "3"); err != nil {
 			t.Fatalf("scale db 3: %v\n%s", err, out)
 		}
+		// The deploy below is given to m1, which counts what its copy of
+		// the state holds; m3's scale reaches it by gossip (AP, §6).
+		c.running(ctx, t, 0, "db", 3)
 		if got := where(t, "db"); len(got) != 1 || len(got["m2"]) != 3 {
 			t.Errorf("db after scale to 3: %v, want all on m2 (the volume is there)", got)
 		}

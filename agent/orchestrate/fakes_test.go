@@ -102,6 +102,9 @@ type fakeEngine struct {
 	caps map[string]Capacity
 	// specs are the specs containers were made with, by container ID.
 	specs map[string]runtime.ContainerSpec
+	// removeLag delays a removed container's record leaving the state,
+	// as gossip does when another machine removed it.
+	removeLag time.Duration
 }
 
 func newEngine(store Records) *fakeEngine {
@@ -206,7 +209,13 @@ func (e *fakeEngine) Act(ctx context.Context, m Machine, id, action string) erro
 	case "remove":
 		e.mu.Lock()
 		delete(e.live, id)
+		lag := e.removeLag
 		e.mu.Unlock()
+		if lag > 0 {
+			// Another machine's removal reaches this state later.
+			time.AfterFunc(lag, func() { e.store.Delete(context.Background(), key) })
+			return nil
+		}
 		return e.store.Delete(ctx, key)
 	case "stop":
 		c.State = "exited"

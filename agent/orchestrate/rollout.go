@@ -288,7 +288,27 @@ func (o *Orchestrator) waitServing(ctx context.Context, c *record.Container) {
 	}
 }
 
-// replicationWait bounds waitServing.
+// waitForgotten waits until this machine's copy of the state no longer
+// records c, which another machine removed: the next command given here
+// (a scale right after a scale) must count what is, not containers
+// already gone. Bounded like waitServing; a slow state only costs that.
+func (o *Orchestrator) waitForgotten(ctx context.Context, c *record.Container) {
+	ctx, cancel := context.WithTimeout(ctx, replicationWait)
+	defer cancel()
+	for {
+		if _, err := o.store.Get(ctx, c.Key()); err != nil {
+			return // crdt.ErrNotFound, or unreadable: nothing to wait for
+		}
+		select {
+		case <-ctx.Done():
+			o.log.Warn("the state here still records a removed container", "container", c.Name)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// replicationWait bounds waitServing and waitForgotten.
 const replicationWait = 10 * time.Second
 
 // waitHealthy waits until a new container runs and, if it has a health

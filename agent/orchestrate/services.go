@@ -345,6 +345,8 @@ func (o *Orchestrator) actMany(ctx context.Context, service, action string, cs [
 			defer cancel()
 			if err := o.act(cctx, t, c.ID, action); err != nil {
 				r.Error = err.Error()
+			} else if action == "remove" {
+				o.waitForgotten(cctx, c)
 			}
 			res.Containers[i] = r
 		}()

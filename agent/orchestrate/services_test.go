@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/record"
@@ -185,6 +186,21 @@ func TestScaleService(t *testing.T) {
 			if c.Action != "removed" {
 				t.Errorf("result %+v, want removed", c)
 			}
+		}
+	})
+	t.Run("a scale right after a scale counts what is left", func(t *testing.T) {
+		r := newRig(t, newFleet(), Config{})
+		r.run(t, api.RunRequest{Name: "web", Image: "nginx", Replicas: 4})
+		r.engine.removeLag = 300 * time.Millisecond
+		if res, err := r.o.ScaleService(ctx, "web", api.ScaleRequest{Replicas: 0}, nil); err != nil || res.Failed() > 0 {
+			t.Fatalf("scale to 0: %v %+v", err, res)
+		}
+		res, err := r.o.ScaleService(ctx, "web", api.ScaleRequest{Replicas: 1}, nil)
+		if err != nil || res.Failed() > 0 {
+			t.Fatalf("scale to 1 after 0: %v %+v", err, res)
+		}
+		if got := r.containers(t, "web"); len(got) != 1 {
+			t.Errorf("web has %v after scale 0 then 1, want one container", got)
 		}
 	})
 	t.Run("down never counts on unreachable machines", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync"
 
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/record"
@@ -29,6 +30,32 @@ type containerRecords struct {
 	machineID string
 	store     containerStore
 	log       *slog.Logger
+
+	mu sync.Mutex
+	// draining are the containers a rollout removes next, by ID: their
+	// records say so, and the routes leave them. Kept in memory only: the
+	// removal follows within seconds, and an agent restarted meanwhile
+	// lets the container serve again until then, which is safe.
+	draining map[string]bool
+}
+
+// drain marks container id (a full ID) draining in its next record.
+func (w *containerRecords) drain(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.draining == nil {
+		w.draining = map[string]bool{}
+	}
+	w.draining[id] = true
+}
+
+// record is containerRecord with what only this writer knows.
+func (w *containerRecords) record(c *runtime.Container) *record.Container {
+	rec := containerRecord(w.machineID, c)
+	w.mu.Lock()
+	rec.Draining = w.draining[c.ID]
+	w.mu.Unlock()
+	return rec
 }
 
 // containerRecord is the state record of a container of machine machineID.
@@ -67,7 +94,7 @@ func (w *containerRecords) Containers(ctx context.Context, live []*runtime.Conta
 		}
 	}
 	for _, c := range live {
-		if err := w.putIfChanged(ctx, have[c.ID], containerRecord(w.machineID, c)); err != nil {
+		if err := w.putIfChanged(ctx, have[c.ID], w.record(c)); err != nil {
 			return err
 		}
 		delete(have, c.ID)
@@ -83,7 +110,7 @@ func (w *containerRecords) Containers(ctx context.Context, live []*runtime.Conta
 
 // Changed brings one container's record up to date.
 func (w *containerRecords) Changed(ctx context.Context, c *runtime.Container) error {
-	cur := containerRecord(w.machineID, c)
+	cur := w.record(c)
 	var old *record.Container
 	r, err := w.store.Get(ctx, cur.Key())
 	switch {
@@ -98,6 +125,9 @@ func (w *containerRecords) Changed(ctx context.Context, c *runtime.Container) er
 
 // Removed deletes the record of a container that no longer exists.
 func (w *containerRecords) Removed(ctx context.Context, idOrName string) error {
+	w.mu.Lock()
+	delete(w.draining, idOrName)
+	w.mu.Unlock()
 	return w.store.Delete(ctx, w.prefix()+idOrName)
 }
 

@@ -93,6 +93,17 @@ func TestContainerRecords(t *testing.T) {
 	if got, err := get("c1"); err != nil || got.Health != "healthy" || !got.Serves() {
 		t.Errorf("record after a change = %+v, %v", got, err)
 	}
+	// Draining is this writer's to say, and survives the watcher's passes.
+	w.drain("c1")
+	if err := w.Changed(ctx, &healthy); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Containers(ctx, []*runtime.Container{&healthy}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := get("c1"); err != nil || !got.Draining || got.Serves() {
+		t.Errorf("record of a draining container = %+v, %v; want draining, not serving", got, err)
+	}
 	if err := w.Removed(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}

@@ -248,7 +248,7 @@ func (p *localDocker) create(ctx context.Context, spec runtime.ContainerSpec) (*
 	return containerRecord(p.machineID, c), nil
 }
 
-// actLocal stops, starts, restarts or removes a container here.
+// act stops, starts, drains or removes a container here.
 func (p *localDocker) act(ctx context.Context, id, action string) error {
 	rt, err := p.runtime()
 	if err != nil {
@@ -265,6 +265,13 @@ func (p *localDocker) act(ctx context.Context, id, action string) error {
 		// what it asked for holds. Report below clears any record left.
 		if err = rt.Remove(ctx, id); errors.Is(err, runtime.ErrNotFound) {
 			err = nil
+		}
+	case "drain":
+		// Only the record changes: the container keeps running and
+		// serving what it has, while the routes leave it.
+		var c *runtime.Container
+		if c, err = rt.Inspect(ctx, id); err == nil {
+			p.records.drain(c.ID)
 		}
 	default:
 		return fmt.Errorf("%w: unknown container action %q", runtime.ErrBadSpec, action)

@@ -76,7 +76,8 @@ func (c *MachineClient) InspectContainer(ctx context.Context, machineID, id stri
 	return &into, nil
 }
 
-// ContainerAction stops, starts or removes a container on machineID.
+// ContainerAction stops, starts, drains or removes a container on
+// machineID. An agent older than drain answers it with ErrBadRequest.
 func (c *MachineClient) ContainerAction(ctx context.Context, machineID, id, action string) error {
 	method, path := http.MethodPost, under(MachinePathRuntimeContainers, id, action)
 	if action == "remove" {

@@ -85,6 +85,9 @@ type Container struct {
 	// answers and ingress routes.
 	Ports   []ContainerPort `json:"ports,omitempty"`
 	Created time.Time       `json:"created,omitzero"`
+	// Draining says the container is about to be removed by a rollout:
+	// it gets no new traffic, and what it serves now may finish.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // ContainerPort is a port a container listens on.

@@ -16,12 +16,14 @@ package record
 //   - any health status this binary does not know: does not serve (it has
 //     not proved that it serves);
 //   - not running (created, restarting, paused, exited, dead): does not
-//     serve.
+//     serve;
+//   - draining (a rollout removes it next): does not serve, so the routes
+//     leave it before it stops.
 //
 // Whether the container's machine is reachable and whether it has a usable
 // address are the caller's to check: they are not facts of the record.
 func (c *Container) Serves() bool {
-	if c.State != "running" {
+	if c.State != "running" || c.Draining {
 		return false
 	}
 	switch c.Health {

@@ -385,6 +385,13 @@ func (o *Orchestrator) applyPlan(ctx context.Context, p *servicePlan, names map[
 	if err := o.rollout(ctx, p, names, emit); err != nil {
 		return err
 	}
+	var going []drainee
+	for _, c := range p.remove {
+		if t, ok := names[c.MachineID]; ok && t.Reachable() {
+			going = append(going, drainee{t, c})
+		}
+	}
+	o.drain(ctx, going...)
 	rm := o.actMany(ctx, p.name, "remove", p.remove)
 	for _, r := range rm.Containers {
 		if r.Error != "" {

@@ -192,6 +192,11 @@ func (o *Orchestrator) Evacuate(ctx context.Context, req api.EvacuateRequest) (a
 		}
 		return res, fmt.Errorf("evacuation of %s failed, the replacements made were removed and its containers stay: %w", e.machine.Name, err)
 	}
+	var leaving []drainee
+	for _, m := range e.moves {
+		leaving = append(leaving, drainee{e.machine, m.old})
+	}
+	o.drain(ctx, leaving...)
 	var failed []string
 	for i, m := range e.moves {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)

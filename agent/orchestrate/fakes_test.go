@@ -105,6 +105,9 @@ type fakeEngine struct {
 	// removeLag delays a removed container's record leaving the state,
 	// as gossip does when another machine removed it.
 	removeLag time.Duration
+	// drainedAtRemove says, by container ID, whether the record said
+	// draining when the container was removed.
+	drainedAtRemove map[string]bool
 }
 
 func newEngine(store Records) *fakeEngine {
@@ -208,6 +211,10 @@ func (e *fakeEngine) Act(ctx context.Context, m Machine, id, action string) erro
 	switch action {
 	case "remove":
 		e.mu.Lock()
+		if e.drainedAtRemove == nil {
+			e.drainedAtRemove = map[string]bool{}
+		}
+		e.drainedAtRemove[id] = c.Draining
 		delete(e.live, id)
 		lag := e.removeLag
 		e.mu.Unlock()
@@ -217,6 +224,14 @@ func (e *fakeEngine) Act(ctx context.Context, m Machine, id, action string) erro
 			return nil
 		}
 		return e.store.Delete(ctx, key)
+	case "drain":
+		e.mu.Lock()
+		err := e.fail["drain "+m.Name] // an agent of the release before drain
+		e.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		c.Draining = true
 	case "stop":
 		c.State = "exited"
 	case "start":
@@ -328,6 +343,7 @@ func newRig(t *testing.T, fleet *fakeFleet, cfg Config) *rig {
 	// Quick settle and polls: the fakes answer at once.
 	cfg.Settle = cmp.Or(cfg.Settle, 20*time.Millisecond)
 	cfg.HealthPoll = cmp.Or(cfg.HealthPoll, 5*time.Millisecond)
+	cfg.DrainGrace = cmp.Or(cfg.DrainGrace, time.Millisecond)
 	r.o = New(cfg)
 	return r
 }

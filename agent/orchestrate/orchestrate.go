@@ -124,6 +124,9 @@ type Config struct {
 	// to count, unless its update_config says another monitor time;
 	// default 3 s.
 	Settle time.Duration
+	// DrainGrace is how long a rollout lets a draining container finish
+	// what it was sent before removing it; default 1 s.
+	DrainGrace time.Duration
 	// Sealing opens what is sealed for this machine (seal.go).
 	Sealing Sealing
 }
@@ -140,6 +143,7 @@ type Orchestrator struct {
 	healthy time.Duration
 	poll    time.Duration
 	settle  time.Duration
+	grace   time.Duration
 	sealing Sealing
 	// exposedWarned: secret versions already said to need a rotation.
 	exposedWarned sync.Map
@@ -148,7 +152,7 @@ type Orchestrator struct {
 // New makes an Orchestrator.
 func New(c Config) *Orchestrator {
 	o := &Orchestrator{fleet: c.Fleet, store: c.Records, engine: c.Engine, pusher: c.Pusher, log: c.Logger,
-		healthy: c.HealthyTimeout, poll: c.HealthPoll, settle: c.Settle, sealing: c.Sealing}
+		healthy: c.HealthyTimeout, poll: c.HealthPoll, settle: c.Settle, grace: c.DrainGrace, sealing: c.Sealing}
 	if o.log == nil {
 		o.log = slog.Default()
 	}
@@ -160,6 +164,9 @@ func New(c Config) *Orchestrator {
 	}
 	if o.settle <= 0 {
 		o.settle = 3 * time.Second
+	}
+	if o.grace <= 0 {
+		o.grace = time.Second
 	}
 	return o
 }

@@ -83,6 +83,7 @@ func (o *Orchestrator) replaceOne(ctx context.Context, p *servicePlan, u record.
 	}
 	s.machine = t
 	if u.Order == record.StopFirst {
+		o.drain(ctx, drainee{t, old})
 		if err := o.act(ctx, t, old.ID, "stop"); err != nil {
 			emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
 			s.err = fmt.Errorf("stop %s on %s: %w", old.Name, t.Name, err)
@@ -106,6 +107,7 @@ func (o *Orchestrator) replaceOne(ctx context.Context, p *servicePlan, u record.
 	}
 	emit(api.DeployEvent{Machine: t.Name, Container: c.Name, Action: "healthy"})
 	o.waitServing(ctx, c)
+	o.drain(ctx, drainee{t, old})
 	if err := o.act(ctx, t, old.ID, "remove"); err != nil {
 		emit(api.DeployEvent{Machine: t.Name, Container: old.Name, Action: "failed", Detail: err.Error()})
 		s.err = fmt.Errorf("remove %s: %w", old.Name, err)
@@ -308,7 +310,61 @@ func (o *Orchestrator) waitForgotten(ctx context.Context, c *record.Container) {
 	}
 }
 
-// replicationWait bounds waitServing and waitForgotten.
+// drainee is a container about to go, and its machine.
+type drainee struct {
+	m Machine
+	c *record.Container
+}
+
+// drain takes containers out of the routes before they stop: each one's
+// machine marks its record draining (record.Container.Serves), this
+// machine's state hears of it, the other machines' ingresses and
+// resolvers within gossip's latency, and one grace lets requests already
+// sent to them finish. An agent of the previous release has no drain
+// action: its containers then go as that release did, on the ingress's
+// retries. Rollbacks do not drain the new containers they remove: those
+// failed, and serve nothing worth keeping.
+func (o *Orchestrator) drain(ctx context.Context, ds ...drainee) {
+	var marked []*record.Container
+	for _, d := range ds {
+		if !d.c.Serves() {
+			continue // no route points at it
+		}
+		if err := o.act(ctx, d.m, d.c.ID, "drain"); err != nil {
+			o.log.Info("removing a container without draining it", "container", d.c.Name, "machine", d.m.Name, "err", err)
+			continue
+		}
+		marked = append(marked, d.c)
+	}
+	if len(marked) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, replicationWait)
+	defer cancel()
+	for _, c := range marked {
+		for {
+			r, err := o.store.Get(wctx, c.Key())
+			if err != nil {
+				break // gone, or unreadable: nothing to wait for
+			}
+			if rc, ok := r.(*record.Container); ok && rc.Draining {
+				break
+			}
+			select {
+			case <-wctx.Done():
+				o.log.Warn("the state here does not say the container drains yet; it goes anyway", "container", c.Name)
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(o.grace):
+	}
+}
+
+// replicationWait bounds waitServing, drain and waitForgotten.
 const replicationWait = 10 * time.Second
 
 // waitHealthy waits until a new container runs and, if it has a health

@@ -200,3 +200,44 @@ func TestUpdateConfigChecked(t *testing.T) {
 		t.Errorf("negative health interval: %v", err)
 	}
 }
+
+// TestRolloutDrains: each old container is marked draining in the state,
+// and so leaves the routes, before it is stopped or removed; a machine
+// whose agent has no drain action still has its container replaced.
+func TestRolloutDrains(t *testing.T) {
+	for _, order := range []string{record.StartFirst, record.StopFirst} {
+		t.Run(order, func(t *testing.T) {
+			r := newRig(t, newFleet(), Config{DrainGrace: 20 * time.Millisecond})
+			threeReplicas(t, r, nil)
+			r.engine.forget()
+			r.engine.setFail("drain m3", errors.New("unknown container action \"drain\""))
+			u := &record.UpdateConfig{Order: order, Monitor: time.Millisecond}
+			if _, err := deploy(r, api.DeployRequest{Services: []api.RunRequest{{Name: "web", Image: "nginx:2", Replicas: 3, Update: u}}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, old := range []struct{ m, id string }{{"m1", "c1"}, {"m2", "c2"}, {"m3", "c3"}} {
+				drained := r.engine.index(call{"act", old.m, old.id, "drain"})
+				removed := r.engine.index(call{"act", old.m, old.id, "remove"})
+				if drained < 0 || removed < 0 || drained > removed {
+					t.Errorf("%s on %s: drain at %d, remove at %d", old.id, old.m, drained, removed)
+				}
+				if order == record.StopFirst {
+					if stopped := r.engine.index(call{"act", old.m, old.id, "stop"}); stopped < drained {
+						t.Errorf("%s on %s stopped at %d, before its drain at %d", old.id, old.m, stopped, drained)
+					}
+				}
+			}
+			r.engine.mu.Lock()
+			defer r.engine.mu.Unlock()
+			if order == record.StartFirst {
+				// Stop-first removes a stopped container, whose record
+				// says exited, not draining.
+				for id, want := range map[string]bool{"c1": true, "c2": true, "c3": false} {
+					if got := r.engine.drainedAtRemove[id]; got != want {
+						t.Errorf("%s's record said draining=%v when removed, want %v", id, got, want)
+					}
+				}
+			}
+		})
+	}
+}

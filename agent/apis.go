@@ -22,15 +22,42 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
+// meshListeners are the agent's fixed ports on its mesh address.
+type meshListeners struct {
+	machineAPI, join net.Listener
+}
+
+// bindMeshListeners binds the machine API's and the join server's ports
+// as soon as the mesh address exists. Both ports lie in Linux's (and
+// gVisor's) ephemeral range, so a connection made from the mesh address
+// first (a state fetch, a call to another machine) could take one as its
+// local port and make the bind fail with "address already in use"; it
+// did, once, in a join test. Bound first, they are never handed out.
+func (d *Daemon) bindMeshListeners(ctx context.Context) error {
+	for _, l := range []struct {
+		what string
+		port int
+		ln   *net.Listener
+	}{
+		{"the machine API", MachineAPIPort, &d.meshListeners.machineAPI},
+		{"joins", tun.DefaultJoinPort, &d.meshListeners.join},
+	} {
+		addr := net.JoinHostPort(d.state.MeshAddress().String(), strconv.Itoa(l.port))
+		ln, err := d.dev.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen for %s on %s: %w", l.what, addr, err)
+		}
+		*l.ln = ln
+		d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
+	}
+	return nil
+}
+
 // startMachineAPI serves the machine-to-machine API on the mesh address:
 // through WireGuard only, and only to machines whose identity key is in
 // the state.
 func (d *Daemon) startMachineAPI(ctx context.Context) error {
-	addr := net.JoinHostPort(d.state.MeshAddress().String(), strconv.Itoa(MachineAPIPort))
-	ln, err := d.dev.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for the machine API on %s: %w", addr, err)
-	}
+	ln := d.meshListeners.machineAPI
 	mux := http.NewServeMux()
 	mux.Handle(crdt.BlocksPath, d.store.BlockHandler())
 	mux.HandleFunc("POST "+api.MachinePathReserve, d.members.HandleReserve)
@@ -42,7 +69,6 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	d.containers.routes(mux)
 	d.upgradeRoutes(mux) // upgrade.go
 	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
-	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil
 }
 
@@ -195,11 +221,7 @@ func stateEntry(r crdt.Record) (api.StateEntry, error) {
 // from the join range reach it that way (tun's join filter lets them reach
 // nothing else), and it answers only them.
 func (d *Daemon) startJoinServer(ctx context.Context) error {
-	addr := net.JoinHostPort(d.state.MeshAddress().String(), strconv.Itoa(tun.DefaultJoinPort))
-	ln, err := d.dev.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen for joins on %s: %w", addr, err)
-	}
+	ln := d.meshListeners.join
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+api.JoinPath, d.members.HandleJoin)
 	srv := &http.Server{
@@ -212,7 +234,6 @@ func (d *Daemon) startJoinServer(ctx context.Context) error {
 		go func() { <-ctx.Done(); srv.Close() }()
 		return srv.Serve(ln)
 	})
-	d.life.stopAccepting(func() error { return ignoreClosed(ln.Close()) })
 	return nil
 }
 

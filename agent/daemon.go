@@ -97,6 +97,7 @@ type Daemon struct {
 	members  *membership.Members // who is in the network (agent/membership)
 
 	dev           *tun.Device
+	meshListeners meshListeners // bound before any connection leaves (apis.go)
 	gossip        *gossip.Node
 	store         *crdt.Store
 	machineClient *http.Client       // the mTLS transport, shared with the CRDT block fetcher
@@ -193,6 +194,9 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 	d.life.closeLast(d.dev.Close)
 	if err := d.dev.SyncPeers(d.seedPeers()); err != nil {
 		return nil, fmt.Errorf("peers from seeds: %w", err)
+	}
+	if err := d.bindMeshListeners(ctx); err != nil {
+		return nil, err
 	}
 
 	if err := d.startGossip(ctx); err != nil {

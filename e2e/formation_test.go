@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,8 @@ type formed struct {
 	lab   *lab.Lab
 	hosts []*lab.Host
 	procs []*lab.Process
+	// logLevel is what startAgent's agents log at; "" is debug.
+	logLevel string
 }
 
 func (f *formed) uncloud(ctx context.Context, t *testing.T, i int, args ...string) (string, error) {
@@ -50,7 +53,7 @@ func (f *formed) machines(ctx context.Context, t *testing.T, i int) []api.Machin
 // for the daemon's "machine up" line.
 func (f *formed) startAgent(ctx context.Context, t *testing.T, i int, args ...string) {
 	t.Helper()
-	p, err := f.hosts[i].Start("uncloud", f.lab.Uncloud, append([]string{"--log-level", "debug"}, args...)...)
+	p, err := f.hosts[i].Start("uncloud", f.lab.Uncloud, append([]string{"--log-level", cmp.Or(f.logLevel, "debug")}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

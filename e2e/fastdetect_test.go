@@ -228,39 +228,6 @@ func TestFailureDetection(t *testing.T) {
 	}
 }
 
-// natHosts is a lab of one host per kind (h1, h2, …), each behind that
-// kind of NAT, no agent started yet.
-func natHosts(ctx context.Context, t *testing.T, kinds ...lab.NATKind) *formed {
-	t.Helper()
-	l := lab.Start(t)
-	f := &formed{lab: l, procs: make([]*lab.Process, len(kinds))}
-	for i, k := range kinds {
-		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i+1), lab.HostOptions{NAT: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.hosts = append(f.hosts, h)
-	}
-	return f
-}
-
-// fourHosts forms four machines, m2 and m4 behind home-router NATs, their
-// agents logging at logLevel; logsEnv names the variable that keeps their
-// logs (keepLogs), "" none.
-func fourHosts(ctx context.Context, t *testing.T, logLevel, logsEnv string) *formed {
-	t.Helper()
-	f := natHosts(ctx, t, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent)
-	f.logLevel = logLevel
-	if logsEnv != "" {
-		keepLogs(t, f, logsEnv)
-	}
-	f.startAgent(ctx, t, 0, "init", "--name", "m1", "--foreground")
-	for i := 1; i < len(f.hosts); i++ {
-		f.startAgent(ctx, t, i, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", f.token(ctx, t, 0))
-	}
-	return f
-}
-
 // keepLogs writes every agent's log to the directory named by env (if
 // set) when the test ends, for reading timestamps after a run.
 func keepLogs(t *testing.T, f *formed, env string) {
@@ -299,15 +266,8 @@ func allAliveOrSelf(ms []api.MachineInfo) bool {
 func TestJoinOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	f := natHosts(ctx, t, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent)
+	f := natHosts(ctx, t, true, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent)
 	l := f.lab
-	for _, h := range f.hosts {
-		if h.Router != nil {
-			if err := h.Router.ReplyOnlyFilter(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	hosts := f.hosts
 	keepLogs(t, f, "UNCLOUD_JOIN_LOGS")
 	f.startAgent(ctx, t, 0, "init", "--name", "m1", "--foreground")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/internal/testkit/sshd"
 )
 
@@ -73,17 +71,4 @@ func TestContextOverSSH(t *testing.T) {
 		}
 		t.Logf("%s: %s", tc.context, line)
 	}
-}
-
-func serveAgentAt(t *testing.T, sock string, b api.Backend) string {
-	t.Helper()
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- api.ServeLocal(ctx, ln, b) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return sock
 }

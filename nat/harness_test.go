@@ -288,6 +288,19 @@ func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) [
 	return nodes
 }
 
+// directPair starts machines a and b on a fake network of their own and
+// waits until each has a direct path to the other.
+func directPair(t *testing.T) (*fakeNet, *node, *node) {
+	t.Helper()
+	n := newFakeNet()
+	nodes := startNodes(t, n, []string{"a", "b"}, nil)
+	a, b := nodes[0], nodes[1]
+	waitFor(t, 10*time.Second, "a and b direct", func() bool {
+		return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
+	})
+	return n, a, b
+}
+
 // startNodesDeferred makes the nodes of startNodes without running them.
 func startNodesDeferred(t *testing.T, n *fakeNet, names []string) []*node {
 	t.Helper()

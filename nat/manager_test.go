@@ -153,12 +153,7 @@ func TestRelayAuthAndLimits(t *testing.T) {
 // and not answered; so is one for another machine or keyed wrongly.
 func TestProbeReplayRejected(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b"}, nil)
-		a, b := nodes[0], nodes[1]
-		waitFor(t, 10*time.Second, "a and b direct", func() bool {
-			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
-		})
+		n, a, b := directPair(t)
 		ab, _ := derivePairKeys(a.priv, b.priv.PublicKey())
 		aID, bID := idOf(a.priv.PublicKey()), idOf(b.priv.PublicKey())
 		probe, err := authenticated(ab.probe, aID, bID, []stun.Setter{stun.TransactionID, stun.BindingRequest})
@@ -208,12 +203,7 @@ func TestProbeReplayRejected(t *testing.T) {
 // rate or dropped, all counted, and its path to its peer stays direct.
 func TestSTUNFlood(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b"}, nil)
-		a, b := nodes[0], nodes[1]
-		waitFor(t, 10*time.Second, "a and b direct", func() bool {
-			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
-		})
+		n, a, b := directPair(t)
 		flooder := n.socket(netip.AddrPortFrom(addrOf(66), 50000))
 		req, err := discoveryRequest()
 		if err != nil {

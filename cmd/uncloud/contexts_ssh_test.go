@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 
 	"github.com/uncloud-mesh/uncloud/internal/testkit/sshd"
 )
@@ -21,14 +18,8 @@ import (
 // listens on its port) reaches the second and says so in one line; a
 // context whose only user target is down reaches a learned one.
 func TestContextOverSSH(t *testing.T) {
-	sshd.Binary(t)
-	dir := t.TempDir()
-	home, userKey := sshd.ClientHome(t, dir, "id_ed25519")
-	t.Setenv("HOME", home)
-	t.Setenv("SSH_AUTH_SOCK", "")
-	srv := sshd.Start(t, sshd.Options{AuthorizedKeys: []ssh.PublicKey{userKey}})
+	dir, home, srv := sshHome(t, "id_ed25519")
 	port, downPort := srv.Port, sshd.FreePort(t)
-	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(srv.KnownHostsLine()), 0o600)
 
 	sock := serveAgentAt(t, filepath.Join(dir, "agent.sock"), contextAgent{name: "m2"})
 	down := fmt.Sprintf("ssh://root@127.0.0.1:%d%s", downPort, sock)

@@ -292,18 +292,8 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 			reply(w, nil, err)
 			return
 		}
-		if r.URL.Query().Get("stream") != "1" {
-			res, err := b.RunService(r.Context(), req, nil)
-			reply(w, res, err)
-			return
-		}
-		// Streamed: pulls and containers as they go, then the result.
-		streamLines(w, func(emit func(RunEvent) error) error {
-			res, err := b.RunService(r.Context(), req, func(e RunEvent) { emit(e) })
-			if err != nil {
-				return err
-			}
-			return emit(RunEvent{Result: &res})
+		replyService(w, r, func(progress func(RunEvent)) (ServiceResult, error) {
+			return b.RunService(r.Context(), req, progress)
 		})
 	})
 	mux.HandleFunc("GET "+PathServices, func(w http.ResponseWriter, r *http.Request) {
@@ -324,17 +314,8 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 			reply(w, nil, err)
 			return
 		}
-		if r.URL.Query().Get("stream") != "1" {
-			res, err := b.ScaleService(r.Context(), r.PathValue("name"), req, nil)
-			reply(w, res, err)
-			return
-		}
-		streamLines(w, func(emit func(RunEvent) error) error {
-			res, err := b.ScaleService(r.Context(), r.PathValue("name"), req, func(e RunEvent) { emit(e) })
-			if err != nil {
-				return err
-			}
-			return emit(RunEvent{Result: &res})
+		replyService(w, r, func(progress func(RunEvent)) (ServiceResult, error) {
+			return b.ScaleService(r.Context(), r.PathValue("name"), req, progress)
 		})
 	})
 	mux.HandleFunc("POST "+PathServices+"/{name}/stop", func(w http.ResponseWriter, r *http.Request) {
@@ -385,4 +366,22 @@ func registerContainerRoutes(mux *http.ServeMux, b ContainerBackend) {
 			})
 		})
 	}
+}
+
+// replyService answers a run or scale: its result in one reply, or with
+// ?stream=1 pulls and containers as they go (run's progress), then the
+// result.
+func replyService(w http.ResponseWriter, r *http.Request, run func(progress func(RunEvent)) (ServiceResult, error)) {
+	if r.URL.Query().Get("stream") != "1" {
+		res, err := run(nil)
+		reply(w, res, err)
+		return
+	}
+	streamLines(w, func(emit func(RunEvent) error) error {
+		res, err := run(func(e RunEvent) { emit(e) })
+		if err != nil {
+			return err
+		}
+		return emit(RunEvent{Result: &res})
+	})
 }

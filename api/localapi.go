@@ -221,20 +221,7 @@ func NewLocalHandler(b Backend) http.Handler {
 
 // ServeLocal serves the local API on ln until ctx ends.
 func ServeLocal(ctx context.Context, ln net.Listener, b Backend) error {
-	srv := &http.Server{
-		Handler:           NewLocalHandler(b),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	err := srv.Serve(ln)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return ServeLocalHandler(ctx, ln, NewLocalHandler(b))
 }
 
 func reply(w http.ResponseWriter, v any, err error) {

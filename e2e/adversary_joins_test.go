@@ -174,11 +174,7 @@ func TestAdversaryJoins(t *testing.T) {
 	for _, name := range []string{"m1", "m2", "m3"} {
 		f.hosts = append(f.hosts, l.MustHost(t, name, lab.HostOptions{}))
 	}
-	natted, err := l.AddHost(ctx, "nat", lab.HostOptions{NAT: lab.NATEndpointIndependent})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.hosts = append(f.hosts, natted)
+	f.addNATHost(ctx, t, "nat", lab.NATEndpointIndependent, false)
 	adv := l.MustHost(t, "adv", lab.HostOptions{})
 	newcomer := l.MustHost(t, "new", lab.HostOptions{})
 

@@ -57,16 +57,7 @@ func TestAdversaryNAT(t *testing.T) {
 	}{{"p", lab.NATNone}, {"a", lab.NATEndpointIndependent}, {"b", lab.NATEndpointIndependent}, {"c", lab.NATSymmetric}}
 	f := &formed{lab: l, procs: make([]*lab.Process, len(names))}
 	for _, n := range names {
-		h, err := l.AddHost(ctx, n.name, lab.HostOptions{NAT: n.nat})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Router != nil {
-			if err := h.Router.ReplyOnlyFilter(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f.hosts = append(f.hosts, h)
+		f.addNATHost(ctx, t, n.name, n.nat, true)
 	}
 	const P, A, B, C = 0, 1, 2, 3
 	p := f.hosts[P]

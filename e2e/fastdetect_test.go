@@ -106,21 +106,8 @@ func roundAll(ds []time.Duration) []time.Duration {
 func TestFailureDetection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l := lab.Start(t)
-	kinds := []lab.NATKind{lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent}
-	f := &formed{lab: l, procs: make([]*lab.Process, len(kinds))}
-	for i, k := range kinds {
-		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i+1), lab.HostOptions{NAT: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.hosts = append(f.hosts, h)
-	}
-	keepLogs(t, f, "UNCLOUD_DETECT_LOGS")
-	f.startAgent(ctx, t, 0, "init", "--name", "m1", "--foreground")
-	for i := 1; i < len(kinds); i++ {
-		f.startAgent(ctx, t, i, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", f.token(ctx, t, 0))
-	}
+	f := fourHosts(ctx, t, "debug", "UNCLOUD_DETECT_LOGS")
+	l := f.lab
 	f.waitAllAlive(ctx, t, 60*time.Second)
 	clients := make([]*api.Client, len(f.hosts))
 	for i := range f.hosts {
@@ -279,21 +266,8 @@ func allAliveOrSelf(ms []api.MachineInfo) bool {
 func TestJoinOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l := lab.Start(t)
-	kinds := []lab.NATKind{lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent}
-	f := &formed{lab: l, procs: make([]*lab.Process, len(kinds))}
-	for i, k := range kinds {
-		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i+1), lab.HostOptions{NAT: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Router != nil {
-			if err := h.Router.ReplyOnlyFilter(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f.hosts = append(f.hosts, h)
-	}
+	f := natHosts(ctx, t, true, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent)
+	l := f.lab
 	hosts := f.hosts
 	keepLogs(t, f, "UNCLOUD_JOIN_LOGS")
 	f.startAgent(ctx, t, 0, "init", "--name", "m1", "--foreground")
@@ -367,32 +341,7 @@ func TestNoFalseDownsUnderLoad(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), window+3*time.Minute)
 	defer cancel()
-	l := lab.Start(t)
-	kinds := []lab.NATKind{lab.NATNone, lab.NATEndpointIndependent, lab.NATNone, lab.NATEndpointIndependent}
-	f := &formed{lab: l, procs: make([]*lab.Process, len(kinds))}
-	for i, k := range kinds {
-		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i+1), lab.HostOptions{NAT: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.hosts = append(f.hosts, h)
-	}
-	start := func(i int, args ...string) {
-		p, err := f.hosts[i].Start("uncloud", l.Uncloud, append([]string{"--log-level", "info"}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.procs[i] = p
-		upCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if _, err := p.WaitLog(upCtx, 0, "machine up"); err != nil {
-			t.Fatalf("agent on %s: %v\n%s", f.hosts[i].Name, err, p.Log())
-		}
-	}
-	start(0, "init", "--name", "m1", "--foreground")
-	for i := 1; i < len(kinds); i++ {
-		start(i, "join", "--name", fmt.Sprintf("m%d", i+1), "--foreground", f.token(ctx, t, 0))
-	}
+	f := fourHosts(ctx, t, "info", "")
 	f.waitAllAlive(ctx, t, 60*time.Second)
 	clients := make([]*api.Client, len(f.hosts))
 	for i := range f.hosts {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,8 @@ type formed struct {
 	lab   *lab.Lab
 	hosts []*lab.Host
 	procs []*lab.Process
+	// logLevel is what startAgent's agents log at; "" is debug.
+	logLevel string
 }
 
 func (f *formed) uncloud(ctx context.Context, t *testing.T, i int, args ...string) (string, error) {
@@ -50,7 +53,7 @@ func (f *formed) machines(ctx context.Context, t *testing.T, i int) []api.Machin
 // for the daemon's "machine up" line.
 func (f *formed) startAgent(ctx context.Context, t *testing.T, i int, args ...string) {
 	t.Helper()
-	p, err := f.hosts[i].Start("uncloud", f.lab.Uncloud, append([]string{"--log-level", "debug"}, args...)...)
+	p, err := f.hosts[i].Start("uncloud", f.lab.Uncloud, append([]string{"--log-level", cmp.Or(f.logLevel, "debug")}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,30 +433,9 @@ func TestUnprivilegedJoin(t *testing.T) {
 	ctx := context.Background()
 	f := form(ctx, t, 1, nil)
 	h := f.lab.MustHost(t, "np", lab.HostOptions{})
-	// The binary and the host's private dirs must be usable by nobody.
-	dir, err := os.MkdirTemp("", "uncloud-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "uncloud")
-	data, err := os.ReadFile(f.lab.Uncloud)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range []string{"lib", "run"} {
-		if err := os.Chown(filepath.Join(h.Dir, d), 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(h.Dir, 0o755)
+	bin := forNobody(t, h, f.lab.Uncloud)
 	tok := f.token(ctx, t, 0)
-	p, err := h.Start("uncloud", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-		bin, "--log-level", "debug", "join", "--name", "nobody", "--foreground", tok)
+	p, err := h.Start("uncloud", "setpriv", asNobody(bin, "--log-level", "debug", "join", "--name", "nobody", "--foreground", tok)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +452,7 @@ func TestUnprivilegedJoin(t *testing.T) {
 	f.waitAllAlive(ctx, t, 30*time.Second)
 	// Its API answers (as nobody, through its own socket) and it is
 	// reachable on the mesh: ICMP to a netstack address is answered.
-	out, err := h.Run(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "status")
+	out, err := h.Run(ctx, "setpriv", asNobody(bin, "status")...)
 	if err != nil || !strings.Contains(out, "netstack mode") {
 		t.Fatalf("status as nobody: %v\n%s", err, out)
 	}

@@ -129,16 +129,7 @@ func TestNATTraversal(t *testing.T) {
 	})
 	idx := map[string]int{}
 	for i, z := range natZoo {
-		h, err := l.AddHost(ctx, z.name, lab.HostOptions{NAT: z.nat})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Router != nil {
-			if err := h.Router.ReplyOnlyFilter(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f.hosts = append(f.hosts, h)
+		f.addNATHost(ctx, t, z.name, z.nat, true)
 		idx[z.name] = i
 	}
 	if err := f.hosts[idx["e"]].DropUnsolicitedUDP(ctx); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,29 +60,8 @@ func restrictedRows() []restrictedRow {
 		{
 			name: "no TUN, no root, no Docker", wantMode: "netstack", wantContainers: "no: the mesh runs in userspace (netstack mode): the agent lacks CAP_NET_ADMIN",
 			start: func(ctx context.Context, t *testing.T, rl *restrictedLab, h *lab.Host, argv []string) *lab.Process {
-				// The binary and the host's private dirs must be usable by nobody.
-				dir, err := os.MkdirTemp("", "uncloud-restricted-")
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { os.RemoveAll(dir) })
-				os.Chmod(dir, 0o755)
-				bin := filepath.Join(dir, "uncloud")
-				data, err := os.ReadFile(argv[0])
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(bin, data, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				for _, d := range []string{"lib", "run"} {
-					if err := os.Chown(filepath.Join(h.Dir, d), 65534, 65534); err != nil {
-						t.Fatal(err)
-					}
-				}
-				os.Chmod(h.Dir, 0o755)
-				p, err := noTUN(h, "uncloud", append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-					"--inh-caps=-all", bin}, argv[1:]...)...)
+				bin := forNobody(t, h, argv[0])
+				p, err := noTUN(h, "uncloud", append([]string{"setpriv"}, asNobody(bin, argv[1:]...)...)...)
 				if err != nil {
 					t.Fatal(err)
 				}

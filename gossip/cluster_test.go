@@ -119,6 +119,24 @@ func newFilter() (*filterTransport, func(memberlist.NodeAwareTransport) memberli
 	}
 }
 
+// startFilteredCluster starts count nodes as startCluster does, each on
+// memNet (onMemNet) behind a filterTransport of its own, then mutate (nil
+// for none); it returns the nodes and their filters, by index.
+func startFilteredCluster(t testing.TB, count int, onMemNet, mutate func(i int, c *Config)) ([]*Node, []*filterTransport) {
+	t.Helper()
+	filters := make([]*filterTransport, count)
+	nodes := startCluster(t, count, func(i int, c *Config) {
+		onMemNet(i, c)
+		f, w := newFilter()
+		filters[i] = f
+		c.wrapTransport = w
+		if mutate != nil {
+			mutate(i, c)
+		}
+	})
+	return nodes, filters
+}
+
 func (f *filterTransport) block(addrs ...netip.AddrPort) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

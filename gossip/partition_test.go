@@ -29,6 +29,16 @@ func (m *merges) record(receiver, origin string, state []byte) {
 	m.from[receiver][origin] = string(state)
 }
 
+// track gives each node a "crdt" topic whose state is "heads-of-<name>"
+// and whose merges m records.
+func (m *merges) track(nodes []*Node) {
+	for _, n := range nodes {
+		n.SetLocalState("crdt",
+			func() []byte { return []byte("heads-of-" + n.LocalName()) },
+			func(from string, remote []byte) { m.record(n.LocalName(), from, remote) })
+	}
+}
+
 func (m *merges) got(receiver, origin string) (string, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -47,20 +57,10 @@ func (m *merges) got(receiver, origin string) (string, bool) {
 func TestPartitionHeals(t *testing.T) {
 	inMemory(t, func(t *testing.T, onMemNet func(int, *Config)) {
 		const size = 5
-		filters := make([]*filterTransport, size)
 		rec := &merges{}
 		rec.reset()
-		nodes := startCluster(t, size, func(i int, c *Config) {
-			onMemNet(i, c)
-			f, w := newFilter()
-			filters[i] = f
-			c.wrapTransport = w
-		})
-		for _, n := range nodes {
-			n.SetLocalState("crdt",
-				func() []byte { return []byte("heads-of-" + n.LocalName()) },
-				func(from string, remote []byte) { rec.record(n.LocalName(), from, remote) })
-		}
+		nodes, filters := startFilteredCluster(t, size, onMemNet, nil)
+		rec.track(nodes)
 		waitFor(t, 5*time.Second, "cluster of 5", func() bool { return converged(nodes, size) })
 		waitFor(t, 5*time.Second, "push/pull state merged before the split", func() bool {
 			_, ok := rec.got(nodes[0].LocalName(), nodes[4].LocalName())
@@ -138,12 +138,7 @@ func TestNoRejoinWithoutTimer(t *testing.T) {
 	}
 	inMemory(t, func(t *testing.T, onMemNet func(int, *Config)) {
 		const size = 4
-		filters := make([]*filterTransport, size)
-		nodes := startCluster(t, size, func(i int, c *Config) {
-			onMemNet(i, c)
-			f, w := newFilter()
-			filters[i] = f
-			c.wrapTransport = w
+		nodes, filters := startFilteredCluster(t, size, onMemNet, func(i int, c *Config) {
 			c.RejoinInterval = time.Hour
 		})
 		waitFor(t, 5*time.Second, "cluster of 4", func() bool { return converged(nodes, size) })
@@ -185,25 +180,16 @@ func TestNoRejoinWithoutTimer(t *testing.T) {
 func TestShortPartitionSyncsOnRecovery(t *testing.T) {
 	inMemory(t, func(t *testing.T, onMemNet func(int, *Config)) {
 		const size = 3
-		filters := make([]*filterTransport, size)
 		rec := &merges{}
 		rec.reset()
 		tm := testTiming()
 		tm.pushPullInterval = time.Minute
 		tm.suspicionMult = 40 // ≥ 8 s of suspicion: nobody dies during the split
-		nodes := startCluster(t, size, func(i int, c *Config) {
-			onMemNet(i, c)
-			f, w := newFilter()
-			filters[i] = f
-			c.wrapTransport = w
+		nodes, filters := startFilteredCluster(t, size, onMemNet, func(i int, c *Config) {
 			c.timing = tm
 			c.RejoinInterval = time.Hour
 		})
-		for _, n := range nodes {
-			n.SetLocalState("crdt",
-				func() []byte { return []byte("heads-of-" + n.LocalName()) },
-				func(from string, remote []byte) { rec.record(n.LocalName(), from, remote) })
-		}
+		rec.track(nodes)
 		waitFor(t, 5*time.Second, "cluster of 3", func() bool { return converged(nodes, size) })
 
 		lone := nodes[2]

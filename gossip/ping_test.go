@@ -13,12 +13,7 @@ import (
 func TestPingAndReconnect(t *testing.T) {
 	inMemory(t, func(t *testing.T, onMemNet func(int, *Config)) {
 		const size = 3
-		filters := make([]*filterTransport, size)
-		nodes := startCluster(t, size, func(i int, c *Config) {
-			onMemNet(i, c)
-			f, w := newFilter()
-			filters[i] = f
-			c.wrapTransport = w
+		nodes, filters := startFilteredCluster(t, size, onMemNet, func(i int, c *Config) {
 			c.RejoinInterval = time.Hour
 		})
 		waitFor(t, 5*time.Second, "cluster of 3", func() bool { return converged(nodes, size) })

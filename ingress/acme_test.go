@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,20 @@ func freeLocal(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// portOf is the port of addr, host:port as freeLocal gives it.
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("port of %q: %v", addr, err)
+	}
+	return port
+}
+
 // startLoopbackDNS answers A 127.0.0.1 for every name.
 func startLoopbackDNS(t *testing.T) string {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -161,12 +176,7 @@ func TestACMEShared(t *testing.T) {
 	st := openStore(t)
 	ctx := context.Background()
 	httpLn, tlsLn := freeLocal(t), freeLocal(t)
-	_, hp, _ := net.SplitHostPort(httpLn)
-	_, tp, _ := net.SplitHostPort(tlsLn)
-	var httpPort, tlsPort int
-	fmt.Sscan(hp, &httpPort)
-	fmt.Sscan(tp, &tlsPort)
-	pb := startPebble(t, httpPort, tlsPort, 40)
+	pb := startPebble(t, portOf(t, httpLn), portOf(t, tlsLn), 40)
 
 	put(t, st, ingressMachine(t, "m1"))
 	put(t, st, ingressMachine(t, "m2"))
@@ -282,10 +292,7 @@ func peerOf(m **Ingress) func(string, bool) (string, error) {
 func TestACMETLSALPNForwarded(t *testing.T) {
 	st := openStore(t)
 	tlsLn := freeLocal(t)
-	_, tp, _ := net.SplitHostPort(tlsLn)
-	var tlsPort int
-	fmt.Sscan(tp, &tlsPort)
-	pb := startPebble(t, 1, tlsPort, 3600)
+	pb := startPebble(t, 1, portOf(t, tlsLn), 3600)
 	put(t, st, ingressMachine(t, "m1"))
 	put(t, st, ingressMachine(t, "m2"))
 	name := nameIssuedBy("m2", []string{"m1", "m2"})
@@ -311,10 +318,7 @@ func TestACMETLSALPNForwarded(t *testing.T) {
 func TestACMETLSALPN(t *testing.T) {
 	st := openStore(t)
 	httpLn, tlsLn := freeLocal(t), freeLocal(t)
-	_, tp, _ := net.SplitHostPort(tlsLn)
-	var tlsPort int
-	fmt.Sscan(tp, &tlsPort)
-	pb := startPebble(t, 1, tlsPort, 3600)
+	pb := startPebble(t, 1, portOf(t, tlsLn), 3600)
 	in := startIngress(t, st, func(c *Config) {
 		c.HTTPAddr, c.HTTPSAddr = httpLn, tlsLn
 		c.ACME = ACMEConfig{Directory: pb.dir, RootCAs: pb.trust, DisableHTTP01: true}

@@ -182,75 +182,59 @@ func TestRouteSwapsUnderLoad(t *testing.T) {
 	}
 }
 
-func TestDeadBackendRetriedOnAnother(t *testing.T) {
-	st := openStore(t)
-	in := startIngress(t, st, nil)
-	port := freePort(t)
-	startBackend(t, "127.0.0.2", port, "alive", nil)
-	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
-	put(t, st, container("c2", "web", "127.0.0.2"))
-	put(t, st, container("c3", "web", "127.0.0.3")) // nothing listens there
-	eventually(t, "two backends", func() bool {
-		r := in.table.Load().lookup("app.test", "/")
-		return r != nil && len(r.Backends) == 2
-	})
-	for i := 0; i < 20; i++ {
-		// POST with a body too: a refused connection sent nothing, so
-		// even a request with a body is retried.
-		req, _ := http.NewRequest("POST", "http://"+in.HTTPAddr().String()+"/", strings.NewReader("payload"))
-		req.Host = "app.test"
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != "alive" {
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
-		}
-	}
-	r := in.table.Load().lookup("app.test", "/")
-	for _, b := range r.Backends {
-		if strings.HasPrefix(b.addr, "127.0.0.3") && (b.failures.Load() != 1 || !b.down(time.Now().UnixNano())) {
-			t.Fatalf("dead backend: %d failures, down %v; want put aside after one failure", b.failures.Load(), b.down(time.Now().UnixNano()))
-		}
-	}
-}
-
-// TestTwoDeadBackendsRetried: during a rollout the old container can be
-// gone while the new one does not listen yet; a request that meets both
-// goes on to the third.
-func TestTwoDeadBackendsRetried(t *testing.T) {
-	st := openStore(t)
-	in := startIngress(t, st, nil)
-	port := freePort(t)
-	startBackend(t, "127.0.0.2", port, "alive", nil)
-	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
-	put(t, st, container("c2", "web", "127.0.0.2"))
-	put(t, st, container("c3", "web", "127.0.0.3")) // nothing listens there
-	put(t, st, container("c4", "web", "127.0.0.4")) // nor there
-	eventually(t, "three backends", func() bool {
-		r := in.table.Load().lookup("app.test", "/")
-		return r != nil && len(r.Backends) == 3
-	})
-	for i := 0; i < 6; i++ {
-		req, _ := http.NewRequest("GET", "http://"+in.HTTPAddr().String()+"/", nil)
-		req.Host = "app.test"
-		resp, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != "alive" {
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
-		}
-	}
-	r := in.table.Load().lookup("app.test", "/")
-	for _, b := range r.Backends {
-		if !strings.HasPrefix(b.addr, "127.0.0.2") && b.failures.Load() != 1 {
-			t.Errorf("dead backend %s: %d failures, want put aside after one", b.addr, b.failures.Load())
-		}
+// TestDeadBackendsRetried: a request that meets dead backends (refused:
+// nothing was sent, so even one with a body is retried) goes on to the
+// live one, and each dead one is put aside after its one failure. Two
+// dead ones are a rollout where the old container is gone while the new
+// one does not listen yet.
+func TestDeadBackendsRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		dead     []string // addresses nothing listens on
+		method   string
+		body     string
+		requests int
+	}{
+		{name: "one dead, POST with a body", dead: []string{"127.0.0.3"}, method: "POST", body: "payload", requests: 20},
+		{name: "two dead", dead: []string{"127.0.0.3", "127.0.0.4"}, method: "GET", requests: 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openStore(t)
+			in := startIngress(t, st, nil)
+			port := freePort(t)
+			startBackend(t, "127.0.0.2", port, "alive", nil)
+			put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+			put(t, st, container("c2", "web", "127.0.0.2"))
+			for i, addr := range tc.dead {
+				put(t, st, container(fmt.Sprintf("c%d", i+3), "web", addr))
+			}
+			eventually(t, "all backends", func() bool {
+				r := in.table.Load().lookup("app.test", "/")
+				return r != nil && len(r.Backends) == 1+len(tc.dead)
+			})
+			for i := 0; i < tc.requests; i++ {
+				req, _ := http.NewRequest(tc.method, "http://"+in.HTTPAddr().String()+"/", strings.NewReader(tc.body))
+				req.Host = "app.test"
+				resp, err := noRedirect.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != "alive" {
+					t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+				}
+			}
+			r := in.table.Load().lookup("app.test", "/")
+			for _, b := range r.Backends {
+				if strings.HasPrefix(b.addr, "127.0.0.2") {
+					continue
+				}
+				if b.failures.Load() != 1 || !b.down(time.Now().UnixNano()) {
+					t.Errorf("dead backend %s: %d failures, down %v; want put aside after one failure", b.addr, b.failures.Load(), b.down(time.Now().UnixNano()))
+				}
+			}
+		})
 	}
 }
 

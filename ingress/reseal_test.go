@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -124,12 +123,7 @@ func TestReissueOnRemoval(t *testing.T) {
 	st := openStore(t)
 	ctx := context.Background()
 	httpLn, tlsLn := freeLocal(t), freeLocal(t)
-	var httpPort, tlsPort int
-	_, hp, _ := net.SplitHostPort(httpLn)
-	_, tp, _ := net.SplitHostPort(tlsLn)
-	fmt.Sscan(hp, &httpPort)
-	fmt.Sscan(tp, &tlsPort)
-	pb := startPebble(t, httpPort, tlsPort, 3600)
+	pb := startPebble(t, portOf(t, httpLn), portOf(t, tlsLn), 3600)
 	for _, id := range []string{"m1", "m2", "m3"} {
 		put(t, st, ingressMachine(t, id))
 	}
@@ -311,12 +305,7 @@ func TestMismatchedPair(t *testing.T) {
 func TestReissueWhenNobodyCanOpen(t *testing.T) {
 	st := openStore(t)
 	httpLn, tlsLn := freeLocal(t), freeLocal(t)
-	var httpPort, tlsPort int
-	_, hp, _ := net.SplitHostPort(httpLn)
-	_, tp, _ := net.SplitHostPort(tlsLn)
-	fmt.Sscan(hp, &httpPort)
-	fmt.Sscan(tp, &tlsPort)
-	pb := startPebble(t, httpPort, tlsPort, 3600)
+	pb := startPebble(t, portOf(t, httpLn), portOf(t, tlsLn), 3600)
 	put(t, st, ingressMachine(t, "m1"))
 	port := freePort(t)
 	startBackend(t, "127.0.0.2", port, "solo", nil)

@@ -105,12 +105,7 @@ func TestFloodDoesNotDelayPathSearch(t *testing.T) {
 // of the latter, within its probe rate, and counts what it dropped.
 func TestCallMeMaybeFiltered(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b"}, nil)
-		a, b := nodes[0], nodes[1]
-		waitFor(t, 10*time.Second, "a and b direct", func() bool {
-			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
-		})
+		n, a, b := directPair(t)
 		bad := []netip.AddrPort{
 			netip.MustParseAddrPort("127.0.0.1:51820"),
 			netip.MustParseAddrPort("[::1]:51820"),

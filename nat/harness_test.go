@@ -288,6 +288,39 @@ func startNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) [
 	return nodes
 }
 
+// sendRelayed seals the WireGuard datagram wg from a to b through a's
+// relay to b, sends it and returns what b is handed (failing the test if
+// nothing comes within 5 s).
+func sendRelayed(t *testing.T, a, b *node, wg []byte) delivered {
+	t.Helper()
+	_, ep := a.dev.endpoint(b.priv.PublicKey())
+	sealed, err := a.mgr.Seal(nil, wg, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.sock.SendTo(sealed, ep.Relay)
+	select {
+	case d := <-b.sock.delivered:
+		return d
+	case <-time.After(5 * time.Second):
+		t.Fatal("the relayed datagram never reached b")
+		return delivered{}
+	}
+}
+
+// directPair starts machines a and b on a fake network of their own and
+// waits until each has a direct path to the other.
+func directPair(t *testing.T) (*fakeNet, *node, *node) {
+	t.Helper()
+	n := newFakeNet()
+	nodes := startNodes(t, n, []string{"a", "b"}, nil)
+	a, b := nodes[0], nodes[1]
+	waitFor(t, 10*time.Second, "a and b direct", func() bool {
+		return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
+	})
+	return n, a, b
+}
+
 // startNodesDeferred makes the nodes of startNodes without running them.
 func startNodesDeferred(t *testing.T, n *fakeNet, names []string) []*node {
 	t.Helper()

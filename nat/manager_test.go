@@ -52,22 +52,12 @@ func TestRelayAndBackToDirect(t *testing.T) {
 
 		// A WireGuard datagram (any type-4 message) from a to b through r.
 		wg := append([]byte{4, 0, 0, 0}, bytes.Repeat([]byte{0xAB}, 120)...)
-		_, ep := a.dev.endpoint(b.priv.PublicKey())
-		sealed, err := a.mgr.Seal(nil, wg, ep)
-		if err != nil {
-			t.Fatal(err)
+		d := sendRelayed(t, a, b, wg)
+		if !bytes.Equal(d.payload, wg) {
+			t.Fatalf("b got %x, want %x", d.payload, wg)
 		}
-		a.sock.SendTo(sealed, ep.Relay)
-		select {
-		case d := <-b.sock.delivered:
-			if !bytes.Equal(d.payload, wg) {
-				t.Fatalf("b got %x, want %x", d.payload, wg)
-			}
-			if d.from == nil || d.from.Peer != a.priv.PublicKey() || d.from.Relay != r.addr {
-				t.Fatalf("b got it from %v, want a via r", d.from)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("the relayed datagram never reached b")
+		if d.from == nil || d.from.Peer != a.priv.PublicKey() || d.from.Relay != r.addr {
+			t.Fatalf("b got it from %v, want a via r", d.from)
 		}
 		if st := r.mgr.Status().Relay; st.Forwarded == 0 {
 			t.Errorf("r counted no forwarded datagram: %+v", st)
@@ -153,12 +143,7 @@ func TestRelayAuthAndLimits(t *testing.T) {
 // and not answered; so is one for another machine or keyed wrongly.
 func TestProbeReplayRejected(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b"}, nil)
-		a, b := nodes[0], nodes[1]
-		waitFor(t, 10*time.Second, "a and b direct", func() bool {
-			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
-		})
+		n, a, b := directPair(t)
 		ab, _ := derivePairKeys(a.priv, b.priv.PublicKey())
 		aID, bID := idOf(a.priv.PublicKey()), idOf(b.priv.PublicKey())
 		probe, err := authenticated(ab.probe, aID, bID, []stun.Setter{stun.TransactionID, stun.BindingRequest})
@@ -208,12 +193,7 @@ func TestProbeReplayRejected(t *testing.T) {
 // rate or dropped, all counted, and its path to its peer stays direct.
 func TestSTUNFlood(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b"}, nil)
-		a, b := nodes[0], nodes[1]
-		waitFor(t, 10*time.Second, "a and b direct", func() bool {
-			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
-		})
+		n, a, b := directPair(t)
 		flooder := n.socket(netip.AddrPortFrom(addrOf(66), 50000))
 		req, err := discoveryRequest()
 		if err != nil {

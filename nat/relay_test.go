@@ -48,19 +48,8 @@ func TestRelayReplayDropped(t *testing.T) {
 			}
 		})
 		wg := append([]byte{4, 0, 0, 0}, []byte("a transport message, captured")...)
-		_, ep := a.dev.endpoint(b.priv.PublicKey())
-		sealed, err := a.mgr.Seal(nil, wg, ep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.sock.SendTo(sealed, ep.Relay)
-		select {
-		case d := <-b.sock.delivered:
-			if !bytes.Equal(d.payload, wg) {
-				t.Fatalf("b got %q, want %q", d.payload, wg)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("the original never reached b")
+		if d := sendRelayed(t, a, b, wg); !bytes.Equal(d.payload, wg) {
+			t.Fatalf("b got %q, want %q", d.payload, wg)
 		}
 		mu.Lock()
 		first, second := toRelay, toB

@@ -174,12 +174,5 @@ func TestHTTPProxy(t *testing.T) {
 	})
 
 	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("ServeHTTPProxy after cancel: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("ServeHTTPProxy did not return after its context was cancelled")
-	}
+	waitServed(t, "ServeHTTPProxy", served)
 }

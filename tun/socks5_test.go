@@ -179,13 +179,20 @@ func TestSOCKS5ToNetstack(t *testing.T) {
 		t.Error("a name outside .internal was looked up")
 	}
 	cancel()
+	waitServed(t, "ServeSOCKS5", served)
+}
+
+// waitServed waits for the serve function name, its context cancelled,
+// to return nil on served.
+func waitServed(t *testing.T, name string, served <-chan error) {
+	t.Helper()
 	select {
 	case err := <-served:
 		if err != nil {
-			t.Fatalf("ServeSOCKS5 after cancel: %v", err)
+			t.Fatalf("%s after cancel: %v", name, err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("ServeSOCKS5 did not return after its context was cancelled")
+		t.Fatalf("%s did not return after its context was cancelled", name)
 	}
 }
 

@@ -60,10 +60,7 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	if err != nil {
 		return err
 	}
-	names := map[string]Machine{}
-	for _, t := range all {
-		names[t.ID] = t
-	}
+	names := indexByID(all)
 	event = lockedEvents(event)
 	if err := qualify(&req); err != nil {
 		return err

@@ -2,7 +2,6 @@ package orchestrate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/record"
-	"github.com/uncloud-mesh/uncloud/runtime"
 )
 
 // twoReplicas runs web (nginx:1) as web-1 on m1 and web-2 on m2, in that
@@ -52,14 +50,7 @@ func deploy(r *rig, req api.DeployRequest) ([]string, error) {
 // image is the image of the service's record.
 func (r *rig) image(t *testing.T, service string) string {
 	t.Helper()
-	svc, err := r.o.service(context.Background(), service)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec runtime.ContainerSpec
-	if err := json.Unmarshal(svc.Spec, &spec); err != nil {
-		t.Fatal(err)
-	}
+	spec, _ := r.spec(t, service)
 	return spec.Image
 }
 

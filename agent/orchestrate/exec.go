@@ -73,10 +73,7 @@ func (o *Orchestrator) execTarget(ctx context.Context, name string, req api.Exec
 	if err != nil {
 		return nil, Machine{}, err
 	}
-	byID := map[string]Machine{}
-	for _, t := range all {
-		byID[t.ID] = t
-	}
+	byID := indexByID(all)
 	var only *Machine
 	if req.Machine != "" {
 		for _, t := range all {

@@ -155,10 +155,7 @@ func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.Rol
 	if err != nil {
 		return err
 	}
-	names := map[string]Machine{}
-	for _, t := range all {
-		names[t.ID] = t
-	}
+	names := indexByID(all)
 	job, err := newImageJob(spec.Image, string(runtime.PullMissing), nil, func(u api.ImageProgress) {
 		_ = event(api.DeployEvent{Service: service, Action: "image", Machine: u.Machine, Image: &u})
 	})

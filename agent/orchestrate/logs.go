@@ -53,10 +53,7 @@ func (o *Orchestrator) Logs(ctx context.Context, lr api.LogsRequest, line func(a
 	if err != nil {
 		return err
 	}
-	byID := map[string]Machine{}
-	for _, t := range all {
-		byID[t.ID] = t
-	}
+	byID := indexByID(all)
 	opts := runtime.LogOptions{Follow: lr.Follow, Since: since, Until: until, Tail: lr.Tail}
 	var untilTime time.Time
 	if until != "" {

@@ -54,6 +54,15 @@ type Fleet interface {
 	Machines(ctx context.Context) ([]Machine, error)
 }
 
+// indexByID is ms by machine ID.
+func indexByID(ms []Machine) map[string]Machine {
+	out := make(map[string]Machine, len(ms))
+	for _, m := range ms {
+		out[m.ID] = m
+	}
+	return out
+}
+
 // Records is the replicated state that orchestration reads and writes:
 // service records, and the container records each machine keeps of its
 // own containers. *crdt.Store satisfies it.

@@ -194,28 +194,33 @@ func (o *Orchestrator) onFailure(ctx context.Context, p *servicePlan, u record.U
 func (o *Orchestrator) undoStep(ctx context.Context, s *step, emit func(api.DeployEvent)) error {
 	var errs []error
 	if s.new != nil {
-		cctx, cancel := cleanupCtx(ctx)
-		err := o.act(cctx, s.machine, s.new.ID, "remove")
-		cancel()
-		if err != nil {
-			emit(api.DeployEvent{Machine: s.machine.Name, Container: s.new.Name, Action: "failed", Detail: "remove: " + err.Error()})
+		if err := o.cleanupAct(ctx, s.machine, s.new, "remove", "removed", "remove: ", emit); err != nil {
 			errs = append(errs, fmt.Errorf("remove %s on %s: %w", s.new.Name, s.machine.Name, err))
-		} else {
-			emit(api.DeployEvent{Machine: s.machine.Name, Container: s.new.Name, Action: "removed"})
 		}
 	}
 	if s.oldStopped {
-		cctx, cancel := cleanupCtx(ctx)
-		err := o.act(cctx, s.machine, s.old.ID, "start")
-		cancel()
-		if err != nil {
-			emit(api.DeployEvent{Machine: s.machine.Name, Container: s.old.Name, Action: "failed", Detail: "start: " + err.Error()})
+		if err := o.cleanupAct(ctx, s.machine, s.old, "start", "started", "start: ", emit); err != nil {
 			errs = append(errs, fmt.Errorf("start %s on %s again: %w", s.old.Name, s.machine.Name, err))
-		} else {
-			emit(api.DeployEvent{Machine: s.machine.Name, Container: s.old.Name, Action: "started"})
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// cleanupAct does action to c on m within a cleanup's time bound (it runs
+// on after the deploy's context ends) and emits how it went: done (none
+// if "") on success, else "failed" with failDetail and the error.
+func (o *Orchestrator) cleanupAct(ctx context.Context, m Machine, c *record.Container, action, done, failDetail string,
+	emit func(api.DeployEvent)) error {
+	cctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	if err := o.act(cctx, m, c.ID, action); err != nil {
+		emit(api.DeployEvent{Machine: m.Name, Container: c.Name, Action: "failed", Detail: failDetail + err.Error()})
+		return err
+	}
+	if done != "" {
+		emit(api.DeployEvent{Machine: m.Name, Container: c.Name, Action: done})
+	}
+	return nil
 }
 
 // rollbackStep puts the previous version back where s changed it: where
@@ -251,11 +256,7 @@ func (o *Orchestrator) rollbackStep(ctx context.Context, p *servicePlan, s *step
 		return fmt.Errorf("restored container %s on %s %w (%s stays)", c.Name, s.machine.Name, err, s.new.Name)
 	}
 	o.waitServing(ctx, c)
-	cctx, cancel = cleanupCtx(ctx)
-	err = o.act(cctx, s.machine, s.new.ID, "remove")
-	cancel()
-	if err != nil {
-		emit(api.DeployEvent{Machine: s.machine.Name, Container: s.new.Name, Action: "failed", Detail: "rollback: remove: " + err.Error()})
+	if err := o.cleanupAct(ctx, s.machine, s.new, "remove", "", "rollback: remove: ", emit); err != nil {
 		return fmt.Errorf("remove %s on %s: %w", s.new.Name, s.machine.Name, err)
 	}
 	emit(api.DeployEvent{Machine: s.machine.Name, Container: c.Name, Action: "rollback",

@@ -220,10 +220,7 @@ func (o *Orchestrator) RunService(ctx context.Context, req api.RunRequest, progr
 		}
 		return res, nil
 	}
-	names := map[string]Machine{}
-	for _, t := range all {
-		names[t.ID] = t
-	}
+	names := indexByID(all)
 	o.addVersion(ctx, svc, nil, record.Version{Action: "run", User: req.By}, names)
 	return res, nil
 }
@@ -316,10 +313,7 @@ func (o *Orchestrator) createMany(ctx context.Context, spec runtime.ContainerSpe
 // actMany applies an action to containers, in parallel.
 func (o *Orchestrator) actMany(ctx context.Context, service, action string, cs []*record.Container) api.ServiceResult {
 	all, _ := o.fleet.Machines(ctx)
-	byID := map[string]Machine{}
-	for _, t := range all {
-		byID[t.ID] = t
-	}
+	byID := indexByID(all)
 	done := map[string]string{"stop": "stopped", "start": "started", "remove": "removed"}[action]
 	res := api.ServiceResult{Service: service, Containers: make([]api.ContainerResult, len(cs))}
 	var wg sync.WaitGroup

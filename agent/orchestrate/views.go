@@ -26,10 +26,7 @@ func (o *Orchestrator) Containers(ctx context.Context) ([]api.ContainerInfo, err
 	if err != nil {
 		return nil, err
 	}
-	byID := map[string]Machine{}
-	for _, t := range all {
-		byID[t.ID] = t
-	}
+	byID := indexByID(all)
 	out := make([]api.ContainerInfo, 0, len(cs))
 	for _, c := range cs {
 		t, ok := byID[c.MachineID]

@@ -45,7 +45,7 @@ func TestCompletionInFish(t *testing.T) {
 	if err := os.WriteFile(file, script.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sock := serveNames(t)
+	sock := serveAgent(t, fakeNamesAgent{})
 	for _, tc := range []struct {
 		line string
 		want []string
@@ -145,26 +145,6 @@ func (fakeNamesAgent) Services(context.Context) ([]api.ServiceInfo, error) {
 	return []api.ServiceInfo{{Name: "web", Project: "default"}, {Name: "db.shop", Project: "shop"}}, nil
 }
 
-// serveNames serves the local API on a unix socket, as the agent does.
-func serveNames(t *testing.T) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- api.ServeLocal(ctx, ln, fakeNamesAgent{}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeLocal: %v", err)
-		}
-	})
-	return sock
-}
-
 // completeLine runs the completion the shell asks for with COMP_LINE, in
 // process, and returns the offered words sorted.
 func completeLine(t *testing.T, line string) []string {
@@ -182,7 +162,7 @@ func completeLine(t *testing.T, line string) []string {
 }
 
 func TestCompletionFromAgent(t *testing.T) {
-	sock := serveNames(t)
+	sock := serveAgent(t, fakeNamesAgent{})
 	t.Setenv("UNCLOUD_CONNECT", "/nonexistent/from-env.sock") // the line's --connect wins
 	services := []string{"db.shop", "web"}
 	machines := []string{"pi-1", "vps-2"}

@@ -4,16 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
-	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/internal/testkit/sshd"
 )
 
@@ -23,14 +18,8 @@ import (
 // listens on its port) reaches the second and says so in one line; a
 // context whose only user target is down reaches a learned one.
 func TestContextOverSSH(t *testing.T) {
-	sshd.Binary(t)
-	dir := t.TempDir()
-	home, userKey := sshd.ClientHome(t, dir, "id_ed25519")
-	t.Setenv("HOME", home)
-	t.Setenv("SSH_AUTH_SOCK", "")
-	srv := sshd.Start(t, sshd.Options{AuthorizedKeys: []ssh.PublicKey{userKey}})
+	dir, home, srv := sshHome(t, "id_ed25519")
 	port, downPort := srv.Port, sshd.FreePort(t)
-	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(srv.KnownHostsLine()), 0o600)
 
 	sock := serveAgentAt(t, filepath.Join(dir, "agent.sock"), contextAgent{name: "m2"})
 	down := fmt.Sprintf("ssh://root@127.0.0.1:%d%s", downPort, sock)
@@ -73,17 +62,4 @@ func TestContextOverSSH(t *testing.T) {
 		}
 		t.Logf("%s: %s", tc.context, line)
 	}
-}
-
-func serveAgentAt(t *testing.T, sock string, b api.Backend) string {
-	t.Helper()
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- api.ServeLocal(ctx, ln, b) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return sock
 }

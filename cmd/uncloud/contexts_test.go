@@ -172,9 +172,17 @@ func (a contextAgent) Status(context.Context) (api.Status, error) {
 
 func (a contextAgent) Machines(context.Context) ([]api.MachineInfo, error) { return a.machines, nil }
 
+// serveAgent serves b's local API on a unix socket of its own, as the
+// agent does, and returns the socket's path.
 func serveAgent(t *testing.T, b api.Backend) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "agent.sock")
+	return serveAgentAt(t, filepath.Join(t.TempDir(), "agent.sock"), b)
+}
+
+// serveAgentAt serves b's local API on the unix socket sock until the
+// test ends and returns sock.
+func serveAgentAt(t *testing.T, sock string, b api.Backend) string {
+	t.Helper()
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +190,12 @@ func serveAgent(t *testing.T, b api.Backend) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- api.ServeLocal(ctx, ln, b) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeLocal: %v", err)
+		}
+	})
 	return sock
 }
 

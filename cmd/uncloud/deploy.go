@@ -110,17 +110,7 @@ func (c deployCmd) Run(g *globals) error {
 			inPlan = false
 			fmt.Println("Applying:")
 		}
-		line := "  " + e.Action + " " + e.Service
-		if e.Container != "" {
-			line += " " + e.Container
-		}
-		if e.Machine != "" {
-			line += " on " + e.Machine
-		}
-		if e.Detail != "" {
-			line += ": " + e.Detail
-		}
-		fmt.Println(line)
+		fmt.Println("  " + stepLine(e))
 		return nil
 	})
 }

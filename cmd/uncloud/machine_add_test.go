@@ -7,10 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/crypto/ssh"
-
-	"github.com/uncloud-mesh/uncloud/internal/testkit/sshd"
 )
 
 // TestRemoteInstallSteps runs machine add's SSH steps against a real
@@ -19,15 +15,9 @@ import (
 // side (and skipped when the same binary is there), and the membership
 // check finding a data dir.
 func TestRemoteInstallSteps(t *testing.T) {
-	sshd.Binary(t)
-	dir := t.TempDir()
-	home, key := sshd.ClientHome(t, dir, "box_key")
-	t.Setenv("HOME", home)
-	t.Setenv("SSH_AUTH_SOCK", "")
-	srv := sshd.Start(t, sshd.Options{AuthorizedKeys: []ssh.PublicKey{key}})
+	dir, home, srv := sshHome(t, "box_key")
 	os.WriteFile(filepath.Join(home, ".ssh", "config"), fmt.Appendf(nil,
 		"Host box\n  HostName 127.0.0.1\n  User root\n  Port %d\n  IdentityFile ~/.ssh/box_key\n", srv.Port), 0o600)
-	os.WriteFile(filepath.Join(home, ".ssh", "known_hosts"), []byte(srv.KnownHostsLine()), 0o600)
 
 	remote := filepath.Join(dir, "remote")
 	c := remoteInstallFlags{Host: "box", RemoteBin: filepath.Join(remote, "bin", "uncloud"),

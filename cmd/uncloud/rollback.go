@@ -81,27 +81,13 @@ func (c rollbackCmd) Run(g *globals) error {
 		if e.Image != nil {
 			return nil
 		}
-		fmt.Println(deployEventLine(e))
+		if e.Plan {
+			fmt.Println("  plan: " + stepLine(e))
+		} else {
+			fmt.Println("  " + stepLine(e))
+		}
 		return nil
 	})
-}
-
-// deployEventLine is one step of a deploy or rollback as a line.
-func deployEventLine(e api.DeployEvent) string {
-	line := "  " + e.Action + " " + e.Service
-	if e.Plan {
-		line = "  plan: " + e.Action + " " + e.Service
-	}
-	if e.Container != "" {
-		line += " " + e.Container
-	}
-	if e.Machine != "" {
-		line += " on " + e.Machine
-	}
-	if e.Detail != "" {
-		line += ": " + e.Detail
-	}
-	return line
 }
 
 // cliUser is who runs this command, user@host, as a service's history

@@ -160,17 +160,7 @@ func uiDeploy(w http.ResponseWriter, r *http.Request, client *api.Client, dryRun
 			inPlan = false
 			say("Applying:")
 		}
-		line := "  " + e.Action + " " + e.Service
-		if e.Container != "" {
-			line += " " + e.Container
-		}
-		if e.Machine != "" {
-			line += " on " + e.Machine
-		}
-		if e.Detail != "" {
-			line += ": " + e.Detail
-		}
-		say("%s", line)
+		say("  %s", stepLine(e))
 		return nil
 	})
 	if err != nil {

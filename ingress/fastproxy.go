@@ -337,9 +337,8 @@ func parseRespHead(head []byte, r *respHead) error {
 		return fmt.Errorf("%w: status %q", errBadResponse, line[9:12])
 	}
 	r.status = int(code)
-	if line[7] == '0' {
-		r.closeConn = true // HTTP/1.0 closes unless asked otherwise
-	}
+	http10 := line[7] == '0'
+	r.closeConn = http10 // HTTP/1.0 closes unless asked otherwise
 	rest := head[i+2 : len(head)-2]
 	hasTE := false
 	for len(rest) > 0 {
@@ -372,7 +371,7 @@ func parseRespHead(head []byte, r *respHead) error {
 				if eqFold(tok, "close") {
 					r.closeConn = true
 				} else if eqFold(tok, "keep-alive") {
-					if line[7] == '0' {
+					if http10 {
 						r.closeConn = false
 					}
 				} else if len(tok) > 0 && len(r.connTokens) < 16 {

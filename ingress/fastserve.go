@@ -270,6 +270,7 @@ const parseClosed parseResult = -1
 // readHead reads until buf holds a whole request head.
 func (c *fastConn) readHead() (parseResult, string) {
 	cfg := &c.s.in.cfg
+	headDeadline := false
 	for {
 		if c.n > 0 {
 			res, why := parseHead(c.buf[:c.n], &c.head)
@@ -286,9 +287,13 @@ func (c *fastConn) readHead() (parseResult, string) {
 			if c.s.closing.Load() {
 				return parseClosed, ""
 			}
-		} else {
-			// A head begun: the slow-loris bound.
-			c.setReadDeadline(cfg.ReadHeaderTimeout)
+		} else if !headDeadline {
+			// A head begun: the slow-loris bound, set once from its
+			// first byte (moving it with each byte would let a client
+			// dribble forever).
+			c.rdl = time.Now().Add(cfg.ReadHeaderTimeout)
+			c.conn.SetReadDeadline(c.rdl)
+			headDeadline = true
 		}
 		k, err := c.conn.Read(c.buf[c.n:])
 		c.idle.Store(false)

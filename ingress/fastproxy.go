@@ -135,12 +135,12 @@ func (c *fastConn) exchange(uc *upConn) (resp fastResponse, keep, sent bool, err
 	}
 	br := uc.br
 	var head []byte
-	var r respHead
+	r := &c.resp
 	for informational := 0; ; informational++ {
 		if head, err = peekHead(br); err != nil {
 			return resp, false, sent, fmt.Errorf("read response from %s: %w", uc.addr, err)
 		}
-		if err = parseRespHead(head, &r); err != nil {
+		if err = parseRespHead(head, r); err != nil {
 			return resp, false, sent, fmt.Errorf("read response from %s: %w", uc.addr, err)
 		}
 		if r.status >= 200 {
@@ -150,7 +150,7 @@ func (c *fastConn) exchange(uc *upConn) (resp fastResponse, keep, sent bool, err
 			return resp, false, sent, fmt.Errorf("read response from %s: unexpected status %d", uc.addr, r.status)
 		}
 		// 103 Early Hints and the like go to the client as they come.
-		writeRespHead(c.bw, head, &r, false)
+		writeRespHead(c.bw, head, r, false)
 		br.Discard(len(head))
 		if err = c.bw.Flush(); err != nil {
 			return resp, false, true, err
@@ -161,7 +161,7 @@ func (c *fastConn) exchange(uc *upConn) (resp fastResponse, keep, sent bool, err
 	noBody := h.isHead() || r.status == 204 || r.status == 304
 	untilClose := !noBody && !r.chunked && r.contentLength < 0
 	keep = !h.closeConn && !untilClose && !c.s.closing.Load()
-	writeRespHead(c.bw, head, &r, !keep)
+	writeRespHead(c.bw, head, r, !keep)
 	br.Discard(len(head))
 	sent = true
 	var n int64

@@ -200,6 +200,7 @@ type fastConn struct {
 	https    bool
 	rdl      time.Time // the read deadline last set
 	head     reqHead
+	resp     respHead // kept here: its token slice points into itself
 }
 
 func (c *fastConn) run() {

@@ -89,6 +89,9 @@ func rawAnswer(path string, body []byte) (string, bool) {
 			"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n", false
 	case "/close":
 		return "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 6\r\n\r\nclosed", true
+	case "/drop":
+		// Closes the connection it kept alive, without saying so.
+		return "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop", true
 	case "/untilclose":
 		return "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nstreamed to the end", true
 	case "/head":
@@ -223,6 +226,8 @@ func TestFastPathExchanges(t *testing.T) {
 		{"big response", "GET", "/big", "", 200, strings.Repeat("x", 300<<10), nil},
 		{"backend closes", "GET", "/close", "", 200, "closed", nil},
 		{"after backend close", "GET", "/", "", 200, "ok", nil},
+		{"container drops its kept connection", "GET", "/drop", "", 200, "drop", nil},
+		{"on a stale kept connection: sent again", "GET", "/", "", 200, "ok", nil},
 	} {
 		raw := req(tc.method, tc.path, tc.extra)
 		if tc.method == "POST" {
@@ -250,9 +255,9 @@ func TestFastPathExchanges(t *testing.T) {
 		}
 	}
 	// The kept connection of the setup's request carried all until the
-	// container closed it, then one more.
-	if n := b.accepted.Load() - before; n != 1 {
-		t.Fatalf("container accepted %d connections for one keep-alive client, want 1", n)
+	// container closed it, then one more until it dropped that, then one.
+	if n := b.accepted.Load() - before; n != 2 {
+		t.Fatalf("container accepted %d connections for one keep-alive client, want 2", n)
 	}
 
 	// A body without framing runs to the container's close: the client

@@ -92,9 +92,10 @@ func (c *fastConn) forward(rt *Route) (fastResponse, bool) {
 			return resp, false
 		}
 		f.log.Warn("upstream failed", "host", string(h.host), "service", rt.Service, "err", err)
-		// A body partly sent upstream is partly read from the client:
-		// the connection cannot carry another request.
-		ok := bodyless || errors.As(err, &de)
+		// The connection carries another request only if this one's
+		// body is wholly read: the rest of a body must never be taken
+		// for the next request.
+		ok := bodyless || (errors.As(err, &de) && c.n >= h.headLen+int(h.contentLength))
 		return c.badGateway(fmt.Sprintf("502 bad gateway: service %s did not answer\n", rt.Service), ok), ok
 	}
 }
@@ -182,7 +183,9 @@ func (c *fastConn) exchange(uc *upConn) (resp fastResponse, keep, sent bool, err
 		uc.conn.Close()
 		return resp, false, true, nil
 	}
-	if r.closeConn || untilClose {
+	// Bytes after a response without body (a container that answered
+	// HEAD with one) would be read as the next response: not kept.
+	if r.closeConn || untilClose || (noBody && br.Buffered() > 0) {
 		uc.conn.Close()
 	} else {
 		c.s.in.fwd.up.put(uc)

@@ -388,3 +388,33 @@ func TestFastPathHandsOver(t *testing.T) {
 		t.Fatalf("http to an https route: %d", resp.StatusCode)
 	}
 }
+
+// TestFastPathNoContainerAnswers: a 502 keeps the client connection only
+// when the request's body was wholly read, so that the rest of a body is
+// never taken for a request.
+func TestFastPathNoContainerAnswers(t *testing.T) {
+	st := openStore(t)
+	in := startIngress(t, st, nil)
+	port := freePort(t)
+	put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
+	put(t, st, container("c3", "web", "127.0.0.3")) // nothing listens there
+	eventually(t, "route", func() bool {
+		r := in.table.Load().lookup("app.test", "/")
+		return r != nil && len(r.Backends) == 1
+	})
+	c := dialRaw(t, in.HTTPAddr().String())
+	resp, body := c.do("GET", req("GET", "/", ""))
+	if resp.StatusCode != 502 || !strings.Contains(body, "service web did not answer") || resp.Close {
+		t.Fatalf("GET: %d %q close=%v, want 502 kept", resp.StatusCode, body, resp.Close)
+	}
+	resp, _ = c.do("POST", req("POST", "/", "Content-Length: 5\r\n")+"hello")
+	if resp.StatusCode != 502 || resp.Close {
+		t.Fatalf("POST with its body read: %d close=%v, want 502 kept", resp.StatusCode, resp.Close)
+	}
+	// The body's rest, a request of its own, is still to come: closed.
+	smuggled := req("GET", "/admin", "")
+	resp, _ = c.do("POST", req("POST", "/", "Content-Length: "+strconv.Itoa(10+len(smuggled))+"\r\n")+"0123456789")
+	if resp.StatusCode != 502 || !resp.Close || !c.closed() {
+		t.Fatalf("POST with body unread: %d close=%v, want 502 and close", resp.StatusCode, resp.Close)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/uncloud-mesh/uncloud/record"
 )
 
@@ -15,12 +17,22 @@ import (
 // nothing: allocs/op are the ingress's own (plus the runtime's).
 func BenchmarkProxyRequest(b *testing.B) {
 	for _, mode := range []struct {
-		name    string
-		netHTTP bool
-	}{{"fast", false}, {"net-http", true}} {
+		name             string
+		netHTTP, metrics bool
+	}{{"fast", false, false}, {"fast-metrics", false, true}, {"net-http", true, false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			st := openStore(b)
-			in := startIngress(b, st, func(c *Config) { c.NetHTTPOnly = mode.netHTTP; c.Log = nil })
+			in := startIngress(b, st, func(c *Config) {
+				c.NetHTTPOnly = mode.netHTTP
+				c.Log = nil
+				if mode.metrics {
+					m, err := NewMetrics(prometheus.NewRegistry())
+					if err != nil {
+						b.Fatal(err)
+					}
+					c.Metrics = m
+				}
+			})
 			port := freePort(b)
 			ln, err := net.Listen("tcp", "127.0.0.2:"+strconv.Itoa(port))
 			if err != nil {

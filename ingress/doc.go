@@ -9,7 +9,7 @@
 //
 // Requests of the common shape (HTTP/1.1 with a Content-Length or no body,
 // no upgrade, a route of the table) are proxied by a loop of its own
-// (fastserve.go, fastparse.go, fastproxy.go) that parses in place and
+// (fastserve.go, fastparse.go, fastproxy.go, fastresp.go) that parses in place and
 // allocates nothing per request; a connection whose request is anything
 // else, HTTP/2 included, is handed to net/http at that request's start.
 //

@@ -59,6 +59,10 @@ type Config struct {
 	ReadTimeout       time.Duration // whole request including body; default 0 (none: uploads may be long)
 	IdleTimeout       time.Duration // keep-alive between requests, default 2 min
 
+	// NetHTTPOnly serves every request through net/http, without the
+	// fast path of fastserve.go (for comparison and as a way out).
+	NetHTTPOnly bool
+
 	// AccessLog, when set, gets one record per request.
 	AccessLog *slog.Logger
 	// Metrics, when set, count requests and latency per host.
@@ -138,6 +142,7 @@ type Ingress struct {
 	httpLn  net.Listener
 	tlsLn   net.Listener
 	servers []*http.Server
+	fast    []*fastServer
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -237,8 +242,19 @@ func (in *Ingress) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
 		IdleTimeout:       in.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(in.log.Handler(), slog.LevelDebug),
 	}
-	in.servers = append(in.servers, srv)
 	in.wg.Add(1)
+	if !in.cfg.NetHTTPOnly {
+		fs := newFastServer(in, ln, tc, srv)
+		in.fast = append(in.fast, fs)
+		go func() {
+			defer in.wg.Done()
+			if err := fs.serve(); err != nil && !errors.Is(err, net.ErrClosed) {
+				in.log.Error("ingress listener stopped", "addr", ln.Addr(), "err", err)
+			}
+		}()
+		return
+	}
+	in.servers = append(in.servers, srv)
 	go func() {
 		defer in.wg.Done()
 		var err error
@@ -265,6 +281,11 @@ func (in *Ingress) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var errs []error
+	for _, s := range in.fast {
+		if err := s.shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, s := range in.servers {
 		if err := s.Shutdown(ctx); err != nil {
 			errs = append(errs, s.Close())

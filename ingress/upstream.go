@@ -238,7 +238,7 @@ func (u *upstream) get(ctx context.Context, addr string) (*upConn, error) {
 	}
 	lim := &limitedReader{r: conn, left: math.MaxInt64}
 	return &upConn{addr: addr, conn: conn, lim: lim,
-		br: bufio.NewReaderSize(lim, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
+		br: bufio.NewReaderSize(lim, 16<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
 }
 
 func (u *upstream) put(c *upConn) {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -48,9 +48,9 @@ func (p *socketPayload) Read(b []byte) (int, error) {
 	}
 	b = b[:min(len(b), p.n)]
 	for {
-		n, err := syscall.Read(p.fd, b)
+		n, err := rawRead(p.fd, b)
 		switch {
-		case err == syscall.EINTR:
+		case err == unix.EINTR:
 			continue
 		case err != nil:
 			p.err = fmt.Errorf("read: %w", err)
@@ -64,21 +64,40 @@ func (p *socketPayload) Read(b []byte) (int, error) {
 	}
 }
 
+// rawRead is read(2) without telling the Go scheduler: the socket is
+// non-blocking and a read is at most one 64 KB chunk, so the call is short,
+// and a regular system call that outlasts sysmon's 20 µs tick hands this
+// thread's P to another thread. On an agent with one core (GOMAXPROCS 1)
+// that hand-off, and the thread wake-ups it costs, were the largest
+// scheduling cost on the netstack-sending path.
+func rawRead(fd int, b []byte) (int, error) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
 // socketReadable says how many bytes (up to hostReadMax) the socket fd
 // holds, and whether its stream ended (when it holds none).
 func socketReadable(fd int) (n int, eof bool, err error) {
-	avail, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
-	if err != nil {
-		return 0, false, fmt.Errorf("FIONREAD: %w", err)
+	var avail int32
+	if _, _, errno := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCINQ, uintptr(unsafe.Pointer(&avail))); errno != 0 {
+		return 0, false, fmt.Errorf("FIONREAD: %w", errno)
 	}
 	if avail > 0 {
-		return min(avail, hostReadMax), false, nil
+		return min(int(avail), hostReadMax), false, nil
 	}
 	// Nothing queued: either nothing yet or the end of the stream,
 	// which a peek tells apart without consuming anything.
 	var one [1]byte
 	for {
-		m, _, err := unix.Recvfrom(fd, one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		m, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&one[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		var err error
+		if errno != 0 {
+			err = errno
+		}
 		switch {
 		case err == unix.EINTR:
 			continue

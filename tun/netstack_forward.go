@@ -239,10 +239,6 @@ func (f *forwarder) handleTCP(req *tcp.ForwarderRequest) {
 		return
 	}
 	defer f.removeFlow(port, fl)
-	if tc, ok := host.(*net.TCPConn); ok {
-		spliceHost(f.ctx, mesh, ep, &wq, tc, &f.bufs)
-		return
-	}
 	splice(f.ctx, mesh, host, &f.bufs)
 }
 

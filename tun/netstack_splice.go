@@ -6,10 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // spliceBufSize is the buffer of each direction of a spliced connection.
@@ -56,31 +52,6 @@ func splice(ctx context.Context, a, b net.Conn, pool *bufPool) {
 	<-done
 	a.Close()
 	b.Close()
-}
-
-// spliceHost is splice for a mesh connection of our stack (endpoint ep,
-// events on wq) and a host TCP connection: the host-to-mesh direction reads
-// the host socket straight into the stack's send buffer (copyHostToStack).
-func spliceHost(ctx context.Context, mesh *gonet.TCPConn, ep tcpip.Endpoint, wq *waiter.Queue, host *net.TCPConn, pool *bufPool) {
-	stop := context.AfterFunc(ctx, func() {
-		mesh.Close()
-		host.Close()
-	})
-	defer stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		copyHalf(host, mesh, pool)
-	}()
-	if err := copyHostToStack(ctx, ep, wq, host); err != nil {
-		mesh.Close()
-		host.Close()
-	} else {
-		mesh.CloseWrite()
-	}
-	<-done
-	mesh.Close()
-	host.Close()
 }
 
 // copyHalf copies src to dst. On EOF it half-closes dst; on an error it

@@ -11,9 +11,9 @@ import (
 )
 
 // TestNetstackForwardHostSends checks the direction where the netstack
-// sends (the host socket read straight into the stack's send buffer): a
-// host service sends more than every buffer on the way holds, in writes of
-// odd sizes, then half-closes. The mesh client must get every byte in
+// sends (a forwarded host service answering a mesh client): the service
+// sends more than every buffer on the way holds, in writes of odd sizes,
+// then half-closes. The mesh client must get every byte in
 // order, then the end of the stream, and the other direction must stay
 // open after it (a half-close, as a kernel NAT passes it on).
 func TestNetstackForwardHostSends(t *testing.T) {
@@ -37,8 +37,8 @@ func TestNetstackForwardHostSends(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(nsTestTimeout))
-		// Odd write sizes, so reads end mid-chunk and FIONREAD sees
-		// partial amounts.
+		// Odd write sizes, so the forwarder's reads end at arbitrary
+		// points of gVisor's buffer chunks.
 		for off, i := 0, 0; off < len(payload); i++ {
 			n := min(len(payload)-off, 1+(i*7919)%300_000)
 			if _, err := c.Write(payload[off : off+n]); err != nil {

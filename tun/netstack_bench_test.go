@@ -2,6 +2,8 @@ package tun
 
 import (
 	"context"
+	"io"
+	"net"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -169,4 +171,77 @@ func nsProcessCPU(b *testing.B) time.Duration {
 		b.Fatalf("getrusage: %v", err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkNetstackForwardSend measures the direction where a netstack
+// agent sends from a forwarded host service: a host TCP server on
+// 127.0.0.1 writes into the exposed port's connection, B's forwarder moves
+// it into its stack, WireGuard carries it to A's stack, and a mesh client
+// in A reads it. Both ends share this process, so cpu-s/Gbit counts both;
+// run it under taskset -c N to see the one-core case the mesh benchmark
+// pins to.
+//
+//	go test ./tun -run '^$' -bench NetstackForwardSend -benchtime 3s -count 3
+func BenchmarkNetstackForwardSend(b *testing.B) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	port := uint16(l.Addr().(*net.TCPAddr).Port)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				chunk := make([]byte, 1<<20)
+				for {
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	a, _ := newNSPairOpts(b, nsNodeOpts{impl: implOurs}, nsNodeOpts{impl: implOurs, expose: []ExposedPort{{Port: port, Proto: "tcp"}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.dial(ctx, "tcp", netip.AddrPortFrom(nsAddrB, port).String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	const chunk = 1 << 20
+	buf := make([]byte, 256<<10)
+	readChunk := func() {
+		if _, err := io.ReadFull(c, buf[:cap(buf)]); err != nil {
+			b.Fatal(err)
+		}
+		for range chunk/len(buf) - 1 {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// Warm up: let the window open before the clock runs.
+	for range 16 {
+		readChunk()
+	}
+	b.SetBytes(chunk)
+	b.ResetTimer()
+	cpuStart := nsProcessCPU(b)
+	start := time.Now()
+	var got int64
+	for b.Loop() {
+		readChunk()
+		got += chunk
+	}
+	elapsed := time.Since(start)
+	cpu := nsProcessCPU(b) - cpuStart
+	b.StopTimer()
+	b.ReportMetric(float64(got)*8/elapsed.Seconds()/1e9, "Gbit/s")
+	b.ReportMetric(cpu.Seconds()/(float64(got)*8/1e9), "cpu-s/Gbit")
 }

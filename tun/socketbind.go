@@ -104,6 +104,7 @@ func (b *SocketBind) Open(uint16) ([]conn.ReceiveFunc, uint16, error) {
 		pcn.Close()
 		return nil, 0, fmt.Errorf("open the handed-in socket %s: %T is not UDP", b.file.Name(), pcn)
 	}
+	growBuffers(uc)
 	b.conn, b.pc = uc, ipv4.NewPacketConn(uc)
 	port := uint16(uc.LocalAddr().(*net.UDPAddr).Port)
 	return []conn.ReceiveFunc{b.receiver(b.pc)}, port, nil
@@ -171,6 +172,28 @@ func (b *SocketBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		bufs = bufs[len(msgs):]
 	}
 	return nil
+}
+
+// socketBuffer is StdNetBind's socket buffer size: the default 208 KiB
+// receive buffer overflows within one burst of a fast sender.
+const socketBuffer = 7 << 20
+
+// growBuffers asks for StdNetBind's buffers. The forcing options need
+// CAP_NET_ADMIN over the socket's network namespace, which a rootless
+// agent's host-side socket does not give it, so there the host's
+// net.core.rmem_max and wmem_max cap the sizes.
+func growBuffers(uc *net.UDPConn) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		for _, o := range []struct{ force, plain int }{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.force, socketBuffer) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.plain, socketBuffer)
+			}
+		}
+	})
 }
 
 var errNotIPv4 = errors.New("the handed-in socket is IPv4 only")

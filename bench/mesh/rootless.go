@@ -53,6 +53,10 @@ func uncloudRootlessSlirpPeer() peer {
 
 func startUncloudRootless(ctx context.Context, env *environment, l *lab, hostSocket bool) (*session, error) {
 	s := &session{target: uncloudAddr(2), serverBind: uncloudAddr(2), pingTarget: uncloudAddr(2)}
+	// Both ways: the rootless machine's receive and send paths differ
+	// (recvmmsg vs sendmmsg on the handed-in socket, slirp4netns's
+	// inbound and outbound NAT).
+	s.directions = []direction{{suffix: " (B receives)"}, {suffix: " (B sends)", reverse: true}}
 	u, err := newBenchUser(l.dir)
 	s.cleanup = append(s.cleanup, u.remove)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -22,9 +23,10 @@ const socketBatch = conn.IdealBatchSize
 // before entering rootlesskit's namespace, so WireGuard's datagrams skip
 // slirp4netns's userspace NAT and peers see the host's own address and
 // port. wireguard-go's StdNetBind cannot take an existing socket, so this
-// one moves batches itself with recvmmsg/sendmmsg (x/net/ipv4); it has no
-// UDP GSO/GRO and no sticky source address (the kernel picks the source,
-// as for any socket bound to 0.0.0.0).
+// one moves batches itself with recvmmsg/sendmmsg (x/net/ipv4) and
+// segments sends (UDP GSO, socketbind_gso.go); it has no UDP GRO on
+// receive and no sticky source address (the kernel picks the source, as
+// for any socket bound to 0.0.0.0).
 //
 // The Bind never closes the given file: each Open works on a duplicate
 // (closed by Close), so the device can close and re-open its bind (a
@@ -38,6 +40,10 @@ type SocketBind struct {
 	pc   *ipv4.PacketConn
 
 	msgs sync.Pool // *[]ipv4.Message of socketBatch, one buffer each
+	flat sync.Pool // *[]byte: one Send's datagrams, coalesced for GSO
+	oob  sync.Pool // *[]byte: socketBatch UDP_SEGMENT control messages
+	// noGSO is set once the kernel refused a segmented send.
+	noGSO atomic.Bool
 }
 
 var _ conn.Bind = (*SocketBind)(nil)
@@ -56,6 +62,8 @@ func NewSocketBind(file *os.File) (*SocketBind, error) {
 		}
 		return &m
 	}
+	b.flat.New = func() any { p := make([]byte, 0, 64<<10); return &p }
+	b.oob.New = func() any { p := make([]byte, socketBatch*gsoCmsgLen); return &p }
 	return b, nil
 }
 
@@ -154,6 +162,15 @@ func (b *SocketBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return fmt.Errorf("send to %v: %w", se.AddrPort, errNotIPv4)
 	}
 	to := net.UDPAddrFromAddrPort(se.AddrPort)
+	if len(bufs) > 1 && !b.noGSO.Load() {
+		err := b.sendGSO(pc, bufs, to)
+		if err == nil || !gsoUnsupported(err) {
+			return err
+		}
+		// Some of the batch may have left: WireGuard tolerates the
+		// duplicates (its replay window drops them), not the loss.
+		b.noGSO.Store(true)
+	}
 	mp := b.msgs.Get().(*[]ipv4.Message)
 	defer b.msgs.Put(mp)
 	for len(bufs) > 0 {
@@ -162,12 +179,8 @@ func (b *SocketBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 			msgs[i].Buffers[0] = bufs[i]
 			msgs[i].OOB, msgs[i].Addr, msgs[i].N = nil, to, 0
 		}
-		for start := 0; start < len(msgs); {
-			n, err := pc.WriteBatch(msgs[start:], 0)
-			if err != nil {
-				return err
-			}
-			start += n
+		if err := writeAll(pc, msgs); err != nil {
+			return err
 		}
 		bufs = bufs[len(msgs):]
 	}

@@ -292,3 +292,69 @@ func TestSocketBindControlTap(t *testing.T) {
 		t.Fatalf("SendTo: %q from %v (%v), want \"answer\" from %v", got[:k], from, err, addr)
 	}
 }
+
+// Runs of equal-sized datagrams leave segmented (UDP_SEGMENT); a receiver
+// without GRO still gets each datagram whole and in order, the short last
+// one included.
+func TestSocketBindGSO(t *testing.T) {
+	f, addr := handedSocket(t)
+	b, err := NewSocketBind(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peer.SetReadBuffer(8 << 20)
+	ep, _ := b.ParseEndpoint(peer.LocalAddr().String())
+	for _, tc := range []struct {
+		name  string
+		sizes []int
+	}{
+		{"one run, short tail", append(repeatInt(1200, gsoMaxSegments+5), 300)},
+		{"runs broken by a longer datagram", []int{1000, 1000, 1400, 1400, 1400, 200, 1000}},
+		{"a full batch", repeatInt(1420, socketBatch)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var bufs [][]byte
+			for i, n := range tc.sizes {
+				p := make([]byte, n)
+				p[0] = 4
+				binary.BigEndian.PutUint32(p[8:], uint32(i))
+				bufs = append(bufs, p)
+			}
+			if err := b.Send(bufs, ep); err != nil {
+				t.Fatal(err)
+			}
+			if b.noGSO.Load() {
+				t.Fatal("the kernel refused segmented sends on loopback")
+			}
+			peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, 65536)
+			for i := range bufs {
+				k, from, err := peer.ReadFromUDPAddrPort(got)
+				if err != nil {
+					t.Fatalf("datagram %d of %d: %v", i, len(bufs), err)
+				}
+				if !bytes.Equal(got[:k], bufs[i]) || from != addr {
+					t.Fatalf("datagram %d: %d bytes (index %d) from %v, want %d bytes from %v", i, k,
+						binary.BigEndian.Uint32(got[8:]), from, len(bufs[i]), addr)
+				}
+			}
+		})
+	}
+}
+
+func repeatInt(v, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}

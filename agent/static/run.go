@@ -23,7 +23,7 @@ type Options struct {
 	// HostUDP is the WireGuard socket a rootless starter bound on the
 	// host's network (tun.Config.Socket); nil: bind ListenPort here.
 	HostUDP *os.File
-	Logger     *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Run brings the mesh up from a static config file and keeps it up

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,10 @@ type DaemonOptions struct {
 	// Handover carries the ingress's sockets across an upgrade's
 	// re-exec (handover.go); nil: the ingress listens afresh.
 	Handover *Handover
+	// HostUDP is the WireGuard socket a rootless agent's starter bound on
+	// the host's network (rootless.OpenHostUDP); nil: the device binds
+	// ListenPort where it runs. The caller keeps and closes it.
+	HostUDP *os.File
 }
 
 // Daemon is a running agent: the mesh device, gossip, the replicated
@@ -186,6 +191,7 @@ func StartDaemon(ctx context.Context, opts DaemonOptions) (_ *Daemon, err error)
 		ListenPort: st.ListenPort,
 		Userspace:  opts.Userspace || d.hostnet.Settings().Userspace, // kept by join --userspace
 		Expose:     d.hostnet.Settings().Expose,
+		Socket:     opts.HostUDP,
 		Logger:     d.log,
 	})
 	if err != nil {

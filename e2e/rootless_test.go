@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/e2e/lab"
 	"github.com/uncloud-mesh/uncloud/runtime/testimage"
+	"github.com/uncloud-mesh/uncloud/tun"
 )
 
 // TestRootlessDocker: a kernel machine m1 with its own Docker Engine, and
@@ -158,6 +160,29 @@ func TestRootlessDocker(t *testing.T) {
 		st := c.status(ctx, t, 1)
 		if len(st.Peers) != 1 || st.Peers[0].LastHandshake.IsZero() || st.Peers[0].RxBytes == 0 || st.Peers[0].TxBytes == 0 {
 			t.Errorf("m2's peer m1: %+v", st.Peers)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("m1 sees m2's WireGuard at the host's address and port, not slirp4netns's", func(t *testing.T) {
+		// The starter bound the port on h2's network before entering the
+		// namespace; behind slirp4netns m1 saw h2's address with an
+		// ephemeral port of slirp's.
+		want := netip.AddrPortFrom(h.Addr, tun.DefaultListenPort).String()
+		eventuallyE2E(t, "m2's endpoint on m1", 30*time.Second, func() error {
+			for _, p := range c.status(ctx, t, 0).Peers {
+				if p.Machine == "m2" {
+					if p.Endpoint != want {
+						return fmt.Errorf("m2's endpoint on m1 is %q, want %s", p.Endpoint, want)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("m2 not among m1's peers")
+		})
+		if !strings.Contains(p.Log(), "WireGuard socket bound on the host's network") {
+			t.Errorf("the starter's log does not say it bound the host's socket:\n%s", p.Log())
 		}
 	}) {
 		return

@@ -105,10 +105,15 @@ var _ conn.Bind = (*Bind)(nil)
 
 // NewBind returns a Bind over a fresh StdNetBind.
 func NewBind(queueLen int) *Bind {
+	return newBindOver(conn.NewStdNetBind(), queueLen)
+}
+
+// newBindOver puts the control tap over another bind (SocketBind).
+func newBindOver(inner conn.Bind, queueLen int) *Bind {
 	if queueLen <= 0 {
 		queueLen = DefaultControlQueueLen
 	}
-	return &Bind{inner: conn.NewStdNetBind(), control: make(chan Datagram, queueLen)}
+	return &Bind{inner: inner, control: make(chan Datagram, queueLen)}
 }
 
 // Control delivers the non-WireGuard datagrams (STUN) received on the

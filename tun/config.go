@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +43,12 @@ type Config struct {
 	// JoinPort is the only port that temporary join peers (meshaddr.Join())
 	// may reach on this machine; zero means DefaultJoinPort.
 	JoinPort uint16
-	Logger   *slog.Logger
+	// Socket, when set, is an IPv4 UDP socket already bound (by the
+	// rootless agent's starter, on the host's network) that WireGuard uses
+	// instead of opening its own on ListenPort (SocketBind). The caller
+	// keeps it; the device never closes it.
+	Socket *os.File
+	Logger *slog.Logger
 }
 
 func (c *Config) withDefaults() Config {

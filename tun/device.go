@@ -62,6 +62,13 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	var socket *SocketBind
+	if cfg.Socket != nil {
+		var err error
+		if socket, err = NewSocketBind(cfg.Socket); err != nil {
+			return nil, fmt.Errorf("use the handed-in WireGuard socket: %w", err)
+		}
+	}
 	d := &Device{cfg: cfg, pub: cfg.PrivateKey.PublicKey(), log: cfg.Logger, peers: make(map[Key]Peer)}
 
 	d.mtu = cfg.MTU
@@ -99,6 +106,9 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	}
 
 	d.bind = NewBind(DefaultControlQueueLen)
+	if socket != nil {
+		d.bind = newBindOver(socket, DefaultControlQueueLen)
+	}
 	filtered := newJoinFilter(tunDev, meshaddr.Join(), cfg.Address, cfg.JoinPort)
 	d.wg = device.NewDevice(filtered, d.bind, wireguardLogger(d.log))
 	setup := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.hexString(), cfg.ListenPort)

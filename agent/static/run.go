@@ -20,7 +20,10 @@ type Options struct {
 	Expose     []tun.ExposedPort // added to the file's Expose list
 	SOCKS5     string            // overrides the file's SOCKS5
 	HTTPProxy  string            // loopback address of the HTTP proxy into the mesh
-	Logger     *slog.Logger
+	// HostUDP is the WireGuard socket a rootless starter bound on the
+	// host's network (tun.Config.Socket); nil: bind ListenPort here.
+	HostUDP *os.File
+	Logger  *slog.Logger
 }
 
 // Run brings the mesh up from a static config file and keeps it up
@@ -102,6 +105,7 @@ func loadWithOptions(opts Options, log *slog.Logger) (Config, error) {
 		}
 	}
 	cfg.Device.Logger = log
+	cfg.Device.Socket = opts.HostUDP
 	return cfg, nil
 }
 

@@ -52,6 +52,7 @@ func allPeers() []peer {
 		uncloudTUNContainersPeer(),
 		uncloudVethContainersPeer(),
 		uncloudRootlessPeer(),
+		uncloudRootlessSlirpPeer(),
 	}
 }
 

@@ -14,25 +14,49 @@ import (
 	"github.com/uncloud-mesh/uncloud/meshaddr"
 )
 
-// uncloudRootlessPeer puts B's agent where rootless mode puts it: inside
-// rootlesskit's user and network namespaces (slirp4netns, as
-// dockerd-rootless.sh starts it), run by an unprivileged user made for
-// the run, with a kernel TUN there. Its WireGuard socket is behind
-// slirp4netns's NAT: B's handshake opens the mapping, A answers through
-// it. iperf3's server runs in that namespace on B's mesh address, where
-// rootless Docker's containers would sit behind a bridge.
+// uncloudRootlessPeer runs B's agent as rootless mode does: an
+// unprivileged user, made for the run, starts rootlesskit with
+// slirp4netns (as dockerd-rootless.sh does; a sleep stands in for
+// dockerd, writing docker.pid where the agent looks), then `uncloud agent
+// --config … --rootless`, which binds the WireGuard port on B's own
+// network, enters rootlesskit's user and network namespaces with nsenter
+// and runs a kernel TUN there over that handed-in socket. iperf3's server
+// runs in that namespace on B's mesh address, where rootless Docker's
+// containers would sit behind a bridge.
 func uncloudRootlessPeer() peer {
 	return peer{
 		name: "uncloud-rootless",
 		about: "uncloud kernel TUN in A ↔ uncloud kernel TUN inside rootlesskit+slirp4netns (an unprivileged user's namespaces, " +
-			"as rootless Docker runs) in B; CPU includes slirp4netns",
-		tools: []string{toolUncloud, "rootlesskit", "slirp4netns", "newuidmap", "setpriv"},
-		start: startUncloudRootless,
+			"as rootless Docker runs) in B, its WireGuard socket bound on B's network before entering; CPU includes slirp4netns",
+		tools: []string{toolUncloud, "rootlesskit", "slirp4netns", "newuidmap", "setpriv", "nsenter"},
+		start: func(ctx context.Context, env *environment, l *lab) (*session, error) {
+			return startUncloudRootless(ctx, env, l, true)
+		},
 	}
 }
 
-func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*session, error) {
+// uncloudRootlessSlirpPeer is the rootless agent whose WireGuard socket
+// sits behind slirp4netns's NAT: the agent as rootlesskit's child, binding
+// inside. It is what an agent gets when the host's port is taken, and
+// what every rootless agent did before the starter bound the socket.
+func uncloudRootlessSlirpPeer() peer {
+	return peer{
+		name: "uncloud-rootless-slirp",
+		about: "as uncloud-rootless, but the agent is rootlesskit's child and binds its WireGuard socket inside, behind slirp4netns's NAT " +
+			"(B's handshake opens the mapping, A answers through it); CPU includes slirp4netns",
+		tools: []string{toolUncloud, "rootlesskit", "slirp4netns", "newuidmap", "setpriv"},
+		start: func(ctx context.Context, env *environment, l *lab) (*session, error) {
+			return startUncloudRootless(ctx, env, l, false)
+		},
+	}
+}
+
+func startUncloudRootless(ctx context.Context, env *environment, l *lab, hostSocket bool) (*session, error) {
 	s := &session{target: uncloudAddr(2), serverBind: uncloudAddr(2), pingTarget: uncloudAddr(2)}
+	// Both ways: the rootless machine's receive and send paths differ
+	// (recvmmsg vs sendmmsg on the handed-in socket, slirp4netns's
+	// inbound and outbound NAT).
+	s.directions = []direction{{suffix: " (B receives)"}, {suffix: " (B sends)", reverse: true}}
 	u, err := newBenchUser(l.dir)
 	s.cleanup = append(s.cleanup, u.remove)
 	if err != nil {
@@ -81,12 +105,41 @@ func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*sessi
 	// slirp4netns's tap and the agent need: a 0666 node is bind-mounted
 	// over it for B's commands only.
 	state := filepath.Join(u.home, "rootlesskit")
-	script := `mount --bind "$1" /dev/net/tun && shift && exec "$@"`
-	argv := []string{"sh", "-c", script, "sh", u.tun, "setpriv", "--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid),
-		"--init-groups", "env", "-i", "HOME=" + u.home, "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-		"rootlesskit", "--net=slirp4netns", "--mtu=65520", "--disable-host-loopback", "--state-dir=" + state,
-		u.bin, "agent", "--config", confB}
-	b, err := startDaemon("uncloud rootless in "+l.b, filepath.Join(l.dir, "b.log"), nil, nsCmd(l.b, l.pin.daemonB, argv...)...)
+	run := filepath.Join(u.home, "run")
+	if err := os.Mkdir(run, 0o700); err != nil {
+		return s, err
+	}
+	if err := os.Chown(run, u.uid, u.gid); err != nil {
+		return s, err
+	}
+	asUser := []string{"setpriv", "--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid),
+		"--init-groups", "env", "-i", "HOME=" + u.home, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "XDG_RUNTIME_DIR=" + run,
+		"DOCKER_HOST=unix://" + filepath.Join(run, "docker.sock")}
+	rootlesskit := []string{"rootlesskit", "--net=slirp4netns", "--mtu=65520", "--disable-host-loopback", "--state-dir=" + state}
+	var b *daemon
+	if hostSocket {
+		script := `mount --bind "$1" /dev/net/tun || exit 1
+run=$2 rk=$3 agent=$4
+sh -c "exec $rk sh -c 'echo \$\$ > $run/docker.pid; exec sleep infinity'" >"$run/rootlesskit.log" 2>&1 &
+i=0; while [ ! -s "$run/docker.pid" ]; do i=$((i+1)); [ $i -gt 200 ] && exit 1; sleep 0.05; done
+exec sh -c "exec $agent"`
+		quote := func(args []string) string {
+			q := make([]string, len(args))
+			for i, a := range args {
+				q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+			}
+			return strings.Join(q, " ")
+		}
+		rk := quote(append(append([]string{}, asUser...), rootlesskit...))
+		agent := quote(append(append([]string{}, asUser...), u.bin, "agent", "--config", confB, "--rootless"))
+		b, err = startDaemon("uncloud rootless in "+l.b, filepath.Join(l.dir, "b.log"), nil,
+			nsCmd(l.b, l.pin.daemonB, "sh", "-c", script, "sh", u.tun, run, rk, agent)...)
+	} else {
+		script := `mount --bind "$1" /dev/net/tun && shift && exec "$@"`
+		argv := append([]string{"sh", "-c", script, "sh", u.tun}, asUser...)
+		argv = append(append(argv, rootlesskit...), u.bin, "agent", "--config", confB)
+		b, err = startDaemon("uncloud rootless in "+l.b, filepath.Join(l.dir, "b.log"), nil, nsCmd(l.b, l.pin.daemonB, argv...)...)
+	}
 	if err != nil {
 		return s, err
 	}
@@ -94,7 +147,8 @@ func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*sessi
 	if err := b.waitFor(ctx, `msg="mesh up"`); err != nil {
 		return s, err
 	}
-	// rootlesskit's child is the agent (it execs the command).
+	// The process in rootlesskit's namespaces: its child (the agent, or
+	// the dockerd stand-in).
 	raw, err := os.ReadFile(filepath.Join(state, "child_pid"))
 	if err != nil {
 		return s, fmt.Errorf("rootlesskit child pid: %w", err)
@@ -103,12 +157,22 @@ func startUncloudRootless(ctx context.Context, env *environment, l *lab) (*sessi
 	s.serverWrap = func(cmd []string) []string {
 		return append([]string{"nsenter", "-t", child, "-n"}, cmd...)
 	}
-	pid, _ := strconv.Atoi(child)
-	s.otherPIDs = append(s.otherPIDs, pid)
+	if pid, _ := strconv.Atoi(child); pid != b.pid() {
+		s.otherPIDs = append(s.otherPIDs, pid)
+	}
+	if hostSocket {
+		if !b.out.contains("WireGuard socket bound on the host's network") {
+			return s, fmt.Errorf("B's agent did not bind its WireGuard socket on B's network: %s", tail(b.out.String(), 2000))
+		}
+		s.note = "B's agent entered rootlesskit's namespaces (nsenter) with its WireGuard socket bound on B's network"
+	} else {
+		s.note = "B's agent is rootlesskit's child (its own user and network namespaces); WireGuard crosses slirp4netns"
+	}
+	// slirp4netns is rootlesskit's child, which is the agent's (the
+	// shell that became it started rootlesskit) or the agent's parent.
 	if slirp := childNamed(b.pid(), "slirp4netns"); slirp > 0 {
 		s.otherPIDs = append(s.otherPIDs, slirp)
 	}
-	s.note = "B's agent is rootlesskit's child (its own user and network namespaces); WireGuard crosses slirp4netns"
 	return s, nil
 }
 

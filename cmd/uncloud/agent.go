@@ -89,9 +89,19 @@ func (a agentCmd) Run(g *globals) error {
 		if kept, err := hostnet.Load(a.DataDir); err == nil && kept.Userspace && !a.Kernel {
 			userspace = true
 		}
-		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:]); err != nil {
+		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:], stateListenPort(a.DataDir)); err != nil {
 			return err
 		}
+	} else if a.Rootless {
+		// A static mesh enters rootless Docker's namespaces only when
+		// asked: before --rootless it never did.
+		if rootlessPID, err = enterRootless(g.Logger, true, a.Userspace, a.DockerHost, os.Args[1:], staticListenPort(a.Config)); err != nil {
+			return err
+		}
+	}
+	var hostUDP *os.File
+	if rootlessPID != 0 {
+		hostUDP = takeHostUDP(g.Logger)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -133,6 +143,7 @@ func (a agentCmd) Run(g *globals) error {
 			SecretsDir:    a.SecretsDir,
 			Ingress:       a.Ingress.options(),
 			RootlessPID:   rootlessPID,
+			HostUDP:       hostUDP,
 		}
 		a.Registry.apply(&opts)
 		a.Metrics.apply(&opts)
@@ -144,6 +155,7 @@ func (a agentCmd) Run(g *globals) error {
 		Expose:     hn.AddExpose,
 		SOCKS5:     deref(hn.SOCKS5),
 		HTTPProxy:  deref(hn.HTTPProxy),
+		HostUDP:    hostUDP,
 		Logger:     g.Logger,
 	}, reload)
 }
@@ -218,6 +230,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 	if err != nil {
 		if marks.previous != "" && ctx.Err() == nil {
 			sockets, _ := opts.Handover.PassOn()
+			passHostUDP(opts.HostUDP)
 			return rollBack(g.Logger, marks.previous, opts.Binary, argv, fmt.Sprintf("version %s did not start: %v", version, err), sockets)
 		}
 		return err
@@ -245,6 +258,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 			}
 			sockets, _ := d.PassListeners()
 			d.Close()
+			passHostUDP(opts.HostUDP)
 			return rollBack(g.Logger, marks.previous, opts.Binary, argv, why, sockets)
 		case next := <-d.Upgrades():
 			peers := d.AliveMembers()
@@ -255,6 +269,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 			if err := d.Close(); err != nil {
 				g.Logger.Warn("upgrade: the agent stopped with errors", "err", err)
 			}
+			passHostUDP(opts.HostUDP)
 			return restartOn(g.Logger, next, opts.Binary, argv, peers, sockets)
 		}
 	}

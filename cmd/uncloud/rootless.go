@@ -20,8 +20,10 @@ import (
 // or (without --rootless) no rootless engine running. With --rootless,
 // what is missing for that mode is an error that names it.
 //
-// argv is the command the agent re-executes as, inside.
-func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, argv []string) (int, error) {
+// argv is the command the agent re-executes as, inside. udpPort is its
+// WireGuard port, bound on the host's network first (withHostUDP); 0 for
+// a command that has no mesh.
+func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, argv []string, udpPort uint16) (int, error) {
 	sys := rootless.System{Root: "/"}
 	pid, inside, err := sys.Inside(os.Getenv)
 	if inside {
@@ -55,7 +57,7 @@ func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, ar
 		return 0, fmt.Errorf("--rootless: %w", err)
 	}
 	log.Info("entering the rootless Docker's namespaces", "dockerd_pid", e.PID, "docker_host", e.DockerHost())
-	return 0, rootless.Enter(e, argv, os.Environ())
+	return 0, rootless.Enter(e, argv, withHostUDP(log, os.Environ(), udpPort))
 }
 
 // watchRootless reports when the rootless dockerd the agent runs next to

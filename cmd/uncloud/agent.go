@@ -89,7 +89,7 @@ func (a agentCmd) Run(g *globals) error {
 		if kept, err := hostnet.Load(a.DataDir); err == nil && kept.Userspace && !a.Kernel {
 			userspace = true
 		}
-		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:]); err != nil {
+		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:], &hostSideStart{dataDir: a.DataDir, flags: hn}); err != nil {
 			return err
 		}
 	}
@@ -190,6 +190,9 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 		opts.SecretsDir = os.Getenv("UNCLOUD_SECRETS_DIR")
 	}
 	marks := takeUpgradeMarks()
+	if opts.RootlessPID != 0 {
+		opts.RootlessHost = takeHostSide(g.Logger)
+	}
 	opts.Binary, opts.RolledBack = installedBinary(), marks.failed
 	var err error
 	if opts.Handover, err = agent.NewHandover(marks.sockets); err != nil {
@@ -218,6 +221,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 	if err != nil {
 		if marks.previous != "" && ctx.Err() == nil {
 			sockets, _ := opts.Handover.PassOn()
+			passHostSide(g.Logger, opts.RootlessHost)
 			return rollBack(g.Logger, marks.previous, opts.Binary, argv, fmt.Sprintf("version %s did not start: %v", version, err), sockets)
 		}
 		return err
@@ -244,6 +248,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 				continue
 			}
 			sockets, _ := d.PassListeners()
+			passHostSide(g.Logger, opts.RootlessHost)
 			d.Close()
 			return rollBack(g.Logger, marks.previous, opts.Binary, argv, why, sockets)
 		case next := <-d.Upgrades():
@@ -252,6 +257,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 			if err != nil {
 				g.Logger.Warn("upgrade: the ingress's sockets are not handed over; the new process listens afresh", "err", err)
 			}
+			passHostSide(g.Logger, opts.RootlessHost)
 			if err := d.Close(); err != nil {
 				g.Logger.Warn("upgrade: the agent stopped with errors", "err", err)
 			}

@@ -47,6 +47,8 @@ type cli struct {
 
 	Completion completionCmd `cmd:"" help:"Print a bash, zsh or fish script that completes commands, flags, machines and services."` // completion.go
 
+	AgentHostSide agentHostSideCmd `cmd:"" name:"agent-hostside" hidden:"" help:"(internal) A rootless agent's helper on the host's network."` // rootless_hostside.go
+
 	containerCmds `embed:""` // run, ps, ls, … (containers.go)
 }
 

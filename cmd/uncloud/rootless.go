@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,8 +21,10 @@ import (
 // or (without --rootless) no rootless engine running. With --rootless,
 // what is missing for that mode is an error that names it.
 //
-// argv is the command the agent re-executes as, inside.
-func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, argv []string) (int, error) {
+// argv is the command the agent re-executes as, inside. host, when set,
+// says to prepare what the agent needs of the host's network before it
+// enters (rootless_hostside.go); nil for commands other than the agent.
+func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, argv []string, host *hostSideStart) (int, error) {
 	sys := rootless.System{Root: "/"}
 	pid, inside, err := sys.Inside(os.Getenv)
 	if inside {
@@ -54,8 +57,14 @@ func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, ar
 		}
 		return 0, fmt.Errorf("--rootless: %w", err)
 	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, rootless.EnvHostSide+"=") })
+	if host != nil {
+		if kv := host.prepare(log); kv != "" {
+			env = append(env, kv)
+		}
+	}
 	log.Info("entering the rootless Docker's namespaces", "dockerd_pid", e.PID, "docker_host", e.DockerHost())
-	return 0, rootless.Enter(e, argv, os.Environ())
+	return 0, rootless.Enter(e, argv, env)
 }
 
 // watchRootless reports when the rootless dockerd the agent runs next to

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/uncloud-mesh/uncloud/agent/hostnet"
-	"github.com/uncloud-mesh/uncloud/agent/rootless"
 	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/agent/orchestrate"
+	"github.com/uncloud-mesh/uncloud/agent/rootless"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"

@@ -39,9 +39,9 @@ type Exposer struct {
 type exposedPort struct {
 	ln     net.Listener
 	cancel context.CancelFunc // ends its host dials in flight
-	mu    sync.Mutex
-	conns map[net.Conn]struct{} // both ends of each forwarded connection; nil once closed
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // both ends of each forwarded connection; nil once closed
+	wg     sync.WaitGroup
 }
 
 // Start makes the exposer ready; its ports close when ctx ends.

@@ -237,7 +237,7 @@ func (m *Manager) Update(ctx context.Context, c Change) (Settings, error) {
 		return old, err
 	}
 	if m.rt.FixedProxies != nil && (old.SOCKS5 != next.SOCKS5 || old.HTTPProxy != next.HTTPProxy) {
-		return old, fmt.Errorf("%w: %v", api.ErrConflict, m.rt.FixedProxies)
+		return old, fmt.Errorf("%w: %w", api.ErrConflict, m.rt.FixedProxies)
 	}
 	exposeChanged := !slices.Equal(old.Expose, next.Expose)
 	fw := m.rt.forwarder()

@@ -55,20 +55,34 @@ func (e *Exposer) Start(ctx context.Context) {
 }
 
 // ErrUDP says a UDP port cannot be exposed on a rootless machine.
-var ErrUDP = errors.New("exposed UDP ports are not forwarded in rootless mode (TCP only: the agent forwards connections, and UDP has none to forward)")
+var ErrUDP = errors.New("exposed UDP ports are not forwarded in rootless mode yet (TCP only); a netstack machine forwards them")
 
 // SetExposed listens on the TCP ports of expose that are new and closes
-// those no longer listed, with their connections. A UDP port is refused
-// (ErrUDP) and nothing changes; a port that cannot be listened on fails
-// the change, which is undone.
+// those no longer listed, with their connections. UDP ports are not
+// forwarded: they are named in an error wrapping ErrUDP, after the TCP
+// ports took effect (a caller that refuses the change sets the old list
+// again). A port that cannot be listened on fails the change, which is
+// undone.
 func (e *Exposer) SetExposed(expose []tun.ExposedPort) error {
 	want := map[uint16]bool{}
+	var udp []tun.ExposedPort
 	for _, p := range expose {
 		if p.Proto == "udp" {
-			return fmt.Errorf("expose %v: %w", p, ErrUDP)
+			udp = append(udp, p)
+			continue
 		}
 		want[p.Port] = true
 	}
+	if err := e.setTCP(want); err != nil {
+		return err
+	}
+	if len(udp) > 0 {
+		return fmt.Errorf("expose %v: %w", udp, ErrUDP)
+	}
+	return nil
+}
+
+func (e *Exposer) setTCP(want map[uint16]bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ports == nil {

@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -69,7 +70,7 @@ func (r request) String() string { return fmt.Sprintf("%d %s %d", r.id, r.proto,
 // with it (the id is returned when it was readable, to answer it).
 func parseRequest(b []byte) (request, error) {
 	if len(b) > maxRequest {
-		return request{}, fmt.Errorf("request of %d bytes, at most %d", len(b), maxRequest)
+		return request{}, fmt.Errorf("request longer than %d bytes", maxRequest)
 	}
 	f := strings.Split(string(b), " ")
 	if len(f) != 3 {
@@ -124,8 +125,8 @@ func (s *HostDialServer) Serve(ctx context.Context, conn *net.UnixConn) error {
 		// discarded (and closed) by the kernel.
 		n, _, flags, _, err := conn.ReadMsgUnix(buf, nil)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
+				return nil // ended, or the agent's end closed
 			}
 			return fmt.Errorf("read a host dial request: %w", err)
 		}

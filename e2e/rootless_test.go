@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +248,9 @@ func TestRootlessDocker(t *testing.T) {
 	}
 
 	if !t.Run("an exposed port reaches the host's 127.0.0.1; one not exposed is refused", func(t *testing.T) {
+		if pids := hostSideHelpers(u.Bin); len(pids) != 1 {
+			t.Errorf("agent-hostside helpers running: %v, want one", pids)
+		}
 		loopback := netip.MustParseAddr("127.0.0.1")
 		for _, port := range []uint16{rootlessExposed, rootlessClosed} {
 			if _, err := h.StartEcho(ctx, fmt.Sprintf("echo-%d", port), netip.AddrPortFrom(loopback, port)); err != nil {
@@ -332,6 +336,14 @@ func TestRootlessDocker(t *testing.T) {
 		if err := p.Wait(waitCtx); err != nil && p.Alive() {
 			t.Fatalf("agent still runs after uninstall --user: %v\n%s", err, out)
 		}
+		// The host-side helper outlives the agent only until its end of
+		// the socketpair closes.
+		eventuallyE2E(t, "the host-side helper exits with the agent", 10*time.Second, func() error {
+			if pids := hostSideHelpers(u.Bin); len(pids) > 0 {
+				return fmt.Errorf("agent-hostside still runs: pids %v", pids)
+			}
+			return nil
+		})
 		if _, err := os.Stat(unitPath); err == nil {
 			t.Errorf("%s is still there:\n%s", unitPath, out)
 		}
@@ -349,4 +361,22 @@ func TestRootlessDocker(t *testing.T) {
 	}) {
 		return
 	}
+}
+
+// hostSideHelpers are the pids of bin's `agent-hostside` processes.
+func hostSideHelpers(bin string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		argv := strings.Split(string(raw), "\x00")
+		if err == nil && len(argv) > 1 && argv[0] == bin && argv[1] == "agent-hostside" {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

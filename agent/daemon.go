@@ -15,6 +15,7 @@ import (
 	"github.com/uncloud-mesh/uncloud/agent/hostnet"
 	"github.com/uncloud-mesh/uncloud/agent/membership"
 	"github.com/uncloud-mesh/uncloud/agent/orchestrate"
+	"github.com/uncloud-mesh/uncloud/agent/rootless"
 	"github.com/uncloud-mesh/uncloud/api"
 	"github.com/uncloud-mesh/uncloud/crdt"
 	"github.com/uncloud-mesh/uncloud/gossip"
@@ -48,6 +49,11 @@ type DaemonOptions struct {
 	// namespaces this agent runs in (agent/rootless), 0 when it runs in
 	// the host's: its mode is then reported as rootless.
 	RootlessPID int
+	// RootlessHost is what the agent's starter made on the host's
+	// network before entering the rootless namespaces (the proxies'
+	// listeners, the host-side helper that dials exposed ports); used
+	// when RootlessPID is set.
+	RootlessHost *rootless.HostSide
 	// DockerHost is the Docker Engine's address; empty means DOCKER_HOST
 	// or unix:///var/run/docker.sock.
 	DockerHost string

@@ -31,7 +31,11 @@ func ReservedPorts() []tun.ExposedPort {
 // startHostNet starts the proxies into the mesh; the device was opened
 // with the exposed ports. After startDNS: the proxies resolve names there.
 func (d *Daemon) startHostNet(ctx context.Context) {
-	d.hostnet.Start(ctx, hostnet.Runtime{Device: d.dev, Resolve: d.resolveInternal, OnChange: d.hostNetChanged})
+	rt := hostnet.Runtime{Device: d.dev, Resolve: d.resolveInternal, OnChange: d.hostNetChanged}
+	if d.mode() == ModeRootless {
+		d.rootlessHostNet(ctx, &rt)
+	}
+	d.hostnet.Start(ctx, rt)
 	d.life.stopAccepting(d.hostnet.Close)
 }
 
@@ -89,9 +93,9 @@ func (d *Daemon) announceMeta() {
 
 // announcedExposed is what the gossip metadata says of the exposed ports:
 // "22,53/udp,8080" (tcp unsaid), within budget bytes ("+N" for the rest),
-// and only where they are forwarded (netstack mode).
+// and only where they are forwarded (netstack and rootless modes).
 func (d *Daemon) announcedExposed(budget int) string {
-	if d.hostnet == nil || d.dev == nil || d.dev.Mode() != tun.ModeNetstack {
+	if d.hostnet == nil || d.dev == nil || (d.dev.Mode() != tun.ModeNetstack && d.mode() != ModeRootless) {
 		return ""
 	}
 	return encodeExposed(d.hostnet.Settings().Expose, budget)
@@ -194,7 +198,7 @@ func listenUpdate(what, s string) (*string, error) {
 }
 
 func hostNetInfo(st hostnet.Status) api.HostNet {
-	out := api.HostNet{Mode: string(st.Mode), Forwarding: st.Mode == tun.ModeNetstack, Exposed: []string{}}
+	out := api.HostNet{Mode: string(st.Mode), Forwarding: st.Forwarding, Exposed: []string{}}
 	for _, p := range st.Expose {
 		out.Exposed = append(out.Exposed, p.String())
 	}

@@ -95,8 +95,8 @@ func (d *Daemon) Machines(ctx context.Context) ([]api.MachineInfo, error) {
 				info.Containers = d.containers.capability()
 			}
 			info.Exposed = nil
-			if d.dev.Mode() == tun.ModeNetstack {
-				info.Exposed = hostNetInfo(d.hostnet.Status()).Exposed
+			if st := d.hostnet.Status(); st.Forwarding {
+				info.Exposed = hostNetInfo(st).Exposed
 			}
 		}
 		if p, ok := byKey[m.WireGuardKey]; ok {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,12 @@ import (
 	"github.com/uncloud-mesh/uncloud/tun"
 )
 
+const (
+	rootlessWeb     = 8000 // HTTP on m1's mesh address, for m2's proxies
+	rootlessExposed = 8080 // echo on h2's 127.0.0.1, exposed by m2
+	rootlessClosed  = 8081 // echo on h2's 127.0.0.1, not exposed
+)
+
 // TestRootlessDocker: a kernel machine m1 with its own Docker Engine, and
 // m2 where an unprivileged user runs Debian's rootless Docker
 // (dockerd-rootless.sh: rootlesskit, slirp4netns, newuidmap) and joins as
@@ -28,7 +35,9 @@ import (
 // while the user has no subordinate ids, mode rootless with containers
 // yes in machine ls, mesh traffic both ways, and containers of the two
 // machines reaching each other by address (their own, no NAT) and by
-// <service>.internal.
+// <service>.internal; host programs on h2 reaching the mesh through the
+// proxies on h2's loopback, and m1 reaching a service on h2's 127.0.0.1
+// through the exposed port (and not through one not exposed).
 func TestRootlessDocker(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (namespaces, useradd, dockerd); CI runs as root")
@@ -111,7 +120,10 @@ func TestRootlessDocker(t *testing.T) {
 	}
 
 	tok := c.token(ctx, t, 0)
-	p, err := h.StartAs(u, "uncloud", nil, u.Bin, "--log-level", "debug", "join", "--name", "m2", "--foreground", tok)
+	// The proxies on the host's loopback: the starter opens them before
+	// entering the namespace.
+	p, err := h.StartAs(u, "uncloud", nil, u.Bin, "--log-level", "debug", "join", "--name", "m2", "--foreground",
+		"--socks5", itoa(socksPort), "--http-proxy", "3128", tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,6 +247,72 @@ func TestRootlessDocker(t *testing.T) {
 		return
 	}
 
+	if !t.Run("host programs reach the mesh through the proxies on the host's loopback", func(t *testing.T) {
+		// A web server on m1's mesh address; curl on h2's host (not in
+		// the rootless namespace) through m2's SOCKS5 and HTTP proxies,
+		// by address and by *.internal name, and to container aa.
+		m1 := lab.MeshAddr(1)
+		if _, err := hosts[0].StartHelper(ctx, "web", "httpserve", true, "-listen", netip.AddrPortFrom(m1, rootlessWeb).String(), "-name", "m1-web"); err != nil {
+			t.Fatal(err)
+		}
+		checkProxies(ctx, t, h, m1, rootlessWeb, "m1-web")
+		target := fmt.Sprintf("http://%s:8080/p", a.Address)
+		for _, via := range [][]string{{"--socks5-hostname", fmt.Sprintf("127.0.0.1:%d", socksPort)}, {"-x", "http://127.0.0.1:3128"}} {
+			out, err := curlHost(ctx, h, append(via, "--fail", target)...)
+			if err != nil || !strings.Contains(out, "host="+a.Name) {
+				t.Errorf("curl %v %s on h2: %v\n%s", via, target, err, out)
+			}
+		}
+		out, err := c.uncloud(ctx, t, 1, "proxy", "set", "--socks5", "1081")
+		if err == nil || !strings.Contains(err.Error()+out, "restart the agent") {
+			t.Errorf("proxy set on the rootless machine: %v, want a refusal saying to restart the agent:\n%s", err, out)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("an exposed port reaches the host's 127.0.0.1; one not exposed is refused", func(t *testing.T) {
+		if pids := hostSideHelpers(u.Bin); len(pids) != 1 {
+			t.Errorf("agent-hostside helpers running: %v, want one", pids)
+		}
+		loopback := netip.MustParseAddr("127.0.0.1")
+		for _, port := range []uint16{rootlessExposed, rootlessClosed} {
+			if _, err := h.StartEcho(ctx, fmt.Sprintf("echo-%d", port), netip.AddrPortFrom(loopback, port)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err := c.uncloud(ctx, t, 1, "expose", "add", itoa(rootlessExposed)); err != nil {
+			t.Fatalf("expose add on m2: %v\n%s", err, out)
+		}
+		m2 := lab.MeshAddr(2)
+		eventuallyE2E(t, "m1 reaches m2's exposed host port", 30*time.Second, func() error {
+			res, err := hosts[0].Dial(ctx, netip.AddrPortFrom(m2, rootlessExposed), true, lab.DialOptions{Timeout: 5 * time.Second})
+			if err != nil {
+				return err
+			}
+			if !res.Echoed {
+				return fmt.Errorf("%+v", res)
+			}
+			return nil
+		})
+		res, err := hosts[0].Dial(ctx, netip.AddrPortFrom(m2, rootlessClosed), true, lab.DialOptions{Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Echoed || res.Connected || !res.Refused {
+			t.Errorf("m1 -> %v:%d (listening on h2's loopback, not exposed): %+v; want an active refusal", m2, rootlessClosed, res)
+		}
+		out, err := c.uncloud(ctx, t, 1, "expose", "add", "5353/udp")
+		if err == nil || !strings.Contains(err.Error()+out, "UDP") {
+			t.Errorf("expose add 5353/udp on the rootless machine: %v, want a refusal naming UDP:\n%s", err, out)
+		}
+		if ls, err := c.uncloud(ctx, t, 1, "expose", "ls"); err != nil || strings.Contains(ls, "5353") || !strings.Contains(ls, itoa(rootlessExposed)) {
+			t.Errorf("expose ls after the refusal: %v\n%s", err, ls)
+		}
+	}) {
+		return
+	}
+
 	if !t.Run("install --user writes the user unit; uninstall --user removes the agent and all it made", func(t *testing.T) {
 		out, err := h.RunAs(ctx, u, u.Bin, "install", "--user", "--no-start")
 		if err != nil || !strings.Contains(out, "rootless Docker runs") {
@@ -282,6 +360,14 @@ func TestRootlessDocker(t *testing.T) {
 		if err := p.Wait(waitCtx); err != nil && p.Alive() {
 			t.Fatalf("agent still runs after uninstall --user: %v\n%s", err, out)
 		}
+		// The host-side helper outlives the agent only until its end of
+		// the socketpair closes.
+		eventuallyE2E(t, "the host-side helper exits with the agent", 10*time.Second, func() error {
+			if pids := hostSideHelpers(u.Bin); len(pids) > 0 {
+				return fmt.Errorf("agent-hostside still runs: pids %v", pids)
+			}
+			return nil
+		})
 		if _, err := os.Stat(unitPath); err == nil {
 			t.Errorf("%s is still there:\n%s", unitPath, out)
 		}
@@ -299,4 +385,22 @@ func TestRootlessDocker(t *testing.T) {
 	}) {
 		return
 	}
+}
+
+// hostSideHelpers are the pids of bin's `agent-hostside` processes.
+func hostSideHelpers(bin string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		argv := strings.Split(string(raw), "\x00")
+		if err == nil && len(argv) > 1 && argv[0] == bin && argv[1] == "agent-hostside" {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -30,6 +30,36 @@ type Runtime struct {
 	// OnChange is called after a change took effect and was saved (the
 	// agent republishes the exposed ports in its gossip metadata).
 	OnChange func(Settings)
+
+	// Forward, when set, forwards the exposed ports instead of the
+	// device (rootless mode: the device is a kernel TUN inside
+	// rootlesskit's namespace, and the host's ports are reached through
+	// agent/rootless's host-side helper).
+	Forward Forwarder
+	// Listen, when set, opens the proxies' listeners instead of
+	// net.Listen (rootless mode: sockets the agent's starter opened on
+	// the host's network before entering the namespace).
+	Listen func(addr string) (net.Listener, error)
+	// FixedProxies, when set, says why the proxies' addresses cannot
+	// change while the agent runs; such a change is refused with it.
+	FixedProxies error
+}
+
+// Forwarder forwards mesh connections to exposed host ports.
+type Forwarder interface {
+	SetExposed([]tun.ExposedPort) error
+}
+
+// forwarder is what forwards the exposed ports; nil in kernel mode,
+// where nothing does.
+func (rt Runtime) forwarder() Forwarder {
+	if rt.Forward != nil {
+		return rt.Forward
+	}
+	if rt.Device != nil && rt.Device.Mode() == tun.ModeNetstack {
+		return rt.Device
+	}
+	return nil
 }
 
 // Manager holds a machine's settings while its agent runs: it keeps the
@@ -121,7 +151,11 @@ func (m *Manager) Start(ctx context.Context, rt Runtime) {
 		}
 		m.unsaved = false
 	}
-	if len(m.settings.Expose) > 0 && rt.Device.Mode() != tun.ModeNetstack {
+	if rt.Forward != nil {
+		if err := rt.Forward.SetExposed(m.settings.Expose); err != nil {
+			m.log.Error("exposed ports not forwarded", "expose", FormatPorts(m.settings.Expose), "err", err)
+		}
+	} else if len(m.settings.Expose) > 0 && rt.Device.Mode() != tun.ModeNetstack {
 		m.log.Warn("exposed ports are not forwarded in kernel mode: the mesh reaches this host's ports through the interface, as its firewall allows",
 			"expose", FormatPorts(m.settings.Expose))
 	}
@@ -148,8 +182,14 @@ func orOff(s string) string {
 // startProxy listens on addr and serves; a failed listen is the proxy's
 // err. Called with m.mu held.
 func (m *Manager) startProxy(k proxyKind, addr string) *proxy {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(m.ctx, "tcp", addr)
+	var ln net.Listener
+	var err error
+	if m.rt.Listen != nil {
+		ln, err = m.rt.Listen(addr)
+	} else {
+		var lc net.ListenConfig
+		ln, err = lc.Listen(m.ctx, "tcp", addr)
+	}
 	if err != nil {
 		return &proxy{addr: addr, err: fmt.Errorf("listen on %s: %w", addr, err)}
 	}
@@ -196,11 +236,21 @@ func (m *Manager) Update(ctx context.Context, c Change) (Settings, error) {
 	if err != nil {
 		return old, err
 	}
+	if m.rt.FixedProxies != nil && (old.SOCKS5 != next.SOCKS5 || old.HTTPProxy != next.HTTPProxy) {
+		return old, fmt.Errorf("%w: %w", api.ErrConflict, m.rt.FixedProxies)
+	}
 	exposeChanged := !slices.Equal(old.Expose, next.Expose)
+	fw := m.rt.forwarder()
+	if fw == nil {
+		fw = m.rt.Device // kernel mode: it says why not
+	}
 	if exposeChanged {
-		if err := m.rt.Device.SetExposed(next.Expose); err != nil {
+		if err := fw.SetExposed(next.Expose); err != nil {
 			if errors.Is(err, tun.ErrKernelMode) {
 				return old, fmt.Errorf("%w: %v; exposed ports are for netstack machines", api.ErrConflict, err)
+			}
+			if m.rt.Forward != nil {
+				return old, fmt.Errorf("%w: %v", api.ErrConflict, err)
 			}
 			return old, err
 		}
@@ -208,7 +258,7 @@ func (m *Manager) Update(ctx context.Context, c Change) (Settings, error) {
 	undo := func() {}
 	if exposeChanged {
 		undo = func() {
-			if err := m.rt.Device.SetExposed(old.Expose); err != nil {
+			if err := fw.SetExposed(old.Expose); err != nil {
 				m.log.Error("restore exposed ports", "err", err)
 			}
 		}
@@ -284,9 +334,12 @@ type ProxyState struct {
 // Status is the settings and what runs of them.
 type Status struct {
 	Settings
-	Mode      tun.Mode
-	SOCKS5    ProxyState
-	HTTPProxy ProxyState
+	Mode tun.Mode
+	// Forwarding says the exposed ports are forwarded (netstack or
+	// rootless mode); in kernel mode they are only kept.
+	Forwarding bool
+	SOCKS5     ProxyState
+	HTTPProxy  ProxyState
 }
 
 // Status reports the settings and the proxies' state.
@@ -297,6 +350,7 @@ func (m *Manager) Status() Status {
 	if m.rt.Device != nil {
 		st.Mode = m.rt.Device.Mode()
 	}
+	st.Forwarding = m.rt.forwarder() != nil
 	for _, k := range []proxyKind{kindSOCKS5, kindHTTP} {
 		ps := ProxyState{Listen: k.addr(m.settings)}
 		if p := m.proxies[k]; p != nil && ps.Listen != "" {

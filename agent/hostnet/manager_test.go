@@ -217,3 +217,60 @@ func TestManager(t *testing.T) {
 		}
 	})
 }
+
+// TestManagerRootless: with a Forwarder, a Listen and FixedProxies (what
+// a rootless agent gives), the exposed ports go to the forwarder at start
+// and at runtime, the proxies listen only through Listen, and moving a
+// proxy is refused with the reason, nothing changed or saved.
+func TestManagerRootless(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	socks, other := freePort(t), freePort(t)
+	m, err := Open(dir, Change{AddExpose: ports(t, "8080"), SOCKS5: &socks}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fw := &hostDevice{mode: tun.ModeNetstack} // records what it is given
+	var asked []string
+	fixed := errors.New("restart the agent")
+	m.Start(ctx, Runtime{
+		Device:  &hostDevice{mode: tun.ModeKernel},
+		Forward: fw,
+		Listen: func(addr string) (net.Listener, error) {
+			asked = append(asked, addr)
+			return net.Listen("tcp", addr)
+		},
+		FixedProxies: fixed,
+	})
+	defer m.Close()
+	if got := fw.get(); !reflect.DeepEqual(got, ports(t, "8080")) {
+		t.Errorf("forwarder at start: %v", got)
+	}
+	if !slices.Equal(asked, []string{socks}) || !listening(socks) {
+		t.Errorf("proxy listens through Listen: asked %v, listening %v", asked, listening(socks))
+	}
+	st := m.Status()
+	if !st.Forwarding || !st.SOCKS5.Serving {
+		t.Errorf("status: %+v", st)
+	}
+	if _, err := m.Update(ctx, Change{AddExpose: ports(t, "9090")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fw.get(); !reflect.DeepEqual(got, ports(t, "8080", "9090")) {
+		t.Errorf("forwarder after expose add: %v", got)
+	}
+	for _, c := range []Change{{SOCKS5: &other}, {HTTPProxy: &other}, {SOCKS5: ptr("")}} {
+		_, err := m.Update(ctx, c)
+		if !errors.Is(err, fixed) || !errors.Is(err, api.ErrConflict) {
+			t.Errorf("moving a proxy in rootless mode: %v, want the fixed reason as a conflict", err)
+		}
+	}
+	if s, _ := Load(dir); s.SOCKS5 != socks || s.HTTPProxy != "" {
+		t.Errorf("saved after a refused move: %+v", s)
+	}
+	if _, err := m.Update(ctx, Change{SOCKS5: &socks}); err != nil {
+		t.Errorf("naming the same address again: %v", err)
+	}
+}

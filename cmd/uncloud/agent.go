@@ -89,13 +89,13 @@ func (a agentCmd) Run(g *globals) error {
 		if kept, err := hostnet.Load(a.DataDir); err == nil && kept.Userspace && !a.Kernel {
 			userspace = true
 		}
-		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:], stateListenPort(a.DataDir)); err != nil {
+		if rootlessPID, err = enterRootless(g.Logger, a.Rootless, userspace, a.DockerHost, os.Args[1:], stateListenPort(a.DataDir), &hostSideStart{dataDir: a.DataDir, flags: hn}); err != nil {
 			return err
 		}
 	} else if a.Rootless {
 		// A static mesh enters rootless Docker's namespaces only when
 		// asked: before --rootless it never did.
-		if rootlessPID, err = enterRootless(g.Logger, true, a.Userspace, a.DockerHost, os.Args[1:], staticListenPort(a.Config)); err != nil {
+		if rootlessPID, err = enterRootless(g.Logger, true, a.Userspace, a.DockerHost, os.Args[1:], staticListenPort(a.Config), nil); err != nil {
 			return err
 		}
 	}
@@ -202,6 +202,9 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 		opts.SecretsDir = os.Getenv("UNCLOUD_SECRETS_DIR")
 	}
 	marks := takeUpgradeMarks()
+	if opts.RootlessPID != 0 {
+		opts.RootlessHost = takeHostSide(g.Logger)
+	}
 	opts.Binary, opts.RolledBack = installedBinary(), marks.failed
 	var err error
 	if opts.Handover, err = agent.NewHandover(marks.sockets); err != nil {
@@ -231,6 +234,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 		if marks.previous != "" && ctx.Err() == nil {
 			sockets, _ := opts.Handover.PassOn()
 			passHostUDP(opts.HostUDP)
+			passHostSide(g.Logger, opts.RootlessHost)
 			return rollBack(g.Logger, marks.previous, opts.Binary, argv, fmt.Sprintf("version %s did not start: %v", version, err), sockets)
 		}
 		return err
@@ -257,6 +261,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 				continue
 			}
 			sockets, _ := d.PassListeners()
+			passHostSide(g.Logger, opts.RootlessHost)
 			d.Close()
 			passHostUDP(opts.HostUDP)
 			return rollBack(g.Logger, marks.previous, opts.Binary, argv, why, sockets)
@@ -266,6 +271,7 @@ func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv [
 			if err != nil {
 				g.Logger.Warn("upgrade: the ingress's sockets are not handed over; the new process listens afresh", "err", err)
 			}
+			passHostSide(g.Logger, opts.RootlessHost)
 			if err := d.Close(); err != nil {
 				g.Logger.Warn("upgrade: the agent stopped with errors", "err", err)
 			}

@@ -17,7 +17,7 @@ import (
 // and install accept. They are kept in the data dir (hostnet.json), so an
 // agent started later without them keeps them.
 type hostNetFlags struct {
-	Expose    []string `help:"Forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT (netstack mode; in kernel mode the mesh reaches the host's ports through the interface). Repeatable. Added to the ports already kept; 'uncloud expose rm' takes one away." placeholder:"PORT[/udp]"`
+	Expose    []string `help:"Forward inbound mesh connections on PORT[/udp] to this host's 127.0.0.1:PORT (netstack mode, and TCP in rootless mode; in kernel mode the mesh reaches the host's ports through the interface). Repeatable. Added to the ports already kept; 'uncloud expose rm' takes one away." placeholder:"PORT[/udp]"`
 	SOCKS5    string   `name:"socks5" help:"Serve SOCKS5 into the mesh on this address, so host programs reach mesh addresses and *.internal names. PORT alone is 127.0.0.1:PORT; another IP only when you give it. Replaces the kept address; 'off' turns it off." placeholder:"[IP:]PORT|off"`
 	HTTPProxy string   `name:"http-proxy" help:"Serve an HTTP proxy into the mesh (CONNECT and http:// URLs) on this address, for programs that do not speak SOCKS. PORT alone is 127.0.0.1:PORT. Replaces the kept address; 'off' turns it off." placeholder:"[IP:]PORT|off"`
 }

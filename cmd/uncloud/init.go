@@ -94,7 +94,7 @@ func startAgent(ctx context.Context, g *globals, dataDir string, userspace, fore
 		// Inside a rootless Docker the process becomes the plain agent
 		// (the machine exists by now; init or join must not run twice).
 		agentArgs := append([]string{"--connect", socket, "--log-level", g.LogLevel.String(), "agent", "--data-dir", dataDir}, reg.args()...)
-		rootlessPID, err := enterRootless(g.Logger, false, userspace, os.Getenv("DOCKER_HOST"), append(agentArgs, met.args()...), stateListenPort(dataDir))
+		rootlessPID, err := enterRootless(g.Logger, false, userspace, os.Getenv("DOCKER_HOST"), append(agentArgs, met.args()...), stateListenPort(dataDir), &hostSideStart{dataDir: dataDir})
 		if err != nil {
 			return socket, err
 		}

@@ -31,7 +31,7 @@ type cli struct {
 	Mesh    meshCmd    `cmd:"" help:"Show how this machine reaches each peer: direct or relayed, endpoint, NAT type, handshake, RTT."`
 	State   stateCmd   `cmd:"" help:"Inspect the replicated state (for operators)."`
 	DNS     dnsCmd     `cmd:"" name:"dns" help:"What this machine's resolver answers for .internal names."`
-	Expose  exposeCmd  `cmd:"" help:"Host ports this machine forwards from the mesh (netstack mode): add, rm, ls."`
+	Expose  exposeCmd  `cmd:"" help:"Host ports this machine forwards from the mesh (netstack and rootless modes): add, rm, ls."`
 	Proxy   proxyCmd   `cmd:"" help:"The SOCKS5 and HTTP proxies through which host programs reach the mesh: set, ls."`
 	Agent   agentCmd   `cmd:"" help:"Run the agent in the foreground (systemd-friendly)."`
 	Install installCmd `cmd:"" help:"Install and start a systemd service for the agent."`
@@ -46,6 +46,8 @@ type cli struct {
 	UI uiCmd `cmd:"" name:"ui" help:"Open the web dashboard on this machine's loopback, over the CLI's connection to an agent."` // ui.go
 
 	Completion completionCmd `cmd:"" help:"Print a bash, zsh or fish script that completes commands, flags, machines and services."` // completion.go
+
+	AgentHostSide agentHostSideCmd `cmd:"" name:"agent-hostside" hidden:"" help:"(internal) A rootless agent's helper on the host's network."` // rootless_hostside.go
 
 	containerCmds `embed:""` // run, ps, ls, … (containers.go)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,8 +23,10 @@ import (
 //
 // argv is the command the agent re-executes as, inside. udpPort is its
 // WireGuard port, bound on the host's network first (withHostUDP); 0 for
-// a command that has no mesh.
-func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, argv []string, udpPort uint16) (int, error) {
+// a command that has no mesh. host, when set, says to prepare what the
+// agent needs of the host's network before it enters
+// (rootless_hostside.go); nil for commands other than the agent.
+func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, argv []string, udpPort uint16, host *hostSideStart) (int, error) {
 	sys := rootless.System{Root: "/"}
 	pid, inside, err := sys.Inside(os.Getenv)
 	if inside {
@@ -56,8 +59,14 @@ func enterRootless(log *slog.Logger, want, userspace bool, dockerHost string, ar
 		}
 		return 0, fmt.Errorf("--rootless: %w", err)
 	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, rootless.EnvHostSide+"=") })
+	if host != nil {
+		if kv := host.prepare(log); kv != "" {
+			env = append(env, kv)
+		}
+	}
 	log.Info("entering the rootless Docker's namespaces", "dockerd_pid", e.PID, "docker_host", e.DockerHost())
-	return 0, rootless.Enter(e, argv, withHostUDP(log, os.Environ(), udpPort))
+	return 0, rootless.Enter(e, argv, withHostUDP(log, env, udpPort))
 }
 
 // watchRootless reports when the rootless dockerd the agent runs next to

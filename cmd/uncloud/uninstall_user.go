@@ -15,7 +15,7 @@ import (
 // rootless Docker runs, so only the agent, the unit, the socket and the
 // data dir are this user's to remove here.
 func (c *uninstallCmd) enterUser(g *globals) (hostOnly bool, err error) {
-	pid, err := enterRootless(g.Logger, false, false, c.DockerHost, os.Args[1:], 0)
+	pid, err := enterRootless(g.Logger, false, false, c.DockerHost, os.Args[1:], 0, nil)
 	if err != nil {
 		return false, err
 	}

@@ -14,8 +14,9 @@ import (
 // through a relay). So "the counter rose within silentAfter" is proof
 // that the peer reaches this machine now, with no false positives: a
 // packet that decrypts came from the peer. The NAT layer's authenticated
-// probes of a direct path (every 2 s, answered by the peer's own process
-// with a key of this pair) count too, so an idle direct peer costs
+// probes of a direct path (every 2 s, by one end for both: answered, or
+// echoing this machine's last answer, by the peer's own process with a key
+// of this pair; nat/echo.go) count too, so an idle direct peer costs
 // nothing more. Silence alone proves nothing on an idle relayed link
 // (keepalives are 25 s apart), so a peer silent for pingAfter gets a
 // gossip ping each check; its answer is received traffic. A peer silent

@@ -11,8 +11,8 @@ import (
 
 // inFreshNetns runs body on a thread of its own in a new network
 // namespace; commands it starts inherit that namespace. The thread is
-// not reused afterwards (it stays locked when its goroutine ends). The
-// test goroutine waits for body, so t.Fatal in it ends the test as usual.
+// not reused afterwards (it stays locked when its goroutine ends). body
+// reports failures with t.Error: t.Fatal belongs to the test goroutine.
 func inFreshNetns(t *testing.T, body func()) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -39,33 +39,40 @@ func TestRulesetGeneration(t *testing.T) {
 			t.Skipf("no %s", bin)
 		}
 	}
+	nftIPTables := (&IPTables{}).NFTBackend(t.Context())
 	inFreshNetns(t, func() {
 		gen := func() uint32 {
 			g, err := RulesetGeneration()
 			if err != nil {
-				t.Fatalf("generation: %v", err)
+				t.Errorf("generation: %v", err)
 			}
 			return g
 		}
-		run := func(args ...string) {
-			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-				t.Fatalf("%v: %v: %s", args, err, out)
+		run := func(args ...string) bool {
+			out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+			if err != nil {
+				t.Errorf("%v: %v: %s", args, err, out)
 			}
+			return err == nil
 		}
 		g0 := gen()
 		if g1 := gen(); g1 != g0 {
 			t.Errorf("generation moved from %d to %d with no change", g0, g1)
 		}
-		run("nft", "add", "table", "ip", "uc_gen_test")
+		if !run("nft", "add", "table", "ip", "uc_gen_test") {
+			return
+		}
 		g2 := gen()
 		if g2 == g0 {
 			t.Errorf("generation still %d after nft added a table", g2)
 		}
-		if !(&IPTables{}).NFTBackend(t.Context()) {
+		if !nftIPTables {
 			t.Log("iptables is not the nf_tables one: its changes are not checked")
 			return
 		}
-		run("iptables", "-w", "-N", "UC-GEN-TEST")
+		if !run("iptables", "-w", "-N", "UC-GEN-TEST") {
+			return
+		}
 		if g3 := gen(); g3 == g2 {
 			t.Errorf("generation still %d after iptables added a chain", g3)
 		}

@@ -14,8 +14,9 @@ import (
 // through a relay). So "the counter rose within silentAfter" is proof
 // that the peer reaches this machine now, with no false positives: a
 // packet that decrypts came from the peer. The NAT layer's authenticated
-// probes of a direct path (every 2 s, answered by the peer's own process
-// with a key of this pair) count too, so an idle direct peer costs
+// probes of a direct path (every 2 s, by one end for both: answered, or
+// echoing this machine's last answer, by the peer's own process with a key
+// of this pair; nat/echo.go) count too, so an idle direct peer costs
 // nothing more. Silence alone proves nothing on an idle relayed link
 // (keepalives are 25 s apart), so a peer silent for pingAfter gets a
 // gossip ping each check; its answer is received traffic. A peer silent
@@ -30,7 +31,22 @@ const (
 	// reachCheck; a machine loaded enough to drop three pings in a row
 	// for five seconds is in no state to serve its peers either.
 	silentAfter = 5 * time.Second
+	// pingAfterProbed replaces pingAfter for a peer whose direct path the
+	// NAT layer probes every 2 s: its answers come 2–2.25 s apart (the
+	// loop ticks every 250 ms), so a 2 s threshold pinged it at every
+	// check that fell between a probe's due time and its answer, a gossip
+	// round trip for nothing. Two checks still ping it before silentAfter.
+	pingAfterProbed = 3 * time.Second
 )
+
+// pingDue reports whether a peer silent this long is pinged; probed: the
+// NAT layer probes its direct path.
+func pingDue(silence time.Duration, probed bool) bool {
+	if probed {
+		return silence >= pingAfterProbed
+	}
+	return silence >= pingAfter
+}
 
 // heardLog remembers, per WireGuard peer, its receive counter and when it
 // was last seen to rise (or the last handshake, if later).

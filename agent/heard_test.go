@@ -49,3 +49,25 @@ func TestHeardLog(t *testing.T) {
 		t.Errorf("a peer no longer configured is remembered: %v", h.peers)
 	}
 }
+
+// TestPingDue: a peer whose direct path the NAT layer probes (answered
+// every 2–2.25 s) is not pinged in the gap before its next answer, yet
+// still twice before it counts as silent; any other peer after 2 s.
+func TestPingDue(t *testing.T) {
+	for _, tc := range []struct {
+		silence time.Duration
+		probed  bool
+		want    bool
+	}{
+		{1900 * time.Millisecond, false, false},
+		{2 * time.Second, false, true},
+		{2300 * time.Millisecond, true, false}, // between a probe's due time and its answer
+		{2900 * time.Millisecond, true, false},
+		{3 * time.Second, true, true},
+		{silentAfter - reachCheck, true, true}, // the second check before silentAfter still pings
+	} {
+		if got := pingDue(tc.silence, tc.probed); got != tc.want {
+			t.Errorf("pingDue(%v, probed %v) = %v, want %v", tc.silence, tc.probed, got, tc.want)
+		}
+	}
+}

@@ -151,8 +151,10 @@ func (r *meshReach) compute(ctx context.Context, now time.Time, maxAge time.Dura
 		d.log.Warn("reachability: read WireGuard peers", "err", err)
 	}
 	byKey := r.heard.update(peers, now)
+	probed := map[tun.Key]bool{}
 	if d.nat != nil {
 		for k, at := range d.nat.mgr.Answered() {
+			probed[k] = true
 			if at.After(byKey[k]) && !at.After(now) {
 				byKey[k] = at
 			}
@@ -162,7 +164,7 @@ func (r *meshReach) compute(ctx context.Context, now time.Time, maxAge time.Dura
 	known := d.members.Known(ctx)
 	set := reachableSet(d.state.MachineID, d.gossip.Members(), heardAt, known, now)
 	if ping {
-		r.pingSilent(known, heardAt, set, now)
+		r.pingSilent(known, heardAt, probedSubnets(peers, probed), set, now)
 	}
 	return set
 }
@@ -180,11 +182,29 @@ func heardBySubnet(peers []tun.PeerStatus, heardAt map[tun.Key]time.Time) map[me
 	return out
 }
 
+// probedSubnets are the mesh subnets of the peers whose direct path the
+// NAT layer probes.
+func probedSubnets(peers []tun.PeerStatus, probed map[tun.Key]bool) map[meshaddr.Subnet]bool {
+	out := map[meshaddr.Subnet]bool{}
+	for _, p := range peers {
+		if !probed[p.PublicKey] {
+			continue
+		}
+		for _, pfx := range p.AllowedIPs {
+			if n, err := meshaddr.SubnetOfPrefix(pfx); err == nil {
+				out[n] = true
+			}
+		}
+	}
+	return out
+}
+
 // pingSilent pings, in the background, every known machine with a
 // WireGuard peer that has been silent for pingAfter; a machine heard (or
 // answering) that gossip does not have alive is reconnected at once, which
 // is how a healed partition comes back within seconds.
-func (r *meshReach) pingSilent(known []membership.Known, heardAt map[meshaddr.Subnet]time.Time, reachable map[string]bool, now time.Time) {
+func (r *meshReach) pingSilent(known []membership.Known, heardAt map[meshaddr.Subnet]time.Time, probed map[meshaddr.Subnet]bool,
+	reachable map[string]bool, now time.Time) {
 	d := r.d
 	r.pingMu.Lock()
 	defer r.pingMu.Unlock()
@@ -197,7 +217,7 @@ func (r *meshReach) pingSilent(known []membership.Known, heardAt map[meshaddr.Su
 		if silence < silentAfter && !reachable[m.ID] {
 			d.gossip.Reconnect(m.ID) // heard, but gossip has it dead: merge now
 		}
-		if silence < pingAfter || r.pinging[m.ID] {
+		if !pingDue(silence, probed[m.Subnet]) || r.pinging[m.ID] {
 			continue
 		}
 		if silence > time.Minute && now.Sub(r.lastPing[m.ID]) < quietPingEvery {

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"slices"
@@ -59,6 +60,9 @@ func (m *Manager) handlePlain(pm plainMsg) {
 func (m *Manager) handleAuth(a authMsg) {
 	now := time.Now()
 	p, msg, from := a.p, a.msg, a.from
+	if !a.relayed {
+		p.onDirectMessage(msg, from, now, bytes.Compare(m.self[:], p.key[:]) > 0)
+	}
 	switch msg.Type {
 	case stun.BindingRequest:
 		if a.relayed {
@@ -70,6 +74,7 @@ func (m *Manager) handleAuth(a authMsg) {
 			textAttr{attrNAT, string(m.natType)})
 		if err == nil && m.cfg.Socket.SendTo(resp.Raw, from) == nil {
 			m.stunStats.sent.Add(1)
+			p.noteSent(resp, from)
 		}
 		m.onProbeFrom(p, from, now)
 	case stun.BindingSuccess:
@@ -141,6 +146,7 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 		"after", now.Sub(p.searchStart).Round(time.Millisecond), "rtt", rtt.Round(time.Microsecond))
 	wasDirect := p.path == PathDirect
 	p.path, p.direct, p.directOK, p.pathSince, p.lastDirectTx = PathDirect, addr, now, now, now
+	p.echo = echoState{} // stamps sent to or heard from another endpoint prove nothing here
 	p.probing, p.failedSearches = false, 0
 	// The packet path learns the new endpoint now, not at the next poll:
 	// p may relay at once, and packets sealed for p as a relay find it.

@@ -109,10 +109,15 @@ func (m *Manager) sendProbe(p *peer, addr netip.AddrPort, now time.Time) {
 		m.stunStats.probesLimited.Add(1)
 		return
 	}
-	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, stun.BindingRequest})
+	var extra []stun.Setter
+	if e := p.echoSetter(addr); e != nil {
+		extra = append(extra, e)
+	}
+	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, stun.BindingRequest}, extra...)
 	if err != nil {
 		return
 	}
+	p.noteSent(msg, addr)
 	m.pending[msg.TransactionID] = pendingTx{peer: p, to: addr, sent: now}
 	if err := m.cfg.Socket.SendTo(msg.Raw, addr); err == nil {
 		m.stunStats.sent.Add(1)

@@ -55,7 +55,8 @@ type peer struct {
 	path         Path
 	direct       netip.AddrPort // chosen direct endpoint
 	directOK     time.Time      // last answered probe on it
-	lastDirectTx time.Time
+	lastDirectTx time.Time      // the last probe sent to it; later than now while the peer probes for both (echo.go)
+	echo         echoState
 	rtt          time.Duration
 	pathSince    time.Time
 

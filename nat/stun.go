@@ -19,6 +19,9 @@ const (
 	attrTime       stun.AttrType = 0xC0A1 // 8 bytes: sender's clock, unix nanoseconds
 	attrCandidates stun.AttrType = 0xC0A2 // text: "ip:port,ip:port,…"
 	attrNAT        stun.AttrType = 0xC0A3 // text: the sender's NAT type
+	// attrEcho: 8 bytes, unix nanoseconds: the newest attrTime the sender
+	// has received from the addressee on its direct path (echo.go).
+	attrEcho stun.AttrType = 0xC0A4
 )
 
 // usernamePrefix marks a probe or call-me-maybe between two machines;
@@ -119,6 +122,24 @@ func messageTime(m *stun.Message) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("no timestamp")
 	}
 	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), nil
+}
+
+type echoAttr time.Time
+
+func (t echoAttr) AddTo(m *stun.Message) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(time.Time(t).UnixNano()))
+	m.Add(attrEcho, b[:])
+	return nil
+}
+
+// echoOf reads attrEcho, as unix nanoseconds; ok is false without one.
+func echoOf(m *stun.Message) (int64, bool) {
+	v, err := m.Get(attrEcho)
+	if err != nil || len(v) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(v)), true
 }
 
 type textAttr struct {

@@ -259,6 +259,21 @@ type IPTables struct {
 	// Netns, if set, runs them in that named network namespace (tests).
 	Netns string
 	mu    sync.Mutex
+
+	backend    sync.Once
+	nftBackend bool
+}
+
+// NFTBackend reports whether the iptables binary is the nf_tables one
+// (iptables-nft, Debian's default): then every change to its rules, by
+// anyone, moves RulesetGeneration. Asked once (iptables -V).
+func (f *IPTables) NFTBackend(ctx context.Context) bool {
+	f.backend.Do(func() {
+		bin, _ := f.bins()
+		out, err := f.command(ctx, bin, "-V").Output()
+		f.nftBackend = err == nil && bytes.Contains(out, []byte("nf_tables"))
+	})
+	return f.nftBackend
 }
 
 // command is bin with args, in f.Netns if set.

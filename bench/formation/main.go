@@ -217,9 +217,9 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 	// Idle cost of all n agents, n−1 peers each: let the join settle,
 	// then count CPU time over the window.
 	time.Sleep(5 * time.Second)
-	cpu0 := make([]float64, n)
+	cpu0, kids0 := make([]float64, n), make([]float64, n)
 	for i := range n {
-		if cpu0[i], err = cpuSeconds(net.procs[i].Pid()); err != nil {
+		if cpu0[i], kids0[i], err = cpuSeconds(net.procs[i].Pid()); err != nil {
 			return nil, err
 		}
 	}
@@ -250,12 +250,15 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 		}
 	}
 	var cpus, rss, anon []float64
+	var split []string
 	for i := range n {
-		c, err := cpuSeconds(net.procs[i].Pid())
+		c, kids, err := cpuSeconds(net.procs[i].Pid())
 		if err != nil {
 			return nil, err
 		}
-		cpus = append(cpus, 100*(c-cpu0[i])/idle.Seconds())
+		self, children := 100*(c-cpu0[i])/idle.Seconds(), 100*(kids-kids0[i])/idle.Seconds()
+		cpus = append(cpus, self+children)
+		split = append(split, fmt.Sprintf("%s %.2f+%.2f", name(i), self, children))
 		r, err := net.procs[i].RSS()
 		if err != nil {
 			return nil, err
@@ -267,6 +270,9 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 		}
 		anon = append(anon, float64(a)/(1<<20))
 	}
+	// Which agent spends what, itself and its children (iptables-restore,
+	// nft): the median and max alone do not say who or where.
+	fmt.Fprintf(os.Stderr, "%d machines: idle CPU %% of a core, agent+children: %s\n", n, strings.Join(split, ", "))
 	// The timed removal, from the first machine: every other machine is
 	// watched from the moment the command starts; the command itself also
 	// rotates the gossip key, which it reports separately.
@@ -462,28 +468,28 @@ func poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) er
 	}
 }
 
-// cpuSeconds is a process's user+system CPU time, from /proc, with that
+// cpuSeconds is a process's user+system CPU time, from /proc, and that
 // of its children it waited for: the agent re-applies its iptables rules
-// every 30 s through iptables-restore, and that is its cost too.
-func cpuSeconds(pid int) (float64, error) {
+// through iptables-restore, and that is its cost too.
+func cpuSeconds(pid int) (self, children float64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
+		return 0, 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
 	}
 	// Fields after the command name, which is in parentheses and may hold spaces.
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(fields) < 15 {
-		return 0, fmt.Errorf("cpu time of pid %d: short /proc stat %q", pid, s)
+		return 0, 0, fmt.Errorf("cpu time of pid %d: short /proc stat %q", pid, s)
 	}
-	var ticks float64
-	for _, f := range fields[11:15] { // utime, stime, cutime, cstime
+	var ticks [4]float64
+	for i, f := range fields[11:15] { // utime, stime, cutime, cstime
 		n, err := strconv.ParseFloat(f, 64)
 		if err != nil {
-			return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
+			return 0, 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
 		}
-		ticks += n
+		ticks[i] = n
 	}
 	const ticksPerSecond = 100 // USER_HZ on Linux
-	return ticks / ticksPerSecond, nil
+	return (ticks[0] + ticks[1]) / ticksPerSecond, (ticks[2] + ticks[3]) / ticksPerSecond, nil
 }

@@ -97,6 +97,8 @@ const (
 	badRelayFor           = 30 * time.Second
 	relayProvenFor        = time.Minute            // a relay that carried the peer's call-me-maybe this recently is proven
 	relayWhileSearching   = 400 * time.Millisecond // a new peer without a direct answer by then is relayed while the search goes on
+	cmmAfterUnreachable   = 150 * time.Millisecond // a call-me-maybe a relay could not deliver is sent again after this
+	publishSoonAfter      = 500 * time.Millisecond // a new reflexive mapping is published this soon after the last publish
 	rotateInterval        = 15 * time.Second       // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second
@@ -128,6 +130,17 @@ type Manager struct {
 	natType   Type
 	published []netip.AddrPort
 	lastPub   time.Time
+	// pubSoon: a new mapping was seen since the last publish. Peers
+	// take call-me-maybe candidates only at addresses the record names,
+	// so until the record has this machine's public address no peer
+	// behind a NAT can probe it (a↔b in the NAT zoo waited for the
+	// next publish, 10 s later).
+	pubSoon bool
+	// pollSoon: a new direct path was found, so WireGuard's handshake
+	// on it is read at the next tick, not up to a second later. This
+	// machine relays to a peer only once it has seen a fresh handshake,
+	// and a newcomer's first relayed call-me-maybe waited for it.
+	pollSoon  bool
 	nextDisc  time.Time
 	lastDisc  time.Time
 	discRound int
@@ -270,7 +283,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.onUnreachable(n)
 			m.mu.Unlock()
 		case now := <-ticker.C:
-			if now.Sub(lastPoll) >= pollInterval {
+			m.mu.Lock()
+			soon := m.pollSoon
+			m.pollSoon = false
+			m.mu.Unlock()
+			if soon || now.Sub(lastPoll) >= pollInterval {
 				m.poll()
 				lastPoll = now
 			}
@@ -355,7 +372,7 @@ func (m *Manager) tick(ctx context.Context, now time.Time) {
 	if now.After(m.nextDisc) {
 		m.discover(t, now)
 	}
-	if now.Sub(m.lastPub) >= publishInterval {
+	if since := now.Sub(m.lastPub); since >= publishInterval || (m.pubSoon && since >= publishSoonAfter) {
 		m.maybePublish(ctx, now)
 	}
 }
@@ -409,6 +426,7 @@ func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
 		// A new mapping (a NAT reboot, a new address): peers without a
 		// working direct path learn it now, through call-me-maybe.
 		m.log.Info("new reflexive address", "mapped", mapped, "seen_by", server)
+		m.pubSoon = true
 		for _, p := range m.table.Load().byID {
 			if !p.directHealthy(now) {
 				p.startProbing(now)
@@ -465,7 +483,7 @@ func (m *Manager) Candidates() []netip.AddrPort {
 // order): the record's history never shrinks, so it is written only when
 // an address or a mapping really changes.
 func (m *Manager) maybePublish(ctx context.Context, now time.Time) {
-	m.lastPub = now
+	m.lastPub, m.pubSoon = now, false
 	if m.cfg.Publish == nil {
 		return
 	}

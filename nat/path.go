@@ -123,7 +123,7 @@ func (m *Manager) sendProbe(p *peer, addr netip.AddrPort, now time.Time) {
 // through a relay (a third machine that reaches both, so it works before
 // any direct path exists) and directly to its candidates.
 func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
-	p.lastCMM = now
+	p.lastCMM, p.lastCMMRelays = now, 0
 	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, callMeMaybe},
 		candidatesAttr(m.candidates(now)), textAttr{attrNAT, string(m.natType)})
 	if err != nil {
@@ -140,9 +140,12 @@ func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
 			break
 		}
 	}
-	for _, c := range p.allCandidates() {
+	p.lastCMMRelays = sent
+	cands := p.allCandidates()
+	for _, c := range cands {
 		_ = m.cfg.Socket.SendTo(msg.Raw, c)
 	}
+	m.log.Debug("call-me-maybe sent", "peer", p.name, "relays", sent, "direct", len(cands))
 }
 
 // relayCandidates are the machines that could relay to p: this machine
@@ -246,6 +249,15 @@ func (m *Manager) onUnreachable(n unreachableNote) {
 		return
 	}
 	now := time.Now()
+	// A probing peer that no relay has been proven for: the relay does
+	// not reach it yet (a newcomer finds its first direct paths within
+	// a few hundred milliseconds), so the call-me-maybe that bounced is
+	// sent again soon, not a second later.
+	if p.probing && p.path == PathProbing && !p.anyProven(t, now) {
+		if soon := now.Add(cmmAfterUnreachable); p.nextCMM.After(soon) {
+			p.nextCMM = soon
+		}
+	}
 	at, known := p.badRelays[n.relay]
 	p.badRelays[n.relay] = now
 	if known && now.Sub(at) < badRelayFor {

@@ -59,13 +59,17 @@ type peer struct {
 	rtt          time.Duration
 	pathSince    time.Time
 
-	probing     bool
-	probeStart  time.Time
-	nextRound   time.Time
-	nextCMM     time.Time
-	lastCMM     time.Time // last call-me-maybe sent
-	nextReprobe time.Time
-	searchStart time.Time // when the current search for a path began
+	probing    bool
+	probeStart time.Time
+	nextRound  time.Time
+	nextCMM    time.Time
+	lastCMM    time.Time // last call-me-maybe sent
+	// lastCMMRelays: how many relays carried it. None (a newcomer
+	// reaches no one directly yet) means the peer did not hear of it,
+	// so it is sent again as soon as a relay comes up.
+	lastCMMRelays int
+	nextReprobe   time.Time
+	searchStart   time.Time // when the current search for a path began
 	// failedSearches counts searches without a direct answer since the
 	// last direct path; the next search waits 2, 4, 8, then 10 s.
 	failedSearches uint

@@ -1,0 +1,127 @@
+package nat
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// lateNodes runs nodes whose peer sets the test sets (and changes) itself,
+// as members learn of a newcomer only when it joins.
+type lateNodes struct {
+	ctx context.Context
+	wg  *sync.WaitGroup
+}
+
+func newLateNodes(t *testing.T) *lateNodes {
+	ctx, cancel := context.WithCancel(t.Context())
+	l := &lateNodes{ctx: ctx, wg: &sync.WaitGroup{}}
+	t.Cleanup(func() { cancel(); l.wg.Wait() })
+	return l
+}
+
+// peers makes others nd's peers (their addresses as record candidates).
+func (l *lateNodes) peers(nd *node, others ...*node) {
+	var peers []Peer
+	nd.dev.mu.Lock()
+	for _, o := range others {
+		peers = append(peers, Peer{Key: o.priv.PublicKey(), Name: o.name, Candidates: []netip.AddrPort{o.addr}})
+		if nd.dev.peers[o.priv.PublicKey()] == nil {
+			nd.dev.peers[o.priv.PublicKey()] = &tun.PeerStatus{Peer: tun.Peer{PublicKey: o.priv.PublicKey()}}
+		}
+	}
+	nd.dev.mu.Unlock()
+	nd.mgr.SetPeers(peers)
+}
+
+func (l *lateNodes) run(nd *node) { l.wg.Go(func() { _ = nd.mgr.Run(l.ctx) }) }
+
+// TestNewcomerRelayedSoon: a machine behind a symmetric NAT joins a
+// running pair (r public, b behind a symmetric NAT too), so a↔b can only
+// be relayed through r, and a relay is taken only once the other side's
+// call-me-maybe came through it. a's first call-me-maybe goes through no
+// relay (a reaches no one yet) and b's first bounces at r (r does not
+// reach a yet); both used to wait a second for the next, and the pair
+// was relayed 1.25–1.5 s after the join (e2e TestJoinOrder's slowest
+// joins). Now a sends again as soon as it reaches r, and whoever bounced
+// sends again 150 ms later.
+func TestNewcomerRelayedSoon(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		nodes := makeNodes(t, n, []string{"a", "b", "r"}, nil)
+		a, b, r := nodes[0], nodes[1], nodes[2]
+		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), true)
+		n.setNAT(b.addr.Addr(), netip.MustParseAddr("203.0.113.2"), true)
+		l := newLateNodes(t)
+		l.peers(b, r)
+		l.peers(r, b)
+		l.run(b)
+		l.run(r)
+		waitFor(t, 10*time.Second, "b → r direct", func() bool { return b.pathTo(r).Path == PathDirect })
+		settle(5 * time.Second) // past the first searches: a formed pair
+
+		l.peers(a, b, r)
+		l.peers(b, a, r)
+		l.peers(r, a, b)
+		l.run(a)
+		took := waitFor(t, 5*time.Second, "a↔b relayed via r on both sides", func() bool {
+			_, ra := a.dev.endpoint(b.priv.PublicKey())
+			_, rb := b.dev.endpoint(a.priv.PublicKey())
+			return ra != nil && ra.Relay == r.addr && rb != nil && rb.Relay == r.addr
+		})
+		t.Logf("a↔b relayed %v after a joined", took)
+		// relayWhileSearching (400 ms) on a 250 ms tick, plus a bounce.
+		if took > 800*time.Millisecond {
+			t.Errorf("a↔b relayed %v after the join, want < 800 ms", took)
+		}
+	})
+}
+
+// TestFreshMappingPublishedSoon: a machine behind an endpoint-independent
+// NAT learns its public mapping from its first probe answer, just after
+// its first publish (its interface address only). Peers take
+// call-me-maybe candidates only at addresses its record names, so no
+// peer behind a NAT could probe the mapping until the next publish, 10 s
+// later (the NAT zoo's a↔b waited for it). Now it is published within a
+// second.
+func TestFreshMappingPublishedSoon(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		public := netip.MustParseAddr("203.0.113.1")
+		var mu sync.Mutex
+		var got []netip.AddrPort
+		publish := func(_ context.Context, c []netip.AddrPort) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = c
+			return nil
+		}
+		nodes := makeNodes(t, n, []string{"a", "r"}, func(c *Config) {
+			if c.Publish == nil {
+				c.Publish = publish // a's, the first made
+			}
+		})
+		a, r := nodes[0], nodes[1]
+		r.mgr.cfg.Publish = nil
+		n.setNAT(a.addr.Addr(), public, false)
+		l := newLateNodes(t)
+		l.peers(a, r)
+		l.peers(r, a)
+		l.run(r)
+		l.run(a)
+		took := waitFor(t, 15*time.Second, "a's public mapping published", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.ContainsFunc(got, func(ap netip.AddrPort) bool { return ap.Addr() == public })
+		})
+		t.Logf("mapping published %v after start", took)
+		if took > 1500*time.Millisecond {
+			t.Errorf("a's public mapping published %v after start, want < 1.5 s", took)
+		}
+	})
+}

@@ -163,7 +163,11 @@ func (e *blockExchange) fetch(ctx context.Context, want []cid.Cid, ancestors int
 		}
 		return false
 	}
-	hedge := time.NewTimer(e.hedge)
+	after := e.hedge
+	if after <= 0 {
+		after = hedgeAfter
+	}
+	hedge := time.NewTimer(after)
 	defer hedge.Stop()
 	for ask(); running > 0; {
 		select {
@@ -180,13 +184,13 @@ func (e *blockExchange) fetch(ctx context.Context, want []cid.Cid, ancestors int
 			if running == 0 {
 				ask()
 			}
-			hedge.Reset(e.hedge)
+			hedge.Reset(after)
 		case <-progress:
-			hedge.Reset(e.hedge)
+			hedge.Reset(after)
 		case <-hedge.C:
 			if ctx.Err() == nil && remaining.len() > 0 && ask() {
 				e.st.fetchHedged.Add(1)
-				hedge.Reset(e.hedge)
+				hedge.Reset(after)
 			}
 		}
 	}

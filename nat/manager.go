@@ -304,6 +304,7 @@ func (m *Manager) applyPeers(peers []Peer) {
 	defer m.mu.Unlock()
 	old := m.table.Load()
 	next := &peerTable{byID: map[keyID]*peer{}}
+	var added []*peer
 	for _, in := range peers {
 		if in.Key == m.self || in.Key.IsZero() {
 			continue
@@ -318,6 +319,7 @@ func (m *Manager) applyPeers(peers []Peer) {
 			}
 			p = newPeer(in, keys, relayBytesPerSecond(m.cfg.RelayMbps), m.cfg.RelayBurst)
 			p.startProbing(time.Now())
+			added = append(added, p)
 		}
 		p.name, p.preferred = in.Name, in.PreferredRelay
 		p.recordCands = usableCandidates(in.Candidates, maxPeerCandidates)
@@ -325,6 +327,14 @@ func (m *Manager) applyPeers(peers []Peer) {
 	}
 	next.index()
 	m.table.Store(next)
+	// A new peer's first probes and call-me-maybe go now, not at the
+	// next tick (up to 250 ms later): during a join every member's
+	// search for the newcomer, and the relays' direct paths to it that
+	// its pairs behind NATs wait for, start that much sooner.
+	now := time.Now()
+	for _, p := range added {
+		m.step(next, p, now)
+	}
 }
 
 // poll reads what WireGuard sees of each peer: the endpoint in use, the

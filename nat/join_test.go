@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"slices"
@@ -122,6 +123,52 @@ func TestFreshMappingPublishedSoon(t *testing.T) {
 		t.Logf("mapping published %v after start", took)
 		if took > 1500*time.Millisecond {
 			t.Errorf("a's public mapping published %v after start, want < 1.5 s", took)
+		}
+	})
+}
+
+// TestFirstHandshakeOnce: a pair relayed and then direct a millisecond
+// later (both follow one call-me-maybe through a proven relay) restarted
+// WireGuard's handshake twice; the second initiation overwrote the first's
+// state and the peer dropped it as a replay, so the pair waited 5 s for
+// WireGuard's next one (e2e TestJoinOrder: a 6 s join). The handshake is
+// restarted once, and again only rehandshakeGap later.
+func TestFirstHandshakeOnce(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		nodes := makeNodes(t, newFakeNet(), []string{"a", "b"}, nil)
+		lower, higher := nodes[0], nodes[1]
+		if kl, kh := lower.priv.PublicKey(), higher.priv.PublicKey(); bytes.Compare(kh[:], kl[:]) < 0 {
+			lower, higher = higher, lower
+		}
+		lower.dev.noHandshake = true
+		l := newLateNodes(t)
+		l.peers(lower, higher)
+		l.run(lower) // alone: it finds no path to higher, so it restarts nothing itself
+		m := lower.mgr
+		var p *peer
+		waitFor(t, time.Second, "the peer in the table", func() bool {
+			p = m.table.Load().byID[idOf(higher.priv.PublicKey())]
+			return p != nil
+		})
+		count := func() int {
+			lower.dev.mu.Lock()
+			defer lower.dev.mu.Unlock()
+			return lower.dev.rehandshakes
+		}
+		relay := (&tun.RelayEndpoint{Relay: netip.MustParseAddrPort("198.18.1.9:51820"), Peer: higher.priv.PublicKey()}).String()
+		m.mu.Lock()
+		m.firstHandshake(p, relay)
+		m.firstHandshake(p, higher.addr.String()) // the direct path, just after
+		m.mu.Unlock()
+		if n := count(); n != 1 {
+			t.Fatalf("%d handshakes restarted for a relay then a direct path at once, want 1", n)
+		}
+		settle(rehandshakeGap)
+		m.mu.Lock()
+		m.firstHandshake(p, higher.addr.String())
+		m.mu.Unlock()
+		if n := count(); n != 2 {
+			t.Errorf("%d handshakes restarted after rehandshakeGap with still no session, want 2", n)
 		}
 	})
 }

@@ -297,10 +297,23 @@ func (p *peer) anyProven(t *peerTable, now time.Time) bool {
 // with the lower key, starts a fresh one now: both at once would cross
 // (each overwriting its own initiation with the other's), which costs the
 // same 5 s.
+//
+// Not twice within rehandshakeGap: a pair that is relayed and then finds
+// its direct path a millisecond later (a call-me-maybe through a proven
+// relay brings both) would send a second initiation that overwrites the
+// first's state, so the answer to the first is invalid, while the peer
+// drops the second as a replay (WireGuard's timestamps are coarser than a
+// millisecond): no session, and WireGuard's 5 s wait after all. The first
+// initiation's answer comes back whichever path it takes.
 func (m *Manager) firstHandshake(p *peer, endpoint string) {
 	if !p.liveInfo().handshake.IsZero() || bytes.Compare(m.self[:], p.key[:]) > 0 {
 		return
 	}
+	now := time.Now()
+	if !p.rehandshakeAt.IsZero() && now.Sub(p.rehandshakeAt) < rehandshakeGap {
+		return
+	}
+	p.rehandshakeAt = now
 	started, err := m.cfg.Device.Rehandshake(p.key, endpoint)
 	switch {
 	case err != nil:

@@ -82,11 +82,14 @@ type peer struct {
 	// relay. A relay forwards only to machines it reaches directly, and
 	// this machine sends only to relays it reaches directly, so such a
 	// relay is proven to reach both ends directly.
-	relayOK     map[keyID]time.Time
-	rotateIdx   int
-	nextRotate  time.Time
-	firstDirect time.Duration // time from first probe to first direct path
-	firstRelay  time.Duration
+	relayOK    map[keyID]time.Time
+	rotateIdx  int
+	nextRotate time.Time
+	// rehandshakeAt: when firstHandshake last restarted WireGuard's
+	// handshake with the peer.
+	rehandshakeAt time.Time
+	firstDirect   time.Duration // time from first probe to first direct path
+	firstRelay    time.Duration
 }
 
 type liveInfo struct {

@@ -172,3 +172,32 @@ func TestFirstHandshakeOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestNewcomerProbedAgainSoon: a newcomer behind a home router (only
+// replies let in) probes a member before the member has its record; the
+// member drops the probes and cannot reach the newcomer itself, so the
+// pair waits for the newcomer's next round. In a search's first second a
+// round comes every tick (250 ms), not every 500 ms.
+func TestNewcomerProbedAgainSoon(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		nodes := makeNodes(t, n, []string{"a", "r"}, nil)
+		a, r := nodes[0], nodes[1]
+		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), false)
+		l := newLateNodes(t)
+		l.run(r)
+		settle(time.Second)
+		start := time.Now()
+		l.peers(a, r)
+		l.run(a)
+		settle(300 * time.Millisecond) // r learns of a after a's first probes (two rounds, now)
+		l.peers(r, a)
+		took := waitFor(t, 5*time.Second, "a↔r direct on both sides", func() bool {
+			return a.pathTo(r).Path == PathDirect && r.pathTo(a).Path == PathDirect
+		})
+		t.Logf("a↔r direct %v after a started (%v after r learnt of it)", time.Since(start), took)
+		if d := time.Since(start); d > 600*time.Millisecond {
+			t.Errorf("a↔r direct %v after a started, want < 600 ms (the round after r learnt of a)", d)
+		}
+	})
+}

@@ -88,6 +88,7 @@ const (
 	tickInterval          = 250 * time.Millisecond
 	pollInterval          = time.Second
 	probeRoundInterval    = 500 * time.Millisecond
+	quickRoundsFor        = time.Second // a search's first second probes every tick
 	probeTimeout          = 4 * time.Second
 	callMeMaybeInterval   = time.Second
 	directProbeInterval   = 2 * time.Second

@@ -50,6 +50,11 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			m.fallback(t, p, now)
 		case !p.provenRelay(p.relay, now) && p.anyProven(t, now):
 			m.fallback(t, p, now) // a relay proven to reach both ends beats one that is not
+		case !relay.preferred && p.preferredProven(t, now):
+			// A preferred relay proven after the pair took another (the
+			// search relays within half a second, sometimes before the
+			// preferred one has carried a call-me-maybe).
+			m.fallback(t, p, now)
 		}
 	case PathProbing:
 		// A new peer with no path yet: most direct paths answer within a
@@ -78,15 +83,24 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 	if !p.probing {
 		return
 	}
-	if now.After(p.nextCMM) {
+	if !now.Before(p.nextCMM) {
 		m.sendCallMeMaybe(t, p, now)
 		p.nextCMM = now.Add(callMeMaybeInterval)
 	}
-	if now.After(p.nextRound) {
+	if !now.Before(p.nextRound) {
 		for _, c := range p.allCandidates() {
 			m.sendProbe(p, c, now)
 		}
-		p.nextRound = now.Add(probeRoundInterval)
+		// In a search's first second, a round every tick: a peer that
+		// did not know this machine yet (a member learns of a newcomer
+		// tens of milliseconds after the newcomer's first probes, and
+		// drops them) is probed again 250 ms later, not 500. The slack
+		// keeps a round from slipping to the tick after.
+		interval := probeRoundInterval
+		if now.Sub(p.probeStart) < quickRoundsFor {
+			interval = tickInterval
+		}
+		p.nextRound = now.Add(interval - tickInterval/10)
 	}
 	if now.Sub(p.probeStart) >= probeTimeout {
 		p.probing = false
@@ -163,12 +177,8 @@ func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer 
 			out = append(out, r)
 		}
 	}
-	bad := func(r *peer) bool {
-		at, ok := p.badRelays[r.id]
-		return ok && now.Sub(at) < badRelayFor
-	}
 	sort.SliceStable(out, func(i, j int) bool {
-		if bi, bj := bad(out[i]), bad(out[j]); bi != bj {
+		if bi, bj := p.badRelay(out[i].id, now), p.badRelay(out[j].id, now); bi != bj {
 			return bj
 		}
 		if out[i].preferred != out[j].preferred {
@@ -188,9 +198,9 @@ func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
 	if p.path == PathRelayed && len(cands) > 0 {
 		best := cands[0]
 		for _, r := range cands {
-			at, bad := p.badRelays[r.id]
-			good := !bad || now.Sub(at) >= badRelayFor
-			if r.id == p.relay && good && (p.provenRelay(r.id, now) || !p.provenRelay(best.id, now)) {
+			good := !p.badRelay(r.id, now)
+			better := best.preferred && !r.preferred && p.provenRelay(best.id, now)
+			if r.id == p.relay && good && (p.provenRelay(r.id, now) || !p.provenRelay(best.id, now)) && !better {
 				return // the relay in use is still good, and none better is proven
 			}
 		}
@@ -277,6 +287,29 @@ func (m *Manager) onUnreachable(n unreachableNote) {
 func (p *peer) provenRelay(r keyID, now time.Time) bool {
 	at, ok := p.relayOK[r]
 	return ok && now.Sub(at) < relayProvenFor
+}
+
+// badRelay reports whether relay r said lately that it cannot reach p (or
+// carried nothing), and has not carried p's call-me-maybe since: during a
+// formation a relay bounces what it is sent until it reaches p itself, a
+// few hundred milliseconds, and that must not keep it last for 30 s.
+func (p *peer) badRelay(r keyID, now time.Time) bool {
+	at, ok := p.badRelays[r]
+	if !ok || now.Sub(at) >= badRelayFor {
+		return false
+	}
+	return !p.relayOK[r].After(at)
+}
+
+// preferredProven reports whether a preferred relay candidate of p is
+// proven.
+func (p *peer) preferredProven(t *peerTable, now time.Time) bool {
+	for id := range p.relayOK {
+		if r := t.byID[id]; r != nil && r != p && r.preferred && r.directHealthy(now) && p.provenRelay(id, now) && !p.badRelay(id, now) {
+			return true
+		}
+	}
+	return false
 }
 
 // anyProven reports whether some relay candidate of p is proven.

@@ -131,8 +131,10 @@ func TestFreshMappingPublishedSoon(t *testing.T) {
 // later (both follow one call-me-maybe through a proven relay) restarted
 // WireGuard's handshake twice; the second initiation overwrote the first's
 // state and the peer dropped it as a replay, so the pair waited 5 s for
-// WireGuard's next one (e2e TestJoinOrder: a 6 s join). The handshake is
-// restarted once, and again only rehandshakeGap later.
+// WireGuard's next one (e2e TestJoinOrder: a 6 s join; a 5.3 s one when a
+// restart came 10 ms after WireGuard's own initiation). The handshake is
+// restarted once, rehandshakeDelay later, through the newest path, and
+// again only rehandshakeGap later.
 func TestFirstHandshakeOnce(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
 		nodes := makeNodes(t, newFakeNet(), []string{"a", "b"}, nil)
@@ -160,13 +162,28 @@ func TestFirstHandshakeOnce(t *testing.T) {
 		m.firstHandshake(p, relay)
 		m.firstHandshake(p, higher.addr.String()) // the direct path, just after
 		m.mu.Unlock()
+		if n := count(); n != 0 {
+			t.Fatalf("%d handshakes restarted at once, want none before rehandshakeDelay", n)
+		}
+		settle(rehandshakeDelay + tickInterval)
 		if n := count(); n != 1 {
 			t.Fatalf("%d handshakes restarted for a relay then a direct path at once, want 1", n)
+		}
+		if ep, _ := lower.dev.endpoint(higher.priv.PublicKey()); ep != higher.addr {
+			t.Errorf("restarted through %v, want the newest path %v", ep, higher.addr)
+		}
+		m.mu.Lock()
+		m.firstHandshake(p, higher.addr.String())
+		m.mu.Unlock()
+		settle(rehandshakeDelay + tickInterval)
+		if n := count(); n != 1 {
+			t.Errorf("%d handshakes restarted within rehandshakeGap, want 1", n)
 		}
 		settle(rehandshakeGap)
 		m.mu.Lock()
 		m.firstHandshake(p, higher.addr.String())
 		m.mu.Unlock()
+		settle(rehandshakeDelay + tickInterval)
 		if n := count(); n != 2 {
 			t.Errorf("%d handshakes restarted after rehandshakeGap with still no session, want 2", n)
 		}

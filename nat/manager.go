@@ -99,6 +99,7 @@ const (
 	relayProvenFor        = time.Minute            // a relay that carried the peer's call-me-maybe this recently is proven
 	relayWhileSearching   = 400 * time.Millisecond // a new peer without a direct answer by then is relayed while the search goes on
 	rehandshakeGap        = time.Second            // firstHandshake restarts a peer's handshake at most this often
+	rehandshakeDelay      = 150 * time.Millisecond // and only this long after the path was found (at the tick after)
 	cmmAfterUnreachable   = 150 * time.Millisecond // a call-me-maybe a relay could not deliver is sent again after this
 	publishSoonAfter      = 500 * time.Millisecond // a new reflexive mapping is published this soon after the last publish
 	rotateInterval        = 15 * time.Second       // KubeSpan's per-candidate wait

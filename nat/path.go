@@ -20,6 +20,7 @@ import (
 // or, with no relay, by KubeSpan's rotation; the direct path is searched
 // again every ten seconds and taken as soon as it answers.
 func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
+	m.dueHandshake(p, now)
 	switch p.path {
 	case PathDirect:
 		if now.Sub(p.lastDirectTx) >= directProbeInterval {
@@ -338,15 +339,34 @@ func (p *peer) anyProven(t *peerTable, now time.Time) bool {
 // drops the second as a replay (WireGuard's timestamps are coarser than a
 // millisecond): no session, and WireGuard's 5 s wait after all. The first
 // initiation's answer comes back whichever path it takes.
+//
+// The restart waits rehandshakeDelay (it runs at a tick): the path is
+// often found while WireGuard's own first initiation is in flight, and a
+// restart then kills the session that initiation is completing, while the
+// peer drops the new initiation as a replay of the first.
 func (m *Manager) firstHandshake(p *peer, endpoint string) {
 	if !p.liveInfo().handshake.IsZero() || bytes.Compare(m.self[:], p.key[:]) > 0 {
 		return
 	}
-	now := time.Now()
+	if p.rehandshakeDue.IsZero() {
+		p.rehandshakeDue = time.Now().Add(rehandshakeDelay)
+	}
+	p.rehandshakeEP = endpoint // the newest path's
+}
+
+// dueHandshake restarts p's handshake if firstHandshake asked for it and
+// its time has come (tun.Device.Rehandshake leaves a peer that has a
+// session alone).
+func (m *Manager) dueHandshake(p *peer, now time.Time) {
+	if p.rehandshakeDue.IsZero() || now.Before(p.rehandshakeDue) {
+		return
+	}
+	p.rehandshakeDue = time.Time{}
 	if !p.rehandshakeAt.IsZero() && now.Sub(p.rehandshakeAt) < rehandshakeGap {
 		return
 	}
 	p.rehandshakeAt = now
+	endpoint := p.rehandshakeEP
 	started, err := m.cfg.Device.Rehandshake(p.key, endpoint)
 	switch {
 	case err != nil:

@@ -88,8 +88,12 @@ type peer struct {
 	// rehandshakeAt: when firstHandshake last restarted WireGuard's
 	// handshake with the peer.
 	rehandshakeAt time.Time
-	firstDirect   time.Duration // time from first probe to first direct path
-	firstRelay    time.Duration
+	// rehandshakeDue: firstHandshake asked for a restart then, through
+	// rehandshakeEP.
+	rehandshakeDue time.Time
+	rehandshakeEP  string
+	firstDirect    time.Duration // time from first probe to first direct path
+	firstRelay     time.Duration
 }
 
 type liveInfo struct {

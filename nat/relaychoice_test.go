@@ -133,6 +133,7 @@ func TestFirstHandshakeByKeyOrder(t *testing.T) {
 		waitFor(t, 10*time.Second, "a↔b direct", func() bool {
 			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
 		})
+		settle(rehandshakeDelay + tickInterval) // the restart waits a little
 		lower, higher := a, b
 		ka, kb := a.priv.PublicKey(), b.priv.PublicKey()
 		if bytes.Compare(kb[:], ka[:]) < 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ipfs/boxo/blockstore"
@@ -25,6 +26,9 @@ type blockExchange struct {
 	log     *slog.Logger
 	// idle is how long a machine may stay silent before we try the next.
 	idle time.Duration
+	// hedge is how long a machine may stay silent before the next is
+	// asked beside it (hedgeAfter; tests shorten or lengthen it).
+	hedge time.Duration
 }
 
 var _ exchange.Interface = (*blockExchange)(nil)
@@ -73,45 +77,134 @@ func (e *blockExchange) NotifyNewBlocks(context.Context, ...blocks.Block) error 
 
 func (e *blockExchange) Close() error { return nil }
 
+// hedgeAfter is how long a machine asked for blocks may stay silent
+// before the next candidate is asked as well (the first keeps going; the
+// first block of either counts). A machine that fails is followed at
+// once; one that hangs (a newcomer whose tunnel is not up yet: its TCP
+// handshake waits for WireGuard's, then for TCP's 1 s retransmission)
+// used to hold the whole fetch for a second or more.
+const hedgeAfter = 100 * time.Millisecond
+
+// wantSet is the wanted blocks not yet delivered, shared by the machines
+// asked at once: each block is claimed (and delivered) once.
+type wantSet struct {
+	mu sync.Mutex
+	m  map[cid.Cid]struct{}
+}
+
+func (w *wantSet) list() []cid.Cid {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]cid.Cid, 0, len(w.m))
+	for c := range w.m {
+		out = append(out, c)
+	}
+	return out
+}
+
+// claim removes c and reports whether it was still wanted.
+func (w *wantSet) claim(c cid.Cid) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.m[c]
+	delete(w.m, c)
+	return ok
+}
+
+func (w *wantSet) len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m)
+}
+
 // fetch asks first (if set), then the machines hinted for want, then every
-// live machine, until all of want arrived. Wanted blocks go to deliver (which
-// returns false to abort); ancestors are stored in the blockstore directly.
-// It returns how many wanted blocks are still missing.
+// live machine, until all of want arrived: one machine at a time, except
+// that one silent for e.hedge (nothing received yet) gets the next
+// candidate asked beside it. Wanted blocks go to deliver (which returns
+// false to abort; it may be called from several goroutines, once per
+// block); ancestors are stored in the blockstore directly. It returns how
+// many wanted blocks are still missing, once every machine asked is done.
 func (e *blockExchange) fetch(ctx context.Context, want []cid.Cid, ancestors int, first string, deliver func(blocks.Block) bool) int {
 	if e.fetcher == nil || len(want) == 0 {
 		return len(want)
 	}
-	remaining := make(map[cid.Cid]struct{}, len(want))
+	remaining := &wantSet{m: make(map[cid.Cid]struct{}, len(want))}
 	for _, c := range want {
-		remaining[c] = struct{}{}
+		remaining.m[c] = struct{}{}
 	}
 	machines := e.peers.candidates(want)
 	if first != "" && first != e.peers.self {
 		machines = append([]string{first}, machines...)
 	}
-	tried := map[string]bool{}
-	for _, m := range machines {
-		if len(remaining) == 0 || ctx.Err() != nil {
-			break
-		}
-		if tried[m] {
-			continue
-		}
-		tried[m] = true
-		if err := e.fetchFrom(ctx, m, remaining, ancestors, deliver); err != nil {
-			e.st.fetchErrors.Add(1)
-			e.log.Debug("fetch blocks", "machine", m, "want", len(remaining), "err", err)
-		}
-	}
-	return len(remaining)
-}
-
-func (e *blockExchange) fetchFrom(ctx context.Context, m string, remaining map[cid.Cid]struct{}, ancestors int, deliver func(blocks.Block) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := FetchRequest{Ancestors: ancestors}
-	for c := range remaining {
-		req.Want = append(req.Want, c)
+	type result struct {
+		m   string
+		err error
+	}
+	done := make(chan result, len(machines))
+	progress := make(chan struct{}, 1)
+	tried := map[string]bool{}
+	running, next := 0, 0
+	// ask starts the next untried machine; false when none is left.
+	ask := func() bool {
+		for next < len(machines) {
+			m := machines[next]
+			next++
+			if tried[m] {
+				continue
+			}
+			tried[m] = true
+			running++
+			go func() {
+				done <- result{m, e.fetchFrom(ctx, m, remaining, ancestors, deliver, progress)}
+			}()
+			return true
+		}
+		return false
+	}
+	after := e.hedge
+	if after <= 0 {
+		after = hedgeAfter
+	}
+	hedge := time.NewTimer(after)
+	defer hedge.Stop()
+	for ask(); running > 0; {
+		select {
+		case r := <-done:
+			running--
+			if r.err != nil && ctx.Err() == nil {
+				e.st.fetchErrors.Add(1)
+				e.log.Debug("fetch blocks", "machine", r.m, "want", remaining.len(), "err", r.err)
+			}
+			if remaining.len() == 0 || ctx.Err() != nil {
+				cancel() // the others are not needed: let them end
+				continue
+			}
+			if running == 0 {
+				ask()
+			}
+			hedge.Reset(after)
+		case <-progress:
+			hedge.Reset(after)
+		case <-hedge.C:
+			if ctx.Err() == nil && remaining.len() > 0 && ask() {
+				e.st.fetchHedged.Add(1)
+				hedge.Reset(after)
+			}
+		}
+	}
+	return remaining.len()
+}
+
+// fetchFrom asks machine m for the blocks still in remaining, and signals
+// progress (without blocking) on every block received.
+func (e *blockExchange) fetchFrom(ctx context.Context, m string, remaining *wantSet, ancestors int, deliver func(blocks.Block) bool, progress chan<- struct{}) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := FetchRequest{Ancestors: ancestors, Want: remaining.list()}
+	if len(req.Want) == 0 {
+		return nil
 	}
 	if ancestors > 0 && e.heads != nil {
 		req.Have = e.heads(ctx)
@@ -142,18 +235,22 @@ func (e *blockExchange) fetchFrom(ctx context.Context, m string, remaining map[c
 		select {
 		case <-idle.C:
 			flush()
-			return fmt.Errorf("machine %q silent for %s with %d blocks missing", m, e.idle, len(remaining))
+			return fmt.Errorf("machine %q silent for %s with %d blocks missing", m, e.idle, remaining.len())
 		case b, ok := <-ch:
 			if !ok {
 				if err := flush(); err != nil {
 					return err
 				}
-				if len(remaining) > 0 {
-					return fmt.Errorf("machine %q lacks %d of the wanted blocks", m, len(remaining))
+				if n := remaining.len(); n > 0 {
+					return fmt.Errorf("machine %q lacks %d of the wanted blocks", m, n)
 				}
 				return nil
 			}
 			idle.Reset(e.idle)
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
 			if err := verifyBlock(b); err != nil {
 				e.st.blocksRejected.Add(1)
 				e.log.Warn("rejected block", "machine", m, "err", err)
@@ -161,8 +258,7 @@ func (e *blockExchange) fetchFrom(ctx context.Context, m string, remaining map[c
 			}
 			c := b.Cid()
 			e.peers.hint(m, blockLinks(b)...)
-			if _, ok := remaining[c]; ok {
-				delete(remaining, c)
+			if remaining.claim(c) {
 				e.st.fetched.Add(1)
 				if !deliver(b) {
 					flush()
@@ -180,7 +276,7 @@ func (e *blockExchange) fetchFrom(ctx context.Context, m string, remaining map[c
 			}
 			if has {
 				known++
-				if known >= stopAfterKnown && len(remaining) == 0 {
+				if known >= stopAfterKnown && remaining.len() == 0 {
 					return flush()
 				}
 				continue

@@ -12,6 +12,7 @@ type Stats struct {
 	BlocksRejected     uint64 // blocks whose bytes do not hash to their CID, or malformed streams
 	FetchErrors        uint64 // requests to a machine that failed
 	FetchRetries       uint64 // prefetch rounds repeated because an announced head was fetchable nowhere yet
+	FetchHedged        uint64 // machines asked beside one silent for hedgeAfter
 	WatchResyncs       uint64 // watchers that fell too far behind and were resynced
 	Unverified         uint64 // reads of records the Verifier refused (unsigned, mis-signed, wrong signer)
 }
@@ -19,7 +20,7 @@ type Stats struct {
 type counters struct {
 	sent, received, rejected, stale      atomic.Uint64
 	fetched, blocksRejected, fetchErrors atomic.Uint64
-	fetchRetries                         atomic.Uint64
+	fetchRetries, fetchHedged            atomic.Uint64
 	watchResyncs                         atomic.Uint64
 	unverified                           atomic.Uint64
 }
@@ -34,6 +35,7 @@ func (c *counters) snapshot() Stats {
 		BlocksRejected:     c.blocksRejected.Load(),
 		FetchErrors:        c.fetchErrors.Load(),
 		FetchRetries:       c.fetchRetries.Load(),
+		FetchHedged:        c.fetchHedged.Load(),
 		WatchResyncs:       c.watchResyncs.Load(),
 		Unverified:         c.unverified.Load(),
 	}

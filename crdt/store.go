@@ -157,7 +157,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.log.Info("recovered after unclean shutdown", "reattached_heads", n, "reprocess", len(re), "took", time.Since(start))
 	}
 	s.peers = newPeers(s.name, cfg.LiveMachines)
-	s.ex = &blockExchange{fetcher: cfg.Fetcher, peers: s.peers, st: &s.st, bs: s.bs, heads: s.Heads, log: s.log, idle: cfg.FetchIdle}
+	s.ex = &blockExchange{fetcher: cfg.Fetcher, peers: s.peers, st: &s.st, bs: s.bs, heads: s.Heads, log: s.log, idle: cfg.FetchIdle, hedge: hedgeAfter}
 	dag := merkledag.NewDAGService(blockservice.New(s.bs, s.ex))
 	s.watch = newWatchHub(s, &s.st, s.log)
 	if cfg.Verifier != nil {

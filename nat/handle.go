@@ -92,11 +92,14 @@ func (m *Manager) handleAuth(a authMsg) {
 		}
 		m.onProbeOK(p, from, now.Sub(tx.sent), now)
 	case callMeMaybe:
+		via := ""
 		if a.relayed {
 			if r := m.table.Load().byAddr(from); r != nil && r != p {
 				p.relayOK[r.id] = now
+				via = r.name
 			}
 		}
+		m.log.Debug("call-me-maybe received", "peer", p.name, "relayed", a.relayed, "via", via, "from", from)
 		parsed, unread := parseCandidates(msg)
 		cands, dropped := m.plausibleCandidates(p, parsed)
 		m.stunStats.filtered.Add(uint64(unread + dropped))
@@ -155,6 +158,7 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	p.live.Store(&li)
 	m.table.Load().reindexAddrs()
 	if !wasDirect {
+		m.pollSoon = true
 		m.firstHandshake(p, addr.String())
 		m.relayBack(m.table.Load(), p, now)
 		// A new direct peer is a new vantage point: while the NAT type is
@@ -182,7 +186,14 @@ func (m *Manager) relayBack(t *peerTable, r *peer, now time.Time) {
 		if !p.probing && p.nextReprobe.After(now) {
 			p.nextReprobe = now
 		}
-		if p.probing && now.Sub(p.lastCMM) >= 100*time.Millisecond {
+		switch {
+		case p.probing && p.lastCMMRelays == 0:
+			// The last one reached no relay (this machine had no direct
+			// path yet): r is the first, so send now, not at the next
+			// tick or a second after the last.
+			m.sendCallMeMaybe(t, p, now)
+			p.nextCMM = now.Add(callMeMaybeInterval)
+		case p.probing && now.Sub(p.lastCMM) >= 100*time.Millisecond:
 			p.nextCMM = now // through r too: it may prove r as a relay for p
 		}
 	}
@@ -224,5 +235,11 @@ func (m *Manager) onCallMeMaybe(p *peer, now time.Time) {
 	if !p.directHealthy(now) {
 		p.startProbing(now)
 		p.nextRound = now.Add(probeRoundInterval)
+	}
+	// A relay has just been proven to reach p: a search already past
+	// relayWhileSearching takes it now rather than at the next tick.
+	t := m.table.Load()
+	if p.path == PathProbing && p.probing && now.Sub(p.probeStart) >= relayWhileSearching && p.anyProven(t, now) {
+		m.fallback(t, p, now)
 	}
 }

@@ -88,6 +88,7 @@ const (
 	tickInterval          = 250 * time.Millisecond
 	pollInterval          = time.Second
 	probeRoundInterval    = 500 * time.Millisecond
+	quickRoundsFor        = time.Second // a search's first second probes every tick
 	probeTimeout          = 4 * time.Second
 	callMeMaybeInterval   = time.Second
 	directProbeInterval   = 2 * time.Second
@@ -97,6 +98,10 @@ const (
 	badRelayFor           = 30 * time.Second
 	relayProvenFor        = time.Minute            // a relay that carried the peer's call-me-maybe this recently is proven
 	relayWhileSearching   = 400 * time.Millisecond // a new peer without a direct answer by then is relayed while the search goes on
+	rehandshakeGap        = time.Second            // firstHandshake restarts a peer's handshake at most this often
+	rehandshakeDelay      = 150 * time.Millisecond // and only this long after the path was found (at the tick after)
+	cmmAfterUnreachable   = 150 * time.Millisecond // a call-me-maybe a relay could not deliver is sent again after this
+	publishSoonAfter      = 500 * time.Millisecond // a new reflexive mapping is published this soon after the last publish
 	rotateInterval        = 15 * time.Second       // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second
@@ -128,6 +133,17 @@ type Manager struct {
 	natType   Type
 	published []netip.AddrPort
 	lastPub   time.Time
+	// pubSoon: a new mapping was seen since the last publish. Peers
+	// take call-me-maybe candidates only at addresses the record names,
+	// so until the record has this machine's public address no peer
+	// behind a NAT can probe it (a↔b in the NAT zoo waited for the
+	// next publish, 10 s later).
+	pubSoon bool
+	// pollSoon: a new direct path was found, so WireGuard's handshake
+	// on it is read at the next tick, not up to a second later. This
+	// machine relays to a peer only once it has seen a fresh handshake,
+	// and a newcomer's first relayed call-me-maybe waited for it.
+	pollSoon  bool
 	nextDisc  time.Time
 	lastDisc  time.Time
 	discRound int
@@ -270,7 +286,11 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.onUnreachable(n)
 			m.mu.Unlock()
 		case now := <-ticker.C:
-			if now.Sub(lastPoll) >= pollInterval {
+			m.mu.Lock()
+			soon := m.pollSoon
+			m.pollSoon = false
+			m.mu.Unlock()
+			if soon || now.Sub(lastPoll) >= pollInterval {
 				m.poll()
 				lastPoll = now
 			}
@@ -287,6 +307,7 @@ func (m *Manager) applyPeers(peers []Peer) {
 	defer m.mu.Unlock()
 	old := m.table.Load()
 	next := &peerTable{byID: map[keyID]*peer{}}
+	var added []*peer
 	for _, in := range peers {
 		if in.Key == m.self || in.Key.IsZero() {
 			continue
@@ -301,6 +322,7 @@ func (m *Manager) applyPeers(peers []Peer) {
 			}
 			p = newPeer(in, keys, relayBytesPerSecond(m.cfg.RelayMbps), m.cfg.RelayBurst)
 			p.startProbing(time.Now())
+			added = append(added, p)
 		}
 		p.name, p.preferred = in.Name, in.PreferredRelay
 		p.recordCands = usableCandidates(in.Candidates, maxPeerCandidates)
@@ -308,6 +330,14 @@ func (m *Manager) applyPeers(peers []Peer) {
 	}
 	next.index()
 	m.table.Store(next)
+	// A new peer's first probes and call-me-maybe go now, not at the
+	// next tick (up to 250 ms later): during a join every member's
+	// search for the newcomer, and the relays' direct paths to it that
+	// its pairs behind NATs wait for, start that much sooner.
+	now := time.Now()
+	for _, p := range added {
+		m.step(next, p, now)
+	}
 }
 
 // poll reads what WireGuard sees of each peer: the endpoint in use, the
@@ -355,7 +385,7 @@ func (m *Manager) tick(ctx context.Context, now time.Time) {
 	if now.After(m.nextDisc) {
 		m.discover(t, now)
 	}
-	if now.Sub(m.lastPub) >= publishInterval {
+	if since := now.Sub(m.lastPub); since >= publishInterval || (m.pubSoon && since >= publishSoonAfter) {
 		m.maybePublish(ctx, now)
 	}
 }
@@ -409,6 +439,7 @@ func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
 		// A new mapping (a NAT reboot, a new address): peers without a
 		// working direct path learn it now, through call-me-maybe.
 		m.log.Info("new reflexive address", "mapped", mapped, "seen_by", server)
+		m.pubSoon = true
 		for _, p := range m.table.Load().byID {
 			if !p.directHealthy(now) {
 				p.startProbing(now)
@@ -465,7 +496,7 @@ func (m *Manager) Candidates() []netip.AddrPort {
 // order): the record's history never shrinks, so it is written only when
 // an address or a mapping really changes.
 func (m *Manager) maybePublish(ctx context.Context, now time.Time) {
-	m.lastPub = now
+	m.lastPub, m.pubSoon = now, false
 	if m.cfg.Publish == nil {
 		return
 	}

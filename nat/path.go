@@ -20,6 +20,7 @@ import (
 // or, with no relay, by KubeSpan's rotation; the direct path is searched
 // again every ten seconds and taken as soon as it answers.
 func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
+	m.dueHandshake(p, now)
 	switch p.path {
 	case PathDirect:
 		if now.Sub(p.lastDirectTx) >= directProbeInterval {
@@ -50,6 +51,11 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			m.fallback(t, p, now)
 		case !p.provenRelay(p.relay, now) && p.anyProven(t, now):
 			m.fallback(t, p, now) // a relay proven to reach both ends beats one that is not
+		case !relay.preferred && p.preferredProven(t, now):
+			// A preferred relay proven after the pair took another (the
+			// search relays within half a second, sometimes before the
+			// preferred one has carried a call-me-maybe).
+			m.fallback(t, p, now)
 		}
 	case PathProbing:
 		// A new peer with no path yet: most direct paths answer within a
@@ -78,15 +84,24 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 	if !p.probing {
 		return
 	}
-	if now.After(p.nextCMM) {
+	if !now.Before(p.nextCMM) {
 		m.sendCallMeMaybe(t, p, now)
 		p.nextCMM = now.Add(callMeMaybeInterval)
 	}
-	if now.After(p.nextRound) {
+	if !now.Before(p.nextRound) {
 		for _, c := range p.allCandidates() {
 			m.sendProbe(p, c, now)
 		}
-		p.nextRound = now.Add(probeRoundInterval)
+		// In a search's first second, a round every tick: a peer that
+		// did not know this machine yet (a member learns of a newcomer
+		// tens of milliseconds after the newcomer's first probes, and
+		// drops them) is probed again 250 ms later, not 500. The slack
+		// keeps a round from slipping to the tick after.
+		interval := probeRoundInterval
+		if now.Sub(p.probeStart) < quickRoundsFor {
+			interval = tickInterval
+		}
+		p.nextRound = now.Add(interval - tickInterval/10)
 	}
 	if now.Sub(p.probeStart) >= probeTimeout {
 		p.probing = false
@@ -128,7 +143,7 @@ func (m *Manager) sendProbe(p *peer, addr netip.AddrPort, now time.Time) {
 // through a relay (a third machine that reaches both, so it works before
 // any direct path exists) and directly to its candidates.
 func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
-	p.lastCMM = now
+	p.lastCMM, p.lastCMMRelays = now, 0
 	msg, err := authenticated(p.keys.probe, m.id, p.id, []stun.Setter{stun.TransactionID, callMeMaybe},
 		candidatesAttr(m.candidates(now)), textAttr{attrNAT, string(m.natType)})
 	if err != nil {
@@ -145,9 +160,12 @@ func (m *Manager) sendCallMeMaybe(t *peerTable, p *peer, now time.Time) {
 			break
 		}
 	}
-	for _, c := range p.allCandidates() {
+	p.lastCMMRelays = sent
+	cands := p.allCandidates()
+	for _, c := range cands {
 		_ = m.cfg.Socket.SendTo(msg.Raw, c)
 	}
+	m.log.Debug("call-me-maybe sent", "peer", p.name, "relays", sent, "direct", len(cands))
 }
 
 // relayCandidates are the machines that could relay to p: this machine
@@ -165,12 +183,8 @@ func (m *Manager) relayCandidates(t *peerTable, p *peer, now time.Time) []*peer 
 			out = append(out, r)
 		}
 	}
-	bad := func(r *peer) bool {
-		at, ok := p.badRelays[r.id]
-		return ok && now.Sub(at) < badRelayFor
-	}
 	sort.SliceStable(out, func(i, j int) bool {
-		if bi, bj := bad(out[i]), bad(out[j]); bi != bj {
+		if bi, bj := p.badRelay(out[i].id, now), p.badRelay(out[j].id, now); bi != bj {
 			return bj
 		}
 		if out[i].preferred != out[j].preferred {
@@ -190,9 +204,9 @@ func (m *Manager) fallback(t *peerTable, p *peer, now time.Time) {
 	if p.path == PathRelayed && len(cands) > 0 {
 		best := cands[0]
 		for _, r := range cands {
-			at, bad := p.badRelays[r.id]
-			good := !bad || now.Sub(at) >= badRelayFor
-			if r.id == p.relay && good && (p.provenRelay(r.id, now) || !p.provenRelay(best.id, now)) {
+			good := !p.badRelay(r.id, now)
+			better := best.preferred && !r.preferred && p.provenRelay(best.id, now)
+			if r.id == p.relay && good && (p.provenRelay(r.id, now) || !p.provenRelay(best.id, now)) && !better {
 				return // the relay in use is still good, and none better is proven
 			}
 		}
@@ -251,6 +265,15 @@ func (m *Manager) onUnreachable(n unreachableNote) {
 		return
 	}
 	now := time.Now()
+	// A probing peer that no relay has been proven for: the relay does
+	// not reach it yet (a newcomer finds its first direct paths within
+	// a few hundred milliseconds), so the call-me-maybe that bounced is
+	// sent again soon, not a second later.
+	if p.probing && p.path == PathProbing && !p.anyProven(t, now) {
+		if soon := now.Add(cmmAfterUnreachable); p.nextCMM.After(soon) {
+			p.nextCMM = soon
+		}
+	}
 	at, known := p.badRelays[n.relay]
 	p.badRelays[n.relay] = now
 	if known && now.Sub(at) < badRelayFor {
@@ -272,6 +295,29 @@ func (p *peer) provenRelay(r keyID, now time.Time) bool {
 	return ok && now.Sub(at) < relayProvenFor
 }
 
+// badRelay reports whether relay r said lately that it cannot reach p (or
+// carried nothing), and has not carried p's call-me-maybe since: during a
+// formation a relay bounces what it is sent until it reaches p itself, a
+// few hundred milliseconds, and that must not keep it last for 30 s.
+func (p *peer) badRelay(r keyID, now time.Time) bool {
+	at, ok := p.badRelays[r]
+	if !ok || now.Sub(at) >= badRelayFor {
+		return false
+	}
+	return !p.relayOK[r].After(at)
+}
+
+// preferredProven reports whether a preferred relay candidate of p is
+// proven.
+func (p *peer) preferredProven(t *peerTable, now time.Time) bool {
+	for id := range p.relayOK {
+		if r := t.byID[id]; r != nil && r != p && r.preferred && r.directHealthy(now) && p.provenRelay(id, now) && !p.badRelay(id, now) {
+			return true
+		}
+	}
+	return false
+}
+
 // anyProven reports whether some relay candidate of p is proven.
 func (p *peer) anyProven(t *peerTable, now time.Time) bool {
 	for id := range p.relayOK {
@@ -290,10 +336,42 @@ func (p *peer) anyProven(t *peerTable, now time.Time) bool {
 // with the lower key, starts a fresh one now: both at once would cross
 // (each overwriting its own initiation with the other's), which costs the
 // same 5 s.
+//
+// Not twice within rehandshakeGap: a pair that is relayed and then finds
+// its direct path a millisecond later (a call-me-maybe through a proven
+// relay brings both) would send a second initiation that overwrites the
+// first's state, so the answer to the first is invalid, while the peer
+// drops the second as a replay (WireGuard's timestamps are coarser than a
+// millisecond): no session, and WireGuard's 5 s wait after all. The first
+// initiation's answer comes back whichever path it takes.
+//
+// The restart waits rehandshakeDelay (it runs at a tick): the path is
+// often found while WireGuard's own first initiation is in flight, and a
+// restart then kills the session that initiation is completing, while the
+// peer drops the new initiation as a replay of the first.
 func (m *Manager) firstHandshake(p *peer, endpoint string) {
 	if !p.liveInfo().handshake.IsZero() || bytes.Compare(m.self[:], p.key[:]) > 0 {
 		return
 	}
+	if p.rehandshakeDue.IsZero() {
+		p.rehandshakeDue = time.Now().Add(rehandshakeDelay)
+	}
+	p.rehandshakeEP = endpoint // the newest path's
+}
+
+// dueHandshake restarts p's handshake if firstHandshake asked for it and
+// its time has come (tun.Device.Rehandshake leaves a peer that has a
+// session alone).
+func (m *Manager) dueHandshake(p *peer, now time.Time) {
+	if p.rehandshakeDue.IsZero() || now.Before(p.rehandshakeDue) {
+		return
+	}
+	p.rehandshakeDue = time.Time{}
+	if !p.rehandshakeAt.IsZero() && now.Sub(p.rehandshakeAt) < rehandshakeGap {
+		return
+	}
+	p.rehandshakeAt = now
+	endpoint := p.rehandshakeEP
 	started, err := m.cfg.Device.Rehandshake(p.key, endpoint)
 	switch {
 	case err != nil:

@@ -60,13 +60,17 @@ type peer struct {
 	rtt          time.Duration
 	pathSince    time.Time
 
-	probing     bool
-	probeStart  time.Time
-	nextRound   time.Time
-	nextCMM     time.Time
-	lastCMM     time.Time // last call-me-maybe sent
-	nextReprobe time.Time
-	searchStart time.Time // when the current search for a path began
+	probing    bool
+	probeStart time.Time
+	nextRound  time.Time
+	nextCMM    time.Time
+	lastCMM    time.Time // last call-me-maybe sent
+	// lastCMMRelays: how many relays carried it. None (a newcomer
+	// reaches no one directly yet) means the peer did not hear of it,
+	// so it is sent again as soon as a relay comes up.
+	lastCMMRelays int
+	nextReprobe   time.Time
+	searchStart   time.Time // when the current search for a path began
 	// failedSearches counts searches without a direct answer since the
 	// last direct path; the next search waits 2, 4, 8, then 10 s.
 	failedSearches uint
@@ -79,11 +83,18 @@ type peer struct {
 	// relay. A relay forwards only to machines it reaches directly, and
 	// this machine sends only to relays it reaches directly, so such a
 	// relay is proven to reach both ends directly.
-	relayOK     map[keyID]time.Time
-	rotateIdx   int
-	nextRotate  time.Time
-	firstDirect time.Duration // time from first probe to first direct path
-	firstRelay  time.Duration
+	relayOK    map[keyID]time.Time
+	rotateIdx  int
+	nextRotate time.Time
+	// rehandshakeAt: when firstHandshake last restarted WireGuard's
+	// handshake with the peer.
+	rehandshakeAt time.Time
+	// rehandshakeDue: firstHandshake asked for a restart then, through
+	// rehandshakeEP.
+	rehandshakeDue time.Time
+	rehandshakeEP  string
+	firstDirect    time.Duration // time from first probe to first direct path
+	firstRelay     time.Duration
 }
 
 type liveInfo struct {

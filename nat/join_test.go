@@ -1,0 +1,220 @@
+package nat
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uncloud-mesh/uncloud/tun"
+)
+
+// lateNodes runs nodes whose peer sets the test sets (and changes) itself,
+// as members learn of a newcomer only when it joins.
+type lateNodes struct {
+	ctx context.Context
+	wg  *sync.WaitGroup
+}
+
+func newLateNodes(t *testing.T) *lateNodes {
+	ctx, cancel := context.WithCancel(t.Context())
+	l := &lateNodes{ctx: ctx, wg: &sync.WaitGroup{}}
+	t.Cleanup(func() { cancel(); l.wg.Wait() })
+	return l
+}
+
+// peers makes others nd's peers (their addresses as record candidates).
+func (l *lateNodes) peers(nd *node, others ...*node) {
+	var peers []Peer
+	nd.dev.mu.Lock()
+	for _, o := range others {
+		peers = append(peers, Peer{Key: o.priv.PublicKey(), Name: o.name, Candidates: []netip.AddrPort{o.addr}})
+		if nd.dev.peers[o.priv.PublicKey()] == nil {
+			nd.dev.peers[o.priv.PublicKey()] = &tun.PeerStatus{Peer: tun.Peer{PublicKey: o.priv.PublicKey()}}
+		}
+	}
+	nd.dev.mu.Unlock()
+	nd.mgr.SetPeers(peers)
+}
+
+func (l *lateNodes) run(nd *node) { l.wg.Go(func() { _ = nd.mgr.Run(l.ctx) }) }
+
+// TestNewcomerRelayedSoon: a machine behind a symmetric NAT joins a
+// running pair (r public, b behind a symmetric NAT too), so a↔b can only
+// be relayed through r, and a relay is taken only once the other side's
+// call-me-maybe came through it. a's first call-me-maybe goes through no
+// relay (a reaches no one yet) and b's first bounces at r (r does not
+// reach a yet); both used to wait a second for the next, and the pair
+// was relayed 1.25–1.5 s after the join (e2e TestJoinOrder's slowest
+// joins). Now a sends again as soon as it reaches r, and whoever bounced
+// sends again 150 ms later.
+func TestNewcomerRelayedSoon(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		nodes := makeNodes(t, n, []string{"a", "b", "r"}, nil)
+		a, b, r := nodes[0], nodes[1], nodes[2]
+		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), true)
+		n.setNAT(b.addr.Addr(), netip.MustParseAddr("203.0.113.2"), true)
+		l := newLateNodes(t)
+		l.peers(b, r)
+		l.peers(r, b)
+		l.run(b)
+		l.run(r)
+		waitFor(t, 10*time.Second, "b → r direct", func() bool { return b.pathTo(r).Path == PathDirect })
+		settle(5 * time.Second) // past the first searches: a formed pair
+
+		l.peers(a, b, r)
+		l.peers(b, a, r)
+		l.peers(r, a, b)
+		l.run(a)
+		took := waitFor(t, 5*time.Second, "a↔b relayed via r on both sides", func() bool {
+			_, ra := a.dev.endpoint(b.priv.PublicKey())
+			_, rb := b.dev.endpoint(a.priv.PublicKey())
+			return ra != nil && ra.Relay == r.addr && rb != nil && rb.Relay == r.addr
+		})
+		t.Logf("a↔b relayed %v after a joined", took)
+		// relayWhileSearching (400 ms) on a 250 ms tick, plus a bounce.
+		if took > 800*time.Millisecond {
+			t.Errorf("a↔b relayed %v after the join, want < 800 ms", took)
+		}
+	})
+}
+
+// TestFreshMappingPublishedSoon: a machine behind an endpoint-independent
+// NAT learns its public mapping from its first probe answer, just after
+// its first publish (its interface address only). Peers take
+// call-me-maybe candidates only at addresses its record names, so no
+// peer behind a NAT could probe the mapping until the next publish, 10 s
+// later (the NAT zoo's a↔b waited for it). Now it is published within a
+// second.
+func TestFreshMappingPublishedSoon(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		public := netip.MustParseAddr("203.0.113.1")
+		var mu sync.Mutex
+		var got []netip.AddrPort
+		publish := func(_ context.Context, c []netip.AddrPort) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = c
+			return nil
+		}
+		nodes := makeNodes(t, n, []string{"a", "r"}, func(c *Config) {
+			if c.Publish == nil {
+				c.Publish = publish // a's, the first made
+			}
+		})
+		a, r := nodes[0], nodes[1]
+		r.mgr.cfg.Publish = nil
+		n.setNAT(a.addr.Addr(), public, false)
+		l := newLateNodes(t)
+		l.peers(a, r)
+		l.peers(r, a)
+		l.run(r)
+		l.run(a)
+		took := waitFor(t, 15*time.Second, "a's public mapping published", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.ContainsFunc(got, func(ap netip.AddrPort) bool { return ap.Addr() == public })
+		})
+		t.Logf("mapping published %v after start", took)
+		if took > 1500*time.Millisecond {
+			t.Errorf("a's public mapping published %v after start, want < 1.5 s", took)
+		}
+	})
+}
+
+// TestFirstHandshakeOnce: a pair relayed and then direct a millisecond
+// later (both follow one call-me-maybe through a proven relay) restarted
+// WireGuard's handshake twice; the second initiation overwrote the first's
+// state and the peer dropped it as a replay, so the pair waited 5 s for
+// WireGuard's next one (e2e TestJoinOrder: a 6 s join; a 5.3 s one when a
+// restart came 10 ms after WireGuard's own initiation). The handshake is
+// restarted once, rehandshakeDelay later, through the newest path, and
+// again only rehandshakeGap later.
+func TestFirstHandshakeOnce(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		nodes := makeNodes(t, newFakeNet(), []string{"a", "b"}, nil)
+		lower, higher := nodes[0], nodes[1]
+		if kl, kh := lower.priv.PublicKey(), higher.priv.PublicKey(); bytes.Compare(kh[:], kl[:]) < 0 {
+			lower, higher = higher, lower
+		}
+		lower.dev.noHandshake = true
+		l := newLateNodes(t)
+		l.peers(lower, higher)
+		l.run(lower) // alone: it finds no path to higher, so it restarts nothing itself
+		m := lower.mgr
+		var p *peer
+		waitFor(t, time.Second, "the peer in the table", func() bool {
+			p = m.table.Load().byID[idOf(higher.priv.PublicKey())]
+			return p != nil
+		})
+		count := func() int {
+			lower.dev.mu.Lock()
+			defer lower.dev.mu.Unlock()
+			return lower.dev.rehandshakes
+		}
+		relay := (&tun.RelayEndpoint{Relay: netip.MustParseAddrPort("198.18.1.9:51820"), Peer: higher.priv.PublicKey()}).String()
+		m.mu.Lock()
+		m.firstHandshake(p, relay)
+		m.firstHandshake(p, higher.addr.String()) // the direct path, just after
+		m.mu.Unlock()
+		if n := count(); n != 0 {
+			t.Fatalf("%d handshakes restarted at once, want none before rehandshakeDelay", n)
+		}
+		settle(rehandshakeDelay + tickInterval)
+		if n := count(); n != 1 {
+			t.Fatalf("%d handshakes restarted for a relay then a direct path at once, want 1", n)
+		}
+		if ep, _ := lower.dev.endpoint(higher.priv.PublicKey()); ep != higher.addr {
+			t.Errorf("restarted through %v, want the newest path %v", ep, higher.addr)
+		}
+		m.mu.Lock()
+		m.firstHandshake(p, higher.addr.String())
+		m.mu.Unlock()
+		settle(rehandshakeDelay + tickInterval)
+		if n := count(); n != 1 {
+			t.Errorf("%d handshakes restarted within rehandshakeGap, want 1", n)
+		}
+		settle(rehandshakeGap)
+		m.mu.Lock()
+		m.firstHandshake(p, higher.addr.String())
+		m.mu.Unlock()
+		settle(rehandshakeDelay + tickInterval)
+		if n := count(); n != 2 {
+			t.Errorf("%d handshakes restarted after rehandshakeGap with still no session, want 2", n)
+		}
+	})
+}
+
+// TestNewcomerProbedAgainSoon: a newcomer behind a home router (only
+// replies let in) probes a member before the member has its record; the
+// member drops the probes and cannot reach the newcomer itself, so the
+// pair waits for the newcomer's next round. In a search's first second a
+// round comes every tick (250 ms), not every 500 ms.
+func TestNewcomerProbedAgainSoon(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		n := newFakeNet()
+		nodes := makeNodes(t, n, []string{"a", "r"}, nil)
+		a, r := nodes[0], nodes[1]
+		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), false)
+		l := newLateNodes(t)
+		l.run(r)
+		settle(time.Second)
+		start := time.Now()
+		l.peers(a, r)
+		l.run(a)
+		settle(300 * time.Millisecond) // r learns of a after a's first probes (two rounds, now)
+		l.peers(r, a)
+		took := waitFor(t, 5*time.Second, "a↔r direct on both sides", func() bool {
+			return a.pathTo(r).Path == PathDirect && r.pathTo(a).Path == PathDirect
+		})
+		t.Logf("a↔r direct %v after a started (%v after r learnt of it)", time.Since(start), took)
+		if d := time.Since(start); d > 600*time.Millisecond {
+			t.Errorf("a↔r direct %v after a started, want < 600 ms (the round after r learnt of a)", d)
+		}
+	})
+}

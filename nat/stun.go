@@ -107,40 +107,42 @@ func parseID(s string, id *keyID) bool {
 	return true
 }
 
-type timeAttr time.Time
+// nanosAttr is an 8-byte attribute of unix nanoseconds: attrTime (the
+// sender's clock) or attrEcho.
+type nanosAttr struct {
+	t  stun.AttrType
+	ns int64
+}
 
-func (t timeAttr) AddTo(m *stun.Message) error {
+func (a nanosAttr) AddTo(m *stun.Message) error {
 	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(time.Time(t).UnixNano()))
-	m.Add(attrTime, b[:])
+	binary.BigEndian.PutUint64(b[:], uint64(a.ns))
+	m.Add(a.t, b[:])
 	return nil
 }
 
-func messageTime(m *stun.Message) (time.Time, error) {
-	v, err := m.Get(attrTime)
-	if err != nil || len(v) != 8 {
-		return time.Time{}, fmt.Errorf("no timestamp")
-	}
-	return time.Unix(0, int64(binary.BigEndian.Uint64(v))), nil
-}
+func timeAttr(t time.Time) nanosAttr { return nanosAttr{attrTime, t.UnixNano()} }
+func echoAttr(t time.Time) nanosAttr { return nanosAttr{attrEcho, t.UnixNano()} }
 
-type echoAttr time.Time
-
-func (t echoAttr) AddTo(m *stun.Message) error {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(time.Time(t).UnixNano()))
-	m.Add(attrEcho, b[:])
-	return nil
-}
-
-// echoOf reads attrEcho, as unix nanoseconds; ok is false without one.
-func echoOf(m *stun.Message) (int64, bool) {
-	v, err := m.Get(attrEcho)
+// nanosOf reads a nanosAttr of type t; ok is false without one.
+func nanosOf(m *stun.Message, t stun.AttrType) (int64, bool) {
+	v, err := m.Get(t)
 	if err != nil || len(v) != 8 {
 		return 0, false
 	}
 	return int64(binary.BigEndian.Uint64(v)), true
 }
+
+func messageTime(m *stun.Message) (time.Time, error) {
+	ns, ok := nanosOf(m, attrTime)
+	if !ok {
+		return time.Time{}, fmt.Errorf("no timestamp")
+	}
+	return time.Unix(0, ns), nil
+}
+
+// echoOf reads attrEcho, as unix nanoseconds; ok is false without one.
+func echoOf(m *stun.Message) (int64, bool) { return nanosOf(m, attrEcho) }
 
 type textAttr struct {
 	t stun.AttrType

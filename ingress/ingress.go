@@ -322,8 +322,14 @@ func (in *Ingress) watch(ctx context.Context, prefix string) {
 		}
 		for ch := range changes {
 			if prefix == record.CertsPrefix {
-				if ch.Type == crdt.Updated || ch.Type == crdt.SnapshotDone {
+				switch ch.Type {
+				case crdt.Updated, crdt.SnapshotDone:
 					in.certs.storageChanged(ch.Key)
+				case crdt.Deleted:
+					// A deleted ACME account releases the re-issues held
+					// back for it (reseal.go): without a pass now they
+					// waited for the next half-minute tick.
+					in.certs.membershipChanged()
 				}
 				continue
 			}

@@ -302,12 +302,28 @@ func TestRootlessDocker(t *testing.T) {
 		if res.Echoed || res.Connected || !res.Refused {
 			t.Errorf("m1 -> %v:%d (listening on h2's loopback, not exposed): %+v; want an active refusal", m2, rootlessClosed, res)
 		}
-		out, err := c.uncloud(ctx, t, 1, "expose", "add", "5353/udp")
-		if err == nil || !strings.Contains(err.Error()+out, "UDP") {
-			t.Errorf("expose add 5353/udp on the rootless machine: %v, want a refusal naming UDP:\n%s", err, out)
+		// UDP: an echo on h2's loopback (outside the namespace, as the
+		// TCP one) answers m1's datagram to m2's mesh address, from the
+		// helper's socket on the host's 127.0.0.1.
+		if _, err := h.StartUDPEcho(ctx, "udpecho-5353", netip.AddrPortFrom(loopback, 5353)); err != nil {
+			t.Fatal(err)
 		}
-		if ls, err := c.uncloud(ctx, t, 1, "expose", "ls"); err != nil || strings.Contains(ls, "5353") || !strings.Contains(ls, itoa(rootlessExposed)) {
-			t.Errorf("expose ls after the refusal: %v\n%s", err, ls)
+		if out, err := c.uncloud(ctx, t, 1, "expose", "add", "5353/udp"); err != nil {
+			t.Fatalf("expose add 5353/udp on m2: %v\n%s", err, out)
+		}
+		udpTarget := netip.AddrPortFrom(m2, 5353)
+		eventuallyE2E(t, "m1 reaches m2's exposed host UDP port", 30*time.Second, func() error {
+			res, err := hosts[0].ProbeUDP(ctx, []netip.AddrPort{udpTarget}, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			if seen := res.Observed[udpTarget.String()]; !strings.HasPrefix(seen, "127.0.0.1:") {
+				return fmt.Errorf("the echo saw the sender as %q, want the host's 127.0.0.1: %+v", seen, res)
+			}
+			return nil
+		})
+		if ls, err := c.uncloud(ctx, t, 1, "expose", "ls"); err != nil || !strings.Contains(ls, "5353") || !strings.Contains(ls, itoa(rootlessExposed)) {
+			t.Errorf("expose ls after adding 5353/udp: %v\n%s", err, ls)
 		}
 	}) {
 		return

@@ -2,7 +2,6 @@ package rootless
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/uncloud-mesh/uncloud/tun"
 )
@@ -23,16 +24,25 @@ const maxExposedConns = 1024
 // machine's mesh address (inside the namespace, where the kernel TUN
 // holds it) to the same ports on the host's 127.0.0.1, through the
 // host-side helper (hostdial.go): what the netstack's forwarder does for
-// a netstack machine. TCP only: a UDP port is refused with the reason.
+// a netstack machine. A UDP port is forwarded per mesh source
+// (exposeudp.go).
 type Exposer struct {
 	Addr netip.Addr // the machine's mesh address
 	Dial func(ctx context.Context, proto string, port uint16) (net.Conn, error)
 	Log  *slog.Logger
 
+	// Tests shorten these; zero is udpFlowIdle and maxUDPFlows.
+	udpIdle     time.Duration
+	udpMaxFlows int
+
 	ctx   context.Context
 	mu    sync.Mutex
 	ports map[uint16]*exposedPort
+	udp   map[uint16]*udpPort
 	conns chan struct{} // slots of maxExposedConns
+
+	dropLog       atomic.Int64 // unix nanoseconds of the last drop logged
+	dropsUnlogged atomic.Int64
 }
 
 // exposedPort is one listening port and the connections it forwards.
@@ -50,73 +60,83 @@ func (e *Exposer) Start(ctx context.Context) {
 	defer e.mu.Unlock()
 	e.ctx = ctx
 	e.ports = map[uint16]*exposedPort{}
+	e.udp = map[uint16]*udpPort{}
 	e.conns = make(chan struct{}, maxExposedConns)
 	context.AfterFunc(ctx, func() { e.SetExposed(nil) })
 }
 
-// ErrUDP says a UDP port cannot be exposed on a rootless machine.
-var ErrUDP = errors.New("exposed UDP ports are not forwarded in rootless mode yet (TCP only); a netstack machine forwards them")
-
-// SetExposed listens on the TCP ports of expose that are new and closes
-// those no longer listed, with their connections. UDP ports are not
-// forwarded: they are named in an error wrapping ErrUDP, after the TCP
-// ports took effect (a caller that refuses the change sets the old list
-// again). A port that cannot be listened on fails the change, which is
-// undone.
+// SetExposed listens on the ports of expose that are new and closes
+// those no longer listed, with their connections and flows. A port that
+// cannot be listened on fails the change, which is undone.
 func (e *Exposer) SetExposed(expose []tun.ExposedPort) error {
-	want := map[uint16]bool{}
-	var udp []tun.ExposedPort
+	wantTCP, wantUDP := map[uint16]bool{}, map[uint16]bool{}
 	for _, p := range expose {
 		if p.Proto == "udp" {
-			udp = append(udp, p)
-			continue
+			wantUDP[p.Port] = true
+		} else {
+			wantTCP[p.Port] = true
 		}
-		want[p.Port] = true
 	}
-	if err := e.setTCP(want); err != nil {
-		return err
-	}
-	if len(udp) > 0 {
-		return fmt.Errorf("expose %v: %w", udp, ErrUDP)
-	}
-	return nil
-}
-
-func (e *Exposer) setTCP(want map[uint16]bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ports == nil {
 		return fmt.Errorf("expose on the host: the forwarder is not started")
 	}
-	var opened []uint16
-	for port := range want {
-		if e.ports[port] != nil {
-			continue
+	var openedTCP, openedUDP []uint16
+	undo := func() {
+		for _, p := range openedTCP {
+			e.closePort(p)
 		}
-		if e.ctx.Err() != nil {
-			break
+		for _, p := range openedUDP {
+			e.closeUDP(p)
+		}
+	}
+	for port := range wantTCP {
+		if e.ports[port] != nil || e.ctx.Err() != nil {
+			continue
 		}
 		addr := netip.AddrPortFrom(e.Addr, port)
 		ln, err := net.Listen("tcp", addr.String())
 		if err != nil {
-			for _, p := range opened {
-				e.closePort(p)
-			}
+			undo()
 			return fmt.Errorf("expose %d/tcp: listen on the mesh address %v inside the rootless namespace: %w", port, addr, err)
 		}
 		ctx, cancel := context.WithCancel(e.ctx)
 		ep := &exposedPort{ln: ln, cancel: cancel, conns: map[net.Conn]struct{}{}}
 		e.ports[port] = ep
-		opened = append(opened, port)
+		openedTCP = append(openedTCP, port)
 		ep.wg.Add(1)
 		go e.accept(ctx, port, ep)
 	}
+	for port := range wantUDP {
+		if e.udp[port] != nil || e.ctx.Err() != nil {
+			continue
+		}
+		up, err := e.listenUDP(port)
+		if err != nil {
+			undo()
+			return fmt.Errorf("expose %d/udp: listen on the mesh address %v inside the rootless namespace: %w", port, netip.AddrPortFrom(e.Addr, port), err)
+		}
+		e.udp[port] = up
+		openedUDP = append(openedUDP, port)
+	}
 	for port := range e.ports {
-		if !want[port] {
+		if !wantTCP[port] {
 			e.closePort(port)
 		}
 	}
+	for port := range e.udp {
+		if !wantUDP[port] {
+			e.closeUDP(port)
+		}
+	}
 	return nil
+}
+
+// closeUDP stops a UDP port and its flows. Called with e.mu.
+func (e *Exposer) closeUDP(port uint16) {
+	e.udp[port].close()
+	delete(e.udp, port)
 }
 
 // closePort stops port's listener and its connections. Called with e.mu.
@@ -229,13 +249,17 @@ func splice(a, b net.Conn) {
 	b.Close()
 }
 
-// Ports are the TCP ports listening now, for logs and tests.
+// Ports are the ports listening now ("8080", "5353/udp"), for logs and
+// tests.
 func (e *Exposer) Ports() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []string
 	for p := range e.ports {
 		out = append(out, strconv.Itoa(int(p)))
+	}
+	for p := range e.udp {
+		out = append(out, strconv.Itoa(int(p))+"/udp")
 	}
 	return out
 }

@@ -8,10 +8,11 @@ package rootless
 // user namespace). So before the agent enters, its starter starts a
 // helper (`uncloud agent-hostside`) that stays in the host's namespaces,
 // joined to the agent by a socketpair. For a mesh connection to an
-// exposed port the agent asks the helper to dial the host's
-// 127.0.0.1:PORT; the helper answers with the connected socket itself
-// (SCM_RIGHTS), and the agent splices to it with no copy through the
-// helper. A socket keeps the namespace it was made in, wherever its file
+// exposed port (or a mesh source's UDP flow) the agent asks the helper to
+// dial the host's 127.0.0.1:PORT; the helper answers with the connected
+// socket itself (SCM_RIGHTS, for UDP a socket connect()ed there), and
+// the agent splices to it (or forwards datagrams) with no copy through
+// the helper. A socket keeps the namespace it was made in, wherever its file
 // descriptor goes.
 //
 // The socketpair is SOCK_SEQPACKET, so each message is one datagram:

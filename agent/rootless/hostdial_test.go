@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uncloud-mesh/uncloud/tun"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,6 +49,17 @@ func TestParseRequest(t *testing.T) {
 // socketpair, allowing the TCP ports in allowed, and the agent's raw end.
 func helperPair(t *testing.T, allowed ...uint16) (agent *net.UnixConn, served chan error) {
 	t.Helper()
+	var exposed []tun.ExposedPort
+	for _, p := range allowed {
+		exposed = append(exposed, tun.ExposedPort{Port: p, Proto: "tcp"})
+	}
+	return helperPairExposed(t, exposed...)
+}
+
+// helperPairExposed is helperPair allowing the ports of exposed, as the
+// real helper allows those of hostnet.json.
+func helperPairExposed(t *testing.T, exposed ...tun.ExposedPort) (agent *net.UnixConn, served chan error) {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -63,8 +75,8 @@ func helperPair(t *testing.T, allowed ...uint16) (agent *net.UnixConn, served ch
 	}
 	srvConn, agentConn := conn(fds[0]), conn(fds[1])
 	srv := &HostDialServer{Allowed: func(proto string, port uint16) error {
-		for _, p := range allowed {
-			if proto == "tcp" && port == p {
+		for _, p := range exposed {
+			if proto == p.Proto && port == p.Port {
 				return nil
 			}
 		}

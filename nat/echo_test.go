@@ -101,12 +101,7 @@ func (c *probeCounter) reset() map[netip.Addr]int {
 // answered within an interval and a tick.
 func TestOneProbePerPair(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b"}, nil)
-		a, b := nodes[0], nodes[1]
-		waitFor(t, 10*time.Second, "a and b direct", func() bool {
-			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
-		})
+		n, a, b := directPair(t)
 		settle(5 * time.Second) // past the search's last probes
 		c := &probeCounter{by: map[netip.Addr]int{}}
 		n.setTap(c.tap)
@@ -146,12 +141,7 @@ func TestOneProbePerPair(t *testing.T) {
 // does within directDeadAfter.
 func TestOneWayLossNoticedByBoth(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := startNodes(t, n, []string{"a", "b"}, nil)
-		a, b := nodes[0], nodes[1]
-		waitFor(t, 10*time.Second, "a and b direct", func() bool {
-			return a.pathTo(b).Path == PathDirect && b.pathTo(a).Path == PathDirect
-		})
+		n, a, b := directPair(t)
 		settle(5 * time.Second)
 		for _, dir := range []struct{ name, from, to string }{{"b→a", "b", "a"}, {"a→b", "a", "b"}} {
 			func() {

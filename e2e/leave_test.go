@@ -61,15 +61,33 @@ func TestLeave(t *testing.T) {
 	}
 	t.Logf("m1 and m3 list only each other %v after leave started", time.Since(start).Round(100*time.Millisecond))
 
-	// Back with its old keys: refused. It announces itself and dials its
-	// old peers for a while; none of them takes it back.
-	f.startAgent(ctx, t, 1, "agent")
-	time.Sleep(5 * time.Second)
-	for _, i := range []int{0, 2} {
-		if err := stale(i); err != nil {
-			t.Errorf("with m2's agent back on its old keys: %v", err)
+	// Back with its old keys: refused. It announces itself and probes its
+	// old peers; each rejects the probes (its STUN counter of rejected
+	// packets says so) and none takes it back. Waiting for two rejections
+	// on each (a first attempt and a retry), not a fixed time, sees m2's
+	// attempts through however slowly a loaded machine runs them.
+	rejected := func(i int) uint64 {
+		ms, err := f.mesh(ctx, t, i)
+		if err != nil {
+			t.Fatalf("mesh on %s: %v", f.hosts[i].Name, err)
 		}
+		return ms.STUN.Rejected
 	}
+	before := map[int]uint64{0: rejected(0), 2: rejected(2)}
+	f.startAgent(ctx, t, 1, "agent")
+	restart := time.Now()
+	for _, i := range []int{0, 2} {
+		testkit.Eventually(t, f.hosts[i].Name+" rejecting 2 probes of m2 back on its old keys", 30*time.Second, func() error {
+			if err := stale(i); err != nil {
+				t.Fatalf("with m2's agent back on its old keys: %v", err)
+			}
+			if n := rejected(i) - before[i]; n < 2 {
+				return fmt.Errorf("%d rejected", n)
+			}
+			return nil
+		})
+	}
+	t.Logf("m1 and m3 rejected m2 on its old keys %v after its agent was up", time.Since(restart).Round(100*time.Millisecond))
 	if ms := f.machines(ctx, t, 1); len(ms) == 3 {
 		for _, m := range ms {
 			if m.Name != "m2" && m.State == "alive" {

@@ -14,20 +14,33 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 )
 
-// handedSocket is what the starter hands over: a bound UDP socket's file.
-func handedSocket(t *testing.T) (*os.File, netip.AddrPort) {
+// loopbackUDP is a UDP socket on 127.0.0.1, closed when the test ends.
+func loopbackUDP(t *testing.T) *net.UDPConn {
 	t.Helper()
 	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { uc.Close() })
+	return uc
+}
+
+// handedBind is a SocketBind over what the starter hands over, a bound
+// UDP socket's file, and the socket's address.
+func handedBind(t *testing.T) (*SocketBind, netip.AddrPort) {
+	t.Helper()
+	uc := loopbackUDP(t)
 	f, err := uc.File()
-	uc.Close()
+	uc.Close() // the file is a socket of its own
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return f, uc.LocalAddr().(*net.UDPAddr).AddrPort()
+	b, err := NewSocketBind(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, uc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
 func wgPacket(i int) []byte {
@@ -46,11 +59,7 @@ func receiveBufs() ([][]byte, []int, []conn.Endpoint) {
 }
 
 func TestSocketBindBatches(t *testing.T) {
-	f, addr := handedSocket(t)
-	b, err := NewSocketBind(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, addr := handedBind(t)
 	fns, port, err := b.Open(51820) // the requested port cannot move the socket
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +68,7 @@ func TestSocketBindBatches(t *testing.T) {
 	if len(fns) != 1 || port != addr.Port() {
 		t.Fatalf("Open: %d receive funcs, port %d; want 1 and the socket's %d", len(fns), port, addr.Port())
 	}
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	peer := loopbackUDP(t)
 	peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	for _, n := range []int{1, 7, socketBatch, socketBatch + 3} {
@@ -122,11 +127,7 @@ func TestSocketBindBatches(t *testing.T) {
 }
 
 func TestSocketBindClose(t *testing.T) {
-	f, addr := handedSocket(t)
-	b, err := NewSocketBind(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, addr := handedBind(t)
 	fns, _, err := b.Open(0)
 	if err != nil {
 		t.Fatal(err)
@@ -212,11 +213,7 @@ func TestSocketBindRefuses(t *testing.T) {
 			}
 		})
 	}
-	f, _ := handedSocket(t)
-	b, err := NewSocketBind(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, _ := handedBind(t)
 	if _, _, err := b.Open(0); err != nil {
 		t.Fatal(err)
 	}
@@ -234,22 +231,14 @@ func TestSocketBindRefuses(t *testing.T) {
 // socket as over StdNetBind: STUN leaves the WireGuard batch, and SendTo
 // answers from the same socket.
 func TestSocketBindControlTap(t *testing.T) {
-	f, addr := handedSocket(t)
-	sb, err := NewSocketBind(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb, addr := handedBind(t)
 	b := newBindOver(sb, 4)
 	fns, _, err := b.Open(0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	peer := loopbackUDP(t)
 	stun := make([]byte, 20)
 	binary.BigEndian.PutUint16(stun, 0x0001) // binding request
 	binary.BigEndian.PutUint32(stun[4:], stunMagicCookie)
@@ -297,20 +286,12 @@ func TestSocketBindControlTap(t *testing.T) {
 // without GRO still gets each datagram whole and in order, the short last
 // one included.
 func TestSocketBindGSO(t *testing.T) {
-	f, addr := handedSocket(t)
-	b, err := NewSocketBind(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, addr := handedBind(t)
 	if _, _, err := b.Open(0); err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	peer := loopbackUDP(t)
 	peer.SetReadBuffer(8 << 20)
 	ep, _ := b.ParseEndpoint(peer.LocalAddr().String())
 	for _, tc := range []struct {

@@ -65,13 +65,18 @@ func (o *Orchestrator) Deploy(ctx context.Context, req api.DeployRequest, event 
 	if err := qualify(&req); err != nil {
 		return err
 	}
-	orphans, err := o.orphans(ctx, req)
+	// Every service is planned from one read of the state.
+	state, err := o.readState(ctx)
+	if err != nil {
+		return err
+	}
+	orphans, err := orphans(state, req)
 	if err != nil {
 		return err
 	}
 	var plans []*servicePlan
 	deps := map[string]map[string]string{}
-	planned := newPlannedDeploy() // for the next services' spread and shared volumes
+	planned := newPlannedDeploy(state) // for the next services' spread and shared volumes
 	for _, s := range req.Services {
 		service := cmp.Or(s.Name, serviceNameFromImage(s.Image))
 		if len(s.DependsOn) > 0 {
@@ -302,10 +307,14 @@ func (o *Orchestrator) planService(ctx context.Context, all []Machine, s api.Run
 	if s.Mode == "global" {
 		want = len(targets)
 	}
-	cs, err := o.serviceContainers(ctx, s.Name)
+	state, err := o.stateOf(ctx, planned)
 	if err != nil {
 		return nil, err
 	}
+	if planned == nil {
+		planned = newPlannedDeploy(state) // placement works from the same view
+	}
+	cs := state.containersOf(s.Name)
 	sort.Slice(cs, func(i, j int) bool {
 		if (cs[i].State == "running") != (cs[j].State == "running") {
 			return cs[i].State == "running"

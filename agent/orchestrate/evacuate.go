@@ -57,10 +57,12 @@ func (o *Orchestrator) planEvacuation(ctx context.Context, machine string) (*eva
 	if e.machine.ID == "" {
 		return nil, fmt.Errorf("%w: no machine %q", api.ErrNotFound, machine)
 	}
-	cs, err := o.serviceContainers(ctx, "")
+	// The moves of every service are planned from one read of the state.
+	state, err := o.readState(ctx)
 	if err != nil {
 		return nil, err
 	}
+	cs := state.containers
 	here := map[string][]*record.Container{}
 	for _, c := range cs {
 		if c.MachineID == e.machine.ID {
@@ -85,7 +87,7 @@ func (o *Orchestrator) planEvacuation(ctx context.Context, machine string) (*eva
 			noTarget = err.Error()
 		}
 	}
-	planned := newPlannedDeploy()
+	planned := newPlannedDeploy(state)
 	for _, name := range services {
 		mine := here[name]
 		svc, err := o.service(ctx, name)

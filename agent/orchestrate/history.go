@@ -20,21 +20,6 @@ import (
 // version to the service's history record (the last record.HistoryKeep),
 // and a rollback deploys one of them again, as a normal rollout.
 
-// specOf is the container spec a run or deploy asks for (the pin is added
-// once resolved).
-func specOf(r api.RunRequest) runtime.ContainerSpec {
-	ports := append(append([]string{}, r.Ports...), r.Expose...)
-	return runtime.ContainerSpec{Service: r.Name, Image: r.Image, Cmd: r.Cmd, Env: r.Env,
-		Volumes: r.Volumes, Ports: ports, Restart: r.Restart, Health: r.Health,
-		HealthInterval: r.HealthInterval, HealthTimeout: r.HealthTimeout, HealthRetries: r.HealthRetries,
-		HealthStartPeriod: r.HealthStartPeriod,
-		Entrypoint:        r.Entrypoint, User: r.User, WorkingDir: r.WorkingDir, Labels: r.Labels, Init: r.Init,
-		CapAdd: r.CapAdd, CapDrop: r.CapDrop, StopSignal: r.StopSignal, StopGracePeriod: r.StopGracePeriod,
-		Ulimits: r.Ulimits, LogDriver: r.LogDriver, LogOptions: r.LogOptions, Tmpfs: r.Tmpfs,
-		CPUs: r.CPUs, Memory: r.Memory, ReserveCPUs: r.ReserveCPUs, ReserveMemory: r.ReserveMemory,
-		Placement: r.Constraints}
-}
-
 // history is the service's history record; an empty one when it has none.
 func (o *Orchestrator) history(ctx context.Context, service string) (*record.History, error) {
 	r, err := o.store.Get(ctx, record.HistoryPrefix+service)
@@ -147,10 +132,8 @@ func (o *Orchestrator) Rollback(ctx context.Context, service string, req api.Rol
 	if err != nil {
 		return err
 	}
-	run := api.RunRequest{Name: service, Image: spec.Image, Cmd: spec.Cmd, Env: spec.Env, Volumes: spec.Volumes,
-		Ports: spec.Ports, Restart: spec.Restart, Health: spec.Health, HealthInterval: spec.HealthInterval,
-		HealthTimeout: spec.HealthTimeout, HealthRetries: spec.HealthRetries, HealthStartPeriod: spec.HealthStartPeriod,
-		Mode: cmp.Or(svc.Mode, v.Mode), Replicas: max(len(cs), 1), AllowFrom: v.AllowFrom, Update: v.Update}
+	run := requestOf(spec)
+	run.Name, run.Mode, run.Replicas, run.AllowFrom, run.Update = service, cmp.Or(svc.Mode, v.Mode), max(len(cs), 1), v.AllowFrom, v.Update
 	all, err := o.fleet.Machines(ctx)
 	if err != nil {
 		return err

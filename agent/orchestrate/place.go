@@ -3,7 +3,6 @@ package orchestrate
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"sync"
 
@@ -17,27 +16,21 @@ import (
 // reports.
 
 // newWant is what a service asks of placement; cs are its containers now.
-func (o *Orchestrator) newWant(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container, planned *plannedDeploy) (want, error) {
+func (o *Orchestrator) newWant(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container,
+	planned *plannedDeploy, state *stateView) (want, error) {
 	w := want{service: spec.Service, spec: spec}
 	var err error
 	if w.constraints, err = parseConstraints(spec.Placement); err != nil {
 		return w, err
 	}
-	w.pinned, err = o.volumePins(ctx, all, spec, cs, planned)
+	w.pinned, err = o.volumePins(ctx, all, spec, cs, planned, state)
 	return w, err
 }
 
 // candidates describe the targets with their load; kept counts the
 // service's containers that stay on each machine (by ID).
-func (o *Orchestrator) candidates(ctx context.Context, targets []Machine, w want, kept map[string]int) ([]candidate, error) {
-	specs, err := o.serviceSpecs(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cs, err := o.serviceContainers(ctx, "")
-	if err != nil {
-		return nil, err
-	}
+func (o *Orchestrator) candidates(ctx context.Context, targets []Machine, w want, kept map[string]int, state *stateView) []candidate {
+	specs, cs := state.serviceSpecs(), state.containers
 	loads := map[string]*load{}
 	for _, t := range targets {
 		loads[t.ID] = &load{ofService: kept[t.ID], total: w.planned.containersOn(t.ID)}
@@ -70,25 +63,7 @@ func (o *Orchestrator) candidates(ctx context.Context, targets []Machine, w want
 			out[i].capacity = caps[i]
 		}
 	}
-	return out, nil
-}
-
-// serviceSpecs are the specs of every service, by name.
-func (o *Orchestrator) serviceSpecs(ctx context.Context) (map[string]*runtime.ContainerSpec, error) {
-	recs, err := o.store.List(ctx, record.ServicesPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("list services: %w", err)
-	}
-	out := map[string]*runtime.ContainerSpec{}
-	for _, r := range recs {
-		if s, ok := r.(*record.Service); ok {
-			var spec runtime.ContainerSpec
-			if json.Unmarshal(s.Spec, &spec) == nil {
-				out[s.Name] = &spec
-			}
-		}
-	}
-	return out, nil
+	return out
 }
 
 // capacities asks every target's Docker at once; a machine that does
@@ -118,7 +93,7 @@ func (o *Orchestrator) capacities(ctx context.Context, ts []Machine) []Capacity 
 // volumes: where its containers are, and where its record says volumes
 // were made. Empty for a spec without named volumes.
 func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runtime.ContainerSpec, cs []*record.Container,
-	planned *plannedDeploy) (map[string]string, error) {
+	planned *plannedDeploy, state *stateView) (map[string]string, error) {
 	vols := spec.NamedVolumes()
 	if len(vols) == 0 {
 		return nil, nil
@@ -145,11 +120,7 @@ func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runti
 	// containers are (or its record says it was made), and where this
 	// deploy placed it for a service planned before: a Docker volume is
 	// one machine's, so services that share one share that machine.
-	others, err := o.volumeHolders(ctx, spec.Service, vols)
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range others {
+	for _, id := range state.volumeHolders(spec.Service, vols) {
 		add(id)
 	}
 	for _, v := range vols {
@@ -162,16 +133,11 @@ func (o *Orchestrator) volumePins(ctx context.Context, all []Machine, spec runti
 
 // volumeHolders are the machines (IDs) where services other than service
 // hold any of the named volumes vols.
-func (o *Orchestrator) volumeHolders(ctx context.Context, service string, vols []string) ([]string, error) {
-	recs, err := o.store.List(ctx, record.ServicesPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("list services: %w", err)
-	}
+func (v *stateView) volumeHolders(service string, vols []string) []string {
 	sharing := map[string]bool{}
 	var out []string
-	for _, r := range recs {
-		svc, ok := r.(*record.Service)
-		if !ok || svc.Name == service {
+	for _, svc := range v.services {
+		if svc.Name == service {
 			continue
 		}
 		var other runtime.ContainerSpec
@@ -186,19 +152,12 @@ func (o *Orchestrator) volumeHolders(ctx context.Context, service string, vols [
 			}
 		}
 	}
-	if len(sharing) == 0 {
-		return out, nil
-	}
-	cs, err := o.serviceContainers(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range cs {
+	for _, c := range v.containers {
 		if sharing[c.Service] {
 			out = append(out, c.MachineID)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // plannedDeploy is what a deploy has placed so far, for the services it
@@ -208,10 +167,13 @@ func (o *Orchestrator) volumeHolders(ctx context.Context, service string, vols [
 type plannedDeploy struct {
 	containers map[string]int      // machine ID -> new containers
 	volumes    map[string][]string // volume name -> machine IDs
+	// state is the view of the state the whole plan works from; nil:
+	// each placement reads its own (stateOf).
+	state *stateView
 }
 
-func newPlannedDeploy() *plannedDeploy {
-	return &plannedDeploy{containers: map[string]int{}, volumes: map[string][]string{}}
+func newPlannedDeploy(state *stateView) *plannedDeploy {
+	return &plannedDeploy{containers: map[string]int{}, volumes: map[string][]string{}, state: state}
 }
 
 // add records the new containers of spec on machines.
@@ -292,15 +254,16 @@ func (o *Orchestrator) noteVolumes(ctx context.Context, service string, held ...
 // containers that stay, by machine ID.
 func (o *Orchestrator) placeNew(ctx context.Context, all, targets []Machine, spec runtime.ContainerSpec,
 	cs []*record.Container, kept map[string]int, n int, global bool, planned *plannedDeploy) ([]Machine, error) {
-	w, err := o.newWant(ctx, all, spec, cs, planned)
+	state, err := o.stateOf(ctx, planned)
+	if err != nil {
+		return nil, err
+	}
+	w, err := o.newWant(ctx, all, spec, cs, planned, state)
 	if err != nil {
 		return nil, err
 	}
 	w.planned = planned
-	cands, err := o.candidates(ctx, targets, w, kept)
-	if err != nil {
-		return nil, err
-	}
+	cands := o.candidates(ctx, targets, w, kept, state)
 	if global {
 		return fitGlobal(cands, w)
 	}

@@ -52,42 +52,20 @@ func (o *Orchestrator) serviceID(ctx context.Context, typed string) (string, err
 
 // serviceIDs are the IDs of every service with a record or a container.
 func (o *Orchestrator) serviceIDs(ctx context.Context) (map[string]bool, error) {
-	ids := map[string]bool{}
-	recs, err := o.store.List(ctx, record.ServicesPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("list services: %w", err)
-	}
-	for _, r := range recs {
-		if s, ok := r.(*record.Service); ok {
-			ids[s.Name] = true
-		}
-	}
-	cs, err := o.serviceContainers(ctx, "")
+	v, err := o.readState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range cs {
-		if c.Service != "" {
-			ids[c.Service] = true
-		}
-	}
-	return ids, nil
+	return v.serviceIDs(), nil
 }
 
 // projectServices are the IDs of the services of project.
 func (o *Orchestrator) projectServices(ctx context.Context, project string) ([]string, error) {
-	ids, err := o.serviceIDs(ctx)
+	v, err := o.readState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []string
-	for id := range ids {
-		if record.ServiceProject(id) == project {
-			out = append(out, id)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return v.projectServices(project), nil
 }
 
 // qualify turns a deploy's services, named within their project, into
@@ -149,9 +127,9 @@ func qualify(req *api.DeployRequest) error {
 }
 
 // orphans are the services of the deploy's project that it does not
-// name. The default project has none: it holds what 'uncloud run' made,
-// which no Compose file names.
-func (o *Orchestrator) orphans(ctx context.Context, req api.DeployRequest) ([]string, error) {
+// name, in the deploy's view of the state. The default project has none:
+// it holds what 'uncloud run' made, which no Compose file names.
+func orphans(state *stateView, req api.DeployRequest) ([]string, error) {
 	project := record.ServiceProject(req.Services[0].Name)
 	if project == record.DefaultProject {
 		if req.RemoveOrphans {
@@ -159,10 +137,7 @@ func (o *Orchestrator) orphans(ctx context.Context, req api.DeployRequest) ([]st
 		}
 		return nil, nil
 	}
-	ids, err := o.projectServices(ctx, project)
-	if err != nil {
-		return nil, err
-	}
+	ids := state.projectServices(project)
 	named := map[string]bool{}
 	for _, s := range req.Services {
 		named[s.Name] = true

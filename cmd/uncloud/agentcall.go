@@ -26,6 +26,21 @@ func agentCall[T any](g *globals, timeout time.Duration, call func(context.Conte
 	return call(ctx, client)
 }
 
+// agentShow makes one agentCall and prints its answer: as indented JSON
+// when output is "json", else with render. It is the whole of a command
+// that shows one answer of the agent.
+func agentShow[T any](g *globals, timeout time.Duration, output string, call func(context.Context, *api.Client) (T, error),
+	render func(T) error) error {
+	v, err := agentCall(g, timeout, call)
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		return printJSON(v)
+	}
+	return render(v)
+}
+
 // agentFor connects to the agent (g.client) for one command bounded by
 // timeout; release frees both.
 func agentFor(g *globals, timeout time.Duration) (*api.Client, context.Context, func(), error) {

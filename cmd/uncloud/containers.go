@@ -190,15 +190,13 @@ type psCmd struct {
 }
 
 func (c psCmd) Run(g *globals) error {
-	cs, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.ContainerInfo, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) ([]api.ContainerInfo, error) {
 		return a.Containers(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(cs)
-	}
+	}, renderContainers)
+}
+
+// renderContainers shows the containers as a table.
+func renderContainers(cs []api.ContainerInfo) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "SERVICE\tCONTAINER\tMACHINE\tADDRESS\tSTATE\tHEALTH\tIMAGE\tDIGEST\tAGE")
 	for _, ci := range cs {
@@ -249,18 +247,17 @@ Examples:
 }
 
 func (c lsCmd) Run(g *globals) error {
-	ss, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.ServiceInfo, error) {
-		return a.Services(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Project != "" {
-		ss = slices.DeleteFunc(ss, func(s api.ServiceInfo) bool { return s.Project != c.Project })
-	}
-	if c.Output == "json" {
-		return printJSON(ss)
-	}
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) ([]api.ServiceInfo, error) {
+		ss, err := a.Services(ctx)
+		if c.Project != "" {
+			ss = slices.DeleteFunc(ss, func(s api.ServiceInfo) bool { return s.Project != c.Project })
+		}
+		return ss, err
+	}, renderServices)
+}
+
+// renderServices shows the services as a table, a blank row between projects.
+func renderServices(ss []api.ServiceInfo) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "PROJECT\tSERVICE\tMODE\tRUNNING\tIMAGE\tPORTS\tMACHINES")
 	for i, s := range ss {

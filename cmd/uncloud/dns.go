@@ -20,15 +20,13 @@ type dnsLsCmd struct {
 }
 
 func (c dnsLsCmd) Run(g *globals) error {
-	n, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.DNSNames, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) (api.DNSNames, error) {
 		return a.DNSNames(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(n)
-	}
+	}, renderDNSNames)
+}
+
+// renderDNSNames shows the names and their records as a table.
+func renderDNSNames(n api.DNSNames) error {
 	fmt.Printf("Serving on %s; other names go to %s.\n", orNone(n.Listen), orNone(n.Upstreams))
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tTYPE\tRECORDS\tSEEN BY")
@@ -56,15 +54,13 @@ type dnsQueryCmd struct {
 }
 
 func (c dnsQueryCmd) Run(g *globals) error {
-	a, err := agentCall(g, shortCommand, func(ctx context.Context, ac *api.Client) (api.DNSAnswer, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, ac *api.Client) (api.DNSAnswer, error) {
 		return ac.DNSQuery(ctx, c.Name, c.Type)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(a)
-	}
+	}, renderDNSAnswer)
+}
+
+// renderDNSAnswer shows the answer in dig's sections.
+func renderDNSAnswer(a api.DNSAnswer) error {
 	fmt.Printf("status: %s\n", a.Rcode)
 	for _, sec := range []struct {
 		name string

@@ -127,17 +127,12 @@ func (c exposeRmCmd) Run(g *globals) error {
 
 // updateHostNet sends a change and prints the result in output's form.
 func updateHostNet(g *globals, u api.HostNetUpdate, output string) error {
-	h, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.HostNet, error) {
+	return agentShow(g, shortCommand, output, func(ctx context.Context, a *api.Client) (api.HostNet, error) {
 		return a.UpdateHostNet(ctx, u)
+	}, func(h api.HostNet) error {
+		fmt.Println(strings.ToUpper(hostNetLine(h)[:1]) + hostNetLine(h)[1:] + ".")
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if output == "json" {
-		return printJSON(h)
-	}
-	fmt.Println(strings.ToUpper(hostNetLine(h)[:1]) + hostNetLine(h)[1:] + ".")
-	return nil
 }
 
 type exposeLsCmd struct {
@@ -145,15 +140,13 @@ type exposeLsCmd struct {
 }
 
 func (c exposeLsCmd) Run(g *globals) error {
-	h, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.HostNet, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) (api.HostNet, error) {
 		return a.HostNet(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(h)
-	}
+	}, renderExposed)
+}
+
+// renderExposed shows the exposed ports and where they go.
+func renderExposed(h api.HostNet) error {
 	if len(h.Exposed) == 0 {
 		fmt.Printf("No ports exposed (%s mode).\n", h.Mode)
 		return nil

@@ -37,16 +37,9 @@ Examples:
 }
 
 func (c imageLsCmd) Run(g *globals) error {
-	res, err := agentCall(g, time.Minute, func(ctx context.Context, a *api.Client) (api.ImageList, error) {
+	return agentShow(g, time.Minute, c.Output, func(ctx context.Context, a *api.Client) (api.ImageList, error) {
 		return a.ListImages(ctx, api.ImageListRequest{Machines: c.Machine})
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(res)
-	}
-	return renderImageList(os.Stdout, res)
+	}, func(res api.ImageList) error { return renderImageList(os.Stdout, res) })
 }
 
 func renderImageList(out io.Writer, res api.ImageList) error {

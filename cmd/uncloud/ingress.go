@@ -21,15 +21,13 @@ type ingressLsCmd struct {
 }
 
 func (c ingressLsCmd) Run(g *globals) error {
-	st, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.IngressStatus, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) (api.IngressStatus, error) {
 		return a.Ingress(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(st)
-	}
+	}, renderIngress)
+}
+
+// renderIngress shows the routes, or why there are none.
+func renderIngress(st api.IngressStatus) error {
 	if !st.Running {
 		if st.Error != "" {
 			return fmt.Errorf("the ingress of %s did not start: %s", st.Machine, st.Error)

@@ -102,15 +102,13 @@ type machineLsCmd struct {
 }
 
 func (c machineLsCmd) Run(g *globals) error {
-	machines, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.MachineInfo, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) ([]api.MachineInfo, error) {
 		return a.Machines(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(machines)
-	}
+	}, renderMachines)
+}
+
+// renderMachines shows the machines as a table, then why some run no containers.
+func renderMachines(machines []api.MachineInfo) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tSTATE\tADDRESS\tSUBNET\tMODE\tCONTAINERS\tEXPOSED\tROLES\tENDPOINT\tHANDSHAKE\tVERSION\tID")
 	var why []string // the machines that run no containers, and why

@@ -19,15 +19,13 @@ type meshCmd struct {
 // (through which machine), the endpoint in use, the peer's NAT type, the
 // last handshake and the probe round-trip time.
 func (c meshCmd) Run(g *globals) error {
-	st, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.MeshStatus, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) (api.MeshStatus, error) {
 		return a.Mesh(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(st)
-	}
+	}, renderMesh)
+}
+
+// renderMesh shows the paths to the peers and the relay and STUN counters.
+func renderMesh(st api.MeshStatus) error {
 	fmt.Printf("machine %s: NAT %s, keepalive %s\n", st.Machine, st.NAT, st.Keepalive)
 	fmt.Printf("candidates: %s\n", dash(strings.Join(st.Candidates, " ")))
 	if len(st.Reflexive) > 0 {

@@ -26,15 +26,13 @@ that runs now.`
 }
 
 func (c historyCmd) Run(g *globals) error {
-	vs, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.ServiceVersion, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) ([]api.ServiceVersion, error) {
 		return a.History(ctx, c.Service)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(vs)
-	}
+	}, renderHistory)
+}
+
+// renderHistory shows the versions as a table, newest first.
+func renderHistory(vs []api.ServiceVersion) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "VERSION\tWHEN\tIMAGE\tDIGEST\tBY\tON\tACTION")
 	for _, v := range vs {

@@ -21,15 +21,13 @@ type stateLsCmd struct {
 }
 
 func (c stateLsCmd) Run(g *globals) error {
-	entries, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.StateEntry, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) ([]api.StateEntry, error) {
 		return a.StateList(ctx, c.Prefix)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(entries)
-	}
+	}, renderState)
+}
+
+// renderState shows the records as a table.
+func renderState(entries []api.StateEntry) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KEY\tVALUE")
 	for _, e := range entries {

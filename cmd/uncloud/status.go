@@ -16,15 +16,13 @@ type statusCmd struct {
 }
 
 func (c statusCmd) Run(g *globals) error {
-	st, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) (api.Status, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) (api.Status, error) {
 		return a.Status(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(st)
-	}
+	}, renderStatus)
+}
+
+// renderStatus shows the machine and its WireGuard peers.
+func renderStatus(st api.Status) error {
 	fmt.Printf("machine %s (%s) in network %s\naddress %s, %s mode, WireGuard port %d, uncloud %s\n",
 		st.Name, st.MachineID, st.NetworkID, st.Address, st.Mode, st.Port, st.Version)
 	fmt.Printf("roles %s, gossip key %s (rotation %d)\n", dash(strings.Join(st.Roles, ",")), st.GossipKey, st.GossipKeyEpoch)

@@ -43,15 +43,13 @@ type tokenLsCmd struct {
 }
 
 func (c tokenLsCmd) Run(g *globals) error {
-	tokens, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.TokenInfo, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) ([]api.TokenInfo, error) {
 		return a.ListTokens(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(tokens)
-	}
+	}, renderTokens)
+}
+
+// renderTokens shows the tokens as a table.
+func renderTokens(tokens []api.TokenInfo) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tSTATE\tUSES LEFT\tEXPIRES")
 	for _, t := range tokens {

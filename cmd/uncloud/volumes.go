@@ -25,15 +25,13 @@ volume of the same name on two machines is two volumes, with their own data.`
 }
 
 func (c volumeLsCmd) Run(g *globals) error {
-	vs, err := agentCall(g, shortCommand, func(ctx context.Context, a *api.Client) ([]api.VolumeInfo, error) {
+	return agentShow(g, shortCommand, c.Output, func(ctx context.Context, a *api.Client) ([]api.VolumeInfo, error) {
 		return a.Volumes(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	if c.Output == "json" {
-		return printJSON(vs)
-	}
+	}, renderVolumes)
+}
+
+// renderVolumes shows the volumes as a table.
+func renderVolumes(vs []api.VolumeInfo) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VOLUME\tMACHINE\tDRIVER\tSERVICES\tCONTAINERS")
 	for _, v := range vs {

@@ -19,31 +19,69 @@ func isTCPGSO(pkt *stack.PacketBuffer) bool {
 	return pkt.GSOOptions.Type == stack.GSOTCPv4 && pkt.GSOOptions.NeedsCsum
 }
 
-// gsoSegments is the number of packets pkt becomes.
-func gsoSegments(pkt *stack.PacketBuffer) int {
-	payload := pkt.Data().Size()
-	mss := int(pkt.GSOOptions.MSS)
-	if mss <= 0 || payload <= mss {
-		return 1
-	}
-	return (payload + mss - 1) / mss
+// gsoSplit is the TCP GSO packet being split: its headers, payload and a
+// cursor into the payload's views are taken once per packet, not once per
+// segment (reading a PacketBuffer's headers cost 3 % of the sending agent).
+type gsoSplit struct {
+	ip      header.IPv4
+	tcp     header.TCP
+	payload int
+	mss     int
+	nseg    int
+	// cur and curOff point at the next payload byte: segments are written
+	// in order, so each copy continues where the last one ended.
+	cur    *buffer.View
+	curOff int
 }
 
-// writeGSOSegment writes segment seg of the TCP GSO packet pkt into dst and
-// returns its length, or false if dst is too small. Writing straight into
-// wireguard-go's buffer makes this the only copy of the payload on the way
-// out, and its checksum is computed while the bytes are in cache: the stack
-// builds one 60 KB segment instead of ~43 packets through its IP layer.
-func writeGSOSegment(dst []byte, pkt *stack.PacketBuffer, seg, nseg int) (int, bool) {
-	ip := header.IPv4(pkt.NetworkHeader().Slice())
-	tcp := header.TCP(pkt.TransportHeader().Slice())
-	payload := pkt.Data().Size()
-	mss := int(pkt.GSOOptions.MSS)
-	if nseg == 1 {
-		mss = payload
+// start prepares pkt for splitting and returns its number of segments.
+func (g *gsoSplit) start(pkt *stack.PacketBuffer) int {
+	g.ip = header.IPv4(pkt.NetworkHeader().Slice())
+	g.tcp = header.TCP(pkt.TransportHeader().Slice())
+	g.payload = pkt.Data().Size()
+	g.mss = int(pkt.GSOOptions.MSS)
+	g.nseg = 1
+	if g.mss > 0 && g.payload > g.mss {
+		g.nseg = (g.payload + g.mss - 1) / g.mss
+	} else {
+		g.mss = g.payload
 	}
-	off := seg * mss
-	segLen := min(mss, payload-off)
+	views, skip := pkt.AsViewList()
+	skip += len(g.ip) + len(g.tcp)
+	g.cur, g.curOff = views.Front(), 0
+	for g.cur != nil && skip >= g.cur.Size() {
+		skip -= g.cur.Size()
+		g.cur = g.cur.Next()
+	}
+	g.curOff = skip
+	return g.nseg
+}
+
+// next copies the next n payload bytes into dst.
+func (g *gsoSplit) next(dst []byte) bool {
+	n := 0
+	for n < len(dst) && g.cur != nil {
+		b := g.cur.AsSlice()[g.curOff:]
+		c := copy(dst[n:], b)
+		n += c
+		g.curOff += c
+		if g.curOff == g.cur.Size() {
+			g.cur, g.curOff = g.cur.Next(), 0
+		}
+	}
+	return n == len(dst)
+}
+
+// writeSegment writes segment seg (the next one in order) into dst and
+// returns its length, or false if dst is too small or the payload ends
+// early. Writing straight into wireguard-go's buffer makes this the only
+// copy of the payload on the way out, and its checksum is computed while
+// the bytes are in cache: the stack builds one 60 KB segment instead of
+// ~43 packets through its IP layer.
+func (g *gsoSplit) writeSegment(dst []byte, seg int) (int, bool) {
+	ip, tcp := g.ip, g.tcp
+	off := seg * g.mss
+	segLen := min(g.mss, g.payload-off)
 	ipLen, tcpLen := len(ip), len(tcp)
 	total := ipLen + tcpLen + segLen
 	if total > len(dst) || total > 0xffff {
@@ -51,8 +89,7 @@ func writeGSOSegment(dst []byte, pkt *stack.PacketBuffer, seg, nseg int) (int, b
 	}
 	copy(dst, ip)
 	copy(dst[ipLen:], tcp)
-	views, hdrOff := pkt.AsViewList()
-	if !copyFromViews(dst[ipLen+tcpLen:total], views, hdrOff+ipLen+tcpLen+off) {
+	if !g.next(dst[ipLen+tcpLen : total]) {
 		return 0, false
 	}
 
@@ -65,7 +102,7 @@ func writeGSOSegment(dst []byte, pkt *stack.PacketBuffer, seg, nseg int) (int, b
 	otcp := header.TCP(dst[ipLen:total])
 	otcp.SetSequenceNumber(tcp.SequenceNumber() + uint32(off))
 	flags := tcp.Flags()
-	if seg != nseg-1 {
+	if seg != g.nseg-1 {
 		// FIN and PSH belong to the last byte only.
 		flags &^= header.TCPFlagFin | header.TCPFlagPsh
 	}
@@ -78,19 +115,4 @@ func writeGSOSegment(dst []byte, pkt *stack.PacketBuffer, seg, nseg int) (int, b
 	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(tcpLen+segLen))
 	otcp.SetChecksum(^checksum.Checksum(dst[ipLen:total], xsum))
 	return total, true
-}
-
-// copyFromViews fills dst from the views, starting skip bytes in.
-func copyFromViews(dst []byte, views buffer.ViewList, skip int) bool {
-	n := 0
-	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
-		b := v.AsSlice()
-		if skip >= len(b) {
-			skip -= len(b)
-			continue
-		}
-		n += copy(dst[n:], b[skip:])
-		skip = 0
-	}
-	return n == len(dst)
 }

@@ -42,6 +42,7 @@ type linkEndpoint struct {
 	readMu    sync.Mutex
 	pending   *stack.PacketBuffer // +checklocks:readMu
 	seg, nseg int                 // next segment of pending, and count
+	split     gsoSplit            // pending's headers, when it is TCP GSO
 }
 
 var (
@@ -94,7 +95,7 @@ func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error)
 			}
 			e.seg, e.nseg = 0, 1
 			if isTCPGSO(e.pending) {
-				e.nseg = gsoSegments(e.pending)
+				e.nseg = e.split.start(e.pending)
 			}
 		}
 		pkt := e.pending
@@ -106,7 +107,7 @@ func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error)
 			e.seg = e.nseg
 		}
 		for e.seg < e.nseg && n < len(bufs) {
-			size, ok := writeGSOSegment(bufs[n][offset:], pkt, e.seg, e.nseg)
+			size, ok := e.split.writeSegment(bufs[n][offset:], e.seg)
 			if !ok {
 				// A malformed or oversized segment: drop the rest,
 				// TCP will retransmit.
@@ -120,6 +121,7 @@ func (e *linkEndpoint) read(bufs [][]byte, sizes []int, offset int) (int, error)
 		if e.seg == e.nseg {
 			pkt.DecRef()
 			e.pending = nil
+			e.split = gsoSplit{}
 		}
 	}
 	return n, nil

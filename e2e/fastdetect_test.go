@@ -312,6 +312,13 @@ func TestJoinOrder(t *testing.T) {
 		}
 		took = append(took, d)
 		t.Logf("join %d: %s with a token from m%d: a member everywhere %v after the command (per machine %v)", i, name, issuer+1, d.Round(10*time.Millisecond), roundAll(views))
+		logs := map[string]string{}
+		for j := 0; j <= i; j++ {
+			if f.procs[j] != nil {
+				logs[fmt.Sprintf("m%d", j+1)] = f.procs[j].Log()
+			}
+		}
+		t.Logf("join %d phases from the command (%s): %s", i, start.UTC().Format("15:04:05.000"), joinTimeline(start, name, logs))
 	}
 	worst, _ := slowest(took)
 	t.Logf("FIGURE five joins in quick succession: %v (slowest %v)", roundAll(took), worst.Round(10*time.Millisecond))

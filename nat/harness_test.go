@@ -338,7 +338,7 @@ func makeNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) []
 			Interfaces: func() ([]Interface, error) {
 				return []Interface{{Name: "eth0", Up: true, Addrs: []netip.Addr{addr.Addr()}}}, nil
 			},
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel})).With("node", name),
 		}
 		if tweak != nil {
 			tweak(&cfg)
@@ -447,3 +447,12 @@ func drain(t *testing.T, s *fakeSocket) {
 }
 
 func addrOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }
+
+// testLogLevel is the managers' log level in tests: debug with
+// UNCLOUD_NAT_TEST_DEBUG set, to read a failing test's timeline.
+var testLogLevel = func() slog.Level {
+	if os.Getenv("UNCLOUD_NAT_TEST_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}()

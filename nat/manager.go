@@ -425,8 +425,11 @@ func (m *Manager) wakeBy(t time.Time) {
 }
 
 func (m *Manager) tick(ctx context.Context, now time.Time) {
-	if !m.wake.After(now) {
-		m.wake = time.Time{}
+	// Everything still pending wakes the loop again below (step,
+	// dueHandshake, the publish check): wakeBy keeps only the earliest.
+	m.wake = time.Time{}
+	if m.pollSoon {
+		m.wakeBy(now.Add(pollSoonAfter))
 	}
 	for k, tx := range m.pending {
 		if now.Sub(tx.sent) > pendingTTL {
@@ -448,6 +451,9 @@ func (m *Manager) tick(ctx context.Context, now time.Time) {
 	}
 	if since := now.Sub(m.lastPub); since >= publishInterval || (m.pubSoon && since >= publishSoonAfter) {
 		m.maybePublish(ctx, now)
+	}
+	if m.pubSoon {
+		m.wakeBy(m.lastPub.Add(publishSoonAfter))
 	}
 }
 

@@ -89,6 +89,7 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 		m.sendCallMeMaybe(t, p, now)
 		p.nextCMM = now.Add(callMeMaybeInterval)
 	}
+	m.wakeBy(p.nextCMM) // one resent sooner (a bounce) goes at its time, not at a tick
 	if !now.Before(p.nextRound) {
 		for _, c := range p.allCandidates() {
 			m.sendProbe(p, c, now)
@@ -353,9 +354,11 @@ func (p *peer) anyProven(t *peerTable, now time.Time) bool {
 // initiations to p (when p was added, and from wgRetryAfter on, its
 // 5 s retry): a path found while one of those is in flight would kill
 // the session it is completing, and the peer would drop the new
-// initiation as a replay of the first (a flood within 20 ms). Otherwise
-// it goes at once, on the loop's next turn: the path event, not a tick,
-// starts it.
+// initiation as a replay of the first (a flood within 20 ms). Whatever
+// path the restart takes: a member's first initiation to a public
+// newcomer went straight to it, and a restart through a relay found
+// 2 ms later was dropped (a 5.2 s join). Otherwise the restart goes at
+// once, on the loop's next turn: the path event, not a tick, starts it.
 func (m *Manager) firstHandshake(p *peer, endpoint string) {
 	if !p.liveInfo().handshake.IsZero() || bytes.Compare(m.self[:], p.key[:]) > 0 {
 		return
@@ -378,7 +381,11 @@ func (m *Manager) firstHandshake(p *peer, endpoint string) {
 // its time has come (tun.Device.Rehandshake leaves a peer that has a
 // session alone).
 func (m *Manager) dueHandshake(p *peer, now time.Time) {
-	if p.rehandshakeDue.IsZero() || now.Before(p.rehandshakeDue) {
+	if p.rehandshakeDue.IsZero() {
+		return
+	}
+	if now.Before(p.rehandshakeDue) {
+		m.wakeBy(p.rehandshakeDue)
 		return
 	}
 	p.rehandshakeDue = time.Time{}

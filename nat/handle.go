@@ -236,7 +236,6 @@ func (m *Manager) onCallMeMaybe(p *peer, now time.Time) {
 	// them; waiting for the next would cost a second.
 	if now.Sub(p.lastCMM) > callMeMaybeInterval/2 || !p.heardCMM {
 		m.sendCallMeMaybe(m.table.Load(), p, now)
-		p.nextCMM = now.Add(callMeMaybeInterval)
 	}
 	p.heardCMM = true
 	if !p.directHealthy(now) {

@@ -89,7 +89,9 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 		m.sendCallMeMaybe(t, p, now)
 		p.nextCMM = now.Add(callMeMaybeInterval)
 	}
-	m.wakeBy(p.nextCMM) // one resent sooner (a bounce) goes at its time, not at a tick
+	if p.nextCMM.Sub(now) < tickInterval {
+		m.wakeBy(p.nextCMM) // one resent sooner (a bounce) goes at its time, not at a tick
+	}
 	if !now.Before(p.nextRound) {
 		for _, c := range p.allCandidates() {
 			m.sendProbe(p, c, now)

@@ -159,6 +159,7 @@ func (m *Manager) onProbeOK(p *peer, addr netip.AddrPort, rtt time.Duration, now
 	m.table.Load().reindexAddrs()
 	if !wasDirect {
 		m.pollSoon = true
+		m.wakeBy(now.Add(pollSoonAfter))
 		m.firstHandshake(p, addr.String())
 		m.relayBack(m.table.Load(), p, now)
 		// A new direct peer is a new vantage point: while the NAT type is
@@ -229,15 +230,21 @@ func (m *Manager) onCallMeMaybe(p *peer, now time.Time) {
 	// Answer with our own fresh candidates, so that both sides probe each
 	// other's current mappings in the same second (rate-limited: two
 	// probing machines must not echo call-me-maybe forever).
-	if now.Sub(p.lastCMM) > callMeMaybeInterval/2 {
+	// The first one from p is answered whatever the limit: ours before
+	// it went out while p did not know this machine yet (a newcomer and
+	// a member each learn of the other at their own time), and p dropped
+	// them; waiting for the next would cost a second.
+	if now.Sub(p.lastCMM) > callMeMaybeInterval/2 || !p.heardCMM {
 		m.sendCallMeMaybe(m.table.Load(), p, now)
 	}
+	p.heardCMM = true
 	if !p.directHealthy(now) {
 		p.startProbing(now)
 		p.nextRound = now.Add(probeRoundInterval)
 	}
-	// A relay has just been proven to reach p: a search already past
-	// relayWhileSearching takes it now rather than at the next tick.
+	// A relay has just been proven to reach p: the search takes it now
+	// rather than at the next tick (and goes on; a direct answer takes
+	// over).
 	t := m.table.Load()
 	if p.path == PathProbing && p.probing && now.Sub(p.probeStart) >= relayWhileSearching && p.anyProven(t, now) {
 		m.fallback(t, p, now)

@@ -212,6 +212,7 @@ type fakeDevice struct {
 	peers        map[tun.Key]*tun.PeerStatus
 	noHandshake  bool // a dead path: WireGuard never completes a handshake
 	rehandshakes int  // Rehandshake calls
+	restartedAt  []time.Time
 }
 
 func (d *fakeDevice) Peers() ([]tun.PeerStatus, error) {
@@ -257,6 +258,7 @@ func (d *fakeDevice) SetEndpoint(key tun.Key, ep string) error {
 func (d *fakeDevice) Rehandshake(key tun.Key, ep string) (bool, error) {
 	d.mu.Lock()
 	d.rehandshakes++
+	d.restartedAt = append(d.restartedAt, time.Now())
 	d.mu.Unlock()
 	return true, d.SetEndpoint(key, ep)
 }
@@ -338,7 +340,7 @@ func makeNodes(t *testing.T, n *fakeNet, names []string, tweak func(*Config)) []
 			Interfaces: func() ([]Interface, error) {
 				return []Interface{{Name: "eth0", Up: true, Addrs: []netip.Addr{addr.Addr()}}}, nil
 			},
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel()})).With("node", name),
 		}
 		if tweak != nil {
 			tweak(&cfg)
@@ -447,3 +449,12 @@ func drain(t *testing.T, s *fakeSocket) {
 }
 
 func addrOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}) }
+
+// testLogLevel is the managers' log level in tests: debug with
+// UNCLOUD_NAT_TEST_DEBUG set, to read a failing test's timeline.
+func testLogLevel() slog.Level {
+	if os.Getenv("UNCLOUD_NAT_TEST_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}

@@ -96,13 +96,16 @@ const (
 	reprobeInterval       = 10 * time.Second
 	relayHandshakeTimeout = 30 * time.Second
 	badRelayFor           = 30 * time.Second
-	relayProvenFor        = time.Minute            // a relay that carried the peer's call-me-maybe this recently is proven
-	relayWhileSearching   = 400 * time.Millisecond // a new peer without a direct answer by then is relayed while the search goes on
-	rehandshakeGap        = time.Second            // firstHandshake restarts a peer's handshake at most this often
-	rehandshakeDelay      = 150 * time.Millisecond // and only this long after the path was found (at the tick after)
-	cmmAfterUnreachable   = 150 * time.Millisecond // a call-me-maybe a relay could not deliver is sent again after this
-	publishSoonAfter      = 500 * time.Millisecond // a new reflexive mapping is published this soon after the last publish
-	rotateInterval        = 15 * time.Second       // KubeSpan's per-candidate wait
+	relayProvenFor        = time.Minute             // a relay that carried the peer's call-me-maybe this recently is proven
+	relayWhileSearching   = 0                       // a new peer is relayed through a proven relay at once while the search goes on
+	rehandshakeGap        = time.Second             // firstHandshake restarts a peer's handshake at most this often
+	rehandshakeDelay      = 150 * time.Millisecond  // and only this long after WireGuard's own first initiation to the peer
+	wgRetryAfter          = 4500 * time.Millisecond // WireGuard's next initiation (REKEY_TIMEOUT, 5 s) may be in flight from here on
+	pollSoonAfter         = 30 * time.Millisecond   // a new direct path's handshake is read this soon after
+	pollAgainFor          = 2 * time.Second         // and again every pollSoonAfter until it is seen, for this long
+	cmmAfterUnreachable   = 150 * time.Millisecond  // a call-me-maybe a relay could not deliver is sent again after this
+	publishSoonAfter      = 500 * time.Millisecond  // a new reflexive mapping is published this soon after the last publish
+	rotateInterval        = 15 * time.Second        // KubeSpan's per-candidate wait
 	discoveryInterval     = 30 * time.Second
 	publishInterval       = 10 * time.Second
 	pendingTTL            = 10 * time.Second
@@ -143,7 +146,12 @@ type Manager struct {
 	// on it is read at the next tick, not up to a second later. This
 	// machine relays to a peer only once it has seen a fresh handshake,
 	// and a newcomer's first relayed call-me-maybe waited for it.
-	pollSoon  bool
+	pollSoon bool
+	// wake: the loop runs a tick then, before the next regular one,
+	// when something is due sooner (a handshake restart, a publish, a
+	// poll, a call-me-maybe resent): a join waits for events, not for
+	// the 250 ms tick. Zero when nothing is.
+	wake      time.Time
 	nextDisc  time.Time
 	lastDisc  time.Time
 	discRound int
@@ -256,8 +264,36 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.cfg.Socket.SetControlHandler(m)
 	ticker := time.NewTicker(tickInterval)
 	defer ticker.Stop()
+	wakeTimer := time.NewTimer(time.Hour)
+	defer wakeTimer.Stop()
+	var armed time.Time // the instant wakeTimer is set for
 	var lastPoll time.Time
+	onTick := func(now time.Time) {
+		m.mu.Lock()
+		soon := m.pollSoon
+		m.pollSoon = false
+		m.mu.Unlock()
+		if soon || now.Sub(lastPoll) >= pollInterval {
+			if m.poll() {
+				m.mu.Lock()
+				m.pollSoon = true
+				m.wakeBy(now.Add(pollSoonAfter))
+				m.mu.Unlock()
+			}
+			lastPoll = now
+		}
+		m.mu.Lock()
+		m.tick(ctx, now)
+		m.mu.Unlock()
+	}
 	for {
+		m.mu.Lock()
+		w := m.wake
+		m.mu.Unlock()
+		if !w.IsZero() && !w.Equal(armed) {
+			armed = w
+			wakeTimer.Reset(max(time.Until(w), 0))
+		}
 		// Messages between machines first: path search never waits behind
 		// discovery, however much of it strangers send.
 		select {
@@ -286,17 +322,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.onUnreachable(n)
 			m.mu.Unlock()
 		case now := <-ticker.C:
-			m.mu.Lock()
-			soon := m.pollSoon
-			m.pollSoon = false
-			m.mu.Unlock()
-			if soon || now.Sub(lastPoll) >= pollInterval {
-				m.poll()
-				lastPoll = now
-			}
-			m.mu.Lock()
-			m.tick(ctx, now)
-			m.mu.Unlock()
+			onTick(now)
+		case <-wakeTimer.C:
+			armed = time.Time{}
+			onTick(time.Now())
 		}
 	}
 }
@@ -325,7 +354,19 @@ func (m *Manager) applyPeers(peers []Peer) {
 			added = append(added, p)
 		}
 		p.name, p.preferred = in.Name, in.PreferredRelay
-		p.recordCands = usableCandidates(in.Candidates, maxPeerCandidates)
+		cands := usableCandidates(in.Candidates, maxPeerCandidates)
+		if !slices.Contains(added, p) && slices.ContainsFunc(cands, func(c netip.AddrPort) bool { return !slices.Contains(p.recordCands, c) }) &&
+			!p.directHealthy(time.Now()) {
+			// A new address in its record (a newcomer's public mapping,
+			// published just after its first record): probed now, not at
+			// the next round. Call-me-maybe candidates are taken only at
+			// addresses the record names, so this is when a pair behind
+			// NATs can first meet.
+			p.startProbing(time.Now())
+			p.nextRound = time.Now()
+			added = append(added, p)
+		}
+		p.recordCands = cands
 		next.byID[id] = p
 	}
 	next.index()
@@ -341,12 +382,15 @@ func (m *Manager) applyPeers(peers []Peer) {
 }
 
 // poll reads what WireGuard sees of each peer: the endpoint in use, the
-// last handshake. The relay path reads it without taking m.mu.
-func (m *Manager) poll() {
+// last handshake. The relay path reads it without taking m.mu. It reports
+// whether a peer with a new direct path has no handshake yet: this
+// machine relays to a peer only once a poll has seen its handshake, and
+// a newcomer's pairs behind NATs wait for that, so it is read again soon.
+func (m *Manager) poll() (again bool) {
 	statuses, err := m.cfg.Device.Peers()
 	if err != nil {
 		m.log.Debug("read peers", "err", err)
-		return
+		return false
 	}
 	t := m.table.Load()
 	now := time.Now()
@@ -358,15 +402,35 @@ func (m *Manager) poll() {
 		// poll runs on the loop that changes paths, so reading p's path
 		// here is race-free; the packet path reads the copy.
 		li := &liveInfo{endpoint: st.Endpoint, handshake: st.LastHandshake, rx: st.RxBytes, direct: p.directHealthy(now)}
+		if st.LastHandshake.IsZero() && li.direct && now.Sub(p.pathSince) < pollAgainFor {
+			again = true
+		}
+		if old := p.liveInfo(); old.handshake.IsZero() && !st.LastHandshake.IsZero() {
+			m.log.Debug("first handshake seen", "peer", p.name, "after", now.Sub(p.added).Round(time.Millisecond))
+		}
 		if st.Relay != nil {
 			li.relayed, li.via = true, st.Relay.Relay
 		}
 		p.live.Store(li)
 	}
 	t.reindexAddrs()
+	return again
+}
+
+// wakeBy makes the loop run a tick at t at the latest. Runs under m.mu.
+func (m *Manager) wakeBy(t time.Time) {
+	if m.wake.IsZero() || t.Before(m.wake) {
+		m.wake = t
+	}
 }
 
 func (m *Manager) tick(ctx context.Context, now time.Time) {
+	// Everything still pending wakes the loop again below (step,
+	// dueHandshake, the publish check): wakeBy keeps only the earliest.
+	m.wake = time.Time{}
+	if m.pollSoon {
+		m.wakeBy(now.Add(pollSoonAfter))
+	}
 	for k, tx := range m.pending {
 		if now.Sub(tx.sent) > pendingTTL {
 			delete(m.pending, k)
@@ -387,6 +451,9 @@ func (m *Manager) tick(ctx context.Context, now time.Time) {
 	}
 	if since := now.Sub(m.lastPub); since >= publishInterval || (m.pubSoon && since >= publishSoonAfter) {
 		m.maybePublish(ctx, now)
+	}
+	if m.pubSoon {
+		m.wakeBy(m.lastPub.Add(publishSoonAfter))
 	}
 }
 
@@ -440,6 +507,7 @@ func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
 		// working direct path learn it now, through call-me-maybe.
 		m.log.Info("new reflexive address", "mapped", mapped, "seen_by", server)
 		m.pubSoon = true
+		m.wakeBy(m.lastPub.Add(publishSoonAfter))
 		for _, p := range m.table.Load().byID {
 			if !p.directHealthy(now) {
 				p.startProbing(now)

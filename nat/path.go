@@ -58,12 +58,13 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			m.fallback(t, p, now)
 		}
 	case PathProbing:
-		// A new peer with no path yet: most direct paths answer within a
-		// few hundred milliseconds; past relayWhileSearching the peer is
-		// reached through a relay while the search goes on (the first
-		// direct answer takes over), so a pair behind NATs that cannot
-		// meet (or not yet) is up within a second, not at the end of the
-		// search.
+		// A new peer with no path yet is reached through a relay while
+		// the search goes on (the first direct answer takes over): a
+		// pair behind NATs that cannot meet (or not yet) is up as soon
+		// as a relay is proven, not at the end of the search. Waiting
+		// for a direct answer first (0.4 s, on the 250 ms tick) cost a
+		// join half a second; a relay for the few hundred milliseconds
+		// before the direct path costs a member a few packets.
 		// Only through a relay proven to reach both ends (the peer's
 		// call-me-maybe came through it): an unproven one is for when the
 		// search has failed, not to race it.
@@ -87,6 +88,9 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 	if !now.Before(p.nextCMM) {
 		m.sendCallMeMaybe(t, p, now)
 		p.nextCMM = now.Add(callMeMaybeInterval)
+	}
+	if p.nextCMM.Sub(now) < tickInterval {
+		m.wakeBy(p.nextCMM) // one resent sooner (a bounce) goes at its time, not at a tick
 	}
 	if !now.Before(p.nextRound) {
 		for _, c := range p.allCandidates() {
@@ -265,13 +269,16 @@ func (m *Manager) onUnreachable(n unreachableNote) {
 		return
 	}
 	now := time.Now()
-	// A probing peer that no relay has been proven for: the relay does
-	// not reach it yet (a newcomer finds its first direct paths within
-	// a few hundred milliseconds), so the call-me-maybe that bounced is
-	// sent again soon, not a second later.
-	if p.probing && p.path == PathProbing && !p.anyProven(t, now) {
+	// A peer in a search's first seconds: the relay does not reach it
+	// yet (a newcomer finds its first direct paths within a few hundred
+	// milliseconds), so the call-me-maybe that bounced is sent again
+	// soon, not a second later. Also when this side has a relay proven
+	// already (and may use it): the peer has none until one of ours
+	// comes through.
+	if p.probing && !p.directHealthy(now) && now.Sub(p.probeStart) < 2*time.Second {
 		if soon := now.Add(cmmAfterUnreachable); p.nextCMM.After(soon) {
 			p.nextCMM = soon
+			m.wakeBy(soon)
 		}
 	}
 	at, known := p.badRelays[n.relay]
@@ -345,16 +352,29 @@ func (p *peer) anyProven(t *peerTable, now time.Time) bool {
 // millisecond): no session, and WireGuard's 5 s wait after all. The first
 // initiation's answer comes back whichever path it takes.
 //
-// The restart waits rehandshakeDelay (it runs at a tick): the path is
-// often found while WireGuard's own first initiation is in flight, and a
-// restart then kills the session that initiation is completing, while the
-// peer drops the new initiation as a replay of the first.
+// The restart waits until rehandshakeDelay after WireGuard's own
+// initiations to p (when p was added, and from wgRetryAfter on, its
+// 5 s retry): a path found while one of those is in flight would kill
+// the session it is completing, and the peer would drop the new
+// initiation as a replay of the first (a flood within 20 ms). Whatever
+// path the restart takes: a member's first initiation to a public
+// newcomer went straight to it, and a restart through a relay found
+// 2 ms later was dropped (a 5.2 s join). Otherwise the restart goes at
+// once, on the loop's next turn: the path event, not a tick, starts it.
 func (m *Manager) firstHandshake(p *peer, endpoint string) {
 	if !p.liveInfo().handshake.IsZero() || bytes.Compare(m.self[:], p.key[:]) > 0 {
 		return
 	}
 	if p.rehandshakeDue.IsZero() {
-		p.rehandshakeDue = time.Now().Add(rehandshakeDelay)
+		now := time.Now()
+		due := now
+		if since := now.Sub(p.added); since < rehandshakeDelay {
+			due = p.added.Add(rehandshakeDelay)
+		} else if since >= wgRetryAfter {
+			due = now.Add(rehandshakeDelay)
+		}
+		p.rehandshakeDue = due
+		m.wakeBy(due)
 	}
 	p.rehandshakeEP = endpoint // the newest path's
 }
@@ -363,7 +383,11 @@ func (m *Manager) firstHandshake(p *peer, endpoint string) {
 // its time has come (tun.Device.Rehandshake leaves a peer that has a
 // session alone).
 func (m *Manager) dueHandshake(p *peer, now time.Time) {
-	if p.rehandshakeDue.IsZero() || now.Before(p.rehandshakeDue) {
+	if p.rehandshakeDue.IsZero() {
+		return
+	}
+	if now.Before(p.rehandshakeDue) {
+		m.wakeBy(p.rehandshakeDue)
 		return
 	}
 	p.rehandshakeDue = time.Time{}

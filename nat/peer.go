@@ -45,6 +45,8 @@ type peer struct {
 	epMu      sync.Mutex
 	endpoints map[netip.AddrPort]*tun.RelayEndpoint // "this peer via relay X"
 
+	added       time.Time // when the manager learnt of it (WireGuard's first initiation to it goes then)
+	heardCMM    bool      // a call-me-maybe of its came in since then
 	name        string
 	preferred   bool
 	recordCands []netip.AddrPort
@@ -122,6 +124,7 @@ func newPeer(in Peer, keys pairKeys, relayRate float64, relayBurst int) *peer {
 		seen:        map[seenKey]time.Time{},
 		endpoints:   map[netip.AddrPort]*tun.RelayEndpoint{},
 		path:        PathProbing,
+		added:       now,
 		pathSince:   now,
 		searchStart: now,
 		badRelays:   map[keyID]time.Time{},

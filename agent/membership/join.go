@@ -212,6 +212,8 @@ func Join(ctx context.Context, tokenText string, opts JoinOptions) (*MachineStat
 	if err != nil {
 		return nil, err
 	}
+	// Phase marks for the join's timeline (e2e TestJoinOrder reads them).
+	opts.Logger.Debug("join: token read", "issuer", tok.Members[0].Name)
 	if existing, err := LoadMachineState(opts.DataDir); err == nil {
 		return nil, fmt.Errorf("this machine is already %q in network %s (data dir %s): remove it first to join another", existing.Name, existing.NetworkID, opts.DataDir)
 	} else if !errors.Is(err, ErrNotInitialized) {
@@ -235,6 +237,7 @@ func Join(ctx context.Context, tokenText string, opts JoinOptions) (*MachineStat
 	if err != nil {
 		return nil, err
 	}
+	opts.Logger.Debug("join: admitted", "issuer", tok.Members[0].Name, "subnet", resp.Subnet)
 	if resp.NetworkID != tok.NetworkID || !resp.Subnet.Valid() || len(resp.GossipKeys) == 0 {
 		return nil, fmt.Errorf("the issuer's answer is inconsistent (network %s, subnet %d)", resp.NetworkID, resp.Subnet)
 	}

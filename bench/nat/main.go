@@ -30,8 +30,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 func main() {
@@ -67,7 +69,9 @@ func main() {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "RUN\tBUILD\tTEST\tFIGURE")
 	failed := 0
-	var throughput, cut string // this tree's, for the summary
+	var throughput, cut string                  // this tree's, for the summary
+	slowestJoin := map[string][]time.Duration{} // per build: each TestJoinOrder run's slowest join
+	joinFigure := regexp.MustCompile(`^five joins in quick succession: .*\(slowest ([0-9.]+m?s)\)`)
 	for r := 1; r <= *runs; r++ {
 		for _, test := range strings.Split(*tests, ",") {
 			for _, b := range builds {
@@ -94,6 +98,11 @@ func main() {
 						if b.bin == after && strings.HasPrefix(m[1], "a↔b direct path cut") {
 							cut = m[1]
 						}
+						if j := joinFigure.FindStringSubmatch(m[1]); j != nil {
+							if d, err := time.ParseDuration(j[1]); err == nil {
+								slowestJoin[b.name] = append(slowestJoin[b.name], d)
+							}
+						}
 					}
 				}
 				if err := cmd.Wait(); err != nil {
@@ -115,6 +124,14 @@ func main() {
 	if len(times) == 2 {
 		summary += fmt.Sprintf(" cut direct path → relayed in %s, back to direct in %s (KubeSpan, computed: ≥ 275 s to even notice);", times[0][1], times[1][1])
 	}
+	if joins := slowestJoin["this tree"]; len(joins) > 0 {
+		summary += " slowest of five joins, min/median/max: this tree " + spread(joins)
+		if prev := slowestJoin[*before]; *before != "" && len(prev) > 0 {
+			summary += fmt.Sprintf(", %s %s, ratio of medians this/%s %.2f", *before, spread(prev), *before,
+				float64(median(joins))/float64(median(prev)))
+		}
+		summary += ";"
+	}
 	summary += fmt.Sprintf(" %d test runs failed (a failed run of the before build is the figure it measures)", failed)
 	fmt.Println(summary)
 }
@@ -133,6 +150,23 @@ func buildRef(ref, tmp string) (string, error) {
 		return "", fmt.Errorf("build %s: %v\n%s", ref, err, out)
 	}
 	return bin, nil
+}
+
+// spread is "min/median/max (n runs)".
+func spread(ds []time.Duration) string {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	r := func(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+	return fmt.Sprintf("%s/%s/%s (%d runs)", r(s[0]), r(median(s)), r(s[len(s)-1]), len(s))
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func fail(err error) {

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +43,8 @@ type Device struct {
 	mu    sync.Mutex // serialises peer changes and guards peers
 	peers map[Key]Peer
 
-	statusMu sync.Mutex // guards the shared Peers answer
+	statusMu sync.Mutex   // guards the shared Peers answer and dump
+	dump     bytes.Buffer // wireguard-go's state, as last read
 	status   []PeerStatus
 	statusAt time.Time
 

@@ -1,9 +1,7 @@
 package tun
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -196,11 +194,13 @@ func (d *Device) RecentPeers(maxAge time.Duration) ([]PeerStatus, error) {
 }
 
 func (d *Device) readPeersLocked() ([]PeerStatus, error) {
-	dump, err := d.wg.IpcGet()
-	if err != nil {
+	// One buffer for every reading (a fresh one grew to the dump's size
+	// each time); the dump itself is one string, which parsing slices.
+	d.dump.Reset()
+	if err := d.wg.IpcGetOperation(&d.dump); err != nil {
 		return nil, fmt.Errorf("read wireguard state: %w", err)
 	}
-	peers, err := parsePeerDump(dump)
+	peers, err := parsePeerDump(d.dump.String())
 	if err != nil {
 		return nil, err
 	}
@@ -219,34 +219,49 @@ func (d *Device) ipcSet(config string) error {
 
 // parsePeerDump reads the UAPI "get" format. The dump starts with this
 // device's private key; it is skipped, never stored.
+//
+// It runs every second (the NAT layer's and the reachability view's
+// shared reading), so it allocates only the result: lines and values are
+// substrings of dump, keys decode in place, and the peers' allowed IPs
+// share one backing array. A line scanner allocated a string per line,
+// ten per peer.
 func parsePeerDump(dump string) ([]PeerStatus, error) {
 	var (
-		peers   []PeerStatus
+		peers   = make([]PeerStatus, 0, strings.Count(dump, "public_key="))
+		ips     = make([]netip.Prefix, 0, strings.Count(dump, "allowed_ip="))
 		cur     *PeerStatus
+		ipsFrom int // where cur's allowed IPs start in ips
 		hsSec   int64
 		hsNsec  int64
-		flushHS = func() {
-			if cur != nil && (hsSec != 0 || hsNsec != 0) {
+		flush   = func() {
+			if cur == nil {
+				return
+			}
+			if hsSec != 0 || hsNsec != 0 {
 				cur.LastHandshake = time.Unix(hsSec, hsNsec)
 			}
-			hsSec, hsNsec = 0, 0
+			if len(ips) > ipsFrom {
+				cur.AllowedIPs = ips[ipsFrom:len(ips):len(ips)] // an append by a caller copies
+			}
+			hsSec, hsNsec, ipsFrom = 0, 0, len(ips)
 		}
 	)
-	sc := bufio.NewScanner(strings.NewReader(dump))
-	for sc.Scan() {
-		key, value, ok := strings.Cut(sc.Text(), "=")
+	for rest := dump; rest != ""; {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		key, value, ok := strings.Cut(line, "=")
 		if !ok {
 			continue
 		}
 		if key == "public_key" {
-			flushHS()
-			b, err := hex.DecodeString(value)
-			if err != nil || len(b) != KeyLen {
+			flush()
+			k, ok := hexKey(value)
+			if !ok {
 				return nil, fmt.Errorf("wireguard state: bad public key %q", value)
 			}
 			peers = append(peers, PeerStatus{})
 			cur = &peers[len(peers)-1]
-			copy(cur.PublicKey[:], b)
+			cur.PublicKey = k
 			continue
 		}
 		if cur == nil {
@@ -275,12 +290,40 @@ func parsePeerDump(dump string) ([]PeerStatus, error) {
 		case "allowed_ip":
 			var p netip.Prefix
 			p, err = netip.ParsePrefix(value)
-			cur.AllowedIPs = append(cur.AllowedIPs, p)
+			ips = append(ips, p)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("wireguard state: bad %s %q: %w", key, value, err)
 		}
 	}
-	flushHS()
-	return peers, sc.Err()
+	flush()
+	return peers, nil
+}
+
+// hexKey decodes a key in lowercase or uppercase hex without a copy of s.
+func hexKey(s string) (k Key, ok bool) {
+	if len(s) != 2*KeyLen {
+		return k, false
+	}
+	for i := range k {
+		hi, ok1 := fromHex(s[2*i])
+		lo, ok2 := fromHex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return Key{}, false
+		}
+		k[i] = hi<<4 | lo
+	}
+	return k, true
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }

@@ -239,6 +239,35 @@ func (d *Device) Close() error {
 	return nil
 }
 
+// SettleConns waits, up to ctx, until no TCP connection of a netstack
+// device is open or half closed, so that Close does not cut a close short.
+// A peer whose FIN is never acknowledged retransmits it for minutes, and
+// WireGuard restarts its handshake with this device's key (gone by then)
+// for each retransmission: the issuer of a join token did that for every
+// joiner whose temporary device closed a moment too early, dozens of
+// handshake initiations a minute. Kernel mode has nothing to settle.
+func (d *Device) SettleConns(ctx context.Context) error {
+	if d.stack == nil {
+		return nil
+	}
+	return settleConns(ctx, d.stack.closing)
+}
+
+// settleConns polls closing (the stack keeps no event for a settled
+// connection) until it is zero or ctx ends.
+func settleConns(ctx context.Context, closing func() int) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for n := closing(); n > 0; n = closing() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d connections still closing: %w", n, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
 // Wait is closed when the device has shut down, for whatever reason.
 func (d *Device) Wait() <-chan struct{} { return d.wg.Wait() }
 

@@ -297,6 +297,16 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		err := callJoinOnce(attempt, client, target, req, &resp)
 		cancel()
 		if err == nil {
+			// The call's connection closes before the device does: the
+			// issuer would retransmit an unacknowledged FIN to this
+			// temporary key for minutes, each time restarting WireGuard's
+			// handshake with it (tun.Device.SettleConns). A round trip
+			// or two; past a second the join goes on regardless.
+			settle, cancel := context.WithTimeout(ctx, time.Second)
+			if err := dev.SettleConns(settle); err != nil {
+				opts.Logger.Debug("join call's connection not closed cleanly", "err", err)
+			}
+			cancel()
 			return &resp, nil
 		}
 		var refused *api.JoinRefusedError

@@ -253,6 +253,58 @@ func (d *Device) SettleConns(ctx context.Context) error {
 	return settleConns(ctx, d.stack.closing)
 }
 
+// Quiesce ends this device's exchange with peer cleanly, before Close: it
+// settles the TCP connections (SettleConns), then sends peer a WireGuard
+// keepalive and waits until it has left. WireGuard restarts a handshake
+// 15 s after it last sent data unless something arrives meanwhile, and
+// then retries every 5 s for 90 s; the keepalive, later than anything
+// either side sent over the connection, is that something. Without it
+// the issuer of a join token went through the retries with the token's
+// key for most joins (its last packet was an ACK the joiner never
+// answered, as TCP's last packet is). Kernel mode settles no connections
+// but sends the keepalive all the same.
+func (d *Device) Quiesce(ctx context.Context, peer Key) error {
+	if err := d.SettleConns(ctx); err != nil {
+		return err
+	}
+	sent := func() (uint64, error) {
+		peers, err := d.Peers()
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range peers {
+			if p.PublicKey == peer {
+				return p.TxBytes, nil
+			}
+		}
+		return 0, fmt.Errorf("quiesce: no peer %s", peer)
+	}
+	before, err := sent()
+	if err != nil {
+		return err
+	}
+	// wireguard-go sends a keepalive at once when persistent keepalives
+	// are turned on; off first, so that they are turned on whatever the
+	// peer had.
+	d.mu.Lock()
+	err = d.ipcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\npersistent_keepalive_interval=0\npersistent_keepalive_interval=%d\n",
+		peer.hexString(), int(DefaultKeepalive/time.Second)))
+	if p, ok := d.peers[peer]; ok && err == nil {
+		p.PersistentKeepalive = DefaultKeepalive
+		d.peers[peer] = p
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("quiesce: keepalive to %s: %w", peer, err)
+	}
+	return settleConns(ctx, func() int {
+		if tx, err := sent(); err != nil || tx > before {
+			return 0
+		}
+		return 1
+	})
+}
+
 // settleConns polls closing (the stack keeps no event for a settled
 // connection) until it is zero or ctx ends.
 func settleConns(ctx context.Context, closing func() int) error {

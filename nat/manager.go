@@ -110,6 +110,7 @@ const (
 	publishInterval       = 10 * time.Second
 	pendingTTL            = 10 * time.Second
 	maxDiscoveryServers   = 4
+	maxObservations       = 64 // distinct (server, mapping) answers kept
 )
 
 // Manager runs NAT traversal for one machine.
@@ -130,12 +131,14 @@ type Manager struct {
 	unreachable chan unreachableNote
 	peersIn     chan []Peer
 
-	mu        sync.Mutex // guards everything below; held by the loop per event
-	pending   map[[stun.TransactionIDSize]byte]pendingTx
-	obs       []Observation
-	natType   Type
-	published []netip.AddrPort
-	lastPub   time.Time
+	mu      sync.Mutex // guards everything below; held by the loop per event
+	pending map[[stun.TransactionIDSize]byte]pendingTx
+	obs     []Observation // one per server and mapping, the newest answer's time
+	natType Type
+	// classifiedAt: when natType was last computed from obs.
+	classifiedAt time.Time
+	published    []netip.AddrPort
+	lastPub      time.Time
 	// pubSoon: a new mapping was seen since the last publish. Peers
 	// take call-me-maybe candidates only at addresses the record names,
 	// so until the record has this machine's public address no peer
@@ -490,13 +493,42 @@ func (m *Manager) discover(t *peerTable, now time.Time) {
 	}
 }
 
+// reclassifyEvery bounds how long a NAT type computed from observations
+// that have only been refreshed since (no new server, no new mapping) is
+// kept: aging may still change it, but nothing new can.
+const reclassifyEvery = 5 * time.Second
+
+// addObservation records one answer to a binding request. Every answered
+// probe on a direct path carries one (a few a second with 20 peers, most
+// of them a known server seeing a known mapping), so a repeat only
+// refreshes its entry's time: Classify and Reflexive read the newest
+// answer per server and per mapping, which a refresh keeps, and
+// reclassifying (maps, sorting, the host's addresses) waits until
+// something new arrives or reclassifyEvery has passed.
 func (m *Manager) addObservation(server, mapped netip.AddrPort, now time.Time) {
-	fresh := !slices.Contains(Reflexive(m.obs, now), mapped)
-	m.obs = append(m.obs, Observation{Server: server, Mapped: mapped, At: now})
-	m.obs = slices.DeleteFunc(m.obs, func(o Observation) bool { return now.Sub(o.At) > observationTTL })
-	if len(m.obs) > 64 {
-		m.obs = m.obs[len(m.obs)-64:]
+	fresh, known := true, false
+	for i := range m.obs {
+		o := &m.obs[i]
+		if o.Mapped == mapped && now.Sub(o.At) <= observationTTL {
+			fresh = false
+		}
+		if o.Server == server && o.Mapped == mapped {
+			o.At, known = now, true
+		}
 	}
+	if !known {
+		m.obs = append(m.obs, Observation{Server: server, Mapped: mapped, At: now})
+	}
+	m.obs = slices.DeleteFunc(m.obs, func(o Observation) bool { return now.Sub(o.At) > observationTTL })
+	if len(m.obs) > maxObservations {
+		// The oldest go first (a refresh does not move an entry).
+		slices.SortFunc(m.obs, func(a, b Observation) int { return b.At.Compare(a.At) })
+		m.obs = m.obs[:maxObservations]
+	}
+	if known && !fresh && now.Sub(m.classifiedAt) < reclassifyEvery {
+		return // a known server saw a known mapping again
+	}
+	m.classifiedAt = now
 	t := Classify(m.obs, m.localAddrs(), now)
 	if t != m.natType {
 		m.log.Info("NAT type", "type", t, "was", m.natType, "reflexive", Reflexive(m.obs, now))

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +43,8 @@ type Device struct {
 	mu    sync.Mutex // serialises peer changes and guards peers
 	peers map[Key]Peer
 
-	statusMu sync.Mutex // guards the shared Peers answer
+	statusMu sync.Mutex   // guards the shared Peers answer and dump
+	dump     bytes.Buffer // wireguard-go's state, as last read
 	status   []PeerStatus
 	statusAt time.Time
 
@@ -234,6 +236,87 @@ func (d *Device) Close() error {
 	// wireguard-go's Close closes the TUN (or netstack) and the Bind and
 	// reports nothing; the error result fits io.Closer.
 	d.closeOnce.Do(d.wg.Close)
+	return nil
+}
+
+// SettleConns waits, up to ctx, until no TCP connection of a netstack
+// device is open or half closed, so that Close does not cut a close short.
+// A peer whose FIN is never acknowledged retransmits it for minutes, and
+// WireGuard restarts its handshake with this device's key (gone by then)
+// for each retransmission: the issuer of a join token did that for every
+// joiner whose temporary device closed a moment too early, dozens of
+// handshake initiations a minute. Kernel mode has nothing to settle.
+func (d *Device) SettleConns(ctx context.Context) error {
+	if d.stack == nil {
+		return nil
+	}
+	return settleConns(ctx, d.stack.closing)
+}
+
+// Quiesce ends this device's exchange with peer cleanly, before Close: it
+// settles the TCP connections (SettleConns), then sends peer a WireGuard
+// keepalive and waits until it has left. WireGuard restarts a handshake
+// 15 s after it last sent data unless something arrives meanwhile, and
+// then retries every 5 s for 90 s; the keepalive, later than anything
+// either side sent over the connection, is that something. Without it
+// the issuer of a join token went through the retries with the token's
+// key for most joins (its last packet was an ACK the joiner never
+// answered, as TCP's last packet is). Kernel mode settles no connections
+// but sends the keepalive all the same.
+func (d *Device) Quiesce(ctx context.Context, peer Key) error {
+	if err := d.SettleConns(ctx); err != nil {
+		return err
+	}
+	sent := func() (uint64, error) {
+		peers, err := d.Peers()
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range peers {
+			if p.PublicKey == peer {
+				return p.TxBytes, nil
+			}
+		}
+		return 0, fmt.Errorf("quiesce: no peer %s", peer)
+	}
+	before, err := sent()
+	if err != nil {
+		return err
+	}
+	// wireguard-go sends a keepalive at once when persistent keepalives
+	// are turned on; off first, so that they are turned on whatever the
+	// peer had.
+	d.mu.Lock()
+	err = d.ipcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\npersistent_keepalive_interval=0\npersistent_keepalive_interval=%d\n",
+		peer.hexString(), int(DefaultKeepalive/time.Second)))
+	if p, ok := d.peers[peer]; ok && err == nil {
+		p.PersistentKeepalive = DefaultKeepalive
+		d.peers[peer] = p
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("quiesce: keepalive to %s: %w", peer, err)
+	}
+	return settleConns(ctx, func() int {
+		if tx, err := sent(); err != nil || tx > before {
+			return 0
+		}
+		return 1
+	})
+}
+
+// settleConns polls closing (the stack keeps no event for a settled
+// connection) until it is zero or ctx ends.
+func settleConns(ctx context.Context, closing func() int) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for n := closing(); n > 0; n = closing() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d connections still closing: %w", n, ctx.Err())
+		case <-tick.C:
+		}
+	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // DialContext opens a connection from this machine's mesh address through
@@ -126,4 +127,23 @@ func parseNetstackAddr(network, address string, listen bool) (tcpip.FullAddress,
 	}
 	full.Addr = tcpip.AddrFrom4(ip.As4())
 	return full, nil
+}
+
+// closing counts the stack's TCP connections whose end is not settled: open,
+// or closing with a FIN of either side not yet acknowledged. TIME_WAIT is
+// settled (this side acknowledged the other's FIN; nothing more is sent).
+func (n *netstack) closing() int {
+	count := 0
+	for _, ep := range n.stack.RegisteredEndpoints() {
+		t, ok := ep.(*tcp.Endpoint)
+		if !ok {
+			continue
+		}
+		switch tcp.EndpointState(t.State()) {
+		case tcp.StateEstablished, tcp.StateSynSent, tcp.StateSynRecv, tcp.StateFinWait1,
+			tcp.StateFinWait2, tcp.StateCloseWait, tcp.StateLastAck, tcp.StateClosing:
+			count++
+		}
+	}
+	return count
 }

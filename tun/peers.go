@@ -1,13 +1,10 @@
 package tun
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -179,34 +176,41 @@ func samePeer(a, b Peer) bool {
 func (d *Device) Peers() ([]PeerStatus, error) {
 	d.statusMu.Lock()
 	defer d.statusMu.Unlock()
-	return d.readPeersLocked()
+	peers, err := d.readPeersLocked()
+	return slices.Clone(peers), err
 }
 
 // RecentPeers is Peers for pollers: an answer at most maxAge old is
 // shared. The NAT layer and the resolver's reachability view each poll
 // once a second; one IpcGet serves both. Any change made through this
-// Device drops the shared answer.
+// Device drops the shared answer. The answer is shared, not copied (two
+// copies a second were a tenth of an idle agent's allocations): callers
+// must not modify it.
 func (d *Device) RecentPeers(maxAge time.Duration) ([]PeerStatus, error) {
 	d.statusMu.Lock()
 	defer d.statusMu.Unlock()
 	if d.status != nil && time.Since(d.statusAt) < maxAge {
-		return slices.Clone(d.status), nil
+		return d.status, nil
 	}
 	return d.readPeersLocked()
 }
 
+// readPeersLocked reads wireguard-go's state into a new slice, which it
+// also keeps as the shared answer.
 func (d *Device) readPeersLocked() ([]PeerStatus, error) {
-	dump, err := d.wg.IpcGet()
-	if err != nil {
+	// One buffer for every reading (a fresh one grew to the dump's size
+	// each time); the dump itself is one string, which parsing slices.
+	d.dump.Reset()
+	if err := d.wg.IpcGetOperation(&d.dump); err != nil {
 		return nil, fmt.Errorf("read wireguard state: %w", err)
 	}
-	peers, err := parsePeerDump(dump)
+	peers, err := parsePeerDump(d.dump.String())
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(peers, func(i, j int) bool { return bytes.Compare(peers[i].PublicKey[:], peers[j].PublicKey[:]) < 0 })
+	slices.SortFunc(peers, func(a, b PeerStatus) int { return bytes.Compare(a.PublicKey[:], b.PublicKey[:]) })
 	d.status, d.statusAt = peers, time.Now()
-	return slices.Clone(peers), nil
+	return peers, nil
 }
 
 // ipcSet configures wireguard-go and drops the shared RecentPeers answer.
@@ -219,34 +223,49 @@ func (d *Device) ipcSet(config string) error {
 
 // parsePeerDump reads the UAPI "get" format. The dump starts with this
 // device's private key; it is skipped, never stored.
+//
+// It runs every second (the NAT layer's and the reachability view's
+// shared reading), so it allocates only the result: lines and values are
+// substrings of dump, keys decode in place, and the peers' allowed IPs
+// share one backing array. A line scanner allocated a string per line,
+// ten per peer.
 func parsePeerDump(dump string) ([]PeerStatus, error) {
 	var (
-		peers   []PeerStatus
+		peers   = make([]PeerStatus, 0, strings.Count(dump, "public_key="))
+		ips     = make([]netip.Prefix, 0, strings.Count(dump, "allowed_ip="))
 		cur     *PeerStatus
+		ipsFrom int // where cur's allowed IPs start in ips
 		hsSec   int64
 		hsNsec  int64
-		flushHS = func() {
-			if cur != nil && (hsSec != 0 || hsNsec != 0) {
+		flush   = func() {
+			if cur == nil {
+				return
+			}
+			if hsSec != 0 || hsNsec != 0 {
 				cur.LastHandshake = time.Unix(hsSec, hsNsec)
 			}
-			hsSec, hsNsec = 0, 0
+			if len(ips) > ipsFrom {
+				cur.AllowedIPs = ips[ipsFrom:len(ips):len(ips)] // an append by a caller copies
+			}
+			hsSec, hsNsec, ipsFrom = 0, 0, len(ips)
 		}
 	)
-	sc := bufio.NewScanner(strings.NewReader(dump))
-	for sc.Scan() {
-		key, value, ok := strings.Cut(sc.Text(), "=")
+	for rest := dump; rest != ""; {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		key, value, ok := strings.Cut(line, "=")
 		if !ok {
 			continue
 		}
 		if key == "public_key" {
-			flushHS()
-			b, err := hex.DecodeString(value)
-			if err != nil || len(b) != KeyLen {
+			flush()
+			k, ok := hexKey(value)
+			if !ok {
 				return nil, fmt.Errorf("wireguard state: bad public key %q", value)
 			}
 			peers = append(peers, PeerStatus{})
 			cur = &peers[len(peers)-1]
-			copy(cur.PublicKey[:], b)
+			cur.PublicKey = k
 			continue
 		}
 		if cur == nil {
@@ -275,12 +294,40 @@ func parsePeerDump(dump string) ([]PeerStatus, error) {
 		case "allowed_ip":
 			var p netip.Prefix
 			p, err = netip.ParsePrefix(value)
-			cur.AllowedIPs = append(cur.AllowedIPs, p)
+			ips = append(ips, p)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("wireguard state: bad %s %q: %w", key, value, err)
 		}
 	}
-	flushHS()
-	return peers, sc.Err()
+	flush()
+	return peers, nil
+}
+
+// hexKey decodes a key in lowercase or uppercase hex without a copy of s.
+func hexKey(s string) (k Key, ok bool) {
+	if len(s) != 2*KeyLen {
+		return k, false
+	}
+	for i := range k {
+		hi, ok1 := fromHex(s[2*i])
+		lo, ok2 := fromHex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return Key{}, false
+		}
+		k[i] = hi<<4 | lo
+	}
+	return k, true
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }

@@ -300,6 +300,17 @@ func callJoin(ctx context.Context, tok *Token, st *MachineState, opts JoinOption
 		err := callJoinOnce(attempt, client, target, req, &resp)
 		cancel()
 		if err == nil {
+			// The call's connection closes, and the issuer hears a last
+			// keepalive, before the device does: otherwise the issuer
+			// retransmits an unacknowledged FIN to this temporary key, or
+			// restarts WireGuard's handshake with it 15 s after its own
+			// last packet, and retries for 90 s (tun.Device.Quiesce). A
+			// round trip or two; past a second the join goes on regardless.
+			settle, cancel := context.WithTimeout(ctx, time.Second)
+			if err := dev.Quiesce(settle, issuer.WireGuardKey); err != nil {
+				opts.Logger.Debug("join call's connection not closed cleanly", "err", err)
+			}
+			cancel()
 			return &resp, nil
 		}
 		var refused *api.JoinRefusedError

@@ -47,7 +47,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle window for the RSS and CPU figures")
 	userspace := flag.Bool("userspace", false, "run every agent in netstack mode")
 	logs := flag.String("logs", "", "write each agent's log to this directory at the end of each size")
-	profile := flag.String("profile", "", "save the first agent's CPU profile over the idle window, and its heap after it, in this directory")
+	profile := flag.String("profile", "", "save the first agent's CPU profile over the idle window, and its heap before and after it (pprof -diff_base: what it allocates while idle), in this directory")
 	prebuilt := flag.String("uncloud", "", "use this uncloud binary instead of building ./cmd/uncloud (e.g. an earlier commit's, for a before/after in one session)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -226,6 +226,12 @@ func measure(ctx context.Context, bin string, n int, idle time.Duration, userspa
 	fmt.Fprintf(os.Stderr, "%d machines: idle window %v…\n", n, idle)
 	var profiled sync.WaitGroup
 	if profile != "" {
+		// The heap profile's allocation counts run from the agent's start:
+		// this one, subtracted from the one after the window (pprof
+		// -diff_base), leaves what the agent allocates while idle.
+		if err := net.saveProfile(ctx, "/debug/pprof/heap", filepath.Join(profile, fmt.Sprintf("heap-start-%d.pb.gz", n))); err != nil {
+			fmt.Fprintf(os.Stderr, "heap profile: %v\n", err)
+		}
 		profiled.Go(func() {
 			path := fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(idle.Seconds())-1))
 			if err := net.saveProfile(ctx, path, filepath.Join(profile, fmt.Sprintf("cpu-%d.pb.gz", n))); err != nil {

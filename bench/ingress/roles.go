@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"time"
@@ -55,6 +56,14 @@ type ingressSetup struct {
 // runIngress runs the uncloud ingress as the agent would, from a real
 // (single-machine) replicated state holding one service and one container.
 func runIngress(ctx context.Context, log *slog.Logger) error {
+	// The agent's GC settings (cmd/uncloud/agent.go), which users run
+	// the ingress under: GOGC=10 and a 64 MiB soft limit.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(64 << 20)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(10)
+	}
 	var s ingressSetup
 	if err := json.NewDecoder(os.Stdin).Decode(&s); err != nil {
 		return fmt.Errorf("ingress setup: %w", err)

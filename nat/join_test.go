@@ -42,6 +42,26 @@ func (l *lateNodes) peers(nd *node, others ...*node) {
 
 func (l *lateNodes) run(nd *node) { l.wg.Go(func() { _ = nd.mgr.Run(l.ctx) }) }
 
+// symmetricNewcomer makes a formed pair, b behind a symmetric NAT and r
+// public, past its first searches, and a newcomer a behind a symmetric
+// NAT too that no one knows yet: a↔b can only be relayed through r.
+// The caller introduces a with l.peers and starts it with l.run.
+func symmetricNewcomer(t *testing.T) (a, b, r *node, l *lateNodes) {
+	n := newFakeNet()
+	nodes := makeNodes(t, n, []string{"a", "b", "r"}, nil)
+	a, b, r = nodes[0], nodes[1], nodes[2]
+	n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), true)
+	n.setNAT(b.addr.Addr(), netip.MustParseAddr("203.0.113.2"), true)
+	l = newLateNodes(t)
+	l.peers(b, r)
+	l.peers(r, b)
+	l.run(b)
+	l.run(r)
+	waitFor(t, 10*time.Second, "b → r direct", func() bool { return b.pathTo(r).Path == PathDirect })
+	settle(5 * time.Second) // past the first searches: a formed pair
+	return a, b, r, l
+}
+
 // TestNewcomerRelayedSoon: a machine behind a symmetric NAT joins a
 // running pair (r public, b behind a symmetric NAT too), so a↔b can only
 // be relayed through r, and a relay is taken only once the other side's
@@ -53,18 +73,7 @@ func (l *lateNodes) run(nd *node) { l.wg.Go(func() { _ = nd.mgr.Run(l.ctx) }) }
 // sends again 150 ms later.
 func TestNewcomerRelayedSoon(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := makeNodes(t, n, []string{"a", "b", "r"}, nil)
-		a, b, r := nodes[0], nodes[1], nodes[2]
-		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), true)
-		n.setNAT(b.addr.Addr(), netip.MustParseAddr("203.0.113.2"), true)
-		l := newLateNodes(t)
-		l.peers(b, r)
-		l.peers(r, b)
-		l.run(b)
-		l.run(r)
-		waitFor(t, 10*time.Second, "b → r direct", func() bool { return b.pathTo(r).Path == PathDirect })
-		settle(5 * time.Second) // past the first searches: a formed pair
+		a, b, r, l := symmetricNewcomer(t)
 
 		l.peers(a, b, r)
 		l.peers(b, a, r)
@@ -324,18 +333,7 @@ func TestNewRecordCandidateProbedAtOnce(t *testing.T) {
 // after its last (two machines behind symmetric NATs: no direct path).
 func TestFirstCallMeMaybeAnswered(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		n := newFakeNet()
-		nodes := makeNodes(t, n, []string{"a", "b", "r"}, nil)
-		a, b, r := nodes[0], nodes[1], nodes[2]
-		n.setNAT(a.addr.Addr(), netip.MustParseAddr("203.0.113.1"), true)
-		n.setNAT(b.addr.Addr(), netip.MustParseAddr("203.0.113.2"), true)
-		l := newLateNodes(t)
-		l.peers(b, r)
-		l.peers(r, b)
-		l.run(b)
-		l.run(r)
-		waitFor(t, 10*time.Second, "b → r direct", func() bool { return b.pathTo(r).Path == PathDirect })
-		settle(5 * time.Second)
+		a, b, r, l := symmetricNewcomer(t)
 
 		l.peers(a, b, r)
 		l.peers(r, a, b)

@@ -352,3 +352,63 @@ func TestFirstCallMeMaybeAnswered(t *testing.T) {
 		}
 	})
 }
+
+// TestLostRestartRepeated: a restart of the first handshake can be lost
+// too (WireGuard's own initiation, held up on a busy peer, arrived within
+// its 20 ms flood window of the restart's: the peer answered the one whose
+// state the restart had replaced and dropped the other), and then the pair
+// waited for WireGuard's 5 s retry (bench/formation: a 21st machine's
+// handshake with one of 20 took 5.7–6.1 s in 3 of 8 runs). While no
+// session follows, the restart is repeated rehandshakeGap later,
+// rehandshakeRepeats times; once a session exists, it is not.
+func TestLostRestartRepeated(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		session bool // a session follows the first restart
+		want    int
+	}{
+		{"no session follows", false, 3}, // the restart and rehandshakeRepeats (2) more
+		{"a session follows", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inBubble(t, func(t *testing.T) {
+				nodes := makeNodes(t, newFakeNet(), []string{"a", "b"}, nil)
+				lower, higher := nodes[0], nodes[1]
+				if kl, kh := lower.priv.PublicKey(), higher.priv.PublicKey(); bytes.Compare(kh[:], kl[:]) < 0 {
+					lower, higher = higher, lower
+				}
+				lower.dev.noHandshake = true
+				l := newLateNodes(t)
+				l.peers(lower, higher)
+				l.run(lower)
+				m := lower.mgr
+				var p *peer
+				waitFor(t, time.Second, "the peer in the table", func() bool {
+					p = m.table.Load().byID[idOf(higher.priv.PublicKey())]
+					return p != nil
+				})
+				m.mu.Lock()
+				m.firstHandshake(p, higher.addr.String())
+				m.mu.Unlock()
+				settle(rehandshakeDelay + tickInterval)
+				if tc.session {
+					lower.dev.mu.Lock()
+					lower.dev.noHandshake = false
+					lower.dev.mu.Unlock()
+				}
+				settle(time.Duration(rehandshakeRepeats+2) * rehandshakeGap)
+				lower.dev.mu.Lock()
+				restarts := slices.Clone(lower.dev.restartedAt)
+				lower.dev.mu.Unlock()
+				if len(restarts) != tc.want {
+					t.Fatalf("%d restarts (%v), want %d", len(restarts), restarts, tc.want)
+				}
+				for i := 1; i < len(restarts); i++ {
+					if gap := restarts[i].Sub(restarts[i-1]); gap < rehandshakeGap {
+						t.Errorf("restart %d came %v after the one before, want ≥ %v", i+1, gap, rehandshakeGap)
+					}
+				}
+			})
+		})
+	}
+}

@@ -100,6 +100,7 @@ const (
 	relayWhileSearching   = 0                       // a new peer is relayed through a proven relay at once while the search goes on
 	rehandshakeGap        = time.Second             // firstHandshake restarts a peer's handshake at most this often
 	rehandshakeDelay      = 150 * time.Millisecond  // and only this long after WireGuard's own first initiation to the peer
+	rehandshakeRepeats    = 2                       // a restart not followed by a session is repeated this often, rehandshakeGap apart
 	wgRetryAfter          = 4500 * time.Millisecond // WireGuard's next initiation (REKEY_TIMEOUT, 5 s) may be in flight from here on
 	pollSoonAfter         = 30 * time.Millisecond   // a new direct path's handshake is read this soon after
 	pollAgainFor          = 2 * time.Second         // and again every pollSoonAfter until it is seen, for this long

@@ -386,6 +386,10 @@ func (m *Manager) dueHandshake(p *peer, now time.Time) {
 	if p.rehandshakeDue.IsZero() {
 		return
 	}
+	if !p.liveInfo().handshake.IsZero() {
+		p.rehandshakeDue = time.Time{} // a session came meanwhile
+		return
+	}
 	if now.Before(p.rehandshakeDue) {
 		m.wakeBy(p.rehandshakeDue)
 		return
@@ -401,6 +405,19 @@ func (m *Manager) dueHandshake(p *peer, now time.Time) {
 	case err != nil:
 		m.log.Debug("first handshake", "peer", p.name, "err", err)
 	case started:
-		m.log.Debug("no handshake yet: initiating one now", "peer", p.name, "endpoint", endpoint)
+		m.log.Debug("no handshake yet: initiating one now", "peer", p.name, "endpoint", endpoint, "try", p.rehandshakes+1)
+		// The restart itself can be lost the same way: WireGuard's own
+		// initiation, held up on a busy peer, reached it within 20 ms of
+		// the restart's, so the peer answered the first (whose state the
+		// restart had replaced) and dropped the second as a flood
+		// (bench/formation: a 21st machine's handshake with one of 20
+		// took 5.7–6.1 s in 3 of 8 runs). So while no session follows,
+		// the restart is repeated rehandshakeGap later, a few times,
+		// before leaving it to WireGuard's 5 s retry.
+		if p.rehandshakes < rehandshakeRepeats {
+			p.rehandshakes++
+			p.rehandshakeDue = now.Add(rehandshakeGap)
+			m.wakeBy(p.rehandshakeDue)
+		}
 	}
 }

@@ -95,6 +95,7 @@ type peer struct {
 	// rehandshakeEP.
 	rehandshakeDue time.Time
 	rehandshakeEP  string
+	rehandshakes   int           // restarts repeated because no session followed
 	firstDirect    time.Duration // time from first probe to first direct path
 	firstRelay     time.Duration
 }

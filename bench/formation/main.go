@@ -373,7 +373,7 @@ func allAlive(ms []api.MachineInfo) bool {
 // start runs `uncloud <args> --foreground` on host i and connects to its
 // socket once it is up.
 func (w *network) start(ctx context.Context, i int, args ...string) error {
-	args = append(append(append([]string{"--log-level", "warn"}, args...), "--foreground"), w.mode...)
+	args = append(append(append([]string{"--log-level", logLevel()}, args...), "--foreground"), w.mode...)
 	p, err := w.hosts[i].Start("uncloud", w.lab.Uncloud, args...)
 	if err != nil {
 		return err
@@ -498,4 +498,13 @@ func cpuSeconds(pid int) (self, children float64, err error) {
 	}
 	const ticksPerSecond = 100 // USER_HZ on Linux
 	return (ticks[0] + ticks[1]) / ticksPerSecond, (ticks[2] + ticks[3]) / ticksPerSecond, nil
+}
+
+// logLevel is the agents' log level: warn, or UNCLOUD_BENCH_LOG_LEVEL
+// (e.g. debug, with -logs, to see why a join was slow).
+func logLevel() string {
+	if l := os.Getenv("UNCLOUD_BENCH_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }

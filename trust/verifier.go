@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
@@ -142,7 +143,16 @@ func (v *Verifier) Check(s crdt.Signed) error {
 		v.refused[errors.Unwrap(err).Error()]++
 		if k := s.Key + "#" + s.Digest(); !v.logged[k] && len(v.logged) < 10_000 {
 			v.logged[k] = true
-			v.log.Warn("record ignored", "key", s.Key, "by", s.By, "err", err)
+			// A newcomer reads records before the memberships that
+			// vouch for their signers (a join logged some forty of
+			// these, all accepted a moment later): not a member yet
+			// is the ordinary state of a join, so it is a debug line;
+			// the refused counters (status, metrics) still count it.
+			level := slog.LevelWarn
+			if errors.Is(err, ErrNotMember) {
+				level = slog.LevelDebug
+			}
+			v.log.Log(context.Background(), level, "record ignored", "key", s.Key, "by", s.By, "err", err)
 		}
 		v.refusedMu.Unlock()
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -68,7 +69,7 @@ func (d *Daemon) startMachineAPI(ctx context.Context) error {
 	mux.Handle("GET "+ui.MachinePathView, d.machineViewHandler())
 	d.containers.routes(mux)
 	d.upgradeRoutes(mux) // upgrade.go
-	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux) })
+	d.goServe("machine API", func() error { return api.ServeMachineAPI(ctx, ln, d.identity, d.members, mux, d.log) })
 	return nil
 }
 
@@ -229,6 +230,7 @@ func (d *Daemon) startJoinServer(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 	}
 	d.goServe("join server", func() error {
 		go func() { <-ctx.Done(); srv.Close() }()

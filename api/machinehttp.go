@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -59,13 +60,17 @@ func NewMachineHTTP(id *Identity, lookup func(netip.Addr) (ed25519.PublicKey, er
 
 // ServeMachineAPI serves handler on ln with mutual TLS: only machines that
 // auth knows get past the handshake, and every request is re-checked.
-func ServeMachineAPI(ctx context.Context, ln net.Listener, id *Identity, auth Authorizer, handler http.Handler) error {
+// The server's own complaints (failed or abandoned TLS handshakes, which
+// every agent stop and every refused caller causes) go to log at debug
+// level, not to standard error.
+func ServeMachineAPI(ctx context.Context, ln net.Listener, id *Identity, auth Authorizer, handler http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           CallerMiddleware(auth, handler),
 		TLSConfig:         ServerTLS(id, auth),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() {
 		<-ctx.Done()

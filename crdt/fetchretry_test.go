@@ -50,10 +50,9 @@ func handlerOf(p *atomic.Pointer[Store]) http.Handler {
 	})
 }
 
-func TestAnnouncedBeforeFetchable(t *testing.T) {
-	hub := gossiptest.NewHub(time.Minute)
-	t.Cleanup(hub.Close)
-	names := []string{"new", "issuer", "member"}
+// blockServers starts one HTTP server per name that serves the blocks of
+// whichever store is later put in its slot (503 until then).
+func blockServers(t *testing.T, names []string) (map[string]*atomic.Pointer[Store], map[string]string) {
 	stores := map[string]*atomic.Pointer[Store]{}
 	urls := map[string]string{}
 	for _, n := range names {
@@ -63,6 +62,14 @@ func TestAnnouncedBeforeFetchable(t *testing.T) {
 		t.Cleanup(srv.Close)
 		urls[n] = srv.URL
 	}
+	return stores, urls
+}
+
+func TestAnnouncedBeforeFetchable(t *testing.T) {
+	hub := gossiptest.NewHub(time.Minute)
+	t.Cleanup(hub.Close)
+	names := []string{"new", "issuer", "member"}
+	stores, urls := blockServers(t, names)
 	const issuerDelay = 60 * time.Millisecond
 	var announced atomic.Int64 // unix nanos of the write on "new"
 	reach := func(from, to string) bool {

@@ -3,7 +3,6 @@ package crdt
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,15 +57,7 @@ func TestHalfWalkedBranchRepairedSoon(t *testing.T) {
 	hub := gossiptest.NewHub(time.Minute)
 	t.Cleanup(hub.Close)
 	names := []string{"writer", "reader"}
-	stores := map[string]*atomic.Pointer[Store]{}
-	urls := map[string]string{}
-	for _, n := range names {
-		p := &atomic.Pointer[Store]{}
-		stores[n] = p
-		srv := httptest.NewServer(handlerOf(p))
-		t.Cleanup(srv.Close)
-		urls[n] = srv.URL
-	}
+	stores, urls := blockServers(t, names)
 	fetcher := &withholdFetcher{http: &HTTPFetcher{BaseURL: func(m string) (string, error) { return urls[m], nil }}}
 	log := testLogger(t)
 	for _, n := range names {

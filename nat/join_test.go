@@ -42,6 +42,29 @@ func (l *lateNodes) peers(nd *node, others ...*node) {
 
 func (l *lateNodes) run(nd *node) { l.wg.Go(func() { _ = nd.mgr.Run(l.ctx) }) }
 
+// restartingSide makes a pair and runs only its lower-key end (the one
+// that restarts first handshakes), whose WireGuard never completes a
+// handshake; it finds no path to the other end by itself, so it restarts
+// nothing until the test calls firstHandshake on p, its peer entry for
+// higher.
+func restartingSide(t *testing.T) (lower, higher *node, m *Manager, p *peer) {
+	nodes := makeNodes(t, newFakeNet(), []string{"a", "b"}, nil)
+	lower, higher = nodes[0], nodes[1]
+	if kl, kh := lower.priv.PublicKey(), higher.priv.PublicKey(); bytes.Compare(kh[:], kl[:]) < 0 {
+		lower, higher = higher, lower
+	}
+	lower.dev.noHandshake = true
+	l := newLateNodes(t)
+	l.peers(lower, higher)
+	l.run(lower)
+	m = lower.mgr
+	waitFor(t, time.Second, "the peer in the table", func() bool {
+		p = m.table.Load().byID[idOf(higher.priv.PublicKey())]
+		return p != nil
+	})
+	return lower, higher, m, p
+}
+
 // symmetricNewcomer makes a formed pair, b behind a symmetric NAT and r
 // public, past its first searches, and a newcomer a behind a symmetric
 // NAT too that no one knows yet: a↔b can only be relayed through r.
@@ -149,21 +172,7 @@ func TestFreshMappingPublishedSoon(t *testing.T) {
 // again only rehandshakeGap later.
 func TestFirstHandshakeOnce(t *testing.T) {
 	inBubble(t, func(t *testing.T) {
-		nodes := makeNodes(t, newFakeNet(), []string{"a", "b"}, nil)
-		lower, higher := nodes[0], nodes[1]
-		if kl, kh := lower.priv.PublicKey(), higher.priv.PublicKey(); bytes.Compare(kh[:], kl[:]) < 0 {
-			lower, higher = higher, lower
-		}
-		lower.dev.noHandshake = true
-		l := newLateNodes(t)
-		l.peers(lower, higher)
-		l.run(lower) // alone: it finds no path to higher, so it restarts nothing itself
-		m := lower.mgr
-		var p *peer
-		waitFor(t, time.Second, "the peer in the table", func() bool {
-			p = m.table.Load().byID[idOf(higher.priv.PublicKey())]
-			return p != nil
-		})
+		lower, higher, m, p := restartingSide(t)
 		count := func() int {
 			lower.dev.mu.Lock()
 			defer lower.dev.mu.Unlock()
@@ -372,21 +381,7 @@ func TestLostRestartRepeated(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inBubble(t, func(t *testing.T) {
-				nodes := makeNodes(t, newFakeNet(), []string{"a", "b"}, nil)
-				lower, higher := nodes[0], nodes[1]
-				if kl, kh := lower.priv.PublicKey(), higher.priv.PublicKey(); bytes.Compare(kh[:], kl[:]) < 0 {
-					lower, higher = higher, lower
-				}
-				lower.dev.noHandshake = true
-				l := newLateNodes(t)
-				l.peers(lower, higher)
-				l.run(lower)
-				m := lower.mgr
-				var p *peer
-				waitFor(t, time.Second, "the peer in the table", func() bool {
-					p = m.table.Load().byID[idOf(higher.priv.PublicKey())]
-					return p != nil
-				})
+				lower, higher, m, p := restartingSide(t)
 				m.mu.Lock()
 				m.firstHandshake(p, higher.addr.String())
 				m.mu.Unlock()

@@ -407,3 +407,26 @@ func TestLostRestartRepeated(t *testing.T) {
 		})
 	}
 }
+
+// TestRoamedToRelayRestored: WireGuard roams to where a peer's packets
+// come from, so packets the peer sent through a relay just before it
+// found the direct path, arriving after this side chose the direct path,
+// left WireGuard on the relay while the manager counted the pair direct
+// (e2e TestNATTraversal: a pair relayed for 2 minutes). The manager sets
+// the direct path again.
+func TestRoamedToRelayRestored(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		nodes := startNodes(t, newFakeNet(), []string{"a", "b"}, nil)
+		a, b := nodes[0], nodes[1]
+		waitFor(t, 10*time.Second, "a → b direct", func() bool { return a.pathTo(b).Path == PathDirect })
+		roamed := (&tun.RelayEndpoint{Relay: netip.MustParseAddrPort("198.18.1.9:51820"), Peer: b.priv.PublicKey()}).String()
+		if err := a.dev.SetEndpoint(b.priv.PublicKey(), roamed); err != nil { // WireGuard's roaming, behind the manager's back
+			t.Fatal(err)
+		}
+		took := waitFor(t, 5*time.Second, "a's WireGuard back on b's direct address", func() bool {
+			ep, relay := a.dev.endpoint(b.priv.PublicKey())
+			return relay == nil && ep == b.addr
+		})
+		t.Logf("direct path set again %v after WireGuard roamed to a relay", took)
+	})
+}

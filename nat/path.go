@@ -27,6 +27,18 @@ func (m *Manager) step(t *peerTable, p *peer, now time.Time) {
 			m.sendProbe(p, p.direct, now)
 			p.lastDirectTx = now
 		}
+		if li := p.liveInfo(); p.directHealthy(now) && li.relayed {
+			// WireGuard roams to where a peer's packets come from, and
+			// a few of them sent through a relay just before the peer
+			// found the direct path arrive after this side chose it:
+			// WireGuard was left on the relay while this side counted
+			// the pair direct (e2e TestNATTraversal: b↔e relayed for
+			// the test's whole 2 minutes). The direct path is set again.
+			m.log.Debug("WireGuard roamed to a relay; back to the direct path", "peer", p.name, "endpoint", p.direct, "via", li.via)
+			if err := m.setEndpoint(p, p.direct.String()); err != nil {
+				m.log.Debug("direct path", "peer", p.name, "err", err)
+			}
+		}
 		if !p.directHealthy(now) {
 			// Move to a relay at once (traffic keeps flowing) and search
 			// for a direct path meanwhile; the first answer brings it back.

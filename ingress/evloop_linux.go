@@ -42,7 +42,7 @@ type evLoop struct {
 	epfd   int
 	wakeFd int // eventfd: adopt, stop
 	// adoptCh brings accepted connections; bounded, the acceptor waits.
-	adoptCh chan evAdopt
+	adoptCh          chan evAdopt
 	stopping, forced atomic.Bool
 	// exited: the loop takes no more connections (adopt's send would
 	// strand them).

@@ -27,10 +27,14 @@ type evConn struct {
 	resp     respHead
 
 	rdReady, wrReady bool
-	phase            evPhase
-	active           time.Time // last request's end or the connection's start
-	headStart        time.Time // first byte of an unfinished head
-	progress         time.Time // last byte moved for the request in flight
+	// hup: the peer's end (or an error) was announced; no edge follows
+	// it, so a short read no longer means drained (the read that
+	// returns 0 is still to come).
+	hup       bool
+	phase     evPhase
+	active    time.Time // last request's end or the connection's start
+	headStart time.Time // first byte of an unfinished head
+	progress  time.Time // last byte moved for the request in flight
 
 	// The request in flight.
 	rt       *Route
@@ -86,6 +90,9 @@ func (c *evConn) onEvent(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		c.rdReady = true
 	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.hup = true
+	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		c.wrReady = true
 	}
@@ -137,7 +144,7 @@ func (c *evConn) advance() {
 			c.close() // gone, or closed (a partial head is dropped, as fastConn does)
 			return
 		default:
-			if k < len(c.buf)-c.n {
+			if k < len(c.buf)-c.n && !c.hup {
 				c.rdReady = false // drained: epoll tells of more
 			}
 			c.n += k
@@ -171,7 +178,13 @@ func (c *evConn) begin() {
 	c.out.b = c.out.b[:0]
 	c.progress = c.l.now
 	b.inflight.Add(1)
-	u, err := c.l.getUp(b, sa)
+	c.send(sa)
+}
+
+// send writes the request on a connection to c.b.
+func (c *evConn) send(sa unix.Sockaddr) {
+	h := &c.head
+	u, err := c.l.getUp(c.b, sa)
 	if err != nil {
 		c.upFailed(err, true)
 		return
@@ -263,7 +276,7 @@ func (c *evConn) readHead() bool {
 		c.upFailed(err, false)
 		return false
 	}
-	if k < len(u.rbuf)-u.rend {
+	if k < len(u.rbuf)-u.rend && !u.hup {
 		u.rdReady = false
 	}
 	u.rend += k
@@ -398,7 +411,7 @@ func (c *evConn) pump() {
 		case k == 0:
 			u.eof = true
 		default:
-			if k < len(u.rbuf)-u.rend {
+			if k < len(u.rbuf)-u.rend && !u.hup {
 				u.rdReady = false
 			}
 			u.rend += k
@@ -495,7 +508,7 @@ func (c *evConn) consumed() {
 // the client, as fastConn.forward does: a failed connect, or any failure
 // of a request without body, puts the container aside and the goroutine
 // path retries the request (it is still in buf) on another or answers
-// 502; a kept connection the container had closed is retried there
+// 502; a kept connection the container had closed is retried here
 // without blame; a request with a body is answered 502.
 func (c *evConn) upFailed(err error, dial bool) {
 	if c.sent {
@@ -508,12 +521,19 @@ func (c *evConn) upFailed(err error, dial bool) {
 	if u != nil {
 		u.close()
 	}
+	if stale {
+		// Nothing of the request was processed: again on another
+		// connection (a fresh one is not retried again), as
+		// fastConn.try does.
+		c.up = nil
+		sa, _ := c.l.sockaddr(c.b.addr)
+		c.send(sa)
+		return
+	}
 	b, rt := c.b, c.rt
 	c.endRequest()
 	f := c.l.s.in.fwd
 	switch {
-	case stale:
-		c.handOver()
 	case dial || h.contentLength == 0:
 		b.markFailed(f.failTimeout)
 		f.log.Warn("container failed; put aside", "service", rt.Service, "container", b.name,

@@ -1,12 +1,14 @@
 package ingress
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -59,6 +61,12 @@ type evLoop struct {
 
 	maxIdle     int
 	upIdleLimit time.Duration
+
+	// epf and erc are epfd as Go's netpoller sees it, to park on; nil:
+	// the loop blocks its thread in epoll_wait.
+	epf      *os.File
+	erc      syscall.RawConn
+	deadline time.Time
 }
 
 type evAdopt struct {
@@ -113,10 +121,22 @@ func newEvLoop(s *fastServer) (*evLoop, error) {
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
 	up := s.in.fwd.up
-	return &evLoop{s: s, epfd: epfd, wakeFd: wfd, adoptCh: make(chan evAdopt, 64),
+	l := &evLoop{s: s, epfd: epfd, wakeFd: wfd, adoptCh: make(chan evAdopt, 64),
 		conns: map[*evConn]struct{}{}, idle: map[*backend][]*evUp{}, addrs: map[string]unix.Sockaddr{},
-		maxIdle: up.maxIdlePerHost, upIdleLimit: up.idleTimeout}, nil
+		maxIdle: up.maxIdlePerHost, upIdleLimit: up.idleTimeout}
+	if parkInGo {
+		if err := unix.SetNonblock(epfd, true); err == nil {
+			l.epf = os.NewFile(uintptr(epfd), "epoll")
+			if rc, err := l.epf.SyscallConn(); err == nil {
+				l.erc = rc
+			}
+		}
+	}
+	return l, nil
 }
+
+// parkInGo: see wait.
+const parkInGo = true
 
 // adopt moves an accepted TCP connection to a loop: its descriptor is
 // duplicated and the Go connection closed, which takes it out of the
@@ -186,13 +206,15 @@ func (l *evLoop) wake() {
 }
 
 func (l *evLoop) run() {
-	runtime.LockOSThread()
+	if l.erc == nil {
+		runtime.LockOSThread()
+	}
 	defer l.s.wg.Done()
 	defer l.close()
 	l.now = time.Now()
 	l.swept = l.now
 	for {
-		n, err := unix.EpollWait(l.epfd, l.events[:], 1000)
+		n, err := l.wait()
 		l.now = time.Now()
 		if err != nil && err != unix.EINTR {
 			l.s.in.log.Error("ingress: epoll_wait", "err", err)
@@ -223,6 +245,47 @@ func (l *evLoop) run() {
 			if l.stopping.Load() && len(l.conns) == 0 && len(l.adoptCh) == 0 {
 				return
 			}
+		}
+	}
+}
+
+// wait returns the next events. With erc, it polls without blocking
+// and, when nothing is ready, parks the goroutine in Go's netpoller until
+// the loop's epoll descriptor is: a thread blocked in epoll_wait holds
+// its P in a system call, which the runtime's sysmon takes back after
+// 20 µs whenever no other P is idle (with as many loops as Ps, always),
+// waking threads and keeping sysmon itself awake at 20 µs.
+func (l *evLoop) wait() (int, error) {
+	if l.erc == nil {
+		return unix.EpollWait(l.epfd, l.events[:], 1000)
+	}
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
+			uintptr(len(l.events)), 0, 0, 0)
+		if e != 0 && e != unix.EINTR {
+			return 0, e
+		}
+		if n > 0 {
+			return int(n), nil
+		}
+		now := time.Now()
+		if now.Sub(l.swept) >= time.Second || l.stopping.Load() {
+			return 0, nil
+		}
+		if l.deadline.Sub(now) <= 0 {
+			l.deadline = l.swept.Add(time.Second + 10*time.Millisecond)
+			l.epf.SetReadDeadline(l.deadline)
+		}
+		first := true
+		err := l.erc.Read(func(uintptr) bool {
+			if first {
+				first = false
+				return false
+			}
+			return true
+		})
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, err
 		}
 	}
 }
@@ -317,7 +380,11 @@ func (l *evLoop) close() {
 		}
 	}
 	clear(l.idle)
-	unix.Close(l.epfd)
+	if l.epf != nil {
+		l.epf.Close()
+	} else {
+		unix.Close(l.epfd)
+	}
 	unix.Close(l.wakeFd)
 }
 

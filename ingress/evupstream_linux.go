@@ -27,6 +27,7 @@ type evUp struct {
 	idleFrom   time.Time
 
 	rdReady, wrReady bool
+	hup              bool   // see evConn.hup
 	wbuf             []byte // the request, unsent from woff
 	woff             int
 	// rbuf holds the answer: its head must fit, as with upConn's 16 KiB
@@ -97,6 +98,9 @@ func (l *evLoop) putUp(u *evUp) {
 func (u *evUp) onEvent(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		u.rdReady = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.hup = true
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		u.wrReady = true

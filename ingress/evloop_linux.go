@@ -259,35 +259,33 @@ func (l *evLoop) wait() (int, error) {
 	if l.erc == nil {
 		return unix.EpollWait(l.epfd, l.events[:], 1000)
 	}
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
-			uintptr(len(l.events)), 0, 0, 0)
-		if e != 0 && e != unix.EINTR {
-			return 0, e
-		}
-		if n > 0 {
-			return int(n), nil
-		}
-		now := time.Now()
-		if now.Sub(l.swept) >= time.Second || l.stopping.Load() {
-			return 0, nil
-		}
-		if l.deadline.Sub(now) <= 0 {
-			l.deadline = l.swept.Add(time.Second + 10*time.Millisecond)
-			l.epf.SetReadDeadline(l.deadline)
-		}
-		first := true
-		err := l.erc.Read(func(uintptr) bool {
-			if first {
-				first = false
-				return false
-			}
-			return true
-		})
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, err
-		}
+	now := time.Now()
+	if l.deadline.Sub(now) <= 0 {
+		l.deadline = now.Add(time.Second)
+		l.epf.SetReadDeadline(l.deadline)
 	}
+	// The poll runs inside Read's callback: Read clears the descriptor's
+	// readiness before the first call, so an edge between a poll made
+	// before Read and its wait would be lost (and the loop stall until
+	// the deadline).
+	var n int
+	var errno unix.Errno
+	err := l.erc.Read(func(uintptr) bool {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
+			uintptr(len(l.events)), 0, 0, 0)
+		if e == unix.EINTR {
+			return false
+		}
+		n, errno = int(r), e
+		return n > 0 || e != 0 || l.stopping.Load()
+	})
+	if errno != 0 {
+		return 0, errno
+	}
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, err
+	}
+	return n, nil
 }
 
 func (l *evLoop) adoptPending() {

@@ -461,6 +461,7 @@ func (c *evConn) finish() {
 		c.bodySent = c.chunks.data
 	}
 	c.observe(r.status)
+	c.l.served.Add(1)
 	// Bytes after the answer (a container that answered HEAD with a
 	// body) would be read as the next answer: that connection is not
 	// kept.

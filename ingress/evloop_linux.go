@@ -46,6 +46,7 @@ type evLoop struct {
 	// adoptCh brings accepted connections; bounded, the acceptor waits.
 	adoptCh          chan evAdopt
 	stopping, forced atomic.Bool
+	served           atomic.Uint64 // requests answered on the loop (tests)
 	// exited: the loop takes no more connections (adopt's send would
 	// strand them).
 	mu     sync.Mutex
@@ -182,6 +183,15 @@ func (g *evGroup) adopt(c net.Conn) bool {
 	}
 	l.wake()
 	return true
+}
+
+// served counts the requests the loops answered.
+func (g *evGroup) served() uint64 {
+	var n uint64
+	for _, l := range g.loops {
+		n += l.served.Load()
+	}
+	return n
 }
 
 // stop asks the loops to close idle connections and end once the rest

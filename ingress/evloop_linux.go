@@ -287,7 +287,7 @@ func (l *evLoop) wait() (int, error) {
 			return false
 		}
 		n, errno = int(r), e
-		return n > 0 || e != 0 || l.stopping.Load()
+		return n > 0 || e != 0 // stop's eventfd write is an event
 	})
 	if errno != 0 {
 		return 0, errno

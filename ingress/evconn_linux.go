@@ -190,10 +190,11 @@ func (c *evConn) send(sa unix.Sockaddr) {
 		return
 	}
 	c.up, u.owner = u, c
-	w := sinkBuf{b: u.wbuf[:0]}
-	writeRequestHead(&w, h, c.clientIP, false)
+	w := &u.wbuf // in u, not here: as a headWriter it would escape, an allocation per request
+	w.b = w.b[:0]
+	writeRequestHead(w, h, c.clientIP, false)
 	w.Write(c.buf[h.headLen : h.headLen+int(h.contentLength)])
-	u.wbuf, u.woff = w.b, 0
+	u.woff = 0
 	c.phase = phUpstream
 	c.upAdvance()
 }
@@ -214,11 +215,11 @@ func (c *evConn) upAdvance() {
 		}
 		u.connecting = false
 	}
-	for u.woff < len(u.wbuf) {
+	for u.woff < len(u.wbuf.b) {
 		if !u.wrReady {
 			return
 		}
-		k, e := rawWrite(u.fd, u.wbuf[u.woff:])
+		k, e := rawWrite(u.fd, u.wbuf.b[u.woff:])
 		if e == unix.EAGAIN {
 			u.wrReady = false
 			return
@@ -228,7 +229,7 @@ func (c *evConn) upAdvance() {
 			return
 		}
 		u.woff += k
-		if u.woff < len(u.wbuf) {
+		if u.woff < len(u.wbuf.b) {
 			u.wrReady = false
 		}
 		c.progress = c.l.now

@@ -68,6 +68,9 @@ type evLoop struct {
 	epf      *os.File
 	erc      syscall.RawConn
 	deadline time.Time
+	pollFn   func(uintptr) bool
+	polled   int
+	pollErr  unix.Errno
 }
 
 type evAdopt struct {
@@ -129,7 +132,7 @@ func newEvLoop(s *fastServer) (*evLoop, error) {
 		if err := unix.SetNonblock(epfd, true); err == nil {
 			l.epf = os.NewFile(uintptr(epfd), "epoll")
 			if rc, err := l.epf.SyscallConn(); err == nil {
-				l.erc = rc
+				l.erc, l.pollFn = rc, l.poll
 			}
 		}
 	}
@@ -278,24 +281,27 @@ func (l *evLoop) wait() (int, error) {
 	// readiness before the first call, so an edge between a poll made
 	// before Read and its wait would be lost (and the loop stall until
 	// the deadline).
-	var n int
-	var errno unix.Errno
-	err := l.erc.Read(func(uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
-			uintptr(len(l.events)), 0, 0, 0)
-		if e == unix.EINTR {
-			return false
-		}
-		n, errno = int(r), e
-		return n > 0 || e != 0 // stop's eventfd write is an event
-	})
-	if errno != 0 {
-		return 0, errno
+	l.polled, l.pollErr = 0, 0
+	err := l.erc.Read(l.pollFn)
+	if l.pollErr != 0 {
+		return 0, l.pollErr
 	}
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, err
 	}
-	return n, nil
+	return l.polled, nil
+}
+
+// poll is wait's callback (a method value made once: a closure per wait
+// would allocate).
+func (l *evLoop) poll(uintptr) bool {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
+		uintptr(len(l.events)), 0, 0, 0)
+	if e == unix.EINTR {
+		return false
+	}
+	l.polled, l.pollErr = int(r), e
+	return r > 0 || e != 0 // stop's eventfd write is an event
 }
 
 func (l *evLoop) adoptPending() {

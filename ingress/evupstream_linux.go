@@ -27,8 +27,8 @@ type evUp struct {
 	idleFrom   time.Time
 
 	rdReady, wrReady bool
-	hup              bool   // see evConn.hup
-	wbuf             []byte // the request, unsent from woff
+	hup              bool    // see evConn.hup
+	wbuf             sinkBuf // the request, unsent from woff
 	woff             int
 	// rbuf holds the answer: its head must fit, as with upConn's 16 KiB
 	// bufio.Reader; the body streams through it.

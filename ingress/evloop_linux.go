@@ -131,7 +131,9 @@ func newEvLoop(s *fastServer) (*evLoop, error) {
 	if parkInGo {
 		if err := unix.SetNonblock(epfd, true); err == nil {
 			l.epf = os.NewFile(uintptr(epfd), "epoll")
-			if rc, err := l.epf.SyscallConn(); err == nil {
+			// A deadline is refused if the runtime's poller did not
+			// take the descriptor: then the loop blocks its thread.
+			if rc, err := l.epf.SyscallConn(); err == nil && l.epf.SetReadDeadline(time.Time{}) == nil {
 				l.erc, l.pollFn = rc, l.poll
 			}
 		}

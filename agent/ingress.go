@@ -173,11 +173,18 @@ func (d *Daemon) newIngress(ctx context.Context) (*ingress.Ingress, error) {
 	if o.AccessLog {
 		access = d.log.With("component", "ingress-access")
 	}
+	// In kernel mode the mesh is a host interface: no dialer (nil dials
+	// directly), which lets plain HTTP take the ingress's epoll loops;
+	// the netstack's dialer keeps it on the goroutine path.
+	var dial ingress.DialFunc
+	if d.dev.Mode() == tun.ModeNetstack {
+		dial = d.dev.DialContext
+	}
 	in, err := ingress.Start(ctx, ingress.Config{
 		MachineID:        d.state.MachineID,
 		State:            d.store,
 		Reach:            d.reach.view(ctx),
-		Dial:             d.dev.DialContext,
+		Dial:             dial,
 		HTTPAddr:         httpAddr,
 		HTTPSAddr:        o.HTTPSAddr,
 		MeshHTTPListener: meshLn,

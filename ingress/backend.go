@@ -36,6 +36,10 @@ type backend struct {
 	// give up, minutes later.
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
+	// cuts counts closeConns calls: the event loops' connections are
+	// not in conns (they are raw descriptors of one loop), so each loop
+	// closes those it opened before the count moved.
+	cuts atomic.Uint64
 }
 
 type trackedConn struct {
@@ -67,6 +71,7 @@ func (b *backend) track(c net.Conn) net.Conn {
 // closeConns aborts every connection to the backend; requests in flight
 // on them fail at once and, where safe, are retried elsewhere.
 func (b *backend) closeConns() int {
+	b.cuts.Add(1)
 	b.connMu.Lock()
 	cs := make([]*trackedConn, 0, len(b.conns))
 	for c := range b.conns {

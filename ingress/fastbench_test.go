@@ -17,13 +17,15 @@ import (
 // nothing: allocs/op are the ingress's own (plus the runtime's).
 func BenchmarkProxyRequest(b *testing.B) {
 	for _, mode := range []struct {
-		name             string
-		netHTTP, metrics bool
-	}{{"fast", false, false}, {"fast-metrics", false, true}, {"net-http", true, false}} {
+		name                        string
+		netHTTP, metrics, noEvLoops bool
+	}{{"fast", false, false, false}, {"fast-metrics", false, true, false},
+		{"fast-goroutine", false, false, true}, {"net-http", true, false, false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			st := openStore(b)
 			in := startIngress(b, st, func(c *Config) {
 				c.NetHTTPOnly = mode.netHTTP
+				c.NoEventLoop = mode.noEvLoops
 				c.Log = nil
 				if mode.metrics {
 					m, err := NewMetrics(prometheus.NewRegistry())

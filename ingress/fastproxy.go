@@ -203,25 +203,7 @@ func (c *fastConn) consumed() {
 func (c *fastConn) writeRequest(uc *upConn) error {
 	h := &c.head
 	w := uc.bw
-	w.Write(h.method)
-	w.WriteByte(' ')
-	w.Write(h.target)
-	w.WriteString(" HTTP/1.1\r\n")
-	for _, f := range h.fields[:h.nfields] {
-		w.Write(f.name)
-		w.WriteString(": ")
-		w.Write(f.value)
-		w.WriteString("\r\n")
-	}
-	w.WriteString("X-Forwarded-For: ")
-	w.WriteString(c.clientIP)
-	w.WriteString("\r\nX-Forwarded-Host: ")
-	w.Write(h.host)
-	if c.https {
-		w.WriteString("\r\nX-Forwarded-Proto: https\r\n\r\n")
-	} else {
-		w.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
-	}
+	writeRequestHead(w, h, c.clientIP, c.https)
 	if h.contentLength > 0 {
 		inBuf := min(int64(c.n-h.headLen), h.contentLength)
 		w.Write(c.buf[h.headLen : h.headLen+int(inBuf)])
@@ -235,6 +217,31 @@ func (c *fastConn) writeRequest(uc *upConn) error {
 		return fmt.Errorf("write request to %s: %w", uc.addr, err)
 	}
 	return nil
+}
+
+// writeRequestHead writes the head as the container gets it: as
+// received, less hop-by-hop fields (parseHead left them out), with
+// X-Forwarded-* set.
+func writeRequestHead(w headWriter, h *reqHead, clientIP string, https bool) {
+	w.Write(h.method)
+	w.WriteByte(' ')
+	w.Write(h.target)
+	w.WriteString(" HTTP/1.1\r\n")
+	for _, f := range h.fields[:h.nfields] {
+		w.Write(f.name)
+		w.WriteString(": ")
+		w.Write(f.value)
+		w.WriteString("\r\n")
+	}
+	w.WriteString("X-Forwarded-For: ")
+	w.WriteString(clientIP)
+	w.WriteString("\r\nX-Forwarded-Host: ")
+	w.Write(h.host)
+	if https {
+		w.WriteString("\r\nX-Forwarded-Proto: https\r\n\r\n")
+	} else {
+		w.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
+	}
 }
 
 // copyBody streams the rest of a request body from the client. The head

@@ -41,6 +41,23 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
+// headWriter is where a head is written: the client's or container's
+// bufio.Writer on the goroutine path, a loop buffer (sinkBuf) on the
+// event loop's.
+type headWriter interface {
+	Write([]byte) (int, error)
+	WriteString(string) (int, error)
+	WriteByte(byte) error
+}
+
+// sinkBuf appends to a byte slice whose capacity the event loop keeps
+// between requests.
+type sinkBuf struct{ b []byte }
+
+func (s *sinkBuf) Write(p []byte) (int, error)       { s.b = append(s.b, p...); return len(p), nil }
+func (s *sinkBuf) WriteString(p string) (int, error) { s.b = append(s.b, p...); return len(p), nil }
+func (s *sinkBuf) WriteByte(c byte) error            { s.b = append(s.b, c); return nil }
+
 // respHead is a parsed response head.
 type respHead struct {
 	status        int
@@ -122,7 +139,7 @@ func parseRespHead(head []byte, r *respHead) error {
 
 // writeRespHead writes the response head to the client: the status line
 // as HTTP/1.1, the fields less hop-by-hop ones.
-func writeRespHead(w *bufio.Writer, head []byte, r *respHead, closeClient bool) {
+func writeRespHead(w headWriter, head []byte, r *respHead, closeClient bool) {
 	i := bytes.Index(head, crlf)
 	w.WriteString("HTTP/1.1")
 	w.Write(head[8:i]) // " 200 OK"

@@ -28,6 +28,9 @@ type fastServer struct {
 	tc      *tls.Config // nil: plain HTTP
 	handoff *handoffListener
 	srv     *http.Server
+	// ev, when not nil, serves plain HTTP connections on epoll loops
+	// (evloop_linux.go); those it cannot serve come back here.
+	ev *evGroup
 
 	mu      sync.Mutex
 	conns   map[*fastConn]struct{}
@@ -67,6 +70,10 @@ func newFastServer(in *Ingress, ln net.Listener, tc *tls.Config, srv *http.Serve
 			h.ServeHTTP(w, r)
 		})
 	}
+	cfg := &in.cfg
+	if tc == nil && cfg.Dial == nil && cfg.AccessLog == nil && !cfg.NoEventLoop {
+		s.ev = newEvGroup(s)
+	}
 	return s
 }
 
@@ -86,18 +93,31 @@ func (s *fastServer) serve() error {
 			}
 			return err
 		}
-		fc := &fastConn{s: s, raw: c}
-		s.mu.Lock()
 		if s.closing.Load() {
-			s.mu.Unlock()
 			c.Close()
 			continue
 		}
-		s.conns[fc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go fc.run()
+		if s.ev != nil && s.ev.adopt(c) {
+			continue
+		}
+		s.start(&fastConn{s: s, raw: c}, false)
 	}
+}
+
+// start runs fc on its own goroutine. A connection handed over from an
+// event loop is taken even while closing: it carries a request to
+// finish.
+func (s *fastServer) start(fc *fastConn, handedOver bool) {
+	s.mu.Lock()
+	if s.closing.Load() && !handedOver {
+		s.mu.Unlock()
+		fc.raw.Close()
+		return
+	}
+	s.conns[fc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go fc.run()
 }
 
 func (s *fastServer) forget(c *fastConn) {
@@ -112,6 +132,9 @@ func (s *fastServer) forget(c *fastConn) {
 func (s *fastServer) shutdown(ctx context.Context) error {
 	s.closing.Store(true)
 	s.ln.Close()
+	if s.ev != nil {
+		s.ev.stop(false)
+	}
 	s.mu.Lock()
 	for c := range s.conns {
 		if c.idle.Load() {
@@ -124,6 +147,9 @@ func (s *fastServer) shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		if s.ev != nil {
+			s.ev.stop(true)
+		}
 		s.mu.Lock()
 		for c := range s.conns {
 			c.raw.Close()
@@ -235,7 +261,9 @@ func (c *fastConn) run() {
 	} else if host, _, err := net.SplitHostPort(c.raw.RemoteAddr().String()); err == nil {
 		c.clientIP = host
 	}
-	c.buf = make([]byte, fastHeadBuf)
+	if c.buf == nil {
+		c.buf = make([]byte, fastHeadBuf)
+	}
 	c.bw = bufio.NewWriterSize(c.conn, 8<<10)
 	for {
 		switch res, why := c.readHead(); res {
@@ -319,20 +347,23 @@ func (c *fastConn) setReadDeadline(d time.Duration) {
 
 // route finds the route of a parsed request that the fast path serves,
 // or nil for net/http.
-func (c *fastConn) route() *Route {
-	h := &c.head
+func (c *fastConn) route() *Route { return routeFor(c.s.in, &c.head, c.https) }
+
+// routeFor is route for either path: the goroutine's and the event
+// loop's serve the same requests.
+func routeFor(in *Ingress, h *reqHead, https bool) *Route {
 	path := h.path()
 	for _, ch := range path {
 		if ch == '%' {
 			return nil // net/http decodes the path the route is matched on
 		}
 	}
-	if !c.https && len(path) >= len(acmeChallengePrefix) && string(path[:len(acmeChallengePrefix)]) == acmeChallengePrefix {
+	if !https && len(path) >= len(acmeChallengePrefix) && string(path[:len(acmeChallengePrefix)]) == acmeChallengePrefix {
 		return nil
 	}
 	// The strings live only for the lookup, which keeps none of them.
-	rt := c.s.in.table.Load().lookup(bytesString(h.host), bytesString(path))
-	if rt == nil || rt.handler == nil || (!c.https && rt.HTTPS) || h.contentLength > rt.handler.maxBody {
+	rt := in.table.Load().lookup(bytesString(h.host), bytesString(path))
+	if rt == nil || rt.handler == nil || (!https && rt.HTTPS) || h.contentLength > rt.handler.maxBody {
 		return nil // 404, redirect, 413: net/http's
 	}
 	return rt

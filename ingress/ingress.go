@@ -62,6 +62,10 @@ type Config struct {
 	// NetHTTPOnly serves every request through net/http, without the
 	// fast path of fastserve.go (for comparison and as a way out).
 	NetHTTPOnly bool
+	// NoEventLoop serves plain HTTP's fast path with a goroutine per
+	// connection instead of the epoll loops of evloop_linux.go (for
+	// comparison and tests of both paths).
+	NoEventLoop bool
 
 	// AccessLog, when set, gets one record per request.
 	AccessLog *slog.Logger

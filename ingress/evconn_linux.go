@@ -26,11 +26,7 @@ type evConn struct {
 	head     reqHead
 	resp     respHead
 
-	rdReady, wrReady bool
-	// hup: the peer's end (or an error) was announced; no edge follows
-	// it, so a short read no longer means drained (the read that
-	// returns 0 is still to come).
-	hup       bool
+	evReady
 	phase     evPhase
 	active    time.Time // last request's end or the connection's start
 	headStart time.Time // first byte of an unfinished head
@@ -75,7 +71,7 @@ const (
 
 func (l *evLoop) newConn(a evAdopt) {
 	c := &evConn{l: l, fd: a.fd, clientIP: a.clientIP, buf: make([]byte, fastHeadBuf),
-		rdReady: true, wrReady: true, active: l.now}
+		evReady: evReady{rdReady: true, wrReady: true}, active: l.now}
 	c.out.b = make([]byte, 0, 4<<10)
 	if err := l.register(a.fd, evItem{c: c}); err != nil {
 		unix.Close(a.fd)
@@ -86,16 +82,30 @@ func (l *evLoop) newConn(a evAdopt) {
 	c.advance()
 }
 
-func (c *evConn) onEvent(ev uint32) {
+// evReady is what epoll announced of a socket and was not used up yet
+// (edge-triggered: nothing is announced twice).
+type evReady struct {
+	rdReady, wrReady bool
+	// hup: the peer's end (or an error) was announced; no edge follows
+	// it, so a short read no longer means drained (the read that
+	// returns 0 is still to come).
+	hup bool
+}
+
+func (r *evReady) note(ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.rdReady = true
+		r.rdReady = true
 	}
 	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.hup = true
+		r.hup = true
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.wrReady = true
+		r.wrReady = true
 	}
+}
+
+func (c *evConn) onEvent(ev uint32) {
+	c.note(ev)
 	switch c.phase {
 	case phIdle:
 		c.advance()
@@ -495,16 +505,8 @@ func (c *evConn) endRequest() {
 	c.outOff = 0
 }
 
-// consumed drops the finished request from buf, keeping any pipelined
-// bytes after it.
-func (c *evConn) consumed() {
-	used := c.head.headLen + int(c.head.contentLength)
-	if used >= c.n {
-		c.n = 0
-		return
-	}
-	c.n = copy(c.buf, c.buf[used:c.n])
-}
+// consumed drops the finished request from buf (dropRequest).
+func (c *evConn) consumed() { c.n = dropRequest(c.buf, c.n, &c.head) }
 
 // upFailed handles a container failure before any of the answer went to
 // the client, as fastConn.forward does: a failed connect, or any failure

@@ -26,10 +26,9 @@ type evUp struct {
 	eof        bool
 	idleFrom   time.Time
 
-	rdReady, wrReady bool
-	hup              bool    // see evConn.hup
-	wbuf             sinkBuf // the request, unsent from woff
-	woff             int
+	evReady
+	wbuf sinkBuf // the request, unsent from woff
+	woff int
 	// rbuf holds the answer: its head must fit, as with upConn's 16 KiB
 	// bufio.Reader; the body streams through it.
 	rbuf       []byte
@@ -67,7 +66,7 @@ func (l *evLoop) getUp(b *backend, sa unix.Sockaddr) (*evUp, error) {
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 30)
-	u := &evUp{l: l, fd: fd, b: b, cuts: b.cuts.Load(), wrReady: true, rbuf: make([]byte, 16<<10)}
+	u := &evUp{l: l, fd: fd, b: b, cuts: b.cuts.Load(), evReady: evReady{wrReady: true}, rbuf: make([]byte, 16<<10)}
 	switch err := unix.Connect(fd, sa); {
 	case err == nil:
 	case errors.Is(err, unix.EINPROGRESS):
@@ -96,15 +95,7 @@ func (l *evLoop) putUp(u *evUp) {
 }
 
 func (u *evUp) onEvent(ev uint32) {
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.rdReady = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.hup = true
-	}
-	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.wrReady = true
-	}
+	u.note(ev)
 	if u.owner == nil {
 		// Idle: the container closed it (or sent what nobody asked for).
 		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {

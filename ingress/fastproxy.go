@@ -188,15 +188,17 @@ func (c *fastConn) exchange(uc *upConn) (resp fastResponse, keep, sent bool, err
 	return resp, keep, true, nil
 }
 
-// consumed drops the finished request from buf, keeping any pipelined
-// bytes after it.
-func (c *fastConn) consumed() {
-	used := c.head.headLen + int(c.head.contentLength)
-	if used >= c.n {
-		c.n = 0
-		return
+// consumed drops the finished request from buf (dropRequest).
+func (c *fastConn) consumed() { c.n = dropRequest(c.buf, c.n, &c.head) }
+
+// dropRequest drops the request h (head and body) from the start of
+// buf[:n], keeping any pipelined bytes after it, and returns what is left.
+func dropRequest(buf []byte, n int, h *reqHead) int {
+	used := h.headLen + int(h.contentLength)
+	if used >= n {
+		return 0
 	}
-	c.n = copy(c.buf, c.buf[used:c.n])
+	return copy(buf, buf[used:n])
 }
 
 // writeRequest writes the head and the body to the container.

@@ -35,6 +35,12 @@ type evGroup struct {
 	s     *fastServer
 	loops []*evLoop
 	next  atomic.Uint32 // round robin of adopted connections
+	// nudge readies nudger, which starts a thread for an idle P; see
+	// evLoop.woke.
+	nudge   chan struct{}
+	running atomic.Int32  // loops not yet ended; the last closes done
+	done    chan struct{} // ends nudger
+	nudges  atomic.Uint64 // tests
 }
 
 // evLoop is one loop. Everything but adoptCh, wakeFd and the stop flags
@@ -47,6 +53,8 @@ type evLoop struct {
 	adoptCh          chan evAdopt
 	stopping, forced atomic.Bool
 	served           atomic.Uint64 // requests answered on the loop (tests)
+	// parked: the goroutine waits in Go's netpoller (see woke).
+	parked atomic.Bool
 	// exited: the loop takes no more connections (adopt's send would
 	// strand them).
 	mu     sync.Mutex
@@ -70,6 +78,7 @@ type evLoop struct {
 	deadline time.Time
 	pollFn   func(uintptr) bool
 	polled   int
+	polls    int // poll calls in this wait: more than one, the goroutine parked
 	pollErr  unix.Errno
 }
 
@@ -89,7 +98,7 @@ type evItem struct {
 const evFlags = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
 func newEvGroup(s *fastServer) *evGroup {
-	g := &evGroup{s: s}
+	g := &evGroup{s: s, nudge: make(chan struct{}, 1), done: make(chan struct{})}
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newEvLoop(s)
 		if err != nil {
@@ -101,11 +110,29 @@ func newEvGroup(s *fastServer) *evGroup {
 		}
 		g.loops = append(g.loops, l)
 	}
+	g.running.Store(int32(len(g.loops)))
+	s.wg.Add(1)
+	go g.nudger()
 	for _, l := range g.loops {
 		s.wg.Add(1)
-		go l.run()
+		go l.run(g)
 	}
 	return g
+}
+
+// nudger is the goroutine a woken loop readies: readying a goroutine
+// while a P is idle starts a thread for that P (the runtime's wakep),
+// and that thread, finding nothing else to run, blocks in the netpoller,
+// where the parked loops wait.
+func (g *evGroup) nudger() {
+	defer g.s.wg.Done()
+	for {
+		select {
+		case <-g.nudge:
+		case <-g.done:
+			return
+		}
+	}
 }
 
 func newEvLoop(s *fastServer) (*evLoop, error) {
@@ -220,17 +247,25 @@ func (l *evLoop) wake() {
 	unix.Write(l.wakeFd, (*[8]byte)(unsafe.Pointer(&one))[:])
 }
 
-func (l *evLoop) run() {
+func (l *evLoop) run(g *evGroup) {
 	if l.erc == nil {
 		runtime.LockOSThread()
 	}
 	defer l.s.wg.Done()
+	defer func() {
+		if g.running.Add(-1) == 0 {
+			close(g.done)
+		}
+	}()
 	defer l.close()
 	l.now = time.Now()
 	l.swept = l.now
 	for {
 		n, err := l.wait()
 		l.now = time.Now()
+		if l.polls > 1 {
+			l.woke(g)
+		}
 		if err != nil && err != unix.EINTR {
 			l.s.in.log.Error("ingress: epoll_wait", "err", err)
 			l.forced.Store(true)
@@ -283,8 +318,9 @@ func (l *evLoop) wait() (int, error) {
 	// readiness before the first call, so an edge between a poll made
 	// before Read and its wait would be lost (and the loop stall until
 	// the deadline).
-	l.polled, l.pollErr = 0, 0
+	l.polled, l.pollErr, l.polls = 0, 0, 0
 	err := l.erc.Read(l.pollFn)
+	l.parked.Store(false)
 	if l.pollErr != 0 {
 		return 0, l.pollErr
 	}
@@ -302,8 +338,35 @@ func (l *evLoop) poll(uintptr) bool {
 	if e == unix.EINTR {
 		return false
 	}
+	l.polls++
 	l.polled, l.pollErr = int(r), e
-	return r > 0 || e != 0 // stop's eventfd write is an event
+	if r == 0 && e == 0 {
+		l.parked.Store(true) // Read parks the goroutine next
+		return false
+	}
+	return true // stop's eventfd write is an event
+}
+
+// woke runs when the loop's goroutine resumed from the netpoller. Go
+// has one thread blocked in the netpoller at a time; the one that
+// returned from it with this loop's descriptor ready now runs this loop,
+// and no thread watches the netpoller for the other loops until this one
+// parks again (or sysmon polls, every 10 ms at most): a loop whose
+// descriptor turns ready meanwhile waits, though its P is idle, and the
+// loops run one after the other on one thread. While another loop is
+// parked, readying the nudger starts a thread for an idle P, which
+// blocks in the netpoller in its turn.
+func (l *evLoop) woke(g *evGroup) {
+	for _, o := range g.loops {
+		if o != l && o.parked.Load() {
+			select {
+			case g.nudge <- struct{}{}:
+				g.nudges.Add(1)
+			default: // one is pending already
+			}
+			return
+		}
+	}
 }
 
 func (l *evLoop) adoptPending() {

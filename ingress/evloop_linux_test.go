@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -430,5 +431,36 @@ func TestChunkScanner(t *testing.T) {
 				t.Errorf("%s (step %d): used %d done %v data %d err %v; want %d, %d", tc.name, step, used, s.done, s.data, err, want, tc.data)
 			}
 		}
+	}
+}
+
+// TestEventLoopNudge: a loop woken from the netpoller while another loop
+// is parked readies the nudger, so that a thread watches the netpoller
+// for the parked loop (evLoop.woke). Each request here comes after a
+// pause, on one connection: its loop parked and wakes for it while the
+// other loop, with no connection, stays parked.
+func TestEventLoopNudge(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("one loop: nobody to nudge for")
+	}
+	port := freePort(t)
+	startScriptBackend(t, "127.0.0.2", port, func(c net.Conn, r *http.Request) bool {
+		return writeAnswer(c, "ok")
+	})
+	in := loopSetup(t, nil, port)
+	g := in.fast[0].ev
+	if g.loops[0].erc == nil {
+		t.Skip("loops block their threads in epoll_wait: no netpoller to watch")
+	}
+	c := dialRaw(t, in.HTTPAddr().String())
+	before := g.nudges.Load()
+	for i := range 5 {
+		time.Sleep(20 * time.Millisecond)
+		if resp, body := c.do("GET", req("GET", "/", "")); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if n := g.nudges.Load() - before; n < 5 {
+		t.Fatalf("%d nudges for 5 wakes with the other loop parked, want at least 5", n)
 	}
 }

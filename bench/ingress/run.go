@@ -73,7 +73,10 @@ func rowNames() []string {
 type result struct {
 	rps float64
 	p99 time.Duration
-	err string
+	// p50, p90 and max show where the tail starts (the per-round lines
+	// on stderr): a stall shows as a max far beyond p99.
+	p50, p90, max time.Duration
+	err           string
 }
 
 func run(ctx context.Context, o options) error {
@@ -217,7 +220,8 @@ func run(ctx context.Context, o options) error {
 			url := r.url(p)
 			wrk(ctx, o, url, 2*time.Second) // warm up connections and caches
 			res := wrk(ctx, o, url, o.duration)
-			fmt.Fprintf(os.Stderr, "round %d %-14s %9.0f req/s  p99 %v %s\n", round+1, r.name, res.rps, res.p99, res.err)
+			fmt.Fprintf(os.Stderr, "round %d %-14s %9.0f req/s  p99 %v  (p50 %v p90 %v max %v) %s\n", round+1, r.name, res.rps, res.p99,
+				res.p50, res.p90, res.max, res.err)
 			results[r.name] = append(results[r.name], res)
 		}
 	}
@@ -228,7 +232,11 @@ func run(ctx context.Context, o options) error {
 
 var (
 	rpsRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	p50RE = regexp.MustCompile(`\s50%\s+([0-9.]+)(us|ms|s)`)
+	p90RE = regexp.MustCompile(`\s90%\s+([0-9.]+)(us|ms|s)`)
 	p99RE = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
+	// wrk's "Latency avg stdev max +/- stdev" line.
+	maxRE = regexp.MustCompile(`Latency\s+[0-9.]+(?:us|ms|s)\s+[0-9.]+(?:us|ms|s)\s+([0-9.]+)(us|ms|s)`)
 	errRE = regexp.MustCompile(`(Non-2xx or 3xx responses: \d+|Socket errors: [^\n]+)`)
 )
 
@@ -239,19 +247,33 @@ func wrk(ctx context.Context, o options, url string, d time.Duration) result {
 	if err != nil {
 		return result{err: fmt.Sprintf("wrk: %v: %s", err, out)}
 	}
+	return parseWrk(out)
+}
+
+// parseWrk reads wrk --latency's report.
+func parseWrk(out []byte) result {
 	var res result
 	if m := rpsRE.FindSubmatch(out); m != nil {
 		res.rps, _ = strconv.ParseFloat(string(m[1]), 64)
 	}
-	if m := p99RE.FindSubmatch(out); m != nil {
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
-		res.p99 = time.Duration(v * float64(unit))
-	}
+	res.p50, res.p90 = wrkDuration(p50RE, out), wrkDuration(p90RE, out)
+	res.p99, res.max = wrkDuration(p99RE, out), wrkDuration(maxRE, out)
 	for _, m := range errRE.FindAll(out, -1) {
 		res.err += string(m) + "; "
 	}
 	return res
+}
+
+// wrkDuration is the first duration re matches in wrk's output (the
+// number and its unit as submatches), 0 if none.
+func wrkDuration(re *regexp.Regexp, out []byte) time.Duration {
+	m := re.FindSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
+	return time.Duration(v * float64(unit)).Round(time.Microsecond)
 }
 
 func median(rs []result) result {

@@ -26,39 +26,24 @@ type scriptBackend struct {
 
 func startScriptBackend(t *testing.T, ip string, port int, answer func(c net.Conn, r *http.Request) (keep bool)) *scriptBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	b := &scriptBackend{closed: make(chan struct{}, 1000)}
-	go func() {
+	serveTestConns(t, ip, port, &b.accepted, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			r, err := http.ReadRequest(br)
 			if err != nil {
+				if err == io.EOF {
+					b.closed <- struct{}{}
+				}
 				return
 			}
-			b.accepted.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						if err == io.EOF {
-							b.closed <- struct{}{}
-						}
-						return
-					}
-					body, _ := io.ReadAll(r.Body)
-					r.Body = io.NopCloser(bytes.NewReader(body))
-					if !answer(c, r) {
-						return
-					}
-				}
-			}()
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if !answer(c, r) {
+				return
+			}
 		}
-	}()
+	})
 	return b
 }
 

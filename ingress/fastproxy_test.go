@@ -26,60 +26,69 @@ type rawBackend struct {
 
 func startRawBackend(t *testing.T, ip string, port int, answer func(path string, body []byte) (resp string, closeAfter bool)) *rawBackend {
 	t.Helper()
+	b := &rawBackend{seen: make(chan string, 100)}
+	serveTestConns(t, ip, port, &b.accepted, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			var head strings.Builder
+			length := 0
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				head.WriteString(line)
+				if line == "\r\n" {
+					break
+				}
+				if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "content-length") {
+					length, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			body := make([]byte, length)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return
+			}
+			select {
+			case b.seen <- head.String():
+			default:
+			}
+			fields := strings.Fields(head.String())
+			if len(fields) < 2 {
+				return
+			}
+			path, _, _ := strings.Cut(fields[1], "?")
+			resp, closeAfter := answer(path, body)
+			if _, err := io.WriteString(c, resp); err != nil || closeAfter {
+				return
+			}
+		}
+	})
+	return b
+}
+
+// serveTestConns listens on ip:port for the test's life and serves each
+// connection it accepts in a goroutine of its own, counting them.
+func serveTestConns(t *testing.T, ip string, port int, accepted *atomic.Int64, serve func(c net.Conn)) {
+	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	b := &rawBackend{seen: make(chan string, 100)}
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			b.accepted.Add(1)
+			accepted.Add(1)
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					var head strings.Builder
-					length := 0
-					for {
-						line, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						head.WriteString(line)
-						if line == "\r\n" {
-							break
-						}
-						if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "content-length") {
-							length, _ = strconv.Atoi(strings.TrimSpace(v))
-						}
-					}
-					body := make([]byte, length)
-					if _, err := io.ReadFull(br, body); err != nil {
-						return
-					}
-					select {
-					case b.seen <- head.String():
-					default:
-					}
-					fields := strings.Fields(head.String())
-					if len(fields) < 2 {
-						return
-					}
-					path, _, _ := strings.Cut(fields[1], "?")
-					resp, closeAfter := answer(path, body)
-					if _, err := io.WriteString(c, resp); err != nil || closeAfter {
-						return
-					}
-				}
+				serve(c)
 			}()
 		}
 	}()
-	return b
 }
 
 func rawAnswer(path string, body []byte) (string, bool) {

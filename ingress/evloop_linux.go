@@ -155,21 +155,17 @@ func newEvLoop(s *fastServer) (*evLoop, error) {
 	l := &evLoop{s: s, epfd: epfd, wakeFd: wfd, adoptCh: make(chan evAdopt, 64),
 		conns: map[*evConn]struct{}{}, idle: map[*backend][]*evUp{}, addrs: map[string]unix.Sockaddr{},
 		maxIdle: up.maxIdlePerHost, upIdleLimit: up.idleTimeout}
-	if parkInGo {
-		if err := unix.SetNonblock(epfd, true); err == nil {
-			l.epf = os.NewFile(uintptr(epfd), "epoll")
-			// A deadline is refused if the runtime's poller did not
-			// take the descriptor: then the loop blocks its thread.
-			if rc, err := l.epf.SyscallConn(); err == nil && l.epf.SetReadDeadline(time.Time{}) == nil {
-				l.erc, l.pollFn = rc, l.poll
-			}
+	// The loop parks in Go's netpoller (see wait). A deadline is refused
+	// if the runtime's poller did not take the descriptor: then the loop
+	// blocks its thread in epoll_wait.
+	if err := unix.SetNonblock(epfd, true); err == nil {
+		l.epf = os.NewFile(uintptr(epfd), "epoll")
+		if rc, err := l.epf.SyscallConn(); err == nil && l.epf.SetReadDeadline(time.Time{}) == nil {
+			l.erc, l.pollFn = rc, l.poll
 		}
 	}
 	return l, nil
 }
-
-// parkInGo: see wait.
-const parkInGo = true
 
 // adopt moves an accepted TCP connection to a loop: its descriptor is
 // duplicated and the Go connection closed, which takes it out of the

@@ -339,6 +339,13 @@ func TestEventLoop(t *testing.T) {
 			}
 			in := loopSetup(t, tc.mod, ports...)
 			tc.run(t, in, bs)
+			// A loop counts a request in finish, after the answer's last
+			// bytes went to the kernel: the client can read them before
+			// the count moves, so the count is awaited, not sampled.
+			deadline := time.Now().Add(5 * time.Second)
+			for in.fast[0].ev.served() < tc.loop && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
 			if n := in.fast[0].ev.served(); n < tc.loop {
 				t.Fatalf("the loops answered %d requests, want at least %d", n, tc.loop)
 			}

@@ -3,6 +3,7 @@ package ingress
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -47,6 +48,14 @@ func TestMetricsPerHost(t *testing.T) {
 		if resp, _, err := get(t, noRedirect, in, fmt.Sprintf("scan%d.example", i), "/"); err != nil || resp.StatusCode != 404 {
 			t.Fatalf("unknown host: %v %v", resp, err)
 		}
+	}
+	// Both paths count a request once its answer went out, so the last
+	// counts may lag the client by a moment: they are awaited.
+	grown := func() bool {
+		return count("app.test", "2xx")-ok0 >= 5 && count("secure.test", "3xx")-redirect0 >= 3 && count(unmatchedHost, "4xx")-unmatched0 >= 20
+	}
+	for deadline := time.Now().Add(5 * time.Second); !grown() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
 	}
 	if d := count("app.test", "2xx") - ok0; d != 5 {
 		t.Errorf("app.test 2xx grew by %v, want 5", d)

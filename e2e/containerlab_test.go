@@ -117,15 +117,7 @@ func newContainerLabWith(ctx context.Context, t *testing.T, shape labShape, kind
 			c.bins = append(c.bins, bin)
 		}
 	}
-	bin, err := testimage.BuildBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.echoBin = bin
-	tarball, err := testimage.Tarball(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tarball := c.buildEchoImage(ctx, t)
 	c.engines = make([]*lab.Docker, n)
 	for i, h := range hosts {
 		if kinds[i] != withDocker {
@@ -301,4 +293,20 @@ func peerBytes(ctx context.Context, t *testing.T, c *containerLab, i int) uint64
 		n += p.RxBytes + p.TxBytes
 	}
 	return n
+}
+
+// buildEchoImage builds the echoserver test binary into c.echoBin and
+// returns the image tarball made of it.
+func (c *containerLab) buildEchoImage(ctx context.Context, t *testing.T) []byte {
+	t.Helper()
+	bin, err := testimage.BuildBinary(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.echoBin = bin
+	tarball, err := testimage.Tarball(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tarball
 }

@@ -54,15 +54,7 @@ func TestRootlessDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &containerLab{formed: &formed{lab: l, hosts: hosts, procs: make([]*lab.Process, 2)}}
-	bin, err := testimage.BuildBinary(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.echoBin = bin
-	tarball, err := testimage.Tarball(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tarball := c.buildEchoImage(ctx, t)
 	e1, err := hosts[0].StartDocker(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 var ingressHelpers = map[string]lab.HelperFunc{
 	"httpserve": helperHTTPServe,
 	"httpprobe": helperHTTPProbe,
+	"httpload":  helperHTTPLoad,
 }
 
 // helperHTTPServe is a plain HTTP server that answers its -name: a

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -20,11 +21,12 @@ import (
 
 // TestRollback: three machines, each with its own dockerd, run web (3
 // replicas, one per machine) behind the ingress on m1, while a client asks
-// the ingress for it every 100 ms. Version 2 rolls out; version 3's health
-// check fails on the machine its rollout reaches second, so the rollout
-// rolls back on both machines it touched (the first one's replacement is
-// restored start-first) and version 2 runs everywhere again; `uncloud
-// rollback` then returns to version 1. `history` shows each version and
+// the ingress for it every 100 ms; 16 connections load the ingress for 3 s
+// (the kernel-mode event loops) with no answer wrong. Version 2 rolls out;
+// version 3's health check fails on the machine its rollout reaches
+// second, so the rollout rolls back on both machines it touched (the first
+// one's replacement is restored start-first) and version 2 runs everywhere
+// again; `uncloud rollback` then returns to version 1. `history` shows each version and
 // who deployed it. No request fails throughout.
 func TestRollback(t *testing.T) {
 	ctx := context.Background()
@@ -168,6 +170,31 @@ func TestRollback(t *testing.T) {
 		return
 	}
 	start := len(probe.Output())
+
+	// The ingress of a kernel-mode machine serves plain HTTP on its event
+	// loops: under load, with the containers of two machines across the
+	// mesh, every answer must be whole and right.
+	if !t.Run("the ingress holds 16 busy keep-alive connections for 3 s", func(t *testing.T) {
+		out, err := c.hosts[1].RunHelper(ctx, "httpload", "-url", "http://"+c.hosts[0].Addr.String(),
+			"-host", "app.test", "-conns", "16", "-for", "3s")
+		if err != nil {
+			t.Fatalf("load: %v\n%s", err, out)
+		}
+		var res loadResult
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+			t.Fatalf("load result: %v\n%s", err, out)
+		}
+		t.Logf("load through the ingress: %d answered (p99 %.1f ms), %d failed, by container %v", res.OK, res.P99ms, res.Failed, res.Hosts)
+		if res.Failed > 0 {
+			t.Errorf("%d requests failed, the first:\n%s", res.Failed, strings.Join(res.Errors, "\n"))
+		}
+		if res.OK < 200 || len(res.Hosts) != 3 {
+			t.Errorf("%d answers from %d containers, want at least 200 from 3", res.OK, len(res.Hosts))
+		}
+	}) {
+		return
+	}
 
 	var v2 []api.ContainerInfo
 	if !t.Run("version 2 rolls out; the history says who", func(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,9 +125,13 @@ func (r *connReader) setDeadline(t time.Time) {
 }
 
 // timedOut marks a read error of an answer that the response timeout
-// ended.
+// ended: the deadline is the only one on the connection's reads (a
+// client gone away is told apart by its context first). A netstack
+// connection (gonet) reports it as a net.Error that is not
+// os.ErrDeadlineExceeded.
 func timedOut(err error, d time.Duration) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
 		return fmt.Errorf("%w (%s): %w", errResponseTimeout, d, err)
 	}
 	return err

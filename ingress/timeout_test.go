@@ -2,11 +2,14 @@ package ingress
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +17,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	gvheader "gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/uncloud-mesh/uncloud/record"
 )
@@ -33,10 +43,10 @@ type timeoutBackend struct {
 
 var slowBody = strings.Repeat("slow.", 10)
 
-func startTimeoutBackend(t *testing.T, ip string, port int, hangs *atomic.Int64, released chan string) *timeoutBackend {
+func startTimeoutBackend(t *testing.T, ln net.Listener, hangs *atomic.Int64, released chan string) *timeoutBackend {
 	t.Helper()
 	b := &timeoutBackend{hangs: hangs, released: released}
-	serveTestConns(t, ip, port, &b.accepted, func(c net.Conn) {
+	serveTestListener(t, ln, &b.accepted, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
 			r, err := http.ReadRequest(br)
@@ -82,14 +92,66 @@ func (b *timeoutBackend) hold(br *bufio.Reader, path string) {
 // event loops (plain HTTP in kernel mode), the goroutine path (HTTPS,
 // netstack mode, and what a loop hands over) and net/http (h2 and what
 // the fast path hands over; a request with a body goes through
-// http.Transport there).
+// http.Transport there); the last two also with the containers in a
+// netstack (userspace mode), whose connections report timeouts their
+// own way.
 var timeoutPaths = []struct {
-	name string
-	mod  func(*Config)
+	name     string
+	mod      func(*Config)
+	netstack bool
 }{
-	{"loop", nil},
-	{"goroutine", func(c *Config) { c.NoEventLoop = true }},
-	{"net-http", func(c *Config) { c.NetHTTPOnly = true }},
+	{"loop", nil, false},
+	{"goroutine", func(c *Config) { c.NoEventLoop = true }, false},
+	{"net-http", func(c *Config) { c.NetHTTPOnly = true }, false},
+	{"netstack", nil, true},
+	{"netstack-net-http", func(c *Config) { c.NetHTTPOnly = true }, true},
+}
+
+// testNetstack is a gvisor netstack, as the agent's userspace mode runs,
+// with ips on its loopback: containers listen there, and the ingress
+// dials them through it (Config.Dial).
+type testNetstack struct{ s *stack.Stack }
+
+func newTestNetstack(t *testing.T, ips ...string) *testNetstack {
+	t.Helper()
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
+	})
+	t.Cleanup(s.Destroy)
+	if err := s.CreateNIC(1, loopback.New()); err != nil {
+		t.Fatalf("netstack: create nic: %v", err)
+	}
+	for _, ip := range ips {
+		a := tcpip.AddrFrom4(netip.MustParseAddr(ip).As4())
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: a.WithPrefix()}
+		if err := s.AddProtocolAddress(1, pa, stack.AddressProperties{}); err != nil {
+			t.Fatalf("netstack: add %s: %v", ip, err)
+		}
+	}
+	s.SetRouteTable([]tcpip.Route{{Destination: gvheader.IPv4EmptySubnet, NIC: 1}})
+	return &testNetstack{s: s}
+}
+
+func (n *testNetstack) full(ip string, port int) tcpip.FullAddress {
+	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(netip.MustParseAddr(ip).As4()), Port: uint16(port)}
+}
+
+func (n *testNetstack) listen(t *testing.T, ip string, port int) net.Listener {
+	t.Helper()
+	ln, err := gonet.ListenTCP(n.s, n.full(ip, port), ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatalf("netstack: listen on %s:%d: %v", ip, port, err)
+	}
+	return ln
+}
+
+func (n *testNetstack) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("netstack dial %s: %w", addr, err)
+	}
+	return gonet.DialContextTCP(ctx, n.s, n.full(ap.Addr().String(), int(ap.Port())), ipv4.ProtocolNumber)
 }
 
 // TestResponseTimeout: a container that does not answer within
@@ -107,23 +169,40 @@ func TestResponseTimeout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			ips := []string{"127.0.0.2", "127.0.0.3"}
+			var ns *testNetstack
+			if p.netstack {
+				ns = newTestNetstack(t, ips...)
+			}
 			st := openStore(t)
 			in := startIngress(t, st, func(c *Config) {
 				c.ResponseTimeout = timeout
 				c.Metrics = m
+				if ns != nil {
+					c.Dial = ns.dial
+				}
 				if p.mod != nil {
 					p.mod(c)
 				}
 			})
-			loop := p.mod == nil
+			loop := p.mod == nil && !p.netstack
 			if loop && in.fast[0].ev == nil {
 				t.Skip("no event loops here")
 			}
 			port := freePort(t)
 			var hangs atomic.Int64
 			released := make(chan string, 100)
-			for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
-				startTimeoutBackend(t, ip, port, &hangs, released)
+			for _, ip := range ips {
+				var ln net.Listener
+				if ns != nil {
+					ln = ns.listen(t, ip, port)
+				} else {
+					var err error
+					if ln, err = net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				startTimeoutBackend(t, ln, &hangs, released)
 			}
 			put(t, st, &record.Service{Name: "web", Ports: []string{fmt.Sprintf("app.test:%d/http", port)}})
 			put(t, st, container("c1", "web", "127.0.0.2"))
@@ -193,7 +272,7 @@ func TestResponseTimeout(t *testing.T) {
 						loopServed += 2
 						timeouts++
 					case "cut":
-						cutAfter(t, c, name, p.name == "net-http", start, timeout)
+						cutAfter(t, c, name, strings.HasSuffix(p.name, "net-http"), start, timeout)
 						awaitReleased(t, name, released, tc.path)
 					case "200":
 						resp, body := c.read(tc.method)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +30,9 @@ type evConn struct {
 	active    time.Time // last request's end or the connection's start
 	headStart time.Time // first byte of an unfinished head
 	progress  time.Time // last byte moved for the request in flight
+	// waitFrom: the request went whole to the container (or a 1xx head
+	// came): its answer's head is due within ResponseTimeout.
+	waitFrom time.Time
 
 	// The request in flight.
 	rt       *Route
@@ -200,6 +202,7 @@ func (c *evConn) send(sa unix.Sockaddr) {
 		return
 	}
 	c.up, u.owner = u, c
+	c.waitFrom = time.Time{}
 	w := &u.wbuf // in u, not here: as a headWriter it would escape, an allocation per request
 	w.b = w.b[:0]
 	writeRequestHead(w, h, c.clientIP, false)
@@ -243,6 +246,9 @@ func (c *evConn) upAdvance() {
 			u.wrReady = false
 		}
 		c.progress = c.l.now
+	}
+	if c.waitFrom.IsZero() {
+		c.waitFrom = c.l.now // the request went whole: the response timeout runs
 	}
 	if c.phase == phBody {
 		c.pump()
@@ -313,6 +319,7 @@ func (c *evConn) gotHead(head []byte) bool {
 		writeRespHead(&c.out, head, r, false)
 		u.rpos += len(head)
 		c.sent = true
+		c.waitFrom = c.l.now
 		return c.flushOut()
 	}
 	c.informational = 0
@@ -547,10 +554,7 @@ func (c *evConn) upFailed(err error, dial bool) {
 		f.log.Warn("upstream failed", "host", string(h.host), "service", rt.Service, "err", err)
 		msg := "502 bad gateway: service " + rt.Service + " did not answer\n"
 		w := sinkBuf{b: c.out.b[:0]}
-		w.WriteString("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: ")
-		w.WriteString(strconv.Itoa(len(msg)))
-		w.WriteString("\r\n\r\n")
-		w.WriteString(msg)
+		writeGatewayError(&w, 502, msg, false, h.isHead())
 		rawWrite(c.fd, w.b) // a fresh connection's socket buffer takes it
 		c.out.b = w.b[:0]
 		if m := c.l.s.in.cfg.Metrics; m != nil {
@@ -574,7 +578,10 @@ func (c *evConn) abortRequest(err error) {
 
 // sweepRequest applies the timeouts of a request in flight: a client
 // that reads none of its answer for IdleTimeout, a container connection
-// that a partition cut (backend.closeConns).
+// that a partition cut (backend.closeConns), a container that does not
+// answer within ResponseTimeout (Config: nginx's proxy_read_timeout,
+// haproxy's `timeout server`). Sweeps come about once a second, so a
+// timeout ends 0-2 s after it is due.
 func (c *evConn) sweepRequest() {
 	u := c.up
 	if u == nil {
@@ -588,9 +595,50 @@ func (c *evConn) sweepRequest() {
 		c.upFailed(fmt.Errorf("connection to %s cut: its machine is unreachable", u.b.addr), false)
 		return
 	}
+	d := c.l.s.in.cfg.ResponseTimeout
+	switch {
+	case c.phase == phUpstream && !c.waitFrom.IsZero() && c.l.now.Sub(c.waitFrom) >= d:
+		c.responseTimedOut(fmt.Errorf("read response from %s: %w (%s)", u.b.addr, errResponseTimeout, d))
+		return
+	case c.phase == phBody && c.outOff == len(c.out.b) && c.pend == 0 && c.l.now.Sub(c.progress) >= d:
+		// Everything read went out: the loop waits for the container
+		// (while it waits for the client, the container's silence does
+		// not count), and progress is the last read or write.
+		c.abortRequest(fmt.Errorf("read response body from %s: nothing for %s (the response timeout)", u.b.addr, d))
+		return
+	}
 	if !c.wrReady && c.l.now.Sub(c.progress) >= c.l.s.in.cfg.IdleTimeout {
 		c.abortRequest(fmt.Errorf("client read nothing for %s", c.l.s.in.cfg.IdleTimeout))
 	}
+}
+
+// responseTimedOut ends a request whose container sent no answer head
+// in time: with a 1xx head sent, the client sees the request cut;
+// otherwise it gets a 504 and the connection stays for the next request,
+// as with the goroutine path's (the request was read whole). The
+// request is not handed over to be retried on another container: it
+// may have had effects. The container connection is closed: its late
+// answer must not be taken for the next request's.
+func (c *evConn) responseTimedOut(err error) {
+	if c.sent {
+		c.abortRequest(err)
+		return
+	}
+	h := &c.head
+	f := c.l.s.in.fwd
+	f.log.Warn("container did not answer in time", "host", string(h.host), "service", c.rt.Service, "err", err)
+	c.up.close()
+	// finish counts it (a 5xx in the metrics) and goes on with the next
+	// request; closeConn keeps it from putting the closed connection back.
+	c.resp = respHead{status: 504, contentLength: -1, closeConn: true}
+	c.keep = !h.closeConn && !c.l.stopping.Load()
+	w := sinkBuf{b: c.out.b[:0]}
+	writeGatewayError(&w, 504, f.timeoutMessage(c.rt), c.keep, h.isHead())
+	c.out.b, c.outOff = w.b, 0
+	c.frame, c.noBody, c.pend = frNone, true, 0
+	c.sent = true
+	c.phase = phBody
+	c.pump()
 }
 
 // abort closes the connection and any request in flight (shutdown's end).

@@ -13,3 +13,5 @@ func newEvGroup(*fastServer) *evGroup { return nil }
 func (*evGroup) adopt(net.Conn) bool { return false }
 
 func (*evGroup) stop(force bool) {}
+
+func (*evGroup) served() uint64 { return 0 }

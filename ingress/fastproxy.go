@@ -17,7 +17,8 @@ import (
 // framing (Content-Length, chunked passed through as it is, or up to the
 // container's close). Retries follow routeTransport: another container
 // after a failed connect, or after any failure of a request without body
-// that was not answered yet.
+// that was not answered yet, but not after the response timeout
+// (connReader): that is answered 504.
 
 // fastResponse is what the exchange reports for metrics and the log.
 type fastResponse struct {
@@ -61,7 +62,7 @@ func (c *fastConn) forward(rt *Route) (fastResponse, bool) {
 	b := pick(rt, f.policy)
 	if b == nil {
 		f.log.Warn("no container to serve", "host", string(h.host), "service", rt.Service)
-		return c.badGateway(fmt.Sprintf("502 bad gateway: service %s has no running container this machine can reach\n", rt.Service), bodyless), bodyless
+		return c.gatewayError(502, fmt.Sprintf("502 bad gateway: service %s has no running container this machine can reach\n", rt.Service), bodyless)
 	}
 	for {
 		resp, keep, sent, err := c.try(b)
@@ -69,7 +70,11 @@ func (c *fastConn) forward(rt *Route) (fastResponse, bool) {
 			return resp, keep
 		}
 		var de *dialError
-		retry := errors.As(err, &de) || (bodyless && !sent)
+		// A container that took the request and did not answer in time
+		// is not asked again, nor another: the request may have had
+		// effects.
+		timeout := errors.Is(err, errResponseTimeout)
+		retry := !timeout && (errors.As(err, &de) || (bodyless && !sent))
 		if retry {
 			b.markFailed(f.failTimeout)
 			f.log.Warn("container failed; put aside", "service", rt.Service, "container", b.name,
@@ -83,14 +88,20 @@ func (c *fastConn) forward(rt *Route) (fastResponse, bool) {
 		}
 		if sent {
 			// Part of a response went out: the client sees it cut.
+			f.log.Debug("ingress: request cut", "remote", c.clientIP, "err", err)
 			return resp, false
 		}
-		f.log.Warn("upstream failed", "host", string(h.host), "service", rt.Service, "err", err)
 		// The connection carries another request only if this one's
 		// body is wholly read: the rest of a body must never be taken
 		// for the next request.
+		if timeout {
+			f.log.Warn("container did not answer in time", "host", string(h.host), "service", rt.Service, "err", err)
+			ok := c.n >= h.headLen+int(h.contentLength) // it was sent whole
+			return c.gatewayError(504, f.timeoutMessage(rt), ok)
+		}
+		f.log.Warn("upstream failed", "host", string(h.host), "service", rt.Service, "err", err)
 		ok := bodyless || (errors.As(err, &de) && c.n >= h.headLen+int(h.contentLength))
-		return c.badGateway(fmt.Sprintf("502 bad gateway: service %s did not answer\n", rt.Service), ok), ok
+		return c.gatewayError(502, fmt.Sprintf("502 bad gateway: service %s did not answer\n", rt.Service), ok)
 	}
 }
 
@@ -131,9 +142,13 @@ func (c *fastConn) exchange(uc *upConn) (resp fastResponse, keep, sent bool, err
 	br := uc.br
 	var head []byte
 	r := &c.resp
+	d := c.s.in.cfg.ResponseTimeout
 	for informational := 0; ; informational++ {
+		// The head must come within d of the request's end (or of the
+		// 1xx head before it).
+		uc.rd.awaitAnswer(d)
 		if head, err = peekHead(br); err != nil {
-			return resp, false, sent, fmt.Errorf("read response from %s: %w", uc.addr, err)
+			return resp, false, sent, fmt.Errorf("read response from %s: %w", uc.addr, timedOut(err, d))
 		}
 		if err = parseRespHead(head, r); err != nil {
 			return resp, false, sent, fmt.Errorf("read response from %s: %w", uc.addr, err)
@@ -159,6 +174,7 @@ func (c *fastConn) exchange(uc *upConn) (resp fastResponse, keep, sent bool, err
 	writeRespHead(c.bw, head, r, !keep)
 	br.Discard(len(head))
 	sent = true
+	uc.rd.gap = d // from here each wait for the body's next bytes is bounded
 	var n int64
 	switch {
 	case noBody:
@@ -274,21 +290,37 @@ func (c *fastConn) copyBody(w *bufio.Writer, left int64) error {
 	return nil
 }
 
-// badGateway answers 502.
-func (c *fastConn) badGateway(msg string, keep bool) fastResponse {
-	c.bw.WriteString("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
-	if !keep {
-		c.bw.WriteString("Connection: close\r\n")
-	}
-	c.bw.WriteString("Content-Length: ")
-	c.bw.WriteString(strconv.Itoa(len(msg)))
-	c.bw.WriteString("\r\n\r\n")
-	c.bw.WriteString(msg)
+// gatewayError answers 502 or 504 with msg; keep: the connection may
+// carry another request, unless the client said it closes. It reports
+// whether it does.
+func (c *fastConn) gatewayError(status int, msg string, keep bool) (fastResponse, bool) {
+	keep = keep && !c.head.closeConn
+	writeGatewayError(c.bw, status, msg, keep, c.head.isHead())
 	c.bw.Flush()
 	if keep {
 		c.consumed()
 	}
-	return fastResponse{status: 502, bytes: int64(len(msg))}
+	return fastResponse{status: status, bytes: int64(len(msg))}, keep
+}
+
+// writeGatewayError writes a 502 or 504 answer; an answer to HEAD has no
+// body (on a kept connection it would be read as the next answer).
+func writeGatewayError(w headWriter, status int, msg string, keep, head bool) {
+	if status == 504 {
+		w.WriteString("HTTP/1.1 504 Gateway Timeout\r\n")
+	} else {
+		w.WriteString("HTTP/1.1 502 Bad Gateway\r\n")
+	}
+	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
+	if !keep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("Content-Length: ")
+	w.WriteString(strconv.Itoa(len(msg)))
+	w.WriteString("\r\n\r\n")
+	if !head {
+		w.WriteString(msg)
+	}
 }
 
 // bytesString views b as a string without copying; the string must not

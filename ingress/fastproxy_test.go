@@ -75,6 +75,11 @@ func serveTestConns(t *testing.T, ip string, port int, accepted *atomic.Int64, s
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveTestListener(t, ln, accepted, serve)
+}
+
+// serveTestListener is serveTestConns on a listener of the test's.
+func serveTestListener(t *testing.T, ln net.Listener, accepted *atomic.Int64, serve func(c net.Conn)) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {

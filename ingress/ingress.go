@@ -58,6 +58,16 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // default 10 s: a slow-loris client is cut off
 	ReadTimeout       time.Duration // whole request including body; default 0 (none: uploads may be long)
 	IdleTimeout       time.Duration // keep-alive between requests, default 2 min
+	// ResponseTimeout bounds a container's answer, as nginx's
+	// proxy_read_timeout and haproxy's `timeout server` do (default
+	// 60 s, theirs): the wait from the request's end (body included) to
+	// the response head, answered 504 when nothing went to the client
+	// yet (not retried elsewhere: the request may have had effects), and
+	// any wait for the next bytes of the response body, which cuts the
+	// client connection. Waits on a slow client do not count; upgraded
+	// connections (websockets) are tunnels, not bounded by it. The event
+	// loops check it once a second.
+	ResponseTimeout time.Duration
 
 	// NetHTTPOnly serves every request through net/http, without the
 	// fast path of fastserve.go (for comparison and as a way out).
@@ -123,6 +133,9 @@ func (c *Config) defaults() error {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 2 * time.Minute
 	}
+	if c.ResponseTimeout <= 0 {
+		c.ResponseTimeout = 60 * time.Second
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -172,7 +185,7 @@ func Start(ctx context.Context, cfg Config) (_ *Ingress, err error) {
 			in.Close()
 		}
 	}()
-	in.fwd = newForwarder(cfg.Dial, in.pool, cfg.Policy, cfg.FailTimeout, cfg.Log)
+	in.fwd = newForwarder(cfg.Dial, in.pool, cfg.Policy, cfg.FailTimeout, cfg.ResponseTimeout, cfg.Log)
 	in.table.Store(&table{exact: map[string][]*Route{}, wildcard: map[string][]*Route{}})
 	in.issuers.Store(&[]string{cfg.MachineID})
 	listen := cfg.Listen

@@ -27,6 +27,7 @@ type forwarder struct {
 	buffers     *bufferPool
 	policy      string
 	failTimeout time.Duration
+	respTimeout time.Duration // Config.ResponseTimeout
 	log         *slog.Logger
 }
 
@@ -40,7 +41,7 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-func newForwarder(dial DialFunc, backends *pool, policy string, failTimeout time.Duration, log *slog.Logger) *forwarder {
+func newForwarder(dial DialFunc, backends *pool, policy string, failTimeout, respTimeout time.Duration, log *slog.Logger) *forwarder {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
@@ -63,11 +64,16 @@ func newForwarder(dial DialFunc, backends *pool, policy string, failTimeout time
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// The response timeout's wait for the head, for what the direct
+		// path does not take (upstream.roundTripFallback); newUpstream
+		// takes it from here too.
+		ResponseHeaderTimeout: respTimeout,
 		DisableCompression:    true,
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
 	}
-	return &forwarder{transport: t, up: newUpstream(t), buffers: newBufferPool(), policy: policy, failTimeout: failTimeout, log: log}
+	return &forwarder{transport: t, up: newUpstream(t), buffers: newBufferPool(), policy: policy,
+		failTimeout: failTimeout, respTimeout: respTimeout, log: log}
 }
 
 // routeHandler proxies one route's requests. It is built with the table,
@@ -154,9 +160,11 @@ func (t *routeTransport) try(req *http.Request, b *backend) (*http.Response, err
 }
 
 // retryable: a connection that could not be made, or a request without a
-// body whose upstream failed before answering (the client is still there).
+// body whose upstream failed before answering (the client is still there),
+// but not one the container took and did not answer in time: it may have
+// had effects.
 func (t *routeTransport) retryable(req *http.Request, err error) bool {
-	if req.Context().Err() != nil {
+	if req.Context().Err() != nil || errors.Is(err, errResponseTimeout) {
 		return false
 	}
 	var de *dialError
@@ -208,9 +216,19 @@ func (f *forwarder) errorHandler(r *Route) func(http.ResponseWriter, *http.Reque
 			plainError(w, http.StatusBadGateway, fmt.Sprintf("502 bad gateway: service %s has no running container this machine can reach\n", r.Service))
 			return
 		}
+		if errors.Is(err, errResponseTimeout) {
+			f.log.Warn("container did not answer in time", "host", req.Host, "service", r.Service, "err", err)
+			plainError(w, http.StatusGatewayTimeout, f.timeoutMessage(r))
+			return
+		}
 		f.log.Warn("upstream failed", "host", req.Host, "service", r.Service, "err", err)
 		plainError(w, http.StatusBadGateway, fmt.Sprintf("502 bad gateway: service %s did not answer\n", r.Service))
 	}
+}
+
+// timeoutMessage is the body of a 504 (an error path: it may allocate).
+func (f *forwarder) timeoutMessage(r *Route) string {
+	return fmt.Sprintf("504 gateway timeout: service %s did not answer within %s\n", r.Service, f.respTimeout)
 }
 
 func plainError(w http.ResponseWriter, code int, msg string) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,9 @@ type upstream struct {
 	maxIdlePerHost int
 	idleTimeout    time.Duration
 	maxHeaderBytes int64
+	// respTimeout is Config.ResponseTimeout (connReader); the fallback
+	// transport has it as ResponseHeaderTimeout.
+	respTimeout time.Duration
 
 	mu     sync.Mutex
 	idle   map[string][]*upConn // per address, most recently used last
@@ -43,32 +47,94 @@ type upstream struct {
 type upConn struct {
 	addr     string
 	conn     net.Conn
-	lim      *limitedReader
+	rd       *connReader
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	reused   bool
 	idleFrom time.Time
 }
 
-// limitedReader bounds what a response header may read from the
-// connection; the body is bounded by its framing, not by this.
-type limitedReader struct {
-	r    io.Reader
+// connReader is what an upConn's bufio.Reader reads through. It bounds
+// what a response head may read from the connection (the body is bounded
+// by its framing, not by this), and it keeps the response timeout: a
+// read deadline for the whole head from the request's end (awaitAnswer),
+// then one moved before each read of the body (gap), so that every wait
+// for the body's next bytes is bounded, not the body's whole transfer.
+// Time spent writing to a slow client between two reads does not count,
+// as with nginx's proxy_read_timeout, whose timer runs only while it
+// waits to read.
+type connReader struct {
+	conn net.Conn
 	left int64
+	gap  time.Duration // 0: reads leave the deadline where it is
+	rdl  time.Time     // the read deadline last set
+	// aborted: the client went away (upstream.exchange set a past
+	// deadline); a deadline set after must not undo it.
+	aborted atomic.Bool
 }
 
 var errHeaderTooLarge = errors.New("upstream response header too large")
 
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.left <= 0 {
+// errResponseTimeout: the container sent no answer head within
+// Config.ResponseTimeout of the request's end. The request is not
+// retried elsewhere: it may have had effects.
+var errResponseTimeout = errors.New("no answer within the response timeout")
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
 		return 0, errHeaderTooLarge
 	}
-	if int64(len(p)) > l.left {
-		p = p[:l.left]
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
 	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
+	if r.gap > 0 {
+		r.deadlineIn(r.gap)
+	}
+	n, err := r.conn.Read(p)
+	r.left -= int64(n)
 	return n, err
+}
+
+// awaitAnswer starts the wait for an answer head (the request went
+// whole, or a 1xx head came): it must come within d (0: no bound).
+func (r *connReader) awaitAnswer(d time.Duration) {
+	r.gap = 0
+	if d > 0 {
+		r.deadlineIn(d)
+	}
+}
+
+// deadlineIn moves the read deadline to now+d unless it is there within
+// a tenth of d (a second at most) already, so the bound holds to that
+// precision: a deadline costs a timer update, and a kept connection
+// carries many requests a second, a body many reads.
+func (r *connReader) deadlineIn(d time.Duration) {
+	want := time.Now().Add(d)
+	if want.Sub(r.rdl) < min(d/10, time.Second) {
+		return
+	}
+	r.setDeadline(want)
+}
+
+func (r *connReader) setDeadline(t time.Time) {
+	r.rdl = t
+	r.conn.SetReadDeadline(t)
+	if r.aborted.Load() {
+		r.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// timedOut marks a read error of an answer that the response timeout
+// ended: the deadline is the only one on the connection's reads (a
+// client gone away is told apart by its context first). A netstack
+// connection (gonet) reports it as a net.Error that is not
+// os.ErrDeadlineExceeded.
+func timedOut(err error, d time.Duration) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%s): %w", errResponseTimeout, d, err)
+	}
+	return err
 }
 
 func newUpstream(t *http.Transport) *upstream {
@@ -78,6 +144,7 @@ func newUpstream(t *http.Transport) *upstream {
 		maxIdlePerHost: t.MaxIdleConnsPerHost,
 		idleTimeout:    t.IdleConnTimeout,
 		maxHeaderBytes: 1 << 20,
+		respTimeout:    t.ResponseHeaderTimeout,
 		idle:           map[string][]*upConn{},
 	}
 }
@@ -88,20 +155,88 @@ func direct(req *http.Request) bool {
 	if req.Body != nil && req.Body != http.NoBody {
 		return false
 	}
-	if req.URL.Scheme != "http" || req.Header.Get("Upgrade") != "" || len(req.Trailer) > 0 {
-		return false
+	return req.URL.Scheme == "http" && len(req.Trailer) == 0 && !wantsUpgrade(req)
+}
+
+func wantsUpgrade(req *http.Request) bool {
+	if req.Header.Get("Upgrade") != "" {
+		return true
 	}
 	for _, v := range req.Header["Connection"] {
 		if strings.Contains(strings.ToLower(v), "upgrade") {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
+}
+
+// roundTripFallback sends what the direct path does not take through
+// http.Transport, whose ResponseHeaderTimeout is the response timeout's
+// wait for the head; each wait for the body's next bytes is bounded
+// here (gapBody). An upgrade (a websocket) is left unbounded once
+// answered: the connection is a tunnel, where silence is normal
+// (haproxy's `timeout tunnel` takes over from `timeout server` there).
+func (u *upstream) roundTripFallback(req *http.Request) (*http.Response, error) {
+	if u.respTimeout <= 0 || wantsUpgrade(req) {
+		resp, err := u.fallback.RoundTrip(req)
+		return resp, headTimedOut(req.Context(), err, u.respTimeout)
+	}
+	ctx, cancel := context.WithCancel(req.Context())
+	resp, err := u.fallback.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, headTimedOut(req.Context(), err, u.respTimeout)
+	}
+	resp.Body = &gapBody{rc: resp.Body, d: u.respTimeout, cancel: cancel}
+	return resp, nil
+}
+
+// headTimedOut marks the transport's ResponseHeaderTimeout as the
+// response timeout: a dial that timed out is a dialError (retried
+// elsewhere), and the transport has no other timeout here.
+func headTimedOut(ctx context.Context, err error, d time.Duration) error {
+	var de *dialError
+	var ne net.Error
+	if err != nil && ctx.Err() == nil && !errors.As(err, &de) && errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w (%s): %w", errResponseTimeout, d, err)
+	}
+	return err
+}
+
+// gapBody bounds each wait of a read of a body from http.Transport,
+// which has no such bound: a read that waits longer than d cancels the
+// request, which closes its connection and fails the read. The timer
+// runs only during reads, so a slow client's time does not count.
+type gapBody struct {
+	rc     io.ReadCloser
+	d      time.Duration
+	cancel context.CancelFunc
+	t      *time.Timer
+}
+
+func (b *gapBody) Read(p []byte) (int, error) {
+	if b.t == nil {
+		b.t = time.AfterFunc(b.d, b.cancel)
+	} else {
+		b.t.Reset(b.d)
+	}
+	n, err := b.rc.Read(p)
+	b.t.Stop()
+	return n, err
+}
+
+func (b *gapBody) Close() error {
+	if b.t != nil {
+		b.t.Stop()
+	}
+	err := b.rc.Close()
+	b.cancel()
+	return err
 }
 
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !direct(req) {
-		return u.fallback.RoundTrip(req)
+		return u.roundTripFallback(req)
 	}
 	addr := req.URL.Host
 	for {
@@ -142,7 +277,11 @@ func staleConnError(err error) bool {
 func (u *upstream) exchange(c *upConn, req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	// A client that goes away aborts the exchange, as with http.Transport.
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
+	c.rd.aborted.Store(false)
+	stop := context.AfterFunc(ctx, func() {
+		c.rd.aborted.Store(true)
+		c.conn.SetDeadline(time.Unix(1, 0))
+	})
 	if err := req.Write(c.bw); err != nil {
 		stop()
 		return nil, fmt.Errorf("write request to %s: %w", c.addr, err)
@@ -151,9 +290,10 @@ func (u *upstream) exchange(c *upConn, req *http.Request) (*http.Response, error
 		stop()
 		return nil, fmt.Errorf("write request to %s: %w", c.addr, err)
 	}
-	c.lim.left = u.maxHeaderBytes
+	c.rd.left = u.maxHeaderBytes
 	var resp *http.Response
 	for informational := 0; ; informational++ {
+		c.rd.awaitAnswer(u.respTimeout)
 		var err error
 		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
@@ -161,7 +301,7 @@ func (u *upstream) exchange(c *upConn, req *http.Request) (*http.Response, error
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("read response from %s: %w", c.addr, err)
+			return nil, fmt.Errorf("read response from %s: %w", c.addr, timedOut(err, u.respTimeout))
 		}
 		// 1xx answers (103 Early Hints) precede the real one; a 101
 		// was not asked for, since upgrades take the other path.
@@ -169,7 +309,8 @@ func (u *upstream) exchange(c *upConn, req *http.Request) (*http.Response, error
 			break
 		}
 	}
-	c.lim.left = math.MaxInt64
+	c.rd.left = math.MaxInt64
+	c.rd.gap = u.respTimeout
 	if resp.StatusCode < 200 {
 		stop()
 		return nil, fmt.Errorf("read response from %s: unexpected status %d", c.addr, resp.StatusCode)
@@ -236,9 +377,9 @@ func (u *upstream) get(ctx context.Context, addr string) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	lim := &limitedReader{r: conn, left: math.MaxInt64}
-	return &upConn{addr: addr, conn: conn, lim: lim,
-		br: bufio.NewReaderSize(lim, 16<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
+	rd := &connReader{conn: conn, left: math.MaxInt64}
+	return &upConn{addr: addr, conn: conn, rd: rd,
+		br: bufio.NewReaderSize(rd, 16<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
 }
 
 func (u *upstream) put(c *upConn) {

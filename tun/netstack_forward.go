@@ -239,7 +239,16 @@ func (f *forwarder) handleTCP(req *tcp.ForwarderRequest) {
 		return
 	}
 	defer f.removeFlow(port, fl)
-	splice(f.ctx, mesh, host, &f.bufs)
+	hostTCP, ok := host.(*net.TCPConn)
+	if !ok {
+		splice(f.ctx, mesh, host, &f.bufs)
+		return
+	}
+	// The host-to-mesh direction reads the host socket straight into the
+	// endpoint's send buffer (copyHostToMesh), saving a copy.
+	spliceWith(f.ctx, mesh, host,
+		func() { copyHostToMesh(mesh, ep, &wq, hostTCP) },
+		func() { copyHalf(host, mesh, &f.bufs) })
 }
 
 // handleUDP runs on the stack's receive path for the first datagram of a

@@ -38,6 +38,12 @@ type closeWriter interface {
 // done, passing a half-close (FIN) on as a kernel NAT would, then closes
 // both connections.
 func splice(ctx context.Context, a, b net.Conn, pool *bufPool) {
+	spliceWith(ctx, a, b, func() { copyHalf(a, b, pool) }, func() { copyHalf(b, a, pool) })
+}
+
+// spliceWith is splice with the copies of the two directions given: toA
+// copies b to a, toB copies a to b.
+func spliceWith(ctx context.Context, a, b net.Conn, toA, toB func()) {
 	stop := context.AfterFunc(ctx, func() {
 		a.Close()
 		b.Close()
@@ -46,9 +52,9 @@ func splice(ctx context.Context, a, b net.Conn, pool *bufPool) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyHalf(b, a, pool)
+		toB()
 	}()
-	copyHalf(a, b, pool)
+	toA()
 	<-done
 	a.Close()
 	b.Close()

@@ -100,6 +100,14 @@ func TestImagePull(t *testing.T) {
 	}
 	if len(machines) != 3 {
 		t.Errorf("replicas on %v, want all three machines", machines)
+		// What m2 (which placed them) saw of the third, and why it left it out.
+		ls, _ := c.uncloud(ctx, t, 1, "machine", "ls")
+		t.Logf("machine ls on m2 now:\n%s", ls)
+		for _, l := range strings.Split(c.procs[1].Log(), "\n") {
+			if strings.Contains(l, "left out of placement") || strings.Contains(l, "suspect") || strings.Contains(l, "level=WARN") {
+				t.Logf("m2: %s", l)
+			}
+		}
 	}
 	// Each engine really has version 1's bytes, pulled from the registry.
 	for i, e := range c.engines {

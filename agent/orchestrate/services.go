@@ -32,6 +32,11 @@ func (o *Orchestrator) placeTargets(ctx context.Context, all []Machine, names []
 	if len(ready) == 0 {
 		return nil, fmt.Errorf("%w: no machine can run containers now: %s", api.ErrUnavailable, strings.Join(why, "; "))
 	}
+	if len(why) > 0 {
+		// The placement goes on with the others; say which were left out,
+		// or a replica count that lands on fewer machines is a puzzle.
+		o.log.Warn("machines left out of placement", "why", strings.Join(why, "; "))
+	}
 	return ready, nil
 }
 

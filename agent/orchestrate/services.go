@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,12 +33,28 @@ func (o *Orchestrator) placeTargets(ctx context.Context, all []Machine, names []
 	if len(ready) == 0 {
 		return nil, fmt.Errorf("%w: no machine can run containers now: %s", api.ErrUnavailable, strings.Join(why, "; "))
 	}
-	if len(why) > 0 {
+	if out := append(leftOut(all, ts), why...); len(out) > 0 {
 		// The placement goes on with the others; say which were left out,
 		// or a replica count that lands on fewer machines is a puzzle.
-		o.log.Warn("machines left out of placement", "why", strings.Join(why, "; "))
+		o.log.Warn("machines left out of placement", "why", strings.Join(out, "; "))
 	}
 	return ready, nil
+}
+
+// leftOut says why each machine of all that pickTargets did not take was
+// left out.
+func leftOut(all, taken []Machine) []string {
+	var out []string
+	for _, m := range all {
+		switch {
+		case slices.ContainsFunc(taken, func(t Machine) bool { return t.ID == m.ID }):
+		case m.Mode == "netstack":
+			out = append(out, m.Name+": netstack mode runs no containers")
+		default:
+			out = append(out, m.Name+": "+m.State+" from this machine")
+		}
+	}
+	return out
 }
 
 // pickTargets resolves -m names, or takes every live machine that can run

@@ -99,6 +99,10 @@ type Bind struct {
 	// relayBufs recycles send buffers for relayed datagrams: wireguard-go's
 	// buffers have no headroom for the relay header.
 	relayBufs sync.Pool
+
+	// out and in bound what wireguard-go holds (inflight.go); nil when
+	// the Bind serves no Device (tests).
+	out, in *inflight
 }
 
 var _ conn.Bind = (*Bind)(nil)
@@ -147,15 +151,25 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 
 func (b *Bind) filter(next conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		if b.in != nil {
+			b.in.wait()
+		}
 		n, err := next(packets, sizes, eps)
+		data := 0
 		for i := 0; i < n; i++ {
 			pkt := packets[i][:sizes[i]]
 			kind := ClassifyPacket(pkt)
 			if kind == KindWireGuard {
+				if isTransportData(pkt) {
+					data++
+				}
 				continue
 			}
 			if kind == KindRelay {
 				b.openRelayed(packets, sizes, eps, i)
+				if isTransportData(packets[i][:sizes[i]]) {
+					data++
+				}
 				continue
 			}
 			sizes[i] = 0
@@ -164,6 +178,9 @@ func (b *Bind) filter(next conn.ReceiveFunc) conn.ReceiveFunc {
 				continue
 			}
 			b.enqueue(kind, pkt, eps[i])
+		}
+		if b.in != nil {
+			b.in.took(data)
 		}
 		return n, err
 	}
@@ -246,6 +263,15 @@ func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
 // Send sends WireGuard datagrams; those for a relayed endpoint are wrapped
 // for the relay.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if b.out != nil {
+		data := 0
+		for _, buf := range bufs {
+			if isTransportData(buf) {
+				data++
+			}
+		}
+		b.out.handedOn(data)
+	}
 	if r, ok := ep.(*RelayEndpoint); ok {
 		return b.sendRelayed(bufs, r)
 	}

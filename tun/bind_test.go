@@ -41,6 +41,7 @@ func TestClassifyPacket(t *testing.T) {
 // STUN reaches the control queue with its source, and garbage is counted.
 func TestBindTapsControlPacketsInPlace(t *testing.T) {
 	b := NewBind(4)
+	b.in = newInflight(1<<20, time.Hour)
 	fns, port, err := b.Open(0)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +55,8 @@ func TestBindTapsControlPacketsInPlace(t *testing.T) {
 	defer sender.Close()
 	to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)}
 	stunMsg := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
-	burst := [][]byte{wgHeader(4, 64), stunMsg, []byte("garbage garbage garbage garbage!!"), wgHeader(1, 148)}
+	keepalive := wgHeader(4, 32)
+	burst := [][]byte{wgHeader(4, 64), stunMsg, []byte("garbage garbage garbage garbage!!"), wgHeader(1, 148), keepalive}
 	for _, p := range burst {
 		if _, err := sender.WriteTo(p, to); err != nil {
 			t.Fatal(err)
@@ -95,7 +97,7 @@ func TestBindTapsControlPacketsInPlace(t *testing.T) {
 	}
 	wgSizes := map[int]bool{}
 	timeout := time.After(5 * time.Second)
-	for len(wgSizes) < 2 {
+	for len(wgSizes) < 3 {
 		select {
 		case r := <-results:
 			for _, size := range r.sizes {
@@ -105,11 +107,16 @@ func TestBindTapsControlPacketsInPlace(t *testing.T) {
 				wgSizes[size] = true
 			}
 		case <-timeout:
-			t.Fatalf("WireGuard packets seen with sizes %v, want 64 and 148", wgSizes)
+			t.Fatalf("WireGuard packets seen with sizes %v, want 32, 64 and 148", wgSizes)
 		}
 	}
-	if !wgSizes[64] || !wgSizes[148] {
-		t.Fatalf("WireGuard packets seen with sizes %v, want 64 and 148", wgSizes)
+	if !wgSizes[32] || !wgSizes[64] || !wgSizes[148] {
+		t.Fatalf("WireGuard packets seen with sizes %v, want 32, 64 and 148", wgSizes)
+	}
+	// Only the transport datagram with a packet counts as held by
+	// wireguard-go: not the handshake, the keepalive or the STUN.
+	if n := b.in.n.Load(); n != 1 {
+		t.Fatalf("inbound count = %d, want 1", n)
 	}
 	select {
 	case d := <-b.Control():
@@ -176,5 +183,32 @@ func TestBindControlHandler(t *testing.T) {
 	}
 	if st := b.Stats(); st.Control != 5 || st.ControlDropped != 0 {
 		t.Fatalf("stats = %+v, want 5 handed over and none dropped", st)
+	}
+}
+
+// Send hands on what the TUN side counted: transport datagrams with a
+// packet, not keepalives or handshakes.
+func TestBindSendHandsOn(t *testing.T) {
+	b := NewBind(4)
+	b.out = newInflight(1<<20, time.Hour)
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	ep, err := b.ParseEndpoint(sink.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.out.took(5)
+	if err := b.Send([][]byte{wgHeader(4, 64), wgHeader(4, 32), wgHeader(1, 148), wgHeader(4, 1400)}, ep); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.out.n.Load(); n != 3 {
+		t.Fatalf("outbound count = %d after sending 2 packets of 5, want 3", n)
 	}
 }

@@ -111,8 +111,17 @@ func Open(ctx context.Context, cfg Config) (*Device, error) {
 	if socket != nil {
 		d.bind = newBindOver(socket, DefaultControlQueueLen)
 	}
-	filtered := newJoinFilter(tunDev, meshaddr.Join(), cfg.Address, cfg.JoinPort)
-	d.wg = device.NewDevice(filtered, d.bind, wireguardLogger(d.log))
+	outLimit := queueLimit
+	if d.stack != nil {
+		outLimit = netstackOutQueueLimit
+	}
+	d.bind.out, d.bind.in = newInflight(outLimit, queueStall), newInflight(queueLimit, queueStall)
+	bounded := &boundedTUN{
+		Device: newJoinFilter(tunDev, meshaddr.Join(), cfg.Address, cfg.JoinPort),
+		out:    d.bind.out,
+		in:     d.bind.in,
+	}
+	d.wg = device.NewDevice(bounded, d.bind, wireguardLogger(d.log))
 	setup := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.hexString(), cfg.ListenPort)
 	if err := d.wg.IpcSet(setup); err != nil {
 		d.wg.Close()

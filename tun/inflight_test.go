@@ -1,0 +1,176 @@
+package tun
+
+import (
+	"testing"
+	"time"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+func TestIsTransportData(t *testing.T) {
+	data := make([]byte, 32+20)
+	data[0] = 4
+	keepalive := make([]byte, 32)
+	keepalive[0] = 4
+	initiation := make([]byte, 148)
+	initiation[0] = 1
+	odd := make([]byte, 64)
+	odd[0], odd[1] = 4, 1
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"transport with a packet", data, true},
+		{"keepalive", keepalive, false},
+		{"handshake initiation", initiation, false},
+		{"type 4 with a non-zero reserved byte", odd, false},
+		{"empty", nil, false},
+	} {
+		if got := isTransportData(c.b); got != c.want {
+			t.Errorf("%s: isTransportData = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// waitReturns runs q.wait and reports how long it took, failing after max.
+func waitReturns(t *testing.T, q *inflight, max time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		q.wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return time.Since(start)
+	case <-time.After(max):
+		t.Fatalf("wait still blocked after %v (count %d, limit %d)", max, q.n.Load(), q.limit)
+		return 0
+	}
+}
+
+func TestInflightWaitsAtLimit(t *testing.T) {
+	q := newInflight(4, time.Hour)
+	q.took(3)
+	waitReturns(t, q, time.Second) // below the limit: no wait
+	q.took(2)
+
+	done := make(chan struct{})
+	go func() {
+		q.wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("wait returned with 5 packets held and a limit of 4")
+	case <-time.After(50 * time.Millisecond):
+	}
+	q.handedOn(1) // 4 held: still at the limit
+	select {
+	case <-done:
+		t.Fatal("wait returned with 4 packets held and a limit of 4")
+	case <-time.After(50 * time.Millisecond):
+	}
+	q.handedOn(1)
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatalf("wait still blocked with %d packets held and a limit of 4", q.n.Load())
+	}
+	if q.resets.Load() != 0 {
+		t.Errorf("resets = %d, want 0: packets were handed on", q.resets.Load())
+	}
+}
+
+// Packets that wireguard-go dropped are never handed on; a reader stuck at
+// the limit with nothing moving starts again after the stall time.
+func TestInflightStallResets(t *testing.T) {
+	const stall = 30 * time.Millisecond
+	q := newInflight(4, stall)
+	q.took(10)
+	took := waitReturns(t, q, time.Second)
+	if took < stall {
+		t.Errorf("wait returned after %v, before the stall time %v", took, stall)
+	}
+	if q.n.Load() != 0 || q.resets.Load() != 1 {
+		t.Errorf("after the stall: count %d, resets %d; want 0 and 1", q.n.Load(), q.resets.Load())
+	}
+}
+
+// Progress pushes the stall back: a slow but moving pipeline is waited for.
+func TestInflightProgressDefersStall(t *testing.T) {
+	const stall, every = 300 * time.Millisecond, 20 * time.Millisecond
+	q := newInflight(4, stall)
+	q.took(10)
+	go func() {
+		for range 7 { // 10 held, limit 4: the 7th makes room
+			time.Sleep(every)
+			q.handedOn(1)
+		}
+	}()
+	took := waitReturns(t, q, time.Second)
+	if q.resets.Load() != 0 {
+		t.Errorf("resets = %d, want 0: a packet was handed on every %v", q.resets.Load(), every)
+	}
+	if took < 7*every {
+		t.Errorf("wait returned after %v, before 7 packets were handed on", took)
+	}
+}
+
+func TestInflightNeverNegative(t *testing.T) {
+	q := newInflight(4, time.Hour)
+	q.took(1)
+	q.handedOn(3) // a keepalive and a handshake were never taken
+	if n := q.n.Load(); n != 0 {
+		t.Fatalf("count = %d after handing on more than was taken, want 0", n)
+	}
+	q.took(4)
+	if n := q.n.Load(); n != 4 {
+		t.Fatalf("count = %d, want 4", n)
+	}
+}
+
+// fakeTUN is a wgtun.Device that reads n packets per call.
+type fakeTUN struct {
+	wgtun.Device
+	perRead int
+	written int
+}
+
+func (f *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n := min(f.perRead, len(bufs))
+	for i := range n {
+		sizes[i] = 20
+	}
+	return n, nil
+}
+
+func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
+	f.written += len(bufs)
+	return len(bufs), nil
+}
+
+func TestBoundedTUNCounts(t *testing.T) {
+	inner := &fakeTUN{perRead: 3}
+	b := &boundedTUN{Device: inner, out: newInflight(4, time.Hour), in: newInflight(4, time.Hour)}
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 64)
+	}
+	sizes := make([]int, 8)
+	if n, _ := b.Read(bufs, sizes, 0); n != 3 {
+		t.Fatalf("read %d packets, want 3", n)
+	}
+	if b.out.n.Load() != 3 {
+		t.Fatalf("outbound count %d after reading 3, want 3", b.out.n.Load())
+	}
+	b.in.took(5)
+	if _, err := b.Write(bufs[:2], 0); err != nil {
+		t.Fatal(err)
+	}
+	if b.in.n.Load() != 3 || inner.written != 2 {
+		t.Fatalf("after writing 2 of 5: inbound count %d, written %d; want 3 and 2", b.in.n.Load(), inner.written)
+	}
+}

@@ -57,9 +57,9 @@ type ingressSetup struct {
 // (single-machine) replicated state holding one service and one container.
 func runIngress(ctx context.Context, log *slog.Logger) error {
 	// The agent's GC settings (cmd/uncloud/agent.go), which users run
-	// the ingress under: GOGC=10 and a 64 MiB soft limit.
+	// the ingress under: GOGC=10 and a 128 MiB soft limit.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(64 << 20)
+		debug.SetMemoryLimit(128 << 20)
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(10)

@@ -103,6 +103,9 @@ func (a agentCmd) Run(g *globals) error {
 	if rootlessPID != 0 {
 		hostUDP = takeHostUDP(g.Logger)
 	}
+	// Both modes run the same mesh, so the same GC settings: bench/mesh
+	// runs the static mode and must measure what agents run.
+	applyGCSettings()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -172,27 +175,39 @@ func (a agentCmd) Run(g *globals) error {
 // GOGC=25 let ~11 MB of garbage (all of it touched memory) pile up over
 // a 45 MB heap of which ~11 MB is real. GOGC=10 allows ~5 MB, what
 // GOGC=25 would allow over the real heap. An idle agent allocates ~100
-// KB/s, so that is still a GC every minute or so; under a full-speed
-// transfer the pools recycle the buffers and the mark phase skips them
-// (no pointers), which bench/mesh checks. The 64 MiB soft limit is a
-// backstop: an earlier 48 MiB limit sat just above the live heap and made
-// the GC run five times a second (5 % of a core, idle). Measured in
-// bench/formation and bench/mesh.
+// KB/s, so that is still a GC every minute or so.
+//
+// The soft limit is a backstop against garbage, and must stay above what
+// a transfer holds live: each packet wireguard-go holds costs another 64
+// KB buffer. Before its queues were bounded (tun/inflight.go) a transfer
+// held 180-480 MB, and under the earlier 64 MiB limit the GC ran
+// thousands of times per bench/mesh run, emptying the buffer pools each
+// time: TUN mode fell from 2.5 to 0.5 Gbit/s (the static mode bench/mesh
+// runs had not applied these settings, so the bench did not show it).
+// Bounded, a transfer's heap stays at 60-80 MB in kernel mode and about
+// 110 MB sending in netstack mode, under 128 MiB. An earlier 48 MiB limit
+// sat just above the idle live heap and made the GC run five times a
+// second (5 % of a core, idle). Measured in bench/formation and
+// bench/mesh.
 const (
-	defaultMemoryLimit = 64 << 20
+	defaultMemoryLimit = 128 << 20
 	defaultGCPercent   = 10
 )
 
-// runDaemon runs the agent until ctx ends, its device stops, or it has a
-// checked binary to upgrade to: then it re-executes on that with argv (the
-// command line, without the program) (machine_upgrade_exec.go).
-func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv []string) error {
+func applyGCSettings() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
+}
+
+// runDaemon runs the agent until ctx ends, its device stops, or it has a
+// checked binary to upgrade to: then it re-executes on that with argv (the
+// command line, without the program) (machine_upgrade_exec.go).
+func runDaemon(ctx context.Context, g *globals, opts agent.DaemonOptions, argv []string) error {
+	applyGCSettings()
 	// Raw state writes exist for the adversarial tests only, which play a
 	// member gone rogue; nothing else turns them on.
 	opts.RawStateWrites = os.Getenv("UNCLOUD_TEST_RAW_WRITES") == "1"

@@ -1,6 +1,10 @@
 package tun
 
 import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -173,4 +177,99 @@ func TestBoundedTUNCounts(t *testing.T) {
 	if b.in.n.Load() != 3 || inner.written != 2 {
 		t.Fatalf("after writing 2 of 5: inbound count %d, written %d; want 3 and 2", b.in.n.Load(), inner.written)
 	}
+}
+
+// TestDeviceBoundsHeldPackets sends 64 MB each way between a kernel-mode
+// and a netstack-mode device and samples how many packets wireguard-go
+// holds on each side: never more than the limit plus what one read takes
+// past it (a batch per reading goroutine). Before the bound, a transfer
+// held thousands (bench/mesh: 180-480 MB of heap).
+func TestDeviceBoundsHeldPackets(t *testing.T) {
+	if !runIsolated(t, false) {
+		return
+	}
+	p := openMixedPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := echoOnce(ctx, p.userspace, serveEcho(t, p.kernel)); err != nil {
+		t.Fatalf("mesh not up: %v", err)
+	}
+	const size = 64 << 20
+	for _, c := range []struct {
+		name         string
+		from, to     *Device
+		sent, recvd  *inflight
+		sentLimit    int
+		receiveLimit int
+	}{
+		{"netstack sends", p.userspace, p.kernel, p.userspace.bind.out, p.kernel.bind.in, netstackOutQueueLimit, queueLimit},
+		{"kernel sends", p.kernel, p.userspace, p.kernel.bind.out, p.userspace.bind.in, queueLimit, queueLimit},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := c.to.Listen(ctx, "tcp", ":0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			got := make(chan int64, 1)
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					got <- -1
+					return
+				}
+				defer conn.Close()
+				n, _ := io.Copy(io.Discard, conn)
+				got <- n
+			}()
+			var maxSent, maxRecvd int64
+			stop := make(chan struct{})
+			sampled := make(chan struct{})
+			go func() {
+				defer close(sampled)
+				for {
+					maxSent = max(maxSent, c.sent.n.Load())
+					maxRecvd = max(maxRecvd, c.recvd.n.Load())
+					select {
+					case <-stop:
+						return
+					case <-time.After(200 * time.Microsecond):
+					}
+				}
+			}()
+			// A netstack listener's address has no IP: dial the device's.
+			port := ln.Addr().(*net.TCPAddr).Port
+			conn, err := c.from.DialContext(ctx, "tcp", netip.AddrPortFrom(c.to.cfg.Address, uint16(port)).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(conn, io.LimitReader(zeroReader{}, size)); err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			conn.Close()
+			n := <-got
+			close(stop)
+			<-sampled
+			if n != size {
+				t.Fatalf("received %d bytes, want %d", n, size)
+			}
+			// wait comes before a read, and a read takes up to a batch;
+			// the socket has a receiving goroutine per address family.
+			batch := int64(c.from.wg.BatchSize())
+			if maxSent > int64(c.sentLimit)+batch {
+				t.Errorf("sender held %d packets, limit %d + batch %d", maxSent, c.sentLimit, batch)
+			}
+			if maxRecvd > int64(c.receiveLimit)+2*batch {
+				t.Errorf("receiver held %d packets, limit %d + 2 batches of %d", maxRecvd, c.receiveLimit, batch)
+			}
+			t.Logf("held at most: sender %d, receiver %d", maxSent, maxRecvd)
+		})
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }

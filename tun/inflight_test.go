@@ -37,15 +37,21 @@ func TestIsTransportData(t *testing.T) {
 	}
 }
 
-// waitReturns runs q.wait and reports how long it took, failing after max.
-func waitReturns(t *testing.T, q *inflight, max time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
+// startWait runs q.wait in a goroutine; the channel closes when it returns.
+func startWait(q *inflight) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		q.wait()
 		close(done)
 	}()
+	return done
+}
+
+// waitReturns runs q.wait and reports how long it took, failing after max.
+func waitReturns(t *testing.T, q *inflight, max time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	done := startWait(q)
 	select {
 	case <-done:
 		return time.Since(start)
@@ -61,11 +67,7 @@ func TestInflightWaitsAtLimit(t *testing.T) {
 	waitReturns(t, q, time.Second) // below the limit: no wait
 	q.took(2)
 
-	done := make(chan struct{})
-	go func() {
-		q.wait()
-		close(done)
-	}()
+	done := startWait(q)
 	select {
 	case <-done:
 		t.Fatal("wait returned with 5 packets held and a limit of 4")

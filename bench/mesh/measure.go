@@ -32,8 +32,8 @@ func waitReachable(ctx context.Context, l *lab, target string) error {
 }
 
 type rttStats struct {
-	min, avg, p50 float64 // milliseconds
-	sent, recv    int
+	min, avg, p50, max float64 // milliseconds
+	sent, recv         int
 }
 
 var pingTime = regexp.MustCompile(`time=([0-9.]+) ms`)
@@ -46,14 +46,23 @@ func measureRTT(ctx context.Context, env *environment, l *lab, target string) (r
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	out, err := runCmd(ctx, nsCmd(l.a, -1, "ping", "-n", "-c", strconv.Itoa(n), "-i", interval, "-W", "1", target)...)
+	rtt := parsePing(out, n)
+	if rtt.recv == 0 {
+		return rttStats{}, fmt.Errorf("ping %s from %s: no replies: %w", target, l.a, err)
+	}
+	return rtt, nil
+}
+
+// parsePing summarises ping's output for sent echo requests.
+func parsePing(out []byte, sent int) rttStats {
 	var times []float64
 	for _, m := range pingTime.FindAllStringSubmatch(string(out), -1) {
-		if v, perr := strconv.ParseFloat(m[1], 64); perr == nil {
+		if v, err := strconv.ParseFloat(m[1], 64); err == nil {
 			times = append(times, v)
 		}
 	}
 	if len(times) == 0 {
-		return rttStats{}, fmt.Errorf("ping %s from %s: no replies: %w", target, l.a, err)
+		return rttStats{sent: sent}
 	}
 	slices.Sort(times)
 	var sum float64
@@ -64,9 +73,30 @@ func measureRTT(ctx context.Context, env *environment, l *lab, target string) (r
 		min:  times[0],
 		avg:  sum / float64(len(times)),
 		p50:  median(times),
-		sent: n,
+		max:  times[len(times)-1],
+		sent: sent,
 		recv: len(times),
-	}, nil
+	}
+}
+
+// loadedPing pings target from A while iperf3 runs, starting once the
+// transfer is past its first second (slow start) and ending a second
+// before it, every 100 ms: what a packet of another flow waits behind the
+// queues a bulk transfer builds in the tunnel. It returns once the pings
+// are done; a failure only leaves the figure out.
+func loadedPing(ctx context.Context, l *lab, target string, dur time.Duration) rttStats {
+	const every = 100 * time.Millisecond
+	n := int((dur - 2*time.Second) / every)
+	if n < 5 {
+		return rttStats{}
+	}
+	select {
+	case <-ctx.Done():
+		return rttStats{}
+	case <-time.After(time.Second):
+	}
+	out, _ := runCmd(ctx, nsCmd(l.a, -1, "ping", "-n", "-c", strconv.Itoa(n), "-i", "0.1", "-W", "1", target)...)
+	return parsePing(out, n)
 }
 
 func median(sorted []float64) float64 {
@@ -79,12 +109,13 @@ func median(sorted []float64) float64 {
 
 // throughput is one iperf3 run's outcome.
 type throughput struct {
-	gbps     float64 // receiver's bits/s, in Gbit/s
-	gbits    float64 // data received, in Gbit
-	retrans  int     // sender's TCP retransmits
-	cpuProc  float64 // CPU s of iperf3 client, server and tunnel daemons
-	cpuHost  float64 // CPU s of the whole machine (/proc/stat)
-	duration float64 // seconds
+	gbps     float64  // receiver's bits/s, in Gbit/s
+	gbits    float64  // data received, in Gbit
+	retrans  int      // sender's TCP retransmits
+	loaded   rttStats // ping through the tunnel during the run
+	cpuProc  float64  // CPU s of iperf3 client, server and tunnel daemons
+	cpuHost  float64  // CPU s of the whole machine (/proc/stat)
+	duration float64  // seconds
 }
 
 func (t throughput) procPerGbit() float64 { return perGbit(t.cpuProc, t.gbits) }
@@ -151,6 +182,8 @@ func iperfOnce(ctx context.Context, env *environment, l *lab, s *session, stream
 	if err != nil {
 		return throughput{}, err
 	}
+	loaded := make(chan rttStats, 1)
+	go func() { loaded <- loadedPing(ctx, l, s.pingTarget, dur) }()
 	select {
 	case <-client.done:
 	case <-ctx.Done():
@@ -176,6 +209,7 @@ func iperfOnce(ctx context.Context, env *environment, l *lab, s *session, stream
 	if err != nil {
 		return throughput{}, fmt.Errorf("iperf3 -c %s -P %d (reverse %v): %w", s.target, streams, reverse, err)
 	}
+	t.loaded = <-loaded
 	t.cpuProc = after - before + client.rusageSeconds() + srv.rusageSeconds()
 	t.cpuHost = hostAfter - hostBefore
 	return t, nil

@@ -160,6 +160,11 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 // and, with --profile, an extra profiled run.
 func measureRow(ctx context.Context, env *environment, l *lab, s *session, row string, reverse bool) result {
 	r := result{peer: row}
+	for _, d := range s.daemons {
+		if err := resetPeakRSS(d.pid()); err != nil {
+			env.log.Warn("peak rss left out", "peer", row, "err", err)
+		}
+	}
 	for _, streams := range []int{1, 4} {
 		t, err := measureThroughput(ctx, env, l, s, streams, reverse)
 		if err != nil {
@@ -173,6 +178,7 @@ func measureRow(ctx context.Context, env *environment, l *lab, s *session, row s
 			r.four = t
 		}
 	}
+	r.peakRSS = daemonsPeakRSS(env, s.daemons)
 	if env.opts.profile != "" {
 		path, err := profileRun(ctx, env, l, s, row, reverse)
 		if err != nil {
@@ -196,4 +202,19 @@ func (s *session) server(l *lab) string {
 		return s.serverNS
 	}
 	return l.b
+}
+
+// daemonsPeakRSS returns the largest peak RSS (KiB) of the tunnel daemons
+// since their last resetPeakRSS, or 0 when it cannot be read.
+func daemonsPeakRSS(env *environment, ds []*daemon) int64 {
+	var peak int64
+	for _, d := range ds {
+		kib, err := peakRSS(d.pid())
+		if err != nil {
+			env.log.Warn("peak rss left out", "err", err)
+			return 0
+		}
+		peak = max(peak, kib)
+	}
+	return peak
 }

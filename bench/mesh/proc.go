@@ -226,3 +226,47 @@ func loadAverage() (string, error) {
 	}
 	return strings.Join(f[:3], " "), nil
 }
+
+// resetPeakRSS starts pid's peak resident set size (VmHWM) again from its
+// current RSS, so that a later peakRSS covers only what ran in between.
+func resetPeakRSS(pid int) error {
+	path := "/proc/" + strconv.Itoa(pid) + "/clear_refs"
+	if err := os.WriteFile(path, []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset peak rss of pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// peakRSS returns pid's peak resident set size in KiB.
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read peak rss of pid %d: %w", pid, err)
+	}
+	kib, err := parseVmHWM(b)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return kib, nil
+}
+
+// parseVmHWM reads the VmHWM line ("VmHWM:    12345 kB") of a
+// /proc/PID/status.
+func parseVmHWM(status []byte) (int64, error) {
+	for line := range strings.Lines(string(status)) {
+		rest, ok := strings.CutPrefix(line, "VmHWM:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("parse status: VmHWM line %q", strings.TrimSpace(line))
+		}
+		v, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse status: VmHWM: %w", err)
+		}
+		return v, nil
+	}
+	return 0, errors.New("parse status: no VmHWM line")
+}

@@ -14,6 +14,7 @@ type result struct {
 	peer      string
 	rtt       rttStats
 	one, four throughput
+	peakRSS   int64 // KiB, the largest of the tunnel daemons over the row's runs
 	note      string
 	err       error
 }
@@ -21,7 +22,7 @@ type result struct {
 func printConditions(w io.Writer, env *environment) {
 	fmt.Fprintf(w, "# bench/mesh %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "- machine: %d CPUs, %s, kernel %s\n", runtime.NumCPU(), env.cpuModel, env.kernel)
-	fmt.Fprintf(w, "- iperf3: %s per run, 1 and 4 streams, median over %d interleaved round(s); ping: %d at %s, idle\n",
+	fmt.Fprintf(w, "- iperf3: %s per run, 1 and 4 streams, median over %d interleaved round(s); ping: %d at %s, idle, and every 100 ms during each run (from its 2nd second to 1 s before its end); daemon peak RSS over each row's runs (VmHWM, reset before the row)\n",
 		env.opts.duration, env.opts.repeat, env.opts.pings, env.opts.pingEvery)
 	fmt.Fprintf(w, "- pinning: %s (client CPU %d, server CPU %d, daemons A %d / B %d; -1 = unpinned)\n",
 		env.pin.mode, env.pin.client, env.pin.server, env.pin.daemonA, env.pin.daemonB)
@@ -35,24 +36,28 @@ func printConditions(w io.Writer, env *environment) {
 }
 
 func printTable(w io.Writer, rs []result) {
-	fmt.Fprintln(w, "| peer | 1-stream Gbit/s | 4-stream Gbit/s | retransmits 1/4 | RTT p50 ms (min/avg) | CPU s/Gbit proc | CPU s/Gbit host |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| peer | 1-stream Gbit/s | 4-stream Gbit/s | retransmits 1/4 | RTT p50 ms (min/avg) | RTT p50 under load ms (max) | CPU s/Gbit proc | CPU s/Gbit host | daemon peak RSS MiB |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var notes []string
 	for _, r := range rs {
 		if r.note != "" && !slices.Contains(notes, r.note) {
 			notes = append(notes, r.note)
 		}
 		if r.one.gbps == 0 {
-			fmt.Fprintf(w, "| %s | – | – | – | %s | – | – |\n", r.peer, rttCell(r.rtt))
+			fmt.Fprintf(w, "| %s | – | – | – | %s | – | – | – | – |\n", r.peer, rttCell(r.rtt))
 			continue
 		}
 		four := "–"
 		if r.four.gbps > 0 {
 			four = fmt.Sprintf("%.2f", r.four.gbps)
 		}
-		fmt.Fprintf(w, "| %s | %.2f | %s | %d/%d | %s | %.2f | %.2f |\n",
-			r.peer, r.one.gbps, four, r.one.retrans, r.four.retrans, rttCell(r.rtt),
-			r.one.procPerGbit(), r.one.hostPerGbit())
+		rss := "–"
+		if r.peakRSS > 0 {
+			rss = fmt.Sprintf("%.0f", float64(r.peakRSS)/1024)
+		}
+		fmt.Fprintf(w, "| %s | %.2f | %s | %d/%d | %s | %s | %.2f | %.2f | %s |\n",
+			r.peer, r.one.gbps, four, r.one.retrans, r.four.retrans, rttCell(r.rtt), loadedCell(r.one.loaded),
+			r.one.procPerGbit(), r.one.hostPerGbit(), rss)
 	}
 	fmt.Fprintln(w)
 	for _, n := range notes {
@@ -75,6 +80,17 @@ func rttCell(r rttStats) string {
 		loss = fmt.Sprintf(", %d/%d lost", r.sent-r.recv, r.sent)
 	}
 	return fmt.Sprintf("%.3f (%.3f/%.3f%s)", r.p50, r.min, r.avg, loss)
+}
+
+func loadedCell(r rttStats) string {
+	if r.recv == 0 {
+		return "–"
+	}
+	loss := ""
+	if r.recv < r.sent {
+		loss = fmt.Sprintf(", %d/%d lost", r.sent-r.recv, r.sent)
+	}
+	return fmt.Sprintf("%.3f (%.3f%s)", r.p50, r.max, loss)
 }
 
 // printSummary prints the ratios the targets are stated in (issue 2).
@@ -103,6 +119,12 @@ func printSummary(w io.Writer, rs []result) {
 	pair := func(a, b *result) string {
 		return ratio(a, b, false) + " (4 streams " + ratio(a, b, true) + ")"
 	}
+	loaded := func(r *result) string {
+		if r == nil || r.one.loaded.recv == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f ms", r.one.loaded.p50)
+	}
 	added := func(r, raw *result) string {
 		if r == nil || raw == nil || r.rtt.recv == 0 || raw.rtt.recv == 0 {
 			return "n/a"
@@ -124,6 +146,7 @@ func printSummary(w io.Writer, rs []result) {
 		"uncloud-tun/wg-current " + pair(tun, cur) + " [target ≥ 0.95]",
 		"netstack/tun receive " + pair(nsRecv, tun) + ", send " + pair(nsSend, tun) + " [target ≥ 0.9]",
 		"RTT added over veth (p50): uncloud-tun " + added(anyRow("uncloud-tun"), anyRow("raw")) + " vs wg-current " + added(anyRow("wg-current"), anyRow("raw")) + " [target ≤ wg-current, stretch ≤ +0.3 ms]",
+		"RTT p50 under a 1-stream load: uncloud-tun " + loaded(tun) + " vs wg-current " + loaded(cur) + ", ns sends " + loaded(nsSend),
 		"containers veth/tun: B receives " + pair(get("ctr-veth (B receives)"), get("ctr-tun (B receives)")) +
 			", B sends " + pair(get("ctr-veth (B sends)"), get("ctr-tun (B sends)")) + " [target ≥ 0.5]",
 		"nebula/wg-current " + pair(neb, cur),
@@ -175,6 +198,7 @@ func combineRounds(rounds [][]result) []result {
 			if r.rtt.recv > 0 {
 				rtts = append(rtts, r.rtt)
 			}
+			row.peakRSS = max(row.peakRSS, r.peakRSS)
 		}
 		row.one, row.four = medianThroughput(ones), medianThroughput(fours)
 		if len(rtts) > 0 {

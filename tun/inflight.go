@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,10 @@ type inflight struct {
 	progress chan struct{} // a packet was handed on; capacity 1
 	resets   atomic.Uint64 // stalls that reset the count
 	waits    atomic.Uint64 // times a reader waited at the limit
+	// timers holds stall timers between waits: under a transfer a reader
+	// waits hundreds of times a second, and the socket side can have
+	// several readers waiting at once (one per receive function).
+	timers sync.Pool
 }
 
 func newInflight(limit int, stall time.Duration) *inflight {
@@ -102,14 +107,21 @@ func (q *inflight) wait() {
 		return
 	}
 	q.waits.Add(1)
-	t := time.NewTimer(q.stall)
-	defer t.Stop()
+	// Since Go 1.23 a timer's channel is unbuffered: after Stop or Reset
+	// no stale expiry can be received, so a pooled timer needs no draining.
+	t, _ := q.timers.Get().(*time.Timer)
+	if t == nil {
+		t = time.NewTimer(q.stall)
+	} else {
+		t.Reset(q.stall)
+	}
+	defer func() {
+		t.Stop()
+		q.timers.Put(t)
+	}()
 	for q.n.Load() >= q.limit {
 		select {
 		case <-q.progress:
-			if !t.Stop() {
-				<-t.C
-			}
 			t.Reset(q.stall)
 		case <-t.C:
 			q.n.Store(0)

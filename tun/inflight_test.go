@@ -125,6 +125,33 @@ func TestInflightProgressDefersStall(t *testing.T) {
 	}
 }
 
+// The stall timer is pooled between waits: one that a wait left running
+// (stopped by progress just before it fired) must not cut the next wait
+// short, and the next wait must still reset on a stall.
+func TestInflightStallTimerReused(t *testing.T) {
+	const stall = 40 * time.Millisecond
+	q := newInflight(1, stall)
+	for round := range 5 {
+		q.took(1)
+		go func() {
+			time.Sleep(stall - 5*time.Millisecond)
+			q.handedOn(1)
+		}()
+		waitReturns(t, q, time.Second) // ended by progress
+		if q.resets.Load() != uint64(round) {
+			t.Fatalf("round %d: resets = %d after a wait that progress ended", round, q.resets.Load())
+		}
+		q.took(2)
+		took := waitReturns(t, q, time.Second) // ended by the stall
+		if took < stall {
+			t.Fatalf("round %d: wait returned after %v, before the stall time %v (a stale timer?)", round, took, stall)
+		}
+		if q.resets.Load() != uint64(round+1) {
+			t.Fatalf("round %d: resets = %d, want %d", round, q.resets.Load(), round+1)
+		}
+	}
+}
+
 func TestInflightNeverNegative(t *testing.T) {
 	q := newInflight(4, time.Hour)
 	q.took(1)

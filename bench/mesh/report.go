@@ -71,26 +71,28 @@ func printTable(w io.Writer, rs []result) {
 	fmt.Fprintln(w)
 }
 
+// rttCell shows idle pings: p50 (min/avg).
 func rttCell(r rttStats) string {
 	if r.recv == 0 {
 		return "–"
 	}
-	loss := ""
-	if r.recv < r.sent {
-		loss = fmt.Sprintf(", %d/%d lost", r.sent-r.recv, r.sent)
-	}
-	return fmt.Sprintf("%.3f (%.3f/%.3f%s)", r.p50, r.min, r.avg, loss)
+	return fmt.Sprintf("%.3f (%.3f/%.3f%s)", r.p50, r.min, r.avg, r.lossNote())
 }
 
+// loadedCell shows pings under load: p50 (max).
 func loadedCell(r rttStats) string {
 	if r.recv == 0 {
 		return "–"
 	}
-	loss := ""
-	if r.recv < r.sent {
-		loss = fmt.Sprintf(", %d/%d lost", r.sent-r.recv, r.sent)
+	return fmt.Sprintf("%.3f (%.3f%s)", r.p50, r.max, r.lossNote())
+}
+
+// lossNote is ", N/M lost" when some pings went unanswered.
+func (r rttStats) lossNote() string {
+	if r.recv >= r.sent {
+		return ""
 	}
-	return fmt.Sprintf("%.3f (%.3f%s)", r.p50, r.max, loss)
+	return fmt.Sprintf(", %d/%d lost", r.sent-r.recv, r.sent)
 }
 
 // printSummary prints the ratios the targets are stated in (issue 2).

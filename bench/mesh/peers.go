@@ -160,9 +160,13 @@ func runPeer(ctx context.Context, env *environment, idx int, p peer) []result {
 // and, with --profile, an extra profiled run.
 func measureRow(ctx context.Context, env *environment, l *lab, s *session, row string, reverse bool) result {
 	r := result{peer: row}
+	// A peak that could not be reset would be the daemon's lifetime peak,
+	// not this row's: then the row has none.
+	resetAll := true
 	for _, d := range s.daemons {
 		if err := resetPeakRSS(d.pid()); err != nil {
 			env.log.Warn("peak rss left out", "peer", row, "err", err)
+			resetAll = false
 		}
 	}
 	for _, streams := range []int{1, 4} {
@@ -178,7 +182,9 @@ func measureRow(ctx context.Context, env *environment, l *lab, s *session, row s
 			r.four = t
 		}
 	}
-	r.peakRSS = daemonsPeakRSS(env, s.daemons)
+	if resetAll {
+		r.peakRSS = daemonsPeakRSS(env, s.daemons)
+	}
 	if env.opts.profile != "" {
 		path, err := profileRun(ctx, env, l, s, row, reverse)
 		if err != nil {

@@ -126,15 +126,17 @@ func TestInflightProgressDefersStall(t *testing.T) {
 }
 
 // The stall timer is pooled between waits: one that a wait left running
-// (stopped by progress just before it fired) must not cut the next wait
-// short, and the next wait must still reset on a stall.
+// (stopped by progress before it fired) must not cut the next wait short,
+// and the next wait must still reset on a stall. Progress comes well
+// before the stall, so a slow machine (the tests also run under qemu)
+// cannot turn the first wait into a stall.
 func TestInflightStallTimerReused(t *testing.T) {
-	const stall = 40 * time.Millisecond
+	const stall = 150 * time.Millisecond
 	q := newInflight(1, stall)
 	for round := range 5 {
 		q.took(1)
 		go func() {
-			time.Sleep(stall - 5*time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 			q.handedOn(1)
 		}()
 		waitReturns(t, q, time.Second) // ended by progress
